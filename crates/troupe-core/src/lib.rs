@@ -1,0 +1,15 @@
+//! troupe's domain: runs and their status machine, the events ansible emits, projects,
+//! inventories and the validation that turns untrusted input into these types.
+//!
+//! Nothing here performs I/O; storage, processes and transport live in other crates.
+
+pub mod error;
+pub mod event;
+pub mod inventory;
+pub mod project;
+pub mod run;
+pub mod status;
+
+pub use error::ValidationError;
+pub use event::Event;
+pub use status::RunStatus;

@@ -1,0 +1,392 @@
+//! Runs: one execution of one playbook against one inventory, its options and its results.
+
+use crate::inventory::InventoryContent;
+use crate::project::PlaybookRef;
+use crate::{RunStatus, ValidationError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// The ansible-playbook options of a run; each maps to the flag of the same name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunOptions {
+    /// Extra variables (`-e @file`); must be a JSON object.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub extra_vars: Map<String, Value>,
+    /// `--limit` host pattern.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// `--tags`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// `--skip-tags`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip_tags: Vec<String>,
+    /// `--check`.
+    #[serde(default)]
+    pub check: bool,
+    /// `--diff`.
+    #[serde(default)]
+    pub diff: bool,
+    /// `--forks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forks: Option<u32>,
+    /// `-v` count, 0 to 4.
+    #[serde(default)]
+    pub verbosity: u8,
+    /// Seconds after which the run is stopped with status `timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+}
+
+impl RunOptions {
+    /// Checks every option; errors name the field.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(limit) = &self.limit {
+            check_cli_word(limit, "limit")?;
+        }
+        for (field, list) in [("tags", &self.tags), ("skip_tags", &self.skip_tags)] {
+            for tag in list {
+                check_cli_word(tag, field)?;
+                if tag.contains(',') {
+                    return Err(ValidationError::new(
+                        "invalid_field",
+                        field,
+                        format!(
+                            "tag {tag:?} must not contain ','; give each tag as its own list item"
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(f) = self.forks
+            && !(1..=1000).contains(&f)
+        {
+            return Err(ValidationError::new(
+                "invalid_field",
+                "forks",
+                format!("forks must be between 1 and 1000, got {f}"),
+            ));
+        }
+        if self.verbosity > 4 {
+            return Err(ValidationError::new(
+                "invalid_field",
+                "verbosity",
+                format!("verbosity must be between 0 and 4, got {}", self.verbosity),
+            ));
+        }
+        if self.timeout_s == Some(0) {
+            return Err(ValidationError::new(
+                "invalid_field",
+                "timeout_s",
+                "timeout_s must be at least 1 (omit it for no timeout)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The ansible-playbook arguments these options stand for (extra vars excluded: they go
+    /// through a file).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(limit) = &self.limit {
+            args.extend(["--limit".to_owned(), limit.clone()]);
+        }
+        if !self.tags.is_empty() {
+            args.extend(["--tags".to_owned(), self.tags.join(",")]);
+        }
+        if !self.skip_tags.is_empty() {
+            args.extend(["--skip-tags".to_owned(), self.skip_tags.join(",")]);
+        }
+        if self.check {
+            args.push("--check".into());
+        }
+        if self.diff {
+            args.push("--diff".into());
+        }
+        if let Some(f) = self.forks {
+            args.extend(["--forks".to_owned(), f.to_string()]);
+        }
+        if self.verbosity > 0 {
+            args.push(format!("-{}", "v".repeat(self.verbosity.into())));
+        }
+        args
+    }
+}
+
+fn check_cli_word(value: &str, field: &str) -> Result<(), ValidationError> {
+    if value.is_empty()
+        || value.len() > 4096
+        || value.starts_with('-')
+        || value.contains(['\0', '\n'])
+    {
+        return Err(ValidationError::new(
+            "invalid_field",
+            field,
+            format!("{value:?} is not a valid {field} value"),
+        ));
+    }
+    Ok(())
+}
+
+/// Labels: short key/value pairs to find runs by.
+pub type Labels = BTreeMap<String, String>;
+
+fn validate_labels(labels: &Labels) -> Result<(), ValidationError> {
+    if labels.len() > 32 {
+        return Err(ValidationError::new(
+            "invalid_field",
+            "labels",
+            "at most 32 labels",
+        ));
+    }
+    for (k, v) in labels {
+        let key_ok = !k.is_empty()
+            && k.len() <= 63
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+        if !key_ok || v.len() > 255 || v.contains('\0') {
+            return Err(ValidationError::new(
+                "invalid_field",
+                format!("labels.{k}"),
+                "label keys are 1 to 63 of [A-Za-z0-9._/-]; values at most 255 characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How to stop a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CancelMode {
+    /// Let the task in flight finish on every host, start no new task, still print the recap.
+    Graceful,
+    /// SIGINT, then SIGTERM, then SIGKILL to the whole process group.
+    Force,
+}
+
+impl CancelMode {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelMode::Graceful => "graceful",
+            CancelMode::Force => "force",
+        }
+    }
+
+    /// Parses the lowercase name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "graceful" => Some(Self::Graceful),
+            "force" => Some(Self::Force),
+            _ => None,
+        }
+    }
+}
+
+/// A validated request for a run, ready to be stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRun {
+    /// The project the playbook is in.
+    pub project_id: i64,
+    /// The playbook, relative to the project.
+    pub playbook: PlaybookRef,
+    /// The stored inventory used, if any (its content is copied into `inventory`).
+    pub inventory_id: Option<i64>,
+    /// The inventory the run uses, as it was when the run was created.
+    pub inventory: InventoryContent,
+    /// ansible-playbook options.
+    pub options: RunOptions,
+    /// Labels to find the run by.
+    pub labels: Labels,
+    /// A tag grouping related runs (jobs use it).
+    pub tag: Option<String>,
+}
+
+impl NewRun {
+    /// Checks what a run request may get wrong beyond references to other resources.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        self.options.validate()?;
+        validate_labels(&self.labels)?;
+        if let Some(tag) = &self.tag {
+            crate::project::validate_name(tag, "tag")?;
+        }
+        Ok(())
+    }
+}
+
+/// Per-host totals from ansible's `playbook_on_stats` (its PLAY RECAP).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HostStats {
+    /// Tasks that were ok (changed ones included, as in the recap).
+    pub ok: i64,
+    /// Tasks that changed something.
+    pub changed: i64,
+    /// Tasks that failed.
+    pub failed: i64,
+    /// Times the host was unreachable.
+    pub unreachable: i64,
+    /// Tasks skipped.
+    pub skipped: i64,
+    /// Failures rescued by a block.
+    pub rescued: i64,
+    /// Failures ignored (`ignore_errors`).
+    pub ignored: i64,
+}
+
+/// A run's per-host summary, by host name.
+pub type RunSummary = BTreeMap<String, HostStats>;
+
+impl HostStats {
+    /// Builds the per-host summary from a `playbook_on_stats` event's data (ansible-runner's
+    /// `ok`/`changed`/`failures`/`dark`/`skipped`/`rescued`/`ignored`/`processed` maps).
+    pub fn from_stats_event(event_data: &Value) -> RunSummary {
+        let mut summary = RunSummary::new();
+        let field = |name: &str| event_data.get(name).and_then(Value::as_object);
+        if let Some(processed) = field("processed") {
+            for host in processed.keys() {
+                summary.entry(host.clone()).or_default();
+            }
+        }
+        let columns: [(&str, fn(&mut HostStats) -> &mut i64); 7] = [
+            ("ok", |s| &mut s.ok),
+            ("changed", |s| &mut s.changed),
+            ("failures", |s| &mut s.failed),
+            ("dark", |s| &mut s.unreachable),
+            ("skipped", |s| &mut s.skipped),
+            ("rescued", |s| &mut s.rescued),
+            ("ignored", |s| &mut s.ignored),
+        ];
+        for (name, slot) in columns {
+            for (host, n) in field(name).into_iter().flatten() {
+                *slot(summary.entry(host.clone()).or_default()) = n.as_i64().unwrap_or(0);
+            }
+        }
+        summary
+    }
+}
+
+/// A stored run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Run {
+    /// Store-assigned id; increases with creation order.
+    pub id: i64,
+    /// The project.
+    pub project_id: i64,
+    /// The playbook, relative to the project.
+    pub playbook: String,
+    /// The stored inventory used, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory_id: Option<i64>,
+    /// ansible-playbook options.
+    pub options: RunOptions,
+    /// Labels.
+    pub labels: Labels,
+    /// Tag grouping related runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Current status.
+    pub status: RunStatus,
+    /// Why the run is in its status, when that needs saying (errors, cancels, timeouts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    /// ansible-playbook's exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rc: Option<i32>,
+    /// When the run was created.
+    pub created_at: DateTime<Utc>,
+    /// When a worker started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The worker holding (or that held) it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    /// A cancel asked for and not yet carried out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_requested: Option<CancelMode>,
+    /// Per-host totals, once the run has reported them.
+    #[serde(default)]
+    pub summary: RunSummary,
+    /// Number of events stored.
+    pub event_count: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn options_to_args() {
+        let o = RunOptions {
+            limit: Some("web".into()),
+            tags: vec!["a".into(), "b".into()],
+            check: true,
+            forks: Some(3),
+            verbosity: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            o.to_args(),
+            vec![
+                "--limit", "web", "--tags", "a,b", "--check", "--forks", "3", "-vv"
+            ]
+        );
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let bad = [
+            (json!({"verbosity": 5}), "verbosity"),
+            (json!({"forks": 0}), "forks"),
+            (json!({"limit": "--become"}), "limit"),
+            (json!({"tags": ["a,b"]}), "tags"),
+            (json!({"timeout_s": 0}), "timeout_s"),
+        ];
+        for (v, field) in bad {
+            let o: RunOptions = serde_json::from_value(v).expect("shape");
+            assert_eq!(o.validate().expect_err(field).field, field);
+        }
+        assert!(serde_json::from_value::<RunOptions>(json!({"extra_vars": [1]})).is_err());
+        assert!(serde_json::from_value::<RunOptions>(json!({"bogus": 1})).is_err());
+    }
+
+    #[test]
+    fn stats_event_to_summary() {
+        let data = json!({
+            "ok": {"a": 3, "b": 2}, "changed": {"a": 1}, "failures": {"b": 1},
+            "dark": {"c": 1}, "skipped": {"a": 1}, "rescued": {}, "ignored": {"a": 1},
+            "processed": {"a": 1, "b": 1, "c": 1}
+        });
+        let s = HostStats::from_stats_event(&data);
+        assert_eq!(s.len(), 3);
+        assert_eq!(
+            s["a"],
+            HostStats {
+                ok: 3,
+                changed: 1,
+                skipped: 1,
+                ignored: 1,
+                ..Default::default()
+            }
+        );
+        assert_eq!(s["b"].failed, 1);
+        assert_eq!(s["c"].unreachable, 1);
+    }
+
+    #[test]
+    fn labels_are_checked() {
+        let mut l = Labels::new();
+        l.insert("team".into(), "ops".into());
+        assert!(validate_labels(&l).is_ok());
+        l.insert("bad key".into(), "x".into());
+        assert!(validate_labels(&l).is_err());
+    }
+}
