@@ -1,0 +1,218 @@
+//! The storage interface of troupe.
+//!
+//! One [`Store`] trait, implemented once per backend (`troupe-sqlite`, `troupe-postgres`), each
+//! owning its migrations. The `conformance` feature exposes the test suite every backend must
+//! pass, so both behave the same down to the edge cases.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use troupe_core::inventory::{Inventory, InventoryContent, NewInventory};
+use troupe_core::project::{NewProject, Project};
+use troupe_core::run::{CancelMode, NewRun, Run, RunSummary};
+use troupe_core::{Event, RunStatus};
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+/// What can go wrong in a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The thing asked for does not exist.
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// Kind of thing, e.g. `run`.
+        what: &'static str,
+        /// Its id or name.
+        id: String,
+    },
+    /// The change conflicts with what is stored (duplicate name, run already finished...).
+    #[error("{0}")]
+    Conflict(String),
+    /// The backend failed (connection lost, disk full...). Retrying may help.
+    #[error("store backend error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// A `NotFound` for `what` with `id`.
+    pub fn not_found(what: &'static str, id: impl ToString) -> Self {
+        StoreError::NotFound {
+            what,
+            id: id.to_string(),
+        }
+    }
+}
+
+/// Result alias for store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which runs to list.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only runs in one of these statuses (any when empty).
+    pub statuses: Vec<RunStatus>,
+    /// Only runs of this project.
+    pub project_id: Option<i64>,
+    /// Only runs carrying this label key (and value, when given).
+    pub label: Option<(String, Option<String>)>,
+    /// Only runs with this tag.
+    pub tag: Option<String>,
+}
+
+/// One page of a listing, newest first.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    /// Only items with an id below this (the previous page's last id).
+    pub before: Option<i64>,
+    /// At most this many items.
+    pub limit: i64,
+}
+
+/// How a worker finished a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutcome {
+    /// The final status; must be a legal move from `running`.
+    pub status: RunStatus,
+    /// ansible-playbook's exit code, when it exited.
+    pub rc: Option<i32>,
+    /// Why, when it needs saying.
+    pub reason: Option<String>,
+    /// Per-host totals from the stats event (empty when there was none).
+    pub summary: RunSummary,
+}
+
+/// What a lease renewal found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// Still ours; a cancel may have been asked for in the meantime.
+    Held {
+        /// A cancel asked for and not yet carried out.
+        cancel_requested: Option<CancelMode>,
+    },
+    /// No longer ours (expired and taken away, or the run is over): stop working on it.
+    Lost,
+}
+
+/// Which of a process's output streams a chunk is from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// Standard output: what ansible's stdout callback printed.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl Stream {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// A piece of a run's output, in order within its stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputChunk {
+    /// Which stream.
+    pub stream: Stream,
+    /// Position within the run's output (both streams share one sequence), from 1.
+    pub seq: i64,
+    /// The text.
+    pub text: String,
+}
+
+/// An API token as stored: only a hash of the secret is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Store-assigned id.
+    pub id: i64,
+    /// Human name ("admin", "ci"...).
+    pub name: String,
+    /// Hex SHA-256 of the token.
+    pub hash: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Everything troupe keeps. Implemented once per backend.
+///
+/// Every method is atomic: it either happens whole or not at all.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The backend's name: `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    /// The database server's version, for `troupe doctor`.
+    async fn server_version(&self) -> StoreResult<String>;
+    /// Succeeds when the store answers (readiness).
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Creates a project; `Conflict` when the name is taken.
+    async fn create_project(&self, new: &NewProject) -> StoreResult<Project>;
+    /// A project by id.
+    async fn get_project(&self, id: i64) -> StoreResult<Project>;
+    /// A project by name.
+    async fn find_project(&self, name: &str) -> StoreResult<Option<Project>>;
+    /// All projects, by id.
+    async fn list_projects(&self) -> StoreResult<Vec<Project>>;
+
+    /// Creates an inventory that the caller has validated; `Conflict` when the name is taken.
+    async fn create_inventory(&self, new: &NewInventory, host_count: i64)
+    -> StoreResult<Inventory>;
+    /// An inventory by id.
+    async fn get_inventory(&self, id: i64) -> StoreResult<Inventory>;
+    /// An inventory by name.
+    async fn find_inventory(&self, name: &str) -> StoreResult<Option<Inventory>>;
+    /// All inventories, by id.
+    async fn list_inventories(&self) -> StoreResult<Vec<Inventory>>;
+
+    /// Stores a new run, `queued`. The project (and inventory, if any) must exist.
+    async fn create_run(&self, new: &NewRun) -> StoreResult<Run>;
+    /// A run by id.
+    async fn get_run(&self, id: i64) -> StoreResult<Run>;
+    /// The inventory a run was created with.
+    async fn get_run_inventory(&self, id: i64) -> StoreResult<InventoryContent>;
+    /// Runs matching `filter`, newest first.
+    async fn list_runs(&self, filter: &RunFilter, page: Page) -> StoreResult<Vec<Run>>;
+
+    /// Claims the oldest queued run for `worker_id`: it becomes `running` with a lease that
+    /// expires after `lease`. Two workers never claim the same run.
+    async fn claim_run(&self, worker_id: &str, lease: Duration) -> StoreResult<Option<Run>>;
+    /// Extends the lease of a run `worker_id` holds.
+    async fn renew_lease(&self, run_id: i64, worker_id: &str, lease: Duration)
+    -> StoreResult<Lease>;
+    /// Ends a run `worker_id` holds. `Conflict` when it is not running under that worker.
+    async fn finish_run(&self, run_id: i64, worker_id: &str, outcome: &RunOutcome)
+    -> StoreResult<Run>;
+    /// Asks for a run to stop. A queued run is canceled at once; a running one is flagged for
+    /// its worker. `Conflict` when the run has already finished.
+    async fn request_cancel(&self, run_id: i64, mode: CancelMode) -> StoreResult<Run>;
+    /// Marks `error` (with `reason`) every running run whose worker id starts with
+    /// `worker_prefix`: the runs a dead process left behind. Returns their ids.
+    async fn fail_runs_of_workers(&self, worker_prefix: &str, reason: &str)
+    -> StoreResult<Vec<i64>>;
+    /// Marks `error` (with `reason`) every running run whose lease expired before `now`.
+    async fn expire_leases(&self, now: DateTime<Utc>, reason: &str) -> StoreResult<Vec<i64>>;
+
+    /// Appends events in one transaction. An event whose counter is already stored for the
+    /// run is skipped, so a retried batch never duplicates.
+    async fn append_events(&self, run_id: i64, events: &[Event]) -> StoreResult<()>;
+    /// Events with `counter > after`, in counter order, at most `limit`.
+    async fn list_events(&self, run_id: i64, after: i64, limit: i64) -> StoreResult<Vec<Event>>;
+    /// The events that mean a host failed (`runner_on_failed` not ignored, and
+    /// `runner_on_unreachable`), in counter order.
+    async fn host_failures(&self, run_id: i64) -> StoreResult<Vec<Event>>;
+    /// Appends output chunks in one transaction (a chunk whose seq is stored is skipped).
+    async fn append_output(&self, run_id: i64, chunks: &[OutputChunk]) -> StoreResult<()>;
+    /// A run's whole output on one stream.
+    async fn read_output(&self, run_id: i64, stream: Stream) -> StoreResult<String>;
+
+    /// Stores a token hash under `name`.
+    async fn create_token(&self, name: &str, hash: &str) -> StoreResult<TokenRecord>;
+    /// Every stored token.
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;
+}
