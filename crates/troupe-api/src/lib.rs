@@ -1,0 +1,102 @@
+//! troupe's HTTP API (v1): projects, inventories, runs and tokens over JSON, with bearer-token
+//! auth on everything but health checks, and an OpenAPI document generated from the handlers.
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use std::sync::Arc;
+use troupe_store::Store;
+use troupe_worker::WorkerPool;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+pub mod auth;
+pub mod error;
+mod extract;
+mod routes;
+
+pub use auth::{TokenSet, generate_token, hash_token};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Where everything is kept.
+    pub store: Arc<dyn Store>,
+    /// The embedded workers (woken on new runs, told of cancels).
+    pub pool: Arc<WorkerPool>,
+    /// Valid API token hashes.
+    pub tokens: Arc<TokenSet>,
+}
+
+/// Limits of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "troupe", description = "Ansible as a service: run ansible-playbook over HTTP, with every event captured."),
+    components(schemas(error::ErrorBody)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document of the whole API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::projects::router())
+        .merge(routes::inventories::router())
+        .merge(routes::runs::router())
+        .merge(routes::tokens::router())
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState, cfg: &ApiConfig) -> Router {
+    let (api, doc) = api_routes().split_for_parts();
+    let doc = Arc::new(doc);
+    let api = api
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let doc = Arc::clone(&doc);
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .merge(routes::health::router())
+        .merge(api)
+        .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
+        .with_state(state)
+}

@@ -1,0 +1,106 @@
+//! Projects: directories of playbooks.
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use troupe_core::project::{NewProject, Project, ProjectSource};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_project, list_projects))
+        .routes(routes!(get_project))
+        .routes(routes!(list_playbooks))
+}
+
+/// Register a project.
+#[utoipa::path(post, path = "/api/v1/projects", request_body = NewProject,
+    responses((status = 201, body = Project), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+async fn create_project(
+    State(state): State<AppState>,
+    ApiJson(new): ApiJson<NewProject>,
+) -> ApiResult<(StatusCode, Json<Project>)> {
+    new.validate()?;
+    match &new.source {
+        ProjectSource::Dir { path } => {
+            let is_dir = tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir());
+            if !is_dir {
+                return Err(ApiError::invalid(
+                    "invalid_source",
+                    "source.path",
+                    format!("{path} is not a directory the server can read"),
+                ));
+            }
+        }
+    }
+    let project = state.store.create_project(&new).await?;
+    Ok((StatusCode::CREATED, Json(project)))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Only the project with this name.
+    name: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct ProjectList {
+    projects: Vec<Project>,
+}
+
+/// List projects.
+#[utoipa::path(get, path = "/api/v1/projects", params(ListQuery), responses((status = 200, body = ProjectList)))]
+async fn list_projects(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<ProjectList>> {
+    let projects = match q.name {
+        Some(name) => state.store.find_project(&name).await?.into_iter().collect(),
+        None => state.store.list_projects().await?,
+    };
+    Ok(Json(ProjectList { projects }))
+}
+
+/// One project.
+#[utoipa::path(get, path = "/api/v1/projects/{id}", responses((status = 200, body = Project), (status = 404, body = crate::error::ErrorBody)))]
+async fn get_project(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Project>> {
+    Ok(Json(state.store.get_project(id).await?))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct PlaybookList {
+    /// Playbook paths relative to the project.
+    playbooks: Vec<String>,
+}
+
+/// The playbooks a project holds.
+#[utoipa::path(get, path = "/api/v1/projects/{id}/playbooks", responses((status = 200, body = PlaybookList), (status = 404, body = crate::error::ErrorBody)))]
+async fn list_playbooks(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<PlaybookList>> {
+    let project = state.store.get_project(id).await?;
+    let ProjectSource::Dir { path } = project.source;
+    let dir = PathBuf::from(&path);
+    let listed = tokio::task::spawn_blocking(move || troupe_worker::playbooks::list_playbooks(&dir))
+        .await
+        .map_err(|e| ApiError::internal("listing playbooks failed", &e))?;
+    match listed {
+        Ok(playbooks) => Ok(Json(PlaybookList { playbooks })),
+        Err(_) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "project_unavailable",
+            format!("project directory {path} cannot be read"),
+        )),
+    }
+}

@@ -1,0 +1,491 @@
+//! Runs: launch, list, inspect, follow and cancel.
+
+use super::IdOrName;
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use troupe_core::inventory::{InventoryContent, InventoryFormat};
+use troupe_core::project::{PlaybookRef, ProjectSource};
+use troupe_core::run::{CancelMode, HostStats, Labels, NewRun, Run, RunOptions};
+use troupe_core::{Event, RunStatus};
+use troupe_store::{Page, RunFilter, StoreError, Stream};
+use troupe_worker::playbooks::{PlaybookError, resolve_playbook};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_run, list_runs))
+        .routes(routes!(get_run))
+        .routes(routes!(list_events))
+        .routes(routes!(get_stdout))
+        .routes(routes!(get_stderr))
+        .routes(routes!(get_hosts))
+        .routes(routes!(cancel_run))
+}
+
+/// A run to launch.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CreateRun {
+    /// The project, by id or name.
+    #[schema(value_type = Object)]
+    project: IdOrName,
+    /// Playbook path relative to the project.
+    playbook: String,
+    /// A stored inventory, by id or name. Give this or `hosts`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    inventory: Option<IdOrName>,
+    /// An inline inventory (YAML or INI text). Give this or `inventory`.
+    #[serde(default)]
+    hosts: Option<String>,
+    /// Format of `hosts`; guessed when omitted.
+    #[serde(default)]
+    hosts_format: Option<InventoryFormat>,
+    /// Extra variables: a JSON object.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    extra_vars: Option<Value>,
+    #[serde(default)]
+    limit: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    skip_tags: Vec<String>,
+    #[serde(default)]
+    check: bool,
+    #[serde(default)]
+    diff: bool,
+    #[serde(default)]
+    forks: Option<u32>,
+    #[serde(default)]
+    verbosity: u8,
+    #[serde(default)]
+    timeout_s: Option<u64>,
+    #[serde(default)]
+    labels: Labels,
+    #[serde(default)]
+    tag: Option<String>,
+}
+
+/// Launch a run: it is queued at once and started as soon as a worker slot is free.
+#[utoipa::path(post, path = "/api/v1/runs", request_body = CreateRun,
+    responses((status = 201, body = Run), (status = 422, body = crate::error::ErrorBody)))]
+async fn create_run(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CreateRun>,
+) -> ApiResult<(StatusCode, Json<Run>)> {
+    let project = match &req.project {
+        IdOrName::Id(id) => state.store.get_project(*id).await.map(Some),
+        IdOrName::Name(name) => state.store.find_project(name).await,
+    };
+    let project = match project {
+        Ok(Some(p)) => p,
+        Ok(None) | Err(StoreError::NotFound { .. }) => {
+            return Err(ApiError::invalid(
+                "unknown_project",
+                "project",
+                format!("no project {}", describe(&req.project)),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let playbook = PlaybookRef::parse(&req.playbook)?;
+    let ProjectSource::Dir { path } = &project.source;
+    resolve_playbook(Path::new(path), playbook.as_str())
+        .await
+        .map_err(playbook_error)?;
+
+    let (inventory_id, inventory) = match (&req.inventory, &req.hosts) {
+        (Some(r), None) => {
+            let found = match r {
+                IdOrName::Id(id) => state.store.get_inventory(*id).await.map(Some),
+                IdOrName::Name(name) => state.store.find_inventory(name).await,
+            };
+            match found {
+                Ok(Some(inv)) => (Some(inv.id), inv.content),
+                Ok(None) | Err(StoreError::NotFound { .. }) => {
+                    return Err(ApiError::invalid(
+                        "unknown_inventory",
+                        "inventory",
+                        format!("no inventory {}", describe(r)),
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        (None, Some(hosts)) => {
+            let content = InventoryContent {
+                format: req
+                    .hosts_format
+                    .unwrap_or_else(|| InventoryFormat::detect(hosts)),
+                hosts: hosts.clone(),
+                vars: None,
+            };
+            content.validate()?;
+            (None, content)
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "invalid_inventory",
+                "inventory",
+                "give either inventory or hosts, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "missing_inventory",
+                "inventory",
+                "give an inventory (id or name) or inline hosts",
+            ));
+        }
+    };
+    let extra_vars = match req.extra_vars {
+        None | Some(Value::Null) => serde_json::Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "invalid_extra_vars",
+                "extra_vars",
+                format!("extra_vars must be a JSON object, got {}", json_kind(&other)),
+            ));
+        }
+    };
+    let new = NewRun {
+        project_id: project.id,
+        playbook,
+        inventory_id,
+        inventory,
+        options: RunOptions {
+            extra_vars,
+            limit: req.limit,
+            tags: req.tags,
+            skip_tags: req.skip_tags,
+            check: req.check,
+            diff: req.diff,
+            forks: req.forks,
+            verbosity: req.verbosity,
+            timeout_s: req.timeout_s,
+        },
+        labels: req.labels,
+        tag: req.tag,
+    };
+    new.validate()?;
+    let run = state.store.create_run(&new).await?;
+    state.pool.wake();
+    Ok((StatusCode::CREATED, Json(run)))
+}
+
+fn describe(r: &IdOrName) -> String {
+    match r {
+        IdOrName::Id(id) => format!("with id {id}"),
+        IdOrName::Name(n) => format!("named {n:?}"),
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn playbook_error(e: PlaybookError) -> ApiError {
+    match e {
+        PlaybookError::Invalid(v) => v.into(),
+        PlaybookError::Missing(_) => ApiError::invalid("playbook_not_found", "playbook", e.to_string()),
+        PlaybookError::Escapes(_) | PlaybookError::NotAFile(_) => {
+            ApiError::invalid("invalid_playbook", "playbook", e.to_string())
+        }
+        PlaybookError::ProjectDir(_) => ApiError::new(
+            StatusCode::CONFLICT,
+            "project_unavailable",
+            e.to_string(),
+        ),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Comma-separated statuses.
+    status: Option<String>,
+    /// Project id.
+    project: Option<i64>,
+    /// `key` or `key=value`.
+    label: Option<String>,
+    /// Tag.
+    tag: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<i64>,
+    /// Page size, 1 to 500 (default 50).
+    limit: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct RunList {
+    runs: Vec<Run>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<i64>,
+}
+
+/// List runs, newest first.
+#[utoipa::path(get, path = "/api/v1/runs", params(ListQuery), responses((status = 200, body = RunList)))]
+async fn list_runs(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<RunList>> {
+    let mut statuses = Vec::new();
+    for s in q.status.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
+        statuses.push(s.parse::<RunStatus>().map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string()).field("status")
+        })?);
+    }
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("limit must be between 1 and 500, got {limit}"),
+        )
+        .field("limit"));
+    }
+    let label = q.label.map(|l| match l.split_once('=') {
+        Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+        None => (l, None),
+    });
+    let filter = RunFilter {
+        statuses,
+        project_id: q.project,
+        label,
+        tag: q.tag,
+    };
+    let runs = state
+        .store
+        .list_runs(&filter, Page { before: q.cursor, limit })
+        .await?;
+    let next_cursor = if runs.len() as i64 == limit {
+        runs.last().map(|r| r.id)
+    } else {
+        None
+    };
+    Ok(Json(RunList { runs, next_cursor }))
+}
+
+/// One run: status, times, rc and per-host summary.
+#[utoipa::path(get, path = "/api/v1/runs/{id}", responses((status = 200, body = Run), (status = 404, body = crate::error::ErrorBody)))]
+async fn get_run(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<Run>> {
+    Ok(Json(state.store.get_run(id).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// Only events with a counter above this (default 0).
+    after: Option<i64>,
+    /// At most this many, 1 to 10000 (default 1000).
+    limit: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct EventPage {
+    events: Vec<Event>,
+    /// The counter to ask for next (`after`).
+    next_after: i64,
+    /// The run's status when the page was read: once it is finished and a page comes back
+    /// short, there is nothing more.
+    run_status: RunStatus,
+}
+
+/// A run's events in counter order (ansible-runner's fields).
+#[utoipa::path(get, path = "/api/v1/runs/{id}/events", params(EventsQuery), responses((status = 200, body = EventPage)))]
+async fn list_events(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> ApiResult<Json<EventPage>> {
+    let after = q.after.unwrap_or(0).max(0);
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("limit must be between 1 and 10000, got {limit}"),
+        )
+        .field("limit"));
+    }
+    // Status first: events stored before a finished status was read are all there is.
+    let run = state.store.get_run(id).await?;
+    let events = state.store.list_events(id, after, limit).await?;
+    let next_after = events.last().map_or(after, |e| e.counter);
+    Ok(Json(EventPage {
+        events,
+        next_after,
+        run_status: run.status,
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct OutputQuery {
+    /// Skip this many bytes (what a follower already has).
+    offset: Option<usize>,
+}
+
+/// A run's standard output, as ansible printed it. `X-Troupe-Run-Status` carries the run's
+/// status as it was before the output was read.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/stdout", params(OutputQuery), responses((status = 200, content_type = "text/plain", body = String)))]
+async fn get_stdout(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<OutputQuery>,
+) -> ApiResult<Response> {
+    output(&state, id, Stream::Stdout, q.offset.unwrap_or(0)).await
+}
+
+/// A run's standard error.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/stderr", params(OutputQuery), responses((status = 200, content_type = "text/plain", body = String)))]
+async fn get_stderr(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<OutputQuery>,
+) -> ApiResult<Response> {
+    output(&state, id, Stream::Stderr, q.offset.unwrap_or(0)).await
+}
+
+async fn output(state: &AppState, id: i64, stream: Stream, offset: usize) -> ApiResult<Response> {
+    let run = state.store.get_run(id).await?;
+    let text = state.store.read_output(id, stream).await?;
+    let body = match text.get(offset..) {
+        Some(rest) => rest.to_owned(),
+        None if offset >= text.len() => String::new(),
+        None => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("offset {offset} is not at a character boundary"),
+            )
+            .field("offset"));
+        }
+    };
+    let mut resp = body.into_response();
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert("x-troupe-run-status", HeaderValue::from_static(run.status.as_str()));
+    Ok(resp)
+}
+
+/// A host's result (Pansible's shape): its totals and what failed.
+#[derive(Serialize, utoipa::ToSchema)]
+struct HostResult {
+    stats: HostStats,
+    /// True when the host was unreachable at least once.
+    unreachable: bool,
+    failures: Vec<HostFailure>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct HostFailure {
+    /// The event's counter.
+    counter: i64,
+    /// `runner_on_failed` or `runner_on_unreachable`.
+    event: String,
+    task: Option<String>,
+    /// The module's message.
+    msg: Option<String>,
+    /// The whole result ansible returned.
+    #[schema(value_type = Object)]
+    result: Value,
+}
+
+/// Per host: totals from the PLAY RECAP and the failures behind them.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/hosts", responses((status = 200, body = BTreeMap<String, HostResult>)))]
+async fn get_hosts(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<BTreeMap<String, HostResult>>> {
+    let run = state.store.get_run(id).await?;
+    let failures = state.store.host_failures(id).await?;
+    let mut hosts: BTreeMap<String, HostResult> = run
+        .summary
+        .into_iter()
+        .map(|(host, stats)| {
+            let unreachable = stats.unreachable > 0;
+            (host, HostResult { stats, unreachable, failures: Vec::new() })
+        })
+        .collect();
+    for ev in failures {
+        let Some(host) = ev.host().map(str::to_owned) else {
+            continue;
+        };
+        let result = ev.event_data.get("res").cloned().unwrap_or(Value::Null);
+        let entry = hosts.entry(host).or_insert_with(|| HostResult {
+            stats: HostStats::default(),
+            unreachable: false,
+            failures: Vec::new(),
+        });
+        if ev.event == "runner_on_unreachable" {
+            entry.unreachable = true;
+        }
+        entry.failures.push(HostFailure {
+            counter: ev.counter,
+            task: ev.task().map(str::to_owned),
+            msg: result.get("msg").and_then(Value::as_str).map(str::to_owned),
+            event: ev.event,
+            result,
+        });
+    }
+    Ok(Json(hosts))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CancelRequest {
+    /// `graceful` (default): the task in flight finishes, no new task starts. `force`:
+    /// SIGINT, SIGTERM, then SIGKILL to the whole process group.
+    #[serde(default)]
+    mode: Option<CancelMode>,
+}
+
+/// Stop a run. A queued run is canceled at once; a running one is stopped by its worker.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", request_body = CancelRequest,
+    responses((status = 202, body = Run), (status = 409, body = crate::error::ErrorBody)))]
+async fn cancel_run(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Run>)> {
+    // An empty body means the default, so `curl -X POST .../cancel` just works.
+    let req: CancelRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CancelRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", e.to_string())
+                .field("mode")
+        })?
+    };
+    let mode = req.mode.unwrap_or(CancelMode::Graceful);
+    let run = state.store.request_cancel(id, mode).await?;
+    if run.status == RunStatus::Running {
+        state.pool.cancel(id, mode);
+    }
+    Ok((StatusCode::ACCEPTED, Json(run)))
+}

@@ -1,0 +1,53 @@
+//! Issuing more API tokens.
+
+use crate::auth::{generate_token, hash_token};
+use crate::error::ApiResult;
+use crate::extract::ApiJson;
+use crate::AppState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create_token))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    /// What the token is for ("ci", "alice"...).
+    name: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct IssuedToken {
+    id: i64,
+    name: String,
+    /// The secret: shown once, only its hash is kept.
+    token: String,
+}
+
+/// Issue a new API token. The secret is in this answer only.
+#[utoipa::path(post, path = "/api/v1/tokens", request_body = NewToken,
+    responses((status = 201, body = IssuedToken)))]
+async fn create_token(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<NewToken>,
+) -> ApiResult<(StatusCode, Json<IssuedToken>)> {
+    troupe_core::project::validate_name(&req.name, "name")?;
+    let token = generate_token();
+    let hash = hash_token(&token);
+    let rec = state.store.create_token(&req.name, &hash).await?;
+    state.tokens.insert_hex(&hash);
+    Ok((
+        StatusCode::CREATED,
+        Json(IssuedToken {
+            id: rec.id,
+            name: rec.name,
+            token,
+        }),
+    ))
+}

@@ -1,0 +1,202 @@
+//! Executing one claimed run: launch, drain, renew, cancel, record.
+
+use crate::batch::Batcher;
+use crate::playbooks::resolve_playbook;
+use crate::pool::{Control, WorkerPool};
+use crate::status::{CancelCause, decide_status};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use troupe_ansible::{LaunchSpec, Process};
+use troupe_core::RunStatus;
+use troupe_core::project::ProjectSource;
+use troupe_core::run::{CancelMode, Run, RunSummary};
+use troupe_store::{Lease, RunOutcome};
+
+impl WorkerPool {
+    /// Executes a run this pool has claimed and records how it ended.
+    pub(crate) async fn execute(self: &Arc<Self>, run: Run) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut active) = self.active.lock() {
+            active.insert(run.id, tx);
+        }
+        let outcome = self.run_to_end(&run, rx).await;
+        if let Ok(mut active) = self.active.lock() {
+            active.remove(&run.id);
+        }
+        if let Some(outcome) = outcome {
+            self.record(run.id, outcome).await;
+        }
+    }
+
+    /// Writes the outcome, retrying while the store is unavailable.
+    async fn record(&self, run_id: i64, outcome: RunOutcome) {
+        let mut delay = Duration::from_millis(100);
+        for _ in 0..30 {
+            match self.store.finish_run(run_id, &self.worker_id, &outcome).await {
+                Ok(run) => {
+                    tracing::info!(run = run_id, status = %run.status, rc = ?run.rc, "run finished");
+                    return;
+                }
+                Err(troupe_store::StoreError::Conflict(msg)) => {
+                    tracing::warn!(run = run_id, %msg, "run was no longer ours to finish");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(run = run_id, error = %e, "could not record run outcome; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        tracing::error!(run = run_id, "gave up recording the run's outcome; its lease will expire");
+    }
+
+    /// Runs the process to its end. `None` when the lease was lost: someone else owns the
+    /// run's record now.
+    async fn run_to_end(
+        self: &Arc<Self>,
+        run: &Run,
+        mut control: mpsc::UnboundedReceiver<Control>,
+    ) -> Option<RunOutcome> {
+        let spec = match self.prepare(run).await {
+            Ok(spec) => spec,
+            Err(reason) => return Some(error_outcome(reason)),
+        };
+        let (process, mut outputs) = match Process::spawn(spec).await {
+            Ok(p) => p,
+            Err(e) => return Some(error_outcome(format!("could not start ansible-playbook: {e}"))),
+        };
+        tracing::info!(run = run.id, pid = process.pid(), playbook = %run.playbook, "run started");
+
+        let mut batcher = Batcher::new(run.id);
+        let mut flush_tick = tokio::time::interval(self.cfg.flush_interval);
+        let mut renew_tick = tokio::time::interval(self.cfg.lease / 3);
+        renew_tick.reset();
+        let mut cause: Option<CancelCause> = None;
+
+        loop {
+            tokio::select! {
+                out = outputs.recv() => match out {
+                    Some(out) => {
+                        if batcher.push(out) {
+                            batcher.flush(&self.store).await;
+                        }
+                    }
+                    None => break,
+                },
+                _ = flush_tick.tick() => batcher.flush(&self.store).await,
+                _ = renew_tick.tick() => {
+                    match self.store.renew_lease(run.id, &self.worker_id, self.cfg.lease).await {
+                        Ok(Lease::Held { cancel_requested: Some(mode) }) => {
+                            apply(CancelCause::Requested(mode), &process, &mut cause);
+                        }
+                        Ok(Lease::Held { cancel_requested: None }) => {}
+                        Ok(Lease::Lost) => apply(CancelCause::LeaseLost, &process, &mut cause),
+                        Err(e) => tracing::warn!(run = run.id, error = %e, "could not renew lease"),
+                    }
+                }
+                Some(Control::Cancel(c)) = control.recv() => apply(c, &process, &mut cause),
+            }
+        }
+        let exit = process.wait().await;
+        batcher.flush(&self.store).await;
+        if cause == Some(CancelCause::LeaseLost) {
+            return None;
+        }
+        let (status, reason) = decide_status(&exit, run.options.timeout_s, cause);
+        let summary: RunSummary = batcher.summary().cloned().unwrap_or_default();
+        Some(RunOutcome {
+            status,
+            rc: exit.rc,
+            reason,
+            summary,
+        })
+    }
+
+    /// Everything a launch needs, checked again at execution time: the project directory
+    /// or a symlink in it may have changed since the run was queued.
+    async fn prepare(&self, run: &Run) -> Result<LaunchSpec, String> {
+        let project = self
+            .store
+            .get_project(run.project_id)
+            .await
+            .map_err(|e| format!("could not load the run's project: {e}"))?;
+        let project_dir = match &project.source {
+            ProjectSource::Dir { path } => PathBuf::from(path),
+        };
+        resolve_playbook(&project_dir, &run.playbook)
+            .await
+            .map_err(|e| e.to_string())?;
+        let inventory = self
+            .store
+            .get_run_inventory(run.id)
+            .await
+            .map_err(|e| format!("could not load the run's inventory: {e}"))?;
+        Ok(LaunchSpec {
+            ansible: self.cfg.ansible.clone(),
+            project_dir,
+            playbook: run.playbook.clone(),
+            inventory,
+            options: run.options.clone(),
+            runs_dir: self.cfg.runs_dir.clone(),
+            run_key: run.id.to_string(),
+            limits: self.cfg.limits.clone(),
+            grace: self.cfg.grace.clone(),
+        })
+    }
+}
+
+fn error_outcome(reason: String) -> RunOutcome {
+    RunOutcome {
+        status: RunStatus::Error,
+        rc: None,
+        reason: Some(reason),
+        summary: RunSummary::new(),
+    }
+}
+
+/// Passes an escalation on to the process.
+fn apply(new: CancelCause, process: &Process, cause: &mut Option<CancelCause>) {
+    if stronger(new, *cause) {
+        process.cancel(mode_of(new));
+        *cause = Some(new);
+    }
+}
+
+fn mode_of(cause: CancelCause) -> CancelMode {
+    match cause {
+        CancelCause::Requested(mode) => mode,
+        CancelCause::Shutdown | CancelCause::LeaseLost => CancelMode::Force,
+    }
+}
+
+/// Whether `new` should replace what was already asked: only escalations are applied (a
+/// graceful request never softens a force, a timeout or a shutdown).
+fn stronger(new: CancelCause, current: Option<CancelCause>) -> bool {
+    let rank = |c: CancelCause| match c {
+        CancelCause::Requested(CancelMode::Graceful) => 1,
+        CancelCause::Requested(CancelMode::Force) => 2,
+        CancelCause::Shutdown => 3,
+        CancelCause::LeaseLost => 4,
+    };
+    current.is_none_or(|c| rank(new) > rank(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancels_only_escalate() {
+        let g = CancelCause::Requested(CancelMode::Graceful);
+        let f = CancelCause::Requested(CancelMode::Force);
+        assert!(stronger(g, None));
+        assert!(stronger(f, Some(g)));
+        assert!(!stronger(g, Some(f)));
+        assert!(!stronger(g, Some(g)));
+        assert!(stronger(CancelCause::Shutdown, Some(f)));
+        assert!(!stronger(f, Some(CancelCause::LeaseLost)));
+    }
+}

@@ -1,0 +1,14 @@
+//! Workers: claim queued runs from the store under a lease and execute them with
+//! ansible-playbook, writing events and output back in batches.
+//!
+//! The embedded pool in `troupe serve` uses exactly the claim path a remote worker will: the
+//! store decides who runs what, so several processes can share one PostgreSQL store.
+
+mod batch;
+mod execute;
+pub mod playbooks;
+mod pool;
+mod status;
+
+pub use pool::{WorkerConfig, WorkerPool};
+pub use status::{CancelCause, decide_status};

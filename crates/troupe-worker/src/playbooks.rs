@@ -1,0 +1,187 @@
+//! Finding playbooks inside a project, never outside it.
+
+use std::path::{Path, PathBuf};
+use troupe_core::ValidationError;
+use troupe_core::project::PlaybookRef;
+
+/// Why a playbook cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaybookError {
+    /// The path is malformed (absolute, `..`, not YAML...).
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The project's directory is missing or unreadable.
+    #[error("project directory {0} is not accessible")]
+    ProjectDir(String),
+    /// No such file in the project.
+    #[error("playbook {0:?} does not exist in the project")]
+    Missing(String),
+    /// The path resolves (through a symlink) to somewhere outside the project.
+    #[error("playbook {0:?} resolves to a path outside the project directory")]
+    Escapes(String),
+    /// The path is a directory or something else that is not a file.
+    #[error("playbook {0:?} is not a regular file")]
+    NotAFile(String),
+}
+
+/// Resolves `playbook` inside `project_dir`, following symlinks, and refuses anything that
+/// ends up outside the project. Returns the canonical path.
+pub async fn resolve_playbook(project_dir: &Path, playbook: &str) -> Result<PathBuf, PlaybookError> {
+    let pb = PlaybookRef::parse(playbook)?;
+    let root = tokio::fs::canonicalize(project_dir)
+        .await
+        .map_err(|_| PlaybookError::ProjectDir(project_dir.display().to_string()))?;
+    let full = tokio::fs::canonicalize(root.join(pb.as_str()))
+        .await
+        .map_err(|_| PlaybookError::Missing(playbook.to_owned()))?;
+    if !full.starts_with(&root) {
+        return Err(PlaybookError::Escapes(playbook.to_owned()));
+    }
+    let meta = tokio::fs::metadata(&full)
+        .await
+        .map_err(|_| PlaybookError::Missing(playbook.to_owned()))?;
+    if !meta.is_file() {
+        return Err(PlaybookError::NotAFile(playbook.to_owned()));
+    }
+    Ok(full)
+}
+
+/// Directories never searched for playbooks: they hold roles, variables or tooling.
+const SKIP_DIRS: &[&str] = &[
+    "roles",
+    "group_vars",
+    "host_vars",
+    "collections",
+    "library",
+    "filter_plugins",
+    "module_utils",
+    "templates",
+    "files",
+    "vars",
+    "tasks",
+    "handlers",
+    "defaults",
+    "meta",
+    "node_modules",
+    "venv",
+];
+const MAX_DEPTH: usize = 4;
+const MAX_FILES: usize = 5000;
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Lists the playbooks in a project: `.yml`/`.yaml` files (up to four directories deep, hidden
+/// and role directories skipped) whose top level is a list of plays. Paths are relative,
+/// sorted. Blocking: call it from a blocking thread.
+pub fn list_playbooks(project_dir: &Path) -> std::io::Result<Vec<String>> {
+    let root = std::fs::canonicalize(project_dir)?;
+    let mut found = Vec::new();
+    let mut seen = 0usize;
+    let mut stack = vec![(root.clone(), 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                continue;
+            }
+            let Ok(ft) = entry.file_type() else { continue };
+            let path = entry.path();
+            if ft.is_dir() {
+                if depth + 1 < MAX_DEPTH && !SKIP_DIRS.contains(&name.as_ref()) {
+                    stack.push((path, depth + 1));
+                }
+                continue;
+            }
+            if !(name.ends_with(".yml") || name.ends_with(".yaml")) {
+                continue;
+            }
+            seen += 1;
+            if seen > MAX_FILES {
+                break;
+            }
+            // Symlinks that leave the project are not listed.
+            let Ok(real) = std::fs::canonicalize(&path) else { continue };
+            if !real.starts_with(&root) || !is_playbook_file(&real) {
+                continue;
+            }
+            if let Ok(rel) = path.strip_prefix(&root) {
+                found.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn is_playbook_file(path: &Path) -> bool {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    if !meta.is_file() || meta.len() > MAX_FILE_BYTES {
+        return false;
+    }
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    is_playbook_text(&text)
+}
+
+/// True when YAML text is a list of plays (each a mapping with `hosts` or an import).
+pub fn is_playbook_text(text: &str) -> bool {
+    let Ok(serde_json::Value::Array(items)) = serde_saphyr::from_str::<serde_json::Value>(text)
+    else {
+        return false;
+    };
+    !items.is_empty()
+        && items.iter().all(|item| {
+            item.as_object().is_some_and(|m| {
+                ["hosts", "import_playbook", "ansible.builtin.import_playbook"]
+                    .iter()
+                    .any(|k| m.contains_key(*k))
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_playbooks() {
+        assert!(is_playbook_text("- hosts: all\n  tasks: []\n"));
+        assert!(is_playbook_text("- import_playbook: other.yml\n"));
+        assert!(!is_playbook_text("- name: a task\n  debug: msg=x\n"));
+        assert!(!is_playbook_text("all:\n  hosts:\n"));
+        assert!(!is_playbook_text("[: bad"));
+    }
+
+    #[tokio::test]
+    async fn resolution_stays_inside_the_project() -> std::io::Result<()> {
+        let outside = tempfile::tempdir()?;
+        std::fs::write(outside.path().join("evil.yml"), "- hosts: all\n")?;
+        let project = tempfile::tempdir()?;
+        let p = project.path();
+        std::fs::write(p.join("site.yml"), "- hosts: all\n  tasks: []\n")?;
+        std::fs::create_dir_all(p.join("sub"))?;
+        std::fs::write(p.join("sub/deploy.yaml"), "- hosts: web\n")?;
+        std::fs::create_dir_all(p.join("roles/r/tasks"))?;
+        std::fs::write(p.join("roles/r/tasks/main.yml"), "- hosts: x\n")?;
+        std::fs::write(p.join("vars.yml"), "a: 1\n")?;
+        std::os::unix::fs::symlink(outside.path().join("evil.yml"), p.join("link.yml"))?;
+        std::os::unix::fs::symlink(p.join("site.yml"), p.join("alias.yml"))?;
+
+        assert!(resolve_playbook(p, "site.yml").await.is_ok());
+        assert!(resolve_playbook(p, "alias.yml").await.is_ok());
+        assert!(matches!(resolve_playbook(p, "link.yml").await, Err(PlaybookError::Escapes(_))));
+        assert!(matches!(resolve_playbook(p, "nope.yml").await, Err(PlaybookError::Missing(_))));
+        assert!(matches!(resolve_playbook(p, "../x.yml").await, Err(PlaybookError::Invalid(_))));
+        std::fs::create_dir_all(p.join("dir.yml"))?;
+        assert!(matches!(resolve_playbook(p, "dir.yml").await, Err(PlaybookError::NotAFile(_))));
+
+        assert_eq!(list_playbooks(p)?, vec!["alias.yml", "site.yml", "sub/deploy.yaml"]);
+        Ok(())
+    }
+}

@@ -1,0 +1,203 @@
+//! The embedded worker pool: a dispatcher that claims runs while it has free slots, and one
+//! task per run in flight.
+
+use crate::status::CancelCause;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use troupe_ansible::{Ansible, Grace, Limits};
+use troupe_core::run::CancelMode;
+use troupe_store::Store;
+
+/// How a pool runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// This process's stable id (kept in the data dir); worker ids start with it.
+    pub node_id: String,
+    /// Runs executed at once; the rest wait `queued`, first in first out.
+    pub slots: usize,
+    /// How long a claim holds without renewal.
+    pub lease: Duration,
+    /// The ansible-playbook to run.
+    pub ansible: Ansible,
+    /// Where per-run private directories are made.
+    pub runs_dir: PathBuf,
+    /// Size limits on results and output.
+    pub limits: Limits,
+    /// Delays between SIGINT, SIGTERM and SIGKILL on a forced cancel.
+    pub grace: Grace,
+    /// How often to look for queued runs when nobody wakes the pool (other processes may
+    /// enqueue into a shared store).
+    pub poll_interval: Duration,
+    /// Longest time an event waits in memory before it is written.
+    pub flush_interval: Duration,
+}
+
+/// A message to a run in flight.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Control {
+    Cancel(CancelCause),
+}
+
+/// Claims and executes runs. Cheap to share: wrap in `Arc`.
+pub struct WorkerPool {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) cfg: WorkerConfig,
+    pub(crate) worker_id: String,
+    wake: Notify,
+    pub(crate) active: Mutex<HashMap<i64, mpsc::UnboundedSender<Control>>>,
+    stop_claiming: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl WorkerPool {
+    /// Recovers what a previous incarnation of this node left behind, then starts claiming.
+    ///
+    /// Runs still marked running under this node's id are marked `error`; process groups of
+    /// runs whose private directories survived a crash are killed.
+    pub async fn start(store: Arc<dyn Store>, cfg: WorkerConfig) -> Arc<Self> {
+        let orphans = troupe_ansible::reap_orphans(&cfg.runs_dir).await;
+        if !orphans.is_empty() {
+            tracing::warn!(count = orphans.len(), "killed processes left behind by a previous troupe");
+        }
+        let prefix = format!("{}/", cfg.node_id);
+        match store
+            .fail_runs_of_workers(&prefix, "troupe restarted while the run was in flight")
+            .await
+        {
+            Ok(ids) if !ids.is_empty() => {
+                tracing::warn!(runs = ?ids, "marked runs lost by a previous troupe as error");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "could not recover runs left running"),
+        }
+        let worker_id = format!("{}/{}", cfg.node_id, uuid::Uuid::new_v4().simple());
+        let pool = Arc::new(Self {
+            store,
+            cfg,
+            worker_id,
+            wake: Notify::new(),
+            active: Mutex::new(HashMap::new()),
+            stop_claiming: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        });
+        tokio::spawn(Arc::clone(&pool).dispatch());
+        tokio::spawn(Arc::clone(&pool).sweep_leases());
+        pool
+    }
+
+    /// The id this pool claims runs under.
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// Tells the pool a run was queued, so it claims without waiting for its poll interval.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Number of runs executing now.
+    pub fn active_runs(&self) -> usize {
+        self.active.lock().map(|a| a.len()).unwrap_or(0)
+    }
+
+    /// Passes a cancel to a run this pool executes. Returns false when the run is not here
+    /// (the worker holding it sees the request at its next lease renewal).
+    pub fn cancel(&self, run_id: i64, mode: CancelMode) -> bool {
+        self.send(run_id, Control::Cancel(CancelCause::Requested(mode)))
+    }
+
+    fn send(&self, run_id: i64, msg: Control) -> bool {
+        let Ok(active) = self.active.lock() else {
+            return false;
+        };
+        active.get(&run_id).is_some_and(|tx| tx.send(msg).is_ok())
+    }
+
+    /// Stops claiming, lets runs in flight finish for up to `grace`, then cancels the rest
+    /// (status `canceled`, reason says troupe shut down) and waits for them to be recorded.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stop_claiming.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_ok() {
+            return;
+        }
+        let ids: Vec<i64> = self
+            .active
+            .lock()
+            .map(|a| a.keys().copied().collect())
+            .unwrap_or_default();
+        tracing::warn!(runs = ?ids, "grace period over: canceling runs in flight");
+        for id in ids {
+            self.send(id, Control::Cancel(CancelCause::Shutdown));
+        }
+        self.tracker.wait().await;
+    }
+
+    async fn dispatch(self: Arc<Self>) {
+        let slots = Arc::new(Semaphore::new(self.cfg.slots.max(1)));
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let permit = tokio::select! {
+                p = Arc::clone(&slots).acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                () = self.stop_claiming.cancelled() => return,
+            };
+            if self.stop_claiming.is_cancelled() {
+                return;
+            }
+            match self.store.claim_run(&self.worker_id, self.cfg.lease).await {
+                Ok(Some(run)) => {
+                    backoff = Duration::from_millis(100);
+                    let pool = Arc::clone(&self);
+                    self.tracker.spawn(async move {
+                        pool.execute(run).await;
+                        drop(permit);
+                    });
+                }
+                Ok(None) => {
+                    drop(permit);
+                    tokio::select! {
+                        () = self.wake.notified() => {}
+                        () = tokio::time::sleep(self.cfg.poll_interval) => {}
+                        () = self.stop_claiming.cancelled() => return,
+                    }
+                }
+                Err(e) => {
+                    drop(permit);
+                    tracing::error!(error = %e, "could not claim runs; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = self.stop_claiming.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Runs whose worker stopped renewing (another process died) are marked `error`.
+    async fn sweep_leases(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.cfg.lease) => {}
+                () = self.stop_claiming.cancelled() => return,
+            }
+            match self
+                .store
+                .expire_leases(chrono::Utc::now(), "the worker running it stopped renewing its lease")
+                .await
+            {
+                Ok(ids) if !ids.is_empty() => tracing::warn!(runs = ?ids, "runs with expired leases marked error"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not sweep expired leases"),
+            }
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! `troupe run`: ansible-playbook's command line, executed by the server.
+
+use crate::client::Client;
+use anyhow::{Context, bail};
+use clap::Args;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use troupe_core::RunStatus;
+use troupe_core::inventory::InventoryFormat;
+use troupe_core::run::Run;
+
+/// Arguments of `troupe run`, named as ansible-playbook names them.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The playbook file.
+    pub playbook: PathBuf,
+    /// Inventory file, or a comma-separated host list (`a,b,`).
+    #[arg(short = 'i', long = "inventory")]
+    pub inventory: String,
+    /// Extra variables: `key=value`, `@file.json`/`@file.yml`, or a JSON object. Repeatable.
+    #[arg(short = 'e', long = "extra-vars")]
+    pub extra_vars: Vec<String>,
+    /// Limit to a host pattern.
+    #[arg(short = 'l', long)]
+    pub limit: Option<String>,
+    /// Only tasks with these tags (comma-separated).
+    #[arg(short = 't', long)]
+    pub tags: Option<String>,
+    /// Skip tasks with these tags (comma-separated).
+    #[arg(long)]
+    pub skip_tags: Option<String>,
+    /// Don't change anything; predict.
+    #[arg(short = 'C', long)]
+    pub check: bool,
+    /// Show differences in changed files.
+    #[arg(short = 'D', long)]
+    pub diff: bool,
+    /// Parallel processes.
+    #[arg(short = 'f', long)]
+    pub forks: Option<u32>,
+    /// Verbosity (-v to -vvvv).
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Stop the run after this many seconds.
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Label the run (`key=value`). Repeatable.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// The project directory (default: the current directory if it holds the playbook,
+    /// else the playbook's directory).
+    #[arg(long)]
+    pub project_dir: Option<PathBuf>,
+    /// Queue the run and print its id without following it.
+    #[arg(long)]
+    pub detach: bool,
+}
+
+pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
+    let playbook = std::fs::canonicalize(&args.playbook)
+        .with_context(|| format!("playbook {} not found", args.playbook.display()))?;
+    let project_dir = match &args.project_dir {
+        Some(d) => std::fs::canonicalize(d)
+            .with_context(|| format!("project dir {} not found", d.display()))?,
+        None => {
+            let cwd = std::env::current_dir()?.canonicalize()?;
+            if playbook.starts_with(&cwd) {
+                cwd
+            } else {
+                playbook
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .context("playbook has no parent directory")?
+            }
+        }
+    };
+    let rel = playbook
+        .strip_prefix(&project_dir)
+        .with_context(|| {
+            format!(
+                "playbook {} is not inside the project dir {}",
+                playbook.display(),
+                project_dir.display()
+            )
+        })?
+        .to_string_lossy()
+        .into_owned();
+    let project_id = ensure_project(client, &project_dir).await?;
+
+    let mut body = Map::new();
+    body.insert("project".into(), json!(project_id));
+    body.insert("playbook".into(), json!(rel));
+    match inventory_source(&args.inventory)? {
+        InventorySource::File { name, format, text } => {
+            let id = ensure_inventory(client, &name, format, &text).await?;
+            body.insert("inventory".into(), json!(id));
+        }
+        InventorySource::Inline(hosts) => {
+            body.insert("hosts".into(), json!(hosts));
+            body.insert("hosts_format".into(), json!("ini"));
+        }
+    }
+    body.insert("extra_vars".into(), Value::Object(parse_extra_vars(&args.extra_vars)?));
+    if let Some(l) = args.limit {
+        body.insert("limit".into(), json!(l));
+    }
+    for (key, list) in [("tags", &args.tags), ("skip_tags", &args.skip_tags)] {
+        if let Some(list) = list {
+            let items: Vec<&str> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+            body.insert(key.into(), json!(items));
+        }
+    }
+    body.insert("check".into(), json!(args.check));
+    body.insert("diff".into(), json!(args.diff));
+    if let Some(f) = args.forks {
+        body.insert("forks".into(), json!(f));
+    }
+    body.insert("verbosity".into(), json!(args.verbose));
+    if let Some(t) = args.timeout {
+        body.insert("timeout_s".into(), json!(t));
+    }
+    let mut labels = Map::new();
+    for l in &args.labels {
+        let (k, v) = l
+            .split_once('=')
+            .with_context(|| format!("label {l:?} must be key=value"))?;
+        labels.insert(k.into(), json!(v));
+    }
+    body.insert("labels".into(), Value::Object(labels));
+
+    let run: Run = client.post("/api/v1/runs", &Value::Object(body)).await?;
+    if args.detach {
+        println!("{}", run.id);
+        return Ok(0);
+    }
+    eprintln!("troupe: run {} queued", run.id);
+    follow(client, run.id).await
+}
+
+/// Registers the project directory once; later runs find it by its derived name.
+async fn ensure_project(client: &Client, dir: &Path) -> anyhow::Result<i64> {
+    let base = dir
+        .file_name()
+        .map(|n| sanitize(&n.to_string_lossy()))
+        .unwrap_or_else(|| "root".into());
+    let name = format!("dir-{base}-{}", short_hash(dir.to_string_lossy().as_bytes()));
+    let found: Value = client
+        .get(&format!("/api/v1/projects?name={name}"))
+        .await?;
+    if let Some(id) = found["projects"][0]["id"].as_i64() {
+        return Ok(id);
+    }
+    let created: Value = client
+        .post(
+            "/api/v1/projects",
+            &json!({"name": name, "source": {"type": "dir", "path": dir.to_string_lossy()}}),
+        )
+        .await?;
+    created["id"].as_i64().context("server did not return the project id")
+}
+
+enum InventorySource {
+    File {
+        name: String,
+        format: InventoryFormat,
+        text: String,
+    },
+    Inline(String),
+}
+
+fn inventory_source(arg: &str) -> anyhow::Result<InventorySource> {
+    let path = Path::new(arg);
+    if path.is_file() {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("could not read inventory {arg}"))?;
+        let format = match path.extension().and_then(|e| e.to_str()) {
+            Some("yml" | "yaml") => InventoryFormat::Yaml,
+            Some("ini" | "cfg") => InventoryFormat::Ini,
+            _ => InventoryFormat::detect(&text),
+        };
+        let stem = path
+            .file_stem()
+            .map(|s| sanitize(&s.to_string_lossy()))
+            .unwrap_or_else(|| "inventory".into());
+        // Named by content: an edited file becomes a new inventory, old runs keep theirs.
+        let name = format!("file-{stem}-{}", short_hash(text.as_bytes()));
+        return Ok(InventorySource::File { name, format, text });
+    }
+    if path.is_dir() {
+        bail!("inventory {arg} is a directory; troupe takes an inventory file or a host list");
+    }
+    if arg.contains(',') {
+        let hosts: Vec<&str> = arg.split(',').map(str::trim).filter(|h| !h.is_empty()).collect();
+        if hosts.is_empty() {
+            bail!("inventory host list {arg:?} names no host");
+        }
+        return Ok(InventorySource::Inline(hosts.join("\n") + "\n"));
+    }
+    bail!("inventory {arg} is neither a file nor a comma-separated host list")
+}
+
+async fn ensure_inventory(
+    client: &Client,
+    name: &str,
+    format: InventoryFormat,
+    text: &str,
+) -> anyhow::Result<i64> {
+    let found: Value = client.get(&format!("/api/v1/inventories?name={name}")).await?;
+    if let Some(id) = found["inventories"][0]["id"].as_i64() {
+        return Ok(id);
+    }
+    let created: Value = client
+        .post(
+            "/api/v1/inventories",
+            &json!({"name": name, "format": format.as_str(), "hosts": text}),
+        )
+        .await?;
+    created["id"].as_i64().context("server did not return the inventory id")
+}
+
+/// ansible-playbook's `-e` forms: `k=v k2=v2`, `@file` (JSON or YAML), or inline JSON.
+pub fn parse_extra_vars(items: &[String]) -> anyhow::Result<Map<String, Value>> {
+    let mut vars = Map::new();
+    for item in items {
+        let item = item.trim();
+        let parsed: Value = if let Some(file) = item.strip_prefix('@') {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("could not read extra vars file {file}"))?;
+            serde_json::from_str(&text)
+                .or_else(|_| serde_saphyr::from_str::<Value>(&text))
+                .with_context(|| format!("extra vars file {file} is neither JSON nor YAML"))?
+        } else if item.starts_with('{') {
+            serde_json::from_str(item).with_context(|| format!("invalid JSON in -e {item}"))?
+        } else {
+            let mut m = Map::new();
+            for pair in item.split_whitespace() {
+                let (k, v) = pair
+                    .split_once('=')
+                    .with_context(|| format!("-e {pair:?}: expected key=value, @file or JSON"))?;
+                m.insert(k.to_owned(), Value::String(v.to_owned()));
+            }
+            Value::Object(m)
+        };
+        match parsed {
+            Value::Object(m) => vars.extend(m),
+            _ => bail!("extra vars {item:?} must be a mapping"),
+        }
+    }
+    Ok(vars)
+}
+
+fn sanitize(s: &str) -> String {
+    let cleaned: String = s
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .take(40)
+        .collect();
+    if cleaned.is_empty() { "x".into() } else { cleaned }
+}
+
+fn short_hash(bytes: &[u8]) -> String {
+    hex::encode(&Sha256::digest(bytes)[..4])
+}
+
+/// Prints a run's stdout as it grows and returns the exit code ansible-playbook would have.
+/// Ctrl-C once asks for a graceful cancel; twice forces it.
+pub async fn follow(client: &Client, run_id: i64) -> anyhow::Result<i32> {
+    let mut offset = 0usize;
+    let mut interrupts = 0u8;
+    let mut out = std::io::stdout();
+    loop {
+        let (text, headers) = client
+            .get_text(&format!("/api/v1/runs/{run_id}/stdout?offset={offset}"))
+            .await?;
+        if !text.is_empty() {
+            offset += text.len();
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+        }
+        let status = headers
+            .get("x-troupe-run-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<RunStatus>().ok());
+        // The status was read before the output, so a finished status means we have it all.
+        if status.is_some_and(RunStatus::is_finished) {
+            break;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = tokio::signal::ctrl_c() => {
+                interrupts += 1;
+                let mode = if interrupts == 1 { "graceful" } else { "force" };
+                eprintln!("\ntroupe: canceling run {run_id} ({mode}){}", if interrupts == 1 { "; press Ctrl-C again to force" } else { "" });
+                if let Err(e) = client
+                    .post::<_, Value>(&format!("/api/v1/runs/{run_id}/cancel"), &json!({"mode": mode}))
+                    .await
+                {
+                    eprintln!("troupe: cancel failed: {e}");
+                }
+            }
+        }
+    }
+    let run: Run = client.get(&format!("/api/v1/runs/{run_id}")).await?;
+    if run.status != RunStatus::Successful && run.status != RunStatus::Failed {
+        eprintln!(
+            "troupe: run {run_id} {}{}",
+            run.status,
+            run.status_reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+        );
+    }
+    Ok(exit_code(&run))
+}
+
+/// The exit code for a finished run: ansible-playbook's own when it exited; otherwise 99 for
+/// a cancel (ansible's "interrupted"), 124 for a timeout, 250 for an error.
+pub fn exit_code(run: &Run) -> i32 {
+    match (run.status, run.rc) {
+        (RunStatus::Timeout, _) => 124,
+        (RunStatus::Canceled, Some(0) | None) => 99,
+        (_, Some(rc)) => rc,
+        (RunStatus::Successful, None) => 0,
+        (RunStatus::Failed, None) => 2,
+        _ => 250,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_vars_forms() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("v.json");
+        std::fs::write(&f, r#"{"n": 3, "l": [1]}"#)?;
+        let y = dir.path().join("v.yml");
+        std::fs::write(&y, "y: yes-string\nz: 2\n")?;
+        let vars = parse_extra_vars(&[
+            "a=1 b=two".into(),
+            format!("@{}", f.display()),
+            format!("@{}", y.display()),
+            r#"{"c": true}"#.into(),
+        ])?;
+        assert_eq!(vars["a"], json!("1"));
+        assert_eq!(vars["b"], json!("two"));
+        assert_eq!(vars["n"], json!(3));
+        assert_eq!(vars["z"], json!(2));
+        assert_eq!(vars["c"], json!(true));
+        assert!(parse_extra_vars(&["novalue".into()]).is_err());
+        assert!(parse_extra_vars(&["[1]".into()]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn inline_host_lists() -> anyhow::Result<()> {
+        match inventory_source("a, b,")? {
+            InventorySource::Inline(h) => assert_eq!(h, "a\nb\n"),
+            InventorySource::File { .. } => bail!("not a file"),
+        }
+        assert!(inventory_source("nonexistent-file").is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,165 @@
+//! Configuration, layered: built-in defaults, then a TOML file (`--config`), then `TROUPE_*`
+//! environment variables, then command-line flags.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Everything `troupe serve` (and the CLI, for finding the server) reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Where troupe keeps its database, venv, tokens and per-run directories.
+    pub data_dir: PathBuf,
+    /// `postgres://...` to use PostgreSQL; SQLite in the data dir when absent.
+    pub database_url: Option<String>,
+    /// A specific ansible-playbook to run.
+    pub ansible_playbook: Option<PathBuf>,
+    /// Runs executed at once; the rest wait in FIFO order.
+    pub max_concurrent_runs: usize,
+    /// Seconds a worker's claim on a run lasts without renewal.
+    pub lease_s: u64,
+    /// Seconds runs in flight get to finish on shutdown before they are canceled.
+    pub shutdown_grace_s: u64,
+    /// Seconds between SIGINT and SIGTERM on a forced cancel.
+    pub cancel_interrupt_s: u64,
+    /// Seconds between SIGTERM and SIGKILL on a forced cancel.
+    pub cancel_terminate_s: u64,
+    /// Largest result kept in one event; bigger ones are truncated with a marker.
+    pub max_result_bytes: usize,
+    /// Largest stdout (and stderr) kept per run.
+    pub max_output_bytes: usize,
+    /// Largest accepted HTTP request body.
+    pub max_body_bytes: usize,
+    /// Milliseconds between looks for queued runs nobody announced (shared stores).
+    pub poll_interval_ms: u64,
+    /// Log filter (tracing's `EnvFilter` syntax).
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from(".troupe"),
+            database_url: None,
+            ansible_playbook: None,
+            max_concurrent_runs: (cores * 2).max(2),
+            lease_s: 30,
+            shutdown_grace_s: 30,
+            cancel_interrupt_s: 5,
+            cancel_terminate_s: 5,
+            max_result_bytes: 256 * 1024,
+            max_output_bytes: 64 * 1024 * 1024,
+            max_body_bytes: 8 * 1024 * 1024,
+            poll_interval_ms: 1000,
+            log: "info".to_owned(),
+        }
+    }
+}
+
+/// Keys `TROUPE_*` variables may set. Others (`TROUPE_TOKEN`, `TROUPE_ADMIN_TOKEN`...) are
+/// read where they are used, never as configuration.
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "database_url",
+    "ansible_playbook",
+    "max_concurrent_runs",
+    "lease_s",
+    "shutdown_grace_s",
+    "cancel_interrupt_s",
+    "cancel_terminate_s",
+    "max_result_bytes",
+    "max_output_bytes",
+    "max_body_bytes",
+    "poll_interval_ms",
+    "log",
+];
+
+/// Flags that override configuration (only those given).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_runs: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ansible_playbook: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads the layers in order; errors name the bad key.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                anyhow::bail!("config file {} does not exist", file.display());
+            }
+            fig = fig.merge(Toml::file_exact(file));
+        }
+        let cfg: Config = fig
+            .merge(Env::prefixed("TROUPE_").only(ENV_KEYS))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        if cfg.max_concurrent_runs == 0 {
+            anyhow::bail!("invalid configuration: max_concurrent_runs must be at least 1");
+        }
+        if cfg.lease_s < 3 {
+            anyhow::bail!("invalid configuration: lease_s must be at least 3");
+        }
+        Ok(cfg)
+    }
+
+    /// The file the local admin token is written to.
+    pub fn token_file(&self) -> PathBuf {
+        self.data_dir.join("admin-token")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("troupe.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nlease_s = 10\nlog = \"debug\"\n")?;
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TROUPE_LEASE_S", "20");
+            jail.set_env("TROUPE_ADMIN_TOKEN", "not config");
+            let over = Overrides {
+                listen: Some(SocketAddr::from(([127, 0, 0, 1], 9100))),
+                ..Default::default()
+            };
+            let cfg = Config::load(Some(&file), &over).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.listen.port(), 9100, "flag beats file");
+            assert_eq!(cfg.lease_s, 20, "env beats file");
+            assert_eq!(cfg.log, "debug", "file beats default");
+            assert_eq!(cfg.shutdown_grace_s, 30, "default");
+            Ok(())
+        });
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("troupe.toml");
+        std::fs::write(&file, "lisen = \"127.0.0.1:9000\"\n")?;
+        let err = Config::load(Some(&file), &Overrides::default()).expect_err("typo");
+        assert!(err.to_string().contains("lisen"), "{err}");
+        Ok(())
+    }
+}

@@ -1,0 +1,230 @@
+//! `troupe serve`: API, embedded workers and store in one process.
+
+use crate::config::Config;
+use anyhow::Context;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use troupe_core::project::{NewProject, ProjectSource};
+use std::sync::Arc;
+use std::time::Duration;
+use troupe_ansible::{Ansible, Grace, Limits};
+use troupe_api::{ApiConfig, AppState, TokenSet, generate_token, hash_token};
+use troupe_store::Store;
+use troupe_worker::{WorkerConfig, WorkerPool};
+
+/// Opens the store the configuration names: PostgreSQL for `postgres://` URLs, SQLite in the
+/// data dir otherwise.
+pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match cfg.database_url.as_deref() {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let store = troupe_postgres::PgStore::connect(url)
+                .await
+                .context("could not open the PostgreSQL store")?;
+            Ok(Arc::new(store))
+        }
+        Some(url) => {
+            let path = url.strip_prefix("sqlite://").unwrap_or(url);
+            open_sqlite(Path::new(path)).await
+        }
+        None => open_sqlite(&cfg.data_dir.join("troupe.db")).await,
+    }
+}
+
+async fn open_sqlite(path: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    let store = troupe_sqlite::SqliteStore::open(path)
+        .await
+        .with_context(|| format!("could not open the SQLite store at {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Creates the data dir, private to this user.
+pub fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("could not create data dir {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("could not restrict data dir {}", dir.display()))?;
+    Ok(())
+}
+
+/// Finds ansible-playbook, or installs ansible-core into the data dir's venv.
+pub async fn ansible(cfg: &Config) -> anyhow::Result<Ansible> {
+    match Ansible::locate(cfg.ansible_playbook.as_deref(), &cfg.data_dir).await {
+        Ok(a) => Ok(a),
+        Err(e) if cfg.ansible_playbook.is_some() => {
+            Err(anyhow::anyhow!("configured ansible_playbook is not usable: {e}"))
+        }
+        Err(_) => {
+            eprintln!(
+                "troupe: ansible-playbook not found; installing ansible-core {} into {}",
+                troupe_ansible::PINNED_ANSIBLE_CORE,
+                cfg.data_dir.join("venv").display()
+            );
+            let mut progress = |line: &str| eprintln!("troupe setup: {line}");
+            Ansible::bootstrap(&cfg.data_dir, &mut progress)
+                .await
+                .context("could not install ansible-core")
+        }
+    }
+}
+
+/// This node's stable id, kept in the data dir so a restart recognises its own runs.
+fn node_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_owned());
+        }
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    std::fs::write(&path, &id).with_context(|| format!("could not write {}", path.display()))?;
+    Ok(id)
+}
+
+/// On first start, creates the admin token: `TROUPE_ADMIN_TOKEN` if set, else a new one that
+/// is printed once. Either way it is written 0600 into the data dir for the local CLI.
+async fn ensure_admin_token(cfg: &Config, store: &dyn Store) -> anyhow::Result<()> {
+    if !store.list_tokens().await?.is_empty() {
+        return Ok(());
+    }
+    let (token, generated) = match std::env::var("TROUPE_ADMIN_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => (t.trim().to_owned(), false),
+        _ => (generate_token(), true),
+    };
+    store.create_token("admin", &hash_token(&token)).await?;
+    write_secret(&cfg.token_file(), &token)?;
+    if generated {
+        eprintln!(
+            "troupe: created the admin API token (shown once; also saved to {}):\n  {token}",
+            cfg.token_file().display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes a secret file readable by its owner only.
+fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("could not write {}", path.display()))?;
+    f.write_all(secret.as_bytes())?;
+    Ok(())
+}
+
+/// Runs the server until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn run(cfg: Config, projects: &[PathBuf]) -> anyhow::Result<()> {
+    ensure_data_dir(&cfg.data_dir)?;
+    let ansible = ansible(&cfg).await?;
+    tracing::info!(playbook = %ansible.playbook.display(), version = %ansible.version, "using ansible");
+    let store = open_store(&cfg).await?;
+    ensure_admin_token(&cfg, store.as_ref()).await?;
+    let tokens = Arc::new(TokenSet::load(store.as_ref()).await?);
+    for dir in projects {
+        register_project(store.as_ref(), dir).await?;
+    }
+
+    let runs_dir = cfg.data_dir.join("runs");
+    std::fs::create_dir_all(&runs_dir)?;
+    std::fs::set_permissions(&runs_dir, std::fs::Permissions::from_mode(0o700))?;
+    let worker_cfg = WorkerConfig {
+        node_id: node_id(&cfg.data_dir)?,
+        slots: cfg.max_concurrent_runs,
+        lease: Duration::from_secs(cfg.lease_s),
+        ansible,
+        runs_dir,
+        limits: Limits {
+            max_result_bytes: cfg.max_result_bytes,
+            max_output_bytes: cfg.max_output_bytes,
+        },
+        grace: Grace {
+            interrupt: Duration::from_secs(cfg.cancel_interrupt_s),
+            terminate: Duration::from_secs(cfg.cancel_terminate_s),
+        },
+        poll_interval: Duration::from_millis(cfg.poll_interval_ms),
+        flush_interval: Duration::from_millis(50),
+    };
+    let pool = WorkerPool::start(Arc::clone(&store), worker_cfg).await;
+
+    let state = AppState {
+        store: Arc::clone(&store),
+        pool: Arc::clone(&pool),
+        tokens,
+    };
+    let app = troupe_api::router(
+        state,
+        &ApiConfig {
+            max_body_bytes: cfg.max_body_bytes,
+        },
+    );
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts read this line to find the port when listening on :0.
+    eprintln!("troupe: listening on http://{addr} (store: {})", store.backend());
+
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let grace = Duration::from_secs(cfg.shutdown_grace_s);
+    let shutdown_pool = Arc::clone(&pool);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new runs are claimed");
+        // The API keeps answering while runs wind down, so followers see them end.
+        shutdown_pool.shutdown(grace).await;
+        let _ = stopped_tx.send(());
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = stopped_rx.await;
+        })
+        .await
+        .context("HTTP server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Registers a directory as a project named after it, unless a project has that name.
+async fn register_project(store: &dyn Store, dir: &Path) -> anyhow::Result<()> {
+    let path = std::fs::canonicalize(dir)
+        .with_context(|| format!("project directory {} not found", dir.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "root".to_owned());
+    if let Some(existing) = store.find_project(&name).await? {
+        tracing::info!(project = %name, id = existing.id, "project already registered");
+        return Ok(());
+    }
+    let new = NewProject {
+        name: name.clone(),
+        source: ProjectSource::Dir {
+            path: path.to_string_lossy().into_owned(),
+        },
+    };
+    new.validate()
+        .map_err(|e| anyhow::anyhow!("cannot register {}: {e}", path.display()))?;
+    let p = store.create_project(&new).await?;
+    eprintln!("troupe: project {:?} (id {}) serves {}", p.name, p.id, path.display());
+    Ok(())
+}

@@ -1,0 +1,333 @@
+//! Runs end to end: the real binary, real ansible-playbook, over HTTP.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+const MIXED: &str = r#"
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: always ok
+      ansible.builtin.debug:
+        msg: "hello {{ inventory_hostname }}"
+    - name: changes something
+      ansible.builtin.command: "true"
+    - name: skipped on h2
+      ansible.builtin.debug:
+        msg: not for h2
+      when: inventory_hostname != 'h2'
+    - name: failure ignored
+      ansible.builtin.command: "false"
+      ignore_errors: true
+    - name: h3 fails
+      ansible.builtin.fail:
+        msg: "h3 is broken"
+      when: inventory_hostname == 'h3'
+    - name: after the failure
+      ansible.builtin.debug:
+        msg: still here
+"#;
+
+#[tokio::test]
+async fn a_mixed_run_is_captured_exactly() -> anyhow::Result<()> {
+    let server = Server::start()?;
+    let proj = project_dir(&[("site.yml", MIXED)])?;
+    let pid = server.project(proj.path()).await?;
+    let id = server
+        .launch(pid, "site.yml", &local_hosts(3), json!({"labels": {"suite": "e2e"}}))
+        .await?;
+    let run = server.wait_finished(id).await?;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["rc"], 2);
+
+    // The stored summary equals what ansible printed in its PLAY RECAP.
+    let stdout = server.text(&format!("/api/v1/runs/{id}/stdout")).await?;
+    let recap = parse_recap(&stdout);
+    assert_eq!(recap.len(), 3, "recap in stdout:\n{stdout}");
+    for (host, cols) in &recap {
+        let s = &run["summary"][host];
+        for (col, key) in [("ok", "ok"), ("changed", "changed"), ("failed", "failed"), ("unreachable", "unreachable"), ("skipped", "skipped"), ("rescued", "rescued"), ("ignored", "ignored")] {
+            assert_eq!(s[key].as_i64(), cols.get(col).copied(), "{host} {col}: summary {s} vs recap {cols:?}");
+        }
+    }
+    assert!(recap["h2"]["skipped"] >= 1 && recap["h1"]["ignored"] >= 1 && recap["h3"]["failed"] == 1);
+
+    // Counters 1..N without gaps, parents point at earlier events.
+    let events = server.events(id).await?;
+    assert_eq!(run["event_count"].as_u64(), Some(events.len() as u64));
+    let mut seen = HashSet::new();
+    for (i, ev) in events.iter().enumerate() {
+        assert_eq!(ev["counter"].as_u64(), Some(i as u64 + 1), "gap at {ev}");
+        if let Some(parent) = ev["parent_uuid"].as_str() {
+            assert!(seen.contains(parent), "event {} has unknown parent {parent}", ev["counter"]);
+        }
+        seen.insert(ev["uuid"].as_str().unwrap_or_default().to_owned());
+    }
+    let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    for expected in ["playbook_on_start", "playbook_on_play_start", "playbook_on_task_start", "runner_on_start", "runner_on_ok", "runner_on_failed", "runner_on_skipped", "playbook_on_stats"] {
+        assert!(names.contains(&expected), "no {expected} in {names:?}");
+    }
+    assert_eq!(names.last(), Some(&"playbook_on_stats"));
+
+    // Per-host view: h3's failure with its message; the ignored failure is not a failure.
+    let hosts = server.get(&format!("/api/v1/runs/{id}/hosts")).await?;
+    let h3 = &hosts["h3"]["failures"];
+    assert_eq!(h3.as_array().map(Vec::len), Some(1), "{hosts}");
+    assert_eq!(h3[0]["msg"], "h3 is broken");
+    assert_eq!(h3[0]["task"], "h3 fails");
+    assert_eq!(hosts["h1"]["failures"].as_array().map(Vec::len), Some(0));
+
+    // Filters find it.
+    let listed = server.get("/api/v1/runs?label=suite=e2e&status=failed").await?;
+    assert!(listed["runs"].as_array().is_some_and(|r| r.iter().any(|r| r["id"] == id)));
+    let none = server.get("/api/v1/runs?label=suite=other").await?;
+    assert_eq!(none["runs"].as_array().map(Vec::len), Some(0));
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unreachable_host_is_reported_with_its_message() -> anyhow::Result<()> {
+    let server = Server::start()?;
+    let proj = project_dir(&[("ping.yml", "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n")])?;
+    let pid = server.project(proj.path()).await?;
+    // Nothing listens on port 1: ssh is refused at once.
+    let hosts = "[all]\nlocal ansible_connection=local ansible_python_interpreter={{ ansible_playbook_python }}\ngone ansible_connection=ssh ansible_host=127.0.0.1 ansible_port=1 ansible_ssh_common_args='-o ConnectTimeout=3'\n";
+    let id = server.launch(pid, "ping.yml", hosts, json!({})).await?;
+    let run = server.wait_finished(id).await?;
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["rc"], 4, "ansible exits 4 when hosts are unreachable: {run}");
+    assert_eq!(run["summary"]["gone"]["unreachable"], 1);
+    assert_eq!(run["summary"]["local"]["ok"], 1);
+    let hosts = server.get(&format!("/api/v1/runs/{id}/hosts")).await?;
+    assert_eq!(hosts["gone"]["unreachable"], true);
+    let msg = hosts["gone"]["failures"][0]["msg"].as_str().unwrap_or_default();
+    assert!(msg.contains("port 1") || msg.to_lowercase().contains("refused"), "{hosts}");
+    Ok(())
+}
+
+const SLOW: &str = r#"
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: long task
+      ansible.builtin.shell: "echo $$ > {{ pid_dir }}/{{ inventory_hostname }}.pid; sleep {{ secs }}; echo done > {{ pid_dir }}/{{ inventory_hostname }}.done"
+    - name: next task
+      ansible.builtin.file:
+        path: "{{ pid_dir }}/{{ inventory_hostname }}.next"
+        state: touch
+"#;
+
+#[tokio::test]
+async fn graceful_cancel_finishes_the_task_in_flight_and_starts_no_other() -> anyhow::Result<()> {
+    let server = Server::start()?;
+    let proj = project_dir(&[("slow.yml", SLOW)])?;
+    let marks = tempfile::tempdir()?;
+    let pid = server.project(proj.path()).await?;
+    let id = server
+        .launch(pid, "slow.yml", &local_hosts(2), json!({"extra_vars": {"pid_dir": marks.path(), "secs": 3}}))
+        .await?;
+    for h in ["h1", "h2"] {
+        wait_file(&marks.path().join(format!("{h}.pid")), Duration::from_secs(60)).await?;
+    }
+    let (code, body) = server.call(reqwest::Method::POST, &format!("/api/v1/runs/{id}/cancel"), Some(json!({"mode": "graceful"}))).await?;
+    assert_eq!(code, 202, "{body}");
+    let run = server.wait_finished(id).await?;
+    assert_eq!(run["status"], "canceled", "{run}");
+    for h in ["h1", "h2"] {
+        assert!(marks.path().join(format!("{h}.done")).exists(), "the task in flight finished on {h}");
+        assert!(!marks.path().join(format!("{h}.next")).exists(), "no new task started on {h}");
+    }
+    let events = server.events(id).await?;
+    let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert!(names.contains(&"playbook_on_stats"), "stats still emitted: {names:?}");
+    assert!(!events.iter().any(|e| e["event"] == "playbook_on_task_start" && e["event_data"]["task"] == "next task"));
+    // Cancelling again is a conflict: the run is over.
+    let (code, body) = server.call(reqwest::Method::POST, &format!("/api/v1/runs/{id}/cancel"), None).await?;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(body["error"]["code"], "conflict");
+    Ok(())
+}
+
+async fn leaves_no_process(server: &Server, body: Value, cancel: bool, expected: &str) -> anyhow::Result<()> {
+    let proj = project_dir(&[("slow.yml", SLOW)])?;
+    let marks = tempfile::tempdir()?;
+    let pid = server.project(proj.path()).await?;
+    let mut body = body;
+    body["extra_vars"] = json!({"pid_dir": marks.path(), "secs": 60});
+    let id = server.launch(pid, "slow.yml", &local_hosts(1), body).await?;
+    let shell_pid: i32 = wait_file(&marks.path().join("h1.pid"), Duration::from_secs(60)).await?.parse()?;
+    let pgid = pgid_of(shell_pid).ok_or_else(|| anyhow::anyhow!("shell {shell_pid} vanished"))?;
+    assert!(!processes_in_group(pgid).is_empty());
+    if cancel {
+        server.post(&format!("/api/v1/runs/{id}/cancel"), json!({"mode": "force"})).await?;
+    }
+    let run = server.wait_finished(id).await?;
+    assert_eq!(run["status"], expected, "{run}");
+    assert!(run["status_reason"].as_str().is_some_and(|r| !r.is_empty()));
+    let left = wait_group_empty(pgid, Duration::from_secs(5)).await;
+    assert!(left.is_empty(), "processes of the run remain: {left:?}");
+    assert!(!marks.path().join("h1.done").exists());
+    Ok(())
+}
+
+#[tokio::test]
+async fn force_cancel_leaves_no_process() -> anyhow::Result<()> {
+    let server = Server::start()?;
+    leaves_no_process(&server, json!({}), true, "canceled").await
+}
+
+#[tokio::test]
+async fn timeout_stops_the_run_and_leaves_no_process() -> anyhow::Result<()> {
+    let server = Server::start()?;
+    leaves_no_process(&server, json!({"timeout_s": 3}), false, "timeout").await
+}
+
+#[tokio::test]
+async fn a_run_lost_in_a_crash_is_marked_error_and_its_processes_are_gone() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("data");
+    let mut server = Server::start_with(ServerOpts { data_dir: Some(data.clone()), ..Default::default() })?;
+    let proj = project_dir(&[("slow.yml", SLOW), ("quick.yml", "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n")])?;
+    let marks = tempfile::tempdir()?;
+    let pid = server.project(proj.path()).await?;
+    let id = server
+        .launch(pid, "slow.yml", &local_hosts(1), json!({"extra_vars": {"pid_dir": marks.path(), "secs": 60}}))
+        .await?;
+    let shell_pid: i32 = wait_file(&marks.path().join("h1.pid"), Duration::from_secs(60)).await?.parse()?;
+    let pgid = pgid_of(shell_pid).ok_or_else(|| anyhow::anyhow!("no pgid"))?;
+    server.kill9();
+
+    let server = Server::start_with(ServerOpts { data_dir: Some(data), ..Default::default() })?;
+    let run = server.get(&format!("/api/v1/runs/{id}")).await?;
+    assert_eq!(run["status"], "error", "{run}");
+    assert!(run["status_reason"].as_str().is_some_and(|r| r.contains("restarted")), "{run}");
+    let left = wait_group_empty(pgid, Duration::from_secs(10)).await;
+    assert!(left.is_empty(), "processes of the lost run remain: {left:?}");
+
+    let id2 = server.launch(pid, "quick.yml", &local_hosts(1), json!({})).await?;
+    let run2 = server.wait_finished(id2).await?;
+    assert_eq!(run2["status"], "successful", "{run2}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn runs_wait_in_fifo_order_beyond_the_concurrency_limit() -> anyhow::Result<()> {
+    let server = Server::start_with(ServerOpts { max_concurrent_runs: 1, ..Default::default() })?;
+    let proj = project_dir(&[("quick.yml", "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n")])?;
+    let pid = server.project(proj.path()).await?;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(server.launch(pid, "quick.yml", &local_hosts(1), json!({})).await?);
+    }
+    let mut spans = Vec::new();
+    for id in &ids {
+        let run = server.wait_finished(*id).await?;
+        assert_eq!(run["status"], "successful");
+        let t = |k: &str| chrono::DateTime::parse_from_rfc3339(run[k].as_str().unwrap_or_default());
+        spans.push((t("started_at")?, t("finished_at")?));
+    }
+    for w in spans.windows(2) {
+        assert!(w[0].1 <= w[1].0, "runs overlapped or ran out of order: {spans:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn shutdown_cancels_runs_that_outlive_the_grace_period() -> anyhow::Result<()> {
+    let mut server = Server::start_with(ServerOpts {
+        extra_env: vec![("TROUPE_SHUTDOWN_GRACE_S".into(), "1".into())],
+        ..Default::default()
+    })?;
+    let proj = project_dir(&[("slow.yml", SLOW)])?;
+    let marks = tempfile::tempdir()?;
+    let pid = server.project(proj.path()).await?;
+    let id = server
+        .launch(pid, "slow.yml", &local_hosts(1), json!({"extra_vars": {"pid_dir": marks.path(), "secs": 60}}))
+        .await?;
+    let shell_pid: i32 = wait_file(&marks.path().join("h1.pid"), Duration::from_secs(60)).await?.parse()?;
+    let pgid = pgid_of(shell_pid).ok_or_else(|| anyhow::anyhow!("no pgid"))?;
+    let status = server.terminate()?;
+    assert!(status.success(), "troupe exits cleanly on SIGTERM: {status:?}\n{}", server.log());
+    assert!(wait_group_empty(pgid, Duration::from_secs(5)).await.is_empty());
+    let data = server.data_dir.clone();
+    drop(server);
+    let server = Server::start_with(ServerOpts { data_dir: Some(data), ..Default::default() })?;
+    let run = server.get(&format!("/api/v1/runs/{id}")).await?;
+    assert_eq!(run["status"], "canceled", "{run}");
+    assert!(run["status_reason"].as_str().is_some_and(|r| r.contains("shut down")), "{run}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn stored_inventories_with_group_vars_and_run_options() -> anyhow::Result<()> {
+    let server = Server::start()?;
+    let play = r#"
+- hosts: web
+  gather_facts: false
+  tasks:
+    - name: write what the run saw
+      ansible.builtin.copy:
+        dest: "{{ out_dir }}/{{ inventory_hostname }}.json"
+        content: "{{ {'greeting': greeting, 'port': port, 'tagged': true} | to_json }}"
+      tags: [write]
+    - name: untagged
+      ansible.builtin.file:
+        path: "{{ out_dir }}/{{ inventory_hostname }}.untagged"
+        state: touch
+"#;
+    let proj = project_dir(&[("web.yml", play)])?;
+    let out = tempfile::tempdir()?;
+    let pid = server.project(proj.path()).await?;
+    let inv = server
+        .post(
+            "/api/v1/inventories",
+            json!({
+                "name": "webs", "env": "test", "version": "1", "format": "yaml",
+                "hosts": "all:\n  vars:\n    ansible_connection: local\n    ansible_python_interpreter: '{{ ansible_playbook_python }}'\n  children:\n    web:\n      hosts:\n        web[1:3]:\n    db:\n      hosts:\n        db1:\n",
+                "vars": "web:\n  port: 8080\n"
+            }),
+        )
+        .await?;
+    assert_eq!(inv["host_count"], 4);
+    let run = server
+        .post(
+            "/api/v1/runs",
+            json!({"project": pid, "playbook": "web.yml", "inventory": "webs", "limit": "web1,web2",
+                   "tags": ["write"], "extra_vars": {"out_dir": out.path(), "greeting": "hi"}}),
+        )
+        .await?;
+    let id = run["id"].as_i64().unwrap_or_default();
+    let run = server.wait_finished(id).await?;
+    assert_eq!(run["status"], "successful", "{run}");
+    assert_eq!(run["inventory_id"], inv["id"]);
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("web1.json"))?)?;
+    assert_eq!(written, json!({"greeting": "hi", "port": 8080, "tagged": true}));
+    assert!(out.path().join("web2.json").exists());
+    assert!(!out.path().join("web3.json").exists(), "limit respected");
+    assert!(!out.path().join("web1.untagged").exists(), "tags respected");
+    let summary: BTreeMap<String, Value> = serde_json::from_value(run["summary"].clone())?;
+    assert_eq!(summary.keys().collect::<Vec<_>>(), vec!["web1", "web2"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn check_mode_changes_nothing() -> anyhow::Result<()> {
+    let server = Server::start()?;
+    let play = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.file:\n        path: \"{{ target }}\"\n        state: touch\n";
+    let proj = project_dir(&[("touch.yml", play)])?;
+    let out = tempfile::tempdir()?;
+    let target = out.path().join("t");
+    let pid = server.project(proj.path()).await?;
+    let id = server
+        .launch(pid, "touch.yml", &local_hosts(1), json!({"check": true, "diff": true, "verbosity": 1, "forks": 2, "extra_vars": {"target": target}}))
+        .await?;
+    let run = server.wait_finished(id).await?;
+    assert_eq!(run["status"], "successful", "{run}");
+    assert!(!target.exists());
+    assert_eq!(run["summary"]["h1"]["changed"], 1);
+    Ok(())
+}
