@@ -356,21 +356,20 @@ fn parse_ini(text: &str) -> Result<InventorySummary, ValidationError> {
         }
         match section {
             IniSection::Hosts => {
-                let mut parts = line.split_whitespace();
-                let pattern = parts.next().unwrap_or_default();
+                let tokens = split_ini_words(line).map_err(|(col, why)| at(indent + col, why))?;
+                let Some((pattern, _)) = tokens.first() else {
+                    continue;
+                };
                 summary
                     .hosts
                     .extend(expand_host_pattern(pattern).map_err(|why| at(indent + 1, why))?);
-                let mut col = indent + pattern.len() + 1;
-                for kv in parts {
-                    col = raw[col..].find(kv).map_or(col, |off| col + off);
-                    if !kv.contains('=') {
+                for (word, col) in &tokens[1..] {
+                    if !word.contains('=') {
                         return Err(at(
-                            col + 1,
-                            format!("expected key=value after the host name, got {kv:?}"),
+                            indent + col,
+                            format!("expected key=value after the host name, got {word:?}"),
                         ));
                     }
-                    col += kv.len();
                 }
             }
             IniSection::Vars => {
@@ -386,6 +385,33 @@ fn parse_ini(text: &str) -> Result<InventorySummary, ValidationError> {
         }
     }
     Ok(summary)
+}
+
+/// Splits an INI host line into words the way Ansible does (shell-like: quotes group words,
+/// `#` starts a comment outside quotes), with each word's 1-based column.
+fn split_ini_words(line: &str) -> Result<Vec<(String, usize)>, (usize, String)> {
+    let mut words = Vec::new();
+    let mut current: Option<(String, usize)> = None;
+    let mut quote: Option<(char, usize)> = None;
+    for (i, c) in line.char_indices() {
+        let col = i + 1;
+        match quote {
+            Some((q, _)) if c == q => quote = None,
+            Some(_) => current.get_or_insert_with(|| (String::new(), col)).0.push(c),
+            None if c == '\'' || c == '"' => {
+                quote = Some((c, col));
+                current.get_or_insert_with(|| (String::new(), col));
+            }
+            None if c.is_whitespace() => words.extend(current.take()),
+            None if c == '#' && current.is_none() => break,
+            None => current.get_or_insert_with(|| (String::new(), col)).0.push(c),
+        }
+    }
+    if let Some((q, col)) = quote {
+        return Err((col, format!("unclosed {q} quote")));
+    }
+    words.extend(current);
+    Ok(words)
 }
 
 /// The most hosts one range pattern may expand to.
@@ -536,6 +562,11 @@ mod tests {
         assert!(err.message.contains("line 1"), "{}", err.message);
         let err = ini("[web]\nhost novalue\n").expect_err("bad var");
         assert!(err.message.contains("line 2, column 6"), "{}", err.message);
+        let s = ini("gone ansible_host=127.0.0.1 ansible_ssh_common_args='-o ConnectTimeout=3' # c\n")
+            .expect("quoted values with spaces");
+        assert!(s.hosts.contains("gone"));
+        let err = ini("h x='unclosed\n").expect_err("unclosed quote");
+        assert!(err.message.contains("column 5"), "{}", err.message);
         let err = ini("[web:bogus]\n").expect_err("bad kind");
         assert!(err.message.contains("bogus"));
     }

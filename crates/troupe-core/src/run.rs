@@ -252,7 +252,8 @@ impl HostStats {
                 summary.entry(host.clone()).or_default();
             }
         }
-        let columns: [(&str, fn(&mut HostStats) -> &mut i64); 7] = [
+        type Column = fn(&mut HostStats) -> &mut i64;
+        let columns: [(&str, Column); 7] = [
             ("ok", |s| &mut s.ok),
             ("changed", |s| &mut s.changed),
             ("failures", |s| &mut s.failed),

@@ -47,11 +47,11 @@ impl RunStatus {
     /// Whether a run in `self` may move to `next`. The one place transitions are decided.
     pub fn can_become(self, next: RunStatus) -> bool {
         use RunStatus::*;
-        match (self, next) {
-            (Queued, Running | Canceled | Error) => true,
-            (Running, Successful | Failed | Canceled | Timeout | Error) => true,
-            _ => false,
-        }
+        matches!(
+            (self, next),
+            (Queued, Running | Canceled | Error)
+                | (Running, Successful | Failed | Canceled | Timeout | Error)
+        )
     }
 
     /// The statuses a run may be in for a move to `next` to be legal (for conditional updates).

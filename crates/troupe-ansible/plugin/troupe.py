@@ -1,0 +1,702 @@
+# troupe's callback plugin: streams every ansible event, one JSON object per line, to the pipe
+# whose fd number is in TROUPE_EVENT_FD. Enabled next to the normal stdout callback; it prints
+# nothing itself. Field names follow ansible-runner's display callback.
+#
+# How an event gets its `stdout`: TaskQueueManager.send_callback is wrapped so that the whole
+# dispatch of one callback (stdout callback first, then the others) runs under Display's lock,
+# and sys.stdout/sys.stderr are teed while it runs. Whatever was written during the dispatch is
+# that event's text. Text written outside any dispatch (warnings, deprecations, -v output of
+# workers, ...) becomes an event of its own (`warning`, `deprecated`, `verbose`, ...).
+#
+# Graceful cancel: SIGUSR1 sets a flag. The task in flight finishes on every host; the next
+# task is neither announced nor queued and the TaskQueueManager is terminated, so the play ends
+# and the recap (playbook_on_stats) is still emitted, carrying `troupe_cancel_requested`.
+from __future__ import annotations
+
+DOCUMENTATION = '''
+    name: troupe
+    type: notification
+    short_description: streams run events to troupe
+    description:
+      - Writes one JSON object per event (ansible-runner field names) to the file descriptor
+        named by the TROUPE_EVENT_FD environment variable.
+    requirements:
+      - TROUPE_EVENT_FD set to an inherited, writable pipe
+'''
+
+import datetime
+import json
+import os
+import re
+import signal
+import sys
+import threading
+import uuid
+
+from ansible import constants as C
+from ansible.executor.task_queue_manager import TaskQueueManager
+from ansible.plugins.callback import CallbackBase
+from ansible.plugins.strategy import StrategyBase
+from ansible.utils.display import Display
+
+CENSORED = "the output has been hidden due to the fact that 'no_log: true' was specified for this result"
+_TASK_START_METHODS = ('v2_playbook_on_task_start', 'v2_playbook_on_handler_task_start')
+_LONE_SURROGATE = re.compile(r'(\\ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2})|\\ud[89a-f][0-9a-f]{2}')
+
+_display = Display()
+# Display's own lock: every write of Display holds it, so holding it across a whole callback
+# dispatch keeps other threads' output out of this event's text.
+_LOCK = getattr(_display, '_lock', None) or threading.RLock()
+_MAIN_PID = os.getpid()
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _json_default(o):
+    if isinstance(o, (datetime.date, datetime.datetime)):
+        return o.isoformat()
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    if isinstance(o, bytes):
+        return o.decode('utf-8', 'replace')
+    if getattr(o, 'yaml_tag', None) == '!vault':
+        return '<vaulted>'
+    return str(o)
+
+
+def _dumps(obj):
+    s = json.dumps(obj, default=_json_default)
+    if '\\ud' in s:
+        # Lone surrogates (from surrogateescape'd bytes) are not valid JSON for strict readers.
+        s = _LONE_SURROGATE.sub(lambda m: m.group(1) or '\\ufffd', s)
+    return s
+
+
+def _env_int(name, default):
+    try:
+        return int(os.environ.get(name, ''))
+    except ValueError:
+        return default
+
+
+class _Frame(object):
+    """One callback dispatch in progress: what was printed during it and what troupe recorded."""
+    __slots__ = ('method', 'out', 'err', 'record')
+
+    def __init__(self, method):
+        self.method = method
+        self.out = []
+        self.err = []
+        self.record = None
+
+
+class _State(object):
+    def __init__(self):
+        self.fd = None
+        fd = _env_int('TROUPE_EVENT_FD', -1)
+        if fd >= 0:
+            try:
+                os.fstat(fd)
+                os.set_inheritable(fd, False)
+                self.fd = fd
+            except OSError:
+                self.fd = None
+        self.max_res = max(1024, _env_int('TROUPE_MAX_RESULT_BYTES', 256 * 1024))
+        self.counter = 0
+        self.line = 0
+        self.frames = []
+        self.local = threading.local()
+        self.emitted = set()
+        self.task_event_uuid = {}
+        self.task_seen = {}
+        self.play_seen = {}
+        self.host_start = {}
+        self.playbook = None
+        self.playbook_uuid = None
+        self.play = None
+        self.play_uuid = None
+        self.play_pattern = None
+        self.task_ctx = {}
+        self.tqm = None
+        self.cancel_requested = False
+        self.canceled = False
+        self.started_task = None
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _write(self, data):
+        fd = self.fd
+        if fd is None:
+            return
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+        except OSError:
+            # troupe is gone or closed the pipe: keep ansible running, stop reporting.
+            self.fd = None
+
+    def emit(self, event, data, stdout='', err='', ev_uuid=None, parent=None, res=None, has_res=False):
+        """Writes one event. Must be called with _LOCK held."""
+        if os.getpid() != _MAIN_PID:
+            return
+        self.counter += 1
+        start = self.line
+        self.line += stdout.count('\n')
+        ev_uuid = ev_uuid or str(uuid.uuid4())
+        if parent is not None and parent not in self.emitted:
+            parent = None
+        if err:
+            data['stderr'] = err
+        data.setdefault('uuid', ev_uuid)
+        head = {
+            'event': event,
+            'uuid': ev_uuid,
+            'counter': self.counter,
+            'parent_uuid': parent,
+            'created': _now().isoformat(),
+            'stdout': stdout,
+            'start_line': start,
+            'end_line': self.line,
+            'pid': os.getpid(),
+        }
+        try:
+            head_json = _dumps(head)
+            try:
+                data_json = _dumps(data)
+            except Exception as ex:
+                data_json = _dumps({'uuid': ev_uuid, 'troupe_plugin_error': 'event_data: %r' % (ex,)})
+            if has_res:
+                data_json = _splice(data_json, 'res', self._res_json(res))
+            line = _splice(head_json, 'event_data', data_json) + '\n'
+        except Exception as ex:
+            line = _dumps(dict(head, event_data={'troupe_plugin_error': repr(ex)})) + '\n'
+        self.emitted.add(ev_uuid)
+        self._write(line.encode('utf-8', 'replace'))
+
+    def _res_json(self, res):
+        try:
+            s = _dumps(res)
+        except Exception as ex:
+            return _dumps({'troupe_plugin_error': 'res: %r' % (ex,)})
+        if len(s) <= self.max_res:
+            return s
+        marker = {'_troupe_truncated': True, '_troupe_original_bytes': len(s)}
+        if isinstance(res, dict):
+            for key in ('changed', 'failed', 'skipped', 'unreachable', 'rc'):
+                if key in res:
+                    marker[key] = res[key]
+            if 'msg' in res:
+                msg = res['msg'] if isinstance(res['msg'], str) else _dumps(res['msg'])
+                marker['msg'] = msg[:1024]
+        return _dumps(marker)
+
+    # -- capture -----------------------------------------------------------------------------
+
+    def captured(self, stream, text):
+        """Text written to stdout/stderr by the main process. _LOCK is held."""
+        if not text:
+            return
+        if self.frames:
+            frame = self.frames[-1]
+            (frame.out if stream == 'stdout' else frame.err).append(text)
+            return
+        kind, host = getattr(self.local, 'kind', None) or ('verbose', None)
+        data = self.context()
+        if host:
+            data['remote_addr'] = host
+        if stream == 'stdout':
+            self.emit(kind, data, stdout=text, parent=self.context_parent())
+        else:
+            self.emit(kind, data, err=text, parent=self.context_parent())
+
+    def context(self):
+        data = {}
+        if self.playbook_uuid:
+            data['playbook'] = self.playbook
+            data['playbook_uuid'] = self.playbook_uuid
+        if self.play_uuid:
+            data['play'] = self.play
+            data['play_uuid'] = self.play_uuid
+            data['play_pattern'] = self.play_pattern
+        data.update(self.task_ctx)
+        return data
+
+    def context_parent(self):
+        return self.task_ctx.get('task_uuid') or self.play_uuid or self.playbook_uuid
+
+    def record(self, event, data, ev_uuid=None, parent=None, res=None, has_res=False):
+        if self.frames and self.frames[-1].record is None:
+            self.frames[-1].record = (event, data, ev_uuid, parent, res, has_res)
+            return
+        with _LOCK:
+            self.emit(event, data, ev_uuid=ev_uuid, parent=parent, res=res, has_res=has_res)
+
+    def finish_frame(self, frame):
+        out = ''.join(frame.out)
+        err = ''.join(frame.err)
+        if frame.record is not None:
+            event, data, ev_uuid, parent, res, has_res = frame.record
+            self.emit(event, data, stdout=out, err=err, ev_uuid=ev_uuid, parent=parent, res=res, has_res=has_res)
+        elif out or err:
+            # A callback troupe does not record (or an implicit task) still printed something.
+            name = frame.method[3:] if frame.method.startswith('v2_') else frame.method
+            self.emit(name, self.context(), stdout=out, err=err, parent=self.context_parent())
+
+    # -- cancel --------------------------------------------------------------------------------
+
+    def stop(self, tqm):
+        if tqm is not None and not getattr(tqm, '_terminated', False):
+            tqm.terminate()
+        self.canceled = True
+
+
+def _splice(obj_json, key, value_json):
+    """Appends `"key": <value_json>` to a serialised JSON object without parsing it again."""
+    body = obj_json[:-1]
+    sep = '' if body.rstrip().endswith('{') else ', '
+    return body + sep + json.dumps(key) + ': ' + value_json + '}'
+
+
+_S = _State()
+
+
+# -- stdout/stderr tee ------------------------------------------------------------------------
+
+class _Tee(object):
+    def __init__(self, inner, stream):
+        self._troupe_inner = inner
+        self._troupe_stream = stream
+
+    def write(self, text):
+        if os.getpid() != _MAIN_PID:
+            return self._troupe_inner.write(text)
+        with _LOCK:
+            n = self._troupe_inner.write(text)
+            try:
+                if isinstance(text, str):
+                    _S.captured(self._troupe_stream, text)
+            except Exception:
+                pass
+            return n
+
+    def __getattr__(self, name):
+        return getattr(self._troupe_inner, name)
+
+
+def _install_tees():
+    for stream in ('stdout', 'stderr'):
+        current = getattr(sys, stream)
+        if not isinstance(current, _Tee):
+            setattr(sys, stream, _Tee(current, stream))
+
+
+# -- Display hooks: tell warnings, deprecations and verbose output apart ----------------------
+
+def _kind_wrapper(func, kind):
+    def wrapper(self, *args, **kwargs):
+        if os.getpid() != _MAIN_PID:
+            return func(self, *args, **kwargs)
+        prev = getattr(_S.local, 'kind', None)
+        _S.local.kind = (kind, kwargs.get('host'))
+        try:
+            return func(self, *args, **kwargs)
+        finally:
+            _S.local.kind = prev
+    wrapper.__wrapped__ = func
+    wrapper._troupe_hooked = True
+    return wrapper
+
+
+def _install_display_hooks():
+    for attr, kind in (('_warning', 'warning'), ('_deprecated', 'deprecated'),
+                       ('_verbose_display', 'verbose'), ('_error', 'error'), ('debug', 'debug')):
+        func = getattr(Display, attr, None)
+        if func is not None and not getattr(func, '_troupe_hooked', False):
+            setattr(Display, attr, _kind_wrapper(func, kind))
+
+
+# -- dispatch and strategy hooks -----------------------------------------------------------------
+
+def _install_tqm_hooks():
+    orig_send = TaskQueueManager.send_callback
+    if getattr(orig_send, '_troupe_hooked', False):
+        return
+
+    def send_callback(self, method_name, *args, **kwargs):
+        if os.getpid() != _MAIN_PID:
+            return orig_send(self, method_name, *args, **kwargs)
+        _S.tqm = self
+        if _S.cancel_requested and method_name in _TASK_START_METHODS:
+            # Graceful cancel: the next task is neither announced nor queued.
+            _S.stop(self)
+            return None
+        if _S.canceled and method_name == 'v2_playbook_on_play_start':
+            # The remaining plays of a cancelled run would only print an empty banner.
+            return None
+        with _LOCK:
+            frame = _Frame(method_name)
+            _S.frames.append(frame)
+            try:
+                return orig_send(self, method_name, *args, **kwargs)
+            finally:
+                _S.frames.pop()
+                try:
+                    _S.finish_frame(frame)
+                except Exception:
+                    pass
+
+    send_callback._troupe_hooked = True
+    TaskQueueManager.send_callback = send_callback
+
+    orig_queue = StrategyBase._queue_task
+
+    def _queue_task(self, host, task, task_vars, play_context):
+        if _S.cancel_requested and os.getpid() == _MAIN_PID and getattr(task, '_uuid', None) != _S.started_task:
+            _S.stop(self._tqm)
+            return None
+        return orig_queue(self, host, task, task_vars, play_context)
+
+    StrategyBase._queue_task = _queue_task
+
+    orig_wait = StrategyBase._wait_on_pending_results
+
+    def _wait_on_pending_results(self, iterator):
+        results = orig_wait(self, iterator)
+        if _S.cancel_requested and os.getpid() == _MAIN_PID:
+            _S.stop(self._tqm)
+        return results
+
+    StrategyBase._wait_on_pending_results = _wait_on_pending_results
+
+
+def _on_sigusr1(signum, frame):
+    _S.cancel_requested = True
+
+
+def _install_process_hooks():
+    try:
+        signal.signal(signal.SIGUSR1, _on_sigusr1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    prctl = None
+    if sys.platform.startswith('linux'):
+        try:
+            import ctypes
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except Exception:
+            prctl = None
+    parent = os.getpid()
+
+    def after_fork_in_child():
+        # Forked workers must not hold the event pipe (troupe waits for its EOF) and must die
+        # with ansible-playbook, even when it is SIGKILLed.
+        fd, _S.fd = _S.fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if prctl is not None and os.getppid() == parent:
+            try:
+                prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+            except Exception:
+                pass
+            if os.getppid() != parent:
+                os._exit(1)
+
+    if hasattr(os, 'register_at_fork'):
+        os.register_at_fork(after_in_child=after_fork_in_child)
+
+
+if os.getpid() == _MAIN_PID and not getattr(TaskQueueManager.send_callback, '_troupe_hooked', False):
+    _install_tees()
+    _install_display_hooks()
+    _install_tqm_hooks()
+    _install_process_hooks()
+
+
+# -- the callback ----------------------------------------------------------------------------------
+
+def _args_string(task):
+    args = getattr(task, 'args', None) or {}
+    try:
+        return ', '.join('%s=%s' % (k, v) for k, v in args.items())
+    except Exception:
+        return ''
+
+
+def _remote_addr(host):
+    try:
+        addr = host.vars.get('ansible_host')
+        if isinstance(addr, str) and addr and '{{' not in addr:
+            return addr
+    except Exception:
+        pass
+    return getattr(host, 'address', None)
+
+
+def _censor(res):
+    if not isinstance(res, dict):
+        return res
+    if res.get('_ansible_no_log'):
+        kept = {k: res[k] for k in ('changed', 'failed', 'skipped', 'unreachable', 'attempts') if k in res}
+        kept['censored'] = CENSORED
+        return kept
+    results = res.get('results')
+    if isinstance(results, list) and any(isinstance(r, dict) and r.get('_ansible_no_log') for r in results):
+        res = dict(res)
+        res['results'] = [_censor(r) if isinstance(r, dict) else r for r in results]
+    return res
+
+
+class CallbackModule(CallbackBase):
+    """Streams events to troupe; see the module comment."""
+
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = 'notification'
+    CALLBACK_NAME = 'troupe'
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self, *args, **kwargs):
+        super(CallbackModule, self).__init__(*args, **kwargs)
+        self.wants_implicit_tasks = False
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _task_data(self, task):
+        data = {}
+        if task is None:
+            return data
+        try:
+            data['task'] = task.name or task.action
+        except Exception:
+            data['task'] = None
+        task_uuid = str(getattr(task, '_uuid', ''))
+        data['task_uuid'] = _S.task_event_uuid.get(task_uuid, task_uuid)
+        data['task_action'] = getattr(task, 'action', None)
+        resolved = getattr(task, 'resolved_action', None)
+        if resolved:
+            data['resolved_action'] = resolved
+        try:
+            data['task_path'] = task.get_path()
+        except Exception:
+            pass
+        # task.no_log is not templated yet at this point: anything but a literal False hides args.
+        if getattr(task, 'no_log', True) is False and not C.DEFAULT_NO_LOG:
+            args = _args_string(task)
+            data['task_args'] = args[:_S.max_res]
+        role = getattr(task, '_role', None)
+        if role is not None:
+            data['role'] = getattr(role, '_role_name', None)
+        return data
+
+    def _parent_for(self, task):
+        if task is not None:
+            mapped = _S.task_event_uuid.get(str(getattr(task, '_uuid', '')))
+            if mapped:
+                return mapped
+        return _S.play_uuid or _S.playbook_uuid
+
+    def _base(self):
+        data = {}
+        if _S.playbook_uuid:
+            data['playbook'] = _S.playbook
+            data['playbook_uuid'] = _S.playbook_uuid
+        if _S.play_uuid:
+            data['play'] = _S.play
+            data['play_uuid'] = _S.play_uuid
+            data['play_pattern'] = _S.play_pattern
+        return data
+
+    def _host_event(self, event, result, with_res=True, timing=True, **extra):
+        task = getattr(result, '_task', None)
+        host = result._host
+        data = self._base()
+        data.update(self._task_data(task))
+        data['host'] = host.get_name()
+        data['remote_addr'] = _remote_addr(host)
+        if timing:
+            key = (data['host'], str(getattr(task, '_uuid', '')))
+            start = _S.host_start.get(key)
+            end = _now()
+            data['start'] = start.isoformat() if start else None
+            data['end'] = end.isoformat()
+            data['duration'] = (end - start).total_seconds() if start else None
+            data['event_loop'] = getattr(task, 'loop_with', None)
+        data.update(extra)
+        res = None
+        if with_res:
+            res = _censor(result._result)
+            if isinstance(res, dict) and getattr(task, 'action', None) in ('setup', 'gather_facts', 'ansible.builtin.setup', 'ansible.builtin.gather_facts'):
+                facts = res.get('ansible_facts')
+                if isinstance(facts, dict) and 'ansible_env' in facts:
+                    res = dict(res)
+                    res['ansible_facts'] = {k: v for k, v in facts.items() if k != 'ansible_env'}
+        _S.record(event, data, parent=self._parent_for(task), res=res, has_res=with_res)
+
+    def _guard(self, func, *args, **kwargs):
+        try:
+            func(*args, **kwargs)
+        except Exception as ex:
+            try:
+                data = self._base()
+                data['troupe_plugin_error'] = repr(ex)
+                _S.record('verbose', data, parent=_S.play_uuid or _S.playbook_uuid)
+            except Exception:
+                pass
+
+    # -- playbook and plays ------------------------------------------------------------------------
+
+    def v2_playbook_on_start(self, playbook):
+        self._guard(self._on_start, playbook)
+
+    def _on_start(self, playbook):
+        _S.playbook = getattr(playbook, '_file_name', None)
+        _S.playbook_uuid = str(uuid.uuid4())
+        _S.play = _S.play_uuid = _S.play_pattern = None
+        _S.task_ctx = {}
+        _S.record('playbook_on_start', self._base(), ev_uuid=_S.playbook_uuid)
+
+    def v2_playbook_on_play_start(self, play):
+        self._guard(self._on_play_start, play)
+
+    def _on_play_start(self, play):
+        hosts = getattr(play, 'hosts', '')
+        pattern = ','.join(hosts) if isinstance(hosts, list) else (hosts or '')
+        name = play.get_name().strip() or pattern
+        play_uuid = str(play._uuid)
+        seen = _S.play_seen.get(play_uuid, 0) + 1
+        _S.play_seen[play_uuid] = seen
+        if seen > 1:
+            play_uuid = '%s_%d' % (play_uuid, seen)
+        _S.play, _S.play_uuid, _S.play_pattern = name, play_uuid, pattern
+        _S.task_ctx = {}
+        data = self._base()
+        data.update(name=name, pattern=pattern)
+        _S.record('playbook_on_play_start', data, ev_uuid=play_uuid, parent=_S.playbook_uuid)
+
+    def v2_playbook_on_no_hosts_matched(self):
+        self._guard(_S.record, 'playbook_on_no_hosts_matched', self._base(), parent=_S.play_uuid or _S.playbook_uuid)
+
+    def v2_playbook_on_no_hosts_remaining(self):
+        self._guard(_S.record, 'playbook_on_no_hosts_remaining', self._base(), parent=_S.play_uuid or _S.playbook_uuid)
+
+    # -- tasks -------------------------------------------------------------------------------------
+
+    def v2_playbook_on_task_start(self, task, is_conditional):
+        self._guard(self._on_task_start, task, is_conditional, False)
+
+    def v2_playbook_on_handler_task_start(self, task):
+        self._guard(self._on_task_start, task, True, True)
+
+    def _on_task_start(self, task, is_conditional, handler):
+        task_uuid = str(task._uuid)
+        _S.started_task = task._uuid
+        seen = _S.task_seen.get(task_uuid, 0) + 1
+        _S.task_seen[task_uuid] = seen
+        ev_uuid = task_uuid if seen == 1 else '%s_%d' % (task_uuid, seen)
+        _S.task_event_uuid[task_uuid] = ev_uuid
+        tdata = self._task_data(task)
+        _S.task_ctx = tdata
+        data = self._base()
+        data.update(tdata)
+        data.update(name=task.get_name(), is_conditional=bool(is_conditional))
+        if handler:
+            data['handler'] = True
+        _S.record('playbook_on_task_start', data, ev_uuid=ev_uuid, parent=_S.play_uuid or _S.playbook_uuid)
+
+    def v2_playbook_on_include(self, included_file):
+        self._guard(self._on_include, included_file)
+
+    def _on_include(self, included_file):
+        task = getattr(included_file, '_task', None)
+        data = self._base()
+        data.update(self._task_data(task))
+        data['included_file'] = getattr(included_file, '_filename', None)
+        data['hosts'] = [h.get_name() for h in getattr(included_file, '_hosts', [])]
+        _S.record('playbook_on_include', data, parent=self._parent_for(task))
+
+    def v2_playbook_on_notify(self, handler, host):
+        def go():
+            data = self._base()
+            data.update(host=host.get_name(), handler=handler.get_name())
+            _S.record('playbook_on_notify', data, parent=_S.task_ctx.get('task_uuid') or _S.play_uuid)
+        self._guard(go)
+
+    # -- host results ------------------------------------------------------------------------------
+
+    def v2_runner_on_start(self, host, task):
+        def go():
+            name = host.get_name()
+            _S.host_start[(name, str(task._uuid))] = _now()
+            data = self._base()
+            data.update(self._task_data(task))
+            data['host'] = name
+            data['remote_addr'] = _remote_addr(host)
+            _S.record('runner_on_start', data, parent=self._parent_for(task))
+        self._guard(go)
+
+    def v2_runner_on_ok(self, result):
+        self._guard(self._host_event, 'runner_on_ok', result)
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        self._guard(self._host_event, 'runner_on_failed', result, ignore_errors=bool(ignore_errors))
+
+    def v2_runner_on_skipped(self, result):
+        self._guard(self._host_event, 'runner_on_skipped', result)
+
+    def v2_runner_on_unreachable(self, result):
+        self._guard(self._host_event, 'runner_on_unreachable', result)
+
+    def v2_runner_item_on_ok(self, result):
+        self._guard(self._host_event, 'runner_item_on_ok', result, timing=False)
+
+    def v2_runner_item_on_failed(self, result):
+        self._guard(self._host_event, 'runner_item_on_failed', result, timing=False)
+
+    def v2_runner_item_on_skipped(self, result):
+        self._guard(self._host_event, 'runner_item_on_skipped', result, timing=False)
+
+    def v2_runner_retry(self, result):
+        self._guard(self._host_event, 'runner_retry', result, timing=False)
+
+    def v2_runner_on_async_poll(self, result):
+        self._guard(self._host_event, 'runner_on_async_poll', result, timing=False)
+
+    def v2_runner_on_async_ok(self, result):
+        self._guard(self._host_event, 'runner_on_async_ok', result, timing=False)
+
+    def v2_runner_on_async_failed(self, result):
+        self._guard(self._host_event, 'runner_on_async_failed', result, timing=False)
+
+    def v2_on_file_diff(self, result):
+        self._guard(self._host_event, 'runner_on_file_diff', result, with_res=False, timing=False,
+                    diff=(result._result.get('diff') if not result._result.get('_ansible_no_log') else None))
+
+    # -- the end -----------------------------------------------------------------------------------
+
+    def v2_playbook_on_stats(self, stats):
+        self._guard(self._on_stats, stats)
+
+    def _on_stats(self, stats):
+        _S.play = _S.play_uuid = _S.play_pattern = None
+        _S.task_ctx = {}
+        data = self._base()
+        data.update(
+            ok=dict(stats.ok),
+            changed=dict(stats.changed),
+            failures=dict(stats.failures),
+            dark=dict(stats.dark),
+            skipped=dict(stats.skipped),
+            rescued=dict(getattr(stats, 'rescued', {}) or {}),
+            ignored=dict(getattr(stats, 'ignored', {}) or {}),
+            processed=dict(stats.processed),
+            artifact_data=(stats.custom.get('_run', {}) if getattr(stats, 'custom', None) else {}),
+            troupe_cancel_requested=_S.cancel_requested,
+            troupe_canceled=_S.canceled,
+        )
+        _S.record('playbook_on_stats', data, parent=_S.playbook_uuid)

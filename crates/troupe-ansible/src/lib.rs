@@ -1,0 +1,25 @@
+//! Everything troupe needs from Ansible: finding (or bootstrapping) `ansible-playbook`, the
+//! callback plugin that streams events, and supervising one `ansible-playbook` process.
+//!
+//! - [`Ansible::locate`] / [`Ansible::bootstrap`] find the executable or build a venv with
+//!   [`PINNED_ANSIBLE_CORE`].
+//! - [`Process::spawn`] prepares a private run directory, starts `ansible-playbook` in its own
+//!   process group with the troupe plugin enabled, and streams [`Output`]s: events parsed from the
+//!   plugin's pipe, and the raw stdout/stderr lines.
+//! - [`Process::cancel`] stops it gracefully (SIGUSR1 to the plugin) or by force (SIGINT, SIGTERM,
+//!   SIGKILL to the group); [`Process::wait`] returns an [`Exit`] once nothing of the run is left.
+//! - [`reap_orphans`] cleans up after a troupe that crashed.
+
+mod error;
+mod locate;
+pub mod plugin;
+mod process;
+mod procfs;
+mod reap;
+mod rundir;
+
+pub use error::AnsibleError;
+pub use locate::{Ansible, PINNED_ANSIBLE_CORE};
+pub use plugin::{EventLineError, PLUGIN_NAME, PLUGIN_SOURCE, parse_event_line};
+pub use process::{Exit, Grace, LaunchSpec, Limits, Output, Process, Stream};
+pub use reap::{Orphan, reap_orphans};

@@ -1,0 +1,238 @@
+//! Finding `ansible-playbook`, or bootstrapping a venv with a pinned ansible-core.
+
+use crate::AnsibleError;
+use crate::process::child_env;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+/// The ansible-core version troupe installs when it bootstraps its own venv.
+pub const PINNED_ANSIBLE_CORE: &str = "2.19.14";
+
+/// How long `ansible-playbook --version` may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A working `ansible-playbook`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ansible {
+    /// The `ansible-playbook` executable.
+    pub playbook: PathBuf,
+    /// ansible-core's version, e.g. `2.19.14`.
+    pub version: String,
+    /// The Python interpreter ansible runs on, when `--version` tells.
+    pub python: Option<PathBuf>,
+}
+
+impl Ansible {
+    /// Finds `ansible-playbook`: the configured path (which must work if given), then
+    /// `<data_dir>/venv/bin/ansible-playbook`, then the first one on `PATH`.
+    pub async fn locate(
+        configured: Option<&Path>,
+        data_dir: &Path,
+    ) -> Result<Ansible, AnsibleError> {
+        if let Some(path) = configured {
+            return probe(path).await;
+        }
+        let venv = venv_playbook(data_dir);
+        if tokio::fs::metadata(&venv).await.is_ok() {
+            return probe(&venv).await;
+        }
+        let path_var = std::env::var_os("PATH").unwrap_or_default();
+        for dir in std::env::split_paths(&path_var) {
+            let candidate = dir.join("ansible-playbook");
+            if is_executable(&candidate).await {
+                return probe(&candidate).await;
+            }
+        }
+        Err(AnsibleError::NotFound {
+            looked: format!("{}, PATH", venv.display()),
+        })
+    }
+
+    /// Makes sure `<data_dir>/venv` holds ansible-core [`PINNED_ANSIBLE_CORE`]: reuses the venv if
+    /// it already has that version, otherwise runs `python3 -m venv` (when there is no venv yet)
+    /// and `pip install ansible-core==<pinned>`. Each line the tools print is passed to
+    /// `progress`.
+    pub async fn bootstrap(
+        data_dir: &Path,
+        progress: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<Ansible, AnsibleError> {
+        let venv = data_dir.join("venv");
+        let playbook = venv_playbook(data_dir);
+        if tokio::fs::metadata(&playbook).await.is_ok()
+            && let Ok(found) = probe(&playbook).await
+            && found.version == PINNED_ANSIBLE_CORE
+        {
+            progress(&format!(
+                "reusing {} (ansible-core {})",
+                venv.display(),
+                found.version
+            ));
+            return Ok(found);
+        }
+        tokio::fs::create_dir_all(data_dir)
+            .await
+            .map_err(|e| AnsibleError::io(format!("creating {}", data_dir.display()), e))?;
+        let python = venv.join("bin").join("python");
+        if tokio::fs::metadata(&python).await.is_err() {
+            progress(&format!("creating a Python venv in {}", venv.display()));
+            let mut cmd = Command::new("python3");
+            cmd.arg("-m").arg("venv").arg(&venv);
+            run_reporting(cmd, progress).await?;
+        }
+        progress(&format!("installing ansible-core=={PINNED_ANSIBLE_CORE}"));
+        let mut cmd = Command::new(&python);
+        cmd.args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            &format!("ansible-core=={PINNED_ANSIBLE_CORE}"),
+        ]);
+        run_reporting(cmd, progress).await?;
+        let found = probe(&playbook).await?;
+        progress(&format!(
+            "ansible-core {} ready at {}",
+            found.version,
+            found.playbook.display()
+        ));
+        Ok(found)
+    }
+
+    /// The directory holding `ansible-playbook` (put first on the child's `PATH`).
+    pub fn bin_dir(&self) -> Option<&Path> {
+        self.playbook.parent()
+    }
+}
+
+fn venv_playbook(data_dir: &Path) -> PathBuf {
+    data_dir.join("venv").join("bin").join("ansible-playbook")
+}
+
+async fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    match tokio::fs::metadata(path).await {
+        Ok(m) => m.is_file() && m.permissions().mode() & 0o111 != 0,
+        Err(_) => false,
+    }
+}
+
+/// Runs `<path> --version` and reads ansible-core's and Python's versions from it.
+async fn probe(path: &Path) -> Result<Ansible, AnsibleError> {
+    let not_ansible = |reason: String| AnsibleError::NotAnsible {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut cmd = Command::new(path);
+    cmd.arg("--version")
+        .env_clear()
+        .envs(child_env(path.parent()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(PROBE_TIMEOUT, cmd.output())
+        .await
+        .map_err(|_| not_ansible("`--version` did not answer within 60s".into()))?
+        .map_err(|e| not_ansible(e.to_string()))?;
+    if !out.status.success() {
+        return Err(not_ansible(format!(
+            "`--version` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (version, python) = parse_version_output(&text)
+        .ok_or_else(|| not_ansible(format!("unexpected `--version` output: {text:?}")))?;
+    Ok(Ansible {
+        playbook: path.to_path_buf(),
+        version,
+        python,
+    })
+}
+
+/// Reads `ansible-playbook [core 2.19.14]` and `python version = ... (/path/python3)`.
+fn parse_version_output(text: &str) -> Option<(String, Option<PathBuf>)> {
+    let first = text.lines().next()?;
+    let start = first.find("[core ")? + "[core ".len();
+    let end = first[start..].find(']')? + start;
+    let version = first[start..end].trim().to_owned();
+    if version.is_empty() {
+        return None;
+    }
+    let python = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("python version ="))
+        .and_then(|l| {
+            let open = l.rfind('(')?;
+            let close = l.rfind(')')?;
+            (close > open + 1).then(|| PathBuf::from(&l[open + 1..close]))
+        });
+    Some((version, python))
+}
+
+/// Runs a bootstrap step, passing each line of its stdout and stderr to `progress`.
+async fn run_reporting(
+    mut cmd: Command,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<(), AnsibleError> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| AnsibleError::Bootstrap(format!("cannot start {cmd:?}: {e}")))?;
+    let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(AnsibleError::Bootstrap("no pipes to the child".into()));
+    };
+    let mut out = BufReader::new(out).lines();
+    let mut err = BufReader::new(err).lines();
+    let (mut out_open, mut err_open) = (true, true);
+    let mut last_err = String::new();
+    while out_open || err_open {
+        tokio::select! {
+            line = out.next_line(), if out_open => match line {
+                Ok(Some(l)) => progress(&l),
+                _ => out_open = false,
+            },
+            line = err.next_line(), if err_open => match line {
+                Ok(Some(l)) => { progress(&l); last_err = l; }
+                _ => err_open = false,
+            },
+        }
+    }
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| AnsibleError::Bootstrap(e.to_string()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(AnsibleError::Bootstrap(format!(
+            "{cmd:?} failed ({status}): {last_err}"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_version_output() {
+        let text = "ansible-playbook [core 2.19.14]\n  config file = None\n  python version = 3.11.2 (main, Mar 13 2023, 12:18:29) [GCC 12.2.0] (/root/venv/bin/python3)\n  jinja version = 3.1.6\n";
+        let (v, py) = parse_version_output(text).expect("parses");
+        assert_eq!(v, "2.19.14");
+        assert_eq!(py, Some(PathBuf::from("/root/venv/bin/python3")));
+        assert!(parse_version_output("something else\n").is_none());
+        assert_eq!(
+            parse_version_output("ansible-playbook [core 2.16.0]\n").map(|(v, p)| (v, p.is_none())),
+            Some(("2.16.0".to_owned(), true))
+        );
+    }
+}

@@ -1,0 +1,760 @@
+//! Supervising one `ansible-playbook` process: spawn, stream its output and events, cancel it,
+//! and make sure nothing of it is left when it ends.
+
+use crate::plugin::{PLUGIN_NAME, parse_event_line};
+use crate::procfs::{self, RUN_MARKER_VAR};
+use crate::rundir::{self, RunDir};
+use crate::{Ansible, AnsibleError};
+use nix::fcntl::OFlag;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{OnceLock, mpsc as std_mpsc};
+use std::time::Duration;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use troupe_core::Event;
+use troupe_core::inventory::InventoryContent;
+use troupe_core::run::{CancelMode, RunOptions};
+
+/// Capacity of the [`Output`] channel. The readers wait when it is full, so a consumer must keep
+/// up (store events in batches behind it); the pipes from ansible are drained as fast as the
+/// channel allows.
+const OUTPUT_CHANNEL_CAPACITY: usize = 4096;
+/// Longest piece of stdout/stderr sent as one [`Output`]; longer lines come in pieces.
+const MAX_OUTPUT_PIECE: usize = 64 * 1024;
+/// How long to wait for the pipes to close after the process group was killed.
+const READER_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Size limits of one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A result (`event_data.res`) larger than this, serialised, is replaced by a truncation
+    /// marker (`_troupe_truncated: true`, `_troupe_original_bytes`, `changed`, `failed`, `msg`).
+    pub max_result_bytes: usize,
+    /// stdout + stderr bytes forwarded as [`Output::Stdout`]/[`Output::Stderr`]; after that one
+    /// [`Output::Truncated`] is sent and the rest is read and dropped. Events are not counted.
+    pub max_output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_result_bytes: 256 * 1024,
+            max_output_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Delays of a forced stop: SIGINT, `interrupt` later SIGTERM, `terminate` later SIGKILL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grace {
+    /// Time between SIGINT and SIGTERM.
+    pub interrupt: Duration,
+    /// Time between SIGTERM and SIGKILL.
+    pub terminate: Duration,
+}
+
+impl Default for Grace {
+    fn default() -> Self {
+        Grace {
+            interrupt: Duration::from_secs(5),
+            terminate: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Everything needed to launch one `ansible-playbook`.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    /// The ansible to run.
+    pub ansible: Ansible,
+    /// The project directory: the process's working directory.
+    pub project_dir: PathBuf,
+    /// The playbook, relative to `project_dir`, already validated.
+    pub playbook: String,
+    /// The inventory, written into the run directory.
+    pub inventory: InventoryContent,
+    /// ansible-playbook options; `extra_vars` go through a 0600 file, `timeout_s` is enforced
+    /// here (a forced stop, reported as [`Exit::timed_out`]).
+    pub options: RunOptions,
+    /// Parent of the per-run private directories.
+    pub runs_dir: PathBuf,
+    /// Names the run directory (`run-<key>-...`), e.g. the run id.
+    pub run_key: String,
+    /// Size limits.
+    pub limits: Limits,
+    /// Delays of a forced stop.
+    pub grace: Grace,
+}
+
+/// Which output stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// ansible-playbook's stdout.
+    Stdout,
+    /// ansible-playbook's stderr.
+    Stderr,
+}
+
+/// What a running process produces, in the order each source produced it (events, stdout and
+/// stderr come through different pipes, so their relative order is not meaningful; use the
+/// events' own `stdout`/`start_line` to place text).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// An event from the callback plugin.
+    Event(Event),
+    /// A line of stdout, with its `\n` (or a piece of at most 64 KiB of a longer line, or the
+    /// unterminated last line).
+    Stdout(String),
+    /// A line of stderr, like [`Output::Stdout`].
+    Stderr(String),
+    /// `max_output_bytes` was reached; no more stdout/stderr will be sent (sent once).
+    Truncated(Stream),
+}
+
+/// How a run's process ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exit {
+    /// Exit code, when the process exited normally.
+    pub rc: Option<i32>,
+    /// The signal that killed the process, if one did.
+    pub signal: Option<i32>,
+    /// A graceful cancel was asked for (through [`Process::cancel`]).
+    pub graceful_cancel_requested: bool,
+    /// The plugin acknowledged the graceful cancel: the stats event was emitted with
+    /// `troupe_cancel_requested: true`. ansible exits 0 then; the run's status is `canceled`.
+    pub graceful_cancel_done: bool,
+    /// A forced stop (SIGINT/SIGTERM/SIGKILL) was started, by [`Process::cancel`] or the timeout.
+    pub forced: bool,
+    /// The forced stop was caused by `options.timeout_s`.
+    pub timed_out: bool,
+    /// The `playbook_on_stats` event was seen.
+    pub stats_seen: bool,
+    /// Events received.
+    pub events: u64,
+    /// Lines of the event pipe that were not events (logged and skipped).
+    pub malformed_event_lines: u64,
+    /// stdout/stderr went over `max_output_bytes`.
+    pub output_truncated: bool,
+    /// Set when waiting for the process failed; the other fields are then best effort.
+    pub wait_error: Option<String>,
+}
+
+/// A running `ansible-playbook`.
+#[derive(Debug)]
+pub struct Process {
+    pid: u32,
+    run_dir: PathBuf,
+    ctl: mpsc::UnboundedSender<CancelMode>,
+    done: JoinHandle<Exit>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    events: AtomicU64,
+    malformed: AtomicU64,
+    stats_seen: AtomicBool,
+    graceful_done: AtomicBool,
+    output_used: AtomicUsize,
+    output_truncated: AtomicBool,
+}
+
+impl Process {
+    /// Prepares the run directory and starts `ansible-playbook -i <inv> -e @<extra vars>
+    /// <options> <playbook>` in `project_dir`, in its own process group, with the troupe plugin.
+    pub async fn spawn(
+        spec: LaunchSpec,
+    ) -> Result<(Process, mpsc::Receiver<Output>), AnsibleError> {
+        let LaunchSpec {
+            ansible,
+            project_dir,
+            playbook,
+            inventory,
+            options,
+            runs_dir,
+            run_key,
+            limits,
+            grace,
+        } = spec;
+        let extra_vars = options.extra_vars.clone();
+        let dir = tokio::task::spawn_blocking(move || {
+            rundir::prepare(&runs_dir, &run_key, &inventory, &extra_vars)
+        })
+        .await
+        .map_err(|e| AnsibleError::io("preparing the run directory", std::io::Error::other(e)))??;
+
+        match start(&ansible, &project_dir, &playbook, &options, &dir, limits).await {
+            Ok((child, event_pipe)) => {
+                Ok(supervise(child, event_pipe, dir, &options, limits, grace).await)
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_dir_all(&dir.root).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The `ansible-playbook` process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Its process group id (the same number: it leads its own group).
+    pub fn pgid(&self) -> i32 {
+        self.pid as i32
+    }
+
+    /// The run's private directory (removed when the process ends).
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// Asks the run to stop. Graceful: SIGUSR1 to `ansible-playbook` once its plugin has loaded
+    /// (first event seen; asked earlier, it is sent on the first event): the task in flight
+    /// finishes on every host, no new task starts, the recap is still printed. Force: SIGINT,
+    /// SIGTERM, SIGKILL to the process group after the [`Grace`] delays. Calling it again, or
+    /// after the process ended, is harmless.
+    pub fn cancel(&self, mode: CancelMode) {
+        let _ = self.ctl.send(mode);
+    }
+
+    /// Waits until the process has ended, every process of the run is gone, the pipes are
+    /// drained and the run directory is removed.
+    pub async fn wait(self) -> Exit {
+        match self.done.await {
+            Ok(exit) => exit,
+            Err(e) => Exit {
+                wait_error: Some(format!("supervisor task failed: {e}")),
+                ..Exit::default()
+            },
+        }
+    }
+}
+
+/// The environment every ansible child gets: an allow-list of the caller's environment (never
+/// any `TROUPE_*` variable), with `bin_dir` first on `PATH`.
+pub(crate) fn child_env(bin_dir: Option<&Path>) -> Vec<(OsString, OsString)> {
+    let mut env = Vec::new();
+    let mut path = None;
+    for (key, value) in std::env::vars_os() {
+        let Some(k) = key.to_str() else { continue };
+        let allowed = matches!(
+            k,
+            "HOME" | "USER" | "LOGNAME" | "LANG" | "TZ" | "TMPDIR" | "SSH_AUTH_SOCK"
+        ) || k.starts_with("LC_")
+            || k.starts_with("ANSIBLE_");
+        if k == "PATH" {
+            path = Some(value);
+        } else if allowed {
+            env.push((key, value));
+        }
+    }
+    let mut dirs: Vec<PathBuf> = bin_dir.map(Path::to_path_buf).into_iter().collect();
+    let inherited = path.unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+    dirs.extend(std::env::split_paths(&inherited));
+    if let Ok(joined) = std::env::join_paths(dirs) {
+        env.push(("PATH".into(), joined));
+    }
+    env
+}
+
+/// Prepends `ours` to a comma/colon separated list from the caller's environment.
+fn prepend(env: &[(OsString, OsString)], key: &str, ours: &str, sep: &str) -> OsString {
+    match env.iter().find(|(k, _)| k == key) {
+        Some((_, v)) if !v.is_empty() => {
+            let mut s = OsString::from(ours);
+            s.push(sep);
+            s.push(v);
+            s
+        }
+        _ => OsString::from(ours),
+    }
+}
+
+async fn start(
+    ansible: &Ansible,
+    project_dir: &Path,
+    playbook: &str,
+    options: &RunOptions,
+    dir: &RunDir,
+    limits: Limits,
+) -> Result<(Child, OwnedFd), AnsibleError> {
+    let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| AnsibleError::io("creating the event pipe", e.into()))?;
+    let event_fd = write_end.as_raw_fd();
+
+    let mut env = child_env(ansible.bin_dir());
+    let plugin_dirs = prepend(
+        &env,
+        "ANSIBLE_CALLBACK_PLUGINS",
+        &dir.plugins.to_string_lossy(),
+        ":",
+    );
+    let enabled = prepend(&env, "ANSIBLE_CALLBACKS_ENABLED", PLUGIN_NAME, ",");
+    env.retain(|(k, _)| k != "ANSIBLE_CALLBACK_PLUGINS" && k != "ANSIBLE_CALLBACKS_ENABLED");
+    let ours: [(&str, OsString); 8] = [
+        ("ANSIBLE_CALLBACK_PLUGINS", plugin_dirs),
+        ("ANSIBLE_CALLBACKS_ENABLED", enabled),
+        ("ANSIBLE_RETRY_FILES_ENABLED", "False".into()),
+        ("ANSIBLE_LOCAL_TEMP", dir.tmp.clone().into()),
+        ("PYTHONUNBUFFERED", "1".into()),
+        ("TROUPE_EVENT_FD", event_fd.to_string().into()),
+        (
+            "TROUPE_MAX_RESULT_BYTES",
+            limits.max_result_bytes.to_string().into(),
+        ),
+        (RUN_MARKER_VAR, dir.root.clone().into()),
+    ];
+
+    let mut cmd = Command::new(&ansible.playbook);
+    cmd.arg("-i")
+        .arg(&dir.inventory)
+        .arg("-e")
+        .arg(format!("@{}", dir.extra_vars.display()))
+        .args(options.to_args())
+        .arg(playbook)
+        .current_dir(project_dir)
+        .env_clear()
+        .envs(env)
+        .envs(ours)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let parent = nix::unistd::getpid();
+    #[allow(unsafe_code)]
+    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
+    // system calls (prctl, getppid, fcntl) on values copied into it; it allocates nothing
+    // except when building an error, which std tolerates in pre_exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // The child dies with troupe. PDEATHSIG fires when the forking *thread* exits, which
+            // is why spawns happen on one long-lived thread (see `spawn_on_spawner_thread`).
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::other("troupe exited during spawn"));
+            }
+            // Let the event pipe's write end survive exec (it was created O_CLOEXEC so no other
+            // child inherits it).
+            if nix::libc::fcntl(event_fd, nix::libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = spawn_on_spawner_thread(cmd)
+        .await
+        .map_err(|e| AnsibleError::io(format!("starting {}", ansible.playbook.display()), e))?;
+    // Only the child (and its forks) may hold the write end: EOF then means they are all gone.
+    drop(write_end);
+    Ok((child, read_end))
+}
+
+struct SpawnJob {
+    cmd: Command,
+    handle: tokio::runtime::Handle,
+    reply: oneshot::Sender<std::io::Result<Child>>,
+}
+
+/// Spawns on one dedicated, never-ending thread, so that PR_SET_PDEATHSIG (tied to the thread
+/// that forked) only fires when troupe itself dies.
+async fn spawn_on_spawner_thread(cmd: Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<Option<std_mpsc::Sender<SpawnJob>>> = OnceLock::new();
+    let sender = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std_mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("troupe-spawner".into())
+            .spawn(move || {
+                for mut job in rx {
+                    let _guard = job.handle.enter();
+                    let _ = job.reply.send(job.cmd.spawn());
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    let Some(sender) = sender else {
+        return Err(std::io::Error::other(
+            "the spawner thread could not be started",
+        ));
+    };
+    let (reply, answer) = oneshot::channel();
+    sender
+        .send(SpawnJob {
+            cmd,
+            handle: tokio::runtime::Handle::current(),
+            reply,
+        })
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    answer
+        .await
+        .map_err(|_| std::io::Error::other("the spawner thread dropped the request"))?
+}
+
+async fn supervise(
+    mut child: Child,
+    event_pipe: OwnedFd,
+    dir: RunDir,
+    options: &RunOptions,
+    limits: Limits,
+    grace: Grace,
+) -> (Process, mpsc::Receiver<Output>) {
+    let pid = child.id().unwrap_or(0);
+    if let Err(e) = tokio::fs::write(dir.pgid_file(), format!("{pid}\n")).await {
+        tracing::warn!(%e, dir = %dir.root.display(), "cannot write the pgid file");
+    }
+    let (tx, rx) = mpsc::channel(OUTPUT_CHANNEL_CAPACITY);
+    let shared = Arc::new(Shared::default());
+    let (first_tx, first_rx) = watch::channel(false);
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        readers.push(tokio::spawn(read_output(
+            out,
+            Stream::Stdout,
+            tx.clone(),
+            shared.clone(),
+            limits.max_output_bytes,
+        )));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(tokio::spawn(read_output(
+            err,
+            Stream::Stderr,
+            tx.clone(),
+            shared.clone(),
+            limits.max_output_bytes,
+        )));
+    }
+    match tokio::net::unix::pipe::Receiver::from_owned_fd(event_pipe) {
+        Ok(pipe) => {
+            // An event line holds a result (bounded by max_result_bytes), task args (same bound)
+            // and the text printed for it; anything longer than this is skipped.
+            let max_line = limits
+                .max_output_bytes
+                .saturating_add(limits.max_result_bytes.saturating_mul(4))
+                .saturating_add(1 << 20);
+            readers.push(tokio::spawn(read_events(
+                pipe,
+                tx.clone(),
+                shared.clone(),
+                first_tx,
+                max_line,
+            )));
+        }
+        Err(e) => tracing::error!(%e, "cannot read the event pipe; the run will have no events"),
+    }
+    drop(tx);
+    let (ctl, ctl_rx) = mpsc::unbounded_channel();
+    let timeout = options.timeout_s.map(Duration::from_secs);
+    let run_dir = dir.root.clone();
+    let done = tokio::spawn(run_supervisor(
+        child, pid, dir, ctl_rx, first_rx, shared, readers, grace, timeout,
+    ));
+    (
+        Process {
+            pid,
+            run_dir,
+            ctl,
+            done,
+        },
+        rx,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_supervisor(
+    mut child: Child,
+    pid: u32,
+    dir: RunDir,
+    mut ctl: mpsc::UnboundedReceiver<CancelMode>,
+    mut first_event: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+    readers: Vec<JoinHandle<()>>,
+    grace: Grace,
+    timeout: Option<Duration>,
+) -> Exit {
+    let pgid = pid as i32;
+    let mut exit = Exit::default();
+    let mut graceful_pending = false;
+    let mut ctl_open = true;
+    let mut escalation: Option<JoinHandle<()>> = None;
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let sleep = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now));
+    tokio::pin!(sleep);
+
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            mode = ctl.recv(), if ctl_open => match mode {
+                Some(CancelMode::Graceful) => {
+                    exit.graceful_cancel_requested = true;
+                    if *first_event.borrow() {
+                        send_usr1(pid);
+                    } else {
+                        graceful_pending = true;
+                    }
+                }
+                Some(CancelMode::Force) => {
+                    if escalation.is_none() {
+                        exit.forced = true;
+                        escalation = Some(tokio::spawn(escalate(pgid, grace)));
+                    }
+                }
+                None => ctl_open = false,
+            },
+            changed = first_event.changed(), if graceful_pending => {
+                if changed.is_err() || *first_event.borrow() {
+                    graceful_pending = false;
+                    if *first_event.borrow() {
+                        send_usr1(pid);
+                    }
+                }
+            }
+            () = &mut sleep, if deadline.is_some() && escalation.is_none() => {
+                exit.timed_out = true;
+                exit.forced = true;
+                escalation = Some(tokio::spawn(escalate(pgid, grace)));
+            }
+        }
+    };
+    if let Some(task) = escalation {
+        task.abort();
+    }
+    match status {
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            exit.rc = status.code();
+            exit.signal = status.signal();
+        }
+        Err(e) => exit.wait_error = Some(e.to_string()),
+    }
+
+    // Nothing of the run may outlive it: ansible-playbook's group, then everything carrying the
+    // run's marker (ansible's workers call setsid, so their modules are in other groups).
+    procfs::kill_group(pgid, Signal::SIGKILL);
+    let root = dir.root.clone();
+    let _ = tokio::task::spawn_blocking(move || procfs::kill_marked(&root, Duration::from_secs(5)))
+        .await;
+
+    for mut reader in readers {
+        if tokio::time::timeout(READER_DRAIN_TIMEOUT, &mut reader)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                pid,
+                "an output pipe stayed open after the run ended; abandoning it"
+            );
+            reader.abort();
+        }
+    }
+    if let Err(e) = tokio::fs::remove_dir_all(&dir.root).await {
+        tracing::warn!(%e, dir = %dir.root.display(), "cannot remove the run directory");
+    }
+    exit.events = shared.events.load(Ordering::Relaxed);
+    exit.malformed_event_lines = shared.malformed.load(Ordering::Relaxed);
+    exit.stats_seen = shared.stats_seen.load(Ordering::Relaxed);
+    exit.graceful_cancel_done =
+        exit.graceful_cancel_requested && shared.graceful_done.load(Ordering::Relaxed);
+    exit.output_truncated = shared.output_truncated.load(Ordering::Relaxed);
+    exit
+}
+
+fn send_usr1(pid: u32) {
+    if let Err(e) = kill(Pid::from_raw(pid as i32), Signal::SIGUSR1)
+        && e != nix::errno::Errno::ESRCH
+    {
+        tracing::warn!(pid, %e, "cannot send SIGUSR1 for a graceful cancel");
+    }
+}
+
+/// SIGINT, wait, SIGTERM, wait, SIGKILL to the process group; ESRCH is ignored.
+async fn escalate(pgid: i32, grace: Grace) {
+    procfs::kill_group(pgid, Signal::SIGINT);
+    tokio::time::sleep(grace.interrupt).await;
+    procfs::kill_group(pgid, Signal::SIGTERM);
+    tokio::time::sleep(grace.terminate).await;
+    procfs::kill_group(pgid, Signal::SIGKILL);
+}
+
+/// Reads up to and including the next `\n`, or at most `max` bytes, into `buf` (cleared first).
+/// `Ok(false)` at end of input with nothing read.
+async fn next_piece<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    max: usize,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    buf.clear();
+    loop {
+        let avail = r.fill_buf().await?;
+        if avail.is_empty() {
+            return Ok(!buf.is_empty());
+        }
+        let room = max.saturating_sub(buf.len()).max(1);
+        let window = &avail[..avail.len().min(room)];
+        let (take, found) = match window.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (window.len(), false),
+        };
+        buf.extend_from_slice(&window[..take]);
+        r.consume(take);
+        if found || buf.len() >= max {
+            return Ok(true);
+        }
+    }
+}
+
+async fn read_output<R: AsyncRead + Unpin>(
+    pipe: R,
+    stream: Stream,
+    tx: mpsc::Sender<Output>,
+    shared: Arc<Shared>,
+    budget: usize,
+) {
+    let mut reader = BufReader::with_capacity(MAX_OUTPUT_PIECE, pipe);
+    let mut buf = Vec::with_capacity(1024);
+    let mut receiver_gone = false;
+    loop {
+        match next_piece(&mut reader, MAX_OUTPUT_PIECE, &mut buf).await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                tracing::warn!(%e, ?stream, "reading ansible's output failed");
+                break;
+            }
+        }
+        let used = shared.output_used.fetch_add(buf.len(), Ordering::Relaxed) + buf.len();
+        let item = if used > budget {
+            if shared.output_truncated.swap(true, Ordering::Relaxed) {
+                continue;
+            }
+            Output::Truncated(stream)
+        } else {
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            match stream {
+                Stream::Stdout => Output::Stdout(text),
+                Stream::Stderr => Output::Stderr(text),
+            }
+        };
+        if !receiver_gone && tx.send(item).await.is_err() {
+            receiver_gone = true;
+        }
+    }
+}
+
+async fn read_events(
+    pipe: tokio::net::unix::pipe::Receiver,
+    tx: mpsc::Sender<Output>,
+    shared: Arc<Shared>,
+    first_event: watch::Sender<bool>,
+    max_line: usize,
+) {
+    let mut reader = BufReader::with_capacity(256 * 1024, pipe);
+    let mut buf = Vec::with_capacity(4096);
+    let mut receiver_gone = false;
+    let mut skipping = false;
+    loop {
+        match next_piece(&mut reader, max_line, &mut buf).await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                tracing::warn!(%e, "reading the event pipe failed");
+                break;
+            }
+        }
+        let complete = buf.last() == Some(&b'\n');
+        if skipping {
+            skipping = !complete;
+            continue;
+        }
+        if !complete && buf.len() >= max_line {
+            tracing::warn!(max_line, "event line too long; skipped");
+            shared.malformed.fetch_add(1, Ordering::Relaxed);
+            skipping = true;
+            continue;
+        }
+        let event = match parse_event_line(&buf) {
+            Ok(ev) => ev,
+            Err(e) => {
+                let shown = String::from_utf8_lossy(&buf[..buf.len().min(200)]).into_owned();
+                tracing::warn!(%e, line = %shown, "malformed event line skipped");
+                shared.malformed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        if shared.events.fetch_add(1, Ordering::Relaxed) == 0 {
+            let _ = first_event.send(true);
+        }
+        if event.event == troupe_core::event::STATS_EVENT {
+            shared.stats_seen.store(true, Ordering::Relaxed);
+            if event
+                .event_data
+                .get("troupe_cancel_requested")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false)
+            {
+                shared.graceful_done.store(true, Ordering::Relaxed);
+            }
+        }
+        if !receiver_gone && tx.send(Output::Event(event)).await.is_err() {
+            receiver_gone = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pieces_split_long_lines_and_keep_newlines() {
+        let data: &[u8] = b"ab\ncdefgh\n\nxyz";
+        let mut r = BufReader::with_capacity(4, data);
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        while next_piece(&mut r, 4, &mut buf).await.expect("read") {
+            got.push(String::from_utf8_lossy(&buf).into_owned());
+        }
+        assert_eq!(got, vec!["ab\n", "cdef", "gh\n", "\n", "xyz"]);
+    }
+
+    #[test]
+    fn child_env_never_passes_troupe_variables() {
+        let env = child_env(Some(Path::new("/opt/ansible/bin")));
+        assert!(
+            env.iter()
+                .all(|(k, _)| !k.to_string_lossy().starts_with("TROUPE_"))
+        );
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        assert!(path.starts_with("/opt/ansible/bin:"), "{path}");
+    }
+
+    #[test]
+    fn prepends_to_user_lists() {
+        let env = vec![(
+            OsString::from("ANSIBLE_CALLBACKS_ENABLED"),
+            OsString::from("profile_tasks"),
+        )];
+        assert_eq!(
+            prepend(&env, "ANSIBLE_CALLBACKS_ENABLED", "troupe", ","),
+            OsString::from("troupe,profile_tasks")
+        );
+        assert_eq!(
+            prepend(&env, "ANSIBLE_CALLBACK_PLUGINS", "/x", ":"),
+            OsString::from("/x")
+        );
+    }
+}

@@ -1,0 +1,80 @@
+//! Cleaning up after a troupe that crashed: processes and directories of runs it left behind.
+
+use crate::procfs::{self, RUN_MARKER_VAR};
+use crate::rundir::RUN_DIR_PREFIX;
+use nix::sys::signal::Signal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A run directory found by [`reap_orphans`] and what was done about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    /// The run's private directory.
+    pub dir: PathBuf,
+    /// The process group recorded in its `pgid` file, if any.
+    pub pgid: Option<i32>,
+    /// Processes of the run that were still alive and were killed.
+    pub killed: Vec<i32>,
+    /// Whether the directory was removed.
+    pub removed: bool,
+}
+
+/// After a crash: kills what is left of every run whose private directory remains under
+/// `runs_dir` (`run-*` directories only), then removes those directories.
+///
+/// Only processes carrying the run's marker in their environment (`TROUPE_RUN_DIR=<dir>`, which
+/// every process of a run inherits) are killed, together with their process groups; a pgid
+/// from the `pgid` file is signalled only when one of its members carries the marker. A pgid
+/// reused by an unrelated process (after a reboot, say) is therefore never killed.
+pub async fn reap_orphans(runs_dir: &Path) -> Vec<Orphan> {
+    let runs_dir = runs_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || reap_blocking(&runs_dir))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(%e, "reaping orphaned runs failed");
+            Vec::new()
+        })
+}
+
+fn reap_blocking(runs_dir: &Path) -> Vec<Orphan> {
+    let Ok(entries) = std::fs::read_dir(runs_dir) else {
+        return Vec::new();
+    };
+    let mut orphans = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let is_run = name.to_str().is_some_and(|n| n.starts_with(RUN_DIR_PREFIX));
+        if !is_run || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let dir = entry.path();
+        let pgid = std::fs::read_to_string(dir.join("pgid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .filter(|p| *p > 1);
+        if let Some(pgid) = pgid {
+            let marked = procfs::marked_processes(&dir);
+            if marked.iter().any(|p| p.pgid == pgid) {
+                procfs::kill_group(pgid, Signal::SIGKILL);
+            } else if !procfs::group_members(pgid).is_empty() {
+                tracing::warn!(pgid, dir = %dir.display(), "process group alive but not marked {RUN_MARKER_VAR} for this run; left alone");
+            }
+        }
+        let killed = procfs::kill_marked(&dir, Duration::from_secs(5));
+        let removed = match std::fs::remove_dir_all(&dir) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(%e, dir = %dir.display(), "cannot remove an orphaned run directory");
+                false
+            }
+        };
+        tracing::info!(dir = %dir.display(), ?pgid, killed = killed.len(), "reaped an orphaned run");
+        orphans.push(Orphan {
+            dir,
+            pgid,
+            killed,
+            removed,
+        });
+    }
+    orphans
+}
