@@ -12,7 +12,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine;
 use sha2::{Digest, Sha256};
-use std::sync::RwLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 use troupe_store::{Store, StoreResult};
 
@@ -33,10 +35,14 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// The hashes of the tokens that may call the API.
+/// How long a stream token lasts.
+pub const STREAM_TOKEN_TTL: Duration = Duration::from_secs(300);
+
+/// The hashes of the tokens that may call the API, and of the short-lived stream tokens.
 #[derive(Default)]
 pub struct TokenSet {
     hashes: RwLock<Vec<[u8; 32]>>,
+    stream: Mutex<HashMap<[u8; 32], Instant>>,
 }
 
 impl TokenSet {
@@ -57,6 +63,35 @@ impl TokenSet {
         {
             hashes.push(raw);
         }
+    }
+
+    /// Issues a stream token valid for [`STREAM_TOKEN_TTL`]. Stream tokens are only accepted
+    /// in the `access_token` query parameter of stream routes, for clients that cannot set
+    /// headers; they live in this process's memory only.
+    pub fn issue_stream_token(&self) -> String {
+        let token = generate_token();
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = Instant::now();
+        if let Ok(mut stream) = self.stream.lock() {
+            stream.retain(|_, expiry| *expiry > now);
+            stream.insert(digest, now + STREAM_TOKEN_TTL);
+        }
+        token
+    }
+
+    /// True when `token` is a stream token that has not expired.
+    pub fn verify_stream_token(&self, token: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let Ok(stream) = self.stream.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        stream
+            .iter()
+            .fold(subtle::Choice::from(0), |acc, (h, expiry)| {
+                acc | (h.ct_eq(&digest) & subtle::Choice::from(u8::from(*expiry > now)))
+            })
+            .into()
     }
 
     /// True when `token` is one of ours. Every stored hash is compared, in constant time.
@@ -82,8 +117,27 @@ pub(crate) async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
+    if presented.is_none() && is_stream_route(req.uri().path()) {
+        let token = axum::extract::Query::<HashMap<String, String>>::try_from_uri(req.uri())
+            .ok()
+            .and_then(|q| q.0.get("access_token").cloned());
+        if let Some(token) = token {
+            return if state.tokens.verify_stream_token(&token) {
+                Ok(next.run(req).await)
+            } else {
+                Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "invalid or expired stream token",
+                ))
+            };
+        }
+    }
     match presented {
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -97,6 +151,14 @@ pub(crate) async fn require_token(
             "invalid token",
         )),
     }
+}
+
+/// Routes that accept a stream token in the query (EventSource and WebSocket cannot set headers).
+fn is_stream_route(path: &str) -> bool {
+    path.ends_with("/events/ws")
+        || path.ends_with("/events/sse")
+        || path == "/api/v1/stream/ws"
+        || path == "/api/v1/stream/sse"
 }
 
 #[cfg(test)]
@@ -115,5 +177,22 @@ mod tests {
         assert!(!set.verify(""));
         set.insert_hex("not hex");
         assert!(set.verify(&t));
+    }
+
+    #[test]
+    fn stream_tokens_are_separate_and_expire() {
+        let set = TokenSet::default();
+        let s = set.issue_stream_token();
+        assert!(set.verify_stream_token(&s));
+        assert!(!set.verify(&s), "a stream token is not an API token");
+        assert!(!set.verify_stream_token(&generate_token()));
+        if let Ok(mut stream) = set.stream.lock() {
+            for expiry in stream.values_mut() {
+                *expiry = Instant::now();
+            }
+        }
+        assert!(!set.verify_stream_token(&s));
+        assert!(is_stream_route("/api/v1/runs/3/events/sse"));
+        assert!(!is_stream_route("/api/v1/runs/3/events"));
     }
 }

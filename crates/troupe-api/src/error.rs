@@ -53,7 +53,11 @@ impl ApiError {
 
     /// 404 for `what` `id`.
     pub fn not_found(what: &str, id: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} {id} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} {id} not found"),
+        )
     }
 
     /// 422 for invalid input in `field`.

@@ -5,7 +5,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use std::sync::Arc;
 use troupe_store::Store;
-use troupe_worker::WorkerPool;
+use troupe_worker::{LiveHub, WorkerPool};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -25,6 +25,10 @@ pub struct AppState {
     pub pool: Arc<WorkerPool>,
     /// Valid API token hashes.
     pub tokens: Arc<TokenSet>,
+    /// Where stored events and run changes are announced to live subscribers.
+    pub hub: Arc<LiveHub>,
+    /// Messages a live subscriber may have queued before it counts as not keeping up.
+    pub stream_buffer_events: usize,
 }
 
 /// Limits of the HTTP layer.
@@ -74,7 +78,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::projects::router())
         .merge(routes::inventories::router())
         .merge(routes::runs::router())
+        .merge(routes::artifacts::router())
         .merge(routes::tokens::router())
+        .merge(routes::stream::router())
 }
 
 /// The whole HTTP application.

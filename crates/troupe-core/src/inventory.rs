@@ -397,14 +397,20 @@ fn split_ini_words(line: &str) -> Result<Vec<(String, usize)>, (usize, String)> 
         let col = i + 1;
         match quote {
             Some((q, _)) if c == q => quote = None,
-            Some(_) => current.get_or_insert_with(|| (String::new(), col)).0.push(c),
+            Some(_) => current
+                .get_or_insert_with(|| (String::new(), col))
+                .0
+                .push(c),
             None if c == '\'' || c == '"' => {
                 quote = Some((c, col));
                 current.get_or_insert_with(|| (String::new(), col));
             }
             None if c.is_whitespace() => words.extend(current.take()),
             None if c == '#' && current.is_none() => break,
-            None => current.get_or_insert_with(|| (String::new(), col)).0.push(c),
+            None => current
+                .get_or_insert_with(|| (String::new(), col))
+                .0
+                .push(c),
         }
     }
     if let Some((q, col)) = quote {
@@ -562,8 +568,9 @@ mod tests {
         assert!(err.message.contains("line 1"), "{}", err.message);
         let err = ini("[web]\nhost novalue\n").expect_err("bad var");
         assert!(err.message.contains("line 2, column 6"), "{}", err.message);
-        let s = ini("gone ansible_host=127.0.0.1 ansible_ssh_common_args='-o ConnectTimeout=3' # c\n")
-            .expect("quoted values with spaces");
+        let s =
+            ini("gone ansible_host=127.0.0.1 ansible_ssh_common_args='-o ConnectTimeout=3' # c\n")
+                .expect("quoted values with spaces");
         assert!(s.hosts.contains("gone"));
         let err = ini("h x='unclosed\n").expect_err("unclosed quote");
         assert!(err.message.contains("column 5"), "{}", err.message);

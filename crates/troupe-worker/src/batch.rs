@@ -1,12 +1,13 @@
 //! Batching a run's events and output into store transactions: one write per batch, never
 //! one per event, and nothing dropped when the store hiccups.
 
+use crate::live::LiveHub;
 use std::sync::Arc;
 use std::time::Duration;
 use troupe_ansible::Output;
+use troupe_core::Event;
 use troupe_core::event::STATS_EVENT;
 use troupe_core::run::{HostStats, RunSummary};
-use troupe_core::Event;
 use troupe_store::{OutputChunk, Store, Stream};
 
 /// Events or chunks pending before a flush is due regardless of the timer.
@@ -14,6 +15,7 @@ pub(crate) const BATCH_MAX: usize = 500;
 
 pub(crate) struct Batcher {
     run_id: i64,
+    hub: Arc<LiveHub>,
     events: Vec<Event>,
     output: Vec<OutputChunk>,
     next_seq: i64,
@@ -21,9 +23,10 @@ pub(crate) struct Batcher {
 }
 
 impl Batcher {
-    pub(crate) fn new(run_id: i64) -> Self {
+    pub(crate) fn new(run_id: i64, hub: Arc<LiveHub>) -> Self {
         Self {
             run_id,
+            hub,
             events: Vec::new(),
             output: Vec::new(),
             next_seq: 1,
@@ -49,7 +52,8 @@ impl Batcher {
                 };
                 self.push_text(
                     stream,
-                    "\n[troupe: output limit reached; the rest of this stream was not kept]\n".to_owned(),
+                    "\n[troupe: output limit reached; the rest of this stream was not kept]\n"
+                        .to_owned(),
                 );
             }
         }
@@ -100,7 +104,10 @@ impl Batcher {
     async fn try_flush(&mut self, store: &Arc<dyn Store>) -> Result<(), troupe_store::StoreError> {
         if !self.events.is_empty() {
             store.append_events(self.run_id, &self.events).await?;
-            self.events.clear();
+            // Published only once stored: a subscriber that read the store first and listens
+            // here afterwards can never miss an event.
+            let batch: Arc<[Event]> = std::mem::take(&mut self.events).into();
+            self.hub.publish_events(self.run_id, batch);
         }
         if !self.output.is_empty() {
             store.append_output(self.run_id, &self.output).await?;

@@ -1,6 +1,7 @@
 //! Executing one claimed run: launch, drain, renew, cancel, record.
 
 use crate::batch::Batcher;
+use crate::live::RunChange;
 use crate::playbooks::resolve_playbook;
 use crate::pool::{Control, WorkerPool};
 use crate::status::{CancelCause, decide_status};
@@ -26,17 +27,33 @@ impl WorkerPool {
             active.remove(&run.id);
         }
         if let Some(outcome) = outcome {
-            self.record(run.id, outcome).await;
+            self.record(&run, outcome).await;
         }
     }
 
     /// Writes the outcome, retrying while the store is unavailable.
-    async fn record(&self, run_id: i64, outcome: RunOutcome) {
+    async fn record(&self, claimed: &Run, outcome: RunOutcome) {
+        let run_id = claimed.id;
         let mut delay = Duration::from_millis(100);
         for _ in 0..30 {
-            match self.store.finish_run(run_id, &self.worker_id, &outcome).await {
+            match self
+                .store
+                .finish_run(run_id, &self.worker_id, &outcome)
+                .await
+            {
                 Ok(run) => {
                     tracing::info!(run = run_id, status = %run.status, rc = ?run.rc, "run finished");
+                    self.hub.publish_change(RunChange::StatusChanged {
+                        run_id,
+                        project_id: run.project_id,
+                        tag: run.tag.clone(),
+                        labels: run.labels.clone(),
+                        status: run.status,
+                        reason: run.status_reason.clone(),
+                        rc: run.rc,
+                        at: chrono::Utc::now(),
+                    });
+                    self.hub.publish_finished(run_id, run.status);
                     return;
                 }
                 Err(troupe_store::StoreError::Conflict(msg)) => {
@@ -50,7 +67,10 @@ impl WorkerPool {
                 }
             }
         }
-        tracing::error!(run = run_id, "gave up recording the run's outcome; its lease will expire");
+        tracing::error!(
+            run = run_id,
+            "gave up recording the run's outcome; its lease will expire"
+        );
     }
 
     /// Runs the process to its end. `None` when the lease was lost: someone else owns the
@@ -66,11 +86,16 @@ impl WorkerPool {
         };
         let (process, mut outputs) = match Process::spawn(spec).await {
             Ok(p) => p,
-            Err(e) => return Some(error_outcome(format!("could not start ansible-playbook: {e}"))),
+            Err(e) => {
+                return Some(error_outcome(format!(
+                    "could not start ansible-playbook: {e}"
+                )));
+            }
         };
         tracing::info!(run = run.id, pid = process.pid(), playbook = %run.playbook, "run started");
 
-        let mut batcher = Batcher::new(run.id);
+        let mut batcher = Batcher::new(run.id, Arc::clone(&self.hub));
+        let mut summary_announced = false;
         let mut flush_tick = tokio::time::interval(self.cfg.flush_interval);
         let mut renew_tick = tokio::time::interval(self.cfg.lease / 3);
         renew_tick.reset();
@@ -82,6 +107,19 @@ impl WorkerPool {
                     Some(out) => {
                         if batcher.push(out) {
                             batcher.flush(&self.store).await;
+                        }
+                        if !summary_announced && let Some(summary) = batcher.summary().cloned() {
+                            // Announced once the stats event is stored, not before.
+                            batcher.flush(&self.store).await;
+                            summary_announced = true;
+                            self.hub.publish_change(RunChange::SummaryUpdated {
+                                run_id: run.id,
+                                project_id: run.project_id,
+                                tag: run.tag.clone(),
+                                labels: run.labels.clone(),
+                                summary,
+                                at: chrono::Utc::now(),
+                            });
                         }
                     }
                     None => break,

@@ -6,9 +6,11 @@
 
 mod batch;
 mod execute;
+pub mod live;
 pub mod playbooks;
 mod pool;
 mod status;
 
+pub use live::{LiveHub, RunChange, RunMessage};
 pub use pool::{WorkerConfig, WorkerPool};
 pub use status::{CancelCause, decide_status};

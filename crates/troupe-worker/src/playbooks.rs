@@ -26,7 +26,10 @@ pub enum PlaybookError {
 
 /// Resolves `playbook` inside `project_dir`, following symlinks, and refuses anything that
 /// ends up outside the project. Returns the canonical path.
-pub async fn resolve_playbook(project_dir: &Path, playbook: &str) -> Result<PathBuf, PlaybookError> {
+pub async fn resolve_playbook(
+    project_dir: &Path,
+    playbook: &str,
+) -> Result<PathBuf, PlaybookError> {
     let pb = PlaybookRef::parse(playbook)?;
     let root = tokio::fs::canonicalize(project_dir)
         .await
@@ -103,7 +106,9 @@ pub fn list_playbooks(project_dir: &Path) -> std::io::Result<Vec<String>> {
                 break;
             }
             // Symlinks that leave the project are not listed.
-            let Ok(real) = std::fs::canonicalize(&path) else { continue };
+            let Ok(real) = std::fs::canonicalize(&path) else {
+                continue;
+            };
             if !real.starts_with(&root) || !is_playbook_file(&real) {
                 continue;
             }
@@ -138,9 +143,13 @@ pub fn is_playbook_text(text: &str) -> bool {
     !items.is_empty()
         && items.iter().all(|item| {
             item.as_object().is_some_and(|m| {
-                ["hosts", "import_playbook", "ansible.builtin.import_playbook"]
-                    .iter()
-                    .any(|k| m.contains_key(*k))
+                [
+                    "hosts",
+                    "import_playbook",
+                    "ansible.builtin.import_playbook",
+                ]
+                .iter()
+                .any(|k| m.contains_key(*k))
             })
         })
 }
@@ -175,13 +184,28 @@ mod tests {
 
         assert!(resolve_playbook(p, "site.yml").await.is_ok());
         assert!(resolve_playbook(p, "alias.yml").await.is_ok());
-        assert!(matches!(resolve_playbook(p, "link.yml").await, Err(PlaybookError::Escapes(_))));
-        assert!(matches!(resolve_playbook(p, "nope.yml").await, Err(PlaybookError::Missing(_))));
-        assert!(matches!(resolve_playbook(p, "../x.yml").await, Err(PlaybookError::Invalid(_))));
+        assert!(matches!(
+            resolve_playbook(p, "link.yml").await,
+            Err(PlaybookError::Escapes(_))
+        ));
+        assert!(matches!(
+            resolve_playbook(p, "nope.yml").await,
+            Err(PlaybookError::Missing(_))
+        ));
+        assert!(matches!(
+            resolve_playbook(p, "../x.yml").await,
+            Err(PlaybookError::Invalid(_))
+        ));
         std::fs::create_dir_all(p.join("dir.yml"))?;
-        assert!(matches!(resolve_playbook(p, "dir.yml").await, Err(PlaybookError::NotAFile(_))));
+        assert!(matches!(
+            resolve_playbook(p, "dir.yml").await,
+            Err(PlaybookError::NotAFile(_))
+        ));
 
-        assert_eq!(list_playbooks(p)?, vec!["alias.yml", "site.yml", "sub/deploy.yaml"]);
+        assert_eq!(
+            list_playbooks(p)?,
+            vec!["alias.yml", "site.yml", "sub/deploy.yaml"]
+        );
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! The embedded worker pool: a dispatcher that claims runs while it has free slots, and one
 //! task per run in flight.
 
+use crate::live::{LiveHub, RunChange};
 use crate::status::CancelCause;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -46,6 +47,7 @@ pub(crate) enum Control {
 /// Claims and executes runs. Cheap to share: wrap in `Arc`.
 pub struct WorkerPool {
     pub(crate) store: Arc<dyn Store>,
+    pub(crate) hub: Arc<LiveHub>,
     pub(crate) cfg: WorkerConfig,
     pub(crate) worker_id: String,
     wake: Notify,
@@ -59,10 +61,13 @@ impl WorkerPool {
     ///
     /// Runs still marked running under this node's id are marked `error`; process groups of
     /// runs whose private directories survived a crash are killed.
-    pub async fn start(store: Arc<dyn Store>, cfg: WorkerConfig) -> Arc<Self> {
+    pub async fn start(store: Arc<dyn Store>, hub: Arc<LiveHub>, cfg: WorkerConfig) -> Arc<Self> {
         let orphans = troupe_ansible::reap_orphans(&cfg.runs_dir).await;
         if !orphans.is_empty() {
-            tracing::warn!(count = orphans.len(), "killed processes left behind by a previous troupe");
+            tracing::warn!(
+                count = orphans.len(),
+                "killed processes left behind by a previous troupe"
+            );
         }
         let prefix = format!("{}/", cfg.node_id);
         match store
@@ -78,6 +83,7 @@ impl WorkerPool {
         let worker_id = format!("{}/{}", cfg.node_id, uuid::Uuid::new_v4().simple());
         let pool = Arc::new(Self {
             store,
+            hub,
             cfg,
             worker_id,
             wake: Notify::new(),
@@ -123,7 +129,10 @@ impl WorkerPool {
     pub async fn shutdown(&self, grace: Duration) {
         self.stop_claiming.cancel();
         self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_ok() {
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
+        {
             return;
         }
         let ids: Vec<i64> = self
@@ -155,6 +164,16 @@ impl WorkerPool {
             match self.store.claim_run(&self.worker_id, self.cfg.lease).await {
                 Ok(Some(run)) => {
                     backoff = Duration::from_millis(100);
+                    self.hub.publish_change(RunChange::StatusChanged {
+                        run_id: run.id,
+                        project_id: run.project_id,
+                        tag: run.tag.clone(),
+                        labels: run.labels.clone(),
+                        status: run.status,
+                        reason: None,
+                        rc: None,
+                        at: chrono::Utc::now(),
+                    });
                     let pool = Arc::clone(&self);
                     self.tracker.spawn(async move {
                         pool.execute(run).await;
@@ -191,10 +210,15 @@ impl WorkerPool {
             }
             match self
                 .store
-                .expire_leases(chrono::Utc::now(), "the worker running it stopped renewing its lease")
+                .expire_leases(
+                    chrono::Utc::now(),
+                    "the worker running it stopped renewing its lease",
+                )
                 .await
             {
-                Ok(ids) if !ids.is_empty() => tracing::warn!(runs = ?ids, "runs with expired leases marked error"),
+                Ok(ids) if !ids.is_empty() => {
+                    tracing::warn!(runs = ?ids, "runs with expired leases marked error")
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "could not sweep expired leases"),
             }

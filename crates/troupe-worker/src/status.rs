@@ -96,8 +96,14 @@ mod tests {
 
     #[test]
     fn exit_codes_become_statuses() {
-        assert_eq!(decide_status(&exit(Some(0)), None, None).0, RunStatus::Successful);
-        assert_eq!(decide_status(&exit(Some(2)), None, None).0, RunStatus::Failed);
+        assert_eq!(
+            decide_status(&exit(Some(0)), None, None).0,
+            RunStatus::Successful
+        );
+        assert_eq!(
+            decide_status(&exit(Some(2)), None, None).0,
+            RunStatus::Failed
+        );
         let killed = Exit {
             signal: Some(9),
             ..Exit::default()
@@ -110,7 +116,10 @@ mod tests {
     #[test]
     fn a_graceful_cancel_that_came_too_late_keeps_the_outcome() {
         let graceful = Some(CancelCause::Requested(CancelMode::Graceful));
-        assert_eq!(decide_status(&exit(Some(0)), None, graceful).0, RunStatus::Successful);
+        assert_eq!(
+            decide_status(&exit(Some(0)), None, graceful).0,
+            RunStatus::Successful
+        );
         let done = Exit {
             rc: Some(0),
             graceful_cancel_done: true,
@@ -130,7 +139,13 @@ mod tests {
         assert_eq!(s, RunStatus::Timeout);
         assert!(why.is_some_and(|w| w.contains("3 s")));
         let force = Some(CancelCause::Requested(CancelMode::Force));
-        assert_eq!(decide_status(&exit(Some(99)), None, force).0, RunStatus::Canceled);
-        assert_eq!(decide_status(&exit(None), None, Some(CancelCause::Shutdown)).0, RunStatus::Canceled);
+        assert_eq!(
+            decide_status(&exit(Some(99)), None, force).0,
+            RunStatus::Canceled
+        );
+        assert_eq!(
+            decide_status(&exit(None), None, Some(CancelCause::Shutdown)).0,
+            RunStatus::Canceled
+        );
     }
 }

@@ -86,7 +86,11 @@ impl Client {
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         let err = body.get("error");
-        let text = |k: &str| err.and_then(|e| e.get(k)).and_then(Value::as_str).map(str::to_owned);
+        let text = |k: &str| {
+            err.and_then(|e| e.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
         Err(ApiFailure {
             status,
             code: text("code").unwrap_or_else(|| "http_error".into()),
@@ -99,14 +103,34 @@ impl Client {
     /// GET a JSON document.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let resp = self.send(self.http.get(self.url(path))).await?;
-        resp.json().await.context("the server's answer was not the expected JSON")
+        resp.json()
+            .await
+            .context("the server's answer was not the expected JSON")
     }
 
     /// GET text, with the response headers.
-    pub async fn get_text(&self, path: &str) -> anyhow::Result<(String, reqwest::header::HeaderMap)> {
+    pub async fn get_text(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<(String, reqwest::header::HeaderMap)> {
         let resp = self.send(self.http.get(self.url(path))).await?;
         let headers = resp.headers().clone();
-        Ok((resp.text().await.context("could not read the server's answer")?, headers))
+        Ok((
+            resp.text()
+                .await
+                .context("could not read the server's answer")?,
+            headers,
+        ))
+    }
+
+    /// GET a binary body, whole.
+    pub async fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let resp = self.send(self.http.get(self.url(path))).await?;
+        let body = resp
+            .bytes()
+            .await
+            .context("could not read the server's answer")?;
+        Ok(body.to_vec())
     }
 
     /// POST JSON, read JSON.
@@ -116,6 +140,8 @@ impl Client {
         body: &B,
     ) -> anyhow::Result<T> {
         let resp = self.send(self.http.post(self.url(path)).json(body)).await?;
-        resp.json().await.context("the server's answer was not the expected JSON")
+        resp.json()
+            .await
+            .context("the server's answer was not the expected JSON")
     }
 }

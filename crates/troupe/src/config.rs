@@ -37,6 +37,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Milliseconds between looks for queued runs nobody announced (shared stores).
     pub poll_interval_ms: u64,
+    /// Messages a live stream subscriber may have queued before it is cut off (with a cursor
+    /// to resume from) for not keeping up.
+    pub stream_buffer_events: usize,
     /// Log filter (tracing's `EnvFilter` syntax).
     pub log: String,
 }
@@ -58,6 +61,7 @@ impl Default for Config {
             max_output_bytes: 64 * 1024 * 1024,
             max_body_bytes: 8 * 1024 * 1024,
             poll_interval_ms: 1000,
+            stream_buffer_events: 1024,
             log: "info".to_owned(),
         }
     }
@@ -79,6 +83,7 @@ const ENV_KEYS: &[&str] = &[
     "max_output_bytes",
     "max_body_bytes",
     "poll_interval_ms",
+    "stream_buffer_events",
     "log",
 ];
 
@@ -135,7 +140,10 @@ mod tests {
     fn layers_apply_in_order() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("troupe.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nlease_s = 10\nlog = \"debug\"\n")?;
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nlease_s = 10\nlog = \"debug\"\n",
+        )?;
         figment::Jail::expect_with(|jail| {
             jail.set_env("TROUPE_LEASE_S", "20");
             jail.set_env("TROUPE_ADMIN_TOKEN", "not config");

@@ -5,13 +5,13 @@ use anyhow::Context;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use troupe_core::project::{NewProject, ProjectSource};
 use std::sync::Arc;
 use std::time::Duration;
 use troupe_ansible::{Ansible, Grace, Limits};
 use troupe_api::{ApiConfig, AppState, TokenSet, generate_token, hash_token};
+use troupe_core::project::{NewProject, ProjectSource};
 use troupe_store::Store;
-use troupe_worker::{WorkerConfig, WorkerPool};
+use troupe_worker::{LiveHub, WorkerConfig, WorkerPool};
 
 /// Opens the store the configuration names: PostgreSQL for `postgres://` URLs, SQLite in the
 /// data dir otherwise.
@@ -51,9 +51,9 @@ pub fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
 pub async fn ansible(cfg: &Config) -> anyhow::Result<Ansible> {
     match Ansible::locate(cfg.ansible_playbook.as_deref(), &cfg.data_dir).await {
         Ok(a) => Ok(a),
-        Err(e) if cfg.ansible_playbook.is_some() => {
-            Err(anyhow::anyhow!("configured ansible_playbook is not usable: {e}"))
-        }
+        Err(e) if cfg.ansible_playbook.is_some() => Err(anyhow::anyhow!(
+            "configured ansible_playbook is not usable: {e}"
+        )),
         Err(_) => {
             eprintln!(
                 "troupe: ansible-playbook not found; installing ansible-core {} into {}",
@@ -148,12 +148,15 @@ pub async fn run(cfg: Config, projects: &[PathBuf]) -> anyhow::Result<()> {
         poll_interval: Duration::from_millis(cfg.poll_interval_ms),
         flush_interval: Duration::from_millis(50),
     };
-    let pool = WorkerPool::start(Arc::clone(&store), worker_cfg).await;
+    let hub = Arc::new(LiveHub::default());
+    let pool = WorkerPool::start(Arc::clone(&store), Arc::clone(&hub), worker_cfg).await;
 
     let state = AppState {
         store: Arc::clone(&store),
         pool: Arc::clone(&pool),
         tokens,
+        hub,
+        stream_buffer_events: cfg.stream_buffer_events,
     };
     let app = troupe_api::router(
         state,
@@ -166,7 +169,10 @@ pub async fn run(cfg: Config, projects: &[PathBuf]) -> anyhow::Result<()> {
         .with_context(|| format!("could not listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to find the port when listening on :0.
-    eprintln!("troupe: listening on http://{addr} (store: {})", store.backend());
+    eprintln!(
+        "troupe: listening on http://{addr} (store: {})",
+        store.backend()
+    );
 
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
     let grace = Duration::from_secs(cfg.shutdown_grace_s);
@@ -225,6 +231,11 @@ async fn register_project(store: &dyn Store, dir: &Path) -> anyhow::Result<()> {
     new.validate()
         .map_err(|e| anyhow::anyhow!("cannot register {}: {e}", path.display()))?;
     let p = store.create_project(&new).await?;
-    eprintln!("troupe: project {:?} (id {}) serves {}", p.name, p.id, path.display());
+    eprintln!(
+        "troupe: project {:?} (id {}) serves {}",
+        p.name,
+        p.id,
+        path.display()
+    );
     Ok(())
 }

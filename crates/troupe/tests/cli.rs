@@ -18,15 +18,33 @@ fn troupe(server: &Server, dir: &std::path::Path) -> Command {
 async fn troupe_run_prints_ansible_output_and_exits_with_its_code() -> anyhow::Result<()> {
     let server = Server::start()?;
     let proj = project_dir(&[
-        ("ok.yml", "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: say\n      ansible.builtin.debug:\n        msg: \"{{ greeting }}\"\n"),
-        ("bad.yml", "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.fail:\n        msg: nope\n"),
+        (
+            "ok.yml",
+            "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: say\n      ansible.builtin.debug:\n        msg: \"{{ greeting }}\"\n",
+        ),
+        (
+            "bad.yml",
+            "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.fail:\n        msg: nope\n",
+        ),
         ("hosts.ini", &local_hosts(2)),
     ])?;
     let out = troupe(&server, proj.path())
-        .args(["run", "ok.yml", "-i", "hosts.ini", "-e", "greeting=hello-from-cli"])
+        .args([
+            "run",
+            "ok.yml",
+            "-i",
+            "hosts.ini",
+            "-e",
+            "greeting=hello-from-cli",
+        ])
         .output()?;
     let stdout = String::from_utf8(out.stdout)?;
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("hello-from-cli"), "{stdout}");
     assert!(stdout.contains("PLAY RECAP"), "{stdout}");
 
@@ -37,26 +55,63 @@ async fn troupe_run_prints_ansible_output_and_exits_with_its_code() -> anyhow::R
     assert_eq!(stdout, stored);
 
     // A second run reuses the registered project and inventory.
-    let out = troupe(&server, proj.path()).args(["run", "bad.yml", "-i", "hosts.ini"]).output()?;
-    assert_eq!(out.status.code(), Some(2), "a failed host exits 2 like ansible-playbook");
-    assert_eq!(server.get("/api/v1/projects").await?["projects"].as_array().map(Vec::len), Some(1));
-    assert_eq!(server.get("/api/v1/inventories").await?["inventories"].as_array().map(Vec::len), Some(1));
+    let out = troupe(&server, proj.path())
+        .args(["run", "bad.yml", "-i", "hosts.ini"])
+        .output()?;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a failed host exits 2 like ansible-playbook"
+    );
+    assert_eq!(
+        server.get("/api/v1/projects").await?["projects"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        server.get("/api/v1/inventories").await?["inventories"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
 
     // Inline host lists work too.
     let out = troupe(&server, proj.path())
-        .args(["run", "ok.yml", "-i", "localhost,", "-e", "{\"greeting\": \"json\", \"ansible_connection\": \"local\"}"])
+        .args([
+            "run",
+            "ok.yml",
+            "-i",
+            "localhost,",
+            "-e",
+            "{\"greeting\": \"json\", \"ansible_connection\": \"local\"}",
+        ])
         .output()?;
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // runs list / show / logs.
-    let out = troupe(&server, proj.path()).args(["runs", "list", "--json"]).output()?;
+    let out = troupe(&server, proj.path())
+        .args(["runs", "list", "--json"])
+        .output()?;
     let listed: Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(listed.as_array().map(Vec::len), Some(3));
     assert_eq!(listed[1]["status"], "failed");
-    let out = troupe(&server, proj.path()).args(["runs", "show", &id.to_string()]).output()?;
+    let out = troupe(&server, proj.path())
+        .args(["runs", "show", &id.to_string()])
+        .output()?;
     let shown = String::from_utf8(out.stdout)?;
-    assert!(shown.contains("successful") && shown.contains("h1") && shown.contains("h2"), "{shown}");
-    let out = troupe(&server, proj.path()).args(["runs", "logs", &id.to_string()]).output()?;
+    assert!(
+        shown.contains("successful") && shown.contains("h1") && shown.contains("h2"),
+        "{shown}"
+    );
+    let out = troupe(&server, proj.path())
+        .args(["runs", "logs", &id.to_string()])
+        .output()?;
     assert_eq!(String::from_utf8(out.stdout)?, stored);
     Ok(())
 }
@@ -65,13 +120,24 @@ async fn troupe_run_prints_ansible_output_and_exits_with_its_code() -> anyhow::R
 async fn cli_errors_are_clear() -> anyhow::Result<()> {
     let server = Server::start()?;
     let proj = project_dir(&[("ok.yml", "- hosts: all\n  tasks: []\n")])?;
-    let out = troupe(&server, proj.path()).args(["run", "missing.yml", "-i", "h,"]).output()?;
+    let out = troupe(&server, proj.path())
+        .args(["run", "missing.yml", "-i", "h,"])
+        .output()?;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.yml"));
-    let out = troupe(&server, proj.path()).args(["runs", "cancel", "999"]).output()?;
+    let out = troupe(&server, proj.path())
+        .args(["runs", "cancel", "999"])
+        .output()?;
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = troupe(&server, proj.path()).env("TROUPE_TOKEN", "trp_bad").args(["runs", "list"]).output()?;
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = troupe(&server, proj.path())
+        .env("TROUPE_TOKEN", "trp_bad")
+        .args(["runs", "list"])
+        .output()?;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid token"));
     Ok(())

@@ -22,31 +22,55 @@ async fn fresh_database() -> anyhow::Result<Option<String>> {
 
 #[tokio::test]
 async fn runs_work_end_to_end_on_postgres() -> anyhow::Result<()> {
-    let Some(url) = fresh_database().await? else { return Ok(()) };
+    let Some(url) = fresh_database().await? else {
+        return Ok(());
+    };
     let tmp = tempfile::tempdir()?;
     let data = tmp.path().join("data");
-    let opts = || ServerOpts { data_dir: Some(data.clone()), database_url: Some(url.clone()), ..Default::default() };
+    let opts = || ServerOpts {
+        data_dir: Some(data.clone()),
+        database_url: Some(url.clone()),
+        ..Default::default()
+    };
     let mut server = Server::start_with(opts())?;
     let ready = server.get("/readyz").await?;
     assert_eq!(ready["store"], "postgres");
     let proj = project_dir(&[
-        ("site.yml", "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: \"true\"\n    - ansible.builtin.fail:\n        msg: h2 down\n      when: inventory_hostname == 'h2'\n"),
-        ("slow.yml", "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 60\n"),
+        (
+            "site.yml",
+            "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: \"true\"\n    - ansible.builtin.fail:\n        msg: h2 down\n      when: inventory_hostname == 'h2'\n",
+        ),
+        (
+            "slow.yml",
+            "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 60\n",
+        ),
     ])?;
     let pid = server.project(proj.path()).await?;
-    let id = server.launch(pid, "site.yml", &local_hosts(2), json!({})).await?;
+    let id = server
+        .launch(pid, "site.yml", &local_hosts(2), json!({}))
+        .await?;
     let run = server.wait_finished(id).await?;
     assert_eq!(run["status"], "failed", "{run}");
     let stdout = server.text(&format!("/api/v1/runs/{id}/stdout")).await?;
     let recap = parse_recap(&stdout);
-    assert_eq!(run["summary"]["h1"]["changed"].as_i64(), recap["h1"].get("changed").copied());
+    assert_eq!(
+        run["summary"]["h1"]["changed"].as_i64(),
+        recap["h1"].get("changed").copied()
+    );
     assert_eq!(run["summary"]["h2"]["failed"], 1);
     let events = server.events(id).await?;
-    assert_eq!(events.len() as i64, run["event_count"].as_i64().unwrap_or(-1));
+    assert_eq!(
+        events.len() as i64,
+        run["event_count"].as_i64().unwrap_or(-1)
+    );
 
     // A crash mid-run is recovered the same way on PostgreSQL.
-    let slow = server.launch(pid, "slow.yml", &local_hosts(1), json!({})).await?;
-    server.wait_run(slow, std::time::Duration::from_secs(60), |s| s == "running").await?;
+    let slow = server
+        .launch(pid, "slow.yml", &local_hosts(1), json!({}))
+        .await?;
+    server
+        .wait_run(slow, std::time::Duration::from_secs(60), |s| s == "running")
+        .await?;
     server.kill9();
     let server = Server::start_with(opts())?;
     let run = server.get(&format!("/api/v1/runs/{slow}")).await?;

@@ -38,7 +38,12 @@ async fn a_mixed_run_is_captured_exactly() -> anyhow::Result<()> {
     let proj = project_dir(&[("site.yml", MIXED)])?;
     let pid = server.project(proj.path()).await?;
     let id = server
-        .launch(pid, "site.yml", &local_hosts(3), json!({"labels": {"suite": "e2e"}}))
+        .launch(
+            pid,
+            "site.yml",
+            &local_hosts(3),
+            json!({"labels": {"suite": "e2e"}}),
+        )
         .await?;
     let run = server.wait_finished(id).await?;
     assert_eq!(run["status"], "failed", "{run}");
@@ -50,11 +55,25 @@ async fn a_mixed_run_is_captured_exactly() -> anyhow::Result<()> {
     assert_eq!(recap.len(), 3, "recap in stdout:\n{stdout}");
     for (host, cols) in &recap {
         let s = &run["summary"][host];
-        for (col, key) in [("ok", "ok"), ("changed", "changed"), ("failed", "failed"), ("unreachable", "unreachable"), ("skipped", "skipped"), ("rescued", "rescued"), ("ignored", "ignored")] {
-            assert_eq!(s[key].as_i64(), cols.get(col).copied(), "{host} {col}: summary {s} vs recap {cols:?}");
+        for (col, key) in [
+            ("ok", "ok"),
+            ("changed", "changed"),
+            ("failed", "failed"),
+            ("unreachable", "unreachable"),
+            ("skipped", "skipped"),
+            ("rescued", "rescued"),
+            ("ignored", "ignored"),
+        ] {
+            assert_eq!(
+                s[key].as_i64(),
+                cols.get(col).copied(),
+                "{host} {col}: summary {s} vs recap {cols:?}"
+            );
         }
     }
-    assert!(recap["h2"]["skipped"] >= 1 && recap["h1"]["ignored"] >= 1 && recap["h3"]["failed"] == 1);
+    assert!(
+        recap["h2"]["skipped"] >= 1 && recap["h1"]["ignored"] >= 1 && recap["h3"]["failed"] == 1
+    );
 
     // Counters 1..N without gaps, parents point at earlier events.
     let events = server.events(id).await?;
@@ -63,12 +82,25 @@ async fn a_mixed_run_is_captured_exactly() -> anyhow::Result<()> {
     for (i, ev) in events.iter().enumerate() {
         assert_eq!(ev["counter"].as_u64(), Some(i as u64 + 1), "gap at {ev}");
         if let Some(parent) = ev["parent_uuid"].as_str() {
-            assert!(seen.contains(parent), "event {} has unknown parent {parent}", ev["counter"]);
+            assert!(
+                seen.contains(parent),
+                "event {} has unknown parent {parent}",
+                ev["counter"]
+            );
         }
         seen.insert(ev["uuid"].as_str().unwrap_or_default().to_owned());
     }
     let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
-    for expected in ["playbook_on_start", "playbook_on_play_start", "playbook_on_task_start", "runner_on_start", "runner_on_ok", "runner_on_failed", "runner_on_skipped", "playbook_on_stats"] {
+    for expected in [
+        "playbook_on_start",
+        "playbook_on_play_start",
+        "playbook_on_task_start",
+        "runner_on_start",
+        "runner_on_ok",
+        "runner_on_failed",
+        "runner_on_skipped",
+        "playbook_on_stats",
+    ] {
         assert!(names.contains(&expected), "no {expected} in {names:?}");
     }
     assert_eq!(names.last(), Some(&"playbook_on_stats"));
@@ -82,8 +114,14 @@ async fn a_mixed_run_is_captured_exactly() -> anyhow::Result<()> {
     assert_eq!(hosts["h1"]["failures"].as_array().map(Vec::len), Some(0));
 
     // Filters find it.
-    let listed = server.get("/api/v1/runs?label=suite=e2e&status=failed").await?;
-    assert!(listed["runs"].as_array().is_some_and(|r| r.iter().any(|r| r["id"] == id)));
+    let listed = server
+        .get("/api/v1/runs?label=suite=e2e&status=failed")
+        .await?;
+    assert!(
+        listed["runs"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["id"] == id))
+    );
     let none = server.get("/api/v1/runs?label=suite=other").await?;
     assert_eq!(none["runs"].as_array().map(Vec::len), Some(0));
     Ok(())
@@ -92,20 +130,31 @@ async fn a_mixed_run_is_captured_exactly() -> anyhow::Result<()> {
 #[tokio::test]
 async fn an_unreachable_host_is_reported_with_its_message() -> anyhow::Result<()> {
     let server = Server::start()?;
-    let proj = project_dir(&[("ping.yml", "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n")])?;
+    let proj = project_dir(&[(
+        "ping.yml",
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n",
+    )])?;
     let pid = server.project(proj.path()).await?;
     // Nothing listens on port 1: ssh is refused at once.
-    let hosts = "[all]\nlocal ansible_connection=local ansible_python_interpreter={{ ansible_playbook_python }}\ngone ansible_connection=ssh ansible_host=127.0.0.1 ansible_port=1 ansible_ssh_common_args='-o ConnectTimeout=3'\n";
+    let hosts = "[all]\nlocal ansible_connection=local\ngone ansible_connection=ssh ansible_host=127.0.0.1 ansible_port=1 ansible_ssh_common_args='-o ConnectTimeout=3'\n[all:vars]\nansible_python_interpreter={{ ansible_playbook_python }}\n";
     let id = server.launch(pid, "ping.yml", hosts, json!({})).await?;
     let run = server.wait_finished(id).await?;
     assert_eq!(run["status"], "failed");
-    assert_eq!(run["rc"], 4, "ansible exits 4 when hosts are unreachable: {run}");
+    assert_eq!(
+        run["rc"], 4,
+        "ansible exits 4 when hosts are unreachable: {run}"
+    );
     assert_eq!(run["summary"]["gone"]["unreachable"], 1);
     assert_eq!(run["summary"]["local"]["ok"], 1);
     let hosts = server.get(&format!("/api/v1/runs/{id}/hosts")).await?;
     assert_eq!(hosts["gone"]["unreachable"], true);
-    let msg = hosts["gone"]["failures"][0]["msg"].as_str().unwrap_or_default();
-    assert!(msg.contains("port 1") || msg.to_lowercase().contains("refused"), "{hosts}");
+    let msg = hosts["gone"]["failures"][0]["msg"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        msg.contains("port 1") || msg.to_lowercase().contains("refused"),
+        "{hosts}"
+    );
     Ok(())
 }
 
@@ -128,42 +177,91 @@ async fn graceful_cancel_finishes_the_task_in_flight_and_starts_no_other() -> an
     let marks = tempfile::tempdir()?;
     let pid = server.project(proj.path()).await?;
     let id = server
-        .launch(pid, "slow.yml", &local_hosts(2), json!({"extra_vars": {"pid_dir": marks.path(), "secs": 3}}))
+        .launch(
+            pid,
+            "slow.yml",
+            &local_hosts(2),
+            json!({"extra_vars": {"pid_dir": marks.path(), "secs": 3}}),
+        )
         .await?;
     for h in ["h1", "h2"] {
-        wait_file(&marks.path().join(format!("{h}.pid")), Duration::from_secs(60)).await?;
+        wait_file(
+            &marks.path().join(format!("{h}.pid")),
+            Duration::from_secs(60),
+        )
+        .await?;
     }
-    let (code, body) = server.call(reqwest::Method::POST, &format!("/api/v1/runs/{id}/cancel"), Some(json!({"mode": "graceful"}))).await?;
+    let (code, body) = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/runs/{id}/cancel"),
+            Some(json!({"mode": "graceful"})),
+        )
+        .await?;
     assert_eq!(code, 202, "{body}");
     let run = server.wait_finished(id).await?;
     assert_eq!(run["status"], "canceled", "{run}");
     for h in ["h1", "h2"] {
-        assert!(marks.path().join(format!("{h}.done")).exists(), "the task in flight finished on {h}");
-        assert!(!marks.path().join(format!("{h}.next")).exists(), "no new task started on {h}");
+        assert!(
+            marks.path().join(format!("{h}.done")).exists(),
+            "the task in flight finished on {h}"
+        );
+        assert!(
+            !marks.path().join(format!("{h}.next")).exists(),
+            "no new task started on {h}"
+        );
     }
     let events = server.events(id).await?;
     let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
-    assert!(names.contains(&"playbook_on_stats"), "stats still emitted: {names:?}");
-    assert!(!events.iter().any(|e| e["event"] == "playbook_on_task_start" && e["event_data"]["task"] == "next task"));
+    assert!(
+        names.contains(&"playbook_on_stats"),
+        "stats still emitted: {names:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["event"] == "playbook_on_task_start"
+                && e["event_data"]["task"] == "next task")
+    );
     // Cancelling again is a conflict: the run is over.
-    let (code, body) = server.call(reqwest::Method::POST, &format!("/api/v1/runs/{id}/cancel"), None).await?;
+    let (code, body) = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/runs/{id}/cancel"),
+            None,
+        )
+        .await?;
     assert_eq!(code, 409, "{body}");
     assert_eq!(body["error"]["code"], "conflict");
     Ok(())
 }
 
-async fn leaves_no_process(server: &Server, body: Value, cancel: bool, expected: &str) -> anyhow::Result<()> {
+async fn leaves_no_process(
+    server: &Server,
+    body: Value,
+    cancel: bool,
+    expected: &str,
+) -> anyhow::Result<()> {
     let proj = project_dir(&[("slow.yml", SLOW)])?;
     let marks = tempfile::tempdir()?;
     let pid = server.project(proj.path()).await?;
     let mut body = body;
     body["extra_vars"] = json!({"pid_dir": marks.path(), "secs": 60});
-    let id = server.launch(pid, "slow.yml", &local_hosts(1), body).await?;
-    let shell_pid: i32 = wait_file(&marks.path().join("h1.pid"), Duration::from_secs(60)).await?.parse()?;
+    let id = server
+        .launch(pid, "slow.yml", &local_hosts(1), body)
+        .await?;
+    let shell_pid: i32 = wait_file(&marks.path().join("h1.pid"), Duration::from_secs(60))
+        .await?
+        .parse()?;
     let pgid = pgid_of(shell_pid).ok_or_else(|| anyhow::anyhow!("shell {shell_pid} vanished"))?;
     assert!(!processes_in_group(pgid).is_empty());
     if cancel {
-        server.post(&format!("/api/v1/runs/{id}/cancel"), json!({"mode": "force"})).await?;
+        server
+            .post(
+                &format!("/api/v1/runs/{id}/cancel"),
+                json!({"mode": "force"}),
+            )
+            .await?;
     }
     let run = server.wait_finished(id).await?;
     assert_eq!(run["status"], expected, "{run}");
@@ -190,25 +288,54 @@ async fn timeout_stops_the_run_and_leaves_no_process() -> anyhow::Result<()> {
 async fn a_run_lost_in_a_crash_is_marked_error_and_its_processes_are_gone() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let data = tmp.path().join("data");
-    let mut server = Server::start_with(ServerOpts { data_dir: Some(data.clone()), ..Default::default() })?;
-    let proj = project_dir(&[("slow.yml", SLOW), ("quick.yml", "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n")])?;
+    let mut server = Server::start_with(ServerOpts {
+        data_dir: Some(data.clone()),
+        ..Default::default()
+    })?;
+    let proj = project_dir(&[
+        ("slow.yml", SLOW),
+        (
+            "quick.yml",
+            "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n",
+        ),
+    ])?;
     let marks = tempfile::tempdir()?;
     let pid = server.project(proj.path()).await?;
     let id = server
-        .launch(pid, "slow.yml", &local_hosts(1), json!({"extra_vars": {"pid_dir": marks.path(), "secs": 60}}))
+        .launch(
+            pid,
+            "slow.yml",
+            &local_hosts(1),
+            json!({"extra_vars": {"pid_dir": marks.path(), "secs": 60}}),
+        )
         .await?;
-    let shell_pid: i32 = wait_file(&marks.path().join("h1.pid"), Duration::from_secs(60)).await?.parse()?;
+    let shell_pid: i32 = wait_file(&marks.path().join("h1.pid"), Duration::from_secs(60))
+        .await?
+        .parse()?;
     let pgid = pgid_of(shell_pid).ok_or_else(|| anyhow::anyhow!("no pgid"))?;
     server.kill9();
 
-    let server = Server::start_with(ServerOpts { data_dir: Some(data), ..Default::default() })?;
+    let server = Server::start_with(ServerOpts {
+        data_dir: Some(data),
+        ..Default::default()
+    })?;
     let run = server.get(&format!("/api/v1/runs/{id}")).await?;
     assert_eq!(run["status"], "error", "{run}");
-    assert!(run["status_reason"].as_str().is_some_and(|r| r.contains("restarted")), "{run}");
+    assert!(
+        run["status_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("restarted")),
+        "{run}"
+    );
     let left = wait_group_empty(pgid, Duration::from_secs(10)).await;
-    assert!(left.is_empty(), "processes of the lost run remain: {left:?}");
+    assert!(
+        left.is_empty(),
+        "processes of the lost run remain: {left:?}"
+    );
 
-    let id2 = server.launch(pid, "quick.yml", &local_hosts(1), json!({})).await?;
+    let id2 = server
+        .launch(pid, "quick.yml", &local_hosts(1), json!({}))
+        .await?;
     let run2 = server.wait_finished(id2).await?;
     assert_eq!(run2["status"], "successful", "{run2}");
     Ok(())
@@ -216,12 +343,22 @@ async fn a_run_lost_in_a_crash_is_marked_error_and_its_processes_are_gone() -> a
 
 #[tokio::test]
 async fn runs_wait_in_fifo_order_beyond_the_concurrency_limit() -> anyhow::Result<()> {
-    let server = Server::start_with(ServerOpts { max_concurrent_runs: 1, ..Default::default() })?;
-    let proj = project_dir(&[("quick.yml", "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n")])?;
+    let server = Server::start_with(ServerOpts {
+        max_concurrent_runs: 1,
+        ..Default::default()
+    })?;
+    let proj = project_dir(&[(
+        "quick.yml",
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n",
+    )])?;
     let pid = server.project(proj.path()).await?;
     let mut ids = Vec::new();
     for _ in 0..3 {
-        ids.push(server.launch(pid, "quick.yml", &local_hosts(1), json!({})).await?);
+        ids.push(
+            server
+                .launch(pid, "quick.yml", &local_hosts(1), json!({}))
+                .await?,
+        );
     }
     let mut spans = Vec::new();
     for id in &ids {
@@ -231,14 +368,20 @@ async fn runs_wait_in_fifo_order_beyond_the_concurrency_limit() -> anyhow::Resul
         spans.push((t("started_at")?, t("finished_at")?));
     }
     for w in spans.windows(2) {
-        assert!(w[0].1 <= w[1].0, "runs overlapped or ran out of order: {spans:?}");
+        assert!(
+            w[0].1 <= w[1].0,
+            "runs overlapped or ran out of order: {spans:?}"
+        );
     }
     Ok(())
 }
 
 #[tokio::test]
 async fn shutdown_cancels_runs_that_outlive_the_grace_period() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("data");
     let mut server = Server::start_with(ServerOpts {
+        data_dir: Some(data.clone()),
         extra_env: vec![("TROUPE_SHUTDOWN_GRACE_S".into(), "1".into())],
         ..Default::default()
     })?;
@@ -246,19 +389,41 @@ async fn shutdown_cancels_runs_that_outlive_the_grace_period() -> anyhow::Result
     let marks = tempfile::tempdir()?;
     let pid = server.project(proj.path()).await?;
     let id = server
-        .launch(pid, "slow.yml", &local_hosts(1), json!({"extra_vars": {"pid_dir": marks.path(), "secs": 60}}))
+        .launch(
+            pid,
+            "slow.yml",
+            &local_hosts(1),
+            json!({"extra_vars": {"pid_dir": marks.path(), "secs": 60}}),
+        )
         .await?;
-    let shell_pid: i32 = wait_file(&marks.path().join("h1.pid"), Duration::from_secs(60)).await?.parse()?;
+    let shell_pid: i32 = wait_file(&marks.path().join("h1.pid"), Duration::from_secs(60))
+        .await?
+        .parse()?;
     let pgid = pgid_of(shell_pid).ok_or_else(|| anyhow::anyhow!("no pgid"))?;
     let status = server.terminate()?;
-    assert!(status.success(), "troupe exits cleanly on SIGTERM: {status:?}\n{}", server.log());
-    assert!(wait_group_empty(pgid, Duration::from_secs(5)).await.is_empty());
-    let data = server.data_dir.clone();
+    assert!(
+        status.success(),
+        "troupe exits cleanly on SIGTERM: {status:?}\n{}",
+        server.log()
+    );
+    assert!(
+        wait_group_empty(pgid, Duration::from_secs(5))
+            .await
+            .is_empty()
+    );
     drop(server);
-    let server = Server::start_with(ServerOpts { data_dir: Some(data), ..Default::default() })?;
+    let server = Server::start_with(ServerOpts {
+        data_dir: Some(data),
+        ..Default::default()
+    })?;
     let run = server.get(&format!("/api/v1/runs/{id}")).await?;
     assert_eq!(run["status"], "canceled", "{run}");
-    assert!(run["status_reason"].as_str().is_some_and(|r| r.contains("shut down")), "{run}");
+    assert!(
+        run["status_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("shut down")),
+        "{run}"
+    );
     Ok(())
 }
 
@@ -304,8 +469,12 @@ async fn stored_inventories_with_group_vars_and_run_options() -> anyhow::Result<
     let run = server.wait_finished(id).await?;
     assert_eq!(run["status"], "successful", "{run}");
     assert_eq!(run["inventory_id"], inv["id"]);
-    let written: Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("web1.json"))?)?;
-    assert_eq!(written, json!({"greeting": "hi", "port": 8080, "tagged": true}));
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("web1.json"))?)?;
+    assert_eq!(
+        written,
+        json!({"greeting": "hi", "port": 8080, "tagged": true})
+    );
     assert!(out.path().join("web2.json").exists());
     assert!(!out.path().join("web3.json").exists(), "limit respected");
     assert!(!out.path().join("web1.untagged").exists(), "tags respected");

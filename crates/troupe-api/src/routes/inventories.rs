@@ -50,7 +50,12 @@ async fn list_inventories(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<InventoryList>> {
     let inventories = match q.name {
-        Some(name) => state.store.find_inventory(&name).await?.into_iter().collect(),
+        Some(name) => state
+            .store
+            .find_inventory(&name)
+            .await?
+            .into_iter()
+            .collect(),
         None => state.store.list_inventories().await?,
     };
     Ok(Json(InventoryList { inventories }))

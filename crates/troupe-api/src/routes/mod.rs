@@ -2,10 +2,12 @@
 
 use crate::error::ApiError;
 
+pub(crate) mod artifacts;
 pub(crate) mod health;
 pub(crate) mod inventories;
 pub(crate) mod projects;
 pub(crate) mod runs;
+pub(crate) mod stream;
 pub(crate) mod tokens;
 
 /// Unknown paths under the API answer in the API's error shape.

@@ -92,9 +92,10 @@ async fn list_playbooks(
     let project = state.store.get_project(id).await?;
     let ProjectSource::Dir { path } = project.source;
     let dir = PathBuf::from(&path);
-    let listed = tokio::task::spawn_blocking(move || troupe_worker::playbooks::list_playbooks(&dir))
-        .await
-        .map_err(|e| ApiError::internal("listing playbooks failed", &e))?;
+    let listed =
+        tokio::task::spawn_blocking(move || troupe_worker::playbooks::list_playbooks(&dir))
+            .await
+            .map_err(|e| ApiError::internal("listing playbooks failed", &e))?;
     match listed {
         Ok(playbooks) => Ok(Json(PlaybookList { playbooks })),
         Err(_) => Err(ApiError::new(

@@ -18,6 +18,7 @@ use troupe_core::project::{PlaybookRef, ProjectSource};
 use troupe_core::run::{CancelMode, HostStats, Labels, NewRun, Run, RunOptions};
 use troupe_core::{Event, RunStatus};
 use troupe_store::{Page, RunFilter, StoreError, Stream};
+use troupe_worker::RunChange;
 use troupe_worker::playbooks::{PlaybookError, resolve_playbook};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -157,7 +158,10 @@ async fn create_run(
             return Err(ApiError::invalid(
                 "invalid_extra_vars",
                 "extra_vars",
-                format!("extra_vars must be a JSON object, got {}", json_kind(&other)),
+                format!(
+                    "extra_vars must be a JSON object, got {}",
+                    json_kind(&other)
+                ),
             ));
         }
     };
@@ -183,6 +187,13 @@ async fn create_run(
     new.validate()?;
     let run = state.store.create_run(&new).await?;
     state.pool.wake();
+    state.hub.publish_change(RunChange::RunCreated {
+        run_id: run.id,
+        project_id: run.project_id,
+        tag: run.tag.clone(),
+        labels: run.labels.clone(),
+        at: run.created_at,
+    });
     Ok((StatusCode::CREATED, Json(run)))
 }
 
@@ -207,15 +218,15 @@ fn json_kind(v: &Value) -> &'static str {
 fn playbook_error(e: PlaybookError) -> ApiError {
     match e {
         PlaybookError::Invalid(v) => v.into(),
-        PlaybookError::Missing(_) => ApiError::invalid("playbook_not_found", "playbook", e.to_string()),
+        PlaybookError::Missing(_) => {
+            ApiError::invalid("playbook_not_found", "playbook", e.to_string())
+        }
         PlaybookError::Escapes(_) | PlaybookError::NotAFile(_) => {
             ApiError::invalid("invalid_playbook", "playbook", e.to_string())
         }
-        PlaybookError::ProjectDir(_) => ApiError::new(
-            StatusCode::CONFLICT,
-            "project_unavailable",
-            e.to_string(),
-        ),
+        PlaybookError::ProjectDir(_) => {
+            ApiError::new(StatusCode::CONFLICT, "project_unavailable", e.to_string())
+        }
     }
 }
 
@@ -251,7 +262,12 @@ async fn list_runs(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<RunList>> {
     let mut statuses = Vec::new();
-    for s in q.status.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
+    for s in q
+        .status
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.is_empty())
+    {
         statuses.push(s.parse::<RunStatus>().map_err(|e| {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string()).field("status")
         })?);
@@ -277,7 +293,13 @@ async fn list_runs(
     };
     let runs = state
         .store
-        .list_runs(&filter, Page { before: q.cursor, limit })
+        .list_runs(
+            &filter,
+            Page {
+                before: q.cursor,
+                limit,
+            },
+        )
         .await?;
     let next_cursor = if runs.len() as i64 == limit {
         runs.last().map(|r| r.id)
@@ -389,7 +411,10 @@ async fn output(state: &AppState, id: i64, stream: Stream, offset: usize) -> Api
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    headers.insert("x-troupe-run-status", HeaderValue::from_static(run.status.as_str()));
+    headers.insert(
+        "x-troupe-run-status",
+        HeaderValue::from_static(run.status.as_str()),
+    );
     Ok(resp)
 }
 
@@ -429,7 +454,14 @@ async fn get_hosts(
         .into_iter()
         .map(|(host, stats)| {
             let unreachable = stats.unreachable > 0;
-            (host, HostResult { stats, unreachable, failures: Vec::new() })
+            (
+                host,
+                HostResult {
+                    stats,
+                    unreachable,
+                    failures: Vec::new(),
+                },
+            )
         })
         .collect();
     for ev in failures {
@@ -478,14 +510,31 @@ async fn cancel_run(
         CancelRequest::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", e.to_string())
-                .field("mode")
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                e.to_string(),
+            )
+            .field("mode")
         })?
     };
     let mode = req.mode.unwrap_or(CancelMode::Graceful);
     let run = state.store.request_cancel(id, mode).await?;
     if run.status == RunStatus::Running {
         state.pool.cancel(id, mode);
+    } else if run.status.is_finished() {
+        // It was queued: canceled on the spot, so followers hear of it here.
+        state.hub.publish_change(RunChange::StatusChanged {
+            run_id: run.id,
+            project_id: run.project_id,
+            tag: run.tag.clone(),
+            labels: run.labels.clone(),
+            status: run.status,
+            reason: run.status_reason.clone(),
+            rc: run.rc,
+            at: chrono::Utc::now(),
+        });
+        state.hub.publish_finished(run.id, run.status);
     }
     Ok((StatusCode::ACCEPTED, Json(run)))
 }

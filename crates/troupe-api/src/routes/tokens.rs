@@ -1,9 +1,9 @@
 //! Issuing more API tokens.
 
+use crate::AppState;
 use crate::auth::{generate_token, hash_token};
 use crate::error::ApiResult;
 use crate::extract::ApiJson;
-use crate::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,7 +12,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create_token))
+    OpenApiRouter::new()
+        .routes(routes!(create_token))
+        .routes(routes!(create_stream_token))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -50,4 +52,25 @@ async fn create_token(
             token,
         }),
     ))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct StreamToken {
+    /// Pass as `access_token=` on stream routes.
+    token: String,
+    /// Seconds it stays valid.
+    expires_in_s: u64,
+}
+
+/// Issue a short-lived token for the `access_token` query parameter of stream routes (for
+/// browsers' EventSource and WebSocket, which cannot send an Authorization header).
+#[utoipa::path(post, path = "/api/v1/stream-tokens", responses((status = 201, body = StreamToken)))]
+async fn create_stream_token(State(state): State<AppState>) -> (StatusCode, Json<StreamToken>) {
+    (
+        StatusCode::CREATED,
+        Json(StreamToken {
+            token: state.tokens.issue_stream_token(),
+            expires_in_s: crate::auth::STREAM_TOKEN_TTL.as_secs(),
+        }),
+    )
 }

@@ -1,4 +1,5 @@
 //! Client-side commands: they talk to a troupe server over HTTP.
 
+pub mod export;
 pub mod run;
 pub mod runs;

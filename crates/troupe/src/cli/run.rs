@@ -103,13 +103,20 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
             body.insert("hosts_format".into(), json!("ini"));
         }
     }
-    body.insert("extra_vars".into(), Value::Object(parse_extra_vars(&args.extra_vars)?));
+    body.insert(
+        "extra_vars".into(),
+        Value::Object(parse_extra_vars(&args.extra_vars)?),
+    );
     if let Some(l) = args.limit {
         body.insert("limit".into(), json!(l));
     }
     for (key, list) in [("tags", &args.tags), ("skip_tags", &args.skip_tags)] {
         if let Some(list) = list {
-            let items: Vec<&str> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+            let items: Vec<&str> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
             body.insert(key.into(), json!(items));
         }
     }
@@ -140,26 +147,32 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
     follow(client, run.id).await
 }
 
-/// Registers the project directory once; later runs find it by its derived name.
+/// Finds the project serving `dir` (any name), or registers it under a name derived from it.
 async fn ensure_project(client: &Client, dir: &Path) -> anyhow::Result<i64> {
+    let path = dir.to_string_lossy();
+    let all: Value = client.get("/api/v1/projects").await?;
+    let existing = all["projects"].as_array().and_then(|ps| {
+        ps.iter()
+            .find(|p| p["source"]["type"] == "dir" && p["source"]["path"] == *path)
+            .and_then(|p| p["id"].as_i64())
+    });
+    if let Some(id) = existing {
+        return Ok(id);
+    }
     let base = dir
         .file_name()
         .map(|n| sanitize(&n.to_string_lossy()))
         .unwrap_or_else(|| "root".into());
-    let name = format!("dir-{base}-{}", short_hash(dir.to_string_lossy().as_bytes()));
-    let found: Value = client
-        .get(&format!("/api/v1/projects?name={name}"))
-        .await?;
-    if let Some(id) = found["projects"][0]["id"].as_i64() {
-        return Ok(id);
-    }
+    let name = format!("dir-{base}-{}", short_hash(path.as_bytes()));
     let created: Value = client
         .post(
             "/api/v1/projects",
-            &json!({"name": name, "source": {"type": "dir", "path": dir.to_string_lossy()}}),
+            &json!({"name": name, "source": {"type": "dir", "path": path}}),
         )
         .await?;
-    created["id"].as_i64().context("server did not return the project id")
+    created["id"]
+        .as_i64()
+        .context("server did not return the project id")
 }
 
 enum InventorySource {
@@ -193,7 +206,11 @@ fn inventory_source(arg: &str) -> anyhow::Result<InventorySource> {
         bail!("inventory {arg} is a directory; troupe takes an inventory file or a host list");
     }
     if arg.contains(',') {
-        let hosts: Vec<&str> = arg.split(',').map(str::trim).filter(|h| !h.is_empty()).collect();
+        let hosts: Vec<&str> = arg
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .collect();
         if hosts.is_empty() {
             bail!("inventory host list {arg:?} names no host");
         }
@@ -208,7 +225,9 @@ async fn ensure_inventory(
     format: InventoryFormat,
     text: &str,
 ) -> anyhow::Result<i64> {
-    let found: Value = client.get(&format!("/api/v1/inventories?name={name}")).await?;
+    let found: Value = client
+        .get(&format!("/api/v1/inventories?name={name}"))
+        .await?;
     if let Some(id) = found["inventories"][0]["id"].as_i64() {
         return Ok(id);
     }
@@ -218,7 +237,9 @@ async fn ensure_inventory(
             &json!({"name": name, "format": format.as_str(), "hosts": text}),
         )
         .await?;
-    created["id"].as_i64().context("server did not return the inventory id")
+    created["id"]
+        .as_i64()
+        .context("server did not return the inventory id")
 }
 
 /// ansible-playbook's `-e` forms: `k=v k2=v2`, `@file` (JSON or YAML), or inline JSON.
@@ -255,10 +276,20 @@ pub fn parse_extra_vars(items: &[String]) -> anyhow::Result<Map<String, Value>> 
 fn sanitize(s: &str) -> String {
     let cleaned: String = s
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(40)
         .collect();
-    if cleaned.is_empty() { "x".into() } else { cleaned }
+    if cleaned.is_empty() {
+        "x".into()
+    } else {
+        cleaned
+    }
 }
 
 fn short_hash(bytes: &[u8]) -> String {
@@ -308,7 +339,10 @@ pub async fn follow(client: &Client, run_id: i64) -> anyhow::Result<i32> {
         eprintln!(
             "troupe: run {run_id} {}{}",
             run.status,
-            run.status_reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+            run.status_reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
         );
     }
     Ok(exit_code(&run))

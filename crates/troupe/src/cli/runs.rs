@@ -44,11 +44,23 @@ pub enum RunsCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Write a finished run's artifacts into DIR in ansible-runner's layout
+    /// (job_events/, stdout, stderr, rc, status, command).
+    Export {
+        /// Run id.
+        id: i64,
+        /// Directory to write into (created when missing).
+        dir: std::path::PathBuf,
+    },
 }
 
 pub async fn run(client: &Client, cmd: RunsCmd) -> anyhow::Result<i32> {
     match cmd {
-        RunsCmd::List { status, limit, json } => {
+        RunsCmd::List {
+            status,
+            limit,
+            json,
+        } => {
             let mut path = format!("/api/v1/runs?limit={limit}");
             if let Some(s) = status {
                 path.push_str(&format!("&status={s}"));
@@ -59,7 +71,10 @@ pub async fn run(client: &Client, cmd: RunsCmd) -> anyhow::Result<i32> {
                 return Ok(0);
             }
             let runs: Vec<Run> = serde_json::from_value(page["runs"].clone())?;
-            println!("{:<6} {:<11} {:<5} {:<20} PLAYBOOK", "ID", "STATUS", "RC", "CREATED");
+            println!(
+                "{:<6} {:<11} {:<5} {:<20} PLAYBOOK",
+                "ID", "STATUS", "RC", "CREATED"
+            );
             for r in runs {
                 println!(
                     "{:<6} {:<11} {:<5} {:<20} {}",
@@ -86,7 +101,9 @@ pub async fn run(client: &Client, cmd: RunsCmd) -> anyhow::Result<i32> {
             if follow {
                 return crate::cli::run::follow(client, id).await;
             }
-            let (text, _) = client.get_text(&format!("/api/v1/runs/{id}/stdout")).await?;
+            let (text, _) = client
+                .get_text(&format!("/api/v1/runs/{id}/stdout"))
+                .await?;
             print!("{text}");
             Ok(0)
         }
@@ -95,9 +112,13 @@ pub async fn run(client: &Client, cmd: RunsCmd) -> anyhow::Result<i32> {
             let run: Run = client
                 .post(&format!("/api/v1/runs/{id}/cancel"), &json!({"mode": mode}))
                 .await?;
-            eprintln!("troupe: run {id} is {} ({mode} cancel requested)", run.status);
+            eprintln!(
+                "troupe: run {id} is {} ({mode} cancel requested)",
+                run.status
+            );
             Ok(0)
         }
+        RunsCmd::Export { id, dir } => crate::cli::export::run(client, id, dir).await,
     }
 }
 

@@ -70,7 +70,10 @@ impl Server {
         let mut cmd = Command::new(troupe_bin());
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
-            .args(["--max-concurrent-runs", &opts.max_concurrent_runs.to_string()])
+            .args([
+                "--max-concurrent-runs",
+                &opts.max_concurrent_runs.to_string(),
+            ])
             .env("TROUPE_ADMIN_TOKEN", TOKEN)
             .env("TROUPE_LOG", "info,troupe=debug")
             .env("TROUPE_CANCEL_INTERRUPT_S", "2")
@@ -95,7 +98,11 @@ impl Server {
                 if let Some(rest) = line.split("listening on http://").nth(1)
                     && let Some(t) = tx.take()
                 {
-                    let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
                     let _ = t.send(addr);
                 }
                 if let Ok(mut l) = log2.lock() {
@@ -131,7 +138,12 @@ impl Server {
     }
 
     /// (status, JSON body) of a request with the admin token.
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
         let mut req = self.http.request(method, self.url(path)).bearer_auth(TOKEN);
         if let Some(b) = body {
             req = req.json(&b);
@@ -160,7 +172,12 @@ impl Server {
     }
 
     pub async fn text(&self, path: &str) -> anyhow::Result<String> {
-        let resp = self.http.get(self.url(path)).bearer_auth(TOKEN).send().await?;
+        let resp = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await?;
         Ok(resp.text().await?)
     }
 
@@ -168,13 +185,22 @@ impl Server {
     pub async fn project(&self, dir: &Path) -> anyhow::Result<i64> {
         let name = format!("p{}", uuid::Uuid::new_v4().simple());
         let v = self
-            .post("/api/v1/projects", json!({"name": name, "source": {"type": "dir", "path": dir}}))
+            .post(
+                "/api/v1/projects",
+                json!({"name": name, "source": {"type": "dir", "path": dir}}),
+            )
             .await?;
         v["id"].as_i64().context("project id")
     }
 
     /// Starts a run with inline hosts; returns its id.
-    pub async fn launch(&self, project: i64, playbook: &str, hosts: &str, extra: Value) -> anyhow::Result<i64> {
+    pub async fn launch(
+        &self,
+        project: i64,
+        playbook: &str,
+        hosts: &str,
+        extra: Value,
+    ) -> anyhow::Result<i64> {
         let mut body = json!({"project": project, "playbook": playbook, "hosts": hosts});
         if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
             for (k, v) in e {
@@ -186,7 +212,12 @@ impl Server {
     }
 
     /// Waits until the run's status satisfies `pred`.
-    pub async fn wait_run(&self, id: i64, timeout: Duration, pred: impl Fn(&str) -> bool) -> anyhow::Result<Value> {
+    pub async fn wait_run(
+        &self,
+        id: i64,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<Value> {
         let start = Instant::now();
         loop {
             let run = self.get(&format!("/api/v1/runs/{id}")).await?;
@@ -194,14 +225,21 @@ impl Server {
                 return Ok(run);
             }
             if start.elapsed() > timeout {
-                bail!("run {id} still {} after {timeout:?}\n--- server log ---\n{}", run["status"], self.log());
+                bail!(
+                    "run {id} still {} after {timeout:?}\n--- server log ---\n{}",
+                    run["status"],
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     pub async fn wait_finished(&self, id: i64) -> anyhow::Result<Value> {
-        self.wait_run(id, Duration::from_secs(120), |s| !matches!(s, "queued" | "running")).await
+        self.wait_run(id, Duration::from_secs(120), |s| {
+            !matches!(s, "queued" | "running")
+        })
+        .await
     }
 
     /// Every event of a run.
@@ -209,7 +247,11 @@ impl Server {
         let mut all = Vec::new();
         let mut after = 0;
         loop {
-            let page = self.get(&format!("/api/v1/runs/{id}/events?after={after}&limit=1000")).await?;
+            let page = self
+                .get(&format!(
+                    "/api/v1/runs/{id}/events?after={after}&limit=1000"
+                ))
+                .await?;
             let evs = page["events"].as_array().cloned().unwrap_or_default();
             if evs.is_empty() {
                 return Ok(all);
@@ -262,11 +304,19 @@ pub fn pgid_of(pid: i32) -> Option<i32> {
 /// Pids of live (non-zombie) processes in a process group.
 pub fn processes_in_group(pgid: i32) -> Vec<i32> {
     let mut pids = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return pids };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
     for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r.to_owned()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r.to_owned()) else {
+            continue;
+        };
         let fields: Vec<&str> = rest.split_whitespace().collect();
         if fields.first() == Some(&"Z") {
             continue;
@@ -307,7 +357,9 @@ pub async fn wait_group_empty(pgid: i32, timeout: Duration) -> Vec<i32> {
 }
 
 /// Parses ansible's PLAY RECAP from stdout: host -> (ok, changed, unreachable, failed, skipped, rescued, ignored).
-pub fn parse_recap(stdout: &str) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>> {
+pub fn parse_recap(
+    stdout: &str,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>> {
     let mut out = std::collections::BTreeMap::new();
     let mut in_recap = false;
     for line in stdout.lines() {
@@ -318,7 +370,9 @@ pub fn parse_recap(stdout: &str) -> std::collections::BTreeMap<String, std::coll
         if !in_recap || line.trim().is_empty() {
             continue;
         }
-        let Some((host, rest)) = line.split_once(':') else { continue };
+        let Some((host, rest)) = line.split_once(':') else {
+            continue;
+        };
         let mut m = std::collections::BTreeMap::new();
         for kv in rest.split_whitespace() {
             if let Some((k, v)) = kv.split_once('=')

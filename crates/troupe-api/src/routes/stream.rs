@@ -1,0 +1,502 @@
+//! Live streams: one run's events (WebSocket and Server-Sent Events), and changes of many runs
+//! for dashboards.
+//!
+//! A run stream sends every event with a counter above `after`: history from the store first,
+//! then live events as they are stored, with no gap and no duplicate whatever the timing (the
+//! subscription to live events is made before the history is read, and live events already
+//! sent are skipped). It ends with an `end` message carrying the run's final status. A client
+//! that cannot keep up (its buffer of `stream_buffer_events` is full) gets a `lagged` message
+//! with the counter to resume from, and the stream closes; memory per subscriber is bounded.
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiPath, ApiQuery};
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use troupe_core::{Event, RunStatus};
+use troupe_worker::{RunChange, RunMessage};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(run_events_ws))
+        .routes(routes!(run_events_sse))
+        .routes(routes!(changes_ws))
+        .routes(routes!(changes_sse))
+}
+
+/// Events read from the store per page while catching up.
+const PAGE: i64 = 1000;
+/// How long a live stream waits for a notification before it looks at the store itself (events
+/// written by another troupe process sharing the store arrive this way).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// One message of a run stream.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum RunStreamMessage {
+    /// An event of the run.
+    Event {
+        /// The event (ansible-runner's fields).
+        event: Event,
+    },
+    /// The run is over; the stream closes after this.
+    End {
+        /// Final status.
+        status: RunStatus,
+        /// ansible-playbook's exit code.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rc: Option<i32>,
+        /// Why the run ended as it did, when that needs saying.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// The last counter of the run.
+        last_counter: i64,
+    },
+    /// The client fell behind; reconnect with `after=resume_after` to get the rest.
+    Lagged {
+        /// Every event up to this counter was sent.
+        resume_after: i64,
+        /// Why the stream was cut.
+        message: String,
+    },
+}
+
+impl RunStreamMessage {
+    fn sse_name(&self) -> &'static str {
+        match self {
+            RunStreamMessage::Event { .. } => "event",
+            RunStreamMessage::End { .. } => "end",
+            RunStreamMessage::Lagged { .. } => "lagged",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct RunStreamQuery {
+    /// Send events with a counter above this (default 0: everything). For SSE, a
+    /// `Last-Event-ID` header does the same when `after` is absent.
+    after: Option<i64>,
+    /// A short-lived stream token (from `POST /api/v1/stream-tokens`) for clients that cannot
+    /// set headers (browsers' EventSource and WebSocket).
+    #[allow(dead_code)]
+    access_token: Option<String>,
+}
+
+/// Follows a run's events over WebSocket: JSON text messages `{"type": "event", "event": {...}}`,
+/// then `{"type": "end", ...}`, or `{"type": "lagged", "resume_after": N}`.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/events/ws", params(RunStreamQuery),
+    responses((status = 101, description = "WebSocket of RunStreamMessage"), (status = 404, body = crate::error::ErrorBody)))]
+async fn run_events_ws(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<RunStreamQuery>,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    state.store.get_run(id).await?;
+    let rx = start_run_stream(&state, id, q.after.unwrap_or(0));
+    Ok(ws
+        .on_upgrade(move |socket| pump_ws(socket, rx))
+        .into_response())
+}
+
+/// Follows a run's events as Server-Sent Events: `event: event` with `id: <counter>` (so a
+/// browser's `Last-Event-ID` resumes), then `event: end`, or `event: lagged`.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/events/sse", params(RunStreamQuery),
+    responses((status = 200, content_type = "text/event-stream", body = RunStreamMessage), (status = 404, body = crate::error::ErrorBody)))]
+async fn run_events_sse(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<RunStreamQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    state.store.get_run(id).await?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    let after = q.after.or(last_event_id).unwrap_or(0);
+    let rx = start_run_stream(&state, id, after);
+    let stream = ReceiverStream::new(rx).map(|msg| {
+        let mut ev = SseEvent::default().event(msg.sse_name());
+        if let RunStreamMessage::Event { event } = &msg {
+            ev = ev.id(event.counter.to_string());
+        }
+        Ok::<_, Infallible>(ev.json_data(&msg).unwrap_or_else(|_| SseEvent::default()))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+fn start_run_stream(state: &AppState, run_id: i64, after: i64) -> mpsc::Receiver<RunStreamMessage> {
+    let (tx, rx) = mpsc::channel(state.stream_buffer_events.max(1));
+    // Subscribed here, before the producer reads any history: nothing stored after this point
+    // can be missed.
+    let live = state.hub.subscribe(run_id);
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut producer = RunProducer {
+            state,
+            run_id,
+            last: after.max(0),
+            tx,
+        };
+        if let Err(Stop) = producer.run(live).await {
+            tracing::debug!(run = run_id, "run stream closed");
+        }
+    });
+    rx
+}
+
+/// The stream ended early (client gone, or it was cut off).
+struct Stop;
+
+struct RunProducer {
+    state: AppState,
+    run_id: i64,
+    /// The highest counter handed to the client.
+    last: i64,
+    tx: mpsc::Sender<RunStreamMessage>,
+}
+
+impl RunProducer {
+    async fn run(&mut self, mut live: broadcast::Receiver<RunMessage>) -> Result<(), Stop> {
+        // History, paced by the client (a slow client simply reads it slowly).
+        self.catch_up().await?;
+        if self.finish_if_over().await? {
+            return Ok(());
+        }
+        loop {
+            let msg = tokio::select! {
+                msg = live.recv() => msg,
+                () = tokio::time::sleep(IDLE_POLL) => {
+                    self.catch_up().await?;
+                    if self.finish_if_over().await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                () = self.tx.closed() => return Err(Stop),
+            };
+            match msg {
+                Ok(RunMessage::Events(batch)) => {
+                    let first = batch.first().map_or(0, |e| e.counter);
+                    if first > self.last + 1 {
+                        // Some events reached the store between our history read and this
+                        // batch's publication order: fetch them rather than skip them.
+                        self.catch_up().await?;
+                    }
+                    for ev in batch.iter() {
+                        if ev.counter == self.last + 1 {
+                            self.send_live(RunStreamMessage::Event { event: ev.clone() })
+                                .await?;
+                            self.last = ev.counter;
+                        }
+                    }
+                }
+                Ok(RunMessage::Finished(_)) => {
+                    self.catch_up().await?;
+                    self.finish_if_over().await?;
+                    return Ok(());
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    return self.cut_off("the stream fell too far behind the run").await;
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    // The hub dropped the channel: the run ended; the store has the rest.
+                    self.catch_up().await?;
+                    if !self.finish_if_over().await? {
+                        live = self.state.hub.subscribe(self.run_id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends stored events after `last`, waiting for the client: reading the store is paced
+    /// by the client, so this never buffers more than the channel holds.
+    async fn catch_up(&mut self) -> Result<(), Stop> {
+        loop {
+            let page = match self
+                .state
+                .store
+                .list_events(self.run_id, self.last, PAGE)
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(run = self.run_id, error = %e, "stream could not read events");
+                    return Ok(());
+                }
+            };
+            let n = page.len();
+            for event in page {
+                let counter = event.counter;
+                self.tx
+                    .send(RunStreamMessage::Event { event })
+                    .await
+                    .map_err(|_| Stop)?;
+                self.last = counter;
+            }
+            if (n as i64) < PAGE {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Live events never wait for the client: a full buffer means it cannot keep up.
+    async fn send_live(&mut self, msg: RunStreamMessage) -> Result<(), Stop> {
+        match self.tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Stop),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.cut_off("the client did not keep up with the run")
+                    .await?;
+                Err(Stop)
+            }
+        }
+    }
+
+    async fn cut_off(&mut self, why: &str) -> Result<(), Stop> {
+        let msg = RunStreamMessage::Lagged {
+            resume_after: self.last,
+            message: format!("{why}; reconnect with after={} to resume", self.last),
+        };
+        // Delivered after what the client already has queued; if it never reads, the send
+        // is abandoned when the connection goes.
+        self.tx.send(msg).await.map_err(|_| Stop)
+    }
+
+    /// If the run is over, sends what is left and the end message.
+    async fn finish_if_over(&mut self) -> Result<bool, Stop> {
+        let run = match self.state.store.get_run(self.run_id).await {
+            Ok(r) => r,
+            Err(_) => return Ok(false),
+        };
+        if !run.status.is_finished() {
+            return Ok(false);
+        }
+        // Every event was stored before the run was finished; read what came since.
+        self.catch_up().await?;
+        let end = RunStreamMessage::End {
+            status: run.status,
+            rc: run.rc,
+            reason: run.status_reason,
+            last_counter: self.last,
+        };
+        self.tx.send(end).await.map_err(|_| Stop)?;
+        Ok(true)
+    }
+}
+
+/// Forwards stream messages to a WebSocket until the stream ends or the client goes.
+async fn pump_ws<T: Serialize + Send + 'static>(socket: WebSocket, mut rx: mpsc::Receiver<T>) {
+    let (mut sink, mut incoming) = socket.split();
+    loop {
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break };
+                let Ok(text) = serde_json::to_string(&msg) else { continue };
+                if sink.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+            incoming_msg = incoming.next() => match incoming_msg {
+                // Pings are answered by axum; anything else from the client is ignored.
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+    let _ = sink.send(Message::Close(None)).await;
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ChangesQuery {
+    /// Only these runs (comma-separated ids).
+    runs: Option<String>,
+    /// Only runs with this label: `key` or `key=value`.
+    label: Option<String>,
+    /// Only runs with this tag.
+    tag: Option<String>,
+    /// Only runs of this project.
+    project: Option<i64>,
+    /// Only status changes (no run_created or summary_updated).
+    #[serde(default)]
+    status_only: bool,
+    /// A short-lived stream token, for clients that cannot set headers.
+    #[allow(dead_code)]
+    access_token: Option<String>,
+}
+
+struct ChangeFilter {
+    runs: Option<Vec<i64>>,
+    label: Option<(String, Option<String>)>,
+    tag: Option<String>,
+    project: Option<i64>,
+    status_only: bool,
+}
+
+impl ChangeFilter {
+    fn parse(q: ChangesQuery) -> ApiResult<Self> {
+        let runs = match q.runs {
+            None => None,
+            Some(list) => Some(
+                list.split(',')
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| s.trim().parse::<i64>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| {
+                        ApiError::new(
+                            axum::http::StatusCode::BAD_REQUEST,
+                            "invalid_query",
+                            "runs must be comma-separated run ids",
+                        )
+                        .field("runs")
+                    })?,
+            ),
+        };
+        Ok(Self {
+            runs,
+            label: q.label.map(|l| match l.split_once('=') {
+                Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+                None => (l, None),
+            }),
+            tag: q.tag,
+            project: q.project,
+            status_only: q.status_only,
+        })
+    }
+
+    fn matches(&self, change: &RunChange) -> bool {
+        if self.status_only && !matches!(change, RunChange::StatusChanged { .. }) {
+            return false;
+        }
+        if self
+            .runs
+            .as_ref()
+            .is_some_and(|r| !r.contains(&change.run_id()))
+        {
+            return false;
+        }
+        let (project, tag, labels) = change.run_keys();
+        if self.project.is_some_and(|p| p != project) {
+            return false;
+        }
+        if self.tag.as_deref().is_some_and(|t| Some(t) != tag) {
+            return false;
+        }
+        match &self.label {
+            None => true,
+            Some((k, None)) => labels.contains_key(k),
+            Some((k, Some(v))) => labels.get(k) == Some(v),
+        }
+    }
+}
+
+/// One message of the changes stream.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub(crate) enum ChangeMessage {
+    /// A change of a run (`run_created`, `status_changed`, `summary_updated`).
+    Change(RunChange),
+    /// The client fell behind and missed changes; the stream closes.
+    Lagged {
+        /// Always `lagged`.
+        r#type: &'static str,
+        /// How many changes were missed.
+        missed: u64,
+    },
+}
+
+fn start_changes(state: &AppState, filter: ChangeFilter) -> mpsc::Receiver<ChangeMessage> {
+    let (tx, rx) = mpsc::channel(state.stream_buffer_events.max(1));
+    let mut changes = state.hub.subscribe_changes();
+    tokio::spawn(async move {
+        loop {
+            let msg = tokio::select! {
+                m = changes.recv() => m,
+                () = tx.closed() => return,
+            };
+            match msg {
+                Ok(change) if filter.matches(&change) => {
+                    if tx.try_send(ChangeMessage::Change(change)).is_err() {
+                        let _ = tx
+                            .send(ChangeMessage::Lagged {
+                                r#type: "lagged",
+                                missed: 1,
+                            })
+                            .await;
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    let _ = tx
+                        .send(ChangeMessage::Lagged {
+                            r#type: "lagged",
+                            missed: n,
+                        })
+                        .await;
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    rx
+}
+
+/// Changes of many runs over WebSocket, for dashboards.
+#[utoipa::path(get, path = "/api/v1/stream/ws", params(ChangesQuery),
+    responses((status = 101, description = "WebSocket of ChangeMessage")))]
+async fn changes_ws(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ChangesQuery>,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let rx = start_changes(&state, ChangeFilter::parse(q)?);
+    Ok(ws
+        .on_upgrade(move |socket| pump_ws(socket, rx))
+        .into_response())
+}
+
+/// Changes of many runs as Server-Sent Events (`event: run_created|status_changed|summary_updated|lagged`).
+#[utoipa::path(get, path = "/api/v1/stream/sse", params(ChangesQuery),
+    responses((status = 200, content_type = "text/event-stream", body = ChangeMessage)))]
+async fn changes_sse(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ChangesQuery>,
+) -> ApiResult<Response> {
+    let rx = start_changes(&state, ChangeFilter::parse(q)?);
+    let stream = ReceiverStream::new(rx).map(|msg| {
+        let name = match &msg {
+            ChangeMessage::Change(RunChange::RunCreated { .. }) => "run_created",
+            ChangeMessage::Change(RunChange::StatusChanged { .. }) => "status_changed",
+            ChangeMessage::Change(RunChange::SummaryUpdated { .. }) => "summary_updated",
+            ChangeMessage::Lagged { .. } => "lagged",
+        };
+        Ok::<_, Infallible>(
+            SseEvent::default()
+                .event(name)
+                .json_data(&msg)
+                .unwrap_or_else(|_| SseEvent::default()),
+        )
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}

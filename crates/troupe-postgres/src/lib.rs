@@ -1,0 +1,972 @@
+//! troupe's PostgreSQL store, for several troupe processes sharing one database.
+//!
+//! Workers claim runs with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on
+//! each other nor take the same run; every new run is announced with `NOTIFY troupe_runs`
+//! (see [`PgStore::listen_for_work`]) so idle workers need not poll hard.
+//!
+//! PostgreSQL text cannot hold the NUL character; where ansible output may contain one (event
+//! text, output chunks), it is stored as U+FFFD. JSON keeps it (as `\u0000` in `json` columns).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
+use std::borrow::Cow;
+use std::time::Duration;
+use troupe_core::inventory::{Inventory, InventoryContent, InventoryFormat, NewInventory};
+use troupe_core::project::{NewProject, Project};
+use troupe_core::run::{CancelMode, NewRun, Run};
+use troupe_core::{Event, RunStatus};
+use troupe_store::{
+    Lease, OutputChunk, Page, RunFilter, RunOutcome, Store, StoreError, StoreResult, Stream,
+    TokenRecord,
+};
+
+/// PostgreSQL's limit on bound parameters per statement.
+const MAX_PARAMS: usize = 65_535;
+/// Events sent in one statement (as arrays, so not bound by `MAX_PARAMS`; this only bounds
+/// the size of one message).
+const EVENTS_PER_STATEMENT: usize = 5_000;
+/// Columns bound per output row.
+const OUTPUT_PARAMS: usize = 4;
+/// Connections in the pool.
+const MAX_CONNECTIONS: u32 = 16;
+/// The channel new runs are announced on; the payload is the run id.
+pub const WORK_CHANNEL: &str = "troupe_runs";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A [`Store`] in a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+/// Data in the database that does not decode into troupe's types.
+#[derive(Debug, thiserror::Error)]
+#[error("stored data is invalid: {0}")]
+struct InvalidData(String);
+
+fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+fn invalid(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(Box::new(InvalidData(what.to_string())))
+}
+
+/// Maps a unique violation to `Conflict(message())`, anything else to `Backend`.
+fn unique_or_backend(e: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(message()),
+        _ => backend(e),
+    }
+}
+
+fn get<'r, T>(row: &'r PgRow, col: &str) -> StoreResult<T>
+where
+    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+{
+    row.try_get(col).map_err(backend)
+}
+
+/// Decodes a JSON column selected as `col::text`.
+fn json<T: serde::de::DeserializeOwned>(row: &PgRow, col: &str) -> StoreResult<T> {
+    let text: String = get(row, col)?;
+    serde_json::from_str(&text).map_err(|e| invalid(format_args!("column {col}: {e}")))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| invalid(format_args!("cannot encode JSON: {e}")))
+}
+
+/// `s` with NUL characters, which PostgreSQL text cannot hold, replaced by U+FFFD.
+fn pg_text(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// A LIKE pattern matching strings that start with `prefix` literally (escape character `\`).
+fn like_prefix(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// Now, cut to the microsecond precision PostgreSQL keeps.
+fn now() -> DateTime<Utc> {
+    let t = Utc::now();
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(lease)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+fn format_of(s: &str) -> StoreResult<InventoryFormat> {
+    match s {
+        "yaml" => Ok(InventoryFormat::Yaml),
+        "ini" => Ok(InventoryFormat::Ini),
+        other => Err(invalid(format_args!("inventory format {other:?}"))),
+    }
+}
+
+fn cancel_mode(mode: Option<String>) -> StoreResult<Option<CancelMode>> {
+    mode.map(|c| CancelMode::parse(&c).ok_or_else(|| invalid(format_args!("cancel mode {c:?}"))))
+        .transpose()
+}
+
+const PROJECT_COLS: &str = "id, name, source::text AS source, created_at";
+
+fn project_from(row: &PgRow) -> StoreResult<Project> {
+    Ok(Project {
+        id: get(row, "id")?,
+        name: get(row, "name")?,
+        source: json(row, "source")?,
+        created_at: get(row, "created_at")?,
+    })
+}
+
+const INVENTORY_COLS: &str = "id, name, env, version, format, hosts, vars, host_count, created_at";
+
+fn inventory_from(row: &PgRow) -> StoreResult<Inventory> {
+    Ok(Inventory {
+        id: get(row, "id")?,
+        name: get(row, "name")?,
+        env: get(row, "env")?,
+        version: get(row, "version")?,
+        content: InventoryContent {
+            format: format_of(&get::<String>(row, "format")?)?,
+            hosts: get(row, "hosts")?,
+            vars: get(row, "vars")?,
+        },
+        host_count: get(row, "host_count")?,
+        created_at: get(row, "created_at")?,
+    })
+}
+
+const RUN_COLS: &str = "id, project_id, playbook, inventory_id, options::text AS options, \
+     labels::text AS labels, tag, status, status_reason, rc, created_at, started_at, \
+     finished_at, worker_id, cancel_requested, summary::text AS summary, event_count";
+
+fn run_from(row: &PgRow) -> StoreResult<Run> {
+    let status: String = get(row, "status")?;
+    Ok(Run {
+        id: get(row, "id")?,
+        project_id: get(row, "project_id")?,
+        playbook: get(row, "playbook")?,
+        inventory_id: get(row, "inventory_id")?,
+        options: json(row, "options")?,
+        labels: json(row, "labels")?,
+        tag: get(row, "tag")?,
+        status: status.parse().map_err(invalid)?,
+        status_reason: get(row, "status_reason")?,
+        rc: get(row, "rc")?,
+        created_at: get(row, "created_at")?,
+        started_at: get(row, "started_at")?,
+        finished_at: get(row, "finished_at")?,
+        worker_id: get(row, "worker_id")?,
+        cancel_requested: cancel_mode(get(row, "cancel_requested")?)?,
+        summary: json(row, "summary")?,
+        event_count: get(row, "event_count")?,
+    })
+}
+
+const EVENT_COLS: &str = "counter, uuid, event, parent_uuid, created, stdout, start_line, \
+     end_line, event_data::text AS event_data";
+
+fn event_from(row: &PgRow) -> StoreResult<Event> {
+    Ok(Event {
+        counter: get(row, "counter")?,
+        uuid: get(row, "uuid")?,
+        event: get(row, "event")?,
+        parent_uuid: get(row, "parent_uuid")?,
+        created: get(row, "created")?,
+        stdout: get(row, "stdout")?,
+        start_line: get(row, "start_line")?,
+        end_line: get(row, "end_line")?,
+        event_data: json(row, "event_data")?,
+    })
+}
+
+fn token_from(row: &PgRow) -> StoreResult<TokenRecord> {
+    Ok(TokenRecord {
+        id: get(row, "id")?,
+        name: get(row, "name")?,
+        hash: get(row, "hash")?,
+        created_at: get(row, "created_at")?,
+    })
+}
+
+/// A batch of events as one array per column, for `UNNEST`.
+struct EventColumns {
+    counter: Vec<i64>,
+    uuid: Vec<String>,
+    event: Vec<String>,
+    parent_uuid: Vec<Option<String>>,
+    host: Vec<Option<String>>,
+    task: Vec<Option<String>>,
+    created: Vec<DateTime<Utc>>,
+    stdout: Vec<String>,
+    start_line: Vec<i64>,
+    end_line: Vec<i64>,
+    event_data: Vec<String>,
+}
+
+impl EventColumns {
+    fn with_capacity(n: usize) -> Self {
+        EventColumns {
+            counter: Vec::with_capacity(n),
+            uuid: Vec::with_capacity(n),
+            event: Vec::with_capacity(n),
+            parent_uuid: Vec::with_capacity(n),
+            host: Vec::with_capacity(n),
+            task: Vec::with_capacity(n),
+            created: Vec::with_capacity(n),
+            stdout: Vec::with_capacity(n),
+            start_line: Vec::with_capacity(n),
+            end_line: Vec::with_capacity(n),
+            event_data: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, e: &Event) -> StoreResult<()> {
+        let text = |s: &str| pg_text(s).into_owned();
+        self.counter.push(e.counter);
+        self.uuid.push(text(&e.uuid));
+        self.event.push(text(&e.event));
+        self.parent_uuid.push(e.parent_uuid.as_deref().map(text));
+        self.host.push(e.host().map(text));
+        self.task.push(e.task().map(text));
+        self.created.push(e.created);
+        self.stdout.push(text(&e.stdout));
+        self.start_line.push(e.start_line);
+        self.end_line.push(e.end_line);
+        self.event_data.push(to_json(&e.event_data)?);
+        Ok(())
+    }
+}
+
+/// Wakes a worker when runs are created (`LISTEN troupe_runs`).
+#[derive(Debug)]
+pub struct WorkListener {
+    listener: PgListener,
+}
+
+impl WorkListener {
+    /// Waits for the next new run and returns its id. Notifications sent while the connection
+    /// was being re-established are lost, so poll the queue now and then too.
+    pub async fn recv(&mut self) -> StoreResult<i64> {
+        loop {
+            let n = self.listener.recv().await.map_err(backend)?;
+            if let Ok(id) = n.payload().parse() {
+                return Ok(id);
+            }
+        }
+    }
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://...`) and brings its schema up to date.
+    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let options: PgConnectOptions = url.parse().map_err(backend)?;
+        Self::connect_with(options).await
+    }
+
+    /// Connects with `options` and brings the schema up to date.
+    pub async fn connect_with(options: PgConnectOptions) -> Result<PgStore, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .map_err(backend)?;
+        // The migrator takes an advisory lock: several processes may start at once.
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        Ok(PgStore { pool })
+    }
+
+    /// Subscribes to new-run notifications, on a connection of its own.
+    pub async fn listen_for_work(&self) -> StoreResult<WorkListener> {
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .map_err(backend)?;
+        listener.listen(WORK_CHANNEL).await.map_err(backend)?;
+        Ok(WorkListener { listener })
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn require_run(&self, run_id: i64) -> StoreResult<()> {
+        let found = sqlx::query("SELECT 1 FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        match found {
+            Some(_) => Ok(()),
+            None => Err(StoreError::not_found("run", run_id)),
+        }
+    }
+
+    /// After a conditional update matched nothing: `NotFound` if the run is missing, else the
+    /// run as it is now.
+    async fn current_run(&self, run_id: i64) -> StoreResult<Run> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLS} FROM runs WHERE id = $1"
+        )))
+        .bind(run_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found("run", run_id))?;
+        run_from(&row)
+    }
+
+    /// Moves every running run matching `condition` (on placeholder `$3`, bound to `arg`) to
+    /// `error` with `reason`; returns their ids in order.
+    async fn fail_running<T>(&self, condition: &str, arg: T, reason: &str) -> StoreResult<Vec<i64>>
+    where
+        T: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>,
+    {
+        debug_assert!(RunStatus::Running.can_become(RunStatus::Error));
+        let sql = format!(
+            "UPDATE runs SET status = 'error', status_reason = $1, finished_at = $2, \
+             cancel_requested = NULL WHERE status = 'running' AND ({condition}) RETURNING id"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(pg_text(reason).into_owned())
+            .bind(now())
+            .bind(arg)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        let mut ids = rows
+            .iter()
+            .map(|r| get::<i64>(r, "id"))
+            .collect::<StoreResult<Vec<_>>>()?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn server_version(&self) -> StoreResult<String> {
+        sqlx::query_scalar("SELECT version()")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn create_project(&self, new: &NewProject) -> StoreResult<Project> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO projects (name, source, created_at) VALUES ($1, $2::jsonb, $3) \
+             RETURNING {PROJECT_COLS}"
+        )))
+        .bind(&new.name)
+        .bind(to_json(&new.source)?)
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| unique_or_backend(e, || format!("project name {:?} is taken", new.name)))?;
+        project_from(&row)
+    }
+
+    async fn get_project(&self, id: i64) -> StoreResult<Project> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {PROJECT_COLS} FROM projects WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found("project", id))?;
+        project_from(&row)
+    }
+
+    async fn find_project(&self, name: &str) -> StoreResult<Option<Project>> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {PROJECT_COLS} FROM projects WHERE name = $1"
+        )))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
+        .as_ref()
+        .map(project_from)
+        .transpose()
+    }
+
+    async fn list_projects(&self) -> StoreResult<Vec<Project>> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {PROJECT_COLS} FROM projects ORDER BY id"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(project_from)
+        .collect()
+    }
+
+    async fn create_inventory(
+        &self,
+        new: &NewInventory,
+        host_count: i64,
+    ) -> StoreResult<Inventory> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO inventories (name, env, version, format, hosts, vars, host_count, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {INVENTORY_COLS}"
+        )))
+        .bind(&new.name)
+        .bind(&new.env)
+        .bind(&new.version)
+        .bind(new.format.as_str())
+        .bind(&new.hosts)
+        .bind(&new.vars)
+        .bind(host_count)
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| unique_or_backend(e, || format!("inventory name {:?} is taken", new.name)))?;
+        inventory_from(&row)
+    }
+
+    async fn get_inventory(&self, id: i64) -> StoreResult<Inventory> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {INVENTORY_COLS} FROM inventories WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found("inventory", id))?;
+        inventory_from(&row)
+    }
+
+    async fn find_inventory(&self, name: &str) -> StoreResult<Option<Inventory>> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {INVENTORY_COLS} FROM inventories WHERE name = $1"
+        )))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
+        .as_ref()
+        .map(inventory_from)
+        .transpose()
+    }
+
+    async fn list_inventories(&self) -> StoreResult<Vec<Inventory>> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {INVENTORY_COLS} FROM inventories ORDER BY id"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(inventory_from)
+        .collect()
+    }
+
+    async fn create_run(&self, new: &NewRun) -> StoreResult<Run> {
+        let options = to_json(&new.options)?;
+        let labels = to_json(&new.labels)?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let project = sqlx::query("SELECT 1 FROM projects WHERE id = $1")
+            .bind(new.project_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if project.is_none() {
+            return Err(StoreError::not_found("project", new.project_id));
+        }
+        if let Some(inventory_id) = new.inventory_id {
+            let inventory = sqlx::query("SELECT 1 FROM inventories WHERE id = $1")
+                .bind(inventory_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+            if inventory.is_none() {
+                return Err(StoreError::not_found("inventory", inventory_id));
+            }
+        }
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO runs (project_id, playbook, inventory_id, inventory_format, \
+             inventory_hosts, inventory_vars, options, labels, tag, status, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7::json, $8::jsonb, $9, 'queued', $10) \
+             RETURNING {RUN_COLS}"
+        )))
+        .bind(new.project_id)
+        .bind(new.playbook.as_str())
+        .bind(new.inventory_id)
+        .bind(new.inventory.format.as_str())
+        .bind(pg_text(&new.inventory.hosts).into_owned())
+        .bind(
+            new.inventory
+                .vars
+                .as_deref()
+                .map(|v| pg_text(v).into_owned()),
+        )
+        .bind(options)
+        .bind(labels)
+        .bind(&new.tag)
+        .bind(now())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let run = run_from(&row)?;
+        if !new.labels.is_empty() {
+            let mut q =
+                QueryBuilder::<Postgres>::new("INSERT INTO run_labels (run_id, key, value) ");
+            q.push_values(&new.labels, |mut b, (k, v)| {
+                b.push_bind(run.id)
+                    .push_bind(k.as_str())
+                    .push_bind(v.as_str());
+            });
+            q.build().execute(&mut *tx).await.map_err(backend)?;
+        }
+        // Delivered on commit.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(WORK_CHANNEL)
+            .bind(run.id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(run)
+    }
+
+    async fn get_run(&self, id: i64) -> StoreResult<Run> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLS} FROM runs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found("run", id))?;
+        run_from(&row)
+    }
+
+    async fn get_run_inventory(&self, id: i64) -> StoreResult<InventoryContent> {
+        let row = sqlx::query(
+            "SELECT inventory_format, inventory_hosts, inventory_vars FROM runs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found("run", id))?;
+        Ok(InventoryContent {
+            format: format_of(&get::<String>(&row, "inventory_format")?)?,
+            hosts: get(&row, "inventory_hosts")?,
+            vars: get(&row, "inventory_vars")?,
+        })
+    }
+
+    async fn list_runs(&self, filter: &RunFilter, page: Page) -> StoreResult<Vec<Run>> {
+        if page.limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let mut q =
+            QueryBuilder::<Postgres>::new(format!("SELECT {RUN_COLS} FROM runs WHERE TRUE"));
+        if !filter.statuses.is_empty() {
+            q.push(" AND status IN (");
+            let mut list = q.separated(", ");
+            for s in &filter.statuses {
+                list.push_bind(s.as_str());
+            }
+            q.push(")");
+        }
+        if let Some(project_id) = filter.project_id {
+            q.push(" AND project_id = ").push_bind(project_id);
+        }
+        if let Some(tag) = &filter.tag {
+            q.push(" AND tag = ").push_bind(tag.as_str());
+        }
+        if let Some((key, value)) = &filter.label {
+            q.push(" AND EXISTS (SELECT 1 FROM run_labels l WHERE l.run_id = runs.id AND l.key = ")
+                .push_bind(key.as_str());
+            if let Some(value) = value {
+                q.push(" AND l.value = ").push_bind(value.as_str());
+            }
+            q.push(")");
+        }
+        if let Some(before) = page.before {
+            q.push(" AND id < ").push_bind(before);
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(page.limit);
+        q.build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(run_from)
+            .collect()
+    }
+
+    async fn claim_run(&self, worker_id: &str, lease: Duration) -> StoreResult<Option<Run>> {
+        debug_assert_eq!(
+            RunStatus::sources_of(RunStatus::Running),
+            [RunStatus::Queued]
+        );
+        // SKIP LOCKED: a run another claimer has locked is passed over, not waited for; the
+        // outer `status = 'queued'` is re-checked on the locked row.
+        let now = now();
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE runs SET status = 'running', started_at = $1, worker_id = $2, \
+             lease_expires_at = $3, cancel_requested = NULL \
+             WHERE id = (SELECT id FROM runs WHERE status = 'queued' ORDER BY id LIMIT 1 \
+                         FOR UPDATE SKIP LOCKED) \
+             AND status = 'queued' RETURNING {RUN_COLS}"
+        )))
+        .bind(now)
+        .bind(worker_id)
+        .bind(lease_end(now, lease))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(run_from).transpose()
+    }
+
+    async fn renew_lease(
+        &self,
+        run_id: i64,
+        worker_id: &str,
+        lease: Duration,
+    ) -> StoreResult<Lease> {
+        let row = sqlx::query(
+            "UPDATE runs SET lease_expires_at = $1 \
+             WHERE id = $2 AND worker_id = $3 AND status = 'running' RETURNING cancel_requested",
+        )
+        .bind(lease_end(now(), lease))
+        .bind(run_id)
+        .bind(worker_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        match row {
+            None => Ok(Lease::Lost),
+            Some(row) => Ok(Lease::Held {
+                cancel_requested: cancel_mode(get(&row, "cancel_requested")?)?,
+            }),
+        }
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: i64,
+        worker_id: &str,
+        outcome: &RunOutcome,
+    ) -> StoreResult<Run> {
+        if !RunStatus::Running.can_become(outcome.status) {
+            return Err(StoreError::Conflict(format!(
+                "a run cannot finish as {}",
+                outcome.status
+            )));
+        }
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE runs SET status = $1, rc = $2, status_reason = $3, summary = $4::jsonb, \
+             finished_at = $5, cancel_requested = NULL \
+             WHERE id = $6 AND worker_id = $7 AND status = 'running' RETURNING {RUN_COLS}"
+        )))
+        .bind(outcome.status.as_str())
+        .bind(outcome.rc)
+        .bind(outcome.reason.as_deref().map(|r| pg_text(r).into_owned()))
+        .bind(to_json(&outcome.summary)?)
+        .bind(now())
+        .bind(run_id)
+        .bind(worker_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        match row {
+            Some(row) => run_from(&row),
+            None => {
+                let run = self.current_run(run_id).await?;
+                Err(StoreError::Conflict(format!(
+                    "run {run_id} is not running under worker {worker_id:?} (it is {}{})",
+                    run.status,
+                    run.worker_id
+                        .map(|w| format!(", worker {w:?}"))
+                        .unwrap_or_default()
+                )))
+            }
+        }
+    }
+
+    async fn request_cancel(&self, run_id: i64, mode: CancelMode) -> StoreResult<Run> {
+        debug_assert!(RunStatus::Queued.can_become(RunStatus::Canceled));
+        // Each step is one conditional statement; a run that moves between them (queued ->
+        // running) is caught by the next one.
+        let queued = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE runs SET status = 'canceled', status_reason = 'canceled before start', \
+             finished_at = $1 WHERE id = $2 AND status = 'queued' RETURNING {RUN_COLS}"
+        )))
+        .bind(now())
+        .bind(run_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        if let Some(row) = queued {
+            return run_from(&row);
+        }
+        // Force overrides graceful; graceful never weakens force.
+        let running = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE runs SET cancel_requested = CASE WHEN $1 = 'force' THEN 'force' \
+             ELSE coalesce(cancel_requested, 'graceful') END \
+             WHERE id = $2 AND status = 'running' RETURNING {RUN_COLS}"
+        )))
+        .bind(mode.as_str())
+        .bind(run_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        if let Some(row) = running {
+            return run_from(&row);
+        }
+        let run = self.current_run(run_id).await?;
+        Err(StoreError::Conflict(format!(
+            "run {run_id} has already finished ({})",
+            run.status
+        )))
+    }
+
+    async fn fail_runs_of_workers(
+        &self,
+        worker_prefix: &str,
+        reason: &str,
+    ) -> StoreResult<Vec<i64>> {
+        self.fail_running(
+            "worker_id LIKE $3 ESCAPE '\\'",
+            like_prefix(worker_prefix),
+            reason,
+        )
+        .await
+    }
+
+    async fn expire_leases(&self, now: DateTime<Utc>, reason: &str) -> StoreResult<Vec<i64>> {
+        self.fail_running("lease_expires_at < $3", now, reason)
+            .await
+    }
+
+    async fn append_events(&self, run_id: i64, events: &[Event]) -> StoreResult<()> {
+        // Columns travel as arrays through UNNEST: one statement text whatever the batch size
+        // (prepared once), no parameter limit, and far less parsing than a VALUES list.
+        // The insert and the event_count update are one statement; a missing run shows as
+        // a foreign key violation (or, for an empty batch, as no run updated).
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // An empty batch still runs once, to report a missing run.
+        let empty: &[Event] = &[];
+        let batches = events
+            .chunks(EVENTS_PER_STATEMENT)
+            .chain(events.is_empty().then_some(empty));
+        for batch in batches {
+            let mut cols = EventColumns::with_capacity(batch.len());
+            for e in batch {
+                cols.push(e)?;
+            }
+            let updated = sqlx::query(
+                "WITH stored AS ( \
+                   INSERT INTO events (run_id, counter, uuid, event, parent_uuid, host, task, \
+                     created, stdout, start_line, end_line, event_data) \
+                   SELECT $1, t.counter, t.uuid, t.event, t.parent_uuid, t.host, t.task, \
+                     t.created, t.stdout, t.start_line, t.end_line, t.event_data::json \
+                   FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                     $7::text[], $8::timestamptz[], $9::text[], $10::bigint[], $11::bigint[], \
+                     $12::text[]) AS t(counter, uuid, event, parent_uuid, host, task, created, \
+                     stdout, start_line, end_line, event_data) \
+                   ON CONFLICT (run_id, counter) DO NOTHING RETURNING 1) \
+                 UPDATE runs SET event_count = event_count + (SELECT count(*) FROM stored) \
+                 WHERE id = $1 RETURNING id",
+            )
+            .bind(run_id)
+            .bind(cols.counter)
+            .bind(cols.uuid)
+            .bind(cols.event)
+            .bind(cols.parent_uuid)
+            .bind(cols.host)
+            .bind(cols.task)
+            .bind(cols.created)
+            .bind(cols.stdout)
+            .bind(cols.start_line)
+            .bind(cols.end_line)
+            .bind(cols.event_data)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                    StoreError::not_found("run", run_id)
+                }
+                _ => backend(e),
+            })?;
+            if updated.is_none() {
+                return Err(StoreError::not_found("run", run_id));
+            }
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn list_events(&self, run_id: i64, after: i64, limit: i64) -> StoreResult<Vec<Event>> {
+        if limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let events = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {EVENT_COLS} FROM events WHERE run_id = $1 AND counter > $2 \
+             ORDER BY counter LIMIT $3"
+        )))
+        .bind(run_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(event_from)
+        .collect::<StoreResult<Vec<_>>>()?;
+        if events.is_empty() {
+            self.require_run(run_id).await?;
+        }
+        Ok(events)
+    }
+
+    async fn host_failures(&self, run_id: i64) -> StoreResult<Vec<Event>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {EVENT_COLS} FROM events WHERE run_id = $1 \
+             AND event IN ('runner_on_failed', 'runner_on_unreachable') ORDER BY counter"
+        )))
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let mut failures = Vec::new();
+        for row in &rows {
+            let e = event_from(row)?;
+            if e.is_host_failure() {
+                failures.push(e);
+            }
+        }
+        if rows.is_empty() {
+            self.require_run(run_id).await?;
+        }
+        Ok(failures)
+    }
+
+    async fn append_output(&self, run_id: i64, chunks: &[OutputChunk]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let exists = sqlx::query("SELECT 1 FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if exists.is_none() {
+            return Err(StoreError::not_found("run", run_id));
+        }
+        for part in chunks.chunks(MAX_PARAMS / OUTPUT_PARAMS) {
+            let mut q = QueryBuilder::<Postgres>::new(
+                "INSERT INTO run_output (run_id, seq, stream, text) ",
+            );
+            q.push_values(part, |mut b, c| {
+                b.push_bind(run_id)
+                    .push_bind(c.seq)
+                    .push_bind(c.stream.as_str())
+                    .push_bind(pg_text(&c.text).into_owned());
+            });
+            q.push(" ON CONFLICT (run_id, seq) DO NOTHING");
+            q.build().execute(&mut *tx).await.map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn read_output(&self, run_id: i64, stream: Stream) -> StoreResult<String> {
+        let rows = sqlx::query(
+            "SELECT text FROM run_output WHERE run_id = $1 AND stream = $2 ORDER BY seq",
+        )
+        .bind(run_id)
+        .bind(stream.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let mut out = String::new();
+        for row in &rows {
+            out.push_str(&get::<String>(row, "text")?);
+        }
+        if rows.is_empty() {
+            self.require_run(run_id).await?;
+        }
+        Ok(out)
+    }
+
+    async fn create_token(&self, name: &str, hash: &str) -> StoreResult<TokenRecord> {
+        let row = sqlx::query(
+            "INSERT INTO tokens (name, hash, created_at) VALUES ($1, $2, $3) \
+             RETURNING id, name, hash, created_at",
+        )
+        .bind(pg_text(name).into_owned())
+        .bind(hash)
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| unique_or_backend(e, || "a token with this hash is already stored".into()))?;
+        token_from(&row)
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        sqlx::query("SELECT id, name, hash, created_at FROM tokens ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(token_from)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_prefix_escapes_wildcards() {
+        assert_eq!(like_prefix("a_b%c\\"), "a\\_b\\%c\\\\%");
+        assert_eq!(like_prefix(""), "%");
+    }
+
+    #[test]
+    fn nul_is_replaced() {
+        assert_eq!(pg_text("a\0b"), "a\u{FFFD}b");
+        assert!(matches!(pg_text("ab"), Cow::Borrowed("ab")));
+    }
+}

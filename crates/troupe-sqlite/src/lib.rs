@@ -1,0 +1,904 @@
+//! troupe's SQLite store: one database file in WAL mode, the default backend.
+//!
+//! SQLite allows one writer at a time, so the store keeps two pools on the file: a single
+//! writer connection (writes queue in-process instead of fighting over the file lock and
+//! retrying on `SQLITE_BUSY`) and a few reader connections, which WAL lets run alongside the
+//! writer. Every multi-statement write is a `BEGIN IMMEDIATE` transaction, so it holds the
+//! write lock from its first statement even if another process opens the same file.
+//!
+//! Timestamps are stored as integer microseconds since the Unix epoch (UTC).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
+use std::path::Path;
+use std::time::Duration;
+use troupe_core::inventory::{Inventory, InventoryContent, InventoryFormat, NewInventory};
+use troupe_core::project::{NewProject, Project};
+use troupe_core::run::{CancelMode, NewRun, Run};
+use troupe_core::{Event, RunStatus};
+use troupe_store::{
+    Lease, OutputChunk, Page, RunFilter, RunOutcome, Store, StoreError, StoreResult, Stream,
+    TokenRecord,
+};
+
+/// SQLite's limit on bound parameters per statement (`SQLITE_MAX_VARIABLE_NUMBER`).
+const MAX_PARAMS: usize = 32_766;
+/// Columns bound per event row.
+const EVENT_PARAMS: usize = 12;
+/// Columns bound per output row.
+const OUTPUT_PARAMS: usize = 4;
+/// How long a statement waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Reader connections; WAL readers never block the writer nor each other.
+const READERS: u32 = 8;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A [`Store`] in one SQLite database file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// The single connection every write goes through.
+    writer: SqlitePool,
+    /// Connections for reads.
+    reader: SqlitePool,
+}
+
+/// Data in the database that does not decode into troupe's types.
+#[derive(Debug, thiserror::Error)]
+#[error("stored data is invalid: {0}")]
+struct InvalidData(String);
+
+fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+fn invalid(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(Box::new(InvalidData(what.to_string())))
+}
+
+/// Maps a unique violation to `Conflict(message())`, anything else to `Backend`.
+fn unique_or_backend(e: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(message()),
+        _ => backend(e),
+    }
+}
+
+fn get<'r, T>(row: &'r SqliteRow, col: &str) -> StoreResult<T>
+where
+    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
+{
+    row.try_get(col).map_err(backend)
+}
+
+fn json<T: serde::de::DeserializeOwned>(row: &SqliteRow, col: &str) -> StoreResult<T> {
+    let text: String = get(row, col)?;
+    serde_json::from_str(&text).map_err(|e| invalid(format_args!("column {col}: {e}")))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| invalid(format_args!("cannot encode JSON: {e}")))
+}
+
+fn ts(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_ts(us: i64) -> StoreResult<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(us).ok_or_else(|| invalid(format_args!("timestamp {us}")))
+}
+
+fn time(row: &SqliteRow, col: &str) -> StoreResult<DateTime<Utc>> {
+    from_ts(get(row, col)?)
+}
+
+fn opt_time(row: &SqliteRow, col: &str) -> StoreResult<Option<DateTime<Utc>>> {
+    get::<Option<i64>>(row, col)?.map(from_ts).transpose()
+}
+
+fn now_us() -> i64 {
+    ts(Utc::now())
+}
+
+fn lease_end(now: i64, lease: Duration) -> i64 {
+    now.saturating_add(i64::try_from(lease.as_micros()).unwrap_or(i64::MAX))
+}
+
+fn format_of(s: &str) -> StoreResult<InventoryFormat> {
+    match s {
+        "yaml" => Ok(InventoryFormat::Yaml),
+        "ini" => Ok(InventoryFormat::Ini),
+        other => Err(invalid(format_args!("inventory format {other:?}"))),
+    }
+}
+
+const PROJECT_COLS: &str = "id, name, source, created_at";
+
+fn project_from(row: &SqliteRow) -> StoreResult<Project> {
+    Ok(Project {
+        id: get(row, "id")?,
+        name: get(row, "name")?,
+        source: json(row, "source")?,
+        created_at: time(row, "created_at")?,
+    })
+}
+
+const INVENTORY_COLS: &str = "id, name, env, version, format, hosts, vars, host_count, created_at";
+
+fn inventory_from(row: &SqliteRow) -> StoreResult<Inventory> {
+    Ok(Inventory {
+        id: get(row, "id")?,
+        name: get(row, "name")?,
+        env: get(row, "env")?,
+        version: get(row, "version")?,
+        content: InventoryContent {
+            format: format_of(&get::<String>(row, "format")?)?,
+            hosts: get(row, "hosts")?,
+            vars: get(row, "vars")?,
+        },
+        host_count: get(row, "host_count")?,
+        created_at: time(row, "created_at")?,
+    })
+}
+
+const RUN_COLS: &str = "id, project_id, playbook, inventory_id, options, labels, tag, status, \
+     status_reason, rc, created_at, started_at, finished_at, worker_id, cancel_requested, \
+     summary, event_count";
+
+fn run_from(row: &SqliteRow) -> StoreResult<Run> {
+    let status: String = get(row, "status")?;
+    let cancel: Option<String> = get(row, "cancel_requested")?;
+    Ok(Run {
+        id: get(row, "id")?,
+        project_id: get(row, "project_id")?,
+        playbook: get(row, "playbook")?,
+        inventory_id: get(row, "inventory_id")?,
+        options: json(row, "options")?,
+        labels: json(row, "labels")?,
+        tag: get(row, "tag")?,
+        status: status.parse().map_err(invalid)?,
+        status_reason: get(row, "status_reason")?,
+        rc: get(row, "rc")?,
+        created_at: time(row, "created_at")?,
+        started_at: opt_time(row, "started_at")?,
+        finished_at: opt_time(row, "finished_at")?,
+        worker_id: get(row, "worker_id")?,
+        cancel_requested: cancel
+            .map(|c| {
+                CancelMode::parse(&c).ok_or_else(|| invalid(format_args!("cancel mode {c:?}")))
+            })
+            .transpose()?,
+        summary: json(row, "summary")?,
+        event_count: get(row, "event_count")?,
+    })
+}
+
+const EVENT_COLS: &str =
+    "counter, uuid, event, parent_uuid, created, stdout, start_line, end_line, event_data";
+
+fn event_from(row: &SqliteRow) -> StoreResult<Event> {
+    Ok(Event {
+        counter: get(row, "counter")?,
+        uuid: get(row, "uuid")?,
+        event: get(row, "event")?,
+        parent_uuid: get(row, "parent_uuid")?,
+        created: time(row, "created")?,
+        stdout: get(row, "stdout")?,
+        start_line: get(row, "start_line")?,
+        end_line: get(row, "end_line")?,
+        event_data: json(row, "event_data")?,
+    })
+}
+
+fn token_from(row: &SqliteRow) -> StoreResult<TokenRecord> {
+    Ok(TokenRecord {
+        id: get(row, "id")?,
+        name: get(row, "name")?,
+        hash: get(row, "hash")?,
+        created_at: time(row, "created_at")?,
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating it if missing) the database file at `path` and brings its schema up to
+    /// date.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        // The writer pool opens first: it creates the file and switches it to WAL, which
+        // readers then share.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(BUSY_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .map_err(backend)?;
+        MIGRATOR
+            .run(&writer)
+            .await
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .acquire_timeout(BUSY_TIMEOUT)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(backend)?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    /// Closes every connection, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)
+    }
+
+    async fn run_exists(&self, run_id: i64) -> StoreResult<bool> {
+        Ok(sqlx::query("SELECT 1 FROM runs WHERE id = ?")
+            .bind(run_id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?
+            .is_some())
+    }
+
+    /// `NotFound` for a run that does not exist (used when a read came back empty).
+    async fn require_run(&self, run_id: i64) -> StoreResult<()> {
+        if self.run_exists(run_id).await? {
+            Ok(())
+        } else {
+            Err(StoreError::not_found("run", run_id))
+        }
+    }
+
+    /// After a conditional update matched nothing: `NotFound` if the run is missing, else the
+    /// run as it is now.
+    async fn current_run(&self, run_id: i64) -> StoreResult<Run> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLS} FROM runs WHERE id = ?"
+        )))
+        .bind(run_id)
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found("run", run_id))?;
+        run_from(&row)
+    }
+
+    /// Moves every running run matching `condition` (whose placeholders take `binds`) to
+    /// `error` with `reason`; returns their ids in order.
+    async fn fail_running(
+        &self,
+        condition: &str,
+        binds: &[SqliteArg<'_>],
+        reason: &str,
+    ) -> StoreResult<Vec<i64>> {
+        debug_assert!(RunStatus::Running.can_become(RunStatus::Error));
+        let sql = format!(
+            "UPDATE runs SET status = 'error', status_reason = ?, finished_at = ?, \
+             cancel_requested = NULL WHERE status = 'running' AND ({condition}) RETURNING id"
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(reason).bind(now_us());
+        for b in binds {
+            q = match b {
+                SqliteArg::Int(i) => q.bind(*i),
+                SqliteArg::Text(s) => q.bind(*s),
+            };
+        }
+        let rows = q.fetch_all(&self.writer).await.map_err(backend)?;
+        let mut ids = rows
+            .iter()
+            .map(|r| get::<i64>(r, "id"))
+            .collect::<StoreResult<Vec<_>>>()?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+}
+
+enum SqliteArg<'a> {
+    Int(i64),
+    Text(&'a str),
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn server_version(&self) -> StoreResult<String> {
+        let v: String = sqlx::query_scalar("SELECT sqlite_version()")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(backend)?;
+        Ok(format!("SQLite {v}"))
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn create_project(&self, new: &NewProject) -> StoreResult<Project> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO projects (name, source, created_at) VALUES (?, ?, ?) \
+             RETURNING {PROJECT_COLS}"
+        )))
+        .bind(&new.name)
+        .bind(to_json(&new.source)?)
+        .bind(now_us())
+        .fetch_one(&self.writer)
+        .await
+        .map_err(|e| unique_or_backend(e, || format!("project name {:?} is taken", new.name)))?;
+        project_from(&row)
+    }
+
+    async fn get_project(&self, id: i64) -> StoreResult<Project> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {PROJECT_COLS} FROM projects WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found("project", id))?;
+        project_from(&row)
+    }
+
+    async fn find_project(&self, name: &str) -> StoreResult<Option<Project>> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {PROJECT_COLS} FROM projects WHERE name = ?"
+        )))
+        .bind(name)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)?
+        .as_ref()
+        .map(project_from)
+        .transpose()
+    }
+
+    async fn list_projects(&self) -> StoreResult<Vec<Project>> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {PROJECT_COLS} FROM projects ORDER BY id"
+        )))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(project_from)
+        .collect()
+    }
+
+    async fn create_inventory(
+        &self,
+        new: &NewInventory,
+        host_count: i64,
+    ) -> StoreResult<Inventory> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO inventories (name, env, version, format, hosts, vars, host_count, \
+             created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {INVENTORY_COLS}"
+        )))
+        .bind(&new.name)
+        .bind(&new.env)
+        .bind(&new.version)
+        .bind(new.format.as_str())
+        .bind(&new.hosts)
+        .bind(&new.vars)
+        .bind(host_count)
+        .bind(now_us())
+        .fetch_one(&self.writer)
+        .await
+        .map_err(|e| unique_or_backend(e, || format!("inventory name {:?} is taken", new.name)))?;
+        inventory_from(&row)
+    }
+
+    async fn get_inventory(&self, id: i64) -> StoreResult<Inventory> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {INVENTORY_COLS} FROM inventories WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found("inventory", id))?;
+        inventory_from(&row)
+    }
+
+    async fn find_inventory(&self, name: &str) -> StoreResult<Option<Inventory>> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {INVENTORY_COLS} FROM inventories WHERE name = ?"
+        )))
+        .bind(name)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)?
+        .as_ref()
+        .map(inventory_from)
+        .transpose()
+    }
+
+    async fn list_inventories(&self) -> StoreResult<Vec<Inventory>> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {INVENTORY_COLS} FROM inventories ORDER BY id"
+        )))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(inventory_from)
+        .collect()
+    }
+
+    async fn create_run(&self, new: &NewRun) -> StoreResult<Run> {
+        let options = to_json(&new.options)?;
+        let labels = to_json(&new.labels)?;
+        let mut tx = self.begin().await?;
+        let project = sqlx::query("SELECT 1 FROM projects WHERE id = ?")
+            .bind(new.project_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if project.is_none() {
+            return Err(StoreError::not_found("project", new.project_id));
+        }
+        if let Some(inventory_id) = new.inventory_id {
+            let inventory = sqlx::query("SELECT 1 FROM inventories WHERE id = ?")
+                .bind(inventory_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+            if inventory.is_none() {
+                return Err(StoreError::not_found("inventory", inventory_id));
+            }
+        }
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO runs (project_id, playbook, inventory_id, inventory_format, \
+             inventory_hosts, inventory_vars, options, labels, tag, status, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?) RETURNING {RUN_COLS}"
+        )))
+        .bind(new.project_id)
+        .bind(new.playbook.as_str())
+        .bind(new.inventory_id)
+        .bind(new.inventory.format.as_str())
+        .bind(&new.inventory.hosts)
+        .bind(&new.inventory.vars)
+        .bind(options)
+        .bind(labels)
+        .bind(&new.tag)
+        .bind(now_us())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let run = run_from(&row)?;
+        if !new.labels.is_empty() {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO run_labels (run_id, key, value) ");
+            q.push_values(&new.labels, |mut b, (k, v)| {
+                b.push_bind(run.id)
+                    .push_bind(k.as_str())
+                    .push_bind(v.as_str());
+            });
+            q.build().execute(&mut *tx).await.map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(run)
+    }
+
+    async fn get_run(&self, id: i64) -> StoreResult<Run> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLS} FROM runs WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found("run", id))?;
+        run_from(&row)
+    }
+
+    async fn get_run_inventory(&self, id: i64) -> StoreResult<InventoryContent> {
+        let row = sqlx::query(
+            "SELECT inventory_format, inventory_hosts, inventory_vars FROM runs WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found("run", id))?;
+        Ok(InventoryContent {
+            format: format_of(&get::<String>(&row, "inventory_format")?)?,
+            hosts: get(&row, "inventory_hosts")?,
+            vars: get(&row, "inventory_vars")?,
+        })
+    }
+
+    async fn list_runs(&self, filter: &RunFilter, page: Page) -> StoreResult<Vec<Run>> {
+        if page.limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {RUN_COLS} FROM runs WHERE 1 = 1"));
+        if !filter.statuses.is_empty() {
+            q.push(" AND status IN (");
+            let mut list = q.separated(", ");
+            for s in &filter.statuses {
+                list.push_bind(s.as_str());
+            }
+            q.push(")");
+        }
+        if let Some(project_id) = filter.project_id {
+            q.push(" AND project_id = ").push_bind(project_id);
+        }
+        if let Some(tag) = &filter.tag {
+            q.push(" AND tag = ").push_bind(tag.clone());
+        }
+        if let Some((key, value)) = &filter.label {
+            q.push(" AND EXISTS (SELECT 1 FROM run_labels l WHERE l.run_id = runs.id AND l.key = ")
+                .push_bind(key.clone());
+            if let Some(value) = value {
+                q.push(" AND l.value = ").push_bind(value.clone());
+            }
+            q.push(")");
+        }
+        if let Some(before) = page.before {
+            q.push(" AND id < ").push_bind(before);
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(page.limit);
+        q.build()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(run_from)
+            .collect()
+    }
+
+    async fn claim_run(&self, worker_id: &str, lease: Duration) -> StoreResult<Option<Run>> {
+        debug_assert_eq!(
+            RunStatus::sources_of(RunStatus::Running),
+            [RunStatus::Queued]
+        );
+        // One statement: SQLite runs it under the write lock, so the run it picks cannot be
+        // picked by anyone else.
+        let now = now_us();
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE runs SET status = 'running', started_at = ?, worker_id = ?, \
+             lease_expires_at = ?, cancel_requested = NULL \
+             WHERE id = (SELECT id FROM runs WHERE status = 'queued' ORDER BY id LIMIT 1) \
+             AND status = 'queued' RETURNING {RUN_COLS}"
+        )))
+        .bind(now)
+        .bind(worker_id)
+        .bind(lease_end(now, lease))
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(run_from).transpose()
+    }
+
+    async fn renew_lease(
+        &self,
+        run_id: i64,
+        worker_id: &str,
+        lease: Duration,
+    ) -> StoreResult<Lease> {
+        let row = sqlx::query(
+            "UPDATE runs SET lease_expires_at = ? \
+             WHERE id = ? AND worker_id = ? AND status = 'running' RETURNING cancel_requested",
+        )
+        .bind(lease_end(now_us(), lease))
+        .bind(run_id)
+        .bind(worker_id)
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(backend)?;
+        let Some(row) = row else {
+            return Ok(Lease::Lost);
+        };
+        let cancel: Option<String> = get(&row, "cancel_requested")?;
+        Ok(Lease::Held {
+            cancel_requested: cancel
+                .map(|c| {
+                    CancelMode::parse(&c).ok_or_else(|| invalid(format_args!("cancel mode {c:?}")))
+                })
+                .transpose()?,
+        })
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: i64,
+        worker_id: &str,
+        outcome: &RunOutcome,
+    ) -> StoreResult<Run> {
+        if !RunStatus::Running.can_become(outcome.status) {
+            return Err(StoreError::Conflict(format!(
+                "a run cannot finish as {}",
+                outcome.status
+            )));
+        }
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE runs SET status = ?, rc = ?, status_reason = ?, summary = ?, \
+             finished_at = ?, cancel_requested = NULL \
+             WHERE id = ? AND worker_id = ? AND status = 'running' RETURNING {RUN_COLS}"
+        )))
+        .bind(outcome.status.as_str())
+        .bind(outcome.rc)
+        .bind(&outcome.reason)
+        .bind(to_json(&outcome.summary)?)
+        .bind(now_us())
+        .bind(run_id)
+        .bind(worker_id)
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(backend)?;
+        match row {
+            Some(row) => run_from(&row),
+            None => {
+                let run = self.current_run(run_id).await?;
+                Err(StoreError::Conflict(format!(
+                    "run {run_id} is not running under worker {worker_id:?} (it is {}{})",
+                    run.status,
+                    run.worker_id
+                        .map(|w| format!(", worker {w:?}"))
+                        .unwrap_or_default()
+                )))
+            }
+        }
+    }
+
+    async fn request_cancel(&self, run_id: i64, mode: CancelMode) -> StoreResult<Run> {
+        debug_assert!(RunStatus::Queued.can_become(RunStatus::Canceled));
+        // Each step is one conditional statement; a run that moves between them (queued ->
+        // running) is caught by the next one.
+        let queued = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE runs SET status = 'canceled', status_reason = 'canceled before start', \
+             finished_at = ? WHERE id = ? AND status = 'queued' RETURNING {RUN_COLS}"
+        )))
+        .bind(now_us())
+        .bind(run_id)
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(backend)?;
+        if let Some(row) = queued {
+            return run_from(&row);
+        }
+        // Force overrides graceful; graceful never weakens force.
+        let running = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE runs SET cancel_requested = CASE WHEN ? = 'force' THEN 'force' \
+             ELSE coalesce(cancel_requested, 'graceful') END \
+             WHERE id = ? AND status = 'running' RETURNING {RUN_COLS}"
+        )))
+        .bind(mode.as_str())
+        .bind(run_id)
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(backend)?;
+        if let Some(row) = running {
+            return run_from(&row);
+        }
+        let run = self.current_run(run_id).await?;
+        Err(StoreError::Conflict(format!(
+            "run {run_id} has already finished ({})",
+            run.status
+        )))
+    }
+
+    async fn fail_runs_of_workers(
+        &self,
+        worker_prefix: &str,
+        reason: &str,
+    ) -> StoreResult<Vec<i64>> {
+        // Not LIKE: SQLite's LIKE ignores ASCII case, and worker ids are case-sensitive.
+        self.fail_running(
+            "substr(worker_id, 1, length(?)) = ?",
+            &[
+                SqliteArg::Text(worker_prefix),
+                SqliteArg::Text(worker_prefix),
+            ],
+            reason,
+        )
+        .await
+    }
+
+    async fn expire_leases(&self, now: DateTime<Utc>, reason: &str) -> StoreResult<Vec<i64>> {
+        self.fail_running("lease_expires_at < ?", &[SqliteArg::Int(ts(now))], reason)
+            .await
+    }
+
+    async fn append_events(&self, run_id: i64, events: &[Event]) -> StoreResult<()> {
+        // Encode before taking the write lock.
+        let data = events
+            .iter()
+            .map(|e| to_json(&e.event_data))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut tx = self.begin().await?;
+        let exists = sqlx::query("SELECT 1 FROM runs WHERE id = ?")
+            .bind(run_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if exists.is_none() {
+            return Err(StoreError::not_found("run", run_id));
+        }
+        let mut stored: i64 = 0;
+        let rows: Vec<(&Event, String)> = events.iter().zip(data).collect();
+        for chunk in rows.chunks(MAX_PARAMS / EVENT_PARAMS) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO events (run_id, counter, uuid, event, parent_uuid, host, task, \
+                 created, stdout, start_line, end_line, event_data) ",
+            );
+            q.push_values(chunk, |mut b, (e, data)| {
+                b.push_bind(run_id)
+                    .push_bind(e.counter)
+                    .push_bind(e.uuid.as_str())
+                    .push_bind(e.event.as_str())
+                    .push_bind(e.parent_uuid.as_deref())
+                    .push_bind(e.host())
+                    .push_bind(e.task())
+                    .push_bind(ts(e.created))
+                    .push_bind(e.stdout.as_str())
+                    .push_bind(e.start_line)
+                    .push_bind(e.end_line)
+                    .push_bind(data.as_str());
+            });
+            q.push(" ON CONFLICT (run_id, counter) DO NOTHING");
+            let done = q.build().execute(&mut *tx).await.map_err(backend)?;
+            stored += i64::try_from(done.rows_affected()).unwrap_or(i64::MAX);
+        }
+        if stored > 0 {
+            sqlx::query("UPDATE runs SET event_count = event_count + ? WHERE id = ?")
+                .bind(stored)
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn list_events(&self, run_id: i64, after: i64, limit: i64) -> StoreResult<Vec<Event>> {
+        if limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let events = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {EVENT_COLS} FROM events WHERE run_id = ? AND counter > ? \
+             ORDER BY counter LIMIT ?"
+        )))
+        .bind(run_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(event_from)
+        .collect::<StoreResult<Vec<_>>>()?;
+        if events.is_empty() {
+            self.require_run(run_id).await?;
+        }
+        Ok(events)
+    }
+
+    async fn host_failures(&self, run_id: i64) -> StoreResult<Vec<Event>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {EVENT_COLS} FROM events WHERE run_id = ? \
+             AND event IN ('runner_on_failed', 'runner_on_unreachable') ORDER BY counter"
+        )))
+        .bind(run_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        let mut failures = Vec::new();
+        for row in &rows {
+            let e = event_from(row)?;
+            if e.is_host_failure() {
+                failures.push(e);
+            }
+        }
+        if rows.is_empty() {
+            self.require_run(run_id).await?;
+        }
+        Ok(failures)
+    }
+
+    async fn append_output(&self, run_id: i64, chunks: &[OutputChunk]) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let exists = sqlx::query("SELECT 1 FROM runs WHERE id = ?")
+            .bind(run_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if exists.is_none() {
+            return Err(StoreError::not_found("run", run_id));
+        }
+        for part in chunks.chunks(MAX_PARAMS / OUTPUT_PARAMS) {
+            let mut q =
+                QueryBuilder::<Sqlite>::new("INSERT INTO run_output (run_id, seq, stream, text) ");
+            q.push_values(part, |mut b, c| {
+                b.push_bind(run_id)
+                    .push_bind(c.seq)
+                    .push_bind(c.stream.as_str())
+                    .push_bind(c.text.as_str());
+            });
+            q.push(" ON CONFLICT (run_id, seq) DO NOTHING");
+            q.build().execute(&mut *tx).await.map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn read_output(&self, run_id: i64, stream: Stream) -> StoreResult<String> {
+        let rows =
+            sqlx::query("SELECT text FROM run_output WHERE run_id = ? AND stream = ? ORDER BY seq")
+                .bind(run_id)
+                .bind(stream.as_str())
+                .fetch_all(&self.reader)
+                .await
+                .map_err(backend)?;
+        let mut out = String::new();
+        for row in &rows {
+            out.push_str(&get::<String>(row, "text")?);
+        }
+        if rows.is_empty() {
+            self.require_run(run_id).await?;
+        }
+        Ok(out)
+    }
+
+    async fn create_token(&self, name: &str, hash: &str) -> StoreResult<TokenRecord> {
+        let row = sqlx::query(
+            "INSERT INTO tokens (name, hash, created_at) VALUES (?, ?, ?) \
+             RETURNING id, name, hash, created_at",
+        )
+        .bind(name)
+        .bind(hash)
+        .bind(now_us())
+        .fetch_one(&self.writer)
+        .await
+        .map_err(|e| unique_or_backend(e, || "a token with this hash is already stored".into()))?;
+        token_from(&row)
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        sqlx::query("SELECT id, name, hash, created_at FROM tokens ORDER BY id")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(token_from)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use troupe_core::run::Labels;
+
+    #[test]
+    fn labels_type_is_a_map() {
+        // The labels column holds the JSON of `Labels`; an empty map is `{}`.
+        assert_eq!(to_json(&Labels::new()).ok().as_deref(), Some("{}"));
+    }
+}

@@ -1,0 +1,1590 @@
+//! The conformance suite: what every [`Store`] must do, checked the same way on every backend.
+//!
+//! Each case is a plain `async fn` taking a fresh, empty store. A backend's
+//! `tests/conformance.rs` runs them all with [`conformance_tests!`](crate::conformance_tests):
+//!
+//! ```ignore
+//! async fn run(name: &str, case: troupe_store::conformance::CaseFn) {
+//!     let store = /* a fresh store for `name` */;
+//!     case(&store).await;
+//! }
+//! troupe_store::conformance_tests!(run);
+//! ```
+//!
+//! Cases panic (assert) on failure.
+
+use crate::{Lease, OutputChunk, Page, RunFilter, RunOutcome, Store, StoreError, Stream};
+use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
+use serde_json::json;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+use troupe_core::inventory::{InventoryContent, InventoryFormat, NewInventory};
+use troupe_core::project::{NewProject, PlaybookRef, Project, ProjectSource};
+use troupe_core::run::{CancelMode, HostStats, Labels, NewRun, Run, RunOptions, RunSummary};
+use troupe_core::{Event, RunStatus};
+
+/// One case: runs against the store it is given and panics on failure.
+pub type CaseFn = for<'a> fn(&'a dyn Store) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Calls `$callback!($($pre)* ; case, case, ...)` with the name of every case: the one list.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_case_names {
+    ($callback:ident ! ( $($pre:tt)* )) => {
+        $crate::$callback!($($pre)* ;
+            backend_basics,
+            projects_round_trip,
+            project_name_conflict,
+            inventories_round_trip,
+            inventory_name_conflict,
+            create_run_round_trip,
+            create_run_missing_references,
+            run_ids_increase,
+            list_runs_filters,
+            list_runs_pagination,
+            claim_oldest_first,
+            concurrent_claims_never_share,
+            renew_lease_held_and_lost,
+            finish_run_rules,
+            cancel_queued_run,
+            cancel_running_run,
+            cancel_finished_or_missing,
+            fail_runs_of_workers_by_prefix,
+            expire_leases_by_time,
+            events_round_trip_and_paging,
+            events_batches_are_idempotent,
+            events_large_batch,
+            events_for_missing_run,
+            host_failures_filter,
+            output_streams,
+            nul_characters_do_not_break_writes,
+            tokens_round_trip,
+        );
+    };
+}
+
+/// Expands to one `#[tokio::test]` per conformance case, each calling
+/// `$runner(case_name, case).await`, where `$runner` is an
+/// `async fn(&str, CaseFn)` that builds a fresh store, runs the case on it and cleans up.
+/// The calling crate needs `tokio` (with `macros` and `rt-multi-thread`).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($runner:path) => {
+        $crate::__conformance_case_names!(__conformance_tests_expand!($runner));
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests_expand {
+    ($runner:path ; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                $runner(
+                    stringify!($name),
+                    |store| ::std::boxed::Box::pin($crate::conformance::$name(store)),
+                )
+                .await;
+            }
+        )*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases_const {
+    (; $($name:ident),* $(,)?) => {
+        /// Every case with its name, for runners that want to loop instead of using
+        /// [`conformance_tests!`](crate::conformance_tests).
+        pub const CASES: &[(&str, CaseFn)] = &[
+            $((stringify!($name), |store| Box::pin($name(store)))),*
+        ];
+    };
+}
+
+__conformance_case_names!(__conformance_cases_const!());
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// `t` cut to whole microseconds: the precision every backend keeps.
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).expect("in range")
+}
+
+fn assert_recent(t: DateTime<Utc>, what: &str) {
+    let age = Utc::now() - t;
+    assert!(
+        age > ChronoDuration::seconds(-5) && age < ChronoDuration::seconds(60),
+        "{what} = {t} is not about now"
+    );
+}
+
+fn assert_not_found<T: std::fmt::Debug>(r: Result<T, StoreError>, what: &str) {
+    match r {
+        Err(StoreError::NotFound { what: w, .. }) => assert_eq!(w, what, "NotFound names {what}"),
+        other => panic!("expected NotFound({what}), got {other:?}"),
+    }
+}
+
+fn assert_conflict<T: std::fmt::Debug>(r: Result<T, StoreError>, needle: &str) -> String {
+    match r {
+        Err(StoreError::Conflict(msg)) => {
+            assert!(
+                msg.contains(needle),
+                "conflict message {msg:?} should mention {needle:?}"
+            );
+            msg
+        }
+        other => panic!("expected Conflict mentioning {needle:?}, got {other:?}"),
+    }
+}
+
+async fn project(store: &dyn Store, name: &str) -> Project {
+    store
+        .create_project(&NewProject {
+            name: name.into(),
+            source: ProjectSource::Dir {
+                path: format!("/srv/{name}"),
+            },
+        })
+        .await
+        .expect("create project")
+}
+
+fn inline_inventory() -> InventoryContent {
+    InventoryContent {
+        format: InventoryFormat::Ini,
+        hosts: "[web]\nweb1\nweb2\n".into(),
+        vars: None,
+    }
+}
+
+fn new_run(project_id: i64) -> NewRun {
+    NewRun {
+        project_id,
+        playbook: PlaybookRef::parse("site.yml").expect("valid playbook"),
+        inventory_id: None,
+        inventory: inline_inventory(),
+        options: RunOptions::default(),
+        labels: Labels::new(),
+        tag: None,
+    }
+}
+
+async fn queued_runs(store: &dyn Store, project_id: i64, n: usize) -> Vec<Run> {
+    let mut runs = Vec::with_capacity(n);
+    for _ in 0..n {
+        runs.push(
+            store
+                .create_run(&new_run(project_id))
+                .await
+                .expect("create run"),
+        );
+    }
+    runs
+}
+
+/// A run claimed by `worker`, with a long lease.
+async fn running_run(store: &dyn Store, project_id: i64, worker: &str) -> Run {
+    let run = store
+        .create_run(&new_run(project_id))
+        .await
+        .expect("create run");
+    let claimed = store
+        .claim_run(worker, Duration::from_secs(600))
+        .await
+        .expect("claim")
+        .expect("a queued run to claim");
+    assert_eq!(claimed.id, run.id, "claimed the run just created");
+    claimed
+}
+
+fn event(counter: i64, name: &str, data: serde_json::Value) -> Event {
+    Event {
+        counter,
+        uuid: format!("uuid-{counter}"),
+        event: name.into(),
+        parent_uuid: (counter > 1).then(|| format!("uuid-{}", counter - 1)),
+        created: micros(Utc::now()),
+        stdout: format!("line {counter}\n"),
+        start_line: counter - 1,
+        end_line: counter,
+        event_data: data,
+    }
+}
+
+fn events(range: std::ops::RangeInclusive<i64>) -> Vec<Event> {
+    range
+        .map(|c| {
+            event(
+                c,
+                "runner_on_ok",
+                json!({"host": format!("h{c}"), "task": "t"}),
+            )
+        })
+        .collect()
+}
+
+fn ok_outcome() -> RunOutcome {
+    RunOutcome {
+        status: RunStatus::Successful,
+        rc: Some(0),
+        reason: None,
+        summary: RunSummary::new(),
+    }
+}
+
+fn ids(runs: &[Run]) -> Vec<i64> {
+    runs.iter().map(|r| r.id).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cases
+
+/// The store names its backend, answers pings and reports a version.
+pub async fn backend_basics(store: &dyn Store) {
+    assert!(matches!(store.backend(), "sqlite" | "postgres"));
+    store.ping().await.expect("ping");
+    let v = store.server_version().await.expect("version");
+    assert!(!v.trim().is_empty());
+    assert!(store.list_projects().await.expect("list").is_empty());
+    assert!(store.list_inventories().await.expect("list").is_empty());
+    assert!(store.list_tokens().await.expect("list").is_empty());
+}
+
+/// Projects are stored, found by id and name, and listed by id.
+pub async fn projects_round_trip(store: &dyn Store) {
+    let b = project(store, "b-proj").await;
+    let a = project(store, "a-proj").await;
+    assert!(a.id > b.id);
+    assert_eq!(b.name, "b-proj");
+    assert_eq!(
+        b.source,
+        ProjectSource::Dir {
+            path: "/srv/b-proj".into()
+        }
+    );
+    assert_recent(b.created_at, "created_at");
+    assert_eq!(store.get_project(b.id).await.expect("get"), b);
+    assert_eq!(
+        store.find_project("a-proj").await.expect("find"),
+        Some(a.clone())
+    );
+    assert_eq!(store.find_project("nope").await.expect("find"), None);
+    assert_eq!(
+        store.list_projects().await.expect("list"),
+        vec![b, a.clone()]
+    );
+    assert_not_found(store.get_project(a.id + 100).await, "project");
+}
+
+/// A taken project name is a conflict that names it, and nothing is stored.
+pub async fn project_name_conflict(store: &dyn Store) {
+    project(store, "dup").await;
+    let again = store
+        .create_project(&NewProject {
+            name: "dup".into(),
+            source: ProjectSource::Dir {
+                path: "/elsewhere".into(),
+            },
+        })
+        .await;
+    assert_conflict(again, "\"dup\"");
+    assert_eq!(store.list_projects().await.expect("list").len(), 1);
+}
+
+fn new_inventory(name: &str) -> NewInventory {
+    NewInventory {
+        name: name.into(),
+        env: Some("prod".into()),
+        version: Some("v3".into()),
+        format: InventoryFormat::Yaml,
+        hosts: "all:\n  hosts:\n    a:\n    b:\n".into(),
+        vars: Some("all:\n  x: 1\n".into()),
+    }
+}
+
+/// Inventories keep every field, are found by id and name, and listed by id.
+pub async fn inventories_round_trip(store: &dyn Store) {
+    let new = new_inventory("inv-1");
+    let inv = store.create_inventory(&new, 2).await.expect("create");
+    assert_eq!(inv.name, "inv-1");
+    assert_eq!(inv.env.as_deref(), Some("prod"));
+    assert_eq!(inv.version.as_deref(), Some("v3"));
+    assert_eq!(inv.content, new.content());
+    assert_eq!(inv.host_count, 2);
+    assert_recent(inv.created_at, "created_at");
+    let bare = NewInventory {
+        name: "inv-0".into(),
+        env: None,
+        version: None,
+        format: InventoryFormat::Ini,
+        hosts: "h1\n".into(),
+        vars: None,
+    };
+    let inv2 = store.create_inventory(&bare, 1).await.expect("create");
+    assert!(inv2.id > inv.id);
+    assert_eq!(inv2.env, None);
+    assert_eq!(inv2.content.vars, None);
+    assert_eq!(store.get_inventory(inv.id).await.expect("get"), inv);
+    assert_eq!(
+        store.find_inventory("inv-0").await.expect("find"),
+        Some(inv2.clone())
+    );
+    assert_eq!(store.find_inventory("zzz").await.expect("find"), None);
+    assert_eq!(
+        store.list_inventories().await.expect("list"),
+        vec![inv.clone(), inv2]
+    );
+    assert_not_found(store.get_inventory(inv.id + 100).await, "inventory");
+}
+
+/// A taken inventory name is a conflict that names it.
+pub async fn inventory_name_conflict(store: &dyn Store) {
+    store
+        .create_inventory(&new_inventory("inv"), 2)
+        .await
+        .expect("create");
+    assert_conflict(
+        store.create_inventory(&new_inventory("inv"), 2).await,
+        "\"inv\"",
+    );
+    assert_eq!(store.list_inventories().await.expect("list").len(), 1);
+}
+
+/// A new run is queued and keeps its options, labels, tag and inventory exactly.
+pub async fn create_run_round_trip(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let inv = store
+        .create_inventory(&new_inventory("inv"), 2)
+        .await
+        .expect("inv");
+    let options = RunOptions {
+        extra_vars:
+            json!({"a": 1, "nested": {"list": [1, "two", null, 3.5], "t": true}, "s": "é\"'"})
+                .as_object()
+                .expect("object")
+                .clone(),
+        limit: Some("web:!db".into()),
+        tags: vec!["x".into(), "y".into()],
+        skip_tags: vec!["z".into()],
+        check: true,
+        diff: true,
+        forks: Some(7),
+        verbosity: 3,
+        timeout_s: Some(90),
+    };
+    let mut labels = Labels::new();
+    labels.insert("team".into(), "ops".into());
+    labels.insert("ticket".into(), "".into());
+    let new = NewRun {
+        project_id: p.id,
+        playbook: PlaybookRef::parse("plays/site.yml").expect("valid"),
+        inventory_id: Some(inv.id),
+        inventory: inv.content.clone(),
+        options: options.clone(),
+        labels: labels.clone(),
+        tag: Some("nightly".into()),
+    };
+    let run = store.create_run(&new).await.expect("create run");
+    assert_eq!(run.project_id, p.id);
+    assert_eq!(run.playbook, "plays/site.yml");
+    assert_eq!(run.inventory_id, Some(inv.id));
+    assert_eq!(run.options, options);
+    assert_eq!(run.labels, labels);
+    assert_eq!(run.tag.as_deref(), Some("nightly"));
+    assert_eq!(run.status, RunStatus::Queued);
+    assert_eq!(run.status_reason, None);
+    assert_eq!(run.rc, None);
+    assert_recent(run.created_at, "created_at");
+    assert_eq!(run.started_at, None);
+    assert_eq!(run.finished_at, None);
+    assert_eq!(run.worker_id, None);
+    assert_eq!(run.cancel_requested, None);
+    assert!(run.summary.is_empty());
+    assert_eq!(run.event_count, 0);
+    assert_eq!(store.get_run(run.id).await.expect("get"), run);
+    assert_eq!(
+        store.get_run_inventory(run.id).await.expect("inventory"),
+        inv.content
+    );
+
+    // An inline inventory (no stored one) is kept too.
+    let inline = store.create_run(&new_run(p.id)).await.expect("create run");
+    assert_eq!(inline.inventory_id, None);
+    assert!(inline.labels.is_empty());
+    assert_eq!(inline.options, RunOptions::default());
+    assert_eq!(
+        store.get_run_inventory(inline.id).await.expect("inventory"),
+        inline_inventory()
+    );
+    assert_not_found(store.get_run(inline.id + 100).await, "run");
+    assert_not_found(store.get_run_inventory(inline.id + 100).await, "run");
+}
+
+/// A run needs an existing project and (when given) inventory; nothing is stored otherwise.
+pub async fn create_run_missing_references(store: &dyn Store) {
+    let p = project(store, "p").await;
+    assert_not_found(store.create_run(&new_run(p.id + 1)).await, "project");
+    let mut new = new_run(p.id);
+    new.inventory_id = Some(4242);
+    new.labels.insert("k".into(), "v".into());
+    assert_not_found(store.create_run(&new).await, "inventory");
+    let all = store
+        .list_runs(
+            &RunFilter::default(),
+            Page {
+                before: None,
+                limit: 100,
+            },
+        )
+        .await
+        .expect("list");
+    assert!(all.is_empty(), "no run stored: {all:?}");
+}
+
+/// Ids increase with creation, across projects.
+pub async fn run_ids_increase(store: &dyn Store) {
+    let p1 = project(store, "p1").await;
+    let p2 = project(store, "p2").await;
+    let mut last = 0;
+    for i in 0..10 {
+        let run = store
+            .create_run(&new_run(if i % 2 == 0 { p1.id } else { p2.id }))
+            .await
+            .expect("create");
+        assert!(run.id > last, "{} after {last}", run.id);
+        last = run.id;
+    }
+}
+
+/// Listing filters by status (any of), project, tag and label, newest first.
+pub async fn list_runs_filters(store: &dyn Store) {
+    let p1 = project(store, "p1").await;
+    let p2 = project(store, "p2").await;
+    let mk = |project_id: i64, tag: Option<&str>, labels: &[(&str, &str)]| {
+        let mut n = new_run(project_id);
+        n.tag = tag.map(str::to_owned);
+        n.labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        n
+    };
+    let r1 = store
+        .create_run(&mk(p1.id, Some("a"), &[("team", "ops")]))
+        .await
+        .expect("r1");
+    let r2 = store
+        .create_run(&mk(p1.id, Some("b"), &[("team", "dev"), ("x", "1")]))
+        .await
+        .expect("r2");
+    let r3 = store
+        .create_run(&mk(p2.id, Some("a"), &[]))
+        .await
+        .expect("r3");
+    let r4 = store
+        .create_run(&mk(p2.id, None, &[("team", "ops"), ("x", "2")]))
+        .await
+        .expect("r4");
+    let r5 = store
+        .create_run(&mk(p1.id, None, &[("teams", "ops")]))
+        .await
+        .expect("r5");
+    // r1 -> running, r2 -> successful, r3 -> canceled; r4, r5 stay queued.
+    let c = store
+        .claim_run("w", Duration::from_secs(60))
+        .await
+        .expect("claim")
+        .expect("r1");
+    assert_eq!(c.id, r1.id);
+    let c = store
+        .claim_run("w", Duration::from_secs(60))
+        .await
+        .expect("claim")
+        .expect("r2");
+    assert_eq!(c.id, r2.id);
+    store
+        .finish_run(r2.id, "w", &ok_outcome())
+        .await
+        .expect("finish");
+    store
+        .request_cancel(r3.id, CancelMode::Graceful)
+        .await
+        .expect("cancel");
+
+    let all = Page {
+        before: None,
+        limit: 100,
+    };
+    let list = |f: RunFilter| async move { ids(&store.list_runs(&f, all).await.expect("list")) };
+
+    assert_eq!(
+        list(RunFilter::default()).await,
+        vec![r5.id, r4.id, r3.id, r2.id, r1.id]
+    );
+    let st = |s: &[RunStatus]| RunFilter {
+        statuses: s.to_vec(),
+        ..Default::default()
+    };
+    assert_eq!(list(st(&[RunStatus::Queued])).await, vec![r5.id, r4.id]);
+    assert_eq!(
+        list(st(&[
+            RunStatus::Running,
+            RunStatus::Successful,
+            RunStatus::Canceled
+        ]))
+        .await,
+        vec![r3.id, r2.id, r1.id]
+    );
+    assert_eq!(list(st(&[RunStatus::Error])).await, Vec::<i64>::new());
+    let pf = RunFilter {
+        project_id: Some(p2.id),
+        ..Default::default()
+    };
+    assert_eq!(list(pf).await, vec![r4.id, r3.id]);
+    let tf = RunFilter {
+        tag: Some("a".into()),
+        ..Default::default()
+    };
+    assert_eq!(list(tf).await, vec![r3.id, r1.id]);
+    let lk = RunFilter {
+        label: Some(("team".into(), None)),
+        ..Default::default()
+    };
+    assert_eq!(list(lk).await, vec![r4.id, r2.id, r1.id]);
+    let lkv = RunFilter {
+        label: Some(("team".into(), Some("ops".into()))),
+        ..Default::default()
+    };
+    assert_eq!(list(lkv).await, vec![r4.id, r1.id]);
+    let none = RunFilter {
+        label: Some(("team".into(), Some("op%".into()))),
+        ..Default::default()
+    };
+    assert_eq!(list(none).await, Vec::<i64>::new());
+    let combo = RunFilter {
+        statuses: vec![RunStatus::Queued, RunStatus::Running],
+        project_id: Some(p2.id),
+        label: Some(("x".into(), Some("2".into()))),
+        tag: None,
+    };
+    assert_eq!(list(combo).await, vec![r4.id]);
+    let combo2 = RunFilter {
+        project_id: Some(p1.id),
+        tag: Some("a".into()),
+        label: Some(("team".into(), None)),
+        ..Default::default()
+    };
+    assert_eq!(list(combo2).await, vec![r1.id]);
+    // Listed runs carry their labels.
+    let listed = store
+        .list_runs(&RunFilter::default(), all)
+        .await
+        .expect("list");
+    let r2_listed = listed.iter().find(|r| r.id == r2.id).expect("r2 listed");
+    assert_eq!(r2_listed.labels.get("x").map(String::as_str), Some("1"));
+    assert_eq!(r2_listed.status, RunStatus::Successful);
+}
+
+/// Pages follow the `before` cursor with no duplicate and no gap, with and without filters.
+pub async fn list_runs_pagination(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let mut created = Vec::new();
+    for i in 0..25 {
+        let mut n = new_run(p.id);
+        if i % 3 == 0 {
+            n.tag = Some("third".into());
+        }
+        created.push(store.create_run(&n).await.expect("create"));
+    }
+    for (filter, expected) in [
+        (
+            RunFilter::default(),
+            created.iter().map(|r| r.id).rev().collect::<Vec<_>>(),
+        ),
+        (
+            RunFilter {
+                tag: Some("third".into()),
+                ..Default::default()
+            },
+            created
+                .iter()
+                .filter(|r| r.tag.is_some())
+                .map(|r| r.id)
+                .rev()
+                .collect(),
+        ),
+    ] {
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store
+                .list_runs(&filter, Page { before, limit: 7 })
+                .await
+                .expect("page");
+            assert!(page.len() <= 7);
+            if page.is_empty() {
+                break;
+            }
+            if let Some(b) = before {
+                assert!(
+                    page.iter().all(|r| r.id < b),
+                    "page starts below the cursor"
+                );
+            }
+            before = page.last().map(|r| r.id);
+            seen.extend(ids(&page));
+        }
+        assert_eq!(seen, expected, "pages cover every run once, newest first");
+    }
+    let empty = store
+        .list_runs(
+            &RunFilter::default(),
+            Page {
+                before: Some(created[0].id),
+                limit: 10,
+            },
+        )
+        .await
+        .expect("list");
+    assert!(empty.is_empty());
+    let zero = store
+        .list_runs(
+            &RunFilter::default(),
+            Page {
+                before: None,
+                limit: 0,
+            },
+        )
+        .await
+        .expect("list");
+    assert!(zero.is_empty(), "limit 0 lists nothing");
+}
+
+/// Claims take the oldest queued run and set the running fields; nothing to claim is `None`.
+pub async fn claim_oldest_first(store: &dyn Store) {
+    let p = project(store, "p").await;
+    assert!(
+        store
+            .claim_run("w1", Duration::from_secs(30))
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    let runs = queued_runs(store, p.id, 3).await;
+    store
+        .request_cancel(runs[0].id, CancelMode::Force)
+        .await
+        .expect("cancel");
+    let before = Utc::now();
+    let a = store
+        .claim_run("w1", Duration::from_secs(30))
+        .await
+        .expect("claim")
+        .expect("run");
+    assert_eq!(
+        a.id, runs[1].id,
+        "canceled runs are not claimed; oldest queued first"
+    );
+    assert_eq!(a.status, RunStatus::Running);
+    assert_eq!(a.worker_id.as_deref(), Some("w1"));
+    let started = a.started_at.expect("started_at");
+    assert_recent(started, "started_at");
+    assert_eq!(a.cancel_requested, None);
+    assert_eq!(store.get_run(a.id).await.expect("get"), a);
+    let b = store
+        .claim_run("w2", Duration::from_secs(30))
+        .await
+        .expect("claim")
+        .expect("run");
+    assert_eq!(b.id, runs[2].id);
+    assert_eq!(b.worker_id.as_deref(), Some("w2"));
+    assert!(
+        store
+            .claim_run("w1", Duration::from_secs(30))
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    // The lease is about `lease` from the claim: expiring before it does nothing, after it fails the run.
+    let none = store
+        .expire_leases(before + ChronoDuration::seconds(20), "lease")
+        .await
+        .expect("expire");
+    assert!(none.is_empty());
+    let expired = store
+        .expire_leases(Utc::now() + ChronoDuration::seconds(40), "lease")
+        .await
+        .expect("expire");
+    assert_eq!(expired, vec![a.id, b.id]);
+}
+
+/// Eight claimers racing over fifty runs: every run is claimed exactly once.
+pub async fn concurrent_claims_never_share(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let runs = queued_runs(store, p.id, 50).await;
+    let claimers = (0..8).map(|w| async move {
+        let worker = format!("worker-{w}");
+        let mut mine = Vec::new();
+        while let Some(run) = store
+            .claim_run(&worker, Duration::from_secs(60))
+            .await
+            .expect("claim")
+        {
+            assert_eq!(run.worker_id.as_deref(), Some(worker.as_str()));
+            mine.push(run.id);
+        }
+        mine
+    });
+    let per_worker = futures_join_all(claimers).await;
+    let mut all: Vec<i64> = per_worker.iter().flatten().copied().collect();
+    let total = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(total, all.len(), "a run was claimed twice: {per_worker:?}");
+    assert_eq!(all, ids(&runs), "every run claimed");
+    for run in &runs {
+        let got = store.get_run(run.id).await.expect("get");
+        assert_eq!(got.status, RunStatus::Running);
+        let owner = format!(
+            "worker-{}",
+            per_worker
+                .iter()
+                .position(|m| m.contains(&run.id))
+                .expect("owner")
+        );
+        assert_eq!(got.worker_id, Some(owner));
+    }
+}
+
+/// Runs futures concurrently on the current task (no `'static` bound, so they may borrow).
+async fn futures_join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = handles.iter().map(|_| None).collect();
+    let mut handles: Vec<Option<Pin<Box<F>>>> = handles.into_iter().map(Some).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, out) in handles.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(fut) = slot {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        *out = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
+}
+
+/// A lease is held while running under the worker, shows cancels, and is lost otherwise.
+pub async fn renew_lease_held_and_lost(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let run = running_run(store, p.id, "w1").await;
+    let lease = Duration::from_secs(600);
+    assert_eq!(
+        store.renew_lease(run.id, "w1", lease).await.expect("renew"),
+        Lease::Held {
+            cancel_requested: None
+        }
+    );
+    assert_eq!(
+        store.renew_lease(run.id, "w2", lease).await.expect("renew"),
+        Lease::Lost
+    );
+    assert_eq!(
+        store
+            .renew_lease(run.id + 99, "w1", lease)
+            .await
+            .expect("renew"),
+        Lease::Lost
+    );
+    // A short lease renewed long survives an expiry sweep that would have caught the short one.
+    let short = running_run(store, p.id, "w1").await;
+    store
+        .renew_lease(short.id, "w1", Duration::from_secs(3600))
+        .await
+        .expect("renew");
+    let swept = store
+        .expire_leases(Utc::now() + ChronoDuration::seconds(1200), "lease")
+        .await
+        .expect("expire");
+    assert_eq!(
+        swept,
+        vec![run.id],
+        "only the run whose lease was not extended expires"
+    );
+    assert_eq!(
+        store.renew_lease(run.id, "w1", lease).await.expect("renew"),
+        Lease::Lost
+    );
+    store
+        .request_cancel(short.id, CancelMode::Graceful)
+        .await
+        .expect("cancel");
+    assert_eq!(
+        store
+            .renew_lease(short.id, "w1", lease)
+            .await
+            .expect("renew"),
+        Lease::Held {
+            cancel_requested: Some(CancelMode::Graceful)
+        }
+    );
+    store
+        .finish_run(short.id, "w1", &ok_outcome())
+        .await
+        .expect("finish");
+    assert_eq!(
+        store
+            .renew_lease(short.id, "w1", lease)
+            .await
+            .expect("renew"),
+        Lease::Lost
+    );
+    // A queued run is not held by anyone.
+    let queued = store.create_run(&new_run(p.id)).await.expect("create");
+    assert_eq!(
+        store
+            .renew_lease(queued.id, "w1", lease)
+            .await
+            .expect("renew"),
+        Lease::Lost
+    );
+}
+
+/// Finishing needs the run running under the worker, and a legal final status.
+pub async fn finish_run_rules(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let run = running_run(store, p.id, "w1").await;
+    store
+        .request_cancel(run.id, CancelMode::Force)
+        .await
+        .expect("cancel");
+    let mut summary = RunSummary::new();
+    summary.insert(
+        "web1".into(),
+        HostStats {
+            ok: 3,
+            changed: 1,
+            failed: 1,
+            ..Default::default()
+        },
+    );
+    summary.insert(
+        "web2".into(),
+        HostStats {
+            unreachable: 1,
+            ..Default::default()
+        },
+    );
+    let outcome = RunOutcome {
+        status: RunStatus::Failed,
+        rc: Some(2),
+        reason: Some("1 host failed".into()),
+        summary: summary.clone(),
+    };
+    assert_conflict(store.finish_run(run.id, "w2", &outcome).await, "");
+    let illegal = RunOutcome {
+        status: RunStatus::Queued,
+        ..outcome.clone()
+    };
+    assert_conflict(store.finish_run(run.id, "w1", &illegal).await, "");
+    let still_running = RunOutcome {
+        status: RunStatus::Running,
+        ..outcome.clone()
+    };
+    assert_conflict(store.finish_run(run.id, "w1", &still_running).await, "");
+    assert_eq!(
+        store.get_run(run.id).await.expect("get").status,
+        RunStatus::Running
+    );
+
+    let done = store
+        .finish_run(run.id, "w1", &outcome)
+        .await
+        .expect("finish");
+    assert_eq!(done.status, RunStatus::Failed);
+    assert_eq!(done.rc, Some(2));
+    assert_eq!(done.status_reason.as_deref(), Some("1 host failed"));
+    assert_eq!(done.summary, summary);
+    assert_eq!(
+        done.cancel_requested, None,
+        "finishing clears the cancel request"
+    );
+    assert_eq!(done.worker_id.as_deref(), Some("w1"));
+    let finished_at = done.finished_at.expect("finished_at");
+    assert_recent(finished_at, "finished_at");
+    assert!(finished_at >= done.started_at.expect("started_at"));
+    assert_eq!(store.get_run(run.id).await.expect("get"), done);
+    // Only once.
+    assert_conflict(store.finish_run(run.id, "w1", &ok_outcome()).await, "");
+    assert_eq!(store.get_run(run.id).await.expect("get"), done);
+    // Not a queued run, not a missing one.
+    let queued = store.create_run(&new_run(p.id)).await.expect("create");
+    assert_conflict(store.finish_run(queued.id, "w1", &ok_outcome()).await, "");
+    assert_not_found(
+        store.finish_run(queued.id + 99, "w1", &ok_outcome()).await,
+        "run",
+    );
+    store
+        .request_cancel(queued.id, CancelMode::Graceful)
+        .await
+        .expect("cancel queued");
+    // Every legal end status is accepted.
+    for status in [
+        RunStatus::Successful,
+        RunStatus::Canceled,
+        RunStatus::Timeout,
+        RunStatus::Error,
+    ] {
+        let r = running_run(store, p.id, "w9").await;
+        let o = RunOutcome {
+            status,
+            rc: None,
+            reason: None,
+            summary: RunSummary::new(),
+        };
+        let done = store.finish_run(r.id, "w9", &o).await.expect("finish");
+        assert_eq!(done.status, status);
+        assert_eq!(done.rc, None);
+        assert!(done.summary.is_empty());
+    }
+}
+
+/// Canceling a queued run ends it at once; it is never claimed.
+pub async fn cancel_queued_run(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let run = store.create_run(&new_run(p.id)).await.expect("create");
+    let canceled = store
+        .request_cancel(run.id, CancelMode::Graceful)
+        .await
+        .expect("cancel");
+    assert_eq!(canceled.status, RunStatus::Canceled);
+    assert_eq!(
+        canceled.status_reason.as_deref(),
+        Some("canceled before start")
+    );
+    assert_recent(canceled.finished_at.expect("finished_at"), "finished_at");
+    assert_eq!(canceled.started_at, None);
+    assert_eq!(canceled.cancel_requested, None);
+    assert_eq!(store.get_run(run.id).await.expect("get"), canceled);
+    assert!(
+        store
+            .claim_run("w", Duration::from_secs(30))
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    assert_conflict(store.request_cancel(run.id, CancelMode::Force).await, "");
+}
+
+/// Canceling a running run flags it; force overrides graceful, never the reverse.
+pub async fn cancel_running_run(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let run = running_run(store, p.id, "w").await;
+    let r = store
+        .request_cancel(run.id, CancelMode::Graceful)
+        .await
+        .expect("cancel");
+    assert_eq!(r.status, RunStatus::Running);
+    assert_eq!(r.cancel_requested, Some(CancelMode::Graceful));
+    assert_eq!(r.finished_at, None);
+    let r = store
+        .request_cancel(run.id, CancelMode::Graceful)
+        .await
+        .expect("again");
+    assert_eq!(r.cancel_requested, Some(CancelMode::Graceful));
+    let r = store
+        .request_cancel(run.id, CancelMode::Force)
+        .await
+        .expect("force");
+    assert_eq!(r.cancel_requested, Some(CancelMode::Force));
+    let r = store
+        .request_cancel(run.id, CancelMode::Graceful)
+        .await
+        .expect("graceful after");
+    assert_eq!(
+        r.cancel_requested,
+        Some(CancelMode::Force),
+        "graceful never weakens force"
+    );
+    assert_eq!(
+        store.get_run(run.id).await.expect("get").cancel_requested,
+        Some(CancelMode::Force)
+    );
+    // Force first stays force.
+    let run2 = running_run(store, p.id, "w").await;
+    store
+        .request_cancel(run2.id, CancelMode::Force)
+        .await
+        .expect("force");
+    let r = store
+        .request_cancel(run2.id, CancelMode::Graceful)
+        .await
+        .expect("graceful");
+    assert_eq!(r.cancel_requested, Some(CancelMode::Force));
+    let done = store
+        .finish_run(
+            run2.id,
+            "w",
+            &RunOutcome {
+                status: RunStatus::Canceled,
+                rc: Some(-9),
+                reason: Some("canceled".into()),
+                summary: RunSummary::new(),
+            },
+        )
+        .await
+        .expect("finish");
+    assert_eq!(done.status, RunStatus::Canceled);
+    assert_eq!(done.cancel_requested, None);
+}
+
+/// Canceling a finished run conflicts; a missing one is not found.
+pub async fn cancel_finished_or_missing(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let run = running_run(store, p.id, "w").await;
+    store
+        .finish_run(run.id, "w", &ok_outcome())
+        .await
+        .expect("finish");
+    assert_conflict(store.request_cancel(run.id, CancelMode::Graceful).await, "");
+    let after = store.get_run(run.id).await.expect("get");
+    assert_eq!(after.status, RunStatus::Successful);
+    assert_eq!(after.cancel_requested, None);
+    assert_not_found(
+        store.request_cancel(run.id + 99, CancelMode::Force).await,
+        "run",
+    );
+}
+
+/// Failing a dead process's runs matches the worker id prefix literally (no wildcards, case
+/// matters) and only touches running runs.
+pub async fn fail_runs_of_workers_by_prefix(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let a1 = running_run(store, p.id, "host_a:1:w0").await;
+    let a2 = running_run(store, p.id, "host_a:1:w1").await;
+    let wild_ = running_run(store, p.id, "hostXa:1:w0").await;
+    let wild_pct = running_run(store, p.id, "host_a:10:w0").await;
+    let upper = running_run(store, p.id, "HOST_A:1:w0").await;
+    let done = running_run(store, p.id, "host_a:1:w2").await;
+    store
+        .finish_run(done.id, "host_a:1:w2", &ok_outcome())
+        .await
+        .expect("finish");
+    let queued = store.create_run(&new_run(p.id)).await.expect("queued");
+
+    let failed = store
+        .fail_runs_of_workers("host_a:1:", "worker died")
+        .await
+        .expect("fail");
+    assert_eq!(failed, vec![a1.id, a2.id]);
+    for id in [a1.id, a2.id] {
+        let r = store.get_run(id).await.expect("get");
+        assert_eq!(r.status, RunStatus::Error);
+        assert_eq!(r.status_reason.as_deref(), Some("worker died"));
+        assert_recent(r.finished_at.expect("finished_at"), "finished_at");
+    }
+    for id in [wild_.id, wild_pct.id, upper.id] {
+        assert_eq!(
+            store.get_run(id).await.expect("get").status,
+            RunStatus::Running
+        );
+    }
+    assert_eq!(
+        store.get_run(done.id).await.expect("get").status,
+        RunStatus::Successful
+    );
+    assert_eq!(
+        store.get_run(queued.id).await.expect("get").status,
+        RunStatus::Queued
+    );
+    // `%` in the prefix is literal too.
+    assert!(
+        store
+            .fail_runs_of_workers("host%", "x")
+            .await
+            .expect("fail")
+            .is_empty()
+    );
+    assert!(
+        store
+            .fail_runs_of_workers("host_a:1:", "x")
+            .await
+            .expect("fail")
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .fail_runs_of_workers("host_a:10", "gone")
+            .await
+            .expect("fail"),
+        vec![wild_pct.id]
+    );
+    // The worker can no longer finish a run failed under it.
+    assert_conflict(
+        store.finish_run(a1.id, "host_a:1:w0", &ok_outcome()).await,
+        "",
+    );
+}
+
+/// Leases that expired before `now` fail their runs; others are untouched.
+pub async fn expire_leases_by_time(store: &dyn Store) {
+    let p = project(store, "p").await;
+    store.create_run(&new_run(p.id)).await.expect("create");
+    let short = store
+        .claim_run("w", Duration::from_secs(1))
+        .await
+        .expect("claim")
+        .expect("run");
+    store.create_run(&new_run(p.id)).await.expect("create");
+    let long = store
+        .claim_run("w", Duration::from_secs(3600))
+        .await
+        .expect("claim")
+        .expect("run");
+    let queued = store.create_run(&new_run(p.id)).await.expect("create");
+    assert!(
+        store
+            .expire_leases(Utc::now() - ChronoDuration::seconds(10), "lease")
+            .await
+            .expect("x")
+            .is_empty()
+    );
+    let expired = store
+        .expire_leases(Utc::now() + ChronoDuration::seconds(30), "lease expired")
+        .await
+        .expect("expire");
+    assert_eq!(expired, vec![short.id]);
+    let r = store.get_run(short.id).await.expect("get");
+    assert_eq!(r.status, RunStatus::Error);
+    assert_eq!(r.status_reason.as_deref(), Some("lease expired"));
+    assert!(r.finished_at.is_some());
+    assert_eq!(
+        store.get_run(long.id).await.expect("get").status,
+        RunStatus::Running
+    );
+    assert_eq!(
+        store.get_run(queued.id).await.expect("get").status,
+        RunStatus::Queued
+    );
+    // Already failed: not again.
+    assert!(
+        store
+            .expire_leases(Utc::now() + ChronoDuration::seconds(30), "x")
+            .await
+            .expect("x")
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .renew_lease(short.id, "w", Duration::from_secs(5))
+            .await
+            .expect("renew"),
+        Lease::Lost
+    );
+}
+
+/// Events keep every field, list in counter order after a cursor, and are counted on the run.
+pub async fn events_round_trip_and_paging(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let run = running_run(store, p.id, "w").await;
+    let other = running_run(store, p.id, "w").await;
+    let mut evs = events(1..=10);
+    evs[0] = Event {
+        counter: 1,
+        uuid: "0f8c-uuid".into(),
+        event: "playbook_on_start".into(),
+        parent_uuid: None,
+        created: Utc
+            .with_ymd_and_hms(2026, 11, 22, 1, 2, 3)
+            .single()
+            .expect("date")
+            + ChronoDuration::microseconds(123_456),
+        stdout: String::new(),
+        start_line: 0,
+        end_line: 0,
+        event_data: json!({"playbook": "site.yml", "n": 1.5, "big": 9007199254740993_i64, "u": "ünï \"q\" \\ \n", "arr": [null, true, {}]}),
+    };
+    store.append_events(run.id, &evs).await.expect("append");
+    store
+        .append_events(other.id, &events(1..=3))
+        .await
+        .expect("append other");
+    let got = store.list_events(run.id, 0, 100).await.expect("list");
+    assert_eq!(got, evs);
+    assert_eq!(
+        store.list_events(run.id, 4, 3).await.expect("list"),
+        evs[4..7].to_vec()
+    );
+    assert_eq!(
+        store.list_events(run.id, 10, 5).await.expect("list"),
+        Vec::<Event>::new()
+    );
+    assert_eq!(
+        store.list_events(run.id, 0, 0).await.expect("list"),
+        Vec::<Event>::new()
+    );
+    assert_eq!(store.get_run(run.id).await.expect("get").event_count, 10);
+    assert_eq!(store.get_run(other.id).await.expect("get").event_count, 3);
+    assert_eq!(
+        store
+            .list_events(other.id, 0, 100)
+            .await
+            .expect("list")
+            .len(),
+        3
+    );
+    // Out-of-order arrival still lists in counter order.
+    store
+        .append_events(
+            other.id,
+            &[
+                event(6, "runner_on_ok", json!({})),
+                event(4, "x", json!(null)),
+            ],
+        )
+        .await
+        .expect("append");
+    let counters: Vec<i64> = store
+        .list_events(other.id, 0, 100)
+        .await
+        .expect("list")
+        .iter()
+        .map(|e| e.counter)
+        .collect();
+    assert_eq!(counters, vec![1, 2, 3, 4, 6]);
+    assert_eq!(store.get_run(other.id).await.expect("get").event_count, 5);
+    // An empty batch is fine.
+    store
+        .append_events(run.id, &[])
+        .await
+        .expect("empty append");
+}
+
+/// A retried or overlapping batch never duplicates events nor miscounts them.
+pub async fn events_batches_are_idempotent(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let run = running_run(store, p.id, "w").await;
+    let first = events(1..=50);
+    store.append_events(run.id, &first).await.expect("append");
+    store.append_events(run.id, &first).await.expect("retry");
+    assert_eq!(store.get_run(run.id).await.expect("get").event_count, 50);
+    // Overlap, with a changed duplicate: the stored one wins.
+    let mut overlap = events(40..=80);
+    overlap[0].stdout = "changed".into();
+    store
+        .append_events(run.id, &overlap)
+        .await
+        .expect("overlap");
+    let got = store.list_events(run.id, 0, 1000).await.expect("list");
+    assert_eq!(got.len(), 80);
+    assert_eq!(got[39], first[39], "the first stored copy is kept");
+    assert!(got.windows(2).all(|w| w[0].counter + 1 == w[1].counter));
+    assert_eq!(store.get_run(run.id).await.expect("get").event_count, 80);
+    // Duplicates inside one batch.
+    let dup = vec![
+        event(81, "a", json!({})),
+        event(81, "b", json!({})),
+        event(82, "c", json!({})),
+    ];
+    store
+        .append_events(run.id, &dup)
+        .await
+        .expect("dups in batch");
+    assert_eq!(store.get_run(run.id).await.expect("get").event_count, 82);
+    assert_eq!(
+        store.list_events(run.id, 80, 10).await.expect("list").len(),
+        2
+    );
+}
+
+/// One call with more events than one statement can bind is still stored whole.
+pub async fn events_large_batch(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let run = running_run(store, p.id, "w").await;
+    let evs = events(1..=7000);
+    store.append_events(run.id, &evs).await.expect("append");
+    assert_eq!(store.get_run(run.id).await.expect("get").event_count, 7000);
+    let tail = store.list_events(run.id, 6990, 100).await.expect("list");
+    assert_eq!(tail, evs[6990..].to_vec());
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.list_events(run.id, after, 1000).await.expect("list");
+        let Some(last) = page.last() else { break };
+        after = last.counter;
+        all.extend(page);
+    }
+    assert_eq!(all, evs);
+}
+
+/// Events and output for a run that does not exist are refused, and nothing is stored.
+pub async fn events_for_missing_run(store: &dyn Store) {
+    assert_not_found(store.append_events(77, &events(1..=2)).await, "run");
+    assert_not_found(
+        store
+            .append_output(
+                77,
+                &[OutputChunk {
+                    stream: Stream::Stdout,
+                    seq: 1,
+                    text: "x".into(),
+                }],
+            )
+            .await,
+        "run",
+    );
+    let p = project(store, "p").await;
+    let run = store.create_run(&new_run(p.id)).await.expect("create");
+    assert!(
+        store
+            .list_events(run.id, 0, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .read_output(run.id, Stream::Stdout)
+            .await
+            .expect("read"),
+        ""
+    );
+}
+
+/// Host failures are unreachable hosts and failures that were not ignored, in counter order.
+pub async fn host_failures_filter(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let run = running_run(store, p.id, "w").await;
+    let evs = vec![
+        event(1, "playbook_on_start", json!({})),
+        event(
+            2,
+            "runner_on_failed",
+            json!({"host": "a", "task": "t1", "ignore_errors": true}),
+        ),
+        event(3, "runner_on_failed", json!({"host": "b", "task": "t1"})),
+        event(4, "runner_on_ok", json!({"host": "c", "task": "t1"})),
+        event(
+            5,
+            "runner_on_unreachable",
+            json!({"host": "d", "task": "t1"}),
+        ),
+        event(
+            6,
+            "runner_on_failed",
+            json!({"host": "e", "task": "t2", "ignore_errors": false}),
+        ),
+        event(
+            7,
+            "runner_on_failed",
+            json!({"host": "f", "ignore_errors": "yes"}),
+        ),
+    ];
+    store.append_events(run.id, &evs).await.expect("append");
+    let failures = store.host_failures(run.id).await.expect("failures");
+    let expected: Vec<Event> = evs
+        .iter()
+        .filter(|e| e.is_host_failure())
+        .cloned()
+        .collect();
+    assert_eq!(failures, expected);
+    assert_eq!(
+        failures.iter().map(|e| e.counter).collect::<Vec<_>>(),
+        vec![3, 5, 6, 7]
+    );
+    let other = running_run(store, p.id, "w").await;
+    assert!(
+        store
+            .host_failures(other.id)
+            .await
+            .expect("failures")
+            .is_empty()
+    );
+}
+
+/// Output chunks concatenate per stream in seq order; a repeated seq is skipped.
+pub async fn output_streams(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let run = running_run(store, p.id, "w").await;
+    let chunk = |stream, seq, text: &str| OutputChunk {
+        stream,
+        seq,
+        text: text.into(),
+    };
+    store
+        .append_output(
+            run.id,
+            &[
+                chunk(Stream::Stdout, 1, "PLAY [all] "),
+                chunk(Stream::Stderr, 2, "warn: x\n"),
+                chunk(Stream::Stdout, 4, "ok: [a]\n"),
+            ],
+        )
+        .await
+        .expect("append");
+    store
+        .append_output(
+            run.id,
+            &[
+                chunk(Stream::Stdout, 3, "***\n"),
+                chunk(Stream::Stdout, 4, "DUPLICATE"),
+                chunk(Stream::Stderr, 5, "ünïcode\n"),
+            ],
+        )
+        .await
+        .expect("append");
+    store.append_output(run.id, &[]).await.expect("empty");
+    assert_eq!(
+        store
+            .read_output(run.id, Stream::Stdout)
+            .await
+            .expect("read"),
+        "PLAY [all] ***\nok: [a]\n"
+    );
+    assert_eq!(
+        store
+            .read_output(run.id, Stream::Stderr)
+            .await
+            .expect("read"),
+        "warn: x\nünïcode\n"
+    );
+    let big: String = "x".repeat(100_000);
+    let many: Vec<OutputChunk> = (6..3006)
+        .map(|s| chunk(Stream::Stdout, s, &big[..(s as usize % 50)]))
+        .collect();
+    store
+        .append_output(run.id, &many)
+        .await
+        .expect("many chunks");
+    let out = store
+        .read_output(run.id, Stream::Stdout)
+        .await
+        .expect("read");
+    let expected_len =
+        "PLAY [all] ***\nok: [a]\n".len() + many.iter().map(|c| c.text.len()).sum::<usize>();
+    assert_eq!(out.len(), expected_len);
+}
+
+/// A NUL character in text does not fail the write (backends that cannot store it replace it).
+pub async fn nul_characters_do_not_break_writes(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let run = running_run(store, p.id, "w").await;
+    let mut e = event(
+        1,
+        "runner_on_ok",
+        json!({"host": "a\u{0}b", "res": {"stdout": "x\u{0}y"}}),
+    );
+    e.stdout = "bin\u{0}ary".into();
+    store
+        .append_events(run.id, std::slice::from_ref(&e))
+        .await
+        .expect("append event");
+    let got = store.list_events(run.id, 0, 10).await.expect("list");
+    assert_eq!(got.len(), 1);
+    assert!(matches!(
+        got[0].stdout.as_str(),
+        "bin\u{0}ary" | "bin\u{FFFD}ary"
+    ));
+    assert_eq!(
+        got[0].event_data, e.event_data,
+        "event data is kept exactly"
+    );
+    store
+        .append_output(
+            run.id,
+            &[OutputChunk {
+                stream: Stream::Stdout,
+                seq: 1,
+                text: "a\u{0}b".into(),
+            }],
+        )
+        .await
+        .expect("append output");
+    let out = store
+        .read_output(run.id, Stream::Stdout)
+        .await
+        .expect("read");
+    assert!(matches!(out.as_str(), "a\u{0}b" | "a\u{FFFD}b"), "{out:?}");
+}
+
+/// Tokens are stored by hash (unique); names may repeat.
+pub async fn tokens_round_trip(store: &dyn Store) {
+    let a = store.create_token("admin", "aa11").await.expect("create");
+    let b = store
+        .create_token("admin", "bb22")
+        .await
+        .expect("same name, other hash");
+    assert!(b.id > a.id);
+    assert_eq!(a.name, "admin");
+    assert_eq!(a.hash, "aa11");
+    assert_recent(a.created_at, "created_at");
+    assert_conflict(store.create_token("ci", "aa11").await, "token");
+    let list = store.list_tokens().await.expect("list");
+    assert_eq!(list, vec![a, b]);
+}
+
+/// Appends `batches` batches of `batch_size` runner-shaped events to one run and returns the
+/// rate in events per second. Not a case: backends call it from an ignored test to measure.
+pub async fn event_append_rate(store: &dyn Store, batches: usize, batch_size: usize) -> f64 {
+    let p = project(store, &format!("rate-{batch_size}")).await;
+    let run = running_run(store, p.id, "w").await;
+    let payload = json!({
+        "playbook": "site.yml", "play": "all", "task": "ping", "task_action": "ansible.builtin.ping",
+        "host": "web-01.example.com", "duration": 0.123,
+        "res": {"changed": false, "ping": "pong", "_ansible_no_log": false},
+    });
+    let mut counter = 0_i64;
+    let all: Vec<Vec<Event>> = (0..batches)
+        .map(|_| {
+            (0..batch_size)
+                .map(|_| {
+                    counter += 1;
+                    let mut e = event(counter, "runner_on_ok", payload.clone());
+                    e.stdout = format!("ok: [web-01.example.com] => {counter}\n");
+                    e
+                })
+                .collect()
+        })
+        .collect();
+    let start = std::time::Instant::now();
+    for batch in &all {
+        store.append_events(run.id, batch).await.expect("append");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(
+        store.get_run(run.id).await.expect("get").event_count,
+        counter
+    );
+    counter as f64 / secs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn every_case_is_listed_once() {
+        let names: BTreeSet<&str> = CASES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names.len(), CASES.len());
+        assert!(CASES.len() >= 25);
+    }
+}

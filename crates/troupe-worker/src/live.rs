@@ -1,0 +1,194 @@
+//! Live publication of what runs do, after it is stored.
+//!
+//! Events reach subscribers only once the store has them, so a subscriber that reads history
+//! from the store and then listens here sees every event exactly once: it subscribes first,
+//! reads the store, then skips live events it already has. Each run has one broadcast channel
+//! carrying whole batches, so a thousand subscribers cost one store write and one clone of an
+//! `Arc` each per batch. A subscriber that falls more than [`RUN_CHANNEL_BATCHES`] batches
+//! behind is told it lagged (tokio's broadcast semantics) and must resume from the store.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+use troupe_core::run::RunSummary;
+use troupe_core::{Event, RunStatus};
+
+/// Batches a subscriber may fall behind before it is cut off.
+pub const RUN_CHANNEL_BATCHES: usize = 1024;
+/// Run changes a dashboard subscriber may fall behind before it is cut off.
+pub const CHANGE_CHANNEL_CAPACITY: usize = 4096;
+
+/// What one run's channel carries.
+#[derive(Debug, Clone)]
+pub enum RunMessage {
+    /// Events just stored, in counter order.
+    Events(Arc<[Event]>),
+    /// The run reached a final status; nothing follows.
+    Finished(RunStatus),
+}
+
+/// A change of some run, for dashboards following many runs.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunChange {
+    /// A run was queued.
+    RunCreated {
+        /// The run.
+        run_id: i64,
+        /// Its project.
+        project_id: i64,
+        /// Its tag.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tag: Option<String>,
+        /// Its labels.
+        labels: std::collections::BTreeMap<String, String>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A run's status changed.
+    StatusChanged {
+        /// The run.
+        run_id: i64,
+        /// Its project.
+        project_id: i64,
+        /// Its tag.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tag: Option<String>,
+        /// Its labels.
+        labels: std::collections::BTreeMap<String, String>,
+        /// The new status.
+        status: RunStatus,
+        /// Why, when it needs saying.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// ansible-playbook's exit code, once known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rc: Option<i32>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A run's per-host summary is known (from its stats event).
+    SummaryUpdated {
+        /// The run.
+        run_id: i64,
+        /// Its project.
+        project_id: i64,
+        /// Its tag.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tag: Option<String>,
+        /// Its labels.
+        labels: std::collections::BTreeMap<String, String>,
+        /// Per-host totals.
+        #[schema(value_type = Object)]
+        summary: RunSummary,
+        /// When.
+        at: DateTime<Utc>,
+    },
+}
+
+impl RunChange {
+    /// The run this change is about.
+    pub fn run_id(&self) -> i64 {
+        match self {
+            RunChange::RunCreated { run_id, .. }
+            | RunChange::StatusChanged { run_id, .. }
+            | RunChange::SummaryUpdated { run_id, .. } => *run_id,
+        }
+    }
+
+    /// (project id, tag, labels) of the run.
+    pub fn run_keys(
+        &self,
+    ) -> (
+        i64,
+        Option<&str>,
+        &std::collections::BTreeMap<String, String>,
+    ) {
+        match self {
+            RunChange::RunCreated {
+                project_id,
+                tag,
+                labels,
+                ..
+            }
+            | RunChange::StatusChanged {
+                project_id,
+                tag,
+                labels,
+                ..
+            }
+            | RunChange::SummaryUpdated {
+                project_id,
+                tag,
+                labels,
+                ..
+            } => (*project_id, tag.as_deref(), labels),
+        }
+    }
+}
+
+/// Where stored events and run changes are announced.
+pub struct LiveHub {
+    runs: Mutex<HashMap<i64, broadcast::Sender<RunMessage>>>,
+    changes: broadcast::Sender<RunChange>,
+}
+
+impl Default for LiveHub {
+    fn default() -> Self {
+        Self {
+            runs: Mutex::new(HashMap::new()),
+            changes: broadcast::channel(CHANGE_CHANNEL_CAPACITY).0,
+        }
+    }
+}
+
+impl LiveHub {
+    /// Listens to one run. Subscribe *before* reading history from the store.
+    pub fn subscribe(&self, run_id: i64) -> broadcast::Receiver<RunMessage> {
+        let Ok(mut runs) = self.runs.lock() else {
+            // A poisoned lock only happens after a panic elsewhere; a closed receiver makes the
+            // subscriber fall back to the store.
+            return broadcast::channel(1).1;
+        };
+        // Drop channels nobody listens to any more.
+        runs.retain(|_, tx| tx.receiver_count() > 0);
+        runs.entry(run_id)
+            .or_insert_with(|| broadcast::channel(RUN_CHANNEL_BATCHES).0)
+            .subscribe()
+    }
+
+    /// Announces events the store now holds.
+    pub fn publish_events(&self, run_id: i64, events: Arc<[Event]>) {
+        if let Some(tx) = self.sender(run_id) {
+            let _ = tx.send(RunMessage::Events(events));
+        }
+    }
+
+    /// Announces that a run ended (after its last events were published).
+    pub fn publish_finished(&self, run_id: i64, status: RunStatus) {
+        let tx = self
+            .runs
+            .lock()
+            .ok()
+            .and_then(|mut runs| runs.remove(&run_id));
+        if let Some(tx) = tx {
+            let _ = tx.send(RunMessage::Finished(status));
+        }
+    }
+
+    /// Listens to changes of every run.
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<RunChange> {
+        self.changes.subscribe()
+    }
+
+    /// Announces a change of some run.
+    pub fn publish_change(&self, change: RunChange) {
+        let _ = self.changes.send(change);
+    }
+
+    fn sender(&self, run_id: i64) -> Option<broadcast::Sender<RunMessage>> {
+        self.runs.lock().ok()?.get(&run_id).cloned()
+    }
+}
