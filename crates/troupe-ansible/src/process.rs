@@ -300,6 +300,14 @@ async fn start(
     );
     let enabled = prepend(&env, "ANSIBLE_CALLBACKS_ENABLED", PLUGIN_NAME, ",");
     env.retain(|(k, _)| k != "ANSIBLE_CALLBACK_PLUGINS" && k != "ANSIBLE_CALLBACKS_ENABLED");
+    // Ansible's colours are kept (as ansible-runner keeps them in event stdout); readers that
+    // want plain text strip them. A user's ANSIBLE_NOCOLOR or ANSIBLE_FORCE_COLOR still wins.
+    if !env
+        .iter()
+        .any(|(k, _)| k == "ANSIBLE_NOCOLOR" || k == "ANSIBLE_FORCE_COLOR")
+    {
+        env.push(("ANSIBLE_FORCE_COLOR".into(), "1".into()));
+    }
     let ours: [(&str, OsString); 8] = [
         ("ANSIBLE_CALLBACK_PLUGINS", plugin_dirs),
         ("ANSIBLE_CALLBACKS_ENABLED", enabled),

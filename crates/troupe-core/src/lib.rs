@@ -9,6 +9,7 @@ pub mod inventory;
 pub mod project;
 pub mod run;
 pub mod status;
+pub mod text;
 
 pub use error::ValidationError;
 pub use event::Event;

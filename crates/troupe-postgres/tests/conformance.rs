@@ -126,16 +126,3 @@ async fn new_runs_are_notified() {
         std::panic::resume_unwind(panic);
     }
 }
-
-/// Measures the event append rate (`cargo test --release -p troupe-postgres -- --ignored`).
-#[tokio::test]
-#[ignore = "a measurement, not a check"]
-async fn measure_event_append_rate() {
-    run("measure_rate", |store| {
-        Box::pin(async move {
-            let rate = troupe_store::conformance::event_append_rate(store, 200, 500).await;
-            eprintln!("postgres: {rate:.0} events/s (200 batches of 500)");
-        })
-    })
-    .await;
-}

@@ -13,16 +13,3 @@ async fn run(name: &str, case: CaseFn) {
 }
 
 troupe_store::conformance_tests!(run);
-
-/// Measures the event append rate (`cargo test --release -p troupe-sqlite -- --ignored`).
-#[tokio::test]
-#[ignore = "a measurement, not a check"]
-async fn measure_event_append_rate() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(&dir.path().join("rate.db"))
-        .await
-        .expect("open");
-    let rate = troupe_store::conformance::event_append_rate(&store, 200, 500).await;
-    eprintln!("sqlite: {rate:.0} events/s (200 batches of 500)");
-    store.close().await;
-}

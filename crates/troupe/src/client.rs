@@ -100,6 +100,16 @@ impl Client {
         .into())
     }
 
+    /// GET a streaming response (Server-Sent Events), checked for an error answer.
+    pub async fn stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        self.send(
+            self.http
+                .get(self.url(path))
+                .header(reqwest::header::ACCEPT, "text/event-stream"),
+        )
+        .await
+    }
+
     /// GET a JSON document.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let resp = self.send(self.http.get(self.url(path))).await?;

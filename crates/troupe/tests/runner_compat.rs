@@ -97,10 +97,7 @@ async fn exported_artifacts_match_ansible_runner() -> anyhow::Result<()> {
         String::from_utf8_lossy(&cli.stderr)
     );
     let troupe_events = read_job_events(&export_dir.join("job_events"))?;
-    std::fs::write(
-        "/tmp/rc/dump.json",
-        serde_json::to_string(&json!({"runner": runner_events, "troupe": troupe_events}))?,
-    )?; // DEBUG
+    let read = |dir: &Path, name: &str| std::fs::read_to_string(dir.join(name));
 
     // The export holds exactly the stored events, one per file.
     let api_events = server.events(id).await?;
@@ -131,6 +128,33 @@ async fn exported_artifacts_match_ansible_runner() -> anyhow::Result<()> {
         bail!("event sequences differ:\n{}", diff(&theirs, &ours));
     }
 
+    // Each event's details: every key runner gives is there, with the same value where the
+    // value does not depend on the run (uuids, times, paths) or on how args are shown.
+    let theirs = by_position(&runner_events);
+    let ours = by_position(&troupe_events);
+    for (r, t) in theirs.iter().zip(&ours) {
+        compare_event_data(r, t)?;
+    }
+
+    // stdout's lines [start_line, end_line) are each event's stdout.
+    let stdout_file = read(&export_dir, "stdout")?;
+    let lines: Vec<&str> = stdout_file.split_inclusive('\n').collect();
+    for e in &troupe_events {
+        let (Some(start), Some(end)) = (e["start_line"].as_u64(), e["end_line"].as_u64()) else {
+            bail!("event without line numbers: {e}");
+        };
+        let slice = lines
+            .get(start as usize..end as usize)
+            .with_context(|| format!("event {} lines {start}..{end} beyond stdout", e["counter"]))?
+            .concat();
+        assert_eq!(
+            slice,
+            e["stdout"].as_str().unwrap_or_default(),
+            "event {}",
+            e["counter"]
+        );
+    }
+
     // The same recap.
     assert_eq!(
         stats(&troupe_events)?,
@@ -139,17 +163,20 @@ async fn exported_artifacts_match_ansible_runner() -> anyhow::Result<()> {
     );
 
     // rc and status as runner writes them (no newline), and the same outcome.
-    let read = |dir: &Path, name: &str| std::fs::read_to_string(dir.join(name));
     assert_eq!(read(&export_dir, "rc")?, read(&runner_dir, "rc")?);
     assert_eq!(read(&export_dir, "status")?, read(&runner_dir, "status")?);
     assert_eq!(read(&export_dir, "status")?, "failed");
     assert_eq!(read(&export_dir, "rc")?, run["rc"].to_string());
 
-    // stdout is the API's; stderr is there.
-    let stdout = server.text(&format!("/api/v1/runs/{id}/stdout")).await?;
+    // stdout is the API's, colours kept (runner's stdout keeps them too); so is stderr.
+    let stdout = server
+        .text(&format!("/api/v1/runs/{id}/stdout?ansi=true"))
+        .await?;
     assert_eq!(read(&export_dir, "stdout")?, stdout);
     assert!(stdout.contains("PLAY RECAP"), "{stdout}");
-    let stderr = server.text(&format!("/api/v1/runs/{id}/stderr")).await?;
+    let stderr = server
+        .text(&format!("/api/v1/runs/{id}/stderr?ansi=true"))
+        .await?;
     assert_eq!(read(&export_dir, "stderr")?, stderr);
 
     // command: runner's shape, the playbook last, the project as cwd, no environment.
@@ -240,6 +267,45 @@ async fn unfinished_runs_and_unknown_runs_are_refused() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A module argument the module itself declares `no_log` (here `user`'s `password`) is masked in
+/// the result and never printed; ansible-runner's events do not hold it either (`task_args` is
+/// empty unless `DISPLAY_ARGS_TO_STDOUT`). troupe's `runner_on_*` events put the *templated*
+/// task args in `task_args`, secret value and `_ansible_*` internals included, so the secret is
+/// stored and exported.
+#[tokio::test]
+#[ignore = "troupe bug: task_args of host events hold templated no_log argument values"]
+async fn task_args_are_never_rendered_secrets() -> anyhow::Result<()> {
+    const SECRET: &str = "SuperSecret-troupe-probe-123";
+    let server = Server::start()?;
+    let proj = project_dir(&[(
+        "pw.yml",
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: set a password\n      ansible.builtin.user:\n        name: troupe_probe_user\n        password: \"{{ secret_pw }}\"\n      check_mode: true\n",
+    )])?;
+    let project = server.project(proj.path()).await?;
+    let id = server
+        .launch(
+            project,
+            "pw.yml",
+            &local_hosts(1),
+            json!({"extra_vars": {"secret_pw": SECRET}}),
+        )
+        .await?;
+    let run = server.wait_finished(id).await?;
+    assert_eq!(run["status"], "successful", "{run}");
+    let stdout = server.text(&format!("/api/v1/runs/{id}/stdout")).await?;
+    assert!(!stdout.contains(SECRET), "ansible itself never prints it");
+    for e in server.events(id).await? {
+        assert!(
+            !e.to_string().contains(SECRET),
+            "event {} {} holds the secret: task_args = {}",
+            e["counter"],
+            e["event"],
+            e["event_data"]["task_args"]
+        );
+    }
+    Ok(())
+}
+
 /// Runs `site.yml` under `ansible-runner run` in private data dir `pdd`; returns the run's
 /// artifact directory.
 fn run_ansible_runner(pdd: &Path, hosts: &str) -> anyhow::Result<std::path::PathBuf> {
@@ -300,15 +366,38 @@ fn read_job_events(dir: &Path) -> anyhow::Result<Vec<Value>> {
     Ok(events)
 }
 
-/// The events as compared: see the module doc for the normalisation.
+/// The events in compared order: within each stretch between two `playbook_on_*` events,
+/// stably sorted by host (see the module doc).
+fn by_position(events: &[Value]) -> Vec<&Value> {
+    let host = |e: &&Value| e["event_data"]["host"].as_str().map(str::to_owned);
+    let mut out = Vec::with_capacity(events.len());
+    let mut block: Vec<&Value> = Vec::new();
+    for e in events {
+        if e["event"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("playbook_on_"))
+        {
+            block.sort_by_key(host);
+            out.append(&mut block);
+            out.push(e);
+        } else {
+            block.push(e);
+        }
+    }
+    block.sort_by_key(host);
+    out.append(&mut block);
+    out
+}
+
+/// The events as compared: (event, host, task, parent's event name), in compared order.
 fn normalise(events: &[Value]) -> Vec<Key> {
     let names: BTreeMap<&str, &str> = events
         .iter()
         .filter_map(|e| Some((e["uuid"].as_str()?, e["event"].as_str()?)))
         .collect();
     let text = |v: &Value| v.as_str().map(str::to_owned);
-    let keys: Vec<Key> = events
-        .iter()
+    by_position(events)
+        .into_iter()
         .map(|e| {
             (
                 e["event"].as_str().unwrap_or_default().to_owned(),
@@ -320,21 +409,70 @@ fn normalise(events: &[Value]) -> Vec<Key> {
                     .map(|n| (*n).to_owned()),
             )
         })
-        .collect();
-    let mut out = Vec::with_capacity(keys.len());
-    let mut block: Vec<Key> = Vec::new();
-    for key in keys {
-        if key.0.starts_with("playbook_on_") {
-            block.sort_by(|a, b| a.1.cmp(&b.1));
-            out.append(&mut block);
-            out.push(key);
-        } else {
-            block.push(key);
-        }
+        .collect()
+}
+
+/// event_data keys whose values must match runner's exactly.
+const SAME_VALUE: [&str; 10] = [
+    "playbook",
+    "play",
+    "play_pattern",
+    "name",
+    "pattern",
+    "task_action",
+    "resolved_action",
+    "is_conditional",
+    "event_loop",
+    "role",
+];
+
+/// Keys of a result (`res`) whose values must match runner's.
+const SAME_RESULT: [&str; 5] = ["changed", "failed", "skipped", "msg", "skip_reason"];
+
+/// Runner's event_data keys must all be in troupe's (troupe may add its own), with the same
+/// values for run-independent keys. Two documented exceptions:
+/// - `task_args`: runner leaves it empty unless `DISPLAY_ARGS_TO_STDOUT` is set; troupe fills
+///   it (see `task_args_are_never_rendered_secrets`, ignored until troupe is fixed).
+/// - `ignore_errors`: runner passes ansible's value through (`null` for a task without
+///   `ignore_errors`), troupe stores a boolean; they agree on truthiness, which is all the
+///   field means.
+fn compare_event_data(runner: &Value, troupe: &Value) -> anyhow::Result<()> {
+    let what = format!(
+        "{} {} {}",
+        runner["event"], runner["event_data"]["host"], runner["event_data"]["task"]
+    );
+    let (r, t) = (&runner["event_data"], &troupe["event_data"]);
+    let r_obj = r.as_object().context("runner event_data")?;
+    let t_obj = t.as_object().context("troupe event_data")?;
+    for key in r_obj.keys() {
+        ensure!(
+            t_obj.contains_key(key),
+            "{what}: troupe lacks event_data.{key}"
+        );
     }
-    block.sort_by(|a, b| a.1.cmp(&b.1));
-    out.append(&mut block);
-    out
+    for key in SAME_VALUE {
+        ensure!(
+            r.get(key) == t.get(key),
+            "{what}: event_data.{key}: runner {:?}, troupe {:?}",
+            r.get(key),
+            t.get(key)
+        );
+    }
+    let truthy = |v: Option<&Value>| v.and_then(Value::as_bool).unwrap_or(false);
+    ensure!(
+        truthy(r.get("ignore_errors")) == truthy(t.get("ignore_errors")),
+        "{what}: ignore_errors differs"
+    );
+    // Runner has no `res` on some events (`runner_on_skipped`) where troupe adds one.
+    for key in SAME_RESULT.into_iter().filter(|_| r.get("res").is_some()) {
+        ensure!(
+            r["res"].get(key) == t["res"].get(key),
+            "{what}: res.{key}: runner {:?}, troupe {:?}",
+            r["res"].get(key),
+            t["res"].get(key)
+        );
+    }
+    Ok(())
 }
 
 /// `playbook_on_stats`'s per-host columns.

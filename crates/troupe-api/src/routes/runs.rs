@@ -367,17 +367,21 @@ async fn list_events(
 struct OutputQuery {
     /// Skip this many bytes (what a follower already has).
     offset: Option<usize>,
+    /// Keep ansible's colours (ANSI escapes); plain text otherwise.
+    #[serde(default)]
+    ansi: bool,
 }
 
-/// A run's standard output, as ansible printed it. `X-Troupe-Run-Status` carries the run's
-/// status as it was before the output was read.
+/// A run's standard output, as ansible printed it (plain text, or with ansible's colours with
+/// `ansi=true`). `X-Troupe-Run-Status` carries the run's status as it was before the output
+/// was read.
 #[utoipa::path(get, path = "/api/v1/runs/{id}/stdout", params(OutputQuery), responses((status = 200, content_type = "text/plain", body = String)))]
 async fn get_stdout(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
     ApiQuery(q): ApiQuery<OutputQuery>,
 ) -> ApiResult<Response> {
-    output(&state, id, Stream::Stdout, q.offset.unwrap_or(0)).await
+    output(&state, id, Stream::Stdout, &q).await
 }
 
 /// A run's standard error.
@@ -387,12 +391,16 @@ async fn get_stderr(
     ApiPath(id): ApiPath<i64>,
     ApiQuery(q): ApiQuery<OutputQuery>,
 ) -> ApiResult<Response> {
-    output(&state, id, Stream::Stderr, q.offset.unwrap_or(0)).await
+    output(&state, id, Stream::Stderr, &q).await
 }
 
-async fn output(state: &AppState, id: i64, stream: Stream, offset: usize) -> ApiResult<Response> {
+async fn output(state: &AppState, id: i64, stream: Stream, q: &OutputQuery) -> ApiResult<Response> {
     let run = state.store.get_run(id).await?;
-    let text = state.store.read_output(id, stream).await?;
+    let mut text = state.store.read_output(id, stream).await?;
+    if !q.ansi {
+        text = troupe_core::text::plain(&text);
+    }
+    let offset = q.offset.unwrap_or(0);
     let body = match text.get(offset..) {
         Some(rest) => rest.to_owned(),
         None if offset >= text.len() => String::new(),

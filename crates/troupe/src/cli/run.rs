@@ -1,16 +1,21 @@
 //! `troupe run`: ansible-playbook's command line, executed by the server.
 
+use crate::client::ApiFailure;
 use crate::client::Client;
 use anyhow::{Context, bail};
 use clap::Args;
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use troupe_core::Event;
 use troupe_core::RunStatus;
 use troupe_core::inventory::InventoryFormat;
 use troupe_core::run::Run;
+use troupe_core::text::plain;
 
 /// Arguments of `troupe run`, named as ansible-playbook names them.
 #[derive(Debug, Args)]
@@ -296,44 +301,97 @@ fn short_hash(bytes: &[u8]) -> String {
     hex::encode(&Sha256::digest(bytes)[..4])
 }
 
-/// Prints a run's stdout as it grows and returns the exit code ansible-playbook would have.
-/// Ctrl-C once asks for a graceful cancel; twice forces it.
+/// Follows a run over its event stream, printing what ansible prints as it prints it, and
+/// returns the exit code ansible-playbook would have. Reconnects after a dropped connection and
+/// resumes after the last event printed, so nothing is printed twice or missed. Ctrl-C once
+/// asks for a graceful cancel; twice forces it.
 pub async fn follow(client: &Client, run_id: i64) -> anyhow::Result<i32> {
-    let mut offset = 0usize;
-    let mut interrupts = 0u8;
+    let colour = std::io::stdout().is_terminal();
+    let mut progress = Progress::new(std::io::stderr().is_terminal());
     let mut out = std::io::stdout();
-    loop {
-        let (text, headers) = client
-            .get_text(&format!("/api/v1/runs/{run_id}/stdout?offset={offset}"))
-            .await?;
-        if !text.is_empty() {
-            offset += text.len();
-            out.write_all(text.as_bytes())?;
-            out.flush()?;
+    let mut after = 0i64;
+    let mut interrupts = 0u8;
+    let mut failures = 0u32;
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    'connect: loop {
+        if failures > 0 {
+            if failures > MAX_RECONNECTS {
+                bail!("lost the connection to the server {failures} times in a row; giving up");
+            }
+            let delay = Duration::from_millis(200 * u64::from(failures.min(10)));
+            tokio::time::sleep(delay).await;
         }
-        let status = headers
-            .get("x-troupe-run-status")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.parse::<RunStatus>().ok());
-        // The status was read before the output, so a finished status means we have it all.
-        if status.is_some_and(RunStatus::is_finished) {
-            break;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(200)) => {}
-            _ = tokio::signal::ctrl_c() => {
-                interrupts += 1;
-                let mode = if interrupts == 1 { "graceful" } else { "force" };
-                eprintln!("\ntroupe: canceling run {run_id} ({mode}){}", if interrupts == 1 { "; press Ctrl-C again to force" } else { "" });
-                if let Err(e) = client
-                    .post::<_, Value>(&format!("/api/v1/runs/{run_id}/cancel"), &json!({"mode": mode}))
-                    .await
-                {
-                    eprintln!("troupe: cancel failed: {e}");
+        let resp = match client
+            .stream(&format!("/api/v1/runs/{run_id}/events/sse?after={after}"))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if e.downcast_ref::<ApiFailure>().is_some() => return Err(e),
+            Err(e) => {
+                failures += 1;
+                progress.note(&format!("reconnecting ({e:#})"));
+                continue;
+            }
+        };
+        let mut messages = resp.bytes_stream().eventsource();
+        loop {
+            tokio::select! {
+                msg = tokio::time::timeout(STREAM_IDLE_LIMIT, messages.next()) => {
+                    let msg = match msg {
+                        Ok(Some(Ok(m))) => m,
+                        // Dropped, broken or silent connection: resume where we are.
+                        Ok(Some(Err(_)) | None) | Err(_) => {
+                            failures += 1;
+                            continue 'connect;
+                        }
+                    };
+                    failures = 0;
+                    let data: Value = serde_json::from_str(&msg.data)
+                        .with_context(|| format!("the server sent an unreadable {} message", msg.event))?;
+                    match msg.event.as_str() {
+                        "event" => {
+                            let ev: Event = serde_json::from_value(data["event"].clone())
+                                .context("the server sent an unreadable event")?;
+                            if ev.counter <= after {
+                                continue;
+                            }
+                            after = ev.counter;
+                            if !ev.stdout.is_empty() {
+                                progress.clear();
+                                let text = if colour { ev.stdout.clone() } else { plain(&ev.stdout) };
+                                out.write_all(text.as_bytes())?;
+                                out.flush()?;
+                            }
+                            progress.update(&ev);
+                        }
+                        "lagged" => {
+                            after = data["resume_after"].as_i64().unwrap_or(after);
+                            continue 'connect;
+                        }
+                        "end" => break 'connect,
+                        _ => {}
+                    }
+                }
+                _ = ticker.tick() => progress.draw(),
+                _ = tokio::signal::ctrl_c() => {
+                    interrupts += 1;
+                    let mode = if interrupts == 1 { "graceful" } else { "force" };
+                    progress.clear();
+                    eprintln!(
+                        "troupe: canceling run {run_id} ({mode}){}",
+                        if interrupts == 1 { "; press Ctrl-C again to force" } else { "" }
+                    );
+                    if let Err(e) = client
+                        .post::<_, Value>(&format!("/api/v1/runs/{run_id}/cancel"), &json!({"mode": mode}))
+                        .await
+                    {
+                        eprintln!("troupe: cancel failed: {e:#}");
+                    }
                 }
             }
         }
     }
+    progress.clear();
     let run: Run = client.get(&format!("/api/v1/runs/{run_id}")).await?;
     if run.status != RunStatus::Successful && run.status != RunStatus::Failed {
         eprintln!(
@@ -346,6 +404,102 @@ pub async fn follow(client: &Client, run_id: i64) -> anyhow::Result<i32> {
         );
     }
     Ok(exit_code(&run))
+}
+
+/// Connection drops in a row after which following gives up.
+const MAX_RECONNECTS: u32 = 30;
+/// The server sends a keep-alive every 15 s; a stream silent for this long is dead.
+const STREAM_IDLE_LIMIT: Duration = Duration::from_secs(45);
+
+/// The one-line progress display on a terminal: play, task, hosts done/started, elapsed.
+/// Never drawn when stderr is not a terminal (pipes, CI logs).
+struct Progress {
+    enabled: bool,
+    shown: bool,
+    started: std::time::Instant,
+    play: String,
+    task: String,
+    hosts_started: u32,
+    hosts_done: u32,
+}
+
+impl Progress {
+    fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            shown: false,
+            started: std::time::Instant::now(),
+            play: String::new(),
+            task: String::new(),
+            hosts_started: 0,
+            hosts_done: 0,
+        }
+    }
+
+    fn update(&mut self, ev: &Event) {
+        let field = |k: &str| {
+            ev.event_data
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        match ev.event.as_str() {
+            "playbook_on_play_start" => {
+                self.play = field("play");
+                self.task.clear();
+            }
+            "playbook_on_task_start" => {
+                self.task = field("task");
+                self.hosts_started = 0;
+                self.hosts_done = 0;
+            }
+            "runner_on_start" => self.hosts_started += 1,
+            "runner_on_ok" | "runner_on_failed" | "runner_on_skipped" | "runner_on_unreachable" => {
+                self.hosts_done += 1;
+            }
+            _ => {}
+        }
+        self.draw();
+    }
+
+    fn draw(&mut self) {
+        if !self.enabled {
+            return;
+        }
+        let secs = self.started.elapsed().as_secs();
+        let line = format!(
+            "[{:02}:{:02}] {} > {} ({}/{} hosts)",
+            secs / 60,
+            secs % 60,
+            if self.play.is_empty() {
+                "starting"
+            } else {
+                &self.play
+            },
+            self.task,
+            self.hosts_done,
+            self.hosts_started
+        );
+        let width = 100;
+        let line: String = line.chars().take(width).collect();
+        eprint!("\r\x1b[2K\x1b[2m{line}\x1b[0m");
+        self.shown = true;
+    }
+
+    fn note(&mut self, text: &str) {
+        if self.enabled {
+            self.clear();
+            eprintln!("troupe: {text}");
+        }
+    }
+
+    fn clear(&mut self) {
+        if self.shown {
+            eprint!("\r\x1b[2K");
+            self.shown = false;
+        }
+    }
 }
 
 /// The exit code for a finished run: ansible-playbook's own when it exited; otherwise 99 for

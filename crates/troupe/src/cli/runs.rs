@@ -28,6 +28,19 @@ pub enum RunsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Follow a run live: its output as ansible prints it, then its exit code.
+    Follow {
+        /// Run id.
+        id: i64,
+    },
+    /// Per-host results: the PLAY RECAP columns and what failed.
+    Hosts {
+        /// Run id.
+        id: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a run's stdout.
     Logs {
         /// Run id.
@@ -97,6 +110,16 @@ pub async fn run(client: &Client, cmd: RunsCmd) -> anyhow::Result<i32> {
             print_run(&run);
             Ok(0)
         }
+        RunsCmd::Follow { id } => crate::cli::run::follow(client, id).await,
+        RunsCmd::Hosts { id, json } => {
+            let hosts: Value = client.get(&format!("/api/v1/runs/{id}/hosts")).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&hosts)?);
+            } else {
+                print_hosts(&hosts);
+            }
+            Ok(0)
+        }
         RunsCmd::Logs { id, follow } => {
             if follow {
                 return crate::cli::run::follow(client, id).await;
@@ -150,6 +173,44 @@ fn print_run(r: &Run) {
             println!(
                 "{:<30} {:>5} {:>8} {:>7} {:>12} {:>8} {:>8} {:>8}",
                 host, s.ok, s.changed, s.failed, s.unreachable, s.skipped, s.rescued, s.ignored
+            );
+        }
+    }
+}
+
+fn print_hosts(hosts: &Value) {
+    let Some(hosts) = hosts.as_object() else {
+        return;
+    };
+    println!(
+        "{:<30} {:>5} {:>8} {:>7} {:>12} {:>8} {:>8} {:>8}",
+        "HOST", "OK", "CHANGED", "FAILED", "UNREACHABLE", "SKIPPED", "RESCUED", "IGNORED"
+    );
+    for (host, h) in hosts {
+        let n = |k: &str| h["stats"][k].as_i64().unwrap_or(0);
+        println!(
+            "{:<30} {:>5} {:>8} {:>7} {:>12} {:>8} {:>8} {:>8}",
+            host,
+            n("ok"),
+            n("changed"),
+            n("failed"),
+            n("unreachable"),
+            n("skipped"),
+            n("rescued"),
+            n("ignored")
+        );
+    }
+    for (host, h) in hosts {
+        for f in h["failures"].as_array().into_iter().flatten() {
+            println!(
+                "  {host}: {} [{}] {}",
+                if f["event"] == "runner_on_unreachable" {
+                    "UNREACHABLE"
+                } else {
+                    "FAILED"
+                },
+                f["task"].as_str().unwrap_or("?"),
+                f["msg"].as_str().unwrap_or("")
             );
         }
     }

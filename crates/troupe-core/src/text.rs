@@ -1,0 +1,19 @@
+//! Terminal text: ansible prints colours (troupe keeps them, as ansible-runner does); readers
+//! that are not terminals get plain text.
+
+/// `text` without ANSI escape sequences.
+pub fn plain(text: &str) -> String {
+    strip_ansi_escapes::strip_str(text)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn strips_colours() {
+        assert_eq!(
+            super::plain("\u{1b}[0;32mok: [h1]\u{1b}[0m\n"),
+            "ok: [h1]\n"
+        );
+        assert_eq!(super::plain("plain"), "plain");
+    }
+}
