@@ -233,6 +233,13 @@ async fn unfinished_runs_and_unknown_runs_are_refused() -> anyhow::Result<()> {
         )
         .await?;
 
+    let doc = server.get("/api/v1/openapi.json").await?;
+    let ok = &doc["paths"]["/api/v1/runs/{id}/artifacts"]["get"]["responses"]["200"];
+    assert!(
+        ok["content"].get("application/gzip").is_some(),
+        "artifacts route missing from the OpenAPI document: {ok}"
+    );
+
     let (status, body) = server
         .call(reqwest::Method::GET, "/api/v1/runs/999999/artifacts", None)
         .await?;
@@ -263,6 +270,42 @@ async fn unfinished_runs_and_unknown_runs_are_refused() -> anyhow::Result<()> {
     assert!(
         disposition.starts_with("attachment") && disposition.contains(&format!("troupe-run-{id}")),
         "{disposition}"
+    );
+    Ok(())
+}
+
+/// More events than one store page: the export pages through them all, in order.
+#[tokio::test]
+async fn export_pages_through_long_runs() -> anyhow::Result<()> {
+    let server = Server::start()?;
+    let proj = project_dir(&[(
+        "many.yml",
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: many items\n      ansible.builtin.debug:\n        msg: \"{{ item }}\"\n      loop: \"{{ range(1200) | list }}\"\n",
+    )])?;
+    let project = server.project(proj.path()).await?;
+    let id = server
+        .launch(project, "many.yml", &local_hosts(1), json!({}))
+        .await?;
+    let run = server.wait_finished(id).await?;
+    assert_eq!(run["status"], "successful", "{run}");
+    let out = tempfile::tempdir()?;
+    let cli = Command::new(troupe_bin())
+        .args(["runs", "export", &id.to_string()])
+        .arg(out.path())
+        .env("TROUPE_SERVER", &server.base)
+        .env("TROUPE_TOKEN", TOKEN)
+        .output()?;
+    ensure!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let events = read_job_events(&out.path().join("job_events"))?;
+    assert!(events.len() > 1200, "{} events", events.len());
+    assert_eq!(run["event_count"].as_u64(), Some(events.len() as u64));
+    assert_eq!(
+        events.last().map(|e| &e["event"]),
+        Some(&json!("playbook_on_stats"))
     );
     Ok(())
 }

@@ -292,7 +292,11 @@ impl<W: Write> Archive<W> {
 
     fn dir(&mut self, rel: &str, mtime: DateTime<Utc>) -> io::Result<()> {
         let mut h = header(tar::EntryType::Directory, 0o755, 0, mtime);
-        let path = self.path(rel);
+        let path = if rel.is_empty() {
+            self.path(rel)
+        } else {
+            self.path(&format!("{rel}/"))
+        };
         self.tar.append_data(&mut h, path, io::empty())
     }
 
