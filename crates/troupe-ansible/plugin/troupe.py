@@ -110,6 +110,8 @@ class _State(object):
         self.local = threading.local()
         self.emitted = set()
         self.task_event_uuid = {}
+        # Untemplated task arguments by task uuid (only with DISPLAY_ARGS_TO_STDOUT).
+        self.task_args = {}
         self.task_seen = {}
         self.play_seen = {}
         self.host_start = {}
@@ -467,7 +469,7 @@ class CallbackModule(CallbackBase):
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _task_data(self, task):
+    def _task_data(self, task, at_start=False):
         data = {}
         if task is None:
             return data
@@ -485,10 +487,15 @@ class CallbackModule(CallbackBase):
             data['task_path'] = task.get_path()
         except Exception:
             pass
-        # task.no_log is not templated yet at this point: anything but a literal False hides args.
-        if getattr(task, 'no_log', True) is False and not C.DEFAULT_NO_LOG:
-            args = _args_string(task)
-            data['task_args'] = args[:_S.max_res]
+        # Arguments are shown only when the user asked ansible to show them
+        # (DISPLAY_ARGS_TO_STDOUT), as ansible-runner does, and only as written in the playbook:
+        # the copy of a task a result carries has its arguments templated, which would put
+        # secrets (vaulted values, passwords from extra vars) into events. task.no_log is not
+        # templated at task start either: anything but a literal False hides them.
+        if at_start and C.DISPLAY_ARGS_TO_STDOUT:
+            if getattr(task, 'no_log', True) is False and not C.DEFAULT_NO_LOG:
+                _S.task_args[task_uuid] = _args_string(task)[:_S.max_res]
+        data['task_args'] = _S.task_args.get(task_uuid, '')
         role = getattr(task, '_role', None)
         if role is not None:
             data['role'] = getattr(role, '_role_name', None)
@@ -600,7 +607,7 @@ class CallbackModule(CallbackBase):
         _S.task_seen[task_uuid] = seen
         ev_uuid = task_uuid if seen == 1 else '%s_%d' % (task_uuid, seen)
         _S.task_event_uuid[task_uuid] = ev_uuid
-        tdata = self._task_data(task)
+        tdata = self._task_data(task, at_start=True)
         _S.task_ctx = tdata
         data = self._base()
         data.update(tdata)

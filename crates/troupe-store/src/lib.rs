@@ -183,18 +183,29 @@ pub trait Store: Send + Sync + 'static {
     /// expires after `lease`. Two workers never claim the same run.
     async fn claim_run(&self, worker_id: &str, lease: Duration) -> StoreResult<Option<Run>>;
     /// Extends the lease of a run `worker_id` holds.
-    async fn renew_lease(&self, run_id: i64, worker_id: &str, lease: Duration)
-    -> StoreResult<Lease>;
+    async fn renew_lease(
+        &self,
+        run_id: i64,
+        worker_id: &str,
+        lease: Duration,
+    ) -> StoreResult<Lease>;
     /// Ends a run `worker_id` holds. `Conflict` when it is not running under that worker.
-    async fn finish_run(&self, run_id: i64, worker_id: &str, outcome: &RunOutcome)
-    -> StoreResult<Run>;
+    async fn finish_run(
+        &self,
+        run_id: i64,
+        worker_id: &str,
+        outcome: &RunOutcome,
+    ) -> StoreResult<Run>;
     /// Asks for a run to stop. A queued run is canceled at once; a running one is flagged for
     /// its worker. `Conflict` when the run has already finished.
     async fn request_cancel(&self, run_id: i64, mode: CancelMode) -> StoreResult<Run>;
     /// Marks `error` (with `reason`) every running run whose worker id starts with
     /// `worker_prefix`: the runs a dead process left behind. Returns their ids.
-    async fn fail_runs_of_workers(&self, worker_prefix: &str, reason: &str)
-    -> StoreResult<Vec<i64>>;
+    async fn fail_runs_of_workers(
+        &self,
+        worker_prefix: &str,
+        reason: &str,
+    ) -> StoreResult<Vec<i64>>;
     /// Marks `error` (with `reason`) every running run whose lease expired before `now`.
     async fn expire_leases(&self, now: DateTime<Utc>, reason: &str) -> StoreResult<Vec<i64>>;
 

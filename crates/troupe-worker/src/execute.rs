@@ -180,8 +180,8 @@ impl WorkerPool {
             options: run.options.clone(),
             runs_dir: self.cfg.runs_dir.clone(),
             run_key: run.id.to_string(),
-            limits: self.cfg.limits.clone(),
-            grace: self.cfg.grace.clone(),
+            limits: self.cfg.limits,
+            grace: self.cfg.grace,
         })
     }
 }

@@ -142,3 +142,117 @@ async fn cli_errors_are_clear() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid token"));
     Ok(())
 }
+
+#[tokio::test]
+async fn detach_cancel_and_tokens_from_the_cli() -> anyhow::Result<()> {
+    let server = Server::start()?;
+    let proj = project_dir(&[
+        (
+            "slow.yml",
+            "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 60\n",
+        ),
+        ("hosts.ini", &local_hosts(1)),
+    ])?;
+    let out = troupe(&server, proj.path())
+        .args(["run", "slow.yml", "-i", "hosts.ini", "--detach"])
+        .output()?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id: i64 = String::from_utf8(out.stdout)?.trim().parse()?;
+    server
+        .wait_run(id, std::time::Duration::from_secs(60), |s| s == "running")
+        .await?;
+    let out = troupe(&server, proj.path())
+        .args(["runs", "cancel", &id.to_string(), "--force"])
+        .output()?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = server.wait_finished(id).await?;
+    assert_eq!(run["status"], "canceled");
+    // Following a finished run replays it and exits with its code (99: interrupted).
+    let out = troupe(&server, proj.path())
+        .args(["runs", "follow", &id.to_string()])
+        .output()?;
+    assert_eq!(out.status.code(), Some(99));
+
+    let out = troupe(&server, proj.path())
+        .args(["token", "create", "robot"])
+        .output()?;
+    let token = String::from_utf8(out.stdout)?.trim().to_owned();
+    assert!(token.starts_with("trp_"), "{token}");
+    let out = troupe(&server, proj.path())
+        .env("TROUPE_TOKEN", &token)
+        .args(["runs", "hosts", &id.to_string(), "--json"])
+        .output()?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the new token works: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hosts: Value = serde_json::from_slice(&out.stdout)?;
+    assert!(hosts.is_object());
+    Ok(())
+}
+
+/// `troupe setup` installs the pinned ansible-core into the data dir when no ansible-playbook
+/// is on the PATH, and `troupe doctor` then reports it.
+#[tokio::test]
+async fn setup_bootstraps_ansible_and_doctor_reports_it() -> anyhow::Result<()> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let without_ansible: Vec<&str> = path
+        .split(':')
+        .filter(|d| !std::path::Path::new(d).join("ansible-playbook").exists())
+        .collect();
+    let path = without_ansible.join(":");
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("data");
+    let out = Command::new(troupe_bin())
+        .args(["--data-dir"])
+        .arg(&data)
+        .arg("doctor")
+        .env("PATH", &path)
+        .output()?;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "no ansible yet: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = Command::new(troupe_bin())
+        .args(["--data-dir"])
+        .arg(&data)
+        .arg("setup")
+        .env("PATH", &path)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("2.19.14"), "{stdout}");
+    assert!(data.join("venv/bin/ansible-playbook").exists());
+    let out = Command::new(troupe_bin())
+        .args(["--data-dir"])
+        .arg(&data)
+        .arg("doctor")
+        .env("PATH", &path)
+        .output()?;
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(
+        report.contains("2.19.14") && report.contains("python") && report.contains("sqlite"),
+        "{report}"
+    );
+    Ok(())
+}

@@ -29,16 +29,23 @@ struct Seen {
 }
 
 async fn collect_ws(server: &Server, run: i64, after: i64) -> anyhow::Result<Seen> {
-    let url = format!("{}/api/v1/runs/{run}/events/ws?after={after}", server.base.replace("http://", "ws://"));
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)?;
-    req.headers_mut().insert("authorization", format!("Bearer {TOKEN}").parse()?);
+    let url = format!(
+        "{}/api/v1/runs/{run}/events/ws?after={after}",
+        server.base.replace("http://", "ws://")
+    );
+    let mut req =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)?;
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse()?);
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
     let mut seen = Seen::default();
     while let Some(msg) = ws.next().await {
         let Message::Text(text) = msg? else { continue };
         let v: Value = serde_json::from_str(&text)?;
         match v["type"].as_str() {
-            Some("event") => seen.counters.push(v["event"]["counter"].as_i64().unwrap_or(-1)),
+            Some("event") => seen
+                .counters
+                .push(v["event"]["counter"].as_i64().unwrap_or(-1)),
             Some("end") => {
                 seen.end = Some(v);
                 break;
@@ -53,10 +60,20 @@ async fn collect_ws(server: &Server, run: i64, after: i64) -> anyhow::Result<See
     Ok(seen)
 }
 
-async fn collect_sse(server: &Server, run: i64, after: i64, token_in_query: Option<&str>) -> anyhow::Result<Seen> {
+async fn collect_sse(
+    server: &Server,
+    run: i64,
+    after: i64,
+    token_in_query: Option<&str>,
+) -> anyhow::Result<Seen> {
     let mut req = match token_in_query {
-        Some(t) => server.http.get(server.url(&format!("/api/v1/runs/{run}/events/sse?after={after}&access_token={t}"))),
-        None => server.http.get(server.url(&format!("/api/v1/runs/{run}/events/sse?after={after}"))).bearer_auth(TOKEN),
+        Some(t) => server.http.get(server.url(&format!(
+            "/api/v1/runs/{run}/events/sse?after={after}&access_token={t}"
+        ))),
+        None => server
+            .http
+            .get(server.url(&format!("/api/v1/runs/{run}/events/sse?after={after}")))
+            .bearer_auth(TOKEN),
     };
     req = req.header("accept", "text/event-stream");
     let resp = req.send().await?;
@@ -87,17 +104,24 @@ async fn collect_sse(server: &Server, run: i64, after: i64, token_in_query: Opti
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn many_subscribers_joining_at_random_moments_each_get_exactly_their_events() -> anyhow::Result<()> {
+async fn many_subscribers_joining_at_random_moments_each_get_exactly_their_events()
+-> anyhow::Result<()> {
     let server = std::sync::Arc::new(Server::start()?);
     let proj = project_dir(&[("many.yml", MANY)])?;
     let pid = server.project(proj.path()).await?;
-    let run = server.launch(pid, "many.yml", &local_hosts(4), json!({})).await?;
+    let run = server
+        .launch(pid, "many.yml", &local_hosts(4), json!({}))
+        .await?;
 
     let mut tasks = Vec::new();
     for i in 0..24u32 {
         let server = std::sync::Arc::clone(&server);
         let delay_ms: u64 = rand::random_range(0..6000);
-        let after: i64 = if i % 3 == 0 { 0 } else { rand::random_range(0..1500) };
+        let after: i64 = if i % 3 == 0 {
+            0
+        } else {
+            rand::random_range(0..1500)
+        };
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
             let seen = if i % 2 == 0 {
@@ -115,8 +139,14 @@ async fn many_subscribers_joining_at_random_moments_each_get_exactly_their_event
     for t in tasks {
         let (i, after, delay_ms, seen) = t.await?;
         let seen = seen?;
-        assert!(seen.lagged.is_none(), "subscriber {i} lagged: {:?}", seen.lagged);
-        let end = seen.end.ok_or_else(|| anyhow::anyhow!("subscriber {i} got no end message"))?;
+        assert!(
+            seen.lagged.is_none(),
+            "subscriber {i} lagged: {:?}",
+            seen.lagged
+        );
+        let end = seen
+            .end
+            .ok_or_else(|| anyhow::anyhow!("subscriber {i} got no end message"))?;
         assert_eq!(end["status"], "successful");
         assert_eq!(end["last_counter"], total);
         let expected: Vec<i64> = ((after + 1)..=total).collect();
@@ -143,24 +173,34 @@ const BIG: &str = r#"
 "#;
 
 #[tokio::test]
-async fn a_slow_subscriber_is_cut_off_with_a_cursor_and_resumes_to_the_full_set() -> anyhow::Result<()> {
+async fn a_slow_subscriber_is_cut_off_with_a_cursor_and_resumes_to_the_full_set()
+-> anyhow::Result<()> {
     let server = Server::start_with(ServerOpts {
         extra_env: vec![("TROUPE_STREAM_BUFFER_EVENTS".into(), "16".into())],
         ..Default::default()
     })?;
     let proj = project_dir(&[("big.yml", BIG)])?;
     let pid = server.project(proj.path()).await?;
-    let run = server.launch(pid, "big.yml", &local_hosts(2), json!({})).await?;
-    server.wait_run(run, Duration::from_secs(60), |s| s == "running").await?;
+    let run = server
+        .launch(pid, "big.yml", &local_hosts(2), json!({}))
+        .await?;
+    server
+        .wait_run(run, Duration::from_secs(60), |s| s == "running")
+        .await?;
 
     // A WebSocket client with a tiny receive buffer that reads nothing for a while.
-    let addr = server.base.trim_start_matches("http://").parse::<std::net::SocketAddr>()?;
+    let addr = server
+        .base
+        .trim_start_matches("http://")
+        .parse::<std::net::SocketAddr>()?;
     let sock = tokio::net::TcpSocket::new_v4()?;
     sock.set_recv_buffer_size(4096)?;
     let tcp = sock.connect(addr).await?;
     let url = format!("ws://{addr}/api/v1/runs/{run}/events/ws?after=0");
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)?;
-    req.headers_mut().insert("authorization", format!("Bearer {TOKEN}").parse()?);
+    let mut req =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)?;
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse()?);
     let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await?;
     server.wait_finished(run).await?;
 
@@ -175,35 +215,64 @@ async fn a_slow_subscriber_is_cut_off_with_a_cursor_and_resumes_to_the_full_set(
                 resume_after = v["resume_after"].as_i64();
                 break;
             }
-            Some("end") => anyhow::bail!("the slow subscriber was never cut off ({} events)", counters.len()),
+            Some("end") => anyhow::bail!(
+                "the slow subscriber was never cut off ({} events)",
+                counters.len()
+            ),
             other => anyhow::bail!("unexpected {other:?}"),
         }
     }
-    let resume_after = resume_after.ok_or_else(|| anyhow::anyhow!("stream closed without a lagged message"))?;
-    assert_eq!(counters.last().copied().unwrap_or(0), resume_after, "the cursor is the last event delivered");
+    let resume_after =
+        resume_after.ok_or_else(|| anyhow::anyhow!("stream closed without a lagged message"))?;
+    assert_eq!(
+        counters.last().copied().unwrap_or(0),
+        resume_after,
+        "the cursor is the last event delivered"
+    );
     let rest = collect_sse(&server, run, resume_after, None).await?;
     assert!(rest.end.is_some(), "resumed stream ended normally");
     counters.extend(rest.counters);
-    let total = server.get(&format!("/api/v1/runs/{run}")).await?["event_count"].as_i64().unwrap_or(0);
-    assert_eq!(counters, (1..=total).collect::<Vec<_>>(), "cut-off plus resume gives every event once");
+    let total = server.get(&format!("/api/v1/runs/{run}")).await?["event_count"]
+        .as_i64()
+        .unwrap_or(0);
+    assert_eq!(
+        counters,
+        (1..=total).collect::<Vec<_>>(),
+        "cut-off plus resume gives every event once"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn stream_tokens_in_the_query_work_only_on_stream_routes() -> anyhow::Result<()> {
     let server = Server::start()?;
-    let proj = project_dir(&[("one.yml", "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n")])?;
+    let proj = project_dir(&[(
+        "one.yml",
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n",
+    )])?;
     let pid = server.project(proj.path()).await?;
-    let run = server.launch(pid, "one.yml", &local_hosts(1), json!({})).await?;
+    let run = server
+        .launch(pid, "one.yml", &local_hosts(1), json!({}))
+        .await?;
     server.wait_finished(run).await?;
     let issued = server.post("/api/v1/stream-tokens", json!({})).await?;
     let token = issued["token"].as_str().unwrap_or_default().to_owned();
     let seen = collect_sse(&server, run, 0, Some(&token)).await?;
     assert!(seen.end.is_some() && !seen.counters.is_empty());
     // Not a general API token, and a made-up one is refused.
-    let r = server.http.get(server.url(&format!("/api/v1/runs/{run}?access_token={token}"))).send().await?;
+    let r = server
+        .http
+        .get(server.url(&format!("/api/v1/runs/{run}?access_token={token}")))
+        .send()
+        .await?;
     assert_eq!(r.status(), 401);
-    let r = server.http.get(server.url(&format!("/api/v1/runs/{run}/events/sse?access_token=trp_forged"))).send().await?;
+    let r = server
+        .http
+        .get(server.url(&format!(
+            "/api/v1/runs/{run}/events/sse?access_token=trp_forged"
+        )))
+        .send()
+        .await?;
     assert_eq!(r.status(), 401);
     // SSE resumes from Last-Event-ID like a browser's EventSource.
     let resp = server
@@ -214,10 +283,15 @@ async fn stream_tokens_in_the_query_work_only_on_stream_routes() -> anyhow::Resu
         .send()
         .await?;
     let mut stream = resp.bytes_stream().eventsource();
-    let first = stream.next().await.ok_or_else(|| anyhow::anyhow!("empty stream"))??;
+    let first = stream
+        .next()
+        .await
+        .ok_or_else(|| anyhow::anyhow!("empty stream"))??;
     assert_eq!(first.id, "3");
     // A stream of a run that does not exist is a 404 before any upgrade.
-    let (code, _) = server.call(reqwest::Method::GET, "/api/v1/runs/999/events/sse", None).await?;
+    let (code, _) = server
+        .call(reqwest::Method::GET, "/api/v1/runs/999/events/sse", None)
+        .await?;
     assert_eq!(code, 404);
     Ok(())
 }
@@ -225,7 +299,10 @@ async fn stream_tokens_in_the_query_work_only_on_stream_routes() -> anyhow::Resu
 #[tokio::test]
 async fn the_changes_stream_reports_runs_matching_its_filter() -> anyhow::Result<()> {
     let server = Server::start()?;
-    let proj = project_dir(&[("one.yml", "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n")])?;
+    let proj = project_dir(&[(
+        "one.yml",
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n",
+    )])?;
     let pid = server.project(proj.path()).await?;
     let resp = server
         .http
@@ -234,22 +311,45 @@ async fn the_changes_stream_reports_runs_matching_its_filter() -> anyhow::Result
         .send()
         .await?;
     let mut stream = resp.bytes_stream().eventsource();
-    let other = server.launch(pid, "one.yml", &local_hosts(1), json!({"labels": {"team": "dev"}})).await?;
-    let run = server.launch(pid, "one.yml", &local_hosts(1), json!({"labels": {"team": "ops"}})).await?;
+    let other = server
+        .launch(
+            pid,
+            "one.yml",
+            &local_hosts(1),
+            json!({"labels": {"team": "dev"}}),
+        )
+        .await?;
+    let run = server
+        .launch(
+            pid,
+            "one.yml",
+            &local_hosts(1),
+            json!({"labels": {"team": "ops"}}),
+        )
+        .await?;
     let mut kinds = Vec::new();
     while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(60), stream.next()).await {
         let msg = msg?;
         let v: Value = serde_json::from_str(&msg.data)?;
         assert_eq!(v["run_id"], run, "only the ops run: {v}");
         assert_ne!(v["run_id"], other);
-        kinds.push(format!("{}:{}", msg.event, v["status"].as_str().unwrap_or("")));
+        kinds.push(format!(
+            "{}:{}",
+            msg.event,
+            v["status"].as_str().unwrap_or("")
+        ));
         if msg.event == "status_changed" && v["status"] == "successful" {
             break;
         }
     }
     assert_eq!(
         kinds,
-        vec!["run_created:", "status_changed:running", "summary_updated:", "status_changed:successful"]
+        vec![
+            "run_created:",
+            "status_changed:running",
+            "summary_updated:",
+            "status_changed:successful"
+        ]
     );
     Ok(())
 }
@@ -283,7 +383,9 @@ impl Proxy {
 
     /// Drops every connection open now.
     fn cut(&self) -> usize {
-        let Ok(mut c) = self.conns.lock() else { return 0 };
+        let Ok(mut c) = self.conns.lock() else {
+            return 0;
+        };
         let n = c.len();
         for h in c.drain(..) {
             h.abort();
@@ -293,12 +395,15 @@ impl Proxy {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn troupe_runs_follow_resumes_after_a_dropped_connection_with_exact_output() -> anyhow::Result<()> {
+async fn troupe_runs_follow_resumes_after_a_dropped_connection_with_exact_output()
+-> anyhow::Result<()> {
     let server = Server::start()?;
     let play = "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: slowly\n      ansible.builtin.debug:\n        msg: \"step {{ item }}\"\n      loop: \"{{ range(0, 40) | list }}\"\n      loop_control:\n        pause: 0.15\n    - ansible.builtin.fail:\n        msg: end with a failure\n      when: inventory_hostname == 'h2'\n";
     let proj = project_dir(&[("slow.yml", play)])?;
     let pid = server.project(proj.path()).await?;
-    let run = server.launch(pid, "slow.yml", &local_hosts(2), json!({})).await?;
+    let run = server
+        .launch(pid, "slow.yml", &local_hosts(2), json!({}))
+        .await?;
     let upstream = server.base.trim_start_matches("http://").parse()?;
     let proxy = Proxy::start(upstream).await?;
 
@@ -318,7 +423,16 @@ async fn troupe_runs_follow_resumes_after_a_dropped_connection_with_exact_output
     assert!(cuts >= 2, "the follower's connection was cut {cuts} times");
     let printed = String::from_utf8(out.stdout)?;
     let stored = server.text(&format!("/api/v1/runs/{run}/stdout")).await?;
-    assert_eq!(printed, stored, "output after reconnects equals the run's stdout\nstderr: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.status.code(), Some(2), "the exit code is ansible-playbook's");
+    assert_eq!(
+        printed,
+        stored,
+        "output after reconnects equals the run's stdout\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the exit code is ansible-playbook's"
+    );
     Ok(())
 }

@@ -177,6 +177,8 @@ pub fn check_sequence(events: &[Event]) {
 
 /// Parses the PLAY RECAP lines: host -> (ok, changed, unreachable, failed, skipped, rescued, ignored).
 pub fn parse_recap(stdout: &str) -> std::collections::BTreeMap<String, [i64; 7]> {
+    // ansible prints colours (troupe forces them, as ansible-runner keeps them).
+    let stdout = &troupe_core::text::plain(stdout);
     let mut out = std::collections::BTreeMap::new();
     let Some(start) = stdout.find("PLAY RECAP") else {
         return out;

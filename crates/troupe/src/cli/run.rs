@@ -502,15 +502,15 @@ impl Progress {
     }
 }
 
-/// The exit code for a finished run: ansible-playbook's own when it exited; otherwise 99 for
-/// a cancel (ansible's "interrupted"), 124 for a timeout, 250 for an error.
+/// The exit code for a finished run: ansible-playbook's own when the run ran its course;
+/// 99 (ansible's "interrupted") for a cancel, 124 for a timeout, 250 (ansible's "unexpected
+/// error") when troupe could not run it.
 pub fn exit_code(run: &Run) -> i32 {
     match (run.status, run.rc) {
+        (RunStatus::Canceled, _) => 99,
         (RunStatus::Timeout, _) => 124,
-        (RunStatus::Canceled, Some(0) | None) => 99,
-        (_, Some(rc)) => rc,
-        (RunStatus::Successful, None) => 0,
-        (RunStatus::Failed, None) => 2,
+        (RunStatus::Successful, rc) => rc.unwrap_or(0),
+        (RunStatus::Failed, rc) => rc.unwrap_or(2),
         _ => 250,
     }
 }

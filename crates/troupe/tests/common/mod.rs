@@ -385,3 +385,37 @@ pub fn parse_recap(
     }
     out
 }
+
+/// Live processes started for a run under `runs_dir`: every process of a run (ansible, its
+/// workers, module subprocesses, even those in other process groups) carries `TROUPE_RUN_DIR`
+/// in its environment.
+pub fn processes_of_runs_under(runs_dir: &Path) -> Vec<i32> {
+    let marker = format!("TROUPE_RUN_DIR={}", runs_dir.display());
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let live = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| !r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(false);
+        if live
+            && env
+                .split(|b| *b == 0)
+                .any(|kv| kv.starts_with(marker.as_bytes()))
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
