@@ -47,6 +47,14 @@ async fn troupe_run_prints_ansible_output_and_exits_with_its_code() -> anyhow::R
     );
     assert!(stdout.contains("hello-from-cli"), "{stdout}");
     assert!(stdout.contains("PLAY RECAP"), "{stdout}");
+    assert!(
+        !stdout.contains('\u{1b}'),
+        "no colours when stdout is not a terminal"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains('\r'),
+        "no progress line in pipes"
+    );
 
     // What the CLI printed is exactly the run's stored stdout.
     let runs = server.get("/api/v1/runs?limit=1").await?;
