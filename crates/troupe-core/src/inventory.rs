@@ -102,6 +102,8 @@ pub struct Inventory {
     pub content: InventoryContent,
     /// Number of hosts, ranges expanded.
     pub host_count: i64,
+    /// 1 when created, bumped by every update.
+    pub revision: i64,
     /// When it was created.
     pub created_at: DateTime<Utc>,
 }

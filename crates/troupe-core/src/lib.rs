@@ -6,9 +6,11 @@
 pub mod error;
 pub mod event;
 pub mod inventory;
+pub mod job;
 pub mod project;
 pub mod run;
 pub mod status;
+pub mod template;
 pub mod text;
 
 pub use error::ValidationError;

@@ -15,6 +15,31 @@ pub enum ProjectSource {
         /// Absolute path of the directory.
         path: String,
     },
+    /// A git repository, cloned into the data dir and fetched on sync.
+    Git {
+        /// Clone URL (any URL or path `git clone` accepts).
+        url: String,
+        /// Branch, tag or commit to check out (default: the remote's default branch).
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        git_ref: Option<String>,
+    },
+}
+
+/// Where a git project stands: what was last synced, and how the last sync went.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProjectSync {
+    /// The commit checked out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// When the last sync finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_at: Option<DateTime<Utc>>,
+    /// Why the last sync failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What installing `requirements.yml` reported, when it did not succeed (not fatal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirements_error: Option<String>,
 }
 
 /// A stored project.
@@ -26,6 +51,9 @@ pub struct Project {
     pub name: String,
     /// Where its playbooks are.
     pub source: ProjectSource,
+    /// For git projects: the state of the last sync.
+    #[serde(default)]
+    pub sync: ProjectSync,
     /// When it was created.
     pub created_at: DateTime<Utc>,
 }
@@ -51,6 +79,24 @@ impl NewProject {
                         "invalid_source",
                         "source.path",
                         format!("project directory must be an absolute path, got {path:?}"),
+                    ));
+                }
+            }
+            ProjectSource::Git { url, git_ref } => {
+                if url.is_empty() || url.starts_with('-') || url.contains(['\0', '\n']) {
+                    return Err(ValidationError::new(
+                        "invalid_source",
+                        "source.url",
+                        format!("{url:?} is not a usable git URL"),
+                    ));
+                }
+                if let Some(r) = git_ref
+                    && (r.is_empty() || r.starts_with('-') || r.contains(['\0', '\n', ' ', '~', '^', ':']))
+                {
+                    return Err(ValidationError::new(
+                        "invalid_source",
+                        "source.ref",
+                        format!("{r:?} is not a usable git ref"),
                     ));
                 }
             }

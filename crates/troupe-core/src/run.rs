@@ -40,6 +40,9 @@ pub struct RunOptions {
     /// Seconds after which the run is stopped with status `timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<u64>,
+    /// `--start-at-task`: skip the tasks before the first one with this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at_task: Option<String>,
 }
 
 impl RunOptions {
@@ -69,6 +72,15 @@ impl RunOptions {
                 "invalid_field",
                 "forks",
                 format!("forks must be between 1 and 1000, got {f}"),
+            ));
+        }
+        if let Some(task) = &self.start_at_task
+            && (task.is_empty() || task.len() > 1024 || task.contains(['\0', '\n']))
+        {
+            return Err(ValidationError::new(
+                "invalid_field",
+                "start_at_task",
+                "start_at_task must be a task name",
             ));
         }
         if self.verbosity > 4 {
@@ -109,6 +121,9 @@ impl RunOptions {
         }
         if let Some(f) = self.forks {
             args.extend(["--forks".to_owned(), f.to_string()]);
+        }
+        if let Some(task) = &self.start_at_task {
+            args.push(format!("--start-at-task={task}"));
         }
         if self.verbosity > 0 {
             args.push(format!("-{}", "v".repeat(self.verbosity.into())));
@@ -205,6 +220,12 @@ pub struct NewRun {
     pub labels: Labels,
     /// A tag grouping related runs (jobs use it).
     pub tag: Option<String>,
+    /// The job and unit this run is an action of (RedRunner).
+    pub job_unit: Option<(i64, String)>,
+    /// The run this one relaunches.
+    pub relaunch_of: Option<i64>,
+    /// The template it was launched from.
+    pub template_id: Option<i64>,
 }
 
 impl NewRun {
@@ -317,6 +338,24 @@ pub struct Run {
     pub summary: RunSummary,
     /// Number of events stored.
     pub event_count: i64,
+    /// When ansible-playbook was started (exec'd) for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launched_at: Option<DateTime<Utc>>,
+    /// For git projects: the commit the run ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The job this run is an action of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<i64>,
+    /// The job's unit this run acts on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// The run this one relaunches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relaunch_of: Option<i64>,
+    /// The template it was launched from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<i64>,
 }
 
 #[cfg(test)]

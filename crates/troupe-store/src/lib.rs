@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use troupe_core::inventory::{Inventory, InventoryContent, NewInventory};
-use troupe_core::project::{NewProject, Project};
+use troupe_core::job::{Job, NewJob, Unit, UnitSource};
+use troupe_core::project::{NewProject, Project, ProjectSync};
+use troupe_core::template::{NewTemplate, Template};
 use troupe_core::run::{CancelMode, NewRun, Run, RunSummary};
 use troupe_core::{Event, RunStatus};
 
@@ -59,6 +61,12 @@ pub struct RunFilter {
     pub label: Option<(String, Option<String>)>,
     /// Only runs with this tag.
     pub tag: Option<String>,
+    /// Only actions of this job.
+    pub job_id: Option<i64>,
+    /// Only actions on this unit (of `job_id`).
+    pub unit: Option<String>,
+    /// Only relaunches of this run.
+    pub relaunch_of: Option<i64>,
 }
 
 /// One page of a listing, newest first.
@@ -159,6 +167,8 @@ pub trait Store: Send + Sync + 'static {
     async fn find_project(&self, name: &str) -> StoreResult<Option<Project>>;
     /// All projects, by id.
     async fn list_projects(&self) -> StoreResult<Vec<Project>>;
+    /// Records the outcome of a git project's sync.
+    async fn set_project_sync(&self, id: i64, sync: &ProjectSync) -> StoreResult<Project>;
 
     /// Creates an inventory that the caller has validated; `Conflict` when the name is taken.
     async fn create_inventory(&self, new: &NewInventory, host_count: i64)
@@ -169,6 +179,17 @@ pub trait Store: Send + Sync + 'static {
     async fn find_inventory(&self, name: &str) -> StoreResult<Option<Inventory>>;
     /// All inventories, by id.
     async fn list_inventories(&self) -> StoreResult<Vec<Inventory>>;
+    /// Replaces an inventory's content and labels (validated by the caller) and bumps its
+    /// revision. Queued runs keep the snapshot they were created with.
+    async fn update_inventory(
+        &self,
+        id: i64,
+        new: &NewInventory,
+        host_count: i64,
+    ) -> StoreResult<Inventory>;
+    /// Deletes an inventory. `Conflict` while a queued or running run uses it, or a template
+    /// names it; finished runs keep their snapshot and lose only the reference.
+    async fn delete_inventory(&self, id: i64) -> StoreResult<()>;
 
     /// Stores a new run, `queued`. The project (and inventory, if any) must exist.
     async fn create_run(&self, new: &NewRun) -> StoreResult<Run>;
@@ -182,6 +203,15 @@ pub trait Store: Send + Sync + 'static {
     /// Claims the oldest queued run for `worker_id`: it becomes `running` with a lease that
     /// expires after `lease`. Two workers never claim the same run.
     async fn claim_run(&self, worker_id: &str, lease: Duration) -> StoreResult<Option<Run>>;
+    /// Records that ansible-playbook was started for a run `worker_id` holds, and for git
+    /// projects the commit it runs.
+    async fn mark_launched(
+        &self,
+        run_id: i64,
+        worker_id: &str,
+        at: DateTime<Utc>,
+        commit: Option<&str>,
+    ) -> StoreResult<()>;
     /// Extends the lease of a run `worker_id` holds.
     async fn renew_lease(
         &self,
@@ -221,6 +251,27 @@ pub trait Store: Send + Sync + 'static {
     async fn append_output(&self, run_id: i64, chunks: &[OutputChunk]) -> StoreResult<()>;
     /// A run's whole output on one stream.
     async fn read_output(&self, run_id: i64, stream: Stream) -> StoreResult<String>;
+
+    /// Creates a job with its units (no source set yet).
+    async fn create_job(&self, new: &NewJob) -> StoreResult<Job>;
+    /// A job with its units.
+    async fn get_job(&self, id: i64) -> StoreResult<Job>;
+    /// The most recently created job with this tag.
+    async fn latest_job(&self, tag: &str) -> StoreResult<Option<Job>>;
+    /// Jobs, newest first, optionally only those with `tag`.
+    async fn list_jobs(&self, tag: Option<&str>, page: Page) -> StoreResult<Vec<Job>>;
+    /// Sets where a unit's playbooks are. `NotFound` when the job has no such unit.
+    async fn set_unit_source(&self, job_id: i64, unit: &str, source: &UnitSource)
+    -> StoreResult<Unit>;
+
+    /// Creates a template (references checked by the caller); `Conflict` on a taken name.
+    async fn create_template(&self, new: &NewTemplate) -> StoreResult<Template>;
+    /// A template by id.
+    async fn get_template(&self, id: i64) -> StoreResult<Template>;
+    /// A template by name.
+    async fn find_template(&self, name: &str) -> StoreResult<Option<Template>>;
+    /// All templates, by id.
+    async fn list_templates(&self) -> StoreResult<Vec<Template>>;
 
     /// Stores a token hash under `name`.
     async fn create_token(&self, name: &str, hash: &str) -> StoreResult<TokenRecord>;

@@ -1,0 +1,149 @@
+//! RedRunner's jobs and units: a tagged set of named units; an action on a unit runs
+//! `<action>-<unit>.yml` from the unit's playbooks.
+
+use crate::ValidationError;
+use crate::project::validate_name;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// Where a unit's playbooks are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitSource {
+    /// A registered project.
+    Project(i64),
+    /// A directory holding a `project/` (or `projects/`) directory of playbooks.
+    DataDir(String),
+}
+
+/// One unit of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Unit {
+    /// Its name (a microservice component, usually).
+    pub name: String,
+    /// Where its playbooks are, once set (falls back to the job's project).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<UnitSource>,
+}
+
+/// A stored job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Job {
+    /// Store-assigned id.
+    pub id: i64,
+    /// The tag; many jobs may share one.
+    pub tag: String,
+    /// Default project of the units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<i64>,
+    /// The units, in the order given.
+    pub units: Vec<Unit>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A job to create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewJob {
+    /// The tag.
+    pub tag: String,
+    /// Unit names: unique, each usable in a playbook file name.
+    pub units: Vec<String>,
+    /// Default project of the units.
+    #[serde(default)]
+    pub project_id: Option<i64>,
+}
+
+impl NewJob {
+    /// Checks the tag and unit names.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate_name(&self.tag, "tag")?;
+        if self.units.is_empty() || self.units.len() > 1000 {
+            return Err(ValidationError::new(
+                "invalid_field",
+                "units",
+                "a job needs 1 to 1000 units",
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for u in &self.units {
+            validate_unit_name(u)?;
+            if !seen.insert(u) {
+                return Err(ValidationError::new(
+                    "invalid_field",
+                    "units",
+                    format!("unit {u:?} is listed twice"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Unit names become parts of playbook file names (`<action>-<unit>.yml`) and host names.
+pub fn validate_unit_name(name: &str) -> Result<(), ValidationError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && !name.starts_with(['.', '-']);
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            "invalid_unit",
+            "unit",
+            format!("{name:?} is not a valid unit name (1 to 63 of letters, digits, '_', '.', '-')"),
+        ))
+    }
+}
+
+/// Action names become the first part of playbook file names.
+pub fn validate_action(action: &str) -> Result<(), ValidationError> {
+    let ok = !action.is_empty()
+        && action.len() <= 63
+        && action
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.'))
+        && !action.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            "invalid_action",
+            "action",
+            format!("{action:?} is not a valid action (letters, digits, '_' and '.'; no '-')"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_and_names() {
+        let ok = NewJob {
+            tag: "nightly".into(),
+            units: vec!["frontend".into(), "backend".into()],
+            project_id: None,
+        };
+        assert!(ok.validate().is_ok());
+        let dup = NewJob {
+            units: vec!["a".into(), "a".into()],
+            ..ok.clone()
+        };
+        assert!(dup.validate().is_err());
+        let empty = NewJob {
+            units: vec![],
+            ..ok.clone()
+        };
+        assert!(empty.validate().is_err());
+        assert!(validate_unit_name("../x").is_err());
+        assert!(validate_action("backup").is_ok());
+        assert!(validate_action("back-up").is_err(), "'-' separates action from unit");
+    }
+}
