@@ -29,6 +29,8 @@ pub struct AppState {
     pub hub: Arc<LiveHub>,
     /// Messages a live subscriber may have queued before it counts as not keeping up.
     pub stream_buffer_events: usize,
+    /// Where git projects are checked out.
+    pub projects_dir: std::path::PathBuf,
 }
 
 /// Limits of the HTTP layer.

@@ -96,7 +96,9 @@ pub fn validate_unit_name(name: &str) -> Result<(), ValidationError> {
         Err(ValidationError::new(
             "invalid_unit",
             "unit",
-            format!("{name:?} is not a valid unit name (1 to 63 of letters, digits, '_', '.', '-')"),
+            format!(
+                "{name:?} is not a valid unit name (1 to 63 of letters, digits, '_', '.', '-')"
+            ),
         ))
     }
 }
@@ -144,6 +146,9 @@ mod tests {
         assert!(empty.validate().is_err());
         assert!(validate_unit_name("../x").is_err());
         assert!(validate_action("backup").is_ok());
-        assert!(validate_action("back-up").is_err(), "'-' separates action from unit");
+        assert!(
+            validate_action("back-up").is_err(),
+            "'-' separates action from unit"
+        );
     }
 }

@@ -91,7 +91,9 @@ impl NewProject {
                     ));
                 }
                 if let Some(r) = git_ref
-                    && (r.is_empty() || r.starts_with('-') || r.contains(['\0', '\n', ' ', '~', '^', ':']))
+                    && (r.is_empty()
+                        || r.starts_with('-')
+                        || r.contains(['\0', '\n', ' ', '~', '^', ':']))
                 {
                     return Err(ValidationError::new(
                         "invalid_source",

@@ -79,7 +79,10 @@ impl NewTemplate {
                 return Err(ValidationError::new(
                     "invalid_field",
                     "allow_overrides",
-                    format!("{o:?} cannot be overridden (one of: {})", OVERRIDABLE.join(", ")),
+                    format!(
+                        "{o:?} cannot be overridden (one of: {})",
+                        OVERRIDABLE.join(", ")
+                    ),
                 ));
             }
         }

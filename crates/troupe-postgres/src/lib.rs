@@ -135,6 +135,8 @@ fn project_from(row: &PgRow) -> StoreResult<Project> {
         id: get(row, "id")?,
         name: get(row, "name")?,
         source: json(row, "source")?,
+        // TEMPORARY until the sync columns land (issue 4 in progress).
+        sync: Default::default(),
         created_at: get(row, "created_at")?,
     })
 }
@@ -153,6 +155,8 @@ fn inventory_from(row: &PgRow) -> StoreResult<Inventory> {
             vars: get(row, "vars")?,
         },
         host_count: get(row, "host_count")?,
+        // TEMPORARY until the revision column lands (issue 4 in progress).
+        revision: 1,
         created_at: get(row, "created_at")?,
     })
 }
@@ -181,6 +185,13 @@ fn run_from(row: &PgRow) -> StoreResult<Run> {
         cancel_requested: cancel_mode(get(row, "cancel_requested")?)?,
         summary: json(row, "summary")?,
         event_count: get(row, "event_count")?,
+        // TEMPORARY until these columns land (issue 4 in progress).
+        launched_at: None,
+        commit: None,
+        job_id: None,
+        unit: None,
+        relaunch_of: None,
+        template_id: None,
     })
 }
 

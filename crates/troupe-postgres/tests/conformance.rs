@@ -104,6 +104,9 @@ async fn new_runs_are_notified() {
                 options: Default::default(),
                 labels: Default::default(),
                 tag: None,
+                job_unit: None,
+                relaunch_of: None,
+                template_id: None,
             })
             .await
             .expect("run");

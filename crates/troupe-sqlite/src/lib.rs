@@ -124,6 +124,8 @@ fn project_from(row: &SqliteRow) -> StoreResult<Project> {
         id: get(row, "id")?,
         name: get(row, "name")?,
         source: json(row, "source")?,
+        // TEMPORARY until the sync columns land (issue 4 in progress).
+        sync: Default::default(),
         created_at: time(row, "created_at")?,
     })
 }
@@ -142,6 +144,8 @@ fn inventory_from(row: &SqliteRow) -> StoreResult<Inventory> {
             vars: get(row, "vars")?,
         },
         host_count: get(row, "host_count")?,
+        // TEMPORARY until the revision column lands (issue 4 in progress).
+        revision: 1,
         created_at: time(row, "created_at")?,
     })
 }
@@ -175,6 +179,13 @@ fn run_from(row: &SqliteRow) -> StoreResult<Run> {
             .transpose()?,
         summary: json(row, "summary")?,
         event_count: get(row, "event_count")?,
+        // TEMPORARY until these columns land (issue 4 in progress).
+        launched_at: None,
+        commit: None,
+        job_id: None,
+        unit: None,
+        relaunch_of: None,
+        template_id: None,
     })
 }
 

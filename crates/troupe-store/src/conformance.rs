@@ -171,6 +171,9 @@ fn new_run(project_id: i64) -> NewRun {
         options: RunOptions::default(),
         labels: Labels::new(),
         tag: None,
+        job_unit: None,
+        relaunch_of: None,
+        template_id: None,
     }
 }
 
@@ -376,6 +379,7 @@ pub async fn create_run_round_trip(store: &dyn Store) {
         forks: Some(7),
         verbosity: 3,
         timeout_s: Some(90),
+        start_at_task: Some("second task".into()),
     };
     let mut labels = Labels::new();
     labels.insert("team".into(), "ops".into());
@@ -388,6 +392,9 @@ pub async fn create_run_round_trip(store: &dyn Store) {
         options: options.clone(),
         labels: labels.clone(),
         tag: Some("nightly".into()),
+        job_unit: None,
+        relaunch_of: None,
+        template_id: None,
     };
     let run = store.create_run(&new).await.expect("create run");
     assert_eq!(run.project_id, p.id);
@@ -571,6 +578,7 @@ pub async fn list_runs_filters(store: &dyn Store) {
         project_id: Some(p2.id),
         label: Some(("x".into(), Some("2".into()))),
         tag: None,
+        ..Default::default()
     };
     assert_eq!(list(combo).await, vec![r4.id]);
     let combo2 = RunFilter {

@@ -11,8 +11,8 @@ use std::time::Duration;
 use troupe_core::inventory::{Inventory, InventoryContent, NewInventory};
 use troupe_core::job::{Job, NewJob, Unit, UnitSource};
 use troupe_core::project::{NewProject, Project, ProjectSync};
-use troupe_core::template::{NewTemplate, Template};
 use troupe_core::run::{CancelMode, NewRun, Run, RunSummary};
+use troupe_core::template::{NewTemplate, Template};
 use troupe_core::{Event, RunStatus};
 
 #[cfg(feature = "conformance")]
@@ -151,6 +151,7 @@ pub struct TokenRecord {
 ///
 /// Every method is atomic: it either happens whole or not at all.
 #[async_trait]
+#[allow(unused_variables)]
 pub trait Store: Send + Sync + 'static {
     /// The backend's name: `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
@@ -168,7 +169,12 @@ pub trait Store: Send + Sync + 'static {
     /// All projects, by id.
     async fn list_projects(&self) -> StoreResult<Vec<Project>>;
     /// Records the outcome of a git project's sync.
-    async fn set_project_sync(&self, id: i64, sync: &ProjectSync) -> StoreResult<Project>;
+    async fn set_project_sync(&self, id: i64, sync: &ProjectSync) -> StoreResult<Project> {
+        // TEMPORARY until both backends implement it (issue 4 in progress).
+        Err(StoreError::Backend(
+            "set_project_sync is not implemented by this store yet".into(),
+        ))
+    }
 
     /// Creates an inventory that the caller has validated; `Conflict` when the name is taken.
     async fn create_inventory(&self, new: &NewInventory, host_count: i64)
@@ -186,10 +192,20 @@ pub trait Store: Send + Sync + 'static {
         id: i64,
         new: &NewInventory,
         host_count: i64,
-    ) -> StoreResult<Inventory>;
+    ) -> StoreResult<Inventory> {
+        // TEMPORARY until both backends implement it (issue 4 in progress).
+        Err(StoreError::Backend(
+            "update_inventory is not implemented by this store yet".into(),
+        ))
+    }
     /// Deletes an inventory. `Conflict` while a queued or running run uses it, or a template
     /// names it; finished runs keep their snapshot and lose only the reference.
-    async fn delete_inventory(&self, id: i64) -> StoreResult<()>;
+    async fn delete_inventory(&self, id: i64) -> StoreResult<()> {
+        // TEMPORARY until both backends implement it (issue 4 in progress).
+        Err(StoreError::Backend(
+            "delete_inventory is not implemented by this store yet".into(),
+        ))
+    }
 
     /// Stores a new run, `queued`. The project (and inventory, if any) must exist.
     async fn create_run(&self, new: &NewRun) -> StoreResult<Run>;
@@ -211,7 +227,12 @@ pub trait Store: Send + Sync + 'static {
         worker_id: &str,
         at: DateTime<Utc>,
         commit: Option<&str>,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<()> {
+        // TEMPORARY until both backends implement it (issue 4 in progress).
+        Err(StoreError::Backend(
+            "mark_launched is not implemented by this store yet".into(),
+        ))
+    }
     /// Extends the lease of a run `worker_id` holds.
     async fn renew_lease(
         &self,
@@ -253,25 +274,74 @@ pub trait Store: Send + Sync + 'static {
     async fn read_output(&self, run_id: i64, stream: Stream) -> StoreResult<String>;
 
     /// Creates a job with its units (no source set yet).
-    async fn create_job(&self, new: &NewJob) -> StoreResult<Job>;
+    async fn create_job(&self, new: &NewJob) -> StoreResult<Job> {
+        // TEMPORARY until both backends implement it (issue 4 in progress).
+        Err(StoreError::Backend(
+            "create_job is not implemented by this store yet".into(),
+        ))
+    }
     /// A job with its units.
-    async fn get_job(&self, id: i64) -> StoreResult<Job>;
+    async fn get_job(&self, id: i64) -> StoreResult<Job> {
+        // TEMPORARY until both backends implement it (issue 4 in progress).
+        Err(StoreError::Backend(
+            "get_job is not implemented by this store yet".into(),
+        ))
+    }
     /// The most recently created job with this tag.
-    async fn latest_job(&self, tag: &str) -> StoreResult<Option<Job>>;
+    async fn latest_job(&self, tag: &str) -> StoreResult<Option<Job>> {
+        // TEMPORARY until both backends implement it (issue 4 in progress).
+        Err(StoreError::Backend(
+            "latest_job is not implemented by this store yet".into(),
+        ))
+    }
     /// Jobs, newest first, optionally only those with `tag`.
-    async fn list_jobs(&self, tag: Option<&str>, page: Page) -> StoreResult<Vec<Job>>;
+    async fn list_jobs(&self, tag: Option<&str>, page: Page) -> StoreResult<Vec<Job>> {
+        // TEMPORARY until both backends implement it (issue 4 in progress).
+        Err(StoreError::Backend(
+            "list_jobs is not implemented by this store yet".into(),
+        ))
+    }
     /// Sets where a unit's playbooks are. `NotFound` when the job has no such unit.
-    async fn set_unit_source(&self, job_id: i64, unit: &str, source: &UnitSource)
-    -> StoreResult<Unit>;
+    async fn set_unit_source(
+        &self,
+        job_id: i64,
+        unit: &str,
+        source: &UnitSource,
+    ) -> StoreResult<Unit> {
+        // TEMPORARY until both backends implement it (issue 4 in progress).
+        Err(StoreError::Backend(
+            "set_unit_source is not implemented by this store yet".into(),
+        ))
+    }
 
     /// Creates a template (references checked by the caller); `Conflict` on a taken name.
-    async fn create_template(&self, new: &NewTemplate) -> StoreResult<Template>;
+    async fn create_template(&self, new: &NewTemplate) -> StoreResult<Template> {
+        // TEMPORARY until both backends implement it (issue 4 in progress).
+        Err(StoreError::Backend(
+            "create_template is not implemented by this store yet".into(),
+        ))
+    }
     /// A template by id.
-    async fn get_template(&self, id: i64) -> StoreResult<Template>;
+    async fn get_template(&self, id: i64) -> StoreResult<Template> {
+        // TEMPORARY until both backends implement it (issue 4 in progress).
+        Err(StoreError::Backend(
+            "get_template is not implemented by this store yet".into(),
+        ))
+    }
     /// A template by name.
-    async fn find_template(&self, name: &str) -> StoreResult<Option<Template>>;
+    async fn find_template(&self, name: &str) -> StoreResult<Option<Template>> {
+        // TEMPORARY until both backends implement it (issue 4 in progress).
+        Err(StoreError::Backend(
+            "find_template is not implemented by this store yet".into(),
+        ))
+    }
     /// All templates, by id.
-    async fn list_templates(&self) -> StoreResult<Vec<Template>>;
+    async fn list_templates(&self) -> StoreResult<Vec<Template>> {
+        // TEMPORARY until both backends implement it (issue 4 in progress).
+        Err(StoreError::Backend(
+            "list_templates is not implemented by this store yet".into(),
+        ))
+    }
 
     /// Stores a token hash under `name`.
     async fn create_token(&self, name: &str, hash: &str) -> StoreResult<TokenRecord>;

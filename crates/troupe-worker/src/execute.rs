@@ -2,16 +2,14 @@
 
 use crate::batch::Batcher;
 use crate::live::RunChange;
-use crate::playbooks::resolve_playbook;
+use crate::playbooks::{project_root, resolve_playbook};
 use crate::pool::{Control, WorkerPool};
 use crate::status::{CancelCause, decide_status};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use troupe_ansible::{LaunchSpec, Process};
 use troupe_core::RunStatus;
-use troupe_core::project::ProjectSource;
 use troupe_core::run::{CancelMode, Run, RunSummary};
 use troupe_store::{Lease, RunOutcome};
 
@@ -161,9 +159,7 @@ impl WorkerPool {
             .get_project(run.project_id)
             .await
             .map_err(|e| format!("could not load the run's project: {e}"))?;
-        let project_dir = match &project.source {
-            ProjectSource::Dir { path } => PathBuf::from(path),
-        };
+        let project_dir = project_root(&project, &self.cfg.projects_dir);
         resolve_playbook(&project_dir, &run.playbook)
             .await
             .map_err(|e| e.to_string())?;

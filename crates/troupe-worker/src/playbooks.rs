@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use troupe_core::ValidationError;
-use troupe_core::project::PlaybookRef;
+use troupe_core::project::{PlaybookRef, Project, ProjectSource};
 
 /// Why a playbook cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +22,15 @@ pub enum PlaybookError {
     /// The path is a directory or something else that is not a file.
     #[error("playbook {0:?} is not a regular file")]
     NotAFile(String),
+}
+
+/// The directory a project's playbooks are in: its own for `dir` projects, its checkout
+/// under `projects_dir` for git projects.
+pub fn project_root(project: &Project, projects_dir: &Path) -> PathBuf {
+    match &project.source {
+        ProjectSource::Dir { path } => PathBuf::from(path),
+        ProjectSource::Git { .. } => projects_dir.join(project.id.to_string()),
+    }
 }
 
 /// Resolves `playbook` inside `project_dir`, following symlinks, and refuses anything that

@@ -27,6 +27,8 @@ pub struct WorkerConfig {
     pub ansible: Ansible,
     /// Where per-run private directories are made.
     pub runs_dir: PathBuf,
+    /// Where git projects are checked out (one directory per project id).
+    pub projects_dir: PathBuf,
     /// Size limits on results and output.
     pub limits: Limits,
     /// Delays between SIGINT, SIGTERM and SIGKILL on a forced cancel.

@@ -129,6 +129,8 @@ pub async fn run(cfg: Config, projects: &[PathBuf]) -> anyhow::Result<()> {
     }
 
     let runs_dir = cfg.data_dir.join("runs");
+    let projects_dir = cfg.data_dir.join("projects");
+    std::fs::create_dir_all(&projects_dir)?;
     std::fs::create_dir_all(&runs_dir)?;
     std::fs::set_permissions(&runs_dir, std::fs::Permissions::from_mode(0o700))?;
     let worker_cfg = WorkerConfig {
@@ -137,6 +139,7 @@ pub async fn run(cfg: Config, projects: &[PathBuf]) -> anyhow::Result<()> {
         lease: Duration::from_secs(cfg.lease_s),
         ansible,
         runs_dir,
+        projects_dir: projects_dir.clone(),
         limits: Limits {
             max_result_bytes: cfg.max_result_bytes,
             max_output_bytes: cfg.max_output_bytes,
@@ -157,6 +160,7 @@ pub async fn run(cfg: Config, projects: &[PathBuf]) -> anyhow::Result<()> {
         tokens,
         hub,
         stream_buffer_events: cfg.stream_buffer_events,
+        projects_dir,
     };
     let app = troupe_api::router(
         state,

@@ -26,7 +26,6 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use troupe_core::Event;
 use troupe_core::inventory::InventoryFormat;
-use troupe_core::project::ProjectSource;
 use troupe_core::run::Run;
 use troupe_store::{Store, StoreError, Stream};
 use utoipa_axum::router::OpenApiRouter;
@@ -74,10 +73,11 @@ async fn get_artifacts(
     }
     // The project may have been removed since; the command then has no working directory.
     let cwd = match state.store.get_project(run.project_id).await {
-        Ok(p) => {
-            let ProjectSource::Dir { path } = p.source;
-            Value::String(path)
-        }
+        Ok(p) => Value::String(
+            troupe_worker::playbooks::project_root(&p, &state.projects_dir)
+                .display()
+                .to_string(),
+        ),
         Err(StoreError::NotFound { .. }) => Value::Null,
         Err(e) => return Err(e.into()),
     };

@@ -7,7 +7,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 use troupe_core::project::{NewProject, Project, ProjectSource};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -28,6 +27,14 @@ async fn create_project(
 ) -> ApiResult<(StatusCode, Json<Project>)> {
     new.validate()?;
     match &new.source {
+        ProjectSource::Git { .. } => {
+            // Cloning arrives with git projects (issue 4); refuse clearly until then.
+            return Err(ApiError::invalid(
+                "invalid_source",
+                "source.type",
+                "git projects are not supported by this server yet",
+            ));
+        }
         ProjectSource::Dir { path } => {
             let is_dir = tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir());
             if !is_dir {
@@ -90,8 +97,8 @@ async fn list_playbooks(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<PlaybookList>> {
     let project = state.store.get_project(id).await?;
-    let ProjectSource::Dir { path } = project.source;
-    let dir = PathBuf::from(&path);
+    let dir = troupe_worker::playbooks::project_root(&project, &state.projects_dir);
+    let path = dir.display().to_string();
     let listed =
         tokio::task::spawn_blocking(move || troupe_worker::playbooks::list_playbooks(&dir))
             .await

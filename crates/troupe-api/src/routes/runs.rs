@@ -12,14 +12,13 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::Path;
 use troupe_core::inventory::{InventoryContent, InventoryFormat};
-use troupe_core::project::{PlaybookRef, ProjectSource};
+use troupe_core::project::PlaybookRef;
 use troupe_core::run::{CancelMode, HostStats, Labels, NewRun, Run, RunOptions};
 use troupe_core::{Event, RunStatus};
 use troupe_store::{Page, RunFilter, StoreError, Stream};
 use troupe_worker::RunChange;
-use troupe_worker::playbooks::{PlaybookError, resolve_playbook};
+use troupe_worker::playbooks::{PlaybookError, project_root, resolve_playbook};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -73,6 +72,9 @@ struct CreateRun {
     verbosity: u8,
     #[serde(default)]
     timeout_s: Option<u64>,
+    /// Start at the first task with this name (`--start-at-task`).
+    #[serde(default)]
+    start_at_task: Option<String>,
     #[serde(default)]
     labels: Labels,
     #[serde(default)]
@@ -102,8 +104,8 @@ async fn create_run(
         Err(e) => return Err(e.into()),
     };
     let playbook = PlaybookRef::parse(&req.playbook)?;
-    let ProjectSource::Dir { path } = &project.source;
-    resolve_playbook(Path::new(path), playbook.as_str())
+    let root = project_root(&project, &state.projects_dir);
+    resolve_playbook(&root, playbook.as_str())
         .await
         .map_err(playbook_error)?;
 
@@ -180,9 +182,13 @@ async fn create_run(
             forks: req.forks,
             verbosity: req.verbosity,
             timeout_s: req.timeout_s,
+            start_at_task: req.start_at_task,
         },
         labels: req.labels,
         tag: req.tag,
+        job_unit: None,
+        relaunch_of: None,
+        template_id: None,
     };
     new.validate()?;
     let run = state.store.create_run(&new).await?;
@@ -241,6 +247,12 @@ struct ListQuery {
     label: Option<String>,
     /// Tag.
     tag: Option<String>,
+    /// Only actions of this job.
+    job: Option<i64>,
+    /// Only actions on this unit (with `job`).
+    unit: Option<String>,
+    /// Only relaunches of this run.
+    relaunch_of: Option<i64>,
     /// The `next_cursor` of the previous page.
     cursor: Option<i64>,
     /// Page size, 1 to 500 (default 50).
@@ -290,6 +302,9 @@ async fn list_runs(
         project_id: q.project,
         label,
         tag: q.tag,
+        job_id: q.job,
+        unit: q.unit,
+        relaunch_of: q.relaunch_of,
     };
     let runs = state
         .store
