@@ -125,6 +125,8 @@ class _State(object):
         self.cancel_requested = False
         self.canceled = False
         self.started_task = None
+        # The first task a graceful cancel kept from starting: where a resumed run starts.
+        self.resume_task = None
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -323,6 +325,33 @@ def _install_display_hooks():
 
 # -- dispatch and strategy hooks -----------------------------------------------------------------
 
+def _task_name(task):
+    try:
+        return task.get_name()
+    except Exception:
+        return None
+
+
+def _peek_next_task(strategy, iterator):
+    """The name of the task the play would run next, for resuming there; None when the next
+    step is implicit (handlers, end of play) or cannot be known."""
+    try:
+        hosts = strategy._inventory.get_hosts(iterator._play.hosts, order=iterator._play.order)
+    except Exception:
+        return None
+    for host in hosts:
+        try:
+            _state, task = iterator.get_next_task_for_host(host, peek=True)
+        except Exception:
+            continue
+        if task is None:
+            continue
+        if getattr(task, 'action', None) in ('meta', 'ansible.builtin.meta', 'ansible.legacy.meta'):
+            return None
+        return _task_name(task)
+    return None
+
+
 def _install_tqm_hooks():
     orig_send = TaskQueueManager.send_callback
     if getattr(orig_send, '_troupe_hooked', False):
@@ -334,6 +363,8 @@ def _install_tqm_hooks():
         _S.tqm = self
         if _S.cancel_requested and method_name in _TASK_START_METHODS:
             # Graceful cancel: the next task is neither announced nor queued.
+            if _S.resume_task is None and args:
+                _S.resume_task = _task_name(args[0])
             _S.stop(self)
             return None
         if _S.canceled and method_name == 'v2_playbook_on_play_start':
@@ -369,6 +400,8 @@ def _install_tqm_hooks():
     def _wait_on_pending_results(self, iterator):
         results = orig_wait(self, iterator)
         if _S.cancel_requested and os.getpid() == _MAIN_PID:
+            if _S.resume_task is None:
+                _S.resume_task = _peek_next_task(self, iterator)
             _S.stop(self._tqm)
         return results
 
@@ -705,5 +738,6 @@ class CallbackModule(CallbackBase):
             artifact_data=(stats.custom.get('_run', {}) if getattr(stats, 'custom', None) else {}),
             troupe_cancel_requested=_S.cancel_requested,
             troupe_canceled=_S.canceled,
+            troupe_resume_task=_S.resume_task,
         )
         _S.record('playbook_on_stats', data, parent=_S.playbook_uuid)

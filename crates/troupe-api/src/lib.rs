@@ -31,6 +31,8 @@ pub struct AppState {
     pub stream_buffer_events: usize,
     /// Where git projects are checked out.
     pub projects_dir: std::path::PathBuf,
+    /// Clones and syncs git projects (one sync per project at a time).
+    pub git: Arc<troupe_worker::git::ProjectSyncer>,
 }
 
 /// Limits of the HTTP layer.
@@ -83,6 +85,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::artifacts::router())
         .merge(routes::tokens::router())
         .merge(routes::stream::router())
+        .merge(routes::templates::router())
+        .merge(routes::jobs::router())
 }
 
 /// The whole HTTP application.

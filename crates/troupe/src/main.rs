@@ -75,6 +75,13 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::runs::RunsCmd,
     },
+    /// RedRunner jobs: tagged sets of units, and actions on them.
+    Jobs {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        cmd: cli::jobs::JobsCmd,
+    },
     /// Manage API tokens.
     Token {
         #[command(flatten)]
@@ -159,6 +166,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Runs { remote, cmd } => {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;
             cli::runs::run(&client(&cfg, remote)?, cmd).await
+        }
+        Command::Jobs { remote, cmd } => {
+            let cfg = Config::load(cli.config.as_deref(), &overrides)?;
+            cli::jobs::run(&client(&cfg, remote)?, cmd).await
         }
         Command::Token { remote, cmd } => {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;

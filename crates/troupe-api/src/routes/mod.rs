@@ -1,13 +1,24 @@
 //! One module per resource.
 
-use crate::error::ApiError;
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use axum::http::StatusCode;
+use troupe_core::inventory::Inventory;
+use troupe_core::project::{PlaybookRef, Project};
+use troupe_core::run::{NewRun, Run};
+use troupe_store::StoreError;
+use troupe_worker::RunChange;
+use troupe_worker::playbooks::{PlaybookError, project_root, resolve_playbook};
 
 pub(crate) mod artifacts;
+pub(crate) mod git;
 pub(crate) mod health;
 pub(crate) mod inventories;
 pub(crate) mod projects;
 pub(crate) mod runs;
 pub(crate) mod stream;
+pub(crate) mod templates;
+pub(crate) mod jobs;
 pub(crate) mod tokens;
 
 /// Unknown paths under the API answer in the API's error shape.
@@ -23,4 +34,84 @@ pub(crate) enum IdOrName {
     Id(i64),
     /// By name.
     Name(String),
+}
+
+impl std::fmt::Display for IdOrName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IdOrName::Id(id) => write!(f, "with id {id}"),
+            IdOrName::Name(n) => write!(f, "named {n:?}"),
+        }
+    }
+}
+
+/// The project a request names; 422 naming `field` when there is none.
+pub(crate) async fn find_project(state: &AppState, r: &IdOrName, field: &str) -> ApiResult<Project> {
+    let found = match r {
+        IdOrName::Id(id) => state.store.get_project(*id).await.map(Some),
+        IdOrName::Name(name) => state.store.find_project(name).await,
+    };
+    match found {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) | Err(StoreError::NotFound { .. }) => Err(ApiError::invalid(
+            "unknown_project",
+            field,
+            format!("no project {r}"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The inventory a request names; 422 naming `field` when there is none.
+pub(crate) async fn find_inventory(state: &AppState, r: &IdOrName, field: &str) -> ApiResult<Inventory> {
+    let found = match r {
+        IdOrName::Id(id) => state.store.get_inventory(*id).await.map(Some),
+        IdOrName::Name(name) => state.store.find_inventory(name).await,
+    };
+    match found {
+        Ok(Some(i)) => Ok(i),
+        Ok(None) | Err(StoreError::NotFound { .. }) => Err(ApiError::invalid(
+            "unknown_inventory",
+            field,
+            format!("no inventory {r}"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Checks that `playbook` is a file inside the project (symlinks followed).
+pub(crate) async fn check_playbook(state: &AppState, project: &Project, playbook: &str) -> ApiResult<PlaybookRef> {
+    let pb = PlaybookRef::parse(playbook)?;
+    let root = project_root(project, &state.projects_dir);
+    resolve_playbook(&root, pb.as_str()).await.map_err(playbook_error)?;
+    Ok(pb)
+}
+
+pub(crate) fn playbook_error(e: PlaybookError) -> ApiError {
+    match e {
+        PlaybookError::Invalid(v) => v.into(),
+        PlaybookError::Missing(_) => ApiError::invalid("playbook_not_found", "playbook", e.to_string()),
+        PlaybookError::Escapes(_) | PlaybookError::NotAFile(_) => {
+            ApiError::invalid("invalid_playbook", "playbook", e.to_string())
+        }
+        PlaybookError::ProjectDir(_) => {
+            ApiError::new(StatusCode::CONFLICT, "project_unavailable", e.to_string())
+        }
+    }
+}
+
+/// Validates and stores a run, wakes the workers and announces it: every way of starting a
+/// run ends here.
+pub(crate) async fn submit(state: &AppState, new: NewRun) -> ApiResult<Run> {
+    new.validate()?;
+    let run = state.store.create_run(&new).await?;
+    state.pool.wake();
+    state.hub.publish_change(RunChange::RunCreated {
+        run_id: run.id,
+        project_id: run.project_id,
+        tag: run.tag.clone(),
+        labels: run.labels.clone(),
+        at: run.created_at,
+    });
+    Ok(run)
 }

@@ -1,6 +1,6 @@
 //! Runs: launch, list, inspect, follow and cancel.
 
-use super::IdOrName;
+use super::{IdOrName, check_playbook, find_inventory, find_project, submit};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
@@ -13,12 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use troupe_core::inventory::{InventoryContent, InventoryFormat};
-use troupe_core::project::PlaybookRef;
 use troupe_core::run::{CancelMode, HostStats, Labels, NewRun, Run, RunOptions};
 use troupe_core::{Event, RunStatus};
-use troupe_store::{Page, RunFilter, StoreError, Stream};
+use troupe_store::{Page, RunFilter, Stream};
 use troupe_worker::RunChange;
-use troupe_worker::playbooks::{PlaybookError, project_root, resolve_playbook};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -31,6 +29,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_stderr))
         .routes(routes!(get_hosts))
         .routes(routes!(cancel_run))
+        .routes(routes!(relaunch_run))
 }
 
 /// A run to launch.
@@ -88,44 +87,13 @@ async fn create_run(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateRun>,
 ) -> ApiResult<(StatusCode, Json<Run>)> {
-    let project = match &req.project {
-        IdOrName::Id(id) => state.store.get_project(*id).await.map(Some),
-        IdOrName::Name(name) => state.store.find_project(name).await,
-    };
-    let project = match project {
-        Ok(Some(p)) => p,
-        Ok(None) | Err(StoreError::NotFound { .. }) => {
-            return Err(ApiError::invalid(
-                "unknown_project",
-                "project",
-                format!("no project {}", describe(&req.project)),
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let playbook = PlaybookRef::parse(&req.playbook)?;
-    let root = project_root(&project, &state.projects_dir);
-    resolve_playbook(&root, playbook.as_str())
-        .await
-        .map_err(playbook_error)?;
+    let project = find_project(&state, &req.project, "project").await?;
+    let playbook = check_playbook(&state, &project, &req.playbook).await?;
 
     let (inventory_id, inventory) = match (&req.inventory, &req.hosts) {
         (Some(r), None) => {
-            let found = match r {
-                IdOrName::Id(id) => state.store.get_inventory(*id).await.map(Some),
-                IdOrName::Name(name) => state.store.find_inventory(name).await,
-            };
-            match found {
-                Ok(Some(inv)) => (Some(inv.id), inv.content),
-                Ok(None) | Err(StoreError::NotFound { .. }) => {
-                    return Err(ApiError::invalid(
-                        "unknown_inventory",
-                        "inventory",
-                        format!("no inventory {}", describe(r)),
-                    ));
-                }
-                Err(e) => return Err(e.into()),
-            }
+            let inv = find_inventory(&state, r, "inventory").await?;
+            (Some(inv.id), inv.content)
         }
         (None, Some(hosts)) => {
             let content = InventoryContent {
@@ -190,27 +158,11 @@ async fn create_run(
         relaunch_of: None,
         template_id: None,
     };
-    new.validate()?;
-    let run = state.store.create_run(&new).await?;
-    state.pool.wake();
-    state.hub.publish_change(RunChange::RunCreated {
-        run_id: run.id,
-        project_id: run.project_id,
-        tag: run.tag.clone(),
-        labels: run.labels.clone(),
-        at: run.created_at,
-    });
+    let run = submit(&state, new).await?;
     Ok((StatusCode::CREATED, Json(run)))
 }
 
-fn describe(r: &IdOrName) -> String {
-    match r {
-        IdOrName::Id(id) => format!("with id {id}"),
-        IdOrName::Name(n) => format!("named {n:?}"),
-    }
-}
-
-fn json_kind(v: &Value) -> &'static str {
+pub(crate) fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -218,21 +170,6 @@ fn json_kind(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
-    }
-}
-
-fn playbook_error(e: PlaybookError) -> ApiError {
-    match e {
-        PlaybookError::Invalid(v) => v.into(),
-        PlaybookError::Missing(_) => {
-            ApiError::invalid("playbook_not_found", "playbook", e.to_string())
-        }
-        PlaybookError::Escapes(_) | PlaybookError::NotAFile(_) => {
-            ApiError::invalid("invalid_playbook", "playbook", e.to_string())
-        }
-        PlaybookError::ProjectDir(_) => {
-            ApiError::new(StatusCode::CONFLICT, "project_unavailable", e.to_string())
-        }
     }
 }
 
@@ -560,4 +497,159 @@ async fn cancel_run(
         state.hub.publish_finished(run.id, run.status);
     }
     Ok((StatusCode::ACCEPTED, Json(run)))
+}
+
+/// Which hosts a relaunch targets.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum RelaunchHosts {
+    /// The same hosts as the original run.
+    #[default]
+    All,
+    /// Hosts that failed or were unreachable.
+    Failed,
+    /// Hosts that were unreachable.
+    Unreachable,
+}
+
+/// Where a relaunch starts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum RelaunchFrom {
+    /// From the playbook's start.
+    #[default]
+    Start,
+    /// At the first task that failed, or for a canceled or timed-out run, the task it stopped
+    /// before (graceful cancel) or in (forced cancel, timeout) (`--start-at-task`).
+    FailedTask,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RelaunchRequest {
+    #[serde(default)]
+    hosts: RelaunchHosts,
+    #[serde(default)]
+    from: RelaunchFrom,
+}
+
+/// Run a finished run again as a new run linked to it (`relaunch_of`): on all its hosts, or
+/// only those that failed or were unreachable; from the start, or resuming at the task that
+/// failed or where a cancel stopped it.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/relaunch", request_body = RelaunchRequest,
+    responses((status = 201, body = Run), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+async fn relaunch_run(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Run>)> {
+    let req: RelaunchRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RelaunchRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", e.to_string())
+        })?
+    };
+    let run = state.store.get_run(id).await?;
+    if !run.status.is_finished() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "run_not_finished",
+            format!("run {id} is {}; relaunch it once it has finished", run.status),
+        ));
+    }
+    let failures = state.store.host_failures(id).await?;
+    let relevant: Vec<&Event> = failures
+        .iter()
+        .filter(|e| req.hosts != RelaunchHosts::Unreachable || e.event == "runner_on_unreachable")
+        .collect();
+    let mut options = run.options.clone();
+    if req.hosts != RelaunchHosts::All {
+        let mut hosts: std::collections::BTreeSet<String> = run
+            .summary
+            .iter()
+            .filter(|(_, s)| match req.hosts {
+                RelaunchHosts::Failed => s.failed > 0 || s.unreachable > 0,
+                _ => s.unreachable > 0,
+            })
+            .map(|(h, _)| h.clone())
+            .collect();
+        hosts.extend(relevant.iter().filter_map(|e| e.host().map(str::to_owned)));
+        if hosts.is_empty() {
+            return Err(ApiError::invalid(
+                "no_hosts_to_relaunch",
+                "hosts",
+                format!("run {id} has no {} hosts", if req.hosts == RelaunchHosts::Failed { "failed" } else { "unreachable" }),
+            ));
+        }
+        options.limit = Some(hosts.into_iter().collect::<Vec<_>>().join(","));
+    }
+    options.start_at_task = match req.from {
+        RelaunchFrom::Start => None,
+        RelaunchFrom::FailedTask => Some(resume_task(&state, &run, &relevant).await?),
+    };
+    let inventory = state.store.get_run_inventory(id).await?;
+    let new = NewRun {
+        project_id: run.project_id,
+        playbook: troupe_core::project::PlaybookRef::parse(&run.playbook)?,
+        inventory_id: run.inventory_id,
+        inventory,
+        options,
+        labels: run.labels.clone(),
+        tag: run.tag.clone(),
+        job_unit: run.job_id.zip(run.unit.clone()),
+        relaunch_of: Some(id),
+        template_id: run.template_id,
+    };
+    let created = submit(&state, new).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// The task a resumed run starts at: the first failure's, else (canceled or timed out) where
+/// the run stopped.
+async fn resume_task(state: &AppState, run: &Run, failures: &[&Event]) -> ApiResult<String> {
+    if let Some(task) = failures.iter().find_map(|e| e.task()) {
+        return Ok(task.to_owned());
+    }
+    if matches!(run.status, RunStatus::Canceled | RunStatus::Timeout) {
+        // A graceful cancel names the task it kept from starting in the stats event.
+        let last = state
+            .store
+            .list_events(run.id, (run.event_count - 1).max(0), 1)
+            .await?;
+        if let Some(task) = last
+            .first()
+            .filter(|e| e.event == troupe_core::event::STATS_EVENT)
+            .and_then(|e| e.event_data.get("troupe_resume_task"))
+            .and_then(Value::as_str)
+        {
+            return Ok(task.to_owned());
+        }
+        // Otherwise the run stopped inside the last task it started.
+        let mut after = 0;
+        let mut started: Option<String> = None;
+        loop {
+            let page = state.store.list_events(run.id, after, 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.counter;
+            for e in &page {
+                if e.event == "playbook_on_task_start"
+                    && let Some(t) = e.task()
+                {
+                    started = Some(t.to_owned());
+                }
+            }
+        }
+        if let Some(task) = started {
+            return Ok(task);
+        }
+    }
+    Err(ApiError::invalid(
+        "nothing_to_resume",
+        "from",
+        format!(
+            "run {} has no failed task to resume from and was not stopped mid-play",
+            run.id
+        ),
+    ))
 }

@@ -1,5 +1,6 @@
 //! Client-side commands: they talk to a troupe server over HTTP.
 
 pub mod export;
+pub mod jobs;
 pub mod run;
 pub mod runs;
