@@ -11,6 +11,7 @@
 //! - [`reap_orphans`] cleans up after a troupe that crashed.
 
 mod error;
+mod hosts;
 mod locate;
 pub mod plugin;
 mod process;
@@ -19,6 +20,7 @@ mod reap;
 mod rundir;
 
 pub use error::AnsibleError;
+pub use hosts::{hosts_of, list_hosts};
 pub use locate::{Ansible, PINNED_ANSIBLE_CORE};
 pub use plugin::{EventLineError, PLUGIN_NAME, PLUGIN_SOURCE, parse_event_line};
 pub use process::{Exit, Grace, LaunchSpec, Limits, Output, Process, Stream};

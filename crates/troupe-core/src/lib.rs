@@ -9,6 +9,7 @@ pub mod inventory;
 pub mod job;
 pub mod project;
 pub mod run;
+pub mod slice;
 pub mod status;
 pub mod template;
 pub mod text;

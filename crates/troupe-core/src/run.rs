@@ -43,6 +43,24 @@ pub struct RunOptions {
     /// `--start-at-task`: skip the tasks before the first one with this name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_at_task: Option<String>,
+    /// Split the hosts (after `limit`) into this many slices, one ansible-playbook each, run
+    /// in parallel (fewer when there are fewer hosts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slices: Option<u32>,
+    /// Split the hosts into slices of at most this many hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice_size: Option<u32>,
+}
+
+impl RunOptions {
+    /// How this run is split, if it is.
+    pub fn slicing(&self) -> Option<crate::slice::Slicing> {
+        match (self.slices, self.slice_size) {
+            (Some(n), _) if n > 1 => Some(crate::slice::Slicing::Count(n)),
+            (_, Some(k)) => Some(crate::slice::Slicing::Size(k)),
+            _ => None,
+        }
+    }
 }
 
 impl RunOptions {
@@ -82,6 +100,22 @@ impl RunOptions {
                 "start_at_task",
                 "start_at_task must be a task name",
             ));
+        }
+        if self.slices.is_some() && self.slice_size.is_some() {
+            return Err(ValidationError::new(
+                "invalid_field",
+                "slices",
+                "give slices or slice_size, not both",
+            ));
+        }
+        for (field, v) in [("slices", self.slices), ("slice_size", self.slice_size)] {
+            if v.is_some_and(|v| !(1..=1000).contains(&v)) {
+                return Err(ValidationError::new(
+                    "invalid_field",
+                    field,
+                    format!("{field} must be between 1 and 1000"),
+                ));
+            }
         }
         if self.verbosity > 4 {
             return Err(ValidationError::new(

@@ -10,12 +10,15 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
+use sqlx::{AssertSqlSafe, PgConnection, Postgres, QueryBuilder, Row};
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::time::Duration;
 use troupe_core::inventory::{Inventory, InventoryContent, InventoryFormat, NewInventory};
-use troupe_core::project::{NewProject, Project};
+use troupe_core::job::{Job, NewJob, Unit, UnitSource};
+use troupe_core::project::{NewProject, Project, ProjectSync};
 use troupe_core::run::{CancelMode, NewRun, Run};
+use troupe_core::template::{NewTemplate, Template};
 use troupe_core::{Event, RunStatus};
 use troupe_store::{
     Lease, OutputChunk, Page, RunFilter, RunOutcome, Store, StoreError, StoreResult, Stream,
@@ -104,7 +107,11 @@ fn like_prefix(prefix: &str) -> String {
 
 /// Now, cut to the microsecond precision PostgreSQL keeps.
 fn now() -> DateTime<Utc> {
-    let t = Utc::now();
+    micros(Utc::now())
+}
+
+/// `t` cut (not rounded, as PostgreSQL would) to whole microseconds.
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
@@ -128,20 +135,26 @@ fn cancel_mode(mode: Option<String>) -> StoreResult<Option<CancelMode>> {
         .transpose()
 }
 
-const PROJECT_COLS: &str = "id, name, source::text AS source, created_at";
+const PROJECT_COLS: &str = "id, name, source::text AS source, \"commit\", synced_at, \
+     sync_error, requirements_error, created_at";
 
 fn project_from(row: &PgRow) -> StoreResult<Project> {
     Ok(Project {
         id: get(row, "id")?,
         name: get(row, "name")?,
         source: json(row, "source")?,
-        // TEMPORARY until the sync columns land (issue 4 in progress).
-        sync: Default::default(),
+        sync: ProjectSync {
+            commit: get(row, "commit")?,
+            synced_at: get(row, "synced_at")?,
+            error: get(row, "sync_error")?,
+            requirements_error: get(row, "requirements_error")?,
+        },
         created_at: get(row, "created_at")?,
     })
 }
 
-const INVENTORY_COLS: &str = "id, name, env, version, format, hosts, vars, host_count, created_at";
+const INVENTORY_COLS: &str =
+    "id, name, env, version, format, hosts, vars, host_count, revision, created_at";
 
 fn inventory_from(row: &PgRow) -> StoreResult<Inventory> {
     Ok(Inventory {
@@ -155,15 +168,15 @@ fn inventory_from(row: &PgRow) -> StoreResult<Inventory> {
             vars: get(row, "vars")?,
         },
         host_count: get(row, "host_count")?,
-        // TEMPORARY until the revision column lands (issue 4 in progress).
-        revision: 1,
+        revision: get(row, "revision")?,
         created_at: get(row, "created_at")?,
     })
 }
 
 const RUN_COLS: &str = "id, project_id, playbook, inventory_id, options::text AS options, \
      labels::text AS labels, tag, status, status_reason, rc, created_at, started_at, \
-     finished_at, worker_id, cancel_requested, summary::text AS summary, event_count";
+     finished_at, worker_id, cancel_requested, summary::text AS summary, event_count, \
+     launched_at, \"commit\", job_id, unit, relaunch_of, template_id";
 
 fn run_from(row: &PgRow) -> StoreResult<Run> {
     let status: String = get(row, "status")?;
@@ -185,13 +198,12 @@ fn run_from(row: &PgRow) -> StoreResult<Run> {
         cancel_requested: cancel_mode(get(row, "cancel_requested")?)?,
         summary: json(row, "summary")?,
         event_count: get(row, "event_count")?,
-        // TEMPORARY until these columns land (issue 4 in progress).
-        launched_at: None,
-        commit: None,
-        job_id: None,
-        unit: None,
-        relaunch_of: None,
-        template_id: None,
+        launched_at: get(row, "launched_at")?,
+        commit: get(row, "commit")?,
+        job_id: get(row, "job_id")?,
+        unit: get(row, "unit")?,
+        relaunch_of: get(row, "relaunch_of")?,
+        template_id: get(row, "template_id")?,
     })
 }
 
@@ -210,6 +222,74 @@ fn event_from(row: &PgRow) -> StoreResult<Event> {
         end_line: get(row, "end_line")?,
         event_data: json(row, "event_data")?,
     })
+}
+
+const JOB_COLS: &str = "id, tag, project_id, created_at";
+
+/// A job from its row and its units (in order).
+fn job_from(row: &PgRow, units: Vec<Unit>) -> StoreResult<Job> {
+    Ok(Job {
+        id: get(row, "id")?,
+        tag: get(row, "tag")?,
+        project_id: get(row, "project_id")?,
+        units,
+        created_at: get(row, "created_at")?,
+    })
+}
+
+/// A unit from a row selecting `name, source::text AS source`.
+fn unit_from(row: &PgRow) -> StoreResult<Unit> {
+    let source: Option<String> = get(row, "source")?;
+    Ok(Unit {
+        name: get(row, "name")?,
+        source: source
+            .map(|s| {
+                serde_json::from_str(&s).map_err(|e| invalid(format_args!("unit source: {e}")))
+            })
+            .transpose()?,
+    })
+}
+
+const TEMPLATE_COLS: &str = "id, name, project_id, playbook, inventory_id, \
+     defaults::text AS defaults, allow_overrides::text AS allow_overrides, \
+     labels::text AS labels, created_at";
+
+fn template_from(row: &PgRow) -> StoreResult<Template> {
+    Ok(Template {
+        id: get(row, "id")?,
+        name: get(row, "name")?,
+        project_id: get(row, "project_id")?,
+        playbook: get(row, "playbook")?,
+        inventory_id: get(row, "inventory_id")?,
+        defaults: json(row, "defaults")?,
+        allow_overrides: json(row, "allow_overrides")?,
+        labels: json(row, "labels")?,
+        created_at: get(row, "created_at")?,
+    })
+}
+
+/// `NotFound(what, id)` unless `table` holds a row with this id, as `conn` sees it.
+async fn require_row(
+    conn: &mut PgConnection,
+    table: &'static str,
+    what: &'static str,
+    id: i64,
+) -> StoreResult<()> {
+    let found = sqlx::query(AssertSqlSafe(format!(
+        "SELECT 1 FROM {table} WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+    .map_err(backend)?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(StoreError::not_found(what, id)),
+    }
+}
+
+fn unit_not_found(job_id: i64, unit: &str) -> StoreError {
+    StoreError::not_found("unit", format!("{unit:?} of job {job_id}"))
 }
 
 fn token_from(row: &PgRow) -> StoreResult<TokenRecord> {
@@ -352,6 +432,35 @@ impl PgStore {
         run_from(&row)
     }
 
+    /// The jobs of `rows` (selected with [`JOB_COLS`]), in the same order, with their units.
+    async fn jobs_from(&self, rows: &[PgRow]) -> StoreResult<Vec<Job>> {
+        let ids = rows
+            .iter()
+            .map(|r| get::<i64>(r, "id"))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut units: HashMap<i64, Vec<Unit>> = HashMap::new();
+        if !ids.is_empty() {
+            let found = sqlx::query(
+                "SELECT job_id, name, source::text AS source FROM job_units \
+                 WHERE job_id = ANY($1) ORDER BY job_id, position",
+            )
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+            for row in &found {
+                units
+                    .entry(get(row, "job_id")?)
+                    .or_default()
+                    .push(unit_from(row)?);
+            }
+        }
+        rows.iter()
+            .zip(ids)
+            .map(|(row, id)| job_from(row, units.remove(&id).unwrap_or_default()))
+            .collect()
+    }
+
     /// Moves every running run matching `condition` (on placeholder `$3`, bound to `arg`) to
     /// `error` with `reason`; returns their ids in order.
     async fn fail_running<T>(&self, condition: &str, arg: T, reason: &str) -> StoreResult<Vec<i64>>
@@ -451,6 +560,24 @@ impl Store for PgStore {
         .collect()
     }
 
+    async fn set_project_sync(&self, id: i64, sync: &ProjectSync) -> StoreResult<Project> {
+        let text = |s: &Option<String>| s.as_deref().map(|s| pg_text(s).into_owned());
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE projects SET \"commit\" = $1, synced_at = $2, sync_error = $3, \
+             requirements_error = $4 WHERE id = $5 RETURNING {PROJECT_COLS}"
+        )))
+        .bind(text(&sync.commit))
+        .bind(sync.synced_at.map(micros))
+        .bind(text(&sync.error))
+        .bind(text(&sync.requirements_error))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found("project", id))?;
+        project_from(&row)
+    }
+
     async fn create_inventory(
         &self,
         new: &NewInventory,
@@ -511,6 +638,79 @@ impl Store for PgStore {
         .collect()
     }
 
+    async fn update_inventory(
+        &self,
+        id: i64,
+        new: &NewInventory,
+        host_count: i64,
+    ) -> StoreResult<Inventory> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE inventories SET name = $1, env = $2, version = $3, format = $4, \
+             hosts = $5, vars = $6, host_count = $7, revision = revision + 1 WHERE id = $8 \
+             RETURNING {INVENTORY_COLS}"
+        )))
+        .bind(&new.name)
+        .bind(&new.env)
+        .bind(&new.version)
+        .bind(new.format.as_str())
+        .bind(&new.hosts)
+        .bind(&new.vars)
+        .bind(host_count)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| unique_or_backend(e, || format!("inventory name {:?} is taken", new.name)))?
+        .ok_or_else(|| StoreError::not_found("inventory", id))?;
+        inventory_from(&row)
+    }
+
+    async fn delete_inventory(&self, id: i64) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // FOR UPDATE waits for runs and templates being created with this inventory (they
+        // hold KEY SHARE on it), so the checks below see them.
+        let name: String =
+            sqlx::query_scalar("SELECT name FROM inventories WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?
+                .ok_or_else(|| StoreError::not_found("inventory", id))?;
+        let active = sqlx::query(
+            "SELECT id, status FROM runs WHERE inventory_id = $1 \
+             AND status IN ('queued', 'running') ORDER BY id LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if let Some(run) = active {
+            return Err(StoreError::Conflict(format!(
+                "inventory {name:?} is used by {} run {}",
+                get::<String>(&run, "status")?,
+                get::<i64>(&run, "id")?
+            )));
+        }
+        let template: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM templates WHERE inventory_id = $1 ORDER BY id LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if let Some(template) = template {
+            return Err(StoreError::Conflict(format!(
+                "inventory {name:?} is named by template {template:?}"
+            )));
+        }
+        // Finished runs lose the reference through ON DELETE SET NULL.
+        sqlx::query("DELETE FROM inventories WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
     async fn create_run(&self, new: &NewRun) -> StoreResult<Run> {
         let options = to_json(&new.options)?;
         let labels = to_json(&new.labels)?;
@@ -524,7 +724,9 @@ impl Store for PgStore {
             return Err(StoreError::not_found("project", new.project_id));
         }
         if let Some(inventory_id) = new.inventory_id {
-            let inventory = sqlx::query("SELECT 1 FROM inventories WHERE id = $1")
+            // KEY SHARE: a concurrent delete_inventory waits for this run to be stored, and
+            // then sees it.
+            let inventory = sqlx::query("SELECT 1 FROM inventories WHERE id = $1 FOR KEY SHARE")
                 .bind(inventory_id)
                 .fetch_optional(&mut *tx)
                 .await
@@ -533,11 +735,35 @@ impl Store for PgStore {
                 return Err(StoreError::not_found("inventory", inventory_id));
             }
         }
+        if let Some((job_id, unit)) = &new.job_unit {
+            require_row(&mut tx, "jobs", "job", *job_id).await?;
+            let found = sqlx::query("SELECT 1 FROM job_units WHERE job_id = $1 AND name = $2")
+                .bind(job_id)
+                .bind(unit)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+            if found.is_none() {
+                return Err(unit_not_found(*job_id, unit));
+            }
+        }
+        if let Some(relaunch_of) = new.relaunch_of {
+            require_row(&mut tx, "runs", "run", relaunch_of).await?;
+        }
+        if let Some(template_id) = new.template_id {
+            require_row(&mut tx, "templates", "template", template_id).await?;
+        }
+        let (job_id, unit) = new
+            .job_unit
+            .as_ref()
+            .map(|(j, u)| (Some(*j), Some(u.as_str())))
+            .unwrap_or_default();
         let row = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO runs (project_id, playbook, inventory_id, inventory_format, \
-             inventory_hosts, inventory_vars, options, labels, tag, status, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7::json, $8::jsonb, $9, 'queued', $10) \
-             RETURNING {RUN_COLS}"
+             inventory_hosts, inventory_vars, options, labels, tag, status, created_at, \
+             job_id, unit, relaunch_of, template_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7::json, $8::jsonb, $9, 'queued', $10, \
+             $11, $12, $13, $14) RETURNING {RUN_COLS}"
         )))
         .bind(new.project_id)
         .bind(new.playbook.as_str())
@@ -554,6 +780,10 @@ impl Store for PgStore {
         .bind(labels)
         .bind(&new.tag)
         .bind(now())
+        .bind(job_id)
+        .bind(unit)
+        .bind(new.relaunch_of)
+        .bind(new.template_id)
         .fetch_one(&mut *tx)
         .await
         .map_err(backend)?;
@@ -627,6 +857,15 @@ impl Store for PgStore {
         if let Some(tag) = &filter.tag {
             q.push(" AND tag = ").push_bind(tag.as_str());
         }
+        if let Some(job_id) = filter.job_id {
+            q.push(" AND job_id = ").push_bind(job_id);
+        }
+        if let Some(unit) = &filter.unit {
+            q.push(" AND unit = ").push_bind(unit.as_str());
+        }
+        if let Some(relaunch_of) = filter.relaunch_of {
+            q.push(" AND relaunch_of = ").push_bind(relaunch_of);
+        }
         if let Some((key, value)) = &filter.label {
             q.push(" AND EXISTS (SELECT 1 FROM run_labels l WHERE l.run_id = runs.id AND l.key = ")
                 .push_bind(key.as_str());
@@ -670,6 +909,37 @@ impl Store for PgStore {
         .await
         .map_err(backend)?;
         row.as_ref().map(run_from).transpose()
+    }
+
+    async fn mark_launched(
+        &self,
+        run_id: i64,
+        worker_id: &str,
+        at: DateTime<Utc>,
+        commit: Option<&str>,
+    ) -> StoreResult<()> {
+        let row = sqlx::query(
+            "UPDATE runs SET launched_at = $1, \"commit\" = $2 \
+             WHERE id = $3 AND worker_id = $4 AND status = 'running' RETURNING id",
+        )
+        .bind(micros(at))
+        .bind(commit.map(|c| pg_text(c).into_owned()))
+        .bind(run_id)
+        .bind(worker_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        if row.is_some() {
+            return Ok(());
+        }
+        let run = self.current_run(run_id).await?;
+        Err(StoreError::Conflict(format!(
+            "run {run_id} is not running under worker {worker_id:?} (it is {}{})",
+            run.status,
+            run.worker_id
+                .map(|w| format!(", worker {w:?}"))
+                .unwrap_or_default()
+        )))
     }
 
     async fn renew_lease(
@@ -938,6 +1208,188 @@ impl Store for PgStore {
             self.require_run(run_id).await?;
         }
         Ok(out)
+    }
+
+    async fn create_job(&self, new: &NewJob) -> StoreResult<Job> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        if let Some(project_id) = new.project_id {
+            require_row(&mut tx, "projects", "project", project_id).await?;
+        }
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO jobs (tag, project_id, created_at) VALUES ($1, $2, $3) \
+             RETURNING {JOB_COLS}"
+        )))
+        .bind(&new.tag)
+        .bind(new.project_id)
+        .bind(now())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let job_id: i64 = get(&row, "id")?;
+        // Positions follow the list: WITH ORDINALITY numbers the names as given.
+        sqlx::query(
+            "INSERT INTO job_units (job_id, position, name) \
+             SELECT $1, u.position - 1, u.name \
+             FROM UNNEST($2::text[]) WITH ORDINALITY AS u(name, position)",
+        )
+        .bind(job_id)
+        .bind(&new.units)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| unique_or_backend(e, || "a job cannot have two units of one name".into()))?;
+        tx.commit().await.map_err(backend)?;
+        let units = new
+            .units
+            .iter()
+            .map(|name| Unit {
+                name: name.clone(),
+                source: None,
+            })
+            .collect();
+        job_from(&row, units)
+    }
+
+    async fn get_job(&self, id: i64) -> StoreResult<Job> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found("job", id))?;
+        let mut jobs = self.jobs_from(std::slice::from_ref(&row)).await?;
+        jobs.pop().ok_or_else(|| StoreError::not_found("job", id))
+    }
+
+    async fn latest_job(&self, tag: &str) -> StoreResult<Option<Job>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE tag = $1 ORDER BY id DESC LIMIT 1"
+        )))
+        .bind(tag)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(self.jobs_from(&rows).await?.pop())
+    }
+
+    async fn list_jobs(&self, tag: Option<&str>, page: Page) -> StoreResult<Vec<Job>> {
+        if page.limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let mut q =
+            QueryBuilder::<Postgres>::new(format!("SELECT {JOB_COLS} FROM jobs WHERE TRUE"));
+        if let Some(tag) = tag {
+            q.push(" AND tag = ").push_bind(tag);
+        }
+        if let Some(before) = page.before {
+            q.push(" AND id < ").push_bind(before);
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(page.limit);
+        let rows = q.build().fetch_all(&self.pool).await.map_err(backend)?;
+        self.jobs_from(&rows).await
+    }
+
+    async fn set_unit_source(
+        &self,
+        job_id: i64,
+        unit: &str,
+        source: &UnitSource,
+    ) -> StoreResult<Unit> {
+        let encoded = to_json(source)?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        require_row(&mut tx, "jobs", "job", job_id).await?;
+        if let UnitSource::Project(project_id) = source {
+            require_row(&mut tx, "projects", "project", *project_id).await?;
+        }
+        let row = sqlx::query(
+            "UPDATE job_units SET source = $1::jsonb WHERE job_id = $2 AND name = $3 \
+             RETURNING name, source::text AS source",
+        )
+        .bind(encoded)
+        .bind(job_id)
+        .bind(unit)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| unit_not_found(job_id, unit))?;
+        let unit = unit_from(&row)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(unit)
+    }
+
+    async fn create_template(&self, new: &NewTemplate) -> StoreResult<Template> {
+        let defaults = to_json(&new.defaults)?;
+        let allow_overrides = to_json(&new.allow_overrides)?;
+        let labels = to_json(&new.labels)?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        require_row(&mut tx, "projects", "project", new.project_id).await?;
+        // KEY SHARE, as in create_run: a concurrent delete_inventory then sees the template.
+        let inventory = sqlx::query("SELECT 1 FROM inventories WHERE id = $1 FOR KEY SHARE")
+            .bind(new.inventory_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if inventory.is_none() {
+            return Err(StoreError::not_found("inventory", new.inventory_id));
+        }
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO templates (name, project_id, playbook, inventory_id, defaults, \
+             allow_overrides, labels, created_at) \
+             VALUES ($1, $2, $3, $4, $5::json, $6::jsonb, $7::jsonb, $8) \
+             RETURNING {TEMPLATE_COLS}"
+        )))
+        .bind(&new.name)
+        .bind(new.project_id)
+        .bind(&new.playbook)
+        .bind(new.inventory_id)
+        .bind(defaults)
+        .bind(allow_overrides)
+        .bind(labels)
+        .bind(now())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| unique_or_backend(e, || format!("template name {:?} is taken", new.name)))?;
+        let template = template_from(&row)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(template)
+    }
+
+    async fn get_template(&self, id: i64) -> StoreResult<Template> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {TEMPLATE_COLS} FROM templates WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found("template", id))?;
+        template_from(&row)
+    }
+
+    async fn find_template(&self, name: &str) -> StoreResult<Option<Template>> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {TEMPLATE_COLS} FROM templates WHERE name = $1"
+        )))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
+        .as_ref()
+        .map(template_from)
+        .transpose()
+    }
+
+    async fn list_templates(&self) -> StoreResult<Vec<Template>> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {TEMPLATE_COLS} FROM templates ORDER BY id"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(template_from)
+        .collect()
     }
 
     async fn create_token(&self, name: &str, hash: &str) -> StoreResult<TokenRecord> {

@@ -14,12 +14,15 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqliteConnection};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 use troupe_core::inventory::{Inventory, InventoryContent, InventoryFormat, NewInventory};
-use troupe_core::project::{NewProject, Project};
+use troupe_core::job::{Job, NewJob, Unit, UnitSource};
+use troupe_core::project::{NewProject, Project, ProjectSync};
 use troupe_core::run::{CancelMode, NewRun, Run};
+use troupe_core::template::{NewTemplate, Template};
 use troupe_core::{Event, RunStatus};
 use troupe_store::{
     Lease, OutputChunk, Page, RunFilter, RunOutcome, Store, StoreError, StoreResult, Stream,
@@ -117,20 +120,26 @@ fn format_of(s: &str) -> StoreResult<InventoryFormat> {
     }
 }
 
-const PROJECT_COLS: &str = "id, name, source, created_at";
+const PROJECT_COLS: &str =
+    "id, name, source, \"commit\", synced_at, sync_error, requirements_error, created_at";
 
 fn project_from(row: &SqliteRow) -> StoreResult<Project> {
     Ok(Project {
         id: get(row, "id")?,
         name: get(row, "name")?,
         source: json(row, "source")?,
-        // TEMPORARY until the sync columns land (issue 4 in progress).
-        sync: Default::default(),
+        sync: ProjectSync {
+            commit: get(row, "commit")?,
+            synced_at: opt_time(row, "synced_at")?,
+            error: get(row, "sync_error")?,
+            requirements_error: get(row, "requirements_error")?,
+        },
         created_at: time(row, "created_at")?,
     })
 }
 
-const INVENTORY_COLS: &str = "id, name, env, version, format, hosts, vars, host_count, created_at";
+const INVENTORY_COLS: &str =
+    "id, name, env, version, format, hosts, vars, host_count, revision, created_at";
 
 fn inventory_from(row: &SqliteRow) -> StoreResult<Inventory> {
     Ok(Inventory {
@@ -144,15 +153,14 @@ fn inventory_from(row: &SqliteRow) -> StoreResult<Inventory> {
             vars: get(row, "vars")?,
         },
         host_count: get(row, "host_count")?,
-        // TEMPORARY until the revision column lands (issue 4 in progress).
-        revision: 1,
+        revision: get(row, "revision")?,
         created_at: time(row, "created_at")?,
     })
 }
 
 const RUN_COLS: &str = "id, project_id, playbook, inventory_id, options, labels, tag, status, \
      status_reason, rc, created_at, started_at, finished_at, worker_id, cancel_requested, \
-     summary, event_count";
+     summary, event_count, launched_at, \"commit\", job_id, unit, relaunch_of, template_id";
 
 fn run_from(row: &SqliteRow) -> StoreResult<Run> {
     let status: String = get(row, "status")?;
@@ -179,13 +187,12 @@ fn run_from(row: &SqliteRow) -> StoreResult<Run> {
             .transpose()?,
         summary: json(row, "summary")?,
         event_count: get(row, "event_count")?,
-        // TEMPORARY until these columns land (issue 4 in progress).
-        launched_at: None,
-        commit: None,
-        job_id: None,
-        unit: None,
-        relaunch_of: None,
-        template_id: None,
+        launched_at: opt_time(row, "launched_at")?,
+        commit: get(row, "commit")?,
+        job_id: get(row, "job_id")?,
+        unit: get(row, "unit")?,
+        relaunch_of: get(row, "relaunch_of")?,
+        template_id: get(row, "template_id")?,
     })
 }
 
@@ -203,6 +210,48 @@ fn event_from(row: &SqliteRow) -> StoreResult<Event> {
         start_line: get(row, "start_line")?,
         end_line: get(row, "end_line")?,
         event_data: json(row, "event_data")?,
+    })
+}
+
+const JOB_COLS: &str = "id, tag, project_id, created_at";
+
+/// A job from its row and its units (in order).
+fn job_from(row: &SqliteRow, units: Vec<Unit>) -> StoreResult<Job> {
+    Ok(Job {
+        id: get(row, "id")?,
+        tag: get(row, "tag")?,
+        project_id: get(row, "project_id")?,
+        units,
+        created_at: time(row, "created_at")?,
+    })
+}
+
+fn unit_from(row: &SqliteRow) -> StoreResult<Unit> {
+    let source: Option<String> = get(row, "source")?;
+    Ok(Unit {
+        name: get(row, "name")?,
+        source: source
+            .map(|s| {
+                serde_json::from_str(&s).map_err(|e| invalid(format_args!("unit source: {e}")))
+            })
+            .transpose()?,
+    })
+}
+
+const TEMPLATE_COLS: &str = "id, name, project_id, playbook, inventory_id, defaults, \
+     allow_overrides, labels, created_at";
+
+fn template_from(row: &SqliteRow) -> StoreResult<Template> {
+    Ok(Template {
+        id: get(row, "id")?,
+        name: get(row, "name")?,
+        project_id: get(row, "project_id")?,
+        playbook: get(row, "playbook")?,
+        inventory_id: get(row, "inventory_id")?,
+        defaults: json(row, "defaults")?,
+        allow_overrides: json(row, "allow_overrides")?,
+        labels: json(row, "labels")?,
+        created_at: time(row, "created_at")?,
     })
 }
 
@@ -295,6 +344,35 @@ impl SqliteStore {
         run_from(&row)
     }
 
+    /// The jobs of `rows` (selected with [`JOB_COLS`]), in the same order, with their units.
+    async fn jobs_from(&self, rows: &[SqliteRow]) -> StoreResult<Vec<Job>> {
+        let ids = rows
+            .iter()
+            .map(|r| get::<i64>(r, "id"))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut units: HashMap<i64, Vec<Unit>> = HashMap::new();
+        for part in ids.chunks(1000) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT job_id, name, source FROM job_units WHERE job_id IN (",
+            );
+            let mut list = q.separated(", ");
+            for id in part {
+                list.push_bind(*id);
+            }
+            q.push(") ORDER BY job_id, position");
+            for row in q.build().fetch_all(&self.reader).await.map_err(backend)? {
+                units
+                    .entry(get(&row, "job_id")?)
+                    .or_default()
+                    .push(unit_from(&row)?);
+            }
+        }
+        rows.iter()
+            .zip(ids)
+            .map(|(row, id)| job_from(row, units.remove(&id).unwrap_or_default()))
+            .collect()
+    }
+
     /// Moves every running run matching `condition` (whose placeholders take `binds`) to
     /// `error` with `reason`; returns their ids in order.
     async fn fail_running(
@@ -323,6 +401,40 @@ impl SqliteStore {
         ids.sort_unstable();
         Ok(ids)
     }
+}
+
+/// Whether `table` holds a row with this id, as `conn` sees it.
+async fn row_exists(
+    conn: &mut SqliteConnection,
+    table: &'static str,
+    id: i64,
+) -> StoreResult<bool> {
+    Ok(
+        sqlx::query(AssertSqlSafe(format!("SELECT 1 FROM {table} WHERE id = ?")))
+            .bind(id)
+            .fetch_optional(conn)
+            .await
+            .map_err(backend)?
+            .is_some(),
+    )
+}
+
+/// `NotFound(what, id)` unless `table` holds a row with this id.
+async fn require_row(
+    conn: &mut SqliteConnection,
+    table: &'static str,
+    what: &'static str,
+    id: i64,
+) -> StoreResult<()> {
+    if row_exists(conn, table, id).await? {
+        Ok(())
+    } else {
+        Err(StoreError::not_found(what, id))
+    }
+}
+
+fn unit_not_found(job_id: i64, unit: &str) -> StoreError {
+    StoreError::not_found("unit", format!("{unit:?} of job {job_id}"))
 }
 
 enum SqliteArg<'a> {
@@ -403,6 +515,23 @@ impl Store for SqliteStore {
         .collect()
     }
 
+    async fn set_project_sync(&self, id: i64, sync: &ProjectSync) -> StoreResult<Project> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE projects SET \"commit\" = ?, synced_at = ?, sync_error = ?, \
+             requirements_error = ? WHERE id = ? RETURNING {PROJECT_COLS}"
+        )))
+        .bind(&sync.commit)
+        .bind(sync.synced_at.map(ts))
+        .bind(&sync.error)
+        .bind(&sync.requirements_error)
+        .bind(id)
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found("project", id))?;
+        project_from(&row)
+    }
+
     async fn create_inventory(
         &self,
         new: &NewInventory,
@@ -463,6 +592,80 @@ impl Store for SqliteStore {
         .collect()
     }
 
+    async fn update_inventory(
+        &self,
+        id: i64,
+        new: &NewInventory,
+        host_count: i64,
+    ) -> StoreResult<Inventory> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE inventories SET name = ?, env = ?, version = ?, format = ?, hosts = ?, \
+             vars = ?, host_count = ?, revision = revision + 1 WHERE id = ? \
+             RETURNING {INVENTORY_COLS}"
+        )))
+        .bind(&new.name)
+        .bind(&new.env)
+        .bind(&new.version)
+        .bind(new.format.as_str())
+        .bind(&new.hosts)
+        .bind(&new.vars)
+        .bind(host_count)
+        .bind(id)
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(|e| unique_or_backend(e, || format!("inventory name {:?} is taken", new.name)))?
+        .ok_or_else(|| StoreError::not_found("inventory", id))?;
+        inventory_from(&row)
+    }
+
+    async fn delete_inventory(&self, id: i64) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let name: String = sqlx::query_scalar("SELECT name FROM inventories WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::not_found("inventory", id))?;
+        let active = sqlx::query(
+            "SELECT id, status FROM runs WHERE inventory_id = ? \
+             AND status IN ('queued', 'running') ORDER BY id LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if let Some(run) = active {
+            return Err(StoreError::Conflict(format!(
+                "inventory {name:?} is used by {} run {}",
+                get::<String>(&run, "status")?,
+                get::<i64>(&run, "id")?
+            )));
+        }
+        let template: Option<String> =
+            sqlx::query_scalar("SELECT name FROM templates WHERE inventory_id = ? ORDER BY id")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+        if let Some(template) = template {
+            return Err(StoreError::Conflict(format!(
+                "inventory {name:?} is named by template {template:?}"
+            )));
+        }
+        // What ON DELETE SET NULL would do (see the migration).
+        sqlx::query("UPDATE runs SET inventory_id = NULL WHERE inventory_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query("DELETE FROM inventories WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
     async fn create_run(&self, new: &NewRun) -> StoreResult<Run> {
         let options = to_json(&new.options)?;
         let labels = to_json(&new.labels)?;
@@ -485,10 +688,34 @@ impl Store for SqliteStore {
                 return Err(StoreError::not_found("inventory", inventory_id));
             }
         }
+        if let Some((job_id, unit)) = &new.job_unit {
+            require_row(&mut tx, "jobs", "job", *job_id).await?;
+            let found = sqlx::query("SELECT 1 FROM job_units WHERE job_id = ? AND name = ?")
+                .bind(job_id)
+                .bind(unit)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+            if found.is_none() {
+                return Err(unit_not_found(*job_id, unit));
+            }
+        }
+        if let Some(relaunch_of) = new.relaunch_of {
+            require_row(&mut tx, "runs", "run", relaunch_of).await?;
+        }
+        if let Some(template_id) = new.template_id {
+            require_row(&mut tx, "templates", "template", template_id).await?;
+        }
+        let (job_id, unit) = new
+            .job_unit
+            .as_ref()
+            .map(|(j, u)| (Some(*j), Some(u.as_str())))
+            .unwrap_or_default();
         let row = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO runs (project_id, playbook, inventory_id, inventory_format, \
-             inventory_hosts, inventory_vars, options, labels, tag, status, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?) RETURNING {RUN_COLS}"
+             inventory_hosts, inventory_vars, options, labels, tag, status, created_at, \
+             job_id, unit, relaunch_of, template_id) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?) RETURNING {RUN_COLS}"
         )))
         .bind(new.project_id)
         .bind(new.playbook.as_str())
@@ -500,6 +727,10 @@ impl Store for SqliteStore {
         .bind(labels)
         .bind(&new.tag)
         .bind(now_us())
+        .bind(job_id)
+        .bind(unit)
+        .bind(new.relaunch_of)
+        .bind(new.template_id)
         .fetch_one(&mut *tx)
         .await
         .map_err(backend)?;
@@ -564,6 +795,15 @@ impl Store for SqliteStore {
         if let Some(tag) = &filter.tag {
             q.push(" AND tag = ").push_bind(tag.clone());
         }
+        if let Some(job_id) = filter.job_id {
+            q.push(" AND job_id = ").push_bind(job_id);
+        }
+        if let Some(unit) = &filter.unit {
+            q.push(" AND unit = ").push_bind(unit.clone());
+        }
+        if let Some(relaunch_of) = filter.relaunch_of {
+            q.push(" AND relaunch_of = ").push_bind(relaunch_of);
+        }
         if let Some((key, value)) = &filter.label {
             q.push(" AND EXISTS (SELECT 1 FROM run_labels l WHERE l.run_id = runs.id AND l.key = ")
                 .push_bind(key.clone());
@@ -606,6 +846,37 @@ impl Store for SqliteStore {
         .await
         .map_err(backend)?;
         row.as_ref().map(run_from).transpose()
+    }
+
+    async fn mark_launched(
+        &self,
+        run_id: i64,
+        worker_id: &str,
+        at: DateTime<Utc>,
+        commit: Option<&str>,
+    ) -> StoreResult<()> {
+        let row = sqlx::query(
+            "UPDATE runs SET launched_at = ?, \"commit\" = ? \
+             WHERE id = ? AND worker_id = ? AND status = 'running' RETURNING id",
+        )
+        .bind(ts(at))
+        .bind(commit)
+        .bind(run_id)
+        .bind(worker_id)
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(backend)?;
+        if row.is_some() {
+            return Ok(());
+        }
+        let run = self.current_run(run_id).await?;
+        Err(StoreError::Conflict(format!(
+            "run {run_id} is not running under worker {worker_id:?} (it is {}{})",
+            run.status,
+            run.worker_id
+                .map(|w| format!(", worker {w:?}"))
+                .unwrap_or_default()
+        )))
     }
 
     async fn renew_lease(
@@ -875,6 +1146,179 @@ impl Store for SqliteStore {
             self.require_run(run_id).await?;
         }
         Ok(out)
+    }
+
+    async fn create_job(&self, new: &NewJob) -> StoreResult<Job> {
+        let mut tx = self.begin().await?;
+        if let Some(project_id) = new.project_id {
+            require_row(&mut tx, "projects", "project", project_id).await?;
+        }
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO jobs (tag, project_id, created_at) VALUES (?, ?, ?) RETURNING {JOB_COLS}"
+        )))
+        .bind(&new.tag)
+        .bind(new.project_id)
+        .bind(now_us())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let job_id: i64 = get(&row, "id")?;
+        let positioned: Vec<(i64, &String)> = (0..).zip(&new.units).collect();
+        for part in positioned.chunks(MAX_PARAMS / 3) {
+            let mut q =
+                QueryBuilder::<Sqlite>::new("INSERT INTO job_units (job_id, position, name) ");
+            q.push_values(part, |mut b, (position, name)| {
+                b.push_bind(job_id)
+                    .push_bind(*position)
+                    .push_bind(name.as_str());
+            });
+            q.build().execute(&mut *tx).await.map_err(|e| {
+                unique_or_backend(e, || "a job cannot have two units of one name".into())
+            })?;
+        }
+        tx.commit().await.map_err(backend)?;
+        let units = new
+            .units
+            .iter()
+            .map(|name| Unit {
+                name: name.clone(),
+                source: None,
+            })
+            .collect();
+        job_from(&row, units)
+    }
+
+    async fn get_job(&self, id: i64) -> StoreResult<Job> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found("job", id))?;
+        let mut jobs = self.jobs_from(std::slice::from_ref(&row)).await?;
+        jobs.pop().ok_or_else(|| StoreError::not_found("job", id))
+    }
+
+    async fn latest_job(&self, tag: &str) -> StoreResult<Option<Job>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE tag = ? ORDER BY id DESC LIMIT 1"
+        )))
+        .bind(tag)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        Ok(self.jobs_from(&rows).await?.pop())
+    }
+
+    async fn list_jobs(&self, tag: Option<&str>, page: Page) -> StoreResult<Vec<Job>> {
+        if page.limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {JOB_COLS} FROM jobs WHERE 1 = 1"));
+        if let Some(tag) = tag {
+            q.push(" AND tag = ").push_bind(tag.to_owned());
+        }
+        if let Some(before) = page.before {
+            q.push(" AND id < ").push_bind(before);
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(page.limit);
+        let rows = q.build().fetch_all(&self.reader).await.map_err(backend)?;
+        self.jobs_from(&rows).await
+    }
+
+    async fn set_unit_source(
+        &self,
+        job_id: i64,
+        unit: &str,
+        source: &UnitSource,
+    ) -> StoreResult<Unit> {
+        let encoded = to_json(source)?;
+        let mut tx = self.begin().await?;
+        require_row(&mut tx, "jobs", "job", job_id).await?;
+        if let UnitSource::Project(project_id) = source {
+            require_row(&mut tx, "projects", "project", *project_id).await?;
+        }
+        let row = sqlx::query(
+            "UPDATE job_units SET source = ? WHERE job_id = ? AND name = ? \
+             RETURNING name, source",
+        )
+        .bind(encoded)
+        .bind(job_id)
+        .bind(unit)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| unit_not_found(job_id, unit))?;
+        let unit = unit_from(&row)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(unit)
+    }
+
+    async fn create_template(&self, new: &NewTemplate) -> StoreResult<Template> {
+        let defaults = to_json(&new.defaults)?;
+        let allow_overrides = to_json(&new.allow_overrides)?;
+        let labels = to_json(&new.labels)?;
+        let mut tx = self.begin().await?;
+        require_row(&mut tx, "projects", "project", new.project_id).await?;
+        require_row(&mut tx, "inventories", "inventory", new.inventory_id).await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO templates (name, project_id, playbook, inventory_id, defaults, \
+             allow_overrides, labels, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             RETURNING {TEMPLATE_COLS}"
+        )))
+        .bind(&new.name)
+        .bind(new.project_id)
+        .bind(&new.playbook)
+        .bind(new.inventory_id)
+        .bind(defaults)
+        .bind(allow_overrides)
+        .bind(labels)
+        .bind(now_us())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| unique_or_backend(e, || format!("template name {:?} is taken", new.name)))?;
+        let template = template_from(&row)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(template)
+    }
+
+    async fn get_template(&self, id: i64) -> StoreResult<Template> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {TEMPLATE_COLS} FROM templates WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found("template", id))?;
+        template_from(&row)
+    }
+
+    async fn find_template(&self, name: &str) -> StoreResult<Option<Template>> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {TEMPLATE_COLS} FROM templates WHERE name = ?"
+        )))
+        .bind(name)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)?
+        .as_ref()
+        .map(template_from)
+        .transpose()
+    }
+
+    async fn list_templates(&self) -> StoreResult<Vec<Template>> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {TEMPLATE_COLS} FROM templates ORDER BY id"
+        )))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(template_from)
+        .collect()
     }
 
     async fn create_token(&self, name: &str, hash: &str) -> StoreResult<TokenRecord> {

@@ -20,8 +20,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 use troupe_core::inventory::{InventoryContent, InventoryFormat, NewInventory};
-use troupe_core::project::{NewProject, PlaybookRef, Project, ProjectSource};
+use troupe_core::job::{Job, NewJob, Unit, UnitSource};
+use troupe_core::project::{NewProject, PlaybookRef, Project, ProjectSource, ProjectSync};
 use troupe_core::run::{CancelMode, HostStats, Labels, NewRun, Run, RunOptions, RunSummary};
+use troupe_core::template::NewTemplate;
 use troupe_core::{Event, RunStatus};
 
 /// One case: runs against the store it is given and panics on failure.
@@ -60,6 +62,17 @@ macro_rules! __conformance_case_names {
             output_streams,
             nul_characters_do_not_break_writes,
             tokens_round_trip,
+            project_sync_round_trip,
+            update_inventory_bumps_revision,
+            delete_inventory_rules,
+            jobs_round_trip,
+            latest_job_and_list_jobs,
+            set_unit_source_rules,
+            templates_round_trip,
+            run_links_round_trip,
+            create_run_missing_links,
+            list_runs_by_job_unit_relaunch,
+            mark_launched_rules,
         );
     };
 }
@@ -380,6 +393,8 @@ pub async fn create_run_round_trip(store: &dyn Store) {
         verbosity: 3,
         timeout_s: Some(90),
         start_at_task: Some("second task".into()),
+        // Options added later (slicing...) round-trip through the same JSON column.
+        ..Default::default()
     };
     let mut labels = Labels::new();
     labels.insert("team".into(), "ops".into());
@@ -1547,6 +1562,731 @@ pub async fn tokens_round_trip(store: &dyn Store) {
     assert_conflict(store.create_token("ci", "aa11").await, "token");
     let list = store.list_tokens().await.expect("list");
     assert_eq!(list, vec![a, b]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Git project sync, inventory revisions and deletion
+
+/// A time with nanoseconds, which every backend keeps to the microsecond.
+fn precise_time() -> DateTime<Utc> {
+    Utc.timestamp_opt(1_767_225_600, 123_456_789)
+        .single()
+        .expect("valid time")
+}
+
+/// A project starts with no sync state; `set_project_sync` stores all of it and can clear it.
+pub async fn project_sync_round_trip(store: &dyn Store) {
+    let p = project(store, "git-proj").await;
+    assert_eq!(p.sync, ProjectSync::default());
+    let sync = ProjectSync {
+        commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+        synced_at: Some(precise_time()),
+        error: Some("fetch failed: exit 128".into()),
+        requirements_error: Some("collection x not found".into()),
+    };
+    let updated = store.set_project_sync(p.id, &sync).await.expect("set sync");
+    let expected = ProjectSync {
+        synced_at: Some(micros(precise_time())),
+        ..sync
+    };
+    assert_eq!(updated.sync, expected);
+    assert_eq!((updated.id, &updated.name), (p.id, &p.name));
+    assert_eq!(updated.source, p.source);
+    assert_eq!(updated.created_at, p.created_at);
+    assert_eq!(store.get_project(p.id).await.expect("get"), updated);
+    assert_eq!(
+        store.find_project("git-proj").await.expect("find"),
+        Some(updated.clone())
+    );
+    assert_eq!(
+        store.list_projects().await.expect("list"),
+        vec![updated.clone()]
+    );
+    let cleared = store
+        .set_project_sync(p.id, &ProjectSync::default())
+        .await
+        .expect("clear");
+    assert_eq!(cleared.sync, ProjectSync::default());
+    assert_eq!(store.get_project(p.id).await.expect("get"), cleared);
+    assert_not_found(
+        store
+            .set_project_sync(p.id + 100, &ProjectSync::default())
+            .await,
+        "project",
+    );
+}
+
+/// `update_inventory` replaces every field and bumps the revision; a taken name is a conflict;
+/// runs keep the snapshot they were created with.
+pub async fn update_inventory_bumps_revision(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let inv = store
+        .create_inventory(&new_inventory("inv"), 2)
+        .await
+        .expect("create");
+    assert_eq!(inv.revision, 1);
+    let mut run = new_run(p.id);
+    run.inventory_id = Some(inv.id);
+    run.inventory = inv.content.clone();
+    let run = store.create_run(&run).await.expect("run");
+
+    let replacement = NewInventory {
+        name: "inv-renamed".into(),
+        env: None,
+        version: Some("v4".into()),
+        format: InventoryFormat::Ini,
+        hosts: "[db]\ndb1\ndb2\ndb3\n".into(),
+        vars: None,
+    };
+    let v2 = store
+        .update_inventory(inv.id, &replacement, 3)
+        .await
+        .expect("update");
+    assert_eq!(v2.id, inv.id);
+    assert_eq!(v2.name, "inv-renamed");
+    assert_eq!(v2.env, None);
+    assert_eq!(v2.version.as_deref(), Some("v4"));
+    assert_eq!(v2.content, replacement.content());
+    assert_eq!(v2.host_count, 3);
+    assert_eq!(v2.revision, 2);
+    assert_eq!(v2.created_at, inv.created_at);
+    assert_eq!(store.get_inventory(inv.id).await.expect("get"), v2);
+    assert_eq!(store.find_inventory("inv").await.expect("find"), None);
+    assert_eq!(
+        store.find_inventory("inv-renamed").await.expect("find"),
+        Some(v2.clone())
+    );
+    let v3 = store
+        .update_inventory(inv.id, &replacement, 3)
+        .await
+        .expect("same name again");
+    assert_eq!(v3.revision, 3);
+    assert_eq!(
+        store.get_run_inventory(run.id).await.expect("snapshot"),
+        inv.content,
+        "the run keeps the inventory it was created with"
+    );
+
+    let other = store
+        .create_inventory(&new_inventory("other"), 2)
+        .await
+        .expect("other");
+    let taken = NewInventory {
+        name: "inv-renamed".into(),
+        ..new_inventory("x")
+    };
+    assert_conflict(
+        store.update_inventory(other.id, &taken, 2).await,
+        "\"inv-renamed\"",
+    );
+    assert_eq!(
+        store.get_inventory(other.id).await.expect("get"),
+        other,
+        "a refused update changes nothing"
+    );
+    assert_eq!(other.revision, 1);
+    assert_not_found(
+        store
+            .update_inventory(other.id + 100, &new_inventory("y"), 2)
+            .await,
+        "inventory",
+    );
+}
+
+/// An inventory in use by a queued or running run, or named by a template, is not deleted;
+/// once the runs are over it is, and they keep their snapshot without the reference.
+pub async fn delete_inventory_rules(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let inv = store
+        .create_inventory(&new_inventory("used"), 2)
+        .await
+        .expect("create");
+    let mut new = new_run(p.id);
+    new.inventory_id = Some(inv.id);
+    new.inventory = inv.content.clone();
+    let queued = store.create_run(&new).await.expect("run");
+    let msg = assert_conflict(store.delete_inventory(inv.id).await, "queued");
+    assert!(
+        msg.contains(&queued.id.to_string()),
+        "{msg:?} names the run"
+    );
+    let running = store
+        .claim_run("w", Duration::from_secs(600))
+        .await
+        .expect("claim")
+        .expect("the queued run");
+    assert_eq!(running.id, queued.id);
+    assert_conflict(store.delete_inventory(inv.id).await, "running");
+    store
+        .finish_run(running.id, "w", &ok_outcome())
+        .await
+        .expect("finish");
+    // A canceled run (finished too) does not hold it either.
+    let canceled = store.create_run(&new).await.expect("run");
+    store
+        .request_cancel(canceled.id, CancelMode::Force)
+        .await
+        .expect("cancel");
+
+    store.delete_inventory(inv.id).await.expect("delete");
+    assert_not_found(store.get_inventory(inv.id).await, "inventory");
+    assert_eq!(store.find_inventory("used").await.expect("find"), None);
+    for id in [running.id, canceled.id] {
+        let run = store.get_run(id).await.expect("run");
+        assert_eq!(run.inventory_id, None, "the reference is gone");
+        assert_eq!(
+            store.get_run_inventory(id).await.expect("snapshot"),
+            inv.content,
+            "the snapshot stays"
+        );
+    }
+    assert_not_found(store.delete_inventory(inv.id).await, "inventory");
+
+    // A template naming an inventory holds it.
+    let held = store
+        .create_inventory(&new_inventory("held"), 2)
+        .await
+        .expect("create");
+    store
+        .create_template(&new_template("nightly", p.id, held.id))
+        .await
+        .expect("template");
+    assert_conflict(store.delete_inventory(held.id).await, "\"nightly\"");
+    assert_eq!(store.get_inventory(held.id).await.expect("kept"), held);
+    // The name is free again after a delete.
+    store
+        .create_inventory(&new_inventory("used"), 2)
+        .await
+        .expect("name reused");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Jobs and units
+
+fn new_job(tag: &str, units: &[&str], project_id: Option<i64>) -> NewJob {
+    NewJob {
+        tag: tag.into(),
+        units: units.iter().map(|u| (*u).to_owned()).collect(),
+        project_id,
+    }
+}
+
+fn unit_names(job: &Job) -> Vec<&str> {
+    job.units.iter().map(|u| u.name.as_str()).collect()
+}
+
+/// A job keeps its tag, project and units in the order given, with no source yet.
+pub async fn jobs_round_trip(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let job = store
+        .create_job(&new_job(
+            "release",
+            &["zeta", "alpha", "mid-1", "b.2"],
+            Some(p.id),
+        ))
+        .await
+        .expect("create job");
+    assert_eq!(job.tag, "release");
+    assert_eq!(job.project_id, Some(p.id));
+    assert_eq!(unit_names(&job), ["zeta", "alpha", "mid-1", "b.2"]);
+    assert!(job.units.iter().all(|u| u.source.is_none()));
+    assert_recent(job.created_at, "created_at");
+    assert_eq!(store.get_job(job.id).await.expect("get"), job);
+
+    let bare = store
+        .create_job(&new_job("release", &["only"], None))
+        .await
+        .expect("no project");
+    assert!(bare.id > job.id);
+    assert_eq!(bare.project_id, None);
+    assert_eq!(store.get_job(bare.id).await.expect("get"), bare);
+
+    assert_not_found(store.get_job(bare.id + 100).await, "job");
+    assert_not_found(
+        store
+            .create_job(&new_job("x", &["a"], Some(p.id + 100)))
+            .await,
+        "project",
+    );
+    // Callers validate; the store still refuses a unit listed twice, storing nothing.
+    assert!(matches!(
+        store.create_job(&new_job("dup", &["a", "a"], None)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.latest_job("dup").await.expect("latest"), None);
+    assert_eq!(store.latest_job("x").await.expect("latest"), None);
+}
+
+/// `latest_job` is the highest id with the tag; `list_jobs` pages newest first by tag.
+pub async fn latest_job_and_list_jobs(store: &dyn Store) {
+    assert_eq!(store.latest_job("a").await.expect("latest"), None);
+    let mut made = Vec::new();
+    for i in 0..11 {
+        let tag = if i % 3 == 0 { "a" } else { "b" };
+        let units = [format!("u{i}"), format!("v{i}")];
+        let units: Vec<&str> = units.iter().map(String::as_str).collect();
+        made.push(
+            store
+                .create_job(&new_job(tag, &units, None))
+                .await
+                .expect("create"),
+        );
+    }
+    let latest_a = store.latest_job("a").await.expect("latest").expect("some");
+    assert_eq!(latest_a, made[9]);
+    let latest_b = store.latest_job("b").await.expect("latest").expect("some");
+    assert_eq!(latest_b, made[10]);
+    assert_eq!(store.latest_job("c").await.expect("latest"), None);
+
+    for (tag, expected) in [
+        (None, made.iter().rev().cloned().collect::<Vec<_>>()),
+        (
+            Some("a"),
+            made.iter()
+                .filter(|j| j.tag == "a")
+                .rev()
+                .cloned()
+                .collect(),
+        ),
+    ] {
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store
+                .list_jobs(tag, Page { before, limit: 3 })
+                .await
+                .expect("page");
+            assert!(page.len() <= 3);
+            if let Some(b) = before {
+                assert!(page.iter().all(|j| j.id < b), "below the cursor");
+            }
+            let Some(last) = page.last() else { break };
+            before = Some(last.id);
+            seen.extend(page);
+        }
+        assert_eq!(
+            seen, expected,
+            "every job once, newest first, with its units"
+        );
+    }
+    let zero = store
+        .list_jobs(
+            None,
+            Page {
+                before: None,
+                limit: 0,
+            },
+        )
+        .await
+        .expect("list");
+    assert!(zero.is_empty(), "limit 0 lists nothing");
+    let none = store
+        .list_jobs(
+            Some("c"),
+            Page {
+                before: None,
+                limit: 10,
+            },
+        )
+        .await
+        .expect("list");
+    assert!(none.is_empty());
+}
+
+/// `set_unit_source` sets one unit's source (a project or a data dir), which `get_job` shows.
+pub async fn set_unit_source_rules(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let job = store
+        .create_job(&new_job("t", &["web", "db", "cache"], None))
+        .await
+        .expect("job");
+    let web = store
+        .set_unit_source(job.id, "web", &UnitSource::Project(p.id))
+        .await
+        .expect("set");
+    assert_eq!(
+        web,
+        Unit {
+            name: "web".into(),
+            source: Some(UnitSource::Project(p.id)),
+        }
+    );
+    let dir = UnitSource::DataDir("/var/lib/redrunner/db".into());
+    store
+        .set_unit_source(job.id, "db", &dir)
+        .await
+        .expect("set");
+    let got = store.get_job(job.id).await.expect("get");
+    assert_eq!(unit_names(&got), ["web", "db", "cache"], "order kept");
+    assert_eq!(got.units[0].source, Some(UnitSource::Project(p.id)));
+    assert_eq!(got.units[1].source, Some(dir.clone()));
+    assert_eq!(got.units[2].source, None);
+    // Setting again replaces.
+    store
+        .set_unit_source(job.id, "web", &dir)
+        .await
+        .expect("replace");
+    assert_eq!(
+        store.get_job(job.id).await.expect("get").units[0].source,
+        Some(dir.clone())
+    );
+
+    assert_not_found(
+        store.set_unit_source(job.id + 100, "web", &dir).await,
+        "job",
+    );
+    assert_not_found(store.set_unit_source(job.id, "nope", &dir).await, "unit");
+    assert_not_found(
+        store
+            .set_unit_source(job.id, "cache", &UnitSource::Project(p.id + 100))
+            .await,
+        "project",
+    );
+    assert_eq!(
+        store.get_job(job.id).await.expect("get").units[2].source,
+        None,
+        "a refused source is not stored"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Templates
+
+fn new_template(name: &str, project_id: i64, inventory_id: i64) -> NewTemplate {
+    let mut labels = Labels::new();
+    labels.insert("team".into(), "ops".into());
+    NewTemplate {
+        name: name.into(),
+        project_id,
+        playbook: "plays/site.yml".into(),
+        inventory_id,
+        defaults: RunOptions {
+            extra_vars: json!({"env": "prod", "n": [1, 2]})
+                .as_object()
+                .expect("object")
+                .clone(),
+            limit: Some("web".into()),
+            check: true,
+            forks: Some(5),
+            start_at_task: Some("deploy the app".into()),
+            ..Default::default()
+        },
+        allow_overrides: vec!["limit".into(), "extra_vars".into()],
+        labels,
+    }
+}
+
+/// Templates keep every field, are found by id and name, listed by id; names are unique and
+/// references must exist.
+pub async fn templates_round_trip(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let inv = store
+        .create_inventory(&new_inventory("inv"), 2)
+        .await
+        .expect("inv");
+    let new = new_template("deploy", p.id, inv.id);
+    let t = store.create_template(&new).await.expect("create");
+    assert_eq!(t.name, "deploy");
+    assert_eq!(t.project_id, p.id);
+    assert_eq!(t.playbook, "plays/site.yml");
+    assert_eq!(t.inventory_id, inv.id);
+    assert_eq!(t.defaults, new.defaults);
+    assert_eq!(t.defaults.start_at_task.as_deref(), Some("deploy the app"));
+    assert_eq!(t.allow_overrides, ["limit", "extra_vars"]);
+    assert_eq!(t.labels, new.labels);
+    assert_recent(t.created_at, "created_at");
+    let bare = store
+        .create_template(&NewTemplate {
+            name: "adhoc".into(),
+            defaults: RunOptions::default(),
+            allow_overrides: Vec::new(),
+            labels: Labels::new(),
+            ..new.clone()
+        })
+        .await
+        .expect("create");
+    assert!(bare.id > t.id);
+    assert_eq!(bare.defaults, RunOptions::default());
+    assert!(bare.allow_overrides.is_empty() && bare.labels.is_empty());
+    assert_eq!(store.get_template(t.id).await.expect("get"), t);
+    assert_eq!(
+        store.find_template("adhoc").await.expect("find"),
+        Some(bare.clone())
+    );
+    assert_eq!(store.find_template("nope").await.expect("find"), None);
+    assert_eq!(
+        store.list_templates().await.expect("list"),
+        vec![t.clone(), bare.clone()]
+    );
+    assert_not_found(store.get_template(bare.id + 100).await, "template");
+
+    assert_conflict(store.create_template(&new).await, "\"deploy\"");
+    assert_not_found(
+        store
+            .create_template(&new_template("x", p.id + 100, inv.id))
+            .await,
+        "project",
+    );
+    assert_not_found(
+        store
+            .create_template(&new_template("y", p.id, inv.id + 100))
+            .await,
+        "inventory",
+    );
+    assert_eq!(store.list_templates().await.expect("list").len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Run links and launch
+
+/// A run keeps its job and unit, the run it relaunches, its template and its options
+/// (`start_at_task` included); a plain run has none of these.
+pub async fn run_links_round_trip(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let inv = store
+        .create_inventory(&new_inventory("inv"), 2)
+        .await
+        .expect("inv");
+    let job = store
+        .create_job(&new_job("rel", &["web", "db"], Some(p.id)))
+        .await
+        .expect("job");
+    let template = store
+        .create_template(&new_template("deploy", p.id, inv.id))
+        .await
+        .expect("template");
+    let plain = store.create_run(&new_run(p.id)).await.expect("plain");
+    for (field, missing) in [
+        ("launched_at", plain.launched_at.is_none()),
+        ("commit", plain.commit.is_none()),
+        ("job_id", plain.job_id.is_none()),
+        ("unit", plain.unit.is_none()),
+        ("relaunch_of", plain.relaunch_of.is_none()),
+        ("template_id", plain.template_id.is_none()),
+    ] {
+        assert!(missing, "a plain run has no {field}");
+    }
+    let mut new = new_run(p.id);
+    new.job_unit = Some((job.id, "db".into()));
+    new.relaunch_of = Some(plain.id);
+    new.template_id = Some(template.id);
+    new.options.start_at_task = Some("restart db".into());
+    let run = store.create_run(&new).await.expect("linked run");
+    assert_eq!(run.job_id, Some(job.id));
+    assert_eq!(run.unit.as_deref(), Some("db"));
+    assert_eq!(run.relaunch_of, Some(plain.id));
+    assert_eq!(run.template_id, Some(template.id));
+    assert_eq!(run.options.start_at_task.as_deref(), Some("restart db"));
+    assert_eq!(run.launched_at, None);
+    assert_eq!(run.commit, None);
+    assert_eq!(store.get_run(run.id).await.expect("get"), run);
+    let listed = store
+        .list_runs(
+            &RunFilter::default(),
+            Page {
+                before: None,
+                limit: 10,
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(listed.first(), Some(&run), "listing carries the links");
+}
+
+/// A link to a missing job, unit, run or template is `NotFound`, and nothing is stored.
+pub async fn create_run_missing_links(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let job = store
+        .create_job(&new_job("t", &["web"], None))
+        .await
+        .expect("job");
+    let with = |f: fn(&mut NewRun, i64), id: i64| {
+        let mut n = new_run(p.id);
+        f(&mut n, id);
+        n
+    };
+    assert_not_found(
+        store
+            .create_run(&with(
+                |n, j| n.job_unit = Some((j + 100, "web".into())),
+                job.id,
+            ))
+            .await,
+        "job",
+    );
+    assert_not_found(
+        store
+            .create_run(&with(|n, j| n.job_unit = Some((j, "db".into())), job.id))
+            .await,
+        "unit",
+    );
+    assert_not_found(
+        store
+            .create_run(&with(|n, r| n.relaunch_of = Some(r), 4242))
+            .await,
+        "run",
+    );
+    assert_not_found(
+        store
+            .create_run(&with(|n, t| n.template_id = Some(t), 4242))
+            .await,
+        "template",
+    );
+    let all = store
+        .list_runs(
+            &RunFilter::default(),
+            Page {
+                before: None,
+                limit: 100,
+            },
+        )
+        .await
+        .expect("list");
+    assert!(all.is_empty(), "no run stored: {all:?}");
+}
+
+/// Listing filters by job, by unit (of a job) and by the run relaunched.
+pub async fn list_runs_by_job_unit_relaunch(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let j1 = store
+        .create_job(&new_job("t", &["web", "db"], None))
+        .await
+        .expect("job");
+    let j2 = store
+        .create_job(&new_job("t", &["web"], None))
+        .await
+        .expect("job");
+    let mk = |job_unit: Option<(i64, &str)>, relaunch_of: Option<i64>| {
+        let mut n = new_run(p.id);
+        n.job_unit = job_unit.map(|(j, u)| (j, u.to_owned()));
+        n.relaunch_of = relaunch_of;
+        n
+    };
+    let r1 = store
+        .create_run(&mk(Some((j1.id, "web")), None))
+        .await
+        .expect("r1");
+    let r2 = store
+        .create_run(&mk(Some((j1.id, "db")), None))
+        .await
+        .expect("r2");
+    let r3 = store
+        .create_run(&mk(Some((j2.id, "web")), None))
+        .await
+        .expect("r3");
+    let r4 = store
+        .create_run(&mk(Some((j1.id, "web")), Some(r1.id)))
+        .await
+        .expect("r4");
+    let r5 = store.create_run(&mk(None, Some(r1.id))).await.expect("r5");
+    let r6 = store.create_run(&mk(None, Some(r4.id))).await.expect("r6");
+    let all = Page {
+        before: None,
+        limit: 100,
+    };
+    let list = |f: RunFilter| async move { ids(&store.list_runs(&f, all).await.expect("list")) };
+    let job = |j: i64| RunFilter {
+        job_id: Some(j),
+        ..Default::default()
+    };
+    assert_eq!(list(job(j1.id)).await, vec![r4.id, r2.id, r1.id]);
+    assert_eq!(list(job(j2.id)).await, vec![r3.id]);
+    assert_eq!(list(job(j2.id + 100)).await, Vec::<i64>::new());
+    let unit = |j: i64, u: &str| RunFilter {
+        job_id: Some(j),
+        unit: Some(u.into()),
+        ..Default::default()
+    };
+    assert_eq!(list(unit(j1.id, "web")).await, vec![r4.id, r1.id]);
+    assert_eq!(list(unit(j1.id, "db")).await, vec![r2.id]);
+    assert_eq!(list(unit(j2.id, "db")).await, Vec::<i64>::new());
+    let relaunch = |r: i64| RunFilter {
+        relaunch_of: Some(r),
+        ..Default::default()
+    };
+    assert_eq!(list(relaunch(r1.id)).await, vec![r5.id, r4.id]);
+    assert_eq!(list(relaunch(r4.id)).await, vec![r6.id]);
+    assert_eq!(list(relaunch(r6.id)).await, Vec::<i64>::new());
+    let combo = RunFilter {
+        job_id: Some(j1.id),
+        relaunch_of: Some(r1.id),
+        statuses: vec![RunStatus::Queued],
+        ..Default::default()
+    };
+    assert_eq!(list(combo).await, vec![r4.id]);
+    let paged = store
+        .list_runs(
+            &job(j1.id),
+            Page {
+                before: Some(r4.id),
+                limit: 1,
+            },
+        )
+        .await
+        .expect("page");
+    assert_eq!(ids(&paged), vec![r2.id]);
+}
+
+/// `mark_launched` records the launch time and commit of a run its worker holds, and is a
+/// conflict otherwise.
+pub async fn mark_launched_rules(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let queued = store.create_run(&new_run(p.id)).await.expect("run");
+    assert_conflict(
+        store.mark_launched(queued.id, "w", Utc::now(), None).await,
+        "not running",
+    );
+    let run = store
+        .claim_run("w", Duration::from_secs(600))
+        .await
+        .expect("claim")
+        .expect("the queued run");
+    assert_eq!(run.id, queued.id);
+    assert_conflict(
+        store.mark_launched(run.id, "other", Utc::now(), None).await,
+        "\"other\"",
+    );
+    assert_eq!(store.get_run(run.id).await.expect("get").launched_at, None);
+    let commit = "89abcdef0123456789abcdef0123456789abcdef";
+    store
+        .mark_launched(run.id, "w", precise_time(), Some(commit))
+        .await
+        .expect("mark");
+    let got = store.get_run(run.id).await.expect("get");
+    assert_eq!(got.launched_at, Some(micros(precise_time())));
+    assert_eq!(got.commit.as_deref(), Some(commit));
+    assert_eq!(got.status, RunStatus::Running);
+    let finished = store
+        .finish_run(run.id, "w", &ok_outcome())
+        .await
+        .expect("finish");
+    assert_eq!(finished.launched_at, Some(micros(precise_time())));
+    assert_eq!(finished.commit.as_deref(), Some(commit));
+    assert_conflict(
+        store.mark_launched(run.id, "w", Utc::now(), None).await,
+        "not running",
+    );
+    assert_eq!(
+        store.get_run(run.id).await.expect("get"),
+        finished,
+        "a refused mark changes nothing"
+    );
+    // Without a commit (directory projects) only the time is kept.
+    let dir = running_run(store, p.id, "w").await;
+    let at = micros(Utc::now());
+    store
+        .mark_launched(dir.id, "w", at, None)
+        .await
+        .expect("mark");
+    let got = store.get_run(dir.id).await.expect("get");
+    assert_eq!(got.launched_at, Some(at));
+    assert_eq!(got.commit, None);
+    assert_not_found(
+        store
+            .mark_launched(dir.id + 100, "w", Utc::now(), None)
+            .await,
+        "run",
+    );
 }
 
 /// Appends `batches` batches of `batch_size` runner-shaped events to one run and returns the

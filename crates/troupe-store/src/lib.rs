@@ -151,7 +151,6 @@ pub struct TokenRecord {
 ///
 /// Every method is atomic: it either happens whole or not at all.
 #[async_trait]
-#[allow(unused_variables)]
 pub trait Store: Send + Sync + 'static {
     /// The backend's name: `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
@@ -169,12 +168,7 @@ pub trait Store: Send + Sync + 'static {
     /// All projects, by id.
     async fn list_projects(&self) -> StoreResult<Vec<Project>>;
     /// Records the outcome of a git project's sync.
-    async fn set_project_sync(&self, id: i64, sync: &ProjectSync) -> StoreResult<Project> {
-        // TEMPORARY until both backends implement it (issue 4 in progress).
-        Err(StoreError::Backend(
-            "set_project_sync is not implemented by this store yet".into(),
-        ))
-    }
+    async fn set_project_sync(&self, id: i64, sync: &ProjectSync) -> StoreResult<Project>;
 
     /// Creates an inventory that the caller has validated; `Conflict` when the name is taken.
     async fn create_inventory(&self, new: &NewInventory, host_count: i64)
@@ -192,20 +186,10 @@ pub trait Store: Send + Sync + 'static {
         id: i64,
         new: &NewInventory,
         host_count: i64,
-    ) -> StoreResult<Inventory> {
-        // TEMPORARY until both backends implement it (issue 4 in progress).
-        Err(StoreError::Backend(
-            "update_inventory is not implemented by this store yet".into(),
-        ))
-    }
+    ) -> StoreResult<Inventory>;
     /// Deletes an inventory. `Conflict` while a queued or running run uses it, or a template
     /// names it; finished runs keep their snapshot and lose only the reference.
-    async fn delete_inventory(&self, id: i64) -> StoreResult<()> {
-        // TEMPORARY until both backends implement it (issue 4 in progress).
-        Err(StoreError::Backend(
-            "delete_inventory is not implemented by this store yet".into(),
-        ))
-    }
+    async fn delete_inventory(&self, id: i64) -> StoreResult<()>;
 
     /// Stores a new run, `queued`. The project (and inventory, if any) must exist.
     async fn create_run(&self, new: &NewRun) -> StoreResult<Run>;
@@ -227,12 +211,7 @@ pub trait Store: Send + Sync + 'static {
         worker_id: &str,
         at: DateTime<Utc>,
         commit: Option<&str>,
-    ) -> StoreResult<()> {
-        // TEMPORARY until both backends implement it (issue 4 in progress).
-        Err(StoreError::Backend(
-            "mark_launched is not implemented by this store yet".into(),
-        ))
-    }
+    ) -> StoreResult<()>;
     /// Extends the lease of a run `worker_id` holds.
     async fn renew_lease(
         &self,
@@ -274,74 +253,29 @@ pub trait Store: Send + Sync + 'static {
     async fn read_output(&self, run_id: i64, stream: Stream) -> StoreResult<String>;
 
     /// Creates a job with its units (no source set yet).
-    async fn create_job(&self, new: &NewJob) -> StoreResult<Job> {
-        // TEMPORARY until both backends implement it (issue 4 in progress).
-        Err(StoreError::Backend(
-            "create_job is not implemented by this store yet".into(),
-        ))
-    }
+    async fn create_job(&self, new: &NewJob) -> StoreResult<Job>;
     /// A job with its units.
-    async fn get_job(&self, id: i64) -> StoreResult<Job> {
-        // TEMPORARY until both backends implement it (issue 4 in progress).
-        Err(StoreError::Backend(
-            "get_job is not implemented by this store yet".into(),
-        ))
-    }
+    async fn get_job(&self, id: i64) -> StoreResult<Job>;
     /// The most recently created job with this tag.
-    async fn latest_job(&self, tag: &str) -> StoreResult<Option<Job>> {
-        // TEMPORARY until both backends implement it (issue 4 in progress).
-        Err(StoreError::Backend(
-            "latest_job is not implemented by this store yet".into(),
-        ))
-    }
+    async fn latest_job(&self, tag: &str) -> StoreResult<Option<Job>>;
     /// Jobs, newest first, optionally only those with `tag`.
-    async fn list_jobs(&self, tag: Option<&str>, page: Page) -> StoreResult<Vec<Job>> {
-        // TEMPORARY until both backends implement it (issue 4 in progress).
-        Err(StoreError::Backend(
-            "list_jobs is not implemented by this store yet".into(),
-        ))
-    }
+    async fn list_jobs(&self, tag: Option<&str>, page: Page) -> StoreResult<Vec<Job>>;
     /// Sets where a unit's playbooks are. `NotFound` when the job has no such unit.
     async fn set_unit_source(
         &self,
         job_id: i64,
         unit: &str,
         source: &UnitSource,
-    ) -> StoreResult<Unit> {
-        // TEMPORARY until both backends implement it (issue 4 in progress).
-        Err(StoreError::Backend(
-            "set_unit_source is not implemented by this store yet".into(),
-        ))
-    }
+    ) -> StoreResult<Unit>;
 
     /// Creates a template (references checked by the caller); `Conflict` on a taken name.
-    async fn create_template(&self, new: &NewTemplate) -> StoreResult<Template> {
-        // TEMPORARY until both backends implement it (issue 4 in progress).
-        Err(StoreError::Backend(
-            "create_template is not implemented by this store yet".into(),
-        ))
-    }
+    async fn create_template(&self, new: &NewTemplate) -> StoreResult<Template>;
     /// A template by id.
-    async fn get_template(&self, id: i64) -> StoreResult<Template> {
-        // TEMPORARY until both backends implement it (issue 4 in progress).
-        Err(StoreError::Backend(
-            "get_template is not implemented by this store yet".into(),
-        ))
-    }
+    async fn get_template(&self, id: i64) -> StoreResult<Template>;
     /// A template by name.
-    async fn find_template(&self, name: &str) -> StoreResult<Option<Template>> {
-        // TEMPORARY until both backends implement it (issue 4 in progress).
-        Err(StoreError::Backend(
-            "find_template is not implemented by this store yet".into(),
-        ))
-    }
+    async fn find_template(&self, name: &str) -> StoreResult<Option<Template>>;
     /// All templates, by id.
-    async fn list_templates(&self) -> StoreResult<Vec<Template>> {
-        // TEMPORARY until both backends implement it (issue 4 in progress).
-        Err(StoreError::Backend(
-            "list_templates is not implemented by this store yet".into(),
-        ))
-    }
+    async fn list_templates(&self) -> StoreResult<Vec<Template>>;
 
     /// Stores a token hash under `name`.
     async fn create_token(&self, name: &str, hash: &str) -> StoreResult<TokenRecord>;

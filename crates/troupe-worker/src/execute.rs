@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use troupe_ansible::{LaunchSpec, Process};
 use troupe_core::RunStatus;
+use troupe_core::project::ProjectSource;
 use troupe_core::run::{CancelMode, Run, RunSummary};
 use troupe_store::{Lease, RunOutcome};
 
@@ -78,8 +79,8 @@ impl WorkerPool {
         run: &Run,
         mut control: mpsc::UnboundedReceiver<Control>,
     ) -> Option<RunOutcome> {
-        let spec = match self.prepare(run).await {
-            Ok(spec) => spec,
+        let (spec, commit) = match self.prepare(run).await {
+            Ok(prepared) => prepared,
             Err(reason) => return Some(error_outcome(reason)),
         };
         let (process, mut outputs) = match Process::spawn(spec).await {
@@ -90,6 +91,19 @@ impl WorkerPool {
                 )));
             }
         };
+        if let Err(e) = self
+            .store
+            .mark_launched(
+                run.id,
+                &self.worker_id,
+                chrono::Utc::now(),
+                commit.as_deref(),
+            )
+            .await
+        {
+            // The run goes on: only its launch time and commit are missing from the record.
+            tracing::warn!(run = run.id, error = %e, "could not record the run's launch");
+        }
         tracing::info!(run = run.id, pid = process.pid(), playbook = %run.playbook, "run started");
 
         let mut batcher = Batcher::new(run.id, Arc::clone(&self.hub));
@@ -152,13 +166,33 @@ impl WorkerPool {
     }
 
     /// Everything a launch needs, checked again at execution time: the project directory
-    /// or a symlink in it may have changed since the run was queued.
-    async fn prepare(&self, run: &Run) -> Result<LaunchSpec, String> {
+    /// or a symlink in it may have changed since the run was queued. Also returns the commit
+    /// a git project's checkout is at.
+    async fn prepare(&self, run: &Run) -> Result<(LaunchSpec, Option<String>), String> {
         let project = self
             .store
             .get_project(run.project_id)
             .await
             .map_err(|e| format!("could not load the run's project: {e}"))?;
+        let commit = match &project.source {
+            ProjectSource::Dir { .. } => None,
+            ProjectSource::Git { .. } => match &project.sync.commit {
+                Some(c) => Some(c.clone()),
+                None => {
+                    return Err(format!(
+                        "git project {:?} has never synced successfully{}; sync it with POST /api/v1/projects/{}/sync",
+                        project.name,
+                        project
+                            .sync
+                            .error
+                            .as_deref()
+                            .map(|e| format!(" (last error: {e})"))
+                            .unwrap_or_default(),
+                        project.id
+                    ));
+                }
+            },
+        };
         let project_dir = project_root(&project, &self.cfg.projects_dir);
         resolve_playbook(&project_dir, &run.playbook)
             .await
@@ -168,7 +202,7 @@ impl WorkerPool {
             .get_run_inventory(run.id)
             .await
             .map_err(|e| format!("could not load the run's inventory: {e}"))?;
-        Ok(LaunchSpec {
+        let spec = LaunchSpec {
             ansible: self.cfg.ansible.clone(),
             project_dir,
             playbook: run.playbook.clone(),
@@ -178,7 +212,8 @@ impl WorkerPool {
             run_key: run.id.to_string(),
             limits: self.cfg.limits,
             grace: self.cfg.grace,
-        })
+        };
+        Ok((spec, commit))
     }
 }
 

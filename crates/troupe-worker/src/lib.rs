@@ -6,6 +6,7 @@
 
 mod batch;
 mod execute;
+pub mod git;
 pub mod live;
 pub mod playbooks;
 mod pool;

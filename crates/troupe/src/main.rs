@@ -82,6 +82,14 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::jobs::JobsCmd,
     },
+    /// Print an inventory as Ansible's dynamic inventory JSON (an inventory script:
+    /// `--list`, `--host H`).
+    Inventory {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        args: cli::inventory::InventoryArgs,
+    },
     /// Manage API tokens.
     Token {
         #[command(flatten)]
@@ -170,6 +178,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Jobs { remote, cmd } => {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;
             cli::jobs::run(&client(&cfg, remote)?, cmd).await
+        }
+        Command::Inventory { remote, args } => {
+            let cfg = Config::load(cli.config.as_deref(), &overrides)?;
+            cli::inventory::run(&client(&cfg, remote)?, args).await
         }
         Command::Token { remote, cmd } => {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;

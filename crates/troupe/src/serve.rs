@@ -133,6 +133,10 @@ pub async fn run(cfg: Config, projects: &[PathBuf]) -> anyhow::Result<()> {
     std::fs::create_dir_all(&projects_dir)?;
     std::fs::create_dir_all(&runs_dir)?;
     std::fs::set_permissions(&runs_dir, std::fs::Permissions::from_mode(0o700))?;
+    let git = Arc::new(troupe_worker::git::ProjectSyncer::new(
+        projects_dir.clone(),
+        ansible.bin_dir(),
+    ));
     let worker_cfg = WorkerConfig {
         node_id: node_id(&cfg.data_dir)?,
         slots: cfg.max_concurrent_runs,
@@ -161,6 +165,7 @@ pub async fn run(cfg: Config, projects: &[PathBuf]) -> anyhow::Result<()> {
         hub,
         stream_buffer_events: cfg.stream_buffer_events,
         projects_dir,
+        git,
     };
     let app = troupe_api::router(
         state,

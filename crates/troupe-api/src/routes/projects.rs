@@ -1,4 +1,4 @@
-//! Projects: directories of playbooks.
+//! Projects: directories of playbooks, on the server or cloned from git.
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -16,6 +16,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_project, list_projects))
         .routes(routes!(get_project))
         .routes(routes!(list_playbooks))
+        .merge(super::git::router())
 }
 
 /// Register a project.
@@ -28,12 +29,8 @@ async fn create_project(
     new.validate()?;
     match &new.source {
         ProjectSource::Git { .. } => {
-            // Cloning arrives with git projects (issue 4); refuse clearly until then.
-            return Err(ApiError::invalid(
-                "invalid_source",
-                "source.type",
-                "git projects are not supported by this server yet",
-            ));
+            let project = super::git::create_git_project(&state, &new).await?;
+            return Ok((StatusCode::CREATED, Json(project)));
         }
         ProjectSource::Dir { path } => {
             let is_dir = tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir());

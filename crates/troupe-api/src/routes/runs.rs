@@ -74,6 +74,12 @@ struct CreateRun {
     /// Start at the first task with this name (`--start-at-task`).
     #[serde(default)]
     start_at_task: Option<String>,
+    /// Split the hosts into this many slices run in parallel.
+    #[serde(default)]
+    slices: Option<u32>,
+    /// Split the hosts into slices of at most this many hosts.
+    #[serde(default)]
+    slice_size: Option<u32>,
     #[serde(default)]
     labels: Labels,
     #[serde(default)]
@@ -151,6 +157,8 @@ async fn create_run(
             verbosity: req.verbosity,
             timeout_s: req.timeout_s,
             start_at_task: req.start_at_task,
+            slices: req.slices,
+            slice_size: req.slice_size,
         },
         labels: req.labels,
         tag: req.tag,

@@ -1,0 +1,106 @@
+//! Git projects: cloning on create, `POST /projects/{id}/sync`.
+//!
+//! A git failure (unreachable or unknown repository, missing ref, time limit) is
+//! `422 sync_failed` with git's own message, credentials removed: the project's source cannot
+//! be used as given, and retrying the same request without changing the repository or the
+//! source will not help. For a sync, the failure is also recorded in the project's
+//! `sync.error`, and the last good checkout stays in place.
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiPath;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use troupe_core::project::{NewProject, Project, ProjectSource};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(sync_project))
+}
+
+fn sync_failed(message: String) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "sync_failed", message)
+}
+
+/// Creates a git project: clones it first (so a bad URL or ref stores nothing), then stores
+/// it and moves the clone into its checkout directory.
+pub(crate) async fn create_git_project(state: &AppState, new: &NewProject) -> ApiResult<Project> {
+    let ProjectSource::Git { url, git_ref } = &new.source else {
+        return Err(ApiError::invalid(
+            "invalid_source",
+            "source.type",
+            "not a git project",
+        ));
+    };
+    if state.store.find_project(&new.name).await?.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("project {:?} already exists", new.name),
+        ));
+    }
+    let staged = state
+        .git
+        .stage(url, git_ref.as_deref())
+        .await
+        .map_err(|e| sync_failed(format!("could not clone the project: {e}")).field("source"))?;
+    // The staged clone is removed if storing fails.
+    let project = state.store.create_project(new).await?;
+    let sync = match state.git.adopt(staged, project.id).await {
+        Ok(sync) => sync,
+        Err(e) => {
+            let failed = troupe_core::project::ProjectSync {
+                error: Some(e.0.clone()),
+                synced_at: Some(chrono::Utc::now()),
+                ..Default::default()
+            };
+            state.store.set_project_sync(project.id, &failed).await?;
+            return Err(ApiError::internal(
+                "could not place the project's checkout",
+                &e,
+            ));
+        }
+    };
+    if let Some(why) = &sync.requirements_error {
+        tracing::warn!(project = project.id, %why, "requirements were not installed");
+    }
+    Ok(state.store.set_project_sync(project.id, &sync).await?)
+}
+
+/// Fetch a git project again and check out its ref (a branch moves to its newest commit).
+/// Installs `requirements.yml` roles and collections; their failure is reported in
+/// `sync.requirements_error`, never fatal. A git failure is `422 sync_failed` and is recorded
+/// in `sync.error`; runs keep using the last good checkout.
+#[utoipa::path(post, path = "/api/v1/projects/{id}/sync",
+    responses((status = 200, body = Project), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+async fn sync_project(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Project>> {
+    let project = state.store.get_project(id).await?;
+    if !matches!(project.source, ProjectSource::Git { .. }) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_a_git_project",
+            format!(
+                "project {:?} is a directory on the server; only git projects are synced",
+                project.name
+            ),
+        ));
+    }
+    let sync = state.git.sync(&project).await;
+    let project = state.store.set_project_sync(id, &sync).await?;
+    match &sync.error {
+        Some(e) => Err(sync_failed(format!(
+            "could not sync project {:?}: {e}",
+            project.name
+        ))),
+        None => {
+            tracing::info!(project = id, commit = ?sync.commit, "project synced");
+            Ok(Json(project))
+        }
+    }
+}
