@@ -260,6 +260,19 @@ pub struct NewRun {
     pub relaunch_of: Option<i64>,
     /// The template it was launched from.
     pub template_id: Option<i64>,
+    /// The split run this run is a slice of.
+    pub slice_of: Option<SliceOf>,
+}
+
+/// A slice's place in its split run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SliceOf {
+    /// The split (parent) run.
+    pub parent_id: i64,
+    /// This slice's number, from 1.
+    pub slice: i32,
+    /// How many slices the parent has.
+    pub count: i32,
 }
 
 impl NewRun {
@@ -390,6 +403,15 @@ pub struct Run {
     /// The template it was launched from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_id: Option<i64>,
+    /// For a slice: the split run it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<i64>,
+    /// For a slice: its number, from 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<i32>,
+    /// For a slice: how many slices its split run has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice_count: Option<i32>,
 }
 
 #[cfg(test)]

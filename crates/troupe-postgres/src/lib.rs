@@ -176,7 +176,7 @@ fn inventory_from(row: &PgRow) -> StoreResult<Inventory> {
 const RUN_COLS: &str = "id, project_id, playbook, inventory_id, options::text AS options, \
      labels::text AS labels, tag, status, status_reason, rc, created_at, started_at, \
      finished_at, worker_id, cancel_requested, summary::text AS summary, event_count, \
-     launched_at, \"commit\", job_id, unit, relaunch_of, template_id";
+     launched_at, \"commit\", job_id, unit, relaunch_of, template_id, parent_id, slice, slice_count";
 
 fn run_from(row: &PgRow) -> StoreResult<Run> {
     let status: String = get(row, "status")?;
@@ -203,6 +203,9 @@ fn run_from(row: &PgRow) -> StoreResult<Run> {
         job_id: get(row, "job_id")?,
         unit: get(row, "unit")?,
         relaunch_of: get(row, "relaunch_of")?,
+        parent_id: get(row, "parent_id")?,
+        slice: get(row, "slice")?,
+        slice_count: get(row, "slice_count")?,
         template_id: get(row, "template_id")?,
     })
 }
@@ -286,6 +289,17 @@ async fn require_row(
         Some(_) => Ok(()),
         None => Err(StoreError::not_found(what, id)),
     }
+}
+
+/// The `Conflict` for a worker acting on a run it does not hold; `run` is the run as it is.
+fn not_held(run_id: i64, worker_id: &str, run: Run) -> StoreError {
+    StoreError::Conflict(format!(
+        "run {run_id} is not running under worker {worker_id:?} (it is {}{})",
+        run.status,
+        run.worker_id
+            .map(|w| format!(", worker {w:?}"))
+            .unwrap_or_default()
+    ))
 }
 
 fn unit_not_found(job_id: i64, unit: &str) -> StoreError {
@@ -753,6 +767,9 @@ impl Store for PgStore {
         if let Some(template_id) = new.template_id {
             require_row(&mut tx, "templates", "template", template_id).await?;
         }
+        if let Some(slice_of) = &new.slice_of {
+            require_row(&mut tx, "runs", "run", slice_of.parent_id).await?;
+        }
         let (job_id, unit) = new
             .job_unit
             .as_ref()
@@ -761,9 +778,9 @@ impl Store for PgStore {
         let row = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO runs (project_id, playbook, inventory_id, inventory_format, \
              inventory_hosts, inventory_vars, options, labels, tag, status, created_at, \
-             job_id, unit, relaunch_of, template_id) \
+             job_id, unit, relaunch_of, template_id, parent_id, slice, slice_count) \
              VALUES ($1, $2, $3, $4, $5, $6, $7::json, $8::jsonb, $9, 'queued', $10, \
-             $11, $12, $13, $14) RETURNING {RUN_COLS}"
+             $11, $12, $13, $14, $15, $16, $17) RETURNING {RUN_COLS}"
         )))
         .bind(new.project_id)
         .bind(new.playbook.as_str())
@@ -784,6 +801,9 @@ impl Store for PgStore {
         .bind(unit)
         .bind(new.relaunch_of)
         .bind(new.template_id)
+        .bind(new.slice_of.map(|s| s.parent_id))
+        .bind(new.slice_of.map(|s| s.slice))
+        .bind(new.slice_of.map(|s| s.count))
         .fetch_one(&mut *tx)
         .await
         .map_err(backend)?;
@@ -863,6 +883,9 @@ impl Store for PgStore {
         if let Some(unit) = &filter.unit {
             q.push(" AND unit = ").push_bind(unit.as_str());
         }
+        if let Some(parent_id) = filter.parent_id {
+            q.push(" AND parent_id = ").push_bind(parent_id);
+        }
         if let Some(relaunch_of) = filter.relaunch_of {
             q.push(" AND relaunch_of = ").push_bind(relaunch_of);
         }
@@ -932,14 +955,7 @@ impl Store for PgStore {
         if row.is_some() {
             return Ok(());
         }
-        let run = self.current_run(run_id).await?;
-        Err(StoreError::Conflict(format!(
-            "run {run_id} is not running under worker {worker_id:?} (it is {}{})",
-            run.status,
-            run.worker_id
-                .map(|w| format!(", worker {w:?}"))
-                .unwrap_or_default()
-        )))
+        Err(not_held(run_id, worker_id, self.current_run(run_id).await?))
     }
 
     async fn renew_lease(
@@ -995,16 +1011,7 @@ impl Store for PgStore {
         .map_err(backend)?;
         match row {
             Some(row) => run_from(&row),
-            None => {
-                let run = self.current_run(run_id).await?;
-                Err(StoreError::Conflict(format!(
-                    "run {run_id} is not running under worker {worker_id:?} (it is {}{})",
-                    run.status,
-                    run.worker_id
-                        .map(|w| format!(", worker {w:?}"))
-                        .unwrap_or_default()
-                )))
-            }
+            None => Err(not_held(run_id, worker_id, self.current_run(run_id).await?)),
         }
     }
 

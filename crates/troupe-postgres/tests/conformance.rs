@@ -107,6 +107,7 @@ async fn new_runs_are_notified() {
                 job_unit: None,
                 relaunch_of: None,
                 template_id: None,
+                slice_of: None,
             })
             .await
             .expect("run");

@@ -160,7 +160,7 @@ fn inventory_from(row: &SqliteRow) -> StoreResult<Inventory> {
 
 const RUN_COLS: &str = "id, project_id, playbook, inventory_id, options, labels, tag, status, \
      status_reason, rc, created_at, started_at, finished_at, worker_id, cancel_requested, \
-     summary, event_count, launched_at, \"commit\", job_id, unit, relaunch_of, template_id";
+     summary, event_count, launched_at, \"commit\", job_id, unit, relaunch_of, template_id, parent_id, slice, slice_count";
 
 fn run_from(row: &SqliteRow) -> StoreResult<Run> {
     let status: String = get(row, "status")?;
@@ -192,6 +192,9 @@ fn run_from(row: &SqliteRow) -> StoreResult<Run> {
         job_id: get(row, "job_id")?,
         unit: get(row, "unit")?,
         relaunch_of: get(row, "relaunch_of")?,
+        parent_id: get(row, "parent_id")?,
+        slice: get(row, "slice")?,
+        slice_count: get(row, "slice_count")?,
         template_id: get(row, "template_id")?,
     })
 }
@@ -431,6 +434,17 @@ async fn require_row(
     } else {
         Err(StoreError::not_found(what, id))
     }
+}
+
+/// The `Conflict` for a worker acting on a run it does not hold; `run` is the run as it is.
+fn not_held(run_id: i64, worker_id: &str, run: Run) -> StoreError {
+    StoreError::Conflict(format!(
+        "run {run_id} is not running under worker {worker_id:?} (it is {}{})",
+        run.status,
+        run.worker_id
+            .map(|w| format!(", worker {w:?}"))
+            .unwrap_or_default()
+    ))
 }
 
 fn unit_not_found(job_id: i64, unit: &str) -> StoreError {
@@ -706,6 +720,9 @@ impl Store for SqliteStore {
         if let Some(template_id) = new.template_id {
             require_row(&mut tx, "templates", "template", template_id).await?;
         }
+        if let Some(slice_of) = &new.slice_of {
+            require_row(&mut tx, "runs", "run", slice_of.parent_id).await?;
+        }
         let (job_id, unit) = new
             .job_unit
             .as_ref()
@@ -714,8 +731,8 @@ impl Store for SqliteStore {
         let row = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO runs (project_id, playbook, inventory_id, inventory_format, \
              inventory_hosts, inventory_vars, options, labels, tag, status, created_at, \
-             job_id, unit, relaunch_of, template_id) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?) RETURNING {RUN_COLS}"
+             job_id, unit, relaunch_of, template_id, parent_id, slice, slice_count) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {RUN_COLS}"
         )))
         .bind(new.project_id)
         .bind(new.playbook.as_str())
@@ -731,6 +748,9 @@ impl Store for SqliteStore {
         .bind(unit)
         .bind(new.relaunch_of)
         .bind(new.template_id)
+        .bind(new.slice_of.map(|s| s.parent_id))
+        .bind(new.slice_of.map(|s| s.slice))
+        .bind(new.slice_of.map(|s| s.count))
         .fetch_one(&mut *tx)
         .await
         .map_err(backend)?;
@@ -801,6 +821,9 @@ impl Store for SqliteStore {
         if let Some(unit) = &filter.unit {
             q.push(" AND unit = ").push_bind(unit.clone());
         }
+        if let Some(parent_id) = filter.parent_id {
+            q.push(" AND parent_id = ").push_bind(parent_id);
+        }
         if let Some(relaunch_of) = filter.relaunch_of {
             q.push(" AND relaunch_of = ").push_bind(relaunch_of);
         }
@@ -869,14 +892,7 @@ impl Store for SqliteStore {
         if row.is_some() {
             return Ok(());
         }
-        let run = self.current_run(run_id).await?;
-        Err(StoreError::Conflict(format!(
-            "run {run_id} is not running under worker {worker_id:?} (it is {}{})",
-            run.status,
-            run.worker_id
-                .map(|w| format!(", worker {w:?}"))
-                .unwrap_or_default()
-        )))
+        Err(not_held(run_id, worker_id, self.current_run(run_id).await?))
     }
 
     async fn renew_lease(
@@ -937,16 +953,7 @@ impl Store for SqliteStore {
         .map_err(backend)?;
         match row {
             Some(row) => run_from(&row),
-            None => {
-                let run = self.current_run(run_id).await?;
-                Err(StoreError::Conflict(format!(
-                    "run {run_id} is not running under worker {worker_id:?} (it is {}{})",
-                    run.status,
-                    run.worker_id
-                        .map(|w| format!(", worker {w:?}"))
-                        .unwrap_or_default()
-                )))
-            }
+            None => Err(not_held(run_id, worker_id, self.current_run(run_id).await?)),
         }
     }
 

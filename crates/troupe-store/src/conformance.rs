@@ -70,6 +70,7 @@ macro_rules! __conformance_case_names {
             set_unit_source_rules,
             templates_round_trip,
             run_links_round_trip,
+            slices_link_to_their_parent,
             create_run_missing_links,
             list_runs_by_job_unit_relaunch,
             mark_launched_rules,
@@ -187,6 +188,7 @@ fn new_run(project_id: i64) -> NewRun {
         job_unit: None,
         relaunch_of: None,
         template_id: None,
+        slice_of: None,
     }
 }
 
@@ -410,6 +412,7 @@ pub async fn create_run_round_trip(store: &dyn Store) {
         job_unit: None,
         relaunch_of: None,
         template_id: None,
+        slice_of: None,
     };
     let run = store.create_run(&new).await.expect("create run");
     assert_eq!(run.project_id, p.id);
@@ -2335,4 +2338,48 @@ mod tests {
         assert_eq!(names.len(), CASES.len());
         assert!(CASES.len() >= 25);
     }
+}
+
+/// Slices point at their split run, and can be listed by it.
+pub async fn slices_link_to_their_parent(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let parent = store.create_run(&new_run(p.id)).await.expect("parent");
+    assert_eq!((parent.parent_id, parent.slice, parent.slice_count), (None, None, None));
+    let mut ids = Vec::new();
+    for slice in 1..=3 {
+        let mut new = new_run(p.id);
+        new.slice_of = Some(troupe_core::run::SliceOf {
+            parent_id: parent.id,
+            slice,
+            count: 3,
+        });
+        let child = store.create_run(&new).await.expect("slice");
+        assert_eq!(child.parent_id, Some(parent.id));
+        assert_eq!(child.slice, Some(slice));
+        assert_eq!(child.slice_count, Some(3));
+        ids.push(child.id);
+    }
+    let filter = RunFilter {
+        parent_id: Some(parent.id),
+        ..Default::default()
+    };
+    let listed: Vec<i64> = store
+        .list_runs(&filter, Page { before: None, limit: 10 })
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    ids.reverse();
+    assert_eq!(listed, ids, "newest first, only the slices");
+    let mut orphan = new_run(p.id);
+    orphan.slice_of = Some(troupe_core::run::SliceOf {
+        parent_id: 999_999,
+        slice: 1,
+        count: 1,
+    });
+    assert!(matches!(
+        store.create_run(&orphan).await,
+        Err(StoreError::NotFound { .. })
+    ));
 }

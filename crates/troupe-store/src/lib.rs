@@ -67,6 +67,8 @@ pub struct RunFilter {
     pub unit: Option<String>,
     /// Only relaunches of this run.
     pub relaunch_of: Option<i64>,
+    /// Only slices of this split run.
+    pub parent_id: Option<i64>,
 }
 
 /// One page of a listing, newest first.
@@ -167,7 +169,8 @@ pub trait Store: Send + Sync + 'static {
     async fn find_project(&self, name: &str) -> StoreResult<Option<Project>>;
     /// All projects, by id.
     async fn list_projects(&self) -> StoreResult<Vec<Project>>;
-    /// Records the outcome of a git project's sync.
+    /// Records the outcome of a git project's sync (replacing the last one); `NotFound` for a
+    /// missing project.
     async fn set_project_sync(&self, id: i64, sync: &ProjectSync) -> StoreResult<Project>;
 
     /// Creates an inventory that the caller has validated; `Conflict` when the name is taken.
@@ -191,7 +194,8 @@ pub trait Store: Send + Sync + 'static {
     /// names it; finished runs keep their snapshot and lose only the reference.
     async fn delete_inventory(&self, id: i64) -> StoreResult<()>;
 
-    /// Stores a new run, `queued`. The project (and inventory, if any) must exist.
+    /// Stores a new run, `queued`. The project (and inventory, job unit, relaunched run and
+    /// template, if any) must exist: `NotFound` names the one that does not.
     async fn create_run(&self, new: &NewRun) -> StoreResult<Run>;
     /// A run by id.
     async fn get_run(&self, id: i64) -> StoreResult<Run>;
@@ -204,7 +208,7 @@ pub trait Store: Send + Sync + 'static {
     /// expires after `lease`. Two workers never claim the same run.
     async fn claim_run(&self, worker_id: &str, lease: Duration) -> StoreResult<Option<Run>>;
     /// Records that ansible-playbook was started for a run `worker_id` holds, and for git
-    /// projects the commit it runs.
+    /// projects the commit it runs. `Conflict` when it is not running under that worker.
     async fn mark_launched(
         &self,
         run_id: i64,
@@ -252,7 +256,8 @@ pub trait Store: Send + Sync + 'static {
     /// A run's whole output on one stream.
     async fn read_output(&self, run_id: i64, stream: Stream) -> StoreResult<String>;
 
-    /// Creates a job with its units (no source set yet).
+    /// Creates a job with its units, in the order given (no source set yet); `NotFound` for a
+    /// missing project.
     async fn create_job(&self, new: &NewJob) -> StoreResult<Job>;
     /// A job with its units.
     async fn get_job(&self, id: i64) -> StoreResult<Job>;
@@ -260,7 +265,8 @@ pub trait Store: Send + Sync + 'static {
     async fn latest_job(&self, tag: &str) -> StoreResult<Option<Job>>;
     /// Jobs, newest first, optionally only those with `tag`.
     async fn list_jobs(&self, tag: Option<&str>, page: Page) -> StoreResult<Vec<Job>>;
-    /// Sets where a unit's playbooks are. `NotFound` when the job has no such unit.
+    /// Sets where a unit's playbooks are. `NotFound` when the job, the unit or the project the
+    /// source names is missing.
     async fn set_unit_source(
         &self,
         job_id: i64,
@@ -268,7 +274,8 @@ pub trait Store: Send + Sync + 'static {
         source: &UnitSource,
     ) -> StoreResult<Unit>;
 
-    /// Creates a template (references checked by the caller); `Conflict` on a taken name.
+    /// Creates a template (references checked by the caller, and again here: `NotFound` for a
+    /// missing project or inventory); `Conflict` on a taken name.
     async fn create_template(&self, new: &NewTemplate) -> StoreResult<Template>;
     /// A template by id.
     async fn get_template(&self, id: i64) -> StoreResult<Template>;

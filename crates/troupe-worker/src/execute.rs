@@ -7,7 +7,7 @@ use crate::pool::{Control, WorkerPool};
 use crate::status::{CancelCause, decide_status};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use troupe_ansible::{LaunchSpec, Process};
 use troupe_core::RunStatus;
 use troupe_core::project::ProjectSource;
@@ -15,13 +15,21 @@ use troupe_core::run::{CancelMode, Run, RunSummary};
 use troupe_store::{Lease, RunOutcome};
 
 impl WorkerPool {
-    /// Executes a run this pool has claimed and records how it ended.
-    pub(crate) async fn execute(self: &Arc<Self>, run: Run) {
+    /// Executes a run this pool has claimed and records how it ended. `slot` is the run's
+    /// share of the concurrency limit: held while ansible runs, released early by a split
+    /// run once its slices are queued (they need the slots).
+    pub(crate) async fn execute(self: &Arc<Self>, run: Run, slot: OwnedSemaphorePermit) {
         let (tx, rx) = mpsc::unbounded_channel();
         if let Ok(mut active) = self.active.lock() {
             active.insert(run.id, tx);
         }
-        let outcome = self.run_to_end(&run, rx).await;
+        let outcome = if run.slice.is_none() && run.options.slicing().is_some() {
+            self.run_sliced(&run, rx, slot).await
+        } else {
+            let outcome = self.run_to_end(&run, rx).await;
+            drop(slot);
+            outcome
+        };
         if let Ok(mut active) = self.active.lock() {
             active.remove(&run.id);
         }
@@ -31,7 +39,7 @@ impl WorkerPool {
     }
 
     /// Writes the outcome, retrying while the store is unavailable.
-    async fn record(&self, claimed: &Run, outcome: RunOutcome) {
+    pub(crate) async fn record(&self, claimed: &Run, outcome: RunOutcome) {
         let run_id = claimed.id;
         let mut delay = Duration::from_millis(100);
         for _ in 0..30 {
@@ -140,14 +148,14 @@ impl WorkerPool {
                 _ = renew_tick.tick() => {
                     match self.store.renew_lease(run.id, &self.worker_id, self.cfg.lease).await {
                         Ok(Lease::Held { cancel_requested: Some(mode) }) => {
-                            apply(CancelCause::Requested(mode), &process, &mut cause);
+                            apply(CancelCause::Requested(mode), Some(&process), &mut cause);
                         }
                         Ok(Lease::Held { cancel_requested: None }) => {}
-                        Ok(Lease::Lost) => apply(CancelCause::LeaseLost, &process, &mut cause),
+                        Ok(Lease::Lost) => apply(CancelCause::LeaseLost, Some(&process), &mut cause),
                         Err(e) => tracing::warn!(run = run.id, error = %e, "could not renew lease"),
                     }
                 }
-                Some(Control::Cancel(c)) = control.recv() => apply(c, &process, &mut cause),
+                Some(Control::Cancel(c)) = control.recv() => apply(c, Some(&process), &mut cause),
             }
         }
         let exit = process.wait().await;
@@ -168,7 +176,7 @@ impl WorkerPool {
     /// Everything a launch needs, checked again at execution time: the project directory
     /// or a symlink in it may have changed since the run was queued. Also returns the commit
     /// a git project's checkout is at.
-    async fn prepare(&self, run: &Run) -> Result<(LaunchSpec, Option<String>), String> {
+    pub(crate) async fn prepare(&self, run: &Run) -> Result<(LaunchSpec, Option<String>), String> {
         let project = self
             .store
             .get_project(run.project_id)
@@ -217,7 +225,7 @@ impl WorkerPool {
     }
 }
 
-fn error_outcome(reason: String) -> RunOutcome {
+pub(crate) fn error_outcome(reason: String) -> RunOutcome {
     RunOutcome {
         status: RunStatus::Error,
         rc: None,
@@ -227,9 +235,11 @@ fn error_outcome(reason: String) -> RunOutcome {
 }
 
 /// Passes an escalation on to the process.
-fn apply(new: CancelCause, process: &Process, cause: &mut Option<CancelCause>) {
+pub(crate) fn apply(new: CancelCause, process: Option<&Process>, cause: &mut Option<CancelCause>) {
     if stronger(new, *cause) {
-        process.cancel(mode_of(new));
+        if let Some(p) = process {
+            p.cancel(mode_of(new));
+        }
         *cause = Some(new);
     }
 }

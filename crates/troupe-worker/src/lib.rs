@@ -10,6 +10,7 @@ pub mod git;
 pub mod live;
 pub mod playbooks;
 mod pool;
+mod slices;
 mod status;
 
 pub use live::{LiveHub, RunChange, RunMessage};

@@ -178,8 +178,7 @@ impl WorkerPool {
                     });
                     let pool = Arc::clone(&self);
                     self.tracker.spawn(async move {
-                        pool.execute(run).await;
-                        drop(permit);
+                        pool.execute(run, permit).await;
                     });
                 }
                 Ok(None) => {

@@ -400,6 +400,7 @@ async fn launch_action(state: &AppState, job: &Job, unit: &Unit, req: &ActionReq
         job_unit: Some((job.id, unit.name.clone())),
         relaunch_of: None,
         template_id: None,
+        slice_of: None,
     };
     submit(state, new).await
 }

@@ -165,6 +165,7 @@ async fn create_run(
         job_unit: None,
         relaunch_of: None,
         template_id: None,
+        slice_of: None,
     };
     let run = submit(&state, new).await?;
     Ok((StatusCode::CREATED, Json(run)))
@@ -198,6 +199,8 @@ struct ListQuery {
     unit: Option<String>,
     /// Only relaunches of this run.
     relaunch_of: Option<i64>,
+    /// Only the slices of this split run.
+    parent: Option<i64>,
     /// The `next_cursor` of the previous page.
     cursor: Option<i64>,
     /// Page size, 1 to 500 (default 50).
@@ -250,6 +253,7 @@ async fn list_runs(
         job_id: q.job,
         unit: q.unit,
         relaunch_of: q.relaunch_of,
+        parent_id: q.parent,
     };
     let runs = state
         .store
@@ -608,6 +612,7 @@ async fn relaunch_run(
         job_unit: run.job_id.zip(run.unit.clone()),
         relaunch_of: Some(id),
         template_id: run.template_id,
+        slice_of: None,
     };
     let created = submit(&state, new).await?;
     Ok((StatusCode::CREATED, Json(created)))

@@ -159,6 +159,7 @@ async fn launch_template(
         job_unit: None,
         relaunch_of: None,
         template_id: Some(template.id),
+        slice_of: None,
     };
     let run = submit(&state, new).await?;
     Ok((StatusCode::CREATED, Json(run)))
