@@ -106,8 +106,8 @@ impl Batcher {
             store.append_events(self.run_id, &self.events).await?;
             // Published only once stored: a subscriber that read the store first and listens
             // here afterwards can never miss an event.
-            let batch: Arc<[Event]> = std::mem::take(&mut self.events).into();
-            self.hub.publish_events(self.run_id, batch);
+            self.hub.publish_events(self.run_id, &self.events);
+            self.events.clear();
         }
         if !self.output.is_empty() {
             store.append_output(self.run_id, &self.output).await?;

@@ -13,6 +13,6 @@ mod pool;
 mod slices;
 mod status;
 
-pub use live::{LiveHub, RunChange, RunMessage};
+pub use live::{LiveEvent, LiveHub, RunChange, RunMessage, event_frame};
 pub use pool::{WorkerConfig, WorkerPool};
 pub use status::{CancelCause, decide_status};

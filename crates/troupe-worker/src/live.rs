@@ -7,6 +7,7 @@
 //! `Arc` each per batch. A subscriber that falls more than [`RUN_CHANNEL_BATCHES`] batches
 //! behind is told it lagged (tokio's broadcast semantics) and must resume from the store.
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -20,11 +21,36 @@ pub const RUN_CHANNEL_BATCHES: usize = 1024;
 /// Run changes a dashboard subscriber may fall behind before it is cut off.
 pub const CHANGE_CHANNEL_CAPACITY: usize = 4096;
 
+/// An event ready to send: serialized once, when published, for every subscriber.
+#[derive(Debug, Clone)]
+pub struct LiveEvent {
+    /// The event's counter.
+    pub counter: i64,
+    /// The stream message `{"type": "event", "event": {...}}` as JSON.
+    pub frame: Bytes,
+}
+
+#[derive(Serialize)]
+struct EventFrame<'a> {
+    r#type: &'static str,
+    event: &'a Event,
+}
+
+/// The stream message for one event (`{"type": "event", "event": {...}}`), as JSON.
+pub fn event_frame(event: &Event) -> Bytes {
+    serde_json::to_vec(&EventFrame {
+        r#type: "event",
+        event,
+    })
+    .map(Bytes::from)
+    .unwrap_or_default()
+}
+
 /// What one run's channel carries.
 #[derive(Debug, Clone)]
 pub enum RunMessage {
-    /// Events just stored, in counter order.
-    Events(Arc<[Event]>),
+    /// Events just stored, in counter order, each already serialized.
+    Events(Arc<[LiveEvent]>),
     /// The run reached a final status; nothing follows.
     Finished(RunStatus),
 }
@@ -159,11 +185,23 @@ impl LiveHub {
             .subscribe()
     }
 
-    /// Announces events the store now holds.
-    pub fn publish_events(&self, run_id: i64, events: Arc<[Event]>) {
-        if let Some(tx) = self.sender(run_id) {
-            let _ = tx.send(RunMessage::Events(events));
+    /// Announces events the store now holds. They are serialized here, once, and only when
+    /// someone listens: a thousand subscribers cost one serialization, not a thousand.
+    pub fn publish_events(&self, run_id: i64, events: &[Event]) {
+        let Some(tx) = self.sender(run_id) else {
+            return;
+        };
+        if tx.receiver_count() == 0 || events.is_empty() {
+            return;
         }
+        let batch: Arc<[LiveEvent]> = events
+            .iter()
+            .map(|e| LiveEvent {
+                counter: e.counter,
+                frame: event_frame(e),
+            })
+            .collect();
+        let _ = tx.send(RunMessage::Events(batch));
     }
 
     /// Announces that a run ended (after its last events were published).

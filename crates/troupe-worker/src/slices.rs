@@ -236,7 +236,7 @@ impl WorkerPool {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
         }
-        self.hub.publish_events(run_id, events.into());
+        self.hub.publish_events(run_id, &events);
     }
 
     /// The parent's stdout and stderr: each slice's, in slice order, under a header.

@@ -12,7 +12,8 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiPath, ApiQuery};
 use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use bytes::Bytes;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +24,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use troupe_core::{Event, RunStatus};
-use troupe_worker::{RunChange, RunMessage};
+use troupe_worker::{RunChange, RunMessage, event_frame};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -45,7 +46,8 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum RunStreamMessage {
-    /// An event of the run.
+    /// An event of the run (frames of this shape are built by the hub, see `event_frame`).
+    #[allow(dead_code)]
     Event {
         /// The event (ansible-runner's fields).
         event: Event,
@@ -79,6 +81,40 @@ impl RunStreamMessage {
             RunStreamMessage::End { .. } => "end",
             RunStreamMessage::Lagged { .. } => "lagged",
         }
+    }
+
+    fn frame(&self) -> Frame {
+        Frame {
+            name: self.sse_name(),
+            id: None,
+            json: serde_json::to_vec(self).map(Bytes::from).unwrap_or_default(),
+        }
+    }
+}
+
+/// A stream message as sent: serialized once (live events are serialized by the hub for
+/// every subscriber at once), with its SSE event name and id.
+struct Frame {
+    name: &'static str,
+    id: Option<i64>,
+    json: Bytes,
+}
+
+impl Frame {
+    fn event(counter: i64, json: Bytes) -> Self {
+        Frame {
+            name: "event",
+            id: Some(counter),
+            json,
+        }
+    }
+
+    fn sse(self) -> SseEvent {
+        let mut ev = SseEvent::default().event(self.name);
+        if let Some(id) = self.id {
+            ev = ev.id(id.to_string());
+        }
+        ev.data(std::str::from_utf8(&self.json).unwrap_or_default())
     }
 }
 
@@ -128,19 +164,13 @@ async fn run_events_sse(
         .and_then(|v| v.trim().parse::<i64>().ok());
     let after = q.after.or(last_event_id).unwrap_or(0);
     let rx = start_run_stream(&state, id, after);
-    let stream = ReceiverStream::new(rx).map(|msg| {
-        let mut ev = SseEvent::default().event(msg.sse_name());
-        if let RunStreamMessage::Event { event } = &msg {
-            ev = ev.id(event.counter.to_string());
-        }
-        Ok::<_, Infallible>(ev.json_data(&msg).unwrap_or_else(|_| SseEvent::default()))
-    });
+    let stream = ReceiverStream::new(rx).map(|frame| Ok::<_, Infallible>(frame.sse()));
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
 
-fn start_run_stream(state: &AppState, run_id: i64, after: i64) -> mpsc::Receiver<RunStreamMessage> {
+fn start_run_stream(state: &AppState, run_id: i64, after: i64) -> mpsc::Receiver<Frame> {
     let (tx, rx) = mpsc::channel(state.stream_buffer_events.max(1));
     // Subscribed here, before the producer reads any history: nothing stored after this point
     // can be missed.
@@ -168,7 +198,7 @@ struct RunProducer {
     run_id: i64,
     /// The highest counter handed to the client.
     last: i64,
-    tx: mpsc::Sender<RunStreamMessage>,
+    tx: mpsc::Sender<Frame>,
 }
 
 impl RunProducer {
@@ -200,7 +230,7 @@ impl RunProducer {
                     }
                     for ev in batch.iter() {
                         if ev.counter == self.last + 1 {
-                            self.send_live(RunStreamMessage::Event { event: ev.clone() })
+                            self.send_live(Frame::event(ev.counter, ev.frame.clone()))
                                 .await?;
                             self.last = ev.counter;
                         }
@@ -245,7 +275,7 @@ impl RunProducer {
             for event in page {
                 let counter = event.counter;
                 self.tx
-                    .send(RunStreamMessage::Event { event })
+                    .send(Frame::event(counter, event_frame(&event)))
                     .await
                     .map_err(|_| Stop)?;
                 self.last = counter;
@@ -257,7 +287,7 @@ impl RunProducer {
     }
 
     /// Live events never wait for the client: a full buffer means it cannot keep up.
-    async fn send_live(&mut self, msg: RunStreamMessage) -> Result<(), Stop> {
+    async fn send_live(&mut self, msg: Frame) -> Result<(), Stop> {
         match self.tx.try_send(msg) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Stop),
@@ -276,7 +306,7 @@ impl RunProducer {
         };
         // Delivered after what the client already has queued; if it never reads, the send
         // is abandoned when the connection goes.
-        self.tx.send(msg).await.map_err(|_| Stop)
+        self.tx.send(msg.frame()).await.map_err(|_| Stop)
     }
 
     /// If the run is over, sends what is left and the end message.
@@ -296,20 +326,30 @@ impl RunProducer {
             reason: run.status_reason,
             last_counter: self.last,
         };
-        self.tx.send(end).await.map_err(|_| Stop)?;
+        self.tx.send(end.frame()).await.map_err(|_| Stop)?;
         Ok(true)
     }
 }
 
-/// Forwards stream messages to a WebSocket until the stream ends or the client goes.
-async fn pump_ws<T: Serialize + Send + 'static>(socket: WebSocket, mut rx: mpsc::Receiver<T>) {
+/// Forwards frames to a WebSocket until the stream ends or the client goes. Frames already
+/// queued are written together and flushed once.
+async fn pump_ws(socket: WebSocket, mut rx: mpsc::Receiver<Frame>) {
     let (mut sink, mut incoming) = socket.split();
     loop {
         tokio::select! {
-            msg = rx.recv() => {
-                let Some(msg) = msg else { break };
-                let Ok(text) = serde_json::to_string(&msg) else { continue };
-                if sink.send(Message::Text(text.into())).await.is_err() {
+            frame = rx.recv() => {
+                let Some(mut frame) = frame else { break };
+                loop {
+                    let Ok(text) = Utf8Bytes::try_from(frame.json) else { break };
+                    if sink.feed(Message::Text(text)).await.is_err() {
+                        return;
+                    }
+                    match rx.try_recv() {
+                        Ok(next) => frame = next,
+                        Err(_) => break,
+                    }
+                }
+                if sink.flush().await.is_err() {
                     return;
                 }
             }
@@ -422,7 +462,23 @@ pub(crate) enum ChangeMessage {
     },
 }
 
-fn start_changes(state: &AppState, filter: ChangeFilter) -> mpsc::Receiver<ChangeMessage> {
+impl ChangeMessage {
+    fn frame(&self) -> Frame {
+        let name = match self {
+            ChangeMessage::Change(RunChange::RunCreated { .. }) => "run_created",
+            ChangeMessage::Change(RunChange::StatusChanged { .. }) => "status_changed",
+            ChangeMessage::Change(RunChange::SummaryUpdated { .. }) => "summary_updated",
+            ChangeMessage::Lagged { .. } => "lagged",
+        };
+        Frame {
+            name,
+            id: None,
+            json: serde_json::to_vec(self).map(Bytes::from).unwrap_or_default(),
+        }
+    }
+}
+
+fn start_changes(state: &AppState, filter: ChangeFilter) -> mpsc::Receiver<Frame> {
     let (tx, rx) = mpsc::channel(state.stream_buffer_events.max(1));
     let mut changes = state.hub.subscribe_changes();
     tokio::spawn(async move {
@@ -433,12 +489,15 @@ fn start_changes(state: &AppState, filter: ChangeFilter) -> mpsc::Receiver<Chang
             };
             match msg {
                 Ok(change) if filter.matches(&change) => {
-                    if tx.try_send(ChangeMessage::Change(change)).is_err() {
+                    if tx.try_send(ChangeMessage::Change(change).frame()).is_err() {
                         let _ = tx
-                            .send(ChangeMessage::Lagged {
-                                r#type: "lagged",
-                                missed: 1,
-                            })
+                            .send(
+                                ChangeMessage::Lagged {
+                                    r#type: "lagged",
+                                    missed: 1,
+                                }
+                                .frame(),
+                            )
                             .await;
                         return;
                     }
@@ -446,10 +505,13 @@ fn start_changes(state: &AppState, filter: ChangeFilter) -> mpsc::Receiver<Chang
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     let _ = tx
-                        .send(ChangeMessage::Lagged {
-                            r#type: "lagged",
-                            missed: n,
-                        })
+                        .send(
+                            ChangeMessage::Lagged {
+                                r#type: "lagged",
+                                missed: n,
+                            }
+                            .frame(),
+                        )
                         .await;
                     return;
                 }
@@ -482,20 +544,7 @@ async fn changes_sse(
     ApiQuery(q): ApiQuery<ChangesQuery>,
 ) -> ApiResult<Response> {
     let rx = start_changes(&state, ChangeFilter::parse(q)?);
-    let stream = ReceiverStream::new(rx).map(|msg| {
-        let name = match &msg {
-            ChangeMessage::Change(RunChange::RunCreated { .. }) => "run_created",
-            ChangeMessage::Change(RunChange::StatusChanged { .. }) => "status_changed",
-            ChangeMessage::Change(RunChange::SummaryUpdated { .. }) => "summary_updated",
-            ChangeMessage::Lagged { .. } => "lagged",
-        };
-        Ok::<_, Infallible>(
-            SseEvent::default()
-                .event(name)
-                .json_data(&msg)
-                .unwrap_or_else(|_| SseEvent::default()),
-        )
-    });
+    let stream = ReceiverStream::new(rx).map(|frame| Ok::<_, Infallible>(frame.sse()));
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
