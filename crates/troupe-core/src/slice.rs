@@ -44,7 +44,10 @@ mod tests {
     #[test]
     fn balanced_and_never_empty() {
         let s = partition(&hosts(12), Slicing::Count(5));
-        assert_eq!(s.iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 3, 2, 2, 2]);
+        assert_eq!(
+            s.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![3, 3, 2, 2, 2]
+        );
         assert_eq!(s.concat(), hosts(12), "every host once, in order");
         let s = partition(&hosts(3), Slicing::Count(10));
         assert_eq!(s.len(), 3, "never more slices than hosts");

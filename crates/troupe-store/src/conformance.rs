@@ -2327,24 +2327,14 @@ pub async fn event_append_rate(store: &dyn Store, batches: usize, batch_size: us
     counter as f64 / secs
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeSet;
-
-    #[test]
-    fn every_case_is_listed_once() {
-        let names: BTreeSet<&str> = CASES.iter().map(|(n, _)| *n).collect();
-        assert_eq!(names.len(), CASES.len());
-        assert!(CASES.len() >= 25);
-    }
-}
-
 /// Slices point at their split run, and can be listed by it.
 pub async fn slices_link_to_their_parent(store: &dyn Store) {
     let p = project(store, "p").await;
     let parent = store.create_run(&new_run(p.id)).await.expect("parent");
-    assert_eq!((parent.parent_id, parent.slice, parent.slice_count), (None, None, None));
+    assert_eq!(
+        (parent.parent_id, parent.slice, parent.slice_count),
+        (None, None, None)
+    );
     let mut ids = Vec::new();
     for slice in 1..=3 {
         let mut new = new_run(p.id);
@@ -2364,7 +2354,13 @@ pub async fn slices_link_to_their_parent(store: &dyn Store) {
         ..Default::default()
     };
     let listed: Vec<i64> = store
-        .list_runs(&filter, Page { before: None, limit: 10 })
+        .list_runs(
+            &filter,
+            Page {
+                before: None,
+                limit: 10,
+            },
+        )
         .await
         .expect("list")
         .into_iter()
@@ -2382,4 +2378,17 @@ pub async fn slices_link_to_their_parent(store: &dyn Store) {
         store.create_run(&orphan).await,
         Err(StoreError::NotFound { .. })
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn every_case_is_listed_once() {
+        let names: BTreeSet<&str> = CASES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names.len(), CASES.len());
+        assert!(CASES.len() >= 25);
+    }
 }

@@ -55,7 +55,11 @@ impl WorkerPool {
         .await
         {
             Ok(h) => h,
-            Err(e) => return Some(error_outcome(format!("could not list the run's hosts: {e}"))),
+            Err(e) => {
+                return Some(error_outcome(format!(
+                    "could not list the run's hosts: {e}"
+                )));
+            }
         };
         // No host at all: one slice with the run's own limit, so ansible reports it as it
         // would without slicing (never an empty slice, never a failure of troupe's making).
@@ -69,7 +73,9 @@ impl WorkerPool {
         let mut slices = Vec::new();
         for (i, group) in groups.into_iter().enumerate() {
             let options = RunOptions {
-                limit: group.map(|hosts| hosts.join(",")).or_else(|| run.options.limit.clone()),
+                limit: group
+                    .map(|hosts| hosts.join(","))
+                    .or_else(|| run.options.limit.clone()),
                 slices: None,
                 slice_size: None,
                 ..run.options.clone()
@@ -115,18 +121,31 @@ impl WorkerPool {
                     for s in &slices {
                         let _ = self.store.request_cancel(s.run_id, CancelMode::Force).await;
                     }
-                    return Some(error_outcome(format!("could not queue slice {}: {e}", i + 1)));
+                    return Some(error_outcome(format!(
+                        "could not queue slice {}: {e}",
+                        i + 1
+                    )));
                 }
             }
         }
         if let Err(e) = self
             .store
-            .mark_launched(run.id, &self.worker_id, chrono::Utc::now(), commit.as_deref())
+            .mark_launched(
+                run.id,
+                &self.worker_id,
+                chrono::Utc::now(),
+                commit.as_deref(),
+            )
             .await
         {
             tracing::warn!(run = run.id, error = %e, "could not record the split run's launch");
         }
-        tracing::info!(run = run.id, slices = slices.len(), hosts = hosts.len(), "split run queued its slices");
+        tracing::info!(
+            run = run.id,
+            slices = slices.len(),
+            hosts = hosts.len(),
+            "split run queued its slices"
+        );
         // The slices need the slots; the parent only gathers.
         drop(slot);
         self.wake();
@@ -165,18 +184,26 @@ impl WorkerPool {
                     match self.store.get_run(s.run_id).await {
                         Ok(r) if r.status.is_finished() => s.finished = Some(r),
                         Ok(_) => {}
-                        Err(e) => tracing::warn!(run = run.id, error = %e, "could not read a slice"),
+                        Err(e) => {
+                            tracing::warn!(run = run.id, error = %e, "could not read a slice")
+                        }
                     }
                 }
                 loop {
-                    let page = match self.store.list_events(s.run_id, s.cursor, GATHER_PAGE).await {
+                    let page = match self
+                        .store
+                        .list_events(s.run_id, s.cursor, GATHER_PAGE)
+                        .await
+                    {
                         Ok(p) => p,
                         Err(e) => {
                             tracing::warn!(run = run.id, error = %e, "could not read a slice's events");
                             break;
                         }
                     };
-                    let Some(last) = page.last().map(|e| e.counter) else { break };
+                    let Some(last) = page.last().map(|e| e.counter) else {
+                        break;
+                    };
                     let n = page.len();
                     let renumbered: Vec<Event> = page
                         .into_iter()
@@ -206,7 +233,12 @@ impl WorkerPool {
         Some(outcome(&slices, cause))
     }
 
-    async fn cancel_slices(&self, slices: &[SliceState], new: CancelCause, cause: &mut Option<CancelCause>) {
+    async fn cancel_slices(
+        &self,
+        slices: &[SliceState],
+        new: CancelCause,
+        cause: &mut Option<CancelCause>,
+    ) {
         let before = *cause;
         // The parent has no process: `apply` only records the escalation.
         apply(new, None, cause);
@@ -245,7 +277,11 @@ impl WorkerPool {
         let total = slices.len();
         for (i, s) in slices.iter().enumerate() {
             for stream in [Stream::Stdout, Stream::Stderr] {
-                let text = self.store.read_output(s.run_id, stream).await.unwrap_or_default();
+                let text = self
+                    .store
+                    .read_output(s.run_id, stream)
+                    .await
+                    .unwrap_or_default();
                 if text.is_empty() && stream == Stream::Stderr {
                     continue;
                 }
@@ -254,7 +290,11 @@ impl WorkerPool {
                     .as_ref()
                     .and_then(|r| r.options.limit.clone())
                     .unwrap_or_default();
-                let header = format!("=== slice {}/{total} (run {}; hosts {limit}) ===\n", i + 1, s.run_id);
+                let header = format!(
+                    "=== slice {}/{total} (run {}; hosts {limit}) ===\n",
+                    i + 1,
+                    s.run_id
+                );
                 chunks.push(OutputChunk {
                     stream,
                     seq: i64::try_from(chunks.len() + 1).unwrap_or(i64::MAX),

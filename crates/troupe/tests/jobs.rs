@@ -12,14 +12,23 @@ fn example_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/redrunner")
 }
 
-fn times(run: &Value) -> anyhow::Result<(chrono::DateTime<chrono::FixedOffset>, chrono::DateTime<chrono::FixedOffset>)> {
+fn times(
+    run: &Value,
+) -> anyhow::Result<(
+    chrono::DateTime<chrono::FixedOffset>,
+    chrono::DateTime<chrono::FixedOffset>,
+)> {
     let t = |k: &str| chrono::DateTime::parse_from_rfc3339(run[k].as_str().unwrap_or_default());
     Ok((t("started_at")?, t("finished_at")?))
 }
 
 #[tokio::test]
-async fn the_redrunner_example_backs_up_every_unit_in_parallel_through_troupe() -> anyhow::Result<()> {
-    let server = Server::start_with(ServerOpts { max_concurrent_runs: 6, ..Default::default() })?;
+async fn the_redrunner_example_backs_up_every_unit_in_parallel_through_troupe() -> anyhow::Result<()>
+{
+    let server = Server::start_with(ServerOpts {
+        max_concurrent_runs: 6,
+        ..Default::default()
+    })?;
     let example = std::fs::canonicalize(example_dir())?;
     let pid = server.project(&example).await?;
     let backups = tempfile::tempdir()?;
@@ -52,14 +61,18 @@ async fn the_redrunner_example_backs_up_every_unit_in_parallel_through_troupe() 
         assert_eq!(run["unit"], name);
         let expected = if name == "db" { "failed" } else { "successful" };
         assert_eq!(unit["status"], expected, "{unit}");
-        assert_eq!(backups.path().join(format!("{name}.bak")).exists(), name != "db");
+        assert_eq!(
+            backups.path().join(format!("{name}.bak")).exists(),
+            name != "db"
+        );
         spans.push(times(run)?);
     }
     assert_eq!(spans.len(), 3);
     // Each unit's run takes 2 s or more; they ran at the same time, not one after another.
-    let overlapping = spans.iter().enumerate().any(|(i, a)| {
-        spans.iter().skip(i + 1).any(|b| a.0 < b.1 && b.0 < a.1)
-    });
+    let overlapping = spans
+        .iter()
+        .enumerate()
+        .any(|(i, a)| spans.iter().skip(i + 1).any(|b| a.0 < b.1 && b.0 < a.1));
     assert!(overlapping, "unit runs did not overlap: {spans:?}");
 
     // Running it again selects the same (latest) job; its units get a second run each.
@@ -72,19 +85,36 @@ async fn the_redrunner_example_backs_up_every_unit_in_parallel_through_troupe() 
     assert_eq!(latest["id"], job["id"]);
     let view = server.get(&format!("/api/v1/jobs/{}", job["id"])).await?;
     assert_eq!(view["status"], "successful");
-    assert!(view["units"].as_array().into_iter().flatten().all(|u| u["runs"].as_array().map(Vec::len) == Some(2)));
+    assert!(
+        view["units"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|u| u["runs"].as_array().map(Vec::len) == Some(2))
+    );
     // The API token never reached the runs' events or output.
     for run in [id, again] {
         let events = serde_json::to_string(&server.events(run).await?)?;
-        assert!(!events.contains(TOKEN), "token leaked into events of run {run}");
-        assert!(!server.text(&format!("/api/v1/runs/{run}/stdout")).await?.contains(TOKEN));
+        assert!(
+            !events.contains(TOKEN),
+            "token leaked into events of run {run}"
+        );
+        assert!(
+            !server
+                .text(&format!("/api/v1/runs/{run}/stdout"))
+                .await?
+                .contains(TOKEN)
+        );
     }
     Ok(())
 }
 
 #[tokio::test]
 async fn jobs_units_and_actions_over_the_api() -> anyhow::Result<()> {
-    let server = Server::start_with(ServerOpts { max_concurrent_runs: 4, ..Default::default() })?;
+    let server = Server::start_with(ServerOpts {
+        max_concurrent_runs: 4,
+        ..Default::default()
+    })?;
     let ok = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.copy:\n        dest: \"{{ out }}/{{ troupe_unit }}-{{ troupe_action }}\"\n        content: \"{{ troupe_job_id }}\"\n";
     // One data_dir spelled project/, one spelled projects/ (the seed's), one project.
     let d1 = project_dir(&[("project/deploy-web.yml", ok)])?;
@@ -93,12 +123,28 @@ async fn jobs_units_and_actions_over_the_api() -> anyhow::Result<()> {
     let out = tempfile::tempdir()?;
     let p3id = server.project(p3.path()).await?;
 
-    let job = server.post("/api/v1/jobs", json!({"tag": "release", "units": ["web", "api", "worker", "cron"]})).await?;
+    let job = server
+        .post(
+            "/api/v1/jobs",
+            json!({"tag": "release", "units": ["web", "api", "worker", "cron"]}),
+        )
+        .await?;
     let jid = job["id"].as_i64().unwrap_or_default();
-    let second = server.post("/api/v1/jobs", json!({"tag": "release", "units": ["web"]})).await?;
+    let second = server
+        .post("/api/v1/jobs", json!({"tag": "release", "units": ["web"]}))
+        .await?;
     assert_ne!(second["id"], job["id"], "jobs may share a tag");
-    assert_eq!(server.get("/api/v1/jobs?tag=release&latest=true").await?["id"], second["id"]);
-    let (code, _) = server.call(reqwest::Method::GET, "/api/v1/jobs?tag=none&latest=true", None).await?;
+    assert_eq!(
+        server.get("/api/v1/jobs?tag=release&latest=true").await?["id"],
+        second["id"]
+    );
+    let (code, _) = server
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/jobs?tag=none&latest=true",
+            None,
+        )
+        .await?;
     assert_eq!(code, 404);
 
     let put = |unit: &str, body: Value| {
@@ -112,60 +158,110 @@ async fn jobs_units_and_actions_over_the_api() -> anyhow::Result<()> {
     let (code, body) = put("nope", json!({"project": p3id})).await?;
     assert_eq!(code, 404, "{body}");
     let (code, body) = put("web", json!({"data_dir": out.path()})).await?;
-    assert_eq!((code, body["error"]["code"].as_str()), (422, Some("invalid_data_dir")));
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (422, Some("invalid_data_dir"))
+    );
 
     // One unit at a time.
     let run = server
-        .post(&format!("/api/v1/jobs/{jid}/units/web/actions"), json!({"action": "deploy", "extra_vars": {"out": out.path()}}))
+        .post(
+            &format!("/api/v1/jobs/{jid}/units/web/actions"),
+            json!({"action": "deploy", "extra_vars": {"out": out.path()}}),
+        )
         .await?;
-    assert_eq!(server.wait_finished(run["id"].as_i64().unwrap_or_default()).await?["status"], "successful");
-    assert_eq!(std::fs::read_to_string(out.path().join("web-deploy"))?, jid.to_string());
+    assert_eq!(
+        server
+            .wait_finished(run["id"].as_i64().unwrap_or_default())
+            .await?["status"],
+        "successful"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("web-deploy"))?,
+        jid.to_string()
+    );
 
     // Every unit at once: cron has no playbooks, which is its error alone.
     let (code, result) = server
-        .call(reqwest::Method::POST, &format!("/api/v1/jobs/{jid}/actions"), Some(json!({"action": "deploy", "extra_vars": {"out": out.path()}})))
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/jobs/{jid}/actions"),
+            Some(json!({"action": "deploy", "extra_vars": {"out": out.path()}})),
+        )
         .await?;
     assert_eq!(code, 201, "{result}");
     assert_eq!(result["runs"].as_array().map(Vec::len), Some(3));
     assert_eq!(result["errors"][0]["unit"], "cron");
     assert_eq!(result["errors"][0]["code"], "unit_without_playbooks");
     for r in result["runs"].as_array().into_iter().flatten() {
-        assert_eq!(server.wait_finished(r["id"].as_i64().unwrap_or_default()).await?["status"], "successful");
+        assert_eq!(
+            server
+                .wait_finished(r["id"].as_i64().unwrap_or_default())
+                .await?["status"],
+            "successful"
+        );
     }
     for unit in ["api", "worker"] {
         assert!(out.path().join(format!("{unit}-deploy")).exists());
     }
     // A missing playbook is a clear error for that unit.
     let (code, body) = server
-        .call(reqwest::Method::POST, &format!("/api/v1/jobs/{jid}/units/web/actions"), Some(json!({"action": "rollback"})))
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/jobs/{jid}/units/web/actions"),
+            Some(json!({"action": "rollback"})),
+        )
         .await?;
-    assert_eq!((code, body["error"]["code"].as_str()), (422, Some("playbook_not_found")), "{body}");
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (422, Some("playbook_not_found")),
+        "{body}"
+    );
     let (code, _) = server
-        .call(reqwest::Method::POST, &format!("/api/v1/jobs/{jid}/actions"), Some(json!({"action": "../x"})))
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/jobs/{jid}/actions"),
+            Some(json!({"action": "../x"})),
+        )
         .await?;
     assert_eq!(code, 422);
 
     // Units as a dynamic inventory that a plain ansible-playbook reads.
     let inv = server.get(&format!("/api/v1/jobs/{jid}/inventory")).await?;
-    assert_eq!(inv["units"]["hosts"], json!(["web", "api", "worker", "cron"]));
+    assert_eq!(
+        inv["units"]["hosts"],
+        json!(["web", "api", "worker", "cron"])
+    );
     assert_eq!(inv["_meta"]["hostvars"]["api"]["troupe_job_id"], jid);
     let script = out.path().join("inv.sh");
     std::fs::write(&script, format!("#!/bin/sh\ncat <<'JSON'\n{inv}\nJSON\n"))?;
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    let listed = std::process::Command::new("ansible-inventory").args(["--list", "-i"]).arg(&script).output()?;
+    let listed = std::process::Command::new("ansible-inventory")
+        .args(["--list", "-i"])
+        .arg(&script)
+        .output()?;
     let listed: Value = serde_json::from_slice(&listed.stdout)?;
-    assert_eq!(listed["_meta"]["hostvars"]["worker"]["troupe_unit"], "worker");
+    assert_eq!(
+        listed["_meta"]["hostvars"]["worker"]["troupe_unit"],
+        "worker"
+    );
 
     // The job view and the CLI.
     let view = server.get(&format!("/api/v1/jobs/{jid}")).await?;
-    assert_eq!(view["status"], "successful", "cron never ran: idle units do not fail the job");
+    assert_eq!(
+        view["status"], "successful",
+        "cron never ran: idle units do not fail the job"
+    );
     let out_cli = std::process::Command::new(troupe_bin())
         .args(["jobs", "show", &jid.to_string()])
         .env("TROUPE_SERVER", &server.base)
         .env("TROUPE_TOKEN", TOKEN)
         .output()?;
     let shown = String::from_utf8(out_cli.stdout)?;
-    assert!(shown.contains("cron") && shown.contains("idle") && shown.contains("deploy-web.yml"), "{shown}");
+    assert!(
+        shown.contains("cron") && shown.contains("idle") && shown.contains("deploy-web.yml"),
+        "{shown}"
+    );
     let out_cli = std::process::Command::new(troupe_bin())
         .args(["jobs", "create", "--tag", "cli", "a", "b", "--json"])
         .env("TROUPE_SERVER", &server.base)
@@ -189,27 +285,70 @@ async fn templates_launch_with_only_the_overrides_they_allow() -> anyhow::Result
     let proj = project_dir(&[("paint.yml", play)])?;
     let out = tempfile::tempdir()?;
     let pid = server.project(proj.path()).await?;
-    server.post("/api/v1/inventories", json!({"name": "two", "format": "ini", "hosts": local_hosts(2)})).await?;
+    server
+        .post(
+            "/api/v1/inventories",
+            json!({"name": "two", "format": "ini", "hosts": local_hosts(2)}),
+        )
+        .await?;
     let t = server
-        .post("/api/v1/templates", json!({
-            "name": "paint", "project": pid, "playbook": "paint.yml", "inventory": "two",
-            "defaults": {"extra_vars": {"out": out.path(), "color": "red"}, "forks": 2},
-            "allow_overrides": ["extra_vars", "limit"], "labels": {"kind": "paint"}
-        }))
+        .post(
+            "/api/v1/templates",
+            json!({
+                "name": "paint", "project": pid, "playbook": "paint.yml", "inventory": "two",
+                "defaults": {"extra_vars": {"out": out.path(), "color": "red"}, "forks": 2},
+                "allow_overrides": ["extra_vars", "limit"], "labels": {"kind": "paint"}
+            }),
+        )
         .await?;
     let tid = t["id"].as_i64().unwrap_or_default();
-    let run = server.post(&format!("/api/v1/templates/{tid}/launch"), json!({"extra_vars": {"color": "blue"}, "limit": "h1"})).await?;
-    let run = server.wait_finished(run["id"].as_i64().unwrap_or_default()).await?;
+    let run = server
+        .post(
+            &format!("/api/v1/templates/{tid}/launch"),
+            json!({"extra_vars": {"color": "blue"}, "limit": "h1"}),
+        )
+        .await?;
+    let run = server
+        .wait_finished(run["id"].as_i64().unwrap_or_default())
+        .await?;
     assert_eq!(run["status"], "successful", "{run}");
     assert_eq!(run["template_id"], tid);
     assert_eq!(run["labels"]["kind"], "paint");
     assert_eq!(run["options"]["forks"], 2);
-    assert!(out.path().join("h1-blue").exists(), "override merged over the defaults");
-    assert!(!out.path().join("h2-blue").exists(), "limit override applied");
-    let (code, body) = server.call(reqwest::Method::POST, &format!("/api/v1/templates/{tid}/launch"), Some(json!({"check": true}))).await?;
-    assert_eq!((code, body["error"]["code"].as_str(), body["error"]["field"].as_str()), (422, Some("override_not_allowed"), Some("check")));
-    let (code, body) = server.call(reqwest::Method::POST, &format!("/api/v1/templates/{tid}/launch"), Some(json!({"bogus": 1}))).await?;
-    assert_eq!((code, body["error"]["code"].as_str()), (422, Some("invalid_body")));
+    assert!(
+        out.path().join("h1-blue").exists(),
+        "override merged over the defaults"
+    );
+    assert!(
+        !out.path().join("h2-blue").exists(),
+        "limit override applied"
+    );
+    let (code, body) = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/templates/{tid}/launch"),
+            Some(json!({"check": true})),
+        )
+        .await?;
+    assert_eq!(
+        (
+            code,
+            body["error"]["code"].as_str(),
+            body["error"]["field"].as_str()
+        ),
+        (422, Some("override_not_allowed"), Some("check"))
+    );
+    let (code, body) = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/templates/{tid}/launch"),
+            Some(json!({"bogus": 1})),
+        )
+        .await?;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (422, Some("invalid_body"))
+    );
     let (code, _) = server
         .call(reqwest::Method::POST, "/api/v1/templates", Some(json!({"name": "bad", "project": pid, "playbook": "paint.yml", "inventory": "two", "allow_overrides": ["playbook"]})))
         .await?;
@@ -237,7 +376,11 @@ const STEPS: &str = r#"
 "#;
 
 fn log_of(dir: &std::path::Path, host: &str) -> String {
-    std::fs::read_to_string(dir.join(format!("{host}.log"))).unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ")
+    std::fs::read_to_string(dir.join(format!("{host}.log")))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[tokio::test]
@@ -247,7 +390,12 @@ async fn relaunch_failed_hosts_from_the_failed_task() -> anyhow::Result<()> {
     let out = tempfile::tempdir()?;
     let pid = server.project(proj.path()).await?;
     let id = server
-        .launch(pid, "steps.yml", &local_hosts(3), json!({"extra_vars": {"out": out.path(), "broken": ["h2"]}}))
+        .launch(
+            pid,
+            "steps.yml",
+            &local_hosts(3),
+            json!({"extra_vars": {"out": out.path(), "broken": ["h2"]}}),
+        )
         .await?;
     assert_eq!(server.wait_finished(id).await?["status"], "failed");
     assert_eq!(log_of(out.path(), "h2"), "one two three");
@@ -255,25 +403,56 @@ async fn relaunch_failed_hosts_from_the_failed_task() -> anyhow::Result<()> {
 
     // Only the failed host, starting at the task that failed (h2 is fixed meanwhile: the
     // relaunch keeps the run's extra vars, so fix it through the file system instead).
-    let relaunch = server.post(&format!("/api/v1/runs/{id}/relaunch"), json!({"hosts": "failed", "from": "failed_task"})).await?;
+    let relaunch = server
+        .post(
+            &format!("/api/v1/runs/{id}/relaunch"),
+            json!({"hosts": "failed", "from": "failed_task"}),
+        )
+        .await?;
     assert_eq!(relaunch["relaunch_of"], id);
     assert_eq!(relaunch["options"]["limit"], "h2");
     assert_eq!(relaunch["options"]["start_at_task"], "step three");
-    let r2 = server.wait_finished(relaunch["id"].as_i64().unwrap_or_default()).await?;
+    let r2 = server
+        .wait_finished(relaunch["id"].as_i64().unwrap_or_default())
+        .await?;
     assert_eq!(r2["status"], "failed", "still broken: same extra vars");
-    assert_eq!(log_of(out.path(), "h2"), "one two three three", "resumed at step three, on h2 only");
+    assert_eq!(
+        log_of(out.path(), "h2"),
+        "one two three three",
+        "resumed at step three, on h2 only"
+    );
     assert_eq!(log_of(out.path(), "h1"), "one two three four");
-    assert_eq!(r2["summary"].as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()), Some(vec!["h2".to_string()]));
+    assert_eq!(
+        r2["summary"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["h2".to_string()])
+    );
 
-    let listed = server.get(&format!("/api/v1/runs?relaunch_of={id}")).await?;
+    let listed = server
+        .get(&format!("/api/v1/runs?relaunch_of={id}"))
+        .await?;
     assert_eq!(listed["runs"][0]["id"], relaunch["id"]);
     // All hosts from the start is a plain rerun.
-    let all = server.post(&format!("/api/v1/runs/{id}/relaunch"), json!({})).await?;
+    let all = server
+        .post(&format!("/api/v1/runs/{id}/relaunch"), json!({}))
+        .await?;
     assert!(all["options"]["limit"].is_null() && all["options"]["start_at_task"].is_null());
-    server.wait_finished(all["id"].as_i64().unwrap_or_default()).await?;
+    server
+        .wait_finished(all["id"].as_i64().unwrap_or_default())
+        .await?;
     // Nothing unreachable to relaunch; and a running run cannot be relaunched.
-    let (code, body) = server.call(reqwest::Method::POST, &format!("/api/v1/runs/{id}/relaunch"), Some(json!({"hosts": "unreachable"}))).await?;
-    assert_eq!((code, body["error"]["code"].as_str()), (422, Some("no_hosts_to_relaunch")));
+    let (code, body) = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/runs/{id}/relaunch"),
+            Some(json!({"hosts": "unreachable"})),
+        )
+        .await?;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (422, Some("no_hosts_to_relaunch"))
+    );
     Ok(())
 }
 
@@ -284,25 +463,49 @@ async fn a_gracefully_canceled_run_resumes_at_the_task_it_stopped_before() -> an
     let out = tempfile::tempdir()?;
     let pid = server.project(proj.path()).await?;
     let id = server
-        .launch(pid, "steps.yml", &local_hosts(2), json!({"extra_vars": {"out": out.path(), "pause": 3}}))
+        .launch(
+            pid,
+            "steps.yml",
+            &local_hosts(2),
+            json!({"extra_vars": {"out": out.path(), "pause": 3}}),
+        )
         .await?;
     // Cancel while step two sleeps.
     let start = std::time::Instant::now();
     while !log_of(out.path(), "h1").contains("two") || !log_of(out.path(), "h2").contains("two") {
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(60), "step two never started");
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(60),
+            "step two never started"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    server.post(&format!("/api/v1/runs/{id}/cancel"), json!({"mode": "graceful"})).await?;
+    server
+        .post(
+            &format!("/api/v1/runs/{id}/cancel"),
+            json!({"mode": "graceful"}),
+        )
+        .await?;
     let run = server.wait_finished(id).await?;
     assert_eq!(run["status"], "canceled", "{run}");
     assert_eq!(log_of(out.path(), "h1"), "one two");
 
-    let resumed = server.post(&format!("/api/v1/runs/{id}/relaunch"), json!({"from": "failed_task"})).await?;
+    let resumed = server
+        .post(
+            &format!("/api/v1/runs/{id}/relaunch"),
+            json!({"from": "failed_task"}),
+        )
+        .await?;
     assert_eq!(resumed["options"]["start_at_task"], "step three");
-    let r = server.wait_finished(resumed["id"].as_i64().unwrap_or_default()).await?;
+    let r = server
+        .wait_finished(resumed["id"].as_i64().unwrap_or_default())
+        .await?;
     assert_eq!(r["status"], "successful", "{r}");
     for h in ["h1", "h2"] {
-        assert_eq!(log_of(out.path(), h), "one two three four", "{h} resumed where it stopped");
+        assert_eq!(
+            log_of(out.path(), h),
+            "one two three four",
+            "{h} resumed where it stopped"
+        );
     }
     Ok(())
 }

@@ -28,17 +28,27 @@ const PLAY: &str = r#"
 
 #[tokio::test]
 async fn a_split_run_gathers_the_same_results_as_an_unsplit_one() -> anyhow::Result<()> {
-    let server = Server::start_with(ServerOpts { max_concurrent_runs: 3, ..Default::default() })?;
+    let server = Server::start_with(ServerOpts {
+        max_concurrent_runs: 3,
+        ..Default::default()
+    })?;
     let proj = project_dir(&[("site.yml", PLAY)])?;
     let pid = server.project(proj.path()).await?;
-    let whole = server.launch(pid, "site.yml", &local_hosts(12), json!({})).await?;
+    let whole = server
+        .launch(pid, "site.yml", &local_hosts(12), json!({}))
+        .await?;
     let whole = server.wait_finished(whole).await?;
-    let split = server.launch(pid, "site.yml", &local_hosts(12), json!({"slices": 5})).await?;
+    let split = server
+        .launch(pid, "site.yml", &local_hosts(12), json!({"slices": 5}))
+        .await?;
     let parent = server.wait_finished(split).await?;
 
     assert_eq!(parent["status"], whole["status"], "{parent}");
     assert_eq!(parent["status"], "failed");
-    assert_eq!(parent["summary"], whole["summary"], "merged summary equals the unsplit run's");
+    assert_eq!(
+        parent["summary"], whole["summary"],
+        "merged summary equals the unsplit run's"
+    );
     assert_eq!(parent["summary"].as_object().map(|m| m.len()), Some(12));
 
     let children = server.get(&format!("/api/v1/runs?parent={split}")).await?;
@@ -49,7 +59,10 @@ async fn a_split_run_gathers_the_same_results_as_an_unsplit_one() -> anyhow::Res
     for c in &children {
         assert_eq!(c["parent_id"], split);
         assert_eq!(c["slice_count"], 5);
-        let hosts: Vec<String> = c["summary"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let hosts: Vec<String> = c["summary"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         sizes.push(hosts.len());
         for h in hosts {
             assert!(all_hosts.insert(h), "a host ran in two slices");
@@ -62,14 +75,23 @@ async fn a_split_run_gathers_the_same_results_as_an_unsplit_one() -> anyhow::Res
     // The parent's events: one gapless sequence, each event saying its slice, as many as the
     // slices produced together.
     let events = server.events(split).await?;
-    let child_total: i64 = children.iter().map(|c| c["event_count"].as_i64().unwrap_or(0)).sum();
+    let child_total: i64 = children
+        .iter()
+        .map(|c| c["event_count"].as_i64().unwrap_or(0))
+        .sum();
     assert_eq!(events.len() as i64, child_total);
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e["counter"].as_i64(), Some(i as i64 + 1));
         let slice = e["event_data"]["troupe_slice"].as_i64().unwrap_or(0);
         assert!((1..=5).contains(&slice), "{e}");
     }
-    assert_eq!(events.iter().filter(|e| e["event"] == "playbook_on_stats").count(), 5);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "playbook_on_stats")
+            .count(),
+        5
+    );
     // Per-host view and stdout work on the parent too.
     let hosts = server.get(&format!("/api/v1/runs/{split}/hosts")).await?;
     assert_eq!(hosts["h7"]["failures"][0]["msg"], "h7 is broken");
@@ -80,39 +102,78 @@ async fn a_split_run_gathers_the_same_results_as_an_unsplit_one() -> anyhow::Res
 }
 
 #[tokio::test]
-async fn more_slices_than_hosts_gives_one_slice_per_host_and_cancel_reaches_every_slice() -> anyhow::Result<()> {
-    let server = Server::start_with(ServerOpts { max_concurrent_runs: 4, ..Default::default() })?;
+async fn more_slices_than_hosts_gives_one_slice_per_host_and_cancel_reaches_every_slice()
+-> anyhow::Result<()> {
+    let server = Server::start_with(ServerOpts {
+        max_concurrent_runs: 4,
+        ..Default::default()
+    })?;
     let proj = project_dir(&[
-        ("quick.yml", "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n"),
-        ("slow.yml", "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 60\n"),
+        (
+            "quick.yml",
+            "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n",
+        ),
+        (
+            "slow.yml",
+            "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 60\n",
+        ),
     ])?;
     let pid = server.project(proj.path()).await?;
-    let id = server.launch(pid, "quick.yml", &local_hosts(3), json!({"slices": 20, "limit": "all"})).await?;
+    let id = server
+        .launch(
+            pid,
+            "quick.yml",
+            &local_hosts(3),
+            json!({"slices": 20, "limit": "all"}),
+        )
+        .await?;
     let parent = server.wait_finished(id).await?;
     assert_eq!(parent["status"], "successful", "{parent}");
     let children = server.get(&format!("/api/v1/runs?parent={id}")).await?;
     assert_eq!(children["runs"].as_array().map(Vec::len), Some(3));
     // slice_size works the same way.
-    let id = server.launch(pid, "quick.yml", &local_hosts(5), json!({"slice_size": 2})).await?;
+    let id = server
+        .launch(pid, "quick.yml", &local_hosts(5), json!({"slice_size": 2}))
+        .await?;
     assert_eq!(server.wait_finished(id).await?["status"], "successful");
-    assert_eq!(server.get(&format!("/api/v1/runs?parent={id}")).await?["runs"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        server.get(&format!("/api/v1/runs?parent={id}")).await?["runs"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
     let (code, body) = server
         .call(reqwest::Method::POST, "/api/v1/runs", Some(json!({"project": pid, "playbook": "quick.yml", "hosts": local_hosts(2), "slices": 2, "slice_size": 1})))
         .await?;
-    assert_eq!((code, body["error"]["field"].as_str()), (422, Some("slices")));
+    assert_eq!(
+        (code, body["error"]["field"].as_str()),
+        (422, Some("slices"))
+    );
 
     // Cancelling the parent cancels every slice.
-    let id = server.launch(pid, "slow.yml", &local_hosts(4), json!({"slices": 2})).await?;
+    let id = server
+        .launch(pid, "slow.yml", &local_hosts(4), json!({"slices": 2}))
+        .await?;
     let start = std::time::Instant::now();
     loop {
-        let c = server.get(&format!("/api/v1/runs?parent={id}&status=running")).await?;
+        let c = server
+            .get(&format!("/api/v1/runs?parent={id}&status=running"))
+            .await?;
         if c["runs"].as_array().map(Vec::len) == Some(2) {
             break;
         }
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(60), "slices never ran: {c}");
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(60),
+            "slices never ran: {c}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    server.post(&format!("/api/v1/runs/{id}/cancel"), json!({"mode": "force"})).await?;
+    server
+        .post(
+            &format!("/api/v1/runs/{id}/cancel"),
+            json!({"mode": "force"}),
+        )
+        .await?;
     let parent = server.wait_finished(id).await?;
     assert_eq!(parent["status"], "canceled", "{parent}");
     let children = server.get(&format!("/api/v1/runs?parent={id}")).await?;

@@ -61,7 +61,10 @@ async fn create_job(
         project_id,
     };
     new.validate()?;
-    Ok((StatusCode::CREATED, Json(state.store.create_job(&new).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(state.store.create_job(&new).await?),
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -117,9 +120,17 @@ async fn list_jobs(
     }
     let jobs = state
         .store
-        .list_jobs(q.tag.as_deref(), Page { before: q.cursor, limit })
+        .list_jobs(
+            q.tag.as_deref(),
+            Page {
+                before: q.cursor,
+                limit,
+            },
+        )
         .await?;
-    let next_cursor = (jobs.len() as i64 == limit).then(|| jobs.last().map(|j| j.id)).flatten();
+    let next_cursor = (jobs.len() as i64 == limit)
+        .then(|| jobs.last().map(|j| j.id))
+        .flatten();
     Ok(Json(JobList { jobs, next_cursor }).into_response())
 }
 
@@ -150,7 +161,10 @@ struct JobView {
 
 /// One job, its units and their runs.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", responses((status = 200, body = JobView), (status = 404, body = crate::error::ErrorBody)))]
-async fn get_job(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<JobView>> {
+async fn get_job(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<JobView>> {
     let job = state.store.get_job(id).await?;
     let mut units = Vec::new();
     for unit in job.units {
@@ -161,7 +175,13 @@ async fn get_job(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> Ap
         };
         let runs = state
             .store
-            .list_runs(&filter, Page { before: None, limit: 50 })
+            .list_runs(
+                &filter,
+                Page {
+                    before: None,
+                    limit: 50,
+                },
+            )
             .await?;
         let status = runs
             .first()
@@ -243,7 +263,10 @@ async fn playbook_dir_of(data_dir: &Path) -> ApiResult<PathBuf> {
         return Err(ApiError::invalid(
             "invalid_data_dir",
             "data_dir",
-            format!("data_dir must be an absolute path, got {}", data_dir.display()),
+            format!(
+                "data_dir must be an absolute path, got {}",
+                data_dir.display()
+            ),
         ));
     }
     for sub in ["project", "projects"] {
@@ -348,7 +371,12 @@ async fn job_action(
 /// The default inventory of a unit action: this machine.
 const LOCALHOST: &str = "localhost ansible_connection=local\n[all:vars]\nansible_python_interpreter={{ ansible_playbook_python }}\n";
 
-async fn launch_action(state: &AppState, job: &Job, unit: &Unit, req: &ActionRequest) -> ApiResult<Run> {
+async fn launch_action(
+    state: &AppState,
+    job: &Job,
+    unit: &Unit,
+    req: &ActionRequest,
+) -> ApiResult<Run> {
     validate_action(&req.action)?;
     let project = unit_project(state, job, unit).await?;
     let playbook = format!("{}-{}.yml", req.action, unit.name);
@@ -359,7 +387,11 @@ async fn launch_action(state: &AppState, job: &Job, unit: &Unit, req: &ActionReq
             return Err(ApiError::invalid(
                 "playbook_not_found",
                 "action",
-                format!("unit {:?} has no playbook {playbook} in {}", unit.name, root.display()),
+                format!(
+                    "unit {:?} has no playbook {playbook} in {}",
+                    unit.name,
+                    root.display()
+                ),
             ));
         }
         Err(e) => return Err(super::playbook_error(e)),
@@ -413,7 +445,10 @@ async fn unit_project(state: &AppState, job: &Job, unit: &Unit) -> ApiResult<Pro
         Some(UnitSource::DataDir(dir)) => {
             let pdir = playbook_dir_of(Path::new(dir)).await?;
             let path = pdir.display().to_string();
-            let name = format!("datadir-{}", hex::encode(&Sha256::digest(path.as_bytes())[..6]));
+            let name = format!(
+                "datadir-{}",
+                hex::encode(&Sha256::digest(path.as_bytes())[..6])
+            );
             if let Some(p) = state.store.find_project(&name).await? {
                 return Ok(p);
             }
@@ -449,7 +484,10 @@ async fn unit_project(state: &AppState, job: &Job, unit: &Unit) -> ApiResult<Pro
 /// The job's units as an Ansible dynamic inventory (`--list` shape): group `units` (and the
 /// tag), with each unit's job id, tag and name in `_meta.hostvars`.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/inventory", responses((status = 200, body = Object), (status = 404, body = crate::error::ErrorBody)))]
-async fn job_inventory(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<Value>> {
+async fn job_inventory(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Value>> {
     let job = state.store.get_job(id).await?;
     let names: Vec<&str> = job.units.iter().map(|u| u.name.as_str()).collect();
     let mut hostvars = Map::new();
@@ -471,7 +509,13 @@ async fn job_inventory(State(state): State<AppState>, ApiPath(id): ApiPath<i64>)
         "_meta": {"hostvars": hostvars},
     });
     // The tag is also a group when it is a valid group name.
-    if job.tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && job.tag != "units" && job.tag != "all" {
+    if job
+        .tag
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && job.tag != "units"
+        && job.tag != "all"
+    {
         doc[job.tag.as_str()] = json!({"hosts": names});
         if let Some(children) = doc["all"]["children"].as_array_mut() {
             children.push(json!(job.tag));

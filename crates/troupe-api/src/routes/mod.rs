@@ -14,11 +14,11 @@ pub(crate) mod artifacts;
 pub(crate) mod git;
 pub(crate) mod health;
 pub(crate) mod inventories;
+pub(crate) mod jobs;
 pub(crate) mod projects;
 pub(crate) mod runs;
 pub(crate) mod stream;
 pub(crate) mod templates;
-pub(crate) mod jobs;
 pub(crate) mod tokens;
 
 /// Unknown paths under the API answer in the API's error shape.
@@ -46,7 +46,11 @@ impl std::fmt::Display for IdOrName {
 }
 
 /// The project a request names; 422 naming `field` when there is none.
-pub(crate) async fn find_project(state: &AppState, r: &IdOrName, field: &str) -> ApiResult<Project> {
+pub(crate) async fn find_project(
+    state: &AppState,
+    r: &IdOrName,
+    field: &str,
+) -> ApiResult<Project> {
     let found = match r {
         IdOrName::Id(id) => state.store.get_project(*id).await.map(Some),
         IdOrName::Name(name) => state.store.find_project(name).await,
@@ -63,7 +67,11 @@ pub(crate) async fn find_project(state: &AppState, r: &IdOrName, field: &str) ->
 }
 
 /// The inventory a request names; 422 naming `field` when there is none.
-pub(crate) async fn find_inventory(state: &AppState, r: &IdOrName, field: &str) -> ApiResult<Inventory> {
+pub(crate) async fn find_inventory(
+    state: &AppState,
+    r: &IdOrName,
+    field: &str,
+) -> ApiResult<Inventory> {
     let found = match r {
         IdOrName::Id(id) => state.store.get_inventory(*id).await.map(Some),
         IdOrName::Name(name) => state.store.find_inventory(name).await,
@@ -80,17 +88,25 @@ pub(crate) async fn find_inventory(state: &AppState, r: &IdOrName, field: &str) 
 }
 
 /// Checks that `playbook` is a file inside the project (symlinks followed).
-pub(crate) async fn check_playbook(state: &AppState, project: &Project, playbook: &str) -> ApiResult<PlaybookRef> {
+pub(crate) async fn check_playbook(
+    state: &AppState,
+    project: &Project,
+    playbook: &str,
+) -> ApiResult<PlaybookRef> {
     let pb = PlaybookRef::parse(playbook)?;
     let root = project_root(project, &state.projects_dir);
-    resolve_playbook(&root, pb.as_str()).await.map_err(playbook_error)?;
+    resolve_playbook(&root, pb.as_str())
+        .await
+        .map_err(playbook_error)?;
     Ok(pb)
 }
 
 pub(crate) fn playbook_error(e: PlaybookError) -> ApiError {
     match e {
         PlaybookError::Invalid(v) => v.into(),
-        PlaybookError::Missing(_) => ApiError::invalid("playbook_not_found", "playbook", e.to_string()),
+        PlaybookError::Missing(_) => {
+            ApiError::invalid("playbook_not_found", "playbook", e.to_string())
+        }
         PlaybookError::Escapes(_) | PlaybookError::NotAFile(_) => {
             ApiError::invalid("invalid_playbook", "playbook", e.to_string())
         }

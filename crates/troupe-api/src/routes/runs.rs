@@ -559,7 +559,11 @@ async fn relaunch_run(
         RelaunchRequest::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", e.to_string())
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                e.to_string(),
+            )
         })?
     };
     let run = state.store.get_run(id).await?;
@@ -567,7 +571,10 @@ async fn relaunch_run(
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "run_not_finished",
-            format!("run {id} is {}; relaunch it once it has finished", run.status),
+            format!(
+                "run {id} is {}; relaunch it once it has finished",
+                run.status
+            ),
         ));
     }
     let failures = state.store.host_failures(id).await?;
@@ -591,7 +598,14 @@ async fn relaunch_run(
             return Err(ApiError::invalid(
                 "no_hosts_to_relaunch",
                 "hosts",
-                format!("run {id} has no {} hosts", if req.hosts == RelaunchHosts::Failed { "failed" } else { "unreachable" }),
+                format!(
+                    "run {id} has no {} hosts",
+                    if req.hosts == RelaunchHosts::Failed {
+                        "failed"
+                    } else {
+                        "unreachable"
+                    }
+                ),
             ));
         }
         options.limit = Some(hosts.into_iter().collect::<Vec<_>>().join(","));

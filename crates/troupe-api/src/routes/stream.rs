@@ -13,10 +13,10 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiPath, ApiQuery};
 use axum::extract::State;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use bytes::Bytes;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
@@ -87,7 +87,9 @@ impl RunStreamMessage {
         Frame {
             name: self.sse_name(),
             id: None,
-            json: serde_json::to_vec(self).map(Bytes::from).unwrap_or_default(),
+            json: serde_json::to_vec(self)
+                .map(Bytes::from)
+                .unwrap_or_default(),
         }
     }
 }
@@ -473,7 +475,9 @@ impl ChangeMessage {
         Frame {
             name,
             id: None,
-            json: serde_json::to_vec(self).map(Bytes::from).unwrap_or_default(),
+            json: serde_json::to_vec(self)
+                .map(Bytes::from)
+                .unwrap_or_default(),
         }
     }
 }

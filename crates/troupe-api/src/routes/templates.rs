@@ -126,27 +126,40 @@ async fn launch_template(
             return Err(ApiError::invalid(
                 "invalid_body",
                 key,
-                format!("{key:?} is not a launch option (one of: {})", OVERRIDABLE.join(", ")),
+                format!(
+                    "{key:?} is not a launch option (one of: {})",
+                    OVERRIDABLE.join(", ")
+                ),
             ));
         }
         if !template.allow_overrides.iter().any(|a| a == key) {
             return Err(ApiError::invalid(
                 "override_not_allowed",
                 key,
-                format!("template {:?} does not allow overriding {key}", template.name),
+                format!(
+                    "template {:?} does not allow overriding {key}",
+                    template.name
+                ),
             ));
         }
     }
     let (options, labels, inventory_ref) = apply_overrides(&template, overrides)?;
     let inventory = match inventory_ref {
         Some(r) => find_inventory(&state, &r, "inventory").await?,
-        None => state.store.get_inventory(template.inventory_id).await.map_err(|_| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "template_inventory_missing",
-                format!("the inventory of template {:?} no longer exists", template.name),
-            )
-        })?,
+        None => state
+            .store
+            .get_inventory(template.inventory_id)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "template_inventory_missing",
+                    format!(
+                        "the inventory of template {:?} no longer exists",
+                        template.name
+                    ),
+                )
+            })?,
     };
     let new = NewRun {
         project_id: template.project_id,
@@ -173,13 +186,21 @@ fn apply_overrides(
     let inventory = match overrides.remove("inventory") {
         None => None,
         Some(v) => Some(serde_json::from_value::<IdOrName>(v).map_err(|_| {
-            ApiError::invalid("invalid_body", "inventory", "inventory must be an id or a name")
+            ApiError::invalid(
+                "invalid_body",
+                "inventory",
+                "inventory must be an id or a name",
+            )
         })?),
     };
     let mut labels = template.labels.clone();
     if let Some(v) = overrides.remove("labels") {
         let extra: Labels = serde_json::from_value(v).map_err(|_| {
-            ApiError::invalid("invalid_body", "labels", "labels must be an object of strings")
+            ApiError::invalid(
+                "invalid_body",
+                "labels",
+                "labels must be an object of strings",
+            )
         })?;
         labels.extend(extra);
     }
@@ -191,7 +212,10 @@ fn apply_overrides(
             return Err(ApiError::invalid(
                 "invalid_extra_vars",
                 "extra_vars",
-                format!("extra_vars must be a JSON object, got {}", super::runs::json_kind(&other)),
+                format!(
+                    "extra_vars must be a JSON object, got {}",
+                    super::runs::json_kind(&other)
+                ),
             ));
         }
     }

@@ -95,19 +95,38 @@ pub async fn run(client: &Client, cmd: JobsCmd) -> anyhow::Result<i32> {
                         .await?;
                     json!({"runs": [run], "errors": []})
                 }
-                None => client.post(&format!("/api/v1/jobs/{job}/actions"), &body).await?,
+                None => {
+                    client
+                        .post(&format!("/api/v1/jobs/{job}/actions"), &body)
+                        .await?
+                }
             };
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&result)?);
             } else {
                 for r in result["runs"].as_array().into_iter().flatten() {
-                    println!("run {} queued: {} ({})", r["id"], r["playbook"].as_str().unwrap_or("?"), r["unit"].as_str().unwrap_or("?"));
+                    println!(
+                        "run {} queued: {} ({})",
+                        r["id"],
+                        r["playbook"].as_str().unwrap_or("?"),
+                        r["unit"].as_str().unwrap_or("?")
+                    );
                 }
                 for e in result["errors"].as_array().into_iter().flatten() {
-                    eprintln!("troupe: unit {}: {}", e["unit"].as_str().unwrap_or("?"), e["message"].as_str().unwrap_or("?"));
+                    eprintln!(
+                        "troupe: unit {}: {}",
+                        e["unit"].as_str().unwrap_or("?"),
+                        e["message"].as_str().unwrap_or("?")
+                    );
                 }
             }
-            Ok(if result["errors"].as_array().is_some_and(|e| !e.is_empty()) { 2 } else { 0 })
+            Ok(
+                if result["errors"].as_array().is_some_and(|e| !e.is_empty()) {
+                    2
+                } else {
+                    0
+                },
+            )
         }
         JobsCmd::Show { job, json: as_json } => {
             let view: Value = client.get(&format!("/api/v1/jobs/{job}")).await?;
@@ -115,7 +134,12 @@ pub async fn run(client: &Client, cmd: JobsCmd) -> anyhow::Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&view)?);
                 return Ok(0);
             }
-            println!("job {} tag {} status {}", view["id"], view["tag"].as_str().unwrap_or("?"), view["status"].as_str().unwrap_or("?"));
+            println!(
+                "job {} tag {} status {}",
+                view["id"],
+                view["tag"].as_str().unwrap_or("?"),
+                view["status"].as_str().unwrap_or("?")
+            );
             println!("{:<24} {:<11} {:<7} PLAYBOOK", "UNIT", "STATUS", "RUN");
             for u in view["units"].as_array().into_iter().flatten() {
                 let latest = &u["runs"][0];
@@ -123,7 +147,10 @@ pub async fn run(client: &Client, cmd: JobsCmd) -> anyhow::Result<i32> {
                     "{:<24} {:<11} {:<7} {}",
                     u["name"].as_str().unwrap_or("?"),
                     u["status"].as_str().unwrap_or("?"),
-                    latest["id"].as_i64().map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+                    latest["id"]
+                        .as_i64()
+                        .map(|i| i.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     latest["playbook"].as_str().unwrap_or("-")
                 );
             }
@@ -142,7 +169,12 @@ fn print_job_brief(job: &Value, as_json: bool) -> anyhow::Result<()> {
             .flatten()
             .filter_map(|u| u["name"].as_str())
             .collect();
-        println!("job {} tag {} units {}", job["id"], job["tag"].as_str().unwrap_or("?"), units.join(","));
+        println!(
+            "job {} tag {} units {}",
+            job["id"],
+            job["tag"].as_str().unwrap_or("?"),
+            units.join(",")
+        );
     }
     Ok(())
 }

@@ -1,0 +1,364 @@
+//! Results: the metric rows every scenario produces, the machine they ran on, and the files
+//! written from them (`BENCHMARKS.md`, `benchmarks.json`).
+
+use crate::stats::{Summary, fmt_num};
+use crate::table;
+use serde::Serialize;
+use std::path::Path;
+use std::process::Command;
+
+/// A goal a metric is held to (reported, never asserted).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// The value must not exceed this.
+    AtMost(f64),
+    /// The value must reach at least this.
+    AtLeast(f64),
+}
+
+impl Target {
+    fn met(self, v: f64) -> bool {
+        match self {
+            Target::AtMost(t) => v <= t,
+            Target::AtLeast(t) => v >= t,
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Target::AtMost(t) => format!("≤ {}", fmt_num(t)),
+            Target::AtLeast(t) => format!("≥ {}", fmt_num(t)),
+        }
+    }
+}
+
+/// One line of the results table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Metric {
+    /// The scenario, e.g. `3 ingest (sqlite)`.
+    pub scenario: String,
+    /// What was measured, with its unit, e.g. `events/s`.
+    pub name: String,
+    /// The median (or the single value); `None` for a skipped measurement.
+    pub value: Option<f64>,
+    /// Spread over the repetitions, when there were several.
+    pub spread: Option<String>,
+    /// The target from the benchmark issue, if any.
+    pub target: Option<Target>,
+    /// Anything a reader must know to read the number.
+    pub note: Option<String>,
+}
+
+impl Metric {
+    /// A single value.
+    pub fn value(scenario: &str, name: &str, value: f64) -> Metric {
+        Metric {
+            scenario: scenario.to_owned(),
+            name: name.to_owned(),
+            value: Some(value),
+            spread: None,
+            target: None,
+            note: None,
+        }
+    }
+
+    /// The median of repeated samples, with their spread.
+    pub fn summary(scenario: &str, name: &str, s: &Summary) -> Metric {
+        Metric {
+            spread: (s.n > 1).then(|| s.spread()),
+            ..Metric::value(scenario, name, s.median)
+        }
+    }
+
+    /// A measurement that could not be made, and why.
+    pub fn skipped(scenario: &str, why: &str) -> Metric {
+        Metric {
+            scenario: scenario.to_owned(),
+            name: "skipped".to_owned(),
+            value: None,
+            spread: None,
+            target: None,
+            note: Some(why.to_owned()),
+        }
+    }
+
+    /// With a target.
+    pub fn target(mut self, t: Target) -> Metric {
+        self.target = Some(t);
+        self
+    }
+
+    /// With a note.
+    pub fn note(mut self, n: impl Into<String>) -> Metric {
+        let n = n.into();
+        self.note = (!n.is_empty()).then_some(n);
+        self
+    }
+
+    /// With an explicit spread text.
+    pub fn spread_text(mut self, s: impl Into<String>) -> Metric {
+        self.spread = Some(s.into());
+        self
+    }
+
+    fn verdict(&self) -> String {
+        match (self.target, self.value) {
+            (Some(t), Some(v)) if t.met(v) => "met".into(),
+            (Some(_), Some(_)) => "MISSED".into(),
+            _ => String::new(),
+        }
+    }
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.scenario.clone(),
+            self.name.clone(),
+            self.value.map(fmt_num).unwrap_or_else(|| "-".into()),
+            self.spread.clone().unwrap_or_default(),
+            self.target.map(Target::describe).unwrap_or_default(),
+            self.verdict(),
+            self.note.clone().unwrap_or_default(),
+        ]
+    }
+}
+
+const HEADERS: [&str; 7] = [
+    "scenario",
+    "metric",
+    "median",
+    "spread (min–max)",
+    "target",
+    "",
+    "note",
+];
+
+/// The results table for a terminal.
+pub fn text_table(metrics: &[Metric]) -> String {
+    let rows: Vec<Vec<String>> = metrics.iter().map(Metric::cells).collect();
+    table::render_text(&HEADERS, &rows)
+}
+
+/// Where the numbers came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// CPUs available (`nproc`).
+    pub nproc: usize,
+    /// MemTotal from /proc/meminfo, in MiB.
+    pub memory_mib: u64,
+    /// CPU model name.
+    pub cpu_model: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// `ansible-playbook --version`'s first line, if found.
+    pub ansible: Option<String>,
+    /// `ansible-runner --version`, if found.
+    pub ansible_runner: Option<String>,
+    /// The troupe binary measured.
+    pub troupe_binary: String,
+    /// The repository's commit (with `-dirty` when the tree had changes).
+    pub commit: Option<String>,
+    /// /proc/loadavg when the harness started: how busy the shared machine already was.
+    pub loadavg_at_start: String,
+    /// When the harness started (UTC).
+    pub started_at: String,
+}
+
+impl Machine {
+    /// Looks at this machine.
+    pub fn detect(troupe: &Path, repo: &Path) -> Machine {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let memory_mib = read("/proc/meminfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+            .map(|kb| kb / 1024)
+            .unwrap_or(0);
+        let cpu_model = read("/proc/cpuinfo")
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name")
+                    .and_then(|r| r.split_once(':'))
+                    .map(|(_, v)| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let commit = command_line(
+            "git",
+            &[
+                "-C",
+                &repo.to_string_lossy(),
+                "rev-parse",
+                "--short",
+                "HEAD",
+            ],
+        )
+        .map(|c| {
+            let dirty = Command::new("git")
+                .args(["-C", &repo.to_string_lossy(), "status", "--porcelain"])
+                .output()
+                .map(|o| !o.stdout.is_empty())
+                .unwrap_or(false);
+            if dirty { format!("{c}-dirty") } else { c }
+        });
+        Machine {
+            nproc: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            memory_mib,
+            cpu_model,
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+            ansible: command_line("ansible-playbook", &["--version"]),
+            ansible_runner: command_line("ansible-runner", &["--version"]),
+            troupe_binary: troupe.display().to_string(),
+            commit,
+            loadavg_at_start: read("/proc/loadavg").trim().to_owned(),
+            started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        }
+    }
+
+    fn markdown(&self) -> String {
+        let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "not found on PATH".into());
+        format!(
+            "- CPUs (`nproc`): {}\n- memory: {} MiB\n- CPU: {}\n- kernel: {}\n- ansible: {}\n\
+             - ansible-runner: {}\n- troupe: `{}` at commit {}\n- load average at start: {}\n\
+             - started: {}\n",
+            self.nproc,
+            self.memory_mib,
+            self.cpu_model,
+            self.kernel,
+            opt(&self.ansible),
+            opt(&self.ansible_runner),
+            self.troupe_binary,
+            self.commit.clone().unwrap_or_else(|| "unknown".into()),
+            self.loadavg_at_start,
+            self.started_at
+        )
+    }
+}
+
+/// The first line a command prints, if it runs.
+pub fn command_line(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().next().map(|l| l.trim().to_owned())
+}
+
+/// Everything one invocation of the harness produced.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The machine.
+    pub machine: Machine,
+    /// The command line that produced these numbers.
+    pub command: String,
+    /// `--quick` or the full repetitions.
+    pub quick: bool,
+    /// The table rows.
+    pub metrics: Vec<Metric>,
+    /// Per-scenario details (raw samples, settings), for the JSON file.
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Report {
+    /// Writes `BENCHMARKS.md` and `benchmarks.json` into `dir`; `notes` (profiling findings kept
+    /// by hand) is appended to the Markdown.
+    pub fn write(&self, dir: &Path, notes: Option<&str>) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(
+            dir.join("benchmarks.json"),
+            serde_json::to_string_pretty(self)? + "\n",
+        )?;
+        std::fs::write(dir.join("BENCHMARKS.md"), self.markdown(notes))?;
+        Ok(())
+    }
+
+    fn markdown(&self, notes: Option<&str>) -> String {
+        let rows: Vec<Vec<String>> = self.metrics.iter().map(Metric::cells).collect();
+        let mut md = String::new();
+        md.push_str("# troupe benchmarks\n\n");
+        md.push_str(
+            "Written by `troupe-bench` (crates/troupe-bench); do not edit by hand: rerun it. \
+             Benchmarks are never assertions: these numbers are reported, not enforced.\n\n",
+        );
+        md.push_str("## How to run\n\n```sh\n");
+        md.push_str(
+            "# ansible-playbook and ansible-runner must be on PATH (scripts/test creates this venv)\n\
+             export PATH=\"$HOME/.cache/troupe-ci/venv/bin:$PATH\"\n\
+             cargo run --release -p troupe-bench -- all            # writes BENCHMARKS.md + benchmarks.json here\n\
+             cargo run --release -p troupe-bench -- all --quick    # CI-sized smoke (< 2 min), writes to target/troupe-bench/\n\
+             cargo run --release -p troupe-bench -- ingest         # one scenario: overhead launch ingest fanout api footprint slices\n",
+        );
+        md.push_str("```\n\n");
+        md.push_str(&format!(
+            "This run: `{}`{}\n\n",
+            self.command,
+            if self.quick {
+                " (quick: few repetitions)"
+            } else {
+                ""
+            }
+        ));
+        md.push_str(
+            "The harness builds `target/release/troupe` (`cargo build --release -p troupe`) unless \
+             `--troupe PATH` is given, starts it with `troupe serve --listen 127.0.0.1:0` on a fresh \
+             data dir per scenario and talks to it over HTTP/WebSocket only.\n\n",
+        );
+        md.push_str("## Machine\n\n");
+        md.push_str(&self.machine.markdown());
+        md.push_str(
+            "\n**Noise.** This machine is small and shared (other builds run in parallel), so \
+             absolute times drift between runs. Compare within one run: scenario 1 interleaves \
+             bare / ansible-runner / troupe repetitions (A B C A B C) and reports the median of the \
+             per-repetition ratios; read absolute figures as indications.\n\n",
+        );
+        md.push_str("## Results\n\n");
+        md.push_str(&table::render_markdown(&HEADERS, &rows));
+        md.push_str(DEFINITIONS);
+        if let Some(n) = notes {
+            md.push('\n');
+            md.push_str(n.trim_end());
+            md.push('\n');
+        }
+        md
+    }
+}
+
+const DEFINITIONS: &str = "
+## What each scenario measures
+
+1. **overhead**: the same playbook and inventory (50 `ansible_connection=local` hosts × 4 tasks,
+   and a 1-host, 1-task play) run by `ansible-playbook` directly (A), by `ansible-runner run` (B)
+   and through troupe (C: `POST /api/v1/runs`, timed from the run's `created_at` to its
+   `finished_at`, both recorded by troupe, so the harness's polling is not counted). Interleaved
+   A B C A B C after one warm-up of each; the ratios are medians of the per-repetition ratios.
+2. **launch**: a playbook executable that exits at once (`--ansible-playbook` points to a shell
+   script), `--max-concurrent-runs 1000`; latency is the client's time just before sending the
+   POST to the run's `launched_at` (ansible exec'd, recorded by troupe; `started_at`, the claim,
+   when the server does not report `launched_at`; the note says which). \"1 queued\": one run
+   at a time. \"1,000 queued\": 1,000 POSTs sent 16 at a time; accepted/s is 1,000 / the time to
+   get all 1,000 answers.
+3. **ingest**: `--ansible-playbook` is a synthetic producer (`troupe-bench produce`, behind a
+   shell wrapper) that ignores ansible's arguments and writes N ansible-runner-shaped JSON lines
+   (realistic `event_data`, ANSI stdout, ≈ 1 KB each) as fast as the pipe takes them to the fd in
+   `TROUPE_EVENT_FD`: exactly the pipe -> parser -> batcher -> store path of the callback plugin.
+   events/s = N / (`finished_at` − `launched_at`/`started_at`). Bytes per event: growth of the
+   SQLite files (measured after a clean shutdown, so the WAL is checkpointed) or
+   `pg_total_relation_size('events')`, divided by the events stored.
+4. **fanout**: 100 WebSocket subscribers connect to a synthetic run (the producer waits for a
+   gate file until they are all connected), then the producer floods. Delivered = distinct events
+   received / (N × subscribers); latency = receipt time − the event's `created` (written by the
+   producer just before the write), so it covers pipe, parse, batch, store and fan-out. The
+   subscribers run in the harness process on the same 2 cores.
+5. **api**: `troupe-bench loadgen`, a separate process with 64 keep-alive HTTP/1.1 connections,
+   against `GET /api/v1/runs/{id}` and `GET /api/v1/runs?limit=50` (200 runs stored). \"pinned\":
+   troupe on CPU 0 and the load generator on CPU 1 (`taskset`), so troupe has one core;
+   \"shared\": no pinning, both on both cores. The pinning actually used is printed in the note.
+6. **footprint**: VmRSS from /proc/<troupe pid>/status only (ansible processes are separate
+   processes and not counted): idle after start, and with 50 synthetic runs in flight (each has
+   written 1,000 events and then holds until released).
+7. **slices**: a 200-host × 2-task playbook as 1, 2 and 4 slices (`\"slices\": N` on the POST),
+   timed `created_at` -> `finished_at`; host-tasks/s = 400 / wall time. Skipped while the server
+   rejects the field.
+";

@@ -1,0 +1,199 @@
+//! 1: the same playbook run by bare ansible-playbook (A), ansible-runner (B) and troupe (C),
+//! interleaved A B C A B C.
+
+use super::{local_hosts, write_files};
+use crate::ctx::Ctx;
+use crate::report::{Metric, Target};
+use crate::server::{Server, ServerOpts, ms_between, time_field};
+use crate::stats::Summary;
+use anyhow::{Context, bail};
+use serde_json::json;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+const BIG: &str = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n    - ansible.builtin.set_fact:\n        x: \"{{ inventory_hostname }}\"\n    - ansible.builtin.debug:\n        msg: \"hello {{ x }}\"\n    - ansible.builtin.command: /bin/true\n      changed_when: false\n";
+const TRIVIAL: &str = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: hi\n";
+
+pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let title = "1 overhead";
+    let Some(ansible) = ctx.ansible_playbook.clone() else {
+        ctx.push(Metric::skipped(title, "ansible-playbook is not on PATH"));
+        return Ok(());
+    };
+    let project = ctx.dir("overhead-project")?;
+    let big_hosts = if ctx.quick { 10 } else { 50 };
+    write_files(
+        &project,
+        &[
+            ("big.yml", BIG),
+            ("trivial.yml", TRIVIAL),
+            ("big.ini", &local_hosts(big_hosts)),
+            ("trivial.ini", &local_hosts(1)),
+        ],
+    )?;
+    let server = Server::start(&ServerOpts {
+        troupe: ctx.troupe.clone(),
+        data_dir: ctx.dir("overhead-data")?,
+        database_url: None,
+        max_concurrent_runs: 4,
+        ansible_playbook: Some(ansible.clone()),
+    })?;
+    let pid = server.project(&project).await?;
+    let runner = ctx.ansible_runner.clone();
+
+    let cases = [
+        (
+            "trivial",
+            "trivial.yml",
+            "trivial.ini",
+            1usize,
+            if ctx.quick { 2 } else { 10 },
+        ),
+        ("big", "big.yml", "big.ini", big_hosts, ctx.reps),
+    ];
+    let mut details = serde_json::Map::new();
+    for (case, playbook, inventory, hosts, reps) in cases {
+        let label = if case == "big" {
+            format!("{hosts} hosts × 4 tasks")
+        } else {
+            "1 host × 1 task".to_owned()
+        };
+        println!("  {label}: warm-up, then {reps} × (bare, runner, troupe)");
+        let hosts_text = std::fs::read_to_string(project.join(inventory))?;
+        let mut bare = Vec::new();
+        let mut run = Vec::new();
+        let mut tr = Vec::new();
+        for rep in 0..=reps {
+            let a = bare_run(&ansible, &project, playbook, inventory).await?;
+            let b = match &runner {
+                Some(r) => Some(runner_run(r, ctx, &project, playbook, inventory).await?),
+                None => None,
+            };
+            let c = troupe_run(&server, pid, playbook, &hosts_text).await?;
+            if rep == 0 {
+                continue; // warm-up
+            }
+            println!(
+                "    rep {rep}: bare {a:.0} ms, runner {} ms, troupe {c:.0} ms",
+                b.map(|b| format!("{b:.0}")).unwrap_or_else(|| "-".into())
+            );
+            bare.push(a);
+            if let Some(b) = b {
+                run.push(b);
+            }
+            tr.push(c);
+        }
+        let s = |v: &[f64]| Summary::of(v).context("no samples");
+        let ratio = |x: &[f64]| -> Vec<f64> { x.iter().zip(&bare).map(|(x, a)| x / a).collect() };
+        let scen = format!("{title} ({label})");
+        ctx.push(Metric::summary(
+            &scen,
+            "bare ansible-playbook s",
+            &s(&bare)?.scaled(0.001),
+        ));
+        if !run.is_empty() {
+            ctx.push(Metric::summary(
+                &scen,
+                "ansible-runner s",
+                &s(&run)?.scaled(0.001),
+            ));
+        }
+        ctx.push(Metric::summary(&scen, "troupe s", &s(&tr)?.scaled(0.001)));
+        if !run.is_empty() {
+            ctx.push(Metric::summary(&scen, "runner/bare", &s(&ratio(&run))?));
+        } else {
+            ctx.push(Metric::skipped(
+                &scen,
+                "ansible-runner is not on PATH: no runner/bare ratio",
+            ));
+        }
+        ctx.push(
+            Metric::summary(&scen, "troupe/bare", &s(&ratio(&tr))?)
+                .target(Target::AtMost(1.02))
+                .note("median of per-repetition ratios"),
+        );
+        details.insert(
+            case.to_owned(),
+            json!({"hosts": hosts, "bare_ms": bare, "runner_ms": run, "troupe_ms": tr}),
+        );
+    }
+    ctx.details.insert("overhead".into(), details.into());
+    server.stop()?;
+    Ok(())
+}
+
+async fn timed(mut cmd: tokio::process::Command, what: &str) -> anyhow::Result<f64> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let t = Instant::now();
+    let status = cmd
+        .status()
+        .await
+        .with_context(|| format!("starting {what}"))?;
+    let ms = t.elapsed().as_secs_f64() * 1000.0;
+    if !status.success() {
+        bail!("{what} failed: {status}");
+    }
+    Ok(ms)
+}
+
+async fn bare_run(
+    ansible: &Path,
+    project: &Path,
+    playbook: &str,
+    inventory: &str,
+) -> anyhow::Result<f64> {
+    let mut cmd = tokio::process::Command::new(ansible);
+    cmd.args(["-i", inventory, playbook]).current_dir(project);
+    timed(cmd, "ansible-playbook").await
+}
+
+async fn runner_run(
+    runner: &Path,
+    ctx: &Ctx,
+    project: &Path,
+    playbook: &str,
+    inventory: &str,
+) -> anyhow::Result<f64> {
+    // A fresh private data dir each time, as a service would use (set up outside the timing).
+    let pdd = ctx.dir("runner-pdd")?;
+    std::fs::create_dir_all(pdd.join("project"))?;
+    std::fs::create_dir_all(pdd.join("inventory"))?;
+    std::fs::copy(project.join(playbook), pdd.join("project").join(playbook))?;
+    std::fs::copy(project.join(inventory), pdd.join("inventory").join("hosts"))?;
+    let mut cmd = tokio::process::Command::new(runner);
+    cmd.arg("run").arg(&pdd).args(["-p", playbook]);
+    timed(cmd, "ansible-runner").await
+}
+
+/// Wall time from troupe's own `created_at` to `finished_at`, so the polling is not counted.
+async fn troupe_run(
+    server: &Server,
+    project: i64,
+    playbook: &str,
+    hosts: &str,
+) -> anyhow::Result<f64> {
+    let id = server
+        .launch(&json!({"project": project, "playbook": playbook, "hosts": hosts}))
+        .await?;
+    let run = server
+        .wait_finished(id, Duration::from_millis(50), Duration::from_secs(900))
+        .await?;
+    if run["status"] != "successful" {
+        bail!(
+            "troupe run {id} ended {}: {}",
+            run["status"],
+            run["status_reason"]
+        );
+    }
+    let (Some(c), Some(f)) = (
+        time_field(&run, "created_at"),
+        time_field(&run, "finished_at"),
+    ) else {
+        bail!("run {id} has no created_at/finished_at: {run}");
+    };
+    Ok(ms_between(c, f))
+}
