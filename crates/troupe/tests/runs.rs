@@ -254,19 +254,28 @@ async fn leaves_no_process(
     // A timeout may stop the run before its task starts on a loaded machine: wait for the
     // task or the end, whichever comes first.
     let start = std::time::Instant::now();
-    while !pid_file.exists() && start.elapsed() < Duration::from_secs(60) {
+    let mut pgid = None;
+    while start.elapsed() < Duration::from_secs(60) {
+        // The shell may have created the file and not yet written its pid.
+        if let Ok(p) = std::fs::read_to_string(&pid_file)
+            && let Ok(pid) = p.trim().parse::<i32>()
+        {
+            pgid = pgid_of(pid);
+            break;
+        }
         let run = server.get(&format!("/api/v1/runs/{id}")).await?;
         if run["status"] != "queued" && run["status"] != "running" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let pgid = match std::fs::read_to_string(&pid_file) {
-        Ok(p) if !p.trim().is_empty() => pgid_of(p.trim().parse()?),
-        _ => None,
-    };
     if cancel {
-        anyhow::ensure!(pgid.is_some(), "the task never started");
+        anyhow::ensure!(
+            pgid.is_some(),
+            "the task never started: {}\n{}",
+            server.get(&format!("/api/v1/runs/{id}")).await?,
+            server.log()
+        );
         server
             .post(
                 &format!("/api/v1/runs/{id}/cancel"),
