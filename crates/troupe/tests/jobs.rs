@@ -453,6 +453,64 @@ async fn relaunch_failed_hosts_from_the_failed_task() -> anyhow::Result<()> {
         (code, body["error"]["code"].as_str()),
         (422, Some("no_hosts_to_relaunch"))
     );
+
+    // Unreachable hosts only: an ssh host nobody answers for, next to a local one.
+    let hosts = "[all]\nh1 ansible_connection=local\ngone ansible_connection=ssh ansible_host=127.0.0.1 ansible_port=1\n[all:vars]\nansible_python_interpreter={{ ansible_playbook_python }}\n";
+    let id = server
+        .launch(
+            pid,
+            "steps.yml",
+            hosts,
+            json!({"extra_vars": {"out": out.path()}}),
+        )
+        .await?;
+    assert_eq!(
+        server.wait_finished(id).await?["summary"]["gone"]["unreachable"],
+        1
+    );
+    let again = server
+        .post(
+            &format!("/api/v1/runs/{id}/relaunch"),
+            json!({"hosts": "unreachable", "from": "failed_task"}),
+        )
+        .await?;
+    assert_eq!(again["options"]["limit"], "gone");
+    assert_eq!(
+        again["options"]["start_at_task"], "step one",
+        "it was unreachable at the first task"
+    );
+    server
+        .wait_finished(again["id"].as_i64().unwrap_or_default())
+        .await?;
+    // A run still going cannot be relaunched.
+    let running = server
+        .launch(
+            pid,
+            "steps.yml",
+            &local_hosts(1),
+            json!({"extra_vars": {"out": out.path(), "pause": 30}}),
+        )
+        .await?;
+    server
+        .wait_run(running, Duration::from_secs(60), |s| s == "running")
+        .await?;
+    let (code, body) = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/runs/{running}/relaunch"),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (409, Some("run_not_finished"))
+    );
+    server
+        .post(
+            &format!("/api/v1/runs/{running}/cancel"),
+            json!({"mode": "force"}),
+        )
+        .await?;
     Ok(())
 }
 
