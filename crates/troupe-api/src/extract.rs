@@ -105,3 +105,37 @@ where
 fn query_rejection(e: QueryRejection) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
 }
+
+/// An optional JSON body: an empty body means `T::default()`, so `curl -X POST` on an action
+/// route just works; malformed JSON is a 400, a body of the wrong shape a 422, like [`ApiJson`].
+pub struct OptionalJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::new(e.status(), "bad_request", e.body_text()))?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        serde_json::from_slice(&body)
+            .map(OptionalJson)
+            .map_err(|e| {
+                if e.is_syntax() || e.is_eof() {
+                    ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string())
+                } else {
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_body",
+                        e.to_string(),
+                    )
+                }
+            })
+    }
+}

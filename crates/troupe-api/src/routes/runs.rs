@@ -3,9 +3,8 @@
 use super::{IdOrName, check_playbook, find_inventory, find_project, submit};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -475,21 +474,8 @@ struct CancelRequest {
 async fn cancel_run(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
-    body: Bytes,
+    OptionalJson(req): OptionalJson<CancelRequest>,
 ) -> ApiResult<(StatusCode, Json<Run>)> {
-    // An empty body means the default, so `curl -X POST .../cancel` just works.
-    let req: CancelRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        CancelRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_body",
-                e.to_string(),
-            )
-            .field("mode")
-        })?
-    };
     let mode = req.mode.unwrap_or(CancelMode::Graceful);
     let run = state.store.request_cancel(id, mode).await?;
     if run.status == RunStatus::Running {
@@ -553,19 +539,8 @@ struct RelaunchRequest {
 async fn relaunch_run(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
-    body: Bytes,
+    OptionalJson(req): OptionalJson<RelaunchRequest>,
 ) -> ApiResult<(StatusCode, Json<Run>)> {
-    let req: RelaunchRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RelaunchRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_body",
-                e.to_string(),
-            )
-        })?
-    };
     let run = state.store.get_run(id).await?;
     if !run.status.is_finished() {
         return Err(ApiError::new(
