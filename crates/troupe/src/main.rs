@@ -1,5 +1,10 @@
 //! The `troupe` binary: the server (`serve`), its setup, and the command-line client.
 
+/// mimalloc: the event path allocates and frees many small buffers (parsing, serializing,
+/// batching); glibc's allocator took about a third of the time there (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cli;
 mod client;
 mod config;
