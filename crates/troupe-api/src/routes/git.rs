@@ -100,7 +100,7 @@ async fn sync_project(
         ))),
         None => {
             tracing::info!(project = id, commit = ?sync.commit, "project synced");
-            Ok(Json(project))
+            Ok(Json(super::shown(project)))
         }
     }
 }

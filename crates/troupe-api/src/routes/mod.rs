@@ -131,3 +131,35 @@ pub(crate) async fn submit(state: &AppState, new: NewRun) -> ApiResult<Run> {
     });
     Ok(run)
 }
+
+/// A project as the API shows it: credentials in a git URL (`https://user:token@host/...`) are
+/// kept for cloning but never sent back.
+pub(crate) fn shown(mut project: Project) -> Project {
+    if let troupe_core::project::ProjectSource::Git { url, .. } = &mut project.source {
+        *url = troupe_worker::git::redact_credentials(url);
+    }
+    project
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+    use troupe_core::project::{Project, ProjectSource};
+
+    #[test]
+    fn git_credentials_are_not_shown() {
+        let p = Project {
+            id: 1,
+            name: "p".into(),
+            source: ProjectSource::Git {
+                url: "https://deploy:s3cret@git.example.com/org/repo.git".into(),
+                git_ref: None,
+            },
+            sync: Default::default(),
+            created_at: chrono::Utc::now(),
+        };
+        let shown = serde_json::to_string(&shown(p)).unwrap_or_default();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("git.example.com/org/repo.git"), "{shown}");
+    }
+}

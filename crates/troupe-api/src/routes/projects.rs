@@ -30,7 +30,7 @@ async fn create_project(
     match &new.source {
         ProjectSource::Git { .. } => {
             let project = super::git::create_git_project(&state, &new).await?;
-            return Ok((StatusCode::CREATED, Json(project)));
+            return Ok((StatusCode::CREATED, Json(super::shown(project))));
         }
         ProjectSource::Dir { path } => {
             let is_dir = tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir());
@@ -44,7 +44,7 @@ async fn create_project(
         }
     }
     let project = state.store.create_project(&new).await?;
-    Ok((StatusCode::CREATED, Json(project)))
+    Ok((StatusCode::CREATED, Json(super::shown(project))))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -69,6 +69,7 @@ async fn list_projects(
         Some(name) => state.store.find_project(&name).await?.into_iter().collect(),
         None => state.store.list_projects().await?,
     };
+    let projects = projects.into_iter().map(super::shown).collect();
     Ok(Json(ProjectList { projects }))
 }
 
@@ -78,7 +79,7 @@ async fn get_project(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Project>> {
-    Ok(Json(state.store.get_project(id).await?))
+    Ok(Json(super::shown(state.store.get_project(id).await?)))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
