@@ -117,6 +117,14 @@ impl Config {
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let mut cfg = cfg;
+        // ansible-playbook runs in the project directory: every path troupe hands it (the run
+        // directory under the data dir) must be absolute.
+        if cfg.data_dir.is_relative() {
+            let cwd = std::env::current_dir()
+                .map_err(|e| anyhow::anyhow!("cannot resolve the data dir: {e}"))?;
+            cfg.data_dir = cwd.join(&cfg.data_dir);
+        }
         if cfg.max_concurrent_runs == 0 {
             anyhow::bail!("invalid configuration: max_concurrent_runs must be at least 1");
         }
@@ -160,6 +168,18 @@ mod tests {
             assert_eq!(cfg.shutdown_grace_s, 30, "default");
             Ok(())
         });
+        Ok(())
+    }
+
+    #[test]
+    fn the_data_dir_is_made_absolute() -> anyhow::Result<()> {
+        let over = Overrides {
+            data_dir: Some(PathBuf::from("rel/data")),
+            ..Default::default()
+        };
+        let cfg = Config::load(None, &over)?;
+        assert!(cfg.data_dir.is_absolute());
+        assert!(cfg.data_dir.ends_with("rel/data"));
         Ok(())
     }
 

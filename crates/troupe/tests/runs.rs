@@ -530,3 +530,37 @@ async fn check_mode_changes_nothing() -> anyhow::Result<()> {
     assert_eq!(run["summary"]["h1"]["changed"], 1);
     Ok(())
 }
+
+/// The default data dir is relative (`./.troupe`); ansible runs in the project directory, so
+/// troupe must hand it absolute paths.
+#[tokio::test]
+async fn a_relative_data_dir_works_for_projects_elsewhere() -> anyhow::Result<()> {
+    let home = tempfile::tempdir()?;
+    let server = Server::start_with(ServerOpts {
+        cwd: Some(home.path().to_path_buf()),
+        data_dir: Some(".troupe".into()),
+        ..Default::default()
+    })?;
+    let proj = project_dir(&[(
+        "site.yml",
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: \"{{ greeting }}\"\n",
+    )])?;
+    let pid = server.project(proj.path()).await?;
+    let id = server
+        .launch(
+            pid,
+            "site.yml",
+            &local_hosts(1),
+            json!({"extra_vars": {"greeting": "from afar"}}),
+        )
+        .await?;
+    let run = server.wait_finished(id).await?;
+    assert_eq!(
+        run["status"],
+        "successful",
+        "{run}\n{}",
+        server.text(&format!("/api/v1/runs/{id}/stderr")).await?
+    );
+    assert!(home.path().join(".troupe/troupe.db").exists());
+    Ok(())
+}

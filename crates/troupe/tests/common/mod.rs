@@ -36,11 +36,14 @@ pub struct ServerOpts {
     pub database_url: Option<String>,
     pub max_concurrent_runs: usize,
     pub extra_env: Vec<(String, String)>,
+    /// Working directory of the server (a relative `data_dir` is relative to it).
+    pub cwd: Option<PathBuf>,
 }
 
 impl Default for ServerOpts {
     fn default() -> Self {
         Self {
+            cwd: None,
             data_dir: None,
             database_url: None,
             max_concurrent_runs: 4,
@@ -86,6 +89,9 @@ impl Server {
         }
         for (k, v) in &opts.extra_env {
             cmd.env(k, v);
+        }
+        if let Some(cwd) = &opts.cwd {
+            cmd.current_dir(cwd);
         }
         let mut child = cmd.spawn().context("spawning troupe serve")?;
         let stderr = child.stderr.take().context("no stderr")?;
