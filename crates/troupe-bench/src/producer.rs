@@ -4,8 +4,9 @@
 //!
 //! troupe starts it through a shell wrapper (see [`write_wrapper`]) with ansible's arguments; it
 //! ignores them except `-e @extra_vars.json`, where the harness puts its settings:
-//! `bench_events` (N), `bench_hosts`, `bench_gate` (a file to wait for before writing) and
-//! `bench_hold` (a file to wait for after writing, to keep the run in flight).
+//! `bench_events` (N), `bench_hosts`, `bench_gate` (a file to wait for before writing),
+//! `bench_hold` (a file to wait for after writing, to keep the run in flight) and `bench_rate`
+//! (events per second to pace at, instead of as fast as the pipe takes them).
 
 use anyhow::Context;
 use serde_json::Value;
@@ -49,6 +50,8 @@ struct Settings {
     hosts: u64,
     gate: Option<PathBuf>,
     hold: Option<PathBuf>,
+    /// Events per second to pace at; as fast as the pipe takes them when absent.
+    rate: Option<u64>,
 }
 
 fn settings(args: &[String]) -> anyhow::Result<Settings> {
@@ -67,6 +70,7 @@ fn settings(args: &[String]) -> anyhow::Result<Settings> {
         hosts: vars["bench_hosts"].as_u64().unwrap_or(50).max(1),
         gate: path("bench_gate"),
         hold: path("bench_hold"),
+        rate: vars["bench_rate"].as_u64().filter(|r| *r > 0),
     })
 }
 
@@ -96,11 +100,23 @@ pub fn produce(args: &[String]) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, pipe);
     let mut generator = Generator::new(s.hosts);
     let mut line = String::with_capacity(2048);
+    // Paced runs write in 10 ms steps, flushed at once, so `created` is close to the write.
+    let step = s.rate.map(|r| (r / 100).max(1));
+    let start = Instant::now();
     for counter in 1..=s.events {
         line.clear();
         generator.event(&mut line, counter, s.events);
         line.push('\n');
         out.write_all(line.as_bytes())?;
+        if let (Some(rate), Some(step)) = (s.rate, step)
+            && counter % step == 0
+        {
+            out.flush()?;
+            let due = start + Duration::from_secs_f64(counter as f64 / rate as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
     }
     out.flush()?;
     drop(out);

@@ -37,6 +37,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Milliseconds between looks for queued runs nobody announced (shared stores).
     pub poll_interval_ms: u64,
+    /// Longest time (ms) a captured event waits in memory before it is stored and streamed;
+    /// busy runs flush sooner, every 500 events.
+    pub event_flush_ms: u64,
     /// Messages a live stream subscriber may have queued before it is cut off (with a cursor
     /// to resume from) for not keeping up.
     pub stream_buffer_events: usize,
@@ -62,6 +65,7 @@ impl Default for Config {
             max_body_bytes: 8 * 1024 * 1024,
             poll_interval_ms: 1000,
             stream_buffer_events: 1024,
+            event_flush_ms: 20,
             log: "info".to_owned(),
         }
     }
@@ -84,6 +88,7 @@ const ENV_KEYS: &[&str] = &[
     "max_body_bytes",
     "poll_interval_ms",
     "stream_buffer_events",
+    "event_flush_ms",
     "log",
 ];
 
@@ -127,6 +132,9 @@ impl Config {
         }
         if cfg.max_concurrent_runs == 0 {
             anyhow::bail!("invalid configuration: max_concurrent_runs must be at least 1");
+        }
+        if cfg.event_flush_ms == 0 || cfg.event_flush_ms > 10_000 {
+            anyhow::bail!("invalid configuration: event_flush_ms must be between 1 and 10000");
         }
         if cfg.lease_s < 3 {
             anyhow::bail!("invalid configuration: lease_s must be at least 3");

@@ -153,7 +153,7 @@ pub async fn run(cfg: Config, projects: &[PathBuf]) -> anyhow::Result<()> {
             terminate: Duration::from_secs(cfg.cancel_terminate_s),
         },
         poll_interval: Duration::from_millis(cfg.poll_interval_ms),
-        flush_interval: Duration::from_millis(50),
+        flush_interval: Duration::from_millis(cfg.event_flush_ms),
     };
     let hub = Arc::new(LiveHub::default());
     let pool = WorkerPool::start(Arc::clone(&store), Arc::clone(&hub), worker_cfg).await;
