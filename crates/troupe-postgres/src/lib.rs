@@ -502,6 +502,77 @@ impl PgStore {
     }
 }
 
+/// A table of named resources, read the same three ways: by id, by name, all.
+struct Named<T> {
+    table: &'static str,
+    cols: &'static str,
+    what: &'static str,
+    from: fn(&PgRow) -> StoreResult<T>,
+}
+
+const PROJECTS: Named<Project> = Named {
+    table: "projects",
+    cols: PROJECT_COLS,
+    what: "project",
+    from: project_from,
+};
+
+const INVENTORIES: Named<Inventory> = Named {
+    table: "inventories",
+    cols: INVENTORY_COLS,
+    what: "inventory",
+    from: inventory_from,
+};
+
+const TEMPLATES: Named<Template> = Named {
+    table: "templates",
+    cols: TEMPLATE_COLS,
+    what: "template",
+    from: template_from,
+};
+
+impl PgStore {
+    async fn by_id<T>(&self, n: &Named<T>, id: i64) -> StoreResult<T> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {} FROM {} WHERE id = $1",
+            n.cols, n.table
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found(n.what, id))?;
+        (n.from)(&row)
+    }
+
+    async fn by_name<T>(&self, n: &Named<T>, name: &str) -> StoreResult<Option<T>> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {} FROM {} WHERE name = $1",
+            n.cols, n.table
+        )))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
+        .as_ref()
+        .map(n.from)
+        .transpose()
+    }
+
+    async fn all<T>(&self, n: &Named<T>) -> StoreResult<Vec<T>> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {} FROM {} ORDER BY id",
+            n.cols, n.table
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(n.from)
+        .collect()
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
@@ -538,40 +609,15 @@ impl Store for PgStore {
     }
 
     async fn get_project(&self, id: i64) -> StoreResult<Project> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {PROJECT_COLS} FROM projects WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?
-        .ok_or_else(|| StoreError::not_found("project", id))?;
-        project_from(&row)
+        self.by_id(&PROJECTS, id).await
     }
 
     async fn find_project(&self, name: &str) -> StoreResult<Option<Project>> {
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {PROJECT_COLS} FROM projects WHERE name = $1"
-        )))
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?
-        .as_ref()
-        .map(project_from)
-        .transpose()
+        self.by_name(&PROJECTS, name).await
     }
 
     async fn list_projects(&self) -> StoreResult<Vec<Project>> {
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {PROJECT_COLS} FROM projects ORDER BY id"
-        )))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(project_from)
-        .collect()
+        self.all(&PROJECTS).await
     }
 
     async fn set_project_sync(&self, id: i64, sync: &ProjectSync) -> StoreResult<Project> {
@@ -616,40 +662,15 @@ impl Store for PgStore {
     }
 
     async fn get_inventory(&self, id: i64) -> StoreResult<Inventory> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {INVENTORY_COLS} FROM inventories WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?
-        .ok_or_else(|| StoreError::not_found("inventory", id))?;
-        inventory_from(&row)
+        self.by_id(&INVENTORIES, id).await
     }
 
     async fn find_inventory(&self, name: &str) -> StoreResult<Option<Inventory>> {
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {INVENTORY_COLS} FROM inventories WHERE name = $1"
-        )))
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?
-        .as_ref()
-        .map(inventory_from)
-        .transpose()
+        self.by_name(&INVENTORIES, name).await
     }
 
     async fn list_inventories(&self) -> StoreResult<Vec<Inventory>> {
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {INVENTORY_COLS} FROM inventories ORDER BY id"
-        )))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(inventory_from)
-        .collect()
+        self.all(&INVENTORIES).await
     }
 
     async fn update_inventory(
@@ -1363,40 +1384,15 @@ impl Store for PgStore {
     }
 
     async fn get_template(&self, id: i64) -> StoreResult<Template> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {TEMPLATE_COLS} FROM templates WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?
-        .ok_or_else(|| StoreError::not_found("template", id))?;
-        template_from(&row)
+        self.by_id(&TEMPLATES, id).await
     }
 
     async fn find_template(&self, name: &str) -> StoreResult<Option<Template>> {
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {TEMPLATE_COLS} FROM templates WHERE name = $1"
-        )))
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?
-        .as_ref()
-        .map(template_from)
-        .transpose()
+        self.by_name(&TEMPLATES, name).await
     }
 
     async fn list_templates(&self) -> StoreResult<Vec<Template>> {
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {TEMPLATE_COLS} FROM templates ORDER BY id"
-        )))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(template_from)
-        .collect()
+        self.all(&TEMPLATES).await
     }
 
     async fn create_token(&self, name: &str, hash: &str) -> StoreResult<TokenRecord> {
