@@ -239,16 +239,34 @@ impl Process {
     }
 }
 
-/// The environment every ansible child gets: an allow-list of the caller's environment (never
-/// any `TROUPE_*` variable), with `bin_dir` first on `PATH`.
-pub(crate) fn child_env(bin_dir: Option<&Path>) -> Vec<(OsString, OsString)> {
+/// The environment every child troupe starts gets (ansible, git, ansible-galaxy): an
+/// allow-list of the caller's environment (never any `TROUPE_*` variable: tokens, database
+/// URLs), with `bin_dir` first on `PATH`.
+pub fn child_env(bin_dir: Option<&Path>) -> Vec<(OsString, OsString)> {
     let mut env = Vec::new();
     let mut path = None;
     for (key, value) in std::env::vars_os() {
         let Some(k) = key.to_str() else { continue };
+        // Proxies and CA settings too: modules (get_url, uri, git) and ansible-galaxy need them.
         let allowed = matches!(
             k,
-            "HOME" | "USER" | "LOGNAME" | "LANG" | "TZ" | "TMPDIR" | "SSH_AUTH_SOCK"
+            "HOME"
+                | "USER"
+                | "LOGNAME"
+                | "LANG"
+                | "TZ"
+                | "TMPDIR"
+                | "SSH_AUTH_SOCK"
+                | "GIT_SSH_COMMAND"
+                | "GIT_SSL_CAINFO"
+                | "SSL_CERT_FILE"
+                | "SSL_CERT_DIR"
+                | "HTTP_PROXY"
+                | "HTTPS_PROXY"
+                | "NO_PROXY"
+                | "http_proxy"
+                | "https_proxy"
+                | "no_proxy"
         ) || k.starts_with("LC_")
             || k.starts_with("ANSIBLE_");
         if k == "PATH" {

@@ -9,7 +9,7 @@
 
 use chrono::Utc;
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -342,7 +342,7 @@ impl ProjectSyncer {
             cmd.current_dir(dir);
         }
         cmd.env_clear()
-            .envs(base_env(None))
+            .envs(troupe_ansible::child_env(None))
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GCM_INTERACTIVE", "never")
             .env("LC_ALL", "C");
@@ -387,7 +387,7 @@ impl ProjectSyncer {
                     .arg(dir.join(into))
                     .current_dir(dir)
                     .env_clear()
-                    .envs(base_env(self.ansible_bin.as_deref()))
+                    .envs(troupe_ansible::child_env(self.ansible_bin.as_deref()))
                     .env("ANSIBLE_NOCOLOR", "1");
                 match run(cmd, self.timeout).await {
                     Ok(out) if out.status.success() => {}
@@ -415,48 +415,6 @@ async fn run(mut cmd: Command, timeout: Duration) -> Result<std::process::Output
         Ok(Err(e)) => Err(format!("failed: {e}")),
         Err(_) => Err(format!("timed out after {}s", timeout.as_secs())),
     }
-}
-
-/// An allow-list of troupe's environment for git and ansible-galaxy: never a `TROUPE_*`
-/// variable (tokens, database URLs). `bin_dir` goes first on `PATH`.
-fn base_env(bin_dir: Option<&Path>) -> Vec<(OsString, OsString)> {
-    let mut env = Vec::new();
-    let mut path = None;
-    for (key, value) in std::env::vars_os() {
-        let Some(k) = key.to_str() else { continue };
-        let allowed = matches!(
-            k,
-            "HOME"
-                | "USER"
-                | "LOGNAME"
-                | "LANG"
-                | "TZ"
-                | "TMPDIR"
-                | "SSH_AUTH_SOCK"
-                | "GIT_SSH_COMMAND"
-                | "GIT_SSL_CAINFO"
-                | "SSL_CERT_FILE"
-                | "SSL_CERT_DIR"
-                | "HTTP_PROXY"
-                | "HTTPS_PROXY"
-                | "NO_PROXY"
-                | "http_proxy"
-                | "https_proxy"
-                | "no_proxy"
-        ) || k.starts_with("ANSIBLE_");
-        if k == "PATH" {
-            path = Some(value);
-        } else if allowed {
-            env.push((key, value));
-        }
-    }
-    let mut dirs: Vec<PathBuf> = bin_dir.map(Path::to_path_buf).into_iter().collect();
-    let inherited = path.unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
-    dirs.extend(std::env::split_paths(&inherited));
-    if let Ok(joined) = std::env::join_paths(dirs) {
-        env.push(("PATH".into(), joined));
-    }
-    env
 }
 
 /// The useful part of a failing command's output: stderr (stdout when it is empty), trimmed,
@@ -535,7 +493,7 @@ mod tests {
 
     #[test]
     fn the_environment_has_no_troupe_secrets() {
-        let env = base_env(Some(Path::new("/opt/ansible/bin")));
+        let env = troupe_ansible::child_env(Some(Path::new("/opt/ansible/bin")));
         assert!(
             env.iter()
                 .all(|(k, _)| !k.to_string_lossy().starts_with("TROUPE_"))
