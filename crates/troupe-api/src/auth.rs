@@ -113,15 +113,7 @@ pub(crate) async fn require_token(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
+    let presented = bearer(req.headers());
     if presented.is_none() && is_stream_route(req.uri().path()) {
         let token = axum::extract::Query::<HashMap<String, String>>::try_from_uri(req.uri())
             .ok()
@@ -151,6 +143,18 @@ pub(crate) async fn require_token(
             "invalid token",
         )),
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
 }
 
 /// Routes that accept a stream token in the query (EventSource and WebSocket cannot set headers).

@@ -33,6 +33,8 @@ pub struct AppState {
     pub projects_dir: std::path::PathBuf,
     /// Clones and syncs git projects (one sync per project at a time).
     pub git: Arc<troupe_worker::git::ProjectSyncer>,
+    /// Event sources, rules and the ingest path.
+    pub events: Arc<troupe_events::EventService>,
 }
 
 /// Limits of the HTTP layer.
@@ -74,7 +76,12 @@ impl utoipa::Modify for BearerAuth {
 
 /// The OpenAPI document of the whole API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes().split_for_parts().1
+    api_routes().merge(open_routes()).split_for_parts().1
+}
+
+/// Routes that authenticate requests themselves (webhooks: signatures or source tokens).
+fn open_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().merge(routes::events::hooks_router())
 }
 
 fn api_routes() -> OpenApiRouter<AppState> {
@@ -87,6 +94,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::stream::router())
         .merge(routes::templates::router())
         .merge(routes::jobs::router())
+        .merge(routes::events::router())
 }
 
 /// The whole HTTP application.
@@ -106,8 +114,10 @@ pub fn router(state: AppState, cfg: &ApiConfig) -> Router {
             state.clone(),
             auth::require_token,
         ));
+    let (hooks, _) = open_routes().split_for_parts();
     Router::new()
         .merge(routes::health::router())
+        .merge(hooks)
         .merge(api)
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
         .with_state(state)

@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod event;
+pub mod inbound;
 pub mod inventory;
 pub mod job;
 pub mod project;

@@ -412,6 +412,9 @@ pub struct Run {
     /// For a slice: how many slices its split run has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slice_count: Option<i32>,
+    /// The inbound event (webhook, broker message...) whose rule started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<i64>,
 }
 
 #[cfg(test)]

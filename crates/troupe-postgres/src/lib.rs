@@ -14,6 +14,7 @@ use sqlx::{AssertSqlSafe, PgConnection, Postgres, QueryBuilder, Row};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
+use troupe_core::inbound::{ConcurrencyPolicy, EventRecord, EventStatus, RuleOutcome, RuleResult};
 use troupe_core::inventory::{Inventory, InventoryContent, InventoryFormat, NewInventory};
 use troupe_core::job::{Job, NewJob, Unit, UnitSource};
 use troupe_core::project::{NewProject, Project, ProjectSync};
@@ -21,8 +22,8 @@ use troupe_core::run::{CancelMode, NewRun, Run};
 use troupe_core::template::{NewTemplate, Template};
 use troupe_core::{Event, RunStatus};
 use troupe_store::{
-    Lease, OutputChunk, Page, RunFilter, RunOutcome, Store, StoreError, StoreResult, Stream,
-    TokenRecord,
+    EventRecordFilter, Ingested, Lease, NewEventRecord, OutputChunk, Page, Proposal, RulesDoc,
+    RunFilter, RunOutcome, Store, StoreError, StoreResult, Stream, TokenRecord,
 };
 
 /// PostgreSQL's limit on bound parameters per statement.
@@ -176,7 +177,8 @@ fn inventory_from(row: &PgRow) -> StoreResult<Inventory> {
 const RUN_COLS: &str = "id, project_id, playbook, inventory_id, options::text AS options, \
      labels::text AS labels, tag, status, status_reason, rc, created_at, started_at, \
      finished_at, worker_id, cancel_requested, summary::text AS summary, event_count, \
-     launched_at, \"commit\", job_id, unit, relaunch_of, template_id, parent_id, slice, slice_count";
+     launched_at, \"commit\", job_id, unit, relaunch_of, template_id, parent_id, slice, \
+     slice_count, event_id";
 
 fn run_from(row: &PgRow) -> StoreResult<Run> {
     let status: String = get(row, "status")?;
@@ -207,6 +209,7 @@ fn run_from(row: &PgRow) -> StoreResult<Run> {
         slice: get(row, "slice")?,
         slice_count: get(row, "slice_count")?,
         template_id: get(row, "template_id")?,
+        event_id: get(row, "event_id")?,
     })
 }
 
@@ -291,6 +294,344 @@ async fn require_row(
     }
 }
 
+/// Where a run comes from besides its request: the inbound event whose rule started it and
+/// that rule's concurrency key.
+#[derive(Debug, Clone, Copy, Default)]
+struct RunOrigin<'a> {
+    event_id: Option<i64>,
+    concurrency_key: Option<&'a str>,
+}
+
+/// Checks the references of `new` and stores it, queued, on `conn` (inside the caller's
+/// transaction), announcing it to listeners on commit: what `create_run` does. `NotFound`
+/// names the missing reference; nothing is written then.
+async fn insert_run(
+    conn: &mut PgConnection,
+    new: &NewRun,
+    origin: RunOrigin<'_>,
+) -> StoreResult<Run> {
+    let options = to_json(&new.options)?;
+    let labels = to_json(&new.labels)?;
+    let project = sqlx::query("SELECT 1 FROM projects WHERE id = $1")
+        .bind(new.project_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
+    if project.is_none() {
+        return Err(StoreError::not_found("project", new.project_id));
+    }
+    if let Some(inventory_id) = new.inventory_id {
+        // KEY SHARE: a concurrent delete_inventory waits for this run to be stored, and
+        // then sees it.
+        let inventory = sqlx::query("SELECT 1 FROM inventories WHERE id = $1 FOR KEY SHARE")
+            .bind(inventory_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend)?;
+        if inventory.is_none() {
+            return Err(StoreError::not_found("inventory", inventory_id));
+        }
+    }
+    if let Some((job_id, unit)) = &new.job_unit {
+        require_row(conn, "jobs", "job", *job_id).await?;
+        let found = sqlx::query("SELECT 1 FROM job_units WHERE job_id = $1 AND name = $2")
+            .bind(job_id)
+            .bind(unit)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend)?;
+        if found.is_none() {
+            return Err(unit_not_found(*job_id, unit));
+        }
+    }
+    if let Some(relaunch_of) = new.relaunch_of {
+        require_row(conn, "runs", "run", relaunch_of).await?;
+    }
+    if let Some(template_id) = new.template_id {
+        require_row(conn, "templates", "template", template_id).await?;
+    }
+    if let Some(slice_of) = &new.slice_of {
+        require_row(conn, "runs", "run", slice_of.parent_id).await?;
+    }
+    let (job_id, unit) = new
+        .job_unit
+        .as_ref()
+        .map(|(j, u)| (Some(*j), Some(u.as_str())))
+        .unwrap_or_default();
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO runs (project_id, playbook, inventory_id, inventory_format, \
+         inventory_hosts, inventory_vars, options, labels, tag, status, created_at, \
+         job_id, unit, relaunch_of, template_id, parent_id, slice, slice_count, event_id, \
+         concurrency_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7::json, $8::jsonb, $9, 'queued', $10, \
+         $11, $12, $13, $14, $15, $16, $17, $18, $19) RETURNING {RUN_COLS}"
+    )))
+    .bind(new.project_id)
+    .bind(new.playbook.as_str())
+    .bind(new.inventory_id)
+    .bind(new.inventory.format.as_str())
+    .bind(pg_text(&new.inventory.hosts).into_owned())
+    .bind(
+        new.inventory
+            .vars
+            .as_deref()
+            .map(|v| pg_text(v).into_owned()),
+    )
+    .bind(options)
+    .bind(labels)
+    .bind(&new.tag)
+    .bind(now())
+    .bind(job_id)
+    .bind(unit)
+    .bind(new.relaunch_of)
+    .bind(new.template_id)
+    .bind(new.slice_of.map(|s| s.parent_id))
+    .bind(new.slice_of.map(|s| s.slice))
+    .bind(new.slice_of.map(|s| s.count))
+    .bind(origin.event_id)
+    .bind(origin.concurrency_key.map(|k| pg_text(k).into_owned()))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(backend)?;
+    let run = run_from(&row)?;
+    if !new.labels.is_empty() {
+        let mut q = QueryBuilder::<Postgres>::new("INSERT INTO run_labels (run_id, key, value) ");
+        q.push_values(&new.labels, |mut b, (k, v)| {
+            b.push_bind(run.id)
+                .push_bind(k.as_str())
+                .push_bind(v.as_str());
+        });
+        q.build().execute(&mut *conn).await.map_err(backend)?;
+    }
+    // Delivered on commit.
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(WORK_CHANNEL)
+        .bind(run.id.to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    Ok(run)
+}
+
+/// The status of an event with proposals, from what its rules did: `accepted` if one started
+/// a run, else `failed` if every one failed, else `skipped`.
+fn decided_status(outcomes: &[RuleOutcome]) -> EventStatus {
+    if outcomes
+        .iter()
+        .any(|o| matches!(o.result, RuleResult::Started { .. }))
+    {
+        EventStatus::Accepted
+    } else if outcomes
+        .iter()
+        .all(|o| matches!(o.result, RuleResult::Failed { .. }))
+    {
+        EventStatus::Failed
+    } else {
+        EventStatus::Skipped
+    }
+}
+
+/// The advisory locks an ingest takes, as text (hashed to lock keys by [`lock_all`]): one per
+/// thing two concurrent ingests must not both decide on at once (the delivery, the content
+/// within a redelivery window, each gate, each concurrency key). Parts of variable length are
+/// prefixed with their length, so different parts never make the same text.
+fn ingest_locks(new: &NewEventRecord) -> Vec<String> {
+    let source = format!("{}:{}", new.source.len(), new.source);
+    let mut locks = Vec::new();
+    if let Some(delivery_id) = &new.delivery_id {
+        locks.push(format!("troupe:delivery:{source}:{delivery_id}"));
+    }
+    if new.redelivery_window.is_some() {
+        locks.push(format!("troupe:content:{source}:{}", new.content_hash));
+    }
+    for p in new.proposals.iter().filter(|p| p.run.is_ok()) {
+        for g in &p.gates {
+            locks.push(format!(
+                "troupe:gate:{}:{}:{}:{}",
+                p.rule.len(),
+                p.rule,
+                g.kind.as_str(),
+                g.key
+            ));
+        }
+        if let Some(c) = &p.concurrency {
+            locks.push(format!("troupe:concurrency:{}", c.key));
+        }
+    }
+    locks
+        .into_iter()
+        .map(|l| pg_text(&l).into_owned())
+        .collect()
+}
+
+/// Takes a transaction-scoped advisory lock per text in `locks`, in the order of their keys:
+/// every transaction locking in one order, none waits on another in a cycle.
+async fn lock_all(conn: &mut PgConnection, locks: &[String]) -> StoreResult<()> {
+    if locks.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<i64> = sqlx::query_scalar(
+        "SELECT DISTINCT hashtextextended(l, 0) AS k FROM UNNEST($1::text[]) AS l ORDER BY k",
+    )
+    .bind(locks)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?;
+    for key in keys {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(key)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// Carries out one proposal of event `event_id` (received at `received`) on `conn`, inside
+/// the ingest transaction and under its locks: gates, concurrency policy, then the run and
+/// its gate marks. Returns what the rule did and the run it started, if any.
+async fn propose(
+    conn: &mut PgConnection,
+    proposal: &Proposal,
+    event_id: i64,
+    received: DateTime<Utc>,
+) -> StoreResult<(RuleResult, Option<Run>)> {
+    let new = match &proposal.run {
+        Ok(new) => new,
+        Err(error) => {
+            return Ok((
+                RuleResult::Failed {
+                    error: error.clone(),
+                },
+                None,
+            ));
+        }
+    };
+    let rule = pg_text(&proposal.rule);
+    for gate in &proposal.gates {
+        let closed_by: Option<i64> = sqlx::query_scalar(
+            "SELECT event_id FROM rule_gates WHERE rule = $1 AND kind = $2 AND key = $3 \
+             AND expires_at > $4 ORDER BY expires_at DESC LIMIT 1",
+        )
+        .bind(rule.as_ref())
+        .bind(gate.kind.as_str())
+        .bind(pg_text(&gate.key).as_ref())
+        .bind(received)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
+        if let Some(by_event) = closed_by {
+            return Ok((
+                RuleResult::Gated {
+                    gate: gate.kind,
+                    key: gate.key.clone(),
+                    by_event,
+                },
+                None,
+            ));
+        }
+    }
+    let concurrency_key = proposal.concurrency.as_ref().map(|c| pg_text(&c.key));
+    let mut canceled = Vec::new();
+    if let (Some(c), Some(key)) = (&proposal.concurrency, &concurrency_key) {
+        let active: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE concurrency_key = $1 \
+             AND status IN ('queued', 'running') ORDER BY id",
+        )
+        .bind(key.as_ref())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?;
+        match (c.policy, active.first()) {
+            (ConcurrencyPolicy::Skip, Some(&active_run)) => {
+                return Ok((RuleResult::Skipped { active_run }, None));
+            }
+            (ConcurrencyPolicy::Cancel, _) => canceled = active,
+            _ => {}
+        }
+    }
+    let origin = RunOrigin {
+        event_id: Some(event_id),
+        concurrency_key: proposal.concurrency.as_ref().map(|c| c.key.as_str()),
+    };
+    let run = match insert_run(conn, new, origin).await {
+        Ok(run) => run,
+        // A missing project, inventory or template fails this rule only; nothing was written.
+        Err(e @ StoreError::NotFound { .. }) => {
+            return Ok((
+                RuleResult::Failed {
+                    error: e.to_string(),
+                },
+                None,
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    for gate in &proposal.gates {
+        sqlx::query(
+            "INSERT INTO rule_gates (rule, kind, key, started_at, expires_at, event_id) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(rule.as_ref())
+        .bind(gate.kind.as_str())
+        .bind(pg_text(&gate.key).as_ref())
+        .bind(received)
+        .bind(plus(received, gate.within))
+        .bind(event_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    }
+    Ok((
+        RuleResult::Started {
+            run_id: run.id,
+            canceled,
+        },
+        Some(run),
+    ))
+}
+
+/// The recorded event this one repeats, if any: the same delivery of the same source, or
+/// (with a redelivery window) the latest event of the same source and content received
+/// within the window.
+async fn earlier_delivery(
+    conn: &mut PgConnection,
+    new: &NewEventRecord,
+) -> StoreResult<Option<EventRecord>> {
+    let source = pg_text(&new.source);
+    if let Some(delivery_id) = &new.delivery_id {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {EVENT_RECORD_COLS} FROM event_records \
+             WHERE source = $1 AND delivery_id = $2"
+        )))
+        .bind(source.as_ref())
+        .bind(pg_text(delivery_id).as_ref())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
+        if let Some(row) = row {
+            return event_record_from(&row).map(Some);
+        }
+    }
+    if let Some(window) = new.redelivery_window {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {EVENT_RECORD_COLS} FROM event_records WHERE source = $1 \
+             AND content_hash = $2 AND received_at >= $3 \
+             ORDER BY received_at DESC, id DESC LIMIT 1"
+        )))
+        .bind(source.as_ref())
+        .bind(pg_text(&new.content_hash).as_ref())
+        .bind(minus(micros(new.received_at), window))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
+        if let Some(row) = row {
+            return event_record_from(&row).map(Some);
+        }
+    }
+    Ok(None)
+}
+
 /// The `Conflict` for a worker acting on a run it does not hold; `run` is the run as it is.
 fn not_held(run_id: i64, worker_id: &str, run: Run) -> StoreError {
     StoreError::Conflict(format!(
@@ -304,6 +645,64 @@ fn not_held(run_id: i64, worker_id: &str, run: Run) -> StoreError {
 
 fn unit_not_found(job_id: i64, unit: &str) -> StoreError {
     StoreError::not_found("unit", format!("{unit:?} of job {job_id}"))
+}
+
+const EVENT_RECORD_COLS: &str = "id, received_at, source, routing_key, delivery_id, \
+     payload_size, payload, payload_truncated, status, reason, rules::text AS rules, run_ids";
+
+fn event_record_from(row: &PgRow) -> StoreResult<EventRecord> {
+    let status: String = get(row, "status")?;
+    Ok(EventRecord {
+        id: get(row, "id")?,
+        received_at: get(row, "received_at")?,
+        source: get(row, "source")?,
+        routing_key: get(row, "routing_key")?,
+        delivery_id: get(row, "delivery_id")?,
+        payload_size: get(row, "payload_size")?,
+        payload: get(row, "payload")?,
+        payload_truncated: get(row, "payload_truncated")?,
+        status: EventStatus::parse(&status)
+            .ok_or_else(|| invalid(format_args!("event status {status:?}")))?,
+        reason: get(row, "reason")?,
+        rules: json(row, "rules")?,
+        run_ids: get(row, "run_ids")?,
+    })
+}
+
+const RULES_DOC_COLS: &str = "revision, text, updated_at";
+
+fn rules_doc_from(row: &PgRow) -> StoreResult<RulesDoc> {
+    Ok(RulesDoc {
+        revision: get(row, "revision")?,
+        text: get(row, "text")?,
+        updated_at: get(row, "updated_at")?,
+    })
+}
+
+/// The earliest time a window reaches back to (year 1): valid for PostgreSQL and chrono.
+fn earliest() -> DateTime<Utc> {
+    DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// The latest time a window reaches to (the end of year 9999).
+fn latest() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `t` plus `d`, at most [`latest`].
+fn plus(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .map_or_else(latest, |end| end.min(latest()))
+}
+
+/// `t` minus `d`, at least [`earliest`].
+fn minus(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_sub_signed(d))
+        .map_or_else(earliest, |start| start.max(earliest()))
 }
 
 fn token_from(row: &PgRow) -> StoreResult<TokenRecord> {
@@ -747,105 +1146,8 @@ impl Store for PgStore {
     }
 
     async fn create_run(&self, new: &NewRun) -> StoreResult<Run> {
-        let options = to_json(&new.options)?;
-        let labels = to_json(&new.labels)?;
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let project = sqlx::query("SELECT 1 FROM projects WHERE id = $1")
-            .bind(new.project_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
-        if project.is_none() {
-            return Err(StoreError::not_found("project", new.project_id));
-        }
-        if let Some(inventory_id) = new.inventory_id {
-            // KEY SHARE: a concurrent delete_inventory waits for this run to be stored, and
-            // then sees it.
-            let inventory = sqlx::query("SELECT 1 FROM inventories WHERE id = $1 FOR KEY SHARE")
-                .bind(inventory_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?;
-            if inventory.is_none() {
-                return Err(StoreError::not_found("inventory", inventory_id));
-            }
-        }
-        if let Some((job_id, unit)) = &new.job_unit {
-            require_row(&mut tx, "jobs", "job", *job_id).await?;
-            let found = sqlx::query("SELECT 1 FROM job_units WHERE job_id = $1 AND name = $2")
-                .bind(job_id)
-                .bind(unit)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?;
-            if found.is_none() {
-                return Err(unit_not_found(*job_id, unit));
-            }
-        }
-        if let Some(relaunch_of) = new.relaunch_of {
-            require_row(&mut tx, "runs", "run", relaunch_of).await?;
-        }
-        if let Some(template_id) = new.template_id {
-            require_row(&mut tx, "templates", "template", template_id).await?;
-        }
-        if let Some(slice_of) = &new.slice_of {
-            require_row(&mut tx, "runs", "run", slice_of.parent_id).await?;
-        }
-        let (job_id, unit) = new
-            .job_unit
-            .as_ref()
-            .map(|(j, u)| (Some(*j), Some(u.as_str())))
-            .unwrap_or_default();
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO runs (project_id, playbook, inventory_id, inventory_format, \
-             inventory_hosts, inventory_vars, options, labels, tag, status, created_at, \
-             job_id, unit, relaunch_of, template_id, parent_id, slice, slice_count) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7::json, $8::jsonb, $9, 'queued', $10, \
-             $11, $12, $13, $14, $15, $16, $17) RETURNING {RUN_COLS}"
-        )))
-        .bind(new.project_id)
-        .bind(new.playbook.as_str())
-        .bind(new.inventory_id)
-        .bind(new.inventory.format.as_str())
-        .bind(pg_text(&new.inventory.hosts).into_owned())
-        .bind(
-            new.inventory
-                .vars
-                .as_deref()
-                .map(|v| pg_text(v).into_owned()),
-        )
-        .bind(options)
-        .bind(labels)
-        .bind(&new.tag)
-        .bind(now())
-        .bind(job_id)
-        .bind(unit)
-        .bind(new.relaunch_of)
-        .bind(new.template_id)
-        .bind(new.slice_of.map(|s| s.parent_id))
-        .bind(new.slice_of.map(|s| s.slice))
-        .bind(new.slice_of.map(|s| s.count))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let run = run_from(&row)?;
-        if !new.labels.is_empty() {
-            let mut q =
-                QueryBuilder::<Postgres>::new("INSERT INTO run_labels (run_id, key, value) ");
-            q.push_values(&new.labels, |mut b, (k, v)| {
-                b.push_bind(run.id)
-                    .push_bind(k.as_str())
-                    .push_bind(v.as_str());
-            });
-            q.build().execute(&mut *tx).await.map_err(backend)?;
-        }
-        // Delivered on commit.
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(WORK_CHANNEL)
-            .bind(run.id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        let run = insert_run(&mut tx, new, RunOrigin::default()).await?;
         tx.commit().await.map_err(backend)?;
         Ok(run)
     }
@@ -1393,6 +1695,186 @@ impl Store for PgStore {
 
     async fn list_templates(&self) -> StoreResult<Vec<Template>> {
         self.all(&TEMPLATES).await
+    }
+
+    async fn ingest_event(&self, new: &NewEventRecord) -> StoreResult<Ingested> {
+        let received = micros(new.received_at);
+        let text = |s: &Option<String>| s.as_deref().map(|s| pg_text(s).into_owned());
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // Concurrent ingests of the same delivery, or sharing a gate or concurrency key, wait
+        // here for each other; after the locks every check sees what they committed.
+        lock_all(&mut tx, &ingest_locks(new)).await?;
+        if let Some(earlier) = earlier_delivery(&mut tx, new).await? {
+            return Ok(Ingested::Duplicate(earlier));
+        }
+        let event_id: i64 = sqlx::query_scalar(
+            "INSERT INTO event_records (received_at, source, routing_key, delivery_id, \
+             content_hash, payload_size, payload, payload_truncated, status, reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+        )
+        .bind(received)
+        .bind(pg_text(&new.source).as_ref())
+        .bind(pg_text(&new.routing_key).as_ref())
+        .bind(text(&new.delivery_id))
+        .bind(pg_text(&new.content_hash).as_ref())
+        .bind(new.payload_size)
+        .bind(text(&new.payload))
+        .bind(new.payload_truncated)
+        .bind(new.status.as_str())
+        .bind(text(&new.reason))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let mut outcomes = Vec::with_capacity(new.proposals.len());
+        let mut runs = Vec::new();
+        for proposal in &new.proposals {
+            let (result, run) = propose(&mut tx, proposal, event_id, received).await?;
+            outcomes.push(RuleOutcome {
+                rule: proposal.rule.clone(),
+                result,
+            });
+            runs.extend(run);
+        }
+        let status = if new.proposals.is_empty() {
+            new.status
+        } else {
+            decided_status(&outcomes)
+        };
+        let run_ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE event_records SET status = $1, rules = $2::json, run_ids = $3 \
+             WHERE id = $4 RETURNING {EVENT_RECORD_COLS}"
+        )))
+        .bind(status.as_str())
+        .bind(to_json(&outcomes)?)
+        .bind(&run_ids)
+        .bind(event_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let record = event_record_from(&row)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Ingested::Recorded { record, runs })
+    }
+
+    async fn get_event_record(&self, id: i64) -> StoreResult<EventRecord> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {EVENT_RECORD_COLS} FROM event_records WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found("event", id))?;
+        event_record_from(&row)
+    }
+
+    async fn list_event_records(
+        &self,
+        filter: &EventRecordFilter,
+        page: Page,
+    ) -> StoreResult<Vec<EventRecord>> {
+        if page.limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {EVENT_RECORD_COLS} FROM event_records WHERE TRUE"
+        ));
+        if let Some(source) = &filter.source {
+            q.push(" AND source = ")
+                .push_bind(pg_text(source).into_owned());
+        }
+        if let Some(routing_key) = &filter.routing_key {
+            q.push(" AND routing_key = ")
+                .push_bind(pg_text(routing_key).into_owned());
+        }
+        if let Some(status) = filter.status {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(before) = page.before {
+            q.push(" AND id < ").push_bind(before);
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(page.limit);
+        q.build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(event_record_from)
+            .collect()
+    }
+
+    async fn prune_event_records(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let done = sqlx::query("DELETE FROM event_records WHERE received_at < $1")
+            .bind(micros(before))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query("DELETE FROM rule_gates WHERE expires_at < $1")
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn get_rules(&self) -> StoreResult<Option<RulesDoc>> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RULES_DOC_COLS} FROM rules_doc WHERE id = 1"
+        )))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
+        .as_ref()
+        .map(rules_doc_from)
+        .transpose()
+    }
+
+    async fn put_rules(&self, text: &str, expected_revision: Option<i64>) -> StoreResult<RulesDoc> {
+        // Each case is one statement, so the check and the write are one step even with
+        // several troupe processes.
+        let (sql, revision) = match expected_revision {
+            None => (
+                "INSERT INTO rules_doc (id, revision, text, updated_at) VALUES (1, 1, $1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET revision = rules_doc.revision + 1, \
+                 text = excluded.text, updated_at = excluded.updated_at",
+                None,
+            ),
+            Some(0) => (
+                "INSERT INTO rules_doc (id, revision, text, updated_at) VALUES (1, 1, $1, $2) \
+                 ON CONFLICT (id) DO NOTHING",
+                None,
+            ),
+            Some(r) => (
+                "UPDATE rules_doc SET revision = revision + 1, text = $1, updated_at = $2 \
+                 WHERE id = 1 AND revision = $3",
+                Some(r),
+            ),
+        };
+        let mut q = sqlx::query(AssertSqlSafe(format!("{sql} RETURNING {RULES_DOC_COLS}")))
+            .bind(pg_text(text).into_owned())
+            .bind(now());
+        if let Some(r) = revision {
+            q = q.bind(r);
+        }
+        if let Some(row) = q.fetch_optional(&self.pool).await.map_err(backend)? {
+            return rules_doc_from(&row);
+        }
+        let stored: Option<i64> = sqlx::query_scalar("SELECT revision FROM rules_doc WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        Err(StoreError::Conflict(format!(
+            "the rules were changed meanwhile: their revision is {}, not {}",
+            stored.unwrap_or(0),
+            expected_revision.unwrap_or(0)
+        )))
     }
 
     async fn create_token(&self, name: &str, hash: &str) -> StoreResult<TokenRecord> {

@@ -18,6 +18,7 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqliteConnection};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
+use troupe_core::inbound::{ConcurrencyPolicy, EventRecord, EventStatus, RuleOutcome, RuleResult};
 use troupe_core::inventory::{Inventory, InventoryContent, InventoryFormat, NewInventory};
 use troupe_core::job::{Job, NewJob, Unit, UnitSource};
 use troupe_core::project::{NewProject, Project, ProjectSync};
@@ -25,8 +26,8 @@ use troupe_core::run::{CancelMode, NewRun, Run};
 use troupe_core::template::{NewTemplate, Template};
 use troupe_core::{Event, RunStatus};
 use troupe_store::{
-    Lease, OutputChunk, Page, RunFilter, RunOutcome, Store, StoreError, StoreResult, Stream,
-    TokenRecord,
+    EventRecordFilter, Ingested, Lease, NewEventRecord, OutputChunk, Page, Proposal, RulesDoc,
+    RunFilter, RunOutcome, Store, StoreError, StoreResult, Stream, TokenRecord,
 };
 
 /// SQLite's limit on bound parameters per statement (`SQLITE_MAX_VARIABLE_NUMBER`).
@@ -160,7 +161,8 @@ fn inventory_from(row: &SqliteRow) -> StoreResult<Inventory> {
 
 const RUN_COLS: &str = "id, project_id, playbook, inventory_id, options, labels, tag, status, \
      status_reason, rc, created_at, started_at, finished_at, worker_id, cancel_requested, \
-     summary, event_count, launched_at, \"commit\", job_id, unit, relaunch_of, template_id, parent_id, slice, slice_count";
+     summary, event_count, launched_at, \"commit\", job_id, unit, relaunch_of, template_id, \
+     parent_id, slice, slice_count, event_id";
 
 fn run_from(row: &SqliteRow) -> StoreResult<Run> {
     let status: String = get(row, "status")?;
@@ -196,6 +198,7 @@ fn run_from(row: &SqliteRow) -> StoreResult<Run> {
         slice: get(row, "slice")?,
         slice_count: get(row, "slice_count")?,
         template_id: get(row, "template_id")?,
+        event_id: get(row, "event_id")?,
     })
 }
 
@@ -256,6 +259,54 @@ fn template_from(row: &SqliteRow) -> StoreResult<Template> {
         labels: json(row, "labels")?,
         created_at: time(row, "created_at")?,
     })
+}
+
+const EVENT_RECORD_COLS: &str = "id, received_at, source, routing_key, delivery_id, \
+     payload_size, payload, payload_truncated, status, reason, rules, run_ids";
+
+fn event_record_from(row: &SqliteRow) -> StoreResult<EventRecord> {
+    let status: String = get(row, "status")?;
+    Ok(EventRecord {
+        id: get(row, "id")?,
+        received_at: time(row, "received_at")?,
+        source: get(row, "source")?,
+        routing_key: get(row, "routing_key")?,
+        delivery_id: get(row, "delivery_id")?,
+        payload_size: get(row, "payload_size")?,
+        payload: get(row, "payload")?,
+        payload_truncated: get(row, "payload_truncated")?,
+        status: EventStatus::parse(&status)
+            .ok_or_else(|| invalid(format_args!("event status {status:?}")))?,
+        reason: get(row, "reason")?,
+        rules: json(row, "rules")?,
+        run_ids: json(row, "run_ids")?,
+    })
+}
+
+const RULES_DOC_COLS: &str = "revision, text, updated_at";
+
+fn rules_doc_from(row: &SqliteRow) -> StoreResult<RulesDoc> {
+    Ok(RulesDoc {
+        revision: get(row, "revision")?,
+        text: get(row, "text")?,
+        updated_at: time(row, "updated_at")?,
+    })
+}
+
+/// The latest time stored for a gate's end (year 9999): far enough for any window, and still
+/// a valid date for every reader.
+const MAX_TS: i64 = 253_402_300_799_000_000;
+
+/// `t` plus `d` in microseconds, at most [`MAX_TS`].
+fn ts_plus(t: i64, d: Duration) -> i64 {
+    t.saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .min(MAX_TS)
+}
+
+/// `t` minus `d` in microseconds, at least 0001-01-01.
+fn ts_minus(t: i64, d: Duration) -> i64 {
+    t.saturating_sub(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .max(-62_135_596_800_000_000)
 }
 
 fn token_from(row: &SqliteRow) -> StoreResult<TokenRecord> {
@@ -434,6 +485,270 @@ async fn require_row(
     } else {
         Err(StoreError::not_found(what, id))
     }
+}
+
+/// Where a run comes from besides its request: the inbound event whose rule started it and
+/// that rule's concurrency key.
+#[derive(Debug, Clone, Copy, Default)]
+struct RunOrigin<'a> {
+    event_id: Option<i64>,
+    concurrency_key: Option<&'a str>,
+}
+
+/// Checks the references of `new` and stores it, queued, on `conn` (inside the caller's
+/// transaction): what `create_run` does. `NotFound` names the missing reference; nothing is
+/// written then.
+async fn insert_run(
+    conn: &mut SqliteConnection,
+    new: &NewRun,
+    origin: RunOrigin<'_>,
+) -> StoreResult<Run> {
+    let options = to_json(&new.options)?;
+    let labels = to_json(&new.labels)?;
+    let project = sqlx::query("SELECT 1 FROM projects WHERE id = ?")
+        .bind(new.project_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
+    if project.is_none() {
+        return Err(StoreError::not_found("project", new.project_id));
+    }
+    if let Some(inventory_id) = new.inventory_id {
+        let inventory = sqlx::query("SELECT 1 FROM inventories WHERE id = ?")
+            .bind(inventory_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend)?;
+        if inventory.is_none() {
+            return Err(StoreError::not_found("inventory", inventory_id));
+        }
+    }
+    if let Some((job_id, unit)) = &new.job_unit {
+        require_row(conn, "jobs", "job", *job_id).await?;
+        let found = sqlx::query("SELECT 1 FROM job_units WHERE job_id = ? AND name = ?")
+            .bind(job_id)
+            .bind(unit)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend)?;
+        if found.is_none() {
+            return Err(unit_not_found(*job_id, unit));
+        }
+    }
+    if let Some(relaunch_of) = new.relaunch_of {
+        require_row(conn, "runs", "run", relaunch_of).await?;
+    }
+    if let Some(template_id) = new.template_id {
+        require_row(conn, "templates", "template", template_id).await?;
+    }
+    if let Some(slice_of) = &new.slice_of {
+        require_row(conn, "runs", "run", slice_of.parent_id).await?;
+    }
+    let (job_id, unit) = new
+        .job_unit
+        .as_ref()
+        .map(|(j, u)| (Some(*j), Some(u.as_str())))
+        .unwrap_or_default();
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO runs (project_id, playbook, inventory_id, inventory_format, \
+         inventory_hosts, inventory_vars, options, labels, tag, status, created_at, \
+         job_id, unit, relaunch_of, template_id, parent_id, slice, slice_count, event_id, \
+         concurrency_key) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         RETURNING {RUN_COLS}"
+    )))
+    .bind(new.project_id)
+    .bind(new.playbook.as_str())
+    .bind(new.inventory_id)
+    .bind(new.inventory.format.as_str())
+    .bind(&new.inventory.hosts)
+    .bind(&new.inventory.vars)
+    .bind(options)
+    .bind(labels)
+    .bind(&new.tag)
+    .bind(now_us())
+    .bind(job_id)
+    .bind(unit)
+    .bind(new.relaunch_of)
+    .bind(new.template_id)
+    .bind(new.slice_of.map(|s| s.parent_id))
+    .bind(new.slice_of.map(|s| s.slice))
+    .bind(new.slice_of.map(|s| s.count))
+    .bind(origin.event_id)
+    .bind(origin.concurrency_key)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(backend)?;
+    let run = run_from(&row)?;
+    if !new.labels.is_empty() {
+        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO run_labels (run_id, key, value) ");
+        q.push_values(&new.labels, |mut b, (k, v)| {
+            b.push_bind(run.id)
+                .push_bind(k.as_str())
+                .push_bind(v.as_str());
+        });
+        q.build().execute(&mut *conn).await.map_err(backend)?;
+    }
+    Ok(run)
+}
+
+/// The status of an event with proposals, from what its rules did: `accepted` if one started
+/// a run, else `failed` if every one failed, else `skipped`.
+fn decided_status(outcomes: &[RuleOutcome]) -> EventStatus {
+    if outcomes
+        .iter()
+        .any(|o| matches!(o.result, RuleResult::Started { .. }))
+    {
+        EventStatus::Accepted
+    } else if outcomes
+        .iter()
+        .all(|o| matches!(o.result, RuleResult::Failed { .. }))
+    {
+        EventStatus::Failed
+    } else {
+        EventStatus::Skipped
+    }
+}
+
+/// Carries out one proposal of event `event_id` (received at `received`, microseconds) on
+/// `conn`, inside the ingest transaction: gates, concurrency policy, then the run and its gate
+/// marks. Returns what the rule did and the run it started, if any.
+async fn propose(
+    conn: &mut SqliteConnection,
+    proposal: &Proposal,
+    event_id: i64,
+    received: i64,
+) -> StoreResult<(RuleResult, Option<Run>)> {
+    let new = match &proposal.run {
+        Ok(new) => new,
+        Err(error) => {
+            return Ok((
+                RuleResult::Failed {
+                    error: error.clone(),
+                },
+                None,
+            ));
+        }
+    };
+    for gate in &proposal.gates {
+        let closed_by: Option<i64> = sqlx::query_scalar(
+            "SELECT event_id FROM rule_gates WHERE rule = ? AND kind = ? AND key = ? \
+             AND expires_at > ? ORDER BY expires_at DESC LIMIT 1",
+        )
+        .bind(&proposal.rule)
+        .bind(gate.kind.as_str())
+        .bind(&gate.key)
+        .bind(received)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
+        if let Some(by_event) = closed_by {
+            return Ok((
+                RuleResult::Gated {
+                    gate: gate.kind,
+                    key: gate.key.clone(),
+                    by_event,
+                },
+                None,
+            ));
+        }
+    }
+    let mut canceled = Vec::new();
+    if let Some(c) = &proposal.concurrency {
+        let active: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE concurrency_key = ? \
+             AND status IN ('queued', 'running') ORDER BY id",
+        )
+        .bind(&c.key)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?;
+        match (c.policy, active.first()) {
+            (ConcurrencyPolicy::Skip, Some(&active_run)) => {
+                return Ok((RuleResult::Skipped { active_run }, None));
+            }
+            (ConcurrencyPolicy::Cancel, _) => canceled = active,
+            _ => {}
+        }
+    }
+    let origin = RunOrigin {
+        event_id: Some(event_id),
+        concurrency_key: proposal.concurrency.as_ref().map(|c| c.key.as_str()),
+    };
+    let run = match insert_run(conn, new, origin).await {
+        Ok(run) => run,
+        // A missing project, inventory or template fails this rule only.
+        Err(e @ StoreError::NotFound { .. }) => {
+            return Ok((
+                RuleResult::Failed {
+                    error: e.to_string(),
+                },
+                None,
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    for gate in &proposal.gates {
+        sqlx::query(
+            "INSERT INTO rule_gates (rule, kind, key, started_at, expires_at, event_id) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&proposal.rule)
+        .bind(gate.kind.as_str())
+        .bind(&gate.key)
+        .bind(received)
+        .bind(ts_plus(received, gate.within))
+        .bind(event_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    }
+    Ok((
+        RuleResult::Started {
+            run_id: run.id,
+            canceled,
+        },
+        Some(run),
+    ))
+}
+
+/// The recorded event this one repeats, if any: the same delivery of the same source, or
+/// (with a redelivery window) the latest event of the same source and content received
+/// within the window.
+async fn earlier_delivery(
+    conn: &mut SqliteConnection,
+    new: &NewEventRecord,
+) -> StoreResult<Option<EventRecord>> {
+    if let Some(delivery_id) = &new.delivery_id {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {EVENT_RECORD_COLS} FROM event_records WHERE source = ? AND delivery_id = ?"
+        )))
+        .bind(&new.source)
+        .bind(delivery_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
+        if let Some(row) = row {
+            return event_record_from(&row).map(Some);
+        }
+    }
+    if let Some(window) = new.redelivery_window {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {EVENT_RECORD_COLS} FROM event_records WHERE source = ? \
+             AND content_hash = ? AND received_at >= ? \
+             ORDER BY received_at DESC, id DESC LIMIT 1"
+        )))
+        .bind(&new.source)
+        .bind(&new.content_hash)
+        .bind(ts_minus(ts(new.received_at), window))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
+        if let Some(row) = row {
+            return event_record_from(&row).map(Some);
+        }
+    }
+    Ok(None)
 }
 
 /// The `Conflict` for a worker acting on a run it does not hold; `run` is the run as it is.
@@ -702,89 +1017,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_run(&self, new: &NewRun) -> StoreResult<Run> {
-        let options = to_json(&new.options)?;
-        let labels = to_json(&new.labels)?;
         let mut tx = self.begin().await?;
-        let project = sqlx::query("SELECT 1 FROM projects WHERE id = ?")
-            .bind(new.project_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
-        if project.is_none() {
-            return Err(StoreError::not_found("project", new.project_id));
-        }
-        if let Some(inventory_id) = new.inventory_id {
-            let inventory = sqlx::query("SELECT 1 FROM inventories WHERE id = ?")
-                .bind(inventory_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?;
-            if inventory.is_none() {
-                return Err(StoreError::not_found("inventory", inventory_id));
-            }
-        }
-        if let Some((job_id, unit)) = &new.job_unit {
-            require_row(&mut tx, "jobs", "job", *job_id).await?;
-            let found = sqlx::query("SELECT 1 FROM job_units WHERE job_id = ? AND name = ?")
-                .bind(job_id)
-                .bind(unit)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?;
-            if found.is_none() {
-                return Err(unit_not_found(*job_id, unit));
-            }
-        }
-        if let Some(relaunch_of) = new.relaunch_of {
-            require_row(&mut tx, "runs", "run", relaunch_of).await?;
-        }
-        if let Some(template_id) = new.template_id {
-            require_row(&mut tx, "templates", "template", template_id).await?;
-        }
-        if let Some(slice_of) = &new.slice_of {
-            require_row(&mut tx, "runs", "run", slice_of.parent_id).await?;
-        }
-        let (job_id, unit) = new
-            .job_unit
-            .as_ref()
-            .map(|(j, u)| (Some(*j), Some(u.as_str())))
-            .unwrap_or_default();
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO runs (project_id, playbook, inventory_id, inventory_format, \
-             inventory_hosts, inventory_vars, options, labels, tag, status, created_at, \
-             job_id, unit, relaunch_of, template_id, parent_id, slice, slice_count) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {RUN_COLS}"
-        )))
-        .bind(new.project_id)
-        .bind(new.playbook.as_str())
-        .bind(new.inventory_id)
-        .bind(new.inventory.format.as_str())
-        .bind(&new.inventory.hosts)
-        .bind(&new.inventory.vars)
-        .bind(options)
-        .bind(labels)
-        .bind(&new.tag)
-        .bind(now_us())
-        .bind(job_id)
-        .bind(unit)
-        .bind(new.relaunch_of)
-        .bind(new.template_id)
-        .bind(new.slice_of.map(|s| s.parent_id))
-        .bind(new.slice_of.map(|s| s.slice))
-        .bind(new.slice_of.map(|s| s.count))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let run = run_from(&row)?;
-        if !new.labels.is_empty() {
-            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO run_labels (run_id, key, value) ");
-            q.push_values(&new.labels, |mut b, (k, v)| {
-                b.push_bind(run.id)
-                    .push_bind(k.as_str())
-                    .push_bind(v.as_str());
-            });
-            q.build().execute(&mut *tx).await.map_err(backend)?;
-        }
+        let run = insert_run(&mut tx, new, RunOrigin::default()).await?;
         tx.commit().await.map_err(backend)?;
         Ok(run)
     }
@@ -1322,6 +1556,181 @@ impl Store for SqliteStore {
 
     async fn list_templates(&self) -> StoreResult<Vec<Template>> {
         self.all(&TEMPLATES).await
+    }
+
+    async fn ingest_event(&self, new: &NewEventRecord) -> StoreResult<Ingested> {
+        let received = ts(new.received_at);
+        // One writer: nothing else is decided between the checks and the writes.
+        let mut tx = self.begin().await?;
+        if let Some(earlier) = earlier_delivery(&mut tx, new).await? {
+            return Ok(Ingested::Duplicate(earlier));
+        }
+        let event_id: i64 = sqlx::query_scalar(
+            "INSERT INTO event_records (received_at, source, routing_key, delivery_id, \
+             content_hash, payload_size, payload, payload_truncated, status, reason) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(received)
+        .bind(&new.source)
+        .bind(&new.routing_key)
+        .bind(&new.delivery_id)
+        .bind(&new.content_hash)
+        .bind(new.payload_size)
+        .bind(&new.payload)
+        .bind(new.payload_truncated)
+        .bind(new.status.as_str())
+        .bind(&new.reason)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let mut outcomes = Vec::with_capacity(new.proposals.len());
+        let mut runs = Vec::new();
+        for proposal in &new.proposals {
+            let (result, run) = propose(&mut tx, proposal, event_id, received).await?;
+            outcomes.push(RuleOutcome {
+                rule: proposal.rule.clone(),
+                result,
+            });
+            runs.extend(run);
+        }
+        let status = if new.proposals.is_empty() {
+            new.status
+        } else {
+            decided_status(&outcomes)
+        };
+        let run_ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE event_records SET status = ?, rules = ?, run_ids = ? WHERE id = ? \
+             RETURNING {EVENT_RECORD_COLS}"
+        )))
+        .bind(status.as_str())
+        .bind(to_json(&outcomes)?)
+        .bind(to_json(&run_ids)?)
+        .bind(event_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let record = event_record_from(&row)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Ingested::Recorded { record, runs })
+    }
+
+    async fn get_event_record(&self, id: i64) -> StoreResult<EventRecord> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {EVENT_RECORD_COLS} FROM event_records WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found("event", id))?;
+        event_record_from(&row)
+    }
+
+    async fn list_event_records(
+        &self,
+        filter: &EventRecordFilter,
+        page: Page,
+    ) -> StoreResult<Vec<EventRecord>> {
+        if page.limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {EVENT_RECORD_COLS} FROM event_records WHERE 1 = 1"
+        ));
+        if let Some(source) = &filter.source {
+            q.push(" AND source = ").push_bind(source.clone());
+        }
+        if let Some(routing_key) = &filter.routing_key {
+            q.push(" AND routing_key = ").push_bind(routing_key.clone());
+        }
+        if let Some(status) = filter.status {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(before) = page.before {
+            q.push(" AND id < ").push_bind(before);
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(page.limit);
+        q.build()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(event_record_from)
+            .collect()
+    }
+
+    async fn prune_event_records(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("DELETE FROM event_records WHERE received_at < ?")
+            .bind(ts(before))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query("DELETE FROM rule_gates WHERE expires_at < ?")
+            .bind(ts(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn get_rules(&self) -> StoreResult<Option<RulesDoc>> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RULES_DOC_COLS} FROM rules_doc WHERE id = 1"
+        )))
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)?
+        .as_ref()
+        .map(rules_doc_from)
+        .transpose()
+    }
+
+    async fn put_rules(&self, text: &str, expected_revision: Option<i64>) -> StoreResult<RulesDoc> {
+        // Each case is one statement, so the check and the write are one step.
+        let (sql, revision) = match expected_revision {
+            None => (
+                "INSERT INTO rules_doc (id, revision, text, updated_at) VALUES (1, 1, ?, ?) \
+                 ON CONFLICT (id) DO UPDATE SET revision = rules_doc.revision + 1, \
+                 text = excluded.text, updated_at = excluded.updated_at",
+                None,
+            ),
+            Some(0) => (
+                "INSERT INTO rules_doc (id, revision, text, updated_at) VALUES (1, 1, ?, ?) \
+                 ON CONFLICT (id) DO NOTHING",
+                None,
+            ),
+            Some(r) => (
+                "UPDATE rules_doc SET revision = revision + 1, text = ?, updated_at = ? \
+                 WHERE id = 1 AND revision = ?",
+                Some(r),
+            ),
+        };
+        let mut q = sqlx::query(AssertSqlSafe(format!("{sql} RETURNING {RULES_DOC_COLS}")))
+            .bind(text)
+            .bind(now_us());
+        if let Some(r) = revision {
+            q = q.bind(r);
+        }
+        let row = q.fetch_optional(&self.writer).await.map_err(backend)?;
+        if let Some(row) = row {
+            return rules_doc_from(&row);
+        }
+        let stored: Option<i64> = sqlx::query_scalar("SELECT revision FROM rules_doc WHERE id = 1")
+            .fetch_optional(&self.writer)
+            .await
+            .map_err(backend)?;
+        Err(StoreError::Conflict(format!(
+            "the rules were changed meanwhile: their revision is {}, not {}",
+            stored.unwrap_or(0),
+            expected_revision.unwrap_or(0)
+        )))
     }
 
     async fn create_token(&self, name: &str, hash: &str) -> StoreResult<TokenRecord> {

@@ -11,8 +11,9 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use troupe_ansible::{Ansible, Grace, Limits};
-use troupe_core::run::CancelMode;
-use troupe_store::Store;
+use troupe_core::RunStatus;
+use troupe_core::run::{CancelMode, Run};
+use troupe_store::{Store, StoreResult};
 
 /// How a pool runs.
 #[derive(Debug, Clone)]
@@ -117,6 +118,41 @@ impl WorkerPool {
     /// (the worker holding it sees the request at its next lease renewal).
     pub fn cancel(&self, run_id: i64, mode: CancelMode) -> bool {
         self.send(run_id, Control::Cancel(CancelCause::Requested(mode)))
+    }
+
+    /// Announces a run just stored as `queued`: wakes the dispatcher and tells live
+    /// subscribers. Every way of creating a run ends here.
+    pub fn run_created(&self, run: &Run) {
+        self.wake();
+        self.hub.publish_change(RunChange::RunCreated {
+            run_id: run.id,
+            project_id: run.project_id,
+            tag: run.tag.clone(),
+            labels: run.labels.clone(),
+            at: run.created_at,
+        });
+    }
+
+    /// Asks for a run to stop: a queued run is canceled on the spot (and followers are told),
+    /// a running one is passed to the worker executing it. `Conflict` when it has finished.
+    pub async fn cancel_run(&self, run_id: i64, mode: CancelMode) -> StoreResult<Run> {
+        let run = self.store.request_cancel(run_id, mode).await?;
+        if run.status == RunStatus::Running {
+            self.cancel(run_id, mode);
+        } else if run.status.is_finished() {
+            self.hub.publish_change(RunChange::StatusChanged {
+                run_id: run.id,
+                project_id: run.project_id,
+                tag: run.tag.clone(),
+                labels: run.labels.clone(),
+                status: run.status,
+                reason: run.status_reason.clone(),
+                rc: run.rc,
+                at: chrono::Utc::now(),
+            });
+            self.hub.publish_finished(run.id, run.status);
+        }
+        Ok(run)
     }
 
     fn send(&self, run_id: i64, msg: Control) -> bool {

@@ -154,4 +154,23 @@ impl Client {
             .await
             .context("the server's answer was not the expected JSON")
     }
+
+    /// Sends a raw body (`method` POST or PUT) with `content_type`, reads JSON.
+    pub async fn send_body<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<T> {
+        let req = self
+            .http
+            .request(method, self.url(path))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        let resp = self.send(req).await?;
+        resp.json()
+            .await
+            .context("the server's answer was not the expected JSON")
+    }
 }

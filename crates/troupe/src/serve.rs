@@ -104,7 +104,7 @@ async fn ensure_admin_token(cfg: &Config, store: &dyn Store) -> anyhow::Result<(
 }
 
 /// Writes a secret file readable by its owner only.
-fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+pub fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(path);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -116,15 +116,30 @@ fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `serve` starts with besides its configuration.
+#[derive(Debug, Default)]
+pub struct Startup {
+    /// Directories to register as projects.
+    pub projects: Vec<PathBuf>,
+    /// A rules document to put in force (replacing the stored one), and where it came from.
+    pub rules: Option<(String, String)>,
+}
+
 /// Runs the server until SIGINT or SIGTERM, then shuts down gracefully.
-pub async fn run(cfg: Config, projects: &[PathBuf]) -> anyhow::Result<()> {
+pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
+    // Validate the rules before anything starts, so a typo fails fast with every problem.
+    if let Some((origin, text)) = &startup.rules
+        && let Err(errors) = troupe_events::Rules::from_yaml(text)
+    {
+        anyhow::bail!("invalid rules in {origin}:\n  {}", errors.join("\n  "));
+    }
     ensure_data_dir(&cfg.data_dir)?;
     let ansible = ansible(&cfg).await?;
     tracing::info!(playbook = %ansible.playbook.display(), version = %ansible.version, "using ansible");
     let store = open_store(&cfg).await?;
     ensure_admin_token(&cfg, store.as_ref()).await?;
     let tokens = Arc::new(TokenSet::load(store.as_ref()).await?);
-    for dir in projects {
+    for dir in &startup.projects {
         register_project(store.as_ref(), dir).await?;
     }
 
@@ -157,6 +172,31 @@ pub async fn run(cfg: Config, projects: &[PathBuf]) -> anyhow::Result<()> {
     };
     let hub = Arc::new(LiveHub::default());
     let pool = WorkerPool::start(Arc::clone(&store), Arc::clone(&hub), worker_cfg).await;
+    let events = match troupe_events::EventService::start(
+        Arc::clone(&store),
+        Arc::clone(&pool),
+        projects_dir.clone(),
+    )
+    .await
+    {
+        Ok(e) => e,
+        Err(troupe_events::ApplyError::Store(e)) => {
+            return Err(e).context("could not load the event rules");
+        }
+        Err(e) => anyhow::bail!("{e}"),
+    };
+    if let Some((origin, text)) = &startup.rules {
+        let doc = events
+            .apply(text, None)
+            .await
+            .with_context(|| format!("could not put the rules of {origin} in force"))?;
+        eprintln!(
+            "troupe: rules from {origin} in force (revision {}, {} sources, {} rules)",
+            doc.revision,
+            events.rules().file().sources.len(),
+            events.rules().rules().len()
+        );
+    }
 
     let state = AppState {
         store: Arc::clone(&store),
@@ -166,6 +206,7 @@ pub async fn run(cfg: Config, projects: &[PathBuf]) -> anyhow::Result<()> {
         stream_buffer_events: cfg.stream_buffer_events,
         projects_dir,
         git,
+        events: Arc::clone(&events),
     };
     let app = troupe_api::router(
         state,
@@ -189,6 +230,8 @@ pub async fn run(cfg: Config, projects: &[PathBuf]) -> anyhow::Result<()> {
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: no new runs are claimed");
+        // Sources stop first: what they have not acknowledged goes back to the brokers.
+        events.shutdown().await;
         // The API keeps answering while runs wind down, so followers see them end.
         shutdown_pool.shutdown(grace).await;
         let _ = stopped_tx.send(());

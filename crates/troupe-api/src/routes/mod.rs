@@ -7,10 +7,10 @@ use troupe_core::inventory::Inventory;
 use troupe_core::project::{PlaybookRef, Project};
 use troupe_core::run::{NewRun, Run};
 use troupe_store::StoreError;
-use troupe_worker::RunChange;
 use troupe_worker::playbooks::{PlaybookError, project_root, resolve_playbook};
 
 pub(crate) mod artifacts;
+pub(crate) mod events;
 pub(crate) mod git;
 pub(crate) mod health;
 pub(crate) mod inventories;
@@ -121,14 +121,7 @@ pub(crate) fn playbook_error(e: PlaybookError) -> ApiError {
 pub(crate) async fn submit(state: &AppState, new: NewRun) -> ApiResult<Run> {
     new.validate()?;
     let run = state.store.create_run(&new).await?;
-    state.pool.wake();
-    state.hub.publish_change(RunChange::RunCreated {
-        run_id: run.id,
-        project_id: run.project_id,
-        tag: run.tag.clone(),
-        labels: run.labels.clone(),
-        at: run.created_at,
-    });
+    state.pool.run_created(&run);
     Ok(run)
 }
 

@@ -15,7 +15,6 @@ use troupe_core::inventory::{InventoryContent, InventoryFormat};
 use troupe_core::run::{CancelMode, HostStats, Labels, NewRun, Run, RunOptions};
 use troupe_core::{Event, RunStatus};
 use troupe_store::{Page, RunFilter, Stream};
-use troupe_worker::RunChange;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -477,23 +476,7 @@ async fn cancel_run(
     OptionalJson(req): OptionalJson<CancelRequest>,
 ) -> ApiResult<(StatusCode, Json<Run>)> {
     let mode = req.mode.unwrap_or(CancelMode::Graceful);
-    let run = state.store.request_cancel(id, mode).await?;
-    if run.status == RunStatus::Running {
-        state.pool.cancel(id, mode);
-    } else if run.status.is_finished() {
-        // It was queued: canceled on the spot, so followers hear of it here.
-        state.hub.publish_change(RunChange::StatusChanged {
-            run_id: run.id,
-            project_id: run.project_id,
-            tag: run.tag.clone(),
-            labels: run.labels.clone(),
-            status: run.status,
-            reason: run.status_reason.clone(),
-            rc: run.rc,
-            at: chrono::Utc::now(),
-        });
-        state.hub.publish_finished(run.id, run.status);
-    }
+    let run = state.pool.cancel_run(id, mode).await?;
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
 

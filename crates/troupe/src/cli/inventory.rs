@@ -5,6 +5,7 @@
 //! `TROUPE_INVENTORY` and execs `troupe inventory "$@"` lets a plain `ansible-playbook -i`
 //! use a troupe inventory.
 
+use crate::cli::encode;
 use crate::client::Client;
 use serde_json::Value;
 
@@ -45,17 +46,4 @@ async fn inventory_id(client: &Client, name_or_id: &str) -> anyhow::Result<i64> 
     found["inventories"][0]["id"]
         .as_i64()
         .ok_or_else(|| anyhow::anyhow!("no inventory named {name_or_id:?}"))
-}
-
-/// Percent-encodes a query value.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

@@ -38,6 +38,8 @@ pub struct ServerOpts {
     pub extra_env: Vec<(String, String)>,
     /// Working directory of the server (a relative `data_dir` is relative to it).
     pub cwd: Option<PathBuf>,
+    /// More `serve` arguments (e.g. `--rules FILE`).
+    pub extra_args: Vec<String>,
 }
 
 impl Default for ServerOpts {
@@ -48,6 +50,7 @@ impl Default for ServerOpts {
             database_url: None,
             max_concurrent_runs: 4,
             extra_env: Vec::new(),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -87,13 +90,24 @@ impl Server {
         if let Some(url) = &opts.database_url {
             cmd.args(["--database-url", url]);
         }
+        cmd.args(&opts.extra_args);
         for (k, v) in &opts.extra_env {
             cmd.env(k, v);
         }
         if let Some(cwd) = &opts.cwd {
             cmd.current_dir(cwd);
         }
-        let mut child = cmd.spawn().context("spawning troupe serve")?;
+        let child = cmd.spawn().context("spawning troupe serve")?;
+        Self::adopt(child, data_dir, tmp)
+    }
+
+    /// A server from a troupe process started elsewhere with stderr piped (it prints its
+    /// listen address there).
+    pub fn adopt(
+        mut child: Child,
+        data_dir: PathBuf,
+        tmp: Option<tempfile::TempDir>,
+    ) -> anyhow::Result<Server> {
         let stderr = child.stderr.take().context("no stderr")?;
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();

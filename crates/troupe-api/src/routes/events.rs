@@ -1,0 +1,416 @@
+//! Inbound events: webhooks in, the record of every event received, and the rules document.
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiPath, ApiQuery};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use troupe_core::inbound::{EventRecord, EventStatus, RuleOutcome};
+use troupe_events::sink::{Inbound, PayloadFormat, Sink};
+use troupe_events::sources::SourceState;
+use troupe_events::sources::webhook;
+use troupe_events::{ApplyError, EventService};
+use troupe_store::{EventRecordFilter, Page, StoreError};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Routes that need an API token.
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_events))
+        .routes(routes!(get_event))
+        .routes(routes!(get_rules, put_rules))
+        .routes(routes!(list_sources))
+}
+
+/// Webhook routes: they authenticate themselves (signature, source token, or API token).
+pub(crate) fn hooks_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(hook))
+        .routes(routes!(hook_with_key))
+}
+
+/// An event as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct EventView {
+    id: i64,
+    received_at: chrono::DateTime<chrono::Utc>,
+    source: String,
+    routing_key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivery_id: Option<String>,
+    status: EventStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// What each matching rule did.
+    rules: Vec<RuleOutcome>,
+    /// The runs it started.
+    run_ids: Vec<i64>,
+    payload_size: i64,
+    /// The payload: JSON when it was JSON and kept whole, else the text kept.
+    #[schema(value_type = Object)]
+    payload: Value,
+    payload_truncated: bool,
+}
+
+impl From<EventRecord> for EventView {
+    fn from(r: EventRecord) -> Self {
+        let payload = match (&r.payload, r.payload_truncated) {
+            (Some(text), false) => {
+                serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()))
+            }
+            (Some(text), true) => Value::String(text.clone()),
+            (None, _) => Value::Null,
+        };
+        EventView {
+            id: r.id,
+            received_at: r.received_at,
+            source: r.source,
+            routing_key: r.routing_key,
+            delivery_id: r.delivery_id,
+            status: r.status,
+            reason: r.reason,
+            rules: r.rules,
+            run_ids: r.run_ids,
+            payload_size: r.payload_size,
+            payload,
+            payload_truncated: r.payload_truncated,
+        }
+    }
+}
+
+/// What a webhook delivery did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct HookResponse {
+    /// The event's record.
+    event: EventView,
+    /// True when this delivery was recorded before (same delivery id): nothing was run now.
+    duplicate: bool,
+}
+
+/// Headers that identify a delivery, so a sender's retry is not run twice.
+const DELIVERY_HEADERS: [&str; 3] = [
+    "x-github-delivery",
+    "x-gitlab-event-uuid",
+    "idempotency-key",
+];
+
+/// Deliver an event to a webhook source; the routing key comes from the source's
+/// configuration (a header or a JSON pointer).
+#[utoipa::path(post, path = "/api/v1/hooks/{source}", request_body = Object,
+    params(("source" = String, Path, description = "The webhook source's name")),
+    security(("bearer" = []), ()),
+    responses((status = 202, body = HookResponse), (status = 401, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
+        (status = 503, body = crate::error::ErrorBody)))]
+async fn hook(
+    State(state): State<AppState>,
+    ApiPath(source): ApiPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    deliver_hook(&state, &source, None, &headers, body).await
+}
+
+/// Deliver an event to a webhook source with the routing key in the path.
+#[utoipa::path(post, path = "/api/v1/hooks/{source}/{routing_key}", request_body = Object,
+    params(("source" = String, Path, description = "The webhook source's name"),
+        ("routing_key" = String, Path, description = "The event's routing key")),
+    security(("bearer" = []), ()),
+    responses((status = 202, body = HookResponse), (status = 401, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
+        (status = 503, body = crate::error::ErrorBody)))]
+async fn hook_with_key(
+    State(state): State<AppState>,
+    ApiPath((source, routing_key)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    deliver_hook(&state, &source, Some(&routing_key), &headers, body).await
+}
+
+async fn deliver_hook(
+    state: &AppState,
+    source: &str,
+    path_key: Option<&str>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let events = &state.events;
+    let Some(cfg) = events.webhook(source) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_source",
+            format!("no webhook source named {source:?} is configured"),
+        ));
+    };
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    if body.len() > cfg.max_body_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the body is {} bytes; source {source:?} accepts at most {}",
+                body.len(),
+                cfg.max_body_bytes
+            ),
+        ));
+    }
+    // An API token is always enough; otherwise the source's own signature or token.
+    let api_token = crate::auth::bearer(headers).is_some_and(|t| state.tokens.verify(t));
+    if !api_token {
+        webhook::authenticate(&cfg, header, &body)
+            .map_err(|why| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why))?;
+    }
+    let json: Option<Value> = serde_json::from_slice(&body).ok();
+    let routing_key = webhook::routing_key(&cfg, path_key, header, json.as_ref())
+        .map_err(|why| ApiError::invalid("missing_routing_key", "routing_key", why))?;
+    let mut inbound = Inbound::json(source, &routing_key, body);
+    inbound.format = PayloadFormat::Json;
+    inbound.delivery_id = DELIVERY_HEADERS.iter().find_map(|h| header(h));
+    inbound.headers = forwarded_headers(headers);
+    let delivered = events.ingestor().deliver(inbound).await.map_err(|e| {
+        tracing::warn!(source, error = %e, "webhook event not stored");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the event could not be stored; retry later",
+        )
+    })?;
+    let body = HookResponse {
+        event: delivered.record.into(),
+        duplicate: delivered.duplicate,
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// The request headers a rule may look at (`event.headers`): `x-*` ones and the content
+/// type, never credentials or signatures.
+fn forwarded_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            let n = name.as_str();
+            (n.starts_with("x-") || n == "content-type" || n == "user-agent")
+                && !webhook::SIGNATURE_HEADERS.contains(&n)
+                && n != webhook::TOKEN_HEADER
+        })
+        .filter_map(|(name, v)| Some((name.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .take(32)
+        .collect()
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// Only from this source.
+    source: Option<String>,
+    /// Only with this routing key.
+    routing_key: Option<String>,
+    /// Only in this status (`accepted`, `unmatched`, `skipped`, `failed`, `rejected`).
+    status: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<i64>,
+    /// Page size, 1 to 500 (default 50).
+    limit: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct EventList {
+    events: Vec<EventView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<i64>,
+}
+
+/// Events received, newest first.
+#[utoipa::path(get, path = "/api/v1/events", params(EventsQuery),
+    responses((status = 200, body = EventList), (status = 400, body = crate::error::ErrorBody)))]
+async fn list_events(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> ApiResult<Json<EventList>> {
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(EventStatus::parse(s).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!(
+                    "unknown status {s:?} (one of: {})",
+                    EventStatus::ALL.map(EventStatus::as_str).join(", ")
+                ),
+            )
+            .field("status")
+        })?),
+    };
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("limit must be between 1 and 500, got {limit}"),
+        )
+        .field("limit"));
+    }
+    let filter = EventRecordFilter {
+        source: q.source,
+        routing_key: q.routing_key,
+        status,
+    };
+    let records = state
+        .store
+        .list_event_records(
+            &filter,
+            Page {
+                before: q.cursor,
+                limit,
+            },
+        )
+        .await?;
+    let next_cursor = (records.len() as i64 == limit)
+        .then(|| records.last().map(|r| r.id))
+        .flatten();
+    Ok(Json(EventList {
+        events: records.into_iter().map(EventView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// One event's record.
+#[utoipa::path(get, path = "/api/v1/events/{id}",
+    responses((status = 200, body = EventView), (status = 404, body = crate::error::ErrorBody)))]
+async fn get_event(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<EventView>> {
+    Ok(Json(state.store.get_event_record(id).await?.into()))
+}
+
+/// The rules in force.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct RulesView {
+    /// Increases with every change; 0 when none was ever stored.
+    revision: i64,
+    /// When they were last changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    updated_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The document, with literal secrets and URL passwords redacted.
+    #[schema(value_type = Object)]
+    document: Value,
+    /// Each rule in a sentence.
+    explain: Vec<String>,
+    /// Each source's state.
+    sources: BTreeMap<String, SourceView>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct SourceView {
+    /// `webhook`, `amqp`, `nats`, `mqtt`, `directory` or `timer`.
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(flatten)]
+    state: SourceState,
+}
+
+async fn rules_view(events: &EventService) -> ApiResult<RulesView> {
+    let doc = events.store().get_rules().await?;
+    let rules = events.rules();
+    let document = serde_json::to_value(rules.file().redacted())
+        .map_err(|e| ApiError::internal("could not show the rules", &e))?;
+    Ok(RulesView {
+        revision: doc.as_ref().map_or(0, |d| d.revision),
+        updated_at: doc.map(|d| d.updated_at),
+        document,
+        explain: rules.rules().iter().map(|r| r.explain()).collect(),
+        sources: sources_view(events).await,
+    })
+}
+
+async fn sources_view(events: &EventService) -> BTreeMap<String, SourceView> {
+    events
+        .source_states()
+        .await
+        .into_iter()
+        .map(|(name, (kind, state))| (name, SourceView { kind, state }))
+        .collect()
+}
+
+/// The rules in force and their sources' states.
+#[utoipa::path(get, path = "/api/v1/rules", responses((status = 200, body = RulesView)))]
+async fn get_rules(State(state): State<AppState>) -> ApiResult<Json<RulesView>> {
+    Ok(Json(rules_view(&state.events).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct PutRulesQuery {
+    /// Replace only if this is the stored revision (0: none stored yet). `If-Match` works too.
+    revision: Option<i64>,
+}
+
+/// Replace the rules (YAML or JSON body). Sources restart with the new configuration; events
+/// arriving meanwhile wait in their brokers.
+#[utoipa::path(put, path = "/api/v1/rules", params(PutRulesQuery), request_body(content = String, content_type = "application/yaml"),
+    responses((status = 200, body = RulesView), (status = 409, body = crate::error::ErrorBody),
+        (status = 422, body = crate::error::ErrorBody)))]
+async fn put_rules(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<PutRulesQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<RulesView>> {
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "the rules must be UTF-8 text",
+        )
+    })?;
+    let if_match = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().trim_matches('"'))
+        .map(|v| {
+            v.parse::<i64>().map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_header",
+                    "If-Match must be a rules revision number",
+                )
+            })
+        })
+        .transpose()?;
+    let expected = q.revision.or(if_match);
+    match state.events.apply(text, expected).await {
+        Ok(_) => Ok(Json(rules_view(&state.events).await?)),
+        Err(ApplyError::Invalid(errors)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_rules",
+            errors.join("\n"),
+        )),
+        Err(ApplyError::Store(StoreError::Conflict(msg))) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "revision_conflict",
+            msg,
+        )),
+        Err(ApplyError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// Each configured source's state.
+#[utoipa::path(get, path = "/api/v1/sources", responses((status = 200, body = Object)))]
+async fn list_sources(State(state): State<AppState>) -> Json<BTreeMap<String, SourceView>> {
+    Json(sources_view(&state.events).await)
+}

@@ -1,0 +1,592 @@
+//! Rules, compiled: which events match, and the keys their gates and concurrency policy use.
+//!
+//! Conditions are Jinja expressions (minijinja, with Python-style string methods), evaluated
+//! over the payload's top-level fields plus `payload` (the whole payload) and `event`
+//! (`source`, `routing_key`, `headers`), as Ansible's `when` sees variables.
+
+use crate::config::{ActionConfig, RuleConfig, RulesFile, Settings, Translator};
+use crate::routing::{KeyPattern, playbook_for_key};
+use crate::sink::Inbound;
+use minijinja::Environment;
+use serde_json::{Map, Value};
+use std::time::Duration;
+use troupe_core::inbound::{ConcurrencyPolicy, GateKind};
+use troupe_core::project::PlaybookRef;
+
+/// A rules document that compiled: every reference, pattern and expression checked.
+#[derive(Debug)]
+pub struct Rules {
+    file: RulesFile,
+    rules: Vec<Rule>,
+    env: Environment<'static>,
+}
+
+/// One compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Its configuration.
+    pub config: RuleConfig,
+    sources: Vec<String>,
+    patterns: Vec<KeyPattern>,
+    /// What it runs.
+    pub target: Target,
+}
+
+/// Which playbook a rule runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Always this one.
+    Playbook(String),
+    /// The one the routing key names under a directory.
+    Named {
+        /// The directory, relative to the project.
+        dir: String,
+        /// How the key names the file.
+        translator: Translator,
+    },
+    /// A template's.
+    Template(String),
+}
+
+/// A rule an event matched, with what its gates and policy need.
+#[derive(Debug, Clone)]
+pub struct Match<'r> {
+    /// The rule.
+    pub rule: &'r Rule,
+    /// Gates to pass (kind, rendered key, window), or why they could not be rendered.
+    pub gates: Result<Vec<(GateKind, String, Duration)>, String>,
+    /// The concurrency key and policy.
+    pub concurrency: (String, ConcurrencyPolicy),
+}
+
+/// Why an event matched no rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoMatch(pub String);
+
+impl Rules {
+    /// Compiles a parsed document; every problem is listed, each naming where it is
+    /// (`rules[2].when[0]: ...`).
+    pub fn compile(file: RulesFile) -> Result<Rules, Vec<String>> {
+        let env = environment();
+        let mut errors = Vec::new();
+        for (name, source) in &file.sources {
+            if let Err(e) = troupe_core::project::validate_name(name, "source") {
+                errors.push(format!("sources.{name}: {e}"));
+            }
+            if let Err(e) = crate::sources::validate(source) {
+                errors.push(format!("sources.{name}: {e}"));
+            }
+        }
+        let mut rules = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
+        for (i, cfg) in file.rules.iter().enumerate() {
+            let at = format!("rules[{i}]");
+            match compile_rule(&env, &file, cfg, &at) {
+                Ok(rule) => rules.push(rule),
+                Err(mut e) => errors.append(&mut e),
+            }
+            if !names.insert(cfg.name.as_str()) {
+                errors.push(format!("{at}: the rule name {:?} is used twice", cfg.name));
+            }
+        }
+        if errors.is_empty() {
+            Ok(Rules { file, rules, env })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Parses and compiles YAML text.
+    pub fn from_yaml(text: &str) -> Result<Rules, Vec<String>> {
+        let file = RulesFile::parse(text).map_err(|e| vec![e])?;
+        Rules::compile(file)
+    }
+
+    /// The document compiled.
+    pub fn file(&self) -> &RulesFile {
+        &self.file
+    }
+
+    /// Retention and limits.
+    pub fn settings(&self) -> &Settings {
+        &self.file.settings
+    }
+
+    /// The compiled rules, in order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Whether a source of this name is configured.
+    pub fn has_source(&self, name: &str) -> bool {
+        self.file.sources.contains_key(name)
+    }
+
+    /// The rules `event` matches (source, routing key and every condition), with their gate
+    /// and concurrency keys; or why none did.
+    pub fn evaluate<'r>(
+        &'r self,
+        event: &Inbound,
+        payload: &Value,
+    ) -> Result<Vec<Match<'r>>, NoMatch> {
+        let ctx = context(event, payload);
+        let mut matches = Vec::new();
+        let mut why = Vec::new();
+        for rule in &self.rules {
+            if !rule.sources.is_empty() && !rule.sources.iter().any(|s| *s == event.source) {
+                continue;
+            }
+            if !rule.patterns.iter().any(|p| p.matches(&event.routing_key)) {
+                continue;
+            }
+            match self.conditions_hold(rule, &ctx) {
+                Ok(true) => {}
+                Ok(false) => {
+                    why.push(format!("rule {:?}: conditions are false", rule.config.name));
+                    continue;
+                }
+                Err(e) => {
+                    why.push(format!("rule {:?}: {e}", rule.config.name));
+                    continue;
+                }
+            }
+            matches.push(Match {
+                rule,
+                gates: self.gates(rule, event, &ctx),
+                concurrency: (
+                    format!("{}\u{1f}{}", rule.config.name, event.routing_key),
+                    rule.config.concurrency,
+                ),
+            });
+        }
+        if matches.is_empty() {
+            if why.is_empty() {
+                why.push(format!(
+                    "no rule matches source {:?} and routing key {:?}",
+                    event.source, event.routing_key
+                ));
+            }
+            return Err(NoMatch(why.join("; ")));
+        }
+        Ok(matches)
+    }
+
+    fn conditions_hold(&self, rule: &Rule, ctx: &minijinja::Value) -> Result<bool, String> {
+        for (i, expr) in rule.config.when.to_vec().iter().enumerate() {
+            let compiled = self
+                .env
+                .compile_expression(expr)
+                .map_err(|e| format!("when[{i}]: {e}"))?;
+            let value = compiled
+                .eval(ctx.clone())
+                .map_err(|e| format!("when[{i}] ({expr}): {e}"))?;
+            if !value.is_true() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn gates(
+        &self,
+        rule: &Rule,
+        event: &Inbound,
+        ctx: &minijinja::Value,
+    ) -> Result<Vec<(GateKind, String, Duration)>, String> {
+        let mut gates = Vec::new();
+        if let Some(d) = &rule.config.dedupe {
+            let id = self
+                .render(&d.key, ctx)
+                .map_err(|e| format!("dedupe.key: {e}"))?;
+            if id.is_undefined() || id.is_none() {
+                return Err(format!(
+                    "dedupe.key ({}) is undefined for this event, so it cannot be deduplicated",
+                    d.key
+                ));
+            }
+            gates.push((GateKind::Dedupe, id.to_string(), d.within));
+        }
+        if let Some(t) = &rule.config.throttle {
+            let mut group = vec![Value::String(event.routing_key.clone())];
+            for (i, expr) in t.group_by.iter().enumerate() {
+                let v = self
+                    .render(expr, ctx)
+                    .map_err(|e| format!("throttle.group_by[{i}]: {e}"))?;
+                group.push(serde_json::to_value(&v).unwrap_or(Value::Null));
+            }
+            gates.push((
+                GateKind::Throttle,
+                Value::Array(group).to_string(),
+                t.once_within,
+            ));
+        }
+        Ok(gates)
+    }
+
+    fn render(&self, expr: &str, ctx: &minijinja::Value) -> Result<minijinja::Value, String> {
+        self.env
+            .compile_expression(expr)
+            .and_then(|c| c.eval(ctx.clone()))
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Rule {
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Its action.
+    pub fn action(&self) -> &ActionConfig {
+        &self.config.action
+    }
+
+    /// The playbook it runs for `routing_key` (relative to the project); `None` for
+    /// templates (the template names it).
+    pub fn playbook_for(&self, routing_key: &str) -> Result<Option<String>, String> {
+        match &self.target {
+            Target::Playbook(p) => Ok(Some(p.clone())),
+            Target::Named { dir, translator } => {
+                playbook_for_key(dir, routing_key, *translator).map(Some)
+            }
+            Target::Template(_) => Ok(None),
+        }
+    }
+
+    /// A one-line explanation, for `troupe rules check`.
+    pub fn explain(&self) -> String {
+        let sources = if self.sources.is_empty() {
+            "any source".to_owned()
+        } else {
+            format!("source {}", self.sources.join(" or "))
+        };
+        let keys = self
+            .config
+            .routing_keys
+            .to_vec()
+            .iter()
+            .map(|k| format!("{k:?}"))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        let mut s = format!(
+            "{}: events from {sources} with routing key {keys}",
+            self.name()
+        );
+        let when = self.config.when.to_vec();
+        if !when.is_empty() {
+            s.push_str(&format!(" where {}", when.join(" and ")));
+        }
+        let project = self.action().project.as_deref().unwrap_or("?");
+        match &self.target {
+            Target::Playbook(p) => s.push_str(&format!(" run {project}:{p}")),
+            Target::Named { dir, translator } => s.push_str(&format!(
+                " run the playbook the key names under {project}:{dir} ({})",
+                match translator {
+                    Translator::Rkname => "rkname: <key>.yml",
+                    Translator::Rkdirectory => "rkdirectory: dots become directories",
+                }
+            )),
+            Target::Template(t) => s.push_str(&format!(" launch template {t}")),
+        }
+        match &self.action().vars_key {
+            Some(k) => s.push_str(&format!(", payload in extra var {k}")),
+            None => s.push_str(", payload as extra vars"),
+        }
+        if let Some(t) = &self.config.throttle {
+            s.push_str(&format!(
+                "; at most once per {} per {}",
+                humantime::format_duration(t.once_within),
+                if t.group_by.is_empty() {
+                    "routing key".to_owned()
+                } else {
+                    format!("routing key and {}", t.group_by.join(", "))
+                }
+            ));
+        }
+        if let Some(d) = &self.config.dedupe {
+            s.push_str(&format!(
+                "; one run per {} within {}",
+                d.key,
+                humantime::format_duration(d.within)
+            ));
+        }
+        s.push_str(&format!(
+            "; while a run for the same key is active: {}",
+            self.config.concurrency.as_str()
+        ));
+        s
+    }
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env
+}
+
+/// What conditions see: the payload's top-level fields, `payload` and `event`.
+fn context(event: &Inbound, payload: &Value) -> minijinja::Value {
+    let mut ctx = match payload {
+        Value::Object(m) => m.clone(),
+        _ => Map::new(),
+    };
+    ctx.insert("payload".to_owned(), payload.clone());
+    ctx.insert(
+        "event".to_owned(),
+        serde_json::json!({
+            "source": event.source,
+            "routing_key": event.routing_key,
+            "headers": event.headers,
+        }),
+    );
+    minijinja::Value::from(minijinja::value::Serde(Value::Object(ctx)))
+}
+
+fn compile_rule(
+    env: &Environment<'static>,
+    file: &RulesFile,
+    cfg: &RuleConfig,
+    at: &str,
+) -> Result<Rule, Vec<String>> {
+    let mut errors = Vec::new();
+    if let Err(e) = troupe_core::project::validate_name(&cfg.name, "name") {
+        errors.push(format!("{at}.name: {e}"));
+    }
+    let sources = cfg.sources.to_vec();
+    for s in &sources {
+        if !file.sources.contains_key(s) {
+            errors.push(format!("{at}.sources: no source named {s:?} is configured"));
+        }
+    }
+    let mut patterns = Vec::new();
+    let keys = cfg.routing_keys.to_vec();
+    if keys.is_empty() {
+        errors.push(format!(
+            "{at}.routing_keys: give at least one key, pattern, or `all`"
+        ));
+    }
+    for (i, k) in keys.iter().enumerate() {
+        match KeyPattern::parse(k) {
+            Ok(p) => patterns.push(p),
+            Err(e) => errors.push(format!("{at}.routing_keys[{i}]: {e}")),
+        }
+    }
+    let mut exprs: Vec<(String, String)> = cfg
+        .when
+        .to_vec()
+        .into_iter()
+        .enumerate()
+        .map(|(i, w)| (w, format!("when[{i}]")))
+        .collect();
+    if let Some(t) = &cfg.throttle {
+        for (i, g) in t.group_by.iter().enumerate() {
+            exprs.push((g.clone(), format!("throttle.group_by[{i}]")));
+        }
+        if t.once_within.is_zero() {
+            errors.push(format!("{at}.throttle.once_within: must be longer than 0"));
+        }
+    }
+    if let Some(d) = &cfg.dedupe {
+        exprs.push((d.key.clone(), "dedupe.key".to_owned()));
+        if d.within.is_zero() {
+            errors.push(format!("{at}.dedupe.within: must be longer than 0"));
+        }
+    }
+    for (expr, field) in exprs {
+        if let Err(e) = env.compile_expression(&expr) {
+            errors.push(format!("{at}.{field}: {e}"));
+        }
+    }
+    let target = match target(&cfg.action) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            errors.push(format!("{at}.action: {e}"));
+            None
+        }
+    };
+    if let Some(k) = &cfg.action.vars_key
+        && (k.is_empty()
+            || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || k.starts_with(|c: char| c.is_ascii_digit()))
+    {
+        errors.push(format!(
+            "{at}.action.vars_key: {k:?} is not a valid variable name"
+        ));
+    }
+    if let Some(o) = &cfg.action.options {
+        if let Err(e) = o.validate() {
+            errors.push(format!("{at}.action.options: {e}"));
+        }
+        if !o.extra_vars.is_empty() {
+            errors.push(format!(
+                "{at}.action.options.extra_vars: use action.vars for static extra vars"
+            ));
+        }
+    }
+    match target {
+        Some(target) if errors.is_empty() => Ok(Rule {
+            config: cfg.clone(),
+            sources,
+            patterns,
+            target,
+        }),
+        _ => Err(errors),
+    }
+}
+
+fn target(a: &ActionConfig) -> Result<Target, String> {
+    let given = [
+        a.playbook.is_some(),
+        a.playbooks_dir.is_some(),
+        a.template.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err(
+            "give exactly one of playbook, playbooks_dir (run the playbook the routing key \
+             names) or template"
+                .to_owned(),
+        );
+    }
+    if a.template.is_none() && a.project.is_none() {
+        return Err("a project is needed (by name) unless a template is launched".to_owned());
+    }
+    if let Some(p) = &a.playbook {
+        PlaybookRef::parse(p).map_err(|e| e.to_string())?;
+        return Ok(Target::Playbook(p.clone()));
+    }
+    if let Some(dir) = &a.playbooks_dir {
+        // The directory must itself be a safe relative path: check it as a playbook would be.
+        if dir != "." && !dir.is_empty() {
+            PlaybookRef::parse(&format!("{}/x.yml", dir.trim_end_matches('/'))).map_err(|_| {
+                format!("playbooks_dir {dir:?} must be a relative path inside the project")
+            })?;
+        }
+        return Ok(Target::Named {
+            dir: dir.clone(),
+            translator: a.translator,
+        });
+    }
+    Ok(Target::Template(a.template.clone().unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(yaml: &str) -> Rules {
+        Rules::from_yaml(yaml).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    fn ev(source: &str, key: &str) -> Inbound {
+        Inbound::json(source, key, "{}")
+    }
+
+    const DOC: &str = r#"
+sources:
+  hook: {type: webhook}
+  other: {type: webhook}
+rules:
+  - name: deploy
+    sources: hook
+    routing_keys: ["deploy.*"]
+    when: ["branch == 'main'", "payload.ref.startswith('refs/heads/')"]
+    action: {project: p, playbooks_dir: playbooks}
+    throttle: {once_within: 5m, group_by: [payload.host]}
+    dedupe: {key: payload.id, within: 1h}
+    concurrency: skip
+  - name: everything
+    routing_keys: all
+    action: {project: p, playbook: log.yml}
+"#;
+
+    #[test]
+    fn matches_by_source_key_and_conditions() {
+        let r = rules(DOC);
+        let payload = serde_json::json!({"branch": "main", "ref": "refs/heads/main", "host": "web1", "id": 7});
+        let m = r
+            .evaluate(&ev("hook", "deploy.web"), &payload)
+            .expect("matches");
+        let names: Vec<_> = m.iter().map(|m| m.rule.name()).collect();
+        assert_eq!(names, ["deploy", "everything"]);
+        let gates = m[0].gates.clone().expect("gates render");
+        assert_eq!(gates[0].0, GateKind::Dedupe);
+        assert_eq!(gates[0].1, "7");
+        assert_eq!(gates[1].0, GateKind::Throttle);
+        assert_eq!(gates[1].1, r#"["deploy.web","web1"]"#);
+        assert_eq!(m[0].concurrency.1, ConcurrencyPolicy::Skip);
+        assert_eq!(
+            m[0].rule.playbook_for("deploy.web"),
+            Ok(Some("playbooks/deploy.web.yml".to_owned()))
+        );
+
+        // Other source: only the catch-all rule.
+        let m = r
+            .evaluate(&ev("other", "deploy.web"), &payload)
+            .expect("matches");
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].rule.name(), "everything");
+
+        // Condition false: only the catch-all.
+        let payload = serde_json::json!({"branch": "dev", "ref": "refs/heads/dev"});
+        let m = r
+            .evaluate(&ev("hook", "deploy.web"), &payload)
+            .expect("matches");
+        assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn unmatched_says_why() {
+        let r = rules(
+            "rules:\n  - name: a\n    routing_keys: [x.y]\n    when: \"n > 3\"\n    action: {project: p, playbook: a.yml}\n",
+        );
+        let e = r
+            .evaluate(&ev("s", "x.z"), &serde_json::json!({}))
+            .expect_err("no match");
+        assert!(e.0.contains("\"x.z\""), "{e:?}");
+        let e = r
+            .evaluate(&ev("s", "x.y"), &serde_json::json!({"n": 1}))
+            .expect_err("condition false");
+        assert!(e.0.contains("conditions are false"), "{e:?}");
+    }
+
+    #[test]
+    fn dedupe_needs_a_defined_id() {
+        let r = rules(DOC);
+        let payload = serde_json::json!({"branch": "main", "ref": "refs/heads/x"});
+        let m = r
+            .evaluate(&ev("hook", "deploy.db"), &payload)
+            .expect("matches");
+        let e = m[0].gates.clone().expect_err("no id");
+        assert!(e.contains("payload.id"), "{e}");
+    }
+
+    #[test]
+    fn compile_errors_name_the_place() {
+        let e = Rules::from_yaml(
+            r#"
+rules:
+  - name: a
+    sources: [nope]
+    routing_keys: ["a..b"]
+    when: "payload.x =="
+    action: {playbook: a.yml, template: t}
+  - name: a
+    routing_keys: x
+    action: {project: p, playbooks_dir: ../up}
+"#,
+        )
+        .expect_err("errors");
+        let all = e.join("\n");
+        for want in [
+            "rules[0].sources",
+            "rules[0].routing_keys[0]",
+            "rules[0].when[0]",
+            "rules[0].action: give exactly one",
+            "rules[1]: the rule name \"a\" is used twice",
+            "rules[1].action: playbooks_dir",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in:\n{all}");
+        }
+    }
+}

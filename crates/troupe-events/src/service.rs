@@ -1,0 +1,234 @@
+//! The event service: the rules in force, the sources they configure, and retention.
+//!
+//! The rules document lives in the store, so every replica sharing a PostgreSQL store applies
+//! the same one: each looks for a new revision every few seconds and restarts its sources
+//! when it changes.
+
+use crate::config::{RulesFile, SourceConfig};
+use crate::ingest::Ingestor;
+use crate::rules::Rules;
+use crate::sink::Sink;
+use crate::sources::{self, SourceContext, SourceState, SourceStatus};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use troupe_store::{RulesDoc, Store, StoreError};
+use troupe_worker::WorkerPool;
+
+/// Why rules could not be put in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The document is not valid; every problem is listed.
+    #[error("invalid rules: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+    /// The store refused or failed (a stale revision is `StoreError::Conflict`).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Running {
+    revision: i64,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    statuses: BTreeMap<String, (String, Arc<SourceStatus>)>,
+}
+
+/// Sources, rules and retention. Cheap to share: wrap in `Arc`.
+pub struct EventService {
+    ingestor: Arc<Ingestor>,
+    running: Mutex<Running>,
+    shutdown: CancellationToken,
+}
+
+/// How often a replica looks for rules changed elsewhere, and prunes old records.
+const RELOAD_EVERY: Duration = Duration::from_secs(5);
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+impl EventService {
+    /// Starts with the stored rules (none stored: no sources, no rules), watching for changes.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        pool: Arc<WorkerPool>,
+        projects_dir: PathBuf,
+    ) -> Result<Arc<EventService>, ApplyError> {
+        let empty = Arc::new(Rules::compile(RulesFile::default()).map_err(ApplyError::Invalid)?);
+        let service = Arc::new(EventService {
+            ingestor: Arc::new(Ingestor::new(store, pool, projects_dir, empty)),
+            running: Mutex::new(Running {
+                revision: 0,
+                stop: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+                statuses: BTreeMap::new(),
+            }),
+            shutdown: CancellationToken::new(),
+        });
+        service.reload().await?;
+        tokio::spawn(Arc::clone(&service).watch());
+        tokio::spawn(Arc::clone(&service).prune());
+        Ok(service)
+    }
+
+    /// The ingest path (webhooks deliver through it).
+    pub fn ingestor(&self) -> &Arc<Ingestor> {
+        &self.ingestor
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.ingestor.store()
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Arc<Rules> {
+        self.ingestor.rules()
+    }
+
+    /// Validates `text`, stores it (with `expected_revision`, only over that revision) and
+    /// puts it in force, restarting the sources.
+    pub async fn apply(
+        &self,
+        text: &str,
+        expected_revision: Option<i64>,
+    ) -> Result<RulesDoc, ApplyError> {
+        let rules = Rules::from_yaml(text).map_err(ApplyError::Invalid)?;
+        // Held across the store write, so concurrent changes are put in force in order.
+        let mut running = self.running.lock().await;
+        let doc = self.store().put_rules(text, expected_revision).await?;
+        self.switch(&mut running, doc.revision, rules).await;
+        Ok(doc)
+    }
+
+    /// Loads the stored rules if they changed since they were put in force here.
+    pub async fn reload(&self) -> Result<(), ApplyError> {
+        let Some(doc) = self.store().get_rules().await? else {
+            return Ok(());
+        };
+        let mut running = self.running.lock().await;
+        if doc.revision == running.revision {
+            return Ok(());
+        }
+        match Rules::from_yaml(&doc.text) {
+            Ok(rules) => {
+                self.switch(&mut running, doc.revision, rules).await;
+                Ok(())
+            }
+            Err(errors) => {
+                // Stored by an older troupe, or edited in the database: keep what runs.
+                running.revision = doc.revision;
+                Err(ApplyError::Invalid(errors))
+            }
+        }
+    }
+
+    async fn switch(&self, running: &mut Running, revision: i64, rules: Rules) {
+        running.stop.cancel();
+        running.tracker.close();
+        running.tracker.wait().await;
+        let rules = Arc::new(rules);
+        self.ingestor.set_rules(Arc::clone(&rules));
+        let stop = self.shutdown.child_token();
+        let tracker = TaskTracker::new();
+        let mut statuses = BTreeMap::new();
+        let sink: Arc<dyn Sink> = Arc::clone(&self.ingestor) as Arc<dyn Sink>;
+        for (name, cfg) in &rules.file().sources {
+            let kind = cfg.kind().to_owned();
+            match sources::build(cfg) {
+                Ok(None) => {
+                    statuses.insert(name.clone(), (kind, Arc::new(SourceStatus::new("ready"))));
+                }
+                Ok(Some(source)) => {
+                    let status = Arc::new(SourceStatus::new("starting"));
+                    statuses.insert(name.clone(), (kind, Arc::clone(&status)));
+                    let ctx = SourceContext {
+                        name: name.clone(),
+                        sink: Arc::clone(&sink),
+                        stop: stop.clone(),
+                        status,
+                    };
+                    tracker.spawn(source.run(ctx));
+                }
+                Err(e) => {
+                    // Compile validated it; only a source that fails to build now lands here.
+                    tracing::error!(source = %name, error = %e, "event source not started");
+                    let status = Arc::new(SourceStatus::new("failed"));
+                    status.disconnected(&e);
+                    statuses.insert(name.clone(), (kind, status));
+                }
+            }
+        }
+        tracing::info!(
+            revision,
+            sources = statuses.len(),
+            rules = rules.rules().len(),
+            "event rules in force"
+        );
+        *running = Running {
+            revision,
+            stop,
+            tracker,
+            statuses,
+        };
+    }
+
+    /// Every configured source with its kind and state.
+    pub async fn source_states(&self) -> BTreeMap<String, (String, SourceState)> {
+        let running = self.running.lock().await;
+        running
+            .statuses
+            .iter()
+            .map(|(name, (kind, s))| (name.clone(), (kind.clone(), s.snapshot())))
+            .collect()
+    }
+
+    /// The webhook source of this name, if one is configured.
+    pub fn webhook(&self, name: &str) -> Option<crate::config::WebhookConfig> {
+        match self.rules().file().sources.get(name) {
+            Some(SourceConfig::Webhook(w)) => Some(w.clone()),
+            _ => None,
+        }
+    }
+
+    /// Stops every source (their unacknowledged messages go back to the brokers).
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        let running = self.running.lock().await;
+        running.tracker.close();
+        running.tracker.wait().await;
+    }
+
+    async fn watch(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(RELOAD_EVERY) => {}
+            }
+            if let Err(e) = self.reload().await {
+                tracing::warn!(error = %e, "could not load the stored event rules");
+            }
+        }
+    }
+
+    async fn prune(self: Arc<Self>) {
+        loop {
+            let retention = self.rules().settings().retention;
+            let now = chrono::Utc::now();
+            let before = chrono::Duration::from_std(retention)
+                .ok()
+                .and_then(|d| now.checked_sub_signed(d))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+            match self.store().prune_event_records(before, now).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(records = n, "pruned event records past retention"),
+                Err(e) => tracing::warn!(error = %e, "could not prune event records"),
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            }
+        }
+    }
+}

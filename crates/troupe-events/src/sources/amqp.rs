@@ -1,0 +1,373 @@
+//! AMQP 0-9-1 source (RabbitMQ), through `lapin`.
+//!
+//! On every (re)connect the source opens one channel, sets `basic.qos` to `prefetch`, declares
+//! its queue durable, declares the exchange (when one is named, unless it is a built-in
+//! `amq.*` exchange) and binds the queue with each binding key, then consumes with manual
+//! acknowledgements. Messages are handed to the sink one at a time, in order; each is
+//! acknowledged only once the sink reports it stored. When troupe stops meanwhile the
+//! message is left unacknowledged and the connection closed: the broker requeues it and
+//! redelivers it (flagged `redelivered`) to the next consumer.
+//!
+//! An event's routing key is the message's routing key; its delivery id is the `message_id`
+//! property when the publisher set one (so a redelivery is recognised); its headers are the
+//! string-valued AMQP headers and a few string properties (`content-type`, `type`,
+//! `app-id`, `correlation-id`, `user-id`), with lowercase names.
+
+use crate::config::{AmqpConfig, Secret};
+use crate::sink::{Backoff, Inbound, PayloadFormat};
+use crate::sources::{Source, SourceContext};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use troupe_worker::git::redact_credentials;
+
+/// Exchange types `exchange_type` may name.
+const EXCHANGE_TYPES: [&str; 4] = ["direct", "topic", "fanout", "headers"];
+/// AMQP short strings (names, keys) are at most this long.
+const MAX_NAME: usize = 255;
+/// Connecting and setting up must finish within this.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Closing the connection when stopping waits at most this.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// At most this many headers are kept per event, each at most `MAX_HEADER_VALUE` bytes.
+const MAX_HEADERS: usize = 32;
+const MAX_HEADER_VALUE: usize = 1024;
+
+/// Checks an AMQP source's configuration without connecting.
+pub fn validate(cfg: &AmqpConfig) -> Result<(), String> {
+    if let Secret::Literal(url) = &cfg.url {
+        check_url(url)?;
+    }
+    check_name("queue", &cfg.queue)?;
+    if cfg.queue.starts_with("amq.") {
+        return Err(format!(
+            "queue: {:?} starts with `amq.`, which RabbitMQ reserves",
+            cfg.queue
+        ));
+    }
+    if let Some(exchange) = &cfg.exchange {
+        check_name("exchange", exchange)?;
+        if cfg.bindings.is_empty() {
+            return Err(
+                "bindings: at least one binding key is needed when an exchange is named".to_owned(),
+            );
+        }
+    }
+    if !EXCHANGE_TYPES.contains(&cfg.exchange_type.as_str()) {
+        return Err(format!(
+            "exchange_type: {:?} is not one of {}",
+            cfg.exchange_type,
+            EXCHANGE_TYPES.join(", ")
+        ));
+    }
+    for key in &cfg.bindings {
+        if key.len() > MAX_NAME {
+            return Err(format!("bindings: {key:?} is longer than {MAX_NAME} bytes"));
+        }
+    }
+    if cfg.prefetch == 0 {
+        return Err("prefetch: must be at least 1".to_owned());
+    }
+    Ok(())
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let shown = redact_credentials(url);
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    if !matches!(scheme, Some("amqp" | "amqps")) {
+        return Err(format!(
+            "url: {shown:?} must start with amqp:// or amqps://"
+        ));
+    }
+    url.parse::<lapin::uri::AMQPUri>()
+        .map(|_| ())
+        .map_err(|e| format!("url: {shown:?} is invalid: {}", scrub(&e, url)))
+}
+
+fn check_name(field: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("{field}: must not be empty"));
+    }
+    if name.len() > MAX_NAME {
+        return Err(format!("{field}: {name:?} is longer than {MAX_NAME} bytes"));
+    }
+    Ok(())
+}
+
+/// An AMQP source.
+pub struct AmqpSource {
+    cfg: AmqpConfig,
+}
+
+impl AmqpSource {
+    /// A source consuming `cfg.queue`; nothing connects before [`Source::run`].
+    pub fn new(cfg: AmqpConfig) -> Self {
+        Self { cfg }
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for AmqpSource {
+    async fn run(self: Box<Self>, ctx: SourceContext) {
+        let mut backoff = Backoff::default();
+        loop {
+            if ctx.stop.is_cancelled() {
+                return;
+            }
+            // `Ok` only when stopping.
+            if let Err(error) = self.session(&ctx, &mut backoff).await {
+                let wait = backoff.next_delay();
+                tracing::warn!(source = %ctx.name, queue = %self.cfg.queue, %error,
+                    retry_in_ms = wait.as_millis() as u64, "AMQP source disconnected");
+                ctx.status.disconnected(&error);
+                tokio::select! {
+                    _ = ctx.stop.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+impl AmqpSource {
+    /// One connection: connect, set up, consume until an error or `stop`.
+    async fn session(&self, ctx: &SourceContext, backoff: &mut Backoff) -> Result<(), String> {
+        let url = self.cfg.url.resolve().map_err(|e| format!("url: {e}"))?;
+        let setup = async {
+            let props = ConnectionProperties::default()
+                .with_connection_name(format!("troupe:{}", ctx.name).into());
+            let conn = Connection::connect(&url, props)
+                .await
+                .map_err(|e| format!("cannot connect to {}: {e}", redact_credentials(&url)))?;
+            // From here on, dropping `conn` closes it.
+            let consumer = self.setup(&conn, &ctx.name).await;
+            Ok::<_, String>((conn, consumer))
+        };
+        let (conn, consumer) = tokio::select! {
+            _ = ctx.stop.cancelled() => return Ok(()),
+            r = tokio::time::timeout(SETUP_TIMEOUT, setup) => match r {
+                Ok(r) => r.map_err(|e| scrub(&e, &url))?,
+                Err(_) => return Err(format!(
+                    "connecting to {} timed out", redact_credentials(&url))),
+            },
+        };
+        let mut consumer = match consumer {
+            Ok(c) => c,
+            Err(e) => {
+                close(&conn).await;
+                return Err(scrub(&e, &url));
+            }
+        };
+        ctx.status.connected();
+        backoff.reset();
+        tracing::info!(source = %ctx.name, url = %redact_credentials(&url),
+            queue = %self.cfg.queue, "AMQP source consuming");
+
+        let result = loop {
+            let next = tokio::select! {
+                _ = ctx.stop.cancelled() => break Ok(()),
+                next = consumer.next() => next,
+            };
+            let delivery = match next {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => break Err(format!("consuming: {e}")),
+                None => break Err("the broker cancelled the consumer".to_owned()),
+            };
+            let event = inbound(&ctx.name, &delivery);
+            match ctx.sink.deliver_until_stored(event, &ctx.stop).await {
+                Some(_) => {
+                    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                        // Stored but not acknowledged: the broker redelivers it and the store
+                        // recognises it (message id, or redelivered flag).
+                        break Err(format!("acknowledging: {e}"));
+                    }
+                    ctx.status.delivered();
+                }
+                // Stopping: leave it unacknowledged; closing requeues it.
+                None => break Ok(()),
+            }
+        };
+        drop(consumer);
+        close(&conn).await;
+        result.map_err(|e| scrub(&e, &url))
+    }
+
+    /// Channel, QoS, queue, exchange, bindings, consumer.
+    async fn setup(&self, conn: &Connection, name: &str) -> Result<lapin::Consumer, String> {
+        let cfg = &self.cfg;
+        let queue = short("queue", &cfg.queue)?;
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(|e| format!("opening a channel: {e}"))?;
+        channel
+            .basic_qos(cfg.prefetch.max(1), BasicQosOptions::default())
+            .await
+            .map_err(|e| format!("basic.qos: {e}"))?;
+        channel
+            .queue_declare(
+                queue.clone(),
+                QueueDeclareOptions::durable(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| format!("declaring queue {}: {e}", cfg.queue))?;
+        if let Some(exchange) = &cfg.exchange {
+            let exchange_name = short("exchange", exchange)?;
+            if !exchange.starts_with("amq.") {
+                channel
+                    .exchange_declare(
+                        exchange_name.clone(),
+                        exchange_kind(&cfg.exchange_type),
+                        ExchangeDeclareOptions {
+                            durable: true,
+                            ..ExchangeDeclareOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(|e| format!("declaring exchange {exchange}: {e}"))?;
+            }
+            for key in &cfg.bindings {
+                channel
+                    .queue_bind(
+                        queue.clone(),
+                        exchange_name.clone(),
+                        short("bindings", key)?,
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(|e| {
+                        format!("binding {} to {exchange} with {key:?}: {e}", cfg.queue)
+                    })?;
+            }
+        }
+        let tag = ShortString::try_new(format!("troupe-{name}"))
+            .unwrap_or_else(|_| ShortString::from(String::new()));
+        channel
+            .basic_consume(
+                queue,
+                tag,
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| format!("consuming {}: {e}", cfg.queue))
+    }
+}
+
+/// Closes the connection (the broker requeues what was not acknowledged).
+async fn close(conn: &Connection) {
+    let closing = conn.close(
+        lapin::protocol::constants::REPLY_SUCCESS,
+        ShortString::from(String::from("troupe source stopping")),
+    );
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
+}
+
+fn short(field: &str, s: &str) -> Result<ShortString, String> {
+    ShortString::try_new(s).map_err(|_| format!("{field}: {s:?} is longer than {MAX_NAME} bytes"))
+}
+
+fn exchange_kind(kind: &str) -> ExchangeKind {
+    match kind {
+        "direct" => ExchangeKind::Direct,
+        "fanout" => ExchangeKind::Fanout,
+        "headers" => ExchangeKind::Headers,
+        "topic" => ExchangeKind::Topic,
+        other => ExchangeKind::Custom(other.to_owned()),
+    }
+}
+
+/// The event a delivery makes.
+fn inbound(source: &str, delivery: &lapin::message::Delivery) -> Inbound {
+    let props = &delivery.properties;
+    Inbound {
+        source: source.to_owned(),
+        routing_key: delivery.routing_key.as_str().to_owned(),
+        payload: Bytes::copy_from_slice(&delivery.data),
+        format: PayloadFormat::Json,
+        delivery_id: props
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str().to_owned())
+            .filter(|id| !id.is_empty()),
+        redelivered: delivery.redelivered,
+        headers: headers(props),
+    }
+}
+
+/// String-valued headers and properties, lowercase names, bounded.
+fn headers(props: &BasicProperties) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let named = [
+        ("content-type", props.content_type()),
+        ("type", props.kind()),
+        ("app-id", props.app_id()),
+        ("correlation-id", props.correlation_id()),
+        ("user-id", props.user_id()),
+    ];
+    for (name, value) in named {
+        if let Some(v) = value {
+            out.insert(name.to_owned(), v.as_str().to_owned());
+        }
+    }
+    if let Some(table) = props.headers() {
+        for (name, value) in table {
+            if out.len() >= MAX_HEADERS {
+                break;
+            }
+            let text = match value {
+                AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+                AMQPValue::LongString(s) => {
+                    std::str::from_utf8(s.as_bytes()).ok().map(str::to_owned)
+                }
+                _ => None,
+            };
+            if let Some(text) = text.filter(|t| t.len() <= MAX_HEADER_VALUE) {
+                out.insert(name.as_str().to_lowercase(), text);
+            }
+        }
+    }
+    out
+}
+
+/// An error message with the URL's credentials (and the password itself) removed.
+fn scrub(text: &str, url: &str) -> String {
+    let mut out = redact_credentials(text);
+    if let Some(password) = url_password(url).filter(|p| p.len() >= 3) {
+        out = out.replace(password, "<redacted>");
+    }
+    out
+}
+
+/// The password part of `scheme://user:password@host...`.
+fn url_password(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    userinfo.split_once(':').map(|(_, p)| p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_removes_passwords() {
+        let url = "amqp://bob:hunter22@host:5672/%2f";
+        assert_eq!(
+            scrub("Invalid URL: 'amqp://bob:hunter22@host:5672/%2f'", url),
+            "Invalid URL: 'amqp://host:5672/%2f'"
+        );
+        assert_eq!(scrub("auth hunter22 failed", url), "auth <redacted> failed");
+    }
+}

@@ -1,0 +1,486 @@
+//! MQTT 3.1.1 source, through `rumqttc`.
+//!
+//! The source connects with a stable client id (`client_id`, default `troupe-<source name>`)
+//! and `clean_session = false`, so the broker keeps its subscriptions and queues QoS 1 and 2
+//! messages while troupe is away. It subscribes to every topic filter at `qos` after each
+//! (re)connect. Acknowledgements are manual: a QoS 1/2 message is acknowledged only once the
+//! sink reports it stored; when troupe stops first it stays unacknowledged and the broker
+//! sends it again (flagged `dup`) on the next connection. QoS 0 is at most once.
+//!
+//! rumqttc's event loop must keep being polled (pings, acks, reconnects), so a task polls it
+//! and hands publishes over a bounded channel to the loop that delivers them one at a time,
+//! in order; acknowledgements go back through the client (not for a message received on an
+//! earlier connection: the broker sends that one again, and its packet id may be reused).
+//!
+//! The routing key is the topic with `/` read as `.`; MQTT 3.1.1 messages carry no id and no
+//! headers, so a redelivery is recognised by the `dup` flag (`redelivered`). Only `mqtt://`
+//! (or `tcp://`) is supported for now: TLS (`mqtts://`) is refused by [`validate`].
+
+use crate::config::{MqttConfig, Secret};
+use crate::sink::{Backoff, Inbound, PayloadFormat};
+use crate::sources::{Source, SourceContext, SourceStatus};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS,
+    SubscribeFilter, SubscribeReasonCode,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use troupe_worker::git::redact_credentials;
+
+/// Keep-alive interval.
+const KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// Largest accepted packet (rumqttc's default, 10 KiB, would turn every larger message into a
+/// reconnect loop).
+const MAX_PACKET: usize = 64 * 1024 * 1024;
+/// Publishes waiting between the polling task and the delivering loop.
+const FORWARD_CAPACITY: usize = 256;
+/// rumqttc's request channel (acks, subscribes).
+const REQUEST_CAPACITY: usize = 256;
+/// Sending the last acks and the disconnect when stopping waits at most this.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Checks an MQTT source's configuration without connecting.
+pub fn validate(cfg: &MqttConfig) -> Result<(), String> {
+    if let Secret::Literal(url) = &cfg.url {
+        parse_url(url)?;
+    }
+    if cfg.topics.is_empty() {
+        return Err("topics: at least one topic filter is needed".to_owned());
+    }
+    for topic in &cfg.topics {
+        check_filter(topic).map_err(|e| format!("topics: {topic:?} {e}"))?;
+    }
+    if cfg.qos > 2 {
+        return Err(format!("qos: {} is not 0, 1 or 2", cfg.qos));
+    }
+    if let Some(id) = &cfg.client_id
+        && (id.is_empty() || id.len() > 65535)
+    {
+        return Err("client_id: must be non-empty (and shorter than 64 KiB)".to_owned());
+    }
+    if cfg.password.is_some() && cfg.username.is_none() {
+        return Err("password: MQTT 3.1.1 needs a username with a password".to_owned());
+    }
+    Ok(())
+}
+
+fn check_filter(filter: &str) -> Result<(), String> {
+    if filter.is_empty() {
+        return Err("is empty".to_owned());
+    }
+    if filter.len() > 65535 || filter.contains('\0') {
+        return Err("is too long or contains NUL".to_owned());
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {
+            return Err("uses `#` other than as the whole last level".to_owned());
+        }
+        if level.contains('+') && *level != "+" {
+            return Err("uses `+` other than as a whole level".to_owned());
+        }
+    }
+    if !rumqttc::valid_filter(filter) {
+        return Err("is not a valid topic filter".to_owned());
+    }
+    Ok(())
+}
+
+/// Where to connect, from `mqtt://[user[:password]@]host[:port][/]`.
+struct Endpoint {
+    host: String,
+    port: u16,
+    credentials: Option<(String, String)>,
+}
+
+fn parse_url(url: &str) -> Result<Endpoint, String> {
+    let shown = redact_credentials(url);
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!("url: {shown:?} must start with mqtt://"));
+    };
+    match scheme {
+        "mqtt" | "tcp" => {}
+        "mqtts" | "ssl" => {
+            return Err(format!(
+                "url: {shown:?}: TLS (mqtts://) is not supported yet; use mqtt://"
+            ));
+        }
+        _ => return Err(format!("url: {shown:?} must start with mqtt://")),
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if !rest[authority.len()..].trim_matches('/').is_empty() {
+        return Err(format!("url: {shown:?}: a path or query is not supported"));
+    }
+    let (credentials, hostport) = match authority.rsplit_once('@') {
+        Some((userinfo, hostport)) => {
+            let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            (
+                Some((percent_decode(user), percent_decode(password))),
+                hostport,
+            )
+        }
+        None => (None, authority),
+    };
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let Some((host, after)) = v6.split_once(']') else {
+            return Err(format!("url: {shown:?}: unclosed `[` in the host"));
+        };
+        (host, after.strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("url: {shown:?} has no host"));
+    }
+    let port = match port {
+        None => 1883,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("url: {shown:?}: invalid port {p:?}"))?,
+    };
+    Ok(Endpoint {
+        host: host.to_owned(),
+        port,
+        credentials,
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push(hi * 16 + lo);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn qos(level: u8) -> QoS {
+    match level {
+        0 => QoS::AtMostOnce,
+        2 => QoS::ExactlyOnce,
+        _ => QoS::AtLeastOnce,
+    }
+}
+
+/// An MQTT source.
+pub struct MqttSource {
+    cfg: MqttConfig,
+}
+
+impl MqttSource {
+    /// A source for `cfg`; nothing connects before [`Source::run`].
+    pub fn new(cfg: MqttConfig) -> Self {
+        Self { cfg }
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for MqttSource {
+    async fn run(self: Box<Self>, ctx: SourceContext) {
+        let mut backoff = Backoff::default();
+        loop {
+            if ctx.stop.is_cancelled() {
+                return;
+            }
+            // `Ok` only when stopping; errors are configuration or secret problems, or the
+            // polling task ending unexpectedly (then everything is built anew).
+            match self.options(&ctx) {
+                Ok((options, url)) => {
+                    if let Err(error) = self.session(&ctx, options, &url).await {
+                        self.wait(&ctx, &mut backoff, &error).await;
+                    }
+                }
+                Err(error) => self.wait(&ctx, &mut backoff, &error).await,
+            }
+        }
+    }
+}
+
+impl MqttSource {
+    async fn wait(&self, ctx: &SourceContext, backoff: &mut Backoff, error: &str) {
+        let wait = backoff.next_delay();
+        tracing::warn!(source = %ctx.name, %error, retry_in_ms = wait.as_millis() as u64,
+            "MQTT source disconnected");
+        ctx.status.disconnected(error);
+        tokio::select! {
+            _ = ctx.stop.cancelled() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+
+    /// The client options, secrets resolved; and the URL to show (redacted).
+    fn options(&self, ctx: &SourceContext) -> Result<(MqttOptions, String), String> {
+        let url = self.cfg.url.resolve().map_err(|e| format!("url: {e}"))?;
+        let endpoint = parse_url(&url)?;
+        let client_id = self
+            .cfg
+            .client_id
+            .clone()
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| format!("troupe-{}", ctx.name));
+        let mut options = MqttOptions::new(client_id, endpoint.host, endpoint.port);
+        options
+            .set_keep_alive(KEEP_ALIVE)
+            .set_clean_session(false)
+            .set_manual_acks(true)
+            .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+            .set_request_channel_capacity(REQUEST_CAPACITY);
+        let password = match &self.cfg.password {
+            Some(p) => Some(p.resolve().map_err(|e| format!("password: {e}"))?),
+            None => None,
+        };
+        match (&self.cfg.username, endpoint.credentials) {
+            (Some(user), _) => {
+                options.set_credentials(user.clone(), password.unwrap_or_default());
+            }
+            (None, Some((user, pass))) => {
+                options.set_credentials(user, pass);
+            }
+            (None, None) => {}
+        }
+        Ok((options, redact_credentials(&url)))
+    }
+
+    /// One event loop (which reconnects on its own) until `stop`; `Err` if its polling task
+    /// ends unexpectedly.
+    async fn session(
+        &self,
+        ctx: &SourceContext,
+        options: MqttOptions,
+        url: &str,
+    ) -> Result<(), String> {
+        let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
+        let filters: Vec<SubscribeFilter> = self
+            .cfg
+            .topics
+            .iter()
+            .map(|t| SubscribeFilter::new(t.clone(), qos(self.cfg.qos)))
+            .collect();
+        let (publish_tx, mut publishes) = mpsc::channel::<Received>(FORWARD_CAPACITY);
+        let connection = Arc::new(AtomicU64::new(0));
+        let poller_stop = CancellationToken::new();
+        let mut poller = tokio::spawn(poll(Poller {
+            eventloop,
+            client: client.clone(),
+            filters,
+            forward: publish_tx,
+            connection: connection.clone(),
+            status: ctx.status.clone(),
+            stop: poller_stop.clone(),
+            name: ctx.name.clone(),
+            url: url.to_owned(),
+        }));
+        // Acks go through their own task so this loop never waits on rumqttc's request
+        // channel (which only the polling task drains); they keep their order. A message
+        // received on an earlier connection is not acknowledged: the broker sent it again
+        // on the current one, maybe under a packet id now reused for another message.
+        let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Received>();
+        let ack_client = client.clone();
+        let acker = tokio::spawn(async move {
+            while let Some(r) = ack_rx.recv().await {
+                if r.connection != connection.load(Ordering::SeqCst) {
+                    tracing::debug!(topic = %r.publish.topic, "not acknowledging a message \
+                        from an earlier connection: it comes again");
+                    continue;
+                }
+                if let Err(e) = ack_client.ack(&r.publish).await {
+                    tracing::debug!(error = %e, "MQTT ack not sent");
+                    return;
+                }
+            }
+        });
+
+        let result = loop {
+            let next = tokio::select! {
+                _ = ctx.stop.cancelled() => break Ok(()),
+                next = publishes.recv() => next,
+            };
+            let Some(received) = next else {
+                break Err("the MQTT event loop task ended".to_owned());
+            };
+            let publish = &received.publish;
+            let event = Inbound {
+                source: ctx.name.clone(),
+                routing_key: publish.topic.replace('/', "."),
+                payload: publish.payload.clone(),
+                format: PayloadFormat::Json,
+                delivery_id: None,
+                redelivered: publish.dup,
+                headers: BTreeMap::new(),
+            };
+            match ctx.sink.deliver_until_stored(event, &ctx.stop).await {
+                Some(_) => {
+                    if ack_tx.send(received).is_err() {
+                        break Err("the MQTT ack task ended".to_owned());
+                    }
+                    ctx.status.delivered();
+                }
+                // Stopping: not acknowledged; the broker sends it again next time.
+                None => break Ok(()),
+            }
+        };
+
+        // Shut down: what was not delivered stays unacknowledged; send the acks already
+        // due, then disconnect (the broker keeps the session), all within a bound.
+        drop(publishes);
+        drop(ack_tx);
+        let shutdown = async {
+            let _ = acker.await;
+            let _ = client.disconnect().await;
+            let _ = (&mut poller).await;
+        };
+        let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, shutdown).await;
+        poller_stop.cancel();
+        poller.abort();
+        result
+    }
+}
+
+/// A publish, and the connection it came on.
+struct Received {
+    publish: Publish,
+    connection: u64,
+}
+
+/// What the polling task needs.
+struct Poller {
+    eventloop: EventLoop,
+    client: AsyncClient,
+    filters: Vec<SubscribeFilter>,
+    forward: mpsc::Sender<Received>,
+    /// Counts connections (ConnAcks).
+    connection: Arc<AtomicU64>,
+    status: Arc<SourceStatus>,
+    stop: CancellationToken,
+    name: String,
+    url: String,
+}
+
+/// Polls the event loop until `stop` or the disconnect it sent: subscribes after every
+/// connect, forwards publishes, reports errors and backs off before polling again (which
+/// reconnects).
+async fn poll(mut p: Poller) {
+    let mut backoff = Backoff::default();
+    let mut forwarding = true;
+    loop {
+        let event = tokio::select! {
+            _ = p.stop.cancelled() => return,
+            event = p.eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                if ack.code != ConnectReturnCode::Success {
+                    p.status
+                        .disconnected(format!("connection refused: {:?}", ack.code));
+                    continue;
+                }
+                p.connection.fetch_add(1, Ordering::SeqCst);
+                // Subscribing from another task: this one must keep polling for the
+                // request to go out.
+                let client = p.client.clone();
+                let filters = p.filters.clone();
+                let name = p.name.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = client.subscribe_many(filters).await {
+                        tracing::warn!(source = %name, error = %e, "MQTT subscribe not sent");
+                    }
+                });
+                backoff.reset();
+                tracing::info!(source = %p.name, url = %p.url,
+                    session_present = ack.session_present, "MQTT source connected");
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                if ack.return_codes.contains(&SubscribeReasonCode::Failure) {
+                    let error = "the broker refused a subscription";
+                    tracing::warn!(source = %p.name, codes = ?ack.return_codes, "{error}");
+                    p.status.disconnected(error);
+                } else {
+                    // Connected and subscribed: consuming.
+                    p.status.connected();
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                // After the delivering loop is gone (stopping), publishes are left
+                // unacknowledged for the broker to send again.
+                if forwarding {
+                    let sent = tokio::select! {
+                        _ = p.stop.cancelled() => return,
+                        sent = p.forward.send(Received {
+                            publish,
+                            connection: p.connection.load(Ordering::SeqCst),
+                        }) => sent,
+                    };
+                    forwarding = sent.is_ok();
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+            Ok(_) => {}
+            Err(e) => {
+                let wait = backoff.next_delay();
+                let error = redact_credentials(&e.to_string());
+                tracing::warn!(source = %p.name, url = %p.url, %error,
+                    retry_in_ms = wait.as_millis() as u64, "MQTT connection error");
+                p.status.disconnected(&error);
+                tokio::select! {
+                    _ = p.stop.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let e = parse_url("mqtt://127.0.0.1").expect("plain");
+        assert_eq!((e.host.as_str(), e.port), ("127.0.0.1", 1883));
+        let e = parse_url("mqtt://u:p%40ss@broker:1884/").expect("credentials");
+        assert_eq!((e.host.as_str(), e.port), ("broker", 1884));
+        assert_eq!(e.credentials, Some(("u".to_owned(), "p@ss".to_owned())));
+        let e = parse_url("tcp://[::1]:1999").expect("v6");
+        assert_eq!((e.host.as_str(), e.port), ("::1", 1999));
+        let err = parse_url("mqtts://u:secret@h").err().expect("tls refused");
+        assert!(err.contains("TLS") && !err.contains("secret"), "{err}");
+        assert!(parse_url("http://h").is_err());
+        assert!(parse_url("mqtt://h:99999").is_err());
+        assert!(parse_url("mqtt://:1883").is_err());
+    }
+
+    #[test]
+    fn filters() {
+        for ok in ["a", "a/b", "a/+/c", "a/#", "#", "+", "/a"] {
+            assert_eq!(check_filter(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "a/#/b", "a#", "a/b+", "#/a"] {
+            assert!(check_filter(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! The webhook source: `POST /api/v1/hooks/{source}[/{routing_key}]`, served by the API.
+//!
+//! A request is authenticated by an HMAC-SHA256 signature of its exact body (GitHub's
+//! `X-Hub-Signature-256: sha256=<hex>`, or the same in `X-Troupe-Signature-256`), or by the
+//! source's token (`X-Troupe-Token`, or `Authorization: Bearer`); the API also accepts its
+//! own tokens, so `troupe events publish` works against any webhook source.
+
+use crate::config::{RoutingKeyFrom, WebhookConfig};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+/// Headers that may carry the body's signature, in the order tried.
+pub const SIGNATURE_HEADERS: [&str; 2] = ["x-hub-signature-256", "x-troupe-signature-256"];
+/// The header that may carry the source's token.
+pub const TOKEN_HEADER: &str = "x-troupe-token";
+
+/// Checks what can be checked before a request arrives.
+pub fn validate(cfg: &WebhookConfig) -> Result<(), String> {
+    match &cfg.routing_key {
+        RoutingKeyFrom::Pointer(p) if !p.is_empty() && !p.starts_with('/') => {
+            return Err(format!(
+                "routing_key.pointer {p:?} is not a JSON pointer (it starts with `/`)"
+            ));
+        }
+        RoutingKeyFrom::Header(h)
+            if h.is_empty()
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            return Err(format!("routing_key.header {h:?} is not a header name"));
+        }
+        _ => {}
+    }
+    if cfg.max_body_bytes == 0 {
+        return Err("max_body_bytes must be more than 0".to_owned());
+    }
+    for (field, secret) in [("secret", &cfg.secret), ("token", &cfg.token)] {
+        if let Some(s) = secret {
+            s.resolve().map_err(|e| format!("{field}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the request proves it may deliver to this source: a valid signature or token.
+/// `header` looks a header up by lowercase name. The error says what was wrong without
+/// echoing anything secret.
+pub fn authenticate(
+    cfg: &WebhookConfig,
+    header: impl Fn(&str) -> Option<String>,
+    body: &[u8],
+) -> Result<(), String> {
+    let mut tried = false;
+    if let Some(secret) = &cfg.secret {
+        let key = secret
+            .resolve()
+            .map_err(|_| "the source's secret is not available".to_owned())?;
+        for name in SIGNATURE_HEADERS {
+            if let Some(sig) = header(name) {
+                tried = true;
+                if signature_matches(key.as_bytes(), body, &sig) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    if let Some(token) = &cfg.token {
+        let want = token
+            .resolve()
+            .map_err(|_| "the source's token is not available".to_owned())?;
+        let given = header(TOKEN_HEADER).or_else(|| {
+            header("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_owned))
+        });
+        if let Some(given) = given {
+            tried = true;
+            if bool::from(given.trim().as_bytes().ct_eq(want.as_bytes())) {
+                return Ok(());
+            }
+        }
+    }
+    Err(if tried {
+        "the signature or token does not match".to_owned()
+    } else if cfg.secret.is_none() && cfg.token.is_none() {
+        "this source has no secret or token: send an API token".to_owned()
+    } else {
+        "missing signature (X-Hub-Signature-256: sha256=<hex HMAC of the body>) or token".to_owned()
+    })
+}
+
+/// Whether `given` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under `key`.
+pub fn signature_matches(key: &[u8], body: &[u8], given: &str) -> bool {
+    let Some(hex_sig) = given.trim().strip_prefix("sha256=") else {
+        return false;
+    };
+    let Ok(sig) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(key) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+/// `sha256=<hex>` over `body`: what a sender puts in `X-Hub-Signature-256`.
+pub fn sign(key: &[u8], body: &[u8]) -> String {
+    let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(key) {
+        Ok(m) => m,
+        // HMAC takes keys of any length.
+        Err(_) => return String::new(),
+    };
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The routing key of a request: from the path suffix, a header, or a JSON pointer into the
+/// body, as configured. A path suffix, when given, always wins.
+pub fn routing_key(
+    cfg: &WebhookConfig,
+    path_key: Option<&str>,
+    header: impl Fn(&str) -> Option<String>,
+    body: Option<&serde_json::Value>,
+) -> Result<String, String> {
+    if let Some(k) = path_key.filter(|k| !k.is_empty()) {
+        return Ok(k.to_owned());
+    }
+    let key = match &cfg.routing_key {
+        RoutingKeyFrom::Path => {
+            return Err("no routing key: post to /api/v1/hooks/{source}/{routing_key}".to_owned());
+        }
+        RoutingKeyFrom::Header(h) => header(&h.to_ascii_lowercase())
+            .ok_or_else(|| format!("no routing key: the {h} header is missing"))?,
+        RoutingKeyFrom::Pointer(p) => match body.and_then(|b| b.pointer(p)) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            Some(_) => return Err(format!("no routing key: {p} in the body is not a string")),
+            None => return Err(format!("no routing key: the body has nothing at {p}")),
+        },
+    };
+    if key.trim().is_empty() {
+        return Err("the routing key is empty".to_owned());
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn cfg(secret: Option<&str>, token: Option<&str>) -> WebhookConfig {
+        WebhookConfig {
+            secret: secret.map(|s| Secret::Literal(s.to_owned())),
+            token: token.map(|s| Secret::Literal(s.to_owned())),
+            routing_key: RoutingKeyFrom::Path,
+            max_body_bytes: 1024,
+        }
+    }
+
+    #[test]
+    fn github_signature() {
+        // The example from GitHub's documentation on validating webhook deliveries.
+        let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert!(signature_matches(
+            b"It's a Secret to Everybody",
+            b"Hello, World!",
+            sig
+        ));
+        assert!(!signature_matches(
+            b"It's a Secret to Everybody",
+            b"Hello, World?",
+            sig
+        ));
+        assert_eq!(sign(b"It's a Secret to Everybody", b"Hello, World!"), sig);
+    }
+
+    #[test]
+    fn authentication() {
+        let c = cfg(Some("k"), Some("tok"));
+        let body = b"{}";
+        let good = sign(b"k", body);
+        assert!(
+            authenticate(
+                &c,
+                |h| (h == "x-hub-signature-256").then(|| good.clone()),
+                body
+            )
+            .is_ok()
+        );
+        assert!(
+            authenticate(
+                &c,
+                |h| (h == "x-hub-signature-256").then(|| "sha256=00".to_owned()),
+                body
+            )
+            .is_err()
+        );
+        assert!(
+            authenticate(
+                &c,
+                |h| (h == "x-troupe-token").then(|| "tok".to_owned()),
+                body
+            )
+            .is_ok()
+        );
+        assert!(
+            authenticate(
+                &c,
+                |h| (h == "authorization").then(|| "Bearer tok".to_owned()),
+                body
+            )
+            .is_ok()
+        );
+        assert!(
+            authenticate(
+                &c,
+                |h| (h == "x-troupe-token").then(|| "tok2".to_owned()),
+                body
+            )
+            .is_err()
+        );
+        let e = authenticate(&c, |_| None, body).expect_err("nothing sent");
+        assert!(e.contains("missing"), "{e}");
+        assert!(authenticate(&cfg(None, None), |_| None, body).is_err());
+    }
+
+    #[test]
+    fn routing_keys() {
+        let mut c = cfg(None, None);
+        assert_eq!(
+            routing_key(&c, Some("a.b"), |_| None, None),
+            Ok("a.b".to_owned())
+        );
+        assert!(routing_key(&c, None, |_| None, None).is_err());
+        c.routing_key = RoutingKeyFrom::Header("X-GitHub-Event".to_owned());
+        assert_eq!(
+            routing_key(
+                &c,
+                None,
+                |h| (h == "x-github-event").then(|| "push".to_owned()),
+                None
+            ),
+            Ok("push".to_owned())
+        );
+        c.routing_key = RoutingKeyFrom::Pointer("/repository/name".to_owned());
+        let body = serde_json::json!({"repository": {"name": "infra"}});
+        assert_eq!(
+            routing_key(&c, None, |_| None, Some(&body)),
+            Ok("infra".to_owned())
+        );
+        assert!(routing_key(&c, None, |_| None, Some(&serde_json::json!({}))).is_err());
+    }
+}

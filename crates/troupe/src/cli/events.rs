@@ -1,0 +1,307 @@
+//! `troupe events ...` and `troupe rules ...`: publish events, read what became of them, and
+//! check or replace the rules.
+
+use crate::client::Client;
+use anyhow::Context;
+use clap::Subcommand;
+use serde_json::Value;
+use std::io::Read;
+use std::path::PathBuf;
+
+/// Publish and inspect inbound events.
+#[derive(Debug, Subcommand)]
+pub enum EventsCmd {
+    /// Deliver an event through a webhook source (authenticated with the API token).
+    Publish {
+        /// The webhook source.
+        #[arg(long)]
+        source: String,
+        /// The routing key.
+        #[arg(long)]
+        routing_key: String,
+        /// The payload: JSON text, `@file` (JSON), or `-` for standard input.
+        #[arg(long, default_value = "{}")]
+        data: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Events received, newest first.
+    List {
+        /// Only from this source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only with this routing key.
+        #[arg(long)]
+        routing_key: Option<String>,
+        /// Only in this status (accepted, unmatched, skipped, failed, rejected).
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One event's record.
+    Show {
+        /// Event id.
+        id: i64,
+    },
+}
+
+/// Check, show and replace the rules.
+#[derive(Debug, Subcommand)]
+pub enum RulesCmd {
+    /// Validate a rules file and explain what it does (no server needed).
+    Check {
+        /// The rules file (YAML).
+        file: PathBuf,
+    },
+    /// The rules in force on the server, and their sources' states.
+    Show {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the server's rules with a file's.
+    Apply {
+        /// The rules file (YAML).
+        file: PathBuf,
+        /// Only if the server's rules are at this revision.
+        #[arg(long)]
+        revision: Option<i64>,
+    },
+}
+
+fn read_data(data: &str) -> anyhow::Result<Vec<u8>> {
+    let bytes = if data == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("could not read standard input")?;
+        buf
+    } else if let Some(path) = data.strip_prefix('@') {
+        std::fs::read(path).with_context(|| format!("could not read {path}"))?
+    } else {
+        data.as_bytes().to_vec()
+    };
+    serde_json::from_slice::<Value>(&bytes).context("--data is not valid JSON")?;
+    Ok(bytes)
+}
+
+use crate::cli::encode as enc;
+
+fn print_event_line(e: &Value) {
+    let runs = e["run_ids"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .map(|id| id.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    println!(
+        "{:<6} {:<20} {:<12} {:<32} {:<9} {:<10} {}",
+        e["id"],
+        e["received_at"]
+            .as_str()
+            .unwrap_or("")
+            .get(..19)
+            .unwrap_or(""),
+        e["source"].as_str().unwrap_or(""),
+        e["routing_key"].as_str().unwrap_or(""),
+        e["status"].as_str().unwrap_or(""),
+        if runs.is_empty() {
+            "-".to_owned()
+        } else {
+            runs
+        },
+        e["reason"].as_str().unwrap_or("")
+    );
+}
+
+pub async fn run_events(client: &Client, cmd: EventsCmd) -> anyhow::Result<i32> {
+    match cmd {
+        EventsCmd::Publish {
+            source,
+            routing_key,
+            data,
+            json,
+        } => {
+            let body = read_data(&data)?;
+            let path = format!("/api/v1/hooks/{}/{}", enc(&source), enc(&routing_key));
+            let resp: Value = client
+                .send_body(reqwest::Method::POST, &path, "application/json", body)
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&resp)?);
+            } else {
+                let e = &resp["event"];
+                let dup = if resp["duplicate"].as_bool() == Some(true) {
+                    " (recorded before: not run again)"
+                } else {
+                    ""
+                };
+                println!(
+                    "event {} {}{dup}",
+                    e["id"],
+                    e["status"].as_str().unwrap_or("")
+                );
+                for r in e["rules"].as_array().into_iter().flatten() {
+                    println!(
+                        "  rule {}: {}",
+                        r["rule"].as_str().unwrap_or(""),
+                        describe(r)
+                    );
+                }
+                if let Some(reason) = e["reason"].as_str() {
+                    println!("  {reason}");
+                }
+            }
+            Ok(0)
+        }
+        EventsCmd::List {
+            source,
+            routing_key,
+            status,
+            limit,
+            json,
+        } => {
+            let mut q = vec![format!("limit={limit}")];
+            for (k, v) in [
+                ("source", source),
+                ("routing_key", routing_key),
+                ("status", status),
+            ] {
+                if let Some(v) = v {
+                    q.push(format!("{k}={}", enc(&v)));
+                }
+            }
+            let list: Value = client
+                .get(&format!("/api/v1/events?{}", q.join("&")))
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list["events"])?);
+                return Ok(0);
+            }
+            println!(
+                "{:<6} {:<20} {:<12} {:<32} {:<9} {:<10} REASON",
+                "ID", "RECEIVED", "SOURCE", "ROUTING KEY", "STATUS", "RUNS"
+            );
+            for e in list["events"].as_array().into_iter().flatten() {
+                print_event_line(e);
+            }
+            Ok(0)
+        }
+        EventsCmd::Show { id } => {
+            let e: Value = client.get(&format!("/api/v1/events/{id}")).await?;
+            println!("{}", serde_json::to_string_pretty(&e)?);
+            Ok(0)
+        }
+    }
+}
+
+fn describe(outcome: &Value) -> String {
+    match outcome["result"].as_str() {
+        Some("started") => {
+            let mut s = format!("started run {}", outcome["run_id"]);
+            if let Some(c) = outcome["canceled"].as_array().filter(|c| !c.is_empty()) {
+                s.push_str(&format!(", canceling {c:?}", c = c));
+            }
+            s
+        }
+        Some("gated") => format!(
+            "held back by {} (key {}, run of event {})",
+            outcome["gate"].as_str().unwrap_or(""),
+            outcome["key"].as_str().unwrap_or(""),
+            outcome["by_event"]
+        ),
+        Some("skipped") => format!("skipped: run {} is still active", outcome["active_run"]),
+        Some("failed") => format!("failed: {}", outcome["error"].as_str().unwrap_or("")),
+        _ => outcome.to_string(),
+    }
+}
+
+/// `troupe rules check`: exit 0 when valid, 1 with every problem listed otherwise.
+pub fn check(file: &PathBuf) -> anyhow::Result<i32> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("could not read {}", file.display()))?;
+    match troupe_events::Rules::from_yaml(&text) {
+        Ok(rules) => {
+            println!("{}: valid", file.display());
+            let doc = rules.file();
+            if !doc.sources.is_empty() {
+                println!("sources:");
+                for (name, s) in &doc.sources {
+                    println!("  {name} ({})", s.kind());
+                }
+            }
+            println!("rules:");
+            if rules.rules().is_empty() {
+                println!("  (none: every event is recorded as unmatched)");
+            }
+            for r in rules.rules() {
+                println!("  {}", r.explain());
+            }
+            Ok(0)
+        }
+        Err(errors) => {
+            eprintln!("{}: invalid", file.display());
+            for e in errors {
+                eprintln!("  {e}");
+            }
+            Ok(1)
+        }
+    }
+}
+
+pub async fn run_rules(client: &Client, cmd: RulesCmd) -> anyhow::Result<i32> {
+    match cmd {
+        RulesCmd::Check { file } => check(&file),
+        RulesCmd::Show { json } => {
+            let v: Value = client.get("/api/v1/rules").await?;
+            print_rules(&v, json)
+        }
+        RulesCmd::Apply { file, revision } => {
+            let text = std::fs::read(&file)
+                .with_context(|| format!("could not read {}", file.display()))?;
+            let path = match revision {
+                Some(r) => format!("/api/v1/rules?revision={r}"),
+                None => "/api/v1/rules".to_owned(),
+            };
+            let v: Value = client
+                .send_body(reqwest::Method::PUT, &path, "application/yaml", text)
+                .await?;
+            print_rules(&v, false)
+        }
+    }
+}
+
+fn print_rules(v: &Value, json: bool) -> anyhow::Result<i32> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        return Ok(0);
+    }
+    println!("revision {}", v["revision"]);
+    println!("sources:");
+    for (name, s) in v["sources"].as_object().into_iter().flatten() {
+        let err = s["last_error"]
+            .as_str()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
+        println!(
+            "  {name} ({}): {}, {} delivered{err}",
+            s["type"].as_str().unwrap_or(""),
+            s["state"].as_str().unwrap_or(""),
+            s["delivered"]
+        );
+    }
+    println!("rules:");
+    for r in v["explain"].as_array().into_iter().flatten() {
+        println!("  {}", r.as_str().unwrap_or(""));
+    }
+    Ok(0)
+}
