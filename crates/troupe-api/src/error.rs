@@ -87,7 +87,14 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound { what, id } => ApiError::not_found(what, id),
             StoreError::Conflict(msg) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
-            StoreError::Backend(cause) => ApiError::internal("the store is unavailable", &cause),
+            StoreError::Backend(cause) => {
+                tracing::error!(error = %cause, "store error");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the store is unavailable; retry later",
+                )
+            }
         }
     }
 }

@@ -133,7 +133,7 @@ impl Rules {
         let mut matches = Vec::new();
         let mut why = Vec::new();
         for rule in &self.rules {
-            if !rule.sources.is_empty() && !rule.sources.iter().any(|s| *s == event.source) {
+            if !rule.sources.is_empty() && !rule.sources.contains(&event.source) {
                 continue;
             }
             if !rule.patterns.iter().any(|p| p.matches(&event.routing_key)) {

@@ -1,0 +1,514 @@
+//! Event sources on the real brokers of this machine (RabbitMQ 5672, NATS 4222 with
+//! JetStream, Mosquitto 1883), through the real binary: every source runs the playbook its
+//! routing key names with the payload as vars; a burst survives a restart without loss or
+//! duplicates; a store outage holds messages unacknowledged until it is over.
+
+mod common;
+
+use anyhow::Context;
+use common::*;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// Writes the vars a run sees to `<out_dir>/<routing key>-<tag>.json`.
+const RECORD: &str = r#"- hosts: all
+  gather_facts: false
+  tasks:
+    - ansible.builtin.copy:
+        dest: "{{ out_dir }}/{{ troupe_event.routing_key }}-{{ tag | default('x') }}.json"
+        content: "{{ {'msg': msg | default(none), 'source': troupe_event.source} | to_json }}"
+"#;
+
+fn uniq() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..10].to_owned()
+}
+
+/// A project whose playbook `<prefix>/deploy/web.yml` is what routing key
+/// `<prefix>.deploy.web` names (rkdirectory).
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    project: PathBuf,
+    out: PathBuf,
+    prefix: String,
+}
+
+impl Fixture {
+    fn new() -> anyhow::Result<Fixture> {
+        let tmp = tempfile::tempdir()?;
+        let prefix = format!("e2e{}", uniq());
+        let project = tmp.path().join(format!("proj{prefix}"));
+        let pb = project.join(&prefix).join("deploy/web.yml");
+        std::fs::create_dir_all(pb.parent().context("parent")?)?;
+        std::fs::write(pb, RECORD)?;
+        let out = tmp.path().join("out");
+        std::fs::create_dir_all(&out)?;
+        Ok(Fixture {
+            _tmp: tmp,
+            project,
+            out,
+            prefix,
+        })
+    }
+
+    fn key(&self) -> String {
+        format!("{}.deploy.web", self.prefix)
+    }
+
+    fn project_name(&self) -> String {
+        self.project
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    fn opts(&self) -> ServerOpts {
+        ServerOpts {
+            extra_args: vec!["--project".into(), self.project.display().to_string()],
+            ..Default::default()
+        }
+    }
+
+    /// The rule every test uses: keys under the prefix run the playbook they name.
+    fn rule(&self) -> String {
+        format!(
+            "rules:\n  - name: deploy\n    routing_keys: [\"{}.#\"]\n    action: {{project: {}, playbooks_dir: ., translator: rkdirectory, vars: {{out_dir: \"{}\"}}}}\n",
+            self.prefix,
+            self.project_name(),
+            self.out.display()
+        )
+    }
+
+    async fn seen(&self, tag: &str) -> anyhow::Result<Value> {
+        let path = self.out.join(format!("{}-{tag}.json", self.key()));
+        let text = wait_file(&path, Duration::from_secs(90)).await?;
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+async fn apply_rules(server: &Server, yaml: &str) -> anyhow::Result<Value> {
+    let resp = server
+        .http
+        .put(server.url("/api/v1/rules"))
+        .bearer_auth(TOKEN)
+        .body(yaml.to_owned())
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    let v: Value = resp.json().await?;
+    anyhow::ensure!(status == 200, "PUT /api/v1/rules -> {status}: {v}");
+    Ok(v)
+}
+
+/// Waits until every named source reports `connected`.
+async fn wait_connected(server: &Server, names: &[&str]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = server.get("/api/v1/sources").await?;
+        if names.iter().all(|n| s[*n]["state"] == "connected") {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "sources not connected: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every event record of `source`, all pages.
+async fn records(server: &Server, source: &str) -> anyhow::Result<Vec<Value>> {
+    let mut out = Vec::new();
+    let mut cursor: Option<i64> = None;
+    loop {
+        let mut path = format!("/api/v1/events?limit=500&source={source}");
+        if let Some(c) = cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let page = server.get(&path).await?;
+        out.extend(page["events"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_i64() {
+            Some(c) => cursor = Some(c),
+            None => return Ok(out),
+        }
+    }
+}
+
+async fn amqp_channel() -> anyhow::Result<(Connection, Channel)> {
+    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .context("RabbitMQ at 127.0.0.1:5672")?;
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    Ok((conn, ch))
+}
+
+/// Publishes with publisher confirms; `message_id` set when given.
+async fn amqp_publish(
+    ch: &Channel,
+    exchange: &str,
+    key: &str,
+    body: &Value,
+    message_id: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut props = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2);
+    if let Some(id) = message_id {
+        props = props.with_message_id(id.into());
+    }
+    ch.basic_publish(
+        exchange.into(),
+        key.into(),
+        BasicPublishOptions::default(),
+        body.to_string().as_bytes(),
+        props,
+    )
+    .await?
+    .await?;
+    Ok(())
+}
+
+async fn mqtt_publish(topic: &str, body: &Value) -> anyhow::Result<()> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut options = MqttOptions::new(format!("e2e-pub-{}", uniq()), "127.0.0.1", 1883);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = AsyncClient::new(options, 8);
+    let run = async {
+        loop {
+            match eventloop.poll().await? {
+                Event::Incoming(Packet::ConnAck(_)) => {
+                    client
+                        .publish(topic, QoS::AtLeastOnce, false, body.to_string())
+                        .await?;
+                }
+                Event::Incoming(Packet::PubAck(_)) => return Ok::<(), anyhow::Error>(()),
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .context("MQTT publish timed out")??;
+    let _ = client.disconnect().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_broker_source_runs_the_playbook_its_routing_key_names() -> anyhow::Result<()> {
+    let f = Fixture::new()?;
+    let server = Server::start_with(f.opts())?;
+    let p = &f.prefix;
+    apply_rules(
+        &server,
+        &format!(
+            r##"
+sources:
+  bus: {{type: amqp, url: "{AMQP_URL}", exchange: "x.{p}", queue: "q.{p}", bindings: ["#"]}}
+  nats: {{type: nats, url: "{NATS_URL}", subjects: ["{p}.deploy.*"]}}
+  js: {{type: nats, url: "{NATS_URL}", subjects: ["{p}.deploy.>"], jetstream: {{stream: "S{p}", durable: "d{p}"}}}}
+  mqtt: {{type: mqtt, url: "mqtt://127.0.0.1:1883", topics: ["{p}/deploy/+"], client_id: "troupe-{p}"}}
+{}"##,
+            f.rule()
+        ),
+    )
+    .await?;
+    wait_connected(&server, &["bus", "nats", "js", "mqtt"]).await?;
+
+    // AMQP: routing key of the message.
+    let (_conn, ch) = amqp_channel().await?;
+    amqp_publish(
+        &ch,
+        &format!("x.{p}"),
+        &f.key(),
+        &json!({"msg": "via amqp", "tag": "amqp"}),
+        Some("m1"),
+    )
+    .await?;
+    // Outside the rule's keys (but inside the binding): recorded, unmatched, nothing runs.
+    amqp_publish(
+        &ch,
+        &format!("x.{p}"),
+        &format!("{p}x.other"),
+        &json!({}),
+        None,
+    )
+    .await?;
+    let seen = f.seen("amqp").await?;
+    assert_eq!(seen["msg"], "via amqp");
+    assert_eq!(seen["source"], "bus");
+
+    // NATS core and JetStream: the subject. Both subscriptions see the same subject: two runs.
+    let nats = async_nats::connect(NATS_URL)
+        .await
+        .context("NATS at 127.0.0.1:4222")?;
+    nats.publish(
+        f.key(),
+        json!({"msg": "via nats", "tag": "nats"}).to_string().into(),
+    )
+    .await?;
+    nats.flush().await?;
+    let seen = f.seen("nats").await?;
+    assert_eq!(seen["msg"], "via nats");
+    let by_source = |src: &'static str| {
+        let server = &server;
+        async move { records(server, src).await }
+    };
+    let js_records = by_source("js").await?;
+    wait_until_len(&server, "js", 1).await?;
+    let nats_records = by_source("nats").await?;
+    assert_eq!(nats_records.len(), 1, "{nats_records:?}");
+    assert!(js_records.len() <= 1);
+    let js = by_source("js").await?;
+    assert_eq!(js[0]["routing_key"], f.key());
+    assert_eq!(js[0]["status"], "accepted");
+    assert!(
+        js[0]["delivery_id"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with(&format!("S{p}:")),
+        "{js:?}"
+    );
+
+    // MQTT: the topic, with `/` read as `.`.
+    mqtt_publish(
+        &format!("{p}/deploy/web"),
+        &json!({"msg": "via mqtt", "tag": "mqtt"}),
+    )
+    .await?;
+    let seen = f.seen("mqtt").await?;
+    assert_eq!(seen["msg"], "via mqtt");
+    assert_eq!(seen["source"], "mqtt");
+
+    wait_until_len(&server, "bus", 2).await?;
+    let bus = records(&server, "bus").await?;
+    let unmatched: Vec<_> = bus.iter().filter(|e| e["status"] == "unmatched").collect();
+    assert_eq!(unmatched.len(), 1, "{bus:?}");
+    assert_eq!(unmatched[0]["routing_key"], format!("{p}x.other"));
+    assert_eq!(unmatched[0]["run_ids"], json!([]));
+    Ok(())
+}
+
+async fn wait_until_len(server: &Server, source: &str, n: usize) -> anyhow::Result<Vec<Value>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = records(server, source).await?;
+        if r.len() >= n {
+            return Ok(r);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{source}: {} records, wanted {n}",
+            r.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amqp_burst_survives_a_restart_with_nothing_lost_or_doubled() -> anyhow::Result<()> {
+    let f = Fixture::new()?;
+    let data = f._tmp.path().join("data");
+    let opts = || ServerOpts {
+        data_dir: Some(data.clone()),
+        ..f.opts()
+    };
+    let mut server = Server::start_with(opts())?;
+    let p = &f.prefix;
+    apply_rules(
+        &server,
+        &format!(
+            "sources:\n  bus: {{type: amqp, url: \"{AMQP_URL}\", exchange: \"x.{p}\", queue: \"q.{p}\", bindings: [\"#\"]}}\n{}",
+            f.rule()
+        ),
+    )
+    .await?;
+    wait_connected(&server, &["bus"]).await?;
+    let (_conn, ch) = amqp_channel().await?;
+    // 1,000 messages; every 100th names the playbook (10 runs), the rest match no rule.
+    let publisher = {
+        let ch = ch.clone();
+        let key = f.key();
+        let exchange = format!("x.{p}");
+        let noise = format!("{p}x.noise");
+        tokio::spawn(async move {
+            for i in 0..1000 {
+                let k = if i % 100 == 0 {
+                    key.as_str()
+                } else {
+                    noise.as_str()
+                };
+                amqp_publish(
+                    &ch,
+                    &exchange,
+                    k,
+                    &json!({"i": i, "tag": format!("n{i}")}),
+                    Some(&format!("m-{i}")),
+                )
+                .await?;
+            }
+            Ok::<(), anyhow::Error>(())
+        })
+    };
+    // Kill troupe (SIGKILL: no chance to ack or clean up) once part of the burst is recorded.
+    let recorded_at_kill = loop {
+        let n = records(&server, "bus").await?.len();
+        if n >= 100 {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    server.kill9();
+    publisher.await??;
+    assert!(
+        recorded_at_kill < 1000,
+        "the restart must come mid-burst ({recorded_at_kill} recorded)"
+    );
+
+    // Restarted on the same data dir, it finds its rules, reconnects and drains the queue.
+    let server = Server::start_with(opts())?;
+    let all = wait_until_len(&server, "bus", 1000).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = if all.len() == 1000 {
+        records(&server, "bus").await?
+    } else {
+        all
+    };
+    assert_eq!(all.len(), 1000, "every message recorded exactly once");
+    let ids: std::collections::BTreeSet<&str> = all
+        .iter()
+        .filter_map(|e| e["delivery_id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 1000, "1,000 distinct deliveries");
+    let accepted: Vec<_> = all.iter().filter(|e| e["status"] == "accepted").collect();
+    assert_eq!(accepted.len(), 10);
+    let runs = server
+        .get("/api/v1/runs?label=troupe/source=bus&limit=500")
+        .await?;
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(10), "{runs}");
+    Ok(())
+}
+
+/// `psql` as the superuser against the test server's `test` database.
+fn psql(base_url: &str, sql: &str) -> anyhow::Result<String> {
+    let out = std::process::Command::new("psql")
+        .args([base_url, "-qtAc", sql])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_holds_messages_unacknowledged_until_it_is_over() -> anyhow::Result<()> {
+    let Ok(admin) = std::env::var("TROUPE_TEST_DATABASE_URL") else {
+        eprintln!("TROUPE_TEST_DATABASE_URL is not set: store outage test skipped");
+        return Ok(());
+    };
+    let f = Fixture::new()?;
+    let p = &f.prefix;
+    // A role and database of its own, so cutting it off leaves other tests alone.
+    let role = format!("troupe_{p}");
+    psql(&admin, &format!("CREATE ROLE {role} LOGIN"))?;
+    psql(&admin, &format!("CREATE DATABASE {role} OWNER {role}"))?;
+    let host = admin
+        .split_once('@')
+        .map(|(_, rest)| rest.split('/').next().unwrap_or("127.0.0.1:5432"))
+        .unwrap_or("127.0.0.1:5432");
+    let url = format!("postgres://{role}@{host}/{role}");
+    let db_url = format!(
+        "{}/{role}",
+        admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b)
+    );
+    let server = Server::start_with(ServerOpts {
+        database_url: Some(url),
+        ..f.opts()
+    })?;
+    apply_rules(
+        &server,
+        &format!(
+            "sources:\n  bus: {{type: amqp, url: \"{AMQP_URL}\", exchange: \"x.{p}\", queue: \"q.{p}\", bindings: [\"#\"]}}\n{}",
+            f.rule()
+        ),
+    )
+    .await?;
+    wait_connected(&server, &["bus"]).await?;
+    let (_conn, ch) = amqp_channel().await?;
+    let exchange = format!("x.{p}");
+    let noise = format!("{p}x.noise");
+    for i in 0..5 {
+        amqp_publish(
+            &ch,
+            &exchange,
+            &noise,
+            &json!({"i": i}),
+            Some(&format!("before-{i}")),
+        )
+        .await?;
+    }
+    wait_until_len(&server, "bus", 5).await?;
+
+    // The outage: the role may no longer log in, and its connections are cut.
+    psql(&admin, &format!("ALTER ROLE {role} NOLOGIN"))?;
+    psql(
+        &admin,
+        &format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = '{role}'"
+        ),
+    )?;
+    for i in 0..20 {
+        amqp_publish(
+            &ch,
+            &exchange,
+            &noise,
+            &json!({"i": i}),
+            Some(&format!("during-{i}")),
+        )
+        .await?;
+    }
+    amqp_publish(
+        &ch,
+        &exchange,
+        &f.key(),
+        &json!({"msg": "after the outage", "tag": "late"}),
+        Some("during-run"),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        psql(&db_url, "SELECT count(*) FROM event_records")?,
+        "5",
+        "nothing is recorded while the store is down"
+    );
+    // The API says the store is unavailable, in JSON, with 503.
+    let (status, body) = server
+        .call(reqwest::Method::GET, "/api/v1/events", None)
+        .await?;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "store_unavailable");
+
+    // Back: the held messages are recorded, once each, and the run happens.
+    psql(&admin, &format!("ALTER ROLE {role} LOGIN"))?;
+    let all = wait_until_len(&server, "bus", 26).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let all = if all.len() == 26 {
+        records(&server, "bus").await?
+    } else {
+        all
+    };
+    assert_eq!(all.len(), 26, "{all:?}");
+    let seen = f.seen("late").await?;
+    assert_eq!(seen["msg"], "after the outage");
+    drop(server);
+    let _ = psql(
+        &admin,
+        &format!("DROP DATABASE IF EXISTS {role} WITH (FORCE)"),
+    );
+    let _ = psql(&admin, &format!("DROP ROLE IF EXISTS {role}"));
+    Ok(())
+}
