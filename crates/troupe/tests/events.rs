@@ -866,3 +866,26 @@ async fn troupe_loop_runs_loopabull_configs_with_both_translators() -> anyhow::R
     }
     Ok(())
 }
+
+#[test]
+fn the_examples_are_valid() -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let rules = root.join("examples/events/rules.yml");
+    let out = std::process::Command::new(troupe_bin())
+        .args(["rules", "check"])
+        .arg(&rules)
+        .output()?;
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hello: events from any source"));
+    let text = std::fs::read_to_string(root.join("examples/loopabull/loopabull.yml"))?;
+    let cfg = troupe_events::loopabull::LoopConfig::parse(&text).map_err(anyhow::Error::msg)?;
+    let compiled =
+        troupe_events::Rules::compile(cfg.rules("playbooks").map_err(anyhow::Error::msg)?)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let pb = compiled.rules()[0]
+        .playbook_for("org.example.hello")
+        .map_err(anyhow::Error::msg)?
+        .context("a playbook")?;
+    assert!(root.join("examples/loopabull/playbooks").join(pb).is_file());
+    Ok(())
+}
