@@ -20,7 +20,7 @@ pub enum EventStatus {
     /// Rules matched, but every one failed to build its run (e.g. the playbook the routing
     /// key names does not exist).
     Failed,
-    /// The payload could not be read (not JSON, not an object where one is needed...).
+    /// The payload could not be read (not JSON or YAML), or could not be stored.
     Rejected,
 }
 

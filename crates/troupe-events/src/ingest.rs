@@ -398,6 +398,15 @@ fn merge_options(base: &mut RunOptions, over: &RunOptions) {
     if over.timeout_s.is_some() {
         base.timeout_s = over.timeout_s;
     }
+    if over.start_at_task.is_some() {
+        base.start_at_task.clone_from(&over.start_at_task);
+    }
+    if over.slices.is_some() {
+        base.slices = over.slices;
+    }
+    if over.slice_size.is_some() {
+        base.slice_size = over.slice_size;
+    }
 }
 
 #[cfg(test)]

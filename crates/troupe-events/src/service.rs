@@ -184,6 +184,13 @@ impl EventService {
             .collect()
     }
 
+    /// Counts an event a passive source (a webhook) delivered.
+    pub async fn note_delivered(&self, source: &str) {
+        if let Some((_, status)) = self.running.lock().await.statuses.get(source) {
+            status.delivered();
+        }
+    }
+
     /// The webhook source of this name, if one is configured.
     pub fn webhook(&self, name: &str) -> Option<crate::config::WebhookConfig> {
         match self.rules().file().sources.get(name) {

@@ -1233,28 +1233,40 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn claim_run(&self, worker_id: &str, lease: Duration) -> StoreResult<Option<Run>> {
+    async fn claim_runs(
+        &self,
+        worker_id: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> StoreResult<Vec<Run>> {
         debug_assert_eq!(
             RunStatus::sources_of(RunStatus::Running),
             [RunStatus::Queued]
         );
-        // SKIP LOCKED: a run another claimer has locked is passed over, not waited for; the
-        // outer `status = 'queued'` is re-checked on the locked row.
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // SKIP LOCKED: runs another claimer has locked are passed over, not waited for; the
+        // outer `status = 'queued'` is re-checked on the locked rows.
         let now = now();
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE runs SET status = 'running', started_at = $1, worker_id = $2, \
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "WITH picked AS (SELECT id AS pick FROM runs WHERE status = 'queued' ORDER BY id \
+                              LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             UPDATE runs SET status = 'running', started_at = $1, worker_id = $2, \
              lease_expires_at = $3, cancel_requested = NULL \
-             WHERE id = (SELECT id FROM runs WHERE status = 'queued' ORDER BY id LIMIT 1 \
-                         FOR UPDATE SKIP LOCKED) \
-             AND status = 'queued' RETURNING {RUN_COLS}"
+             FROM picked WHERE runs.id = picked.pick AND runs.status = 'queued' \
+             RETURNING {RUN_COLS}"
         )))
         .bind(now)
         .bind(worker_id)
         .bind(lease_end(now, lease))
-        .fetch_optional(&self.pool)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        row.as_ref().map(run_from).transpose()
+        let mut runs = rows.iter().map(run_from).collect::<StoreResult<Vec<_>>>()?;
+        runs.sort_by_key(|r| r.id);
+        Ok(runs)
     }
 
     async fn mark_launched(

@@ -1103,27 +1103,38 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn claim_run(&self, worker_id: &str, lease: Duration) -> StoreResult<Option<Run>> {
+    async fn claim_runs(
+        &self,
+        worker_id: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> StoreResult<Vec<Run>> {
         debug_assert_eq!(
             RunStatus::sources_of(RunStatus::Running),
             [RunStatus::Queued]
         );
-        // One statement: SQLite runs it under the write lock, so the run it picks cannot be
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // One statement: SQLite runs it under the write lock, so the runs it picks cannot be
         // picked by anyone else.
         let now = now_us();
-        let row = sqlx::query(AssertSqlSafe(format!(
+        let rows = sqlx::query(AssertSqlSafe(format!(
             "UPDATE runs SET status = 'running', started_at = ?, worker_id = ?, \
              lease_expires_at = ?, cancel_requested = NULL \
-             WHERE id = (SELECT id FROM runs WHERE status = 'queued' ORDER BY id LIMIT 1) \
+             WHERE id IN (SELECT id FROM runs WHERE status = 'queued' ORDER BY id LIMIT ?) \
              AND status = 'queued' RETURNING {RUN_COLS}"
         )))
         .bind(now)
         .bind(worker_id)
         .bind(lease_end(now, lease))
-        .fetch_optional(&self.writer)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.writer)
         .await
         .map_err(backend)?;
-        row.as_ref().map(run_from).transpose()
+        let mut runs = rows.iter().map(run_from).collect::<StoreResult<Vec<_>>>()?;
+        runs.sort_by_key(|r| r.id);
+        Ok(runs)
     }
 
     async fn mark_launched(

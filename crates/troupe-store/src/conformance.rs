@@ -53,6 +53,7 @@ macro_rules! __conformance_case_names {
             list_runs_pagination,
             claim_oldest_first,
             concurrent_claims_never_share,
+            batch_claims_take_the_oldest_in_order,
             renew_lease_held_and_lost,
             finish_run_rules,
             cancel_queued_run,
@@ -804,6 +805,61 @@ pub async fn concurrent_claims_never_share(store: &dyn Store) {
         );
         assert_eq!(got.worker_id, Some(owner));
     }
+}
+
+/// A batch claim takes the oldest queued runs, oldest first, at most `limit`; racing batch
+/// claimers never share a run.
+pub async fn batch_claims_take_the_oldest_in_order(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let runs = queued_runs(store, p.id, 30).await;
+    store
+        .request_cancel(runs[1].id, CancelMode::Force)
+        .await
+        .expect("cancel");
+    assert!(
+        store
+            .claim_runs("w", Duration::from_secs(30), 0)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let first = store
+        .claim_runs("w", Duration::from_secs(30), 3)
+        .await
+        .expect("claim");
+    assert_eq!(
+        ids(&first),
+        vec![runs[0].id, runs[2].id, runs[3].id],
+        "oldest first, canceled skipped"
+    );
+    for r in &first {
+        assert_eq!(r.status, RunStatus::Running);
+        assert_eq!(r.worker_id.as_deref(), Some("w"));
+        assert_eq!(store.get_run(r.id).await.expect("get"), *r);
+    }
+    let claimers = (0..4).map(|w| async move {
+        let worker = format!("batch-{w}");
+        let mut mine = Vec::new();
+        loop {
+            let got = store
+                .claim_runs(&worker, Duration::from_secs(60), 4)
+                .await
+                .expect("claim");
+            if got.is_empty() {
+                return mine;
+            }
+            assert!(got.len() <= 4);
+            assert!(got.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
+            mine.extend(ids(&got));
+        }
+    });
+    let per_worker = futures_join_all(claimers).await;
+    let mut all: Vec<i64> = per_worker.iter().flatten().copied().collect();
+    let total = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(total, all.len(), "a run was claimed twice: {per_worker:?}");
+    assert_eq!(all, ids(&runs[4..]), "every remaining run claimed once");
 }
 
 /// Runs futures concurrently on the current task (no `'static` bound, so they may borrow).

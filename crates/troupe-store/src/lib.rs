@@ -312,7 +312,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Claims the oldest queued run for `worker_id`: it becomes `running` with a lease that
     /// expires after `lease`. Two workers never claim the same run.
-    async fn claim_run(&self, worker_id: &str, lease: Duration) -> StoreResult<Option<Run>>;
+    async fn claim_run(&self, worker_id: &str, lease: Duration) -> StoreResult<Option<Run>> {
+        Ok(self
+            .claim_runs(worker_id, lease, 1)
+            .await?
+            .into_iter()
+            .next())
+    }
+    /// Claims up to `limit` of the oldest queued runs for `worker_id` in one transaction,
+    /// returned oldest first; each becomes `running` with a lease that expires after `lease`.
+    /// Two workers never claim the same run.
+    async fn claim_runs(
+        &self,
+        worker_id: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> StoreResult<Vec<Run>>;
     /// Records that ansible-playbook was started for a run `worker_id` holds, and for git
     /// projects the commit it runs. `Conflict` when it is not running under that worker.
     async fn mark_launched(

@@ -41,6 +41,9 @@ pub struct WorkerConfig {
     pub flush_interval: Duration,
 }
 
+/// Most runs claimed in one store transaction.
+const MAX_CLAIM_BATCH: usize = 64;
+
 /// A message to a run in flight.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Control {
@@ -199,26 +202,43 @@ impl WorkerPool {
             if self.stop_claiming.is_cancelled() {
                 return;
             }
-            match self.store.claim_run(&self.worker_id, self.cfg.lease).await {
-                Ok(Some(run)) => {
-                    backoff = Duration::from_millis(100);
-                    self.hub.publish_change(RunChange::StatusChanged {
-                        run_id: run.id,
-                        project_id: run.project_id,
-                        tag: run.tag.clone(),
-                        labels: run.labels.clone(),
-                        status: run.status,
-                        reason: None,
-                        rc: None,
-                        at: chrono::Utc::now(),
-                    });
-                    let pool = Arc::clone(&self);
-                    self.tracker.spawn(async move {
-                        pool.execute(run, permit).await;
-                    });
+            // Every free slot is claimed for in one transaction (a burst of queued runs starts
+            // at the pace of process spawns, not of one store round trip per run).
+            let mut permits = vec![permit];
+            while permits.len() < MAX_CLAIM_BATCH {
+                match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
                 }
-                Ok(None) => {
-                    drop(permit);
+            }
+            match self
+                .store
+                .claim_runs(&self.worker_id, self.cfg.lease, permits.len())
+                .await
+            {
+                Ok(runs) if !runs.is_empty() => {
+                    backoff = Duration::from_millis(100);
+                    // Slots left over (fewer runs were queued) go back to the semaphore.
+                    permits.truncate(runs.len());
+                    for (run, permit) in runs.into_iter().zip(permits) {
+                        self.hub.publish_change(RunChange::StatusChanged {
+                            run_id: run.id,
+                            project_id: run.project_id,
+                            tag: run.tag.clone(),
+                            labels: run.labels.clone(),
+                            status: run.status,
+                            reason: None,
+                            rc: None,
+                            at: chrono::Utc::now(),
+                        });
+                        let pool = Arc::clone(&self);
+                        self.tracker.spawn(async move {
+                            pool.execute(run, permit).await;
+                        });
+                    }
+                }
+                Ok(_) => {
+                    drop(permits);
                     tokio::select! {
                         () = self.wake.notified() => {}
                         () = tokio::time::sleep(self.cfg.poll_interval) => {}
@@ -226,7 +246,7 @@ impl WorkerPool {
                     }
                 }
                 Err(e) => {
-                    drop(permit);
+                    drop(permits);
                     tracing::error!(error = %e, "could not claim runs; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}

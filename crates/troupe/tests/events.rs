@@ -375,6 +375,8 @@ rules:
         .call(reqwest::Method::GET, "/api/v1/events/999999", None)
         .await?;
     assert_eq!(s, 404);
+    let sources = server.get("/api/v1/sources").await?;
+    assert_eq!(sources["gh"]["delivered"], 3, "{sources}");
     // The events API needs a token.
     let resp = server.http.get(server.url("/api/v1/events")).send().await?;
     assert_eq!(resp.status().as_u16(), 401);

@@ -188,6 +188,7 @@ async fn deliver_hook(
             "the event could not be stored; retry later",
         )
     })?;
+    events.note_delivered(source).await;
     let body = HookResponse {
         event: delivered.record.into(),
         duplicate: delivered.duplicate,
@@ -205,6 +206,7 @@ fn forwarded_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
             (n.starts_with("x-") || n == "content-type" || n == "user-agent")
                 && !webhook::SIGNATURE_HEADERS.contains(&n)
                 && n != webhook::TOKEN_HEADER
+                && n != webhook::GITLAB_TOKEN_HEADER
         })
         .filter_map(|(name, v)| Some((name.as_str().to_owned(), v.to_str().ok()?.to_owned())))
         .take(32)

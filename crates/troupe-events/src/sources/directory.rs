@@ -6,7 +6,8 @@
 //! can write `.name.tmp` and rename it into place. Once an event is recorded its file moves to
 //! `done/` (or `failed/` when the payload was rejected or no run could be built), renamed
 //! `<event id>-<name>`. A file recorded before a crash but not yet moved is recognised by its
-//! name and digest and not run twice.
+//! name, modification time and digest and not run twice; the same file dropped again later is
+//! a new event.
 
 use crate::config::DirectoryConfig;
 use crate::sink::{Inbound, PayloadFormat};
@@ -117,7 +118,7 @@ async fn scan(dir: &Path, ctx: &SourceContext) -> Result<(), String> {
         }
     }
     files.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    for (_, name, key, format) in files {
+    for (modified, name, key, format) in files {
         if ctx.stop.is_cancelled() {
             return Ok(());
         }
@@ -133,7 +134,13 @@ async fn scan(dir: &Path, ctx: &SourceContext) -> Result<(), String> {
             routing_key: key,
             payload: Bytes::from(content),
             format,
-            delivery_id: Some(format!("{name}:{}", &digest[..16])),
+            delivery_id: Some(format!(
+                "{name}:{}:{}",
+                modified
+                    .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos()),
+                &digest[..16]
+            )),
             redelivered: false,
             headers: [("file".to_owned(), name.clone())].into_iter().collect(),
         };

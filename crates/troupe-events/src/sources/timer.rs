@@ -95,7 +95,8 @@ impl Source for TimerSource {
                 return;
             }
             ctx.status.delivered();
-            after = tick;
+            // Ticks that passed while the event waited for the store are not made up.
+            after = tick.max(Utc::now());
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! A request is authenticated by an HMAC-SHA256 signature of its exact body (GitHub's
 //! `X-Hub-Signature-256: sha256=<hex>`, or the same in `X-Troupe-Signature-256`), or by the
-//! source's token (`X-Troupe-Token`, or `Authorization: Bearer`); the API also accepts its
+//! source's token (`X-Troupe-Token`, GitLab's `X-Gitlab-Token`, or `Authorization: Bearer`);
+//! the API also accepts its
 //! own tokens, so `troupe events publish` works against any webhook source.
 
 use crate::config::{RoutingKeyFrom, WebhookConfig};
@@ -14,6 +15,8 @@ use subtle::ConstantTimeEq;
 pub const SIGNATURE_HEADERS: [&str; 2] = ["x-hub-signature-256", "x-troupe-signature-256"];
 /// The header that may carry the source's token.
 pub const TOKEN_HEADER: &str = "x-troupe-token";
+/// GitLab's header for a webhook's secret token, accepted as the source's token too.
+pub const GITLAB_TOKEN_HEADER: &str = "x-gitlab-token";
 
 /// Checks what can be checked before a request arrives.
 pub fn validate(cfg: &WebhookConfig) -> Result<(), String> {
@@ -70,9 +73,11 @@ pub fn authenticate(
         let want = token
             .resolve()
             .map_err(|_| "the source's token is not available".to_owned())?;
-        let given = header(TOKEN_HEADER).or_else(|| {
-            header("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_owned))
-        });
+        let given = header(TOKEN_HEADER)
+            .or_else(|| header(GITLAB_TOKEN_HEADER))
+            .or_else(|| {
+                header("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_owned))
+            });
         if let Some(given) = given {
             tried = true;
             if bool::from(given.trim().as_bytes().ct_eq(want.as_bytes())) {

@@ -105,7 +105,7 @@ fn print_event_line(e: &Value) {
         .unwrap_or_default();
     println!(
         "{:<6} {:<20} {:<12} {:<32} {:<9} {:<10} {}",
-        e["id"],
+        e["id"].to_string(),
         e["received_at"]
             .as_str()
             .unwrap_or("")
@@ -209,7 +209,8 @@ fn describe(outcome: &Value) -> String {
         Some("started") => {
             let mut s = format!("started run {}", outcome["run_id"]);
             if let Some(c) = outcome["canceled"].as_array().filter(|c| !c.is_empty()) {
-                s.push_str(&format!(", canceling {c:?}", c = c));
+                let ids: Vec<String> = c.iter().map(Value::to_string).collect();
+                s.push_str(&format!(", canceling run {}", ids.join(", ")));
             }
             s
         }
