@@ -1,16 +1,17 @@
-//! A run's private directory: inventory, group vars, extra vars, the plugin, a tmp dir and the
-//! `pgid` file `reap_orphans` reads after a crash.
+//! A run's private directory: inventory, group vars, extra vars, a tmp dir and the `pgid` file
+//! `reap_orphans` reads after a crash; and the callback plugin, shared by every run.
 //!
 //! ```text
 //! <runs_dir>/run-<key>-<unique>/      0700
-//!   inventory/hosts.yml | hosts.ini
-//!   inventory/group_vars/<group>.yml  (JSON, which YAML reads as is)
+//!   hosts.yml | hosts.ini             the inventory
+//!   group_vars/<group>.yml            (only when groups have vars; JSON, which YAML reads)
 //!   extra_vars.json                   0600
-//!   plugins/troupe.py
 //!   tmp/                              ANSIBLE_LOCAL_TEMP
 //!   pgid                              written once the process runs
+//! <runs_dir>/plugin-<digest>/troupe.py  the plugin, written once (read-only for runs)
 //! ```
-//! Everything here blocks; call it from `spawn_blocking`.
+//! Directories cost more than files to create (and a burst of runs creates many), so a run
+//! makes as few as it can. Everything here blocks; call it from `spawn_blocking`.
 
 use crate::AnsibleError;
 use crate::plugin::PLUGIN_SOURCE;
@@ -98,29 +99,35 @@ pub(crate) fn prepare(
             Err(e) => return Err(io("creating", &candidate)(e)),
         }
     };
+    let plugins = shared_plugin_dir(runs_dir)?;
     let dir = RunDir {
-        inventory: root.join("inventory").join(match inventory.format {
+        inventory: root.join(match inventory.format {
             InventoryFormat::Yaml => "hosts.yml",
             InventoryFormat::Ini => "hosts.ini",
         }),
         extra_vars: root.join("extra_vars.json"),
-        plugins: root.join("plugins"),
+        plugins,
         tmp: root.join("tmp"),
         root,
     };
     let fill = || -> Result<(), AnsibleError> {
-        let inv_dir = dir.root.join("inventory");
-        let group_vars = inv_dir.join("group_vars");
-        for d in [&inv_dir, &group_vars, &dir.plugins, &dir.tmp] {
-            DirBuilder::new()
-                .mode(0o700)
-                .create(d)
-                .map_err(io("creating", d))?;
-        }
+        DirBuilder::new()
+            .mode(0o700)
+            .create(&dir.tmp)
+            .map_err(io("creating", &dir.tmp))?;
         write_file(&dir.inventory, inventory.hosts.as_bytes(), 0o600)?;
+        let group_vars = dir.root.join("group_vars");
+        let mut made_group_vars = false;
         for (group, vars) in &summary.group_vars {
             if vars.is_null() {
                 continue;
+            }
+            if !made_group_vars {
+                DirBuilder::new()
+                    .mode(0o700)
+                    .create(&group_vars)
+                    .map_err(io("creating", &group_vars))?;
+                made_group_vars = true;
             }
             // Group names are validated by troupe-core ([A-Za-z0-9_-]), so they are safe file
             // names. JSON is valid YAML, and ansible loads `group_vars/<group>.yml` next to the
@@ -132,17 +139,41 @@ pub(crate) fn prepare(
         let extra = serde_json::to_vec(extra_vars)
             .map_err(|e| AnsibleError::Inventory(format!("extra vars: {e}")))?;
         write_file(&dir.extra_vars, &extra, 0o600)?;
-        write_file(
-            &dir.plugins.join(format!("{}.py", crate::PLUGIN_NAME)),
-            PLUGIN_SOURCE.as_bytes(),
-            0o600,
-        )?;
         Ok(())
     };
     if let Err(e) = fill() {
         let _ = std::fs::remove_dir_all(&dir.root);
         return Err(e);
     }
+    Ok(dir)
+}
+
+/// The directory holding this troupe's plugin, under `runs_dir`: named after the plugin's
+/// digest, so a troupe upgrade never runs an old plugin, and written once (to a temporary name,
+/// then renamed into place, so concurrent runs never see half a file).
+fn shared_plugin_dir(runs_dir: &Path) -> Result<PathBuf, AnsibleError> {
+    use sha2::{Digest, Sha256};
+    static DIGEST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let digest = DIGEST.get_or_init(|| hex::encode(&Sha256::digest(PLUGIN_SOURCE.as_bytes())[..8]));
+    let dir = runs_dir.join(format!("plugin-{digest}"));
+    let file = dir.join(format!("{}.py", crate::PLUGIN_NAME));
+    if file.is_file() {
+        return Ok(dir);
+    }
+    match DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io("creating", &dir)(e)),
+    }
+    let tmp = dir.join(format!(
+        ".{}.{}.{:?}",
+        crate::PLUGIN_NAME,
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    write_file(&tmp, PLUGIN_SOURCE.as_bytes(), 0o600)?;
+    std::fs::rename(&tmp, &file).map_err(io("installing", &file))?;
     Ok(dir)
 }
 
@@ -155,5 +186,30 @@ mod tests {
         assert_eq!(sanitize_key("42"), "42");
         assert_eq!(sanitize_key("../../etc"), "etc");
         assert_eq!(sanitize_key("/"), "x");
+    }
+
+    #[test]
+    fn the_plugin_is_written_once_and_shared() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let inv = InventoryContent {
+            format: InventoryFormat::Ini,
+            hosts: "[web]\nw1\n".into(),
+            vars: None,
+        };
+        let a = prepare(tmp.path(), "1", &inv, &Map::new()).expect("a");
+        let b = prepare(tmp.path(), "2", &inv, &Map::new()).expect("b");
+        assert_eq!(a.plugins, b.plugins);
+        let plugin = a.plugins.join(format!("{}.py", crate::PLUGIN_NAME));
+        assert_eq!(std::fs::read_to_string(plugin).expect("plugin"), PLUGIN_SOURCE);
+        assert_ne!(a.root, b.root);
+        assert!(a.tmp.is_dir() && a.inventory.is_file() && a.extra_vars.is_file());
+        assert!(!a.root.join("group_vars").exists(), "no group vars, no directory");
+        let with_vars = InventoryContent {
+            vars: Some("web:\n  port: 80\n".into()),
+            ..inv
+        };
+        let c = prepare(tmp.path(), "3", &with_vars, &Map::new()).expect("c");
+        let gv = std::fs::read_to_string(c.root.join("group_vars/web.yml")).expect("group vars");
+        assert!(gv.contains("80"), "{gv}");
     }
 }
