@@ -200,10 +200,16 @@ mod tests {
         let b = prepare(tmp.path(), "2", &inv, &Map::new()).expect("b");
         assert_eq!(a.plugins, b.plugins);
         let plugin = a.plugins.join(format!("{}.py", crate::PLUGIN_NAME));
-        assert_eq!(std::fs::read_to_string(plugin).expect("plugin"), PLUGIN_SOURCE);
+        assert_eq!(
+            std::fs::read_to_string(plugin).expect("plugin"),
+            PLUGIN_SOURCE
+        );
         assert_ne!(a.root, b.root);
         assert!(a.tmp.is_dir() && a.inventory.is_file() && a.extra_vars.is_file());
-        assert!(!a.root.join("group_vars").exists(), "no group vars, no directory");
+        assert!(
+            !a.root.join("group_vars").exists(),
+            "no group vars, no directory"
+        );
         let with_vars = InventoryContent {
             vars: Some("web:\n  port: 80\n".into()),
             ..inv

@@ -12,6 +12,9 @@ use troupe_store::{OutputChunk, Store, Stream};
 
 /// Events or chunks pending before a flush is due regardless of the timer.
 pub(crate) const BATCH_MAX: usize = 500;
+/// When a flush is due and more output is already waiting, up to this many items go into the
+/// same transaction.
+pub(crate) const BATCH_BACKLOG_MAX: usize = 5_000;
 
 pub(crate) struct Batcher {
     run_id: i64,
@@ -32,6 +35,11 @@ impl Batcher {
             next_seq: 1,
             summary: None,
         }
+    }
+
+    /// Events and chunks pending.
+    pub(crate) fn len(&self) -> usize {
+        self.events.len() + self.output.len()
     }
 
     /// Takes one output of the process; true when a flush is due.

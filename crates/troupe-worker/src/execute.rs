@@ -1,6 +1,6 @@
 //! Executing one claimed run: launch, drain, renew, cancel, record.
 
-use crate::batch::Batcher;
+use crate::batch::{BATCH_BACKLOG_MAX, Batcher};
 use crate::live::RunChange;
 use crate::playbooks::{project_root, resolve_playbook};
 use crate::pool::{Control, WorkerPool};
@@ -126,6 +126,16 @@ impl WorkerPool {
                 out = outputs.recv() => match out {
                     Some(out) => {
                         if batcher.push(out) {
+                            // Under a backlog, take what is already waiting into the same
+                            // transaction: batches grow with the rate, commits do not.
+                            while batcher.len() < BATCH_BACKLOG_MAX {
+                                match outputs.try_recv() {
+                                    Ok(out) => {
+                                        batcher.push(out);
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
                             batcher.flush(&self.store).await;
                         }
                         if !summary_announced && let Some(summary) = batcher.summary().cloned() {
