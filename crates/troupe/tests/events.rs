@@ -891,3 +891,40 @@ fn the_examples_are_valid() -> anyhow::Result<()> {
     assert!(root.join("examples/loopabull/playbooks").join(pb).is_file());
     Ok(())
 }
+
+#[tokio::test]
+async fn event_records_past_retention_are_pruned() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("data");
+    let opts = || ServerOpts {
+        data_dir: Some(data.clone()),
+        ..Default::default()
+    };
+    let mut server = Server::start_with(opts())?;
+    apply_rules(
+        &server,
+        "sources:\n  hook: {type: webhook}\nsettings: {retention: 2s}\n",
+    )
+    .await?;
+    let (s, v) = server
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/hooks/hook/a.b",
+            Some(json!({})),
+        )
+        .await?;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(all_events(&server, "").await?.len(), 1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.terminate()?;
+    // Retention is applied at start and then hourly; the stored rules come back with it.
+    let server = Server::start_with(opts())?;
+    wait_until("old records pruned", Duration::from_secs(20), || async {
+        Ok(all_events(&server, "").await?.is_empty())
+    })
+    .await?;
+    let rules = server.get("/api/v1/rules").await?;
+    assert_eq!(rules["revision"], 1);
+    assert_eq!(rules["document"]["settings"]["retention"], "2s");
+    Ok(())
+}
