@@ -1,6 +1,20 @@
 //! Terminal text: ansible prints colours (troupe keeps them, as ansible-runner does); readers
 //! that are not terminals get plain text.
 
+/// What kind of JSON value `v` is, with its article ("an object", "a string", "null"), for
+/// error messages.
+pub fn json_kind(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// `text` without ANSI escape sequences.
 pub fn plain(text: &str) -> String {
     strip_ansi_escapes::strip_str(text)

@@ -244,7 +244,7 @@ impl Ingestor {
                 return Err(format!(
                     "the payload is {}, not an object, so it cannot be extra vars; set \
                      action.vars_key to pass it under a variable",
-                    kind_of(other)
+                    troupe_core::text::json_kind(other)
                 ));
             }
         }
@@ -357,17 +357,6 @@ fn parse_payload(event: &Inbound) -> Result<Value, String> {
                 .map_err(|_| "the payload is not UTF-8 text".to_owned())?;
             serde_saphyr::from_str(text).map_err(|e| format!("the payload is not valid YAML: {e}"))
         }
-    }
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -50,16 +50,7 @@ impl WorkerPool {
             {
                 Ok(run) => {
                     tracing::info!(run = run_id, status = %run.status, rc = ?run.rc, "run finished");
-                    self.hub.publish_change(RunChange::StatusChanged {
-                        run_id,
-                        project_id: run.project_id,
-                        tag: run.tag.clone(),
-                        labels: run.labels.clone(),
-                        status: run.status,
-                        reason: run.status_reason.clone(),
-                        rc: run.rc,
-                        at: chrono::Utc::now(),
-                    });
+                    self.hub.publish_change(RunChange::status_of(&run));
                     self.hub.publish_finished(run_id, run.status);
                     return;
                 }

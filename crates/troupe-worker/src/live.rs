@@ -124,6 +124,20 @@ impl RunChange {
         }
     }
 
+    /// A run's status as it is now, for subscribers.
+    pub fn status_of(run: &troupe_core::run::Run) -> RunChange {
+        RunChange::StatusChanged {
+            run_id: run.id,
+            project_id: run.project_id,
+            tag: run.tag.clone(),
+            labels: run.labels.clone(),
+            status: run.status,
+            reason: run.status_reason.clone(),
+            rc: run.rc,
+            at: chrono::Utc::now(),
+        }
+    }
+
     /// (project id, tag, labels) of the run.
     pub fn run_keys(
         &self,

@@ -143,16 +143,7 @@ impl WorkerPool {
         if run.status == RunStatus::Running {
             self.cancel(run_id, mode);
         } else if run.status.is_finished() {
-            self.hub.publish_change(RunChange::StatusChanged {
-                run_id: run.id,
-                project_id: run.project_id,
-                tag: run.tag.clone(),
-                labels: run.labels.clone(),
-                status: run.status,
-                reason: run.status_reason.clone(),
-                rc: run.rc,
-                at: chrono::Utc::now(),
-            });
+            self.hub.publish_change(RunChange::status_of(&run));
             self.hub.publish_finished(run.id, run.status);
         }
         Ok(run)
@@ -221,16 +212,7 @@ impl WorkerPool {
                     // Slots left over (fewer runs were queued) go back to the semaphore.
                     permits.truncate(runs.len());
                     for (run, permit) in runs.into_iter().zip(permits) {
-                        self.hub.publish_change(RunChange::StatusChanged {
-                            run_id: run.id,
-                            project_id: run.project_id,
-                            tag: run.tag.clone(),
-                            labels: run.labels.clone(),
-                            status: run.status,
-                            reason: None,
-                            rc: None,
-                            at: chrono::Utc::now(),
-                        });
+                        self.hub.publish_change(RunChange::status_of(&run));
                         let pool = Arc::clone(&self);
                         self.tracker.spawn(async move {
                             pool.execute(run, permit).await;

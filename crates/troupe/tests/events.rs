@@ -56,29 +56,6 @@ fn event_project() -> anyhow::Result<Proj> {
     ])
 }
 
-async fn put_rules(server: &Server, yaml: &str) -> anyhow::Result<(u16, Value)> {
-    let resp = server
-        .http
-        .put(server.url("/api/v1/rules"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/yaml")
-        .body(yaml.to_owned())
-        .send()
-        .await?;
-    let status = resp.status().as_u16();
-    let text = resp.text().await?;
-    Ok((
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    ))
-}
-
-async fn apply_rules(server: &Server, yaml: &str) -> anyhow::Result<Value> {
-    let (s, v) = put_rules(server, yaml).await?;
-    anyhow::ensure!(s == 200, "PUT /api/v1/rules -> {s}: {v}");
-    Ok(v)
-}
-
 /// POSTs a webhook body with extra headers (no API token); (status, body).
 async fn hook(
     server: &Server,
@@ -124,24 +101,6 @@ fn github_signature(key: &str, body: &[u8]) -> anyhow::Result<String> {
         })?;
     anyhow::ensure!(out.status.success(), "python3 hmac failed");
     Ok(String::from_utf8(out.stdout)?.trim().to_owned())
-}
-
-/// All event records matching `query` (e.g. `source=hook`), newest first, every page.
-async fn all_events(server: &Server, query: &str) -> anyhow::Result<Vec<Value>> {
-    let mut out = Vec::new();
-    let mut cursor: Option<i64> = None;
-    loop {
-        let mut path = format!("/api/v1/events?limit=500&{query}");
-        if let Some(c) = cursor {
-            path.push_str(&format!("&cursor={c}"));
-        }
-        let page = server.get(&path).await?;
-        out.extend(page["events"].as_array().cloned().unwrap_or_default());
-        match page["next_cursor"].as_i64() {
-            Some(c) => cursor = Some(c),
-            None => return Ok(out),
-        }
-    }
 }
 
 async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
@@ -202,7 +161,7 @@ rules:
         project = project_name(proj.path()),
         out = out.path().display()
     );
-    let shown = apply_rules(&server, &rules).await?;
+    let shown = server.apply_rules(&rules).await?;
     // Literal secrets are never shown back.
     assert!(!shown.to_string().contains("hmac-key"), "{shown}");
     assert!(!shown.to_string().contains("tok-123"), "{shown}");
@@ -235,7 +194,7 @@ rules:
     assert_eq!(seen["source"], "hook");
 
     // Bad signature: 401, and nothing is recorded.
-    let before = all_events(&server, "").await?.len();
+    let before = server.event_records("").await?.len();
     let (s, v) = hook(
         &server,
         "/api/v1/hooks/hook/deploy.web",
@@ -255,7 +214,7 @@ rules:
     assert_eq!(s, 401);
     let (s, _) = hook(&server, "/api/v1/hooks/hook/deploy.web", body, &[]).await?;
     assert_eq!(s, 401);
-    assert_eq!(all_events(&server, "").await?.len(), before);
+    assert_eq!(server.event_records("").await?.len(), before);
 
     // Oversize body: 413 with a JSON error.
     let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(4096));
@@ -294,7 +253,7 @@ rules:
             .contains("backup.web"),
         "{v}"
     );
-    let unmatched = all_events(&server, "status=unmatched").await?;
+    let unmatched = server.event_records("status=unmatched").await?;
     assert_eq!(unmatched.len(), 1);
     assert_eq!(unmatched[0]["routing_key"], "backup.web");
 
@@ -314,7 +273,7 @@ rules:
     assert_eq!(s, 202, "{v}");
     assert_eq!(v["duplicate"], true);
     assert_eq!(v["event"]["id"], first);
-    assert_eq!(all_events(&server, "source=gh").await?.len(), 1);
+    assert_eq!(server.event_records("source=gh").await?.len(), 1);
     let run = server
         .wait_finished(v["event"]["run_ids"][0].as_i64().context("run")?)
         .await?;
@@ -364,7 +323,7 @@ rules:
     let rec = server.get(&format!("/api/v1/events/{id}")).await?;
     assert_eq!(rec["status"], "rejected");
     assert_eq!(rec["payload"], "{not json");
-    let by_key = all_events(&server, "routing_key=deploy.web").await?;
+    let by_key = server.event_records("routing_key=deploy.web").await?;
     assert!(by_key.iter().all(|e| e["routing_key"] == "deploy.web"));
     assert_eq!(by_key.len(), 3, "{by_key:?}");
     let (s, v) = server
@@ -390,9 +349,8 @@ async fn throttle_dedupe_and_concurrency_policies() -> anyhow::Result<()> {
     let server = start_with_project(proj.path())?;
     let project = project_name(proj.path());
     let out = out.path().display();
-    apply_rules(
-        &server,
-        &format!(
+    server
+        .apply_rules(&format!(
             r#"
 sources:
   hook: {{type: webhook}}
@@ -417,9 +375,8 @@ rules:
     routing_keys: queue
     action: {{project: {project}, playbook: slow.yml}}
 "#
-        ),
-    )
-    .await?;
+        ))
+        .await?;
     let publish = |key: &'static str, body: Value| {
         let server = &server;
         async move {
@@ -543,9 +500,7 @@ async fn rules_api_validates_and_guards_revisions() -> anyhow::Result<()> {
     let server = Server::start()?;
     let empty = server.get("/api/v1/rules").await?;
     assert_eq!(empty["revision"], 0);
-    let (s, v) = put_rules(
-        &server,
-        "rules:\n  - name: a\n    routing_keys: [\"x..y\"]\n    when: \"payload.x ==\"\n    action: {playbook: a.yml}\n",
+    let (s, v) = server.put_rules("rules:\n  - name: a\n    routing_keys: [\"x..y\"]\n    when: \"payload.x ==\"\n    action: {playbook: a.yml}\n",
     )
     .await?;
     assert_eq!(s, 422, "{v}");
@@ -555,13 +510,11 @@ async fn rules_api_validates_and_guards_revisions() -> anyhow::Result<()> {
         msg.contains("rules[0].routing_keys[0]") && msg.contains("rules[0].when[0]"),
         "{msg}"
     );
-    let (s, v) = put_rules(&server, "sources:\n  s: {type: kafka}\n").await?;
+    let (s, v) = server.put_rules("sources:\n  s: {type: kafka}\n").await?;
     assert_eq!(s, 422, "{v}");
-    let (s, v) = put_rules(
-        &server,
-        "sources:\n  t: {type: timer, cron: \"* * *\", routing_key: k}\n",
-    )
-    .await?;
+    let (s, v) = server
+        .put_rules("sources:\n  t: {type: timer, cron: \"* * *\", routing_key: k}\n")
+        .await?;
     assert_eq!(s, 422, "{v}");
     assert!(
         v["error"]["message"]
@@ -571,7 +524,9 @@ async fn rules_api_validates_and_guards_revisions() -> anyhow::Result<()> {
         "{v}"
     );
 
-    let v = apply_rules(&server, "sources:\n  h: {type: webhook}\n").await?;
+    let v = server
+        .apply_rules("sources:\n  h: {type: webhook}\n")
+        .await?;
     assert_eq!(v["revision"], 1);
     // A stale revision is refused; nothing changes.
     let resp = server
@@ -676,7 +631,7 @@ rules:
     })
     .await?;
     assert!(drop.path().join(".deploy.web.json.tmp").exists());
-    let rejected = all_events(&server, "source=inbox&status=rejected").await?;
+    let rejected = server.event_records("source=inbox&status=rejected").await?;
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0]["routing_key"], "broken");
 
@@ -685,10 +640,10 @@ rules:
     assert_eq!(t["msg"], "tick");
     assert_eq!(t["source"], "tick");
     wait_until("several ticks", Duration::from_secs(30), || async {
-        Ok(all_events(&server, "source=tick").await?.len() >= 3)
+        Ok(server.event_records("source=tick").await?.len() >= 3)
     })
     .await?;
-    let ticks = all_events(&server, "source=tick").await?;
+    let ticks = server.event_records("source=tick").await?;
     let started = ticks.iter().filter(|e| e["status"] == "accepted").count();
     assert_eq!(started, 1, "{ticks:?}");
     let ids: std::collections::BTreeSet<_> =
@@ -901,11 +856,9 @@ async fn event_records_past_retention_are_pruned() -> anyhow::Result<()> {
         ..Default::default()
     };
     let mut server = Server::start_with(opts())?;
-    apply_rules(
-        &server,
-        "sources:\n  hook: {type: webhook}\nsettings: {retention: 2s}\n",
-    )
-    .await?;
+    server
+        .apply_rules("sources:\n  hook: {type: webhook}\nsettings: {retention: 2s}\n")
+        .await?;
     let (s, v) = server
         .call(
             reqwest::Method::POST,
@@ -914,13 +867,13 @@ async fn event_records_past_retention_are_pruned() -> anyhow::Result<()> {
         )
         .await?;
     assert_eq!(s, 202, "{v}");
-    assert_eq!(all_events(&server, "").await?.len(), 1);
+    assert_eq!(server.event_records("").await?.len(), 1);
     tokio::time::sleep(Duration::from_secs(3)).await;
     server.terminate()?;
     // Retention is applied at start and then hourly; the stored rules come back with it.
     let server = Server::start_with(opts())?;
     wait_until("old records pruned", Duration::from_secs(20), || async {
-        Ok(all_events(&server, "").await?.is_empty())
+        Ok(server.event_records("").await?.is_empty())
     })
     .await?;
     let rules = server.get("/api/v1/rules").await?;

@@ -91,20 +91,6 @@ impl Fixture {
     }
 }
 
-async fn apply_rules(server: &Server, yaml: &str) -> anyhow::Result<Value> {
-    let resp = server
-        .http
-        .put(server.url("/api/v1/rules"))
-        .bearer_auth(TOKEN)
-        .body(yaml.to_owned())
-        .send()
-        .await?;
-    let status = resp.status().as_u16();
-    let v: Value = resp.json().await?;
-    anyhow::ensure!(status == 200, "PUT /api/v1/rules -> {status}: {v}");
-    Ok(v)
-}
-
 /// Waits until every named source reports `connected`.
 async fn wait_connected(server: &Server, names: &[&str]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -115,24 +101,6 @@ async fn wait_connected(server: &Server, names: &[&str]) -> anyhow::Result<()> {
         }
         anyhow::ensure!(Instant::now() < deadline, "sources not connected: {s}");
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Every event record of `source`, all pages.
-async fn records(server: &Server, source: &str) -> anyhow::Result<Vec<Value>> {
-    let mut out = Vec::new();
-    let mut cursor: Option<i64> = None;
-    loop {
-        let mut path = format!("/api/v1/events?limit=500&source={source}");
-        if let Some(c) = cursor {
-            path.push_str(&format!("&cursor={c}"));
-        }
-        let page = server.get(&path).await?;
-        out.extend(page["events"].as_array().cloned().unwrap_or_default());
-        match page["next_cursor"].as_i64() {
-            Some(c) => cursor = Some(c),
-            None => return Ok(out),
-        }
     }
 }
 
@@ -201,9 +169,7 @@ async fn every_broker_source_runs_the_playbook_its_routing_key_names() -> anyhow
     let f = Fixture::new()?;
     let server = Server::start_with(f.opts())?;
     let p = &f.prefix;
-    apply_rules(
-        &server,
-        &format!(
+    server.apply_rules(&format!(
             r##"
 sources:
   bus: {{type: amqp, url: "{AMQP_URL}", exchange: "x.{p}", queue: "q.{p}", bindings: ["#"]}}
@@ -254,7 +220,7 @@ sources:
     assert_eq!(seen["msg"], "via nats");
     let by_source = |src: &'static str| {
         let server = &server;
-        async move { records(server, src).await }
+        async move { server.event_records(&format!("source={src}")).await }
     };
     let js_records = by_source("js").await?;
     wait_until_len(&server, "js", 1).await?;
@@ -283,7 +249,7 @@ sources:
     assert_eq!(seen["source"], "mqtt");
 
     wait_until_len(&server, "bus", 2).await?;
-    let bus = records(&server, "bus").await?;
+    let bus = server.event_records("source=bus").await?;
     let unmatched: Vec<_> = bus.iter().filter(|e| e["status"] == "unmatched").collect();
     assert_eq!(unmatched.len(), 1, "{bus:?}");
     assert_eq!(unmatched[0]["routing_key"], format!("{p}x.other"));
@@ -294,7 +260,7 @@ sources:
 async fn wait_until_len(server: &Server, source: &str, n: usize) -> anyhow::Result<Vec<Value>> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let r = records(server, source).await?;
+        let r = server.event_records(&format!("source={source}")).await?;
         if r.len() >= n {
             return Ok(r);
         }
@@ -317,9 +283,7 @@ async fn an_amqp_burst_survives_a_restart_with_nothing_lost_or_doubled() -> anyh
     };
     let mut server = Server::start_with(opts())?;
     let p = &f.prefix;
-    apply_rules(
-        &server,
-        &format!(
+    server.apply_rules(&format!(
             "sources:\n  bus: {{type: amqp, url: \"{AMQP_URL}\", exchange: \"x.{p}\", queue: \"q.{p}\", bindings: [\"#\"]}}\n{}",
             f.rule()
         ),
@@ -354,7 +318,7 @@ async fn an_amqp_burst_survives_a_restart_with_nothing_lost_or_doubled() -> anyh
     };
     // Kill troupe (SIGKILL: no chance to ack or clean up) once part of the burst is recorded.
     let recorded_at_kill = loop {
-        let n = records(&server, "bus").await?.len();
+        let n = server.event_records("source=bus").await?.len();
         if n >= 100 {
             break n;
         }
@@ -372,7 +336,7 @@ async fn an_amqp_burst_survives_a_restart_with_nothing_lost_or_doubled() -> anyh
     let all = wait_until_len(&server, "bus", 1000).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let all = if all.len() == 1000 {
-        records(&server, "bus").await?
+        server.event_records("source=bus").await?
     } else {
         all
     };
@@ -429,9 +393,7 @@ async fn a_store_outage_holds_messages_unacknowledged_until_it_is_over() -> anyh
         database_url: Some(url),
         ..f.opts()
     })?;
-    apply_rules(
-        &server,
-        &format!(
+    server.apply_rules(&format!(
             "sources:\n  bus: {{type: amqp, url: \"{AMQP_URL}\", exchange: \"x.{p}\", queue: \"q.{p}\", bindings: [\"#\"]}}\n{}",
             f.rule()
         ),
@@ -497,7 +459,7 @@ async fn a_store_outage_holds_messages_unacknowledged_until_it_is_over() -> anyh
     let all = wait_until_len(&server, "bus", 26).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let all = if all.len() == 26 {
-        records(&server, "bus").await?
+        server.event_records("source=bus").await?
     } else {
         all
     };

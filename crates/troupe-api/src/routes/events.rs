@@ -257,15 +257,7 @@ async fn list_events(
             .field("status")
         })?),
     };
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            format!("limit must be between 1 and 500, got {limit}"),
-        )
-        .field("limit"));
-    }
+    let limit = super::page_limit(q.limit)?;
     let filter = EventRecordFilter {
         source: q.source,
         routing_key: q.routing_key,

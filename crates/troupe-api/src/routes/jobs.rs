@@ -109,15 +109,7 @@ async fn list_jobs(
             None => Err(ApiError::not_found("job with tag", format!("{tag:?}"))),
         };
     }
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            format!("limit must be between 1 and 500, got {limit}"),
-        )
-        .field("limit"));
-    }
+    let limit = super::page_limit(q.limit)?;
     let jobs = state
         .store
         .list_jobs(

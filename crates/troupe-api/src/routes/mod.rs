@@ -26,6 +26,20 @@ pub(crate) async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found("route", uri.path())
 }
 
+/// A listing's page size: 50 by default, 1 to 500; 400 naming `limit` otherwise.
+pub(crate) fn page_limit(limit: Option<i64>) -> ApiResult<i64> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("limit must be between 1 and 500, got {limit}"),
+        )
+        .field("limit"));
+    }
+    Ok(limit)
+}
+
 /// A reference to a resource by id or by name.
 #[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]

@@ -169,16 +169,7 @@ async fn create_run(
     Ok((StatusCode::CREATED, Json(run)))
 }
 
-pub(crate) fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+pub(crate) use troupe_core::text::json_kind;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -230,15 +221,7 @@ async fn list_runs(
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string()).field("status")
         })?);
     }
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            format!("limit must be between 1 and 500, got {limit}"),
-        )
-        .field("limit"));
-    }
+    let limit = super::page_limit(q.limit)?;
     let label = q.label.map(|l| match l.split_once('=') {
         Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
         None => (l, None),

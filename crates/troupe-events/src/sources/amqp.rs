@@ -15,7 +15,7 @@
 
 use crate::config::{AmqpConfig, Secret};
 use crate::sink::{Backoff, Inbound, PayloadFormat};
-use crate::sources::{Source, SourceContext};
+use crate::sources::{Sessions, Source, SourceContext, reconnecting};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use lapin::options::{
@@ -116,27 +116,12 @@ impl AmqpSource {
 #[async_trait::async_trait]
 impl Source for AmqpSource {
     async fn run(self: Box<Self>, ctx: SourceContext) {
-        let mut backoff = Backoff::default();
-        loop {
-            if ctx.stop.is_cancelled() {
-                return;
-            }
-            // `Ok` only when stopping.
-            if let Err(error) = self.session(&ctx, &mut backoff).await {
-                let wait = backoff.next_delay();
-                tracing::warn!(source = %ctx.name, queue = %self.cfg.queue, %error,
-                    retry_in_ms = wait.as_millis() as u64, "AMQP source disconnected");
-                ctx.status.disconnected(&error);
-                tokio::select! {
-                    _ = ctx.stop.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
-        }
+        reconnecting(self.as_ref(), &ctx, "AMQP").await;
     }
 }
 
-impl AmqpSource {
+#[async_trait::async_trait]
+impl Sessions for AmqpSource {
     /// One connection: connect, set up, consume until an error or `stop`.
     async fn session(&self, ctx: &SourceContext, backoff: &mut Backoff) -> Result<(), String> {
         let url = self.cfg.url.resolve().map_err(|e| format!("url: {e}"))?;
@@ -198,7 +183,9 @@ impl AmqpSource {
         close(&conn).await;
         result.map_err(|e| scrub(&e, &url))
     }
+}
 
+impl AmqpSource {
     /// Channel, QoS, queue, exchange, bindings, consumer.
     async fn setup(&self, conn: &Connection, name: &str) -> Result<lapin::Consumer, String> {
         let cfg = &self.cfg;

@@ -4,7 +4,7 @@
 //! reports it stored.
 
 use crate::config::SourceConfig;
-use crate::sink::Sink;
+use crate::sink::{Backoff, Sink};
 use async_trait::async_trait;
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
@@ -43,6 +43,32 @@ pub trait Source: Send + 'static {
     /// Runs until `ctx.stop` is cancelled. Never returns early on a transport error:
     /// reconnects with [`crate::sink::Backoff`] instead, reporting through `ctx.status`.
     async fn run(self: Box<Self>, ctx: SourceContext);
+}
+
+/// A source that works in sessions: one connection, set up, consumed until it fails.
+#[async_trait]
+pub(crate) trait Sessions: Sync {
+    /// Connects, sets up and consumes until an error (`Err`) or `ctx.stop` (`Ok`); resets
+    /// `backoff` once it consumes.
+    async fn session(&self, ctx: &SourceContext, backoff: &mut Backoff) -> Result<(), String>;
+}
+
+/// Runs `source`'s sessions one after another until `ctx.stop` is cancelled: after each failure
+/// the source is reported disconnected and waits its [`Backoff`] delay.
+pub(crate) async fn reconnecting(source: &impl Sessions, ctx: &SourceContext, what: &str) {
+    let mut backoff = Backoff::default();
+    while !ctx.stop.is_cancelled() {
+        if let Err(error) = source.session(ctx, &mut backoff).await {
+            let wait = backoff.next_delay();
+            tracing::warn!(source = %ctx.name, %error,
+                retry_in_ms = wait.as_millis() as u64, "{what} source disconnected");
+            ctx.status.disconnected(&error);
+            tokio::select! {
+                _ = ctx.stop.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
 }
 
 /// How a source is doing, as `GET /api/v1/sources` shows it.

@@ -25,7 +25,7 @@
 
 use crate::config::{NatsConfig, Secret};
 use crate::sink::{Backoff, Inbound, PayloadFormat};
-use crate::sources::{Source, SourceContext, SourceStatus};
+use crate::sources::{Sessions, Source, SourceContext, SourceStatus, reconnecting};
 use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use async_nats::{Client, ConnectOptions, Event, HeaderMap};
@@ -164,23 +164,7 @@ impl NatsSource {
 #[async_trait::async_trait]
 impl Source for NatsSource {
     async fn run(self: Box<Self>, ctx: SourceContext) {
-        let mut backoff = Backoff::default();
-        loop {
-            if ctx.stop.is_cancelled() {
-                return;
-            }
-            // `Ok` only when stopping.
-            if let Err(error) = self.session(&ctx, &mut backoff).await {
-                let wait = backoff.next_delay();
-                tracing::warn!(source = %ctx.name, %error,
-                    retry_in_ms = wait.as_millis() as u64, "NATS source disconnected");
-                ctx.status.disconnected(&error);
-                tokio::select! {
-                    _ = ctx.stop.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
-        }
+        reconnecting(self.as_ref(), &ctx, "NATS").await;
     }
 }
 
@@ -219,7 +203,8 @@ impl Drop for OverOnDrop {
     }
 }
 
-impl NatsSource {
+#[async_trait::async_trait]
+impl Sessions for NatsSource {
     /// One client: connect, subscribe or set up the consumer, consume until `stop` (`Ok`) or
     /// an error.
     async fn session(&self, ctx: &SourceContext, backoff: &mut Backoff) -> Result<(), String> {
@@ -266,7 +251,9 @@ impl NatsSource {
         let _ = timeout(FLUSH_TIMEOUT, client.flush()).await;
         result.map_err(scrub)
     }
+}
 
+impl NatsSource {
     /// Core NATS: subscriptions, at most once.
     async fn core(
         &self,

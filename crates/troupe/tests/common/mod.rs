@@ -201,6 +201,55 @@ impl Server {
         Ok(resp.text().await?)
     }
 
+    /// Every inbound event record matching `query` (e.g. `source=hook`), newest first, all
+    /// pages.
+    #[allow(dead_code)]
+    pub async fn event_records(&self, query: &str) -> anyhow::Result<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut cursor: Option<i64> = None;
+        loop {
+            let mut path = format!("/api/v1/events?limit=500&{query}");
+            if let Some(c) = cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let page = self.get(&path).await?;
+            out.extend(page["events"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_i64() {
+                Some(c) => cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// PUTs a rules document (YAML); (status, body).
+    #[allow(dead_code)]
+    pub async fn put_rules(&self, yaml: &str) -> anyhow::Result<(u16, Value)> {
+        let resp = self
+            .http
+            .put(self.url("/api/v1/rules"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/yaml")
+            .body(yaml.to_owned())
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
+    /// PUTs a rules document that must be accepted; the rules view.
+    #[allow(dead_code)]
+    pub async fn apply_rules(&self, yaml: &str) -> anyhow::Result<Value> {
+        let (s, v) = self.put_rules(yaml).await?;
+        if s != 200 {
+            bail!("PUT /api/v1/rules -> {s}: {v}");
+        }
+        Ok(v)
+    }
+
     /// Registers a project directory and returns its id.
     pub async fn project(&self, dir: &Path) -> anyhow::Result<i64> {
         let name = format!("p{}", uuid::Uuid::new_v4().simple());
