@@ -31,7 +31,10 @@ pub enum ApplyError {
 }
 
 struct Running {
+    /// The stored revision last looked at.
     revision: i64,
+    /// The revision whose rules are in force.
+    revision_in_force: i64,
     stop: CancellationToken,
     tracker: TaskTracker,
     statuses: BTreeMap<String, (String, Arc<SourceStatus>)>,
@@ -60,6 +63,7 @@ impl EventService {
             ingestor: Arc::new(Ingestor::new(store, pool, projects_dir, empty)),
             running: Mutex::new(Running {
                 revision: 0,
+                revision_in_force: 0,
                 stop: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 statuses: BTreeMap::new(),
@@ -168,6 +172,7 @@ impl EventService {
         );
         *running = Running {
             revision,
+            revision_in_force: revision,
             stop,
             tracker,
             statuses,
@@ -182,6 +187,12 @@ impl EventService {
             .iter()
             .map(|(name, (kind, s))| (name.clone(), (kind.clone(), s.snapshot())))
             .collect()
+    }
+
+    /// The revision of the rules in force here (0: none); it lags the stored one when a stored
+    /// document does not compile.
+    pub async fn revision_in_force(&self) -> i64 {
+        self.running.lock().await.revision_in_force
     }
 
     /// Counts an event a passive source (a webhook) delivered.

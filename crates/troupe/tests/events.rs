@@ -554,6 +554,7 @@ async fn rules_api_validates_and_guards_revisions() -> anyhow::Result<()> {
     assert_eq!(resp.status().as_u16(), 200);
     let now = server.get("/api/v1/rules").await?;
     assert_eq!(now["revision"], 2);
+    assert_eq!(now["in_force_revision"], 2);
     assert!(now["sources"].get("h2").is_some(), "{now}");
     // Without a token: 401.
     let resp = server

@@ -295,8 +295,12 @@ async fn get_event(
 /// The rules in force.
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct RulesView {
-    /// Increases with every change; 0 when none was ever stored.
+    /// The stored document's revision (what `?revision=` and `If-Match` compare with);
+    /// increases with every change; 0 when none was ever stored.
     revision: i64,
+    /// The revision of the rules in force, which `document` shows: the stored one, unless it
+    /// could not be compiled (then the previous rules stay in force).
+    in_force_revision: i64,
     /// When they were last changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     updated_at: Option<chrono::DateTime<chrono::Utc>>,
@@ -325,6 +329,7 @@ async fn rules_view(events: &EventService) -> ApiResult<RulesView> {
         .map_err(|e| ApiError::internal("could not show the rules", &e))?;
     Ok(RulesView {
         revision: doc.as_ref().map_or(0, |d| d.revision),
+        in_force_revision: events.revision_in_force().await,
         updated_at: doc.map(|d| d.updated_at),
         document,
         explain: rules.rules().iter().map(|r| r.explain()).collect(),
