@@ -103,7 +103,7 @@ pub enum SourceConfig {
     Amqp(AmqpConfig),
     /// NATS subjects, optionally through a JetStream durable consumer.
     Nats(NatsConfig),
-    /// MQTT 3.1.1 topic filters.
+    /// MQTT 3.1.1 or 5 topic filters.
     Mqtt(MqttConfig),
     /// Files dropped into a directory.
     Directory(DirectoryConfig),
@@ -266,10 +266,64 @@ pub struct MqttConfig {
     /// Password.
     #[serde(default)]
     pub password: Option<Secret>,
+    /// The protocol version spoken: `3.1.1` (the default) or `5`.
+    #[serde(default)]
+    pub protocol: MqttProtocol,
 }
 
 fn default_qos() -> u8 {
     1
+}
+
+/// An MQTT protocol version; written `3.1.1` or `5` (a number or a string).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub enum MqttProtocol {
+    /// MQTT 3.1.1.
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V311,
+    /// MQTT 5.
+    #[serde(rename = "5")]
+    V5,
+}
+
+impl<'de> Deserialize<'de> for MqttProtocol {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// Reads `5`, `"5"`, `"3.1.1"` (or `5.0`).
+        struct Version;
+
+        impl serde::de::Visitor<'_> for Version {
+            type Value = MqttProtocol;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an MQTT protocol version: \"3.1.1\" or 5")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<MqttProtocol, E> {
+                match v.trim() {
+                    "3.1.1" => Ok(MqttProtocol::V311),
+                    "5" | "5.0" => Ok(MqttProtocol::V5),
+                    other => Err(E::custom(format!(
+                        "protocol: {other:?} is not an MQTT version troupe speaks (\"3.1.1\" or 5)"
+                    ))),
+                }
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<MqttProtocol, E> {
+                self.visit_str(&v.to_string())
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<MqttProtocol, E> {
+                self.visit_str(&v.to_string())
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<MqttProtocol, E> {
+                self.visit_str(&v.to_string())
+            }
+        }
+
+        d.deserialize_any(Version)
+    }
 }
 
 /// A directory source.
@@ -539,6 +593,39 @@ rules:
         )
         .expect_err("bad duration");
         assert!(e.contains("soon"), "{e}");
+    }
+
+    #[test]
+    fn mqtt_protocol_is_a_number_or_a_string() {
+        let protocol = |extra: &str| {
+            RulesFile::parse(&format!(
+                "sources:\n  m: {{type: mqtt, url: \"mqtt://h\", topics: [a]{extra}}}\n"
+            ))
+            .map(|doc| match &doc.sources["m"] {
+                SourceConfig::Mqtt(m) => m.protocol,
+                other => panic!("not mqtt: {other:?}"),
+            })
+        };
+        assert_eq!(protocol(""), Ok(MqttProtocol::V311));
+        assert_eq!(protocol(", protocol: 5"), Ok(MqttProtocol::V5));
+        assert_eq!(protocol(", protocol: \"5\""), Ok(MqttProtocol::V5));
+        assert_eq!(protocol(", protocol: \"3.1.1\""), Ok(MqttProtocol::V311));
+        assert_eq!(protocol(", protocol: 3.1.1"), Ok(MqttProtocol::V311));
+        for bad in ["3", "6", "\"v5\"", "4.0"] {
+            let e = protocol(&format!(", protocol: {bad}")).expect_err(bad);
+            assert!(e.contains("MQTT version"), "{bad}: {e}");
+        }
+        let e = protocol(", protocol: [5]").expect_err("a list");
+        assert!(e.contains("protocol"), "{e}");
+        let json: MqttConfig = serde_json::from_value(
+            serde_json::json!({"url": "mqtt://h", "topics": ["a"], "protocol": 5}),
+        )
+        .expect("json number");
+        assert_eq!(json.protocol, MqttProtocol::V5);
+        assert_eq!(
+            serde_json::to_value(MqttProtocol::V5).expect("serializes"),
+            serde_json::json!("5")
+        );
     }
 
     #[test]

@@ -703,15 +703,82 @@ async fn mqtt_forget(client_id: &str) {
     let _ = tokio::time::timeout(Duration::from_secs(5), run).await;
 }
 
+/// A topic, a JSON body and MQTT 5 user properties.
+type Message5 = (String, serde_json::Value, Vec<(String, String)>);
+
+/// Publishes at QoS 1 with MQTT 5, each message with its user properties (and content type
+/// `application/json`), and waits for the broker's acks.
+async fn mqtt5_publish(messages: &[Message5]) {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let mut options = MqttOptions::new(format!("troupe-test-pub5-{}", uniq()), "127.0.0.1", 1883);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let run = async {
+        let mut acked = 0;
+        loop {
+            match eventloop.poll().await.expect("Mosquitto at 127.0.0.1:1883") {
+                Event::Incoming(Packet::ConnAck(_)) => {
+                    for (topic, body, user_properties) in messages {
+                        let properties = PublishProperties {
+                            content_type: Some("application/json".to_owned()),
+                            user_properties: user_properties.clone(),
+                            ..PublishProperties::default()
+                        };
+                        client
+                            .publish_with_properties(
+                                topic.clone(),
+                                QoS::AtLeastOnce,
+                                false,
+                                body.to_string(),
+                                properties,
+                            )
+                            .await
+                            .unwrap();
+                    }
+                }
+                Event::Incoming(Packet::PubAck(_)) => {
+                    acked += 1;
+                    if acked == messages.len() {
+                        return;
+                    }
+                }
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, run).await.expect("published");
+    let _ = client.disconnect().await;
+}
+
+/// An MQTT source's configuration, speaking `protocol` (`null`: the default).
+fn mqtt_config(topic: String, client_id: &str, protocol: serde_json::Value) -> MqttConfig {
+    let mut cfg = json!({
+        "url": MQTT_URL, "topics": [topic], "qos": 1, "client_id": client_id
+    });
+    if !protocol.is_null() {
+        cfg["protocol"] = protocol;
+    }
+    let cfg: MqttConfig = serde_json::from_value(cfg).unwrap();
+    mqtt::validate(&cfg).expect("valid");
+    cfg
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_qos1_topic_routing_and_queued_while_stopped() {
+    qos1_topic_routing_and_queued_while_stopped(json!(null)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_qos1_topic_routing_and_queued_while_stopped() {
+    qos1_topic_routing_and_queued_while_stopped(json!(5)).await;
+}
+
+async fn qos1_topic_routing_and_queued_while_stopped(protocol: serde_json::Value) {
     let u = uniq();
     let client_id = format!("troupe-test-{u}");
-    let cfg: MqttConfig = serde_json::from_value(json!({
-        "url": MQTT_URL, "topics": [format!("troupe/{u}/#")], "qos": 1, "client_id": client_id
-    }))
-    .unwrap();
-    mqtt::validate(&cfg).expect("valid");
+    let cfg = mqtt_config(format!("troupe/{u}/#"), &client_id, protocol);
 
     let sink = Arc::new(RecordingSink::default());
     let src = Running::start(Box::new(MqttSource::new(cfg.clone())), "mq", sink.clone());
@@ -727,6 +794,7 @@ async fn mqtt_qos1_topic_routing_and_queued_while_stopped() {
     assert_eq!(payload(&first), json!({"n": 1}));
     assert_eq!(first.delivery_id, None);
     assert!(!first.redelivered);
+    assert!(first.headers.is_empty(), "{:?}", first.headers);
     src.stop().await;
 
     // Published while troupe is away: the broker keeps them for the session.
@@ -754,13 +822,58 @@ async fn mqtt_qos1_topic_routing_and_queued_while_stopped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_unacknowledged_message_comes_back_after_restart() {
+async fn mqtt5_user_properties_become_headers() {
     let u = uniq();
     let client_id = format!("troupe-test-{u}");
-    let cfg: MqttConfig = serde_json::from_value(json!({
-        "url": MQTT_URL, "topics": [format!("troupe/{u}/+")], "client_id": client_id
-    }))
-    .unwrap();
+    let cfg = mqtt_config(format!("troupe/{u}/+"), &client_id, json!("5"));
+    let sink = Arc::new(RecordingSink::default());
+    let src = Running::start(Box::new(MqttSource::new(cfg)), "mq", sink.clone());
+    src.connected().await;
+    let many: Vec<(String, String)> = (0..40)
+        .map(|i| (format!("P{i:02}"), i.to_string()))
+        .collect();
+    mqtt5_publish(&[
+        (
+            format!("troupe/{u}/x"),
+            json!({"n": 1}),
+            vec![("X-Trace".to_owned(), "t-1".to_owned())],
+        ),
+        (format!("troupe/{u}/y"), json!({"n": 2}), many),
+    ])
+    .await;
+    wait_until("the events", || sink.stored().len() >= 2).await;
+    let events = sink.stored();
+    assert_eq!(
+        keys(&events),
+        [format!("troupe.{u}.x"), format!("troupe.{u}.y")]
+    );
+    assert_eq!(payload(&events[0]), json!({"n": 1}));
+    assert_eq!(
+        events[0].headers,
+        [("content-type", "application/json"), ("x-trace", "t-1")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into()
+    );
+    assert_eq!(events[1].headers.len(), 32, "capped");
+    assert_eq!(events[1].headers["p00"], "0");
+    src.stop().await;
+    mqtt_forget(&client_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_unacknowledged_message_comes_back_after_restart() {
+    unacknowledged_message_comes_back_after_restart(json!(null)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_unacknowledged_message_comes_back_after_restart() {
+    unacknowledged_message_comes_back_after_restart(json!(5)).await;
+}
+
+async fn unacknowledged_message_comes_back_after_restart(protocol: serde_json::Value) {
+    let u = uniq();
+    let client_id = format!("troupe-test-{u}");
+    let cfg = mqtt_config(format!("troupe/{u}/+"), &client_id, protocol);
     let failing = RecordingSink::failing_always();
     let src = Running::start(
         Box::new(MqttSource::new(cfg.clone())),
@@ -1008,6 +1121,9 @@ fn validate_rejects_bad_configs_naming_the_field() {
 
     let ok = json!({"url": MQTT_URL, "topics": ["a/#"]});
     mqtt::validate(&serde_json::from_value(ok.clone()).unwrap()).expect("valid");
+    let mut ok5 = ok.clone();
+    ok5["protocol"] = json!(5);
+    mqtt::validate(&serde_json::from_value(ok5).unwrap()).expect("valid MQTT 5");
     let with = |k: &str, v: serde_json::Value| {
         let mut c = ok.clone();
         c[k] = v;

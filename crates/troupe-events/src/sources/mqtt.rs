@@ -1,28 +1,33 @@
-//! MQTT 3.1.1 source, through `rumqttc`.
+//! MQTT 3.1.1 and MQTT 5 source, through `rumqttc` (`protocol`, default `3.1.1`).
 //!
 //! The source connects with a stable client id (`client_id`, default `troupe-<source name>`)
-//! and `clean_session = false`, so the broker keeps its subscriptions and queues QoS 1 and 2
-//! messages while troupe is away. It subscribes to every topic filter at `qos` after each
-//! (re)connect. Acknowledgements are manual: a QoS 1/2 message is acknowledged only once the
-//! sink reports it stored; when troupe stops first it stays unacknowledged and the broker
+//! and keeps its session (`clean_session = false`; in MQTT 5 `clean_start = false` with a
+//! one-day session expiry interval), so the broker keeps its subscriptions and queues QoS 1
+//! and 2 messages while troupe is away. It subscribes to every topic filter at `qos` after
+//! each (re)connect. Acknowledgements are manual: a QoS 1/2 message is acknowledged only once
+//! the sink reports it stored; when troupe stops first it stays unacknowledged and the broker
 //! sends it again (flagged `dup`) on the next connection. QoS 0 is at most once.
 //!
 //! rumqttc's event loop must keep being polled (pings, acks, reconnects), so a task polls it
 //! and hands publishes over a bounded channel to the loop that delivers them one at a time,
 //! in order; acknowledgements go back through the client (not for a message received on an
 //! earlier connection: the broker sends that one again, and its packet id may be reused).
+//! The two protocol versions differ only in [`Client`], [`Poller`]'s event loop and
+//! [`Message`]; the loops are shared.
 //!
-//! The routing key is the topic with `/` read as `.`; MQTT 3.1.1 messages carry no id and no
-//! headers, so a redelivery is recognised by the `dup` flag (`redelivered`). Only `mqtt://`
-//! (or `tcp://`) is supported for now: TLS (`mqtts://`) is refused by [`validate`].
+//! The routing key is the topic with `/` read as `.`; messages carry no id, so a redelivery
+//! is recognised by the `dup` flag (`redelivered`). MQTT 3.1.1 messages have no headers; an
+//! MQTT 5 message's content type and user properties become headers (lowercase names, at
+//! most [`MAX_HEADERS`]). Only `mqtt://` (or `tcp://`) is supported for now: TLS (`mqtts://`)
+//! is refused by [`validate`].
 
-use crate::config::{MqttConfig, Secret};
+use crate::config::{MqttConfig, MqttProtocol, Secret};
 use crate::sink::{Backoff, Inbound, PayloadFormat};
-use crate::sources::{Source, SourceContext, SourceStatus};
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS,
-    SubscribeFilter, SubscribeReasonCode,
-};
+use crate::sources::{Sessions, Source, SourceContext, SourceStatus, reconnecting};
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5 as packets5;
+use rumqttc::{Outgoing, QoS, v5};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +47,14 @@ const FORWARD_CAPACITY: usize = 256;
 const REQUEST_CAPACITY: usize = 256;
 /// Sending the last acks and the disconnect when stopping waits at most this.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+/// MQTT 5: how long the broker keeps the session (and queues messages) after a disconnect,
+/// in seconds. Without it the broker drops the session at once.
+const SESSION_EXPIRY_S: u32 = 24 * 3600;
+/// MQTT 5: at most this many headers (content type, user properties) are kept per event,
+/// each value at most `MAX_HEADER_VALUE` bytes.
+const MAX_HEADERS: usize = 32;
+/// See [`MAX_HEADERS`].
+const MAX_HEADER_VALUE: usize = 1024;
 
 /// Checks an MQTT source's configuration without connecting.
 pub fn validate(cfg: &MqttConfig) -> Result<(), String> {
@@ -63,7 +76,7 @@ pub fn validate(cfg: &MqttConfig) -> Result<(), String> {
         return Err("client_id: must be non-empty (and shorter than 64 KiB)".to_owned());
     }
     if cfg.password.is_some() && cfg.username.is_none() {
-        return Err("password: MQTT 3.1.1 needs a username with a password".to_owned());
+        return Err("password: a password needs a username".to_owned());
     }
     Ok(())
 }
@@ -186,6 +199,228 @@ fn qos(level: u8) -> QoS {
     }
 }
 
+fn qos5(level: u8) -> v5::mqttbytes::QoS {
+    match level {
+        0 => v5::mqttbytes::QoS::AtMostOnce,
+        2 => v5::mqttbytes::QoS::ExactlyOnce,
+        _ => v5::mqttbytes::QoS::AtLeastOnce,
+    }
+}
+
+/// What the client is given, whatever the protocol version.
+struct Settings {
+    client_id: String,
+    host: String,
+    port: u16,
+    credentials: Option<(String, String)>,
+}
+
+/// A client of either protocol version (cheap to clone).
+#[derive(Clone)]
+enum Client {
+    V311(rumqttc::AsyncClient),
+    V5(v5::AsyncClient),
+}
+
+/// An event loop of either protocol version (boxed: they are large and of unequal size).
+enum EventLoop {
+    V311(Box<rumqttc::EventLoop>),
+    V5(Box<v5::EventLoop>),
+}
+
+/// A received publish, kept whole to acknowledge it.
+enum Message {
+    V311(rumqttc::Publish),
+    V5(packets5::Publish),
+}
+
+/// What polling an event loop gives, whatever the protocol version.
+enum Polled {
+    /// Connected, unless `refused` says why not.
+    ConnAck {
+        refused: Option<String>,
+        session_present: bool,
+    },
+    /// Subscribed, unless `refused` gives the broker's codes.
+    SubAck {
+        refused: Option<String>,
+    },
+    Publish(Message),
+    /// The disconnect this client sent went out.
+    Disconnected,
+    Other,
+}
+
+/// A client and its event loop for `protocol`; nothing connects before the loop is polled.
+fn client(protocol: MqttProtocol, s: Settings) -> (Client, EventLoop) {
+    match protocol {
+        MqttProtocol::V311 => {
+            let mut options = rumqttc::MqttOptions::new(s.client_id, s.host, s.port);
+            options
+                .set_keep_alive(KEEP_ALIVE)
+                .set_clean_session(false)
+                .set_manual_acks(true)
+                .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+                .set_request_channel_capacity(REQUEST_CAPACITY);
+            if let Some((user, password)) = s.credentials {
+                options.set_credentials(user, password);
+            }
+            let (client, eventloop) = rumqttc::AsyncClient::new(options, REQUEST_CAPACITY);
+            (Client::V311(client), EventLoop::V311(Box::new(eventloop)))
+        }
+        MqttProtocol::V5 => {
+            let mut options = v5::MqttOptions::new(s.client_id, s.host, s.port);
+            options
+                .set_keep_alive(KEEP_ALIVE)
+                .set_clean_start(false)
+                .set_session_expiry_interval(Some(SESSION_EXPIRY_S))
+                .set_manual_acks(true)
+                .set_max_packet_size(u32::try_from(MAX_PACKET).ok())
+                .set_request_channel_capacity(REQUEST_CAPACITY);
+            if let Some((user, password)) = s.credentials {
+                options.set_credentials(user, password);
+            }
+            let (client, eventloop) = v5::AsyncClient::new(options, REQUEST_CAPACITY);
+            (Client::V5(client), EventLoop::V5(Box::new(eventloop)))
+        }
+    }
+}
+
+impl Client {
+    async fn subscribe(&self, topics: &[String], level: u8) -> Result<(), String> {
+        match self {
+            Client::V311(c) => c
+                .subscribe_many(
+                    topics
+                        .iter()
+                        .map(|t| rumqttc::SubscribeFilter::new(t.clone(), qos(level))),
+                )
+                .await
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => c
+                .subscribe_many(
+                    topics
+                        .iter()
+                        .map(|t| packets5::Filter::new(t.clone(), qos5(level))),
+                )
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    async fn ack(&self, message: &Message) -> Result<(), String> {
+        match (self, message) {
+            (Client::V311(c), Message::V311(p)) => c.ack(p).await.map_err(|e| e.to_string()),
+            (Client::V5(c), Message::V5(p)) => c.ack(p).await.map_err(|e| e.to_string()),
+            _ => Err("a message of another MQTT version".to_owned()),
+        }
+    }
+
+    async fn disconnect(&self) -> Result<(), String> {
+        match self {
+            Client::V311(c) => c.disconnect().await.map_err(|e| e.to_string()),
+            Client::V5(c) => c.disconnect().await.map_err(|e| e.to_string()),
+        }
+    }
+}
+
+impl EventLoop {
+    async fn poll(&mut self) -> Result<Polled, String> {
+        use rumqttc::Packet;
+        use v5::mqttbytes::v5::Packet as Packet5;
+        Ok(match self {
+            EventLoop::V311(l) => match l.poll().await.map_err(|e| e.to_string())? {
+                rumqttc::Event::Incoming(Packet::ConnAck(ack)) => Polled::ConnAck {
+                    refused: (ack.code != rumqttc::ConnectReturnCode::Success)
+                        .then(|| format!("{:?}", ack.code)),
+                    session_present: ack.session_present,
+                },
+                rumqttc::Event::Incoming(Packet::SubAck(ack)) => Polled::SubAck {
+                    refused: ack
+                        .return_codes
+                        .contains(&rumqttc::SubscribeReasonCode::Failure)
+                        .then(|| format!("{:?}", ack.return_codes)),
+                },
+                rumqttc::Event::Incoming(Packet::Publish(p)) => Polled::Publish(Message::V311(p)),
+                rumqttc::Event::Outgoing(Outgoing::Disconnect) => Polled::Disconnected,
+                _ => Polled::Other,
+            },
+            EventLoop::V5(l) => match l.poll().await.map_err(|e| e.to_string())? {
+                v5::Event::Incoming(Packet5::ConnAck(ack)) => Polled::ConnAck {
+                    refused: (ack.code != packets5::ConnectReturnCode::Success)
+                        .then(|| format!("{:?}", ack.code)),
+                    session_present: ack.session_present,
+                },
+                v5::Event::Incoming(Packet5::SubAck(ack)) => Polled::SubAck {
+                    refused: ack
+                        .return_codes
+                        .iter()
+                        .any(|c| !matches!(c, packets5::SubscribeReasonCode::Success(_)))
+                        .then(|| format!("{:?}", ack.return_codes)),
+                },
+                v5::Event::Incoming(Packet5::Publish(p)) => Polled::Publish(Message::V5(p)),
+                v5::Event::Outgoing(Outgoing::Disconnect) => Polled::Disconnected,
+                _ => Polled::Other,
+            },
+        })
+    }
+}
+
+impl Message {
+    /// The topic; `None` if it is not UTF-8 (MQTT 5 carries it as bytes).
+    fn topic(&self) -> Option<&str> {
+        match self {
+            Message::V311(p) => Some(&p.topic),
+            Message::V5(p) => std::str::from_utf8(&p.topic).ok(),
+        }
+    }
+
+    /// The topic to show in logs.
+    fn shown_topic(&self) -> Cow<'_, str> {
+        match self {
+            Message::V311(p) => Cow::Borrowed(&p.topic),
+            Message::V5(p) => String::from_utf8_lossy(&p.topic),
+        }
+    }
+
+    fn payload(&self) -> Bytes {
+        match self {
+            Message::V311(p) => p.payload.clone(),
+            Message::V5(p) => p.payload.clone(),
+        }
+    }
+
+    fn dup(&self) -> bool {
+        match self {
+            Message::V311(p) => p.dup,
+            Message::V5(p) => p.dup,
+        }
+    }
+
+    /// MQTT 5: the content type and user properties, lowercase names, bounded.
+    fn headers(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let Message::V5(packets5::Publish {
+            properties: Some(props),
+            ..
+        }) = self
+        else {
+            return out;
+        };
+        let content_type = props.content_type.iter().map(|v| ("content-type", v));
+        let user = props.user_properties.iter().map(|(k, v)| (k.as_str(), v));
+        for (name, value) in content_type.chain(user) {
+            if out.len() >= MAX_HEADERS {
+                break;
+            }
+            if value.len() <= MAX_HEADER_VALUE {
+                out.insert(name.to_lowercase(), value.clone());
+            }
+        }
+        out
+    }
+}
+
 /// An MQTT source.
 pub struct MqttSource {
     cfg: MqttConfig,
@@ -201,39 +436,24 @@ impl MqttSource {
 #[async_trait::async_trait]
 impl Source for MqttSource {
     async fn run(self: Box<Self>, ctx: SourceContext) {
-        let mut backoff = Backoff::default();
-        loop {
-            if ctx.stop.is_cancelled() {
-                return;
-            }
-            // `Ok` only when stopping; errors are configuration or secret problems, or the
-            // polling task ending unexpectedly (then everything is built anew).
-            match self.options(&ctx) {
-                Ok((options, url)) => {
-                    if let Err(error) = self.session(&ctx, options, &url).await {
-                        self.wait(&ctx, &mut backoff, &error).await;
-                    }
-                }
-                Err(error) => self.wait(&ctx, &mut backoff, &error).await,
-            }
-        }
+        reconnecting(self.as_ref(), &ctx, "MQTT").await;
+    }
+}
+
+#[async_trait::async_trait]
+impl Sessions for MqttSource {
+    /// Builds the client anew (secrets resolved) and runs it until `stop` (`Ok`), a
+    /// configuration or secret problem, or its polling task ending unexpectedly. The polling
+    /// task reconnects on its own meanwhile, with its own backoff.
+    async fn session(&self, ctx: &SourceContext, _backoff: &mut Backoff) -> Result<(), String> {
+        let (settings, url) = self.settings(ctx)?;
+        self.client_session(ctx, settings, &url).await
     }
 }
 
 impl MqttSource {
-    async fn wait(&self, ctx: &SourceContext, backoff: &mut Backoff, error: &str) {
-        let wait = backoff.next_delay();
-        tracing::warn!(source = %ctx.name, %error, retry_in_ms = wait.as_millis() as u64,
-            "MQTT source disconnected");
-        ctx.status.disconnected(error);
-        tokio::select! {
-            _ = ctx.stop.cancelled() => {}
-            _ = tokio::time::sleep(wait) => {}
-        }
-    }
-
-    /// The client options, secrets resolved; and the URL to show (redacted).
-    fn options(&self, ctx: &SourceContext) -> Result<(MqttOptions, String), String> {
+    /// What the client is given, secrets resolved; and the URL to show (redacted).
+    fn settings(&self, ctx: &SourceContext) -> Result<(Settings, String), String> {
         let url = self.cfg.url.resolve().map_err(|e| format!("url: {e}"))?;
         let endpoint = parse_url(&url)?;
         let client_id = self
@@ -242,51 +462,40 @@ impl MqttSource {
             .clone()
             .filter(|id| !id.is_empty())
             .unwrap_or_else(|| format!("troupe-{}", ctx.name));
-        let mut options = MqttOptions::new(client_id, endpoint.host, endpoint.port);
-        options
-            .set_keep_alive(KEEP_ALIVE)
-            .set_clean_session(false)
-            .set_manual_acks(true)
-            .set_max_packet_size(MAX_PACKET, MAX_PACKET)
-            .set_request_channel_capacity(REQUEST_CAPACITY);
         let password = match &self.cfg.password {
             Some(p) => Some(p.resolve().map_err(|e| format!("password: {e}"))?),
             None => None,
         };
-        match (&self.cfg.username, endpoint.credentials) {
-            (Some(user), _) => {
-                options.set_credentials(user.clone(), password.unwrap_or_default());
-            }
-            (None, Some((user, pass))) => {
-                options.set_credentials(user, pass);
-            }
-            (None, None) => {}
-        }
-        Ok((options, redact_credentials(&url)))
+        let credentials = match (&self.cfg.username, endpoint.credentials) {
+            (Some(user), _) => Some((user.clone(), password.unwrap_or_default())),
+            (None, credentials) => credentials,
+        };
+        let settings = Settings {
+            client_id,
+            host: endpoint.host,
+            port: endpoint.port,
+            credentials,
+        };
+        Ok((settings, redact_credentials(&url)))
     }
 
     /// One event loop (which reconnects on its own) until `stop`; `Err` if its polling task
     /// ends unexpectedly.
-    async fn session(
+    async fn client_session(
         &self,
         ctx: &SourceContext,
-        options: MqttOptions,
+        settings: Settings,
         url: &str,
     ) -> Result<(), String> {
-        let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
-        let filters: Vec<SubscribeFilter> = self
-            .cfg
-            .topics
-            .iter()
-            .map(|t| SubscribeFilter::new(t.clone(), qos(self.cfg.qos)))
-            .collect();
+        let (client, eventloop) = client(self.cfg.protocol, settings);
         let (publish_tx, mut publishes) = mpsc::channel::<Received>(FORWARD_CAPACITY);
         let connection = Arc::new(AtomicU64::new(0));
         let poller_stop = CancellationToken::new();
         let mut poller = tokio::spawn(poll(Poller {
             eventloop,
             client: client.clone(),
-            filters,
+            topics: self.cfg.topics.clone(),
+            qos: self.cfg.qos,
             forward: publish_tx,
             connection: connection.clone(),
             status: ctx.status.clone(),
@@ -303,11 +512,11 @@ impl MqttSource {
         let acker = tokio::spawn(async move {
             while let Some(r) = ack_rx.recv().await {
                 if r.connection != connection.load(Ordering::SeqCst) {
-                    tracing::debug!(topic = %r.publish.topic, "not acknowledging a message \
-                        from an earlier connection: it comes again");
+                    tracing::debug!(topic = %r.message.shown_topic(), "not acknowledging a \
+                        message from an earlier connection: it comes again");
                     continue;
                 }
-                if let Err(e) = ack_client.ack(&r.publish).await {
+                if let Err(e) = ack_client.ack(&r.message).await {
                     tracing::debug!(error = %e, "MQTT ack not sent");
                     return;
                 }
@@ -322,15 +531,24 @@ impl MqttSource {
             let Some(received) = next else {
                 break Err("the MQTT event loop task ended".to_owned());
             };
-            let publish = &received.publish;
+            let message = &received.message;
+            let Some(topic) = message.topic() else {
+                // Not deliverable; acknowledged so that the broker does not send it forever.
+                tracing::warn!(source = %ctx.name, topic = %message.shown_topic(),
+                    "MQTT message with a topic that is not UTF-8 skipped");
+                if ack_tx.send(received).is_err() {
+                    break Err("the MQTT ack task ended".to_owned());
+                }
+                continue;
+            };
             let event = Inbound {
                 source: ctx.name.clone(),
-                routing_key: publish.topic.replace('/', "."),
-                payload: publish.payload.clone(),
+                routing_key: topic.replace('/', "."),
+                payload: message.payload(),
                 format: PayloadFormat::Json,
                 delivery_id: None,
-                redelivered: publish.dup,
-                headers: BTreeMap::new(),
+                redelivered: message.dup(),
+                headers: message.headers(),
             };
             match ctx.sink.deliver_until_stored(event, &ctx.stop).await {
                 Some(_) => {
@@ -362,15 +580,16 @@ impl MqttSource {
 
 /// A publish, and the connection it came on.
 struct Received {
-    publish: Publish,
+    message: Message,
     connection: u64,
 }
 
 /// What the polling task needs.
 struct Poller {
     eventloop: EventLoop,
-    client: AsyncClient,
-    filters: Vec<SubscribeFilter>,
+    client: Client,
+    topics: Vec<String>,
+    qos: u8,
     forward: mpsc::Sender<Received>,
     /// Counts connections (ConnAcks).
     connection: Arc<AtomicU64>,
@@ -392,56 +611,59 @@ async fn poll(mut p: Poller) {
             event = p.eventloop.poll() => event,
         };
         match event {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                if ack.code != ConnectReturnCode::Success {
-                    p.status
-                        .disconnected(format!("connection refused: {:?}", ack.code));
+            Ok(Polled::ConnAck {
+                refused,
+                session_present,
+            }) => {
+                if let Some(code) = refused {
+                    p.status.disconnected(format!("connection refused: {code}"));
                     continue;
                 }
                 p.connection.fetch_add(1, Ordering::SeqCst);
                 // Subscribing from another task: this one must keep polling for the
                 // request to go out.
                 let client = p.client.clone();
-                let filters = p.filters.clone();
+                let topics = p.topics.clone();
+                let qos = p.qos;
                 let name = p.name.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = client.subscribe_many(filters).await {
-                        tracing::warn!(source = %name, error = %e, "MQTT subscribe not sent");
+                    if let Err(error) = client.subscribe(&topics, qos).await {
+                        tracing::warn!(source = %name, %error, "MQTT subscribe not sent");
                     }
                 });
                 backoff.reset();
-                tracing::info!(source = %p.name, url = %p.url,
-                    session_present = ack.session_present, "MQTT source connected");
+                tracing::info!(source = %p.name, url = %p.url, session_present,
+                    "MQTT source connected");
             }
-            Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                if ack.return_codes.contains(&SubscribeReasonCode::Failure) {
+            Ok(Polled::SubAck { refused }) => {
+                if let Some(codes) = refused {
                     let error = "the broker refused a subscription";
-                    tracing::warn!(source = %p.name, codes = ?ack.return_codes, "{error}");
+                    tracing::warn!(source = %p.name, %codes, "{error}");
                     p.status.disconnected(error);
                 } else {
                     // Connected and subscribed: consuming.
                     p.status.connected();
                 }
             }
-            Ok(Event::Incoming(Packet::Publish(publish))) => {
+            Ok(Polled::Publish(message)) => {
                 // After the delivering loop is gone (stopping), publishes are left
                 // unacknowledged for the broker to send again.
                 if forwarding {
                     let sent = tokio::select! {
                         _ = p.stop.cancelled() => return,
                         sent = p.forward.send(Received {
-                            publish,
+                            message,
                             connection: p.connection.load(Ordering::SeqCst),
                         }) => sent,
                     };
                     forwarding = sent.is_ok();
                 }
             }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
-            Ok(_) => {}
+            Ok(Polled::Disconnected) => return,
+            Ok(Polled::Other) => {}
             Err(e) => {
                 let wait = backoff.next_delay();
-                let error = redact_credentials(&e.to_string());
+                let error = redact_credentials(&e);
                 tracing::warn!(source = %p.name, url = %p.url, %error,
                     retry_in_ms = wait.as_millis() as u64, "MQTT connection error");
                 p.status.disconnected(&error);
