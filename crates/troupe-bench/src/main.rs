@@ -67,6 +67,8 @@ enum Cmd {
     Footprint(Common),
     /// 7: a 200-host playbook as 1, 2 and 4 slices.
     Slices(Common),
+    /// 8: webhook events recorded per second, and delivery latency.
+    Events(Common),
     /// (internal) The synthetic ansible-playbook troupe runs in scenarios 3, 4 and 6.
     #[command(hide = true)]
     Produce {
@@ -120,6 +122,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Api(c) => (Some(scenarios::Scenario::Api), c),
         Cmd::Footprint(c) => (Some(scenarios::Scenario::Footprint), c),
         Cmd::Slices(c) => (Some(scenarios::Scenario::Slices), c),
+        Cmd::Events(c) => (Some(scenarios::Scenario::Events), c),
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(ctx::run(

@@ -1,6 +1,7 @@
-//! The seven scenarios of the benchmark issue.
+//! The seven scenarios of the benchmark issue, and the event path (8).
 
 mod api;
+mod events;
 mod fanout;
 mod footprint;
 mod ingest;
@@ -21,11 +22,12 @@ pub enum Scenario {
     Api,
     Footprint,
     Slices,
+    Events,
 }
 
 impl Scenario {
     /// In the order they run.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Overhead,
         Scenario::Launch,
         Scenario::Ingest,
@@ -33,6 +35,7 @@ impl Scenario {
         Scenario::Api,
         Scenario::Footprint,
         Scenario::Slices,
+        Scenario::Events,
     ];
 
     /// Its name in the table.
@@ -45,6 +48,7 @@ impl Scenario {
             Scenario::Api => "5 api",
             Scenario::Footprint => "6 footprint",
             Scenario::Slices => "7 slices",
+            Scenario::Events => "8 events",
         }
     }
 }
@@ -58,6 +62,7 @@ pub async fn run(s: Scenario, ctx: &mut Ctx) -> anyhow::Result<()> {
         Scenario::Fanout => fanout::run(ctx).await,
         Scenario::Api => api::run(ctx).await,
         Scenario::Footprint => footprint::run(ctx).await,
+        Scenario::Events => events::run(ctx).await,
         Scenario::Slices => slices::run(ctx).await,
     }
 }
