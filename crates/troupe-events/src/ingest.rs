@@ -70,13 +70,21 @@ impl Ingestor {
     /// What would be recorded for `event`, with the runs its rules propose.
     async fn prepare(&self, rules: &Rules, event: &Inbound) -> NewEventRecord {
         let settings = rules.settings();
-        let keep = settings.payload_keep_bytes.min(event.payload.len());
-        let mut cut = keep;
-        // Cut on a character boundary (a lossy copy would still be valid text).
-        while cut > 0 && std::str::from_utf8(&event.payload[..cut]).is_err() && keep - cut < 4 {
-            cut -= 1;
-        }
-        let copy = String::from_utf8_lossy(&event.payload[..cut]).replace('\0', "\u{fffd}");
+        // A bounded copy, cut on a character boundary when the payload is text.
+        let keep = settings.payload_keep_bytes;
+        let (copy, kept) = match std::str::from_utf8(&event.payload) {
+            Ok(text) => {
+                let copy = &text[..text.floor_char_boundary(keep)];
+                (copy.replace('\0', "\u{fffd}"), copy.len())
+            }
+            Err(_) => {
+                let end = keep.min(event.payload.len());
+                (
+                    String::from_utf8_lossy(&event.payload[..end]).replace('\0', "\u{fffd}"),
+                    end,
+                )
+            }
+        };
         let mut hasher = Sha256::new();
         hasher.update(event.routing_key.as_bytes());
         hasher.update([0]);
@@ -91,7 +99,7 @@ impl Ingestor {
                 .then_some(settings.redelivery_window),
             payload_size: event.payload.len() as i64,
             payload: Some(copy),
-            payload_truncated: cut < event.payload.len(),
+            payload_truncated: kept < event.payload.len(),
             status: EventStatus::Unmatched,
             reason: None,
             proposals: Vec::new(),

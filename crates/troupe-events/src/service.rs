@@ -33,17 +33,22 @@ pub enum ApplyError {
 struct Running {
     /// The stored revision last looked at.
     revision: i64,
-    /// The revision whose rules are in force.
-    revision_in_force: i64,
     stop: CancellationToken,
     tracker: TaskTracker,
-    statuses: BTreeMap<String, (String, Arc<SourceStatus>)>,
 }
+
+/// Each source's kind and status, by name.
+type Statuses = BTreeMap<String, (String, Arc<SourceStatus>)>;
 
 /// Sources, rules and retention. Cheap to share: wrap in `Arc`.
 pub struct EventService {
     ingestor: Arc<Ingestor>,
+    /// Held while rules change (across the sources' restart).
     running: Mutex<Running>,
+    /// What requests read, never waiting for a rules change: the sources' statuses and the
+    /// revision in force.
+    statuses: std::sync::RwLock<Arc<Statuses>>,
+    revision_in_force: std::sync::atomic::AtomicI64,
     shutdown: CancellationToken,
 }
 
@@ -63,11 +68,11 @@ impl EventService {
             ingestor: Arc::new(Ingestor::new(store, pool, projects_dir, empty)),
             running: Mutex::new(Running {
                 revision: 0,
-                revision_in_force: 0,
                 stop: CancellationToken::new(),
                 tracker: TaskTracker::new(),
-                statuses: BTreeMap::new(),
             }),
+            statuses: std::sync::RwLock::new(Arc::new(Statuses::new())),
+            revision_in_force: std::sync::atomic::AtomicI64::new(0),
             shutdown: CancellationToken::new(),
         });
         service.reload().await?;
@@ -136,7 +141,7 @@ impl EventService {
         self.ingestor.set_rules(Arc::clone(&rules));
         let stop = self.shutdown.child_token();
         let tracker = TaskTracker::new();
-        let mut statuses = BTreeMap::new();
+        let mut statuses = Statuses::new();
         let sink: Arc<dyn Sink> = Arc::clone(&self.ingestor) as Arc<dyn Sink>;
         for (name, cfg) in &rules.file().sources {
             let kind = cfg.kind().to_owned();
@@ -172,18 +177,27 @@ impl EventService {
         );
         *running = Running {
             revision,
-            revision_in_force: revision,
             stop,
             tracker,
-            statuses,
         };
+        self.revision_in_force
+            .store(revision, std::sync::atomic::Ordering::Relaxed);
+        match self.statuses.write() {
+            Ok(mut s) => *s = Arc::new(statuses),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(statuses),
+        }
+    }
+
+    fn statuses(&self) -> Arc<Statuses> {
+        match self.statuses.read() {
+            Ok(s) => Arc::clone(&s),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
     }
 
     /// Every configured source with its kind and state.
-    pub async fn source_states(&self) -> BTreeMap<String, (String, SourceState)> {
-        let running = self.running.lock().await;
-        running
-            .statuses
+    pub fn source_states(&self) -> BTreeMap<String, (String, SourceState)> {
+        self.statuses()
             .iter()
             .map(|(name, (kind, s))| (name.clone(), (kind.clone(), s.snapshot())))
             .collect()
@@ -191,13 +205,14 @@ impl EventService {
 
     /// The revision of the rules in force here (0: none); it lags the stored one when a stored
     /// document does not compile.
-    pub async fn revision_in_force(&self) -> i64 {
-        self.running.lock().await.revision_in_force
+    pub fn revision_in_force(&self) -> i64 {
+        self.revision_in_force
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Counts an event a passive source (a webhook) delivered.
-    pub async fn note_delivered(&self, source: &str) {
-        if let Some((_, status)) = self.running.lock().await.statuses.get(source) {
+    pub fn note_delivered(&self, source: &str) {
+        if let Some((_, status)) = self.statuses().get(source) {
             status.delivered();
         }
     }

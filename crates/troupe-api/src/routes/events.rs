@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use troupe_core::inbound::{EventRecord, EventStatus, RuleOutcome};
-use troupe_events::sink::{Inbound, PayloadFormat, Sink};
+use troupe_events::sink::{Inbound, Sink};
 use troupe_events::sources::SourceState;
 use troupe_events::sources::webhook;
 use troupe_events::{ApplyError, EventService};
@@ -173,11 +173,9 @@ async fn deliver_hook(
         webhook::authenticate(&cfg, header, &body)
             .map_err(|why| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why))?;
     }
-    let json: Option<Value> = serde_json::from_slice(&body).ok();
-    let routing_key = webhook::routing_key(&cfg, path_key, header, json.as_ref())
+    let routing_key = webhook::routing_key(&cfg, path_key, header, &body)
         .map_err(|why| ApiError::invalid("missing_routing_key", "routing_key", why))?;
     let mut inbound = Inbound::json(source, &routing_key, body);
-    inbound.format = PayloadFormat::Json;
     inbound.delivery_id = DELIVERY_HEADERS.iter().find_map(|h| header(h));
     inbound.headers = forwarded_headers(headers);
     let delivered = events.ingestor().deliver(inbound).await.map_err(|e| {
@@ -188,7 +186,7 @@ async fn deliver_hook(
             "the event could not be stored; retry later",
         )
     })?;
-    events.note_delivered(source).await;
+    events.note_delivered(source);
     let body = HookResponse {
         event: delivered.record.into(),
         duplicate: delivered.duplicate,
@@ -329,18 +327,17 @@ async fn rules_view(events: &EventService) -> ApiResult<RulesView> {
         .map_err(|e| ApiError::internal("could not show the rules", &e))?;
     Ok(RulesView {
         revision: doc.as_ref().map_or(0, |d| d.revision),
-        in_force_revision: events.revision_in_force().await,
+        in_force_revision: events.revision_in_force(),
         updated_at: doc.map(|d| d.updated_at),
         document,
         explain: rules.rules().iter().map(|r| r.explain()).collect(),
-        sources: sources_view(events).await,
+        sources: sources_view(events),
     })
 }
 
-async fn sources_view(events: &EventService) -> BTreeMap<String, SourceView> {
+fn sources_view(events: &EventService) -> BTreeMap<String, SourceView> {
     events
         .source_states()
-        .await
         .into_iter()
         .map(|(name, (kind, state))| (name, SourceView { kind, state }))
         .collect()
@@ -411,5 +408,5 @@ async fn put_rules(
 /// Each configured source's state.
 #[utoipa::path(get, path = "/api/v1/sources", responses((status = 200, body = Object)))]
 async fn list_sources(State(state): State<AppState>) -> Json<BTreeMap<String, SourceView>> {
-    Json(sources_view(&state.events).await)
+    Json(sources_view(&state.events))
 }
