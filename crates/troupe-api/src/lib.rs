@@ -13,6 +13,7 @@ pub mod auth;
 pub mod error;
 mod extract;
 mod routes;
+pub mod run_json;
 
 pub use auth::{TokenSet, generate_token, hash_token};
 
@@ -35,6 +36,8 @@ pub struct AppState {
     pub git: Arc<troupe_worker::git::ProjectSyncer>,
     /// Event sources, rules and the ingest path.
     pub events: Arc<troupe_events::EventService>,
+    /// The JSON of runs, by version, for the runs list.
+    pub run_json: Arc<run_json::RunJsonCache>,
 }
 
 /// Limits of the HTTP layer.

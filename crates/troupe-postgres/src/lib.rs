@@ -23,7 +23,7 @@ use troupe_core::template::{NewTemplate, Template};
 use troupe_core::{Event, RunStatus};
 use troupe_store::{
     EventRecordFilter, Ingested, Lease, NewEventRecord, OutputChunk, Page, Proposal, RulesDoc,
-    RunFilter, RunOutcome, Store, StoreError, StoreResult, Stream, TokenRecord,
+    RunFilter, RunOutcome, RunVersion, Store, StoreError, StoreResult, Stream, TokenRecord,
 };
 
 /// PostgreSQL's limit on bound parameters per statement.
@@ -210,6 +210,57 @@ fn run_from(row: &PgRow) -> StoreResult<Run> {
         slice_count: get(row, "slice_count")?,
         template_id: get(row, "template_id")?,
         event_id: get(row, "event_id")?,
+    })
+}
+
+/// `SELECT cols FROM runs` with `filter` and `page` applied, newest first.
+fn runs_query(cols: &str, filter: &RunFilter, page: Page) -> QueryBuilder<Postgres> {
+    let mut q = QueryBuilder::<Postgres>::new(format!("SELECT {cols} FROM runs WHERE TRUE"));
+    if !filter.statuses.is_empty() {
+        q.push(" AND status IN (");
+        let mut list = q.separated(", ");
+        for s in &filter.statuses {
+            list.push_bind(s.as_str());
+        }
+        q.push(")");
+    }
+    if let Some(project_id) = filter.project_id {
+        q.push(" AND project_id = ").push_bind(project_id);
+    }
+    if let Some(tag) = &filter.tag {
+        q.push(" AND tag = ").push_bind(tag.as_str());
+    }
+    if let Some(job_id) = filter.job_id {
+        q.push(" AND job_id = ").push_bind(job_id);
+    }
+    if let Some(unit) = &filter.unit {
+        q.push(" AND unit = ").push_bind(unit.as_str());
+    }
+    if let Some(parent_id) = filter.parent_id {
+        q.push(" AND parent_id = ").push_bind(parent_id);
+    }
+    if let Some(relaunch_of) = filter.relaunch_of {
+        q.push(" AND relaunch_of = ").push_bind(relaunch_of);
+    }
+    if let Some((key, value)) = &filter.label {
+        q.push(" AND EXISTS (SELECT 1 FROM run_labels l WHERE l.run_id = runs.id AND l.key = ")
+            .push_bind(key.as_str());
+        if let Some(value) = value {
+            q.push(" AND l.value = ").push_bind(value.as_str());
+        }
+        q.push(")");
+    }
+    if let Some(before) = page.before {
+        q.push(" AND id < ").push_bind(before);
+    }
+    q.push(" ORDER BY id DESC LIMIT ").push_bind(page.limit);
+    q
+}
+
+fn version_from(row: &PgRow) -> StoreResult<RunVersion> {
+    Ok(RunVersion {
+        id: get(row, "id")?,
+        version: get(row, "version")?,
     })
 }
 
@@ -1184,53 +1235,48 @@ impl Store for PgStore {
         if page.limit <= 0 {
             return Ok(Vec::new());
         }
-        let mut q =
-            QueryBuilder::<Postgres>::new(format!("SELECT {RUN_COLS} FROM runs WHERE TRUE"));
-        if !filter.statuses.is_empty() {
-            q.push(" AND status IN (");
-            let mut list = q.separated(", ");
-            for s in &filter.statuses {
-                list.push_bind(s.as_str());
-            }
-            q.push(")");
-        }
-        if let Some(project_id) = filter.project_id {
-            q.push(" AND project_id = ").push_bind(project_id);
-        }
-        if let Some(tag) = &filter.tag {
-            q.push(" AND tag = ").push_bind(tag.as_str());
-        }
-        if let Some(job_id) = filter.job_id {
-            q.push(" AND job_id = ").push_bind(job_id);
-        }
-        if let Some(unit) = &filter.unit {
-            q.push(" AND unit = ").push_bind(unit.as_str());
-        }
-        if let Some(parent_id) = filter.parent_id {
-            q.push(" AND parent_id = ").push_bind(parent_id);
-        }
-        if let Some(relaunch_of) = filter.relaunch_of {
-            q.push(" AND relaunch_of = ").push_bind(relaunch_of);
-        }
-        if let Some((key, value)) = &filter.label {
-            q.push(" AND EXISTS (SELECT 1 FROM run_labels l WHERE l.run_id = runs.id AND l.key = ")
-                .push_bind(key.as_str());
-            if let Some(value) = value {
-                q.push(" AND l.value = ").push_bind(value.as_str());
-            }
-            q.push(")");
-        }
-        if let Some(before) = page.before {
-            q.push(" AND id < ").push_bind(before);
-        }
-        q.push(" ORDER BY id DESC LIMIT ").push_bind(page.limit);
-        q.build()
+        runs_query(RUN_COLS, filter, page)
+            .build()
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?
             .iter()
             .map(run_from)
             .collect()
+    }
+
+    async fn list_run_versions(
+        &self,
+        filter: &RunFilter,
+        page: Page,
+    ) -> StoreResult<Vec<RunVersion>> {
+        if page.limit <= 0 {
+            return Ok(Vec::new());
+        }
+        runs_query("id, version", filter, page)
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(version_from)
+            .collect()
+    }
+
+    async fn get_runs(&self, ids: &[i64]) -> StoreResult<Vec<(RunVersion, Run)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT version, {RUN_COLS} FROM runs WHERE id = ANY($1)"
+        )))
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(|row| Ok((version_from(row)?, run_from(row)?)))
+        .collect()
     }
 
     async fn claim_runs(

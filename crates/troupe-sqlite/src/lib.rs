@@ -27,7 +27,7 @@ use troupe_core::template::{NewTemplate, Template};
 use troupe_core::{Event, RunStatus};
 use troupe_store::{
     EventRecordFilter, Ingested, Lease, NewEventRecord, OutputChunk, Page, Proposal, RulesDoc,
-    RunFilter, RunOutcome, Store, StoreError, StoreResult, Stream, TokenRecord,
+    RunFilter, RunOutcome, RunVersion, Store, StoreError, StoreResult, Stream, TokenRecord,
 };
 
 /// SQLite's limit on bound parameters per statement (`SQLITE_MAX_VARIABLE_NUMBER`).
@@ -199,6 +199,58 @@ fn run_from(row: &SqliteRow) -> StoreResult<Run> {
         slice_count: get(row, "slice_count")?,
         template_id: get(row, "template_id")?,
         event_id: get(row, "event_id")?,
+    })
+}
+
+/// `select` (which ends in `FROM runs`) with `filter` and `page` applied, newest first.
+fn runs_query(select: &str, filter: &RunFilter, page: Page) -> QueryBuilder<Sqlite> {
+    let mut q = QueryBuilder::<Sqlite>::new(select);
+    q.push(" WHERE 1 = 1");
+    if !filter.statuses.is_empty() {
+        q.push(" AND status IN (");
+        let mut list = q.separated(", ");
+        for s in &filter.statuses {
+            list.push_bind(s.as_str());
+        }
+        q.push(")");
+    }
+    if let Some(project_id) = filter.project_id {
+        q.push(" AND project_id = ").push_bind(project_id);
+    }
+    if let Some(tag) = &filter.tag {
+        q.push(" AND tag = ").push_bind(tag.clone());
+    }
+    if let Some(job_id) = filter.job_id {
+        q.push(" AND job_id = ").push_bind(job_id);
+    }
+    if let Some(unit) = &filter.unit {
+        q.push(" AND unit = ").push_bind(unit.clone());
+    }
+    if let Some(parent_id) = filter.parent_id {
+        q.push(" AND parent_id = ").push_bind(parent_id);
+    }
+    if let Some(relaunch_of) = filter.relaunch_of {
+        q.push(" AND relaunch_of = ").push_bind(relaunch_of);
+    }
+    if let Some((key, value)) = &filter.label {
+        q.push(" AND EXISTS (SELECT 1 FROM run_labels l WHERE l.run_id = runs.id AND l.key = ")
+            .push_bind(key.clone());
+        if let Some(value) = value {
+            q.push(" AND l.value = ").push_bind(value.clone());
+        }
+        q.push(")");
+    }
+    if let Some(before) = page.before {
+        q.push(" AND id < ").push_bind(before);
+    }
+    q.push(" ORDER BY id DESC LIMIT ").push_bind(page.limit);
+    q
+}
+
+fn version_from(row: &SqliteRow) -> StoreResult<RunVersion> {
+    Ok(RunVersion {
+        id: get(row, "id")?,
+        version: get(row, "version")?,
     })
 }
 
@@ -1055,51 +1107,65 @@ impl Store for SqliteStore {
         if page.limit <= 0 {
             return Ok(Vec::new());
         }
-        let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {RUN_COLS} FROM runs WHERE 1 = 1"));
-        if !filter.statuses.is_empty() {
-            q.push(" AND status IN (");
-            let mut list = q.separated(", ");
-            for s in &filter.statuses {
-                list.push_bind(s.as_str());
-            }
-            q.push(")");
-        }
-        if let Some(project_id) = filter.project_id {
-            q.push(" AND project_id = ").push_bind(project_id);
-        }
-        if let Some(tag) = &filter.tag {
-            q.push(" AND tag = ").push_bind(tag.clone());
-        }
-        if let Some(job_id) = filter.job_id {
-            q.push(" AND job_id = ").push_bind(job_id);
-        }
-        if let Some(unit) = &filter.unit {
-            q.push(" AND unit = ").push_bind(unit.clone());
-        }
-        if let Some(parent_id) = filter.parent_id {
-            q.push(" AND parent_id = ").push_bind(parent_id);
-        }
-        if let Some(relaunch_of) = filter.relaunch_of {
-            q.push(" AND relaunch_of = ").push_bind(relaunch_of);
-        }
-        if let Some((key, value)) = &filter.label {
-            q.push(" AND EXISTS (SELECT 1 FROM run_labels l WHERE l.run_id = runs.id AND l.key = ")
-                .push_bind(key.clone());
-            if let Some(value) = value {
-                q.push(" AND l.value = ").push_bind(value.clone());
-            }
-            q.push(")");
-        }
-        if let Some(before) = page.before {
-            q.push(" AND id < ").push_bind(before);
-        }
-        q.push(" ORDER BY id DESC LIMIT ").push_bind(page.limit);
-        q.build()
+        runs_query(&format!("SELECT {RUN_COLS} FROM runs"), filter, page)
+            .build()
             .fetch_all(&self.reader)
             .await
             .map_err(backend)?
             .iter()
             .map(run_from)
+            .collect()
+    }
+
+    async fn list_run_versions(
+        &self,
+        filter: &RunFilter,
+        page: Page,
+    ) -> StoreResult<Vec<RunVersion>> {
+        if page.limit <= 0 {
+            return Ok(Vec::new());
+        }
+        // One row holding them all: rows cross from SQLite's thread one message (and often one
+        // wake-up) each, which costs more than the rows themselves.
+        let mut q = runs_query(
+            "SELECT json_group_array(json_array(id, version) ORDER BY id DESC) \
+             FROM (SELECT id, version FROM runs",
+            filter,
+            page,
+        );
+        q.push(")");
+        let text: String = q
+            .build()
+            .fetch_one(&self.reader)
+            .await
+            .map_err(backend)?
+            .try_get(0)
+            .map_err(backend)?;
+        let pairs: Vec<(i64, i64)> = serde_json::from_str(&text).map_err(invalid)?;
+        Ok(pairs
+            .into_iter()
+            .map(|(id, version)| RunVersion { id, version })
+            .collect())
+    }
+
+    async fn get_runs(&self, ids: &[i64]) -> StoreResult<Vec<(RunVersion, Run)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT version, {RUN_COLS} FROM runs WHERE id IN ("
+        ));
+        let mut list = q.separated(", ");
+        for id in ids {
+            list.push_bind(*id);
+        }
+        q.push(")");
+        q.build()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(|row| Ok((version_from(row)?, run_from(row)?)))
             .collect()
     }
 
@@ -1117,7 +1183,9 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         // One statement: SQLite runs it under the write lock, so the runs it picks cannot be
-        // picked by anyone else.
+        // picked by anyone else. The clock is read once the writer is ours, so `started_at` is
+        // when the claim happened, not when it started waiting behind other writes.
+        let mut conn = self.writer.acquire().await.map_err(backend)?;
         let now = now_us();
         let rows = sqlx::query(AssertSqlSafe(format!(
             "UPDATE runs SET status = 'running', started_at = ?, worker_id = ?, \
@@ -1129,7 +1197,7 @@ impl Store for SqliteStore {
         .bind(worker_id)
         .bind(lease_end(now, lease))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.writer)
+        .fetch_all(&mut *conn)
         .await
         .map_err(backend)?;
         let mut runs = rows.iter().map(run_from).collect::<StoreResult<Vec<_>>>()?;

@@ -15,7 +15,7 @@
 
 use crate::{
     Concurrency, EventRecordFilter, Gate, Ingested, Lease, NewEventRecord, OutputChunk, Page,
-    Proposal, RunFilter, RunOutcome, Store, StoreError, Stream,
+    Proposal, RunFilter, RunOutcome, RunVersion, Store, StoreError, Stream,
 };
 use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
 use serde_json::json;
@@ -51,6 +51,7 @@ macro_rules! __conformance_case_names {
             run_ids_increase,
             list_runs_filters,
             list_runs_pagination,
+            run_versions_follow_every_change,
             claim_oldest_first,
             concurrent_claims_never_share,
             batch_claims_take_the_oldest_in_order,
@@ -634,6 +635,109 @@ pub async fn list_runs_filters(store: &dyn Store) {
     let r2_listed = listed.iter().find(|r| r.id == r2.id).expect("r2 listed");
     assert_eq!(r2_listed.labels.get("x").map(String::as_str), Some("1"));
     assert_eq!(r2_listed.status, RunStatus::Successful);
+}
+
+/// `list_run_versions` lists what `list_runs` lists; every kind of change to a run moves its
+/// version up; `get_runs` returns the same runs as `get_run`, with their versions.
+pub async fn run_versions_follow_every_change(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let runs = queued_runs(store, p.id, 4).await;
+    let version_of = async |id: i64| -> i64 {
+        let found = store.get_runs(&[id]).await.expect("get_runs");
+        assert_eq!(found.len(), 1, "run {id}");
+        assert_eq!(found[0].0.id, id);
+        found[0].0.version
+    };
+    let all = RunFilter::default();
+    for page in [
+        Page {
+            before: None,
+            limit: 50,
+        },
+        Page {
+            before: Some(runs[3].id),
+            limit: 2,
+        },
+    ] {
+        let listed = store.list_runs(&all, page).await.expect("list");
+        let versions = store.list_run_versions(&all, page).await.expect("versions");
+        assert_eq!(
+            versions.iter().map(|v| v.id).collect::<Vec<_>>(),
+            ids(&listed),
+            "same runs, same order"
+        );
+    }
+    let tagged = RunFilter {
+        tag: Some("nothing-has-it".into()),
+        ..Default::default()
+    };
+    assert!(
+        store
+            .list_run_versions(
+                &tagged,
+                Page {
+                    before: None,
+                    limit: 10
+                }
+            )
+            .await
+            .expect("versions")
+            .is_empty(),
+        "filters apply"
+    );
+
+    // Each change moves the version of the run it touches, and only that one.
+    let id = runs[0].id;
+    let other = version_of(runs[1].id).await;
+    let mut last = version_of(id).await;
+    let mut moved = async |what: &str| {
+        let now = version_of(id).await;
+        assert!(now > last, "{what}: version {now} after {last}");
+        last = now;
+    };
+    let claimed = store
+        .claim_runs("w1", Duration::from_secs(60), 1)
+        .await
+        .expect("claim");
+    assert_eq!(ids(&claimed), [id]);
+    moved("claim").await;
+    store
+        .mark_launched(id, "w1", Utc::now(), Some("abc"))
+        .await
+        .expect("launched");
+    moved("mark_launched").await;
+    store
+        .append_events(id, &events(1..=3))
+        .await
+        .expect("events");
+    moved("append_events (event count)").await;
+    store
+        .request_cancel(id, CancelMode::Graceful)
+        .await
+        .expect("cancel");
+    moved("request_cancel").await;
+    store
+        .finish_run(id, "w1", &ok_outcome())
+        .await
+        .expect("finish");
+    moved("finish_run").await;
+    assert_eq!(
+        version_of(runs[1].id).await,
+        other,
+        "other runs keep theirs"
+    );
+
+    let got = store
+        .get_runs(&[runs[2].id, id, i64::MAX])
+        .await
+        .expect("get_runs");
+    assert_eq!(got.len(), 2, "an unknown id is left out");
+    let (v, found) = got
+        .into_iter()
+        .find(|(v, _)| v.id == id)
+        .expect("the finished run");
+    assert_eq!(found, store.get_run(id).await.expect("get"));
+    assert_eq!(v, RunVersion { id, version: last });
 }
 
 /// Pages follow the `before` cursor with no duplicate and no gap, with and without filters.

@@ -81,6 +81,17 @@ pub struct Page {
     pub limit: i64,
 }
 
+/// One state of a run: its id and its version, a counter the store bumps on every change to
+/// the run. Readers key what they derive from a run (its JSON, say) by it, and ask for the
+/// whole run again only when the version moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RunVersion {
+    /// The run.
+    pub id: i64,
+    /// Grows with every change to the run; never goes back.
+    pub version: i64,
+}
+
 /// How a worker finished a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunOutcome {
@@ -309,6 +320,15 @@ pub trait Store: Send + Sync + 'static {
     async fn get_run_inventory(&self, id: i64) -> StoreResult<InventoryContent>;
     /// Runs matching `filter`, newest first.
     async fn list_runs(&self, filter: &RunFilter, page: Page) -> StoreResult<Vec<Run>>;
+    /// What [`Store::list_runs`] would return, as ids and versions only (same order).
+    async fn list_run_versions(
+        &self,
+        filter: &RunFilter,
+        page: Page,
+    ) -> StoreResult<Vec<RunVersion>>;
+    /// The runs with these ids, each with its version, in no particular order; ids with no
+    /// run are left out.
+    async fn get_runs(&self, ids: &[i64]) -> StoreResult<Vec<(RunVersion, Run)>>;
 
     /// Claims the oldest queued run for `worker_id`: it becomes `running` with a lease that
     /// expires after `lease`. Two workers never claim the same run.

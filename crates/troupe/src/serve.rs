@@ -8,10 +8,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use troupe_ansible::{Ansible, Grace, Limits};
+use troupe_api::run_json::RunJsonCache;
 use troupe_api::{ApiConfig, AppState, TokenSet, generate_token, hash_token};
 use troupe_core::project::{NewProject, ProjectSource};
 use troupe_store::Store;
 use troupe_worker::{LiveHub, WorkerConfig, WorkerPool};
+
+/// JSON of runs kept for the runs list (a few thousand runs; nothing until the list is read).
+const RUN_JSON_CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Opens the store the configuration names: PostgreSQL for `postgres://` URLs, SQLite in the
 /// data dir otherwise.
@@ -207,6 +211,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         projects_dir,
         git,
         events: Arc::clone(&events),
+        run_json: Arc::new(RunJsonCache::new(RUN_JSON_CACHE_BYTES)),
     };
     let app = troupe_api::router(
         state,

@@ -2,10 +2,11 @@
 
 mod common;
 
+use anyhow::Context;
 use common::*;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const MIXED: &str = r#"
 - hosts: all
@@ -562,5 +563,72 @@ async fn a_relative_data_dir_works_for_projects_elsewhere() -> anyhow::Result<()
         server.text(&format!("/api/v1/runs/{id}/stderr")).await?
     );
     assert!(home.path().join(".troupe/troupe.db").exists());
+    Ok(())
+}
+
+/// The runs list answers from JSON kept per run version: every change to a run must show in the
+/// list at once, identical to what `GET /runs/{id}` says, page after page.
+#[tokio::test]
+async fn the_runs_list_follows_every_change_of_a_run() -> anyhow::Result<()> {
+    let server = Server::start()?;
+    let gate = tempfile::tempdir()?;
+    let release = gate.path().join("go");
+    let proj = project_dir(&[(
+        "wait.yml",
+        &format!(
+            "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.wait_for:\n        path: {}\n        timeout: 60\n    - ansible.builtin.debug:\n        msg: done\n",
+            release.display()
+        ),
+    )])?;
+    let pid = server.project(proj.path()).await?;
+    let id = server
+        .launch(pid, "wait.yml", &local_hosts(1), json!({}))
+        .await?;
+    let listed = async || -> anyhow::Result<Value> {
+        let page = server.get("/api/v1/runs?limit=5").await?;
+        let run = page["runs"]
+            .as_array()
+            .and_then(|runs| runs.iter().find(|r| r["id"] == id))
+            .cloned()
+            .with_context(|| format!("run {id} not listed: {page}"))?;
+        Ok(run)
+    };
+    // Seen while it waits (cached in that state), then launched, then finished.
+    let before = listed().await?;
+    assert!(
+        matches!(before["status"].as_str(), Some("queued" | "running")),
+        "{before}"
+    );
+    server
+        .wait_run(id, Duration::from_secs(60), |s| s == "running")
+        .await?;
+    let start = Instant::now();
+    loop {
+        let run = listed().await?;
+        if run.get("launched_at").is_some() {
+            assert_eq!(run["status"], "running");
+            break;
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(60),
+            "never launched: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(&release, "")?;
+    let done = server.wait_finished(id).await?;
+    assert_eq!(done["status"], "successful", "{done}");
+    assert_eq!(listed().await?, done, "the list shows the run as it is now");
+    assert!(done["event_count"].as_i64().unwrap_or(0) > 0, "{done}");
+    // A second page through the cursor holds the same JSON too.
+    let other = server
+        .launch(pid, "wait.yml", &local_hosts(1), json!({}))
+        .await?;
+    let page = server
+        .get(&format!("/api/v1/runs?limit=1&cursor={other}"))
+        .await?;
+    assert_eq!(page["runs"][0], done, "{page}");
+    assert_eq!(page["next_cursor"], id, "a full page points past itself");
+    server.wait_finished(other).await?;
     Ok(())
 }

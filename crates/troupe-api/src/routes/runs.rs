@@ -209,7 +209,7 @@ struct RunList {
 async fn list_runs(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> ApiResult<Json<RunList>> {
+) -> ApiResult<Response> {
     let mut statuses = Vec::new();
     for s in q
         .status
@@ -236,22 +236,32 @@ async fn list_runs(
         relaunch_of: q.relaunch_of,
         parent_id: q.parent,
     };
-    let runs = state
-        .store
-        .list_runs(
-            &filter,
-            Page {
-                before: q.cursor,
-                limit,
-            },
-        )
-        .await?;
-    let next_cursor = if runs.len() as i64 == limit {
-        runs.last().map(|r| r.id)
+    let page = Page {
+        before: q.cursor,
+        limit,
+    };
+    // The page's ids and versions, then each run's JSON: built once per version (run_json.rs).
+    let listed = state.store.list_run_versions(&filter, page).await?;
+    let next_cursor = if listed.len() as i64 == limit {
+        listed.last().map(|v| v.id)
     } else {
         None
     };
-    Ok(Json(RunList { runs, next_cursor }))
+    let runs = state.run_json.runs(&*state.store, &listed).await?;
+    let mut body = Vec::with_capacity(runs.iter().map(|r| r.len() + 1).sum::<usize>() + 48);
+    body.extend_from_slice(b"{\"runs\":[");
+    for (i, run) in runs.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(run);
+    }
+    body.push(b']');
+    if let Some(cursor) = next_cursor {
+        body.extend_from_slice(format!(",\"next_cursor\":{cursor}").as_bytes());
+    }
+    body.push(b'}');
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// One run: status, times, rc and per-host summary.

@@ -4,7 +4,7 @@
 use super::{SYNTHETIC_PLAYBOOK, write_files};
 use crate::ctx::Ctx;
 use crate::report::{Metric, Target};
-use crate::server::{Server, ServerOpts, launch_time, ms_between};
+use crate::server::{Server, ServerOpts, launch_time, ms_between, time_field};
 use crate::stats::{Summary, percentile};
 use anyhow::{Context, bail};
 use chrono::Utc;
@@ -59,14 +59,15 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     // A burst.
     let burst = if ctx.quick { 100 } else { 1000 };
     let t_burst = Instant::now();
-    let results: Vec<anyhow::Result<(i64, chrono::DateTime<Utc>)>> =
+    let results: Vec<anyhow::Result<(i64, chrono::DateTime<Utc>, chrono::DateTime<Utc>)>> =
         futures_util::stream::iter(0..burst)
             .map(|_| {
                 let server = &server;
                 let body = &body;
                 async move {
                     let t0 = Utc::now();
-                    Ok((server.launch(body).await?, t0))
+                    let id = server.launch(body).await?;
+                    Ok((id, t0, Utc::now()))
                 }
             })
             .buffer_unordered(16)
@@ -78,8 +79,10 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         sent.push(r?);
     }
     let mut lat_b = Vec::new();
+    // Where the time goes: the POST's own answer, created -> claimed, claimed -> exec'd.
+    let (mut answered, mut claimed, mut execd) = (Vec::new(), Vec::new(), Vec::new());
     let mut not_ok = 0;
-    for (id, t0) in &sent {
+    for (id, t0, t_answer) in &sent {
         let run = server
             .wait_finished(*id, Duration::from_millis(20), Duration::from_secs(300))
             .await?;
@@ -88,6 +91,15 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         }
         if let Some((t, _)) = launch_time(&run) {
             lat_b.push(ms_between(*t0, t));
+        }
+        answered.push(ms_between(*t0, *t_answer));
+        if let (Some(created), Some(started), Some(launched)) = (
+            time_field(&run, "created_at"),
+            time_field(&run, "started_at"),
+            time_field(&run, "launched_at"),
+        ) {
+            claimed.push(ms_between(created, started));
+            execd.push(ms_between(started, launched));
         }
     }
     if lat_b.is_empty() {
@@ -112,13 +124,26 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             String::new()
         }),
     );
+    for (what, samples, how) in [
+        ("POST answered", &answered, "request sent -> 201 received"),
+        ("created -> claimed", &claimed, "created_at -> started_at"),
+        ("claimed -> exec'd", &execd, "started_at -> launched_at"),
+    ] {
+        if let Some(s) = Summary::of(samples) {
+            ctx.push(
+                Metric::value(title, &format!("{what} p50 ms, {label}"), s.median)
+                    .note(format!("p99 {:.1} ms; {how}", s.p99)),
+            );
+        }
+    }
     ctx.push(
         Metric::value(title, "runs accepted/s", burst as f64 / accept_s)
             .note(format!("{burst} POSTs, 16 in flight")),
     );
     ctx.details.insert(
         "launch".into(),
-        json!({"exact_launched_at": exact, "single_ms": lat, "burst_ms": lat_b, "burst": burst, "accept_seconds": accept_s}),
+        json!({"exact_launched_at": exact, "single_ms": lat, "burst_ms": lat_b,
+            "burst_answered_ms": answered, "burst_claimed_ms": claimed, "burst_execd_ms": execd, "burst": burst, "accept_seconds": accept_s}),
     );
     server.stop()?;
     Ok(())
