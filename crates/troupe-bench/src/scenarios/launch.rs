@@ -12,6 +12,9 @@ use futures_util::StreamExt;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
+/// A run of the burst: its id, when its POST was sent and when it was answered.
+type Sent = (i64, chrono::DateTime<Utc>, chrono::DateTime<Utc>);
+
 pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let title = "2 launch";
     let project = ctx.dir("launch-project")?;
@@ -59,20 +62,19 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     // A burst.
     let burst = if ctx.quick { 100 } else { 1000 };
     let t_burst = Instant::now();
-    let results: Vec<anyhow::Result<(i64, chrono::DateTime<Utc>, chrono::DateTime<Utc>)>> =
-        futures_util::stream::iter(0..burst)
-            .map(|_| {
-                let server = &server;
-                let body = &body;
-                async move {
-                    let t0 = Utc::now();
-                    let id = server.launch(body).await?;
-                    Ok((id, t0, Utc::now()))
-                }
-            })
-            .buffer_unordered(16)
-            .collect()
-            .await;
+    let results: Vec<anyhow::Result<Sent>> = futures_util::stream::iter(0..burst)
+        .map(|_| {
+            let server = &server;
+            let body = &body;
+            async move {
+                let t0 = Utc::now();
+                let id = server.launch(body).await?;
+                Ok((id, t0, Utc::now()))
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
     let accept_s = t_burst.elapsed().as_secs_f64();
     let mut sent = Vec::new();
     for r in results {
