@@ -412,18 +412,76 @@ def _on_sigusr1(signum, frame):
     _S.cancel_requested = True
 
 
+def _load_prctl():
+    if not sys.platform.startswith('linux'):
+        return None
+    try:
+        import ctypes
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        prctl.restype = ctypes.c_int
+        return lambda option, arg: prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0),
+                                         ctypes.c_ulong(0), ctypes.c_ulong(0))
+    except Exception:
+        return None
+
+
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _set_pdeathsig():
+    """SIGKILL this process when the thread that spawned it exits. False if that failed."""
+    if _PRCTL is None:
+        return False
+    try:
+        return _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL)) == 0
+    except Exception:
+        return False
+
+
+def _descends_from(pid):
+    """Whether `pid` is an ancestor of this process (usually the parent; a wrapper that does
+    not exec, such as `uv run`, adds a generation). True when it cannot be told."""
+    current = os.getppid()
+    for _ in range(64):
+        if current == pid:
+            return True
+        if current <= 1:
+            return False
+        try:
+            with open('/proc/%d/stat' % current, 'rb') as f:
+                stat = f.read()
+            # Fields start after the command name's last ')': state, then the parent's pid.
+            current = int(stat[stat.rindex(b')') + 1:].split()[1])
+        except (OSError, ValueError, IndexError):
+            return True
+    return True
+
+
+def _die_with_troupe():
+    # troupe spawns ansible-playbook with posix_spawn, which runs no code of troupe's in the
+    # child, so the child asks for PR_SET_PDEATHSIG itself, here. The signal follows the thread
+    # that spawned the process: troupe's spawner thread, which lives as long as troupe.
+    #
+    # Before this runs, a troupe that dies leaves ansible-playbook alive. That window is short
+    # and harmless: ansible loads callbacks before it runs any task, so nothing has been done
+    # on a host yet, and the check below makes ansible-playbook kill itself if troupe died in
+    # it. Whatever else is left (an inventory script still running, say) carries the run's
+    # TROUPE_RUN_DIR marker, by which troupe's restart reaper kills it.
+    troupe = _env_int('TROUPE_PARENT_PID', 0)
+    if troupe <= 0 or not sys.platform.startswith('linux'):
+        return
+    _set_pdeathsig()
+    # After prctl, not before: a troupe that dies from now on is covered by the signal.
+    if not _descends_from(troupe):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _install_process_hooks():
     try:
         signal.signal(signal.SIGUSR1, _on_sigusr1)
     except (ValueError, OSError, AttributeError):
         pass
-    prctl = None
-    if sys.platform.startswith('linux'):
-        try:
-            import ctypes
-            prctl = ctypes.CDLL(None, use_errno=True).prctl
-        except Exception:
-            prctl = None
     parent = os.getpid()
 
     def after_fork_in_child():
@@ -435,11 +493,8 @@ def _install_process_hooks():
                 os.close(fd)
             except OSError:
                 pass
-        if prctl is not None and os.getppid() == parent:
-            try:
-                prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-            except Exception:
-                pass
+        if _PRCTL is not None and os.getppid() == parent:
+            _set_pdeathsig()
             if os.getppid() != parent:
                 os._exit(1)
 
@@ -451,6 +506,7 @@ if os.getpid() == _MAIN_PID and not getattr(TaskQueueManager.send_callback, '_tr
     _install_tees()
     _install_display_hooks()
     _install_tqm_hooks()
+    _die_with_troupe()
     _install_process_hooks()
 
 

@@ -2,9 +2,11 @@
 
 use crate::process::child_env;
 use crate::rundir;
+use crate::spawner::spawn_child;
 use crate::{Ansible, AnsibleError};
 use serde_json::{Map, Value};
 use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 use troupe_core::inventory::InventoryContent;
 
@@ -38,8 +40,13 @@ pub async fn list_hosts(
         .envs(child_env(ansible.bin_dir()))
         .env("ANSIBLE_LOCAL_TEMP", &dir.tmp)
         .kill_on_drop(true)
-        .stdin(std::process::Stdio::null());
-    let out = tokio::time::timeout(LIST_TIMEOUT, cmd.output()).await;
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = tokio::time::timeout(LIST_TIMEOUT, async {
+        spawn_child(cmd).await?.wait_with_output().await
+    })
+    .await;
     let _ = std::fs::remove_dir_all(&dir.root);
     let out = match out {
         Ok(Ok(o)) => o,

@@ -9,6 +9,8 @@
 //! - [`Process::cancel`] stops it gracefully (SIGUSR1 to the plugin) or by force (SIGINT, SIGTERM,
 //!   SIGKILL to the group); [`Process::wait`] returns an [`Exit`] once nothing of the run is left.
 //! - [`reap_orphans`] cleans up after a troupe that crashed.
+//! - [`spawn_child`] is how any child process of troupe is started (see its docs: one spawner
+//!   thread, so that the event pipe reaches only its own `ansible-playbook`).
 
 mod error;
 mod hosts;
@@ -18,6 +20,7 @@ mod process;
 mod procfs;
 mod reap;
 mod rundir;
+mod spawner;
 
 pub use error::AnsibleError;
 pub use hosts::{hosts_of, list_hosts};
@@ -25,3 +28,4 @@ pub use locate::{Ansible, PINNED_ANSIBLE_CORE};
 pub use plugin::{EventLineError, PLUGIN_NAME, PLUGIN_SOURCE, parse_event_line};
 pub use process::{Exit, Grace, LaunchSpec, Limits, Output, Process, Stream, child_env};
 pub use reap::{Orphan, reap_orphans};
+pub use spawner::spawn_child;

@@ -2,6 +2,7 @@
 
 use crate::AnsibleError;
 use crate::process::child_env;
+use crate::spawner::spawn_child;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -26,25 +27,31 @@ pub struct Ansible {
 }
 
 impl Ansible {
-    /// Finds `ansible-playbook`: the configured path (which must work if given), then
-    /// `<data_dir>/venv/bin/ansible-playbook`, then the first one on `PATH`.
+    /// Finds `ansible-playbook`: the configured path (which must work if given; a bare name is
+    /// looked up on `PATH`), then `<data_dir>/venv/bin/ansible-playbook`, then the first one on
+    /// `PATH`. The path found is made absolute.
     pub async fn locate(
         configured: Option<&Path>,
         data_dir: &Path,
     ) -> Result<Ansible, AnsibleError> {
         if let Some(path) = configured {
+            if path.components().count() == 1 && !path.has_root() {
+                let found = on_path(path)
+                    .await
+                    .ok_or_else(|| AnsibleError::NotAnsible {
+                        path: path.to_path_buf(),
+                        reason: "no such executable on PATH".into(),
+                    })?;
+                return probe(&found).await;
+            }
             return probe(path).await;
         }
         let venv = venv_playbook(data_dir);
         if tokio::fs::metadata(&venv).await.is_ok() {
             return probe(&venv).await;
         }
-        let path_var = std::env::var_os("PATH").unwrap_or_default();
-        for dir in std::env::split_paths(&path_var) {
-            let candidate = dir.join("ansible-playbook");
-            if is_executable(&candidate).await {
-                return probe(&candidate).await;
-            }
+        if let Some(found) = on_path(Path::new("ansible-playbook")).await {
+            return probe(&found).await;
         }
         Err(AnsibleError::NotFound {
             looked: format!("{}, PATH", venv.display()),
@@ -112,6 +119,18 @@ fn venv_playbook(data_dir: &Path) -> PathBuf {
     data_dir.join("venv").join("bin").join("ansible-playbook")
 }
 
+/// The first executable `name` in a directory of troupe's `PATH`.
+async fn on_path(name: &Path) -> Option<PathBuf> {
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path_var) {
+        let candidate = dir.join(name);
+        if is_executable(&candidate).await {
+            return Some(candidate);
+        }
+    }
+    None
+}
+
 async fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     match tokio::fs::metadata(path).await {
@@ -122,6 +141,10 @@ async fn is_executable(path: &Path) -> bool {
 
 /// Runs `<path> --version` and reads ansible-core's and Python's versions from it.
 async fn probe(path: &Path) -> Result<Ansible, AnsibleError> {
+    // Absolute: runs start in their project's directory, and std spawns a program named without
+    // a `/` under a changed PATH with fork instead of posix_spawn (see `crate::spawner`).
+    let path = &std::path::absolute(path)
+        .map_err(|e| AnsibleError::io(format!("resolving {}", path.display()), e))?;
     let not_ansible = |reason: String| AnsibleError::NotAnsible {
         path: path.to_path_buf(),
         reason,
@@ -134,10 +157,12 @@ async fn probe(path: &Path) -> Result<Ansible, AnsibleError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let out = tokio::time::timeout(PROBE_TIMEOUT, cmd.output())
-        .await
-        .map_err(|_| not_ansible("`--version` did not answer within 60s".into()))?
-        .map_err(|e| not_ansible(e.to_string()))?;
+    let out = tokio::time::timeout(PROBE_TIMEOUT, async {
+        spawn_child(cmd).await?.wait_with_output().await
+    })
+    .await
+    .map_err(|_| not_ansible("`--version` did not answer within 60s".into()))?
+    .map_err(|e| not_ansible(e.to_string()))?;
     if !out.status.success() {
         return Err(not_ansible(format!(
             "`--version` failed ({}): {}",
@@ -184,9 +209,10 @@ async fn run_reporting(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| AnsibleError::Bootstrap(format!("cannot start {cmd:?}: {e}")))?;
+    let shown = format!("{cmd:?}");
+    let mut child = spawn_child(cmd)
+        .await
+        .map_err(|e| AnsibleError::Bootstrap(format!("cannot start {shown}: {e}")))?;
     let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(AnsibleError::Bootstrap("no pipes to the child".into()));
     };
@@ -214,7 +240,7 @@ async fn run_reporting(
         Ok(())
     } else {
         Err(AnsibleError::Bootstrap(format!(
-            "{cmd:?} failed ({status}): {last_err}"
+            "{shown} failed ({status}): {last_err}"
         )))
     }
 }

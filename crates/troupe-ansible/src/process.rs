@@ -2,8 +2,9 @@
 //! and make sure nothing of it is left when it ends.
 
 use crate::plugin::{PLUGIN_NAME, parse_event_line};
-use crate::procfs::{self, RUN_MARKER_VAR};
+use crate::procfs::{self, RUN_MARKER_VAR, StartTime};
 use crate::rundir::{self, RunDir};
+use crate::spawner::{self, Spawned};
 use crate::{Ansible, AnsibleError};
 use nix::fcntl::OFlag;
 use nix::sys::signal::{Signal, kill};
@@ -14,11 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{OnceLock, mpsc as std_mpsc};
 use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use troupe_core::Event;
 use troupe_core::inventory::InventoryContent;
@@ -192,8 +192,8 @@ impl Process {
         .map_err(|e| AnsibleError::io("preparing the run directory", std::io::Error::other(e)))??;
 
         match start(&ansible, &project_dir, &playbook, &options, &dir, limits).await {
-            Ok((child, event_pipe)) => {
-                Ok(supervise(child, event_pipe, dir, &options, limits, grace).await)
+            Ok((spawned, event_pipe)) => {
+                Ok(supervise(spawned, event_pipe, dir, &options, limits, grace).await)
             }
             Err(e) => {
                 let _ = tokio::fs::remove_dir_all(&dir.root).await;
@@ -304,7 +304,7 @@ async fn start(
     options: &RunOptions,
     dir: &RunDir,
     limits: Limits,
-) -> Result<(Child, OwnedFd), AnsibleError> {
+) -> Result<(Spawned, OwnedFd), AnsibleError> {
     let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| AnsibleError::io("creating the event pipe", e.into()))?;
     let event_fd = write_end.as_raw_fd();
@@ -326,13 +326,15 @@ async fn start(
     {
         env.push(("ANSIBLE_FORCE_COLOR".into(), "1".into()));
     }
-    let ours: [(&str, OsString); 8] = [
+    let ours: [(&str, OsString); 9] = [
         ("ANSIBLE_CALLBACK_PLUGINS", plugin_dirs),
         ("ANSIBLE_CALLBACKS_ENABLED", enabled),
         ("ANSIBLE_RETRY_FILES_ENABLED", "False".into()),
         ("ANSIBLE_LOCAL_TEMP", dir.tmp.clone().into()),
         ("PYTHONUNBUFFERED", "1".into()),
         ("TROUPE_EVENT_FD", event_fd.to_string().into()),
+        // The plugin sets PR_SET_PDEATHSIG and checks that troupe is still its ancestor.
+        ("TROUPE_PARENT_PID", std::process::id().to_string().into()),
         (
             "TROUPE_MAX_RESULT_BYTES",
             limits.max_result_bytes.to_string().into(),
@@ -356,78 +358,19 @@ async fn start(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let parent = nix::unistd::getpid();
-    #[allow(unsafe_code)]
-    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // system calls (prctl, getppid, fcntl) on values copied into it; it allocates nothing
-    // except when building an error, which std tolerates in pre_exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // The child dies with troupe. PDEATHSIG fires when the forking *thread* exits, which
-            // is why spawns happen on one long-lived thread (see `spawn_on_spawner_thread`).
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
-            if nix::unistd::getppid() != parent {
-                return Err(std::io::Error::other("troupe exited during spawn"));
-            }
-            // Let the event pipe's write end survive exec (it was created O_CLOEXEC so no other
-            // child inherits it).
-            if nix::libc::fcntl(event_fd, nix::libc::F_SETFD, 0) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = spawn_on_spawner_thread(cmd)
+    // No pre_exec (it would make std fork instead of posix_spawn): PR_SET_PDEATHSIG is set by
+    // the plugin, and the spawner thread lets the event pipe's write end, and only it, through.
+    let spawned = spawner::spawn_inheriting(cmd, write_end)
         .await
         .map_err(|e| AnsibleError::io(format!("starting {}", ansible.playbook.display()), e))?;
-    // Only the child (and its forks) may hold the write end: EOF then means they are all gone.
-    drop(write_end);
-    Ok((child, read_end))
-}
-
-struct SpawnJob {
-    cmd: Command,
-    handle: tokio::runtime::Handle,
-    reply: oneshot::Sender<std::io::Result<Child>>,
-}
-
-/// Spawns on one dedicated, never-ending thread, so that PR_SET_PDEATHSIG (tied to the thread
-/// that forked) only fires when troupe itself dies.
-async fn spawn_on_spawner_thread(cmd: Command) -> std::io::Result<Child> {
-    static SPAWNER: OnceLock<Option<std_mpsc::Sender<SpawnJob>>> = OnceLock::new();
-    let sender = SPAWNER.get_or_init(|| {
-        let (tx, rx) = std_mpsc::channel::<SpawnJob>();
-        std::thread::Builder::new()
-            .name("troupe-spawner".into())
-            .spawn(move || {
-                for mut job in rx {
-                    let _guard = job.handle.enter();
-                    let _ = job.reply.send(job.cmd.spawn());
-                }
-            })
-            .ok()
-            .map(|_| tx)
-    });
-    let Some(sender) = sender else {
-        return Err(std::io::Error::other(
-            "the spawner thread could not be started",
-        ));
-    };
-    let (reply, answer) = oneshot::channel();
-    sender
-        .send(SpawnJob {
-            cmd,
-            handle: tokio::runtime::Handle::current(),
-            reply,
-        })
-        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
-    answer
-        .await
-        .map_err(|_| std::io::Error::other("the spawner thread dropped the request"))?
+    Ok((spawned, read_end))
 }
 
 async fn supervise(
-    mut child: Child,
+    Spawned {
+        mut child,
+        start_time,
+    }: Spawned,
     event_pipe: OwnedFd,
     dir: RunDir,
     options: &RunOptions,
@@ -483,7 +426,7 @@ async fn supervise(
     let timeout = options.timeout_s.map(Duration::from_secs);
     let run_dir = dir.root.clone();
     let done = tokio::spawn(run_supervisor(
-        child, pid, dir, ctl_rx, first_rx, shared, readers, grace, timeout,
+        child, pid, start_time, dir, ctl_rx, first_rx, shared, readers, grace, timeout,
     ));
     (
         Process {
@@ -500,6 +443,7 @@ async fn supervise(
 async fn run_supervisor(
     mut child: Child,
     pid: u32,
+    start_time: Option<StartTime>,
     dir: RunDir,
     mut ctl: mpsc::UnboundedReceiver<CancelMode>,
     mut first_event: watch::Receiver<bool>,
@@ -568,8 +512,10 @@ async fn run_supervisor(
     // run's marker (ansible's workers call setsid, so their modules are in other groups).
     procfs::kill_group(pgid, Signal::SIGKILL);
     let root = dir.root.clone();
-    let _ = tokio::task::spawn_blocking(move || procfs::kill_marked(&root, Duration::from_secs(5)))
-        .await;
+    let _ = tokio::task::spawn_blocking(move || {
+        procfs::kill_marked(&root, start_time, Duration::from_secs(5))
+    })
+    .await;
 
     for mut reader in readers {
         if tokio::time::timeout(READER_DRAIN_TIMEOUT, &mut reader)

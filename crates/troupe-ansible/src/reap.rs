@@ -53,14 +53,14 @@ fn reap_blocking(runs_dir: &Path) -> Vec<Orphan> {
             .and_then(|s| s.trim().parse::<i32>().ok())
             .filter(|p| *p > 1);
         if let Some(pgid) = pgid {
-            let marked = procfs::marked_processes(&dir);
+            let marked = procfs::marked_processes(&dir, None);
             if marked.iter().any(|p| p.pgid == pgid) {
                 procfs::kill_group(pgid, Signal::SIGKILL);
             } else if !procfs::group_members(pgid).is_empty() {
                 tracing::warn!(pgid, dir = %dir.display(), "process group alive but not marked {RUN_MARKER_VAR} for this run; left alone");
             }
         }
-        let killed = procfs::kill_marked(&dir, Duration::from_secs(5));
+        let killed = procfs::kill_marked(&dir, None, Duration::from_secs(5));
         let removed = match std::fs::remove_dir_all(&dir) {
             Ok(()) => true,
             Err(e) => {

@@ -513,3 +513,61 @@ async fn a_crashed_troupe_leaves_nothing_after_reap() {
     );
     assert!(!dir.exists());
 }
+
+/// ansible-playbook started for a troupe that died before the plugin loaded kills itself as the
+/// plugin loads, before any task; a wrapper between troupe and ansible (one that does not exec)
+/// is not mistaken for that.
+#[tokio::test]
+async fn the_plugin_kills_ansible_when_troupe_is_gone() {
+    use std::os::unix::process::ExitStatusExt;
+    let project = Project::new(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - file: path={{ out }} state=touch\n",
+    );
+    let ansible = ansible().await;
+    let root = project.tmp.path();
+    std::fs::create_dir(root.join("plugins")).unwrap();
+    std::fs::write(
+        root.join("plugins/troupe.py"),
+        troupe_ansible::PLUGIN_SOURCE,
+    )
+    .unwrap();
+    std::fs::write(root.join("hosts"), format!("h1\n{LOCAL_VARS}")).unwrap();
+    let gone = {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        pid
+    };
+    let run = |troupe_pid: u32, out: &str, wrapped: bool| {
+        // `; exit` keeps sh from exec'ing ansible: it stays between the test and ansible.
+        let mut cmd = if wrapped {
+            let mut c = tokio::process::Command::new("sh");
+            c.args(["-c", "\"$0\" \"$@\"; exit $?"])
+                .arg(&ansible.playbook);
+            c
+        } else {
+            tokio::process::Command::new(&ansible.playbook)
+        };
+        cmd.arg("-i")
+            .arg(root.join("hosts"))
+            .arg("-e")
+            .arg(format!("out={}", root.join(out).display()))
+            .arg("site.yml")
+            .current_dir(root.join("project"))
+            .env("ANSIBLE_CALLBACK_PLUGINS", root.join("plugins"))
+            .env("ANSIBLE_CALLBACKS_ENABLED", "troupe")
+            .env("TROUPE_PARENT_PID", troupe_pid.to_string())
+            .output()
+    };
+
+    let out = run(gone, "orphan", false).await.unwrap();
+    assert_eq!(out.status.signal(), Some(9), "{out:?}");
+    assert!(
+        !root.join("orphan").exists(),
+        "a task ran for a gone troupe"
+    );
+
+    let out = run(std::process::id(), "wrapped", true).await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(root.join("wrapped").exists());
+}

@@ -409,7 +409,9 @@ async fn run(mut cmd: Command, timeout: Duration) -> Result<std::process::Output
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let child = cmd.spawn().map_err(|e| format!("could not start: {e}"))?;
+    let child = troupe_ansible::spawn_child(cmd)
+        .await
+        .map_err(|e| format!("could not start: {e}"))?;
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(Ok(out)) => Ok(out),
         Ok(Err(e)) => Err(format!("failed: {e}")),
