@@ -67,7 +67,7 @@ def _json_default(o):
 
 
 def _dumps(obj):
-    s = json.dumps(obj, default=_json_default)
+    s = json.dumps(obj, default=_json_default, separators=(',', ':'))
     if '\\ud' in s:
         # Lone surrogates (from surrogateescape'd bytes) are not valid JSON for strict readers.
         s = _LONE_SURROGATE.sub(lambda m: m.group(1) or '\\ufffd', s)
@@ -261,8 +261,8 @@ class _State(object):
 def _splice(obj_json, key, value_json):
     """Appends `"key": <value_json>` to a serialised JSON object without parsing it again."""
     body = obj_json[:-1]
-    sep = '' if body.rstrip().endswith('{') else ', '
-    return body + sep + json.dumps(key) + ': ' + value_json + '}'
+    sep = '' if body.rstrip().endswith('{') else ','
+    return body + sep + json.dumps(key) + ':' + value_json + '}'
 
 
 _S = _State()

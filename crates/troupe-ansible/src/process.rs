@@ -671,7 +671,7 @@ async fn read_events(
             if event
                 .event_data
                 .get("troupe_cancel_requested")
-                .and_then(serde_json::Value::as_bool)
+                .and_then(|v| v.as_bool())
                 .unwrap_or(false)
             {
                 shared.graceful_done.store(true, Ordering::Relaxed);

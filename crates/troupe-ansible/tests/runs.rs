@@ -111,7 +111,10 @@ async fn events_of_a_play_follow_ansible_runner() {
         .iter()
         .find(|e| e.event == "runner_on_failed" && e.host() == Some("h1"))
         .unwrap();
-    assert_eq!(ignored.event_data["ignore_errors"], Value::Bool(true));
+    assert_eq!(
+        ignored.event_data.to_value()["ignore_errors"],
+        Value::Bool(true)
+    );
     assert!(!ignored.is_host_failure());
     let items = got
         .events
@@ -124,12 +127,12 @@ async fn events_of_a_play_follow_ansible_runner() {
         .iter()
         .find(|e| e.event == "runner_on_ok" && e.task() == Some("ok"))
         .unwrap();
-    assert_eq!(ok.event_data["task_action"], "debug");
+    assert_eq!(ok.event_data.to_value()["task_action"], "debug");
     // As in ansible-runner: arguments only with DISPLAY_ARGS_TO_STDOUT, never templated.
-    assert_eq!(ok.event_data["task_args"], "");
-    assert_eq!(ok.event_data["play_pattern"], "all");
+    assert_eq!(ok.event_data.to_value()["task_args"], "");
+    assert_eq!(ok.event_data.to_value()["play_pattern"], "all");
     assert!(
-        ok.event_data["playbook"]
+        ok.event_data.to_value()["playbook"]
             .as_str()
             .unwrap()
             .ends_with("site.yml")
@@ -137,7 +140,7 @@ async fn events_of_a_play_follow_ansible_runner() {
 
     // The stats event says what the PLAY RECAP printed.
     let stats = got.events.last().unwrap();
-    let summary = HostStats::from_stats_event(&stats.event_data);
+    let summary = HostStats::from_stats_event(&stats.event_data.to_value());
     let recap = parse_recap(&got.stdout);
     assert_eq!(recap.len(), 3, "{}", got.stdout);
     for (host, n) in &recap {
@@ -157,7 +160,7 @@ async fn events_of_a_play_follow_ansible_runner() {
         );
     }
     assert_eq!(
-        stats.event_data["troupe_cancel_requested"],
+        stats.event_data.to_value()["troupe_cancel_requested"],
         Value::Bool(false)
     );
 
@@ -170,13 +173,13 @@ async fn events_of_a_play_follow_ansible_runner() {
         .iter()
         .find(|e| e.event == "playbook_on_task_start" && e.task() == Some("secret"))
         .unwrap();
-    assert_eq!(secret_task.event_data["task_args"], "");
+    assert_eq!(secret_task.event_data.to_value()["task_args"], "");
     let censored = got
         .events
         .iter()
         .find(|e| e.event == "runner_on_ok" && e.task() == Some("secret"))
         .unwrap();
-    assert!(censored.event_data["res"]["censored"].is_string());
+    assert!(censored.event_data.to_value()["res"]["censored"].is_string());
 
     // Each event carries the text printed for it; together they are the whole stdout.
     let joined: String = got.events.iter().map(|e| e.stdout.as_str()).collect();
@@ -222,14 +225,18 @@ async fn unreachable_host() {
         .find(|e| e.event == "runner_on_unreachable")
         .expect("unreachable event");
     assert_eq!(e.host(), Some("gone"));
-    assert_eq!(e.event_data["remote_addr"], "127.0.0.1");
-    assert_eq!(e.event_data["res"]["unreachable"], Value::Bool(true));
-    let msg = e.event_data["res"]["msg"].as_str().unwrap();
+    assert_eq!(e.event_data.to_value()["remote_addr"], "127.0.0.1");
+    assert_eq!(
+        e.event_data.to_value()["res"]["unreachable"],
+        Value::Bool(true)
+    );
+    let data = e.event_data.to_value();
+    let msg = data["res"]["msg"].as_str().unwrap();
     assert!(msg.contains("refused") || msg.contains("connect"), "{msg}");
     assert!(e.is_host_failure());
     assert!(e.stdout.contains("UNREACHABLE!"), "{:?}", e.stdout);
     let stats = got.events.last().unwrap();
-    assert_eq!(stats.event_data["dark"]["gone"], 1);
+    assert_eq!(stats.event_data.to_value()["dark"]["gone"], 1);
 }
 
 #[tokio::test]
@@ -261,10 +268,13 @@ async fn graceful_cancel_finishes_the_task_in_flight() {
     let stats = got.events.last().unwrap();
     assert_eq!(stats.event, "playbook_on_stats");
     assert_eq!(
-        stats.event_data["troupe_cancel_requested"],
+        stats.event_data.to_value()["troupe_cancel_requested"],
         Value::Bool(true)
     );
-    assert_eq!(stats.event_data["troupe_canceled"], Value::Bool(true));
+    assert_eq!(
+        stats.event_data.to_value()["troupe_canceled"],
+        Value::Bool(true)
+    );
     assert!(got.stdout.contains("PLAY RECAP"));
     assert!(
         exit.graceful_cancel_requested && exit.graceful_cancel_done,
@@ -355,7 +365,7 @@ async fn oversized_results_are_truncated() {
         .iter()
         .find(|e| e.event == "runner_on_ok" && e.task() == Some("big"))
         .unwrap();
-    let res = &big.event_data["res"];
+    let res = &big.event_data.to_value()["res"];
     assert_eq!(res["_troupe_truncated"], Value::Bool(true), "{res}");
     assert!(res["_troupe_original_bytes"].as_u64().unwrap() > 20000);
     assert!(res["msg"].as_str().unwrap().len() <= 1024);
@@ -364,7 +374,7 @@ async fn oversized_results_are_truncated() {
         .iter()
         .find(|e| e.event == "runner_on_ok" && e.task() == Some("small"))
         .unwrap();
-    assert_eq!(small.event_data["res"]["msg"], "tiny");
+    assert_eq!(small.event_data.to_value()["res"]["msg"], "tiny");
 }
 
 #[tokio::test]

@@ -16,5 +16,5 @@ pub mod template;
 pub mod text;
 
 pub use error::ValidationError;
-pub use event::Event;
+pub use event::{Event, EventData};
 pub use status::RunStatus;

@@ -20,7 +20,7 @@ use troupe_core::job::{Job, NewJob, Unit, UnitSource};
 use troupe_core::project::{NewProject, Project, ProjectSync};
 use troupe_core::run::{CancelMode, NewRun, Run};
 use troupe_core::template::{NewTemplate, Template};
-use troupe_core::{Event, RunStatus};
+use troupe_core::{Event, EventData, RunStatus};
 use troupe_store::{
     EventRecordFilter, Ingested, Lease, NewEventRecord, OutputChunk, Page, Proposal, RulesDoc,
     RunFilter, RunOutcome, RunVersion, Store, StoreError, StoreResult, Stream, TokenRecord,
@@ -277,7 +277,8 @@ fn event_from(row: &PgRow) -> StoreResult<Event> {
         stdout: get(row, "stdout")?,
         start_line: get(row, "start_line")?,
         end_line: get(row, "end_line")?,
-        event_data: json(row, "event_data")?,
+        event_data: EventData::from_json(get(row, "event_data")?)
+            .map_err(|e| invalid(format_args!("column event_data: {e}")))?,
     })
 }
 
@@ -809,7 +810,7 @@ impl EventColumns {
         self.stdout.push(text(&e.stdout));
         self.start_line.push(e.start_line);
         self.end_line.push(e.end_line);
-        self.event_data.push(to_json(&e.event_data)?);
+        self.event_data.push(e.event_data.json().to_owned());
         Ok(())
     }
 }

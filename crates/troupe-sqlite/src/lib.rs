@@ -24,7 +24,7 @@ use troupe_core::job::{Job, NewJob, Unit, UnitSource};
 use troupe_core::project::{NewProject, Project, ProjectSync};
 use troupe_core::run::{CancelMode, NewRun, Run};
 use troupe_core::template::{NewTemplate, Template};
-use troupe_core::{Event, RunStatus};
+use troupe_core::{Event, EventData, RunStatus};
 use troupe_store::{
     EventRecordFilter, Ingested, Lease, NewEventRecord, OutputChunk, Page, Proposal, RulesDoc,
     RunFilter, RunOutcome, RunVersion, Store, StoreError, StoreResult, Stream, TokenRecord,
@@ -267,7 +267,8 @@ fn event_from(row: &SqliteRow) -> StoreResult<Event> {
         stdout: get(row, "stdout")?,
         start_line: get(row, "start_line")?,
         end_line: get(row, "end_line")?,
-        event_data: json(row, "event_data")?,
+        event_data: EventData::from_json(get(row, "event_data")?)
+            .map_err(|e| invalid(format_args!("column event_data: {e}")))?,
     })
 }
 
@@ -1351,11 +1352,6 @@ impl Store for SqliteStore {
     }
 
     async fn append_events(&self, run_id: i64, events: &[Event]) -> StoreResult<()> {
-        // Encode before taking the write lock.
-        let data = events
-            .iter()
-            .map(|e| to_json(&e.event_data))
-            .collect::<StoreResult<Vec<_>>>()?;
         let mut tx = self.begin().await?;
         let exists = sqlx::query("SELECT 1 FROM runs WHERE id = ?")
             .bind(run_id)
@@ -1366,13 +1362,12 @@ impl Store for SqliteStore {
             return Err(StoreError::not_found("run", run_id));
         }
         let mut stored: i64 = 0;
-        let rows: Vec<(&Event, String)> = events.iter().zip(data).collect();
-        for chunk in rows.chunks(MAX_PARAMS / EVENT_PARAMS) {
+        for chunk in events.chunks(MAX_PARAMS / EVENT_PARAMS) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO events (run_id, counter, uuid, event, parent_uuid, host, task, \
                  created, stdout, start_line, end_line, event_data) ",
             );
-            q.push_values(chunk, |mut b, (e, data)| {
+            q.push_values(chunk, |mut b, e| {
                 b.push_bind(run_id)
                     .push_bind(e.counter)
                     .push_bind(e.uuid.as_str())
@@ -1384,7 +1379,7 @@ impl Store for SqliteStore {
                     .push_bind(e.stdout.as_str())
                     .push_bind(e.start_line)
                     .push_bind(e.end_line)
-                    .push_bind(data.as_str());
+                    .push_bind(e.event_data.json());
             });
             q.push(" ON CONFLICT (run_id, counter) DO NOTHING");
             let done = q.build().execute(&mut *tx).await.map_err(backend)?;

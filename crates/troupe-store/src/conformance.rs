@@ -251,7 +251,7 @@ fn event(counter: i64, name: &str, data: serde_json::Value) -> Event {
         stdout: format!("line {counter}\n"),
         start_line: counter - 1,
         end_line: counter,
-        event_data: data,
+        event_data: data.into(),
     }
 }
 
@@ -1425,7 +1425,7 @@ pub async fn events_round_trip_and_paging(store: &dyn Store) {
         stdout: String::new(),
         start_line: 0,
         end_line: 0,
-        event_data: json!({"playbook": "site.yml", "n": 1.5, "big": 9007199254740993_i64, "u": "ünï \"q\" \\ \n", "arr": [null, true, {}]}),
+        event_data: json!({"playbook": "site.yml", "n": 1.5, "big": 9007199254740993_i64, "u": "ünï \"q\" \\ \n", "arr": [null, true, {}]}).into(),
     };
     store.append_events(run.id, &evs).await.expect("append");
     store
@@ -1709,7 +1709,8 @@ pub async fn nul_characters_do_not_break_writes(store: &dyn Store) {
         "bin\u{0}ary" | "bin\u{FFFD}ary"
     ));
     assert_eq!(
-        got[0].event_data, e.event_data,
+        got[0].event_data.json(),
+        e.event_data.json(),
         "event data is kept exactly"
     );
     store

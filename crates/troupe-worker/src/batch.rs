@@ -47,7 +47,7 @@ impl Batcher {
         match out {
             Output::Event(ev) => {
                 if ev.event == STATS_EVENT {
-                    self.summary = Some(HostStats::from_stats_event(&ev.event_data));
+                    self.summary = Some(HostStats::from_stats_event(&ev.event_data.to_value()));
                 }
                 self.events.push(ev);
             }

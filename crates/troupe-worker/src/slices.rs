@@ -210,9 +210,11 @@ impl WorkerPool {
                         .map(|mut e| {
                             next_counter += 1;
                             e.counter = next_counter;
-                            if let Some(data) = e.event_data.as_object_mut() {
-                                data.insert("troupe_slice".into(), (i + 1).into());
-                                data.insert("troupe_slice_run".into(), s.run_id.into());
+                            let mut data = e.event_data.to_value();
+                            if let Some(fields) = data.as_object_mut() {
+                                fields.insert("troupe_slice".into(), (i + 1).into());
+                                fields.insert("troupe_slice_run".into(), s.run_id.into());
+                                e.event_data = data.into();
                             }
                             e
                         })

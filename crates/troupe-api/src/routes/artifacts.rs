@@ -414,7 +414,7 @@ mod tests {
             stdout: "ok: [h1]".into(),
             start_line: counter,
             end_line: counter + 1,
-            event_data: json!({"host": "h1", "task": "t"}),
+            event_data: json!({"host": "h1", "task": "t"}).into(),
         }
     }
 

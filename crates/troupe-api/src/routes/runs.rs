@@ -431,7 +431,7 @@ async fn get_hosts(
         let Some(host) = ev.host().map(str::to_owned) else {
             continue;
         };
-        let result = ev.event_data.get("res").cloned().unwrap_or(Value::Null);
+        let result = ev.event_data.get("res").unwrap_or(Value::Null);
         let entry = hosts.entry(host).or_insert_with(|| HostResult {
             stats: HostStats::default(),
             unreachable: false,
@@ -595,13 +595,12 @@ async fn resume_task(state: &AppState, run: &Run, failures: &[&Event]) -> ApiRes
             .store
             .list_events(run.id, (run.event_count - 1).max(0), 1)
             .await?;
-        if let Some(task) = last
+        if let Some(Value::String(task)) = last
             .first()
             .filter(|e| e.event == troupe_core::event::STATS_EVENT)
             .and_then(|e| e.event_data.get("troupe_resume_task"))
-            .and_then(Value::as_str)
         {
-            return Ok(task.to_owned());
+            return Ok(task);
         }
         // Otherwise the run stopped inside the last task it started.
         let mut after = 0;

@@ -437,12 +437,9 @@ impl Progress {
     }
 
     fn update(&mut self, ev: &Event) {
-        let field = |k: &str| {
-            ev.event_data
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
+        let field = |k: &str| match ev.event_data.get(k) {
+            Some(Value::String(s)) => s,
+            _ => String::new(),
         };
         match ev.event.as_str() {
             "playbook_on_play_start" => {
