@@ -24,7 +24,7 @@ mod spawner;
 
 pub use error::AnsibleError;
 pub use hosts::{hosts_of, list_hosts};
-pub use locate::{Ansible, PINNED_ANSIBLE_CORE};
+pub use locate::{Ansible, PINNED_ANSIBLE_CORE, on_path};
 pub use plugin::{EventLineError, PLUGIN_NAME, PLUGIN_SOURCE, parse_event_line};
 pub use process::{Exit, Grace, LaunchSpec, Limits, Output, Process, Stream, child_env};
 pub use reap::{Orphan, reap_orphans};

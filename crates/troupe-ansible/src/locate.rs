@@ -36,12 +36,10 @@ impl Ansible {
     ) -> Result<Ansible, AnsibleError> {
         if let Some(path) = configured {
             if path.components().count() == 1 && !path.has_root() {
-                let found = on_path(path)
-                    .await
-                    .ok_or_else(|| AnsibleError::NotAnsible {
-                        path: path.to_path_buf(),
-                        reason: "no such executable on PATH".into(),
-                    })?;
+                let found = on_path(path).ok_or_else(|| AnsibleError::NotAnsible {
+                    path: path.to_path_buf(),
+                    reason: "no such executable on PATH".into(),
+                })?;
                 return probe(&found).await;
             }
             return probe(path).await;
@@ -50,7 +48,7 @@ impl Ansible {
         if tokio::fs::metadata(&venv).await.is_ok() {
             return probe(&venv).await;
         }
-        if let Some(found) = on_path(Path::new("ansible-playbook")).await {
+        if let Some(found) = on_path(Path::new("ansible-playbook")) {
             return probe(&found).await;
         }
         Err(AnsibleError::NotFound {
@@ -120,23 +118,18 @@ fn venv_playbook(data_dir: &Path) -> PathBuf {
 }
 
 /// The first executable `name` in a directory of troupe's `PATH`.
-async fn on_path(name: &Path) -> Option<PathBuf> {
-    let path_var = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path_var) {
-        let candidate = dir.join(name);
-        if is_executable(&candidate).await {
-            return Some(candidate);
-        }
-    }
-    None
-}
-
-async fn is_executable(path: &Path) -> bool {
+///
+/// Children are started by that path: std spawns a program named without a `/` under a changed
+/// `PATH` with fork instead of posix_spawn (see `crate::spawner`).
+pub fn on_path(name: &Path) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    match tokio::fs::metadata(path).await {
-        Ok(m) => m.is_file() && m.permissions().mode() & 0o111 != 0,
-        Err(_) => false,
-    }
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path_var)
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// Runs `<path> --version` and reads ansible-core's and Python's versions from it.

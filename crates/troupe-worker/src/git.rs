@@ -40,6 +40,7 @@ pub struct SyncError(pub String);
 #[derive(Debug)]
 pub struct ProjectSyncer {
     projects_dir: PathBuf,
+    git: PathBuf,
     galaxy: PathBuf,
     ansible_bin: Option<PathBuf>,
     timeout: Duration,
@@ -70,9 +71,13 @@ impl ProjectSyncer {
         let galaxy = ansible_bin_dir
             .map(|d| d.join("ansible-galaxy"))
             .filter(|p| p.exists())
+            .or_else(|| troupe_ansible::on_path(Path::new("ansible-galaxy")))
             .unwrap_or_else(|| PathBuf::from("ansible-galaxy"));
+        // By absolute path, so that it is started with posix_spawn (see `troupe_ansible::on_path`).
+        let git = troupe_ansible::on_path(Path::new("git")).unwrap_or_else(|| PathBuf::from("git"));
         Self {
             projects_dir,
+            git,
             galaxy,
             ansible_bin: ansible_bin_dir.map(Path::to_path_buf),
             timeout: DEFAULT_TIMEOUT,
@@ -335,7 +340,7 @@ impl ProjectSyncer {
         what: &str,
         args: &[&OsStr],
     ) -> Result<String, SyncError> {
-        let mut cmd = Command::new("git");
+        let mut cmd = Command::new(&self.git);
         // The `ext::` transport runs commands; never allow it, whatever git's defaults are.
         cmd.args(["-c", "protocol.ext.allow=never"]).args(args);
         if let Some(dir) = cwd {
