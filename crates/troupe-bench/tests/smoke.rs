@@ -60,7 +60,10 @@ fn the_quick_run_reports_every_scenario() {
                     .is_some_and(|s| s.starts_with(&format!("{n} ")))
             })
             .collect();
-        assert!(!of_scenario.is_empty(), "no figures for scenario {n}\n{stdout}");
+        assert!(
+            !of_scenario.is_empty(),
+            "no figures for scenario {n}\n{stdout}"
+        );
         for m in of_scenario {
             let v = m["value"].as_f64();
             assert!(

@@ -781,6 +781,69 @@ struct EventColumns {
     event_data: Vec<String>,
 }
 
+/// A foreign key violation on a run's rows: the run does not exist.
+fn missing_run(e: sqlx::Error, run_id: i64) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+            StoreError::not_found("run", run_id)
+        }
+        _ => backend(e),
+    }
+}
+
+/// Inserts events (skipping stored counters) and adds what was stored to the run's event count.
+///
+/// Columns travel as arrays through UNNEST: one statement text whatever the batch size
+/// (prepared once), no parameter limit, and far less parsing than a VALUES list. The insert and
+/// the event_count update are one statement; a missing run shows as a foreign key violation (or,
+/// for an empty batch, as no run updated).
+async fn insert_events(conn: &mut PgConnection, run_id: i64, events: &[Event]) -> StoreResult<()> {
+    // An empty batch still runs once, to report a missing run.
+    let empty: &[Event] = &[];
+    let batches = events
+        .chunks(EVENTS_PER_STATEMENT)
+        .chain(events.is_empty().then_some(empty));
+    for batch in batches {
+        let mut cols = EventColumns::with_capacity(batch.len());
+        for e in batch {
+            cols.push(e)?;
+        }
+        let updated = sqlx::query(
+            "WITH stored AS ( \
+               INSERT INTO events (run_id, counter, uuid, event, parent_uuid, host, task, \
+                 created, stdout, start_line, end_line, event_data) \
+               SELECT $1, t.counter, t.uuid, t.event, t.parent_uuid, t.host, t.task, \
+                 t.created, t.stdout, t.start_line, t.end_line, t.event_data::json \
+               FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                 $7::text[], $8::timestamptz[], $9::text[], $10::bigint[], $11::bigint[], \
+                 $12::text[]) AS t(counter, uuid, event, parent_uuid, host, task, created, \
+                 stdout, start_line, end_line, event_data) \
+               ON CONFLICT (run_id, counter) DO NOTHING RETURNING 1) \
+             UPDATE runs SET event_count = event_count + (SELECT count(*) FROM stored) \
+             WHERE id = $1 RETURNING id",
+        )
+        .bind(run_id)
+        .bind(cols.counter)
+        .bind(cols.uuid)
+        .bind(cols.event)
+        .bind(cols.parent_uuid)
+        .bind(cols.host)
+        .bind(cols.task)
+        .bind(cols.created)
+        .bind(cols.stdout)
+        .bind(cols.start_line)
+        .bind(cols.end_line)
+        .bind(cols.event_data)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| missing_run(e, run_id))?;
+        if updated.is_none() {
+            return Err(StoreError::not_found("run", run_id));
+        }
+    }
+    Ok(())
+}
+
 impl EventColumns {
     fn with_capacity(n: usize) -> Self {
         EventColumns {
@@ -1453,60 +1516,7 @@ impl Store for PgStore {
     }
 
     async fn append_events(&self, run_id: i64, events: &[Event]) -> StoreResult<()> {
-        // Columns travel as arrays through UNNEST: one statement text whatever the batch size
-        // (prepared once), no parameter limit, and far less parsing than a VALUES list.
-        // The insert and the event_count update are one statement; a missing run shows as
-        // a foreign key violation (or, for an empty batch, as no run updated).
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        // An empty batch still runs once, to report a missing run.
-        let empty: &[Event] = &[];
-        let batches = events
-            .chunks(EVENTS_PER_STATEMENT)
-            .chain(events.is_empty().then_some(empty));
-        for batch in batches {
-            let mut cols = EventColumns::with_capacity(batch.len());
-            for e in batch {
-                cols.push(e)?;
-            }
-            let updated = sqlx::query(
-                "WITH stored AS ( \
-                   INSERT INTO events (run_id, counter, uuid, event, parent_uuid, host, task, \
-                     created, stdout, start_line, end_line, event_data) \
-                   SELECT $1, t.counter, t.uuid, t.event, t.parent_uuid, t.host, t.task, \
-                     t.created, t.stdout, t.start_line, t.end_line, t.event_data::json \
-                   FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                     $7::text[], $8::timestamptz[], $9::text[], $10::bigint[], $11::bigint[], \
-                     $12::text[]) AS t(counter, uuid, event, parent_uuid, host, task, created, \
-                     stdout, start_line, end_line, event_data) \
-                   ON CONFLICT (run_id, counter) DO NOTHING RETURNING 1) \
-                 UPDATE runs SET event_count = event_count + (SELECT count(*) FROM stored) \
-                 WHERE id = $1 RETURNING id",
-            )
-            .bind(run_id)
-            .bind(cols.counter)
-            .bind(cols.uuid)
-            .bind(cols.event)
-            .bind(cols.parent_uuid)
-            .bind(cols.host)
-            .bind(cols.task)
-            .bind(cols.created)
-            .bind(cols.stdout)
-            .bind(cols.start_line)
-            .bind(cols.end_line)
-            .bind(cols.event_data)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| match &e {
-                sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-                    StoreError::not_found("run", run_id)
-                }
-                _ => backend(e),
-            })?;
-            if updated.is_none() {
-                return Err(StoreError::not_found("run", run_id));
-            }
-        }
-        tx.commit().await.map_err(backend)
+        self.append_batch(run_id, events, &[]).await
     }
 
     async fn list_events(&self, run_id: i64, after: i64, limit: i64) -> StoreResult<Vec<Event>> {
@@ -1555,14 +1565,19 @@ impl Store for PgStore {
     }
 
     async fn append_output(&self, run_id: i64, chunks: &[OutputChunk]) -> StoreResult<()> {
+        self.append_batch(run_id, &[], chunks).await
+    }
+
+    async fn append_batch(
+        &self,
+        run_id: i64,
+        events: &[Event],
+        chunks: &[OutputChunk],
+    ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let exists = sqlx::query("SELECT 1 FROM runs WHERE id = $1")
-            .bind(run_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
-        if exists.is_none() {
-            return Err(StoreError::not_found("run", run_id));
+        // Events first, even none: their statement is what reports a missing run.
+        if !events.is_empty() || chunks.is_empty() {
+            insert_events(&mut tx, run_id, events).await?;
         }
         for part in chunks.chunks(MAX_PARAMS / OUTPUT_PARAMS) {
             let mut q = QueryBuilder::<Postgres>::new(
@@ -1575,7 +1590,10 @@ impl Store for PgStore {
                     .push_bind(pg_text(&c.text).into_owned());
             });
             q.push(" ON CONFLICT (run_id, seq) DO NOTHING");
-            q.build().execute(&mut *tx).await.map_err(backend)?;
+            q.build()
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| missing_run(e, run_id))?;
         }
         tx.commit().await.map_err(backend)
     }

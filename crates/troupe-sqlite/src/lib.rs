@@ -1352,48 +1352,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_events(&self, run_id: i64, events: &[Event]) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        let exists = sqlx::query("SELECT 1 FROM runs WHERE id = ?")
-            .bind(run_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
-        if exists.is_none() {
-            return Err(StoreError::not_found("run", run_id));
-        }
-        let mut stored: i64 = 0;
-        for chunk in events.chunks(MAX_PARAMS / EVENT_PARAMS) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO events (run_id, counter, uuid, event, parent_uuid, host, task, \
-                 created, stdout, start_line, end_line, event_data) ",
-            );
-            q.push_values(chunk, |mut b, e| {
-                b.push_bind(run_id)
-                    .push_bind(e.counter)
-                    .push_bind(e.uuid.as_str())
-                    .push_bind(e.event.as_str())
-                    .push_bind(e.parent_uuid.as_deref())
-                    .push_bind(e.host())
-                    .push_bind(e.task())
-                    .push_bind(ts(e.created))
-                    .push_bind(e.stdout.as_str())
-                    .push_bind(e.start_line)
-                    .push_bind(e.end_line)
-                    .push_bind(e.event_data.json());
-            });
-            q.push(" ON CONFLICT (run_id, counter) DO NOTHING");
-            let done = q.build().execute(&mut *tx).await.map_err(backend)?;
-            stored += i64::try_from(done.rows_affected()).unwrap_or(i64::MAX);
-        }
-        if stored > 0 {
-            sqlx::query("UPDATE runs SET event_count = event_count + ? WHERE id = ?")
-                .bind(stored)
-                .bind(run_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        }
-        tx.commit().await.map_err(backend)
+        self.append_batch(run_id, events, &[]).await
     }
 
     async fn list_events(&self, run_id: i64, after: i64, limit: i64) -> StoreResult<Vec<Event>> {
@@ -1442,14 +1401,59 @@ impl Store for SqliteStore {
     }
 
     async fn append_output(&self, run_id: i64, chunks: &[OutputChunk]) -> StoreResult<()> {
+        self.append_batch(run_id, &[], chunks).await
+    }
+
+    async fn append_batch(
+        &self,
+        run_id: i64,
+        events: &[Event],
+        chunks: &[OutputChunk],
+    ) -> StoreResult<()> {
+        // Every statement is a round trip to the connection's thread, so the run's existence
+        // is not read first: a row for a missing run is a foreign key violation. Only an empty
+        // batch asks.
         let mut tx = self.begin().await?;
-        let exists = sqlx::query("SELECT 1 FROM runs WHERE id = ?")
-            .bind(run_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
-        if exists.is_none() {
-            return Err(StoreError::not_found("run", run_id));
+        if events.is_empty() && chunks.is_empty() {
+            require_row(&mut tx, "runs", "run", run_id).await?;
+        }
+        let missing = |e: sqlx::Error| match &e {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                StoreError::not_found("run", run_id)
+            }
+            _ => backend(e),
+        };
+        let mut stored: i64 = 0;
+        for chunk in events.chunks(MAX_PARAMS / EVENT_PARAMS) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO events (run_id, counter, uuid, event, parent_uuid, host, task, \
+                 created, stdout, start_line, end_line, event_data) ",
+            );
+            q.push_values(chunk, |mut b, e| {
+                b.push_bind(run_id)
+                    .push_bind(e.counter)
+                    .push_bind(e.uuid.as_str())
+                    .push_bind(e.event.as_str())
+                    .push_bind(e.parent_uuid.as_deref())
+                    .push_bind(e.host())
+                    .push_bind(e.task())
+                    .push_bind(ts(e.created))
+                    .push_bind(e.stdout.as_str())
+                    .push_bind(e.start_line)
+                    .push_bind(e.end_line)
+                    .push_bind(e.event_data.json());
+            });
+            q.push(" ON CONFLICT (run_id, counter) DO NOTHING");
+            let done = q.build().execute(&mut *tx).await.map_err(missing)?;
+            stored += i64::try_from(done.rows_affected()).unwrap_or(i64::MAX);
+        }
+        if stored > 0 {
+            sqlx::query("UPDATE runs SET event_count = event_count + ? WHERE id = ?")
+                .bind(stored)
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
         }
         for part in chunks.chunks(MAX_PARAMS / OUTPUT_PARAMS) {
             let mut q =
@@ -1461,7 +1465,7 @@ impl Store for SqliteStore {
                     .push_bind(c.text.as_str());
             });
             q.push(" ON CONFLICT (run_id, seq) DO NOTHING");
-            q.build().execute(&mut *tx).await.map_err(backend)?;
+            q.build().execute(&mut *tx).await.map_err(missing)?;
         }
         tx.commit().await.map_err(backend)
     }

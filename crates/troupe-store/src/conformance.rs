@@ -66,6 +66,7 @@ macro_rules! __conformance_case_names {
             events_batches_are_idempotent,
             events_large_batch,
             events_for_missing_run,
+            events_and_output_in_one_batch,
             host_failures_filter,
             output_streams,
             nul_characters_do_not_break_writes,
@@ -1686,6 +1687,71 @@ pub async fn output_streams(store: &dyn Store) {
     let expected_len =
         "PLAY [all] ***\nok: [a]\n".len() + many.iter().map(|c| c.text.len()).sum::<usize>();
     assert_eq!(out.len(), expected_len);
+}
+
+/// Events and output appended together: both stored, and a retried or overlapping batch adds
+/// only what is new; a batch for a missing run is refused, whatever it holds.
+pub async fn events_and_output_in_one_batch(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let run = running_run(store, p.id, "w").await;
+    let chunk = |stream, seq, text: &str| OutputChunk {
+        stream,
+        seq,
+        text: text.into(),
+    };
+    let first = [
+        chunk(Stream::Stdout, 1, "PLAY [all] ***\n"),
+        chunk(Stream::Stderr, 2, "warn\n"),
+    ];
+    store
+        .append_batch(run.id, &events(1..=3), &first)
+        .await
+        .expect("append");
+    store
+        .append_batch(run.id, &events(1..=3), &first)
+        .await
+        .expect("retry");
+    store
+        .append_batch(
+            run.id,
+            &events(3..=5),
+            &[
+                chunk(Stream::Stdout, 2, "DUPLICATE"),
+                chunk(Stream::Stdout, 3, "ok: [a]\n"),
+            ],
+        )
+        .await
+        .expect("overlap");
+    store
+        .append_batch(run.id, &events(6..=6), &[])
+        .await
+        .expect("events only");
+    store
+        .append_batch(run.id, &[], &[chunk(Stream::Stdout, 4, "done\n")])
+        .await
+        .expect("output only");
+    store.append_batch(run.id, &[], &[]).await.expect("empty");
+
+    let got = store.list_events(run.id, 0, 100).await.expect("list");
+    let counters: Vec<i64> = got.iter().map(|e| e.counter).collect();
+    assert_eq!(counters, vec![1, 2, 3, 4, 5, 6]);
+    let stored = store.get_run(run.id).await.expect("get");
+    assert_eq!(stored.event_count, 6, "each event counted once");
+    let read = |stream| store.read_output(run.id, stream);
+    assert_eq!(
+        read(Stream::Stdout).await.expect("stdout"),
+        "PLAY [all] ***\nok: [a]\ndone\n"
+    );
+    assert_eq!(read(Stream::Stderr).await.expect("stderr"), "warn\n");
+
+    let some_output = [chunk(Stream::Stdout, 1, "x")];
+    assert_not_found(
+        store.append_batch(77, &events(1..=2), &some_output).await,
+        "run",
+    );
+    assert_not_found(store.append_batch(77, &events(1..=2), &[]).await, "run");
+    assert_not_found(store.append_batch(77, &[], &some_output).await, "run");
+    assert_not_found(store.append_batch(77, &[], &[]).await, "run");
 }
 
 /// A NUL character in text does not fail the write (backends that cannot store it replace it).

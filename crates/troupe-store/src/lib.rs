@@ -394,6 +394,15 @@ pub trait Store: Send + Sync + 'static {
     async fn host_failures(&self, run_id: i64) -> StoreResult<Vec<Event>>;
     /// Appends output chunks in one transaction (a chunk whose seq is stored is skipped).
     async fn append_output(&self, run_id: i64, chunks: &[OutputChunk]) -> StoreResult<()>;
+    /// Appends events and output chunks together, in one transaction, skipping what is
+    /// already stored as [`Store::append_events`] and [`Store::append_output`] do: what a
+    /// running playbook produced since the last flush costs one commit.
+    async fn append_batch(
+        &self,
+        run_id: i64,
+        events: &[Event],
+        chunks: &[OutputChunk],
+    ) -> StoreResult<()>;
     /// A run's whole output on one stream.
     async fn read_output(&self, run_id: i64, stream: Stream) -> StoreResult<String>;
 

@@ -94,7 +94,7 @@ impl Batcher {
     }
 
     /// Writes what is pending, retrying with backoff until the store takes it: events are
-    /// never dropped. Both writes are idempotent, so a retry after a partial failure is safe.
+    /// never dropped. The write is idempotent, so a retry after an unknown outcome is safe.
     pub(crate) async fn flush(&mut self, store: &Arc<dyn Store>) {
         let mut delay = Duration::from_millis(50);
         loop {
@@ -110,17 +110,20 @@ impl Batcher {
     }
 
     async fn try_flush(&mut self, store: &Arc<dyn Store>) -> Result<(), troupe_store::StoreError> {
+        if self.events.is_empty() && self.output.is_empty() {
+            return Ok(());
+        }
+        // One transaction, one commit, for both.
+        store
+            .append_batch(self.run_id, &self.events, &self.output)
+            .await?;
+        // Published only once stored: a subscriber that read the store first and listens here
+        // afterwards can never miss an event.
         if !self.events.is_empty() {
-            store.append_events(self.run_id, &self.events).await?;
-            // Published only once stored: a subscriber that read the store first and listens
-            // here afterwards can never miss an event.
             self.hub.publish_events(self.run_id, &self.events);
             self.events.clear();
         }
-        if !self.output.is_empty() {
-            store.append_output(self.run_id, &self.output).await?;
-            self.output.clear();
-        }
+        self.output.clear();
         Ok(())
     }
 }
