@@ -4,6 +4,7 @@
 use crate::live::LiveHub;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 use troupe_ansible::Output;
 use troupe_core::Event;
 use troupe_core::event::STATS_EVENT;
@@ -15,6 +16,11 @@ pub(crate) const BATCH_MAX: usize = 500;
 /// When a flush is due and more output is already waiting, up to this many items go into the
 /// same transaction.
 pub(crate) const BATCH_BACKLOG_MAX: usize = 5_000;
+/// How long what a run produced may wait to be stored while nobody follows the run live. A
+/// followed run is flushed on every tick of the configured `event_flush_ms`; an unfollowed one
+/// costs a transaction (and its thread hand-offs) a few times a second instead of fifty, while
+/// ansible shares the machine.
+pub(crate) const UNWATCHED_FLUSH: Duration = Duration::from_millis(250);
 
 pub(crate) struct Batcher {
     run_id: i64,
@@ -23,6 +29,8 @@ pub(crate) struct Batcher {
     output: Vec<OutputChunk>,
     next_seq: i64,
     summary: Option<RunSummary>,
+    /// When the oldest item still pending arrived.
+    pending_since: Option<Instant>,
 }
 
 impl Batcher {
@@ -34,6 +42,16 @@ impl Batcher {
             output: Vec::new(),
             next_seq: 1,
             summary: None,
+            pending_since: None,
+        }
+    }
+
+    /// Whether a timer tick should flush: always when someone follows the run live, otherwise
+    /// once the oldest pending item has waited `unwatched`.
+    pub(crate) fn due(&self, unwatched: Duration) -> bool {
+        match self.pending_since {
+            None => false,
+            Some(since) => since.elapsed() >= unwatched || self.hub.is_watched(self.run_id),
         }
     }
 
@@ -44,6 +62,7 @@ impl Batcher {
 
     /// Takes one output of the process; true when a flush is due.
     pub(crate) fn push(&mut self, out: Output) -> bool {
+        self.pending_since.get_or_insert_with(Instant::now);
         match out {
             Output::Event(ev) => {
                 if ev.event == STATS_EVENT {
@@ -111,6 +130,7 @@ impl Batcher {
 
     async fn try_flush(&mut self, store: &Arc<dyn Store>) -> Result<(), troupe_store::StoreError> {
         if self.events.is_empty() && self.output.is_empty() {
+            self.pending_since = None;
             return Ok(());
         }
         // One transaction, one commit, for both.
@@ -124,6 +144,35 @@ impl Batcher {
             self.events.clear();
         }
         self.output.clear();
+        self.pending_since = None;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unfollowed_run_waits_a_followed_one_does_not() {
+        let hub = Arc::new(LiveHub::default());
+        let mut batcher = Batcher::new(7, Arc::clone(&hub));
+        let wait = Duration::from_millis(250);
+        assert!(!batcher.due(wait), "nothing pending");
+
+        batcher.push(Output::Stdout("PLAY [all]\n".into()));
+        assert!(!batcher.due(wait), "pending, but young and nobody follows");
+        tokio::time::advance(Duration::from_millis(100)).await;
+        batcher.push(Output::Stdout("ok: [a]\n".into()));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(!batcher.due(wait), "the oldest item has waited 200 ms");
+
+        let follower = hub.subscribe(7);
+        assert!(batcher.due(wait), "followed: every tick flushes");
+        drop(follower);
+        assert!(!batcher.due(wait));
+        tokio::time::advance(Duration::from_millis(50)).await;
+        assert!(batcher.due(wait), "the oldest item has waited 250 ms");
+        assert!(!Batcher::new(8, hub).due(Duration::ZERO));
     }
 }

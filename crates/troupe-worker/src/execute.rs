@@ -1,6 +1,6 @@
 //! Executing one claimed run: launch, drain, renew, cancel, record.
 
-use crate::batch::{BATCH_BACKLOG_MAX, Batcher};
+use crate::batch::{BATCH_BACKLOG_MAX, Batcher, UNWATCHED_FLUSH};
 use crate::live::RunChange;
 use crate::playbooks::{project_root, resolve_playbook};
 use crate::pool::{Control, WorkerPool};
@@ -145,7 +145,11 @@ impl WorkerPool {
                     }
                     None => break,
                 },
-                _ = flush_tick.tick() => batcher.flush(&self.store).await,
+                _ = flush_tick.tick() => {
+                    if batcher.due(UNWATCHED_FLUSH.max(self.cfg.flush_interval)) {
+                        batcher.flush(&self.store).await;
+                    }
+                }
                 _ = renew_tick.tick() => {
                     match self.store.renew_lease(run.id, &self.worker_id, self.cfg.lease).await {
                         Ok(Lease::Held { cancel_requested: Some(mode) }) => {

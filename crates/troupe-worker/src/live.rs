@@ -199,6 +199,12 @@ impl LiveHub {
             .subscribe()
     }
 
+    /// True while someone follows the run live (a WebSocket or SSE stream of its events).
+    pub fn is_watched(&self, run_id: i64) -> bool {
+        self.sender(run_id)
+            .is_some_and(|tx| tx.receiver_count() > 0)
+    }
+
     /// Announces events the store now holds. They are serialized here, once, and only when
     /// someone listens: a thousand subscribers cost one serialization, not a thousand.
     pub fn publish_events(&self, run_id: i64, events: &[Event]) {
