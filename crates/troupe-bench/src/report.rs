@@ -310,7 +310,7 @@ impl Report {
         md.push_str(
             "\n**Noise.** This machine is small and shared (other builds run in parallel), so \
              absolute times drift between runs. Compare within one run: scenario 1 interleaves \
-             bare / ansible-runner / troupe repetitions (A B C A B C) and reports the median of the \
+             bare / ansible-runner / troupe repetitions (A B C, B C A, C A B, ...) and reports the median of the \
              per-repetition ratios; read absolute figures as indications.\n\n",
         );
         md.push_str("## Results\n\n");
@@ -332,7 +332,9 @@ const DEFINITIONS: &str = "
    and a 1-host, 1-task play) run by `ansible-playbook` directly (A), by `ansible-runner run` (B)
    and through troupe (C: `POST /api/v1/runs`, timed from the run's `created_at` to its
    `finished_at`, both recorded by troupe, so the harness's polling is not counted). Interleaved
-   A B C A B C after one warm-up of each; the ratios are medians of the per-repetition ratios.
+   after one warm-up of each, every repetition in a rotated order (A B C, B C A, C A B, ...: in
+   a fixed order whatever one run leaves behind always lands on the same next one); the ratios
+   are medians of the per-repetition ratios.
 2. **launch**: a playbook executable that exits at once (`--ansible-playbook` points to a shell
    script), `--max-concurrent-runs 1000`; latency is the client's time just before sending the
    POST to the run's `launched_at` (ansible exec'd, recorded by troupe; `started_at`, the claim,
