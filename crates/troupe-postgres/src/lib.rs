@@ -1515,10 +1515,6 @@ impl Store for PgStore {
             .await
     }
 
-    async fn append_events(&self, run_id: i64, events: &[Event]) -> StoreResult<()> {
-        self.append_batch(run_id, events, &[]).await
-    }
-
     async fn list_events(&self, run_id: i64, after: i64, limit: i64) -> StoreResult<Vec<Event>> {
         if limit <= 0 {
             return Ok(Vec::new());
@@ -1562,10 +1558,6 @@ impl Store for PgStore {
             self.require_run(run_id).await?;
         }
         Ok(failures)
-    }
-
-    async fn append_output(&self, run_id: i64, chunks: &[OutputChunk]) -> StoreResult<()> {
-        self.append_batch(run_id, &[], chunks).await
     }
 
     async fn append_batch(

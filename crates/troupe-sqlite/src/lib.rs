@@ -1351,10 +1351,6 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn append_events(&self, run_id: i64, events: &[Event]) -> StoreResult<()> {
-        self.append_batch(run_id, events, &[]).await
-    }
-
     async fn list_events(&self, run_id: i64, after: i64, limit: i64) -> StoreResult<Vec<Event>> {
         if limit <= 0 {
             return Ok(Vec::new());
@@ -1398,10 +1394,6 @@ impl Store for SqliteStore {
             self.require_run(run_id).await?;
         }
         Ok(failures)
-    }
-
-    async fn append_output(&self, run_id: i64, chunks: &[OutputChunk]) -> StoreResult<()> {
-        self.append_batch(run_id, &[], chunks).await
     }
 
     async fn append_batch(

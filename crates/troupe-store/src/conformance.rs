@@ -256,6 +256,14 @@ fn event(counter: i64, name: &str, data: serde_json::Value) -> Event {
     }
 }
 
+fn chunk(stream: Stream, seq: i64, text: &str) -> OutputChunk {
+    OutputChunk {
+        stream,
+        seq,
+        text: text.into(),
+    }
+}
+
 fn events(range: std::ops::RangeInclusive<i64>) -> Vec<Event> {
     range
         .map(|c| {
@@ -1630,11 +1638,6 @@ pub async fn host_failures_filter(store: &dyn Store) {
 pub async fn output_streams(store: &dyn Store) {
     let p = project(store, "p").await;
     let run = running_run(store, p.id, "w").await;
-    let chunk = |stream, seq, text: &str| OutputChunk {
-        stream,
-        seq,
-        text: text.into(),
-    };
     store
         .append_output(
             run.id,
@@ -1694,11 +1697,6 @@ pub async fn output_streams(store: &dyn Store) {
 pub async fn events_and_output_in_one_batch(store: &dyn Store) {
     let p = project(store, "p").await;
     let run = running_run(store, p.id, "w").await;
-    let chunk = |stream, seq, text: &str| OutputChunk {
-        stream,
-        seq,
-        text: text.into(),
-    };
     let first = [
         chunk(Stream::Stdout, 1, "PLAY [all] ***\n"),
         chunk(Stream::Stderr, 2, "warn\n"),

@@ -386,14 +386,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends events in one transaction. An event whose counter is already stored for the
     /// run is skipped, so a retried batch never duplicates.
-    async fn append_events(&self, run_id: i64, events: &[Event]) -> StoreResult<()>;
+    async fn append_events(&self, run_id: i64, events: &[Event]) -> StoreResult<()> {
+        self.append_batch(run_id, events, &[]).await
+    }
     /// Events with `counter > after`, in counter order, at most `limit`.
     async fn list_events(&self, run_id: i64, after: i64, limit: i64) -> StoreResult<Vec<Event>>;
     /// The events that mean a host failed (`runner_on_failed` not ignored, and
     /// `runner_on_unreachable`), in counter order.
     async fn host_failures(&self, run_id: i64) -> StoreResult<Vec<Event>>;
     /// Appends output chunks in one transaction (a chunk whose seq is stored is skipped).
-    async fn append_output(&self, run_id: i64, chunks: &[OutputChunk]) -> StoreResult<()>;
+    async fn append_output(&self, run_id: i64, chunks: &[OutputChunk]) -> StoreResult<()> {
+        self.append_batch(run_id, &[], chunks).await
+    }
     /// Appends events and output chunks together, in one transaction, skipping what is
     /// already stored as [`Store::append_events`] and [`Store::append_output`] do: what a
     /// running playbook produced since the last flush costs one commit.
