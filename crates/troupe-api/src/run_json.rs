@@ -5,25 +5,41 @@
 //! change to it, so a page is answered from one cheap query (the ids and versions on it) and the
 //! JSON already built for those versions; only runs whose version moved are read and serialized
 //! again. Keyed by version, an entry can never be stale, whichever process changed the run.
+//!
+//! Whole answers are kept too ([`Answers`]: list pages, and single runs by id), under the
+//! store's runs generation: while it has not moved, no run was created, changed or deleted,
+//! and an answer asked for again is sent as it was, without a query. Each carries an `ETag`,
+//! so a poller that sends `If-None-Match` gets a bodiless 304 instead.
 
 use crate::error::{ApiError, ApiResult};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use troupe_store::{RunVersion, Store};
+use std::hash::Hash;
+use troupe_store::{Page, RunFilter, RunVersion, Store};
 
-/// The serialized runs most recently asked for, up to a byte budget.
+/// The serialized runs most recently asked for, and the answers made of them, each up to a
+/// byte budget.
 pub struct RunJsonCache {
     entries: moka::sync::Cache<RunVersion, Bytes>,
+    /// Whole list pages, by what they list.
+    pub pages: Answers<(RunFilter, Page)>,
+    /// Single runs, by id.
+    pub runs: Answers<i64>,
 }
 
 impl RunJsonCache {
-    /// A cache holding at most about `max_bytes` of JSON.
+    /// A cache holding at most about `max_bytes` of runs' JSON and as much of pages.
     pub fn new(max_bytes: u64) -> Self {
         Self {
             entries: moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
                 .weigher(|_, json: &Bytes| u32::try_from(json.len()).unwrap_or(u32::MAX))
                 .build(),
+            pages: Answers::new(max_bytes),
+            runs: Answers::new(max_bytes),
         }
     }
 
@@ -55,9 +71,117 @@ impl RunJsonCache {
     }
 }
 
+/// A JSON answer as sent: its body and its entity tag.
+#[derive(Clone)]
+pub struct TaggedJson {
+    /// The JSON sent.
+    pub body: Bytes,
+    /// A strong `ETag`: a digest of the body.
+    pub etag: String,
+}
+
+impl TaggedJson {
+    /// An answer with this body.
+    pub fn new(body: Vec<u8>) -> Self {
+        let digest = Sha256::digest(&body);
+        TaggedJson {
+            etag: format!("\"{}\"", hex::encode(&digest[..16])),
+            body: Bytes::from(body),
+        }
+    }
+
+    /// Whether an `If-None-Match` header value names this answer (`*` or one of its tags; weak
+    /// tags compare by their opaque part, as RFC 9110 says for `If-None-Match`).
+    pub fn matches(&self, if_none_match: &str) -> bool {
+        if_none_match
+            .split(',')
+            .map(str::trim)
+            .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == self.etag)
+    }
+}
+
+impl TaggedJson {
+    /// The response: 304 with only the tag when `If-None-Match` names it, the JSON otherwise.
+    pub fn respond(self, headers: &HeaderMap) -> Response {
+        let if_none_match = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok());
+        if if_none_match.is_some_and(|tags| self.matches(tags)) {
+            return (StatusCode::NOT_MODIFIED, [(header::ETAG, self.etag)]).into_response();
+        }
+        (
+            [
+                (header::CONTENT_TYPE, "application/json".to_owned()),
+                (header::ETAG, self.etag),
+            ],
+            self.body,
+        )
+            .into_response()
+    }
+}
+
+/// Answers, each under the runs generation it was read at.
+pub struct Answers<K> {
+    pages: moka::sync::Cache<K, (u64, TaggedJson)>,
+}
+
+impl<K: Hash + Eq + Send + Sync + 'static> Answers<K> {
+    /// At most about `max_bytes` of answers.
+    pub fn new(max_bytes: u64) -> Self {
+        Self {
+            pages: moka::sync::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|_, (_, page): &(u64, TaggedJson)| {
+                    u32::try_from(page.body.len()).unwrap_or(u32::MAX)
+                })
+                .build(),
+        }
+    }
+
+    /// The answer kept for `key`, if it was read at `generation`.
+    pub fn get(&self, key: &K, generation: u64) -> Option<TaggedJson> {
+        self.pages
+            .get(key)
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, page)| page)
+    }
+
+    /// Keeps `page`, read after the generation was `generation`.
+    pub fn insert(&self, key: K, generation: u64, page: TaggedJson) {
+        self.pages.insert(key, (generation, page));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_is_found_only_under_its_generation() {
+        let pages = Answers::new(1 << 20);
+        pages.insert("all", 7, TaggedJson::new(b"{\"runs\":[]}".to_vec()));
+        assert!(pages.get(&"all", 7).is_some());
+        assert!(
+            pages.get(&"all", 8).is_none(),
+            "a later generation must miss"
+        );
+        assert!(pages.get(&"other", 7).is_none());
+    }
+
+    #[test]
+    fn etags_follow_the_body_and_if_none_match_lists() {
+        let a = TaggedJson::new(b"{\"runs\":[1]}".to_vec());
+        let b = TaggedJson::new(b"{\"runs\":[2]}".to_vec());
+        assert_ne!(a.etag, b.etag);
+        assert_eq!(a.etag, TaggedJson::new(a.body.to_vec()).etag);
+        assert!(a.etag.starts_with('"') && a.etag.ends_with('"'));
+        assert!(a.matches(&a.etag));
+        assert!(a.matches(&format!("W/{}", a.etag)));
+        assert!(a.matches(&format!("{}, {}", b.etag, a.etag)));
+        assert!(a.matches("*"));
+        assert!(!a.matches(&b.etag));
+        assert!(!a.matches(""));
+    }
 
     #[test]
     fn the_budget_counts_bytes() {

@@ -6,6 +6,10 @@
 //! writer. Every multi-statement write is a `BEGIN IMMEDIATE` transaction, so it holds the
 //! write lock from its first statement even if another process opens the same file.
 //!
+//! One process at a time: the store holds an exclusive lock on `<file>.lock` while it is open,
+//! so every write to the file goes through this store's writer, which is what lets it tell
+//! when runs changed ([`Store::runs_generation`]) without asking the database.
+//!
 //! Timestamps are stored as integer microseconds since the Unix epoch (UTC).
 
 use async_trait::async_trait;
@@ -17,6 +21,8 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqliteConnection};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use troupe_core::inbound::{ConcurrencyPolicy, EventRecord, EventStatus, RuleOutcome, RuleResult};
 use troupe_core::inventory::{Inventory, InventoryContent, InventoryFormat, NewInventory};
@@ -43,6 +49,10 @@ const READERS: u32 = 8;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Tables whose rows never show in a runs list: written many times a second while runs are
+/// going, they would otherwise move [`RunChanges`] on every flush. Any other table counts.
+const NOT_RUNS: [&str; 3] = ["events", "run_output", "event_records"];
+
 /// A [`Store`] in one SQLite database file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -50,6 +60,65 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Connections for reads.
     reader: SqlitePool,
+    changes: Arc<RunChanges>,
+    /// The exclusive lock on `<file>.lock`, released when the last clone is dropped.
+    _lock: Arc<std::fs::File>,
+}
+
+/// Counts changes to runs, all of which go through the writer connection.
+///
+/// SQLite's update hook sees a change as it is made, before it commits: it marks the change in
+/// flight and moves the generation. The writer goes back to its pool only once its statement
+/// or transaction has ended; that clears the mark and moves the generation again. While a
+/// change is in flight there is no generation to offer (a list read then might not see it
+/// yet); otherwise a list read after reading the generation sees every change made before it,
+/// and any later change moves the generation.
+#[derive(Debug, Default)]
+struct RunChanges {
+    in_flight: AtomicBool,
+    generation: AtomicU64,
+}
+
+impl RunChanges {
+    fn touch(&self, table: &str) {
+        if !NOT_RUNS.contains(&table) {
+            self.in_flight.store(true, Ordering::SeqCst);
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn released(&self) {
+        if self.in_flight.swap(false, Ordering::SeqCst) {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn current(&self) -> Option<u64> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        (!self.in_flight.load(Ordering::SeqCst)).then_some(generation)
+    }
+}
+
+/// Takes the exclusive lock that makes this process the file's only user.
+fn lock_file(path: &Path) -> Result<std::fs::File, StoreError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = std::path::PathBuf::from(lock_path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Backend(Box::new(e)))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Conflict(format!(
+            "{} is in use by another troupe process (it holds {})",
+            path.display(),
+            lock_path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Backend(Box::new(e))),
+    }
 }
 
 /// Data in the database that does not decode into troupe's types.
@@ -373,8 +442,10 @@ fn token_from(row: &SqliteRow) -> StoreResult<TokenRecord> {
 
 impl SqliteStore {
     /// Opens (creating it if missing) the database file at `path` and brings its schema up to
-    /// date.
+    /// date. `Conflict` if another process has it open.
     pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let lock = lock_file(path)?;
+        let changes = Arc::new(RunChanges::default());
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -390,6 +461,25 @@ impl SqliteStore {
             .idle_timeout(None)
             .max_lifetime(None)
             .acquire_timeout(BUSY_TIMEOUT)
+            .after_connect({
+                let changes = changes.clone();
+                move |conn, _| {
+                    let changes = changes.clone();
+                    Box::pin(async move {
+                        conn.lock_handle()
+                            .await?
+                            .set_update_hook(move |change| changes.touch(change.table));
+                        Ok(())
+                    })
+                }
+            })
+            .after_release({
+                let changes = changes.clone();
+                move |_, _| {
+                    changes.released();
+                    Box::pin(async { Ok(true) })
+                }
+            })
             .connect_with(options.clone())
             .await
             .map_err(backend)?;
@@ -403,7 +493,12 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(backend)?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            changes,
+            _lock: Arc::new(lock),
+        })
     }
 
     /// Closes every connection, checkpointing the WAL.
@@ -899,6 +994,10 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn runs_generation(&self) -> Option<u64> {
+        self.changes.current()
     }
 
     async fn server_version(&self) -> StoreResult<String> {

@@ -749,6 +749,74 @@ pub async fn run_versions_follow_every_change(store: &dyn Store) {
     assert_eq!(v, RunVersion { id, version: last });
 }
 
+/// The runs generation moves after every committed change to a run, and a list read once it
+/// has moved shows the change: the API answers an unchanged list from what it kept while the
+/// generation stays put. Not among the common cases: only for backends that keep a runs
+/// generation ([`Store::runs_generation`]); their tests call it.
+pub async fn runs_generation_moves_after_every_change(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let page = Page {
+        before: None,
+        limit: 10,
+    };
+    let all = RunFilter::default();
+    // The generation a list read now could be kept under, once the store offers one (a
+    // backend offers none while a change is being made), after it left `from`.
+    let settled = async |from: Option<u64>, what: &str| -> u64 {
+        let start = std::time::Instant::now();
+        loop {
+            match store.runs_generation() {
+                Some(now) if Some(now) != from => return now,
+                now => assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "{what}: the runs generation stayed {now:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    let mut generation = settled(None, "a backend keeps a runs generation").await;
+    // Once the generation moved past `from`, the list shows `id` at the version it has now.
+    let moved = async |from: u64, id: i64, what: &str| -> u64 {
+        let now = settled(Some(from), what).await;
+        let current = store.get_runs(&[id]).await.expect("get_runs");
+        let listed = store.list_run_versions(&all, page).await.expect("list");
+        assert!(
+            listed.contains(&current[0].0),
+            "{what}: listed {listed:?}, the run is at {:?}",
+            current[0].0
+        );
+        now
+    };
+    let run = store.create_run(&new_run(p.id)).await.expect("create");
+    generation = moved(generation, run.id, "create_run").await;
+    store
+        .claim_runs("w1", Duration::from_secs(60), 1)
+        .await
+        .expect("claim");
+    generation = moved(generation, run.id, "claim").await;
+    store
+        .mark_launched(run.id, "w1", Utc::now(), None)
+        .await
+        .expect("launched");
+    generation = moved(generation, run.id, "mark_launched").await;
+    store
+        .append_events(run.id, &events(1..=2))
+        .await
+        .expect("events");
+    generation = moved(generation, run.id, "append_events (event count)").await;
+    store
+        .request_cancel(run.id, CancelMode::Force)
+        .await
+        .expect("cancel");
+    generation = moved(generation, run.id, "request_cancel").await;
+    store
+        .finish_run(run.id, "w1", &ok_outcome())
+        .await
+        .expect("finish");
+    moved(generation, run.id, "finish_run").await;
+}
+
 /// Pages follow the `before` cursor with no duplicate and no gap, with and without filters.
 pub async fn list_runs_pagination(store: &dyn Store) {
     let p = project(store, "p").await;

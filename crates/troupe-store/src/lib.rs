@@ -52,7 +52,7 @@ impl StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Which runs to list.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct RunFilter {
     /// Only runs in one of these statuses (any when empty).
     pub statuses: Vec<RunStatus>,
@@ -73,7 +73,7 @@ pub struct RunFilter {
 }
 
 /// One page of a listing, newest first.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Page {
     /// Only items with an id below this (the previous page's last id).
     pub before: Option<i64>,
@@ -320,6 +320,14 @@ pub trait Store: Send + Sync + 'static {
     async fn get_run_inventory(&self, id: i64) -> StoreResult<InventoryContent>;
     /// Runs matching `filter`, newest first.
     async fn list_runs(&self, filter: &RunFilter, page: Page) -> StoreResult<Vec<Run>>;
+    /// A number that moves after every committed change to runs and their labels, whoever made
+    /// it; `None` while the store cannot promise that (the default; and while a change is being
+    /// made, for a backend that sees changes before they commit). Read before a list query,
+    /// an unchanged number later means the query would still answer the same, so the answer
+    /// can be reused without asking. It may also move when nothing listed changed.
+    fn runs_generation(&self) -> Option<u64> {
+        None
+    }
     /// What [`Store::list_runs`] would return, as ids and versions only (same order).
     async fn list_run_versions(
         &self,

@@ -341,6 +341,16 @@ fn client(cfg: &Config, remote: Remote) -> anyhow::Result<client::Client> {
     client::Client::new(&server, remote.token, &cfg.data_dir)
 }
 
+/// Whether opening the store failed only because a running troupe has the SQLite file.
+fn in_use(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<troupe_store::StoreError>(),
+            Some(troupe_store::StoreError::Conflict(_))
+        )
+    })
+}
+
 async fn doctor(cfg: &Config) -> anyhow::Result<i32> {
     let mut ok = true;
     match troupe_ansible::Ansible::locate(cfg.ansible_playbook.as_deref(), &cfg.data_dir).await {
@@ -365,6 +375,9 @@ async fn doctor(cfg: &Config) -> anyhow::Result<i32> {
                     println!("store             {} unavailable: {e}", store.backend());
                 }
             },
+            Err(e) if in_use(&e) => {
+                println!("store             sqlite, open in a running troupe ({e:#})");
+            }
             Err(e) => {
                 ok = false;
                 println!("store             unavailable: {e:#}");

@@ -264,3 +264,36 @@ async fn setup_bootstraps_ansible_and_doctor_reports_it() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+/// Two `troupe serve` on one SQLite file would both run what is queued and each keep a stale
+/// runs list: the second is refused, naming the file; `troupe doctor` still reports the store.
+#[tokio::test]
+async fn a_second_serve_on_the_same_data_dir_is_refused() -> anyhow::Result<()> {
+    let server = Server::start()?;
+    let second = tokio::process::Command::new(troupe_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&server.data_dir)
+        .env("TROUPE_ADMIN_TOKEN", TOKEN)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), second)
+        .await
+        .map_err(|_| anyhow::anyhow!("the second serve did not stop"))??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("in use by another troupe process")
+            && stderr.contains(&server.data_dir.join("troupe.db").display().to_string()),
+        "{stderr}"
+    );
+    let out = Command::new(troupe_bin())
+        .args(["--data-dir"])
+        .arg(&server.data_dir)
+        .arg("doctor")
+        .output()?;
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("open in a running troupe"), "{report}");
+    // The first one is unharmed.
+    server.get("/api/v1/runs").await?;
+    Ok(())
+}

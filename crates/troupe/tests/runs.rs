@@ -632,3 +632,81 @@ async fn the_runs_list_follows_every_change_of_a_run() -> anyhow::Result<()> {
     server.wait_finished(other).await?;
     Ok(())
 }
+
+/// The runs list and each run carry an `ETag`: asked again with `If-None-Match`, an unchanged
+/// answer is a bodiless 304; a change (a new run on the page, a run that finished) sends it
+/// whole with a new tag, and leaves the tags of runs it did not touch.
+#[tokio::test]
+async fn runs_answer_304_until_they_change() -> anyhow::Result<()> {
+    let server = Server::start()?;
+    let proj = project_dir(&[(
+        "hi.yml",
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: hi\n",
+    )])?;
+    let pid = server.project(proj.path()).await?;
+    let first = server
+        .launch(pid, "hi.yml", &local_hosts(1), json!({}))
+        .await?;
+    server.wait_finished(first).await?;
+    // (status, ETag, body)
+    let get = async |path: &str, tag: Option<&str>| -> anyhow::Result<(u16, String, String)> {
+        let mut req = server.http.get(server.url(path)).bearer_auth(TOKEN);
+        if let Some(tag) = tag {
+            req = req.header("If-None-Match", tag);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let etag = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .with_context(|| format!("GET {path} -> {status} has no ETag"))?;
+        Ok((status, etag, resp.text().await?))
+    };
+    let list = "/api/v1/runs?limit=10";
+    let (status, list_tag, body) = get(list, None).await?;
+    assert_eq!(status, 200, "{body}");
+    let page: Value = serde_json::from_str(&body)?;
+    assert_eq!(page["runs"][0]["id"], first, "{page}");
+    assert_eq!(get(list, None).await?.1, list_tag, "same page, same tag");
+    assert_eq!(
+        get(list, Some(&list_tag)).await?,
+        (304, list_tag.clone(), String::new())
+    );
+    assert_eq!(get(list, Some("\"something-else\"")).await?.0, 200);
+    let first_path = format!("/api/v1/runs/{first}");
+    let (status, first_tag, body) = get(&first_path, None).await?;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body)?,
+        server.get(&first_path).await?
+    );
+    assert_eq!(get(&first_path, Some(&first_tag)).await?.0, 304);
+
+    let second = server
+        .launch(pid, "hi.yml", &local_hosts(1), json!({}))
+        .await?;
+    let second_path = format!("/api/v1/runs/{second}");
+    let (_, second_tag, body) = get(&second_path, None).await?;
+    let (status, newer, body_list) = get(list, Some(&list_tag)).await?;
+    assert_eq!(status, 200, "a new run changes the page: {body_list}");
+    assert_ne!(newer, list_tag);
+    let page: Value = serde_json::from_str(&body_list)?;
+    assert_eq!(page["runs"][0]["id"], second, "{page}");
+    assert_eq!(
+        get(&first_path, Some(&first_tag)).await?.0,
+        304,
+        "another run's changes leave this one's tag"
+    );
+    let done = server.wait_finished(second).await?;
+    assert_ne!(
+        serde_json::from_str::<Value>(&body)?,
+        done,
+        "it was not done yet"
+    );
+    let (status, _, body) = get(&second_path, Some(&second_tag)).await?;
+    assert_eq!(status, 200, "the run finished since");
+    assert_eq!(serde_json::from_str::<Value>(&body)?, done);
+    Ok(())
+}

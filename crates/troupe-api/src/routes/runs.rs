@@ -4,9 +4,10 @@ use super::{IdOrName, check_playbook, find_inventory, find_project, submit};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
+use crate::run_json::TaggedJson;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -204,10 +205,12 @@ struct RunList {
     next_cursor: Option<i64>,
 }
 
-/// List runs, newest first.
-#[utoipa::path(get, path = "/api/v1/runs", params(ListQuery), responses((status = 200, body = RunList)))]
+/// List runs, newest first. The answer carries an `ETag`; with `If-None-Match` naming it, an
+/// unchanged page is answered `304 Not Modified` with no body.
+#[utoipa::path(get, path = "/api/v1/runs", params(ListQuery), responses((status = 200, body = RunList), (status = 304, description = "The page named by `If-None-Match` is unchanged")))]
 async fn list_runs(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
     let mut statuses = Vec::new();
@@ -240,9 +243,29 @@ async fn list_runs(
         before: q.cursor,
         limit,
     };
-    // The page's ids and versions, then each run's JSON: built once per version (run_json.rs).
-    let listed = state.store.list_run_versions(&filter, page).await?;
-    let next_cursor = if listed.len() as i64 == limit {
+    // Read before the query: if it has not moved since a page was kept, nothing it lists
+    // changed (run_json.rs).
+    let generation = state.store.runs_generation();
+    let key = (filter, page);
+    let kept = generation.and_then(|g| state.run_json.pages.get(&key, g));
+    let page = match kept {
+        Some(page) => page,
+        None => {
+            let page = list_page(&state, &key.0, key.1).await?;
+            if let Some(g) = generation {
+                state.run_json.pages.insert(key, g, page.clone());
+            }
+            page
+        }
+    };
+    Ok(page.respond(&headers))
+}
+
+/// Reads a runs-list page: the ids and versions on it, then each run's JSON, built once per
+/// version (run_json.rs).
+async fn list_page(state: &AppState, filter: &RunFilter, page: Page) -> ApiResult<TaggedJson> {
+    let listed = state.store.list_run_versions(filter, page).await?;
+    let next_cursor = if listed.len() as i64 == page.limit {
         listed.last().map(|v| v.id)
     } else {
         None
@@ -261,13 +284,34 @@ async fn list_runs(
         body.extend_from_slice(format!(",\"next_cursor\":{cursor}").as_bytes());
     }
     body.push(b'}');
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(TaggedJson::new(body))
 }
 
-/// One run: status, times, rc and per-host summary.
-#[utoipa::path(get, path = "/api/v1/runs/{id}", responses((status = 200, body = Run), (status = 404, body = crate::error::ErrorBody)))]
-async fn get_run(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<Run>> {
-    Ok(Json(state.store.get_run(id).await?))
+/// One run: status, times, rc and per-host summary. The answer carries an `ETag`; with
+/// `If-None-Match` naming it, an unchanged run is answered `304 Not Modified` with no body.
+#[utoipa::path(get, path = "/api/v1/runs/{id}", responses((status = 200, body = Run), (status = 304, description = "The run named by `If-None-Match` is unchanged"), (status = 404, body = crate::error::ErrorBody)))]
+async fn get_run(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Response> {
+    // As for the list: unchanged while the runs generation stays put (run_json.rs).
+    let generation = state.store.runs_generation();
+    let kept = generation.and_then(|g| state.run_json.runs.get(&id, g));
+    let run = match kept {
+        Some(run) => run,
+        None => {
+            let run = state.store.get_run(id).await?;
+            let json = serde_json::to_vec(&run)
+                .map_err(|e| ApiError::internal("serializing a run", &e))?;
+            let run = TaggedJson::new(json);
+            if let Some(g) = generation {
+                state.run_json.runs.insert(id, g, run.clone());
+            }
+            run
+        }
+    };
+    Ok(run.respond(&headers))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
