@@ -511,11 +511,7 @@ async fn run_supervisor(
     // Nothing of the run may outlive it: ansible-playbook's group, then everything carrying the
     // run's marker (ansible's workers call setsid, so their modules are in other groups).
     procfs::kill_group(pgid, Signal::SIGKILL);
-    let root = dir.root.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        procfs::kill_marked(&root, start_time, Duration::from_secs(5))
-    })
-    .await;
+    procfs::kill_marked(&dir.root, start_time, Duration::from_secs(5)).await;
 
     for mut reader in readers {
         if tokio::time::timeout(READER_DRAIN_TIMEOUT, &mut reader)

@@ -3,12 +3,18 @@
 //! ansible's workers call `setsid()`, so the modules they run live in process groups other than
 //! `ansible-playbook`'s. Every process of a run carries `TROUPE_RUN_DIR=<run dir>` in its
 //! environment (inherited from `ansible-playbook`), which is how they are found here.
-//! These functions block; call them from `spawn_blocking`.
+//!
+//! A pass over `/proc` reads the `stat` of every process on the machine, which is what a run's
+//! end costs most when many runs end together. So one thread, the sweeper, does the passes for
+//! every run ([`kill_marked`]): runs that end while a pass is going are all looked for in the
+//! next one. The other functions here block; call them from `spawn_blocking`.
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::{Pid, getpgrp};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::OnceLock;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The environment variable that marks every process of a run.
@@ -86,31 +92,68 @@ pub(crate) fn group_members(pgid: i32) -> Vec<i32> {
         .collect()
 }
 
-/// Live processes whose environment holds `TROUPE_RUN_DIR=<run_dir>`. With `since` (the start
-/// of the run's `ansible-playbook`), processes that started earlier are not looked at: reading
-/// every process's environment is what makes a scan of `/proc` expensive.
-pub(crate) fn marked_processes(run_dir: &Path, since: Option<StartTime>) -> Vec<Proc> {
+/// `TROUPE_RUN_DIR=<run_dir>`, as it appears in `/proc/<pid>/environ`.
+fn marker(run_dir: &Path) -> Vec<u8> {
     let mut marker = format!("{RUN_MARKER_VAR}=").into_bytes();
     marker.extend_from_slice(run_dir.as_os_str().as_encoded_bytes());
+    marker
+}
+
+/// One run looked for in a pass: its marker, and the start of its `ansible-playbook` if known.
+struct Wanted<'a> {
+    marker: &'a [u8],
+    since: Option<StartTime>,
+}
+
+/// Live processes carrying each wanted marker, in one pass over `/proc`: every process's `stat`
+/// is read once, and the environment only of those young enough for some run (reading every
+/// process's environment is what makes a pass expensive).
+fn marked_among(wanted: &[Wanted<'_>]) -> Vec<Vec<Proc>> {
+    let mut found = vec![Vec::new(); wanted.len()];
+    if wanted.is_empty() {
+        return found;
+    }
+    // The oldest start any run accepts; `None` if some run accepts any.
+    let oldest = wanted.iter().map(|w| w.since).min().expect("not empty");
+    let by_marker: HashMap<&[u8], usize> = wanted
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.marker, i))
+        .collect();
     let me = std::process::id() as i32;
-    all_pids()
-        .into_iter()
-        .filter(|&pid| pid != me)
-        .filter_map(|pid| {
-            let stat = stat(pid)?;
-            // `<`, not `<=`: a child forked within the same clock tick has the same start time.
-            if !stat.is_live() || since.is_some_and(|since| stat.start < since) {
-                return None;
-            }
-            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-            env.split(|b| *b == 0)
-                .any(|var| var == marker.as_slice())
-                .then_some(Proc {
+    for pid in all_pids().into_iter().filter(|&pid| pid != me) {
+        let Some(stat) = stat(pid) else { continue };
+        // `<`, not `<=`: a child forked within the same clock tick has the same start time.
+        if !stat.is_live() || oldest.is_some_and(|oldest| stat.start < oldest) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        for var in env.split(|b| *b == 0) {
+            if let Some(&i) = by_marker.get(var)
+                && wanted[i].since.is_none_or(|since| stat.start >= since)
+            {
+                found[i].push(Proc {
                     pid,
                     pgid: stat.pgid,
-                })
-        })
-        .collect()
+                });
+            }
+        }
+    }
+    found
+}
+
+/// Live processes whose environment holds `TROUPE_RUN_DIR=<run_dir>`. With `since` (the start
+/// of the run's `ansible-playbook`), processes that started earlier are not looked at.
+pub(crate) fn marked_processes(run_dir: &Path, since: Option<StartTime>) -> Vec<Proc> {
+    let marker = marker(run_dir);
+    marked_among(&[Wanted {
+        marker: &marker,
+        since,
+    }])
+    .pop()
+    .unwrap_or_default()
 }
 
 /// SIGKILLs `pgid` if it is not troupe's own group; ESRCH is fine.
@@ -127,34 +170,98 @@ pub(crate) fn kill_group(pgid: i32, signal: Signal) {
 
 /// Kills every process of the run (by its marker) and their process groups, until none is left
 /// or `patience` has passed; `since` is as in [`marked_processes`]. Returns the pids that were
-/// signalled.
-pub(crate) fn kill_marked(
+/// signalled. The passes over `/proc` are the sweeper's, shared with every run ending meanwhile.
+pub(crate) async fn kill_marked(
     run_dir: &Path,
     since: Option<StartTime>,
     patience: Duration,
 ) -> Vec<i32> {
-    let deadline = Instant::now() + patience;
+    let (done, signalled) = tokio::sync::oneshot::channel();
+    let sweep = Sweep {
+        marker: marker(run_dir),
+        dir: run_dir.display().to_string(),
+        since,
+        deadline: Instant::now() + patience,
+        signalled: BTreeSet::new(),
+        done,
+    };
+    if sweeper().send(sweep).is_err() {
+        tracing::error!("the /proc sweeper is gone; processes of the run may be left");
+        return Vec::new();
+    }
+    signalled.await.unwrap_or_default()
+}
+
+/// A run the sweeper is clearing.
+struct Sweep {
+    marker: Vec<u8>,
+    /// For messages.
+    dir: String,
+    since: Option<StartTime>,
+    deadline: Instant,
+    signalled: BTreeSet<i32>,
+    done: tokio::sync::oneshot::Sender<Vec<i32>>,
+}
+
+/// How long the sweeper waits before looking again for processes it has just killed.
+const SWEEP_AGAIN: Duration = Duration::from_millis(20);
+
+fn sweeper() -> &'static mpsc::Sender<Sweep> {
+    static SWEEPER: OnceLock<mpsc::Sender<Sweep>> = OnceLock::new();
+    SWEEPER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("troupe-sweeper".into())
+            .spawn(move || sweep_forever(&rx))
+            .expect("cannot start the /proc sweeper thread");
+        tx
+    })
+}
+
+fn sweep_forever(requests: &mpsc::Receiver<Sweep>) {
     let own_group = getpgrp().as_raw();
-    let mut signalled = BTreeSet::new();
+    let mut pending: Vec<Sweep> = Vec::new();
     loop {
-        let found = marked_processes(run_dir, since);
-        if found.is_empty() || Instant::now() >= deadline {
-            if !found.is_empty() {
-                tracing::warn!(dir = %run_dir.display(), left = found.len(), "processes of the run survived SIGKILL");
+        // Idle until a run ends; with survivors, look again soon (or as soon as another run
+        // ends).
+        let next = if pending.is_empty() {
+            requests.recv().ok()
+        } else {
+            requests.recv_timeout(SWEEP_AGAIN).ok()
+        };
+        pending.extend(next);
+        pending.extend(requests.try_iter());
+        let wanted: Vec<Wanted<'_>> = pending
+            .iter()
+            .map(|s| Wanted {
+                marker: &s.marker,
+                since: s.since,
+            })
+            .collect();
+        let found = marked_among(&wanted);
+        let now = Instant::now();
+        let mut left = Vec::with_capacity(pending.len());
+        for (mut sweep, found) in pending.drain(..).zip(found) {
+            if found.is_empty() || now >= sweep.deadline {
+                if !found.is_empty() {
+                    tracing::warn!(dir = %sweep.dir, left = found.len(), "processes of the run survived SIGKILL");
+                }
+                let _ = sweep.done.send(sweep.signalled.into_iter().collect());
+                continue;
             }
-            return signalled.into_iter().collect();
-        }
-        let groups: BTreeSet<i32> = found.iter().map(|p| p.pgid).collect();
-        for g in groups {
-            if g != own_group {
-                kill_group(g, Signal::SIGKILL);
+            let groups: BTreeSet<i32> = found.iter().map(|p| p.pgid).collect();
+            for g in groups {
+                if g != own_group {
+                    kill_group(g, Signal::SIGKILL);
+                }
             }
+            for p in &found {
+                let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+                sweep.signalled.insert(p.pid);
+            }
+            left.push(sweep);
         }
-        for p in &found {
-            let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
-            signalled.insert(p.pid);
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        pending = left;
     }
 }
 
@@ -190,5 +297,40 @@ mod tests {
         let theirs = start_time(child.id());
         let _ = child.wait();
         assert!(theirs.is_none_or(|t| t >= me), "{theirs:?} < {me:?}");
+    }
+
+    /// Runs ending together are cleared in shared passes: each gets exactly its own processes
+    /// killed, and a process of a run nobody asked about is left alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_ending_together_each_lose_only_their_processes() {
+        use std::os::unix::process::{CommandExt, ExitStatusExt};
+        let base = std::env::temp_dir().join(format!("troupe-sweep-{}", std::process::id()));
+        let dirs: Vec<std::path::PathBuf> = ["a", "b", "c"].iter().map(|n| base.join(n)).collect();
+        let mut children: Vec<std::process::Child> = dirs
+            .iter()
+            .map(|dir| {
+                std::process::Command::new("sleep")
+                    .arg("60")
+                    .env(RUN_MARKER_VAR, dir)
+                    .process_group(0)
+                    .spawn()
+                    .expect("spawn sleep")
+            })
+            .collect();
+        let (a, b) = tokio::join!(
+            kill_marked(&dirs[0], None, Duration::from_secs(5)),
+            kill_marked(&dirs[1], None, Duration::from_secs(5)),
+        );
+        assert_eq!(a, [children[0].id() as i32]);
+        assert_eq!(b, [children[1].id() as i32]);
+        for child in &mut children[..2] {
+            assert_eq!(child.wait().expect("wait").signal(), Some(9));
+        }
+        assert!(
+            children[2].try_wait().expect("try_wait").is_none(),
+            "the third run was not asked about"
+        );
+        let _ = children[2].kill();
+        let _ = children[2].wait();
     }
 }

@@ -28,19 +28,40 @@ pub struct Orphan {
 /// reused by an unrelated process (after a reboot, say) is therefore never killed.
 pub async fn reap_orphans(runs_dir: &Path) -> Vec<Orphan> {
     let runs_dir = runs_dir.to_path_buf();
-    tokio::task::spawn_blocking(move || reap_blocking(&runs_dir))
+    let found = tokio::task::spawn_blocking(move || kill_recorded_groups(&runs_dir))
         .await
         .unwrap_or_else(|e| {
             tracing::error!(%e, "reaping orphaned runs failed");
             Vec::new()
-        })
+        });
+    let mut orphans = Vec::new();
+    for (dir, pgid) in found {
+        let killed = procfs::kill_marked(&dir, None, Duration::from_secs(5)).await;
+        let removed = match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(%e, dir = %dir.display(), "cannot remove an orphaned run directory");
+                false
+            }
+        };
+        tracing::info!(dir = %dir.display(), ?pgid, killed = killed.len(), "reaped an orphaned run");
+        orphans.push(Orphan {
+            dir,
+            pgid,
+            killed,
+            removed,
+        });
+    }
+    orphans
 }
 
-fn reap_blocking(runs_dir: &Path) -> Vec<Orphan> {
+/// The run directories under `runs_dir` with the process group each recorded, which is killed
+/// if one of its members carries the run's marker.
+fn kill_recorded_groups(runs_dir: &Path) -> Vec<(PathBuf, Option<i32>)> {
     let Ok(entries) = std::fs::read_dir(runs_dir) else {
         return Vec::new();
     };
-    let mut orphans = Vec::new();
+    let mut found = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
         let is_run = name.to_str().is_some_and(|n| n.starts_with(RUN_DIR_PREFIX));
@@ -60,21 +81,7 @@ fn reap_blocking(runs_dir: &Path) -> Vec<Orphan> {
                 tracing::warn!(pgid, dir = %dir.display(), "process group alive but not marked {RUN_MARKER_VAR} for this run; left alone");
             }
         }
-        let killed = procfs::kill_marked(&dir, None, Duration::from_secs(5));
-        let removed = match std::fs::remove_dir_all(&dir) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(%e, dir = %dir.display(), "cannot remove an orphaned run directory");
-                false
-            }
-        };
-        tracing::info!(dir = %dir.display(), ?pgid, killed = killed.len(), "reaped an orphaned run");
-        orphans.push(Orphan {
-            dir,
-            pgid,
-            killed,
-            removed,
-        });
+        found.push((dir, pgid));
     }
-    orphans
+    found
 }
