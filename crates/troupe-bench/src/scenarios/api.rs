@@ -23,14 +23,11 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         ansible_playbook: Some(noop),
     })?;
     let pid = server.project(&project).await?;
+    let run_body = json!({"project": pid, "playbook": "noop.yml", "hosts": "localhost\n",
+        "labels": {"team": "bench"}});
     let mut last = 0;
     for _ in 0..200 {
-        last = server
-            .launch(
-                &json!({"project": pid, "playbook": "noop.yml", "hosts": "localhost\n",
-                "labels": {"team": "bench"}}),
-            )
-            .await?;
+        last = server.launch(&run_body).await?;
     }
     server
         .wait_finished(last, Duration::from_millis(50), Duration::from_secs(120))
@@ -40,14 +37,31 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let mut modes = vec![("shared", None)];
+    let mut modes = vec![Mode {
+        name: "shared",
+        pin: None,
+        busy: false,
+    }];
     if taskset.is_some() && cpus >= 2 {
         let rest = if cpus == 2 {
             "1".to_owned()
         } else {
             format!("1-{}", cpus - 1)
         };
-        modes.insert(0, ("pinned", Some(("0", rest))));
+        let pin = Some(("0", rest));
+        modes.insert(
+            0,
+            Mode {
+                name: "pinned",
+                pin: pin.clone(),
+                busy: false,
+            },
+        );
+        modes.push(Mode {
+            name: "pinned, runs starting",
+            pin,
+            busy: true,
+        });
     } else {
         println!(
             "  no pinning: {}",
@@ -57,13 +71,23 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                 "one CPU"
             }
         );
+        modes.push(Mode {
+            name: "shared, runs starting",
+            pin: None,
+            busy: true,
+        });
     }
     let mut details = Vec::new();
     for (path, what) in [
         (format!("/api/v1/runs/{last}"), "GET /runs/{id}"),
         ("/api/v1/runs?limit=50".to_owned(), "GET /runs?limit=50"),
     ] {
-        for (mode, pin) in &modes {
+        for Mode {
+            name: mode,
+            pin,
+            busy,
+        } in &modes
+        {
             let pinning = match pin {
                 Some((troupe_cpu, gen_cpus)) => {
                     set_affinity(server.pid(), troupe_cpu)?;
@@ -99,7 +123,27 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                 "--duration-s",
                 &duration.to_string(),
             ]);
-            let out = cmd.output().await.context("running the load generator")?;
+            // Busy: runs start all along (each moves the runs generation several times as it
+            // is created, claimed, launched and finished), so answers are read from the store
+            // again and again instead of being sent as kept.
+            let mut started = 0u32;
+            let out = if *busy {
+                let starting = async {
+                    let mut tick = tokio::time::interval(BUSY_EVERY);
+                    loop {
+                        tick.tick().await;
+                        server.launch(&run_body).await?;
+                        started += 1;
+                    }
+                };
+                tokio::select! {
+                    out = cmd.output() => out,
+                    failed = starting => return failed,
+                }
+            } else {
+                cmd.output().await
+            }
+            .context("running the load generator")?;
             if !out.status.success() {
                 bail!(
                     "load generator failed: {}",
@@ -110,6 +154,12 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                 serde_json::from_slice(&out.stdout).context("load generator output")?;
             let scen = format!("{title} ({what}, {mode})");
             let mut note = pinning.clone();
+            if *busy {
+                note.push_str(&format!(
+                    "; a run started every {} ms meanwhile ({started} in all)",
+                    BUSY_EVERY.as_millis()
+                ));
+            }
             if r.errors > 0 {
                 note.push_str(&format!("; {} errors", r.errors));
             }
@@ -122,13 +172,25 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                 Metric::value(&scen, "p99 ms", r.p99_ms)
                     .note(format!("p50 {:.2} ms, 64 connections", r.p50_ms)),
             );
-            details.push(json!({"endpoint": what, "mode": mode, "pinning": pinning, "result": r}));
+            details.push(json!({"endpoint": what, "mode": mode, "pinning": pinning, "runs_started": started, "result": r}));
         }
     }
     set_affinity(server.pid(), &format!("0-{}", cpus - 1)).ok();
     ctx.details.insert("api".into(), json!(details));
     server.stop()?;
     Ok(())
+}
+
+/// How often a run starts in the busy modes.
+const BUSY_EVERY: Duration = Duration::from_millis(10);
+
+/// How the load runs: troupe pinned apart from the load generator or not, and whether runs
+/// start meanwhile.
+struct Mode {
+    name: &'static str,
+    /// (troupe's CPU, the load generator's CPUs).
+    pin: Option<(&'static str, String)>,
+    busy: bool,
 }
 
 /// Pins every thread of a process to `cpus` (a taskset list).
