@@ -205,6 +205,9 @@ struct Sweep {
 
 /// How long the sweeper waits before looking again for processes it has just killed.
 const SWEEP_AGAIN: Duration = Duration::from_millis(20);
+/// The least time from one pass to the next when runs keep ending: the runs that end meanwhile
+/// share the next pass. A run that ends after a quiet spell is looked for at once.
+const SWEEP_GAP: Duration = Duration::from_millis(10);
 
 fn sweeper() -> &'static mpsc::Sender<Sweep> {
     static SWEEPER: OnceLock<mpsc::Sender<Sweep>> = OnceLock::new();
@@ -221,6 +224,7 @@ fn sweeper() -> &'static mpsc::Sender<Sweep> {
 fn sweep_forever(requests: &mpsc::Receiver<Sweep>) {
     let own_group = getpgrp().as_raw();
     let mut pending: Vec<Sweep> = Vec::new();
+    let mut last_pass: Option<Instant> = None;
     loop {
         // Idle until a run ends; with survivors, look again soon (or as soon as another run
         // ends).
@@ -230,7 +234,13 @@ fn sweep_forever(requests: &mpsc::Receiver<Sweep>) {
             requests.recv_timeout(SWEEP_AGAIN).ok()
         };
         pending.extend(next);
+        if let Some(wait) =
+            last_pass.and_then(|t| (t + SWEEP_GAP).checked_duration_since(Instant::now()))
+        {
+            std::thread::sleep(wait);
+        }
         pending.extend(requests.try_iter());
+        last_pass = Some(Instant::now());
         let wanted: Vec<Wanted<'_>> = pending
             .iter()
             .map(|s| Wanted {
