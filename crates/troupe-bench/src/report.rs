@@ -357,6 +357,11 @@ const DEFINITIONS: &str = "
    against `GET /api/v1/runs/{id}` and `GET /api/v1/runs?limit=50` (200 runs stored). \"pinned\":
    troupe on CPU 0 and the load generator on CPU 1 (`taskset`), so troupe has one core;
    \"shared\": no pinning, both on both cores. The pinning actually used is printed in the note.
+   Nothing changes during these two, so troupe sends the answers it kept under its runs
+   generation without a query. \"runs starting\": pinned, while the harness starts a run every
+   10 ms (their processes share troupe's CPU); each run moves the generation several times, so
+   answers are read from the store again and again. Reported without the target, which is for
+   the API alone.
 6. **footprint**: VmRSS from /proc/<troupe pid>/status only (ansible processes are separate
    processes and not counted): idle after start, and with 50 synthetic runs in flight (each has
    written 1,000 events and then holds until released).

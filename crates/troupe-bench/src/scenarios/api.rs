@@ -163,11 +163,14 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             if r.errors > 0 {
                 note.push_str(&format!("; {} errors", r.errors));
             }
-            ctx.push(
-                Metric::value(&scen, "req/s", r.rps)
-                    .target(Target::AtLeast(20_000.0))
-                    .note(note),
-            );
+            // The target is for the API under the load generator's load; the busy mode also
+            // launches runs on troupe's CPU, and is there to show the answers read again.
+            let rps = Metric::value(&scen, "req/s", r.rps).note(note);
+            ctx.push(if *busy {
+                rps
+            } else {
+                rps.target(Target::AtLeast(20_000.0))
+            });
             ctx.push(
                 Metric::value(&scen, "p99 ms", r.p99_ms)
                     .note(format!("p50 {:.2} ms, 64 connections", r.p50_ms)),
