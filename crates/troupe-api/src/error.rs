@@ -9,7 +9,7 @@ use troupe_core::ValidationError;
 use troupe_store::StoreError;
 
 /// An error answer.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,

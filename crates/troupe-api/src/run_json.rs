@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::Hash;
 use troupe_store::{Page, RunFilter, RunVersion, Store};
 
@@ -27,7 +28,7 @@ pub struct RunJsonCache {
     /// Whole list pages, by what they list.
     pub pages: Answers<(RunFilter, Page)>,
     /// Single runs, by id.
-    pub runs: Answers<i64>,
+    pub by_id: Answers<i64>,
 }
 
 impl RunJsonCache {
@@ -39,7 +40,7 @@ impl RunJsonCache {
                 .weigher(|_, json: &Bytes| u32::try_from(json.len()).unwrap_or(u32::MAX))
                 .build(),
             pages: Answers::new(max_bytes),
-            runs: Answers::new(max_bytes),
+            by_id: Answers::new(max_bytes),
         }
     }
 
@@ -122,33 +123,39 @@ impl TaggedJson {
 
 /// Answers, each under the runs generation it was read at.
 pub struct Answers<K> {
-    pages: moka::sync::Cache<K, (u64, TaggedJson)>,
+    answers: moka::future::Cache<(K, u64), TaggedJson>,
 }
 
 impl<K: Hash + Eq + Send + Sync + 'static> Answers<K> {
     /// At most about `max_bytes` of answers.
     pub fn new(max_bytes: u64) -> Self {
         Self {
-            pages: moka::sync::Cache::builder()
+            answers: moka::future::Cache::builder()
                 .max_capacity(max_bytes)
-                .weigher(|_, (_, page): &(u64, TaggedJson)| {
-                    u32::try_from(page.body.len()).unwrap_or(u32::MAX)
+                .weigher(|_, answer: &TaggedJson| {
+                    u32::try_from(answer.body.len()).unwrap_or(u32::MAX)
                 })
                 .build(),
         }
     }
 
-    /// The answer kept for `key`, if it was read at `generation`.
-    pub fn get(&self, key: &K, generation: u64) -> Option<TaggedJson> {
-        self.pages
-            .get(key)
-            .filter(|(g, _)| *g == generation)
-            .map(|(_, page)| page)
-    }
-
-    /// Keeps `page`, read after the generation was `generation`.
-    pub fn insert(&self, key: K, generation: u64, page: TaggedJson) {
-        self.pages.insert(key, (generation, page));
+    /// The answer for `key`. Under a generation: the one kept under it, or else read by `read`
+    /// once for every request that asks meanwhile (when the generation moves, the requests in
+    /// flight all miss together). Without one: read afresh.
+    pub async fn get_or_read(
+        &self,
+        key: K,
+        generation: Option<u64>,
+        read: impl Future<Output = ApiResult<TaggedJson>>,
+    ) -> ApiResult<TaggedJson> {
+        match generation {
+            Some(g) => self
+                .answers
+                .try_get_with((key, g), read)
+                .await
+                .map_err(|e| ApiError::clone(&e)),
+            None => read.await,
+        }
     }
 }
 
@@ -156,16 +163,46 @@ impl<K: Hash + Eq + Send + Sync + 'static> Answers<K> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_page_is_found_only_under_its_generation() {
-        let pages = Answers::new(1 << 20);
-        pages.insert("all", 7, TaggedJson::new(b"{\"runs\":[]}".to_vec()));
-        assert!(pages.get(&"all", 7).is_some());
-        assert!(
-            pages.get(&"all", 8).is_none(),
-            "a later generation must miss"
+    #[tokio::test]
+    async fn an_answer_is_kept_only_under_its_generation_and_read_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let answers = Answers::new(1 << 20);
+        let reads = AtomicUsize::new(0);
+        let read = |body: &'static str| {
+            let reads = &reads;
+            async move {
+                reads.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                Ok(TaggedJson::new(body.as_bytes().to_vec()))
+            }
+        };
+        // Two requests missing together: one read.
+        let (a, b) = tokio::join!(
+            answers.get_or_read("all", Some(7), read("one")),
+            answers.get_or_read("all", Some(7), read("two")),
         );
-        assert!(pages.get(&"other", 7).is_none());
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        assert_eq!(a.expect("a").body, b.expect("b").body);
+        let kept = answers.get_or_read("all", Some(7), read("three")).await;
+        assert_eq!(kept.expect("kept").body.as_ref(), b"one");
+        assert_eq!(reads.load(Ordering::SeqCst), 1, "kept, not read again");
+        let moved = answers.get_or_read("all", Some(8), read("four")).await;
+        assert_eq!(moved.expect("moved").body.as_ref(), b"four");
+        let other = answers.get_or_read("other", Some(8), read("five")).await;
+        assert_eq!(other.expect("other").body.as_ref(), b"five");
+        let fresh = answers.get_or_read("all", None, read("six")).await;
+        assert_eq!(fresh.expect("fresh").body.as_ref(), b"six");
+        assert_eq!(reads.load(Ordering::SeqCst), 4);
+        // Errors reach every request that waited for the read, and are not kept.
+        let failing = async { Err::<TaggedJson, _>(ApiError::not_found("run", 9)) };
+        let err = answers
+            .get_or_read("all", Some(9), failing)
+            .await
+            .err()
+            .expect("an error");
+        assert_eq!(err.status, axum::http::StatusCode::NOT_FOUND);
+        let after = answers.get_or_read("all", Some(9), read("seven")).await;
+        assert_eq!(after.expect("after").body.as_ref(), b"seven");
     }
 
     #[test]

@@ -246,18 +246,12 @@ async fn list_runs(
     // Read before the query: if it has not moved since a page was kept, nothing it lists
     // changed (run_json.rs).
     let generation = state.store.runs_generation();
-    let key = (filter, page);
-    let kept = generation.and_then(|g| state.run_json.pages.get(&key, g));
-    let page = match kept {
-        Some(page) => page,
-        None => {
-            let page = list_page(&state, &key.0, key.1).await?;
-            if let Some(g) = generation {
-                state.run_json.pages.insert(key, g, page.clone());
-            }
-            page
-        }
-    };
+    let read = list_page(&state, &filter, page);
+    let page = state
+        .run_json
+        .pages
+        .get_or_read((filter.clone(), page), generation, read)
+        .await?;
     Ok(page.respond(&headers))
 }
 
@@ -297,20 +291,17 @@ async fn get_run(
 ) -> ApiResult<Response> {
     // As for the list: unchanged while the runs generation stays put (run_json.rs).
     let generation = state.store.runs_generation();
-    let kept = generation.and_then(|g| state.run_json.runs.get(&id, g));
-    let run = match kept {
-        Some(run) => run,
-        None => {
-            let run = state.store.get_run(id).await?;
-            let json = serde_json::to_vec(&run)
-                .map_err(|e| ApiError::internal("serializing a run", &e))?;
-            let run = TaggedJson::new(json);
-            if let Some(g) = generation {
-                state.run_json.runs.insert(id, g, run.clone());
-            }
-            run
-        }
+    let read = async {
+        let run = state.store.get_run(id).await?;
+        let json =
+            serde_json::to_vec(&run).map_err(|e| ApiError::internal("serializing a run", &e))?;
+        Ok(TaggedJson::new(json))
     };
+    let run = state
+        .run_json
+        .by_id
+        .get_or_read(id, generation, read)
+        .await?;
     Ok(run.respond(&headers))
 }
 
