@@ -72,7 +72,8 @@ pub struct SqliteStore {
 /// or transaction has ended; that clears the mark and moves the generation again. While a
 /// change is in flight there is no generation to offer (a list read then might not see it
 /// yet); otherwise a list read after reading the generation sees every change made before it,
-/// and any later change moves the generation.
+/// and any later change moves the generation. (SQLite does not call the hook for a `DELETE`
+/// without `WHERE`, its truncate optimization: the store issues none on these tables.)
 #[derive(Debug, Default)]
 struct RunChanges {
     in_flight: AtomicBool,
