@@ -179,7 +179,6 @@ pub(crate) async fn kill_marked(
     let (done, signalled) = tokio::sync::oneshot::channel();
     let sweep = Sweep {
         marker: marker(run_dir),
-        dir: run_dir.display().to_string(),
         since,
         deadline: Instant::now() + patience,
         signalled: BTreeSet::new(),
@@ -195,8 +194,6 @@ pub(crate) async fn kill_marked(
 /// A run the sweeper is clearing.
 struct Sweep {
     marker: Vec<u8>,
-    /// For messages.
-    dir: String,
     since: Option<StartTime>,
     deadline: Instant,
     signalled: BTreeSet<i32>,
@@ -254,7 +251,8 @@ fn sweep_forever(requests: &mpsc::Receiver<Sweep>) {
         for (mut sweep, found) in pending.drain(..).zip(found) {
             if found.is_empty() || now >= sweep.deadline {
                 if !found.is_empty() {
-                    tracing::warn!(dir = %sweep.dir, left = found.len(), "processes of the run survived SIGKILL");
+                    let marker = String::from_utf8_lossy(&sweep.marker);
+                    tracing::warn!(%marker, left = found.len(), "processes of the run survived SIGKILL");
                 }
                 let _ = sweep.done.send(sweep.signalled.into_iter().collect());
                 continue;

@@ -34,9 +34,19 @@ pub async fn reap_orphans(runs_dir: &Path) -> Vec<Orphan> {
             tracing::error!(%e, "reaping orphaned runs failed");
             Vec::new()
         });
+    // All handed to the sweeper at once, so that they share its passes over /proc.
+    let sweeps: Vec<_> = found
+        .iter()
+        .map(|(dir, _)| {
+            let dir = dir.clone();
+            tokio::spawn(
+                async move { procfs::kill_marked(&dir, None, Duration::from_secs(5)).await },
+            )
+        })
+        .collect();
     let mut orphans = Vec::new();
-    for (dir, pgid) in found {
-        let killed = procfs::kill_marked(&dir, None, Duration::from_secs(5)).await;
+    for ((dir, pgid), sweep) in found.into_iter().zip(sweeps) {
+        let killed = sweep.await.unwrap_or_default();
         let removed = match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => true,
             Err(e) => {

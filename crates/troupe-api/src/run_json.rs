@@ -32,7 +32,8 @@ pub struct RunJsonCache {
 }
 
 impl RunJsonCache {
-    /// A cache holding at most about `max_bytes` of runs' JSON and as much of pages.
+    /// A cache holding at most about `max_bytes` of runs' JSON, as much of list pages and as
+    /// much of single runs' answers.
     pub fn new(max_bytes: u64) -> Self {
         Self {
             entries: moka::sync::Cache::builder()
@@ -99,9 +100,7 @@ impl TaggedJson {
             .map(str::trim)
             .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == self.etag)
     }
-}
 
-impl TaggedJson {
     /// The response: 304 with only the tag when `If-None-Match` names it, the JSON otherwise.
     pub fn respond(self, headers: &HeaderMap) -> Response {
         let if_none_match = headers
