@@ -343,11 +343,11 @@ async fn start(
     ];
 
     let mut cmd = Command::new(&ansible.playbook);
-    cmd.arg("-i")
-        .arg(&dir.inventory)
-        .arg("-e")
-        .arg(format!("@{}", dir.extra_vars.display()))
-        .args(options.to_args())
+    cmd.arg("-i").arg(&dir.inventory);
+    if let Some(extra_vars) = &dir.extra_vars {
+        cmd.arg("-e").arg(format!("@{}", extra_vars.display()));
+    }
+    cmd.args(options.to_args())
         .arg(playbook)
         .current_dir(project_dir)
         .env_clear()

@@ -5,8 +5,8 @@
 //! <runs_dir>/run-<key>-<unique>/      0700
 //!   hosts.yml | hosts.ini             the inventory
 //!   group_vars/<group>.yml            (only when groups have vars; JSON, which YAML reads)
-//!   extra_vars.json                   0600
-//!   tmp/                              ANSIBLE_LOCAL_TEMP
+//!   extra_vars.json                   0600 (only when there are extra vars)
+//!   tmp/                              ANSIBLE_LOCAL_TEMP (made by ansible, 0700, when used)
 //!   pgid                              written once the process runs
 //! <runs_dir>/plugin-<digest>/troupe.py  the plugin, written once (read-only for runs)
 //! ```
@@ -30,7 +30,8 @@ pub(crate) const RUN_DIR_PREFIX: &str = "run-";
 pub(crate) struct RunDir {
     pub root: PathBuf,
     pub inventory: PathBuf,
-    pub extra_vars: PathBuf,
+    /// The `-e @file` to pass; `None` when the run has no extra vars.
+    pub extra_vars: Option<PathBuf>,
     pub plugins: PathBuf,
     pub tmp: PathBuf,
 }
@@ -105,16 +106,14 @@ pub(crate) fn prepare(
             InventoryFormat::Yaml => "hosts.yml",
             InventoryFormat::Ini => "hosts.ini",
         }),
-        extra_vars: root.join("extra_vars.json"),
+        extra_vars: (!extra_vars.is_empty()).then(|| root.join("extra_vars.json")),
         plugins,
         tmp: root.join("tmp"),
         root,
     };
     let fill = || -> Result<(), AnsibleError> {
-        DirBuilder::new()
-            .mode(0o700)
-            .create(&dir.tmp)
-            .map_err(io("creating", &dir.tmp))?;
+        // `tmp/` is not made here: ansible makes its local temp dir (0700) when it first needs
+        // it, and a directory is the dearest thing a run's start creates.
         write_file(&dir.inventory, inventory.hosts.as_bytes(), 0o600)?;
         let group_vars = dir.root.join("group_vars");
         let mut made_group_vars = false;
@@ -136,9 +135,11 @@ pub(crate) fn prepare(
                 .map_err(|e| AnsibleError::Inventory(format!("group vars of {group}: {e}")))?;
             write_file(&group_vars.join(format!("{group}.yml")), &text, 0o600)?;
         }
-        let extra = serde_json::to_vec(extra_vars)
-            .map_err(|e| AnsibleError::Inventory(format!("extra vars: {e}")))?;
-        write_file(&dir.extra_vars, &extra, 0o600)?;
+        if let Some(path) = &dir.extra_vars {
+            let extra = serde_json::to_vec(extra_vars)
+                .map_err(|e| AnsibleError::Inventory(format!("extra vars: {e}")))?;
+            write_file(path, &extra, 0o600)?;
+        }
         Ok(())
     };
     if let Err(e) = fill() {
@@ -197,7 +198,9 @@ mod tests {
             vars: None,
         };
         let a = prepare(tmp.path(), "1", &inv, &Map::new()).expect("a");
-        let b = prepare(tmp.path(), "2", &inv, &Map::new()).expect("b");
+        let mut vars = Map::new();
+        vars.insert("x".into(), Value::from(1));
+        let b = prepare(tmp.path(), "2", &inv, &vars).expect("b");
         assert_eq!(a.plugins, b.plugins);
         let plugin = a.plugins.join(format!("{}.py", crate::PLUGIN_NAME));
         assert_eq!(
@@ -205,7 +208,15 @@ mod tests {
             PLUGIN_SOURCE
         );
         assert_ne!(a.root, b.root);
-        assert!(a.tmp.is_dir() && a.inventory.is_file() && a.extra_vars.is_file());
+        assert!(a.inventory.is_file() && a.extra_vars.is_none());
+        let b_vars = b.extra_vars.as_ref().expect("b has extra vars");
+        assert_eq!(std::fs::read_to_string(b_vars).expect("vars"), r#"{"x":1}"#);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(b_vars)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
         assert!(
             !a.root.join("group_vars").exists(),
             "no group vars, no directory"

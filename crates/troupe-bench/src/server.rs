@@ -225,6 +225,29 @@ impl Server {
         ))
     }
 
+    /// CPU time used so far, in milliseconds: by the troupe process itself (all its threads)
+    /// and by the children it has waited for (the runs' processes once they ended).
+    pub fn cpu_ms(&self) -> anyhow::Result<CpuMs> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        // Fields after the command name, which ends at the last ')': state is field 3,
+        // utime/stime/cutime/cstime are fields 14-17.
+        let rest = stat.rsplit_once(')').context("malformed /proc stat")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| -> anyhow::Result<f64> {
+            Ok(fields
+                .get(i - 3)
+                .context("short /proc stat")?
+                .parse::<f64>()?)
+        };
+        let per_s = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?
+            .context("no clock tick rate")? as f64;
+        let ms = |t: f64| t * 1000.0 / per_s;
+        Ok(CpuMs {
+            own: ms(ticks(14)? + ticks(15)?),
+            children: ms(ticks(16)? + ticks(17)?),
+        })
+    }
+
     /// SIGTERM, then waits for a clean exit (SIGKILL after 30 s).
     pub fn stop(mut self) -> anyhow::Result<()> {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id())?);
@@ -240,6 +263,13 @@ impl Server {
         let _ = self.child.wait();
         Ok(())
     }
+}
+
+/// CPU milliseconds of a server: its own and its reaped children's.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuMs {
+    pub own: f64,
+    pub children: f64,
 }
 
 impl Drop for Server {

@@ -488,6 +488,27 @@ pub async fn create_run_missing_references(store: &dyn Store) {
     new.inventory_id = Some(4242);
     new.labels.insert("k".into(), "v".into());
     assert_not_found(store.create_run(&new).await, "inventory");
+    // Without labels too (one statement on SQLite, where the foreign keys do the checking),
+    // and for every other reference a run can hold.
+    new.labels.clear();
+    assert_not_found(store.create_run(&new).await, "inventory");
+    let refer = |set: &dyn Fn(&mut NewRun)| {
+        let mut new = new_run(p.id);
+        set(&mut new);
+        new
+    };
+    let relaunch = refer(&|n| n.relaunch_of = Some(4243));
+    assert_not_found(store.create_run(&relaunch).await, "run");
+    let template = refer(&|n| n.template_id = Some(4244));
+    assert_not_found(store.create_run(&template).await, "template");
+    let slice = refer(&|n| {
+        n.slice_of = Some(troupe_core::run::SliceOf {
+            parent_id: 4245,
+            slice: 1,
+            count: 2,
+        })
+    });
+    assert_not_found(store.create_run(&slice).await, "run");
     let all = store
         .list_runs(
             &RunFilter::default(),

@@ -133,16 +133,13 @@ fn command_json(run: &Run, format: InventoryFormat, cwd: Value) -> Vec<u8> {
         InventoryFormat::Yaml => "inventory/hosts.yml",
         InventoryFormat::Ini => "inventory/hosts.ini",
     };
-    let mut argv: Vec<String> = [
-        "ansible-playbook",
-        "-i",
-        inventory,
-        "-e",
-        "@extra_vars.json",
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect();
+    let mut argv: Vec<String> = ["ansible-playbook", "-i", inventory]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    if !run.options.extra_vars.is_empty() {
+        argv.extend(["-e".to_owned(), "@extra_vars.json".to_owned()]);
+    }
     argv.extend(run.options.to_args());
     argv.push(run.playbook.clone());
     let doc = json!({"command": argv, "cwd": cwd, "env": {}});
@@ -532,5 +529,13 @@ mod tests {
         assert_eq!(doc["cwd"], "/srv/p");
         assert_eq!(doc["env"], json!({}));
         assert!(!doc.to_string().contains("hunter2"));
+
+        // Without extra vars the worker passes no `-e` file, and neither does the record.
+        let mut plain = run.clone();
+        plain.options.extra_vars.clear();
+        let doc: Value =
+            serde_json::from_slice(&command_json(&plain, InventoryFormat::Ini, json!("/srv/p")))
+                .expect("json");
+        assert_eq!(doc["command"][3], "--limit", "{doc}");
     }
 }

@@ -61,6 +61,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
 
     // A burst.
     let burst = if ctx.quick { 100 } else { 1000 };
+    let cpu_before = server.cpu_ms()?;
     let t_burst = Instant::now();
     let results: Vec<anyhow::Result<Sent>> = futures_util::stream::iter(0..burst)
         .map(|_| {
@@ -107,6 +108,8 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     if lat_b.is_empty() {
         bail!("no run of the burst reported a start time");
     }
+    // Every run of the burst has ended (and its process was waited for).
+    let cpu_after = server.cpu_ms()?;
     let label = format!("{burst} queued");
     ctx.push(Metric::value(
         title,
@@ -142,10 +145,24 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         Metric::value(title, "runs accepted/s", burst as f64 / accept_s)
             .note(format!("{burst} POSTs, 16 in flight")),
     );
+    let per_run = |a: f64, b: f64| (b - a) / burst as f64;
+    ctx.push(
+        Metric::value(
+            title,
+            "troupe CPU ms per run",
+            per_run(cpu_before.own, cpu_after.own),
+        )
+        .note(format!(
+            "the server's threads over the burst; its runs' processes: {:.2} ms each",
+            per_run(cpu_before.children, cpu_after.children)
+        )),
+    );
     ctx.details.insert(
         "launch".into(),
         json!({"exact_launched_at": exact, "single_ms": lat, "burst_ms": lat_b,
-            "burst_answered_ms": answered, "burst_claimed_ms": claimed, "burst_execd_ms": execd, "burst": burst, "accept_seconds": accept_s}),
+            "burst_answered_ms": answered, "burst_claimed_ms": claimed, "burst_execd_ms": execd, "burst": burst, "accept_seconds": accept_s,
+            "cpu_ms_before": [cpu_before.own, cpu_before.children],
+            "cpu_ms_after": [cpu_after.own, cpu_after.children]}),
     );
     server.stop()?;
     Ok(())
