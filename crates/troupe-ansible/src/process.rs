@@ -360,7 +360,7 @@ async fn start(
         .kill_on_drop(true);
     // No pre_exec (it would make std fork instead of posix_spawn): PR_SET_PDEATHSIG is set by
     // the plugin, and the spawner thread lets the event pipe's write end, and only it, through.
-    let spawned = spawner::spawn_inheriting(cmd, write_end)
+    let spawned = spawner::spawn_inheriting(cmd, write_end, dir.pgid_file())
         .await
         .map_err(|e| AnsibleError::io(format!("starting {}", ansible.playbook.display()), e))?;
     Ok((spawned, read_end))
@@ -378,9 +378,6 @@ async fn supervise(
     grace: Grace,
 ) -> (Process, mpsc::Receiver<Output>) {
     let pid = child.id().unwrap_or(0);
-    if let Err(e) = tokio::fs::write(dir.pgid_file(), format!("{pid}\n")).await {
-        tracing::warn!(%e, dir = %dir.root.display(), "cannot write the pgid file");
-    }
     let (tx, rx) = mpsc::channel(OUTPUT_CHANNEL_CAPACITY);
     let shared = Arc::new(Shared::default());
     let (first_tx, first_rx) = watch::channel(false);
@@ -511,7 +508,10 @@ async fn run_supervisor(
     // Nothing of the run may outlive it: ansible-playbook's group, then everything carrying the
     // run's marker (ansible's workers call setsid, so their modules are in other groups).
     procfs::kill_group(pgid, Signal::SIGKILL);
-    procfs::kill_marked(&dir.root, start_time, Duration::from_secs(5)).await;
+    let cleared = procfs::clear_run(&dir.root, start_time, Duration::from_secs(5)).await;
+    if let Err(e) = cleared.removed {
+        tracing::warn!(%e, dir = %dir.root.display(), "cannot remove the run directory");
+    }
 
     for mut reader in readers {
         if tokio::time::timeout(READER_DRAIN_TIMEOUT, &mut reader)
@@ -524,9 +524,6 @@ async fn run_supervisor(
             );
             reader.abort();
         }
-    }
-    if let Err(e) = tokio::fs::remove_dir_all(&dir.root).await {
-        tracing::warn!(%e, dir = %dir.root.display(), "cannot remove the run directory");
     }
     exit.events = shared.events.load(Ordering::Relaxed);
     exit.malformed_event_lines = shared.malformed.load(Ordering::Relaxed);

@@ -6,13 +6,14 @@
 //!
 //! A pass over `/proc` reads the `stat` of every process on the machine, which is what a run's
 //! end costs most when many runs end together. So one thread, the sweeper, does the passes for
-//! every run ([`kill_marked`]): runs that end while a pass is going are all looked for in the
-//! next one. The other functions here block; call them from `spawn_blocking`.
+//! every run ([`clear_run`]): runs that end while a pass is going are all looked for in the
+//! next one, and it removes each run's directory once nothing of the run is left. The other
+//! functions here block; call them from `spawn_blocking`.
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::{Pid, getpgrp};
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -168,36 +169,70 @@ pub(crate) fn kill_group(pgid: i32, signal: Signal) {
     }
 }
 
+/// What [`clear_run`] did.
+#[derive(Debug)]
+pub(crate) struct Cleared {
+    /// The pids that were signalled.
+    pub killed: Vec<i32>,
+    /// Whether the run's directory was removed (a directory already gone counts as removed).
+    pub removed: std::io::Result<()>,
+}
+
 /// Kills every process of the run (by its marker) and their process groups, until none is left
-/// or `patience` has passed; `since` is as in [`marked_processes`]. Returns the pids that were
-/// signalled. The passes over `/proc` are the sweeper's, shared with every run ending meanwhile.
-pub(crate) async fn kill_marked(
+/// or `patience` has passed, then removes the run's directory; `since` is as in
+/// [`marked_processes`]. The passes over `/proc` are the sweeper's, shared with every run ending
+/// meanwhile, and so is the removal: one hand-over to the sweeper thread does both.
+pub(crate) async fn clear_run(
     run_dir: &Path,
     since: Option<StartTime>,
     patience: Duration,
-) -> Vec<i32> {
-    let (done, signalled) = tokio::sync::oneshot::channel();
+) -> Cleared {
+    let (done, cleared) = tokio::sync::oneshot::channel();
     let sweep = Sweep {
+        dir: run_dir.to_path_buf(),
         marker: marker(run_dir),
         since,
         deadline: Instant::now() + patience,
         signalled: BTreeSet::new(),
         done,
     };
+    let gone = || std::io::Error::other("the /proc sweeper is gone");
     if sweeper().send(sweep).is_err() {
         tracing::error!("the /proc sweeper is gone; processes of the run may be left");
-        return Vec::new();
+        return Cleared {
+            killed: Vec::new(),
+            removed: Err(gone()),
+        };
     }
-    signalled.await.unwrap_or_default()
+    cleared.await.unwrap_or_else(|_| Cleared {
+        killed: Vec::new(),
+        removed: Err(gone()),
+    })
 }
 
 /// A run the sweeper is clearing.
 struct Sweep {
+    dir: PathBuf,
     marker: Vec<u8>,
     since: Option<StartTime>,
     deadline: Instant,
     signalled: BTreeSet<i32>,
-    done: tokio::sync::oneshot::Sender<Vec<i32>>,
+    done: tokio::sync::oneshot::Sender<Cleared>,
+}
+
+impl Sweep {
+    /// Nothing of the run is left (or the sweeper gave up): its directory goes, and the caller
+    /// is told.
+    fn finish(self) {
+        let removed = match std::fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        };
+        let _ = self.done.send(Cleared {
+            killed: self.signalled.into_iter().collect(),
+            removed,
+        });
+    }
 }
 
 /// How long the sweeper waits before looking again for processes it has just killed.
@@ -254,7 +289,7 @@ fn sweep_forever(requests: &mpsc::Receiver<Sweep>) {
                     let marker = String::from_utf8_lossy(&sweep.marker);
                     tracing::warn!(%marker, left = found.len(), "processes of the run survived SIGKILL");
                 }
-                let _ = sweep.done.send(sweep.signalled.into_iter().collect());
+                sweep.finish();
                 continue;
             }
             let groups: BTreeSet<i32> = found.iter().map(|p| p.pgid).collect();
@@ -325,12 +360,21 @@ mod tests {
                     .expect("spawn sleep")
             })
             .collect();
+        for dir in &dirs {
+            std::fs::create_dir_all(dir.join("inside")).expect("run dir");
+        }
         let (a, b) = tokio::join!(
-            kill_marked(&dirs[0], None, Duration::from_secs(5)),
-            kill_marked(&dirs[1], None, Duration::from_secs(5)),
+            clear_run(&dirs[0], None, Duration::from_secs(5)),
+            clear_run(&dirs[1], None, Duration::from_secs(5)),
         );
-        assert_eq!(a, [children[0].id() as i32]);
-        assert_eq!(b, [children[1].id() as i32]);
+        assert_eq!(a.killed, [children[0].id() as i32]);
+        assert_eq!(b.killed, [children[1].id() as i32]);
+        assert!(a.removed.is_ok() && b.removed.is_ok(), "{a:?} {b:?}");
+        assert!(
+            !dirs[0].exists() && !dirs[1].exists(),
+            "cleared runs lose their directory"
+        );
+        assert!(dirs[2].exists(), "the third run keeps its directory");
         for child in &mut children[..2] {
             assert_eq!(child.wait().expect("wait").signal(), Some(9));
         }
@@ -340,5 +384,6 @@ mod tests {
         );
         let _ = children[2].kill();
         let _ = children[2].wait();
+        let _ = std::fs::remove_dir_all(&base);
     }
 }

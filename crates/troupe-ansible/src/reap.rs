@@ -39,15 +39,16 @@ pub async fn reap_orphans(runs_dir: &Path) -> Vec<Orphan> {
         .iter()
         .map(|(dir, _)| {
             let dir = dir.clone();
-            tokio::spawn(
-                async move { procfs::kill_marked(&dir, None, Duration::from_secs(5)).await },
-            )
+            tokio::spawn(async move { procfs::clear_run(&dir, None, Duration::from_secs(5)).await })
         })
         .collect();
     let mut orphans = Vec::new();
     for ((dir, pgid), sweep) in found.into_iter().zip(sweeps) {
-        let killed = sweep.await.unwrap_or_default();
-        let removed = match tokio::fs::remove_dir_all(&dir).await {
+        let (killed, removed) = match sweep.await {
+            Ok(cleared) => (cleared.killed, cleared.removed),
+            Err(e) => (Vec::new(), Err(std::io::Error::other(e))),
+        };
+        let removed = match removed {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(%e, dir = %dir.display(), "cannot remove an orphaned run directory");

@@ -40,18 +40,27 @@ pub async fn resolve_playbook(
     playbook: &str,
 ) -> Result<PathBuf, PlaybookError> {
     let pb = PlaybookRef::parse(playbook)?;
-    let root = tokio::fs::canonicalize(project_dir)
+    // One hand-over to a blocking thread for the three lookups, not one each: every run is
+    // resolved twice (when it is asked for and when it starts).
+    let (dir, name) = (project_dir.to_path_buf(), playbook.to_owned());
+    tokio::task::spawn_blocking(move || resolve_blocking(&dir, &pb, &name))
         .await
+        .unwrap_or_else(|_| Err(PlaybookError::ProjectDir(project_dir.display().to_string())))
+}
+
+fn resolve_blocking(
+    project_dir: &Path,
+    pb: &PlaybookRef,
+    playbook: &str,
+) -> Result<PathBuf, PlaybookError> {
+    let root = std::fs::canonicalize(project_dir)
         .map_err(|_| PlaybookError::ProjectDir(project_dir.display().to_string()))?;
-    let full = tokio::fs::canonicalize(root.join(pb.as_str()))
-        .await
+    let full = std::fs::canonicalize(root.join(pb.as_str()))
         .map_err(|_| PlaybookError::Missing(playbook.to_owned()))?;
     if !full.starts_with(&root) {
         return Err(PlaybookError::Escapes(playbook.to_owned()));
     }
-    let meta = tokio::fs::metadata(&full)
-        .await
-        .map_err(|_| PlaybookError::Missing(playbook.to_owned()))?;
+    let meta = std::fs::metadata(&full).map_err(|_| PlaybookError::Missing(playbook.to_owned()))?;
     if !meta.is_file() {
         return Err(PlaybookError::NotAFile(playbook.to_owned()));
     }
