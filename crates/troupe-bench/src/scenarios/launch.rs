@@ -85,6 +85,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     // Where the time goes: the POST's own answer, created -> claimed, claimed -> exec'd.
     let (mut answered, mut claimed, mut execd) = (Vec::new(), Vec::new(), Vec::new());
     let mut not_ok = 0;
+    let mut last_launch: Option<chrono::DateTime<Utc>> = None;
     for (id, t0, t_answer) in &sent {
         let run = server
             .wait_finished(*id, Duration::from_millis(20), Duration::from_secs(300))
@@ -94,6 +95,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         }
         if let Some((t, _)) = launch_time(&run) {
             lat_b.push(ms_between(*t0, t));
+            last_launch = last_launch.max(Some(t));
         }
         answered.push(ms_between(*t0, *t_answer));
         if let (Some(created), Some(started), Some(launched)) = (
@@ -145,6 +147,16 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         Metric::value(title, "runs accepted/s", burst as f64 / accept_s)
             .note(format!("{burst} POSTs, 16 in flight")),
     );
+    // The rate the burst was drained at: from the first POST sent to the last exec.
+    if let (Some(first), Some(last)) = (sent.iter().map(|s| s.1).min(), last_launch) {
+        let seconds = ms_between(first, last) / 1000.0;
+        ctx.push(
+            Metric::value(title, "runs launched/s", lat_b.len() as f64 / seconds).note(format!(
+                "first POST -> last exec: {seconds:.2} s for {} runs",
+                lat_b.len()
+            )),
+        );
+    }
     let per_run = |a: f64, b: f64| (b - a) / burst as f64;
     ctx.push(
         Metric::value(
