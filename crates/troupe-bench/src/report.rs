@@ -340,7 +340,9 @@ const DEFINITIONS: &str = "
    POST to the run's `launched_at` (ansible exec'd, recorded by troupe; `started_at`, the claim,
    when the server does not report `launched_at`; the note says which). \"1 queued\": one run
    at a time. \"1,000 queued\": 1,000 POSTs sent 16 at a time; accepted/s is 1,000 / the time to
-   get all 1,000 answers.
+   get all 1,000 answers, launched/s 1,000 / (first POST sent -> last `launched_at`). troupe CPU
+   per run: utime + stime of `troupe serve` (`/proc/<pid>/stat`) from just before the burst to
+   after its last run finished, over 1,000; its children's (the runs' processes) apart.
 3. **ingest**: `--ansible-playbook` is a synthetic producer (`troupe-bench produce`, behind a
    shell wrapper) that ignores ansible's arguments and writes N ansible-runner-shaped JSON lines
    (realistic `event_data`, ANSI stdout, ≈ 1 KB each) as fast as the pipe takes them to the fd in
