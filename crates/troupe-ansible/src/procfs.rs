@@ -178,6 +178,16 @@ pub(crate) struct Cleared {
     pub removed: std::io::Result<()>,
 }
 
+impl Cleared {
+    /// Nothing was done: the sweeper never answered.
+    pub(crate) fn failed(why: std::io::Error) -> Self {
+        Cleared {
+            killed: Vec::new(),
+            removed: Err(why),
+        }
+    }
+}
+
 /// Kills every process of the run (by its marker) and their process groups, until none is left
 /// or `patience` has passed, then removes the run's directory; `since` is as in
 /// [`marked_processes`]. The passes over `/proc` are the sweeper's, shared with every run ending
@@ -196,18 +206,12 @@ pub(crate) async fn clear_run(
         signalled: BTreeSet::new(),
         done,
     };
-    let gone = || std::io::Error::other("the /proc sweeper is gone");
+    let gone = || Cleared::failed(std::io::Error::other("the /proc sweeper is gone"));
     if sweeper().send(sweep).is_err() {
         tracing::error!("the /proc sweeper is gone; processes of the run may be left");
-        return Cleared {
-            killed: Vec::new(),
-            removed: Err(gone()),
-        };
+        return gone();
     }
-    cleared.await.unwrap_or_else(|_| Cleared {
-        killed: Vec::new(),
-        removed: Err(gone()),
-    })
+    cleared.await.unwrap_or_else(|_| gone())
 }
 
 /// A run the sweeper is clearing.

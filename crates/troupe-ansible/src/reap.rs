@@ -44,10 +44,9 @@ pub async fn reap_orphans(runs_dir: &Path) -> Vec<Orphan> {
         .collect();
     let mut orphans = Vec::new();
     for ((dir, pgid), sweep) in found.into_iter().zip(sweeps) {
-        let (killed, removed) = match sweep.await {
-            Ok(cleared) => (cleared.killed, cleared.removed),
-            Err(e) => (Vec::new(), Err(std::io::Error::other(e))),
-        };
+        let procfs::Cleared { killed, removed } = sweep
+            .await
+            .unwrap_or_else(|e| procfs::Cleared::failed(std::io::Error::other(e)));
         let removed = match removed {
             Ok(()) => true,
             Err(e) => {

@@ -763,11 +763,9 @@ async fn insert_run_row(
     run_from(&row)
 }
 
-/// Whether the store refused a write because a foreign key had no row to point at.
-fn foreign_key_violated(e: &StoreError) -> bool {
-    matches!(e, StoreError::Backend(b)
-        if matches!(b.downcast_ref::<sqlx::Error>(),
-            Some(sqlx::Error::Database(db)) if db.is_foreign_key_violation()))
+/// Whether SQLite refused a write because a foreign key had no row to point at.
+fn foreign_key_violated(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_foreign_key_violation())
 }
 
 /// The status of an event with proposals, from what its rules did: `accepted` if one started
@@ -1205,7 +1203,8 @@ impl Store for SqliteStore {
         if one_statement_run(new) {
             let mut conn = self.writer.acquire().await.map_err(backend)?;
             match insert_run_row(&mut conn, new, RunOrigin::default()).await {
-                Err(e) if foreign_key_violated(&e) => {}
+                Err(StoreError::Backend(e))
+                    if e.downcast_ref().is_some_and(foreign_key_violated) => {}
                 done => return done,
             }
         }
@@ -1548,11 +1547,12 @@ impl Store for SqliteStore {
         if events.is_empty() && chunks.is_empty() {
             require_row(&mut tx, "runs", "run", run_id).await?;
         }
-        let missing = |e: sqlx::Error| match &e {
-            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+        let missing = |e: sqlx::Error| {
+            if foreign_key_violated(&e) {
                 StoreError::not_found("run", run_id)
+            } else {
+                backend(e)
             }
-            _ => backend(e),
         };
         let mut stored: i64 = 0;
         for chunk in events.chunks(MAX_PARAMS / EVENT_PARAMS) {
