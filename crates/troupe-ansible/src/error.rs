@@ -22,6 +22,9 @@ pub enum AnsibleError {
     /// Bootstrapping the venv failed.
     #[error("bootstrapping ansible-core failed: {0}")]
     Bootstrap(String),
+    /// The playbook is not (any more) a file inside the project.
+    #[error(transparent)]
+    Playbook(#[from] crate::PlaybookError),
     /// The inventory could not be turned into files ansible reads.
     #[error("invalid inventory: {0}")]
     Inventory(String),

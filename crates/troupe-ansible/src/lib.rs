@@ -15,6 +15,7 @@
 mod error;
 mod hosts;
 mod locate;
+mod playbook;
 pub mod plugin;
 mod process;
 mod procfs;
@@ -25,6 +26,7 @@ mod spawner;
 pub use error::AnsibleError;
 pub use hosts::{hosts_of, list_hosts};
 pub use locate::{Ansible, PINNED_ANSIBLE_CORE, on_path};
+pub use playbook::{PlaybookError, resolve_playbook_blocking};
 pub use plugin::{EventLineError, PLUGIN_NAME, PLUGIN_SOURCE, parse_event_line};
 pub use process::{Exit, Grace, LaunchSpec, Limits, Output, Process, Stream, child_env};
 pub use reap::{Orphan, reap_orphans};

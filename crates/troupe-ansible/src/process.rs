@@ -78,7 +78,8 @@ pub struct LaunchSpec {
     pub ansible: Ansible,
     /// The project directory: the process's working directory.
     pub project_dir: PathBuf,
-    /// The playbook, relative to `project_dir`, already validated.
+    /// The playbook, relative to `project_dir`; [`Process::spawn`] refuses one that is not a
+    /// file inside it.
     pub playbook: String,
     /// The inventory, written into the run directory.
     pub inventory: InventoryContent,
@@ -185,7 +186,13 @@ impl Process {
             grace,
         } = spec;
         let extra_vars = options.extra_vars.clone();
+        // The playbook is looked up again right before the start (the project or a symlink in
+        // it may have changed since the run was asked for), in the same trip to a blocking
+        // thread as the run directory.
+        let checked_in = project_dir.clone();
+        let checked = playbook.clone();
         let dir = tokio::task::spawn_blocking(move || {
+            crate::resolve_playbook_blocking(&checked_in, &checked)?;
             rundir::prepare(&runs_dir, &run_key, &inventory, &extra_vars)
         })
         .await

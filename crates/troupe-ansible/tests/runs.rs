@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use troupe_ansible::{Ansible, Limits, reap_orphans};
+use troupe_ansible::{Ansible, AnsibleError, Limits, PlaybookError, Process, reap_orphans};
 use troupe_core::run::{CancelMode, HostStats};
 
 const SECRET: &str = "hunter2-s3cr3t-value";
@@ -404,6 +404,52 @@ async fn group_vars_and_extra_vars_reach_ansible() {
     let (got, exit) = run(spec).await;
     assert_eq!(exit.rc, Some(0), "{}", got.stdout);
     assert!(got.stdout.contains("gv-ev"), "{}", got.stdout);
+}
+
+/// The playbook is looked up again at the start: one that was removed, or replaced by a
+/// symlink to somewhere outside the project, since the run was asked for is refused, and
+/// nothing is started or left behind.
+#[tokio::test]
+async fn a_playbook_that_left_the_project_is_not_started() {
+    let project = Project::new("- hosts: all\n  gather_facts: false\n  tasks: []\n");
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(
+        outside.path().join("evil.yml"),
+        "- hosts: all\n  tasks: []\n",
+    )
+    .unwrap();
+    let site = project.tmp.path().join("project/site.yml");
+    let inventory = format!("h1\n{LOCAL_VARS}");
+
+    std::fs::remove_file(&site).unwrap();
+    match Process::spawn(project.spec(&inventory).await).await {
+        Err(AnsibleError::Playbook(PlaybookError::Missing(p))) => assert_eq!(p, "site.yml"),
+        other => panic!(
+            "a missing playbook must be refused, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+    std::os::unix::fs::symlink(outside.path().join("evil.yml"), &site).unwrap();
+    match Process::spawn(project.spec(&inventory).await).await {
+        Err(e @ AnsibleError::Playbook(PlaybookError::Escapes(_))) => assert_eq!(
+            e.to_string(),
+            "playbook \"site.yml\" resolves to a path outside the project directory"
+        ),
+        other => panic!(
+            "an escaping playbook must be refused, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+    let left: Vec<_> = std::fs::read_dir(project.runs_dir())
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "no run directory is left: {left:?}");
+
+    // Put back, the same spec starts.
+    std::fs::remove_file(&site).unwrap();
+    std::fs::write(&site, "- hosts: all\n  gather_facts: false\n  tasks: []\n").unwrap();
+    let (got, exit) = run(project.spec(&inventory).await).await;
+    assert_eq!(exit.rc, Some(0), "{}", got.stdout);
 }
 
 #[tokio::test]

@@ -154,6 +154,23 @@ fn project_from(row: &PgRow) -> StoreResult<Project> {
     })
 }
 
+/// `cols` (a comma-separated column list) with each column taken from table alias `alias`.
+fn qualified(cols: &str, alias: &str) -> String {
+    cols.split(", ")
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The inventory a run row was created with.
+fn run_inventory_from(row: &PgRow) -> StoreResult<InventoryContent> {
+    Ok(InventoryContent {
+        format: format_of(&get::<String>(row, "inventory_format")?)?,
+        hosts: get(row, "inventory_hosts")?,
+        vars: get(row, "inventory_vars")?,
+    })
+}
+
 const INVENTORY_COLS: &str =
     "id, name, env, version, format, hosts, vars, host_count, revision, created_at";
 
@@ -1288,11 +1305,21 @@ impl Store for PgStore {
         .await
         .map_err(backend)?
         .ok_or_else(|| StoreError::not_found("run", id))?;
-        Ok(InventoryContent {
-            format: format_of(&get::<String>(&row, "inventory_format")?)?,
-            hosts: get(&row, "inventory_hosts")?,
-            vars: get(&row, "inventory_vars")?,
-        })
+        run_inventory_from(&row)
+    }
+
+    async fn get_run_launch(&self, id: i64) -> StoreResult<(Project, InventoryContent)> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {}, r.inventory_format, r.inventory_hosts, r.inventory_vars \
+             FROM runs r JOIN projects p ON p.id = r.project_id WHERE r.id = $1",
+            qualified(PROJECT_COLS, "p")
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found("run", id))?;
+        Ok((project_from(&row)?, run_inventory_from(&row)?))
     }
 
     async fn list_runs(&self, filter: &RunFilter, page: Page) -> StoreResult<Vec<Run>> {

@@ -1,10 +1,15 @@
 //! troupe's SQLite store: one database file in WAL mode, the default backend.
 //!
-//! SQLite allows one writer at a time, so the store keeps two pools on the file: a single
-//! writer connection (writes queue in-process instead of fighting over the file lock and
-//! retrying on `SQLITE_BUSY`) and a few reader connections, which WAL lets run alongside the
-//! writer. Every multi-statement write is a `BEGIN IMMEDIATE` transaction, so it holds the
+//! SQLite allows one writer at a time, so the store keeps a single writer connection (writes
+//! queue in-process, first come first served, instead of fighting over the file lock and
+//! retrying on `SQLITE_BUSY`) and a pool of read-only connections, which WAL lets run alongside
+//! the writer. Every multi-statement write is a `BEGIN IMMEDIATE` transaction, so it holds the
 //! write lock from its first statement even if another process opens the same file.
+//!
+//! Each connection answers on a thread of its own, so every statement is a trip to that thread
+//! and back. Connections are handed out without being asked first whether they are alive (a
+//! connection to a local file cannot be hung up on): sqlx's pool pings a connection before and
+//! after each use, which tripled the trips of a one-statement write.
 //!
 //! One process at a time: the store holds an exclusive lock on `<file>.lock` while it is open,
 //! so every write to the file goes through this store's writer, which is what lets it tell
@@ -14,12 +19,12 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
+use sqlx::{
+    AssertSqlSafe, ConnectOptions, Connection, QueryBuilder, Row, Sqlite, SqliteConnection,
 };
-use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqliteConnection};
 use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,7 +50,7 @@ const OUTPUT_PARAMS: usize = 4;
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Reader connections; WAL readers never block the writer nor each other.
-const READERS: u32 = 8;
+const READERS: usize = 8;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -57,9 +62,9 @@ const NOT_RUNS: [&str; 3] = ["events", "run_output", "event_records"];
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     /// The single connection every write goes through.
-    writer: SqlitePool,
-    /// Connections for reads.
-    reader: SqlitePool,
+    writer: Arc<Writer>,
+    /// Connections for reads, opened as needed up to [`READERS`].
+    reader: deadpool::managed::Pool<Readers>,
     changes: Arc<RunChanges>,
     /// The exclusive lock on `<file>.lock`, released when the last clone is dropped.
     _lock: Arc<std::fs::File>,
@@ -97,6 +102,80 @@ impl RunChanges {
     fn current(&self) -> Option<u64> {
         let generation = self.generation.load(Ordering::SeqCst);
         (!self.in_flight.load(Ordering::SeqCst)).then_some(generation)
+    }
+}
+
+/// The connection every write goes through, one write at a time (in the order they asked).
+#[derive(Debug)]
+struct Writer {
+    conn: tokio::sync::Mutex<SqliteConnection>,
+    changes: Arc<RunChanges>,
+}
+
+impl Writer {
+    async fn lock(&self) -> Write<'_> {
+        Write {
+            conn: self.conn.lock().await,
+            changes: &self.changes,
+        }
+    }
+}
+
+/// The writer, held by one write; letting go of it tells [`RunChanges`] the write has ended.
+struct Write<'a> {
+    conn: tokio::sync::MutexGuard<'a, SqliteConnection>,
+    changes: &'a RunChanges,
+}
+
+impl Write<'_> {
+    /// Starts a transaction that holds SQLite's write lock from its first statement.
+    async fn begin(&mut self) -> StoreResult<sqlx::Transaction<'_, Sqlite>> {
+        self.conn
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)
+    }
+}
+
+impl Deref for Write<'_> {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for Write<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
+}
+
+impl Drop for Write<'_> {
+    fn drop(&mut self) {
+        self.changes.released();
+    }
+}
+
+/// Opens the read-only connections of the reader pool. A connection is handed out again
+/// without a check: it talks to a local file, and a check is a trip to its thread.
+#[derive(Debug)]
+struct Readers(SqliteConnectOptions);
+
+impl deadpool::managed::Manager for Readers {
+    type Type = SqliteConnection;
+    type Error = sqlx::Error;
+
+    async fn create(&self) -> Result<SqliteConnection, sqlx::Error> {
+        self.0.connect().await
+    }
+
+    async fn recycle(
+        &self,
+        _: &mut SqliteConnection,
+        _: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<sqlx::Error> {
+        Ok(())
     }
 }
 
@@ -206,6 +285,23 @@ fn project_from(row: &SqliteRow) -> StoreResult<Project> {
             requirements_error: get(row, "requirements_error")?,
         },
         created_at: time(row, "created_at")?,
+    })
+}
+
+/// `cols` (a comma-separated column list) with each column taken from table alias `alias`.
+fn qualified(cols: &str, alias: &str) -> String {
+    cols.split(", ")
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The inventory a run row was created with.
+fn run_inventory_from(row: &SqliteRow) -> StoreResult<InventoryContent> {
+    Ok(InventoryContent {
+        format: format_of(&get::<String>(row, "inventory_format")?)?,
+        hosts: get(row, "inventory_hosts")?,
+        vars: get(row, "inventory_vars")?,
     })
 }
 
@@ -454,71 +550,64 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
-        // The writer pool opens first: it creates the file and switches it to WAL, which
-        // readers then share.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .acquire_timeout(BUSY_TIMEOUT)
-            .after_connect({
-                let changes = changes.clone();
-                move |conn, _| {
-                    let changes = changes.clone();
-                    Box::pin(async move {
-                        conn.lock_handle()
-                            .await?
-                            .set_update_hook(move |change| changes.touch(change.table));
-                        Ok(())
-                    })
-                }
-            })
-            .after_release({
-                let changes = changes.clone();
-                move |_, _| {
-                    changes.released();
-                    Box::pin(async { Ok(true) })
-                }
-            })
-            .connect_with(options.clone())
-            .await
-            .map_err(backend)?;
+        // The writer opens first: it creates the file and switches it to WAL, which readers
+        // then share.
+        let mut conn = options.connect().await.map_err(backend)?;
         MIGRATOR
-            .run(&writer)
+            .run(&mut conn)
             .await
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(READERS)
-            .acquire_timeout(BUSY_TIMEOUT)
-            .connect_with(options.read_only(true))
-            .await
-            .map_err(backend)?;
+        {
+            let changes = changes.clone();
+            conn.lock_handle()
+                .await
+                .map_err(backend)?
+                .set_update_hook(move |change| changes.touch(change.table));
+        }
+        let reader = deadpool::managed::Pool::builder(Readers(options.read_only(true)))
+            .max_size(READERS)
+            .build()
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
         Ok(SqliteStore {
-            writer,
+            writer: Arc::new(Writer {
+                conn: tokio::sync::Mutex::new(conn),
+                changes: changes.clone(),
+            }),
             reader,
             changes,
             _lock: Arc::new(lock),
         })
     }
 
-    /// Closes every connection, checkpointing the WAL.
+    /// Writes the WAL back into the database file and closes the read connections. The write
+    /// connection closes when the last clone of the store is dropped.
     pub async fn close(&self) {
-        self.reader.close().await;
-        self.writer.close().await;
+        self.reader.close();
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut *self.write().await)
+            .await
+        {
+            tracing::warn!(error = %e, "could not checkpoint the SQLite WAL");
+        }
     }
 
-    async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
-        self.writer
-            .begin_with("BEGIN IMMEDIATE")
+    /// Waits for the writer.
+    async fn write(&self) -> Write<'_> {
+        self.writer.lock().await
+    }
+
+    /// A read connection, waiting for one when all are in use.
+    async fn read(&self) -> StoreResult<deadpool::managed::Object<Readers>> {
+        self.reader
+            .get()
             .await
-            .map_err(backend)
+            .map_err(|e| StoreError::Backend(Box::new(e)))
     }
 
     async fn run_exists(&self, run_id: i64) -> StoreResult<bool> {
         Ok(sqlx::query("SELECT 1 FROM runs WHERE id = ?")
             .bind(run_id)
-            .fetch_optional(&self.reader)
+            .fetch_optional(&mut *self.read().await?)
             .await
             .map_err(backend)?
             .is_some())
@@ -540,7 +629,7 @@ impl SqliteStore {
             "SELECT {RUN_COLS} FROM runs WHERE id = ?"
         )))
         .bind(run_id)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.write().await)
         .await
         .map_err(backend)?
         .ok_or_else(|| StoreError::not_found("run", run_id))?;
@@ -563,7 +652,12 @@ impl SqliteStore {
                 list.push_bind(*id);
             }
             q.push(") ORDER BY job_id, position");
-            for row in q.build().fetch_all(&self.reader).await.map_err(backend)? {
+            for row in q
+                .build()
+                .fetch_all(&mut *self.read().await?)
+                .await
+                .map_err(backend)?
+            {
                 units
                     .entry(get(&row, "job_id")?)
                     .or_default()
@@ -596,7 +690,10 @@ impl SqliteStore {
                 SqliteArg::Text(s) => q.bind(*s),
             };
         }
-        let rows = q.fetch_all(&self.writer).await.map_err(backend)?;
+        let rows = q
+            .fetch_all(&mut *self.write().await)
+            .await
+            .map_err(backend)?;
         let mut ids = rows
             .iter()
             .map(|r| get::<i64>(r, "id"))
@@ -983,7 +1080,7 @@ impl SqliteStore {
             n.cols, n.table
         )))
         .bind(id)
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.read().await?)
         .await
         .map_err(backend)?
         .ok_or_else(|| StoreError::not_found(n.what, id))?;
@@ -996,7 +1093,7 @@ impl SqliteStore {
             n.cols, n.table
         )))
         .bind(name)
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.read().await?)
         .await
         .map_err(backend)?
         .as_ref()
@@ -1009,7 +1106,7 @@ impl SqliteStore {
             "SELECT {} FROM {} ORDER BY id",
             n.cols, n.table
         )))
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.read().await?)
         .await
         .map_err(backend)?
         .iter()
@@ -1030,7 +1127,7 @@ impl Store for SqliteStore {
 
     async fn server_version(&self) -> StoreResult<String> {
         let v: String = sqlx::query_scalar("SELECT sqlite_version()")
-            .fetch_one(&self.reader)
+            .fetch_one(&mut *self.read().await?)
             .await
             .map_err(backend)?;
         Ok(format!("SQLite {v}"))
@@ -1038,7 +1135,7 @@ impl Store for SqliteStore {
 
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
-            .execute(&self.reader)
+            .execute(&mut *self.read().await?)
             .await
             .map_err(backend)?;
         Ok(())
@@ -1052,7 +1149,7 @@ impl Store for SqliteStore {
         .bind(&new.name)
         .bind(to_json(&new.source)?)
         .bind(now_us())
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *self.write().await)
         .await
         .map_err(|e| unique_or_backend(e, || format!("project name {:?} is taken", new.name)))?;
         project_from(&row)
@@ -1080,7 +1177,7 @@ impl Store for SqliteStore {
         .bind(&sync.error)
         .bind(&sync.requirements_error)
         .bind(id)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.write().await)
         .await
         .map_err(backend)?
         .ok_or_else(|| StoreError::not_found("project", id))?;
@@ -1104,7 +1201,7 @@ impl Store for SqliteStore {
         .bind(&new.vars)
         .bind(host_count)
         .bind(now_us())
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *self.write().await)
         .await
         .map_err(|e| unique_or_backend(e, || format!("inventory name {:?} is taken", new.name)))?;
         inventory_from(&row)
@@ -1141,7 +1238,7 @@ impl Store for SqliteStore {
         .bind(&new.vars)
         .bind(host_count)
         .bind(id)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.write().await)
         .await
         .map_err(|e| unique_or_backend(e, || format!("inventory name {:?} is taken", new.name)))?
         .ok_or_else(|| StoreError::not_found("inventory", id))?;
@@ -1149,7 +1246,8 @@ impl Store for SqliteStore {
     }
 
     async fn delete_inventory(&self, id: i64) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
+        let mut w = self.write().await;
+        let mut tx = w.begin().await?;
         let name: String = sqlx::query_scalar("SELECT name FROM inventories WHERE id = ?")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -1201,14 +1299,15 @@ impl Store for SqliteStore {
         // check, insert, commit). A violated foreign key sends the run the long way, whose
         // checks name what is missing.
         if one_statement_run(new) {
-            let mut conn = self.writer.acquire().await.map_err(backend)?;
+            let mut conn = self.write().await;
             match insert_run_row(&mut conn, new, RunOrigin::default()).await {
                 Err(StoreError::Backend(e))
                     if e.downcast_ref().is_some_and(foreign_key_violated) => {}
                 done => return done,
             }
         }
-        let mut tx = self.begin().await?;
+        let mut w = self.write().await;
+        let mut tx = w.begin().await?;
         let run = insert_run(&mut tx, new, RunOrigin::default()).await?;
         tx.commit().await.map_err(backend)?;
         Ok(run)
@@ -1219,7 +1318,7 @@ impl Store for SqliteStore {
             "SELECT {RUN_COLS} FROM runs WHERE id = ?"
         )))
         .bind(id)
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.read().await?)
         .await
         .map_err(backend)?
         .ok_or_else(|| StoreError::not_found("run", id))?;
@@ -1231,15 +1330,25 @@ impl Store for SqliteStore {
             "SELECT inventory_format, inventory_hosts, inventory_vars FROM runs WHERE id = ?",
         )
         .bind(id)
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.read().await?)
         .await
         .map_err(backend)?
         .ok_or_else(|| StoreError::not_found("run", id))?;
-        Ok(InventoryContent {
-            format: format_of(&get::<String>(&row, "inventory_format")?)?,
-            hosts: get(&row, "inventory_hosts")?,
-            vars: get(&row, "inventory_vars")?,
-        })
+        run_inventory_from(&row)
+    }
+
+    async fn get_run_launch(&self, id: i64) -> StoreResult<(Project, InventoryContent)> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {}, r.inventory_format, r.inventory_hosts, r.inventory_vars \
+             FROM runs r JOIN projects p ON p.id = r.project_id WHERE r.id = ?",
+            qualified(PROJECT_COLS, "p")
+        )))
+        .bind(id)
+        .fetch_optional(&mut *self.read().await?)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| StoreError::not_found("run", id))?;
+        Ok((project_from(&row)?, run_inventory_from(&row)?))
     }
 
     async fn list_runs(&self, filter: &RunFilter, page: Page) -> StoreResult<Vec<Run>> {
@@ -1248,7 +1357,7 @@ impl Store for SqliteStore {
         }
         runs_query(&format!("SELECT {RUN_COLS} FROM runs"), filter, page)
             .build()
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.read().await?)
             .await
             .map_err(backend)?
             .iter()
@@ -1275,7 +1384,7 @@ impl Store for SqliteStore {
         q.push(")");
         let text: String = q
             .build()
-            .fetch_one(&self.reader)
+            .fetch_one(&mut *self.read().await?)
             .await
             .map_err(backend)?
             .try_get(0)
@@ -1300,7 +1409,7 @@ impl Store for SqliteStore {
         }
         q.push(")");
         q.build()
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.read().await?)
             .await
             .map_err(backend)?
             .iter()
@@ -1324,7 +1433,7 @@ impl Store for SqliteStore {
         // One statement: SQLite runs it under the write lock, so the runs it picks cannot be
         // picked by anyone else. The clock is read once the writer is ours, so `started_at` is
         // when the claim happened, not when it started waiting behind other writes.
-        let mut conn = self.writer.acquire().await.map_err(backend)?;
+        let mut conn = self.write().await;
         let now = now_us();
         let rows = sqlx::query(AssertSqlSafe(format!(
             "UPDATE runs SET status = 'running', started_at = ?, worker_id = ?, \
@@ -1359,7 +1468,7 @@ impl Store for SqliteStore {
         .bind(commit)
         .bind(run_id)
         .bind(worker_id)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.write().await)
         .await
         .map_err(backend)?;
         if row.is_some() {
@@ -1381,7 +1490,7 @@ impl Store for SqliteStore {
         .bind(lease_end(now_us(), lease))
         .bind(run_id)
         .bind(worker_id)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.write().await)
         .await
         .map_err(backend)?;
         let Some(row) = row else {
@@ -1421,7 +1530,7 @@ impl Store for SqliteStore {
         .bind(now_us())
         .bind(run_id)
         .bind(worker_id)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.write().await)
         .await
         .map_err(backend)?;
         match row {
@@ -1440,7 +1549,7 @@ impl Store for SqliteStore {
         )))
         .bind(now_us())
         .bind(run_id)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.write().await)
         .await
         .map_err(backend)?;
         if let Some(row) = queued {
@@ -1454,7 +1563,7 @@ impl Store for SqliteStore {
         )))
         .bind(mode.as_str())
         .bind(run_id)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.write().await)
         .await
         .map_err(backend)?;
         if let Some(row) = running {
@@ -1500,7 +1609,7 @@ impl Store for SqliteStore {
         .bind(run_id)
         .bind(after)
         .bind(limit)
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.read().await?)
         .await
         .map_err(backend)?
         .iter()
@@ -1518,7 +1627,7 @@ impl Store for SqliteStore {
              AND event IN ('runner_on_failed', 'runner_on_unreachable') ORDER BY counter"
         )))
         .bind(run_id)
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.read().await?)
         .await
         .map_err(backend)?;
         let mut failures = Vec::new();
@@ -1543,7 +1652,8 @@ impl Store for SqliteStore {
         // Every statement is a round trip to the connection's thread, so the run's existence
         // is not read first: a row for a missing run is a foreign key violation. Only an empty
         // batch asks.
-        let mut tx = self.begin().await?;
+        let mut w = self.write().await;
+        let mut tx = w.begin().await?;
         if events.is_empty() && chunks.is_empty() {
             require_row(&mut tx, "runs", "run", run_id).await?;
         }
@@ -1606,7 +1716,7 @@ impl Store for SqliteStore {
             sqlx::query("SELECT text FROM run_output WHERE run_id = ? AND stream = ? ORDER BY seq")
                 .bind(run_id)
                 .bind(stream.as_str())
-                .fetch_all(&self.reader)
+                .fetch_all(&mut *self.read().await?)
                 .await
                 .map_err(backend)?;
         let mut out = String::new();
@@ -1620,7 +1730,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_job(&self, new: &NewJob) -> StoreResult<Job> {
-        let mut tx = self.begin().await?;
+        let mut w = self.write().await;
+        let mut tx = w.begin().await?;
         if let Some(project_id) = new.project_id {
             require_row(&mut tx, "projects", "project", project_id).await?;
         }
@@ -1664,7 +1775,7 @@ impl Store for SqliteStore {
             "SELECT {JOB_COLS} FROM jobs WHERE id = ?"
         )))
         .bind(id)
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.read().await?)
         .await
         .map_err(backend)?
         .ok_or_else(|| StoreError::not_found("job", id))?;
@@ -1677,7 +1788,7 @@ impl Store for SqliteStore {
             "SELECT {JOB_COLS} FROM jobs WHERE tag = ? ORDER BY id DESC LIMIT 1"
         )))
         .bind(tag)
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *self.read().await?)
         .await
         .map_err(backend)?;
         Ok(self.jobs_from(&rows).await?.pop())
@@ -1695,7 +1806,11 @@ impl Store for SqliteStore {
             q.push(" AND id < ").push_bind(before);
         }
         q.push(" ORDER BY id DESC LIMIT ").push_bind(page.limit);
-        let rows = q.build().fetch_all(&self.reader).await.map_err(backend)?;
+        let rows = q
+            .build()
+            .fetch_all(&mut *self.read().await?)
+            .await
+            .map_err(backend)?;
         self.jobs_from(&rows).await
     }
 
@@ -1706,7 +1821,8 @@ impl Store for SqliteStore {
         source: &UnitSource,
     ) -> StoreResult<Unit> {
         let encoded = to_json(source)?;
-        let mut tx = self.begin().await?;
+        let mut w = self.write().await;
+        let mut tx = w.begin().await?;
         require_row(&mut tx, "jobs", "job", job_id).await?;
         if let UnitSource::Project(project_id) = source {
             require_row(&mut tx, "projects", "project", *project_id).await?;
@@ -1731,7 +1847,8 @@ impl Store for SqliteStore {
         let defaults = to_json(&new.defaults)?;
         let allow_overrides = to_json(&new.allow_overrides)?;
         let labels = to_json(&new.labels)?;
-        let mut tx = self.begin().await?;
+        let mut w = self.write().await;
+        let mut tx = w.begin().await?;
         require_row(&mut tx, "projects", "project", new.project_id).await?;
         require_row(&mut tx, "inventories", "inventory", new.inventory_id).await?;
         let row = sqlx::query(AssertSqlSafe(format!(
@@ -1770,7 +1887,8 @@ impl Store for SqliteStore {
     async fn ingest_event(&self, new: &NewEventRecord) -> StoreResult<Ingested> {
         let received = ts(new.received_at);
         // One writer: nothing else is decided between the checks and the writes.
-        let mut tx = self.begin().await?;
+        let mut w = self.write().await;
+        let mut tx = w.begin().await?;
         if let Some(earlier) = earlier_delivery(&mut tx, new).await? {
             return Ok(Ingested::Duplicate(earlier));
         }
@@ -1829,7 +1947,7 @@ impl Store for SqliteStore {
             "SELECT {EVENT_RECORD_COLS} FROM event_records WHERE id = ?"
         )))
         .bind(id)
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.read().await?)
         .await
         .map_err(backend)?
         .ok_or_else(|| StoreError::not_found("event", id))?;
@@ -1861,7 +1979,7 @@ impl Store for SqliteStore {
         }
         q.push(" ORDER BY id DESC LIMIT ").push_bind(page.limit);
         q.build()
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.read().await?)
             .await
             .map_err(backend)?
             .iter()
@@ -1874,7 +1992,8 @@ impl Store for SqliteStore {
         before: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        let mut tx = self.begin().await?;
+        let mut w = self.write().await;
+        let mut tx = w.begin().await?;
         let done = sqlx::query("DELETE FROM event_records WHERE received_at < ?")
             .bind(ts(before))
             .execute(&mut *tx)
@@ -1893,7 +2012,7 @@ impl Store for SqliteStore {
         sqlx::query(AssertSqlSafe(format!(
             "SELECT {RULES_DOC_COLS} FROM rules_doc WHERE id = 1"
         )))
-        .fetch_optional(&self.reader)
+        .fetch_optional(&mut *self.read().await?)
         .await
         .map_err(backend)?
         .as_ref()
@@ -1927,12 +2046,15 @@ impl Store for SqliteStore {
         if let Some(r) = revision {
             q = q.bind(r);
         }
-        let row = q.fetch_optional(&self.writer).await.map_err(backend)?;
+        let row = q
+            .fetch_optional(&mut *self.write().await)
+            .await
+            .map_err(backend)?;
         if let Some(row) = row {
             return rules_doc_from(&row);
         }
         let stored: Option<i64> = sqlx::query_scalar("SELECT revision FROM rules_doc WHERE id = 1")
-            .fetch_optional(&self.writer)
+            .fetch_optional(&mut *self.write().await)
             .await
             .map_err(backend)?;
         Err(StoreError::Conflict(format!(
@@ -1950,7 +2072,7 @@ impl Store for SqliteStore {
         .bind(name)
         .bind(hash)
         .bind(now_us())
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *self.write().await)
         .await
         .map_err(|e| unique_or_backend(e, || "a token with this hash is already stored".into()))?;
         token_from(&row)
@@ -1958,7 +2080,7 @@ impl Store for SqliteStore {
 
     async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
         sqlx::query("SELECT id, name, hash, created_at FROM tokens ORDER BY id")
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *self.read().await?)
             .await
             .map_err(backend)?
             .iter()

@@ -466,6 +466,10 @@ pub async fn create_run_round_trip(store: &dyn Store) {
         store.get_run_inventory(run.id).await.expect("inventory"),
         inv.content
     );
+    assert_eq!(
+        store.get_run_launch(run.id).await.expect("launch"),
+        (p.clone(), inv.content.clone())
+    );
 
     // An inline inventory (no stored one) is kept too.
     let inline = store.create_run(&new_run(p.id)).await.expect("create run");
@@ -478,6 +482,19 @@ pub async fn create_run_round_trip(store: &dyn Store) {
     );
     assert_not_found(store.get_run(inline.id + 100).await, "run");
     assert_not_found(store.get_run_inventory(inline.id + 100).await, "run");
+    // The project as it is when the run starts, not as it was when the run was asked for.
+    let synced = ProjectSync {
+        commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+        synced_at: Some(Utc::now()),
+        error: None,
+        requirements_error: None,
+    };
+    let p_now = store.set_project_sync(p.id, &synced).await.expect("sync");
+    assert_eq!(
+        store.get_run_launch(inline.id).await.expect("launch"),
+        (p_now, inline_inventory())
+    );
+    assert_not_found(store.get_run_launch(inline.id + 100).await, "run");
 }
 
 /// A run needs an existing project and (when given) inventory; nothing is stored otherwise.

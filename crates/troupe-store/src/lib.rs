@@ -318,6 +318,9 @@ pub trait Store: Send + Sync + 'static {
     async fn get_run(&self, id: i64) -> StoreResult<Run>;
     /// The inventory a run was created with.
     async fn get_run_inventory(&self, id: i64) -> StoreResult<InventoryContent>;
+    /// What starting a run reads, in one trip: its project as it is now, and the inventory
+    /// the run was created with.
+    async fn get_run_launch(&self, id: i64) -> StoreResult<(Project, InventoryContent)>;
     /// Runs matching `filter`, newest first.
     async fn list_runs(&self, filter: &RunFilter, page: Page) -> StoreResult<Vec<Run>>;
     /// A number that moves after every committed change to runs and their labels, whoever made

@@ -2,13 +2,13 @@
 
 use crate::batch::{BATCH_BACKLOG_MAX, Batcher, UNWATCHED_FLUSH};
 use crate::live::RunChange;
-use crate::playbooks::{project_root, resolve_playbook};
+use crate::playbooks::project_root;
 use crate::pool::{Control, WorkerPool};
 use crate::status::{CancelCause, decide_status};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
-use troupe_ansible::{LaunchSpec, Process};
+use troupe_ansible::{AnsibleError, LaunchSpec, Process};
 use troupe_core::RunStatus;
 use troupe_core::project::ProjectSource;
 use troupe_core::run::{CancelMode, Run, RunSummary};
@@ -84,6 +84,7 @@ impl WorkerPool {
         };
         let (process, mut outputs) = match Process::spawn(spec).await {
             Ok(p) => p,
+            Err(AnsibleError::Playbook(e)) => return Some(error_outcome(e.to_string())),
             Err(e) => {
                 return Some(error_outcome(format!(
                     "could not start ansible-playbook: {e}"
@@ -178,15 +179,15 @@ impl WorkerPool {
         })
     }
 
-    /// Everything a launch needs, checked again at execution time: the project directory
-    /// or a symlink in it may have changed since the run was queued. Also returns the commit
-    /// a git project's checkout is at.
+    /// Everything a launch needs, as it is at execution time. Also returns the commit a git
+    /// project's checkout is at. The playbook is checked again by [`Process::spawn`], which
+    /// refuses one that is no longer a file inside the project.
     pub(crate) async fn prepare(&self, run: &Run) -> Result<(LaunchSpec, Option<String>), String> {
-        let project = self
+        let (project, inventory) = self
             .store
-            .get_project(run.project_id)
+            .get_run_launch(run.id)
             .await
-            .map_err(|e| format!("could not load the run's project: {e}"))?;
+            .map_err(|e| format!("could not load the run's project and inventory: {e}"))?;
         let commit = match &project.source {
             ProjectSource::Dir { .. } => None,
             ProjectSource::Git { .. } => match &project.sync.commit {
@@ -207,14 +208,6 @@ impl WorkerPool {
             },
         };
         let project_dir = project_root(&project, &self.cfg.projects_dir);
-        resolve_playbook(&project_dir, &run.playbook)
-            .await
-            .map_err(|e| e.to_string())?;
-        let inventory = self
-            .store
-            .get_run_inventory(run.id)
-            .await
-            .map_err(|e| format!("could not load the run's inventory: {e}"))?;
         let spec = LaunchSpec {
             ansible: self.cfg.ansible.clone(),
             project_dir,

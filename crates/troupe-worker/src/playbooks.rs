@@ -1,28 +1,8 @@
 //! Finding playbooks inside a project, never outside it.
 
 use std::path::{Path, PathBuf};
-use troupe_core::ValidationError;
-use troupe_core::project::{PlaybookRef, Project, ProjectSource};
-
-/// Why a playbook cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum PlaybookError {
-    /// The path is malformed (absolute, `..`, not YAML...).
-    #[error(transparent)]
-    Invalid(#[from] ValidationError),
-    /// The project's directory is missing or unreadable.
-    #[error("project directory {0} is not accessible")]
-    ProjectDir(String),
-    /// No such file in the project.
-    #[error("playbook {0:?} does not exist in the project")]
-    Missing(String),
-    /// The path resolves (through a symlink) to somewhere outside the project.
-    #[error("playbook {0:?} resolves to a path outside the project directory")]
-    Escapes(String),
-    /// The path is a directory or something else that is not a file.
-    #[error("playbook {0:?} is not a regular file")]
-    NotAFile(String),
-}
+pub use troupe_ansible::PlaybookError;
+use troupe_core::project::{Project, ProjectSource};
 
 /// The directory a project's playbooks are in: its own for `dir` projects, its checkout
 /// under `projects_dir` for git projects.
@@ -39,32 +19,11 @@ pub async fn resolve_playbook(
     project_dir: &Path,
     playbook: &str,
 ) -> Result<PathBuf, PlaybookError> {
-    let pb = PlaybookRef::parse(playbook)?;
-    // One hand-over to a blocking thread for the three lookups, not one each: every run is
-    // resolved twice (when it is asked for and when it starts).
+    // One hand-over to a blocking thread for the three lookups, not one each.
     let (dir, name) = (project_dir.to_path_buf(), playbook.to_owned());
-    tokio::task::spawn_blocking(move || resolve_blocking(&dir, &pb, &name))
+    tokio::task::spawn_blocking(move || troupe_ansible::resolve_playbook_blocking(&dir, &name))
         .await
         .unwrap_or_else(|_| Err(PlaybookError::ProjectDir(project_dir.display().to_string())))
-}
-
-fn resolve_blocking(
-    project_dir: &Path,
-    pb: &PlaybookRef,
-    playbook: &str,
-) -> Result<PathBuf, PlaybookError> {
-    let root = std::fs::canonicalize(project_dir)
-        .map_err(|_| PlaybookError::ProjectDir(project_dir.display().to_string()))?;
-    let full = std::fs::canonicalize(root.join(pb.as_str()))
-        .map_err(|_| PlaybookError::Missing(playbook.to_owned()))?;
-    if !full.starts_with(&root) {
-        return Err(PlaybookError::Escapes(playbook.to_owned()));
-    }
-    let meta = std::fs::metadata(&full).map_err(|_| PlaybookError::Missing(playbook.to_owned()))?;
-    if !meta.is_file() {
-        return Err(PlaybookError::NotAFile(playbook.to_owned()));
-    }
-    Ok(full)
 }
 
 /// Directories never searched for playbooks: they hold roles, variables or tooling.

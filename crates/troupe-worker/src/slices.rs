@@ -5,6 +5,7 @@
 
 use crate::execute::{apply, error_outcome};
 use crate::live::RunChange;
+use crate::playbooks::resolve_playbook;
 use crate::pool::{Control, WorkerPool};
 use crate::status::CancelCause;
 use std::collections::BTreeMap;
@@ -45,6 +46,10 @@ impl WorkerPool {
             Ok(prepared) => prepared,
             Err(reason) => return Some(error_outcome(reason)),
         };
+        // Checked here too, so a playbook that went away fails the run once, not every slice.
+        if let Err(e) = resolve_playbook(&spec.project_dir, &spec.playbook).await {
+            return Some(error_outcome(e.to_string()));
+        }
         let hosts = match troupe_ansible::list_hosts(
             &spec.ansible,
             &spec.project_dir,
