@@ -367,7 +367,7 @@ async fn start(
         .kill_on_drop(true);
     // No pre_exec (it would make std fork instead of posix_spawn): PR_SET_PDEATHSIG is set by
     // the plugin, and the spawner thread lets the event pipe's write end, and only it, through.
-    let spawned = spawner::spawn_inheriting(cmd, write_end, dir.pgid_file())
+    let spawned = spawner::spawn_inheriting(cmd, write_end)
         .await
         .map_err(|e| AnsibleError::io(format!("starting {}", ansible.playbook.display()), e))?;
     Ok((spawned, read_end))

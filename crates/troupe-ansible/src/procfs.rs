@@ -7,8 +7,10 @@
 //! A pass over `/proc` reads the `stat` of every process on the machine, which is what a run's
 //! end costs most when many runs end together. So one thread, the sweeper, does the passes for
 //! every run ([`clear_run`]): runs that end while a pass is going are all looked for in the
-//! next one, and it removes each run's directory once nothing of the run is left. The other
-//! functions here block; call them from `spawn_blocking`.
+//! next one, and it removes each run's directory once nothing of the run is left. Between
+//! close passes it remembers when each process started ([`Seen`]), so a pass reads the `stat`
+//! of new processes and of those young enough to belong to a run, not of every process. The
+//! other functions here block; call them from `spawn_blocking`.
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::{Pid, getpgrp};
@@ -84,15 +86,6 @@ fn all_pids() -> Vec<i32> {
         .collect()
 }
 
-/// Live processes in process group `pgid` (zombies excluded: they are already dead and only
-/// wait for their parent to reap them).
-pub(crate) fn group_members(pgid: i32) -> Vec<i32> {
-    all_pids()
-        .into_iter()
-        .filter(|&pid| matches!(stat(pid), Some(s) if s.pgid == pgid && s.is_live()))
-        .collect()
-}
-
 /// `TROUPE_RUN_DIR=<run_dir>`, as it appears in `/proc/<pid>/environ`.
 fn marker(run_dir: &Path) -> Vec<u8> {
     let mut marker = format!("{RUN_MARKER_VAR}=").into_bytes();
@@ -106,10 +99,71 @@ struct Wanted<'a> {
     since: Option<StartTime>,
 }
 
-/// Live processes carrying each wanted marker, in one pass over `/proc`: every process's `stat`
-/// is read once, and the environment only of those young enough for some run (reading every
-/// process's environment is what makes a pass expensive).
-fn marked_among(wanted: &[Wanted<'_>]) -> Vec<Vec<Proc>> {
+/// When the processes seen by the previous pass started, and where the kernel's pid counter
+/// was when that pass began.
+///
+/// Linux hands out pids in increasing order and gives a freed pid out again only once the
+/// counter has wrapped past `pid_max`. So while the counter has not gone down and cannot have
+/// gone all the way round, a pid still listed names the process it named last pass, and its
+/// start time need not be read again. Passes further apart than [`Seen::TRUSTED_FOR`], or with
+/// half the pid space used meanwhile, trust nothing.
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    starts: HashMap<i32, StartTime>,
+    counter: Option<(i64, Instant)>,
+}
+
+impl Seen {
+    /// How long a pass's start times are trusted by the next pass.
+    const TRUSTED_FOR: Duration = Duration::from_millis(100);
+
+    /// The last pid handed out in this pid namespace.
+    fn pid_counter() -> Option<i64> {
+        std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn pid_max() -> i64 {
+        std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(32_768)
+    }
+
+    /// Whether the pids of a pass that began with the counter at `before` still name the same
+    /// processes now that it is at `counter`.
+    fn trusted(before: Option<(i64, Instant)>, counter: Option<i64>, pid_max: i64) -> bool {
+        match (before, counter) {
+            (Some((before, at)), Some(counter)) => {
+                counter >= before
+                    && counter - before < pid_max / 2
+                    && at.elapsed() < Seen::TRUSTED_FOR
+            }
+            _ => false,
+        }
+    }
+
+    /// Starts a pass: the start times that can still be trusted, and the counter to keep.
+    fn begin(&mut self) -> (HashMap<i32, StartTime>, Option<(i64, Instant)>) {
+        static PID_MAX: OnceLock<i64> = OnceLock::new();
+        let counter = Seen::pid_counter();
+        let trusted = Seen::trusted(self.counter, counter, *PID_MAX.get_or_init(Seen::pid_max));
+        let starts = std::mem::take(&mut self.starts);
+        (
+            if trusted { starts } else { HashMap::new() },
+            counter.map(|c| (c, Instant::now())),
+        )
+    }
+}
+
+/// Live processes carrying each wanted marker, in one pass over `/proc`: the `stat` of a
+/// process is read unless `seen` knows it started before every wanted run, and the environment
+/// only of those young enough for some run (reading every process's environment is what makes
+/// a pass expensive).
+fn marked_among(wanted: &[Wanted<'_>], seen: &mut Seen) -> Vec<Vec<Proc>> {
     let mut found = vec![Vec::new(); wanted.len()];
     if wanted.is_empty() {
         return found;
@@ -121,9 +175,18 @@ fn marked_among(wanted: &[Wanted<'_>]) -> Vec<Vec<Proc>> {
         .enumerate()
         .map(|(i, w)| (w.marker, i))
         .collect();
+    let (known, counter) = seen.begin();
+    let mut starts = HashMap::with_capacity(known.len());
     let me = std::process::id() as i32;
     for pid in all_pids().into_iter().filter(|&pid| pid != me) {
+        if let Some(&start) = known.get(&pid)
+            && oldest.is_some_and(|oldest| start < oldest)
+        {
+            starts.insert(pid, start);
+            continue;
+        }
         let Some(stat) = stat(pid) else { continue };
+        starts.insert(pid, stat.start);
         // `<`, not `<=`: a child forked within the same clock tick has the same start time.
         if !stat.is_live() || oldest.is_some_and(|oldest| stat.start < oldest) {
             continue;
@@ -142,19 +205,8 @@ fn marked_among(wanted: &[Wanted<'_>]) -> Vec<Vec<Proc>> {
             }
         }
     }
+    *seen = Seen { starts, counter };
     found
-}
-
-/// Live processes whose environment holds `TROUPE_RUN_DIR=<run_dir>`. With `since` (the start
-/// of the run's `ansible-playbook`), processes that started earlier are not looked at.
-pub(crate) fn marked_processes(run_dir: &Path, since: Option<StartTime>) -> Vec<Proc> {
-    let marker = marker(run_dir);
-    marked_among(&[Wanted {
-        marker: &marker,
-        since,
-    }])
-    .pop()
-    .unwrap_or_default()
 }
 
 /// SIGKILLs `pgid` if it is not troupe's own group; ESRCH is fine.
@@ -189,8 +241,8 @@ impl Cleared {
 }
 
 /// Kills every process of the run (by its marker) and their process groups, until none is left
-/// or `patience` has passed, then removes the run's directory; `since` is as in
-/// [`marked_processes`]. The passes over `/proc` are the sweeper's, shared with every run ending
+/// or `patience` has passed, then removes the run's directory. With `since` (the start of the
+/// run's `ansible-playbook`), processes that started earlier are not looked at. The passes over `/proc` are the sweeper's, shared with every run ending
 /// meanwhile, and so is the removal: one hand-over to the sweeper thread does both.
 pub(crate) async fn clear_run(
     run_dir: &Path,
@@ -261,6 +313,7 @@ fn sweep_forever(requests: &mpsc::Receiver<Sweep>) {
     let own_group = getpgrp().as_raw();
     let mut pending: Vec<Sweep> = Vec::new();
     let mut last_pass: Option<Instant> = None;
+    let mut seen = Seen::default();
     loop {
         // Idle until a run ends; with survivors, look again soon (or as soon as another run
         // ends).
@@ -284,7 +337,7 @@ fn sweep_forever(requests: &mpsc::Receiver<Sweep>) {
                 since: s.since,
             })
             .collect();
-        let found = marked_among(&wanted);
+        let found = marked_among(&wanted, &mut seen);
         let now = Instant::now();
         let mut left = Vec::with_capacity(pending.len());
         for (mut sweep, found) in pending.drain(..).zip(found) {
@@ -344,6 +397,72 @@ mod tests {
         let theirs = start_time(child.id());
         let _ = child.wait();
         assert!(theirs.is_none_or(|t| t >= me), "{theirs:?} < {me:?}");
+    }
+
+    #[test]
+    fn start_times_are_trusted_only_while_no_pid_can_have_come_back() {
+        let now = Instant::now();
+        let max = 32_768;
+        assert!(Seen::trusted(Some((1000, now)), Some(1000), max));
+        assert!(Seen::trusted(Some((1000, now)), Some(1500), max));
+        // The counter wrapped: freed pids are being handed out again.
+        assert!(!Seen::trusted(Some((30_000, now)), Some(400), max));
+        // Half the pid space went by: too close to a wrap to be sure.
+        assert!(!Seen::trusted(Some((1000, now)), Some(1000 + max / 2), max));
+        // Too long ago, or nothing to compare.
+        let old = now - Seen::TRUSTED_FOR - Duration::from_millis(1);
+        assert!(!Seen::trusted(Some((1000, old)), Some(1000), max));
+        assert!(!Seen::trusted(None, Some(1000), max));
+        assert!(!Seen::trusted(Some((1000, now)), None, max));
+    }
+
+    /// A process already there for an earlier pass is still found when its own run ends: the
+    /// sweeper's memory skips only processes older than every run it looks for.
+    #[test]
+    fn remembered_processes_are_still_found_for_their_run() {
+        use std::os::unix::process::CommandExt;
+        let dir = std::env::temp_dir().join(format!("troupe-seen-{}", std::process::id()));
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .env(RUN_MARKER_VAR, &dir)
+            .process_group(0)
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id() as i32;
+        let since = start_time(child.id());
+        assert!(since.is_some());
+        let mut seen = Seen::default();
+        let other = marker(&dir.join("other"));
+        let nobody = marked_among(
+            &[Wanted {
+                marker: &other,
+                since: None,
+            }],
+            &mut seen,
+        );
+        assert_eq!(nobody, [Vec::<Proc>::new()]);
+        assert!(
+            seen.starts.contains_key(&pid),
+            "the pass remembers the child"
+        );
+        let own = marker(&dir);
+        for since in [since, None] {
+            let found = marked_among(
+                &[Wanted {
+                    marker: &own,
+                    since,
+                }],
+                &mut seen,
+            );
+            assert_eq!(found.len(), 1);
+            assert_eq!(
+                found[0].iter().map(|p| p.pid).collect::<Vec<_>>(),
+                [pid],
+                "since {since:?}"
+            );
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// Runs ending together are cleared in shared passes: each gets exactly its own processes

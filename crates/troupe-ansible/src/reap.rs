@@ -1,8 +1,7 @@
 //! Cleaning up after a troupe that crashed: processes and directories of runs it left behind.
 
-use crate::procfs::{self, RUN_MARKER_VAR};
+use crate::procfs;
 use crate::rundir::RUN_DIR_PREFIX;
-use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,8 +10,6 @@ use std::time::Duration;
 pub struct Orphan {
     /// The run's private directory.
     pub dir: PathBuf,
-    /// The process group recorded in its `pgid` file, if any.
-    pub pgid: Option<i32>,
     /// Processes of the run that were still alive and were killed.
     pub killed: Vec<i32>,
     /// Whether the directory was removed.
@@ -23,12 +20,11 @@ pub struct Orphan {
 /// `runs_dir` (`run-*` directories only), then removes those directories.
 ///
 /// Only processes carrying the run's marker in their environment (`TROUPE_RUN_DIR=<dir>`, which
-/// every process of a run inherits) are killed, together with their process groups; a pgid
-/// from the `pgid` file is signalled only when one of its members carries the marker. A pgid
-/// reused by an unrelated process (after a reboot, say) is therefore never killed.
+/// every process of a run inherits) are killed, together with their process groups. A process
+/// group reused by an unrelated process (after a reboot, say) is therefore never killed.
 pub async fn reap_orphans(runs_dir: &Path) -> Vec<Orphan> {
     let runs_dir = runs_dir.to_path_buf();
-    let found = tokio::task::spawn_blocking(move || kill_recorded_groups(&runs_dir))
+    let found = tokio::task::spawn_blocking(move || run_dirs(&runs_dir))
         .await
         .unwrap_or_else(|e| {
             tracing::error!(%e, "reaping orphaned runs failed");
@@ -37,13 +33,13 @@ pub async fn reap_orphans(runs_dir: &Path) -> Vec<Orphan> {
     // All handed to the sweeper at once, so that they share its passes over /proc.
     let sweeps: Vec<_> = found
         .iter()
-        .map(|(dir, _)| {
+        .map(|dir| {
             let dir = dir.clone();
             tokio::spawn(async move { procfs::clear_run(&dir, None, Duration::from_secs(5)).await })
         })
         .collect();
     let mut orphans = Vec::new();
-    for ((dir, pgid), sweep) in found.into_iter().zip(sweeps) {
+    for (dir, sweep) in found.into_iter().zip(sweeps) {
         let procfs::Cleared { killed, removed } = sweep
             .await
             .unwrap_or_else(|e| procfs::Cleared::failed(std::io::Error::other(e)));
@@ -54,10 +50,9 @@ pub async fn reap_orphans(runs_dir: &Path) -> Vec<Orphan> {
                 false
             }
         };
-        tracing::info!(dir = %dir.display(), ?pgid, killed = killed.len(), "reaped an orphaned run");
+        tracing::info!(dir = %dir.display(), killed = killed.len(), "reaped an orphaned run");
         orphans.push(Orphan {
             dir,
-            pgid,
             killed,
             removed,
         });
@@ -65,33 +60,18 @@ pub async fn reap_orphans(runs_dir: &Path) -> Vec<Orphan> {
     orphans
 }
 
-/// The run directories under `runs_dir` with the process group each recorded, which is killed
-/// if one of its members carries the run's marker.
-fn kill_recorded_groups(runs_dir: &Path) -> Vec<(PathBuf, Option<i32>)> {
+/// The run directories under `runs_dir`.
+fn run_dirs(runs_dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(runs_dir) else {
         return Vec::new();
     };
-    let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let is_run = name.to_str().is_some_and(|n| n.starts_with(RUN_DIR_PREFIX));
-        if !is_run || !entry.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        let dir = entry.path();
-        let pgid = std::fs::read_to_string(dir.join("pgid"))
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-            .filter(|p| *p > 1);
-        if let Some(pgid) = pgid {
-            let marked = procfs::marked_processes(&dir, None);
-            if marked.iter().any(|p| p.pgid == pgid) {
-                procfs::kill_group(pgid, Signal::SIGKILL);
-            } else if !procfs::group_members(pgid).is_empty() {
-                tracing::warn!(pgid, dir = %dir.display(), "process group alive but not marked {RUN_MARKER_VAR} for this run; left alone");
-            }
-        }
-        found.push((dir, pgid));
-    }
-    found
+    entries
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name();
+            name.to_str().is_some_and(|n| n.starts_with(RUN_DIR_PREFIX))
+                && entry.file_type().is_ok_and(|t| t.is_dir())
+        })
+        .map(|entry| entry.path())
+        .collect()
 }

@@ -1,5 +1,6 @@
-//! A run's private directory: inventory, group vars, extra vars, a tmp dir and the `pgid` file
-//! `reap_orphans` reads after a crash; and the callback plugin, shared by every run.
+//! A run's private directory: inventory, group vars, extra vars and a tmp dir; and the callback
+//! plugin, shared by every run. After a crash, `reap_orphans` finds what is left of a run by the
+//! directory's name, which every process of the run carries in its environment.
 //!
 //! ```text
 //! <runs_dir>/run-<key>-<unique>/      0700
@@ -7,7 +8,6 @@
 //!   group_vars/<group>.yml            (only when groups have vars; JSON, which YAML reads)
 //!   extra_vars.json                   0600 (only when there are extra vars)
 //!   tmp/                              ANSIBLE_LOCAL_TEMP (made by ansible, 0700, when used)
-//!   pgid                              written once the process runs
 //! <runs_dir>/plugin-<digest>/troupe.py  the plugin, written once (read-only for runs)
 //! ```
 //! Directories cost more than files to create (and a burst of runs creates many), so a run
@@ -34,12 +34,6 @@ pub(crate) struct RunDir {
     pub extra_vars: Option<PathBuf>,
     pub plugins: PathBuf,
     pub tmp: PathBuf,
-}
-
-impl RunDir {
-    pub fn pgid_file(&self) -> PathBuf {
-        self.root.join("pgid")
-    }
 }
 
 fn io(context: &str, path: &Path) -> impl FnOnce(std::io::Error) -> AnsibleError {

@@ -22,7 +22,6 @@ use crate::procfs::{self, StartTime};
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use std::io;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
 use std::sync::{OnceLock, mpsc as std_mpsc};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
@@ -46,32 +45,19 @@ pub(crate) struct Spawned {
 }
 
 /// Spawns `cmd` so that it (and only it) inherits `fd`, which must have been created
-/// `O_CLOEXEC`; troupe's copy is closed once the child holds its own. The child's pid (its
-/// process group: it must lead one) is written to `pgid_file` on the spawner thread right
-/// away, which narrows the time a crash could leave the group unrecorded and saves the caller
-/// another hand-over to a thread that may block.
-pub(crate) async fn spawn_inheriting(
-    cmd: Command,
-    fd: OwnedFd,
-    pgid_file: PathBuf,
-) -> io::Result<Spawned> {
-    submit(cmd, Some(Inherit { fd, pgid_file })).await
-}
-
-/// What an `ansible-playbook` spawn hands its child, and where it records the child.
-struct Inherit {
-    fd: OwnedFd,
-    pgid_file: PathBuf,
+/// `O_CLOEXEC`; troupe's copy is closed once the child holds its own.
+pub(crate) async fn spawn_inheriting(cmd: Command, fd: OwnedFd) -> io::Result<Spawned> {
+    submit(cmd, Some(fd)).await
 }
 
 struct SpawnJob {
     cmd: Command,
-    inherit: Option<Inherit>,
+    inherit: Option<OwnedFd>,
     handle: tokio::runtime::Handle,
     reply: oneshot::Sender<io::Result<Spawned>>,
 }
 
-async fn submit(cmd: Command, inherit: Option<Inherit>) -> io::Result<Spawned> {
+async fn submit(cmd: Command, inherit: Option<OwnedFd>) -> io::Result<Spawned> {
     static SPAWNER: OnceLock<Option<std_mpsc::Sender<SpawnJob>>> = OnceLock::new();
     let sender = SPAWNER.get_or_init(|| {
         let (tx, rx) = std_mpsc::channel::<SpawnJob>();
@@ -104,8 +90,8 @@ async fn submit(cmd: Command, inherit: Option<Inherit>) -> io::Result<Spawned> {
 }
 
 /// Runs on the spawner thread only.
-fn run(mut cmd: Command, inherit: Option<Inherit>) -> io::Result<Spawned> {
-    let Some(Inherit { fd, pgid_file }) = inherit else {
+fn run(mut cmd: Command, inherit: Option<OwnedFd>) -> io::Result<Spawned> {
+    let Some(fd) = inherit else {
         return cmd.spawn().map(|child| Spawned {
             child,
             start_time: None,
@@ -117,10 +103,5 @@ fn run(mut cmd: Command, inherit: Option<Inherit>) -> io::Result<Spawned> {
     drop(fd);
     let child = child?;
     let start_time = child.id().and_then(procfs::start_time);
-    if let Some(pid) = child.id()
-        && let Err(e) = std::fs::write(&pgid_file, format!("{pid}\n"))
-    {
-        tracing::warn!(%e, file = %pgid_file.display(), "cannot write the pgid file");
-    }
     Ok(Spawned { child, start_time })
 }

@@ -459,20 +459,30 @@ async fn reap_orphans_kills_marked_groups_and_removes_dirs() {
     let dir = runs.join("run-crashed-1");
     std::fs::create_dir_all(&dir).unwrap();
     use std::os::unix::process::CommandExt;
-    let mut child = std::process::Command::new("sleep")
-        .arg("60")
+    // The marked process shares its group with one that dropped the marker: the group goes too.
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("env -u TROUPE_RUN_DIR sleep 60 & exec sleep 60")
         .env("TROUPE_RUN_DIR", &dir)
         .process_group(0)
         .spawn()
         .unwrap();
     let pgid = child.id() as i32;
-    std::fs::write(dir.join("pgid"), format!("{pgid}\n")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while group_alive(pgid).len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(group_alive(pgid).len(), 2, "both sleeps started");
     // A directory that is not a run's is left alone.
     std::fs::create_dir_all(runs.join("other")).unwrap();
 
     let orphans = reap_orphans(&runs).await;
     assert_eq!(orphans.len(), 1, "{orphans:?}");
-    assert_eq!(orphans[0].pgid, Some(pgid));
+    assert_eq!(
+        orphans[0].killed,
+        [pgid],
+        "the marked process, found by its marker"
+    );
     assert!(orphans[0].removed);
     let status = child.wait().unwrap();
     assert!(status.code().is_none(), "killed by a signal");
