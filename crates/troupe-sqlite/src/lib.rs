@@ -65,7 +65,6 @@ pub struct SqliteStore {
     writer: Arc<Writer>,
     /// Connections for reads, opened as needed up to [`READERS`].
     reader: deadpool::managed::Pool<Readers>,
-    changes: Arc<RunChanges>,
     /// The exclusive lock on `<file>.lock`, released when the last clone is dropped.
     _lock: Arc<std::fs::File>,
 }
@@ -571,10 +570,9 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: Arc::new(Writer {
                 conn: tokio::sync::Mutex::new(conn),
-                changes: changes.clone(),
+                changes,
             }),
             reader,
-            changes,
             _lock: Arc::new(lock),
         })
     }
@@ -1122,7 +1120,7 @@ impl Store for SqliteStore {
     }
 
     fn runs_generation(&self) -> Option<u64> {
-        self.changes.current()
+        self.writer.changes.current()
     }
 
     async fn server_version(&self) -> StoreResult<String> {
