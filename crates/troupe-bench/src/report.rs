@@ -343,6 +343,10 @@ const DEFINITIONS: &str = "
    get all 1,000 answers, launched/s 1,000 / (first POST sent -> last `launched_at`). troupe CPU
    per run: utime + stime of `troupe serve` (`/proc/<pid>/stat`) from just before the burst to
    after its last run finished, over 1,000; its children's (the runs' processes) apart.
+   Context switches per run: the voluntary and involuntary switches of troupe's threads
+   (`/proc/<pid>/task/*/status`) over the same span, over 1,000; each trip of work to another
+   thread (SQLite's, the spawner, the blocking pool) costs some, and the count moves much less
+   with the machine's load than time does.
 3. **ingest**: `--ansible-playbook` is a synthetic producer (`troupe-bench produce`, behind a
    shell wrapper) that ignores ansible's arguments and writes N ansible-runner-shaped JSON lines
    (realistic `event_data`, ANSI stdout, ≈ 1 KB each) as fast as the pipe takes them to the fd in

@@ -3,7 +3,7 @@
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -246,6 +246,35 @@ impl Server {
             own: ms(ticks(14)? + ticks(15)?),
             children: ms(ticks(16)? + ticks(17)?),
         })
+    }
+
+    /// Context switches so far of each live thread of the troupe process (voluntary and
+    /// involuntary, from `/proc/<pid>/task/<tid>/status`), by thread id.
+    pub fn context_switches(&self) -> anyhow::Result<HashMap<u32, u64>> {
+        let mut by_thread = HashMap::new();
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid()))? {
+            let task = task?;
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
+            // A thread that ended meanwhile is skipped.
+            let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+                continue;
+            };
+            let switches = status
+                .lines()
+                .filter_map(|line| {
+                    let (key, value) = line.split_once(':')?;
+                    matches!(
+                        key,
+                        "voluntary_ctxt_switches" | "nonvoluntary_ctxt_switches"
+                    )
+                    .then(|| value.trim().parse::<u64>().ok())?
+                })
+                .sum();
+            by_thread.insert(tid, switches);
+        }
+        Ok(by_thread)
     }
 
     /// SIGTERM, then waits for a clean exit (SIGKILL after 30 s).

@@ -62,6 +62,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     // A burst.
     let burst = if ctx.quick { 100 } else { 1000 };
     let cpu_before = server.cpu_ms()?;
+    let switches_before = server.context_switches()?;
     let t_burst = Instant::now();
     let results: Vec<anyhow::Result<Sent>> = futures_util::stream::iter(0..burst)
         .map(|_| {
@@ -112,6 +113,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     }
     // Every run of the burst has ended (and its process was waited for).
     let cpu_after = server.cpu_ms()?;
+    let switches_after = server.context_switches()?;
     let label = format!("{burst} queued");
     ctx.push(Metric::value(
         title,
@@ -169,12 +171,29 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             per_run(cpu_before.children, cpu_after.children)
         )),
     );
+    // Threads that ended during the burst are missing from the second count, so this can
+    // only err low; threads started during it count from zero.
+    let switches: u64 = switches_after
+        .iter()
+        .map(|(tid, n)| n.saturating_sub(switches_before.get(tid).copied().unwrap_or(0)))
+        .sum();
+    ctx.push(
+        Metric::value(
+            title,
+            "troupe context switches per run",
+            switches as f64 / burst as f64,
+        )
+        .note(
+            "its threads' voluntary + involuntary switches over the burst: trips between threads",
+        ),
+    );
     ctx.details.insert(
         "launch".into(),
         json!({"exact_launched_at": exact, "single_ms": lat, "burst_ms": lat_b,
             "burst_answered_ms": answered, "burst_claimed_ms": claimed, "burst_execd_ms": execd, "burst": burst, "accept_seconds": accept_s,
             "cpu_ms_before": [cpu_before.own, cpu_before.children],
-            "cpu_ms_after": [cpu_after.own, cpu_after.children]}),
+            "cpu_ms_after": [cpu_after.own, cpu_after.children],
+            "context_switches": switches}),
     );
     server.stop()?;
     Ok(())
