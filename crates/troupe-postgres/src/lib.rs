@@ -154,14 +154,6 @@ fn project_from(row: &PgRow) -> StoreResult<Project> {
     })
 }
 
-/// `cols` (a comma-separated column list) with each column taken from table alias `alias`.
-fn qualified(cols: &str, alias: &str) -> String {
-    cols.split(", ")
-        .map(|c| format!("{alias}.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// The inventory a run row was created with.
 fn run_inventory_from(row: &PgRow) -> StoreResult<InventoryContent> {
     Ok(InventoryContent {
@@ -1310,9 +1302,11 @@ impl Store for PgStore {
 
     async fn get_run_launch(&self, id: i64) -> StoreResult<(Project, InventoryContent)> {
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {}, r.inventory_format, r.inventory_hosts, r.inventory_vars \
-             FROM runs r JOIN projects p ON p.id = r.project_id WHERE r.id = $1",
-            qualified(PROJECT_COLS, "p")
+            // The run's side is a subquery of columns projects does not have, so the
+            // project's columns need no table prefix.
+            "SELECT {PROJECT_COLS}, r.inventory_format, r.inventory_hosts, r.inventory_vars \
+             FROM projects JOIN (SELECT project_id, inventory_format, inventory_hosts, \
+             inventory_vars FROM runs WHERE id = $1) r ON projects.id = r.project_id"
         )))
         .bind(id)
         .fetch_optional(&self.pool)
