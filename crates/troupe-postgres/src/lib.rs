@@ -790,22 +790,13 @@ struct EventColumns {
     event_data: Vec<String>,
 }
 
-/// A foreign key violation on a run's rows: the run does not exist.
-fn missing_run(e: sqlx::Error, run_id: i64) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-            StoreError::not_found("run", run_id)
-        }
-        _ => backend(e),
-    }
-}
-
 /// Inserts events (skipping stored counters) and adds what was stored to the run's event count.
+/// Call it inside a transaction: a missing run shows as no run updated, after the events were
+/// inserted, and only the rollback takes them out again (no foreign key checks each row).
 ///
 /// Columns travel as arrays through UNNEST: one statement text whatever the batch size
 /// (prepared once), no parameter limit, and far less parsing than a VALUES list. The insert and
-/// the event_count update are one statement; a missing run shows as a foreign key violation (or,
-/// for an empty batch, as no run updated).
+/// the event_count update are one statement.
 async fn insert_events(conn: &mut PgConnection, run_id: i64, events: &[Event]) -> StoreResult<()> {
     // An empty batch still runs once, to report a missing run.
     let empty: &[Event] = &[];
@@ -845,7 +836,7 @@ async fn insert_events(conn: &mut PgConnection, run_id: i64, events: &[Event]) -
         .bind(cols.event_data)
         .fetch_optional(&mut *conn)
         .await
-        .map_err(|e| missing_run(e, run_id))?;
+        .map_err(backend)?;
         if updated.is_none() {
             return Err(StoreError::not_found("run", run_id));
         }
@@ -1588,9 +1579,19 @@ impl Store for PgStore {
         chunks: &[OutputChunk],
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        // Events first, even none: their statement is what reports a missing run.
+        // The run is checked once per batch (no foreign key checks each row): the events'
+        // statement updates its row, or, for output alone, the row is locked against deletion.
         if !events.is_empty() || chunks.is_empty() {
             insert_events(&mut tx, run_id, events).await?;
+        } else {
+            let found = sqlx::query("SELECT 1 FROM runs WHERE id = $1 FOR KEY SHARE")
+                .bind(run_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+            if found.is_none() {
+                return Err(StoreError::not_found("run", run_id));
+            }
         }
         for part in chunks.chunks(MAX_PARAMS / OUTPUT_PARAMS) {
             let mut q = QueryBuilder::<Postgres>::new(
@@ -1603,10 +1604,7 @@ impl Store for PgStore {
                     .push_bind(pg_text(&c.text).into_owned());
             });
             q.push(" ON CONFLICT (run_id, seq) DO NOTHING");
-            q.build()
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| missing_run(e, run_id))?;
+            q.build().execute(&mut *tx).await.map_err(backend)?;
         }
         tx.commit().await.map_err(backend)
     }

@@ -3,7 +3,7 @@
 //! own, dropped afterwards. Without the variable every case is skipped (and passes).
 
 use futures_util::FutureExt;
-use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,26 +27,28 @@ fn database_name(case: &str) -> String {
     )
 }
 
-async fn admin(options: &PgConnectOptions) -> PgConnection {
-    options.connect().await.expect("connect to the test server")
-}
-
-async fn run(name: &str, case: CaseFn) {
+/// Runs `body` with a store on a database of its own (dropped afterwards, whatever `body` did)
+/// and that database's connect options; skipped without `TROUPE_TEST_DATABASE_URL`.
+async fn with_database<F>(name: &str, body: F)
+where
+    F: AsyncFnOnce(&PgStore, PgConnectOptions),
+{
     let Ok(url) = std::env::var(URL_VAR) else {
         eprintln!("skipped {name}: {URL_VAR} is not set");
         return;
     };
     let base: PgConnectOptions = url.parse().expect("valid TROUPE_TEST_DATABASE_URL");
     let db = database_name(name);
-    let mut conn = admin(&base).await;
+    let mut conn = base.connect().await.expect("connect to the test server");
     sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {db}")))
         .execute(&mut conn)
         .await
         .expect("create test database");
-    let store = PgStore::connect_with(base.clone().database(&db))
+    let options = base.clone().database(&db);
+    let store = PgStore::connect_with(options.clone())
         .await
         .expect("connect store");
-    let outcome = AssertUnwindSafe(case(&store)).catch_unwind().await;
+    let outcome = AssertUnwindSafe(body(&store, options)).catch_unwind().await;
     store.close().await;
     sqlx::query(AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
@@ -60,37 +62,28 @@ async fn run(name: &str, case: CaseFn) {
     }
 }
 
+async fn run(name: &str, case: CaseFn) {
+    with_database(name, async |store, _| case(store).await).await;
+}
+
 troupe_store::conformance_tests!(run);
+
+fn new_project() -> troupe_core::project::NewProject {
+    troupe_core::project::NewProject {
+        name: "p".into(),
+        source: troupe_core::project::ProjectSource::Dir {
+            path: "/srv/p".into(),
+        },
+    }
+}
 
 /// New runs are announced to listeners.
 #[tokio::test]
 async fn new_runs_are_notified() {
-    let Ok(url) = std::env::var(URL_VAR) else {
-        eprintln!("skipped new_runs_are_notified: {URL_VAR} is not set");
-        return;
-    };
-    let base: PgConnectOptions = url.parse().expect("valid URL");
-    let db = database_name("notify");
-    let mut conn = admin(&base).await;
-    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(&mut conn)
-        .await
-        .expect("create");
-    let store = PgStore::connect_with(base.clone().database(&db))
-        .await
-        .expect("connect");
-    let outcome = AssertUnwindSafe(async {
+    with_database("notify", async |store, _| {
         use troupe_store::Store;
         let mut listener = store.listen_for_work().await.expect("listen");
-        let p = store
-            .create_project(&troupe_core::project::NewProject {
-                name: "p".into(),
-                source: troupe_core::project::ProjectSource::Dir {
-                    path: "/srv/p".into(),
-                },
-            })
-            .await
-            .expect("project");
+        let p = store.create_project(&new_project()).await.expect("project");
         let run = store
             .create_run(&troupe_core::run::NewRun {
                 project_id: p.id,
@@ -117,16 +110,50 @@ async fn new_runs_are_notified() {
             .expect("notification");
         assert_eq!(id, run.id);
     })
-    .catch_unwind()
     .await;
-    store.close().await;
-    sqlx::query(AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-    )))
-    .execute(&mut conn)
-    .await
-    .expect("drop");
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+}
+
+/// No foreign key checks events and output row by row: a batch for a run that does not exist
+/// is refused as a whole, and none of its rows stays behind.
+#[tokio::test]
+async fn appends_to_a_missing_run_leave_no_rows() {
+    with_database("orphans", async |store, options| {
+        use troupe_core::event::{Event, EventData};
+        use troupe_store::{OutputChunk, Store, StoreError};
+        let event = Event {
+            counter: 1,
+            uuid: "u1".into(),
+            event: "verbose".into(),
+            parent_uuid: None,
+            created: chrono::Utc::now(),
+            stdout: "x\n".into(),
+            start_line: 0,
+            end_line: 1,
+            event_data: EventData::from_json("{}".into()).expect("event data"),
+        };
+        let chunk = OutputChunk {
+            seq: 1,
+            stream: troupe_store::Stream::Stdout,
+            text: "x\n".into(),
+        };
+        let events = std::slice::from_ref(&event);
+        let chunks = std::slice::from_ref(&chunk);
+        for (evs, out) in [(events, chunks), (events, &[][..]), (&[][..], chunks)] {
+            let got = store.append_batch(4242, evs, out).await;
+            assert!(
+                matches!(got, Err(StoreError::NotFound { .. })),
+                "append to a missing run: {got:?}"
+            );
+        }
+        let mut conn = options.connect().await.expect("connect");
+        let left: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM run_output)",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("count rows");
+        assert_eq!(left, 0, "rows of a missing run were kept");
+        conn.close().await.ok();
+    })
+    .await;
 }
