@@ -30,7 +30,7 @@ pub struct Ctx {
     pub ansible_runner: Option<PathBuf>,
     /// PostgreSQL server URL without a database.
     pub pg: String,
-    /// Repetitions of the 50-host overhead comparison.
+    /// Repetitions of each scenario (scenario 1 does more).
     pub reps: usize,
     /// Scratch space, removed at the end.
     pub tmp: tempfile::TempDir,

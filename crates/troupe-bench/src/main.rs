@@ -44,7 +44,8 @@ struct Common {
         default_value = "postgres://postgres@127.0.0.1:5432"
     )]
     pg: String,
-    /// Repetitions of the 50-host overhead comparison (default 3, 1 with --quick).
+    /// Repetitions of each scenario (default 3, 1 with --quick); scenario 1 repeats the
+    /// 50-host comparison at least 6 times and the 1-host one 12 times.
     #[arg(long, global = true)]
     reps: Option<usize>,
 }

@@ -311,7 +311,10 @@ impl Report {
             "\n**Noise.** This machine is small and shared (other builds run in parallel), so \
              absolute times drift between runs. Compare within one run: scenario 1 interleaves \
              bare / ansible-runner / troupe repetitions (A B C, B C A, C A B, ...) and reports the median of the \
-             per-repetition ratios; read absolute figures as indications.\n\n",
+             per-repetition ratios; read absolute figures as indications. Every other scenario runs \
+             `--reps` times (3 by default), each time on a fresh server: a row shows the median \
+             over the repetitions and their min–max, and the note of the repetition at the \
+             median; `benchmarks.json` keeps each repetition's raw data.\n\n",
         );
         md.push_str("## Results\n\n");
         md.push_str(&table::render_markdown(&HEADERS, &rows));
@@ -340,7 +343,12 @@ const DEFINITIONS: &str = "
    POST to the run's `launched_at` (ansible exec'd, recorded by troupe; `started_at`, the claim,
    when the server does not report `launched_at`; the note says which). \"1 queued\": one run
    at a time. \"1,000 queued\": 1,000 POSTs sent 16 at a time; accepted/s is 1,000 / the time to
-   get all 1,000 answers, launched/s 1,000 / (first POST sent -> last `launched_at`). troupe CPU
+   get all 1,000 answers, launched/s 1,000 / (first POST sent -> last `launched_at`). The
+   machine's CPUs are busy throughout such a burst (the share is in the note): each POST then
+   waits behind the 15 others in flight, ≈ 16 / accepted/s, so its p99 measures the machine's
+   capacity more than troupe's delay. \"1,000 paced\": 1,000 POSTs, each sent at its own time
+   at half the accepted rate, however long the others take: the latency of a run when the
+   machine is not saturated. troupe CPU
    per run: utime + stime of `troupe serve` (`/proc/<pid>/stat`) from just before the burst to
    after its last run finished, over 1,000; its children's (the runs' processes) apart.
    Context switches per run: the voluntary and involuntary switches of troupe's threads

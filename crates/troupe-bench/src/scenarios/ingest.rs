@@ -16,11 +16,8 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let project = ctx.dir("ingest-project")?;
     write_files(&project, &[("bench.yml", SYNTHETIC_PLAYBOOK)])?;
     let producer = crate::producer::write_wrapper(ctx.tmp.path(), &ctx.exe)?;
-    let (events, reps) = if ctx.quick {
-        (20_000u64, 1)
-    } else {
-        (200_000, 3)
-    };
+    let events: u64 = if ctx.quick { 20_000 } else { 200_000 };
+    let reps = ctx.reps;
 
     // SQLite: size after a clean shutdown (WAL checkpointed) before and after the runs.
     let title = "3 ingest (sqlite)";
