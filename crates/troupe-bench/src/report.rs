@@ -310,8 +310,8 @@ impl Report {
         md.push_str(
             "\n**Noise.** This machine is small and shared (other builds run in parallel), so \
              absolute times drift between runs. Compare within one run: scenario 1 interleaves \
-             bare / ansible-runner / troupe repetitions (A B C, B C A, C A B, ...) and reports the median of the \
-             per-repetition ratios; read absolute figures as indications. Every other scenario runs \
+             bare / ansible-runner / troupe repetitions (the six orders in turn, `sync` before each run) \
+             and reports the median of the per-repetition ratios; read absolute figures as indications. Every other scenario runs \
              `--reps` times (3 by default), each time on a fresh server: a row shows the median \
              over the repetitions and their min–max, and the note of the repetition at the \
              median; `benchmarks.json` keeps each repetition's raw data.\n\n",
@@ -335,9 +335,10 @@ const DEFINITIONS: &str = "
    and a 1-host, 1-task play) run by `ansible-playbook` directly (A), by `ansible-runner run` (B)
    and through troupe (C: `POST /api/v1/runs`, timed from the run's `created_at` to its
    `finished_at`, both recorded by troupe, so the harness's polling is not counted). Interleaved
-   after one warm-up of each, every repetition in a rotated order (A B C, B C A, C A B, ...: in
-   a fixed order whatever one run leaves behind always lands on the same next one); the ratios
-   are medians of the per-repetition ratios.
+   after one warm-up of each, the repetitions taking the six orders in turn (A B C, B C A, C A B,
+   A C B, B A C, C B A: in a fixed order, or in rotations of one, whatever one run leaves behind
+   lands on the same next one; over the six, each follows each other equally often), with the
+   disks synced (`sync`) before every run; the ratios are medians of the per-repetition ratios.
 2. **launch**: a playbook executable that exits at once (`--ansible-playbook` points to a shell
    script), `--max-concurrent-runs 1000`; latency is the client's time just before sending the
    POST to the run's `launched_at` (ansible exec'd, recorded by troupe; `started_at`, the claim,

@@ -12,6 +12,16 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+/// The six orders of bare (0), ansible-runner (1) and troupe (2), taken in turn.
+const ORDERS: [[usize; 3]; 6] = [
+    [0, 1, 2],
+    [1, 2, 0],
+    [2, 0, 1],
+    [0, 2, 1],
+    [1, 0, 2],
+    [2, 1, 0],
+];
+
 const BIG: &str = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n    - ansible.builtin.set_fact:\n        x: \"{{ inventory_hostname }}\"\n    - ansible.builtin.debug:\n        msg: \"hello {{ x }}\"\n    - ansible.builtin.command: /bin/true\n      changed_when: false\n";
 const TRIVIAL: &str = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: hi\n";
 
@@ -74,12 +84,15 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         let mut run = Vec::new();
         let mut tr = Vec::new();
         for rep in 0..=reps {
-            // Interleaved, and each repetition in a rotated order (A B C, B C A, C A B, ...): in
-            // a fixed order, whatever one run leaves behind (dirty pages being written back,
-            // caches, CPU frequency) always falls on the same next one.
+            // Interleaved, each repetition in the next of the six orders. In a fixed order, or
+            // in rotations of one (A B C, B C A, C A B: troupe after ansible-runner twice in
+            // three), whatever one run leaves behind (dirty pages being written back, caches,
+            // CPU frequency) falls on the same next one; over the six orders each comes after
+            // each of the others equally often. And the disk is synced before every run.
             let (mut a, mut b, mut c) = (0.0, None, 0.0);
-            for slot in 0..3 {
-                match (rep + slot) % 3 {
+            for which in ORDERS[rep % ORDERS.len()] {
+                sync_disks();
+                match which {
                     0 => a = bare_run(&ansible, &project, playbook, inventory).await?,
                     1 => {
                         if let Some(r) = &runner {
@@ -139,6 +152,11 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.details.insert("overhead".into(), details.into());
     server.stop()?;
     Ok(())
+}
+
+/// Writes dirty pages back before a timed run, so none is left over from the previous one.
+fn sync_disks() {
+    let _ = std::process::Command::new("sync").status();
 }
 
 async fn timed(mut cmd: tokio::process::Command, what: &str) -> anyhow::Result<f64> {
