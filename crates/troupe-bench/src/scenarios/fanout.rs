@@ -42,7 +42,8 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         ansible_playbook: Some(producer),
     })?;
     let pid = server.project(&project).await?;
-    let gate = ctx.tmp.path().join("fanout-gate");
+    // In a directory of this repetition's: a gate left open by the last one would not hold.
+    let gate = ctx.dir("fanout-gate")?.join("open");
     let id = server
         .launch(
             &json!({"project": pid, "playbook": "bench.yml", "hosts": "localhost\n",

@@ -25,7 +25,8 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let pid = server.project(&project).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (idle, _) = server.rss_kib()?;
-    let hold = ctx.tmp.path().join("footprint-hold");
+    // In a directory of this repetition's: a release left by the last one would not hold.
+    let hold = ctx.dir("footprint-hold")?.join("release");
     let mut ids = Vec::new();
     for _ in 0..runs {
         ids.push(
