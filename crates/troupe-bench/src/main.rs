@@ -45,7 +45,7 @@ struct Common {
     )]
     pg: String,
     /// Repetitions of each scenario (default 3, 1 with --quick); scenario 1 repeats the
-    /// 50-host comparison at least 6 times and the 1-host one 12 times.
+    /// 50-host comparison at least 6 times and the 1-host one 30 times.
     #[arg(long, global = true)]
     reps: Option<usize>,
 }
