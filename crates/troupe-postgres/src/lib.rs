@@ -342,13 +342,38 @@ async fn require_row(
     what: &'static str,
     id: i64,
 ) -> StoreResult<()> {
-    let found = sqlx::query(AssertSqlSafe(format!(
-        "SELECT 1 FROM {table} WHERE id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(conn)
+    row_exists(
+        conn,
+        format!("SELECT 1 FROM {table} WHERE id = $1"),
+        what,
+        id,
+    )
     .await
-    .map_err(backend)?;
+}
+
+/// Like [`require_row`], and holds a `KEY SHARE` lock on the row until the transaction ends: a
+/// concurrent delete of it waits, and then sees what this transaction stored.
+async fn share_row(
+    conn: &mut PgConnection,
+    table: &'static str,
+    what: &'static str,
+    id: i64,
+) -> StoreResult<()> {
+    let sql = format!("SELECT 1 FROM {table} WHERE id = $1 FOR KEY SHARE");
+    row_exists(conn, sql, what, id).await
+}
+
+async fn row_exists(
+    conn: &mut PgConnection,
+    sql: String,
+    what: &'static str,
+    id: i64,
+) -> StoreResult<()> {
+    let found = sqlx::query(AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+        .map_err(backend)?;
     match found {
         Some(_) => Ok(()),
         None => Err(StoreError::not_found(what, id)),
@@ -384,14 +409,7 @@ async fn insert_run(
     if let Some(inventory_id) = new.inventory_id {
         // KEY SHARE: a concurrent delete_inventory waits for this run to be stored, and
         // then sees it.
-        let inventory = sqlx::query("SELECT 1 FROM inventories WHERE id = $1 FOR KEY SHARE")
-            .bind(inventory_id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(backend)?;
-        if inventory.is_none() {
-            return Err(StoreError::not_found("inventory", inventory_id));
-        }
+        share_row(&mut *conn, "inventories", "inventory", inventory_id).await?;
     }
     if let Some((job_id, unit)) = &new.job_unit {
         require_row(conn, "jobs", "job", *job_id).await?;
@@ -1584,14 +1602,7 @@ impl Store for PgStore {
         if !events.is_empty() || chunks.is_empty() {
             insert_events(&mut tx, run_id, events).await?;
         } else {
-            let found = sqlx::query("SELECT 1 FROM runs WHERE id = $1 FOR KEY SHARE")
-                .bind(run_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?;
-            if found.is_none() {
-                return Err(StoreError::not_found("run", run_id));
-            }
+            share_row(&mut tx, "runs", "run", run_id).await?;
         }
         for part in chunks.chunks(MAX_PARAMS / OUTPUT_PARAMS) {
             let mut q = QueryBuilder::<Postgres>::new(
