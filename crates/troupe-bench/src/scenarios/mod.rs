@@ -59,10 +59,10 @@ impl Scenario {
 /// themselves (interleaved, or on one server); every other scenario is run `ctx.reps` times,
 /// each time on a fresh server.
 pub async fn run(s: Scenario, ctx: &mut Ctx) -> anyhow::Result<()> {
-    match s {
-        Scenario::Overhead => overhead::run(ctx).await,
-        Scenario::Ingest => ingest::run(ctx).await,
-        _ => repeated(s, ctx).await,
+    if matches!(s, Scenario::Overhead | Scenario::Ingest) {
+        once(s, ctx).await
+    } else {
+        repeated(s, ctx).await
     }
 }
 

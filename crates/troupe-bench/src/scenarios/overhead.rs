@@ -83,6 +83,10 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         };
         println!("  {label}: warm-up, then {reps} × (bare, runner, troupe)");
         let hosts_text = std::fs::read_to_string(project.join(inventory))?;
+        // troupe's own timestamps time its runs, so polling faster would not make them more
+        // exact; it would only take CPU from the ansible being timed (20 GETs a second over the
+        // 50-host run doubled troupe's CPU during it).
+        let poll = Duration::from_millis(if hosts > 1 { 500 } else { 50 });
         let mut bare = Vec::new();
         let mut run = Vec::new();
         let mut tr = Vec::new();
@@ -102,7 +106,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                             b = Some(runner_run(r, ctx, &project, playbook, inventory).await?);
                         }
                     }
-                    _ => c = troupe_run(&server, pid, playbook, &hosts_text).await?,
+                    _ => c = troupe_run(&server, pid, playbook, &hosts_text, poll).await?,
                 }
             }
             if rep == 0 {
@@ -214,16 +218,13 @@ async fn troupe_run(
     project: i64,
     playbook: &str,
     hosts: &str,
+    poll: Duration,
 ) -> anyhow::Result<f64> {
     let id = server
         .launch(&json!({"project": project, "playbook": playbook, "hosts": hosts}))
         .await?;
-    // The time comes from troupe's own timestamps, so polling faster would not make it more
-    // exact; it would only take CPU from the ansible being timed (20 GETs a second for the
-    // length of the 50-host run doubled troupe's CPU over it).
-    let every = Duration::from_millis(if hosts.lines().count() > 3 { 500 } else { 50 });
     let run = server
-        .wait_finished(id, every, Duration::from_secs(900))
+        .wait_finished(id, poll, Duration::from_secs(900))
         .await?;
     if run["status"] != "successful" {
         bail!(
