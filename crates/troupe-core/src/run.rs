@@ -254,14 +254,125 @@ pub struct NewRun {
     pub labels: Labels,
     /// A tag grouping related runs (jobs use it).
     pub tag: Option<String>,
-    /// The job and unit this run is an action of (RedRunner).
-    pub job_unit: Option<(i64, String)>,
-    /// The run this one relaunches.
-    pub relaunch_of: Option<i64>,
-    /// The template it was launched from.
-    pub template_id: Option<i64>,
+    /// What started the run.
+    pub origin: Origin,
+}
+
+/// What started a run: one value instead of a field per way of starting one.
+///
+/// A relaunch or a slice keeps the lineage of the run it comes from (its template, its job and
+/// unit), so a relaunched template run still counts as a run of that template.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// Launched directly, through the API or the CLI.
+    #[default]
+    Api,
+    /// Launched from a saved template.
+    Template {
+        /// The template.
+        template_id: i64,
+    },
+    /// An action on a job's unit (RedRunner).
+    JobUnit {
+        /// The job.
+        job_id: i64,
+        /// The unit acted on.
+        unit: String,
+    },
+    /// Started by an event rule, directly or through a template.
+    Rule {
+        /// The rule's name.
+        rule: String,
+        /// The event source's name.
+        source: String,
+        /// The template the rule's action launched, if any.
+        template_id: Option<i64>,
+    },
+    /// A relaunch of a finished run.
+    Relaunch {
+        /// The run relaunched.
+        of: i64,
+        /// What started that run.
+        original: Box<Origin>,
+    },
+    /// One slice of a split run.
+    Slice {
+        /// The slice's place in its split run.
+        of: SliceOf,
+        /// What started the split run.
+        original: Box<Origin>,
+    },
+}
+
+impl Origin {
+    /// The template the run comes from, through relaunches and slices.
+    pub fn template_id(&self) -> Option<i64> {
+        match self {
+            Origin::Template { template_id } => Some(*template_id),
+            Origin::Rule { template_id, .. } => *template_id,
+            Origin::Relaunch { original, .. } | Origin::Slice { original, .. } => {
+                original.template_id()
+            }
+            Origin::Api | Origin::JobUnit { .. } => None,
+        }
+    }
+
+    /// The job and unit the run is an action of, through relaunches and slices.
+    pub fn job_unit(&self) -> Option<(i64, &str)> {
+        match self {
+            Origin::JobUnit { job_id, unit } => Some((*job_id, unit.as_str())),
+            Origin::Relaunch { original, .. } | Origin::Slice { original, .. } => {
+                original.job_unit()
+            }
+            Origin::Api | Origin::Template { .. } | Origin::Rule { .. } => None,
+        }
+    }
+
+    /// The run this one relaunches (a slice of a relaunch is not itself a relaunch).
+    pub fn relaunch_of(&self) -> Option<i64> {
+        match self {
+            Origin::Relaunch { of, .. } => Some(*of),
+            _ => None,
+        }
+    }
+
     /// The split run this run is a slice of.
-    pub slice_of: Option<SliceOf>,
+    pub fn slice_of(&self) -> Option<SliceOf> {
+        match self {
+            Origin::Slice { of, .. } => Some(*of),
+            _ => None,
+        }
+    }
+
+    /// What started a stored run, as far as its stored columns tell: the lineage a relaunch or
+    /// a slice of it keeps.
+    pub fn of_run(run: &Run) -> Origin {
+        let base = match (run.job_id, &run.unit, run.template_id) {
+            (Some(job_id), Some(unit), _) => Origin::JobUnit {
+                job_id,
+                unit: unit.clone(),
+            },
+            (_, _, Some(template_id)) => Origin::Template { template_id },
+            _ => Origin::Api,
+        };
+        match (run.parent_id, run.slice, run.slice_count) {
+            (Some(parent_id), Some(slice), Some(count)) => Origin::Slice {
+                of: SliceOf {
+                    parent_id,
+                    slice,
+                    count,
+                },
+                original: Box::new(base),
+            },
+            _ => match run.relaunch_of {
+                Some(of) => Origin::Relaunch {
+                    of,
+                    original: Box::new(base),
+                },
+                None => base,
+            },
+        }
+    }
 }
 
 /// A slice's place in its split run.

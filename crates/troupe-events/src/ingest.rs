@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use troupe_core::inbound::{EventRecord, EventStatus, RuleResult};
 use troupe_core::inventory::{InventoryContent, InventoryFormat};
 use troupe_core::project::PlaybookRef;
-use troupe_core::run::{CancelMode, Labels, NewRun, RunOptions};
+use troupe_core::run::{CancelMode, Labels, NewRun, Origin, RunOptions};
 use troupe_store::{Concurrency, Gate, Ingested, NewEventRecord, Proposal, Store, StoreError};
 use troupe_worker::WorkerPool;
 use troupe_worker::playbooks::{project_root, resolve_playbook};
@@ -276,10 +276,11 @@ impl Ingestor {
             options,
             labels,
             tag: None,
-            job_unit: None,
-            relaunch_of: None,
-            template_id,
-            slice_of: None,
+            origin: Origin::Rule {
+                rule: rule.name().to_owned(),
+                source: event.source.clone(),
+                template_id,
+            },
         };
         new.validate().map_err(|e| e.to_string())?;
         Ok(new)

@@ -411,8 +411,8 @@ async fn insert_run(
         // then sees it.
         share_row(&mut *conn, "inventories", "inventory", inventory_id).await?;
     }
-    if let Some((job_id, unit)) = &new.job_unit {
-        require_row(conn, "jobs", "job", *job_id).await?;
+    if let Some((job_id, unit)) = new.origin.job_unit() {
+        require_row(conn, "jobs", "job", job_id).await?;
         let found = sqlx::query("SELECT 1 FROM job_units WHERE job_id = $1 AND name = $2")
             .bind(job_id)
             .bind(unit)
@@ -420,22 +420,22 @@ async fn insert_run(
             .await
             .map_err(backend)?;
         if found.is_none() {
-            return Err(unit_not_found(*job_id, unit));
+            return Err(unit_not_found(job_id, unit));
         }
     }
-    if let Some(relaunch_of) = new.relaunch_of {
+    if let Some(relaunch_of) = new.origin.relaunch_of() {
         require_row(conn, "runs", "run", relaunch_of).await?;
     }
-    if let Some(template_id) = new.template_id {
+    if let Some(template_id) = new.origin.template_id() {
         require_row(conn, "templates", "template", template_id).await?;
     }
-    if let Some(slice_of) = &new.slice_of {
+    if let Some(slice_of) = new.origin.slice_of() {
         require_row(conn, "runs", "run", slice_of.parent_id).await?;
     }
     let (job_id, unit) = new
-        .job_unit
-        .as_ref()
-        .map(|(j, u)| (Some(*j), Some(u.as_str())))
+        .origin
+        .job_unit()
+        .map(|(j, u)| (Some(j), Some(u)))
         .unwrap_or_default();
     let row = sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO runs (project_id, playbook, inventory_id, inventory_format, \
@@ -462,11 +462,11 @@ async fn insert_run(
     .bind(now())
     .bind(job_id)
     .bind(unit)
-    .bind(new.relaunch_of)
-    .bind(new.template_id)
-    .bind(new.slice_of.map(|s| s.parent_id))
-    .bind(new.slice_of.map(|s| s.slice))
-    .bind(new.slice_of.map(|s| s.count))
+    .bind(new.origin.relaunch_of())
+    .bind(new.origin.template_id())
+    .bind(new.origin.slice_of().map(|s| s.parent_id))
+    .bind(new.origin.slice_of().map(|s| s.slice))
+    .bind(new.origin.slice_of().map(|s| s.count))
     .bind(origin.event_id)
     .bind(origin.concurrency_key.map(|k| pg_text(k).into_owned()))
     .fetch_one(&mut *conn)

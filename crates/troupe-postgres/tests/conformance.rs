@@ -97,10 +97,7 @@ async fn new_runs_are_notified() {
                 options: Default::default(),
                 labels: Default::default(),
                 tag: None,
-                job_unit: None,
-                relaunch_of: None,
-                template_id: None,
-                slice_of: None,
+                origin: troupe_core::run::Origin::Api,
             })
             .await
             .expect("run");

@@ -757,7 +757,7 @@ async fn insert_run(
 /// labels (a second table) and no job unit (the one reference no foreign key checks), so the
 /// foreign keys check all it refers to.
 fn one_statement_run(new: &NewRun) -> bool {
-    new.labels.is_empty() && new.job_unit.is_none()
+    new.labels.is_empty() && new.origin.job_unit().is_none()
 }
 
 /// Every row `new` refers to exists, or `NotFound` naming the first that does not.
@@ -780,8 +780,8 @@ async fn check_references(conn: &mut SqliteConnection, new: &NewRun) -> StoreRes
             return Err(StoreError::not_found("inventory", inventory_id));
         }
     }
-    if let Some((job_id, unit)) = &new.job_unit {
-        require_row(conn, "jobs", "job", *job_id).await?;
+    if let Some((job_id, unit)) = new.origin.job_unit() {
+        require_row(conn, "jobs", "job", job_id).await?;
         let found = sqlx::query("SELECT 1 FROM job_units WHERE job_id = ? AND name = ?")
             .bind(job_id)
             .bind(unit)
@@ -789,16 +789,16 @@ async fn check_references(conn: &mut SqliteConnection, new: &NewRun) -> StoreRes
             .await
             .map_err(backend)?;
         if found.is_none() {
-            return Err(unit_not_found(*job_id, unit));
+            return Err(unit_not_found(job_id, unit));
         }
     }
-    if let Some(relaunch_of) = new.relaunch_of {
+    if let Some(relaunch_of) = new.origin.relaunch_of() {
         require_row(conn, "runs", "run", relaunch_of).await?;
     }
-    if let Some(template_id) = new.template_id {
+    if let Some(template_id) = new.origin.template_id() {
         require_row(conn, "templates", "template", template_id).await?;
     }
-    if let Some(slice_of) = &new.slice_of {
+    if let Some(slice_of) = new.origin.slice_of() {
         require_row(conn, "runs", "run", slice_of.parent_id).await?;
     }
     Ok(())
@@ -813,9 +813,9 @@ async fn insert_run_row(
     let options = to_json(&new.options)?;
     let labels = to_json(&new.labels)?;
     let (job_id, unit) = new
-        .job_unit
-        .as_ref()
-        .map(|(j, u)| (Some(*j), Some(u.as_str())))
+        .origin
+        .job_unit()
+        .map(|(j, u)| (Some(j), Some(u)))
         .unwrap_or_default();
     let row = sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO runs (project_id, playbook, inventory_id, inventory_format, \
@@ -837,11 +837,11 @@ async fn insert_run_row(
     .bind(now_us())
     .bind(job_id)
     .bind(unit)
-    .bind(new.relaunch_of)
-    .bind(new.template_id)
-    .bind(new.slice_of.map(|s| s.parent_id))
-    .bind(new.slice_of.map(|s| s.slice))
-    .bind(new.slice_of.map(|s| s.count))
+    .bind(new.origin.relaunch_of())
+    .bind(new.origin.template_id())
+    .bind(new.origin.slice_of().map(|s| s.parent_id))
+    .bind(new.origin.slice_of().map(|s| s.slice))
+    .bind(new.origin.slice_of().map(|s| s.count))
     .bind(origin.event_id)
     .bind(origin.concurrency_key)
     .fetch_one(&mut *conn)

@@ -28,7 +28,9 @@ use troupe_core::inbound::{
 use troupe_core::inventory::{InventoryContent, InventoryFormat, NewInventory};
 use troupe_core::job::{Job, NewJob, Unit, UnitSource};
 use troupe_core::project::{NewProject, PlaybookRef, Project, ProjectSource, ProjectSync};
-use troupe_core::run::{CancelMode, HostStats, Labels, NewRun, Run, RunOptions, RunSummary};
+use troupe_core::run::{
+    CancelMode, HostStats, Labels, NewRun, Origin, Run, RunOptions, RunSummary,
+};
 use troupe_core::template::NewTemplate;
 use troupe_core::{Event, RunStatus};
 
@@ -207,10 +209,7 @@ fn new_run(project_id: i64) -> NewRun {
         options: RunOptions::default(),
         labels: Labels::new(),
         tag: None,
-        job_unit: None,
-        relaunch_of: None,
-        template_id: None,
-        slice_of: None,
+        origin: Origin::Api,
     }
 }
 
@@ -439,10 +438,7 @@ pub async fn create_run_round_trip(store: &dyn Store) {
         options: options.clone(),
         labels: labels.clone(),
         tag: Some("nightly".into()),
-        job_unit: None,
-        relaunch_of: None,
-        template_id: None,
-        slice_of: None,
+        origin: Origin::Api,
     };
     let run = store.create_run(&new).await.expect("create run");
     assert_eq!(run.project_id, p.id);
@@ -514,16 +510,19 @@ pub async fn create_run_missing_references(store: &dyn Store) {
         set(&mut new);
         new
     };
-    let relaunch = refer(&|n| n.relaunch_of = Some(4243));
+    let relaunch = refer(&|n| n.origin = relaunch(4243, Origin::Api));
     assert_not_found(store.create_run(&relaunch).await, "run");
-    let template = refer(&|n| n.template_id = Some(4244));
+    let template = refer(&|n| n.origin = Origin::Template { template_id: 4244 });
     assert_not_found(store.create_run(&template).await, "template");
     let slice = refer(&|n| {
-        n.slice_of = Some(troupe_core::run::SliceOf {
-            parent_id: 4245,
-            slice: 1,
-            count: 2,
-        })
+        n.origin = Origin::Slice {
+            of: troupe_core::run::SliceOf {
+                parent_id: 4245,
+                slice: 1,
+                count: 2,
+            },
+            original: Box::new(Origin::Api),
+        }
     });
     assert_not_found(store.create_run(&slice).await, "run");
     let all = store
@@ -2420,15 +2419,19 @@ pub async fn run_links_round_trip(store: &dyn Store) {
         assert!(missing, "a plain run has no {field}");
     }
     let mut new = new_run(p.id);
-    new.job_unit = Some((job.id, "db".into()));
-    new.relaunch_of = Some(plain.id);
-    new.template_id = Some(template.id);
+    new.origin = relaunch(
+        plain.id,
+        Origin::JobUnit {
+            job_id: job.id,
+            unit: "db".into(),
+        },
+    );
     new.options.start_at_task = Some("restart db".into());
     let run = store.create_run(&new).await.expect("linked run");
     assert_eq!(run.job_id, Some(job.id));
     assert_eq!(run.unit.as_deref(), Some("db"));
     assert_eq!(run.relaunch_of, Some(plain.id));
-    assert_eq!(run.template_id, Some(template.id));
+    assert_eq!(run.template_id, None);
     assert_eq!(run.options.start_at_task.as_deref(), Some("restart db"));
     assert_eq!(run.launched_at, None);
     assert_eq!(run.commit, None);
@@ -2444,6 +2447,30 @@ pub async fn run_links_round_trip(store: &dyn Store) {
         .await
         .expect("list");
     assert_eq!(listed.first(), Some(&run), "listing carries the links");
+    let mut new = new_run(p.id);
+    new.origin = relaunch(
+        run.id,
+        Origin::Template {
+            template_id: template.id,
+        },
+    );
+    let templated = store.create_run(&new).await.expect("templated relaunch");
+    assert_eq!(templated.template_id, Some(template.id));
+    assert_eq!(templated.relaunch_of, Some(run.id));
+    assert_eq!(
+        (templated.job_id, templated.unit.as_deref()),
+        (None, None),
+        "a template run is no job action"
+    );
+    assert_eq!(Origin::of_run(&templated), new.origin);
+}
+
+/// A relaunch of `of`, which was started by `original`.
+fn relaunch(of: i64, original: Origin) -> Origin {
+    Origin::Relaunch {
+        of,
+        original: Box::new(original),
+    }
 }
 
 /// A link to a missing job, unit, run or template is `NotFound`, and nothing is stored.
@@ -2461,7 +2488,12 @@ pub async fn create_run_missing_links(store: &dyn Store) {
     assert_not_found(
         store
             .create_run(&with(
-                |n, j| n.job_unit = Some((j + 100, "web".into())),
+                |n, j| {
+                    n.origin = Origin::JobUnit {
+                        job_id: j + 100,
+                        unit: "web".into(),
+                    }
+                },
                 job.id,
             ))
             .await,
@@ -2469,19 +2501,30 @@ pub async fn create_run_missing_links(store: &dyn Store) {
     );
     assert_not_found(
         store
-            .create_run(&with(|n, j| n.job_unit = Some((j, "db".into())), job.id))
+            .create_run(&with(
+                |n, j| {
+                    n.origin = Origin::JobUnit {
+                        job_id: j,
+                        unit: "db".into(),
+                    }
+                },
+                job.id,
+            ))
             .await,
         "unit",
     );
     assert_not_found(
         store
-            .create_run(&with(|n, r| n.relaunch_of = Some(r), 4242))
+            .create_run(&with(|n, r| n.origin = relaunch(r, Origin::Api), 4242))
             .await,
         "run",
     );
     assert_not_found(
         store
-            .create_run(&with(|n, t| n.template_id = Some(t), 4242))
+            .create_run(&with(
+                |n, t| n.origin = Origin::Template { template_id: t },
+                4242,
+            ))
             .await,
         "template",
     );
@@ -2511,8 +2554,17 @@ pub async fn list_runs_by_job_unit_relaunch(store: &dyn Store) {
         .expect("job");
     let mk = |job_unit: Option<(i64, &str)>, relaunch_of: Option<i64>| {
         let mut n = new_run(p.id);
-        n.job_unit = job_unit.map(|(j, u)| (j, u.to_owned()));
-        n.relaunch_of = relaunch_of;
+        let base = match job_unit {
+            Some((job_id, unit)) => Origin::JobUnit {
+                job_id,
+                unit: unit.to_owned(),
+            },
+            None => Origin::Api,
+        };
+        n.origin = match relaunch_of {
+            Some(of) => relaunch(of, base),
+            None => base,
+        };
         n
     };
     let r1 = store
@@ -2688,11 +2740,14 @@ pub async fn slices_link_to_their_parent(store: &dyn Store) {
     let mut ids = Vec::new();
     for slice in 1..=3 {
         let mut new = new_run(p.id);
-        new.slice_of = Some(troupe_core::run::SliceOf {
-            parent_id: parent.id,
-            slice,
-            count: 3,
-        });
+        new.origin = Origin::Slice {
+            of: troupe_core::run::SliceOf {
+                parent_id: parent.id,
+                slice,
+                count: 3,
+            },
+            original: Box::new(Origin::Api),
+        };
         let child = store.create_run(&new).await.expect("slice");
         assert_eq!(child.parent_id, Some(parent.id));
         assert_eq!(child.slice, Some(slice));
@@ -2719,11 +2774,14 @@ pub async fn slices_link_to_their_parent(store: &dyn Store) {
     ids.reverse();
     assert_eq!(listed, ids, "newest first, only the slices");
     let mut orphan = new_run(p.id);
-    orphan.slice_of = Some(troupe_core::run::SliceOf {
-        parent_id: 999_999,
-        slice: 1,
-        count: 1,
-    });
+    orphan.origin = Origin::Slice {
+        of: troupe_core::run::SliceOf {
+            parent_id: 999_999,
+            slice: 1,
+            count: 1,
+        },
+        original: Box::new(Origin::Api),
+    };
     assert!(matches!(
         store.create_run(&orphan).await,
         Err(StoreError::NotFound { .. })

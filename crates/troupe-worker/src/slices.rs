@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use troupe_core::project::PlaybookRef;
-use troupe_core::run::{CancelMode, NewRun, Run, RunOptions, RunSummary, SliceOf};
+use troupe_core::run::{CancelMode, NewRun, Origin, Run, RunOptions, RunSummary, SliceOf};
 use troupe_core::slice::partition;
 use troupe_core::{Event, RunStatus};
 use troupe_store::{Lease, OutputChunk, RunOutcome, Stream};
@@ -97,14 +97,14 @@ impl WorkerPool {
                 options,
                 labels: run.labels.clone(),
                 tag: run.tag.clone(),
-                job_unit: run.job_id.zip(run.unit.clone()),
-                relaunch_of: None,
-                template_id: run.template_id,
-                slice_of: Some(SliceOf {
-                    parent_id: run.id,
-                    slice: i32::try_from(i + 1).unwrap_or(i32::MAX),
-                    count,
-                }),
+                origin: Origin::Slice {
+                    of: SliceOf {
+                        parent_id: run.id,
+                        slice: i32::try_from(i + 1).unwrap_or(i32::MAX),
+                        count,
+                    },
+                    original: Box::new(Origin::of_run(run)),
+                },
             };
             match self.store.create_run(&new).await {
                 Ok(child) => {

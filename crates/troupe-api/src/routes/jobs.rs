@@ -421,10 +421,10 @@ async fn launch_action(
         },
         labels: Default::default(),
         tag: Some(job.tag.clone()),
-        job_unit: Some((job.id, unit.name.clone())),
-        relaunch_of: None,
-        template_id: None,
-        slice_of: None,
+        origin: troupe_core::run::Origin::JobUnit {
+            job_id: job.id,
+            unit: unit.name.clone(),
+        },
     };
     submit(state, new).await
 }

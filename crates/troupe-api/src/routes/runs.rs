@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use troupe_core::inventory::{InventoryContent, InventoryFormat};
-use troupe_core::run::{CancelMode, HostStats, Labels, NewRun, Run, RunOptions};
+use troupe_core::run::{CancelMode, HostStats, Labels, NewRun, Origin, Run, RunOptions};
 use troupe_core::{Event, RunStatus};
 use troupe_store::{Page, RunFilter, Stream};
 use utoipa_axum::router::OpenApiRouter;
@@ -161,10 +161,7 @@ async fn create_run(
         },
         labels: req.labels,
         tag: req.tag,
-        job_unit: None,
-        relaunch_of: None,
-        template_id: None,
-        slice_of: None,
+        origin: Origin::Api,
     };
     let run = submit(&state, new).await?;
     Ok((StatusCode::CREATED, Json(run)))
@@ -609,10 +606,10 @@ async fn relaunch_run(
         options,
         labels: run.labels.clone(),
         tag: run.tag.clone(),
-        job_unit: run.job_id.zip(run.unit.clone()),
-        relaunch_of: Some(id),
-        template_id: run.template_id,
-        slice_of: None,
+        origin: Origin::Relaunch {
+            of: id,
+            original: Box::new(Origin::of_run(&run)),
+        },
     };
     let created = submit(&state, new).await?;
     Ok((StatusCode::CREATED, Json(created)))

@@ -169,10 +169,9 @@ async fn launch_template(
         options,
         labels,
         tag: None,
-        job_unit: None,
-        relaunch_of: None,
-        template_id: Some(template.id),
-        slice_of: None,
+        origin: troupe_core::run::Origin::Template {
+            template_id: template.id,
+        },
     };
     let run = submit(&state, new).await?;
     Ok((StatusCode::CREATED, Json(run)))
