@@ -9,6 +9,7 @@ use troupe_worker::{LiveHub, WorkerPool};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+mod artifacts;
 pub mod auth;
 pub mod error;
 mod extract;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The embedded workers (woken on new runs, told of cancels).
     pub pool: Arc<WorkerPool>,
+    /// Starts runs: every route that creates one goes through it.
+    pub launcher: Arc<troupe_launch::Launcher>,
     /// Valid API token hashes.
     pub tokens: Arc<TokenSet>,
     /// Where stored events and run changes are announced to live subscribers.

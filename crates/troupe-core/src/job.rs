@@ -122,6 +122,22 @@ pub fn validate_action(action: &str) -> Result<(), ValidationError> {
     }
 }
 
+/// A job's status from its units' latest run statuses (`idle` for a unit without runs):
+/// `idle` when no unit has run, `running` while a unit's latest run is queued or running,
+/// `failed` when some unit's latest run did not succeed, else `successful`.
+pub fn aggregate_status<'a>(statuses: impl Iterator<Item = &'a str>) -> &'static str {
+    let all: Vec<&str> = statuses.collect();
+    if all.iter().all(|s| *s == "idle") {
+        "idle"
+    } else if all.iter().any(|s| matches!(*s, "queued" | "running")) {
+        "running"
+    } else if all.iter().any(|s| !matches!(*s, "successful" | "idle")) {
+        "failed"
+    } else {
+        "successful"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +165,26 @@ mod tests {
         assert!(
             validate_action("back-up").is_err(),
             "'-' separates action from unit"
+        );
+    }
+    #[test]
+    fn job_status_aggregates_unit_statuses() {
+        assert_eq!(aggregate_status(["idle", "idle"].into_iter()), "idle");
+        assert_eq!(
+            aggregate_status(["successful", "running"].into_iter()),
+            "running"
+        );
+        assert_eq!(
+            aggregate_status(["successful", "failed"].into_iter()),
+            "failed"
+        );
+        assert_eq!(
+            aggregate_status(["successful", "idle"].into_iter()),
+            "successful"
+        );
+        assert_eq!(
+            aggregate_status(["successful", "canceled"].into_iter()),
+            "failed"
         );
     }
 }

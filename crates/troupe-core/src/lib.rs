@@ -8,6 +8,7 @@ pub mod event;
 pub mod inbound;
 pub mod inventory;
 pub mod job;
+pub mod overrides;
 pub mod project;
 pub mod run;
 pub mod slice;

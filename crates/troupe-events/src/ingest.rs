@@ -8,15 +8,16 @@ use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use troupe_core::inbound::{EventRecord, EventStatus, RuleResult};
 use troupe_core::inventory::{InventoryContent, InventoryFormat};
-use troupe_core::project::PlaybookRef;
-use troupe_core::run::{CancelMode, Labels, NewRun, Origin, RunOptions};
+use troupe_core::overrides::Overrides;
+use troupe_core::run::{CancelMode, NewRun, Origin};
+use troupe_launch::{
+    self as launch, InventorySource, Launch, LaunchError, LaunchOptions, LaunchRequest, ProjectRef,
+    Ref,
+};
 use troupe_store::{Concurrency, Gate, Ingested, NewEventRecord, Proposal, Store, StoreError};
-use troupe_worker::WorkerPool;
-use troupe_worker::playbooks::{project_root, resolve_playbook};
 
 /// The inventory of rules that name none: this machine only, as Loopabull ran, with the
 /// Python that runs ansible (so modules find the same libraries).
@@ -25,23 +26,33 @@ pub const LOCAL_INVENTORY: &str = "localhost ansible_connection=local ansible_py
 /// Records events and starts the runs their rules ask for.
 pub struct Ingestor {
     store: Arc<dyn Store>,
-    pool: Arc<WorkerPool>,
-    projects_dir: PathBuf,
+    launch: Arc<dyn Launch>,
     rules: RwLock<Arc<Rules>>,
 }
 
+/// Why a rule's run could not be built; stored as the rule's result in the event record.
+#[derive(Debug, thiserror::Error)]
+enum BuildError {
+    /// The rule cannot name a playbook for this event.
+    #[error("{0}")]
+    Rule(String),
+    /// The payload cannot be extra vars.
+    #[error(
+        "the payload is {0}, not an object, so it cannot be extra vars; set action.vars_key to \
+         pass it under a variable"
+    )]
+    PayloadNotObject(&'static str),
+    /// The launch service refused the run.
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+}
+
 impl Ingestor {
-    /// An ingestor applying `rules`.
-    pub fn new(
-        store: Arc<dyn Store>,
-        pool: Arc<WorkerPool>,
-        projects_dir: PathBuf,
-        rules: Arc<Rules>,
-    ) -> Ingestor {
+    /// An ingestor applying `rules`, starting runs through `launch`.
+    pub fn new(store: Arc<dyn Store>, launch: Arc<dyn Launch>, rules: Arc<Rules>) -> Ingestor {
         Ingestor {
             store,
-            pool,
-            projects_dir,
+            launch,
             rules: RwLock::new(rules),
         }
     }
@@ -136,7 +147,9 @@ impl Ingestor {
                         within: *within,
                     })
                     .collect(),
-                self.build_run(m, event, payload).await,
+                self.build_run(m, event, payload)
+                    .await
+                    .map_err(|e| e.to_string()),
             ),
             Err(e) => (Vec::new(), Err(e.clone())),
         };
@@ -156,145 +169,87 @@ impl Ingestor {
         m: &Match<'_>,
         event: &Inbound,
         payload: &Value,
-    ) -> Result<NewRun, String> {
+    ) -> Result<NewRun, BuildError> {
         let rule = m.rule;
         let action = rule.action();
-        let backend = |e: StoreError| format!("store: {e}");
-        let (project, playbook, inventory_name, mut options, template_id, mut labels) =
-            match &rule.target {
-                Target::Template(name) => {
-                    let t = self
-                        .store
-                        .find_template(name)
-                        .await
-                        .map_err(backend)?
-                        .ok_or_else(|| format!("no template named {name:?}"))?;
-                    let project = self
-                        .store
-                        .get_project(t.project_id)
-                        .await
-                        .map_err(backend)?;
-                    let inventory = match &action.inventory {
-                        Some(name) => Some(name.clone()),
-                        None => Some(
-                            self.store
-                                .get_inventory(t.inventory_id)
-                                .await
-                                .map_err(|_| {
-                                    format!("the inventory of template {name:?} no longer exists")
-                                })?
-                                .name,
-                        ),
-                    };
-                    let mut options = t.defaults.clone();
-                    if let Some(o) = &action.options {
-                        merge_options(&mut options, o);
-                    }
-                    (
-                        project,
-                        t.playbook.clone(),
-                        inventory,
-                        options,
-                        Some(t.id),
-                        t.labels,
-                    )
-                }
-                _ => {
-                    let name = action.project.as_deref().unwrap_or_default();
-                    let project = self
-                        .store
-                        .find_project(name)
-                        .await
-                        .map_err(backend)?
-                        .ok_or_else(|| format!("no project named {name:?}"))?;
-                    let playbook = rule.playbook_for(&event.routing_key)?.unwrap_or_default();
-                    (
-                        project,
+        let inventory = action
+            .inventory
+            .clone()
+            .map(|name| InventorySource::Stored(Ref::Name(name)));
+        let (target, inventory) = match &rule.target {
+            Target::Template(name) => {
+                (launch::Target::Template(Ref::Name(name.clone())), inventory)
+            }
+            _ => {
+                let project = action.project.clone().unwrap_or_default();
+                let playbook = rule
+                    .playbook_for(&event.routing_key)
+                    .map_err(BuildError::Rule)?
+                    .unwrap_or_default();
+                (
+                    launch::Target::Playbook {
+                        project: ProjectRef::Ref(Ref::Name(project)),
                         playbook,
-                        action.inventory.clone(),
-                        action.options.clone().unwrap_or_default(),
-                        None,
-                        Labels::new(),
-                    )
-                }
-            };
-        let pb = PlaybookRef::parse(&playbook).map_err(|e| e.to_string())?;
-        resolve_playbook(&project_root(&project, &self.projects_dir), pb.as_str())
-            .await
-            .map_err(|e| format!("{e} (project {:?})", project.name))?;
-        let (inventory_id, inventory) = match inventory_name {
-            Some(name) => {
-                let inv = self
-                    .store
-                    .find_inventory(&name)
-                    .await
-                    .map_err(backend)?
-                    .ok_or_else(|| format!("no inventory named {name:?}"))?;
-                (Some(inv.id), inv.content)
+                    },
+                    Some(inventory.unwrap_or_else(|| {
+                        InventorySource::Inline(InventoryContent {
+                            format: InventoryFormat::Ini,
+                            hosts: LOCAL_INVENTORY.to_owned(),
+                            vars: None,
+                        })
+                    })),
+                )
             }
-            None => (
-                None,
-                InventoryContent {
-                    format: InventoryFormat::Ini,
-                    hosts: LOCAL_INVENTORY.to_owned(),
-                    vars: None,
-                },
-            ),
         };
-        let mut vars = options.extra_vars.clone();
-        vars.extend(action.vars.clone());
+        // The rule's options over the template's defaults (or the plain defaults), then its
+        // vars, the payload and what troupe tells the playbook about the event, each over the
+        // one before.
+        let mut overrides = Overrides::given_in(&action.options.clone().unwrap_or_default());
+        overrides.add_extra_vars(action.vars.clone());
         match (&action.vars_key, payload) {
-            (Some(key), p) => {
-                vars.insert(key.clone(), p.clone());
-            }
-            (None, Value::Object(fields)) => vars.extend(fields.clone()),
+            (Some(key), p) => overrides.add_extra_vars(Map::from_iter([(key.clone(), p.clone())])),
+            (None, Value::Object(fields)) => overrides.add_extra_vars(fields.clone()),
             (None, other) => {
-                return Err(format!(
-                    "the payload is {}, not an object, so it cannot be extra vars; set \
-                     action.vars_key to pass it under a variable",
-                    troupe_core::text::json_kind(other)
-                ));
+                return Err(BuildError::PayloadNotObject(troupe_core::text::json_kind(
+                    other,
+                )));
             }
         }
-        vars.insert(
+        overrides.add_extra_vars(Map::from_iter([(
             "troupe_event".to_owned(),
             serde_json::json!({
                 "source": event.source,
                 "routing_key": event.routing_key,
                 "rule": rule.name(),
             }),
-        );
-        options.extra_vars = vars;
-        labels.extend(action.labels.clone());
+        )]));
+        let mut labels = action.labels.clone();
         labels.insert("troupe/rule".to_owned(), rule.name().to_owned());
         labels.insert("troupe/source".to_owned(), event.source.clone());
-        let new = NewRun {
-            project_id: project.id,
-            playbook: pb,
-            inventory_id,
+        let request = LaunchRequest {
+            target,
             inventory,
-            options,
+            options: LaunchOptions::Over(overrides),
             labels,
             tag: None,
-            origin: Origin::Rule {
-                rule: rule.name().to_owned(),
-                source: event.source.clone(),
-                template_id,
-            },
         };
-        new.validate().map_err(|e| e.to_string())?;
-        Ok(new)
+        let origin = Origin::Rule {
+            rule: rule.name().to_owned(),
+            source: event.source.clone(),
+            template_id: None,
+        };
+        Ok(self.launch.prepare(request, origin).await?)
     }
 
     /// Tells the pool about new runs and cancels what a `cancel` policy displaced.
     async fn announce(&self, record: &EventRecord, runs: &[troupe_core::run::Run]) {
         for run in runs {
-            self.pool.run_created(run);
+            self.launch.announce(run);
         }
         for outcome in &record.rules {
             if let RuleResult::Started { canceled, .. } = &outcome.result {
                 for id in canceled {
-                    match self.pool.cancel_run(*id, CancelMode::Graceful).await {
+                    match self.launch.cancel(*id, CancelMode::Graceful).await {
                         Ok(_) | Err(StoreError::Conflict(_)) => {}
                         Err(e) => tracing::warn!(run = id, error = %e,
                             "could not cancel a run displaced by a newer event"),
@@ -366,44 +321,6 @@ fn parse_payload(event: &Inbound) -> Result<Value, String> {
                 .map_err(|_| "the payload is not UTF-8 text".to_owned())?;
             serde_saphyr::from_str(text).map_err(|e| format!("the payload is not valid YAML: {e}"))
         }
-    }
-}
-
-/// Options a rule sets over a template's defaults (each one given replaces the default).
-fn merge_options(base: &mut RunOptions, over: &RunOptions) {
-    let defaults = RunOptions::default();
-    if over.limit.is_some() {
-        base.limit.clone_from(&over.limit);
-    }
-    if !over.tags.is_empty() {
-        base.tags.clone_from(&over.tags);
-    }
-    if !over.skip_tags.is_empty() {
-        base.skip_tags.clone_from(&over.skip_tags);
-    }
-    if over.check != defaults.check {
-        base.check = over.check;
-    }
-    if over.diff != defaults.diff {
-        base.diff = over.diff;
-    }
-    if over.forks.is_some() {
-        base.forks = over.forks;
-    }
-    if over.verbosity != defaults.verbosity {
-        base.verbosity = over.verbosity;
-    }
-    if over.timeout_s.is_some() {
-        base.timeout_s = over.timeout_s;
-    }
-    if over.start_at_task.is_some() {
-        base.start_at_task.clone_from(&over.start_at_task);
-    }
-    if over.slices.is_some() {
-        base.slices = over.slices;
-    }
-    if over.slice_size.is_some() {
-        base.slice_size = over.slice_size;
     }
 }
 

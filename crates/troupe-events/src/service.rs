@@ -10,14 +10,12 @@ use crate::rules::Rules;
 use crate::sink::Sink;
 use crate::sources::{self, SourceContext, SourceState, SourceStatus};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use troupe_store::{RulesDoc, Store, StoreError};
-use troupe_worker::WorkerPool;
 
 /// Why rules could not be put in force.
 #[derive(Debug, thiserror::Error)]
@@ -60,12 +58,11 @@ impl EventService {
     /// Starts with the stored rules (none stored: no sources, no rules), watching for changes.
     pub async fn start(
         store: Arc<dyn Store>,
-        pool: Arc<WorkerPool>,
-        projects_dir: PathBuf,
+        launch: Arc<dyn troupe_launch::Launch>,
     ) -> Result<Arc<EventService>, ApplyError> {
         let empty = Arc::new(Rules::compile(RulesFile::default()).map_err(ApplyError::Invalid)?);
         let service = Arc::new(EventService {
-            ingestor: Arc::new(Ingestor::new(store, pool, projects_dir, empty)),
+            ingestor: Arc::new(Ingestor::new(store, launch, empty)),
             running: Mutex::new(Running {
                 revision: 0,
                 stop: CancellationToken::new(),

@@ -2,7 +2,6 @@
 
 use crate::batch::{BATCH_BACKLOG_MAX, Batcher, UNWATCHED_FLUSH};
 use crate::live::RunChange;
-use crate::playbooks::project_root;
 use crate::pool::{Control, WorkerPool};
 use crate::status::{CancelCause, decide_status};
 use std::sync::Arc;
@@ -12,6 +11,7 @@ use troupe_ansible::{AnsibleError, LaunchSpec, Process};
 use troupe_core::RunStatus;
 use troupe_core::project::ProjectSource;
 use troupe_core::run::{CancelMode, Run, RunSummary};
+use troupe_launch::playbooks::project_root;
 use troupe_store::{Lease, RunOutcome};
 
 impl WorkerPool {

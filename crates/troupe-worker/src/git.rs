@@ -2,7 +2,7 @@
 //! and installing its `requirements.yml` with `ansible-galaxy`.
 //!
 //! A git project's checkout lives at `<projects_dir>/<project id>` (see
-//! [`crate::playbooks::project_root`]). A new project is cloned into a staging directory first
+//! [`troupe_launch::playbooks::project_root`]). A new project is cloned into a staging directory first
 //! ([`ProjectSyncer::stage`]) and moved into place once it is stored, so a clone that fails
 //! leaves nothing behind. Syncs of one project are serialised by a per-project lock; a failed
 //! sync leaves the last good checkout in place.

@@ -8,7 +8,6 @@ mod batch;
 mod execute;
 pub mod git;
 pub mod live;
-pub mod playbooks;
 mod pool;
 mod slices;
 mod status;

@@ -264,3 +264,15 @@ impl WorkerPool {
         }
     }
 }
+
+/// The launcher announces runs to the pool and passes cancels through it.
+#[async_trait::async_trait]
+impl troupe_launch::Queue for WorkerPool {
+    fn run_created(&self, run: &Run) {
+        WorkerPool::run_created(self, run);
+    }
+
+    async fn cancel_run(&self, run_id: i64, mode: CancelMode) -> StoreResult<Run> {
+        WorkerPool::cancel_run(self, run_id, mode).await
+    }
+}

@@ -4,18 +4,17 @@
 //! per-host summary, status and stdout; cancelling the parent cancels every slice.
 
 use crate::execute::{apply, error_outcome};
-use crate::live::RunChange;
-use crate::playbooks::resolve_playbook;
 use crate::pool::{Control, WorkerPool};
 use crate::status::CancelCause;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
-use troupe_core::project::PlaybookRef;
-use troupe_core::run::{CancelMode, NewRun, Origin, Run, RunOptions, RunSummary, SliceOf};
+use troupe_core::run::{CancelMode, Origin, Run, RunOptions, RunSummary, SliceOf};
 use troupe_core::slice::partition;
 use troupe_core::{Event, RunStatus};
+use troupe_launch::playbooks::resolve_playbook;
+use troupe_launch::{LaunchRequest, Launcher};
 use troupe_store::{Lease, OutputChunk, RunOutcome, Stream};
 
 /// How often the parent gathers its slices' new events.
@@ -75,6 +74,13 @@ impl WorkerPool {
         };
         let count = i32::try_from(groups.len()).unwrap_or(i32::MAX);
         let inventory = spec.inventory.clone();
+        // Slices are launched like any run (announced to this pool, which claims them once
+        // the parent has given its slot back).
+        let launcher = Launcher::new(
+            Arc::clone(&self.store),
+            self.cfg.projects_dir.clone(),
+            Arc::clone(self) as Arc<dyn troupe_launch::Queue>,
+        );
         let mut slices = Vec::new();
         for (i, group) in groups.into_iter().enumerate() {
             let options = RunOptions {
@@ -85,36 +91,17 @@ impl WorkerPool {
                 slice_size: None,
                 ..run.options.clone()
             };
-            let playbook = match PlaybookRef::parse(&run.playbook) {
-                Ok(p) => p,
-                Err(e) => return Some(error_outcome(e.to_string())),
-            };
-            let new = NewRun {
-                project_id: run.project_id,
-                playbook,
-                inventory_id: run.inventory_id,
-                inventory: inventory.clone(),
-                options,
-                labels: run.labels.clone(),
-                tag: run.tag.clone(),
-                origin: Origin::Slice {
-                    of: SliceOf {
-                        parent_id: run.id,
-                        slice: i32::try_from(i + 1).unwrap_or(i32::MAX),
-                        count,
-                    },
-                    original: Box::new(Origin::of_run(run)),
+            let origin = Origin::Slice {
+                of: SliceOf {
+                    parent_id: run.id,
+                    slice: i32::try_from(i + 1).unwrap_or(i32::MAX),
+                    count,
                 },
+                original: Box::new(Origin::of_run(run)),
             };
-            match self.store.create_run(&new).await {
+            let request = LaunchRequest::again(run, inventory.clone(), options);
+            match launcher.launch(request, origin).await {
                 Ok(child) => {
-                    self.hub.publish_change(RunChange::RunCreated {
-                        run_id: child.id,
-                        project_id: child.project_id,
-                        tag: child.tag.clone(),
-                        labels: child.labels.clone(),
-                        at: child.created_at,
-                    });
                     slices.push(SliceState {
                         run_id: child.id,
                         cursor: 0,

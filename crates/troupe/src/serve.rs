@@ -176,10 +176,14 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
     };
     let hub = Arc::new(LiveHub::default());
     let pool = WorkerPool::start(Arc::clone(&store), Arc::clone(&hub), worker_cfg).await;
+    let launcher = Arc::new(troupe_launch::Launcher::new(
+        Arc::clone(&store),
+        projects_dir.clone(),
+        Arc::clone(&pool) as Arc<dyn troupe_launch::Queue>,
+    ));
     let events = match troupe_events::EventService::start(
         Arc::clone(&store),
-        Arc::clone(&pool),
-        projects_dir.clone(),
+        Arc::clone(&launcher) as Arc<dyn troupe_launch::Launch>,
     )
     .await
     {
@@ -205,6 +209,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
     let state = AppState {
         store: Arc::clone(&store),
         pool: Arc::clone(&pool),
+        launcher,
         tokens,
         hub,
         stream_buffer_events: cfg.stream_buffer_events,

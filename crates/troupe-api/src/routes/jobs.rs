@@ -2,7 +2,7 @@
 //! `<action>-<unit>.yml` from the unit's playbooks; an action on the job runs it for every unit
 //! at once, each in its own run.
 
-use super::{IdOrName, find_project, submit};
+use super::{IdOrName, find_project};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
@@ -12,14 +12,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
-use troupe_core::inventory::{InventoryContent, InventoryFormat};
-use troupe_core::job::{Job, NewJob, Unit, UnitSource, validate_action, validate_unit_name};
-use troupe_core::project::{NewProject, PlaybookRef, Project, ProjectSource};
-use troupe_core::run::{NewRun, Run, RunOptions};
-use troupe_store::{Page, RunFilter, StoreError};
-use troupe_worker::playbooks::{PlaybookError, project_root, resolve_playbook};
+use std::path::Path;
+use troupe_core::job::{
+    Job, NewJob, Unit, UnitSource, aggregate_status, validate_action, validate_unit_name,
+};
+use troupe_core::run::Run;
+use troupe_launch::jobs::{Action, playbook_dir_of};
+use troupe_store::{Page, RunFilter};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -185,7 +184,7 @@ async fn get_job(
             runs,
         });
     }
-    let status = aggregate(units.iter().map(|u| u.status.as_str()));
+    let status = aggregate_status(units.iter().map(|u| u.status.as_str()));
     Ok(Json(JobView {
         id: job.id,
         tag: job.tag,
@@ -194,20 +193,6 @@ async fn get_job(
         status: status.to_owned(),
         units,
     }))
-}
-
-/// A job's status from its units' latest statuses.
-fn aggregate<'a>(statuses: impl Iterator<Item = &'a str>) -> &'static str {
-    let all: Vec<&str> = statuses.collect();
-    if all.iter().all(|s| *s == "idle") {
-        "idle"
-    } else if all.iter().any(|s| matches!(*s, "queued" | "running")) {
-        "running"
-    } else if all.iter().any(|s| !matches!(*s, "successful" | "idle")) {
-        "failed"
-    } else {
-        "successful"
-    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -247,34 +232,6 @@ async fn set_unit(
         }
     };
     Ok(Json(state.store.set_unit_source(id, &unit, &source).await?))
-}
-
-/// The playbooks directory of a data_dir: `project/`, else `projects/`.
-async fn playbook_dir_of(data_dir: &Path) -> ApiResult<PathBuf> {
-    if !data_dir.is_absolute() {
-        return Err(ApiError::invalid(
-            "invalid_data_dir",
-            "data_dir",
-            format!(
-                "data_dir must be an absolute path, got {}",
-                data_dir.display()
-            ),
-        ));
-    }
-    for sub in ["project", "projects"] {
-        let dir = data_dir.join(sub);
-        if tokio::fs::metadata(&dir).await.is_ok_and(|m| m.is_dir()) {
-            return Ok(dir);
-        }
-    }
-    Err(ApiError::invalid(
-        "invalid_data_dir",
-        "data_dir",
-        format!(
-            "{} has no project/ or projects/ directory of playbooks",
-            data_dir.display()
-        ),
-    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -360,117 +317,18 @@ async fn job_action(
     Ok((status, Json(result)))
 }
 
-/// The default inventory of a unit action: this machine.
-const LOCALHOST: &str = "localhost ansible_connection=local\n[all:vars]\nansible_python_interpreter={{ ansible_playbook_python }}\n";
-
 async fn launch_action(
     state: &AppState,
     job: &Job,
     unit: &Unit,
     req: &ActionRequest,
 ) -> ApiResult<Run> {
-    validate_action(&req.action)?;
-    let project = unit_project(state, job, unit).await?;
-    let playbook = format!("{}-{}.yml", req.action, unit.name);
-    let root = project_root(&project, &state.projects_dir);
-    match resolve_playbook(&root, &playbook).await {
-        Ok(_) => {}
-        Err(PlaybookError::Missing(_)) => {
-            return Err(ApiError::invalid(
-                "playbook_not_found",
-                "action",
-                format!(
-                    "unit {:?} has no playbook {playbook} in {}",
-                    unit.name,
-                    root.display()
-                ),
-            ));
-        }
-        Err(e) => return Err(super::playbook_error(e)),
-    }
-    let mut extra_vars = match &req.extra_vars {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m.clone(),
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "invalid_extra_vars",
-                "extra_vars",
-                "extra_vars must be a JSON object",
-            ));
-        }
+    let action = Action {
+        action: req.action.clone(),
+        extra_vars: super::runs::extra_vars_object(req.extra_vars.clone())?,
+        hosts: req.hosts.clone(),
     };
-    extra_vars.insert("troupe_job_id".into(), json!(job.id));
-    extra_vars.insert("troupe_job_tag".into(), json!(job.tag));
-    extra_vars.insert("troupe_unit".into(), json!(unit.name));
-    extra_vars.insert("troupe_action".into(), json!(req.action));
-    let hosts = req.hosts.clone().unwrap_or_else(|| LOCALHOST.to_owned());
-    let inventory = InventoryContent {
-        format: InventoryFormat::detect(&hosts),
-        hosts,
-        vars: None,
-    };
-    inventory.validate()?;
-    let new = NewRun {
-        project_id: project.id,
-        playbook: PlaybookRef::parse(&playbook)?,
-        inventory_id: None,
-        inventory,
-        options: RunOptions {
-            extra_vars,
-            ..Default::default()
-        },
-        labels: Default::default(),
-        tag: Some(job.tag.clone()),
-        origin: troupe_core::run::Origin::JobUnit {
-            job_id: job.id,
-            unit: unit.name.clone(),
-        },
-    };
-    submit(state, new).await
-}
-
-/// The project holding a unit's playbooks: its own, else the job's. A data_dir is registered
-/// as a project (once, named after its path) so runs can refer to it.
-async fn unit_project(state: &AppState, job: &Job, unit: &Unit) -> ApiResult<Project> {
-    match &unit.source {
-        Some(UnitSource::Project(id)) => Ok(state.store.get_project(*id).await?),
-        Some(UnitSource::DataDir(dir)) => {
-            let pdir = playbook_dir_of(Path::new(dir)).await?;
-            let path = pdir.display().to_string();
-            let name = format!(
-                "datadir-{}",
-                hex::encode(&Sha256::digest(path.as_bytes())[..6])
-            );
-            if let Some(p) = state.store.find_project(&name).await? {
-                return Ok(p);
-            }
-            let new = NewProject {
-                name: name.clone(),
-                source: ProjectSource::Dir { path },
-            };
-            match state.store.create_project(&new).await {
-                Ok(p) => Ok(p),
-                // Two actions registering the same data_dir at once: take the winner's.
-                Err(StoreError::Conflict(_)) => state
-                    .store
-                    .find_project(&name)
-                    .await?
-                    .ok_or_else(|| ApiError::internal("registering a data_dir", &"lost a race")),
-                Err(e) => Err(e.into()),
-            }
-        }
-        None => match job.project_id {
-            Some(id) => Ok(state.store.get_project(id).await?),
-            None => Err(ApiError::invalid(
-                "unit_without_playbooks",
-                "unit",
-                format!(
-                    "unit {:?} has no playbooks: PUT a project or data_dir on it, or give the job a project",
-                    unit.name
-                ),
-            )),
-        },
-    }
+    Ok(state.launcher.unit_action(job, unit, &action).await?)
 }
 
 /// The job's units as an Ansible dynamic inventory (`--list` shape): group `units` (and the
@@ -514,18 +372,4 @@ async fn job_inventory(
         }
     }
     Ok(Json(doc))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::aggregate;
-
-    #[test]
-    fn job_status_aggregates_unit_statuses() {
-        assert_eq!(aggregate(["idle", "idle"].into_iter()), "idle");
-        assert_eq!(aggregate(["successful", "running"].into_iter()), "running");
-        assert_eq!(aggregate(["successful", "failed"].into_iter()), "failed");
-        assert_eq!(aggregate(["successful", "idle"].into_iter()), "successful");
-        assert_eq!(aggregate(["successful", "canceled"].into_iter()), "failed");
-    }
 }

@@ -5,9 +5,9 @@ use crate::error::{ApiError, ApiResult};
 use axum::http::StatusCode;
 use troupe_core::inventory::Inventory;
 use troupe_core::project::{PlaybookRef, Project};
-use troupe_core::run::{NewRun, Run};
+use troupe_launch::playbooks::{PlaybookError, project_root, resolve_playbook};
+use troupe_launch::{LaunchError, Ref};
 use troupe_store::StoreError;
-use troupe_worker::playbooks::{PlaybookError, project_root, resolve_playbook};
 
 pub(crate) mod artifacts;
 pub(crate) mod events;
@@ -130,13 +130,49 @@ pub(crate) fn playbook_error(e: PlaybookError) -> ApiError {
     }
 }
 
-/// Validates and stores a run, wakes the workers and announces it: every way of starting a
-/// run ends here.
-pub(crate) async fn submit(state: &AppState, new: NewRun) -> ApiResult<Run> {
-    new.validate()?;
-    let run = state.store.create_run(&new).await?;
-    state.pool.run_created(&run);
-    Ok(run)
+impl From<LaunchError> for ApiError {
+    fn from(e: LaunchError) -> Self {
+        match e {
+            LaunchError::Invalid(v) => v.into(),
+            LaunchError::UnknownProject(_) => {
+                ApiError::invalid("unknown_project", "project", e.to_string())
+            }
+            LaunchError::UnknownInventory(_) => {
+                ApiError::invalid("unknown_inventory", "inventory", e.to_string())
+            }
+            LaunchError::UnknownTemplate(_) => {
+                ApiError::invalid("unknown_template", "template", e.to_string())
+            }
+            LaunchError::TemplateInventoryGone(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "template_inventory_missing",
+                e.to_string(),
+            ),
+            LaunchError::MissingInventory => {
+                ApiError::invalid("missing_inventory", "inventory", e.to_string())
+            }
+            LaunchError::Playbook { source, .. } => playbook_error(source),
+            LaunchError::UnitPlaybookMissing { .. } => {
+                ApiError::invalid("playbook_not_found", "action", e.to_string())
+            }
+            LaunchError::UnitWithoutPlaybooks(_) => {
+                ApiError::invalid("unit_without_playbooks", "unit", e.to_string())
+            }
+            LaunchError::InvalidDataDir(why) => {
+                ApiError::invalid("invalid_data_dir", "data_dir", why)
+            }
+            LaunchError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<&IdOrName> for Ref {
+    fn from(r: &IdOrName) -> Ref {
+        match r {
+            IdOrName::Id(id) => Ref::Id(*id),
+            IdOrName::Name(n) => Ref::Name(n.clone()),
+        }
+    }
 }
 
 /// A project as the API shows it: credentials in a git URL (`https://user:token@host/...`) are

@@ -95,10 +95,10 @@ async fn list_playbooks(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<PlaybookList>> {
     let project = state.store.get_project(id).await?;
-    let dir = troupe_worker::playbooks::project_root(&project, &state.projects_dir);
+    let dir = troupe_launch::playbooks::project_root(&project, &state.projects_dir);
     let path = dir.display().to_string();
     let listed =
-        tokio::task::spawn_blocking(move || troupe_worker::playbooks::list_playbooks(&dir))
+        tokio::task::spawn_blocking(move || troupe_launch::playbooks::list_playbooks(&dir))
             .await
             .map_err(|e| ApiError::internal("listing playbooks failed", &e))?;
     match listed {

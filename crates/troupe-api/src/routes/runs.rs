@@ -1,6 +1,6 @@
 //! Runs: launch, list, inspect, follow and cancel.
 
-use super::{IdOrName, check_playbook, find_inventory, find_project, submit};
+use super::IdOrName;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use troupe_core::inventory::{InventoryContent, InventoryFormat};
-use troupe_core::run::{CancelMode, HostStats, Labels, NewRun, Origin, Run, RunOptions};
+use troupe_core::run::{CancelMode, HostStats, Labels, Origin, Run, RunOptions};
 use troupe_core::{Event, RunStatus};
+use troupe_launch::{InventorySource, LaunchError, LaunchRequest, ProjectRef};
 use troupe_store::{Page, RunFilter, Stream};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -92,25 +93,15 @@ async fn create_run(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateRun>,
 ) -> ApiResult<(StatusCode, Json<Run>)> {
-    let project = find_project(&state, &req.project, "project").await?;
-    let playbook = check_playbook(&state, &project, &req.playbook).await?;
-
-    let (inventory_id, inventory) = match (&req.inventory, &req.hosts) {
-        (Some(r), None) => {
-            let inv = find_inventory(&state, r, "inventory").await?;
-            (Some(inv.id), inv.content)
-        }
-        (None, Some(hosts)) => {
-            let content = InventoryContent {
-                format: req
-                    .hosts_format
-                    .unwrap_or_else(|| InventoryFormat::detect(hosts)),
-                hosts: hosts.clone(),
-                vars: None,
-            };
-            content.validate()?;
-            (None, content)
-        }
+    let inventory = match (&req.inventory, req.hosts) {
+        (Some(r), None) => InventorySource::Stored(r.into()),
+        (None, Some(hosts)) => InventorySource::Inline(InventoryContent {
+            format: req
+                .hosts_format
+                .unwrap_or_else(|| InventoryFormat::detect(&hosts)),
+            hosts,
+            vars: None,
+        }),
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid(
                 "invalid_inventory",
@@ -118,53 +109,51 @@ async fn create_run(
                 "give either inventory or hosts, not both",
             ));
         }
-        (None, None) => {
-            return Err(ApiError::invalid(
-                "missing_inventory",
-                "inventory",
-                "give an inventory (id or name) or inline hosts",
-            ));
-        }
+        (None, None) => return Err(LaunchError::MissingInventory.into()),
     };
-    let extra_vars = match req.extra_vars {
-        None | Some(Value::Null) => serde_json::Map::new(),
-        Some(Value::Object(m)) => m,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "invalid_extra_vars",
-                "extra_vars",
-                format!(
-                    "extra_vars must be a JSON object, got {}",
-                    json_kind(&other)
-                ),
-            ));
-        }
+    let extra_vars = extra_vars_object(req.extra_vars)?;
+    let options = RunOptions {
+        extra_vars,
+        limit: req.limit,
+        tags: req.tags,
+        skip_tags: req.skip_tags,
+        check: req.check,
+        diff: req.diff,
+        forks: req.forks,
+        verbosity: req.verbosity,
+        timeout_s: req.timeout_s,
+        start_at_task: req.start_at_task,
+        slices: req.slices,
+        slice_size: req.slice_size,
     };
-    let new = NewRun {
-        project_id: project.id,
-        playbook,
-        inventory_id,
-        inventory,
-        options: RunOptions {
-            extra_vars,
-            limit: req.limit,
-            tags: req.tags,
-            skip_tags: req.skip_tags,
-            check: req.check,
-            diff: req.diff,
-            forks: req.forks,
-            verbosity: req.verbosity,
-            timeout_s: req.timeout_s,
-            start_at_task: req.start_at_task,
-            slices: req.slices,
-            slice_size: req.slice_size,
-        },
+    let request = LaunchRequest {
         labels: req.labels,
         tag: req.tag,
-        origin: Origin::Api,
+        ..LaunchRequest::playbook(
+            ProjectRef::Ref((&req.project).into()),
+            req.playbook,
+            inventory,
+            options,
+        )
     };
-    let run = submit(&state, new).await?;
+    let run = state.launcher.launch(request, Origin::Api).await?;
     Ok((StatusCode::CREATED, Json(run)))
+}
+
+/// Extra vars as a request gives them: a JSON object, or nothing.
+pub(crate) fn extra_vars_object(v: Option<Value>) -> ApiResult<serde_json::Map<String, Value>> {
+    match v {
+        None | Some(Value::Null) => Ok(serde_json::Map::new()),
+        Some(Value::Object(m)) => Ok(m),
+        Some(other) => Err(ApiError::invalid(
+            "invalid_extra_vars",
+            "extra_vars",
+            format!(
+                "extra_vars must be a JSON object, got {}",
+                json_kind(&other)
+            ),
+        )),
+    }
 }
 
 pub(crate) use troupe_core::text::json_kind;
@@ -598,20 +587,14 @@ async fn relaunch_run(
         RelaunchFrom::FailedTask => Some(resume_task(&state, &run, &relevant).await?),
     };
     let inventory = state.store.get_run_inventory(id).await?;
-    let new = NewRun {
-        project_id: run.project_id,
-        playbook: troupe_core::project::PlaybookRef::parse(&run.playbook)?,
-        inventory_id: run.inventory_id,
-        inventory,
-        options,
-        labels: run.labels.clone(),
-        tag: run.tag.clone(),
-        origin: Origin::Relaunch {
-            of: id,
-            original: Box::new(Origin::of_run(&run)),
-        },
+    let origin = Origin::Relaunch {
+        of: id,
+        original: Box::new(Origin::of_run(&run)),
     };
-    let created = submit(&state, new).await?;
+    let created = state
+        .launcher
+        .launch(LaunchRequest::again(&run, inventory, options), origin)
+        .await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 

@@ -1,6 +1,6 @@
 //! Templates: saved run definitions that users launch, overriding only what is allowed.
 
-use super::{IdOrName, check_playbook, find_inventory, find_project, submit};
+use super::{IdOrName, check_playbook, find_inventory, find_project};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
@@ -9,9 +9,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use troupe_core::project::PlaybookRef;
-use troupe_core::run::{Labels, NewRun, Run, RunOptions};
+use troupe_core::overrides::Overrides;
+use troupe_core::run::{Labels, Origin, Run, RunOptions};
 use troupe_core::template::{NewTemplate, OVERRIDABLE, Template};
+use troupe_launch::{InventorySource, LaunchRequest, Ref};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -143,93 +144,35 @@ async fn launch_template(
             ));
         }
     }
-    let (options, labels, inventory_ref) = apply_overrides(&template, overrides)?;
-    let inventory = match inventory_ref {
-        Some(r) => find_inventory(&state, &r, "inventory").await?,
-        None => state
-            .store
-            .get_inventory(template.inventory_id)
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "template_inventory_missing",
-                    format!(
-                        "the inventory of template {:?} no longer exists",
-                        template.name
-                    ),
-                )
-            })?,
-    };
-    let new = NewRun {
-        project_id: template.project_id,
-        playbook: PlaybookRef::parse(&template.playbook)?,
-        inventory_id: Some(inventory.id),
-        inventory: inventory.content,
-        options,
-        labels,
-        tag: None,
-        origin: troupe_core::run::Origin::Template {
-            template_id: template.id,
-        },
-    };
-    let run = submit(&state, new).await?;
-    Ok((StatusCode::CREATED, Json(run)))
-}
-
-/// The template's defaults with the (allowed) overrides applied.
-fn apply_overrides(
-    template: &Template,
-    mut overrides: Map<String, Value>,
-) -> ApiResult<(RunOptions, Labels, Option<IdOrName>)> {
+    let mut overrides = overrides;
     let inventory = match overrides.remove("inventory") {
         None => None,
-        Some(v) => Some(serde_json::from_value::<IdOrName>(v).map_err(|_| {
-            ApiError::invalid(
-                "invalid_body",
-                "inventory",
-                "inventory must be an id or a name",
-            )
-        })?),
+        Some(v) => Some(InventorySource::Stored(
+            (&serde_json::from_value::<IdOrName>(v).map_err(|_| {
+                ApiError::invalid(
+                    "invalid_body",
+                    "inventory",
+                    "inventory must be an id or a name",
+                )
+            })?)
+                .into(),
+        )),
     };
-    let mut labels = template.labels.clone();
-    if let Some(v) = overrides.remove("labels") {
-        let extra: Labels = serde_json::from_value(v).map_err(|_| {
+    let labels: Labels = match overrides.remove("labels") {
+        None => Labels::new(),
+        Some(v) => serde_json::from_value(v).map_err(|_| {
             ApiError::invalid(
                 "invalid_body",
                 "labels",
                 "labels must be an object of strings",
             )
-        })?;
-        labels.extend(extra);
-    }
-    let mut extra_vars = template.defaults.extra_vars.clone();
-    match overrides.remove("extra_vars") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(m)) => extra_vars.extend(m),
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "invalid_extra_vars",
-                "extra_vars",
-                format!(
-                    "extra_vars must be a JSON object, got {}",
-                    super::runs::json_kind(&other)
-                ),
-            ));
-        }
-    }
-    // The remaining overrides replace the defaults field by field.
-    let mut options = serde_json::to_value(&template.defaults)
-        .map_err(|e| ApiError::internal("could not apply overrides", &e))?;
-    if let Value::Object(o) = &mut options {
-        o.remove("extra_vars");
-        for (k, v) in overrides {
-            o.insert(k, v);
-        }
-    }
-    let mut options: RunOptions = serde_json::from_value(options)
-        .map_err(|e| ApiError::invalid("invalid_body", "overrides", e.to_string()))?;
-    options.extra_vars = extra_vars;
-    options.validate()?;
-    Ok((options, labels, inventory))
+        })?,
+    };
+    let request = LaunchRequest {
+        inventory,
+        labels,
+        ..LaunchRequest::template(Ref::Id(template.id), Overrides::from_map(overrides)?)
+    };
+    let run = state.launcher.launch(request, Origin::Api).await?;
+    Ok((StatusCode::CREATED, Json(run)))
 }

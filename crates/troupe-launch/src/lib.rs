@@ -1,0 +1,308 @@
+//! The one way a run is started.
+//!
+//! Every path that starts a run (the API and the CLI through it, templates, job actions, event
+//! rules, relaunches, slices of a split run; flows and remote workers later) states what it
+//! wants as a [`LaunchRequest`] with the run's [`Origin`], and [`Launcher::launch`] does the
+//! rest the same way for all of them: look up what the request names, check the playbook is a
+//! file inside its project, combine the template's defaults with the request's options (one
+//! definition: [`troupe_core::overrides`]), validate, store the run `queued`, and announce it
+//! to whatever executes runs ([`Queue`]).
+//!
+//! Paths that store runs in a transaction of their own (the event ingest stores an event and
+//! its runs together) call [`Launcher::prepare`] and, once stored, [`Launcher::announce`].
+//! Crates that only need to start and stop runs depend on the [`Launch`] capability, not on
+//! the concrete launcher or on the worker pool.
+
+use async_trait::async_trait;
+use std::path::PathBuf;
+use std::sync::Arc;
+use troupe_core::inventory::InventoryContent;
+use troupe_core::project::{PlaybookRef, Project};
+use troupe_core::run::{CancelMode, Labels, NewRun, Origin, Run, RunOptions};
+use troupe_core::template::Template;
+use troupe_store::{Store, StoreError, StoreResult};
+
+mod error;
+pub mod jobs;
+pub mod playbooks;
+mod request;
+
+pub use error::{LaunchError, LaunchResult};
+pub use request::{InventorySource, LaunchOptions, LaunchRequest, ProjectRef, Ref, Target};
+
+/// What executes runs, as the launcher sees it: told of every run stored `queued`, asked to
+/// stop runs. The worker pool implements it.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// A run was just stored `queued`: wake whoever claims runs and tell live subscribers.
+    fn run_created(&self, run: &Run);
+
+    /// Asks a run to stop: a queued run is canceled on the spot, a running one is passed to
+    /// the worker executing it. `Conflict` when it has already finished.
+    async fn cancel_run(&self, run_id: i64, mode: CancelMode) -> StoreResult<Run>;
+}
+
+/// Starting and stopping runs: the capability crates such as the event sources depend on.
+#[async_trait]
+pub trait Launch: Send + Sync {
+    /// Looks up, checks and combines everything `request` names into a run ready to store.
+    async fn prepare(&self, request: LaunchRequest, origin: Origin) -> LaunchResult<NewRun>;
+
+    /// Tells the executors about a run stored from [`Launch::prepare`]'s answer.
+    fn announce(&self, run: &Run);
+
+    /// Prepares, stores and announces a run.
+    async fn launch(&self, request: LaunchRequest, origin: Origin) -> LaunchResult<Run>;
+
+    /// Asks a run to stop.
+    async fn cancel(&self, run_id: i64, mode: CancelMode) -> StoreResult<Run>;
+}
+
+/// The launch service over a store and a [`Queue`].
+#[derive(Clone)]
+pub struct Launcher {
+    store: Arc<dyn Store>,
+    projects_dir: PathBuf,
+    queue: Arc<dyn Queue>,
+}
+
+/// A template and what the request's target resolved to.
+struct Resolved {
+    project: Project,
+    playbook: String,
+    template: Option<Template>,
+}
+
+impl Launcher {
+    /// A launcher storing runs in `store`, finding git projects' checkouts under
+    /// `projects_dir`, and announcing runs to `queue`.
+    pub fn new(store: Arc<dyn Store>, projects_dir: PathBuf, queue: Arc<dyn Queue>) -> Self {
+        Self {
+            store,
+            projects_dir,
+            queue,
+        }
+    }
+
+    /// The store runs are kept in.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Where git projects are checked out.
+    pub fn projects_dir(&self) -> &std::path::Path {
+        &self.projects_dir
+    }
+
+    /// Prepares, stores and announces a run: every way of starting a run ends here.
+    pub async fn launch(&self, request: LaunchRequest, origin: Origin) -> LaunchResult<Run> {
+        let new = self.prepare(request, origin).await?;
+        self.submit(&new).await
+    }
+
+    /// Stores a prepared run and announces it.
+    pub async fn submit(&self, new: &NewRun) -> LaunchResult<Run> {
+        let run = self.store.create_run(new).await?;
+        self.queue.run_created(&run);
+        Ok(run)
+    }
+
+    /// Tells the executors about a run stored `queued` by someone else's transaction.
+    pub fn announce(&self, run: &Run) {
+        self.queue.run_created(run);
+    }
+
+    /// Asks a run to stop.
+    pub async fn cancel(&self, run_id: i64, mode: CancelMode) -> StoreResult<Run> {
+        self.queue.cancel_run(run_id, mode).await
+    }
+
+    /// Looks up, checks and combines everything `request` names into a run ready to store.
+    ///
+    /// A template target takes the template's project, playbook, inventory (unless the
+    /// request names one), default options (with the request's overrides applied) and labels
+    /// (the request's added), and the template becomes part of the run's origin.
+    pub async fn prepare(&self, request: LaunchRequest, origin: Origin) -> LaunchResult<NewRun> {
+        let LaunchRequest {
+            target,
+            inventory,
+            options,
+            labels,
+            tag,
+        } = request;
+        // A template's options are checked before its inventory, as a launch body names them.
+        let template = match &target {
+            Target::Template(r) => Some(self.template(r).await?),
+            Target::Playbook { .. } => None,
+        };
+        let defaults = template.as_ref().map(|t| &t.defaults);
+        let options = combine(defaults, options)?;
+        let resolved = match target {
+            Target::Playbook { project, playbook } => Resolved {
+                project: self.project(project).await?,
+                playbook,
+                template: None,
+            },
+            Target::Template(r) => {
+                let template = match template {
+                    Some(t) => t,
+                    None => self.template(&r).await?,
+                };
+                Resolved {
+                    project: self.store.get_project(template.project_id).await?,
+                    playbook: template.playbook.clone(),
+                    template: Some(template),
+                }
+            }
+        };
+        let playbook = self.playbook(&resolved.project, &resolved.playbook).await?;
+        let (inventory_id, inventory) = self
+            .inventory(inventory, resolved.template.as_ref())
+            .await?;
+        let (labels, origin) = match resolved.template {
+            Some(t) => {
+                let mut all: Labels = t.labels;
+                all.extend(labels);
+                (all, with_template(origin, t.id))
+            }
+            None => (labels, origin),
+        };
+        let new = NewRun {
+            project_id: resolved.project.id,
+            playbook,
+            inventory_id,
+            inventory,
+            options,
+            labels,
+            tag,
+            origin,
+        };
+        new.validate()?;
+        Ok(new)
+    }
+
+    /// The project a request names.
+    async fn project(&self, project: ProjectRef) -> LaunchResult<Project> {
+        let r = match project {
+            ProjectRef::Found(p) => return Ok(p),
+            ProjectRef::Ref(r) => r,
+        };
+        let found = match &r {
+            Ref::Id(id) => self.store.get_project(*id).await.map(Some),
+            Ref::Name(name) => self.store.find_project(name).await,
+        };
+        match found {
+            Ok(Some(p)) => Ok(p),
+            Ok(None) | Err(StoreError::NotFound { .. }) => Err(LaunchError::UnknownProject(r)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The template a request names: by id, a missing one is the store's `NotFound`; by name,
+    /// it is [`LaunchError::UnknownTemplate`].
+    async fn template(&self, r: &Ref) -> LaunchResult<Template> {
+        match r {
+            Ref::Id(id) => Ok(self.store.get_template(*id).await?),
+            Ref::Name(name) => self
+                .store
+                .find_template(name)
+                .await?
+                .ok_or_else(|| LaunchError::UnknownTemplate(r.clone())),
+        }
+    }
+
+    /// Checks the playbook is a file inside the project (symlinks followed).
+    async fn playbook(&self, project: &Project, playbook: &str) -> LaunchResult<PlaybookRef> {
+        let pb = PlaybookRef::parse(playbook)?;
+        let root = playbooks::project_root(project, &self.projects_dir);
+        playbooks::resolve_playbook(&root, pb.as_str())
+            .await
+            .map_err(|source| LaunchError::Playbook {
+                project: project.name.clone(),
+                source,
+            })?;
+        Ok(pb)
+    }
+
+    /// The inventory the run will use, and the stored inventory it is a copy of.
+    async fn inventory(
+        &self,
+        source: Option<InventorySource>,
+        template: Option<&Template>,
+    ) -> LaunchResult<(Option<i64>, InventoryContent)> {
+        match (source, template) {
+            (Some(InventorySource::Stored(r)), _) => {
+                let found = match &r {
+                    Ref::Id(id) => self.store.get_inventory(*id).await.map(Some),
+                    Ref::Name(name) => self.store.find_inventory(name).await,
+                };
+                match found {
+                    Ok(Some(inv)) => Ok((Some(inv.id), inv.content)),
+                    Ok(None) | Err(StoreError::NotFound { .. }) => {
+                        Err(LaunchError::UnknownInventory(r))
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            (Some(InventorySource::Inline(content)), _) => {
+                content.validate()?;
+                Ok((None, content))
+            }
+            (Some(InventorySource::Snapshot { id, content }), _) => Ok((id, content)),
+            (None, Some(t)) => match self.store.get_inventory(t.inventory_id).await {
+                Ok(inv) => Ok((Some(inv.id), inv.content)),
+                Err(StoreError::NotFound { .. }) => {
+                    Err(LaunchError::TemplateInventoryGone(t.name.clone()))
+                }
+                Err(e) => Err(e.into()),
+            },
+            (None, None) => Err(LaunchError::MissingInventory),
+        }
+    }
+}
+
+/// A launch's options over the template's defaults (or the plain defaults).
+fn combine(defaults: Option<&RunOptions>, options: LaunchOptions) -> LaunchResult<RunOptions> {
+    match options {
+        LaunchOptions::Exact(options) => Ok(options),
+        LaunchOptions::Over(overrides) => {
+            let plain = RunOptions::default();
+            Ok(overrides.apply(defaults.unwrap_or(&plain))?)
+        }
+    }
+}
+
+/// `origin` of a run launched through template `template_id`.
+fn with_template(origin: Origin, template_id: i64) -> Origin {
+    match origin {
+        Origin::Api | Origin::Template { .. } => Origin::Template { template_id },
+        Origin::Rule { rule, source, .. } => Origin::Rule {
+            rule,
+            source,
+            template_id: Some(template_id),
+        },
+        other => other,
+    }
+}
+
+#[async_trait]
+impl Launch for Launcher {
+    async fn prepare(&self, request: LaunchRequest, origin: Origin) -> LaunchResult<NewRun> {
+        Launcher::prepare(self, request, origin).await
+    }
+
+    fn announce(&self, run: &Run) {
+        Launcher::announce(self, run);
+    }
+
+    async fn launch(&self, request: LaunchRequest, origin: Origin) -> LaunchResult<Run> {
+        Launcher::launch(self, request, origin).await
+    }
+
+    async fn cancel(&self, run_id: i64, mode: CancelMode) -> StoreResult<Run> {
+        Launcher::cancel(self, run_id, mode).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,247 @@
+//! The launcher against a real SQLite store and a real project directory, with a queue that
+//! records what it is told.
+
+use super::*;
+use serde_json::json;
+use std::sync::Mutex;
+use troupe_core::inventory::{InventoryFormat, NewInventory};
+use troupe_core::overrides::Overrides;
+use troupe_core::project::{NewProject, ProjectSource};
+use troupe_core::template::NewTemplate;
+use troupe_sqlite::SqliteStore;
+
+/// A queue that remembers the runs it was told about.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<i64>>);
+
+#[async_trait]
+impl Queue for Recorder {
+    fn run_created(&self, run: &Run) {
+        if let Ok(mut seen) = self.0.lock() {
+            seen.push(run.id);
+        }
+    }
+
+    async fn cancel_run(&self, run_id: i64, mode: CancelMode) -> StoreResult<Run> {
+        Err(StoreError::Conflict(format!(
+            "the recorder cannot cancel run {run_id} ({mode:?})"
+        )))
+    }
+}
+
+struct Fixture {
+    launcher: Launcher,
+    queue: Arc<Recorder>,
+    template_id: i64,
+    _dir: tempfile::TempDir,
+}
+
+const HOSTS: &str = "h1 ansible_connection=local\n";
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let project_dir = dir.path().join("project");
+    std::fs::create_dir_all(&project_dir).expect("project dir");
+    std::fs::write(project_dir.join("site.yml"), "- hosts: all\n  tasks: []\n").expect("playbook");
+    std::fs::write(dir.path().join("outside.yml"), "- hosts: all\n").expect("outside");
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.path().join("troupe.db"))
+            .await
+            .expect("store"),
+    );
+    let project = store
+        .create_project(&NewProject {
+            name: "p".into(),
+            source: ProjectSource::Dir {
+                path: project_dir.display().to_string(),
+            },
+        })
+        .await
+        .expect("project");
+    let inventory = store
+        .create_inventory(
+            &NewInventory {
+                name: "inv".into(),
+                env: None,
+                version: None,
+                format: InventoryFormat::Ini,
+                hosts: HOSTS.into(),
+                vars: None,
+            },
+            1,
+        )
+        .await
+        .expect("inventory");
+    let template = store
+        .create_template(&NewTemplate {
+            name: "deploy".into(),
+            project_id: project.id,
+            playbook: "site.yml".into(),
+            inventory_id: inventory.id,
+            defaults: RunOptions {
+                extra_vars: map(json!({"a": 1, "b": 2})),
+                limit: Some("web".into()),
+                check: true,
+                ..RunOptions::default()
+            },
+            allow_overrides: vec!["extra_vars".into(), "limit".into()],
+            labels: [("team".to_owned(), "ops".to_owned())].into(),
+        })
+        .await
+        .expect("template");
+    let queue = Arc::new(Recorder::default());
+    Fixture {
+        launcher: Launcher::new(store, dir.path().join("projects"), queue.clone()),
+        queue,
+        template_id: template.id,
+        _dir: dir,
+    }
+}
+
+fn map(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+fn by_name(name: &str) -> Ref {
+    Ref::Name(name.into())
+}
+
+fn inline() -> InventorySource {
+    InventorySource::Inline(InventoryContent {
+        format: InventoryFormat::Ini,
+        hosts: HOSTS.into(),
+        vars: None,
+    })
+}
+
+fn playbook(name: &str, inventory: Option<InventorySource>) -> LaunchRequest {
+    LaunchRequest {
+        inventory,
+        ..LaunchRequest::playbook(
+            ProjectRef::Ref(by_name("p")),
+            name,
+            inline(),
+            RunOptions::default(),
+        )
+    }
+}
+
+#[tokio::test]
+async fn a_playbook_launch_is_stored_and_announced_once() {
+    let f = fixture().await;
+    let run = f
+        .launcher
+        .launch(playbook("site.yml", Some(inline())), Origin::Api)
+        .await
+        .expect("launch");
+    assert_eq!(run.playbook, "site.yml");
+    assert_eq!(run.status, troupe_core::RunStatus::Queued);
+    assert_eq!(run.template_id, None);
+    let seen = f.queue.0.lock().map(|s| s.clone()).unwrap_or_default();
+    assert_eq!(seen, vec![run.id], "announced exactly once");
+}
+
+#[tokio::test]
+async fn a_template_launch_combines_defaults_overrides_and_labels() {
+    let f = fixture().await;
+    let overrides = Overrides::from_map(map(json!({"extra_vars": {"b": 3}, "check": false})))
+        .expect("overrides");
+    let mut request = LaunchRequest::template(Ref::Id(f.template_id), overrides);
+    request.labels.insert("who".to_owned(), "test".to_owned());
+    let cases = [
+        (
+            Origin::Api,
+            Origin::Template {
+                template_id: f.template_id,
+            },
+        ),
+        (
+            Origin::Rule {
+                rule: "r".into(),
+                source: "s".into(),
+                template_id: None,
+            },
+            Origin::Rule {
+                rule: "r".into(),
+                source: "s".into(),
+                template_id: Some(f.template_id),
+            },
+        ),
+    ];
+    for (origin, want) in cases {
+        let new = f
+            .launcher
+            .prepare(request.clone(), origin)
+            .await
+            .expect("prepare");
+        assert_eq!(new.origin, want);
+        assert_eq!(new.options.extra_vars, map(json!({"a": 1, "b": 3})));
+        assert_eq!(new.options.limit.as_deref(), Some("web"), "default kept");
+        assert!(!new.options.check, "overridden");
+        assert_eq!(new.inventory.hosts, HOSTS, "the template's inventory");
+        assert_eq!(new.labels.get("team").map(String::as_str), Some("ops"));
+        assert_eq!(new.labels.get("who").map(String::as_str), Some("test"));
+    }
+    assert!(
+        f.queue.0.lock().map(|s| s.is_empty()).unwrap_or(false),
+        "prepare announces nothing"
+    );
+}
+
+#[tokio::test]
+async fn refused_launches_say_why_and_store_nothing() {
+    let f = fixture().await;
+    let unknown_project = LaunchRequest {
+        target: Target::Playbook {
+            project: ProjectRef::Ref(by_name("nope")),
+            playbook: "site.yml".into(),
+        },
+        ..playbook("site.yml", Some(inline()))
+    };
+    let cases: Vec<(LaunchRequest, &str)> = vec![
+        (unknown_project, "no project named \"nope\""),
+        (
+            playbook("site.yml", Some(InventorySource::Stored(by_name("gone")))),
+            "no inventory named \"gone\"",
+        ),
+        (playbook("site.yml", None), "give an inventory"),
+        (playbook("missing.yml", Some(inline())), "(project \"p\")"),
+        (playbook("../outside.yml", Some(inline())), "playbook"),
+        (
+            LaunchRequest::template(by_name("nope"), Overrides::none()),
+            "no template named \"nope\"",
+        ),
+        (
+            LaunchRequest::template(
+                Ref::Id(f.template_id),
+                Overrides::from_map(map(json!({"forks": 0}))).expect("overrides"),
+            ),
+            "forks",
+        ),
+    ];
+    for (request, want) in cases {
+        let err = f
+            .launcher
+            .launch(request.clone(), Origin::Api)
+            .await
+            .expect_err("refused");
+        assert!(err.to_string().contains(want), "{request:?}: {err}");
+    }
+    let listed = f
+        .launcher
+        .store()
+        .list_runs(
+            &Default::default(),
+            troupe_store::Page {
+                before: None,
+                limit: 10,
+            },
+        )
+        .await
+        .expect("list");
+    assert!(listed.is_empty(), "nothing stored: {listed:?}");
+    assert!(f.queue.0.lock().map(|s| s.is_empty()).unwrap_or(false));
+}
