@@ -14,6 +14,7 @@ pub mod slice;
 pub mod status;
 pub mod template;
 pub mod text;
+pub mod url;
 
 pub use error::ValidationError;
 pub use event::{Event, EventData};

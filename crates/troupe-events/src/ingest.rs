@@ -138,7 +138,7 @@ impl Ingestor {
                     .collect(),
                 self.build_run(m, event, payload).await,
             ),
-            Err(e) => (Vec::new(), Err(e.clone())),
+            Err(e) => (Vec::new(), Err(e.to_string())),
         };
         Proposal {
             rule: rule.name().to_owned(),
@@ -207,7 +207,10 @@ impl Ingestor {
                         .await
                         .map_err(backend)?
                         .ok_or_else(|| format!("no project named {name:?}"))?;
-                    let playbook = rule.playbook_for(&event.routing_key)?.unwrap_or_default();
+                    let playbook = rule
+                        .playbook_for(&event.routing_key)
+                        .map_err(|e| e.to_string())?
+                        .unwrap_or_default();
                     (
                         project,
                         playbook,

@@ -143,7 +143,7 @@ pub(crate) async fn submit(state: &AppState, new: NewRun) -> ApiResult<Run> {
 /// kept for cloning but never sent back.
 pub(crate) fn shown(mut project: Project) -> Project {
     if let troupe_core::project::ProjectSource::Git { url, .. } = &mut project.source {
-        *url = troupe_worker::git::redact_credentials(url);
+        *url = troupe_core::url::redact_credentials(url);
     }
     project
 }
