@@ -186,9 +186,9 @@ impl Source for AmqpSource {
 
 #[async_trait::async_trait]
 impl Sessions for AmqpSource {
-    /// One connection: connect, set up, consume until an error or `stop`.
     type Error = Redacted<AmqpError>;
 
+    /// One connection: connect, set up, consume until an error or `stop`.
     async fn session(
         &self,
         ctx: &SourceContext,

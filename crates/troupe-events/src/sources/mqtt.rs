@@ -552,11 +552,11 @@ impl Source for MqttSource {
 
 #[async_trait::async_trait]
 impl Sessions for MqttSource {
+    type Error = MqttError;
+
     /// Builds the client anew (secrets resolved) and runs it until `stop` (`Ok`), a
     /// configuration or secret problem, or its polling task ending unexpectedly. The polling
     /// task reconnects on its own meanwhile, with its own backoff.
-    type Error = MqttError;
-
     async fn session(&self, ctx: &SourceContext, _backoff: &mut Backoff) -> Result<(), MqttError> {
         let (settings, url) = self.settings(ctx)?;
         self.client_session(ctx, settings, &url).await

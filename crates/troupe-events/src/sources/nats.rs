@@ -359,10 +359,10 @@ impl Drop for OverOnDrop {
 
 #[async_trait::async_trait]
 impl Sessions for NatsSource {
-    /// One client: connect, subscribe or set up the consumer, consume until `stop` (`Ok`) or
-    /// an error.
     type Error = Redacted<NatsError>;
 
+    /// One client: connect, subscribe or set up the consumer, consume until `stop` (`Ok`) or
+    /// an error.
     async fn session(
         &self,
         ctx: &SourceContext,
