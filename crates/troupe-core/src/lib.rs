@@ -15,6 +15,7 @@ pub mod slice;
 pub mod status;
 pub mod template;
 pub mod text;
+pub mod url;
 
 pub use error::ValidationError;
 pub use event::{Event, EventData};

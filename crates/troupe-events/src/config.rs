@@ -27,11 +27,11 @@ pub struct RulesFile {
 
 impl RulesFile {
     /// Parses a YAML (or JSON) rules document.
-    pub fn parse(text: &str) -> Result<RulesFile, String> {
+    pub fn parse(text: &str) -> Result<RulesFile, ParseError> {
         if text.trim().is_empty() {
             return Ok(RulesFile::default());
         }
-        serde_saphyr::from_str(text).map_err(|e| e.to_string())
+        Ok(serde_saphyr::from_str(text)?)
     }
 
     /// The document with every secret (tokens, passwords, HMAC keys, URL credentials)
@@ -43,6 +43,47 @@ impl RulesFile {
         }
         doc
     }
+}
+
+/// Why a rules document is not one: YAML that does not parse, or a shape that does not fit
+/// (unknown field, wrong type), with the place the parser names.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ParseError(#[from] serde_saphyr::Error);
+
+/// Why a secret has no value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The environment variable it names is not set (or is not UTF-8).
+    #[error("environment variable {env} is not set")]
+    Env {
+        /// The variable.
+        env: String,
+        /// Why it could not be read.
+        #[source]
+        source: std::env::VarError,
+    },
+    /// The file it names cannot be read.
+    #[error("cannot read secret file {file}: {source}")]
+    File {
+        /// The file.
+        file: String,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A source's secret without a value, named by the field that holds it (`url: environment
+/// variable AMQP_URL is not set`).
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {source}")]
+pub struct FieldSecretError {
+    /// The configuration field (`url`, `token`, `password`, `secret`).
+    pub field: &'static str,
+    /// Why it has no value.
+    #[source]
+    pub source: SecretError,
 }
 
 /// Where a secret comes from. A literal is accepted, but `env` or `file` keep it out of the
@@ -68,16 +109,26 @@ const REDACTED: &str = "<redacted>";
 
 impl Secret {
     /// The secret's value.
-    pub fn resolve(&self) -> Result<String, String> {
+    pub fn resolve(&self) -> Result<String, SecretError> {
         match self {
             Secret::Literal(s) => Ok(s.clone()),
-            Secret::Env { env } => {
-                std::env::var(env).map_err(|_| format!("environment variable {env} is not set"))
-            }
+            Secret::Env { env } => std::env::var(env).map_err(|source| SecretError::Env {
+                env: env.clone(),
+                source,
+            }),
             Secret::File { file } => std::fs::read_to_string(file)
                 .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
-                .map_err(|e| format!("cannot read secret file {file}: {e}")),
+                .map_err(|source| SecretError::File {
+                    file: file.clone(),
+                    source,
+                }),
         }
+    }
+
+    /// The value of the secret held by `field`, whose name the error carries.
+    pub fn resolve_field(&self, field: &'static str) -> Result<String, FieldSecretError> {
+        self.resolve()
+            .map_err(|source| FieldSecretError { field, source })
     }
 
     fn redact(&mut self) {
@@ -88,7 +139,7 @@ impl Secret {
 
     fn redact_url(&mut self) {
         if let Secret::Literal(s) = self {
-            *s = troupe_worker::git::redact_credentials(s);
+            *s = troupe_core::url::redact_credentials(s);
         }
     }
 }
@@ -585,14 +636,14 @@ rules:
     fn unknown_fields_and_types_are_errors() {
         let e = RulesFile::parse("rules:\n  - name: a\n    routing_key: x\n    action: {}\n")
             .expect_err("typo in routing_keys");
-        assert!(e.contains("routing_key"), "{e}");
+        assert!(e.to_string().contains("routing_key"), "{e}");
         let e = RulesFile::parse("sources:\n  s: {type: kafka}\n").expect_err("unknown type");
-        assert!(e.contains("kafka"), "{e}");
+        assert!(e.to_string().contains("kafka"), "{e}");
         let e = RulesFile::parse(
             "rules:\n  - name: a\n    routing_keys: x\n    action: {}\n    throttle: {once_within: soon}\n",
         )
         .expect_err("bad duration");
-        assert!(e.contains("soon"), "{e}");
+        assert!(e.to_string().contains("soon"), "{e}");
     }
 
     #[test]
@@ -605,6 +656,7 @@ rules:
                 SourceConfig::Mqtt(m) => m.protocol,
                 other => panic!("not mqtt: {other:?}"),
             })
+            .map_err(|e| e.to_string())
         };
         assert_eq!(protocol(""), Ok(MqttProtocol::V311));
         assert_eq!(protocol(", protocol: 5"), Ok(MqttProtocol::V5));

@@ -2,6 +2,7 @@
 //! and record the event with its runs in one store transaction; only then is the event
 //! acknowledged.
 
+use crate::routing::KeyError;
 use crate::rules::{Match, Rules, Target};
 use crate::sink::{Delivered, Inbound, NotStored, PayloadFormat, Sink};
 use async_trait::async_trait;
@@ -34,8 +35,8 @@ pub struct Ingestor {
 #[derive(Debug, thiserror::Error)]
 enum BuildError {
     /// The rule cannot name a playbook for this event.
-    #[error("{0}")]
-    Rule(String),
+    #[error(transparent)]
+    Rule(#[from] KeyError),
     /// The payload cannot be extra vars.
     #[error(
         "the payload is {0}, not an object, so it cannot be extra vars; set action.vars_key to \
@@ -119,7 +120,7 @@ impl Ingestor {
             Ok(p) => p,
             Err(why) => {
                 record.status = EventStatus::Rejected;
-                record.reason = Some(why);
+                record.reason = Some(why.to_string());
                 return record;
             }
         };
@@ -151,7 +152,7 @@ impl Ingestor {
                     .await
                     .map_err(|e| e.to_string()),
             ),
-            Err(e) => (Vec::new(), Err(e.clone())),
+            Err(e) => (Vec::new(), Err(e.to_string())),
         };
         Proposal {
             rule: rule.name().to_owned(),
@@ -182,10 +183,7 @@ impl Ingestor {
             }
             _ => {
                 let project = action.project.clone().unwrap_or_default();
-                let playbook = rule
-                    .playbook_for(&event.routing_key)
-                    .map_err(BuildError::Rule)?
-                    .unwrap_or_default();
+                let playbook = rule.playbook_for(&event.routing_key)?.unwrap_or_default();
                 (
                     launch::Target::Playbook {
                         project: ProjectRef::Ref(Ref::Name(project)),
@@ -309,17 +307,29 @@ impl Sink for Ingestor {
     }
 }
 
-fn parse_payload(event: &Inbound) -> Result<Value, String> {
+/// Why a payload could not be read; the event is recorded as rejected with this reason.
+#[derive(Debug, thiserror::Error)]
+enum PayloadError {
+    /// Not JSON.
+    #[error("the payload is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Not text, so not YAML either.
+    #[error("the payload is not UTF-8 text")]
+    NotText,
+    /// Not YAML.
+    #[error("the payload is not valid YAML: {0}")]
+    Yaml(#[from] serde_saphyr::Error),
+}
+
+fn parse_payload(event: &Inbound) -> Result<Value, PayloadError> {
     if event.payload.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Object(Map::new()));
     }
     match event.format {
-        PayloadFormat::Json => serde_json::from_slice(&event.payload)
-            .map_err(|e| format!("the payload is not valid JSON: {e}")),
+        PayloadFormat::Json => Ok(serde_json::from_slice(&event.payload)?),
         PayloadFormat::Yaml => {
-            let text = std::str::from_utf8(&event.payload)
-                .map_err(|_| "the payload is not UTF-8 text".to_owned())?;
-            serde_saphyr::from_str(text).map_err(|e| format!("the payload is not valid YAML: {e}"))
+            let text = std::str::from_utf8(&event.payload).map_err(|_| PayloadError::NotText)?;
+            Ok(serde_saphyr::from_str(text)?)
         }
     }
 }
@@ -332,16 +342,16 @@ mod tests {
     #[test]
     fn payloads_are_read_by_format() {
         let mut ev = Inbound::json("s", "k", "{\"a\": 1}");
-        assert_eq!(parse_payload(&ev), Ok(serde_json::json!({"a": 1})));
+        let read = |ev: &Inbound| parse_payload(ev).map_err(|e| e.to_string());
+        assert_eq!(read(&ev), Ok(serde_json::json!({"a": 1})));
         ev.payload = Bytes::from_static(b"  ");
-        assert_eq!(parse_payload(&ev), Ok(serde_json::json!({})));
+        assert_eq!(read(&ev), Ok(serde_json::json!({})));
         ev.payload = Bytes::from_static(b"{nope");
-        assert!(parse_payload(&ev).is_err_and(|e| e.contains("not valid JSON")));
+        assert!(read(&ev).is_err_and(|e| e.contains("not valid JSON")));
         ev.format = PayloadFormat::Yaml;
         ev.payload = Bytes::from_static(b"a: 1\nb: [x]\n");
-        assert_eq!(
-            parse_payload(&ev),
-            Ok(serde_json::json!({"a": 1, "b": ["x"]}))
-        );
+        assert_eq!(read(&ev), Ok(serde_json::json!({"a": 1, "b": ["x"]})));
+        ev.payload = Bytes::from_static(b"\xff\xfe");
+        assert_eq!(read(&ev), Err("the payload is not UTF-8 text".to_owned()));
     }
 }

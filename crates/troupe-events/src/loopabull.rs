@@ -59,41 +59,52 @@ pub struct LoopTroupe {
     pub sources: BTreeMap<String, SourceConfig>,
 }
 
+/// Why a Loopabull configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    /// The file is not YAML of a Loopabull configuration's shape.
+    #[error("not a Loopabull config: {0}")]
+    Parse(#[source] serde_saphyr::Error),
+    /// The plugin is none of the routing-key translators troupe implements.
+    #[error(
+        "plugin {0:?} is not supported by troupe loop: use rkname (routing key = \
+         playbook name) or rkdirectory (dots become directories), and configure where \
+         events come from under troupe.sources (AMQP, NATS, MQTT, webhook, directory, \
+         timer)"
+    )]
+    Plugin(String),
+    /// No routing key would ever start a playbook.
+    #[error("routing_keys is empty: list the keys to act on, or [all] for every key")]
+    NoRoutingKeys,
+}
+
 /// The name of the rule `troupe loop` makes, and of its default webhook source.
 pub const LOOP_NAME: &str = "loopabull";
 
 impl LoopConfig {
     /// Reads a Loopabull configuration; unknown top-level keys (other plugins' settings) are
     /// ignored, as Loopabull does.
-    pub fn parse(text: &str) -> Result<LoopConfig, String> {
-        let cfg: LoopConfig =
-            serde_saphyr::from_str(text).map_err(|e| format!("not a Loopabull config: {e}"))?;
+    pub fn parse(text: &str) -> Result<LoopConfig, LoopError> {
+        let cfg: LoopConfig = serde_saphyr::from_str(text).map_err(LoopError::Parse)?;
         cfg.translator()?;
         if cfg.routing_keys.is_empty() {
-            return Err(
-                "routing_keys is empty: list the keys to act on, or [all] for every key".to_owned(),
-            );
+            return Err(LoopError::NoRoutingKeys);
         }
         Ok(cfg)
     }
 
     /// The translator the plugin names.
-    pub fn translator(&self) -> Result<Translator, String> {
+    pub fn translator(&self) -> Result<Translator, LoopError> {
         match self.plugin.as_str() {
             "rkname" => Ok(Translator::Rkname),
             "rkdirectory" => Ok(Translator::Rkdirectory),
-            other => Err(format!(
-                "plugin {other:?} is not supported by troupe loop: use rkname (routing key = \
-                 playbook name) or rkdirectory (dots become directories), and configure where \
-                 events come from under troupe.sources (AMQP, NATS, MQTT, webhook, directory, \
-                 timer)"
-            )),
+            other => Err(LoopError::Plugin(other.to_owned())),
         }
     }
 
     /// The rules document it amounts to, for the project `project` (the playbooks
     /// directory, registered under that name).
-    pub fn rules(&self, project: &str) -> Result<RulesFile, String> {
+    pub fn rules(&self, project: &str) -> Result<RulesFile, LoopError> {
         let translator = self.translator()?;
         let mut sources = self.troupe.clone().unwrap_or_default().sources;
         if sources.is_empty() {
@@ -185,6 +196,6 @@ ansible:
             "routing_keys: [all]\nplugin: fedmsg\nansible: {playbooks_dir: /x}\n",
         )
         .expect_err("fedmsg");
-        assert!(e.contains("fedmsg"), "{e}");
+        assert!(e.to_string().contains("fedmsg"), "{e}");
     }
 }

@@ -3,6 +3,45 @@
 
 use crate::config::Translator;
 
+/// Why a rule's routing-key pattern is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    /// Nothing but whitespace.
+    #[error("a routing-key pattern must not be empty")]
+    Empty,
+    /// Two dots in a row, or one at an end.
+    #[error("routing-key pattern {0:?} has an empty word")]
+    EmptyWord(String),
+    /// `*` or `#` inside a word (`a*`), which AMQP does not read as a wildcard.
+    #[error("routing-key pattern {0:?}: `*` and `#` must be whole words (as in AMQP)")]
+    PartialWildcard(String),
+}
+
+/// Why a routing key cannot name a playbook.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The key is empty.
+    #[error("the routing key is empty")]
+    Empty,
+    /// The key is longer than a file name may be.
+    #[error("the routing key is longer than 255 bytes")]
+    TooLong,
+    /// Two dots in a row, or one at an end (which would make `..` or a hidden file).
+    #[error("routing key {0:?} has an empty word")]
+    EmptyWord(String),
+    /// A character that could leave the playbooks directory or is not portable.
+    #[error(
+        "routing key {key:?} cannot name a playbook: {found:?} is not allowed \
+         (letters, digits, `_`, `-` and `.` only)"
+    )]
+    Forbidden {
+        /// The key.
+        key: String,
+        /// The first character not allowed.
+        found: char,
+    },
+}
+
 /// One routing-key pattern of a rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyPattern {
@@ -17,23 +56,21 @@ pub enum KeyPattern {
 
 impl KeyPattern {
     /// Reads a pattern; `all`, a key, or a key with `*`/`#` words.
-    pub fn parse(text: &str) -> Result<KeyPattern, String> {
+    pub fn parse(text: &str) -> Result<KeyPattern, PatternError> {
         let text = text.trim();
         if text.is_empty() {
-            return Err("a routing-key pattern must not be empty".to_owned());
+            return Err(PatternError::Empty);
         }
         if text == "all" {
             return Ok(KeyPattern::All);
         }
         let words: Vec<&str> = text.split('.').collect();
         if words.iter().any(|w| w.is_empty()) {
-            return Err(format!("routing-key pattern {text:?} has an empty word"));
+            return Err(PatternError::EmptyWord(text.to_owned()));
         }
         for w in &words {
             if w.len() > 1 && (w.contains('*') || w.contains('#')) {
-                return Err(format!(
-                    "routing-key pattern {text:?}: `*` and `#` must be whole words (as in AMQP)"
-                ));
+                return Err(PatternError::PartialWildcard(text.to_owned()));
             }
         }
         if words.iter().any(|w| *w == "*" || *w == "#") {
@@ -74,32 +111,32 @@ fn glob_match(pattern: &[String], key: &[&str]) -> bool {
 
 /// Whether `key` may name a playbook: words of letters, digits, `_` and `-`, separated by
 /// single dots (so no path separators, no `..`, nothing hidden).
-pub fn check_playbook_key(key: &str) -> Result<(), String> {
+pub fn check_playbook_key(key: &str) -> Result<(), KeyError> {
     if key.is_empty() {
-        return Err("the routing key is empty".to_owned());
+        return Err(KeyError::Empty);
     }
     if key.len() > 255 {
-        return Err("the routing key is longer than 255 bytes".to_owned());
+        return Err(KeyError::TooLong);
     }
     for word in key.split('.') {
         if word.is_empty() {
-            return Err(format!("routing key {key:?} has an empty word"));
+            return Err(KeyError::EmptyWord(key.to_owned()));
         }
-        if let Some(c) = word
+        if let Some(found) = word
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
         {
-            return Err(format!(
-                "routing key {key:?} cannot name a playbook: {c:?} is not allowed \
-                 (letters, digits, `_`, `-` and `.` only)"
-            ));
+            return Err(KeyError::Forbidden {
+                key: key.to_owned(),
+                found,
+            });
         }
     }
     Ok(())
 }
 
 /// The playbook path a routing key names under `dir` (`.` or empty for the project root).
-pub fn playbook_for_key(dir: &str, key: &str, translator: Translator) -> Result<String, String> {
+pub fn playbook_for_key(dir: &str, key: &str, translator: Translator) -> Result<String, KeyError> {
     check_playbook_key(key)?;
     let file = match translator {
         Translator::Rkname => format!("{key}.yml"),

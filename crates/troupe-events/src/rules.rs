@@ -5,11 +5,13 @@
 //! (`source`, `routing_key`, `headers`), as Ansible's `when` sees variables.
 
 use crate::config::{ActionConfig, RuleConfig, RulesFile, Settings, Translator};
-use crate::routing::{KeyPattern, playbook_for_key};
+use crate::routing::{KeyError, KeyPattern, playbook_for_key};
 use crate::sink::Inbound;
 use minijinja::Environment;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 use std::time::Duration;
+use troupe_core::ValidationError;
 use troupe_core::inbound::{ConcurrencyPolicy, GateKind};
 use troupe_core::project::PlaybookRef;
 
@@ -54,9 +56,72 @@ pub struct Match<'r> {
     /// The rule.
     pub rule: &'r Rule,
     /// Gates to pass (kind, rendered key, window), or why they could not be rendered.
-    pub gates: Result<Vec<(GateKind, String, Duration)>, String>,
+    pub gates: Result<Vec<(GateKind, String, Duration)>, GateError>,
     /// The concurrency key and policy.
     pub concurrency: (String, ConcurrencyPolicy),
+}
+
+/// Why a matching rule's gate keys could not be rendered for an event (the event's record
+/// keeps the message as the proposal's reason). minijinja's errors are shared, not copied,
+/// as a [`Match`] is cloned.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GateError {
+    /// `dedupe.key` failed to evaluate.
+    #[error("dedupe.key: {0}")]
+    DedupeKey(#[source] Arc<minijinja::Error>),
+    /// `dedupe.key` evaluated to nothing, so there is no id to deduplicate on.
+    #[error("dedupe.key ({0}) is undefined for this event, so it cannot be deduplicated")]
+    DedupeUndefined(String),
+    /// One of `throttle.group_by` failed to evaluate.
+    #[error("throttle.group_by[{index}]: {source}")]
+    GroupBy {
+        /// Which expression of `group_by`.
+        index: usize,
+        /// Why it failed.
+        #[source]
+        source: Arc<minijinja::Error>,
+    },
+}
+
+/// Why a rule's conditions could not be decided for an event.
+#[derive(Debug, thiserror::Error)]
+enum ConditionError {
+    /// The expression does not compile (compilation checked it, so only a changed
+    /// environment gets here).
+    #[error("when[{index}]: {source}")]
+    Compile {
+        index: usize,
+        #[source]
+        source: minijinja::Error,
+    },
+    /// The expression failed on this event's payload.
+    #[error("when[{index}] ({expr}): {source}")]
+    Eval {
+        index: usize,
+        expr: String,
+        #[source]
+        source: minijinja::Error,
+    },
+}
+
+/// Why a rule's action names nothing to run.
+#[derive(Debug, thiserror::Error)]
+enum TargetError {
+    #[error(
+        "give exactly one of playbook, playbooks_dir (run the playbook the routing key \
+         names) or template"
+    )]
+    NotExactlyOne,
+    #[error("a project is needed (by name) unless a template is launched")]
+    NoProject,
+    #[error(transparent)]
+    Playbook(#[from] ValidationError),
+    #[error("playbooks_dir {dir:?} must be a relative path inside the project")]
+    PlaybooksDir {
+        dir: String,
+        #[source]
+        source: ValidationError,
+    },
 }
 
 /// Why an event matched no rule.
@@ -98,7 +163,7 @@ impl Rules {
 
     /// Parses and compiles YAML text.
     pub fn from_yaml(text: &str) -> Result<Rules, Vec<String>> {
-        let file = RulesFile::parse(text).map_err(|e| vec![e])?;
+        let file = RulesFile::parse(text).map_err(|e| vec![e.to_string()])?;
         Rules::compile(file)
     }
 
@@ -171,15 +236,19 @@ impl Rules {
         Ok(matches)
     }
 
-    fn conditions_hold(&self, rule: &Rule, ctx: &minijinja::Value) -> Result<bool, String> {
-        for (i, expr) in rule.config.when.to_vec().iter().enumerate() {
+    fn conditions_hold(&self, rule: &Rule, ctx: &minijinja::Value) -> Result<bool, ConditionError> {
+        for (index, expr) in rule.config.when.to_vec().into_iter().enumerate() {
             let compiled = self
                 .env
-                .compile_expression(expr)
-                .map_err(|e| format!("when[{i}]: {e}"))?;
+                .compile_expression(&expr)
+                .map_err(|source| ConditionError::Compile { index, source })?;
             let value = compiled
                 .eval(ctx.clone())
-                .map_err(|e| format!("when[{i}] ({expr}): {e}"))?;
+                .map_err(|source| ConditionError::Eval {
+                    index,
+                    expr: expr.clone(),
+                    source,
+                })?;
             if !value.is_true() {
                 return Ok(false);
             }
@@ -192,26 +261,24 @@ impl Rules {
         rule: &Rule,
         event: &Inbound,
         ctx: &minijinja::Value,
-    ) -> Result<Vec<(GateKind, String, Duration)>, String> {
+    ) -> Result<Vec<(GateKind, String, Duration)>, GateError> {
         let mut gates = Vec::new();
         if let Some(d) = &rule.config.dedupe {
             let id = self
                 .render(&d.key, ctx)
-                .map_err(|e| format!("dedupe.key: {e}"))?;
+                .map_err(|e| GateError::DedupeKey(Arc::new(e)))?;
             if id.is_undefined() || id.is_none() {
-                return Err(format!(
-                    "dedupe.key ({}) is undefined for this event, so it cannot be deduplicated",
-                    d.key
-                ));
+                return Err(GateError::DedupeUndefined(d.key.clone()));
             }
             gates.push((GateKind::Dedupe, id.to_string(), d.within));
         }
         if let Some(t) = &rule.config.throttle {
             let mut group = vec![Value::String(event.routing_key.clone())];
-            for (i, expr) in t.group_by.iter().enumerate() {
-                let v = self
-                    .render(expr, ctx)
-                    .map_err(|e| format!("throttle.group_by[{i}]: {e}"))?;
+            for (index, expr) in t.group_by.iter().enumerate() {
+                let v = self.render(expr, ctx).map_err(|e| GateError::GroupBy {
+                    index,
+                    source: Arc::new(e),
+                })?;
                 group.push(serde_json::to_value(&v).unwrap_or(Value::Null));
             }
             gates.push((
@@ -223,11 +290,14 @@ impl Rules {
         Ok(gates)
     }
 
-    fn render(&self, expr: &str, ctx: &minijinja::Value) -> Result<minijinja::Value, String> {
+    fn render(
+        &self,
+        expr: &str,
+        ctx: &minijinja::Value,
+    ) -> Result<minijinja::Value, minijinja::Error> {
         self.env
             .compile_expression(expr)
             .and_then(|c| c.eval(ctx.clone()))
-            .map_err(|e| e.to_string())
     }
 }
 
@@ -244,7 +314,7 @@ impl Rule {
 
     /// The playbook it runs for `routing_key` (relative to the project); `None` for
     /// templates (the template names it).
-    pub fn playbook_for(&self, routing_key: &str) -> Result<Option<String>, String> {
+    pub fn playbook_for(&self, routing_key: &str) -> Result<Option<String>, KeyError> {
         match &self.target {
             Target::Playbook(p) => Ok(Some(p.clone())),
             Target::Named { dir, translator } => {
@@ -435,32 +505,31 @@ fn compile_rule(
     }
 }
 
-fn target(a: &ActionConfig) -> Result<Target, String> {
+fn target(a: &ActionConfig) -> Result<Target, TargetError> {
     let given = [
         a.playbook.is_some(),
         a.playbooks_dir.is_some(),
         a.template.is_some(),
     ];
     if given.iter().filter(|g| **g).count() != 1 {
-        return Err(
-            "give exactly one of playbook, playbooks_dir (run the playbook the routing key \
-             names) or template"
-                .to_owned(),
-        );
+        return Err(TargetError::NotExactlyOne);
     }
     if a.template.is_none() && a.project.is_none() {
-        return Err("a project is needed (by name) unless a template is launched".to_owned());
+        return Err(TargetError::NoProject);
     }
     if let Some(p) = &a.playbook {
-        PlaybookRef::parse(p).map_err(|e| e.to_string())?;
+        PlaybookRef::parse(p)?;
         return Ok(Target::Playbook(p.clone()));
     }
     if let Some(dir) = &a.playbooks_dir {
         // The directory must itself be a safe relative path: check it as a playbook would be.
         if dir != "." && !dir.is_empty() {
-            PlaybookRef::parse(&format!("{}/x.yml", dir.trim_end_matches('/'))).map_err(|_| {
-                format!("playbooks_dir {dir:?} must be a relative path inside the project")
-            })?;
+            PlaybookRef::parse(&format!("{}/x.yml", dir.trim_end_matches('/'))).map_err(
+                |source| TargetError::PlaybooksDir {
+                    dir: dir.clone(),
+                    source,
+                },
+            )?;
         }
         return Ok(Target::Named {
             dir: dir.clone(),
@@ -558,7 +627,7 @@ rules:
             .evaluate(&ev("hook", "deploy.db"), &payload)
             .expect("matches");
         let e = m[0].gates.clone().expect_err("no id");
-        assert!(e.contains("payload.id"), "{e}");
+        assert!(e.to_string().contains("payload.id"), "{e}");
     }
 
     #[test]

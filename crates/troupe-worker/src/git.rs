@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::process::Command;
 use troupe_core::project::{Project, ProjectSource, ProjectSync};
+use troupe_core::url::redact_credentials;
 
 /// The longest any one git or ansible-galaxy command may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -408,19 +409,34 @@ impl ProjectSyncer {
     }
 }
 
+/// Why a git or ansible-galaxy command did not run to its end; the message follows the
+/// command's name ("git fetch timed out after 300s").
+#[derive(Debug, thiserror::Error)]
+enum CommandError {
+    /// The process could not be spawned.
+    #[error("could not start: {0}")]
+    Start(#[source] std::io::Error),
+    /// Waiting for the process or reading its output failed.
+    #[error("failed: {0}")]
+    Wait(#[source] std::io::Error),
+    /// The process ran past the time limit and was killed.
+    #[error("timed out after {}s", .0.as_secs())]
+    TimedOut(Duration),
+}
+
 /// Runs a prepared command to its end with no stdin, killing it after `timeout`.
-async fn run(mut cmd: Command, timeout: Duration) -> Result<std::process::Output, String> {
+async fn run(mut cmd: Command, timeout: Duration) -> Result<std::process::Output, CommandError> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let child = troupe_ansible::spawn_child(cmd)
         .await
-        .map_err(|e| format!("could not start: {e}"))?;
+        .map_err(CommandError::Start)?;
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(Ok(out)) => Ok(out),
-        Ok(Err(e)) => Err(format!("failed: {e}")),
-        Err(_) => Err(format!("timed out after {}s", timeout.as_secs())),
+        Ok(Err(e)) => Err(CommandError::Wait(e)),
+        Err(_) => Err(CommandError::TimedOut(timeout)),
     }
 }
 
@@ -447,48 +463,9 @@ fn message_of(stderr: &[u8], stdout: &[u8]) -> String {
     }
 }
 
-/// Removes `user:password@` (any userinfo) from every `scheme://` URL in `text`.
-pub fn redact_credentials(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c == '/' || c.is_whitespace() || matches!(c, '\'' | '"' | '<' | '>'))
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rfind('@') {
-            Some(at) => out.push_str(&authority[at + 1..]),
-            None => out.push_str(authority),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn credentials_never_reach_messages() {
-        assert_eq!(
-            redact_credentials(
-                "fatal: unable to access 'https://bob:s3cr%40t@git.example.com/r.git/': 403"
-            ),
-            "fatal: unable to access 'https://git.example.com/r.git/': 403"
-        );
-        assert_eq!(
-            redact_credentials("a https://tok@h/x and http://u:p@h2 end"),
-            "a https://h/x and http://h2 end"
-        );
-        assert_eq!(
-            redact_credentials("git@github.com:o/r.git /srv/repo"),
-            "git@github.com:o/r.git /srv/repo"
-        );
-    }
 
     #[test]
     fn messages_are_bounded() {

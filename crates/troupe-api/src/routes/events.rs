@@ -170,11 +170,12 @@ async fn deliver_hook(
     // An API token is always enough; otherwise the source's own signature or token.
     let api_token = crate::auth::bearer(headers).is_some_and(|t| state.tokens.verify(t));
     if !api_token {
-        webhook::authenticate(&cfg, header, &body)
-            .map_err(|why| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why))?;
+        webhook::authenticate(&cfg, header, &body).map_err(|why| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why.to_string())
+        })?;
     }
     let routing_key = webhook::routing_key(&cfg, path_key, header, &body)
-        .map_err(|why| ApiError::invalid("missing_routing_key", "routing_key", why))?;
+        .map_err(|why| ApiError::invalid("missing_routing_key", "routing_key", why.to_string()))?;
     let mut inbound = Inbound::json(source, &routing_key, body);
     inbound.delivery_id = DELIVERY_HEADERS.iter().find_map(|h| header(h));
     inbound.headers = forwarded_headers(headers);

@@ -179,7 +179,7 @@ impl From<&IdOrName> for Ref {
 /// kept for cloning but never sent back.
 pub(crate) fn shown(mut project: Project) -> Project {
     if let troupe_core::project::ProjectSource::Git { url, .. } = &mut project.source {
-        *url = troupe_worker::git::redact_credentials(url);
+        *url = troupe_core::url::redact_credentials(url);
     }
     project
 }

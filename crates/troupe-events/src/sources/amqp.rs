@@ -13,9 +13,9 @@
 //! string-valued AMQP headers and a few string properties (`content-type`, `type`,
 //! `app-id`, `correlation-id`, `user-id`), with lowercase names.
 
-use crate::config::{AmqpConfig, Secret};
+use crate::config::{AmqpConfig, FieldSecretError, Secret};
 use crate::sink::{Backoff, Inbound, PayloadFormat};
-use crate::sources::{Sessions, Source, SourceContext, reconnecting};
+use crate::sources::{Redacted, Sessions, Source, SourceContext, reconnecting, scrub};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use lapin::options::{
@@ -26,7 +26,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use troupe_worker::git::redact_credentials;
+use troupe_core::url::redact_credentials;
 
 /// Exchange types `exchange_type` may name.
 const EXCHANGE_TYPES: [&str; 4] = ["direct", "topic", "fanout", "headers"];
@@ -40,65 +40,129 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_HEADERS: usize = 32;
 const MAX_HEADER_VALUE: usize = 1024;
 
+/// What is wrong with an AMQP source's configuration. URLs are shown without credentials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AmqpConfigError {
+    /// The URL is not `amqp://` or `amqps://`.
+    #[error("url: {0:?} must start with amqp:// or amqps://")]
+    Scheme(String),
+    /// lapin cannot read the URL.
+    #[error("url: {url:?} is invalid: {reason}")]
+    Url {
+        /// The URL, without credentials.
+        url: String,
+        /// lapin's reason (a plain message, with any password removed).
+        reason: String,
+    },
+    /// A name that must be given is empty.
+    #[error("{0}: must not be empty")]
+    Empty(&'static str),
+    /// A name or key is longer than an AMQP short string.
+    #[error("{field}: {value:?} is longer than {MAX_NAME} bytes")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// The name or key.
+        value: String,
+    },
+    /// The queue is in RabbitMQ's reserved `amq.` namespace.
+    #[error("queue: {0:?} starts with `amq.`, which RabbitMQ reserves")]
+    ReservedQueue(String),
+    /// An exchange without binding keys would deliver nothing.
+    #[error("bindings: at least one binding key is needed when an exchange is named")]
+    NoBindings,
+    /// Not an exchange type AMQP knows.
+    #[error("exchange_type: {0:?} is not one of {types}", types = EXCHANGE_TYPES.join(", "))]
+    ExchangeType(String),
+    /// A prefetch of 0 means no limit to RabbitMQ, not "none".
+    #[error("prefetch: must be at least 1")]
+    Prefetch,
+}
+
+/// Why an AMQP session ended (shown through [`Redacted`]: lapin's messages may quote the
+/// URL).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AmqpError {
+    /// The URL's secret has no value.
+    #[error(transparent)]
+    Secret(#[from] FieldSecretError),
+    /// A name the configuration check let through does not fit (see [`AmqpConfigError`]).
+    #[error(transparent)]
+    Config(#[from] AmqpConfigError),
+    /// The broker could not be reached or refused the connection.
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: lapin::Error,
+    },
+    /// Connecting and setting up took longer than [`SETUP_TIMEOUT`].
+    #[error("connecting to {0} timed out")]
+    ConnectTimeout(String),
+    /// One step of the set-up failed (`what` names it: "basic.qos", "declaring queue q").
+    #[error("{what}: {source}")]
+    Setup {
+        what: String,
+        #[source]
+        source: lapin::Error,
+    },
+    /// The consumer's stream failed.
+    #[error("consuming: {0}")]
+    Consume(#[source] lapin::Error),
+    /// The broker cancelled the consumer (queue deleted, for one).
+    #[error("the broker cancelled the consumer")]
+    Cancelled,
+    /// A stored event could not be acknowledged (the broker redelivers it).
+    #[error("acknowledging: {0}")]
+    Ack(#[source] lapin::Error),
+}
+
 /// Checks an AMQP source's configuration without connecting.
-pub fn validate(cfg: &AmqpConfig) -> Result<(), String> {
+pub fn validate(cfg: &AmqpConfig) -> Result<(), AmqpConfigError> {
     if let Secret::Literal(url) = &cfg.url {
         check_url(url)?;
     }
     check_name("queue", &cfg.queue)?;
     if cfg.queue.starts_with("amq.") {
-        return Err(format!(
-            "queue: {:?} starts with `amq.`, which RabbitMQ reserves",
-            cfg.queue
-        ));
+        return Err(AmqpConfigError::ReservedQueue(cfg.queue.clone()));
     }
     if let Some(exchange) = &cfg.exchange {
         check_name("exchange", exchange)?;
         if cfg.bindings.is_empty() {
-            return Err(
-                "bindings: at least one binding key is needed when an exchange is named".to_owned(),
-            );
+            return Err(AmqpConfigError::NoBindings);
         }
     }
     if !EXCHANGE_TYPES.contains(&cfg.exchange_type.as_str()) {
-        return Err(format!(
-            "exchange_type: {:?} is not one of {}",
-            cfg.exchange_type,
-            EXCHANGE_TYPES.join(", ")
-        ));
+        return Err(AmqpConfigError::ExchangeType(cfg.exchange_type.clone()));
     }
     for key in &cfg.bindings {
-        if key.len() > MAX_NAME {
-            return Err(format!("bindings: {key:?} is longer than {MAX_NAME} bytes"));
-        }
+        short("bindings", key)?;
     }
     if cfg.prefetch == 0 {
-        return Err("prefetch: must be at least 1".to_owned());
+        return Err(AmqpConfigError::Prefetch);
     }
     Ok(())
 }
 
-fn check_url(url: &str) -> Result<(), String> {
+fn check_url(url: &str) -> Result<(), AmqpConfigError> {
     let shown = redact_credentials(url);
     let scheme = url.split_once("://").map(|(s, _)| s);
     if !matches!(scheme, Some("amqp" | "amqps")) {
-        return Err(format!(
-            "url: {shown:?} must start with amqp:// or amqps://"
-        ));
+        return Err(AmqpConfigError::Scheme(shown));
     }
     url.parse::<lapin::uri::AMQPUri>()
         .map(|_| ())
-        .map_err(|e| format!("url: {shown:?} is invalid: {}", scrub(&e, url)))
+        .map_err(|e| AmqpConfigError::Url {
+            url: shown,
+            reason: scrub(&e, url, None),
+        })
 }
 
-fn check_name(field: &str, name: &str) -> Result<(), String> {
+fn check_name(field: &'static str, name: &str) -> Result<(), AmqpConfigError> {
     if name.is_empty() {
-        return Err(format!("{field}: must not be empty"));
+        return Err(AmqpConfigError::Empty(field));
     }
-    if name.len() > MAX_NAME {
-        return Err(format!("{field}: {name:?} is longer than {MAX_NAME} bytes"));
-    }
-    Ok(())
+    short(field, name).map(|_| ())
 }
 
 /// An AMQP source.
@@ -122,32 +186,47 @@ impl Source for AmqpSource {
 
 #[async_trait::async_trait]
 impl Sessions for AmqpSource {
+    type Error = Redacted<AmqpError>;
+
     /// One connection: connect, set up, consume until an error or `stop`.
-    async fn session(&self, ctx: &SourceContext, backoff: &mut Backoff) -> Result<(), String> {
-        let url = self.cfg.url.resolve().map_err(|e| format!("url: {e}"))?;
+    async fn session(
+        &self,
+        ctx: &SourceContext,
+        backoff: &mut Backoff,
+    ) -> Result<(), Redacted<AmqpError>> {
+        let url = self
+            .cfg
+            .url
+            .resolve_field("url")
+            .map_err(|e| Redacted::new(e.into(), "", None))?;
+        let redacted = |e: AmqpError| Redacted::new(e, &url, None);
         let setup = async {
             let props = ConnectionProperties::default()
                 .with_connection_name(format!("troupe:{}", ctx.name).into());
-            let conn = Connection::connect(&url, props)
-                .await
-                .map_err(|e| format!("cannot connect to {}: {e}", redact_credentials(&url)))?;
+            let conn =
+                Connection::connect(&url, props)
+                    .await
+                    .map_err(|source| AmqpError::Connect {
+                        url: redact_credentials(&url),
+                        source,
+                    })?;
             // From here on, dropping `conn` closes it.
             let consumer = self.setup(&conn, &ctx.name).await;
-            Ok::<_, String>((conn, consumer))
+            Ok::<_, AmqpError>((conn, consumer))
         };
         let (conn, consumer) = tokio::select! {
             _ = ctx.stop.cancelled() => return Ok(()),
             r = tokio::time::timeout(SETUP_TIMEOUT, setup) => match r {
-                Ok(r) => r.map_err(|e| scrub(&e, &url))?,
-                Err(_) => return Err(format!(
-                    "connecting to {} timed out", redact_credentials(&url))),
+                Ok(r) => r.map_err(redacted)?,
+                Err(_) => return Err(redacted(AmqpError::ConnectTimeout(
+                    redact_credentials(&url)))),
             },
         };
         let mut consumer = match consumer {
             Ok(c) => c,
             Err(e) => {
                 close(&conn).await;
-                return Err(scrub(&e, &url));
+                return Err(redacted(e));
             }
         };
         ctx.status.connected();
@@ -162,8 +241,8 @@ impl Sessions for AmqpSource {
             };
             let delivery = match next {
                 Some(Ok(d)) => d,
-                Some(Err(e)) => break Err(format!("consuming: {e}")),
-                None => break Err("the broker cancelled the consumer".to_owned()),
+                Some(Err(e)) => break Err(AmqpError::Consume(e)),
+                None => break Err(AmqpError::Cancelled),
             };
             let event = inbound(&ctx.name, &delivery);
             match ctx.sink.deliver_until_stored(event, &ctx.stop).await {
@@ -171,7 +250,7 @@ impl Sessions for AmqpSource {
                     if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
                         // Stored but not acknowledged: the broker redelivers it and the store
                         // recognises it (message id, or redelivered flag).
-                        break Err(format!("acknowledging: {e}"));
+                        break Err(AmqpError::Ack(e));
                     }
                     ctx.status.delivered();
                 }
@@ -181,23 +260,23 @@ impl Sessions for AmqpSource {
         };
         drop(consumer);
         close(&conn).await;
-        result.map_err(|e| scrub(&e, &url))
+        result.map_err(redacted)
     }
 }
 
 impl AmqpSource {
     /// Channel, QoS, queue, exchange, bindings, consumer.
-    async fn setup(&self, conn: &Connection, name: &str) -> Result<lapin::Consumer, String> {
+    async fn setup(&self, conn: &Connection, name: &str) -> Result<lapin::Consumer, AmqpError> {
         let cfg = &self.cfg;
         let queue = short("queue", &cfg.queue)?;
         let channel = conn
             .create_channel()
             .await
-            .map_err(|e| format!("opening a channel: {e}"))?;
+            .map_err(setup_failed("opening a channel"))?;
         channel
             .basic_qos(cfg.prefetch.max(1), BasicQosOptions::default())
             .await
-            .map_err(|e| format!("basic.qos: {e}"))?;
+            .map_err(setup_failed("basic.qos"))?;
         channel
             .queue_declare(
                 queue.clone(),
@@ -205,7 +284,7 @@ impl AmqpSource {
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| format!("declaring queue {}: {e}", cfg.queue))?;
+            .map_err(setup_failed(format!("declaring queue {}", cfg.queue)))?;
         if let Some(exchange) = &cfg.exchange {
             let exchange_name = short("exchange", exchange)?;
             if !exchange.starts_with("amq.") {
@@ -220,7 +299,7 @@ impl AmqpSource {
                         FieldTable::default(),
                     )
                     .await
-                    .map_err(|e| format!("declaring exchange {exchange}: {e}"))?;
+                    .map_err(setup_failed(format!("declaring exchange {exchange}")))?;
             }
             for key in &cfg.bindings {
                 channel
@@ -232,9 +311,10 @@ impl AmqpSource {
                         FieldTable::default(),
                     )
                     .await
-                    .map_err(|e| {
-                        format!("binding {} to {exchange} with {key:?}: {e}", cfg.queue)
-                    })?;
+                    .map_err(setup_failed(format!(
+                        "binding {} to {exchange} with {key:?}",
+                        cfg.queue
+                    )))?;
             }
         }
         let tag = ShortString::try_new(format!("troupe-{name}"))
@@ -247,7 +327,15 @@ impl AmqpSource {
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| format!("consuming {}: {e}", cfg.queue))
+            .map_err(setup_failed(format!("consuming {}", cfg.queue)))
+    }
+}
+
+/// Makes a lapin error the failure of the set-up step `what`.
+fn setup_failed(what: impl Into<String>) -> impl FnOnce(lapin::Error) -> AmqpError {
+    move |source| AmqpError::Setup {
+        what: what.into(),
+        source,
     }
 }
 
@@ -260,8 +348,11 @@ async fn close(conn: &Connection) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
 }
 
-fn short(field: &str, s: &str) -> Result<ShortString, String> {
-    ShortString::try_new(s).map_err(|_| format!("{field}: {s:?} is longer than {MAX_NAME} bytes"))
+fn short(field: &'static str, s: &str) -> Result<ShortString, AmqpConfigError> {
+    ShortString::try_new(s).map_err(|_| AmqpConfigError::TooLong {
+        field,
+        value: s.to_owned(),
+    })
 }
 
 fn exchange_kind(kind: &str) -> ExchangeKind {
@@ -327,23 +418,6 @@ fn headers(props: &BasicProperties) -> BTreeMap<String, String> {
     out
 }
 
-/// An error message with the URL's credentials (and the password itself) removed.
-fn scrub(text: &str, url: &str) -> String {
-    let mut out = redact_credentials(text);
-    if let Some(password) = url_password(url).filter(|p| p.len() >= 3) {
-        out = out.replace(password, "<redacted>");
-    }
-    out
-}
-
-/// The password part of `scheme://user:password@host...`.
-fn url_password(url: &str) -> Option<&str> {
-    let (_, rest) = url.split_once("://")?;
-    let authority = rest.split('/').next()?;
-    let (userinfo, _) = authority.rsplit_once('@')?;
-    userinfo.split_once(':').map(|(_, p)| p)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,9 +426,16 @@ mod tests {
     fn scrub_removes_passwords() {
         let url = "amqp://bob:hunter22@host:5672/%2f";
         assert_eq!(
-            scrub("Invalid URL: 'amqp://bob:hunter22@host:5672/%2f'", url),
+            scrub(
+                "Invalid URL: 'amqp://bob:hunter22@host:5672/%2f'",
+                url,
+                None
+            ),
             "Invalid URL: 'amqp://host:5672/%2f'"
         );
-        assert_eq!(scrub("auth hunter22 failed", url), "auth <redacted> failed");
+        assert_eq!(
+            scrub("auth hunter22 failed", url, None),
+            "auth <redacted> failed"
+        );
     }
 }

@@ -18,13 +18,44 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use troupe_core::inbound::EventStatus;
 
+/// What is wrong with a directory source's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectoryConfigError {
+    /// No directory is named.
+    #[error("path must not be empty")]
+    EmptyPath,
+    /// The directory would be polled without pause.
+    #[error("poll_ms must be more than 0")]
+    ZeroPoll,
+}
+
+/// Why a scan of the directory stopped early (the source reports it and tries again).
+#[derive(Debug, thiserror::Error)]
+enum ScanError {
+    /// `done/` or `failed/` cannot be made.
+    #[error("cannot create {}/{sub}: {source}", .dir.display())]
+    Create {
+        dir: PathBuf,
+        sub: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The directory cannot be listed.
+    #[error("cannot list {}: {source}", .dir.display())]
+    List {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Checks the configuration.
-pub fn validate(cfg: &DirectoryConfig) -> Result<(), String> {
+pub fn validate(cfg: &DirectoryConfig) -> Result<(), DirectoryConfigError> {
     if cfg.path.trim().is_empty() {
-        return Err("path must not be empty".to_owned());
+        return Err(DirectoryConfigError::EmptyPath);
     }
     if cfg.poll_ms == 0 {
-        return Err("poll_ms must be more than 0".to_owned());
+        return Err(DirectoryConfigError::ZeroPoll);
     }
     Ok(())
 }
@@ -90,21 +121,23 @@ impl Source for DirectorySource {
 
 /// Delivers every waiting file, oldest first. Stops early (leaving files in place) when the
 /// source is told to stop.
-async fn scan(dir: &Path, ctx: &SourceContext) -> Result<(), String> {
+async fn scan(dir: &Path, ctx: &SourceContext) -> Result<(), ScanError> {
     for sub in ["done", "failed"] {
         tokio::fs::create_dir_all(dir.join(sub))
             .await
-            .map_err(|e| format!("cannot create {}/{sub}: {e}", dir.display()))?;
+            .map_err(|source| ScanError::Create {
+                dir: dir.to_owned(),
+                sub,
+                source,
+            })?;
     }
+    let list = |source| ScanError::List {
+        dir: dir.to_owned(),
+        source,
+    };
     let mut files = Vec::new();
-    let mut entries = tokio::fs::read_dir(dir)
-        .await
-        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
-    while let Some(entry) = entries
-        .next_entry()
-        .await
-        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
-    {
+    let mut entries = tokio::fs::read_dir(dir).await.map_err(list)?;
+    while let Some(entry) = entries.next_entry().await.map_err(list)? {
         let Ok(meta) = entry.metadata().await else {
             continue;
         };

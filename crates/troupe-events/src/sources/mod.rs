@@ -48,9 +48,70 @@ pub trait Source: Send + 'static {
 /// A source that works in sessions: one connection, set up, consumed until it fails.
 #[async_trait]
 pub(crate) trait Sessions: Sync {
+    /// Why a session ended; shown in the source's status and the log.
+    type Error: std::fmt::Display + Send;
+
     /// Connects, sets up and consumes until an error (`Err`) or `ctx.stop` (`Ok`); resets
     /// `backoff` once it consumes.
-    async fn session(&self, ctx: &SourceContext, backoff: &mut Backoff) -> Result<(), String>;
+    async fn session(&self, ctx: &SourceContext, backoff: &mut Backoff) -> Result<(), Self::Error>;
+}
+
+/// A session's error as it may be shown: transports quote the URL they were given in their
+/// messages, password and all, so the message has the credentials of every URL, the
+/// connection URL's password and the token (when there is one) replaced. Its `Debug` is the
+/// same text, and the cause chain stops here for the same reason (the message already
+/// includes each cause's).
+pub(crate) struct Redacted<E> {
+    error: E,
+    url: String,
+    token: Option<String>,
+}
+
+impl<E> Redacted<E> {
+    /// `error`, to be shown without the secrets of `url` and `token`.
+    pub(crate) fn new(error: E, url: &str, token: Option<&str>) -> Self {
+        Redacted {
+            error,
+            url: url.to_owned(),
+            token: token.map(str::to_owned),
+        }
+    }
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for Redacted<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&scrub(
+            &self.error.to_string(),
+            &self.url,
+            self.token.as_deref(),
+        ))
+    }
+}
+
+impl<E: std::fmt::Display> std::fmt::Debug for Redacted<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl<E: std::fmt::Display> std::error::Error for Redacted<E> {}
+
+/// `text` with URL credentials, `url`'s password and `token` removed (secrets shorter than
+/// three characters are left: replacing them would mangle the message, not protect them).
+pub(crate) fn scrub(text: &str, url: &str, token: Option<&str>) -> String {
+    let mut out = troupe_core::url::redact_credentials(text);
+    let password = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|authority| authority.rsplit_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, p)| p);
+    for secret in [password, token].into_iter().flatten() {
+        if secret.len() >= 3 {
+            out = out.replace(secret, "<redacted>");
+        }
+    }
+    out
 }
 
 /// Runs `source`'s sessions one after another until `ctx.stop` is cancelled: after each failure
@@ -138,42 +199,75 @@ impl SourceStatus {
     }
 }
 
+/// What is wrong with a source's configuration, beyond its shape; the message starts with the
+/// field at fault where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceConfigError {
+    /// A webhook source's.
+    #[cfg(feature = "webhook")]
+    #[error(transparent)]
+    Webhook(#[from] webhook::WebhookConfigError),
+    /// An AMQP source's.
+    #[cfg(feature = "amqp")]
+    #[error(transparent)]
+    Amqp(#[from] amqp::AmqpConfigError),
+    /// A NATS source's.
+    #[cfg(feature = "nats")]
+    #[error(transparent)]
+    Nats(#[from] nats::NatsConfigError),
+    /// An MQTT source's.
+    #[cfg(feature = "mqtt")]
+    #[error(transparent)]
+    Mqtt(#[from] mqtt::MqttConfigError),
+    /// A directory source's.
+    #[cfg(feature = "directory")]
+    #[error(transparent)]
+    Directory(#[from] directory::DirectoryConfigError),
+    /// A timer source's.
+    #[cfg(feature = "timer")]
+    #[error(transparent)]
+    Timer(#[from] timer::TimerConfigError),
+    /// A source of a kind this build leaves out.
+    #[error("this troupe was built without the `{0}` source (cargo feature `{0}`)")]
+    Disabled(&'static str),
+}
+
 /// Checks a source's configuration beyond its shape (URLs, cron expressions, time zones...).
-pub fn validate(cfg: &SourceConfig) -> Result<(), String> {
+pub fn validate(cfg: &SourceConfig) -> Result<(), SourceConfigError> {
     match cfg {
         SourceConfig::Webhook(c) => {
             #[cfg(feature = "webhook")]
-            return webhook::validate(c);
+            return Ok(webhook::validate(c)?);
             #[cfg(not(feature = "webhook"))]
             return Err(disabled("webhook", c));
         }
         SourceConfig::Amqp(c) => {
             #[cfg(feature = "amqp")]
-            return amqp::validate(c);
+            return Ok(amqp::validate(c)?);
             #[cfg(not(feature = "amqp"))]
             return Err(disabled("amqp", c));
         }
         SourceConfig::Nats(c) => {
             #[cfg(feature = "nats")]
-            return nats::validate(c);
+            return Ok(nats::validate(c)?);
             #[cfg(not(feature = "nats"))]
             return Err(disabled("nats", c));
         }
         SourceConfig::Mqtt(c) => {
             #[cfg(feature = "mqtt")]
-            return mqtt::validate(c);
+            return Ok(mqtt::validate(c)?);
             #[cfg(not(feature = "mqtt"))]
             return Err(disabled("mqtt", c));
         }
         SourceConfig::Directory(c) => {
             #[cfg(feature = "directory")]
-            return directory::validate(c);
+            return Ok(directory::validate(c)?);
             #[cfg(not(feature = "directory"))]
             return Err(disabled("directory", c));
         }
         SourceConfig::Timer(c) => {
             #[cfg(feature = "timer")]
-            return timer::validate(c);
+            return Ok(timer::validate(c)?);
             #[cfg(not(feature = "timer"))]
             return Err(disabled("timer", c));
         }
@@ -181,12 +275,12 @@ pub fn validate(cfg: &SourceConfig) -> Result<(), String> {
 }
 
 #[allow(dead_code)]
-fn disabled<T>(kind: &str, _cfg: &T) -> String {
-    format!("this troupe was built without the `{kind}` source (cargo feature `{kind}`)")
+fn disabled<T>(kind: &'static str, _cfg: &T) -> SourceConfigError {
+    SourceConfigError::Disabled(kind)
 }
 
 /// The running form of an active source; `None` for webhooks (served by the API).
-pub fn build(cfg: &SourceConfig) -> Result<Option<Box<dyn Source>>, String> {
+pub fn build(cfg: &SourceConfig) -> Result<Option<Box<dyn Source>>, SourceConfigError> {
     validate(cfg)?;
     Ok(match cfg {
         SourceConfig::Webhook(_) => None,
@@ -201,6 +295,6 @@ pub fn build(cfg: &SourceConfig) -> Result<Option<Box<dyn Source>>, String> {
         #[cfg(feature = "timer")]
         SourceConfig::Timer(c) => Some(Box::new(timer::TimerSource::new(c.clone())?)),
         #[allow(unreachable_patterns)]
-        _ => return Err("source kind not built in".to_owned()),
+        _ => return Err(SourceConfigError::Disabled(cfg.kind())),
     })
 }

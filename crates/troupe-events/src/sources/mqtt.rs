@@ -21,7 +21,7 @@
 //! most [`MAX_HEADERS`]). Only `mqtt://` (or `tcp://`) is supported for now: TLS (`mqtts://`)
 //! is refused by [`validate`].
 
-use crate::config::{MqttConfig, MqttProtocol, Secret};
+use crate::config::{FieldSecretError, MqttConfig, MqttProtocol, Secret};
 use crate::sink::{Backoff, Inbound, PayloadFormat};
 use crate::sources::{Sessions, Source, SourceContext, SourceStatus, reconnecting};
 use bytes::Bytes;
@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use troupe_worker::git::redact_credentials;
+use troupe_core::url::redact_credentials;
 
 /// Keep-alive interval.
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
@@ -56,49 +56,159 @@ const MAX_HEADERS: usize = 32;
 /// See [`MAX_HEADERS`].
 const MAX_HEADER_VALUE: usize = 1024;
 
+/// What is wrong with an MQTT source's configuration. URLs are shown without credentials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MqttConfigError {
+    /// The URL is not `mqtt://` (or `tcp://`).
+    #[error("url: {0:?} must start with mqtt://")]
+    Scheme(String),
+    /// The URL asks for TLS, which the source does not do yet.
+    #[error("url: {0:?}: TLS (mqtts://) is not supported yet; use mqtt://")]
+    Tls(String),
+    /// The URL has a path or a query.
+    #[error("url: {0:?}: a path or query is not supported")]
+    Path(String),
+    /// An IPv6 host without its `]`.
+    #[error("url: {0:?}: unclosed `[` in the host")]
+    UnclosedBracket(String),
+    /// The URL has no host.
+    #[error("url: {0:?} has no host")]
+    NoHost(String),
+    /// The port is not a number from 1 to 65535.
+    #[error("url: {url:?}: invalid port {port:?}")]
+    Port {
+        /// The URL, without credentials.
+        url: String,
+        /// The port as written.
+        port: String,
+    },
+    /// No topic filter to subscribe to.
+    #[error("topics: at least one topic filter is needed")]
+    NoTopics,
+    /// A topic filter is not MQTT filter syntax.
+    #[error("topics: {topic:?} {problem}")]
+    Topic {
+        /// The filter.
+        topic: String,
+        /// What is wrong with it.
+        problem: FilterError,
+    },
+    /// Not an MQTT QoS level.
+    #[error("qos: {0} is not 0, 1 or 2")]
+    Qos(u8),
+    /// The client id is empty or too long.
+    #[error("client_id: must be non-empty (and shorter than 64 KiB)")]
+    ClientId,
+    /// A password without a username cannot be sent.
+    #[error("password: a password needs a username")]
+    PasswordWithoutUsername,
+}
+
+/// What is wrong with a topic filter (the message follows the filter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    /// The filter is empty.
+    #[error("is empty")]
+    Empty,
+    /// The filter is longer than MQTT allows or has a NUL.
+    #[error("is too long or contains NUL")]
+    TooLong,
+    /// `#` anywhere but as the whole last level.
+    #[error("uses `#` other than as the whole last level")]
+    MultiLevel,
+    /// `+` inside a level.
+    #[error("uses `+` other than as a whole level")]
+    SingleLevel,
+    /// Anything else rumqttc refuses.
+    #[error("is not a valid topic filter")]
+    Invalid,
+}
+
+/// Why an MQTT session ended. Connection errors are not among them: the polling task
+/// reports those itself and reconnects.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MqttError {
+    /// The URL or the password has no value.
+    #[error(transparent)]
+    Secret(#[from] FieldSecretError),
+    /// The URL (from an environment variable or a file) is not one the source can use.
+    #[error(transparent)]
+    Config(#[from] MqttConfigError),
+    /// The task polling rumqttc's event loop ended without being told to.
+    #[error("the MQTT event loop task ended")]
+    PollerEnded,
+    /// The task sending acknowledgements ended (the client is gone).
+    #[error("the MQTT ack task ended")]
+    AckerEnded,
+}
+
+/// A failure of an MQTT client request, of either protocol version.
+#[derive(Debug, thiserror::Error)]
+enum ClientError {
+    #[error(transparent)]
+    V311(#[from] rumqttc::ClientError),
+    #[error(transparent)]
+    V5(#[from] v5::ClientError),
+    /// An ack for a message received by a client of the other version.
+    #[error("a message of another MQTT version")]
+    OtherVersion,
+}
+
+/// A connection failure reported by an event loop, of either protocol version.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error(transparent)]
+    V311(#[from] rumqttc::ConnectionError),
+    #[error(transparent)]
+    V5(#[from] v5::ConnectionError),
+}
+
 /// Checks an MQTT source's configuration without connecting.
-pub fn validate(cfg: &MqttConfig) -> Result<(), String> {
+pub fn validate(cfg: &MqttConfig) -> Result<(), MqttConfigError> {
     if let Secret::Literal(url) = &cfg.url {
         parse_url(url)?;
     }
     if cfg.topics.is_empty() {
-        return Err("topics: at least one topic filter is needed".to_owned());
+        return Err(MqttConfigError::NoTopics);
     }
     for topic in &cfg.topics {
-        check_filter(topic).map_err(|e| format!("topics: {topic:?} {e}"))?;
+        check_filter(topic).map_err(|problem| MqttConfigError::Topic {
+            topic: topic.clone(),
+            problem,
+        })?;
     }
     if cfg.qos > 2 {
-        return Err(format!("qos: {} is not 0, 1 or 2", cfg.qos));
+        return Err(MqttConfigError::Qos(cfg.qos));
     }
     if let Some(id) = &cfg.client_id
         && (id.is_empty() || id.len() > 65535)
     {
-        return Err("client_id: must be non-empty (and shorter than 64 KiB)".to_owned());
+        return Err(MqttConfigError::ClientId);
     }
     if cfg.password.is_some() && cfg.username.is_none() {
-        return Err("password: a password needs a username".to_owned());
+        return Err(MqttConfigError::PasswordWithoutUsername);
     }
     Ok(())
 }
 
-fn check_filter(filter: &str) -> Result<(), String> {
+fn check_filter(filter: &str) -> Result<(), FilterError> {
     if filter.is_empty() {
-        return Err("is empty".to_owned());
+        return Err(FilterError::Empty);
     }
     if filter.len() > 65535 || filter.contains('\0') {
-        return Err("is too long or contains NUL".to_owned());
+        return Err(FilterError::TooLong);
     }
     let levels: Vec<&str> = filter.split('/').collect();
     for (i, level) in levels.iter().enumerate() {
         if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {
-            return Err("uses `#` other than as the whole last level".to_owned());
+            return Err(FilterError::MultiLevel);
         }
         if level.contains('+') && *level != "+" {
-            return Err("uses `+` other than as a whole level".to_owned());
+            return Err(FilterError::SingleLevel);
         }
     }
     if !rumqttc::valid_filter(filter) {
-        return Err("is not a valid topic filter".to_owned());
+        return Err(FilterError::Invalid);
     }
     Ok(())
 }
@@ -110,23 +220,19 @@ struct Endpoint {
     credentials: Option<(String, String)>,
 }
 
-fn parse_url(url: &str) -> Result<Endpoint, String> {
+fn parse_url(url: &str) -> Result<Endpoint, MqttConfigError> {
     let shown = redact_credentials(url);
     let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(format!("url: {shown:?} must start with mqtt://"));
+        return Err(MqttConfigError::Scheme(shown));
     };
     match scheme {
         "mqtt" | "tcp" => {}
-        "mqtts" | "ssl" => {
-            return Err(format!(
-                "url: {shown:?}: TLS (mqtts://) is not supported yet; use mqtt://"
-            ));
-        }
-        _ => return Err(format!("url: {shown:?} must start with mqtt://")),
+        "mqtts" | "ssl" => return Err(MqttConfigError::Tls(shown)),
+        _ => return Err(MqttConfigError::Scheme(shown)),
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if !rest[authority.len()..].trim_matches('/').is_empty() {
-        return Err(format!("url: {shown:?}: a path or query is not supported"));
+        return Err(MqttConfigError::Path(shown));
     }
     let (credentials, hostport) = match authority.rsplit_once('@') {
         Some((userinfo, hostport)) => {
@@ -140,7 +246,7 @@ fn parse_url(url: &str) -> Result<Endpoint, String> {
     };
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
         let Some((host, after)) = v6.split_once(']') else {
-            return Err(format!("url: {shown:?}: unclosed `[` in the host"));
+            return Err(MqttConfigError::UnclosedBracket(shown));
         };
         (host, after.strip_prefix(':'))
     } else {
@@ -150,15 +256,19 @@ fn parse_url(url: &str) -> Result<Endpoint, String> {
         }
     };
     if host.is_empty() {
-        return Err(format!("url: {shown:?} has no host"));
+        return Err(MqttConfigError::NoHost(shown));
     }
     let port = match port {
         None => 1883,
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| format!("url: {shown:?}: invalid port {p:?}"))?,
+        Some(p) => {
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| MqttConfigError::Port {
+                    url: shown,
+                    port: p.to_owned(),
+                })?
+        }
     };
     Ok(Endpoint {
         host: host.to_owned(),
@@ -287,7 +397,7 @@ fn client(protocol: MqttProtocol, s: Settings) -> (Client, EventLoop) {
 }
 
 impl Client {
-    async fn subscribe(&self, topics: &[String], level: u8) -> Result<(), String> {
+    async fn subscribe(&self, topics: &[String], level: u8) -> Result<(), ClientError> {
         match self {
             Client::V311(c) => c
                 .subscribe_many(
@@ -296,7 +406,7 @@ impl Client {
                         .map(|t| rumqttc::SubscribeFilter::new(t.clone(), qos(level))),
                 )
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(ClientError::from),
             Client::V5(c) => c
                 .subscribe_many(
                     topics
@@ -304,32 +414,32 @@ impl Client {
                         .map(|t| packets5::Filter::new(t.clone(), qos5(level))),
                 )
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(ClientError::from),
         }
     }
 
-    async fn ack(&self, message: &Message) -> Result<(), String> {
+    async fn ack(&self, message: &Message) -> Result<(), ClientError> {
         match (self, message) {
-            (Client::V311(c), Message::V311(p)) => c.ack(p).await.map_err(|e| e.to_string()),
-            (Client::V5(c), Message::V5(p)) => c.ack(p).await.map_err(|e| e.to_string()),
-            _ => Err("a message of another MQTT version".to_owned()),
+            (Client::V311(c), Message::V311(p)) => Ok(c.ack(p).await?),
+            (Client::V5(c), Message::V5(p)) => Ok(c.ack(p).await?),
+            _ => Err(ClientError::OtherVersion),
         }
     }
 
-    async fn disconnect(&self) -> Result<(), String> {
+    async fn disconnect(&self) -> Result<(), ClientError> {
         match self {
-            Client::V311(c) => c.disconnect().await.map_err(|e| e.to_string()),
-            Client::V5(c) => c.disconnect().await.map_err(|e| e.to_string()),
+            Client::V311(c) => Ok(c.disconnect().await?),
+            Client::V5(c) => Ok(c.disconnect().await?),
         }
     }
 }
 
 impl EventLoop {
-    async fn poll(&mut self) -> Result<Polled, String> {
+    async fn poll(&mut self) -> Result<Polled, ConnectionError> {
         use rumqttc::Packet;
         use v5::mqttbytes::v5::Packet as Packet5;
         Ok(match self {
-            EventLoop::V311(l) => match l.poll().await.map_err(|e| e.to_string())? {
+            EventLoop::V311(l) => match l.poll().await? {
                 rumqttc::Event::Incoming(Packet::ConnAck(ack)) => Polled::ConnAck {
                     refused: (ack.code != rumqttc::ConnectReturnCode::Success)
                         .then(|| format!("{:?}", ack.code)),
@@ -345,7 +455,7 @@ impl EventLoop {
                 rumqttc::Event::Outgoing(Outgoing::Disconnect) => Polled::Disconnected,
                 _ => Polled::Other,
             },
-            EventLoop::V5(l) => match l.poll().await.map_err(|e| e.to_string())? {
+            EventLoop::V5(l) => match l.poll().await? {
                 v5::Event::Incoming(Packet5::ConnAck(ack)) => Polled::ConnAck {
                     refused: (ack.code != packets5::ConnectReturnCode::Success)
                         .then(|| format!("{:?}", ack.code)),
@@ -442,10 +552,12 @@ impl Source for MqttSource {
 
 #[async_trait::async_trait]
 impl Sessions for MqttSource {
+    type Error = MqttError;
+
     /// Builds the client anew (secrets resolved) and runs it until `stop` (`Ok`), a
     /// configuration or secret problem, or its polling task ending unexpectedly. The polling
     /// task reconnects on its own meanwhile, with its own backoff.
-    async fn session(&self, ctx: &SourceContext, _backoff: &mut Backoff) -> Result<(), String> {
+    async fn session(&self, ctx: &SourceContext, _backoff: &mut Backoff) -> Result<(), MqttError> {
         let (settings, url) = self.settings(ctx)?;
         self.client_session(ctx, settings, &url).await
     }
@@ -453,8 +565,8 @@ impl Sessions for MqttSource {
 
 impl MqttSource {
     /// What the client is given, secrets resolved; and the URL to show (redacted).
-    fn settings(&self, ctx: &SourceContext) -> Result<(Settings, String), String> {
-        let url = self.cfg.url.resolve().map_err(|e| format!("url: {e}"))?;
+    fn settings(&self, ctx: &SourceContext) -> Result<(Settings, String), MqttError> {
+        let url = self.cfg.url.resolve_field("url")?;
         let endpoint = parse_url(&url)?;
         let client_id = self
             .cfg
@@ -463,7 +575,7 @@ impl MqttSource {
             .filter(|id| !id.is_empty())
             .unwrap_or_else(|| format!("troupe-{}", ctx.name));
         let password = match &self.cfg.password {
-            Some(p) => Some(p.resolve().map_err(|e| format!("password: {e}"))?),
+            Some(p) => Some(p.resolve_field("password")?),
             None => None,
         };
         let credentials = match (&self.cfg.username, endpoint.credentials) {
@@ -486,7 +598,7 @@ impl MqttSource {
         ctx: &SourceContext,
         settings: Settings,
         url: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), MqttError> {
         let (client, eventloop) = client(self.cfg.protocol, settings);
         let (publish_tx, mut publishes) = mpsc::channel::<Received>(FORWARD_CAPACITY);
         let connection = Arc::new(AtomicU64::new(0));
@@ -529,7 +641,7 @@ impl MqttSource {
                 next = publishes.recv() => next,
             };
             let Some(received) = next else {
-                break Err("the MQTT event loop task ended".to_owned());
+                break Err(MqttError::PollerEnded);
             };
             let message = &received.message;
             let Some(topic) = message.topic() else {
@@ -537,7 +649,7 @@ impl MqttSource {
                 tracing::warn!(source = %ctx.name, topic = %message.shown_topic(),
                     "MQTT message with a topic that is not UTF-8 skipped");
                 if ack_tx.send(received).is_err() {
-                    break Err("the MQTT ack task ended".to_owned());
+                    break Err(MqttError::AckerEnded);
                 }
                 continue;
             };
@@ -553,7 +665,7 @@ impl MqttSource {
             match ctx.sink.deliver_until_stored(event, &ctx.stop).await {
                 Some(_) => {
                     if ack_tx.send(received).is_err() {
-                        break Err("the MQTT ack task ended".to_owned());
+                        break Err(MqttError::AckerEnded);
                     }
                     ctx.status.delivered();
                 }
@@ -663,7 +775,7 @@ async fn poll(mut p: Poller) {
             Ok(Polled::Other) => {}
             Err(e) => {
                 let wait = backoff.next_delay();
-                let error = redact_credentials(&e);
+                let error = redact_credentials(&e.to_string());
                 tracing::warn!(source = %p.name, url = %p.url, %error,
                     retry_in_ms = wait.as_millis() as u64, "MQTT connection error");
                 p.status.disconnected(&error);
@@ -690,6 +802,7 @@ mod tests {
         let e = parse_url("tcp://[::1]:1999").expect("v6");
         assert_eq!((e.host.as_str(), e.port), ("::1", 1999));
         let err = parse_url("mqtts://u:secret@h").err().expect("tls refused");
+        let err = err.to_string();
         assert!(err.contains("TLS") && !err.contains("secret"), "{err}");
         assert!(parse_url("http://h").is_err());
         assert!(parse_url("mqtt://h:99999").is_err());

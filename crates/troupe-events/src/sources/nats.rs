@@ -23,9 +23,11 @@
 //!
 //! Headers (the last value of each) are kept with lowercase names.
 
-use crate::config::{NatsConfig, Secret};
+use crate::config::{FieldSecretError, NatsConfig, Secret};
 use crate::sink::{Backoff, Inbound, PayloadFormat};
-use crate::sources::{Sessions, Source, SourceContext, SourceStatus, reconnecting};
+use crate::sources::{
+    Redacted, Sessions, Source, SourceContext, SourceStatus, reconnecting, scrub,
+};
 use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use async_nats::{Client, ConnectOptions, Event, HeaderMap};
@@ -36,7 +38,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::{Instant, timeout};
-use troupe_worker::git::redact_credentials;
+use troupe_core::url::redact_credentials;
 
 /// Connecting and setting up must finish within this.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,71 +52,223 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_HEADERS: usize = 32;
 const MAX_HEADER_VALUE: usize = 1024;
 
+/// What is wrong with a NATS source's configuration. URLs are shown without credentials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NatsConfigError {
+    /// The URL is not `nats://` or `tls://`.
+    #[error("url: {0:?} must start with nats:// or tls://")]
+    Scheme(String),
+    /// The client cannot read the URL.
+    #[error("url: {url:?}: {reason}")]
+    Url {
+        /// The URL, without credentials.
+        url: String,
+        /// The client's reason, with any password removed.
+        reason: String,
+    },
+    /// No subject to subscribe to.
+    #[error("subjects: at least one subject is needed")]
+    NoSubjects,
+    /// A subject is not NATS subject syntax.
+    #[error("subjects: {subject:?} {problem}")]
+    Subject {
+        /// The subject.
+        subject: String,
+        /// What is wrong with it.
+        problem: SubjectError,
+    },
+    /// A queue group with JetStream, where the durable consumer is what replicas share.
+    #[error(
+        "queue_group: only for core NATS; with jetstream, replicas share the \
+                        durable consumer instead"
+    )]
+    QueueGroupWithJetStream,
+    /// The queue group is empty or has whitespace.
+    #[error("queue_group: {0:?} must be non-empty, without whitespace")]
+    QueueGroup(String),
+    /// A stream or consumer name NATS would refuse.
+    #[error("jetstream.{field}: {name:?} {problem}")]
+    JetStreamName {
+        /// `stream` or `durable`.
+        field: &'static str,
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        problem: JetStreamNameError,
+    },
+}
+
+/// What is wrong with a subject (the message follows the subject).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubjectError {
+    /// The subject is empty.
+    #[error("is empty")]
+    Empty,
+    /// The subject has whitespace or control characters.
+    #[error("contains whitespace")]
+    Whitespace,
+    /// Two dots in a row, or one at an end.
+    #[error("has an empty token (leading, trailing or double dot)")]
+    EmptyToken,
+    /// `*` or `>` inside a token.
+    #[error("uses a wildcard inside a token (`*` and `>` must be whole tokens)")]
+    PartialWildcard,
+    /// `>` anywhere but last.
+    #[error("has `>` before the last token")]
+    TailNotLast,
+}
+
+/// What is wrong with a stream or consumer name (the message follows the name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JetStreamNameError {
+    /// The name is empty.
+    #[error("is empty")]
+    Empty,
+    /// The name has a character NATS does not allow in it.
+    #[error("may not contain whitespace, `.`, `*`, `>`, `/` or `\\`")]
+    Forbidden,
+}
+
+/// Why a NATS session ended (shown through [`Redacted`]: the client's messages may quote
+/// the URL, and the token must never be shown).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NatsError {
+    /// The URL or the token has no value.
+    #[error(transparent)]
+    Secret(#[from] FieldSecretError),
+    /// The server could not be reached or refused the connection.
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// Connecting took longer than [`SETUP_TIMEOUT`].
+    #[error("connecting to {0} timed out")]
+    ConnectTimeout(String),
+    /// A subscription was refused.
+    #[error("subscribing to {subject}: {source}")]
+    Subscribe {
+        subject: String,
+        #[source]
+        source: async_nats::SubscribeError,
+    },
+    /// The server did not confirm the subscriptions.
+    #[error("subscribing: {0}")]
+    Flush(#[source] async_nats::client::FlushError),
+    /// The client gave up on the connection.
+    #[error("the connection was closed")]
+    Closed,
+    /// The JetStream loop ran for a source without JetStream settings.
+    #[error("jetstream settings missing")]
+    NoJetStream,
+    /// The stream could not be found or created.
+    #[error("stream {stream}: {source}")]
+    Stream {
+        stream: String,
+        #[source]
+        source: async_nats::jetstream::context::CreateStreamError,
+    },
+    /// The durable consumer could not be found or created.
+    #[error("consumer {durable} on stream {stream}: {source}")]
+    Consumer {
+        durable: String,
+        stream: String,
+        #[source]
+        source: async_nats::jetstream::stream::ConsumerError,
+    },
+    /// Setting up the stream and consumer took longer than [`SETUP_TIMEOUT`].
+    #[error("setting up the JetStream consumer timed out")]
+    SetupTimeout,
+    /// A pull request could not be sent.
+    #[error("pulling from {durable}: {source}")]
+    Pull {
+        durable: String,
+        #[source]
+        source: async_nats::jetstream::consumer::pull::BatchError,
+    },
+    /// A pull request failed while waiting for its message.
+    #[error("pulling from {durable}: {source}")]
+    Pulled {
+        durable: String,
+        #[source]
+        source: async_nats::Error,
+    },
+    /// A message has no JetStream metadata to identify it by.
+    #[error("reading the message's JetStream metadata: {0}")]
+    Info(#[source] async_nats::Error),
+    /// A message could not be acknowledged (the server redelivers it).
+    #[error("acknowledging: {0}")]
+    Ack(#[source] async_nats::Error),
+}
+
 /// Checks a NATS source's configuration without connecting.
-pub fn validate(cfg: &NatsConfig) -> Result<(), String> {
+pub fn validate(cfg: &NatsConfig) -> Result<(), NatsConfigError> {
     if let Secret::Literal(url) = &cfg.url {
         check_url(url)?;
     }
     if cfg.subjects.is_empty() {
-        return Err("subjects: at least one subject is needed".to_owned());
+        return Err(NatsConfigError::NoSubjects);
     }
     for subject in &cfg.subjects {
-        check_subject(subject).map_err(|e| format!("subjects: {subject:?} {e}"))?;
+        check_subject(subject).map_err(|problem| NatsConfigError::Subject {
+            subject: subject.clone(),
+            problem,
+        })?;
     }
     if let Some(group) = &cfg.queue_group {
         if cfg.jetstream.is_some() {
-            return Err(
-                "queue_group: only for core NATS; with jetstream, replicas share the \
-                        durable consumer instead"
-                    .to_owned(),
-            );
+            return Err(NatsConfigError::QueueGroupWithJetStream);
         }
         if group.is_empty() || group.chars().any(char::is_whitespace) {
-            return Err(format!(
-                "queue_group: {group:?} must be non-empty, without whitespace"
-            ));
+            return Err(NatsConfigError::QueueGroup(group.clone()));
         }
     }
     if let Some(js) = &cfg.jetstream {
-        check_js_name(&js.stream).map_err(|e| format!("jetstream.stream: {:?} {e}", js.stream))?;
-        check_js_name(&js.durable)
-            .map_err(|e| format!("jetstream.durable: {:?} {e}", js.durable))?;
+        for (field, name) in [("stream", &js.stream), ("durable", &js.durable)] {
+            check_js_name(name).map_err(|problem| NatsConfigError::JetStreamName {
+                field,
+                name: name.clone(),
+                problem,
+            })?;
+        }
     }
     Ok(())
 }
 
-fn check_url(url: &str) -> Result<(), String> {
+fn check_url(url: &str) -> Result<(), NatsConfigError> {
     let shown = redact_credentials(url);
     let scheme = url.split_once("://").map(|(s, _)| s);
     if !matches!(scheme, Some("nats" | "tls")) {
-        return Err(format!("url: {shown:?} must start with nats:// or tls://"));
+        return Err(NatsConfigError::Scheme(shown));
     }
     url.parse::<async_nats::ServerAddr>()
         .map(|_| ())
-        .map_err(|e| format!("url: {shown:?}: {}", scrub(&e.to_string(), url, None)))
+        .map_err(|e| NatsConfigError::Url {
+            url: shown,
+            reason: scrub(&e.to_string(), url, None),
+        })
 }
 
 /// Subject syntax: dot-separated non-empty tokens without whitespace; `*` and `>` only as
 /// whole tokens, `>` only last.
-fn check_subject(subject: &str) -> Result<(), String> {
+fn check_subject(subject: &str) -> Result<(), SubjectError> {
     if subject.is_empty() {
-        return Err("is empty".to_owned());
+        return Err(SubjectError::Empty);
     }
     if subject.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("contains whitespace".to_owned());
+        return Err(SubjectError::Whitespace);
     }
     let tokens: Vec<&str> = subject.split('.').collect();
     for (i, token) in tokens.iter().enumerate() {
         if token.is_empty() {
-            return Err("has an empty token (leading, trailing or double dot)".to_owned());
+            return Err(SubjectError::EmptyToken);
         }
         if token.len() > 1 && (token.contains('*') || token.contains('>')) {
-            return Err(
-                "uses a wildcard inside a token (`*` and `>` must be whole tokens)".to_owned(),
-            );
+            return Err(SubjectError::PartialWildcard);
         }
         if *token == ">" && i + 1 != tokens.len() {
-            return Err("has `>` before the last token".to_owned());
+            return Err(SubjectError::TailNotLast);
         }
     }
     Ok(())
@@ -136,15 +290,15 @@ fn subject_matches(pattern: &str, subject: &str) -> bool {
 }
 
 /// Stream and consumer names: non-empty, no whitespace, `.`, `*`, `>`, `/` or `\`.
-fn check_js_name(name: &str) -> Result<(), String> {
+fn check_js_name(name: &str) -> Result<(), JetStreamNameError> {
     if name.is_empty() {
-        return Err("is empty".to_owned());
+        return Err(JetStreamNameError::Empty);
     }
     if name
         .chars()
         .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
     {
-        return Err("may not contain whitespace, `.`, `*`, `>`, `/` or `\\`".to_owned());
+        return Err(JetStreamNameError::Forbidden);
     }
     Ok(())
 }
@@ -205,16 +359,29 @@ impl Drop for OverOnDrop {
 
 #[async_trait::async_trait]
 impl Sessions for NatsSource {
+    type Error = Redacted<NatsError>;
+
     /// One client: connect, subscribe or set up the consumer, consume until `stop` (`Ok`) or
     /// an error.
-    async fn session(&self, ctx: &SourceContext, backoff: &mut Backoff) -> Result<(), String> {
-        let url = self.cfg.url.resolve().map_err(|e| format!("url: {e}"))?;
+    async fn session(
+        &self,
+        ctx: &SourceContext,
+        backoff: &mut Backoff,
+    ) -> Result<(), Redacted<NatsError>> {
+        let url = self
+            .cfg
+            .url
+            .resolve_field("url")
+            .map_err(|e| Redacted::new(e.into(), "", None))?;
         let token = match &self.cfg.token {
-            Some(t) => Some(t.resolve().map_err(|e| format!("token: {e}"))?),
+            Some(t) => Some(
+                t.resolve_field("token")
+                    .map_err(|e| Redacted::new(e.into(), &url, None))?,
+            ),
             None => None,
         };
         let secret = token.clone();
-        let scrub = |e: String| scrub(&e, &url, secret.as_deref());
+        let redacted = |e: NatsError| Redacted::new(e, &url, secret.as_deref());
 
         let phase = Phase(Arc::new(AtomicU8::new(SETTING_UP)), Arc::new(Notify::new()));
         let _over = OverOnDrop(phase.clone());
@@ -234,13 +401,16 @@ impl Sessions for NatsSource {
             options
                 .connect(url.as_str())
                 .await
-                .map_err(|e| format!("cannot connect to {shown}: {e}"))
+                .map_err(|source| NatsError::Connect {
+                    url: shown.clone(),
+                    source,
+                })
         };
         let client = tokio::select! {
             _ = ctx.stop.cancelled() => return Ok(()),
             r = timeout(SETUP_TIMEOUT, connecting) => match r {
-                Ok(r) => r.map_err(&scrub)?,
-                Err(_) => return Err(format!("connecting to {shown} timed out")),
+                Ok(r) => r.map_err(redacted)?,
+                Err(_) => return Err(redacted(NatsError::ConnectTimeout(shown))),
             },
         };
         let result = match &self.cfg.jetstream {
@@ -249,7 +419,7 @@ impl Sessions for NatsSource {
         };
         // Let final acks / naks reach the server before the client goes.
         let _ = timeout(FLUSH_TIMEOUT, client.flush()).await;
-        result.map_err(scrub)
+        result.map_err(redacted)
     }
 }
 
@@ -262,21 +432,21 @@ impl NatsSource {
         backoff: &mut Backoff,
         shown: &str,
         phase: &Phase,
-    ) -> Result<(), String> {
+    ) -> Result<(), NatsError> {
         let mut subscriptions = Vec::with_capacity(self.cfg.subjects.len());
         for subject in &self.cfg.subjects {
             let sub = match &self.cfg.queue_group {
                 Some(group) => client.queue_subscribe(subject.clone(), group.clone()).await,
                 None => client.subscribe(subject.clone()).await,
             }
-            .map_err(|e| format!("subscribing to {subject}: {e}"))?;
+            .map_err(|source| NatsError::Subscribe {
+                subject: subject.clone(),
+                source,
+            })?;
             subscriptions.push(sub);
         }
         // The server has the subscriptions once it answers a ping.
-        client
-            .flush()
-            .await
-            .map_err(|e| format!("subscribing: {e}"))?;
+        client.flush().await.map_err(NatsError::Flush)?;
         let mut messages = futures_util::stream::select_all(subscriptions);
         phase.set(CONSUMING);
         ctx.status.connected();
@@ -289,7 +459,7 @@ impl NatsSource {
                 next = messages.next() => next,
             };
             let Some(msg) = next else {
-                return Err("the connection was closed".to_owned());
+                return Err(NatsError::Closed);
             };
             let event = Inbound {
                 source: ctx.name.clone(),
@@ -315,9 +485,9 @@ impl NatsSource {
         backoff: &mut Backoff,
         shown: &str,
         phase: &Phase,
-    ) -> Result<(), String> {
+    ) -> Result<(), NatsError> {
         let Some(js_cfg) = &self.cfg.jetstream else {
-            return Err("jetstream settings missing".to_owned());
+            return Err(NatsError::NoJetStream);
         };
         let js = jetstream::new(client.clone());
         let setup = async {
@@ -329,7 +499,10 @@ impl NatsSource {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| format!("stream {}: {e}", js_cfg.stream))?;
+                .map_err(|source| NatsError::Stream {
+                    stream: js_cfg.stream.clone(),
+                    source,
+                })?;
             // One subject: the server filters. Several: `filter_subjects` needs NATS 2.10,
             // so the consumer takes the whole stream and the source filters.
             let filter_subject = match self.cfg.subjects.as_slice() {
@@ -348,18 +521,17 @@ impl NatsSource {
                     },
                 )
                 .await
-                .map_err(|e| {
-                    format!(
-                        "consumer {} on stream {}: {e}",
-                        js_cfg.durable, js_cfg.stream
-                    )
+                .map_err(|source| NatsError::Consumer {
+                    durable: js_cfg.durable.clone(),
+                    stream: js_cfg.stream.clone(),
+                    source,
                 })
         };
         let consumer: PullConsumer = tokio::select! {
             _ = ctx.stop.cancelled() => return Ok(()),
             r = timeout(SETUP_TIMEOUT, setup) => match r {
                 Ok(r) => r?,
-                Err(_) => return Err("setting up the JetStream consumer timed out".to_owned()),
+                Err(_) => return Err(NatsError::SetupTimeout),
             },
         };
         let ack_wait = consumer.cached_info().config.ack_wait;
@@ -382,7 +554,10 @@ impl NatsSource {
                 .messages();
             let mut batch = tokio::select! {
                 _ = ctx.stop.cancelled() => return Ok(()),
-                b = pull => b.map_err(|e| format!("pulling from {}: {e}", js_cfg.durable))?,
+                b = pull => b.map_err(|source| NatsError::Pull {
+                    durable: js_cfg.durable.clone(),
+                    source,
+                })?,
             };
             loop {
                 let next = tokio::select! {
@@ -394,7 +569,12 @@ impl NatsSource {
                 let msg = match next {
                     None => break,
                     Some(Ok(msg)) => msg,
-                    Some(Err(e)) => return Err(format!("pulling from {}: {e}", js_cfg.durable)),
+                    Some(Err(source)) => {
+                        return Err(NatsError::Pulled {
+                            durable: js_cfg.durable.clone(),
+                            source,
+                        });
+                    }
                 };
                 if !self
                     .cfg
@@ -403,7 +583,7 @@ impl NatsSource {
                     .any(|s| subject_matches(s, &msg.subject))
                 {
                     // Another subject of a shared stream: not an event of this source.
-                    msg.ack().await.map_err(|e| format!("acknowledging: {e}"))?;
+                    msg.ack().await.map_err(NatsError::Ack)?;
                     continue;
                 }
                 if !handle_js_message(ctx, msg, progress_every).await? {
@@ -419,10 +599,8 @@ async fn handle_js_message(
     ctx: &SourceContext,
     msg: jetstream::Message,
     progress_every: Duration,
-) -> Result<bool, String> {
-    let info = msg
-        .info()
-        .map_err(|e| format!("reading the message's JetStream metadata: {e}"))?;
+) -> Result<bool, NatsError> {
+    let info = msg.info().map_err(NatsError::Info)?;
     let delivery_id = msg_id(msg.headers.as_ref())
         .unwrap_or_else(|| format!("{}:{}", info.stream, info.stream_sequence));
     let event = Inbound {
@@ -450,7 +628,7 @@ async fn handle_js_message(
     };
     match outcome {
         Some(_) => {
-            msg.ack().await.map_err(|e| format!("acknowledging: {e}"))?;
+            msg.ack().await.map_err(NatsError::Ack)?;
             ctx.status.delivered();
             Ok(true)
         }
@@ -522,23 +700,6 @@ fn headers(headers: Option<&HeaderMap>) -> BTreeMap<String, String> {
         {
             let name: &str = name.as_ref();
             out.insert(name.to_lowercase(), value.as_str().to_owned());
-        }
-    }
-    out
-}
-
-/// An error message with URL credentials, the URL's password and the token removed.
-fn scrub(text: &str, url: &str, token: Option<&str>) -> String {
-    let mut out = redact_credentials(text);
-    let password = url
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split('/').next())
-        .and_then(|authority| authority.rsplit_once('@'))
-        .and_then(|(userinfo, _)| userinfo.split_once(':'))
-        .map(|(_, p)| p);
-    for secret in [password, token].into_iter().flatten() {
-        if secret.len() >= 3 {
-            out = out.replace(secret, "<redacted>");
         }
     }
     out

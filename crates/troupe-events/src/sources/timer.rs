@@ -5,6 +5,7 @@
 //! run) a tick once. Ticks missed while troupe was down are not made up.
 
 use crate::config::TimerConfig;
+use crate::routing::{KeyPattern, PatternError};
 use crate::sink::{Inbound, PayloadFormat};
 use crate::sources::{Source, SourceContext};
 use bytes::Bytes;
@@ -13,20 +14,46 @@ use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::CronParser;
 
-fn parse(cfg: &TimerConfig) -> Result<(Cron, Tz), String> {
+/// What is wrong with a timer source's configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum TimerConfigError {
+    /// The cron expression does not parse.
+    #[error("cron {cron:?}: {source}")]
+    Cron {
+        /// The expression.
+        cron: String,
+        /// Why croner rejects it.
+        #[source]
+        source: croner::errors::CronError,
+    },
+    /// The time zone is not in the IANA database.
+    #[error("timezone {0:?} is not an IANA time zone")]
+    Timezone(String),
+    /// The routing key its events get is not a valid key.
+    #[error("routing_key: {0}")]
+    RoutingKey(#[source] PatternError),
+    /// The payload cannot be written as JSON.
+    #[error("{0}")]
+    Payload(#[source] serde_json::Error),
+}
+
+fn parse(cfg: &TimerConfig) -> Result<(Cron, Tz), TimerConfigError> {
     let cron = CronParser::new()
         .parse(&cfg.cron)
-        .map_err(|e| format!("cron {:?}: {e}", cfg.cron))?;
+        .map_err(|source| TimerConfigError::Cron {
+            cron: cfg.cron.clone(),
+            source,
+        })?;
     let tz: Tz = cfg
         .timezone
         .parse()
-        .map_err(|_| format!("timezone {:?} is not an IANA time zone", cfg.timezone))?;
-    crate::routing::KeyPattern::parse(&cfg.routing_key).map_err(|e| format!("routing_key: {e}"))?;
+        .map_err(|_| TimerConfigError::Timezone(cfg.timezone.clone()))?;
+    KeyPattern::parse(&cfg.routing_key).map_err(TimerConfigError::RoutingKey)?;
     Ok((cron, tz))
 }
 
 /// Checks the expression, the time zone and the routing key.
-pub fn validate(cfg: &TimerConfig) -> Result<(), String> {
+pub fn validate(cfg: &TimerConfig) -> Result<(), TimerConfigError> {
     parse(cfg).map(|_| ())
 }
 
@@ -40,9 +67,10 @@ pub struct TimerSource {
 
 impl TimerSource {
     /// A timer for `cfg`.
-    pub fn new(cfg: TimerConfig) -> Result<Self, String> {
+    pub fn new(cfg: TimerConfig) -> Result<Self, TimerConfigError> {
         let (cron, tz) = parse(&cfg)?;
-        let payload = Bytes::from(serde_json::to_vec(&cfg.payload).map_err(|e| e.to_string())?);
+        let payload =
+            Bytes::from(serde_json::to_vec(&cfg.payload).map_err(TimerConfigError::Payload)?);
         Ok(Self {
             cfg,
             cron,
@@ -140,9 +168,9 @@ mod tests {
             routing_key: "k".to_owned(),
             payload: serde_json::json!({}),
         };
-        assert!(validate(&c).is_err_and(|e| e.contains("cron")));
+        assert!(validate(&c).is_err_and(|e| e.to_string().contains("cron")));
         c.cron = "* * * * *".to_owned();
         c.timezone = "Mars/Olympus".to_owned();
-        assert!(validate(&c).is_err_and(|e| e.contains("Mars/Olympus")));
+        assert!(validate(&c).is_err_and(|e| e.to_string().contains("Mars/Olympus")));
     }
 }

@@ -6,7 +6,7 @@
 //! the API also accepts its
 //! own tokens, so `troupe events publish` works against any webhook source.
 
-use crate::config::{RoutingKeyFrom, WebhookConfig};
+use crate::config::{FieldSecretError, RoutingKeyFrom, SecretError, WebhookConfig};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -18,13 +18,69 @@ pub const TOKEN_HEADER: &str = "x-troupe-token";
 /// GitLab's header for a webhook's secret token, accepted as the source's token too.
 pub const GITLAB_TOKEN_HEADER: &str = "x-gitlab-token";
 
+/// What is wrong with a webhook source's configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookConfigError {
+    /// `routing_key.pointer` does not start with `/`.
+    #[error("routing_key.pointer {0:?} is not a JSON pointer (it starts with `/`)")]
+    Pointer(String),
+    /// `routing_key.header` is not a header name.
+    #[error("routing_key.header {0:?} is not a header name")]
+    Header(String),
+    /// No body would be accepted.
+    #[error("max_body_bytes must be more than 0")]
+    ZeroBody,
+    /// The secret or the token has no value.
+    #[error(transparent)]
+    Secret(#[from] FieldSecretError),
+}
+
+/// Why a request may not deliver to a webhook source (the API answers 401 with the message,
+/// which never echoes anything secret).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The source's HMAC key cannot be read now.
+    #[error("the source's secret is not available")]
+    SecretUnavailable(#[source] SecretError),
+    /// The source's token cannot be read now.
+    #[error("the source's token is not available")]
+    TokenUnavailable(#[source] SecretError),
+    /// A signature or token was sent, and it is wrong.
+    #[error("the signature or token does not match")]
+    Mismatch,
+    /// The source has neither, so only API tokens are accepted.
+    #[error("this source has no secret or token: send an API token")]
+    NoCredentials,
+    /// Neither a signature nor a token was sent.
+    #[error("missing signature (X-Hub-Signature-256: sha256=<hex HMAC of the body>) or token")]
+    Missing,
+}
+
+/// Why a request has no routing key (the API answers 422 `missing_routing_key`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoutingKeyError {
+    /// The source reads keys from the path and none was given.
+    #[error("no routing key: post to /api/v1/hooks/{{source}}/{{routing_key}}")]
+    NoPathKey,
+    /// The configured header is missing.
+    #[error("no routing key: the {0} header is missing")]
+    MissingHeader(String),
+    /// The configured JSON pointer finds something other than a string or a number.
+    #[error("no routing key: {0} in the body is not a string")]
+    NotAString(String),
+    /// The configured JSON pointer finds nothing (or the body is not JSON).
+    #[error("no routing key: the body has nothing at {0}")]
+    NothingAt(String),
+    /// The key found is blank.
+    #[error("the routing key is empty")]
+    Empty,
+}
+
 /// Checks what can be checked before a request arrives.
-pub fn validate(cfg: &WebhookConfig) -> Result<(), String> {
+pub fn validate(cfg: &WebhookConfig) -> Result<(), WebhookConfigError> {
     match &cfg.routing_key {
         RoutingKeyFrom::Pointer(p) if !p.is_empty() && !p.starts_with('/') => {
-            return Err(format!(
-                "routing_key.pointer {p:?} is not a JSON pointer (it starts with `/`)"
-            ));
+            return Err(WebhookConfigError::Pointer(p.clone()));
         }
         RoutingKeyFrom::Header(h)
             if h.is_empty()
@@ -32,16 +88,16 @@ pub fn validate(cfg: &WebhookConfig) -> Result<(), String> {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
         {
-            return Err(format!("routing_key.header {h:?} is not a header name"));
+            return Err(WebhookConfigError::Header(h.clone()));
         }
         _ => {}
     }
     if cfg.max_body_bytes == 0 {
-        return Err("max_body_bytes must be more than 0".to_owned());
+        return Err(WebhookConfigError::ZeroBody);
     }
     for (field, secret) in [("secret", &cfg.secret), ("token", &cfg.token)] {
         if let Some(s) = secret {
-            s.resolve().map_err(|e| format!("{field}: {e}"))?;
+            s.resolve_field(field)?;
         }
     }
     Ok(())
@@ -54,12 +110,10 @@ pub fn authenticate(
     cfg: &WebhookConfig,
     header: impl Fn(&str) -> Option<String>,
     body: &[u8],
-) -> Result<(), String> {
+) -> Result<(), AuthError> {
     let mut tried = false;
     if let Some(secret) = &cfg.secret {
-        let key = secret
-            .resolve()
-            .map_err(|_| "the source's secret is not available".to_owned())?;
+        let key = secret.resolve().map_err(AuthError::SecretUnavailable)?;
         for name in SIGNATURE_HEADERS {
             if let Some(sig) = header(name) {
                 tried = true;
@@ -70,9 +124,7 @@ pub fn authenticate(
         }
     }
     if let Some(token) = &cfg.token {
-        let want = token
-            .resolve()
-            .map_err(|_| "the source's token is not available".to_owned())?;
+        let want = token.resolve().map_err(AuthError::TokenUnavailable)?;
         let given = header(TOKEN_HEADER)
             .or_else(|| header(GITLAB_TOKEN_HEADER))
             .or_else(|| {
@@ -86,11 +138,11 @@ pub fn authenticate(
         }
     }
     Err(if tried {
-        "the signature or token does not match".to_owned()
+        AuthError::Mismatch
     } else if cfg.secret.is_none() && cfg.token.is_none() {
-        "this source has no secret or token: send an API token".to_owned()
+        AuthError::NoCredentials
     } else {
-        "missing signature (X-Hub-Signature-256: sha256=<hex HMAC of the body>) or token".to_owned()
+        AuthError::Missing
     })
 }
 
@@ -128,16 +180,14 @@ pub fn routing_key(
     path_key: Option<&str>,
     header: impl Fn(&str) -> Option<String>,
     body: &[u8],
-) -> Result<String, String> {
+) -> Result<String, RoutingKeyError> {
     if let Some(k) = path_key.filter(|k| !k.is_empty()) {
         return Ok(k.to_owned());
     }
     let key = match &cfg.routing_key {
-        RoutingKeyFrom::Path => {
-            return Err("no routing key: post to /api/v1/hooks/{source}/{routing_key}".to_owned());
-        }
+        RoutingKeyFrom::Path => return Err(RoutingKeyError::NoPathKey),
         RoutingKeyFrom::Header(h) => header(&h.to_ascii_lowercase())
-            .ok_or_else(|| format!("no routing key: the {h} header is missing"))?,
+            .ok_or_else(|| RoutingKeyError::MissingHeader(h.clone()))?,
         RoutingKeyFrom::Pointer(p) => match serde_json::from_slice::<serde_json::Value>(body)
             .ok()
             .as_ref()
@@ -145,12 +195,12 @@ pub fn routing_key(
         {
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(serde_json::Value::Number(n)) => n.to_string(),
-            Some(_) => return Err(format!("no routing key: {p} in the body is not a string")),
-            None => return Err(format!("no routing key: the body has nothing at {p}")),
+            Some(_) => return Err(RoutingKeyError::NotAString(p.clone())),
+            None => return Err(RoutingKeyError::NothingAt(p.clone())),
         },
     };
     if key.trim().is_empty() {
-        return Err("the routing key is empty".to_owned());
+        return Err(RoutingKeyError::Empty);
     }
     Ok(key)
 }
@@ -232,7 +282,7 @@ mod tests {
             .is_err()
         );
         let e = authenticate(&c, |_| None, body).expect_err("nothing sent");
-        assert!(e.contains("missing"), "{e}");
+        assert!(e.to_string().contains("missing"), "{e}");
         assert!(authenticate(&cfg(None, None), |_| None, body).is_err());
     }
 
