@@ -7,11 +7,11 @@ use crate::extract::{ApiJson, ApiPath};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use troupe_core::project::PlaybookRef;
 use troupe_core::run::{Labels, NewRun, Run, RunOptions};
 use troupe_core::template::{NewTemplate, OVERRIDABLE, Template};
+use troupe_wire::templates::{CreateTemplate, TemplateList};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -20,26 +20,6 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_template, list_templates))
         .routes(routes!(get_template))
         .routes(routes!(launch_template))
-}
-
-/// A template to create; project and inventory by id or name.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct CreateTemplate {
-    name: String,
-    #[schema(value_type = Object)]
-    project: IdOrName,
-    playbook: String,
-    #[schema(value_type = Object)]
-    inventory: IdOrName,
-    /// Options every launch starts from.
-    #[serde(default)]
-    defaults: RunOptions,
-    /// Which options a launch may override.
-    #[serde(default)]
-    allow_overrides: Vec<String>,
-    #[serde(default)]
-    labels: Labels,
 }
 
 /// Save a run definition.
@@ -64,11 +44,6 @@ async fn create_template(
     new.validate()?;
     let t = state.store.create_template(&new).await?;
     Ok((StatusCode::CREATED, Json(t)))
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-struct TemplateList {
-    templates: Vec<Template>,
 }
 
 /// List templates.
