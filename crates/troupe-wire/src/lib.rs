@@ -58,3 +58,79 @@ impl std::str::FromStr for IdOrName {
             .map_or_else(|_| IdOrName::Name(s.to_owned()), IdOrName::Id))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::IdOrName;
+    use crate::runs::{CreateRun, RunStatus};
+    use crate::streams::RunStreamMessage;
+    use serde_json::json;
+
+    #[test]
+    fn ids_and_names_from_arguments_and_json() -> Result<(), serde_json::Error> {
+        assert_eq!("12".parse(), Ok(IdOrName::Id(12)));
+        assert_eq!("web".parse(), Ok(IdOrName::Name("web".into())));
+        assert_eq!(serde_json::to_value(IdOrName::Id(3))?, json!(3));
+        assert_eq!(
+            serde_json::from_value::<IdOrName>(json!("12"))?,
+            IdOrName::Name("12".into())
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_run_to_launch_sends_only_what_was_given() -> Result<(), serde_json::Error> {
+        let mut run = CreateRun::new(7, "site.yml");
+        run.hosts = Some("localhost\n".into());
+        let sent = serde_json::to_value(&run)?;
+        assert_eq!(
+            sent,
+            json!({"project": 7, "playbook": "site.yml", "hosts": "localhost\n", "tags": [],
+                "skip_tags": [], "check": false, "diff": false, "verbosity": 0, "labels": {}})
+        );
+        // What the server reads back is what was built (its fields are all known).
+        assert_eq!(serde_json::from_value::<CreateRun>(sent)?, run);
+        Ok(())
+    }
+
+    #[test]
+    fn stream_messages_are_tagged_by_type() -> Result<(), serde_json::Error> {
+        let end = RunStreamMessage::End {
+            status: RunStatus::Failed,
+            rc: Some(2),
+            reason: None,
+            last_counter: 9,
+        };
+        let sent = serde_json::to_value(&end)?;
+        assert_eq!(
+            sent,
+            json!({"type": "end", "status": "failed", "rc": 2, "last_counter": 9})
+        );
+        assert_eq!(end.sse_name(), "end");
+        assert_eq!(serde_json::from_value::<RunStreamMessage>(sent)?, end);
+        Ok(())
+    }
+
+    #[test]
+    fn event_messages_keep_the_event_data_as_sent() -> Result<(), serde_json::Error> {
+        let frame = r#"{"type":"event","event":{"counter":3,"uuid":"u","event":"runner_on_ok","created":"2026-01-02T03:04:05Z","stdout":"ok: [h1]","start_line":1,"end_line":2,"event_data":{"host":"h1","task":"ping","res":{"changed":false}}}}"#;
+        let RunStreamMessage::Event { event } = serde_json::from_str(frame)? else {
+            panic!("not an event message: {frame}");
+        };
+        assert_eq!((event.counter, event.host()), (3, Some("h1")));
+        assert_eq!(
+            serde_json::to_value(RunStreamMessage::Event { event })?,
+            serde_json::from_str::<serde_json::Value>(frame)?
+        );
+        let lagged = r#"{"type":"lagged","resume_after":7,"message":"slow"}"#;
+        assert_eq!(
+            serde_json::from_str::<RunStreamMessage>(lagged)?,
+            RunStreamMessage::Lagged {
+                resume_after: 7,
+                message: "slow".into()
+            }
+        );
+        assert!(serde_json::from_str::<RunStreamMessage>(r#"{"type":"other"}"#).is_err());
+        Ok(())
+    }
+}

@@ -4,12 +4,14 @@
 //! The changes stream's messages (`ChangeMessage` in `troupe-api`) carry the worker's
 //! `RunChange` as it is, so they are defined next to it rather than here.
 
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 
 pub use troupe_core::{Event, RunStatus};
 
 /// One message of a run stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RunStreamMessage {
     /// An event of the run (frames of this shape are built by the hub, see `event_frame`).
@@ -47,6 +49,61 @@ impl RunStreamMessage {
             RunStreamMessage::End { .. } => "end",
             RunStreamMessage::Lagged { .. } => "lagged",
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for RunStreamMessage {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // serde reads an internally tagged enum from a buffered copy of the message, and an
+        // event's `event_data` (kept as the raw JSON it arrived as) cannot be read from that
+        // copy. So the message is kept raw, its `type` read first, then the fields of that type.
+        #[derive(Deserialize)]
+        struct Tag {
+            #[serde(rename = "type")]
+            kind: String,
+        }
+        #[derive(Deserialize)]
+        struct EventFields {
+            event: Event,
+        }
+        #[derive(Deserialize)]
+        struct EndFields {
+            status: RunStatus,
+            rc: Option<i32>,
+            reason: Option<String>,
+            last_counter: i64,
+        }
+        #[derive(Deserialize)]
+        struct LaggedFields {
+            resume_after: i64,
+            message: String,
+        }
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        let text = raw.get();
+        let tag: Tag = serde_json::from_str(text).map_err(D::Error::custom)?;
+        let message = match tag.kind.as_str() {
+            "event" => serde_json::from_str(text)
+                .map(|f: EventFields| RunStreamMessage::Event { event: f.event }),
+            "end" => serde_json::from_str(text).map(|f: EndFields| RunStreamMessage::End {
+                status: f.status,
+                rc: f.rc,
+                reason: f.reason,
+                last_counter: f.last_counter,
+            }),
+            "lagged" => {
+                serde_json::from_str(text).map(|f: LaggedFields| RunStreamMessage::Lagged {
+                    resume_after: f.resume_after,
+                    message: f.message,
+                })
+            }
+            other => {
+                return Err(D::Error::unknown_variant(
+                    other,
+                    &["event", "end", "lagged"],
+                ));
+            }
+        };
+        message.map_err(D::Error::custom)
     }
 }
 
