@@ -4,9 +4,10 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use troupe_core::ValidationError;
 use troupe_store::StoreError;
+
+pub use troupe_wire::errors::{ErrorBody, ErrorDetail};
 
 /// An error answer.
 #[derive(Debug, Clone)]
@@ -19,19 +20,6 @@ pub struct ApiError {
     pub message: String,
     /// The request field at fault, when one is.
     pub field: Option<String>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct ErrorDetail {
-    code: &'static str,
-    message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<String>,
 }
 
 impl ApiError {
@@ -103,7 +91,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code,
+                code: self.code.to_owned(),
                 message: self.message,
                 field: self.field,
             },

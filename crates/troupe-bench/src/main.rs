@@ -6,6 +6,7 @@ mod ctx;
 mod loadgen;
 mod producer;
 mod report;
+mod run_api;
 mod scenarios;
 mod server;
 mod stats;

@@ -310,22 +310,6 @@ impl Drop for Server {
     }
 }
 
-/// A timestamp field of a run.
-pub fn time_field(run: &Value, name: &str) -> Option<DateTime<Utc>> {
-    run[name]
-        .as_str()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc))
-}
-
-/// When ansible was exec'd for a run: `launched_at` when the server reports it, else
-/// `started_at` (the claim). The flag says whether `launched_at` was there.
-pub fn launch_time(run: &Value) -> Option<(DateTime<Utc>, bool)> {
-    time_field(run, "launched_at")
-        .map(|t| (t, true))
-        .or_else(|| time_field(run, "started_at").map(|t| (t, false)))
-}
-
 /// Milliseconds from `a` to `b`.
 pub fn ms_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
     (b - a)

@@ -4,9 +4,9 @@ use anyhow::Context;
 use reqwest::StatusCode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 use std::fmt;
 use std::path::Path;
+use troupe_wire::errors::ErrorBody;
 
 /// An error answer from the server, shown the way the API worded it.
 #[derive(Debug)]
@@ -84,20 +84,22 @@ impl Client {
             return Ok(resp);
         }
         let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        let err = body.get("error");
-        let text = |k: &str| {
-            err.and_then(|e| e.get(k))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
+        // Answers that are not the API's error body (a proxy's page, say) still say something.
+        let failure = match resp.json::<ErrorBody>().await {
+            Ok(ErrorBody { error }) => ApiFailure {
+                status,
+                code: error.code,
+                message: error.message,
+                field: error.field,
+            },
+            Err(_) => ApiFailure {
+                status,
+                code: "http_error".into(),
+                message: format!("server answered {status}"),
+                field: None,
+            },
         };
-        Err(ApiFailure {
-            status,
-            code: text("code").unwrap_or_else(|| "http_error".into()),
-            message: text("message").unwrap_or_else(|| format!("server answered {status}")),
-            field: text("field"),
-        }
-        .into())
+        Err(failure.into())
     }
 
     /// GET a streaming response (Server-Sent Events), checked for an error answer.

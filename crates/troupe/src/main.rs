@@ -16,6 +16,7 @@ use config::{Config, Overrides};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use troupe_wire::tokens::{IssuedToken, NewToken};
 
 /// Ansible as a service.
 #[derive(Debug, Parser)]
@@ -256,10 +257,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let c = client(&cfg, remote)?;
             match cmd {
                 TokenCmd::Create { name } => {
-                    let t: serde_json::Value = c
-                        .post("/api/v1/tokens", &serde_json::json!({"name": name}))
-                        .await?;
-                    println!("{}", t["token"].as_str().unwrap_or_default());
+                    let t: IssuedToken = c.post("/api/v1/tokens", &NewToken { name }).await?;
+                    println!("{}", t.token);
                     Ok(0)
                 }
             }

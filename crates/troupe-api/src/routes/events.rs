@@ -8,15 +8,16 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::BTreeMap;
-use troupe_core::inbound::{EventRecord, EventStatus, RuleOutcome};
+use troupe_core::inbound::EventStatus;
 use troupe_events::sink::{Inbound, Sink};
-use troupe_events::sources::SourceState;
 use troupe_events::sources::webhook;
 use troupe_events::{ApplyError, EventService};
 use troupe_store::{EventRecordFilter, Page, StoreError};
+use troupe_wire::events::{
+    EventList, EventView, EventsQuery, HookResponse, PutRulesQuery, RulesView, SourceState,
+    SourceView,
+};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -34,64 +35,6 @@ pub(crate) fn hooks_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(hook))
         .routes(routes!(hook_with_key))
-}
-
-/// An event as the API shows it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct EventView {
-    id: i64,
-    received_at: chrono::DateTime<chrono::Utc>,
-    source: String,
-    routing_key: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    delivery_id: Option<String>,
-    status: EventStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    /// What each matching rule did.
-    rules: Vec<RuleOutcome>,
-    /// The runs it started.
-    run_ids: Vec<i64>,
-    payload_size: i64,
-    /// The payload: JSON when it was JSON and kept whole, else the text kept.
-    #[schema(value_type = Object)]
-    payload: Value,
-    payload_truncated: bool,
-}
-
-impl From<EventRecord> for EventView {
-    fn from(r: EventRecord) -> Self {
-        let payload = match (&r.payload, r.payload_truncated) {
-            (Some(text), false) => {
-                serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()))
-            }
-            (Some(text), true) => Value::String(text.clone()),
-            (None, _) => Value::Null,
-        };
-        EventView {
-            id: r.id,
-            received_at: r.received_at,
-            source: r.source,
-            routing_key: r.routing_key,
-            delivery_id: r.delivery_id,
-            status: r.status,
-            reason: r.reason,
-            rules: r.rules,
-            run_ids: r.run_ids,
-            payload_size: r.payload_size,
-            payload,
-            payload_truncated: r.payload_truncated,
-        }
-    }
-}
-
-/// What a webhook delivery did.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct HookResponse {
-    /// The event's record.
-    event: EventView,
-    /// True when this delivery was recorded before (same delivery id): nothing was run now.
-    duplicate: bool,
 }
 
 /// Headers that identify a delivery, so a sender's retry is not run twice.
@@ -212,29 +155,6 @@ fn forwarded_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
         .collect()
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-struct EventsQuery {
-    /// Only from this source.
-    source: Option<String>,
-    /// Only with this routing key.
-    routing_key: Option<String>,
-    /// Only in this status (`accepted`, `unmatched`, `skipped`, `failed`, `rejected`).
-    status: Option<String>,
-    /// The `next_cursor` of the previous page.
-    cursor: Option<i64>,
-    /// Page size, 1 to 500 (default 50).
-    limit: Option<i64>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-struct EventList {
-    events: Vec<EventView>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_cursor: Option<i64>,
-}
-
 /// Events received, newest first.
 #[utoipa::path(get, path = "/api/v1/events", params(EventsQuery),
     responses((status = 200, body = EventList), (status = 400, body = crate::error::ErrorBody)))]
@@ -291,36 +211,6 @@ async fn get_event(
     Ok(Json(state.store.get_event_record(id).await?.into()))
 }
 
-/// The rules in force.
-#[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct RulesView {
-    /// The stored document's revision (what `?revision=` and `If-Match` compare with);
-    /// increases with every change; 0 when none was ever stored.
-    revision: i64,
-    /// The revision of the rules in force, which `document` shows: the stored one, unless it
-    /// could not be compiled (then the previous rules stay in force).
-    in_force_revision: i64,
-    /// When they were last changed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    updated_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// The document, with literal secrets and URL passwords redacted.
-    #[schema(value_type = Object)]
-    document: Value,
-    /// Each rule in a sentence.
-    explain: Vec<String>,
-    /// Each source's state.
-    sources: BTreeMap<String, SourceView>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct SourceView {
-    /// `webhook`, `amqp`, `nats`, `mqtt`, `directory` or `timer`.
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(flatten)]
-    state: SourceState,
-}
-
 async fn rules_view(events: &EventService) -> ApiResult<RulesView> {
     let doc = events.store().get_rules().await?;
     let rules = events.rules();
@@ -340,7 +230,16 @@ fn sources_view(events: &EventService) -> BTreeMap<String, SourceView> {
     events
         .source_states()
         .into_iter()
-        .map(|(name, (kind, state))| (name, SourceView { kind, state }))
+        .map(|(name, (kind, s))| {
+            // troupe-events keeps a state of its own (the sources update it in place); the
+            // wire's has the same fields.
+            let state = SourceState {
+                state: s.state,
+                last_error: s.last_error,
+                delivered: s.delivered,
+            };
+            (name, SourceView { kind, state })
+        })
         .collect()
 }
 
@@ -348,13 +247,6 @@ fn sources_view(events: &EventService) -> BTreeMap<String, SourceView> {
 #[utoipa::path(get, path = "/api/v1/rules", responses((status = 200, body = RulesView)))]
 async fn get_rules(State(state): State<AppState>) -> ApiResult<Json<RulesView>> {
     Ok(Json(rules_view(&state.events).await?))
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-struct PutRulesQuery {
-    /// Replace only if this is the stored revision (0: none stored yet). `If-Match` works too.
-    revision: Option<i64>,
 }
 
 /// Replace the rules (YAML or JSON body). Sources restart with the new configuration; events

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use troupe_wire::health::Health;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -13,22 +13,24 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/readyz", get(readyz))
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        store: None,
+    })
 }
 
-async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match state.store.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(json!({"status": "ready", "store": state.store.backend()})),
-        ),
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let (code, status) = match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready"),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unavailable", "store": state.store.backend()})),
-            )
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
         }
-    }
+    };
+    let health = Health {
+        status: status.into(),
+        store: Some(state.store.backend().to_owned()),
+    };
+    (code, Json(health))
 }

@@ -6,9 +6,9 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
 use troupe_core::inventory::ansible::AnsibleInventory;
 use troupe_core::inventory::{Inventory, NewInventory};
+use troupe_wire::inventories::{AnsibleQuery, InventoriesQuery, InventoryList};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -39,23 +39,11 @@ async fn create_inventory(
     Ok((StatusCode::CREATED, Json(inv)))
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    /// Only the inventory with this name.
-    name: Option<String>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-struct InventoryList {
-    inventories: Vec<Inventory>,
-}
-
 /// List inventories.
-#[utoipa::path(get, path = "/api/v1/inventories", params(ListQuery), responses((status = 200, body = InventoryList)))]
+#[utoipa::path(get, path = "/api/v1/inventories", params(InventoriesQuery), responses((status = 200, body = InventoryList)))]
 async fn list_inventories(
     State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    ApiQuery(q): ApiQuery<InventoriesQuery>,
 ) -> ApiResult<Json<InventoryList>> {
     let inventories = match q.name {
         Some(name) => state
@@ -102,13 +90,6 @@ async fn delete_inventory(
 ) -> ApiResult<StatusCode> {
     state.store.delete_inventory(id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-struct AnsibleQuery {
-    /// Only this host's variables (`ansible-inventory --host`).
-    host: Option<String>,
 }
 
 /// The inventory in Ansible's dynamic inventory JSON: exactly what `ansible-inventory --list`

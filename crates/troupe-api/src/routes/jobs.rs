@@ -2,7 +2,7 @@
 //! `<action>-<unit>.yml` from the unit's playbooks; an action on the job runs it for every unit
 //! at once, each in its own run.
 
-use super::{IdOrName, find_project};
+use super::find_project;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
@@ -10,7 +10,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::path::Path;
 use troupe_core::job::{
@@ -19,6 +18,10 @@ use troupe_core::job::{
 use troupe_core::run::Run;
 use troupe_launch::jobs::{Action, playbook_dir_of};
 use troupe_store::{Page, RunFilter};
+use troupe_wire::jobs::JobsQuery as ListQuery;
+use troupe_wire::jobs::{
+    ActionRequest, CreateJob, JobActionResult, JobList, JobView, SetUnit, UnitError, UnitView,
+};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -30,17 +33,6 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(unit_action))
         .routes(routes!(job_action))
         .routes(routes!(job_inventory))
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct CreateJob {
-    tag: String,
-    units: Vec<String>,
-    /// Default project of the units (id or name).
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    project: Option<IdOrName>,
 }
 
 /// Create a job: a tag and named units. Many jobs may share a tag.
@@ -64,27 +56,6 @@ async fn create_job(
         StatusCode::CREATED,
         Json(state.store.create_job(&new).await?),
     ))
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    /// Only jobs with this tag.
-    tag: Option<String>,
-    /// With `tag`: answer with the latest such job itself (404 when there is none).
-    #[serde(default)]
-    latest: bool,
-    /// The `next_cursor` of the previous page.
-    cursor: Option<i64>,
-    /// Page size, 1 to 500 (default 50).
-    limit: Option<i64>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-struct JobList {
-    jobs: Vec<Job>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_cursor: Option<i64>,
 }
 
 /// List jobs, newest first; `?tag=T&latest=true` returns the latest job with tag T.
@@ -123,31 +94,6 @@ async fn list_jobs(
         .then(|| jobs.last().map(|j| j.id))
         .flatten();
     Ok(Json(JobList { jobs, next_cursor }).into_response())
-}
-
-/// A unit with its runs, newest first.
-#[derive(Serialize, utoipa::ToSchema)]
-struct UnitView {
-    name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    source: Option<UnitSource>,
-    /// The status of its latest run (`idle` when it has none).
-    status: String,
-    runs: Vec<Run>,
-}
-
-/// A job with each unit's runs and a status aggregated from them.
-#[derive(Serialize, utoipa::ToSchema)]
-struct JobView {
-    id: i64,
-    tag: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    project_id: Option<i64>,
-    created_at: chrono::DateTime<chrono::Utc>,
-    /// `idle` (no runs), `running` (a unit's latest run is queued or running), `failed` (some
-    /// unit's latest run did not succeed) or `successful`.
-    status: String,
-    units: Vec<UnitView>,
 }
 
 /// One job, its units and their runs.
@@ -195,18 +141,6 @@ async fn get_job(
     }))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct SetUnit {
-    /// A registered project (id or name) holding the unit's playbooks.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    project: Option<IdOrName>,
-    /// A directory holding a `project/` (or `projects/`) directory of playbooks.
-    #[serde(default)]
-    data_dir: Option<String>,
-}
-
 /// Set where a unit's playbooks are: a project, or a data_dir with a `project/` (or the seed's
 /// `projects/`) subdirectory.
 #[utoipa::path(put, path = "/api/v1/jobs/{id}/units/{unit}", request_body = SetUnit,
@@ -234,22 +168,6 @@ async fn set_unit(
     Ok(Json(state.store.set_unit_source(id, &unit, &source).await?))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct ActionRequest {
-    /// Runs `<action>-<unit>.yml`.
-    action: String,
-    /// Extra variables for the playbook(s); troupe adds `troupe_job_id`, `troupe_job_tag`,
-    /// `troupe_unit` and `troupe_action`.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    extra_vars: Option<Value>,
-    /// Inventory text (YAML or INI) to run against; default: `localhost` with a local
-    /// connection.
-    #[serde(default)]
-    hosts: Option<String>,
-}
-
 /// Run `<action>-<unit>.yml` for one unit.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/units/{unit}/actions", request_body = ActionRequest,
     responses((status = 201, body = Run), (status = 404, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
@@ -266,21 +184,6 @@ async fn unit_action(
         .ok_or_else(|| ApiError::not_found("unit", format!("{unit:?} of job {id}")))?;
     let run = launch_action(&state, &job, unit, &req).await?;
     Ok((StatusCode::CREATED, Json(run)))
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-struct UnitError {
-    unit: String,
-    code: &'static str,
-    message: String,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-struct JobActionResult {
-    /// One run per unit that could start.
-    runs: Vec<Run>,
-    /// Units whose action could not start, and why.
-    errors: Vec<UnitError>,
 }
 
 /// Run `<action>-<unit>.yml` for every unit of the job, each in its own run, in parallel. A
@@ -303,7 +206,7 @@ async fn job_action(
             Ok(run) => result.runs.push(run),
             Err(e) if e.status.is_client_error() => result.errors.push(UnitError {
                 unit: unit.name.clone(),
-                code: e.code,
+                code: e.code.to_owned(),
                 message: e.message,
             }),
             Err(e) => return Err(e),

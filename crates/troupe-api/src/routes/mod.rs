@@ -40,24 +40,7 @@ pub(crate) fn page_limit(limit: Option<i64>) -> ApiResult<i64> {
     Ok(limit)
 }
 
-/// A reference to a resource by id or by name.
-#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
-#[serde(untagged)]
-pub(crate) enum IdOrName {
-    /// By id.
-    Id(i64),
-    /// By name.
-    Name(String),
-}
-
-impl std::fmt::Display for IdOrName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            IdOrName::Id(id) => write!(f, "with id {id}"),
-            IdOrName::Name(n) => write!(f, "named {n:?}"),
-        }
-    }
-}
+pub(crate) use troupe_wire::IdOrName;
 
 /// The project a request names; 422 naming `field` when there is none.
 pub(crate) async fn find_project(
@@ -166,12 +149,11 @@ impl From<LaunchError> for ApiError {
     }
 }
 
-impl From<&IdOrName> for Ref {
-    fn from(r: &IdOrName) -> Ref {
-        match r {
-            IdOrName::Id(id) => Ref::Id(*id),
-            IdOrName::Name(n) => Ref::Name(n.clone()),
-        }
+/// The launch service's reference for what a request names by id or name.
+pub(crate) fn to_ref(r: &IdOrName) -> Ref {
+    match r {
+        IdOrName::Id(id) => Ref::Id(*id),
+        IdOrName::Name(n) => Ref::Name(n.clone()),
     }
 }
 

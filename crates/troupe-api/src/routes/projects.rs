@@ -6,8 +6,8 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
 use troupe_core::project::{NewProject, Project, ProjectSource};
+use troupe_wire::projects::{PlaybookList, ProjectList, ProjectsQuery};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -47,23 +47,11 @@ async fn create_project(
     Ok((StatusCode::CREATED, Json(super::shown(project))))
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    /// Only the project with this name.
-    name: Option<String>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-struct ProjectList {
-    projects: Vec<Project>,
-}
-
 /// List projects.
-#[utoipa::path(get, path = "/api/v1/projects", params(ListQuery), responses((status = 200, body = ProjectList)))]
+#[utoipa::path(get, path = "/api/v1/projects", params(ProjectsQuery), responses((status = 200, body = ProjectList)))]
 async fn list_projects(
     State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    ApiQuery(q): ApiQuery<ProjectsQuery>,
 ) -> ApiResult<Json<ProjectList>> {
     let projects = match q.name {
         Some(name) => state.store.find_project(&name).await?.into_iter().collect(),
@@ -80,12 +68,6 @@ async fn get_project(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Project>> {
     Ok(Json(super::shown(state.store.get_project(id).await?)))
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-struct PlaybookList {
-    /// Playbook paths relative to the project.
-    playbooks: Vec<String>,
 }
 
 /// The playbooks a project holds.

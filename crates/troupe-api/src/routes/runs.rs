@@ -1,6 +1,6 @@
 //! Runs: launch, list, inspect, follow and cancel.
 
-use super::IdOrName;
+use super::to_ref;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
@@ -9,14 +9,18 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use troupe_core::inventory::{InventoryContent, InventoryFormat};
-use troupe_core::run::{CancelMode, HostStats, Labels, Origin, Run, RunOptions};
+use troupe_core::run::{CancelMode, HostStats, Origin, Run, RunOptions};
 use troupe_core::{Event, RunStatus};
 use troupe_launch::{InventorySource, LaunchError, LaunchRequest, ProjectRef};
 use troupe_store::{Page, RunFilter, Stream};
+use troupe_wire::runs::RunsQuery as ListQuery;
+use troupe_wire::runs::{
+    CancelRequest, CreateRun, EventPage, EventsQuery, HostFailure, HostResult, OutputQuery,
+    RelaunchFrom, RelaunchHosts, RelaunchRequest, RunList,
+};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -32,60 +36,6 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(relaunch_run))
 }
 
-/// A run to launch.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct CreateRun {
-    /// The project, by id or name.
-    #[schema(value_type = Object)]
-    project: IdOrName,
-    /// Playbook path relative to the project.
-    playbook: String,
-    /// A stored inventory, by id or name. Give this or `hosts`.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    inventory: Option<IdOrName>,
-    /// An inline inventory (YAML or INI text). Give this or `inventory`.
-    #[serde(default)]
-    hosts: Option<String>,
-    /// Format of `hosts`; guessed when omitted.
-    #[serde(default)]
-    hosts_format: Option<InventoryFormat>,
-    /// Extra variables: a JSON object.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    extra_vars: Option<Value>,
-    #[serde(default)]
-    limit: Option<String>,
-    #[serde(default)]
-    tags: Vec<String>,
-    #[serde(default)]
-    skip_tags: Vec<String>,
-    #[serde(default)]
-    check: bool,
-    #[serde(default)]
-    diff: bool,
-    #[serde(default)]
-    forks: Option<u32>,
-    #[serde(default)]
-    verbosity: u8,
-    #[serde(default)]
-    timeout_s: Option<u64>,
-    /// Start at the first task with this name (`--start-at-task`).
-    #[serde(default)]
-    start_at_task: Option<String>,
-    /// Split the hosts into this many slices run in parallel.
-    #[serde(default)]
-    slices: Option<u32>,
-    /// Split the hosts into slices of at most this many hosts.
-    #[serde(default)]
-    slice_size: Option<u32>,
-    #[serde(default)]
-    labels: Labels,
-    #[serde(default)]
-    tag: Option<String>,
-}
-
 /// Launch a run: it is queued at once and started as soon as a worker slot is free.
 #[utoipa::path(post, path = "/api/v1/runs", request_body = CreateRun,
     responses((status = 201, body = Run), (status = 422, body = crate::error::ErrorBody)))]
@@ -94,7 +44,7 @@ async fn create_run(
     ApiJson(req): ApiJson<CreateRun>,
 ) -> ApiResult<(StatusCode, Json<Run>)> {
     let inventory = match (&req.inventory, req.hosts) {
-        (Some(r), None) => InventorySource::Stored(r.into()),
+        (Some(r), None) => InventorySource::Stored(to_ref(r)),
         (None, Some(hosts)) => InventorySource::Inline(InventoryContent {
             format: req
                 .hosts_format
@@ -130,7 +80,7 @@ async fn create_run(
         labels: req.labels,
         tag: req.tag,
         ..LaunchRequest::playbook(
-            ProjectRef::Ref((&req.project).into()),
+            ProjectRef::Ref(to_ref(&req.project)),
             req.playbook,
             inventory,
             options,
@@ -157,39 +107,6 @@ pub(crate) fn extra_vars_object(v: Option<Value>) -> ApiResult<serde_json::Map<S
 }
 
 pub(crate) use troupe_core::text::json_kind;
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    /// Comma-separated statuses.
-    status: Option<String>,
-    /// Project id.
-    project: Option<i64>,
-    /// `key` or `key=value`.
-    label: Option<String>,
-    /// Tag.
-    tag: Option<String>,
-    /// Only actions of this job.
-    job: Option<i64>,
-    /// Only actions on this unit (with `job`).
-    unit: Option<String>,
-    /// Only relaunches of this run.
-    relaunch_of: Option<i64>,
-    /// Only the slices of this split run.
-    parent: Option<i64>,
-    /// The `next_cursor` of the previous page.
-    cursor: Option<i64>,
-    /// Page size, 1 to 500 (default 50).
-    limit: Option<i64>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-struct RunList {
-    runs: Vec<Run>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_cursor: Option<i64>,
-}
 
 /// List runs, newest first. The answer carries an `ETag`; with `If-None-Match` naming it, an
 /// unchanged page is answered `304 Not Modified` with no body.
@@ -291,25 +208,6 @@ async fn get_run(
     Ok(run.respond(&headers))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-struct EventsQuery {
-    /// Only events with a counter above this (default 0).
-    after: Option<i64>,
-    /// At most this many, 1 to 10000 (default 1000).
-    limit: Option<i64>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-struct EventPage {
-    events: Vec<Event>,
-    /// The counter to ask for next (`after`).
-    next_after: i64,
-    /// The run's status when the page was read: once it is finished and a page comes back
-    /// short, there is nothing more.
-    run_status: RunStatus,
-}
-
 /// A run's events in counter order (ansible-runner's fields).
 #[utoipa::path(get, path = "/api/v1/runs/{id}/events", params(EventsQuery), responses((status = 200, body = EventPage)))]
 async fn list_events(
@@ -336,16 +234,6 @@ async fn list_events(
         next_after,
         run_status: run.status,
     }))
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-struct OutputQuery {
-    /// Skip this many bytes (what a follower already has).
-    offset: Option<usize>,
-    /// Keep ansible's colours (ANSI escapes); plain text otherwise.
-    #[serde(default)]
-    ansi: bool,
 }
 
 /// A run's standard output, as ansible printed it (plain text, or with ansible's colours with
@@ -402,29 +290,6 @@ async fn output(state: &AppState, id: i64, stream: Stream, q: &OutputQuery) -> A
     Ok(resp)
 }
 
-/// A host's result (Pansible's shape): its totals and what failed.
-#[derive(Serialize, utoipa::ToSchema)]
-struct HostResult {
-    stats: HostStats,
-    /// True when the host was unreachable at least once.
-    unreachable: bool,
-    failures: Vec<HostFailure>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-struct HostFailure {
-    /// The event's counter.
-    counter: i64,
-    /// `runner_on_failed` or `runner_on_unreachable`.
-    event: String,
-    task: Option<String>,
-    /// The module's message.
-    msg: Option<String>,
-    /// The whole result ansible returned.
-    #[schema(value_type = Object)]
-    result: Value,
-}
-
 /// Per host: totals from the PLAY RECAP and the failures behind them.
 #[utoipa::path(get, path = "/api/v1/runs/{id}/hosts", responses((status = 200, body = BTreeMap<String, HostResult>)))]
 async fn get_hosts(
@@ -472,15 +337,6 @@ async fn get_hosts(
     Ok(Json(hosts))
 }
 
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct CancelRequest {
-    /// `graceful` (default): the task in flight finishes, no new task starts. `force`:
-    /// SIGINT, SIGTERM, then SIGKILL to the whole process group.
-    #[serde(default)]
-    mode: Option<CancelMode>,
-}
-
 /// Stop a run. A queued run is canceled at once; a running one is stopped by its worker.
 #[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", request_body = CancelRequest,
     responses((status = 202, body = Run), (status = 409, body = crate::error::ErrorBody)))]
@@ -492,40 +348,6 @@ async fn cancel_run(
     let mode = req.mode.unwrap_or(CancelMode::Graceful);
     let run = state.pool.cancel_run(id, mode).await?;
     Ok((StatusCode::ACCEPTED, Json(run)))
-}
-
-/// Which hosts a relaunch targets.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-enum RelaunchHosts {
-    /// The same hosts as the original run.
-    #[default]
-    All,
-    /// Hosts that failed or were unreachable.
-    Failed,
-    /// Hosts that were unreachable.
-    Unreachable,
-}
-
-/// Where a relaunch starts.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-enum RelaunchFrom {
-    /// From the playbook's start.
-    #[default]
-    Start,
-    /// At the first task that failed, or for a canceled or timed-out run, the task it stopped
-    /// before (graceful cancel) or in (forced cancel, timeout) (`--start-at-task`).
-    FailedTask,
-}
-
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct RelaunchRequest {
-    #[serde(default)]
-    hosts: RelaunchHosts,
-    #[serde(default)]
-    from: RelaunchFrom,
 }
 
 /// Run a finished run again as a new run linked to it (`relaunch_of`): on all its hosts, or

@@ -18,12 +18,12 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use troupe_core::{Event, RunStatus};
+use troupe_wire::streams::{ChangesQuery, RunStreamMessage, RunStreamQuery};
 use troupe_worker::{RunChange, RunMessage, event_frame};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -42,58 +42,6 @@ const PAGE: i64 = 1000;
 /// written by another troupe process sharing the store arrive this way).
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
-/// One message of a run stream.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub(crate) enum RunStreamMessage {
-    /// An event of the run (frames of this shape are built by the hub, see `event_frame`).
-    #[allow(dead_code)]
-    Event {
-        /// The event (ansible-runner's fields).
-        event: Event,
-    },
-    /// The run is over; the stream closes after this.
-    End {
-        /// Final status.
-        status: RunStatus,
-        /// ansible-playbook's exit code.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        rc: Option<i32>,
-        /// Why the run ended as it did, when that needs saying.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        reason: Option<String>,
-        /// The last counter of the run.
-        last_counter: i64,
-    },
-    /// The client fell behind; reconnect with `after=resume_after` to get the rest.
-    Lagged {
-        /// Every event up to this counter was sent.
-        resume_after: i64,
-        /// Why the stream was cut.
-        message: String,
-    },
-}
-
-impl RunStreamMessage {
-    fn sse_name(&self) -> &'static str {
-        match self {
-            RunStreamMessage::Event { .. } => "event",
-            RunStreamMessage::End { .. } => "end",
-            RunStreamMessage::Lagged { .. } => "lagged",
-        }
-    }
-
-    fn frame(&self) -> Frame {
-        Frame {
-            name: self.sse_name(),
-            id: None,
-            json: serde_json::to_vec(self)
-                .map(Bytes::from)
-                .unwrap_or_default(),
-        }
-    }
-}
-
 /// A stream message as sent: serialized once (live events are serialized by the hub for
 /// every subscriber at once), with its SSE event name and id.
 struct Frame {
@@ -103,6 +51,14 @@ struct Frame {
 }
 
 impl Frame {
+    fn message(msg: &RunStreamMessage) -> Self {
+        Frame {
+            name: msg.sse_name(),
+            id: None,
+            json: serde_json::to_vec(msg).map(Bytes::from).unwrap_or_default(),
+        }
+    }
+
     fn event(counter: i64, json: Bytes) -> Self {
         Frame {
             name: "event",
@@ -118,18 +74,6 @@ impl Frame {
         }
         ev.data(std::str::from_utf8(&self.json).unwrap_or_default())
     }
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-struct RunStreamQuery {
-    /// Send events with a counter above this (default 0: everything). For SSE, a
-    /// `Last-Event-ID` header does the same when `after` is absent.
-    after: Option<i64>,
-    /// A short-lived stream token (from `POST /api/v1/stream-tokens`) for clients that cannot
-    /// set headers (browsers' EventSource and WebSocket).
-    #[allow(dead_code)]
-    access_token: Option<String>,
 }
 
 /// Follows a run's events over WebSocket: JSON text messages `{"type": "event", "event": {...}}`,
@@ -308,7 +252,7 @@ impl RunProducer {
         };
         // Delivered after what the client already has queued; if it never reads, the send
         // is abandoned when the connection goes.
-        self.tx.send(msg.frame()).await.map_err(|_| Stop)
+        self.tx.send(Frame::message(&msg)).await.map_err(|_| Stop)
     }
 
     /// If the run is over, sends what is left and the end message.
@@ -328,7 +272,7 @@ impl RunProducer {
             reason: run.status_reason,
             last_counter: self.last,
         };
-        self.tx.send(end.frame()).await.map_err(|_| Stop)?;
+        self.tx.send(Frame::message(&end)).await.map_err(|_| Stop)?;
         Ok(true)
     }
 }
@@ -363,25 +307,6 @@ async fn pump_ws(socket: WebSocket, mut rx: mpsc::Receiver<Frame>) {
         }
     }
     let _ = sink.send(Message::Close(None)).await;
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-struct ChangesQuery {
-    /// Only these runs (comma-separated ids).
-    runs: Option<String>,
-    /// Only runs with this label: `key` or `key=value`.
-    label: Option<String>,
-    /// Only runs with this tag.
-    tag: Option<String>,
-    /// Only runs of this project.
-    project: Option<i64>,
-    /// Only status changes (no run_created or summary_updated).
-    #[serde(default)]
-    status_only: bool,
-    /// A short-lived stream token, for clients that cannot set headers.
-    #[allow(dead_code)]
-    access_token: Option<String>,
 }
 
 struct ChangeFilter {

@@ -1,18 +1,18 @@
 //! Templates: saved run definitions that users launch, overriding only what is allowed.
 
-use super::{IdOrName, check_playbook, find_inventory, find_project};
+use super::{IdOrName, check_playbook, find_inventory, find_project, to_ref};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use troupe_core::overrides::Overrides;
-use troupe_core::run::{Labels, Origin, Run, RunOptions};
+use troupe_core::run::{Labels, Origin, Run};
 use troupe_core::template::{NewTemplate, OVERRIDABLE, Template};
 use troupe_launch::{InventorySource, LaunchRequest, Ref};
+use troupe_wire::templates::{CreateTemplate, TemplateList};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -21,26 +21,6 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_template, list_templates))
         .routes(routes!(get_template))
         .routes(routes!(launch_template))
-}
-
-/// A template to create; project and inventory by id or name.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct CreateTemplate {
-    name: String,
-    #[schema(value_type = Object)]
-    project: IdOrName,
-    playbook: String,
-    #[schema(value_type = Object)]
-    inventory: IdOrName,
-    /// Options every launch starts from.
-    #[serde(default)]
-    defaults: RunOptions,
-    /// Which options a launch may override.
-    #[serde(default)]
-    allow_overrides: Vec<String>,
-    #[serde(default)]
-    labels: Labels,
 }
 
 /// Save a run definition.
@@ -65,11 +45,6 @@ async fn create_template(
     new.validate()?;
     let t = state.store.create_template(&new).await?;
     Ok((StatusCode::CREATED, Json(t)))
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-struct TemplateList {
-    templates: Vec<Template>,
 }
 
 /// List templates.
@@ -147,16 +122,15 @@ async fn launch_template(
     let mut overrides = overrides;
     let inventory = match overrides.remove("inventory") {
         None => None,
-        Some(v) => Some(InventorySource::Stored(
-            (&serde_json::from_value::<IdOrName>(v).map_err(|_| {
+        Some(v) => Some(InventorySource::Stored(to_ref(
+            &serde_json::from_value::<IdOrName>(v).map_err(|_| {
                 ApiError::invalid(
                     "invalid_body",
                     "inventory",
                     "inventory must be an id or a name",
                 )
-            })?)
-                .into(),
-        )),
+            })?,
+        ))),
     };
     let labels: Labels = match overrides.remove("labels") {
         None => Labels::new(),

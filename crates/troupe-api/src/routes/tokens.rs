@@ -7,7 +7,7 @@ use crate::extract::ApiJson;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use troupe_wire::tokens::{IssuedToken, NewToken, StreamToken};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -15,21 +15,6 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_token))
         .routes(routes!(create_stream_token))
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct NewToken {
-    /// What the token is for ("ci", "alice"...).
-    name: String,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-struct IssuedToken {
-    id: i64,
-    name: String,
-    /// The secret: shown once, only its hash is kept.
-    token: String,
 }
 
 /// Issue a new API token. The secret is in this answer only.
@@ -52,14 +37,6 @@ async fn create_token(
             token,
         }),
     ))
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-struct StreamToken {
-    /// Pass as `access_token=` on stream routes.
-    token: String,
-    /// Seconds it stays valid.
-    expires_in_s: u64,
 }
 
 /// Issue a short-lived token for the `access_token` query parameter of stream routes (for

@@ -5,6 +5,7 @@ use super::{SYNTHETIC_PLAYBOOK, write_files};
 use crate::ctx::{Ctx, on_path};
 use crate::loadgen::LoadResult;
 use crate::report::{Metric, Target};
+use crate::run_api;
 use crate::server::{Server, ServerOpts, TOKEN};
 use anyhow::{Context, bail};
 use serde_json::json;
@@ -23,8 +24,10 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         ansible_playbook: Some(noop),
     })?;
     let pid = server.project(&project).await?;
-    let run_body = json!({"project": pid, "playbook": "noop.yml", "hosts": "localhost\n",
-        "labels": {"team": "bench"}});
+    let mut run = run_api::on_localhost(pid, "noop.yml");
+    run.labels.insert("team".into(), "bench".into());
+    // Serialized once: the runs started under load are sent as fast as troupe takes them.
+    let run_body = run_api::body(&run)?;
     let mut last = 0;
     for _ in 0..200 {
         last = server.launch(&run_body).await?;

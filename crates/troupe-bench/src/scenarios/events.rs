@@ -10,7 +10,9 @@ use crate::stats::percentile;
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::time::Instant;
+use troupe_wire::events::SourceView;
 
 const RULES: &str = r#"
 sources:
@@ -72,8 +74,12 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     for r in results {
         lat.push(r?);
     }
-    let recorded = server.get("/api/v1/sources").await?["bench"]["delivered"]
-        .as_u64()
+    let sources: BTreeMap<String, SourceView> =
+        serde_json::from_value(server.get("/api/v1/sources").await?)
+            .context("the sources' states")?;
+    let recorded = sources
+        .get("bench")
+        .map(|s| s.state.delivered)
         .context("delivered count")?;
     ctx.push(
         Metric::value(title, "events recorded/s", total as f64 / secs).note(format!(

@@ -5,6 +5,7 @@
 use super::{SYNTHETIC_PLAYBOOK, write_files};
 use crate::ctx::Ctx;
 use crate::report::{Metric, Target};
+use crate::run_api;
 use crate::server::{Server, ServerOpts, TOKEN};
 use crate::stats::percentile;
 use anyhow::{Context, bail};
@@ -44,12 +45,9 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let pid = server.project(&project).await?;
     // In a directory of this repetition's: a gate left open by the last one would not hold.
     let gate = ctx.dir("fanout-gate")?.join("open");
-    let id = server
-        .launch(
-            &json!({"project": pid, "playbook": "bench.yml", "hosts": "localhost\n",
-            "extra_vars": {"bench_events": events, "bench_gate": gate, "bench_rate": rate}}),
-        )
-        .await?;
+    let mut body = run_api::on_localhost(pid, "bench.yml");
+    body.extra_vars = Some(json!({"bench_events": events, "bench_gate": gate, "bench_rate": rate}));
+    let id = run_api::launch(&server, &body).await?;
 
     let url = format!("ws://{}/api/v1/runs/{id}/events/ws?after=0", server.addr);
     let mut conns = Vec::new();
@@ -74,12 +72,16 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     for t in tasks {
         seen.push(tokio::time::timeout(Duration::from_secs(600), t).await??);
     }
-    let run = server
-        .wait_finished(id, Duration::from_millis(50), Duration::from_secs(60))
-        .await?;
+    let run = run_api::wait_finished(
+        &server,
+        id,
+        Duration::from_millis(50),
+        Duration::from_secs(60),
+    )
+    .await?;
     server.stop()?;
-    if run["event_count"].as_u64() != Some(events) {
-        bail!("run {id} stored {} events of {events}", run["event_count"]);
+    if u64::try_from(run.event_count) != Ok(events) {
+        bail!("run {id} stored {} events of {events}", run.event_count);
     }
     let delivered: u64 = seen.iter().map(|s| s.events).sum();
     let lagged = seen.iter().filter(|s| s.lagged).count();

@@ -3,10 +3,12 @@
 use super::{SYNTHETIC_PLAYBOOK, write_files};
 use crate::ctx::Ctx;
 use crate::report::{Metric, Target};
+use crate::run_api;
 use crate::server::{Server, ServerOpts};
 use anyhow::bail;
 use serde_json::json;
 use std::time::{Duration, Instant};
+use troupe_wire::runs::RunStatus;
 
 pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let title = "6 footprint";
@@ -29,22 +31,17 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let hold = ctx.dir("footprint-hold")?.join("release");
     let mut ids = Vec::new();
     for _ in 0..runs {
-        ids.push(
-            server
-                .launch(
-                    &json!({"project": pid, "playbook": "bench.yml", "hosts": "localhost\n",
-                    "extra_vars": {"bench_events": events_each, "bench_hold": hold}}),
-                )
-                .await?,
-        );
+        let mut body = run_api::on_localhost(pid, "bench.yml");
+        body.extra_vars = Some(json!({"bench_events": events_each, "bench_hold": hold}));
+        ids.push(run_api::launch(&server, &body).await?);
     }
     // Wait until every run is running and has stored all its events.
     let start = Instant::now();
     loop {
         let mut ready = 0;
         for id in &ids {
-            let r = server.get(&format!("/api/v1/runs/{id}")).await?;
-            if r["status"] == "running" && r["event_count"].as_u64() == Some(events_each) {
+            let r = run_api::get(&server, *id).await?;
+            if r.status == RunStatus::Running && u64::try_from(r.event_count) == Ok(events_each) {
                 ready += 1;
             }
         }

@@ -4,7 +4,8 @@
 use super::{SYNTHETIC_PLAYBOOK, write_files};
 use crate::ctx::Ctx;
 use crate::report::{Metric, Target};
-use crate::server::{Server, ServerOpts, launch_time, ms_between, time_field};
+use crate::run_api;
+use crate::server::{Server, ServerOpts, ms_between};
 use crate::stats::Summary;
 use anyhow::{Context, bail};
 use serde_json::json;
@@ -112,25 +113,25 @@ pub async fn measure(
 ) -> anyhow::Result<Vec<f64>> {
     let mut rates = Vec::new();
     for _ in 0..reps {
-        let id = server
-            .launch(
-                &json!({"project": project, "playbook": "bench.yml", "hosts": "localhost\n",
-                "extra_vars": {"bench_events": events}}),
-            )
-            .await?;
-        let run = server
-            .wait_finished(id, Duration::from_millis(50), Duration::from_secs(900))
-            .await?;
-        if run["event_count"].as_u64() != Some(events) {
+        let mut body = run_api::on_localhost(project, "bench.yml");
+        body.extra_vars = Some(json!({"bench_events": events}));
+        let id = run_api::launch(server, &body).await?;
+        let run = run_api::wait_finished(
+            server,
+            id,
+            Duration::from_millis(50),
+            Duration::from_secs(900),
+        )
+        .await?;
+        if u64::try_from(run.event_count) != Ok(events) {
             bail!(
                 "run {id} stored {} events of {events} ({}: {})",
-                run["event_count"],
-                run["status"],
-                run["status_reason"]
+                run.event_count,
+                run.status,
+                run.status_reason.as_deref().unwrap_or("no reason given")
             );
         }
-        let (Some((start, _)), Some(end)) = (launch_time(&run), time_field(&run, "finished_at"))
-        else {
+        let (Some((start, _)), Some(end)) = (run_api::launch_time(&run), run.finished_at) else {
             bail!("run {id} has no start/finish time");
         };
         let rate = events as f64 / (ms_between(start, end) / 1000.0);

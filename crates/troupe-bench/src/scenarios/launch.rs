@@ -4,13 +4,15 @@
 use super::{SYNTHETIC_PLAYBOOK, write_files};
 use crate::ctx::Ctx;
 use crate::report::{Metric, Target};
-use crate::server::{Server, ServerOpts, launch_time, ms_between, time_field};
+use crate::run_api;
+use crate::server::{Server, ServerOpts, ms_between};
 use crate::stats::{Summary, percentile};
 use anyhow::{Context, bail};
 use chrono::Utc;
 use futures_util::StreamExt;
 use serde_json::json;
 use std::time::{Duration, Instant};
+use troupe_wire::runs::RunStatus;
 
 /// A run of the burst: its id, when its POST was sent and when it was answered.
 type Sent = (i64, chrono::DateTime<Utc>, chrono::DateTime<Utc>);
@@ -28,7 +30,8 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         ansible_playbook: Some(noop),
     })?;
     let pid = server.project(&project).await?;
-    let body = json!({"project": pid, "playbook": "noop.yml", "hosts": "localhost\n"});
+    // Serialized once, before any request is timed.
+    let body = run_api::body(&run_api::on_localhost(pid, "noop.yml"))?;
 
     // One at a time.
     let singles = if ctx.quick { 10 } else { 50 };
@@ -37,11 +40,15 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     for _ in 0..=singles {
         let t0 = Utc::now();
         let id = server.launch(&body).await?;
-        let run = server
-            .wait_finished(id, Duration::from_millis(5), Duration::from_secs(60))
-            .await?;
-        let (t, is_launch) =
-            launch_time(&run).with_context(|| format!("run {id} has no start time: {run}"))?;
+        let run = run_api::wait_finished(
+            &server,
+            id,
+            Duration::from_millis(5),
+            Duration::from_secs(60),
+        )
+        .await?;
+        let (t, is_launch) = run_api::launch_time(&run)
+            .with_context(|| format!("run {id} has no start time: {run:?}"))?;
         exact &= is_launch;
         lat.push(ms_between(t0, t));
     }
@@ -228,24 +235,24 @@ impl Burst {
         let mut b = Burst::default();
         for s in sent {
             let (id, t0, t_answer) = s?;
-            let run = server
-                .wait_finished(id, Duration::from_millis(20), Duration::from_secs(300))
-                .await?;
-            if run["status"] != "successful" {
+            let run = run_api::wait_finished(
+                server,
+                id,
+                Duration::from_millis(20),
+                Duration::from_secs(300),
+            )
+            .await?;
+            if run.status != RunStatus::Successful {
                 b.not_ok += 1;
             }
-            if let Some((t, _)) = launch_time(&run) {
+            if let Some((t, _)) = run_api::launch_time(&run) {
                 b.latency.push(ms_between(t0, t));
                 b.last_launch = b.last_launch.max(Some(t));
             }
             b.first_sent = Some(b.first_sent.map_or(t0, |f| f.min(t0)));
             b.answered.push(ms_between(t0, t_answer));
-            if let (Some(created), Some(started), Some(launched)) = (
-                time_field(&run, "created_at"),
-                time_field(&run, "started_at"),
-                time_field(&run, "launched_at"),
-            ) {
-                b.claimed.push(ms_between(created, started));
+            if let (Some(started), Some(launched)) = (run.started_at, run.launched_at) {
+                b.claimed.push(ms_between(run.created_at, started));
                 b.execd.push(ms_between(started, launched));
             }
         }

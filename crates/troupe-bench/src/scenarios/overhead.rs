@@ -4,13 +4,15 @@
 use super::{local_hosts, write_files};
 use crate::ctx::Ctx;
 use crate::report::{Metric, Target};
-use crate::server::{Server, ServerOpts, ms_between, time_field};
+use crate::run_api;
+use crate::server::{Server, ServerOpts, ms_between};
 use crate::stats::Summary;
 use anyhow::{Context, bail};
 use serde_json::json;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+use troupe_wire::runs::{CreateRun, RunStatus};
 
 /// The six orders of bare (0), ansible-runner (1) and troupe (2), taken in turn.
 const ORDERS: [[usize; 3]; 6] = [
@@ -220,24 +222,19 @@ async fn troupe_run(
     hosts: &str,
     poll: Duration,
 ) -> anyhow::Result<f64> {
-    let id = server
-        .launch(&json!({"project": project, "playbook": playbook, "hosts": hosts}))
-        .await?;
-    let run = server
-        .wait_finished(id, poll, Duration::from_secs(900))
-        .await?;
-    if run["status"] != "successful" {
+    let mut body = CreateRun::new(project, playbook);
+    body.hosts = Some(hosts.to_owned());
+    let id = run_api::launch(server, &body).await?;
+    let run = run_api::wait_finished(server, id, poll, Duration::from_secs(900)).await?;
+    if run.status != RunStatus::Successful {
         bail!(
             "troupe run {id} ended {}: {}",
-            run["status"],
-            run["status_reason"]
+            run.status,
+            run.status_reason.as_deref().unwrap_or("no reason given")
         );
     }
-    let (Some(c), Some(f)) = (
-        time_field(&run, "created_at"),
-        time_field(&run, "finished_at"),
-    ) else {
-        bail!("run {id} has no created_at/finished_at: {run}");
+    let Some(f) = run.finished_at else {
+        bail!("run {id} has no finished_at: {run:?}");
     };
-    Ok(ms_between(c, f))
+    Ok(ms_between(run.created_at, f))
 }

@@ -3,10 +3,12 @@
 use super::{local_hosts, write_files};
 use crate::ctx::Ctx;
 use crate::report::Metric;
-use crate::server::{Server, ServerOpts, ms_between, time_field};
+use crate::run_api;
+use crate::server::{Server, ServerOpts, ms_between};
 use anyhow::bail;
 use serde_json::json;
 use std::time::Duration;
+use troupe_wire::runs::CreateRun;
 
 const PLAY: &str = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n    - ansible.builtin.debug:\n        msg: \"hello {{ inventory_hostname }}\"\n";
 const TASKS: usize = 2;
@@ -31,10 +33,15 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let inventory = local_hosts(hosts);
     let mut details = Vec::new();
     for slices in [1, 2, 4] {
-        let body =
-            json!({"project": pid, "playbook": "slices.yml", "hosts": inventory, "slices": slices});
+        let mut body = CreateRun::new(pid, "slices.yml");
+        body.hosts = Some(inventory.clone());
+        body.slices = Some(slices);
         let (status, v) = server
-            .call(reqwest::Method::POST, "/api/v1/runs", Some(&body))
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/runs",
+                Some(&run_api::body(&body)?),
+            )
             .await?;
         if status == 422 && v.to_string().contains("slices") {
             println!("  skipped: server does not support slices yet");
@@ -48,30 +55,31 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         if !(200..300).contains(&status) {
             bail!("POST /api/v1/runs with slices={slices} -> {status}: {v}");
         }
-        let Some(id) = v["id"].as_i64() else {
-            bail!("no run id in {v}")
+        let id = run_api::read(v)?.id;
+        let run = run_api::wait_finished(
+            &server,
+            id,
+            Duration::from_millis(100),
+            Duration::from_secs(1800),
+        )
+        .await?;
+        let Some(f) = run.finished_at else {
+            bail!("run {id} has no finished_at");
         };
-        let run = server
-            .wait_finished(id, Duration::from_millis(100), Duration::from_secs(1800))
-            .await?;
-        let (Some(c), Some(f)) = (
-            time_field(&run, "created_at"),
-            time_field(&run, "finished_at"),
-        ) else {
-            bail!("run {id} has no created_at/finished_at");
-        };
-        let secs = ms_between(c, f) / 1000.0;
+        let secs = ms_between(run.created_at, f) / 1000.0;
         let scen = format!(
             "{title} ({hosts} hosts, {slices} slice{})",
             if slices == 1 { "" } else { "s" }
         );
-        ctx.push(Metric::value(&scen, "wall s", secs).note(format!("status {}", run["status"])));
+        // Quoted, as the report has always shown it.
+        let status = run.status.as_str();
+        ctx.push(Metric::value(&scen, "wall s", secs).note(format!("status {status:?}")));
         ctx.push(Metric::value(
             &scen,
             "host-tasks/s",
             (hosts * TASKS) as f64 / secs,
         ));
-        details.push(json!({"slices": slices, "seconds": secs, "status": run["status"]}));
+        details.push(json!({"slices": slices, "seconds": secs, "status": run.status}));
     }
     ctx.details.insert("slices".into(), json!(details));
     server.stop()?;

@@ -1,12 +1,14 @@
 //! `troupe events ...` and `troupe rules ...`: publish events, read what became of them, and
 //! check or replace the rules.
 
+use crate::cli::print_json;
 use crate::client::Client;
 use anyhow::Context;
 use clap::Subcommand;
 use serde_json::Value;
 use std::io::Read;
 use std::path::PathBuf;
+use troupe_wire::events::{EventList, EventView, HookResponse, RuleResult, RulesView};
 
 /// Publish and inspect inbound events.
 #[derive(Debug, Subcommand)]
@@ -93,33 +95,27 @@ fn read_data(data: &str) -> anyhow::Result<Vec<u8>> {
 
 use crate::cli::encode as enc;
 
-fn print_event_line(e: &Value) {
-    let runs = e["run_ids"]
-        .as_array()
-        .map(|r| {
-            r.iter()
-                .map(|id| id.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
+fn print_event_line(e: &EventView) {
+    let runs = e
+        .run_ids
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     println!(
         "{:<6} {:<20} {:<12} {:<32} {:<9} {:<10} {}",
-        e["id"].to_string(),
-        e["received_at"]
-            .as_str()
-            .unwrap_or("")
-            .get(..19)
-            .unwrap_or(""),
-        e["source"].as_str().unwrap_or(""),
-        e["routing_key"].as_str().unwrap_or(""),
-        e["status"].as_str().unwrap_or(""),
+        e.id.to_string(),
+        // The first 19 characters of the RFC 3339 time the server sends.
+        e.received_at.format("%Y-%m-%dT%H:%M:%S").to_string(),
+        e.source,
+        e.routing_key,
+        e.status.as_str(),
         if runs.is_empty() {
             "-".to_owned()
         } else {
             runs
         },
-        e["reason"].as_str().unwrap_or("")
+        e.reason.as_deref().unwrap_or("")
     );
 }
 
@@ -133,31 +129,23 @@ pub async fn run_events(client: &Client, cmd: EventsCmd) -> anyhow::Result<i32> 
         } => {
             let body = read_data(&data)?;
             let path = format!("/api/v1/hooks/{}/{}", enc(&source), enc(&routing_key));
-            let resp: Value = client
+            let resp: HookResponse = client
                 .send_body(reqwest::Method::POST, &path, "application/json", body)
                 .await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&resp)?);
+                print_json(&resp)?;
             } else {
-                let e = &resp["event"];
-                let dup = if resp["duplicate"].as_bool() == Some(true) {
+                let e = &resp.event;
+                let dup = if resp.duplicate {
                     " (recorded before: not run again)"
                 } else {
                     ""
                 };
-                println!(
-                    "event {} {}{dup}",
-                    e["id"],
-                    e["status"].as_str().unwrap_or("")
-                );
-                for r in e["rules"].as_array().into_iter().flatten() {
-                    println!(
-                        "  rule {}: {}",
-                        r["rule"].as_str().unwrap_or(""),
-                        describe(r)
-                    );
+                println!("event {} {}{dup}", e.id, e.status);
+                for r in &e.rules {
+                    println!("  rule {}: {}", r.rule, describe(&r.result));
                 }
-                if let Some(reason) = e["reason"].as_str() {
+                if let Some(reason) = &e.reason {
                     println!("  {reason}");
                 }
             }
@@ -180,49 +168,52 @@ pub async fn run_events(client: &Client, cmd: EventsCmd) -> anyhow::Result<i32> 
                     q.push(format!("{k}={}", enc(&v)));
                 }
             }
-            let list: Value = client
+            let list: EventList = client
                 .get(&format!("/api/v1/events?{}", q.join("&")))
                 .await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&list["events"])?);
+                print_json(&list.events)?;
                 return Ok(0);
             }
             println!(
                 "{:<6} {:<20} {:<12} {:<32} {:<9} {:<10} REASON",
                 "ID", "RECEIVED", "SOURCE", "ROUTING KEY", "STATUS", "RUNS"
             );
-            for e in list["events"].as_array().into_iter().flatten() {
+            for e in &list.events {
                 print_event_line(e);
             }
             Ok(0)
         }
         EventsCmd::Show { id } => {
-            let e: Value = client.get(&format!("/api/v1/events/{id}")).await?;
-            println!("{}", serde_json::to_string_pretty(&e)?);
+            let e: EventView = client.get(&format!("/api/v1/events/{id}")).await?;
+            print_json(&e)?;
             Ok(0)
         }
     }
 }
 
-fn describe(outcome: &Value) -> String {
-    match outcome["result"].as_str() {
-        Some("started") => {
-            let mut s = format!("started run {}", outcome["run_id"]);
-            if let Some(c) = outcome["canceled"].as_array().filter(|c| !c.is_empty()) {
-                let ids: Vec<String> = c.iter().map(Value::to_string).collect();
+fn describe(result: &RuleResult) -> String {
+    match result {
+        RuleResult::Started { run_id, canceled } => {
+            let mut s = format!("started run {run_id}");
+            if !canceled.is_empty() {
+                let ids: Vec<String> = canceled.iter().map(i64::to_string).collect();
                 s.push_str(&format!(", canceling run {}", ids.join(", ")));
             }
             s
         }
-        Some("gated") => format!(
-            "held back by {} (key {}, run of event {})",
-            outcome["gate"].as_str().unwrap_or(""),
-            outcome["key"].as_str().unwrap_or(""),
-            outcome["by_event"]
+        RuleResult::Gated {
+            gate,
+            key,
+            by_event,
+        } => format!(
+            "held back by {} (key {key}, run of event {by_event})",
+            gate.as_str()
         ),
-        Some("skipped") => format!("skipped: run {} is still active", outcome["active_run"]),
-        Some("failed") => format!("failed: {}", outcome["error"].as_str().unwrap_or("")),
-        _ => outcome.to_string(),
+        RuleResult::Skipped { active_run } => {
+            format!("skipped: run {active_run} is still active")
+        }
+        RuleResult::Failed { error } => format!("failed: {error}"),
     }
 }
 
@@ -263,7 +254,7 @@ pub async fn run_rules(client: &Client, cmd: RulesCmd) -> anyhow::Result<i32> {
     match cmd {
         RulesCmd::Check { file } => check(&file),
         RulesCmd::Show { json } => {
-            let v: Value = client.get("/api/v1/rules").await?;
+            let v: RulesView = client.get("/api/v1/rules").await?;
             print_rules(&v, json)
         }
         RulesCmd::Apply { file, revision } => {
@@ -273,7 +264,7 @@ pub async fn run_rules(client: &Client, cmd: RulesCmd) -> anyhow::Result<i32> {
                 Some(r) => format!("/api/v1/rules?revision={r}"),
                 None => "/api/v1/rules".to_owned(),
             };
-            let v: Value = client
+            let v: RulesView = client
                 .send_body(reqwest::Method::PUT, &path, "application/yaml", text)
                 .await?;
             print_rules(&v, false)
@@ -281,28 +272,28 @@ pub async fn run_rules(client: &Client, cmd: RulesCmd) -> anyhow::Result<i32> {
     }
 }
 
-fn print_rules(v: &Value, json: bool) -> anyhow::Result<i32> {
+fn print_rules(v: &RulesView, json: bool) -> anyhow::Result<i32> {
     if json {
-        println!("{}", serde_json::to_string_pretty(v)?);
+        print_json(v)?;
         return Ok(0);
     }
-    println!("revision {}", v["revision"]);
+    println!("revision {}", v.revision);
     println!("sources:");
-    for (name, s) in v["sources"].as_object().into_iter().flatten() {
-        let err = s["last_error"]
-            .as_str()
+    for (name, s) in &v.sources {
+        let err = s
+            .state
+            .last_error
+            .as_deref()
             .map(|e| format!(" ({e})"))
             .unwrap_or_default();
         println!(
             "  {name} ({}): {}, {} delivered{err}",
-            s["type"].as_str().unwrap_or(""),
-            s["state"].as_str().unwrap_or(""),
-            s["delivered"]
+            s.kind, s.state.state, s.state.delivered
         );
     }
     println!("rules:");
-    for r in v["explain"].as_array().into_iter().flatten() {
-        println!("  {}", r.as_str().unwrap_or(""));
+    for r in &v.explain {
+        println!("  {r}");
     }
     Ok(0)
 }

@@ -8,6 +8,7 @@
 use crate::cli::encode;
 use crate::client::Client;
 use serde_json::Value;
+use troupe_wire::inventories::InventoryList;
 
 /// What to print.
 #[derive(Debug, clap::Args)]
@@ -31,6 +32,7 @@ pub async fn run(client: &Client, args: InventoryArgs) -> anyhow::Result<i32> {
         Some(host) => format!("/api/v1/inventories/{id}/ansible?host={}", encode(host)),
         None => format!("/api/v1/inventories/{id}/ansible"),
     };
+    // Ansible's own inventory JSON: free-form, printed as it came.
     let json: Value = client.get(&path).await?;
     println!("{}", serde_json::to_string_pretty(&json)?);
     Ok(0)
@@ -40,10 +42,12 @@ async fn inventory_id(client: &Client, name_or_id: &str) -> anyhow::Result<i64> 
     if let Ok(id) = name_or_id.parse::<i64>() {
         return Ok(id);
     }
-    let found: Value = client
+    let found: InventoryList = client
         .get(&format!("/api/v1/inventories?name={}", encode(name_or_id)))
         .await?;
-    found["inventories"][0]["id"]
-        .as_i64()
+    found
+        .inventories
+        .first()
+        .map(|inv| inv.id)
         .ok_or_else(|| anyhow::anyhow!("no inventory named {name_or_id:?}"))
 }

@@ -1,8 +1,11 @@
 //! `troupe jobs ...`: RedRunner's tagged jobs of named units.
 
+use crate::cli::print_json;
 use crate::client::Client;
 use clap::Subcommand;
-use serde_json::{Value, json};
+use serde_json::Value;
+use troupe_wire::IdOrName;
+use troupe_wire::jobs::{ActionRequest, CreateJob, Job, JobActionResult, JobView, Run};
 
 /// Create jobs, find the latest by tag, trigger actions on units.
 #[derive(Debug, Subcommand)]
@@ -64,16 +67,17 @@ pub async fn run(client: &Client, cmd: JobsCmd) -> anyhow::Result<i32> {
             units,
             json: as_json,
         } => {
-            let mut body = json!({"tag": tag, "units": units});
-            if let Some(p) = project {
-                body["project"] = p.parse::<i64>().map_or_else(|_| json!(p), |id| json!(id));
-            }
-            let job: Value = client.post("/api/v1/jobs", &body).await?;
+            let body = CreateJob {
+                tag,
+                units,
+                project: project.map(|p| p.parse::<IdOrName>()).transpose()?,
+            };
+            let job: Job = client.post("/api/v1/jobs", &body).await?;
             print_job_brief(&job, as_json)?;
             Ok(0)
         }
         JobsCmd::Latest { tag, json: as_json } => {
-            let job: Value = client
+            let job: Job = client
                 .get(&format!("/api/v1/jobs?tag={tag}&latest=true"))
                 .await?;
             print_job_brief(&job, as_json)?;
@@ -87,13 +91,20 @@ pub async fn run(client: &Client, cmd: JobsCmd) -> anyhow::Result<i32> {
             json: as_json,
         } => {
             let vars = crate::cli::run::parse_extra_vars(&extra_vars)?;
-            let body = json!({"action": action, "extra_vars": vars});
-            let result: Value = match &unit {
+            let body = ActionRequest {
+                action,
+                extra_vars: Some(Value::Object(vars)),
+                hosts: None,
+            };
+            let result: JobActionResult = match &unit {
                 Some(u) => {
-                    let run: Value = client
+                    let run: Run = client
                         .post(&format!("/api/v1/jobs/{job}/units/{u}/actions"), &body)
                         .await?;
-                    json!({"runs": [run], "errors": []})
+                    JobActionResult {
+                        runs: vec![run],
+                        errors: Vec::new(),
+                    }
                 }
                 None => {
                     client
@@ -102,56 +113,38 @@ pub async fn run(client: &Client, cmd: JobsCmd) -> anyhow::Result<i32> {
                 }
             };
             if as_json {
-                println!("{}", serde_json::to_string_pretty(&result)?);
+                print_json(&result)?;
             } else {
-                for r in result["runs"].as_array().into_iter().flatten() {
+                for r in &result.runs {
                     println!(
                         "run {} queued: {} ({})",
-                        r["id"],
-                        r["playbook"].as_str().unwrap_or("?"),
-                        r["unit"].as_str().unwrap_or("?")
+                        r.id,
+                        r.playbook,
+                        r.unit.as_deref().unwrap_or("?")
                     );
                 }
-                for e in result["errors"].as_array().into_iter().flatten() {
-                    eprintln!(
-                        "troupe: unit {}: {}",
-                        e["unit"].as_str().unwrap_or("?"),
-                        e["message"].as_str().unwrap_or("?")
-                    );
+                for e in &result.errors {
+                    eprintln!("troupe: unit {}: {}", e.unit, e.message);
                 }
             }
-            Ok(
-                if result["errors"].as_array().is_some_and(|e| !e.is_empty()) {
-                    2
-                } else {
-                    0
-                },
-            )
+            Ok(if result.errors.is_empty() { 0 } else { 2 })
         }
         JobsCmd::Show { job, json: as_json } => {
-            let view: Value = client.get(&format!("/api/v1/jobs/{job}")).await?;
+            let view: JobView = client.get(&format!("/api/v1/jobs/{job}")).await?;
             if as_json {
-                println!("{}", serde_json::to_string_pretty(&view)?);
+                print_json(&view)?;
                 return Ok(0);
             }
-            println!(
-                "job {} tag {} status {}",
-                view["id"],
-                view["tag"].as_str().unwrap_or("?"),
-                view["status"].as_str().unwrap_or("?")
-            );
+            println!("job {} tag {} status {}", view.id, view.tag, view.status);
             println!("{:<24} {:<11} {:<7} PLAYBOOK", "UNIT", "STATUS", "RUN");
-            for u in view["units"].as_array().into_iter().flatten() {
-                let latest = &u["runs"][0];
+            for u in &view.units {
+                let latest = u.runs.first();
                 println!(
                     "{:<24} {:<11} {:<7} {}",
-                    u["name"].as_str().unwrap_or("?"),
-                    u["status"].as_str().unwrap_or("?"),
-                    latest["id"]
-                        .as_i64()
-                        .map(|i| i.to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    latest["playbook"].as_str().unwrap_or("-")
+                    u.name,
+                    u.status,
+                    latest.map_or_else(|| "-".into(), |r| r.id.to_string()),
+                    latest.map_or("-", |r| r.playbook.as_str())
                 );
             }
             Ok(0)
@@ -159,22 +152,12 @@ pub async fn run(client: &Client, cmd: JobsCmd) -> anyhow::Result<i32> {
     }
 }
 
-fn print_job_brief(job: &Value, as_json: bool) -> anyhow::Result<()> {
+fn print_job_brief(job: &Job, as_json: bool) -> anyhow::Result<()> {
     if as_json {
-        println!("{}", serde_json::to_string_pretty(job)?);
+        print_json(job)?;
     } else {
-        let units: Vec<&str> = job["units"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|u| u["name"].as_str())
-            .collect();
-        println!(
-            "job {} tag {} units {}",
-            job["id"],
-            job["tag"].as_str().unwrap_or("?"),
-            units.join(",")
-        );
+        let units: Vec<&str> = job.units.iter().map(|u| u.name.as_str()).collect();
+        println!("job {} tag {} units {}", job.id, job.tag, units.join(","));
     }
     Ok(())
 }

@@ -17,3 +17,12 @@ pub fn encode(s: &str) -> String {
         .remove(b'~');
     percent_encoding::utf8_percent_encode(s, SET).to_string()
 }
+
+/// Prints an answer for `--json`: pretty, with keys in sorted order, as the CLI printed the
+/// server's JSON before it read answers into types.
+pub fn print_json<T: serde::Serialize>(answer: &T) -> anyhow::Result<()> {
+    // Through a `Value`, whose map keeps keys sorted, rather than in the types' field order.
+    let value = serde_json::to_value(answer)?;
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}

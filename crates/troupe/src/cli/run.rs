@@ -6,16 +6,17 @@ use anyhow::{Context, bail};
 use clap::Args;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use troupe_core::Event;
-use troupe_core::RunStatus;
-use troupe_core::inventory::InventoryFormat;
-use troupe_core::run::Run;
 use troupe_core::text::plain;
+use troupe_wire::IdOrName;
+use troupe_wire::inventories::{Inventory, InventoryFormat, InventoryList, NewInventory};
+use troupe_wire::projects::{NewProject, Project, ProjectList, ProjectSource};
+use troupe_wire::runs::{CancelMode, CancelRequest, CreateRun, Event, Run, RunStatus};
+use troupe_wire::streams::RunStreamMessage;
 
 /// Arguments of `troupe run`, named as ansible-playbook names them.
 #[derive(Debug, Args)]
@@ -95,55 +96,42 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
         .into_owned();
     let project_id = ensure_project(client, &project_dir).await?;
 
-    let mut body = Map::new();
-    body.insert("project".into(), json!(project_id));
-    body.insert("playbook".into(), json!(rel));
+    let mut body = CreateRun::new(project_id, rel);
     match inventory_source(&args.inventory)? {
         InventorySource::File { name, format, text } => {
             let id = ensure_inventory(client, &name, format, &text).await?;
-            body.insert("inventory".into(), json!(id));
+            body.inventory = Some(IdOrName::Id(id));
         }
         InventorySource::Inline(hosts) => {
-            body.insert("hosts".into(), json!(hosts));
-            body.insert("hosts_format".into(), json!("ini"));
+            body.hosts = Some(hosts);
+            body.hosts_format = Some(InventoryFormat::Ini);
         }
     }
-    body.insert(
-        "extra_vars".into(),
-        Value::Object(parse_extra_vars(&args.extra_vars)?),
-    );
-    if let Some(l) = args.limit {
-        body.insert("limit".into(), json!(l));
-    }
-    for (key, list) in [("tags", &args.tags), ("skip_tags", &args.skip_tags)] {
-        if let Some(list) = list {
-            let items: Vec<&str> = list
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .collect();
-            body.insert(key.into(), json!(items));
-        }
-    }
-    body.insert("check".into(), json!(args.check));
-    body.insert("diff".into(), json!(args.diff));
-    if let Some(f) = args.forks {
-        body.insert("forks".into(), json!(f));
-    }
-    body.insert("verbosity".into(), json!(args.verbose));
-    if let Some(t) = args.timeout {
-        body.insert("timeout_s".into(), json!(t));
-    }
-    let mut labels = Map::new();
+    body.extra_vars = Some(Value::Object(parse_extra_vars(&args.extra_vars)?));
+    body.limit = args.limit;
+    let list = |list: Option<String>| -> Vec<String> {
+        list.iter()
+            .flat_map(|l| l.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    body.tags = list(args.tags);
+    body.skip_tags = list(args.skip_tags);
+    body.check = args.check;
+    body.diff = args.diff;
+    body.forks = args.forks;
+    body.verbosity = args.verbose;
+    body.timeout_s = args.timeout;
     for l in &args.labels {
         let (k, v) = l
             .split_once('=')
             .with_context(|| format!("label {l:?} must be key=value"))?;
-        labels.insert(k.into(), json!(v));
+        body.labels.insert(k.into(), v.into());
     }
-    body.insert("labels".into(), Value::Object(labels));
 
-    let run: Run = client.post("/api/v1/runs", &Value::Object(body)).await?;
+    let run: Run = client.post("/api/v1/runs", &body).await?;
     if args.detach {
         println!("{}", run.id);
         return Ok(0);
@@ -155,29 +143,27 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
 /// Finds the project serving `dir` (any name), or registers it under a name derived from it.
 async fn ensure_project(client: &Client, dir: &Path) -> anyhow::Result<i64> {
     let path = dir.to_string_lossy();
-    let all: Value = client.get("/api/v1/projects").await?;
-    let existing = all["projects"].as_array().and_then(|ps| {
-        ps.iter()
-            .find(|p| p["source"]["type"] == "dir" && p["source"]["path"] == *path)
-            .and_then(|p| p["id"].as_i64())
-    });
-    if let Some(id) = existing {
-        return Ok(id);
+    let all: ProjectList = client.get("/api/v1/projects").await?;
+    let existing = all
+        .projects
+        .iter()
+        .find(|p| matches!(&p.source, ProjectSource::Dir { path: dir } if *dir == *path));
+    if let Some(p) = existing {
+        return Ok(p.id);
     }
     let base = dir
         .file_name()
         .map(|n| sanitize(&n.to_string_lossy()))
         .unwrap_or_else(|| "root".into());
     let name = format!("dir-{base}-{}", short_hash(path.as_bytes()));
-    let created: Value = client
-        .post(
-            "/api/v1/projects",
-            &json!({"name": name, "source": {"type": "dir", "path": path}}),
-        )
-        .await?;
-    created["id"]
-        .as_i64()
-        .context("server did not return the project id")
+    let new = NewProject {
+        name,
+        source: ProjectSource::Dir {
+            path: path.into_owned(),
+        },
+    };
+    let created: Project = client.post("/api/v1/projects", &new).await?;
+    Ok(created.id)
 }
 
 enum InventorySource {
@@ -230,21 +216,22 @@ async fn ensure_inventory(
     format: InventoryFormat,
     text: &str,
 ) -> anyhow::Result<i64> {
-    let found: Value = client
+    let found: InventoryList = client
         .get(&format!("/api/v1/inventories?name={name}"))
         .await?;
-    if let Some(id) = found["inventories"][0]["id"].as_i64() {
-        return Ok(id);
+    if let Some(inv) = found.inventories.first() {
+        return Ok(inv.id);
     }
-    let created: Value = client
-        .post(
-            "/api/v1/inventories",
-            &json!({"name": name, "format": format.as_str(), "hosts": text}),
-        )
-        .await?;
-    created["id"]
-        .as_i64()
-        .context("server did not return the inventory id")
+    let new = NewInventory {
+        name: name.to_owned(),
+        env: None,
+        version: None,
+        format,
+        hosts: text.to_owned(),
+        vars: None,
+    };
+    let created: Inventory = client.post("/api/v1/inventories", &new).await?;
+    Ok(created.id)
 }
 
 /// ansible-playbook's `-e` forms: `k=v k2=v2`, `@file` (JSON or YAML), or inline JSON.
@@ -346,12 +333,13 @@ pub async fn follow(client: &Client, run_id: i64) -> anyhow::Result<i32> {
                         }
                     };
                     failures = 0;
-                    let data: Value = serde_json::from_str(&msg.data)
+                    if !matches!(msg.event.as_str(), "event" | "lagged" | "end") {
+                        continue;
+                    }
+                    let data: RunStreamMessage = serde_json::from_str(&msg.data)
                         .with_context(|| format!("the server sent an unreadable {} message", msg.event))?;
-                    match msg.event.as_str() {
-                        "event" => {
-                            let ev: Event = serde_json::from_value(data["event"].clone())
-                                .context("the server sent an unreadable event")?;
+                    match data {
+                        RunStreamMessage::Event { event: ev } => {
                             if ev.counter <= after {
                                 continue;
                             }
@@ -364,25 +352,25 @@ pub async fn follow(client: &Client, run_id: i64) -> anyhow::Result<i32> {
                             }
                             progress.update(&ev);
                         }
-                        "lagged" => {
-                            after = data["resume_after"].as_i64().unwrap_or(after);
+                        RunStreamMessage::Lagged { resume_after, .. } => {
+                            after = resume_after;
                             continue 'connect;
                         }
-                        "end" => break 'connect,
-                        _ => {}
+                        RunStreamMessage::End { .. } => break 'connect,
                     }
                 }
                 _ = ticker.tick() => progress.draw(),
                 _ = tokio::signal::ctrl_c() => {
                     interrupts += 1;
-                    let mode = if interrupts == 1 { "graceful" } else { "force" };
+                    let mode = if interrupts == 1 { CancelMode::Graceful } else { CancelMode::Force };
                     progress.clear();
                     eprintln!(
-                        "troupe: canceling run {run_id} ({mode}){}",
+                        "troupe: canceling run {run_id} ({}){}",
+                        mode.as_str(),
                         if interrupts == 1 { "; press Ctrl-C again to force" } else { "" }
                     );
                     if let Err(e) = client
-                        .post::<_, Value>(&format!("/api/v1/runs/{run_id}/cancel"), &json!({"mode": mode}))
+                        .post::<_, Run>(&format!("/api/v1/runs/{run_id}/cancel"), &CancelRequest { mode: Some(mode) })
                         .await
                     {
                         eprintln!("troupe: cancel failed: {e:#}");
@@ -515,6 +503,7 @@ pub fn exit_code(run: &Run) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn extra_vars_forms() -> anyhow::Result<()> {
@@ -529,11 +518,11 @@ mod tests {
             format!("@{}", y.display()),
             r#"{"c": true}"#.into(),
         ])?;
-        assert_eq!(vars["a"], json!("1"));
-        assert_eq!(vars["b"], json!("two"));
-        assert_eq!(vars["n"], json!(3));
-        assert_eq!(vars["z"], json!(2));
-        assert_eq!(vars["c"], json!(true));
+        assert_eq!(vars.get("a"), Some(&json!("1")));
+        assert_eq!(vars.get("b"), Some(&json!("two")));
+        assert_eq!(vars.get("n"), Some(&json!(3)));
+        assert_eq!(vars.get("z"), Some(&json!(2)));
+        assert_eq!(vars.get("c"), Some(&json!(true)));
         assert!(parse_extra_vars(&["novalue".into()]).is_err());
         assert!(parse_extra_vars(&["[1]".into()]).is_err());
         Ok(())

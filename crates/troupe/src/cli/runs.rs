@@ -1,9 +1,10 @@
 //! `troupe runs ...`: list, show, logs, cancel.
 
+use crate::cli::print_json;
 use crate::client::Client;
 use clap::Subcommand;
-use serde_json::{Value, json};
-use troupe_core::run::Run;
+use std::collections::BTreeMap;
+use troupe_wire::runs::{CancelMode, CancelRequest, HostResult, Run, RunList};
 
 /// Inspect and control runs.
 #[derive(Debug, Subcommand)]
@@ -78,12 +79,12 @@ pub async fn run(client: &Client, cmd: RunsCmd) -> anyhow::Result<i32> {
             if let Some(s) = status {
                 path.push_str(&format!("&status={s}"));
             }
-            let page: Value = client.get(&path).await?;
+            let page: RunList = client.get(&path).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&page["runs"])?);
+                print_json(&page.runs)?;
                 return Ok(0);
             }
-            let runs: Vec<Run> = serde_json::from_value(page["runs"].clone())?;
+            let runs = page.runs;
             println!(
                 "{:<6} {:<11} {:<5} {:<20} PLAYBOOK",
                 "ID", "STATUS", "RC", "CREATED"
@@ -101,20 +102,20 @@ pub async fn run(client: &Client, cmd: RunsCmd) -> anyhow::Result<i32> {
             Ok(0)
         }
         RunsCmd::Show { id, json } => {
-            let run: Value = client.get(&format!("/api/v1/runs/{id}")).await?;
+            let run: Run = client.get(&format!("/api/v1/runs/{id}")).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&run)?);
+                print_json(&run)?;
                 return Ok(0);
             }
-            let run: Run = serde_json::from_value(run)?;
             print_run(&run);
             Ok(0)
         }
         RunsCmd::Follow { id } => crate::cli::run::follow(client, id).await,
         RunsCmd::Hosts { id, json } => {
-            let hosts: Value = client.get(&format!("/api/v1/runs/{id}/hosts")).await?;
+            let hosts: BTreeMap<String, HostResult> =
+                client.get(&format!("/api/v1/runs/{id}/hosts")).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&hosts)?);
+                print_json(&hosts)?;
             } else {
                 print_hosts(&hosts);
             }
@@ -131,13 +132,19 @@ pub async fn run(client: &Client, cmd: RunsCmd) -> anyhow::Result<i32> {
             Ok(0)
         }
         RunsCmd::Cancel { id, force } => {
-            let mode = if force { "force" } else { "graceful" };
+            let mode = if force {
+                CancelMode::Force
+            } else {
+                CancelMode::Graceful
+            };
+            let body = CancelRequest { mode: Some(mode) };
             let run: Run = client
-                .post(&format!("/api/v1/runs/{id}/cancel"), &json!({"mode": mode}))
+                .post(&format!("/api/v1/runs/{id}/cancel"), &body)
                 .await?;
             eprintln!(
-                "troupe: run {id} is {} ({mode} cancel requested)",
-                run.status
+                "troupe: run {id} is {} ({} cancel requested)",
+                run.status,
+                mode.as_str()
             );
             Ok(0)
         }
@@ -178,39 +185,29 @@ fn print_run(r: &Run) {
     }
 }
 
-fn print_hosts(hosts: &Value) {
-    let Some(hosts) = hosts.as_object() else {
-        return;
-    };
+fn print_hosts(hosts: &BTreeMap<String, HostResult>) {
     println!(
         "{:<30} {:>5} {:>8} {:>7} {:>12} {:>8} {:>8} {:>8}",
         "HOST", "OK", "CHANGED", "FAILED", "UNREACHABLE", "SKIPPED", "RESCUED", "IGNORED"
     );
     for (host, h) in hosts {
-        let n = |k: &str| h["stats"][k].as_i64().unwrap_or(0);
+        let s = &h.stats;
         println!(
             "{:<30} {:>5} {:>8} {:>7} {:>12} {:>8} {:>8} {:>8}",
-            host,
-            n("ok"),
-            n("changed"),
-            n("failed"),
-            n("unreachable"),
-            n("skipped"),
-            n("rescued"),
-            n("ignored")
+            host, s.ok, s.changed, s.failed, s.unreachable, s.skipped, s.rescued, s.ignored
         );
     }
     for (host, h) in hosts {
-        for f in h["failures"].as_array().into_iter().flatten() {
+        for f in &h.failures {
             println!(
                 "  {host}: {} [{}] {}",
-                if f["event"] == "runner_on_unreachable" {
+                if f.event == "runner_on_unreachable" {
                     "UNREACHABLE"
                 } else {
                     "FAILED"
                 },
-                f["task"].as_str().unwrap_or("?"),
-                f["msg"].as_str().unwrap_or("")
+                f.task.as_deref().unwrap_or("?"),
+                f.msg.as_deref().unwrap_or("")
             );
         }
     }
