@@ -169,6 +169,28 @@ const SLOW: &str = r#"
         state: touch
 "#;
 
+/// Starts `slow.yml` (a 60 s task) of project `pid` on one host, with its marks in `marks`,
+/// and waits until the task runs; the run's id and the task's process group.
+async fn slow_task_running(
+    server: &Server,
+    pid: i64,
+    marks: &std::path::Path,
+) -> anyhow::Result<(i64, i32)> {
+    let id = server
+        .launch(
+            pid,
+            "slow.yml",
+            &local_hosts(1),
+            json!({"extra_vars": {"pid_dir": marks, "secs": 60}}),
+        )
+        .await?;
+    let shell_pid: i32 = wait_file(&marks.join("h1.pid"), Duration::from_secs(60))
+        .await?
+        .parse()?;
+    let pgid = pgid_of(shell_pid).ok_or_else(|| anyhow::anyhow!("no pgid"))?;
+    Ok((id, pgid))
+}
+
 #[tokio::test]
 async fn graceful_cancel_finishes_the_task_in_flight_and_starts_no_other() -> anyhow::Result<()> {
     let server = serve()?;
@@ -330,18 +352,7 @@ async fn a_run_lost_in_a_crash_is_marked_error_and_its_processes_are_gone() -> a
     ])?;
     let marks = tempfile::tempdir()?;
     let pid = server.project(proj.path()).await?;
-    let id = server
-        .launch(
-            pid,
-            "slow.yml",
-            &local_hosts(1),
-            json!({"extra_vars": {"pid_dir": marks.path(), "secs": 60}}),
-        )
-        .await?;
-    let shell_pid: i32 = wait_file(&marks.path().join("h1.pid"), Duration::from_secs(60))
-        .await?
-        .parse()?;
-    let pgid = pgid_of(shell_pid).ok_or_else(|| anyhow::anyhow!("no pgid"))?;
+    let (id, pgid) = slow_task_running(&server, pid, marks.path()).await?;
     server.kill9();
 
     let server = serve_with(ServerOpts {
@@ -417,18 +428,7 @@ async fn shutdown_cancels_runs_that_outlive_the_grace_period() -> anyhow::Result
     let proj = project_dir(&[("slow.yml", SLOW)])?;
     let marks = tempfile::tempdir()?;
     let pid = server.project(proj.path()).await?;
-    let id = server
-        .launch(
-            pid,
-            "slow.yml",
-            &local_hosts(1),
-            json!({"extra_vars": {"pid_dir": marks.path(), "secs": 60}}),
-        )
-        .await?;
-    let shell_pid: i32 = wait_file(&marks.path().join("h1.pid"), Duration::from_secs(60))
-        .await?
-        .parse()?;
-    let pgid = pgid_of(shell_pid).ok_or_else(|| anyhow::anyhow!("no pgid"))?;
+    let (id, pgid) = slow_task_running(&server, pid, marks.path()).await?;
     let status = server.terminate()?;
     assert!(
         status.success(),
