@@ -9,6 +9,7 @@ mod cli;
 mod events;
 mod events_brokers;
 mod git_projects;
+mod harness;
 mod inventories;
 mod jobs;
 mod postgres;
