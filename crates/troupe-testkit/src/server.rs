@@ -114,12 +114,11 @@ impl Server {
     /// `TROUPE_ADDR_FILE`, which `serve` reads like `--addr-file`) and the pipes; `opts` gives
     /// the token, the log's length, the client and the timeout.
     pub fn start_command(
-        cmd: Command,
+        mut cmd: Command,
         data_dir: PathBuf,
         opts: &ServerOpts,
     ) -> anyhow::Result<Server> {
         let scratch = tempfile::tempdir().context("creating the server's scratch directory")?;
-        let mut cmd = cmd;
         cmd.env("TROUPE_ADDR_FILE", addr_file(&scratch));
         Self::spawn(cmd, data_dir, scratch, opts)
     }
