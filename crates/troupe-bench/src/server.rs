@@ -1,14 +1,14 @@
-//! A `troupe serve` process started for one scenario, and a small HTTP client for it.
+//! A `troupe serve` process started for one scenario: `troupe-testkit`'s harness (shared with
+//! the end-to-end tests) with the benchmark's settings, and what the benchmark measures of the
+//! process (memory, CPU time, context switches).
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
-use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::time::Duration;
 
 /// The admin token every benchmark server gets.
 pub const TOKEN: &str = "trp_bench-admin-token-0123456789abcdef01";
@@ -28,162 +28,48 @@ pub struct ServerOpts {
     pub ansible_playbook: Option<PathBuf>,
 }
 
-/// A running `troupe serve`.
+/// A running `troupe serve`; it dereferences to the harness's server, whose client
+/// (`get`, `call`, `project`, `http`, `base`...) the scenarios use.
 pub struct Server {
-    child: Child,
-    /// `http://127.0.0.1:PORT`.
-    pub base: String,
+    inner: troupe_testkit::Server,
     /// `127.0.0.1:PORT`.
     pub addr: String,
-    /// The HTTP client.
-    pub http: reqwest::Client,
-    log: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Server {
-    /// Starts `troupe serve --listen 127.0.0.1:0` and waits for its `listening on` line.
+    /// Starts `troupe serve --listen 127.0.0.1:0` and waits until it listens.
     pub fn start(opts: &ServerOpts) -> anyhow::Result<Server> {
         std::fs::create_dir_all(&opts.data_dir)?;
-        let mut cmd = Command::new(&opts.troupe);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&opts.data_dir)
-            .args([
-                "--max-concurrent-runs",
-                &opts.max_concurrent_runs.to_string(),
-            ])
-            .env("TROUPE_ADMIN_TOKEN", TOKEN)
-            .env("TROUPE_LOG", "warn")
-            .env_remove("TROUPE_DATABASE_URL")
-            .env_remove("TROUPE_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(url) = &opts.database_url {
-            cmd.args(["--database-url", url]);
-        }
-        if let Some(p) = &opts.ansible_playbook {
-            cmd.arg("--ansible-playbook").arg(p);
-        }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", opts.troupe.display()))?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        let log = Arc::new(Mutex::new(VecDeque::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log2 = Arc::clone(&log);
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1)
-                    && let Some(t) = tx.take()
-                {
-                    let addr = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    let _ = t.send(addr);
-                }
-                if let Ok(mut l) = log2.lock() {
-                    // Only the tail matters when something goes wrong.
-                    if l.len() >= 200 {
-                        l.pop_front();
-                    }
-                    l.push_back(line);
-                }
-            }
-        });
-        let Ok(addr) = rx.recv_timeout(Duration::from_secs(120)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            let text = log
-                .lock()
-                .map(|l| Vec::from(l.clone()).join("\n"))
-                .unwrap_or_default();
-            bail!("troupe serve did not start:\n{text}");
-        };
+        let inner = troupe_testkit::Server::start(
+            &opts.troupe,
+            troupe_testkit::ServerOpts {
+                data_dir: Some(opts.data_dir.clone()),
+                database_url: opts.database_url.clone(),
+                max_concurrent_runs: opts.max_concurrent_runs,
+                ansible_playbook: opts.ansible_playbook.clone(),
+                token: TOKEN.to_owned(),
+                log_filter: "warn".to_owned(),
+                // Only the tail matters when something goes wrong.
+                log_lines: Some(200),
+                ready_timeout: Duration::from_secs(120),
+                http: Some(
+                    reqwest::Client::builder()
+                        .pool_max_idle_per_host(64)
+                        .build()?,
+                ),
+                ..Default::default()
+            },
+        )
+        .with_context(|| format!("starting {}", opts.troupe.display()))?;
+        let addr = inner.addr.to_string();
         // Printed so a profiler can attach: perf record -p PID.
-        println!("    troupe serve pid {} on http://{addr}", child.id());
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .build()?;
-        Ok(Server {
-            child,
-            base: format!("http://{addr}"),
-            addr,
-            http,
-            log,
-        })
-    }
-
-    /// The troupe process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The last lines troupe logged.
-    pub fn log_tail(&self) -> String {
-        self.log
-            .lock()
-            .map(|l| Vec::from(l.clone()).join("\n"))
-            .unwrap_or_default()
-    }
-
-    /// (status, JSON body) of a request with the admin token.
-    pub async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<(u16, Value)> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(TOKEN);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req.send().await?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await?;
-        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Ok((status, v))
-    }
-
-    /// GET, expecting 200.
-    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let (s, v) = self.call(reqwest::Method::GET, path, None).await?;
-        if s != 200 {
-            bail!("GET {path} -> {s}: {v}");
-        }
-        Ok(v)
-    }
-
-    /// POST, expecting 2xx.
-    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let (s, v) = self.call(reqwest::Method::POST, path, Some(body)).await?;
-        if !(200..300).contains(&s) {
-            bail!("POST {path} -> {s}: {v}");
-        }
-        Ok(v)
-    }
-
-    /// Registers a project directory; returns its id.
-    pub async fn project(&self, dir: &Path) -> anyhow::Result<i64> {
-        let name = format!("bench{}", std::process::id());
-        let v = self
-            .post(
-                "/api/v1/projects",
-                &json!({"name": name, "source": {"type": "dir", "path": dir}}),
-            )
-            .await?;
-        v["id"].as_i64().context("project id")
+        println!("    troupe serve pid {} on http://{addr}", inner.pid());
+        Ok(Server { inner, addr })
     }
 
     /// Launches a run; returns its id.
     pub async fn launch(&self, body: &Value) -> anyhow::Result<i64> {
-        let v = self.post("/api/v1/runs", body).await?;
-        v["id"].as_i64().context("run id")
+        self.inner.create_run(body).await
     }
 
     /// Polls a run every `every` until it is finished; fails after `timeout`.
@@ -193,21 +79,9 @@ impl Server {
         every: Duration,
         timeout: Duration,
     ) -> anyhow::Result<Value> {
-        let start = Instant::now();
-        loop {
-            let run = self.get(&format!("/api/v1/runs/{id}")).await?;
-            if !matches!(run["status"].as_str(), Some("queued" | "running")) {
-                return Ok(run);
-            }
-            if start.elapsed() > timeout {
-                bail!(
-                    "run {id} still {} after {timeout:?}\n--- troupe log ---\n{}",
-                    run["status"],
-                    self.log_tail()
-                );
-            }
-            tokio::time::sleep(every).await;
-        }
+        self.inner
+            .poll_run(id, every, timeout, troupe_testkit::is_finished)
+            .await
     }
 
     /// VmRSS and VmHWM of the troupe process, in KiB.
@@ -278,19 +152,16 @@ impl Server {
     }
 
     /// SIGTERM, then waits for a clean exit (SIGKILL after 30 s).
-    pub fn stop(mut self) -> anyhow::Result<()> {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id())?);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(30) {
-            if self.child.try_wait()?.is_some() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        Ok(())
+    pub fn stop(self) -> anyhow::Result<()> {
+        self.inner.stop(Duration::from_secs(30))
+    }
+}
+
+impl Deref for Server {
+    type Target = troupe_testkit::Server;
+
+    fn deref(&self) -> &troupe_testkit::Server {
+        &self.inner
     }
 }
 
@@ -299,15 +170,6 @@ impl Server {
 pub struct CpuMs {
     pub own: f64,
     pub children: f64,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// Milliseconds from `a` to `b`.

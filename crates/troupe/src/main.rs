@@ -67,6 +67,11 @@ enum Command {
         /// replacing the stored one. See docs/events.md.
         #[arg(long)]
         rules: Option<PathBuf>,
+        /// Once listening, write the bound address (`host:port`) to this file (replaced
+        /// atomically), so scripts and tests that listen on port 0 learn the port without
+        /// reading the log.
+        #[arg(long, env = "TROUPE_ADDR_FILE", value_name = "FILE")]
+        addr_file: Option<PathBuf>,
     },
     /// Loopabull on troupe: run the playbook each event's routing key names, with the payload
     /// as extra vars, from a Loopabull config (`plugin`, `routing_keys`, `ansible`).
@@ -187,6 +192,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             ansible_playbook,
             projects,
             rules,
+            addr_file,
         } => {
             overrides.listen = listen;
             overrides.database_url = database_url;
@@ -203,7 +209,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 }
                 None => None,
             };
-            serve::run(cfg, serve::Startup { projects, rules }).await?;
+            serve::run(
+                cfg,
+                serve::Startup {
+                    projects,
+                    rules,
+                    addr_file,
+                },
+            )
+            .await?;
             Ok(0)
         }
         Command::Loop {

@@ -127,6 +127,8 @@ pub struct Startup {
     pub projects: Vec<PathBuf>,
     /// A rules document to put in force (replacing the stored one), and where it came from.
     pub rules: Option<(String, String)>,
+    /// Where to write the bound address once listening (`--addr-file`).
+    pub addr_file: Option<PathBuf>,
 }
 
 /// Runs the server until SIGINT or SIGTERM, then shuts down gracefully.
@@ -228,11 +230,13 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("could not listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    // Tests and scripts read this line to find the port when listening on :0.
     eprintln!(
         "troupe: listening on http://{addr} (store: {})",
         store.backend()
     );
+    if let Some(path) = &startup.addr_file {
+        write_addr_file(path, addr)?;
+    }
 
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
     let grace = Duration::from_secs(cfg.shutdown_grace_s);
@@ -254,6 +258,17 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         .context("HTTP server failed")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Writes the bound address for programs that started troupe on port 0. A reader that polls
+/// for the file sees it whole or not at all: it is written beside and renamed into place.
+fn write_addr_file(path: &Path, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, format!("{addr}\n"))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("could not write the address file {}", path.display()))
 }
 
 async fn shutdown_signal() {

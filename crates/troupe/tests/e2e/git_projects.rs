@@ -1,10 +1,8 @@
 //! Git projects end to end: a local repository made by the test, cloned and synced by the
 //! real binary with the real `git`, its playbooks run by a real ansible-playbook.
 
-mod common;
-
+use crate::helpers::*;
 use anyhow::{Context, bail};
-use common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -76,14 +74,14 @@ async fn git_project_clones_runs_syncs_and_pins_refs() -> anyhow::Result<()> {
         &[("site.yml", PLAY_V2), ("extra/other.yml", PLAY_V1)],
         "two",
     )?;
-    let server = Server::start()?;
+    let server = serve()?;
     let url = repo.display().to_string();
 
     // Created from the default branch: cloned, the commit recorded.
     let p = server
         .post(
             "/api/v1/projects",
-            json!({"name": "gitproj", "source": {"type": "git", "url": url}}),
+            &json!({"name": "gitproj", "source": {"type": "git", "url": url}}),
         )
         .await?;
     let pid = p["id"].as_i64().context("id")?;
@@ -125,7 +123,7 @@ async fn git_project_clones_runs_syncs_and_pins_refs() -> anyhow::Result<()> {
     let run = run_and_wait(&server, pid, "site.yml").await?;
     assert_eq!(run["commit"], c2, "no sync yet");
     let synced = server
-        .post(&format!("/api/v1/projects/{pid}/sync"), json!({}))
+        .post(&format!("/api/v1/projects/{pid}/sync"), &json!({}))
         .await?;
     assert_eq!(synced["sync"]["commit"], c3);
     let run = run_and_wait(&server, pid, "site.yml").await?;
@@ -140,14 +138,14 @@ async fn git_project_clones_runs_syncs_and_pins_refs() -> anyhow::Result<()> {
     let pinned = server
         .post(
             "/api/v1/projects",
-            json!({"name": "pinned", "source": {"type": "git", "url": url, "ref": "v1"}}),
+            &json!({"name": "pinned", "source": {"type": "git", "url": url, "ref": "v1"}}),
         )
         .await?;
     let pinned_id = pinned["id"].as_i64().context("id")?;
     assert_eq!(pinned["sync"]["commit"], c1);
     assert_eq!(pinned["source"]["ref"], "v1");
     let synced = server
-        .post(&format!("/api/v1/projects/{pinned_id}/sync"), json!({}))
+        .post(&format!("/api/v1/projects/{pinned_id}/sync"), &json!({}))
         .await?;
     assert_eq!(synced["sync"]["commit"], c1);
     let listed = server
@@ -165,14 +163,14 @@ async fn git_project_clones_runs_syncs_and_pins_refs() -> anyhow::Result<()> {
     let by_commit = server
         .post(
             "/api/v1/projects",
-            json!({"name": "bycommit", "source": {"type": "git", "url": url, "ref": &c2[..12]}}),
+            &json!({"name": "bycommit", "source": {"type": "git", "url": url, "ref": &c2[..12]}}),
         )
         .await?;
     assert_eq!(by_commit["sync"]["commit"], c2);
     let by_branch = server
         .post(
             "/api/v1/projects",
-            json!({"name": "bybranch", "source": {"type": "git", "url": url, "ref": "main"}}),
+            &json!({"name": "bybranch", "source": {"type": "git", "url": url, "ref": "main"}}),
         )
         .await?;
     assert_eq!(by_branch["sync"]["commit"], c3);
@@ -203,7 +201,7 @@ async fn sync_failures_are_clear_and_recorded() -> anyhow::Result<()> {
     new_repo(&repo)?;
     let c1 = commit(&repo, &[("site.yml", PLAY_V1)], "one")?;
     git(&repo, &["branch", "feature"])?;
-    let server = Server::start()?;
+    let server = serve()?;
 
     // A URL that is no repository: 422 sync_failed with git's reason; nothing is stored.
     let missing = tmp.path().join("nope");
@@ -211,7 +209,7 @@ async fn sync_failures_are_clear_and_recorded() -> anyhow::Result<()> {
         .call(
             Method::POST,
             "/api/v1/projects",
-            Some(json!({"name": "bad", "source": {"type": "git", "url": missing}})),
+            Some(&json!({"name": "bad", "source": {"type": "git", "url": missing}})),
         )
         .await?;
     assert_eq!(status, 422, "{body}");
@@ -229,7 +227,7 @@ async fn sync_failures_are_clear_and_recorded() -> anyhow::Result<()> {
         .call(
             Method::POST,
             "/api/v1/projects",
-            Some(json!({"name": "creds", "source": {"type": "git", "url": "http://alice:hunter2@127.0.0.1:9/r.git"}})),
+            Some(&json!({"name": "creds", "source": {"type": "git", "url": "http://alice:hunter2@127.0.0.1:9/r.git"}})),
         )
         .await?;
     assert_eq!(status, 422, "{body}");
@@ -243,7 +241,7 @@ async fn sync_failures_are_clear_and_recorded() -> anyhow::Result<()> {
         .call(
             Method::POST,
             "/api/v1/projects",
-            Some(json!({"name": "noref", "source": {"type": "git", "url": url, "ref": "v9"}})),
+            Some(&json!({"name": "noref", "source": {"type": "git", "url": url, "ref": "v9"}})),
         )
         .await?;
     assert_eq!(status, 422, "{body}");
@@ -258,7 +256,7 @@ async fn sync_failures_are_clear_and_recorded() -> anyhow::Result<()> {
     let p = server
         .post(
             "/api/v1/projects",
-            json!({"name": "feat", "source": {"type": "git", "url": url, "ref": "feature"}}),
+            &json!({"name": "feat", "source": {"type": "git", "url": url, "ref": "feature"}}),
         )
         .await?;
     let pid = p["id"].as_i64().context("id")?;
@@ -303,7 +301,7 @@ async fn sync_failures_are_clear_and_recorded() -> anyhow::Result<()> {
     std::fs::rename(tmp.path().join("moved"), &repo)?;
     git(&repo, &["branch", "feature"])?;
     let p = server
-        .post(&format!("/api/v1/projects/{pid}/sync"), json!({}))
+        .post(&format!("/api/v1/projects/{pid}/sync"), &json!({}))
         .await?;
     assert!(p["sync"].get("error").is_none(), "{p}");
     Ok(())
@@ -315,11 +313,11 @@ async fn concurrent_syncs_leave_a_clean_checkout() -> anyhow::Result<()> {
     let repo = tmp.path().join("repo");
     new_repo(&repo)?;
     commit(&repo, &[("site.yml", PLAY_V1)], "one")?;
-    let server = Server::start()?;
+    let server = serve()?;
     let p = server
         .post(
             "/api/v1/projects",
-            json!({"name": "busy", "source": {"type": "git", "url": repo}}),
+            &json!({"name": "busy", "source": {"type": "git", "url": repo}}),
         )
         .await?;
     let pid = p["id"].as_i64().context("id")?;
@@ -361,11 +359,11 @@ async fn requirements_that_cannot_install_are_reported_not_fatal() -> anyhow::Re
         ],
         "with requirements",
     )?;
-    let server = Server::start()?;
+    let server = serve()?;
     let p = server
         .post(
             "/api/v1/projects",
-            json!({"name": "reqs", "source": {"type": "git", "url": repo}}),
+            &json!({"name": "reqs", "source": {"type": "git", "url": repo}}),
         )
         .await?;
     let pid = p["id"].as_i64().context("id")?;
@@ -379,7 +377,7 @@ async fn requirements_that_cannot_install_are_reported_not_fatal() -> anyhow::Re
     assert_eq!(run["commit"], head);
     // And reported again on sync.
     let p = server
-        .post(&format!("/api/v1/projects/{pid}/sync"), json!({}))
+        .post(&format!("/api/v1/projects/{pid}/sync"), &json!({}))
         .await?;
     assert!(p["sync"]["requirements_error"].is_string(), "{p}");
     Ok(())

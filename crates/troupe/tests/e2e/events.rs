@@ -1,13 +1,11 @@
 //! Event-driven runs through the real binary: webhooks, rules, gates, concurrency policies,
 //! the directory and timer sources, and `troupe loop`.
 
-mod common;
-
+use crate::helpers::*;
 use anyhow::Context;
-use common::*;
 use serde_json::{Value, json};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Writes the vars a run sees to `<out_dir>/<routing key>-<tag>.json`.
 const RECORD: &str = r#"- hosts: all
@@ -20,31 +18,6 @@ const RECORD: &str = r#"- hosts: all
 
 const SLOW: &str =
     "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 60\n";
-
-/// A project directory with a name troupe accepts (temp dirs start with a dot).
-struct Proj {
-    _tmp: tempfile::TempDir,
-    dir: std::path::PathBuf,
-}
-
-impl Proj {
-    fn path(&self) -> &Path {
-        &self.dir
-    }
-}
-
-fn named_project(files: &[(&str, &str)]) -> anyhow::Result<Proj> {
-    let tmp = tempfile::tempdir()?;
-    let dir = tmp
-        .path()
-        .join(format!("proj{}", uuid::Uuid::new_v4().simple()));
-    for (name, content) in files {
-        let path = dir.join(name);
-        std::fs::create_dir_all(path.parent().context("parent")?)?;
-        std::fs::write(path, content)?;
-    }
-    Ok(Proj { _tmp: tmp, dir })
-}
 
 fn event_project() -> anyhow::Result<Proj> {
     named_project(&[
@@ -103,47 +76,17 @@ fn github_signature(key: &str, body: &[u8]) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn read_json(path: &Path) -> anyhow::Result<Value> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(serde_json::from_str(&text)?)
 }
 
-fn project_name(dir: &Path) -> String {
-    dir.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-fn start_with_project(dir: &Path) -> anyhow::Result<Server> {
-    Server::start_with(ServerOpts {
-        extra_args: vec!["--project".into(), dir.display().to_string()],
-        ..Default::default()
-    })
-}
-
 #[tokio::test]
 async fn webhook_runs_the_playbook_the_key_names_with_the_payload_as_vars() -> anyhow::Result<()> {
     let proj = event_project()?;
     let out = tempfile::tempdir()?;
-    let server = start_with_project(proj.path())?;
+    let server = serve_with(with_project(proj.path()))?;
     let rules = format!(
         r#"
 sources:
@@ -346,7 +289,7 @@ rules:
 async fn throttle_dedupe_and_concurrency_policies() -> anyhow::Result<()> {
     let proj = event_project()?;
     let out = tempfile::tempdir()?;
-    let server = start_with_project(proj.path())?;
+    let server = serve_with(with_project(proj.path()))?;
     let project = project_name(proj.path());
     let out = out.path().display();
     server
@@ -384,7 +327,7 @@ rules:
                 .call(
                     reqwest::Method::POST,
                     &format!("/api/v1/hooks/hook/{key}"),
-                    Some(body),
+                    Some(&body),
                 )
                 .await?;
             anyhow::ensure!(s == 202, "{s}: {v}");
@@ -431,7 +374,7 @@ rules:
     server
         .post(
             &format!("/api/v1/runs/{s1_run}/cancel"),
-            json!({"mode": "force"}),
+            &json!({"mode": "force"}),
         )
         .await?;
     server.wait_finished(s1_run).await?;
@@ -463,7 +406,7 @@ rules:
             .call(
                 reqwest::Method::POST,
                 &format!("/api/v1/runs/{id}/cancel"),
-                Some(json!({"mode": "force"})),
+                Some(&json!({"mode": "force"})),
             )
             .await?;
     }
@@ -497,7 +440,7 @@ rules:
 
 #[tokio::test]
 async fn rules_api_validates_and_guards_revisions() -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     let empty = server.get("/api/v1/rules").await?;
     assert_eq!(empty["revision"], 0);
     let (s, v) = server.put_rules("rules:\n  - name: a\n    routing_keys: [\"x..y\"]\n    when: \"payload.x ==\"\n    action: {playbook: a.yml}\n",
@@ -597,7 +540,7 @@ rules:
             out = out.path().display()
         ),
     )?;
-    let server = Server::start_with(ServerOpts {
+    let server = serve_with(ServerOpts {
         extra_args: vec![
             "--project".into(),
             proj.path().display().to_string(),
@@ -665,7 +608,7 @@ async fn read_json_when(path: &Path) -> anyhow::Result<Value> {
 async fn cli_publishes_lists_and_checks_rules() -> anyhow::Result<()> {
     let proj = event_project()?;
     let out = tempfile::tempdir()?;
-    let server = start_with_project(proj.path())?;
+    let server = serve_with(with_project(proj.path()))?;
     let dir = tempfile::tempdir()?;
     let rules = dir.path().join("rules.yml");
     std::fs::write(
@@ -787,19 +730,16 @@ async fn troupe_loop_runs_loopabull_configs_with_both_translators() -> anyhow::R
             ),
         )?;
         let data = dir.path().join("data");
-        let child = std::process::Command::new(troupe_bin())
-            .args(["--data-dir", data.to_str().context("path")?, "loop"])
+        let mut cmd = std::process::Command::new(troupe_bin());
+        cmd.args(["--data-dir", data.to_str().context("path")?, "loop"])
             .arg(&config)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("TROUPE_ADMIN_TOKEN", TOKEN)
-            .stderr(std::process::Stdio::piped())
-            .spawn()?;
-        let mut server = Server::adopt(child, data.clone(), None)?;
+            .args(["--listen", "127.0.0.1:0"]);
+        let mut server = Server::start_command(cmd, data.clone(), &ServerOpts::default())?;
         let (s, v) = server
             .call(
                 reqwest::Method::POST,
                 &format!("/api/v1/hooks/loopabull/{key}"),
-                Some(json!({"msg": plugin, "out_dir": out.path(), "tag": "loop"})),
+                Some(&json!({"msg": plugin, "out_dir": out.path(), "tag": "loop"})),
             )
             .await?;
         assert_eq!(s, 202, "{v}");
@@ -816,7 +756,7 @@ async fn troupe_loop_runs_loopabull_configs_with_both_translators() -> anyhow::R
             .call(
                 reqwest::Method::POST,
                 "/api/v1/hooks/loopabull/other.key",
-                Some(json!({})),
+                Some(&json!({})),
             )
             .await?;
         assert_eq!(v["event"]["status"], "unmatched", "{v}");
@@ -856,7 +796,7 @@ async fn event_records_past_retention_are_pruned() -> anyhow::Result<()> {
         data_dir: Some(data.clone()),
         ..Default::default()
     };
-    let mut server = Server::start_with(opts())?;
+    let mut server = serve_with(opts())?;
     server
         .apply_rules("sources:\n  hook: {type: webhook}\nsettings: {retention: 2s}\n")
         .await?;
@@ -864,7 +804,7 @@ async fn event_records_past_retention_are_pruned() -> anyhow::Result<()> {
         .call(
             reqwest::Method::POST,
             "/api/v1/hooks/hook/a.b",
-            Some(json!({})),
+            Some(&json!({})),
         )
         .await?;
     assert_eq!(s, 202, "{v}");
@@ -872,7 +812,7 @@ async fn event_records_past_retention_are_pruned() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     server.terminate()?;
     // Retention is applied at start and then hourly; the stored rules come back with it.
-    let server = Server::start_with(opts())?;
+    let server = serve_with(opts())?;
     wait_until("old records pruned", Duration::from_secs(20), || async {
         Ok(server.event_records("").await?.is_empty())
     })

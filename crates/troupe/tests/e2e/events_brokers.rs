@@ -3,10 +3,8 @@
 //! routing key names with the payload as vars; a burst survives a restart without loss or
 //! duplicates; a store outage holds messages unacknowledged until it is over.
 
-mod common;
-
+use crate::helpers::*;
 use anyhow::Context;
-use common::*;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::{Value, json};
@@ -60,18 +58,8 @@ impl Fixture {
         format!("{}.deploy.web", self.prefix)
     }
 
-    fn project_name(&self) -> String {
-        self.project
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    }
-
     fn opts(&self) -> ServerOpts {
-        ServerOpts {
-            extra_args: vec!["--project".into(), self.project.display().to_string()],
-            ..Default::default()
-        }
+        with_project(&self.project)
     }
 
     /// The rule every test uses: keys under the prefix run the playbook they name.
@@ -79,7 +67,7 @@ impl Fixture {
         format!(
             "rules:\n  - name: deploy\n    routing_keys: [\"{}.#\"]\n    action: {{project: {}, playbooks_dir: ., translator: rkdirectory, vars: {{out_dir: \"{}\"}}}}\n",
             self.prefix,
-            self.project_name(),
+            project_name(&self.project),
             self.out.display()
         )
     }
@@ -167,7 +155,7 @@ async fn mqtt_publish(topic: &str, body: &Value) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_broker_source_runs_the_playbook_its_routing_key_names() -> anyhow::Result<()> {
     let f = Fixture::new()?;
-    let server = Server::start_with(f.opts())?;
+    let server = serve_with(f.opts())?;
     let p = &f.prefix;
     server.apply_rules(&format!(
             r##"
@@ -281,7 +269,7 @@ async fn an_amqp_burst_survives_a_restart_with_nothing_lost_or_doubled() -> anyh
         data_dir: Some(data.clone()),
         ..f.opts()
     };
-    let mut server = Server::start_with(opts())?;
+    let mut server = serve_with(opts())?;
     let p = &f.prefix;
     server.apply_rules(&format!(
             "sources:\n  bus: {{type: amqp, url: \"{AMQP_URL}\", exchange: \"x.{p}\", queue: \"q.{p}\", bindings: [\"#\"]}}\n{}",
@@ -332,7 +320,7 @@ async fn an_amqp_burst_survives_a_restart_with_nothing_lost_or_doubled() -> anyh
     );
 
     // Restarted on the same data dir, it finds its rules, reconnects and drains the queue.
-    let server = Server::start_with(opts())?;
+    let server = serve_with(opts())?;
     let all = wait_until_len(&server, "bus", 1000).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let all = if all.len() == 1000 {
@@ -353,19 +341,6 @@ async fn an_amqp_burst_survives_a_restart_with_nothing_lost_or_doubled() -> anyh
         .await?;
     assert_eq!(runs["runs"].as_array().map(Vec::len), Some(10), "{runs}");
     Ok(())
-}
-
-/// `psql` as the superuser against the test server's `test` database.
-fn psql(base_url: &str, sql: &str) -> anyhow::Result<String> {
-    let out = std::process::Command::new("psql")
-        .args([base_url, "-qtAc", sql])
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,7 +364,7 @@ async fn a_store_outage_holds_messages_unacknowledged_until_it_is_over() -> anyh
         "{}/{role}",
         admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b)
     );
-    let server = Server::start_with(ServerOpts {
+    let server = serve_with(ServerOpts {
         database_url: Some(url),
         ..f.opts()
     })?;

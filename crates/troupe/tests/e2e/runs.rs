@@ -1,9 +1,7 @@
 //! Runs end to end: the real binary, real ansible-playbook, over HTTP.
 
-mod common;
-
+use crate::helpers::*;
 use anyhow::Context;
-use common::*;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -35,7 +33,7 @@ const MIXED: &str = r#"
 
 #[tokio::test]
 async fn a_mixed_run_is_captured_exactly() -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     let proj = project_dir(&[("site.yml", MIXED)])?;
     let pid = server.project(proj.path()).await?;
     let id = server
@@ -130,7 +128,7 @@ async fn a_mixed_run_is_captured_exactly() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn an_unreachable_host_is_reported_with_its_message() -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     let proj = project_dir(&[(
         "ping.yml",
         "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n",
@@ -171,9 +169,31 @@ const SLOW: &str = r#"
         state: touch
 "#;
 
+/// Starts `slow.yml` (a 60 s task) of project `pid` on one host, with its marks in `marks`,
+/// and waits until the task runs; the run's id and the task's process group.
+async fn slow_task_running(
+    server: &Server,
+    pid: i64,
+    marks: &std::path::Path,
+) -> anyhow::Result<(i64, i32)> {
+    let id = server
+        .launch(
+            pid,
+            "slow.yml",
+            &local_hosts(1),
+            json!({"extra_vars": {"pid_dir": marks, "secs": 60}}),
+        )
+        .await?;
+    let shell_pid: i32 = wait_file(&marks.join("h1.pid"), Duration::from_secs(60))
+        .await?
+        .parse()?;
+    let pgid = pgid_of(shell_pid).ok_or_else(|| anyhow::anyhow!("no pgid"))?;
+    Ok((id, pgid))
+}
+
 #[tokio::test]
 async fn graceful_cancel_finishes_the_task_in_flight_and_starts_no_other() -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     let proj = project_dir(&[("slow.yml", SLOW)])?;
     let marks = tempfile::tempdir()?;
     let pid = server.project(proj.path()).await?;
@@ -196,7 +216,7 @@ async fn graceful_cancel_finishes_the_task_in_flight_and_starts_no_other() -> an
         .call(
             reqwest::Method::POST,
             &format!("/api/v1/runs/{id}/cancel"),
-            Some(json!({"mode": "graceful"})),
+            Some(&json!({"mode": "graceful"})),
         )
         .await?;
     assert_eq!(code, 202, "{body}");
@@ -280,7 +300,7 @@ async fn leaves_no_process(
         server
             .post(
                 &format!("/api/v1/runs/{id}/cancel"),
-                json!({"mode": "force"}),
+                &json!({"mode": "force"}),
             )
             .await?;
     }
@@ -305,13 +325,13 @@ async fn leaves_no_process(
 
 #[tokio::test]
 async fn force_cancel_leaves_no_process() -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     leaves_no_process(&server, json!({}), true, "canceled").await
 }
 
 #[tokio::test]
 async fn timeout_stops_the_run_and_leaves_no_process() -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     leaves_no_process(&server, json!({"timeout_s": 3}), false, "timeout").await
 }
 
@@ -319,7 +339,7 @@ async fn timeout_stops_the_run_and_leaves_no_process() -> anyhow::Result<()> {
 async fn a_run_lost_in_a_crash_is_marked_error_and_its_processes_are_gone() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let data = tmp.path().join("data");
-    let mut server = Server::start_with(ServerOpts {
+    let mut server = serve_with(ServerOpts {
         data_dir: Some(data.clone()),
         ..Default::default()
     })?;
@@ -332,21 +352,10 @@ async fn a_run_lost_in_a_crash_is_marked_error_and_its_processes_are_gone() -> a
     ])?;
     let marks = tempfile::tempdir()?;
     let pid = server.project(proj.path()).await?;
-    let id = server
-        .launch(
-            pid,
-            "slow.yml",
-            &local_hosts(1),
-            json!({"extra_vars": {"pid_dir": marks.path(), "secs": 60}}),
-        )
-        .await?;
-    let shell_pid: i32 = wait_file(&marks.path().join("h1.pid"), Duration::from_secs(60))
-        .await?
-        .parse()?;
-    let pgid = pgid_of(shell_pid).ok_or_else(|| anyhow::anyhow!("no pgid"))?;
+    let (id, pgid) = slow_task_running(&server, pid, marks.path()).await?;
     server.kill9();
 
-    let server = Server::start_with(ServerOpts {
+    let server = serve_with(ServerOpts {
         data_dir: Some(data),
         ..Default::default()
     })?;
@@ -374,7 +383,7 @@ async fn a_run_lost_in_a_crash_is_marked_error_and_its_processes_are_gone() -> a
 
 #[tokio::test]
 async fn runs_wait_in_fifo_order_beyond_the_concurrency_limit() -> anyhow::Result<()> {
-    let server = Server::start_with(ServerOpts {
+    let server = serve_with(ServerOpts {
         max_concurrent_runs: 1,
         ..Default::default()
     })?;
@@ -411,7 +420,7 @@ async fn runs_wait_in_fifo_order_beyond_the_concurrency_limit() -> anyhow::Resul
 async fn shutdown_cancels_runs_that_outlive_the_grace_period() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let data = tmp.path().join("data");
-    let mut server = Server::start_with(ServerOpts {
+    let mut server = serve_with(ServerOpts {
         data_dir: Some(data.clone()),
         extra_env: vec![("TROUPE_SHUTDOWN_GRACE_S".into(), "1".into())],
         ..Default::default()
@@ -419,18 +428,7 @@ async fn shutdown_cancels_runs_that_outlive_the_grace_period() -> anyhow::Result
     let proj = project_dir(&[("slow.yml", SLOW)])?;
     let marks = tempfile::tempdir()?;
     let pid = server.project(proj.path()).await?;
-    let id = server
-        .launch(
-            pid,
-            "slow.yml",
-            &local_hosts(1),
-            json!({"extra_vars": {"pid_dir": marks.path(), "secs": 60}}),
-        )
-        .await?;
-    let shell_pid: i32 = wait_file(&marks.path().join("h1.pid"), Duration::from_secs(60))
-        .await?
-        .parse()?;
-    let pgid = pgid_of(shell_pid).ok_or_else(|| anyhow::anyhow!("no pgid"))?;
+    let (id, pgid) = slow_task_running(&server, pid, marks.path()).await?;
     let status = server.terminate()?;
     assert!(
         status.success(),
@@ -443,7 +441,7 @@ async fn shutdown_cancels_runs_that_outlive_the_grace_period() -> anyhow::Result
             .is_empty()
     );
     drop(server);
-    let server = Server::start_with(ServerOpts {
+    let server = serve_with(ServerOpts {
         data_dir: Some(data),
         ..Default::default()
     })?;
@@ -460,7 +458,7 @@ async fn shutdown_cancels_runs_that_outlive_the_grace_period() -> anyhow::Result
 
 #[tokio::test]
 async fn stored_inventories_with_group_vars_and_run_options() -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     let play = r#"
 - hosts: web
   gather_facts: false
@@ -481,7 +479,7 @@ async fn stored_inventories_with_group_vars_and_run_options() -> anyhow::Result<
     let inv = server
         .post(
             "/api/v1/inventories",
-            json!({
+            &json!({
                 "name": "webs", "env": "test", "version": "1", "format": "yaml",
                 "hosts": "all:\n  vars:\n    ansible_connection: local\n    ansible_python_interpreter: '{{ ansible_playbook_python }}'\n  children:\n    web:\n      hosts:\n        web[1:3]:\n    db:\n      hosts:\n        db1:\n",
                 "vars": "web:\n  port: 8080\n"
@@ -492,7 +490,7 @@ async fn stored_inventories_with_group_vars_and_run_options() -> anyhow::Result<
     let run = server
         .post(
             "/api/v1/runs",
-            json!({"project": pid, "playbook": "web.yml", "inventory": "webs", "limit": "web1,web2",
+            &json!({"project": pid, "playbook": "web.yml", "inventory": "webs", "limit": "web1,web2",
                    "tags": ["write"], "extra_vars": {"out_dir": out.path(), "greeting": "hi"}}),
         )
         .await?;
@@ -516,7 +514,7 @@ async fn stored_inventories_with_group_vars_and_run_options() -> anyhow::Result<
 
 #[tokio::test]
 async fn check_mode_changes_nothing() -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     let play = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.file:\n        path: \"{{ target }}\"\n        state: touch\n";
     let proj = project_dir(&[("touch.yml", play)])?;
     let out = tempfile::tempdir()?;
@@ -537,7 +535,7 @@ async fn check_mode_changes_nothing() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_relative_data_dir_works_for_projects_elsewhere() -> anyhow::Result<()> {
     let home = tempfile::tempdir()?;
-    let server = Server::start_with(ServerOpts {
+    let server = serve_with(ServerOpts {
         cwd: Some(home.path().to_path_buf()),
         data_dir: Some(".troupe".into()),
         ..Default::default()
@@ -570,7 +568,7 @@ async fn a_relative_data_dir_works_for_projects_elsewhere() -> anyhow::Result<()
 /// list at once, identical to what `GET /runs/{id}` says, page after page.
 #[tokio::test]
 async fn the_runs_list_follows_every_change_of_a_run() -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     let gate = tempfile::tempdir()?;
     let release = gate.path().join("go");
     let proj = project_dir(&[(
@@ -638,7 +636,7 @@ async fn the_runs_list_follows_every_change_of_a_run() -> anyhow::Result<()> {
 /// whole with a new tag, and leaves the tags of runs it did not touch.
 #[tokio::test]
 async fn runs_answer_304_until_they_change() -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     let proj = project_dir(&[(
         "hi.yml",
         "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: hi\n",

@@ -1,9 +1,7 @@
 //! RedRunner jobs and units, templates, relaunch and resume: end to end over HTTP with real
 //! ansible-playbook.
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,7 +23,7 @@ fn times(
 #[tokio::test]
 async fn the_redrunner_example_backs_up_every_unit_in_parallel_through_troupe() -> anyhow::Result<()>
 {
-    let server = Server::start_with(ServerOpts {
+    let server = serve_with(ServerOpts {
         max_concurrent_runs: 6,
         ..Default::default()
     })?;
@@ -111,7 +109,7 @@ async fn the_redrunner_example_backs_up_every_unit_in_parallel_through_troupe() 
 
 #[tokio::test]
 async fn jobs_units_and_actions_over_the_api() -> anyhow::Result<()> {
-    let server = Server::start_with(ServerOpts {
+    let server = serve_with(ServerOpts {
         max_concurrent_runs: 4,
         ..Default::default()
     })?;
@@ -126,12 +124,12 @@ async fn jobs_units_and_actions_over_the_api() -> anyhow::Result<()> {
     let job = server
         .post(
             "/api/v1/jobs",
-            json!({"tag": "release", "units": ["web", "api", "worker", "cron"]}),
+            &json!({"tag": "release", "units": ["web", "api", "worker", "cron"]}),
         )
         .await?;
     let jid = job["id"].as_i64().unwrap_or_default();
     let second = server
-        .post("/api/v1/jobs", json!({"tag": "release", "units": ["web"]}))
+        .post("/api/v1/jobs", &json!({"tag": "release", "units": ["web"]}))
         .await?;
     assert_ne!(second["id"], job["id"], "jobs may share a tag");
     assert_eq!(
@@ -150,7 +148,7 @@ async fn jobs_units_and_actions_over_the_api() -> anyhow::Result<()> {
     let put = |unit: &str, body: Value| {
         let path = format!("/api/v1/jobs/{jid}/units/{unit}");
         let server = &server;
-        async move { server.call(reqwest::Method::PUT, &path, Some(body)).await }
+        async move { server.call(reqwest::Method::PUT, &path, Some(&body)).await }
     };
     assert_eq!(put("web", json!({"data_dir": d1.path()})).await?.0, 200);
     assert_eq!(put("api", json!({"data_dir": d2.path()})).await?.0, 200);
@@ -167,7 +165,7 @@ async fn jobs_units_and_actions_over_the_api() -> anyhow::Result<()> {
     let run = server
         .post(
             &format!("/api/v1/jobs/{jid}/units/web/actions"),
-            json!({"action": "deploy", "extra_vars": {"out": out.path()}}),
+            &json!({"action": "deploy", "extra_vars": {"out": out.path()}}),
         )
         .await?;
     assert_eq!(
@@ -186,7 +184,7 @@ async fn jobs_units_and_actions_over_the_api() -> anyhow::Result<()> {
         .call(
             reqwest::Method::POST,
             &format!("/api/v1/jobs/{jid}/actions"),
-            Some(json!({"action": "deploy", "extra_vars": {"out": out.path()}})),
+            Some(&json!({"action": "deploy", "extra_vars": {"out": out.path()}})),
         )
         .await?;
     assert_eq!(code, 201, "{result}");
@@ -209,7 +207,7 @@ async fn jobs_units_and_actions_over_the_api() -> anyhow::Result<()> {
         .call(
             reqwest::Method::POST,
             &format!("/api/v1/jobs/{jid}/units/web/actions"),
-            Some(json!({"action": "rollback"})),
+            Some(&json!({"action": "rollback"})),
         )
         .await?;
     assert_eq!(
@@ -221,7 +219,7 @@ async fn jobs_units_and_actions_over_the_api() -> anyhow::Result<()> {
         .call(
             reqwest::Method::POST,
             &format!("/api/v1/jobs/{jid}/actions"),
-            Some(json!({"action": "../x"})),
+            Some(&json!({"action": "../x"})),
         )
         .await?;
     assert_eq!(code, 422);
@@ -280,7 +278,7 @@ async fn jobs_units_and_actions_over_the_api() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn templates_launch_with_only_the_overrides_they_allow() -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     let play = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.copy:\n        dest: \"{{ out }}/{{ inventory_hostname }}-{{ color }}\"\n        content: x\n";
     let proj = project_dir(&[("paint.yml", play)])?;
     let out = tempfile::tempdir()?;
@@ -288,13 +286,13 @@ async fn templates_launch_with_only_the_overrides_they_allow() -> anyhow::Result
     server
         .post(
             "/api/v1/inventories",
-            json!({"name": "two", "format": "ini", "hosts": local_hosts(2)}),
+            &json!({"name": "two", "format": "ini", "hosts": local_hosts(2)}),
         )
         .await?;
     let t = server
         .post(
             "/api/v1/templates",
-            json!({
+            &json!({
                 "name": "paint", "project": pid, "playbook": "paint.yml", "inventory": "two",
                 "defaults": {"extra_vars": {"out": out.path(), "color": "red"}, "forks": 2},
                 "allow_overrides": ["extra_vars", "limit"], "labels": {"kind": "paint"}
@@ -305,7 +303,7 @@ async fn templates_launch_with_only_the_overrides_they_allow() -> anyhow::Result
     let run = server
         .post(
             &format!("/api/v1/templates/{tid}/launch"),
-            json!({"extra_vars": {"color": "blue"}, "limit": "h1"}),
+            &json!({"extra_vars": {"color": "blue"}, "limit": "h1"}),
         )
         .await?;
     let run = server
@@ -327,7 +325,7 @@ async fn templates_launch_with_only_the_overrides_they_allow() -> anyhow::Result
         .call(
             reqwest::Method::POST,
             &format!("/api/v1/templates/{tid}/launch"),
-            Some(json!({"check": true})),
+            Some(&json!({"check": true})),
         )
         .await?;
     assert_eq!(
@@ -342,7 +340,7 @@ async fn templates_launch_with_only_the_overrides_they_allow() -> anyhow::Result
         .call(
             reqwest::Method::POST,
             &format!("/api/v1/templates/{tid}/launch"),
-            Some(json!({"bogus": 1})),
+            Some(&json!({"bogus": 1})),
         )
         .await?;
     assert_eq!(
@@ -350,11 +348,11 @@ async fn templates_launch_with_only_the_overrides_they_allow() -> anyhow::Result
         (422, Some("invalid_body"))
     );
     let (code, _) = server
-        .call(reqwest::Method::POST, "/api/v1/templates", Some(json!({"name": "bad", "project": pid, "playbook": "paint.yml", "inventory": "two", "allow_overrides": ["playbook"]})))
+        .call(reqwest::Method::POST, "/api/v1/templates", Some(&json!({"name": "bad", "project": pid, "playbook": "paint.yml", "inventory": "two", "allow_overrides": ["playbook"]})))
         .await?;
     assert_eq!(code, 422);
     let (code, _) = server
-        .call(reqwest::Method::POST, "/api/v1/templates", Some(json!({"name": "paint", "project": pid, "playbook": "paint.yml", "inventory": "two"})))
+        .call(reqwest::Method::POST, "/api/v1/templates", Some(&json!({"name": "paint", "project": pid, "playbook": "paint.yml", "inventory": "two"})))
         .await?;
     assert_eq!(code, 409);
     Ok(())
@@ -385,7 +383,7 @@ fn log_of(dir: &std::path::Path, host: &str) -> String {
 
 #[tokio::test]
 async fn relaunch_failed_hosts_from_the_failed_task() -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     let proj = project_dir(&[("steps.yml", STEPS)])?;
     let out = tempfile::tempdir()?;
     let pid = server.project(proj.path()).await?;
@@ -406,7 +404,7 @@ async fn relaunch_failed_hosts_from_the_failed_task() -> anyhow::Result<()> {
     let relaunch = server
         .post(
             &format!("/api/v1/runs/{id}/relaunch"),
-            json!({"hosts": "failed", "from": "failed_task"}),
+            &json!({"hosts": "failed", "from": "failed_task"}),
         )
         .await?;
     assert_eq!(relaunch["relaunch_of"], id);
@@ -435,7 +433,7 @@ async fn relaunch_failed_hosts_from_the_failed_task() -> anyhow::Result<()> {
     assert_eq!(listed["runs"][0]["id"], relaunch["id"]);
     // All hosts from the start is a plain rerun.
     let all = server
-        .post(&format!("/api/v1/runs/{id}/relaunch"), json!({}))
+        .post(&format!("/api/v1/runs/{id}/relaunch"), &json!({}))
         .await?;
     assert!(all["options"]["limit"].is_null() && all["options"]["start_at_task"].is_null());
     server
@@ -446,7 +444,7 @@ async fn relaunch_failed_hosts_from_the_failed_task() -> anyhow::Result<()> {
         .call(
             reqwest::Method::POST,
             &format!("/api/v1/runs/{id}/relaunch"),
-            Some(json!({"hosts": "unreachable"})),
+            Some(&json!({"hosts": "unreachable"})),
         )
         .await?;
     assert_eq!(
@@ -471,7 +469,7 @@ async fn relaunch_failed_hosts_from_the_failed_task() -> anyhow::Result<()> {
     let again = server
         .post(
             &format!("/api/v1/runs/{id}/relaunch"),
-            json!({"hosts": "unreachable", "from": "failed_task"}),
+            &json!({"hosts": "unreachable", "from": "failed_task"}),
         )
         .await?;
     assert_eq!(again["options"]["limit"], "gone");
@@ -508,7 +506,7 @@ async fn relaunch_failed_hosts_from_the_failed_task() -> anyhow::Result<()> {
     server
         .post(
             &format!("/api/v1/runs/{running}/cancel"),
-            json!({"mode": "force"}),
+            &json!({"mode": "force"}),
         )
         .await?;
     Ok(())
@@ -516,7 +514,7 @@ async fn relaunch_failed_hosts_from_the_failed_task() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_gracefully_canceled_run_resumes_at_the_task_it_stopped_before() -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     let proj = project_dir(&[("steps.yml", STEPS)])?;
     let out = tempfile::tempdir()?;
     let pid = server.project(proj.path()).await?;
@@ -540,7 +538,7 @@ async fn a_gracefully_canceled_run_resumes_at_the_task_it_stopped_before() -> an
     server
         .post(
             &format!("/api/v1/runs/{id}/cancel"),
-            json!({"mode": "graceful"}),
+            &json!({"mode": "graceful"}),
         )
         .await?;
     let run = server.wait_finished(id).await?;
@@ -550,7 +548,7 @@ async fn a_gracefully_canceled_run_resumes_at_the_task_it_stopped_before() -> an
     let resumed = server
         .post(
             &format!("/api/v1/runs/{id}/relaunch"),
-            json!({"from": "failed_task"}),
+            &json!({"from": "failed_task"}),
         )
         .await?;
     assert_eq!(resumed["options"]["start_at_task"], "step three");

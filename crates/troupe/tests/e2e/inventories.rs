@@ -2,10 +2,8 @@
 //! compared with ansible-inventory's own, and troupe as the inventory script of a plain
 //! ansible-playbook.
 
-mod common;
-
+use crate::helpers::*;
 use anyhow::{Context, bail};
-use common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -56,7 +54,7 @@ async fn create_inventory(
     server
         .post(
             "/api/v1/inventories",
-            json!({"name": name, "format": format, "hosts": hosts, "vars": vars}),
+            &json!({"name": name, "format": format, "hosts": hosts, "vars": vars}),
         )
         .await
 }
@@ -126,7 +124,7 @@ const YAML_VARS: &str = "inner:\n  from_file: inner\nedge:\n  shared: file-edge\
 
 #[tokio::test]
 async fn ansible_json_is_what_ansible_inventory_prints() -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     for (name, format, hosts, vars, ext) in [
         ("ini", "ini", INI, Some(INI_VARS), ".ini"),
         ("ini-novars", "ini", INI, None, ".ini"),
@@ -168,7 +166,7 @@ async fn ansible_json_is_what_ansible_inventory_prints() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn update_bumps_revision_and_queued_runs_keep_their_snapshot() -> anyhow::Result<()> {
-    let server = Server::start_with(ServerOpts {
+    let server = serve_with(ServerOpts {
         max_concurrent_runs: 1,
         ..Default::default()
     })?;
@@ -198,7 +196,7 @@ async fn update_bumps_revision_and_queued_runs_keep_their_snapshot() -> anyhow::
     let queued = server
         .post(
             "/api/v1/runs",
-            json!({"project": pid, "playbook": "show.yml", "inventory": "shared"}),
+            &json!({"project": pid, "playbook": "show.yml", "inventory": "shared"}),
         )
         .await?;
     let queued_id = queued["id"].as_i64().context("run id")?;
@@ -210,7 +208,7 @@ async fn update_bumps_revision_and_queued_runs_keep_their_snapshot() -> anyhow::
             Method::PUT,
             &format!("/api/v1/inventories/{inv_id}"),
             Some(
-                json!({"name": "shared", "format": "ini", "hosts": hosts("green"), "env": "prod"}),
+                &json!({"name": "shared", "format": "ini", "hosts": hosts("green"), "env": "prod"}),
             ),
         )
         .await?;
@@ -227,7 +225,7 @@ async fn update_bumps_revision_and_queued_runs_keep_their_snapshot() -> anyhow::
         .call(
             Method::PUT,
             &format!("/api/v1/inventories/{inv_id}"),
-            Some(json!({"name": "shared", "format": "ini", "hosts": "[web\nh\n"})),
+            Some(&json!({"name": "shared", "format": "ini", "hosts": "[web\nh\n"})),
         )
         .await?;
     assert_eq!(status, 422, "{bad}");
@@ -236,7 +234,7 @@ async fn update_bumps_revision_and_queued_runs_keep_their_snapshot() -> anyhow::
         .call(
             Method::PUT,
             "/api/v1/inventories/999999",
-            Some(json!({"name": "x", "format": "ini", "hosts": "h\n"})),
+            Some(&json!({"name": "x", "format": "ini", "hosts": "h\n"})),
         )
         .await?;
     assert_eq!(status, 404);
@@ -267,7 +265,7 @@ async fn update_bumps_revision_and_queued_runs_keep_their_snapshot() -> anyhow::
     let later = server
         .post(
             "/api/v1/runs",
-            json!({"project": pid, "playbook": "show.yml", "inventory": "shared"}),
+            &json!({"project": pid, "playbook": "show.yml", "inventory": "shared"}),
         )
         .await?;
     let later_id = later["id"].as_i64().context("run id")?;
@@ -316,7 +314,7 @@ fn write_wrapper(
 
 #[tokio::test]
 async fn plain_ansible_playbook_uses_troupe_as_its_inventory() -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     let hosts = "[web]\nweb1\nweb2 greeting=override\n[db]\ndb1\n[all:vars]\nansible_connection=local\nansible_python_interpreter={{ ansible_playbook_python }}\n";
     create_inventory(
         &server,

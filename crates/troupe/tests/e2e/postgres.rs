@@ -1,8 +1,6 @@
 //! The same server on PostgreSQL (when TROUPE_TEST_DATABASE_URL names a server).
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use serde_json::json;
 
 /// A fresh database on the test server, or None when no server is configured.
@@ -12,10 +10,7 @@ async fn fresh_database() -> anyhow::Result<Option<String>> {
         return Ok(None);
     };
     let name = format!("troupe_e2e_{}", uuid::Uuid::new_v4().simple());
-    let status = std::process::Command::new("psql")
-        .args([url.as_str(), "-qc", &format!("CREATE DATABASE {name}")])
-        .status()?;
-    anyhow::ensure!(status.success(), "could not create database {name}");
+    psql(&url, &format!("CREATE DATABASE {name}"))?;
     let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
     Ok(Some(format!("{base}/{name}")))
 }
@@ -32,7 +27,7 @@ async fn runs_work_end_to_end_on_postgres() -> anyhow::Result<()> {
         database_url: Some(url.clone()),
         ..Default::default()
     };
-    let mut server = Server::start_with(opts())?;
+    let mut server = serve_with(opts())?;
     let ready = server.get("/readyz").await?;
     assert_eq!(ready["store"], "postgres");
     let proj = project_dir(&[
@@ -72,7 +67,7 @@ async fn runs_work_end_to_end_on_postgres() -> anyhow::Result<()> {
         .wait_run(slow, std::time::Duration::from_secs(60), |s| s == "running")
         .await?;
     server.kill9();
-    let server = Server::start_with(opts())?;
+    let server = serve_with(opts())?;
     let run = server.get(&format!("/api/v1/runs/{slow}")).await?;
     assert_eq!(run["status"], "error", "{run}");
     Ok(())

@@ -1,8 +1,6 @@
 //! The command line: `troupe run` behaves like ansible-playbook, `troupe runs` inspects.
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use serde_json::Value;
 use std::process::Command;
 
@@ -16,7 +14,7 @@ fn troupe(server: &Server, dir: &std::path::Path) -> Command {
 
 #[tokio::test]
 async fn troupe_run_prints_ansible_output_and_exits_with_its_code() -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     let proj = project_dir(&[
         (
             "ok.yml",
@@ -126,34 +124,29 @@ async fn troupe_run_prints_ansible_output_and_exits_with_its_code() -> anyhow::R
 
 #[tokio::test]
 async fn cli_errors_are_clear() -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     let proj = project_dir(&[("ok.yml", "- hosts: all\n  tasks: []\n")])?;
-    let out = troupe(&server, proj.path())
-        .args(["run", "missing.yml", "-i", "h,"])
-        .output()?;
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.yml"));
-    let out = troupe(&server, proj.path())
-        .args(["runs", "cancel", "999"])
-        .output()?;
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("not found"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = troupe(&server, proj.path())
-        .env("TROUPE_TOKEN", "trp_bad")
-        .args(["runs", "list"])
-        .output()?;
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid token"));
+    // (arguments, token, what the error says): each fails with exit code 1.
+    let cases: [(&[&str], &str, &str); 3] = [
+        (&["run", "missing.yml", "-i", "h,"], TOKEN, "missing.yml"),
+        (&["runs", "cancel", "999"], TOKEN, "not found"),
+        (&["runs", "list"], "trp_bad", "invalid token"),
+    ];
+    for (args, token, says) in cases {
+        let out = troupe(&server, proj.path())
+            .env("TROUPE_TOKEN", token)
+            .args(args)
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
     Ok(())
 }
 
 #[tokio::test]
 async fn detach_cancel_and_tokens_from_the_cli() -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     let proj = project_dir(&[
         (
             "slow.yml",
@@ -269,7 +262,7 @@ async fn setup_bootstraps_ansible_and_doctor_reports_it() -> anyhow::Result<()> 
 /// runs list: the second is refused, naming the file; `troupe doctor` still reports the store.
 #[tokio::test]
 async fn a_second_serve_on_the_same_data_dir_is_refused() -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     let second = tokio::process::Command::new(troupe_bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&server.data_dir)

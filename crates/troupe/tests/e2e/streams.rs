@@ -1,8 +1,6 @@
 //! Live streams: exact, gapless and resumable, whatever the timing.
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -106,7 +104,7 @@ async fn collect_sse(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_subscribers_joining_at_random_moments_each_get_exactly_their_events()
 -> anyhow::Result<()> {
-    let server = std::sync::Arc::new(Server::start()?);
+    let server = std::sync::Arc::new(serve()?);
     let proj = project_dir(&[("many.yml", MANY)])?;
     let pid = server.project(proj.path()).await?;
     let run = server
@@ -175,7 +173,7 @@ const BIG: &str = r#"
 #[tokio::test]
 async fn a_slow_subscriber_is_cut_off_with_a_cursor_and_resumes_to_the_full_set()
 -> anyhow::Result<()> {
-    let server = Server::start_with(ServerOpts {
+    let server = serve_with(ServerOpts {
         extra_env: vec![("TROUPE_STREAM_BUFFER_EVENTS".into(), "16".into())],
         ..Default::default()
     })?;
@@ -245,7 +243,7 @@ async fn a_slow_subscriber_is_cut_off_with_a_cursor_and_resumes_to_the_full_set(
 
 #[tokio::test]
 async fn stream_tokens_in_the_query_work_only_on_stream_routes() -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     let proj = project_dir(&[(
         "one.yml",
         "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n",
@@ -255,7 +253,7 @@ async fn stream_tokens_in_the_query_work_only_on_stream_routes() -> anyhow::Resu
         .launch(pid, "one.yml", &local_hosts(1), json!({}))
         .await?;
     server.wait_finished(run).await?;
-    let issued = server.post("/api/v1/stream-tokens", json!({})).await?;
+    let issued = server.post("/api/v1/stream-tokens", &json!({})).await?;
     let token = issued["token"].as_str().unwrap_or_default().to_owned();
     let seen = collect_sse(&server, run, 0, Some(&token)).await?;
     assert!(seen.end.is_some() && !seen.counters.is_empty());
@@ -298,7 +296,7 @@ async fn stream_tokens_in_the_query_work_only_on_stream_routes() -> anyhow::Resu
 
 #[tokio::test]
 async fn the_changes_stream_reports_runs_matching_its_filter() -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     let proj = project_dir(&[(
         "one.yml",
         "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n",
@@ -397,7 +395,7 @@ impl Proxy {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn troupe_runs_follow_resumes_after_a_dropped_connection_with_exact_output()
 -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     let play = "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: slowly\n      ansible.builtin.debug:\n        msg: \"step {{ item }}\"\n      loop: \"{{ range(0, 40) | list }}\"\n      loop_control:\n        pause: 0.15\n    - ansible.builtin.fail:\n        msg: end with a failure\n      when: inventory_hostname == 'h2'\n";
     let proj = project_dir(&[("slow.yml", play)])?;
     let pid = server.project(proj.path()).await?;

@@ -1,8 +1,6 @@
 //! Split runs: one run's hosts over several ansible-playbook processes, gathered back into one.
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -28,7 +26,7 @@ const PLAY: &str = r#"
 
 #[tokio::test]
 async fn a_split_run_gathers_the_same_results_as_an_unsplit_one() -> anyhow::Result<()> {
-    let server = Server::start_with(ServerOpts {
+    let server = serve_with(ServerOpts {
         max_concurrent_runs: 3,
         ..Default::default()
     })?;
@@ -104,7 +102,7 @@ async fn a_split_run_gathers_the_same_results_as_an_unsplit_one() -> anyhow::Res
 #[tokio::test]
 async fn more_slices_than_hosts_gives_one_slice_per_host_and_cancel_reaches_every_slice()
 -> anyhow::Result<()> {
-    let server = Server::start_with(ServerOpts {
+    let server = serve_with(ServerOpts {
         max_concurrent_runs: 4,
         ..Default::default()
     })?;
@@ -143,7 +141,7 @@ async fn more_slices_than_hosts_gives_one_slice_per_host_and_cancel_reaches_ever
         Some(3)
     );
     let (code, body) = server
-        .call(reqwest::Method::POST, "/api/v1/runs", Some(json!({"project": pid, "playbook": "quick.yml", "hosts": local_hosts(2), "slices": 2, "slice_size": 1})))
+        .call(reqwest::Method::POST, "/api/v1/runs", Some(&json!({"project": pid, "playbook": "quick.yml", "hosts": local_hosts(2), "slices": 2, "slice_size": 1})))
         .await?;
     assert_eq!(
         (code, body["error"]["field"].as_str()),
@@ -171,7 +169,7 @@ async fn more_slices_than_hosts_gives_one_slice_per_host_and_cancel_reaches_ever
     server
         .post(
             &format!("/api/v1/runs/{id}/cancel"),
-            json!({"mode": "force"}),
+            &json!({"mode": "force"}),
         )
         .await?;
     let parent = server.wait_finished(id).await?;

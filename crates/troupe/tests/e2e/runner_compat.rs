@@ -16,10 +16,8 @@
 //!   text differently), but this playbook prints none, so none is dropped: any such event on
 //!   either side is reported.
 
-mod common;
-
+use crate::helpers::*;
 use anyhow::{Context, bail, ensure};
-use common::*;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -76,7 +74,7 @@ async fn exported_artifacts_match_ansible_runner() -> anyhow::Result<()> {
     let runner_events = read_job_events(&runner_dir.join("job_events"))?;
 
     // (b) troupe, then `troupe runs export`.
-    let server = Server::start()?;
+    let server = serve()?;
     let proj = project_dir(&[("site.yml", PLAYBOOK)])?;
     let project = server.project(proj.path()).await?;
     let id = server
@@ -194,7 +192,7 @@ async fn exported_artifacts_match_ansible_runner() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn unfinished_runs_and_unknown_runs_are_refused() -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     let proj = project_dir(&[(
         "slow.yml",
         "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 30\n",
@@ -229,7 +227,7 @@ async fn unfinished_runs_and_unknown_runs_are_refused() -> anyhow::Result<()> {
     server
         .post(
             &format!("/api/v1/runs/{id}/cancel"),
-            json!({"mode": "force"}),
+            &json!({"mode": "force"}),
         )
         .await?;
 
@@ -277,7 +275,7 @@ async fn unfinished_runs_and_unknown_runs_are_refused() -> anyhow::Result<()> {
 /// More events than one store page: the export pages through them all, in order.
 #[tokio::test]
 async fn export_pages_through_long_runs() -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = serve()?;
     let proj = project_dir(&[(
         "many.yml",
         "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: many items\n      ansible.builtin.debug:\n        msg: \"{{ item }}\"\n      loop: \"{{ range(1200) | list }}\"\n",
@@ -317,7 +315,7 @@ async fn export_pages_through_long_runs() -> anyhow::Result<()> {
 #[tokio::test]
 async fn task_args_are_never_rendered_secrets() -> anyhow::Result<()> {
     const SECRET: &str = "SuperSecret-troupe-probe-123";
-    let server = Server::start()?;
+    let server = serve()?;
     let proj = project_dir(&[(
         "pw.yml",
         "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: set a password\n      ansible.builtin.user:\n        name: troupe_probe_user\n        password: \"{{ secret_pw }}\"\n      check_mode: true\n",

@@ -1,0 +1,19 @@
+//! troupe end to end: the real binary, over HTTP and on the command line, with a real
+//! ansible-playbook, real databases and brokers. One test binary, one module per feature;
+//! the harness is `troupe-testkit` (shared with the benchmark), plus [`helpers`].
+
+mod helpers;
+
+mod api;
+mod cli;
+mod events;
+mod events_brokers;
+mod git_projects;
+mod harness;
+mod inventories;
+mod jobs;
+mod postgres;
+mod runner_compat;
+mod runs;
+mod slices;
+mod streams;
