@@ -11,6 +11,7 @@
 use crate::{StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Decode, Row, Type};
+use troupe_core::RunStatus;
 use troupe_core::inbound::{EventStatus, RuleOutcome, RuleResult};
 use troupe_core::inventory::InventoryFormat;
 use troupe_core::run::{CancelMode, Run};
@@ -21,8 +22,9 @@ pub mod statements;
 
 pub use filters::{push_event_record_filter, push_page, push_run_filter};
 pub use rows::{
-    event_from, event_record_from, inventory_from, job_from, project_from, rules_doc_from,
-    run_from, run_inventory_from, template_from, token_from, unit_from, version_from,
+    event_from, event_record_from, fresh_units, host_failures_from, inventory_from, job_from,
+    project_from, rules_doc_from, run_from, run_inventory_from, template_from, token_from,
+    unit_from, version_from,
 };
 
 /// How one backend stores what the shared row mapping reads differently.
@@ -226,5 +228,16 @@ pub fn decided_status(outcomes: &[RuleOutcome]) -> EventStatus {
         EventStatus::Failed
     } else {
         EventStatus::Skipped
+    }
+}
+
+/// `Conflict` unless a running run may end in `status`.
+pub fn finishable(status: RunStatus) -> StoreResult<()> {
+    if RunStatus::Running.can_become(status) {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(format!(
+            "a run cannot finish as {status}"
+        )))
     }
 }

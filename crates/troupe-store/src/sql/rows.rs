@@ -192,3 +192,27 @@ pub fn token_from<D: Dialect>(row: &D::Row) -> StoreResult<TokenRecord> {
         created_at: D::time(row, "created_at")?,
     })
 }
+
+/// The events of `rows` (selected with [`statements::host_failures`](super::statements::host_failures))
+/// that mean a host failed: the query cannot see whether a failure was ignored.
+pub fn host_failures_from<D: Dialect>(rows: &[D::Row]) -> StoreResult<Vec<Event>> {
+    let mut failures = Vec::new();
+    for row in rows {
+        let e = event_from::<D>(row)?;
+        if e.is_host_failure() {
+            failures.push(e);
+        }
+    }
+    Ok(failures)
+}
+
+/// The units of a job just created from these names: in order, no source set yet.
+pub fn fresh_units(names: &[String]) -> Vec<Unit> {
+    names
+        .iter()
+        .map(|name| Unit {
+            name: name.clone(),
+            source: None,
+        })
+        .collect()
+}

@@ -3,7 +3,7 @@
 //! [`Dialect`]'s column list are functions of it.
 
 use super::Dialect;
-use crate::StoreResult;
+use crate::{OutputChunk, StoreResult};
 use sqlx::{Database, Encode, QueryBuilder, Type};
 use troupe_core::inventory::Inventory;
 use troupe_core::project::Project;
@@ -310,5 +310,42 @@ pub fn templates<D: Dialect>() -> Named<D, Template> {
         cols: D::TEMPLATE_COLS,
         what: "template",
         from: super::template_from::<D>,
+    }
+}
+
+/// The `INSERT` of output chunks of run `run_id`, skipping the seqs already stored. `text`
+/// prepares a chunk's text for binding (the backend's own rules for what its text can hold).
+pub fn insert_output<'a, DB, T>(
+    run_id: i64,
+    chunks: &'a [OutputChunk],
+    text: impl Fn(&'a str) -> T,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    DB::Arguments: Default,
+    T: Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::<DB>::new("INSERT INTO run_output (run_id, seq, stream, text) ");
+    q.push_values(chunks, |mut b, c| {
+        b.push_bind(run_id)
+            .push_bind(c.seq)
+            .push_bind(c.stream.as_str())
+            .push_bind(text(&c.text));
+    });
+    q.push(" ON CONFLICT (run_id, seq) DO NOTHING");
+    q
+}
+
+/// The statement that stores the rules as `expected_revision` asks (see
+/// [`InboundStore::put_rules`](crate::InboundStore::put_rules)), with the revision it binds as
+/// `$3`, if any. Each case is one statement, so the check and the write are one step even
+/// with several troupe processes.
+pub fn put_rules(expected_revision: Option<i64>) -> (&'static str, Option<i64>) {
+    match expected_revision {
+        None => (PUT_RULES, None),
+        Some(0) => (PUT_FIRST_RULES, None),
+        Some(r) => (REPLACE_RULES, Some(r)),
     }
 }
