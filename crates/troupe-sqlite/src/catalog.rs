@@ -9,7 +9,8 @@ use troupe_core::template::{NewTemplate, Template};
 use troupe_store::sql::Dialect;
 use troupe_store::sql::statements::{self, Named};
 use troupe_store::sql::{
-    backend, get, inventory_from, project_from, template_from, to_json, unique_or_backend,
+    backend, inventory_from, inventory_in_use, inventory_named_by, project_from, template_from,
+    to_json, unique_or_backend,
 };
 use troupe_store::{InventoryStore, ProjectStore, StoreError, StoreResult, TemplateStore};
 
@@ -134,11 +135,7 @@ impl InventoryStore for SqliteStore {
             .await
             .map_err(backend)?;
         if let Some(run) = active {
-            return Err(StoreError::Conflict(format!(
-                "inventory {name:?} is used by {} run {}",
-                get::<String>(&run, "status")?,
-                get::<i64>(&run, "id")?
-            )));
+            return Err(inventory_in_use(&name, &run));
         }
         let template: Option<String> =
             sqlx::query_scalar("SELECT name FROM templates WHERE inventory_id = ? ORDER BY id")
@@ -147,9 +144,7 @@ impl InventoryStore for SqliteStore {
                 .await
                 .map_err(backend)?;
         if let Some(template) = template {
-            return Err(StoreError::Conflict(format!(
-                "inventory {name:?} is named by template {template:?}"
-            )));
+            return Err(inventory_named_by(&name, &template));
         }
         // What ON DELETE SET NULL would do (see the migration).
         sqlx::query("UPDATE runs SET inventory_id = NULL WHERE inventory_id = ?")

@@ -8,8 +8,8 @@ use std::time::Duration;
 use troupe_core::RunStatus;
 use troupe_core::run::{CancelMode, Run};
 use troupe_store::sql::{
-    already_finished, backend, cancel_mode, finishable, get, not_held, run_from, statements,
-    to_json,
+    already_finished, backend, cancel_mode, finishable, get, not_held, run_from, sorted_ids,
+    statements, to_json,
 };
 use troupe_store::{ClaimStore, Lease, RunOutcome, StoreResult};
 
@@ -184,11 +184,6 @@ impl SqliteStore {
             .fetch_all(&mut *self.write().await)
             .await
             .map_err(backend)?;
-        let mut ids = rows
-            .iter()
-            .map(|r| get::<i64>(r, "id"))
-            .collect::<StoreResult<Vec<_>>>()?;
-        ids.sort_unstable();
-        Ok(ids)
+        sorted_ids(&rows)
     }
 }

@@ -1,6 +1,6 @@
 //! Inbound event records and the rules document on SQLite.
 
-use crate::runs::{RunOrigin, insert_run};
+use crate::runs::insert_run;
 use crate::{SqliteDialect, SqliteStore, now_us, ts, ts_minus, ts_plus};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -9,7 +9,7 @@ use troupe_core::inbound::{ConcurrencyPolicy, EventRecord, RuleOutcome, RuleResu
 use troupe_core::run::Run;
 use troupe_store::sql::Dialect;
 use troupe_store::sql::{
-    backend, decided_status, event_record_from, push_event_record_filter, rules_changed,
+    RunOrigin, backend, decided_status, event_record_from, push_event_record_filter, rules_changed,
     rules_doc_from, statements, to_json,
 };
 use troupe_store::{

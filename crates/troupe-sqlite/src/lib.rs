@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use troupe_core::run::Run;
-use troupe_store::sql::{Dialect, backend, get, invalid, json, run_from};
+use troupe_store::sql::{Dialect, backend, get, invalid, json, run_from, statements};
 use troupe_store::{StoreBackend, StoreError, StoreResult};
 
 /// SQLite's limit on bound parameters per statement (`SQLITE_MAX_VARIABLE_NUMBER`).
@@ -334,7 +334,7 @@ impl SqliteStore {
     }
 
     async fn run_exists(&self, run_id: i64) -> StoreResult<bool> {
-        Ok(sqlx::query("SELECT 1 FROM runs WHERE id = ?")
+        Ok(sqlx::query(statements::RUN_EXISTS)
             .bind(run_id)
             .fetch_optional(&mut *self.read().await?)
             .await
@@ -354,14 +354,12 @@ impl SqliteStore {
     /// After a conditional update matched nothing: `NotFound` if the run is missing, else the
     /// run as it is now.
     async fn current_run(&self, run_id: i64) -> StoreResult<Run> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLS} FROM runs WHERE id = ?"
-        )))
-        .bind(run_id)
-        .fetch_optional(&mut *self.write().await)
-        .await
-        .map_err(backend)?
-        .ok_or_else(|| StoreError::not_found("run", run_id))?;
+        let row = sqlx::query(AssertSqlSafe(statements::get_run::<SqliteDialect>()))
+            .bind(run_id)
+            .fetch_optional(&mut *self.write().await)
+            .await
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::not_found("run", run_id))?;
         run_from::<SqliteDialect>(&row)
     }
 }
@@ -372,14 +370,12 @@ async fn row_exists(
     table: &'static str,
     id: i64,
 ) -> StoreResult<bool> {
-    Ok(
-        sqlx::query(AssertSqlSafe(format!("SELECT 1 FROM {table} WHERE id = ?")))
-            .bind(id)
-            .fetch_optional(conn)
-            .await
-            .map_err(backend)?
-            .is_some(),
-    )
+    Ok(sqlx::query(AssertSqlSafe(statements::row_exists(table)))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+        .map_err(backend)?
+        .is_some())
 }
 
 /// `NotFound(what, id)` unless `table` holds a row with this id.

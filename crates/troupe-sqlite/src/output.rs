@@ -2,7 +2,7 @@
 
 use crate::SqliteStore;
 use async_trait::async_trait;
-use troupe_store::sql::{backend, get, statements};
+use troupe_store::sql::{backend, joined_text, statements};
 use troupe_store::{OutputStore, StoreResult, Stream};
 
 #[async_trait]
@@ -14,10 +14,7 @@ impl OutputStore for SqliteStore {
             .fetch_all(&mut *self.read().await?)
             .await
             .map_err(backend)?;
-        let mut out = String::new();
-        for row in &rows {
-            out.push_str(&get::<String>(row, "text")?);
-        }
+        let out = joined_text(&rows)?;
         if rows.is_empty() {
             self.require_run(run_id).await?;
         }

@@ -7,7 +7,7 @@ use troupe_core::inventory::InventoryContent;
 use troupe_core::project::Project;
 use troupe_core::run::{NewRun, Run};
 use troupe_store::sql::{
-    backend, foreign_key_violated, invalid, project_from, push_run_filter, run_from,
+    RunOrigin, backend, foreign_key_violated, invalid, project_from, push_run_filter, run_from,
     run_inventory_from, statements, to_json, unit_not_found, version_from,
 };
 use troupe_store::{Page, RunFilter, RunStore, RunVersion, StoreError, StoreResult};
@@ -140,14 +140,6 @@ impl RunStore for SqliteStore {
             })
             .collect()
     }
-}
-
-/// Where a run comes from besides its request: the inbound event whose rule started it and
-/// that rule's concurrency key.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct RunOrigin<'a> {
-    pub(crate) event_id: Option<i64>,
-    pub(crate) concurrency_key: Option<&'a str>,
 }
 
 /// Checks the references of `new` and stores it, queued, on `conn` (inside the caller's

@@ -40,6 +40,15 @@ pub use output::{OutputChunk, OutputStore, Stream};
 pub use runs::{RunFilter, RunStore, RunVersion};
 pub use tokens::{TokenRecord, TokenStore};
 
+/// Every store trait, for code that calls store methods on a concrete backend type (methods
+/// of the aggregates' traits need their trait in scope there; on a `dyn Store` they do not).
+pub mod prelude {
+    pub use crate::{
+        ClaimStore, EventStore, InboundStore, InventoryStore, JobStore, OutputStore,
+        ProjectStore, RunStore, Store, StoreBackend, TemplateStore, TokenStore,
+    };
+}
+
 /// One page of a listing, newest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Page {

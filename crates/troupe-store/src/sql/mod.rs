@@ -23,8 +23,8 @@ pub mod statements;
 pub use filters::{push_event_record_filter, push_page, push_run_filter};
 pub use rows::{
     event_from, event_record_from, fresh_units, host_failures_from, inventory_from, job_from,
-    project_from, rules_doc_from, run_from, run_inventory_from, template_from, token_from,
-    unit_from, version_from,
+    joined_text, project_from, rules_doc_from, run_from, run_inventory_from, sorted_ids,
+    template_from, token_from, unit_from, version_from,
 };
 
 /// How one backend stores what the shared row mapping reads differently.
@@ -240,4 +240,32 @@ pub fn finishable(status: RunStatus) -> StoreResult<()> {
             "a run cannot finish as {status}"
         )))
     }
+}
+
+/// The `Conflict` of deleting inventory `name` while the run of `row` (its `id` and `status`)
+/// uses it.
+pub fn inventory_in_use(name: &str, row: &impl Readable) -> StoreError {
+    match (get::<String>(row, "status"), get::<i64>(row, "id")) {
+        (Ok(status), Ok(id)) => {
+            StoreError::Conflict(format!("inventory {name:?} is used by {status} run {id}"))
+        }
+        (Err(e), _) | (_, Err(e)) => e,
+    }
+}
+
+/// The `Conflict` of deleting inventory `name` while a template names it.
+pub fn inventory_named_by(name: &str, template: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "inventory {name:?} is named by template {template:?}"
+    ))
+}
+
+/// Where a run comes from besides its request: the inbound event whose rule started it and
+/// that rule's concurrency key.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOrigin<'a> {
+    /// The inbound event.
+    pub event_id: Option<i64>,
+    /// The rule's concurrency key.
+    pub concurrency_key: Option<&'a str>,
 }

@@ -216,3 +216,22 @@ pub fn fresh_units(names: &[String]) -> Vec<Unit> {
         })
         .collect()
 }
+
+/// The `id` column of every row, in increasing order (a statement's `RETURNING` has none).
+pub fn sorted_ids(rows: &[impl super::Readable]) -> StoreResult<Vec<i64>> {
+    let mut ids = rows
+        .iter()
+        .map(|r| get::<i64>(r, "id"))
+        .collect::<StoreResult<Vec<_>>>()?;
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// The `text` of every row, one after the other: a stream's output from its chunks.
+pub fn joined_text(rows: &[impl super::Readable]) -> StoreResult<String> {
+    let mut out = String::new();
+    for row in rows {
+        out.push_str(&get::<String>(row, "text")?);
+    }
+    Ok(out)
+}

@@ -41,6 +41,8 @@ pub const RULES_DOC_COLS: &str = rules_doc_cols!();
 /// The columns of `tokens` read by [`token_from`](super::token_from).
 pub const TOKEN_COLS: &str = token_cols!();
 
+/// Whether a run exists.
+pub const RUN_EXISTS: &str = "SELECT 1 FROM runs WHERE id = $1";
 /// Whether a project exists.
 pub const PROJECT_EXISTS: &str = "SELECT 1 FROM projects WHERE id = $1";
 /// Whether a job has a unit of this name.
