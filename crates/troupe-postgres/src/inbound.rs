@@ -5,15 +5,15 @@ use crate::{PgDialect, PgStore, micros, minus, now, pg_text, plus};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgConnection, Postgres, QueryBuilder};
-use troupe_core::inbound::{ConcurrencyPolicy, EventRecord, RuleOutcome, RuleResult};
-use troupe_core::run::Run;
+use troupe_core::inbound::EventRecord;
+use troupe_core::run::{NewRun, Run};
 use troupe_store::sql::{
-    Dialect, RunOrigin, backend, decided_status, event_record_from, push_event_record_filter,
-    rules_changed, rules_doc_from, statements, to_json,
+    Dialect, Proposals, Proposed, RunOrigin, backend, event_record_from, propose_all,
+    push_event_record_filter, rules_changed, rules_doc_from, statements, to_json,
 };
 use troupe_store::{
-    EventRecordFilter, InboundStore, Ingested, NewEventRecord, Page, Proposal, RulesDoc,
-    StoreError, StoreResult,
+    EventRecordFilter, Gate, InboundStore, Ingested, NewEventRecord, Page, RulesDoc, StoreError,
+    StoreResult,
 };
 
 #[async_trait]
@@ -42,21 +42,11 @@ impl InboundStore for PgStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(backend)?;
-        let mut outcomes = Vec::with_capacity(new.proposals.len());
-        let mut runs = Vec::new();
-        for proposal in &new.proposals {
-            let (result, run) = propose(&mut tx, proposal, event_id, received).await?;
-            outcomes.push(RuleOutcome {
-                rule: proposal.rule.clone(),
-                result,
-            });
-            runs.extend(run);
-        }
-        let status = if new.proposals.is_empty() {
-            new.status
-        } else {
-            decided_status(&outcomes)
-        };
+        let Proposed {
+            outcomes,
+            runs,
+            status,
+        } = propose_all(&mut Ingest(&mut tx), new, event_id, received).await?;
         let run_ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
         let row = sqlx::query(AssertSqlSafe(format!(
             "UPDATE event_records SET status = $1, rules = $2::json, run_ids = $3 \
@@ -212,99 +202,59 @@ async fn lock_all(conn: &mut PgConnection, locks: &[String]) -> StoreResult<()> 
     Ok(())
 }
 
-/// Carries out one proposal of event `event_id` (received at `received`) on `conn`, inside
-/// the ingest transaction and under its locks: gates, concurrency policy, then the run and
-/// its gate marks. Returns what the rule did and the run it started, if any.
-async fn propose(
-    conn: &mut PgConnection,
-    proposal: &Proposal,
-    event_id: i64,
-    received: DateTime<Utc>,
-) -> StoreResult<(RuleResult, Option<Run>)> {
-    let new = match &proposal.run {
-        Ok(new) => new,
-        Err(error) => {
-            return Ok((
-                RuleResult::Failed {
-                    error: error.clone(),
-                },
-                None,
-            ));
-        }
-    };
-    let rule = pg_text(&proposal.rule);
-    for gate in &proposal.gates {
-        let closed_by: Option<i64> = sqlx::query_scalar(statements::GATE_CLOSED_BY)
-            .bind(rule.as_ref())
+/// The ingest transaction, under its locks, as the shared proposal logic uses it.
+struct Ingest<'c>(&'c mut PgConnection);
+
+impl Proposals for Ingest<'_> {
+    type Time = DateTime<Utc>;
+
+    async fn gate_closed_by(
+        &mut self,
+        rule: &str,
+        gate: &Gate,
+        received: DateTime<Utc>,
+    ) -> StoreResult<Option<i64>> {
+        sqlx::query_scalar(statements::GATE_CLOSED_BY)
+            .bind(pg_text(rule).as_ref())
             .bind(gate.kind.as_str())
             .bind(pg_text(&gate.key).as_ref())
             .bind(received)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(&mut *self.0)
             .await
-            .map_err(backend)?;
-        if let Some(by_event) = closed_by {
-            return Ok((
-                RuleResult::Gated {
-                    gate: gate.kind,
-                    key: gate.key.clone(),
-                    by_event,
-                },
-                None,
-            ));
-        }
+            .map_err(backend)
     }
-    let concurrency_key = proposal.concurrency.as_ref().map(|c| pg_text(&c.key));
-    let mut canceled = Vec::new();
-    if let (Some(c), Some(key)) = (&proposal.concurrency, &concurrency_key) {
-        let active: Vec<i64> = sqlx::query_scalar(statements::ACTIVE_RUNS_OF_KEY)
-            .bind(key.as_ref())
-            .fetch_all(&mut *conn)
+
+    async fn active_runs(&mut self, key: &str) -> StoreResult<Vec<i64>> {
+        sqlx::query_scalar(statements::ACTIVE_RUNS_OF_KEY)
+            .bind(pg_text(key).as_ref())
+            .fetch_all(&mut *self.0)
             .await
-            .map_err(backend)?;
-        match (c.policy, active.first()) {
-            (ConcurrencyPolicy::Skip, Some(&active_run)) => {
-                return Ok((RuleResult::Skipped { active_run }, None));
-            }
-            (ConcurrencyPolicy::Cancel, _) => canceled = active,
-            _ => {}
-        }
+            .map_err(backend)
     }
-    let origin = RunOrigin {
-        event_id: Some(event_id),
-        concurrency_key: proposal.concurrency.as_ref().map(|c| c.key.as_str()),
-    };
-    let run = match insert_run(conn, new, origin).await {
-        Ok(run) => run,
-        // A missing project, inventory or template fails this rule only; nothing was written.
-        Err(e @ StoreError::NotFound { .. }) => {
-            return Ok((
-                RuleResult::Failed {
-                    error: e.to_string(),
-                },
-                None,
-            ));
-        }
-        Err(e) => return Err(e),
-    };
-    for gate in &proposal.gates {
+
+    async fn insert_run(&mut self, new: &NewRun, origin: RunOrigin<'_>) -> StoreResult<Run> {
+        insert_run(self.0, new, origin).await
+    }
+
+    async fn close_gate(
+        &mut self,
+        rule: &str,
+        gate: &Gate,
+        event_id: i64,
+        received: DateTime<Utc>,
+    ) -> StoreResult<()> {
         sqlx::query(statements::INSERT_GATE)
-            .bind(rule.as_ref())
+            .bind(pg_text(rule).as_ref())
             .bind(gate.kind.as_str())
             .bind(pg_text(&gate.key).as_ref())
             .bind(received)
             .bind(plus(received, gate.within))
             .bind(event_id)
-            .execute(&mut *conn)
+            .execute(&mut *self.0)
             .await
             .map_err(backend)?;
+        Ok(())
     }
-    Ok((
-        RuleResult::Started {
-            run_id: run.id,
-            canceled,
-        },
-        Some(run),
-    ))
 }
 
 /// The recorded event this one repeats, if any: the same delivery of the same source, or

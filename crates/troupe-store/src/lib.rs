@@ -44,8 +44,8 @@ pub use tokens::{TokenRecord, TokenStore};
 /// of the aggregates' traits need their trait in scope there; on a `dyn Store` they do not).
 pub mod prelude {
     pub use crate::{
-        ClaimStore, EventStore, InboundStore, InventoryStore, JobStore, OutputStore,
-        ProjectStore, RunStore, Store, StoreBackend, TemplateStore, TokenStore,
+        ClaimStore, EventStore, InboundStore, InventoryStore, JobStore, OutputStore, ProjectStore,
+        RunStore, Store, StoreBackend, TemplateStore, TokenStore,
     };
 }
 
