@@ -206,7 +206,7 @@ pub(crate) async fn insert_run(
 }
 
 /// `SELECT cols FROM runs` with `filter` and `page` applied, newest first.
-fn runs_query<'a>(cols: &str, filter: &'a RunFilter, page: Page) -> QueryBuilder<Postgres> {
+fn runs_query(cols: &str, filter: &RunFilter, page: Page) -> QueryBuilder<Postgres> {
     let mut q = QueryBuilder::<Postgres>::new(format!("SELECT {cols} FROM runs WHERE TRUE"));
     push_run_filter(&mut q, filter, page);
     q

@@ -260,7 +260,7 @@ async fn insert_run_row(
 }
 
 /// `select` (which ends in `FROM runs`) with `filter` and `page` applied, newest first.
-fn runs_query<'a>(select: &str, filter: &'a RunFilter, page: Page) -> QueryBuilder<Sqlite> {
+fn runs_query(select: &str, filter: &RunFilter, page: Page) -> QueryBuilder<Sqlite> {
     let mut q = QueryBuilder::<Sqlite>::new(select);
     q.push(" WHERE 1 = 1");
     push_run_filter(&mut q, filter, page);
