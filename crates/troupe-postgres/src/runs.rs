@@ -7,8 +7,8 @@ use troupe_core::inventory::InventoryContent;
 use troupe_core::project::Project;
 use troupe_core::run::{NewRun, Run};
 use troupe_store::sql::{
-    RunOrigin, backend, project_from, push_run_filter, run_from, run_inventory_from, statements,
-    to_json, unit_not_found, version_from,
+    References, RunOrigin, backend, check_references, project_from, push_run_filter, run_from,
+    run_inventory_from, statements, to_json, version_from,
 };
 use troupe_store::{Page, RunFilter, RunStore, RunVersion, StoreError, StoreResult};
 
@@ -113,40 +113,7 @@ pub(crate) async fn insert_run(
 ) -> StoreResult<Run> {
     let options = to_json(&new.options)?;
     let labels = to_json(&new.labels)?;
-    let project = sqlx::query(statements::PROJECT_EXISTS)
-        .bind(new.project_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(backend)?;
-    if project.is_none() {
-        return Err(StoreError::not_found("project", new.project_id));
-    }
-    if let Some(inventory_id) = new.inventory_id {
-        // KEY SHARE: a concurrent delete_inventory waits for this run to be stored, and
-        // then sees it.
-        share_row(&mut *conn, "inventories", "inventory", inventory_id).await?;
-    }
-    if let Some((job_id, unit)) = new.origin.job_unit() {
-        require_row(conn, "jobs", "job", job_id).await?;
-        let found = sqlx::query(statements::UNIT_EXISTS)
-            .bind(job_id)
-            .bind(unit)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(backend)?;
-        if found.is_none() {
-            return Err(unit_not_found(job_id, unit));
-        }
-    }
-    if let Some(relaunch_of) = new.origin.relaunch_of() {
-        require_row(conn, "runs", "run", relaunch_of).await?;
-    }
-    if let Some(template_id) = new.origin.template_id() {
-        require_row(conn, "templates", "template", template_id).await?;
-    }
-    if let Some(slice_of) = new.origin.slice_of() {
-        require_row(conn, "runs", "run", slice_of.parent_id).await?;
-    }
+    check_references(&mut Refs(&mut *conn), new).await?;
     let (job_id, unit) = new
         .origin
         .job_unit()
@@ -203,6 +170,36 @@ pub(crate) async fn insert_run(
         .await
         .map_err(backend)?;
     Ok(run)
+}
+
+/// The run's transaction, as the shared reference checks use it.
+struct Refs<'c>(&'c mut PgConnection);
+
+impl References for Refs<'_> {
+    async fn require(
+        &mut self,
+        table: &'static str,
+        what: &'static str,
+        id: i64,
+    ) -> StoreResult<()> {
+        require_row(self.0, table, what, id).await
+    }
+
+    async fn require_inventory(&mut self, id: i64) -> StoreResult<()> {
+        // KEY SHARE: a concurrent delete_inventory waits for this run to be stored, and
+        // then sees it.
+        share_row(self.0, "inventories", "inventory", id).await
+    }
+
+    async fn unit_exists(&mut self, job_id: i64, unit: &str) -> StoreResult<bool> {
+        Ok(sqlx::query(statements::UNIT_EXISTS)
+            .bind(job_id)
+            .bind(unit)
+            .fetch_optional(&mut *self.0)
+            .await
+            .map_err(backend)?
+            .is_some())
+    }
 }
 
 /// `SELECT cols FROM runs` with `filter` and `page` applied, newest first.

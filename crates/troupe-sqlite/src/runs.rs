@@ -7,8 +7,8 @@ use troupe_core::inventory::InventoryContent;
 use troupe_core::project::Project;
 use troupe_core::run::{NewRun, Run};
 use troupe_store::sql::{
-    RunOrigin, backend, foreign_key_violated, invalid, project_from, push_run_filter, run_from,
-    run_inventory_from, statements, to_json, unit_not_found, version_from,
+    References, RunOrigin, backend, check_references, foreign_key_violated, invalid, project_from,
+    push_run_filter, run_from, run_inventory_from, statements, to_json, version_from,
 };
 use troupe_store::{Page, RunFilter, RunStore, RunVersion, StoreError, StoreResult};
 
@@ -150,7 +150,7 @@ pub(crate) async fn insert_run(
     new: &NewRun,
     origin: RunOrigin<'_>,
 ) -> StoreResult<Run> {
-    check_references(conn, new).await?;
+    check_references(&mut Refs(&mut *conn), new).await?;
     let run = insert_run_row(conn, new, origin).await?;
     if !new.labels.is_empty() {
         statements::insert_labels::<Sqlite>(run.id, &new.labels)
@@ -169,48 +169,33 @@ fn one_statement_run(new: &NewRun) -> bool {
     new.labels.is_empty() && new.origin.job_unit().is_none()
 }
 
-/// Every row `new` refers to exists, or `NotFound` naming the first that does not.
-async fn check_references(conn: &mut SqliteConnection, new: &NewRun) -> StoreResult<()> {
-    let project = sqlx::query(statements::PROJECT_EXISTS)
-        .bind(new.project_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(backend)?;
-    if project.is_none() {
-        return Err(StoreError::not_found("project", new.project_id));
+/// The writer's transaction, as the shared reference checks use it.
+struct Refs<'c>(&'c mut SqliteConnection);
+
+impl References for Refs<'_> {
+    async fn require(
+        &mut self,
+        table: &'static str,
+        what: &'static str,
+        id: i64,
+    ) -> StoreResult<()> {
+        require_row(self.0, table, what, id).await
     }
-    if let Some(inventory_id) = new.inventory_id {
-        let inventory = sqlx::query("SELECT 1 FROM inventories WHERE id = ?")
-            .bind(inventory_id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(backend)?;
-        if inventory.is_none() {
-            return Err(StoreError::not_found("inventory", inventory_id));
-        }
+
+    async fn require_inventory(&mut self, id: i64) -> StoreResult<()> {
+        // One writer: nothing can delete it before this transaction ends.
+        require_row(self.0, "inventories", "inventory", id).await
     }
-    if let Some((job_id, unit)) = new.origin.job_unit() {
-        require_row(conn, "jobs", "job", job_id).await?;
-        let found = sqlx::query(statements::UNIT_EXISTS)
+
+    async fn unit_exists(&mut self, job_id: i64, unit: &str) -> StoreResult<bool> {
+        Ok(sqlx::query(statements::UNIT_EXISTS)
             .bind(job_id)
             .bind(unit)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(&mut *self.0)
             .await
-            .map_err(backend)?;
-        if found.is_none() {
-            return Err(unit_not_found(job_id, unit));
-        }
+            .map_err(backend)?
+            .is_some())
     }
-    if let Some(relaunch_of) = new.origin.relaunch_of() {
-        require_row(conn, "runs", "run", relaunch_of).await?;
-    }
-    if let Some(template_id) = new.origin.template_id() {
-        require_row(conn, "templates", "template", template_id).await?;
-    }
-    if let Some(slice_of) = new.origin.slice_of() {
-        require_row(conn, "runs", "run", slice_of.parent_id).await?;
-    }
-    Ok(())
 }
 
 /// The `runs` row of `new`, and nothing else.

@@ -18,11 +18,13 @@ use troupe_core::run::{CancelMode, Run};
 
 mod filters;
 mod ingest;
+mod references;
 mod rows;
 pub mod statements;
 
 pub use filters::{push_event_record_filter, push_page, push_run_filter};
 pub use ingest::{Proposals, Proposed, propose_all};
+pub use references::{References, check_references};
 pub use rows::{
     event_from, event_record_from, fresh_units, host_failures_from, inventory_from, job_from,
     joined_text, project_from, rules_doc_from, run_from, run_inventory_from, sorted_ids,

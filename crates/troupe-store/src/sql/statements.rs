@@ -43,8 +43,6 @@ pub const TOKEN_COLS: &str = token_cols!();
 
 /// Whether a run exists.
 pub const RUN_EXISTS: &str = "SELECT 1 FROM runs WHERE id = $1";
-/// Whether a project exists.
-pub const PROJECT_EXISTS: &str = "SELECT 1 FROM projects WHERE id = $1";
 /// Whether a job has a unit of this name.
 pub const UNIT_EXISTS: &str = "SELECT 1 FROM job_units WHERE job_id = $1 AND name = $2";
 /// A run's inventory snapshot.
