@@ -6,6 +6,13 @@
 //!
 //! PostgreSQL text cannot hold the NUL character; where ansible output may contain one (event
 //! text, output chunks), it is stored as U+FFFD. JSON keeps it (as `\u0000` in `json` columns).
+//!
+//! This file holds the pool and what every aggregate uses; each aggregate's trait is
+//! implemented in a module of its own (`catalog`, `runs`, `claims`, `events`, `output`,
+//! `jobs`, `inbound`, `tokens`). Row mapping, column lists and the statements PostgreSQL
+//! sends as SQLite does are written once, in [`troupe_store::sql`]; what is PostgreSQL's own
+//! (`timestamptz`, `jsonb` casts, `SKIP LOCKED`, `KEY SHARE`, advisory locks, `UNNEST`
+//! batches, NOTIFY) stays here.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -31,7 +38,7 @@ pub const WORK_CHANNEL: &str = "troupe_runs";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// A [`Store`] in a PostgreSQL database.
+/// A [`Store`](troupe_store::Store) in a PostgreSQL database.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,

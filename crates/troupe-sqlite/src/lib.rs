@@ -13,9 +13,16 @@
 //!
 //! One process at a time: the store holds an exclusive lock on `<file>.lock` while it is open,
 //! so every write to the file goes through this store's writer, which is what lets it tell
-//! when runs changed ([`Store::runs_generation`]) without asking the database.
+//! when runs changed ([`RunStore::runs_generation`](troupe_store::RunStore::runs_generation))
+//! without asking the database.
 //!
 //! Timestamps are stored as integer microseconds since the Unix epoch (UTC).
+//!
+//! This file holds the connections and what every aggregate uses; each aggregate's trait is
+//! implemented in a module of its own (`catalog`, `runs`, `claims`, `events`, `output`,
+//! `jobs`, `inbound`, `tokens`). Row mapping, column lists and the statements SQLite sends as
+//! PostgreSQL does are written once, in [`troupe_store::sql`]; what is SQLite's own (integer
+//! times, the one writer, one-statement inserts) stays here.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -47,7 +54,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// going, they would otherwise move [`RunChanges`] on every flush. Any other table counts.
 const NOT_RUNS: [&str; 3] = ["events", "run_output", "event_records"];
 
-/// A [`Store`] in one SQLite database file.
+/// A [`Store`](troupe_store::Store) in one SQLite database file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     /// The single connection every write goes through.

@@ -389,7 +389,8 @@ pub async fn run_versions_follow_every_change(store: &dyn Store) {
 /// The runs generation moves after every committed change to a run, and a list read once it
 /// has moved shows the change: the API answers an unchanged list from what it kept while the
 /// generation stays put. Not among the common cases: only for backends that keep a runs
-/// generation ([`Store::runs_generation`]); their tests call it.
+/// generation ([`RunStore::runs_generation`](crate::RunStore::runs_generation)); their tests call
+/// it.
 pub async fn runs_generation_moves_after_every_change(store: &dyn Store) {
     let p = project(store, "p").await;
     let page = Page {
