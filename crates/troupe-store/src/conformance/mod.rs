@@ -11,7 +11,10 @@
 //! troupe_store::conformance_tests!(run);
 //! ```
 //!
-//! Cases panic (assert) on failure.
+//! Cases panic (assert) on failure. They live in one module per aggregate, as the store's
+//! traits do (`catalog`, `runs`, `claims`, `events`, `output`, `jobs`, `inbound`, `tokens`);
+//! this file holds the one list of every case, the helpers several modules share, and the
+//! backend's own case ([`backend_basics`]).
 
 use crate::{
     Concurrency, EventRecordFilter, Gate, Ingested, Lease, NewEventRecord, OutputChunk, Page,
