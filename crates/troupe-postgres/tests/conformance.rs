@@ -81,7 +81,7 @@ fn new_project() -> troupe_core::project::NewProject {
 #[tokio::test]
 async fn new_runs_are_notified() {
     with_database("notify", async |store, _| {
-        use troupe_store::Store;
+        use troupe_store::prelude::*;
         let mut listener = store.listen_for_work().await.expect("listen");
         let p = store.create_project(&new_project()).await.expect("project");
         let run = store
@@ -116,7 +116,8 @@ async fn new_runs_are_notified() {
 async fn appends_to_a_missing_run_leave_no_rows() {
     with_database("orphans", async |store, options| {
         use troupe_core::event::{Event, EventData};
-        use troupe_store::{OutputChunk, Store, StoreError};
+        use troupe_store::prelude::*;
+        use troupe_store::{OutputChunk, StoreError};
         let event = Event {
             counter: 1,
             uuid: "u1".into(),

@@ -2,7 +2,7 @@
 //! pages from it), and one process at a time on a database file.
 
 use troupe_sqlite::SqliteStore;
-use troupe_store::{Store, StoreError};
+use troupe_store::{StoreBackend, StoreError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_runs_generation_moves_after_every_change() {

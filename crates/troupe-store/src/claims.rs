@@ -1,0 +1,92 @@
+//! A run's life after it was queued: claimed by a worker under a lease, launched, renewed,
+//! finished; canceled on request; failed when its worker died or its lease ran out.
+
+use crate::StoreResult;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+use troupe_core::RunStatus;
+use troupe_core::run::{CancelMode, Run, RunSummary};
+
+/// How a worker finished a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutcome {
+    /// The final status; must be a legal move from `running`.
+    pub status: RunStatus,
+    /// ansible-playbook's exit code, when it exited.
+    pub rc: Option<i32>,
+    /// Why, when it needs saying.
+    pub reason: Option<String>,
+    /// Per-host totals from the stats event (empty when there was none).
+    pub summary: RunSummary,
+}
+
+/// What a lease renewal found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// Still ours; a cancel may have been asked for in the meantime.
+    Held {
+        /// A cancel asked for and not yet carried out.
+        cancel_requested: Option<CancelMode>,
+    },
+    /// No longer ours (expired and taken away, or the run is over): stop working on it.
+    Lost,
+}
+
+/// The run queue as workers see it: claims, leases and the moves of a run's status.
+#[async_trait]
+pub trait ClaimStore {
+    /// Claims the oldest queued run for `worker_id`: it becomes `running` with a lease that
+    /// expires after `lease`. Two workers never claim the same run.
+    async fn claim_run(&self, worker_id: &str, lease: Duration) -> StoreResult<Option<Run>> {
+        Ok(self
+            .claim_runs(worker_id, lease, 1)
+            .await?
+            .into_iter()
+            .next())
+    }
+    /// Claims up to `limit` of the oldest queued runs for `worker_id` in one transaction,
+    /// returned oldest first; each becomes `running` with a lease that expires after `lease`.
+    /// Two workers never claim the same run.
+    async fn claim_runs(
+        &self,
+        worker_id: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> StoreResult<Vec<Run>>;
+    /// Records that ansible-playbook was started for a run `worker_id` holds, and for git
+    /// projects the commit it runs. `Conflict` when it is not running under that worker.
+    async fn mark_launched(
+        &self,
+        run_id: i64,
+        worker_id: &str,
+        at: DateTime<Utc>,
+        commit: Option<&str>,
+    ) -> StoreResult<()>;
+    /// Extends the lease of a run `worker_id` holds.
+    async fn renew_lease(
+        &self,
+        run_id: i64,
+        worker_id: &str,
+        lease: Duration,
+    ) -> StoreResult<Lease>;
+    /// Ends a run `worker_id` holds. `Conflict` when it is not running under that worker.
+    async fn finish_run(
+        &self,
+        run_id: i64,
+        worker_id: &str,
+        outcome: &RunOutcome,
+    ) -> StoreResult<Run>;
+    /// Asks for a run to stop. A queued run is canceled at once; a running one is flagged for
+    /// its worker. `Conflict` when the run has already finished.
+    async fn request_cancel(&self, run_id: i64, mode: CancelMode) -> StoreResult<Run>;
+    /// Marks `error` (with `reason`) every running run whose worker id starts with
+    /// `worker_prefix`: the runs a dead process left behind. Returns their ids.
+    async fn fail_runs_of_workers(
+        &self,
+        worker_prefix: &str,
+        reason: &str,
+    ) -> StoreResult<Vec<i64>>;
+    /// Marks `error` (with `reason`) every running run whose lease expired before `now`.
+    async fn expire_leases(&self, now: DateTime<Utc>, reason: &str) -> StoreResult<Vec<i64>>;
+}

@@ -1,0 +1,625 @@
+//! Conformance cases: Claims, leases, launching, finishing, cancelling and failing runs.
+
+use super::*;
+
+/// Claims take the oldest queued run and set the running fields; nothing to claim is `None`.
+pub async fn claim_oldest_first(store: &dyn Store) {
+    let p = project(store, "p").await;
+    assert!(
+        store
+            .claim_run("w1", Duration::from_secs(30))
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    let runs = queued_runs(store, p.id, 3).await;
+    store
+        .request_cancel(runs[0].id, CancelMode::Force)
+        .await
+        .expect("cancel");
+    let before = Utc::now();
+    let a = store
+        .claim_run("w1", Duration::from_secs(30))
+        .await
+        .expect("claim")
+        .expect("run");
+    assert_eq!(
+        a.id, runs[1].id,
+        "canceled runs are not claimed; oldest queued first"
+    );
+    assert_eq!(a.status, RunStatus::Running);
+    assert_eq!(a.worker_id.as_deref(), Some("w1"));
+    let started = a.started_at.expect("started_at");
+    assert_recent(started, "started_at");
+    assert_eq!(a.cancel_requested, None);
+    assert_eq!(store.get_run(a.id).await.expect("get"), a);
+    let b = store
+        .claim_run("w2", Duration::from_secs(30))
+        .await
+        .expect("claim")
+        .expect("run");
+    assert_eq!(b.id, runs[2].id);
+    assert_eq!(b.worker_id.as_deref(), Some("w2"));
+    assert!(
+        store
+            .claim_run("w1", Duration::from_secs(30))
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    // The lease is about `lease` from the claim: expiring before it does nothing, after it fails the run.
+    let none = store
+        .expire_leases(before + ChronoDuration::seconds(20), "lease")
+        .await
+        .expect("expire");
+    assert!(none.is_empty());
+    let expired = store
+        .expire_leases(Utc::now() + ChronoDuration::seconds(40), "lease")
+        .await
+        .expect("expire");
+    assert_eq!(expired, vec![a.id, b.id]);
+}
+
+/// Eight claimers racing over fifty runs: every run is claimed exactly once.
+pub async fn concurrent_claims_never_share(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let runs = queued_runs(store, p.id, 50).await;
+    let claimers = (0..8).map(|w| async move {
+        let worker = format!("worker-{w}");
+        let mut mine = Vec::new();
+        while let Some(run) = store
+            .claim_run(&worker, Duration::from_secs(60))
+            .await
+            .expect("claim")
+        {
+            assert_eq!(run.worker_id.as_deref(), Some(worker.as_str()));
+            mine.push(run.id);
+        }
+        mine
+    });
+    let per_worker = futures_join_all(claimers).await;
+    let mut all: Vec<i64> = per_worker.iter().flatten().copied().collect();
+    let total = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(total, all.len(), "a run was claimed twice: {per_worker:?}");
+    assert_eq!(all, ids(&runs), "every run claimed");
+    for run in &runs {
+        let got = store.get_run(run.id).await.expect("get");
+        assert_eq!(got.status, RunStatus::Running);
+        let owner = format!(
+            "worker-{}",
+            per_worker
+                .iter()
+                .position(|m| m.contains(&run.id))
+                .expect("owner")
+        );
+        assert_eq!(got.worker_id, Some(owner));
+    }
+}
+
+/// A batch claim takes the oldest queued runs, oldest first, at most `limit`; racing batch
+/// claimers never share a run.
+pub async fn batch_claims_take_the_oldest_in_order(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let runs = queued_runs(store, p.id, 30).await;
+    store
+        .request_cancel(runs[1].id, CancelMode::Force)
+        .await
+        .expect("cancel");
+    assert!(
+        store
+            .claim_runs("w", Duration::from_secs(30), 0)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let first = store
+        .claim_runs("w", Duration::from_secs(30), 3)
+        .await
+        .expect("claim");
+    assert_eq!(
+        ids(&first),
+        vec![runs[0].id, runs[2].id, runs[3].id],
+        "oldest first, canceled skipped"
+    );
+    for r in &first {
+        assert_eq!(r.status, RunStatus::Running);
+        assert_eq!(r.worker_id.as_deref(), Some("w"));
+        assert_eq!(store.get_run(r.id).await.expect("get"), *r);
+    }
+    let claimers = (0..4).map(|w| async move {
+        let worker = format!("batch-{w}");
+        let mut mine = Vec::new();
+        loop {
+            let got = store
+                .claim_runs(&worker, Duration::from_secs(60), 4)
+                .await
+                .expect("claim");
+            if got.is_empty() {
+                return mine;
+            }
+            assert!(got.len() <= 4);
+            assert!(got.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
+            mine.extend(ids(&got));
+        }
+    });
+    let per_worker = futures_join_all(claimers).await;
+    let mut all: Vec<i64> = per_worker.iter().flatten().copied().collect();
+    let total = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(total, all.len(), "a run was claimed twice: {per_worker:?}");
+    assert_eq!(all, ids(&runs[4..]), "every remaining run claimed once");
+}
+
+/// A lease is held while running under the worker, shows cancels, and is lost otherwise.
+pub async fn renew_lease_held_and_lost(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let run = running_run(store, p.id, "w1").await;
+    let lease = Duration::from_secs(600);
+    assert_eq!(
+        store.renew_lease(run.id, "w1", lease).await.expect("renew"),
+        Lease::Held {
+            cancel_requested: None
+        }
+    );
+    assert_eq!(
+        store.renew_lease(run.id, "w2", lease).await.expect("renew"),
+        Lease::Lost
+    );
+    assert_eq!(
+        store
+            .renew_lease(run.id + 99, "w1", lease)
+            .await
+            .expect("renew"),
+        Lease::Lost
+    );
+    // A short lease renewed long survives an expiry sweep that would have caught the short one.
+    let short = running_run(store, p.id, "w1").await;
+    store
+        .renew_lease(short.id, "w1", Duration::from_secs(3600))
+        .await
+        .expect("renew");
+    let swept = store
+        .expire_leases(Utc::now() + ChronoDuration::seconds(1200), "lease")
+        .await
+        .expect("expire");
+    assert_eq!(
+        swept,
+        vec![run.id],
+        "only the run whose lease was not extended expires"
+    );
+    assert_eq!(
+        store.renew_lease(run.id, "w1", lease).await.expect("renew"),
+        Lease::Lost
+    );
+    store
+        .request_cancel(short.id, CancelMode::Graceful)
+        .await
+        .expect("cancel");
+    assert_eq!(
+        store
+            .renew_lease(short.id, "w1", lease)
+            .await
+            .expect("renew"),
+        Lease::Held {
+            cancel_requested: Some(CancelMode::Graceful)
+        }
+    );
+    store
+        .finish_run(short.id, "w1", &ok_outcome())
+        .await
+        .expect("finish");
+    assert_eq!(
+        store
+            .renew_lease(short.id, "w1", lease)
+            .await
+            .expect("renew"),
+        Lease::Lost
+    );
+    // A queued run is not held by anyone.
+    let queued = store.create_run(&new_run(p.id)).await.expect("create");
+    assert_eq!(
+        store
+            .renew_lease(queued.id, "w1", lease)
+            .await
+            .expect("renew"),
+        Lease::Lost
+    );
+}
+
+/// Finishing needs the run running under the worker, and a legal final status.
+pub async fn finish_run_rules(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let run = running_run(store, p.id, "w1").await;
+    store
+        .request_cancel(run.id, CancelMode::Force)
+        .await
+        .expect("cancel");
+    let mut summary = RunSummary::new();
+    summary.insert(
+        "web1".into(),
+        HostStats {
+            ok: 3,
+            changed: 1,
+            failed: 1,
+            ..Default::default()
+        },
+    );
+    summary.insert(
+        "web2".into(),
+        HostStats {
+            unreachable: 1,
+            ..Default::default()
+        },
+    );
+    let outcome = RunOutcome {
+        status: RunStatus::Failed,
+        rc: Some(2),
+        reason: Some("1 host failed".into()),
+        summary: summary.clone(),
+    };
+    assert_conflict(store.finish_run(run.id, "w2", &outcome).await, "");
+    let illegal = RunOutcome {
+        status: RunStatus::Queued,
+        ..outcome.clone()
+    };
+    assert_conflict(store.finish_run(run.id, "w1", &illegal).await, "");
+    let still_running = RunOutcome {
+        status: RunStatus::Running,
+        ..outcome.clone()
+    };
+    assert_conflict(store.finish_run(run.id, "w1", &still_running).await, "");
+    assert_eq!(
+        store.get_run(run.id).await.expect("get").status,
+        RunStatus::Running
+    );
+
+    let done = store
+        .finish_run(run.id, "w1", &outcome)
+        .await
+        .expect("finish");
+    assert_eq!(done.status, RunStatus::Failed);
+    assert_eq!(done.rc, Some(2));
+    assert_eq!(done.status_reason.as_deref(), Some("1 host failed"));
+    assert_eq!(done.summary, summary);
+    assert_eq!(
+        done.cancel_requested, None,
+        "finishing clears the cancel request"
+    );
+    assert_eq!(done.worker_id.as_deref(), Some("w1"));
+    let finished_at = done.finished_at.expect("finished_at");
+    assert_recent(finished_at, "finished_at");
+    assert!(finished_at >= done.started_at.expect("started_at"));
+    assert_eq!(store.get_run(run.id).await.expect("get"), done);
+    // Only once.
+    assert_conflict(store.finish_run(run.id, "w1", &ok_outcome()).await, "");
+    assert_eq!(store.get_run(run.id).await.expect("get"), done);
+    // Not a queued run, not a missing one.
+    let queued = store.create_run(&new_run(p.id)).await.expect("create");
+    assert_conflict(store.finish_run(queued.id, "w1", &ok_outcome()).await, "");
+    assert_not_found(
+        store.finish_run(queued.id + 99, "w1", &ok_outcome()).await,
+        "run",
+    );
+    store
+        .request_cancel(queued.id, CancelMode::Graceful)
+        .await
+        .expect("cancel queued");
+    // Every legal end status is accepted.
+    for status in [
+        RunStatus::Successful,
+        RunStatus::Canceled,
+        RunStatus::Timeout,
+        RunStatus::Error,
+    ] {
+        let r = running_run(store, p.id, "w9").await;
+        let o = RunOutcome {
+            status,
+            rc: None,
+            reason: None,
+            summary: RunSummary::new(),
+        };
+        let done = store.finish_run(r.id, "w9", &o).await.expect("finish");
+        assert_eq!(done.status, status);
+        assert_eq!(done.rc, None);
+        assert!(done.summary.is_empty());
+    }
+}
+
+/// Canceling a queued run ends it at once; it is never claimed.
+pub async fn cancel_queued_run(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let run = store.create_run(&new_run(p.id)).await.expect("create");
+    let canceled = store
+        .request_cancel(run.id, CancelMode::Graceful)
+        .await
+        .expect("cancel");
+    assert_eq!(canceled.status, RunStatus::Canceled);
+    assert_eq!(
+        canceled.status_reason.as_deref(),
+        Some("canceled before start")
+    );
+    assert_recent(canceled.finished_at.expect("finished_at"), "finished_at");
+    assert_eq!(canceled.started_at, None);
+    assert_eq!(canceled.cancel_requested, None);
+    assert_eq!(store.get_run(run.id).await.expect("get"), canceled);
+    assert!(
+        store
+            .claim_run("w", Duration::from_secs(30))
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    assert_conflict(store.request_cancel(run.id, CancelMode::Force).await, "");
+}
+
+/// Canceling a running run flags it; force overrides graceful, never the reverse.
+pub async fn cancel_running_run(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let run = running_run(store, p.id, "w").await;
+    let r = store
+        .request_cancel(run.id, CancelMode::Graceful)
+        .await
+        .expect("cancel");
+    assert_eq!(r.status, RunStatus::Running);
+    assert_eq!(r.cancel_requested, Some(CancelMode::Graceful));
+    assert_eq!(r.finished_at, None);
+    let r = store
+        .request_cancel(run.id, CancelMode::Graceful)
+        .await
+        .expect("again");
+    assert_eq!(r.cancel_requested, Some(CancelMode::Graceful));
+    let r = store
+        .request_cancel(run.id, CancelMode::Force)
+        .await
+        .expect("force");
+    assert_eq!(r.cancel_requested, Some(CancelMode::Force));
+    let r = store
+        .request_cancel(run.id, CancelMode::Graceful)
+        .await
+        .expect("graceful after");
+    assert_eq!(
+        r.cancel_requested,
+        Some(CancelMode::Force),
+        "graceful never weakens force"
+    );
+    assert_eq!(
+        store.get_run(run.id).await.expect("get").cancel_requested,
+        Some(CancelMode::Force)
+    );
+    // Force first stays force.
+    let run2 = running_run(store, p.id, "w").await;
+    store
+        .request_cancel(run2.id, CancelMode::Force)
+        .await
+        .expect("force");
+    let r = store
+        .request_cancel(run2.id, CancelMode::Graceful)
+        .await
+        .expect("graceful");
+    assert_eq!(r.cancel_requested, Some(CancelMode::Force));
+    let done = store
+        .finish_run(
+            run2.id,
+            "w",
+            &RunOutcome {
+                status: RunStatus::Canceled,
+                rc: Some(-9),
+                reason: Some("canceled".into()),
+                summary: RunSummary::new(),
+            },
+        )
+        .await
+        .expect("finish");
+    assert_eq!(done.status, RunStatus::Canceled);
+    assert_eq!(done.cancel_requested, None);
+}
+
+/// Canceling a finished run conflicts; a missing one is not found.
+pub async fn cancel_finished_or_missing(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let run = running_run(store, p.id, "w").await;
+    store
+        .finish_run(run.id, "w", &ok_outcome())
+        .await
+        .expect("finish");
+    assert_conflict(store.request_cancel(run.id, CancelMode::Graceful).await, "");
+    let after = store.get_run(run.id).await.expect("get");
+    assert_eq!(after.status, RunStatus::Successful);
+    assert_eq!(after.cancel_requested, None);
+    assert_not_found(
+        store.request_cancel(run.id + 99, CancelMode::Force).await,
+        "run",
+    );
+}
+
+/// Failing a dead process's runs matches the worker id prefix literally (no wildcards, case
+/// matters) and only touches running runs.
+pub async fn fail_runs_of_workers_by_prefix(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let a1 = running_run(store, p.id, "host_a:1:w0").await;
+    let a2 = running_run(store, p.id, "host_a:1:w1").await;
+    let wild_ = running_run(store, p.id, "hostXa:1:w0").await;
+    let wild_pct = running_run(store, p.id, "host_a:10:w0").await;
+    let upper = running_run(store, p.id, "HOST_A:1:w0").await;
+    let done = running_run(store, p.id, "host_a:1:w2").await;
+    store
+        .finish_run(done.id, "host_a:1:w2", &ok_outcome())
+        .await
+        .expect("finish");
+    let queued = store.create_run(&new_run(p.id)).await.expect("queued");
+
+    let failed = store
+        .fail_runs_of_workers("host_a:1:", "worker died")
+        .await
+        .expect("fail");
+    assert_eq!(failed, vec![a1.id, a2.id]);
+    for id in [a1.id, a2.id] {
+        let r = store.get_run(id).await.expect("get");
+        assert_eq!(r.status, RunStatus::Error);
+        assert_eq!(r.status_reason.as_deref(), Some("worker died"));
+        assert_recent(r.finished_at.expect("finished_at"), "finished_at");
+    }
+    for id in [wild_.id, wild_pct.id, upper.id] {
+        assert_eq!(
+            store.get_run(id).await.expect("get").status,
+            RunStatus::Running
+        );
+    }
+    assert_eq!(
+        store.get_run(done.id).await.expect("get").status,
+        RunStatus::Successful
+    );
+    assert_eq!(
+        store.get_run(queued.id).await.expect("get").status,
+        RunStatus::Queued
+    );
+    // `%` in the prefix is literal too.
+    assert!(
+        store
+            .fail_runs_of_workers("host%", "x")
+            .await
+            .expect("fail")
+            .is_empty()
+    );
+    assert!(
+        store
+            .fail_runs_of_workers("host_a:1:", "x")
+            .await
+            .expect("fail")
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .fail_runs_of_workers("host_a:10", "gone")
+            .await
+            .expect("fail"),
+        vec![wild_pct.id]
+    );
+    // The worker can no longer finish a run failed under it.
+    assert_conflict(
+        store.finish_run(a1.id, "host_a:1:w0", &ok_outcome()).await,
+        "",
+    );
+}
+
+/// Leases that expired before `now` fail their runs; others are untouched.
+pub async fn expire_leases_by_time(store: &dyn Store) {
+    let p = project(store, "p").await;
+    store.create_run(&new_run(p.id)).await.expect("create");
+    let short = store
+        .claim_run("w", Duration::from_secs(1))
+        .await
+        .expect("claim")
+        .expect("run");
+    store.create_run(&new_run(p.id)).await.expect("create");
+    let long = store
+        .claim_run("w", Duration::from_secs(3600))
+        .await
+        .expect("claim")
+        .expect("run");
+    let queued = store.create_run(&new_run(p.id)).await.expect("create");
+    assert!(
+        store
+            .expire_leases(Utc::now() - ChronoDuration::seconds(10), "lease")
+            .await
+            .expect("x")
+            .is_empty()
+    );
+    let expired = store
+        .expire_leases(Utc::now() + ChronoDuration::seconds(30), "lease expired")
+        .await
+        .expect("expire");
+    assert_eq!(expired, vec![short.id]);
+    let r = store.get_run(short.id).await.expect("get");
+    assert_eq!(r.status, RunStatus::Error);
+    assert_eq!(r.status_reason.as_deref(), Some("lease expired"));
+    assert!(r.finished_at.is_some());
+    assert_eq!(
+        store.get_run(long.id).await.expect("get").status,
+        RunStatus::Running
+    );
+    assert_eq!(
+        store.get_run(queued.id).await.expect("get").status,
+        RunStatus::Queued
+    );
+    // Already failed: not again.
+    assert!(
+        store
+            .expire_leases(Utc::now() + ChronoDuration::seconds(30), "x")
+            .await
+            .expect("x")
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .renew_lease(short.id, "w", Duration::from_secs(5))
+            .await
+            .expect("renew"),
+        Lease::Lost
+    );
+}
+
+/// `mark_launched` records the launch time and commit of a run its worker holds, and is a
+/// conflict otherwise.
+pub async fn mark_launched_rules(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let queued = store.create_run(&new_run(p.id)).await.expect("run");
+    assert_conflict(
+        store.mark_launched(queued.id, "w", Utc::now(), None).await,
+        "not running",
+    );
+    let run = store
+        .claim_run("w", Duration::from_secs(600))
+        .await
+        .expect("claim")
+        .expect("the queued run");
+    assert_eq!(run.id, queued.id);
+    assert_conflict(
+        store.mark_launched(run.id, "other", Utc::now(), None).await,
+        "\"other\"",
+    );
+    assert_eq!(store.get_run(run.id).await.expect("get").launched_at, None);
+    let commit = "89abcdef0123456789abcdef0123456789abcdef";
+    store
+        .mark_launched(run.id, "w", precise_time(), Some(commit))
+        .await
+        .expect("mark");
+    let got = store.get_run(run.id).await.expect("get");
+    assert_eq!(got.launched_at, Some(micros(precise_time())));
+    assert_eq!(got.commit.as_deref(), Some(commit));
+    assert_eq!(got.status, RunStatus::Running);
+    let finished = store
+        .finish_run(run.id, "w", &ok_outcome())
+        .await
+        .expect("finish");
+    assert_eq!(finished.launched_at, Some(micros(precise_time())));
+    assert_eq!(finished.commit.as_deref(), Some(commit));
+    assert_conflict(
+        store.mark_launched(run.id, "w", Utc::now(), None).await,
+        "not running",
+    );
+    assert_eq!(
+        store.get_run(run.id).await.expect("get"),
+        finished,
+        "a refused mark changes nothing"
+    );
+    // Without a commit (directory projects) only the time is kept.
+    let dir = running_run(store, p.id, "w").await;
+    let at = micros(Utc::now());
+    store
+        .mark_launched(dir.id, "w", at, None)
+        .await
+        .expect("mark");
+    let got = store.get_run(dir.id).await.expect("get");
+    assert_eq!(got.launched_at, Some(at));
+    assert_eq!(got.commit, None);
+    assert_not_found(
+        store
+            .mark_launched(dir.id + 100, "w", Utc::now(), None)
+            .await,
+        "run",
+    );
+}

@@ -1,0 +1,151 @@
+//! What an ingest decides for its event's proposals, the same on every backend: gates first,
+//! then the concurrency policy, then the run and its gate marks. The statements are the
+//! backend's, through [`Proposals`], run inside its ingest transaction.
+
+use super::RunOrigin;
+use crate::{Gate, NewEventRecord, Proposal, StoreError, StoreResult};
+use std::future::Future;
+use troupe_core::inbound::{ConcurrencyPolicy, EventStatus, RuleOutcome, RuleResult};
+use troupe_core::run::{NewRun, Run};
+
+/// The steps of carrying out proposals, on one backend's ingest transaction.
+pub trait Proposals {
+    /// How the backend binds a time.
+    type Time: Copy + Send + Sync;
+    /// The event whose gate mark still closes `rule`'s `gate` at `received`, if any.
+    fn gate_closed_by(
+        &mut self,
+        rule: &str,
+        gate: &Gate,
+        received: Self::Time,
+    ) -> impl Future<Output = StoreResult<Option<i64>>> + Send;
+    /// The queued or running runs of a concurrency key, oldest first.
+    fn active_runs(&mut self, key: &str) -> impl Future<Output = StoreResult<Vec<i64>>> + Send;
+    /// Stores a run as `create_run` does (`NotFound` naming a missing reference).
+    fn insert_run(
+        &mut self,
+        new: &NewRun,
+        origin: RunOrigin<'_>,
+    ) -> impl Future<Output = StoreResult<Run>> + Send;
+    /// Closes `rule`'s `gate` from `received` for the gate's window, marked by `event_id`.
+    fn close_gate(
+        &mut self,
+        rule: &str,
+        gate: &Gate,
+        event_id: i64,
+        received: Self::Time,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// What an event's proposals did.
+#[derive(Debug)]
+pub struct Proposed {
+    /// What each rule did, in rule order.
+    pub outcomes: Vec<RuleOutcome>,
+    /// The runs started, in proposal order.
+    pub runs: Vec<Run>,
+    /// The event's status: `new.status` without proposals, else decided from the outcomes.
+    pub status: EventStatus,
+}
+
+/// Carries out every proposal of `new`, recorded as `event_id` at `received`.
+pub async fn propose_all<P: Proposals + Send>(
+    tx: &mut P,
+    new: &NewEventRecord,
+    event_id: i64,
+    received: P::Time,
+) -> StoreResult<Proposed> {
+    let mut outcomes = Vec::with_capacity(new.proposals.len());
+    let mut runs = Vec::new();
+    for proposal in &new.proposals {
+        let (result, run) = propose(tx, proposal, event_id, received).await?;
+        outcomes.push(RuleOutcome {
+            rule: proposal.rule.clone(),
+            result,
+        });
+        runs.extend(run);
+    }
+    let status = if new.proposals.is_empty() {
+        new.status
+    } else {
+        super::decided_status(&outcomes)
+    };
+    Ok(Proposed {
+        outcomes,
+        runs,
+        status,
+    })
+}
+
+/// Carries out one proposal of event `event_id` (received at `received`): gates, concurrency
+/// policy, then the run and its gate marks. Returns what the rule did and the run it started,
+/// if any.
+async fn propose<P: Proposals + Send>(
+    tx: &mut P,
+    proposal: &Proposal,
+    event_id: i64,
+    received: P::Time,
+) -> StoreResult<(RuleResult, Option<Run>)> {
+    let new = match &proposal.run {
+        Ok(new) => new,
+        Err(error) => {
+            return Ok((
+                RuleResult::Failed {
+                    error: error.clone(),
+                },
+                None,
+            ));
+        }
+    };
+    for gate in &proposal.gates {
+        if let Some(by_event) = tx.gate_closed_by(&proposal.rule, gate, received).await? {
+            return Ok((
+                RuleResult::Gated {
+                    gate: gate.kind,
+                    key: gate.key.clone(),
+                    by_event,
+                },
+                None,
+            ));
+        }
+    }
+    let mut canceled = Vec::new();
+    if let Some(c) = &proposal.concurrency {
+        let active = tx.active_runs(&c.key).await?;
+        match (c.policy, active.first()) {
+            (ConcurrencyPolicy::Skip, Some(&active_run)) => {
+                return Ok((RuleResult::Skipped { active_run }, None));
+            }
+            (ConcurrencyPolicy::Cancel, _) => canceled = active,
+            _ => {}
+        }
+    }
+    let origin = RunOrigin {
+        event_id: Some(event_id),
+        concurrency_key: proposal.concurrency.as_ref().map(|c| c.key.as_str()),
+    };
+    let run = match tx.insert_run(new, origin).await {
+        Ok(run) => run,
+        // A missing project, inventory or template fails this rule only; nothing was written.
+        Err(e @ StoreError::NotFound { .. }) => {
+            return Ok((
+                RuleResult::Failed {
+                    error: e.to_string(),
+                },
+                None,
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    for gate in &proposal.gates {
+        tx.close_gate(&proposal.rule, gate, event_id, received)
+            .await?;
+    }
+    Ok((
+        RuleResult::Started {
+            run_id: run.id,
+            canceled,
+        },
+        Some(run),
+    ))
+}

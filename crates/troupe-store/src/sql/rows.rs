@@ -1,0 +1,237 @@
+//! Rows into troupe's types, the same for every backend: what differs (times, id lists) is
+//! read through the backend's [`Dialect`].
+
+use super::{Dialect, cancel_mode, format_of, get, invalid, json};
+use crate::{RulesDoc, RunVersion, StoreResult, TokenRecord};
+use troupe_core::inbound::{EventRecord, EventStatus};
+use troupe_core::inventory::{Inventory, InventoryContent};
+use troupe_core::job::{Job, Unit};
+use troupe_core::project::{Project, ProjectSync};
+use troupe_core::run::Run;
+use troupe_core::template::Template;
+use troupe_core::{Event, EventData};
+
+/// A project, from a row selected with [`Dialect::PROJECT_COLS`].
+pub fn project_from<D: Dialect>(row: &D::Row) -> StoreResult<Project> {
+    Ok(Project {
+        id: get(row, "id")?,
+        name: get(row, "name")?,
+        source: json(row, "source")?,
+        sync: ProjectSync {
+            commit: get(row, "commit")?,
+            synced_at: D::opt_time(row, "synced_at")?,
+            error: get(row, "sync_error")?,
+            requirements_error: get(row, "requirements_error")?,
+        },
+        created_at: D::time(row, "created_at")?,
+    })
+}
+
+/// The inventory a run row was created with.
+pub fn run_inventory_from<D: Dialect>(row: &D::Row) -> StoreResult<InventoryContent> {
+    Ok(InventoryContent {
+        format: format_of(&get::<String>(row, "inventory_format")?)?,
+        hosts: get(row, "inventory_hosts")?,
+        vars: get(row, "inventory_vars")?,
+    })
+}
+
+/// An inventory, from a row selected with
+/// [`INVENTORY_COLS`](super::statements::INVENTORY_COLS).
+pub fn inventory_from<D: Dialect>(row: &D::Row) -> StoreResult<Inventory> {
+    Ok(Inventory {
+        id: get(row, "id")?,
+        name: get(row, "name")?,
+        env: get(row, "env")?,
+        version: get(row, "version")?,
+        content: InventoryContent {
+            format: format_of(&get::<String>(row, "format")?)?,
+            hosts: get(row, "hosts")?,
+            vars: get(row, "vars")?,
+        },
+        host_count: get(row, "host_count")?,
+        revision: get(row, "revision")?,
+        created_at: D::time(row, "created_at")?,
+    })
+}
+
+/// A run, from a row selected with [`Dialect::RUN_COLS`].
+pub fn run_from<D: Dialect>(row: &D::Row) -> StoreResult<Run> {
+    let status: String = get(row, "status")?;
+    Ok(Run {
+        id: get(row, "id")?,
+        project_id: get(row, "project_id")?,
+        playbook: get(row, "playbook")?,
+        inventory_id: get(row, "inventory_id")?,
+        options: json(row, "options")?,
+        labels: json(row, "labels")?,
+        tag: get(row, "tag")?,
+        status: status.parse().map_err(invalid)?,
+        status_reason: get(row, "status_reason")?,
+        rc: get(row, "rc")?,
+        created_at: D::time(row, "created_at")?,
+        started_at: D::opt_time(row, "started_at")?,
+        finished_at: D::opt_time(row, "finished_at")?,
+        worker_id: get(row, "worker_id")?,
+        cancel_requested: cancel_mode(get(row, "cancel_requested")?)?,
+        summary: json(row, "summary")?,
+        event_count: get(row, "event_count")?,
+        launched_at: D::opt_time(row, "launched_at")?,
+        commit: get(row, "commit")?,
+        job_id: get(row, "job_id")?,
+        unit: get(row, "unit")?,
+        relaunch_of: get(row, "relaunch_of")?,
+        parent_id: get(row, "parent_id")?,
+        slice: get(row, "slice")?,
+        slice_count: get(row, "slice_count")?,
+        template_id: get(row, "template_id")?,
+        event_id: get(row, "event_id")?,
+    })
+}
+
+/// A run's id and version, from a row selecting both.
+pub fn version_from<D: Dialect>(row: &D::Row) -> StoreResult<RunVersion> {
+    Ok(RunVersion {
+        id: get(row, "id")?,
+        version: get(row, "version")?,
+    })
+}
+
+/// An event, from a row selected with [`Dialect::EVENT_COLS`].
+pub fn event_from<D: Dialect>(row: &D::Row) -> StoreResult<Event> {
+    Ok(Event {
+        counter: get(row, "counter")?,
+        uuid: get(row, "uuid")?,
+        event: get(row, "event")?,
+        parent_uuid: get(row, "parent_uuid")?,
+        created: D::time(row, "created")?,
+        stdout: get(row, "stdout")?,
+        start_line: get(row, "start_line")?,
+        end_line: get(row, "end_line")?,
+        event_data: EventData::from_json(get(row, "event_data")?)
+            .map_err(|e| invalid(format_args!("column event_data: {e}")))?,
+    })
+}
+
+/// A job from its row (selected with [`JOB_COLS`](super::statements::JOB_COLS)) and its
+/// units (in order).
+pub fn job_from<D: Dialect>(row: &D::Row, units: Vec<Unit>) -> StoreResult<Job> {
+    Ok(Job {
+        id: get(row, "id")?,
+        tag: get(row, "tag")?,
+        project_id: get(row, "project_id")?,
+        units,
+        created_at: D::time(row, "created_at")?,
+    })
+}
+
+/// A unit, from a row selecting its `name` and its `source` as JSON text.
+pub fn unit_from<D: Dialect>(row: &D::Row) -> StoreResult<Unit> {
+    let source: Option<String> = get(row, "source")?;
+    Ok(Unit {
+        name: get(row, "name")?,
+        source: source
+            .map(|s| {
+                serde_json::from_str(&s).map_err(|e| invalid(format_args!("unit source: {e}")))
+            })
+            .transpose()?,
+    })
+}
+
+/// A template, from a row selected with [`Dialect::TEMPLATE_COLS`].
+pub fn template_from<D: Dialect>(row: &D::Row) -> StoreResult<Template> {
+    Ok(Template {
+        id: get(row, "id")?,
+        name: get(row, "name")?,
+        project_id: get(row, "project_id")?,
+        playbook: get(row, "playbook")?,
+        inventory_id: get(row, "inventory_id")?,
+        defaults: json(row, "defaults")?,
+        allow_overrides: json(row, "allow_overrides")?,
+        labels: json(row, "labels")?,
+        created_at: D::time(row, "created_at")?,
+    })
+}
+
+/// An inbound event record, from a row selected with [`Dialect::EVENT_RECORD_COLS`].
+pub fn event_record_from<D: Dialect>(row: &D::Row) -> StoreResult<EventRecord> {
+    let status: String = get(row, "status")?;
+    Ok(EventRecord {
+        id: get(row, "id")?,
+        received_at: D::time(row, "received_at")?,
+        source: get(row, "source")?,
+        routing_key: get(row, "routing_key")?,
+        delivery_id: get(row, "delivery_id")?,
+        payload_size: get(row, "payload_size")?,
+        payload: get(row, "payload")?,
+        payload_truncated: get(row, "payload_truncated")?,
+        status: EventStatus::parse(&status)
+            .ok_or_else(|| invalid(format_args!("event status {status:?}")))?,
+        reason: get(row, "reason")?,
+        rules: json(row, "rules")?,
+        run_ids: D::ids(row, "run_ids")?,
+    })
+}
+
+/// The rules document, from a row selected with
+/// [`RULES_DOC_COLS`](super::statements::RULES_DOC_COLS).
+pub fn rules_doc_from<D: Dialect>(row: &D::Row) -> StoreResult<RulesDoc> {
+    Ok(RulesDoc {
+        revision: get(row, "revision")?,
+        text: get(row, "text")?,
+        updated_at: D::time(row, "updated_at")?,
+    })
+}
+
+/// A token, from a row selected with [`TOKEN_COLS`](super::statements::TOKEN_COLS).
+pub fn token_from<D: Dialect>(row: &D::Row) -> StoreResult<TokenRecord> {
+    Ok(TokenRecord {
+        id: get(row, "id")?,
+        name: get(row, "name")?,
+        hash: get(row, "hash")?,
+        created_at: D::time(row, "created_at")?,
+    })
+}
+
+/// The events of `rows` (selected with [`statements::host_failures`](super::statements::host_failures))
+/// that mean a host failed: the query cannot see whether a failure was ignored.
+pub fn host_failures_from<D: Dialect>(rows: &[D::Row]) -> StoreResult<Vec<Event>> {
+    let mut failures = Vec::new();
+    for row in rows {
+        let e = event_from::<D>(row)?;
+        if e.is_host_failure() {
+            failures.push(e);
+        }
+    }
+    Ok(failures)
+}
+
+/// The units of a job just created from these names: in order, no source set yet.
+pub fn fresh_units(names: &[String]) -> Vec<Unit> {
+    names
+        .iter()
+        .map(|name| Unit {
+            name: name.clone(),
+            source: None,
+        })
+        .collect()
+}
+
+/// The `id` column of every row, in increasing order (a statement's `RETURNING` has none).
+pub fn sorted_ids(rows: &[impl super::Readable]) -> StoreResult<Vec<i64>> {
+    let mut ids = rows
+        .iter()
+        .map(|r| get::<i64>(r, "id"))
+        .collect::<StoreResult<Vec<_>>>()?;
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// The `text` of every row, one after the other: a stream's output from its chunks.
+pub fn joined_text(rows: &[impl super::Readable]) -> StoreResult<String> {
+    let mut out = String::new();
+    for row in rows {
+        out.push_str(&get::<String>(row, "text")?);
+    }
+    Ok(out)
+}

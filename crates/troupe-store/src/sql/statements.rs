@@ -1,0 +1,351 @@
+//! Statement text both backends send as it is. Parameters are numbered (`$1`); sqlx's SQLite
+//! driver binds `$N` to the N-th bound value, as PostgreSQL does. Statements that name a
+//! [`Dialect`]'s column list are functions of it.
+
+use super::Dialect;
+use crate::{OutputChunk, StoreResult};
+use sqlx::{Database, Encode, QueryBuilder, Type};
+use troupe_core::inventory::Inventory;
+use troupe_core::project::Project;
+use troupe_core::run::Labels;
+use troupe_core::template::Template;
+
+// The shared column lists as literals, so statements can be put together at compile time.
+macro_rules! inventory_cols {
+    () => {
+        "id, name, env, version, format, hosts, vars, host_count, revision, created_at"
+    };
+}
+macro_rules! job_cols {
+    () => {
+        "id, tag, project_id, created_at"
+    };
+}
+macro_rules! rules_doc_cols {
+    () => {
+        "revision, text, updated_at"
+    };
+}
+macro_rules! token_cols {
+    () => {
+        "id, name, hash, created_at"
+    };
+}
+
+/// The columns of `inventories` read by [`inventory_from`](super::inventory_from).
+pub const INVENTORY_COLS: &str = inventory_cols!();
+/// The columns of `jobs` read by [`job_from`](super::job_from).
+pub const JOB_COLS: &str = job_cols!();
+/// The columns of `rules_doc` read by [`rules_doc_from`](super::rules_doc_from).
+pub const RULES_DOC_COLS: &str = rules_doc_cols!();
+/// The columns of `tokens` read by [`token_from`](super::token_from).
+pub const TOKEN_COLS: &str = token_cols!();
+
+/// Whether a run exists.
+pub const RUN_EXISTS: &str = "SELECT 1 FROM runs WHERE id = $1";
+/// Whether a job has a unit of this name.
+pub const UNIT_EXISTS: &str = "SELECT 1 FROM job_units WHERE job_id = $1 AND name = $2";
+/// A run's inventory snapshot.
+pub const RUN_INVENTORY: &str =
+    "SELECT inventory_format, inventory_hosts, inventory_vars FROM runs WHERE id = $1";
+/// Records that a held run's ansible-playbook started (`$1` when, `$2` the commit).
+pub const MARK_LAUNCHED: &str = "UPDATE runs SET launched_at = $1, \"commit\" = $2 \
+     WHERE id = $3 AND worker_id = $4 AND status = 'running' RETURNING id";
+/// Extends a held run's lease to `$1`, returning a cancel asked for meanwhile.
+pub const RENEW_LEASE: &str = "UPDATE runs SET lease_expires_at = $1 \
+     WHERE id = $2 AND worker_id = $3 AND status = 'running' RETURNING cancel_requested";
+/// A run's output on one stream, in order.
+pub const READ_OUTPUT: &str =
+    "SELECT text FROM run_output WHERE run_id = $1 AND stream = $2 ORDER BY seq";
+/// The first active run using an inventory.
+pub const ACTIVE_RUN_OF_INVENTORY: &str = "SELECT id, status FROM runs WHERE inventory_id = $1 \
+     AND status IN ('queued', 'running') ORDER BY id LIMIT 1";
+/// Deletes an inventory.
+pub const DELETE_INVENTORY: &str = "DELETE FROM inventories WHERE id = $1";
+/// The inbound event whose gate mark still closes a rule's gate at `$4`.
+pub const GATE_CLOSED_BY: &str = "SELECT event_id FROM rule_gates WHERE rule = $1 AND kind = $2 \
+     AND key = $3 AND expires_at > $4 ORDER BY expires_at DESC LIMIT 1";
+/// Closes a rule's gate until `$5`.
+pub const INSERT_GATE: &str = "INSERT INTO rule_gates (rule, kind, key, started_at, expires_at, \
+     event_id) VALUES ($1, $2, $3, $4, $5, $6)";
+/// The active runs sharing a concurrency key, oldest first.
+pub const ACTIVE_RUNS_OF_KEY: &str = "SELECT id FROM runs WHERE concurrency_key = $1 \
+     AND status IN ('queued', 'running') ORDER BY id";
+/// Records an inbound event (its outcome is set once its proposals are carried out).
+pub const INSERT_EVENT_RECORD: &str = "INSERT INTO event_records (received_at, source, \
+     routing_key, delivery_id, content_hash, payload_size, payload, payload_truncated, status, \
+     reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id";
+/// Deletes the event records received before `$1`.
+pub const PRUNE_EVENT_RECORDS: &str = "DELETE FROM event_records WHERE received_at < $1";
+/// Deletes the gate marks whose window ended before `$1`.
+pub const PRUNE_GATES: &str = "DELETE FROM rule_gates WHERE expires_at < $1";
+/// The rules document.
+pub const GET_RULES: &str = concat!("SELECT ", rules_doc_cols!(), " FROM rules_doc WHERE id = 1");
+/// The rules document's revision.
+pub const RULES_REVISION: &str = "SELECT revision FROM rules_doc WHERE id = 1";
+/// Stores the rules (`$1` text, `$2` when) whatever the revision.
+pub const PUT_RULES: &str = concat!(
+    "INSERT INTO rules_doc (id, revision, text, updated_at) \
+     VALUES (1, 1, $1, $2) ON CONFLICT (id) DO UPDATE SET revision = rules_doc.revision + 1, \
+     text = excluded.text, updated_at = excluded.updated_at RETURNING ",
+    rules_doc_cols!()
+);
+/// Stores the first rules (`$1` text, `$2` when), nothing when some are stored.
+pub const PUT_FIRST_RULES: &str = concat!(
+    "INSERT INTO rules_doc (id, revision, text, updated_at) \
+     VALUES (1, 1, $1, $2) ON CONFLICT (id) DO NOTHING RETURNING ",
+    rules_doc_cols!()
+);
+/// Replaces the rules (`$1` text, `$2` when) if their revision is `$3`.
+pub const REPLACE_RULES: &str = concat!(
+    "UPDATE rules_doc SET revision = revision + 1, text = $1, \
+     updated_at = $2 WHERE id = 1 AND revision = $3 RETURNING ",
+    rules_doc_cols!()
+);
+/// Stores a token.
+pub const INSERT_TOKEN: &str = concat!(
+    "INSERT INTO tokens (name, hash, created_at) VALUES ($1, $2, $3) \
+     RETURNING ",
+    token_cols!()
+);
+/// Every token.
+pub const LIST_TOKENS: &str = concat!("SELECT ", token_cols!(), " FROM tokens ORDER BY id");
+
+/// Stores an inventory (`$1`..`$8`: name, env, version, format, hosts, vars, host count, when).
+pub const INSERT_INVENTORY: &str = concat!(
+    "INSERT INTO inventories (name, env, version, format, hosts, \
+     vars, host_count, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
+    inventory_cols!()
+);
+/// Replaces inventory `$8` (`$1`..`$7` as in [`INSERT_INVENTORY`]) and bumps its revision.
+pub const UPDATE_INVENTORY: &str = concat!(
+    "UPDATE inventories SET name = $1, env = $2, version = $3, \
+     format = $4, hosts = $5, vars = $6, host_count = $7, revision = revision + 1 WHERE id = $8 \
+     RETURNING ",
+    inventory_cols!()
+);
+/// Stores a job (`$1` tag, `$2` project, `$3` when).
+pub const INSERT_JOB: &str = concat!(
+    "INSERT INTO jobs (tag, project_id, created_at) VALUES ($1, $2, $3) RETURNING ",
+    job_cols!()
+);
+/// A job by id.
+pub const GET_JOB: &str = concat!("SELECT ", job_cols!(), " FROM jobs WHERE id = $1");
+/// The newest job with a tag.
+pub const LATEST_JOB: &str = concat!(
+    "SELECT ",
+    job_cols!(),
+    " FROM jobs WHERE tag = $1 ORDER BY id DESC LIMIT 1"
+);
+
+/// Whether `table` has a row with id `$1`.
+pub fn row_exists(table: &str) -> String {
+    format!("SELECT 1 FROM {table} WHERE id = $1")
+}
+
+/// A run by id.
+pub fn get_run<D: Dialect>() -> String {
+    format!("SELECT {} FROM runs WHERE id = $1", D::RUN_COLS)
+}
+
+/// A run's project as it is now and the inventory the run was created with.
+pub fn run_launch<D: Dialect>() -> String {
+    // The run's side is a subquery of columns projects does not have, so the project's
+    // columns need no table prefix.
+    format!(
+        "SELECT {}, r.inventory_format, r.inventory_hosts, r.inventory_vars \
+         FROM projects JOIN (SELECT project_id, inventory_format, inventory_hosts, \
+         inventory_vars FROM runs WHERE id = $1) r ON projects.id = r.project_id",
+        D::PROJECT_COLS
+    )
+}
+
+/// Records project `$5`'s sync (`$1` commit, `$2` when, `$3` error, `$4` requirements error).
+pub fn set_project_sync<D: Dialect>() -> String {
+    format!(
+        "UPDATE projects SET \"commit\" = $1, synced_at = $2, sync_error = $3, \
+         requirements_error = $4 WHERE id = $5 RETURNING {}",
+        D::PROJECT_COLS
+    )
+}
+
+/// Cancels run `$2` at `$1` if it is still queued.
+pub fn cancel_queued<D: Dialect>() -> String {
+    format!(
+        "UPDATE runs SET status = 'canceled', status_reason = 'canceled before start', \
+         finished_at = $1 WHERE id = $2 AND status = 'queued' RETURNING {}",
+        D::RUN_COLS
+    )
+}
+
+/// Flags running run `$2` for cancel with mode `$1`: force overrides graceful; graceful never
+/// weakens force.
+pub fn cancel_running<D: Dialect>() -> String {
+    format!(
+        "UPDATE runs SET cancel_requested = CASE WHEN $1 = 'force' THEN 'force' \
+         ELSE coalesce(cancel_requested, 'graceful') END \
+         WHERE id = $2 AND status = 'running' RETURNING {}",
+        D::RUN_COLS
+    )
+}
+
+/// Moves every running run matching `condition` (on `$3`) to `error` with reason `$1` at `$2`.
+pub fn fail_running(condition: &str) -> String {
+    format!(
+        "UPDATE runs SET status = 'error', status_reason = $1, finished_at = $2, \
+         cancel_requested = NULL WHERE status = 'running' AND ({condition}) RETURNING id"
+    )
+}
+
+/// Run `$1`'s events after counter `$2`, at most `$3`.
+pub fn list_events<D: Dialect>() -> String {
+    format!(
+        "SELECT {} FROM events WHERE run_id = $1 AND counter > $2 ORDER BY counter LIMIT $3",
+        D::EVENT_COLS
+    )
+}
+
+/// Run `$1`'s events that may mean a host failed.
+pub fn host_failures<D: Dialect>() -> String {
+    format!(
+        "SELECT {} FROM events WHERE run_id = $1 \
+         AND event IN ('runner_on_failed', 'runner_on_unreachable') ORDER BY counter",
+        D::EVENT_COLS
+    )
+}
+
+/// An event record by id.
+pub fn get_event_record<D: Dialect>() -> String {
+    format!(
+        "SELECT {} FROM event_records WHERE id = $1",
+        D::EVENT_RECORD_COLS
+    )
+}
+
+/// The event record of source `$1` with delivery id `$2`.
+pub fn delivered<D: Dialect>() -> String {
+    format!(
+        "SELECT {} FROM event_records WHERE source = $1 AND delivery_id = $2",
+        D::EVENT_RECORD_COLS
+    )
+}
+
+/// The latest event record of source `$1` with content hash `$2` received from `$3` on.
+pub fn redelivered<D: Dialect>() -> String {
+    format!(
+        "SELECT {} FROM event_records WHERE source = $1 AND content_hash = $2 \
+         AND received_at >= $3 ORDER BY received_at DESC, id DESC LIMIT 1",
+        D::EVENT_RECORD_COLS
+    )
+}
+
+/// The `INSERT` of a run's labels.
+pub fn insert_labels<'a, DB>(run_id: i64, labels: &'a Labels) -> QueryBuilder<DB>
+where
+    DB: Database,
+    DB::Arguments: Default,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::<DB>::new("INSERT INTO run_labels (run_id, key, value) ");
+    q.push_values(labels, |mut b, (k, v)| {
+        b.push_bind(run_id)
+            .push_bind(k.as_str())
+            .push_bind(v.as_str());
+    });
+    q
+}
+
+/// A table of named resources, read the same three ways: by id, by name, all.
+pub struct Named<D: Dialect, T> {
+    /// The table.
+    pub table: &'static str,
+    /// The columns `from` reads.
+    pub cols: &'static str,
+    /// What a missing row is called in `NotFound`.
+    pub what: &'static str,
+    /// The row mapping.
+    pub from: fn(&D::Row) -> StoreResult<T>,
+}
+
+impl<D: Dialect, T> Named<D, T> {
+    /// One row by id (`$1`).
+    pub fn by_id(&self) -> String {
+        format!("SELECT {} FROM {} WHERE id = $1", self.cols, self.table)
+    }
+    /// One row by name (`$1`).
+    pub fn by_name(&self) -> String {
+        format!("SELECT {} FROM {} WHERE name = $1", self.cols, self.table)
+    }
+    /// Every row, by id.
+    pub fn all(&self) -> String {
+        format!("SELECT {} FROM {} ORDER BY id", self.cols, self.table)
+    }
+}
+
+/// The projects table.
+pub fn projects<D: Dialect>() -> Named<D, Project> {
+    Named {
+        table: "projects",
+        cols: D::PROJECT_COLS,
+        what: "project",
+        from: super::project_from::<D>,
+    }
+}
+
+/// The inventories table.
+pub fn inventories<D: Dialect>() -> Named<D, Inventory> {
+    Named {
+        table: "inventories",
+        cols: INVENTORY_COLS,
+        what: "inventory",
+        from: super::inventory_from::<D>,
+    }
+}
+
+/// The templates table.
+pub fn templates<D: Dialect>() -> Named<D, Template> {
+    Named {
+        table: "templates",
+        cols: D::TEMPLATE_COLS,
+        what: "template",
+        from: super::template_from::<D>,
+    }
+}
+
+/// The `INSERT` of output chunks of run `run_id`, skipping the seqs already stored. `text`
+/// prepares a chunk's text for binding (the backend's own rules for what its text can hold).
+pub fn insert_output<'a, DB, T>(
+    run_id: i64,
+    chunks: &'a [OutputChunk],
+    text: impl Fn(&'a str) -> T,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    DB::Arguments: Default,
+    T: Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::<DB>::new("INSERT INTO run_output (run_id, seq, stream, text) ");
+    q.push_values(chunks, |mut b, c| {
+        b.push_bind(run_id)
+            .push_bind(c.seq)
+            .push_bind(c.stream.as_str())
+            .push_bind(text(&c.text));
+    });
+    q.push(" ON CONFLICT (run_id, seq) DO NOTHING");
+    q
+}
+
+/// The statement that stores the rules as `expected_revision` asks (see
+/// [`InboundStore::put_rules`](crate::InboundStore::put_rules)), with the revision it binds as
+/// `$3`, if any. Each case is one statement, so the check and the write are one step even
+/// with several troupe processes.
+pub fn put_rules(expected_revision: Option<i64>) -> (&'static str, Option<i64>) {
+    match expected_revision {
+        None => (PUT_RULES, None),
+        Some(0) => (PUT_FIRST_RULES, None),
+        Some(r) => (REPLACE_RULES, Some(r)),
+    }
+}
