@@ -12,7 +12,6 @@ use sha2::{Digest, Sha256};
 use std::sync::{Arc, RwLock};
 use troupe_core::inbound::{EventRecord, EventStatus, RuleResult};
 use troupe_core::inventory::{InventoryContent, InventoryFormat};
-use troupe_core::overrides::Overrides;
 use troupe_core::run::{CancelMode, NewRun, Origin};
 use troupe_launch::{
     self as launch, InventorySource, Launch, LaunchError, LaunchOptions, LaunchRequest, ProjectRef,
@@ -202,7 +201,7 @@ impl Ingestor {
         // The rule's options over the template's defaults (or the plain defaults), then its
         // vars, the payload and what troupe tells the playbook about the event, each over the
         // one before.
-        let mut overrides = Overrides::given_in(&action.options.clone().unwrap_or_default());
+        let mut overrides = rule.overrides().clone();
         overrides.add_extra_vars(action.vars.clone());
         match (&action.vars_key, payload) {
             (Some(key), p) => overrides.add_extra_vars(Map::from_iter([(key.clone(), p.clone())])),

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use troupe_core::ValidationError;
 use troupe_core::inbound::{ConcurrencyPolicy, GateKind};
+use troupe_core::overrides::Overrides;
 use troupe_core::project::PlaybookRef;
 
 /// A rules document that compiled: every reference, pattern and expression checked.
@@ -32,6 +33,9 @@ pub struct Rule {
     patterns: Vec<KeyPattern>,
     /// What it runs.
     pub target: Target,
+    /// The run options its action gives over a template's defaults (or the plain ones),
+    /// worked out once here rather than for every event.
+    overrides: Overrides,
 }
 
 /// Which playbook a rule runs.
@@ -312,6 +316,11 @@ impl Rule {
         &self.config.action
     }
 
+    /// The run options its action gives (see [`troupe_core::overrides`]).
+    pub fn overrides(&self) -> &Overrides {
+        &self.overrides
+    }
+
     /// The playbook it runs for `routing_key` (relative to the project); `None` for
     /// templates (the template names it).
     pub fn playbook_for(&self, routing_key: &str) -> Result<Option<String>, KeyError> {
@@ -496,6 +505,7 @@ fn compile_rule(
     }
     match target {
         Some(target) if errors.is_empty() => Ok(Rule {
+            overrides: Overrides::given_in(&cfg.action.options.clone().unwrap_or_default()),
             config: cfg.clone(),
             sources,
             patterns,
