@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod event;
+pub mod flow;
 pub mod inbound;
 pub mod inventory;
 pub mod job;

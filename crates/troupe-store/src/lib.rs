@@ -19,6 +19,7 @@ pub mod claims;
 pub mod conformance;
 mod error;
 pub mod events;
+pub mod flows;
 pub mod inbound;
 pub mod jobs;
 pub mod output;
@@ -31,6 +32,7 @@ pub use catalog::{InventoryStore, ProjectStore, TemplateStore};
 pub use claims::{ClaimStore, Lease, RunOutcome};
 pub use error::{StoreError, StoreResult};
 pub use events::EventStore;
+pub use flows::{ExecutionStore, FlowStore, ScheduleStore, SlotRequest};
 pub use inbound::{
     Concurrency, EventRecordFilter, Gate, InboundStore, Ingested, NewEventRecord, Proposal,
     RulesDoc,

@@ -1,0 +1,8 @@
+//! Flows: multi-step orchestration (Choria Playbooks, the Ansible driver's sequences).
+//!
+//! - [`doc`]: the flow document (inputs, node sets, steps, handlers) as types.
+//!
+//! A flow document is YAML; stored versions and executions live in `troupe-store`
+//! (`FlowStore`, `ExecutionStore`, `ScheduleStore`).
+
+pub mod doc;
