@@ -838,14 +838,20 @@ locks: [lb]
         .expect("reads");
         assert_eq!(doc.inputs.keys().collect::<Vec<_>>(), ["cluster", "hook"]);
         assert!(doc.inputs["hook"].secret);
-        assert_eq!(doc.nodes["web"].source, NodeSource::Static(vec!["a".into(), "b".into()]));
+        assert_eq!(
+            doc.nodes["web"].source,
+            NodeSource::Static(vec!["a".into(), "b".into()])
+        );
         assert_eq!(doc.nodes["db"].when_empty, WhenEmpty::Skip);
         assert_eq!(doc.steps.len(), 4);
         assert_eq!(doc.steps[0].action.kind(), "playbook");
         assert_eq!(doc.steps[0].timeout, Some(Dur(Duration::from_secs(600))));
         let retry = doc.steps[0].retry.as_ref().expect("retry");
         assert_eq!((retry.attempts, retry.backoff), (3, 2.0));
-        assert_eq!(doc.steps[2].action, Action::Sleep(Dur(Duration::from_secs(1))));
+        assert_eq!(
+            doc.steps[2].action,
+            Action::Sleep(Dur(Duration::from_secs(1)))
+        );
         assert_eq!(
             doc.concurrency.as_ref().map(|c| (c.limit, c.behavior)),
             Some((1, Behavior::CancelOlder))

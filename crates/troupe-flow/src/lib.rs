@@ -1,8 +1,10 @@
 //! Flows: multi-step orchestration (Choria Playbooks, the Ansible driver's sequences).
 //!
 //! - [`doc`]: the flow document (inputs, node sets, steps, handlers) as types.
+//! - [`expr`]: Jinja expressions and templates over what an execution knows.
 //!
 //! A flow document is YAML; stored versions and executions live in `troupe-store`
 //! (`FlowStore`, `ExecutionStore`, `ScheduleStore`).
 
 pub mod doc;
+pub mod expr;

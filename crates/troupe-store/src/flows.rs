@@ -8,8 +8,8 @@ use crate::{Page, StoreResult};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use troupe_core::flow::{
-    Approval, Execution, ExecutionFilter, ExecutionStatus, FlowVersion, NewExecution,
-    NewSchedule, Schedule, StepRecord,
+    Approval, Execution, ExecutionFilter, ExecutionStatus, FlowVersion, NewExecution, NewSchedule,
+    Schedule, StepRecord,
 };
 
 /// Flow documents, one row per version.
@@ -141,6 +141,5 @@ pub trait ScheduleStore {
         next: DateTime<Utc>,
     ) -> StoreResult<bool>;
     /// Records what a claimed fire started, or why it could not.
-    async fn record_fire(&self, id: i64, fire_at: DateTime<Utc>, result: &str)
-    -> StoreResult<()>;
+    async fn record_fire(&self, id: i64, fire_at: DateTime<Utc>, result: &str) -> StoreResult<()>;
 }
