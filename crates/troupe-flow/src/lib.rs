@@ -8,3 +8,7 @@
 
 pub mod doc;
 pub mod expr;
+pub mod discovery;
+pub mod engine;
+pub mod inputs;
+pub mod load;

@@ -88,6 +88,9 @@ pub trait Store:
     + JobStore
     + InboundStore
     + TokenStore
+    + FlowStore
+    + ExecutionStore
+    + ScheduleStore
     + Send
     + Sync
     + 'static
@@ -106,6 +109,9 @@ impl<T> Store for T where
         + JobStore
         + InboundStore
         + TokenStore
+        + FlowStore
+        + ExecutionStore
+        + ScheduleStore
         + Send
         + Sync
         + 'static

@@ -1,0 +1,402 @@
+//! The engine that runs executions.
+//!
+//! Every execution is driven by one task on one replica: the one holding its lease in the store
+//! ([`ExecutionStore::claim_execution`]). The task writes each step's record before and after
+//! every attempt, so whatever replica takes an execution over (after a restart, or when a
+//! replica dies and its lease runs out) knows which steps are done and goes on from there.
+//! A background loop renews leases, takes over executions nobody holds, and notices cancels
+//! asked for on other replicas.
+
+mod actions;
+mod drive;
+mod seams;
+mod steps;
+
+pub use seams::{FindNodes, Nodes, Observe, Seal, Unobserved, WaitRun};
+
+use chrono::Utc;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use troupe_core::flow::{
+    Approval, Execution, NewExecution, ParentStep, StepRecord,
+};
+use troupe_launch::Launch;
+use troupe_store::{Store, StoreError};
+
+use crate::doc::FlowDoc;
+use crate::inputs;
+use crate::load::{self, FlowError};
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How the engine behaves.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This replica's name in the store: the owner of the executions it runs. Stable across
+    /// restarts of the same replica, so a restarted troupe takes its executions back at once.
+    pub owner: String,
+    /// How long a hold on an execution lasts without renewal.
+    pub lease: Duration,
+    /// How often the engine looks for executions to take, slots that freed, and cancels.
+    pub poll: Duration,
+    /// The working directory of shell steps that name none.
+    pub work_dir: PathBuf,
+}
+
+impl EngineConfig {
+    /// Defaults for a replica named `owner`.
+    pub fn new(owner: impl Into<String>, work_dir: PathBuf) -> Self {
+        EngineConfig {
+            owner: owner.into(),
+            lease: Duration::from_secs(30),
+            poll: Duration::from_millis(500),
+            work_dir,
+        }
+    }
+}
+
+/// Why an execution could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No flow of that name (or version).
+    #[error("no flow named {0:?}")]
+    UnknownFlow(String),
+    /// The stored document no longer loads.
+    #[error("flow {name:?}: {source}")]
+    Document {
+        /// The flow.
+        name: String,
+        /// Why.
+        #[source]
+        source: FlowError,
+    },
+    /// The inputs are wrong; each problem names its input.
+    #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+    Inputs(Vec<load::Problem>),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What starting an execution needs.
+#[derive(Debug, Clone, Default)]
+pub struct StartRequest {
+    /// The flow's name.
+    pub flow: String,
+    /// Its version (the newest when `None`).
+    pub version: Option<i64>,
+    /// The inputs as given (strings are coerced to the declared types).
+    pub inputs: Map<String, Value>,
+    /// Who or what starts it (`api`, `schedule:<name>`, `rule:<name>`).
+    pub started_by: String,
+    /// The parent execution's step, for a sub-flow.
+    pub parent: Option<ParentStep>,
+}
+
+/// Why an action on an execution was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// The store refused or failed (`NotFound`, `Conflict`).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the engine is given to work with.
+pub struct Parts {
+    /// Where everything is kept.
+    pub store: Arc<dyn Store>,
+    /// Starts and cancels runs.
+    pub launch: Arc<dyn Launch>,
+    /// Waits for runs to end.
+    pub runs: Arc<dyn WaitRun>,
+    /// Finds nodes.
+    pub nodes: Arc<dyn FindNodes>,
+    /// Seals secret inputs.
+    pub seal: Arc<dyn Seal>,
+    /// Hears what happens.
+    pub observe: Arc<dyn Observe>,
+}
+
+/// Runs executions of flows.
+pub struct Engine {
+    parts: Parts,
+    cfg: EngineConfig,
+    http: reqwest::Client,
+    /// Executions this replica drives, with what stops each.
+    running: Mutex<HashMap<i64, Handle>>,
+    /// Rung when something may have become possible: an execution queued, a slot freed, an
+    /// approval answered.
+    wake: Notify,
+    /// Canceled when the engine stops: tasks end without touching their executions, which
+    /// stay `running` in the store for the next start to take back.
+    shutdown: CancellationToken,
+    me: Weak<Engine>,
+}
+
+impl Engine {
+    /// An engine; call [`Engine::run`] to have it take and drive executions.
+    pub fn new(parts: Parts, cfg: EngineConfig) -> Arc<Engine> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap_or_default();
+        Arc::new_cyclic(|me| Engine {
+            parts,
+            cfg,
+            http,
+            running: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            shutdown: CancellationToken::new(),
+            me: me.clone(),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.parts.store
+    }
+
+    /// Stores a flow document (a new version when it differs from the newest), after checking
+    /// it.
+    pub async fn put_flow(&self, text: &str) -> Result<(FlowDoc, troupe_core::flow::FlowVersion), PutError> {
+        let doc = load::load(text).map_err(PutError::Document)?;
+        let version = self.parts.store.put_flow(&doc.name, text).await?;
+        Ok((doc, version))
+    }
+
+    /// Creates an execution, queued, and starts driving it.
+    pub async fn start(&self, req: StartRequest) -> Result<Execution, StartError> {
+        let version = match self.parts.store.get_flow(&req.flow, req.version).await {
+            Ok(v) => v,
+            Err(StoreError::NotFound { .. }) => return Err(StartError::UnknownFlow(req.flow)),
+            Err(e) => return Err(e.into()),
+        };
+        let doc = load::load(&version.document).map_err(|source| StartError::Document {
+            name: version.name.clone(),
+            source,
+        })?;
+        let inputs = inputs::resolve(&doc.inputs, &req.inputs).map_err(StartError::Inputs)?;
+        let concurrency_key = match &doc.concurrency {
+            Some(c) => {
+                let key = c.key.as_deref().unwrap_or(&doc.name);
+                let scope = drive::input_scope(&doc, inputs.all());
+                Some(crate::expr::render(key, &scope).map_err(|e| {
+                    StartError::Inputs(vec![load::Problem {
+                        field: "concurrency.key".into(),
+                        message: inputs.scrubber().scrub_str(&e.to_string()),
+                    }])
+                })?)
+            }
+            None => None,
+        };
+        let new = NewExecution {
+            flow: version.name.clone(),
+            version: version.version,
+            inputs: inputs.redacted(),
+            sealed_secrets: seams::seal_map(self.parts.seal.as_ref(), &inputs.secrets()),
+            concurrency_key,
+            parent: req.parent,
+            started_by: req.started_by,
+        };
+        let execution = self.parts.store.create_execution(&new).await?;
+        self.parts.observe.execution(&execution);
+        self.take(execution.id).await;
+        Ok(execution)
+    }
+
+    /// Asks an execution to stop: at once if queued, else at its next chance (the step in
+    /// flight is stopped gracefully).
+    pub async fn cancel(&self, id: i64) -> Result<Execution, ActionError> {
+        let execution =
+            troupe_store::ExecutionStore::request_cancel(self.parts.store.as_ref(), id).await?;
+        if let Some(h) = self.handle(id) {
+            h.cancel.cancel();
+        }
+        if execution.status.is_finished() {
+            self.parts.observe.execution(&execution);
+            self.wake.notify_waiters();
+        }
+        Ok(execution)
+    }
+
+    /// Runs a failed, canceled or timed-out execution again from its first step that did not
+    /// succeed.
+    pub async fn resume(&self, id: i64) -> Result<Execution, ActionError> {
+        let execution = self.parts.store.resume_execution(id).await?;
+        self.parts.observe.execution(&execution);
+        self.take(id).await;
+        Ok(execution)
+    }
+
+    /// Answers a waiting approval step (`key` is `<phase>/<id>`, or a step id of `steps`).
+    pub async fn answer(
+        &self,
+        id: i64,
+        key: &str,
+        approval: &Approval,
+    ) -> Result<StepRecord, ActionError> {
+        let key = if key.contains('/') {
+            key.to_owned()
+        } else {
+            format!("steps/{key}")
+        };
+        let record = self.parts.store.answer_approval(id, &key, approval).await?;
+        self.wake.notify_waiters();
+        Ok(record)
+    }
+
+    /// Takes and drives executions until `stop` is canceled: those nobody holds (queued ones
+    /// this replica did not start, and those of a replica that stopped), renewing the leases of
+    /// its own and noticing cancels asked for elsewhere.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.cfg.poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut renewed = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            if renewed.elapsed() >= self.cfg.lease / 3 {
+                self.renew().await;
+                renewed = tokio::time::Instant::now();
+            }
+            self.check_cancels().await;
+            let now = Utc::now();
+            match self.parts.store.unclaimed_executions(now, 50).await {
+                Ok(found) => {
+                    for execution in found {
+                        self.take(execution.id).await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "flow engine: listing executions failed"),
+            }
+        }
+        // Shutting down is not canceling: the executions stay running in the store and are
+        // taken back on the next start; only the tasks stop.
+        self.shutdown.cancel();
+    }
+
+    /// Claims an execution and drives it in a task of its own, unless this replica already
+    /// does or another holds it.
+    ///
+    /// Boxed, because driving an execution may start another (a `flow` step), which takes it.
+    fn take(&self, id: i64) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if self.handle(id).is_some() {
+                return;
+            }
+            let now = Utc::now();
+            let until = now + chrono::Duration::from_std(self.cfg.lease).unwrap_or_default();
+            let execution = match self
+                .parts
+                .store
+                .claim_execution(id, &self.cfg.owner, now, until)
+                .await
+            {
+                Ok(Some(e)) => e,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(execution = id, error = %e, "flow engine: claim failed");
+                    return;
+                }
+            };
+            let handle = Handle {
+                cancel: CancellationToken::new(),
+                release: self.shutdown.child_token(),
+            };
+            {
+                let Ok(mut running) = self.running.lock() else {
+                    return;
+                };
+                if running.contains_key(&id) {
+                    return;
+                }
+                running.insert(id, handle.clone());
+            }
+            let Some(engine) = self.me.upgrade() else {
+                return;
+            };
+            tokio::spawn(async move {
+                drive::drive(&engine, execution, handle).await;
+                if let Ok(mut running) = engine.running.lock() {
+                    running.remove(&id);
+                }
+                engine.wake.notify_waiters();
+            });
+        })
+    }
+
+    fn handle(&self, id: i64) -> Option<Handle> {
+        self.running.lock().ok()?.get(&id).cloned()
+    }
+
+    fn owned(&self) -> Vec<i64> {
+        self.running
+            .lock()
+            .map(|r| r.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    async fn renew(&self) {
+        let ids = self.owned();
+        if ids.is_empty() {
+            return;
+        }
+        let until = Utc::now() + chrono::Duration::from_std(self.cfg.lease).unwrap_or_default();
+        match self
+            .parts
+            .store
+            .renew_executions(&self.cfg.owner, &ids, until)
+            .await
+        {
+            Ok(kept) => {
+                for id in ids.iter().filter(|id| !kept.contains(id)) {
+                    tracing::warn!(execution = id, "flow engine: execution taken over elsewhere; letting go");
+                    if let Some(h) = self.handle(*id) {
+                        h.release.cancel();
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "flow engine: renewing leases failed"),
+        }
+    }
+
+    async fn check_cancels(&self) {
+        for id in self.owned() {
+            if let Ok(e) = self.parts.store.get_execution(id).await
+                && e.cancel_requested
+                && let Some(h) = self.handle(id)
+            {
+                h.cancel.cancel();
+            }
+        }
+    }
+}
+
+/// What stops one execution's task.
+#[derive(Clone)]
+pub(crate) struct Handle {
+    /// Canceled when the execution is to be canceled.
+    pub(crate) cancel: CancellationToken,
+    /// Canceled when this replica lets go of it (shutting down, or its lease was taken).
+    pub(crate) release: CancellationToken,
+}
+
+/// Why a flow document was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    /// It does not load.
+    #[error(transparent)]
+    Document(FlowError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
