@@ -20,6 +20,8 @@ pub struct ApiError {
     pub message: String,
     /// The request field at fault, when one is.
     pub field: Option<String>,
+    /// Every problem, when there are several (a flow document's).
+    pub problems: Vec<troupe_wire::errors::Problem>,
 }
 
 impl ApiError {
@@ -30,12 +32,22 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            problems: Vec::new(),
         }
     }
 
     /// Names the field at fault.
     pub fn field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
+        self
+    }
+
+    /// With every problem found listed in the body.
+    pub fn problems(mut self, problems: Vec<troupe_wire::errors::Problem>) -> Self {
+        if self.field.is_none() {
+            self.field = problems.first().map(|p| p.field.clone());
+        }
+        self.problems = problems;
         self
     }
 
@@ -94,6 +106,7 @@ impl IntoResponse for ApiError {
                 code: self.code.to_owned(),
                 message: self.message,
                 field: self.field,
+                problems: self.problems,
             },
         };
         (self.status, Json(body)).into_response()

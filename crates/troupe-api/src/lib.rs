@@ -39,6 +39,8 @@ pub struct AppState {
     pub git: Arc<troupe_worker::git::ProjectSyncer>,
     /// Event sources, rules and the ingest path.
     pub events: Arc<troupe_events::EventService>,
+    /// Runs executions of flows.
+    pub flows: Arc<troupe_flow::engine::Engine>,
     /// The JSON of runs, by version, for the runs list.
     pub run_json: Arc<run_json::RunJsonCache>,
 }
@@ -101,6 +103,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::templates::router())
         .merge(routes::jobs::router())
         .merge(routes::events::router())
+        .merge(routes::flows::router())
 }
 
 /// The whole HTTP application.

@@ -12,3 +12,4 @@ pub mod discovery;
 pub mod engine;
 pub mod inputs;
 pub mod load;
+pub mod explain;

@@ -14,6 +14,7 @@
 
 pub mod errors;
 pub mod events;
+pub mod flows;
 pub mod health;
 pub mod inventories;
 pub mod jobs;

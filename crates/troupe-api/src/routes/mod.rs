@@ -11,6 +11,7 @@ use troupe_store::StoreError;
 
 pub(crate) mod artifacts;
 pub(crate) mod events;
+pub(crate) mod flows;
 pub(crate) mod git;
 pub(crate) mod health;
 pub(crate) mod inventories;

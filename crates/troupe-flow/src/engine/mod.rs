@@ -214,8 +214,7 @@ impl Engine {
     /// Asks an execution to stop: at once if queued, else at its next chance (the step in
     /// flight is stopped gracefully).
     pub async fn cancel(&self, id: i64) -> Result<Execution, ActionError> {
-        let execution =
-            troupe_store::ExecutionStore::request_cancel(self.parts.store.as_ref(), id).await?;
+        let execution = self.parts.store.cancel_execution(id).await?;
         if let Some(h) = self.handle(id) {
             h.cancel.cancel();
         }
