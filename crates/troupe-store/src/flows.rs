@@ -87,7 +87,7 @@ pub trait ExecutionStore {
     ) -> StoreResult<Execution>;
     /// Asks an unfinished execution to stop; a `queued` one nobody holds is `canceled` at once.
     /// `Conflict` when it is already finished.
-    async fn request_cancel(&self, id: i64) -> StoreResult<Execution>;
+    async fn cancel_execution(&self, id: i64) -> StoreResult<Execution>;
     /// Makes a finished, unsuccessful execution `queued` again, one round later, with no owner,
     /// no error and `cancel_requested` cleared. `Conflict` when it is unfinished or successful.
     async fn resume_execution(&self, id: i64) -> StoreResult<Execution>;
