@@ -9,7 +9,6 @@ use indexmap::IndexMap;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Method, Url};
 use serde_json::Value;
-use std::sync::Arc;
 use std::time::Duration;
 use troupe_core::url::redact_credentials;
 
@@ -22,19 +21,14 @@ const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
 /// How much of a failed answer's body an error shows.
 const BODY_EXCERPT_CHARS: usize = 300;
 
-/// The shared client: rustls with the ring provider and the platform's trust store, set here
-/// rather than through a process-wide default provider.
+/// The shared client, with a timeout on every request.
+///
+/// TLS is what the workspace's reqwest has: none yet, so an `https` URL fails with reqwest's
+/// "scheme is not http". Turning a rustls backend on for one crate would change every reqwest
+/// client linked beside it (with `rustls-no-provider`, building one without a process-wide
+/// crypto provider panics), so that is a workspace decision; this client then gets it as is.
 pub(super) fn client() -> Result<Client, String> {
-    use rustls_platform_verifier::BuilderVerifierExt;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_platform_verifier())
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Client::builder()
-        .tls_backend_preconfigured(tls)
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
         .user_agent(concat!("troupe/", env!("CARGO_PKG_VERSION")))

@@ -39,8 +39,8 @@ pub struct Discovery {
     store: Arc<dyn Store>,
     projects_dir: PathBuf,
     ansible_bin_dir: Option<PathBuf>,
-    /// The client for every HTTP kind; building it can only fail if TLS cannot be set up, which
-    /// is then reported by the first HTTP discovery rather than by `new`.
+    /// The client for every HTTP kind. Building one hardly ever fails; when it does, the HTTP
+    /// kinds report it, and `new` stays infallible for everything else.
     http: Result<reqwest::Client, String>,
 }
 
@@ -171,7 +171,7 @@ pub enum SourceError {
         /// The timeout.
         after: Duration,
     },
-    /// The HTTP client could not be set up (TLS).
+    /// The HTTP client could not be set up.
     #[error("the HTTP client could not be set up: {0}")]
     HttpClient(String),
     /// A URL that is not one.
@@ -191,7 +191,7 @@ pub enum SourceError {
         reason: &'static str,
     },
     /// The request did not get an answer (connection refused, timeout, TLS…).
-    #[error("GET/POST {url} failed: {reason}")]
+    #[error("request to {url} failed: {reason}")]
     Request {
         /// The URL, without credentials or query.
         url: String,
@@ -270,6 +270,7 @@ impl Discovery {
         };
         let raw = self.ask(&set.source).await.map_err(source_error)?;
         let nodes = clean(raw).map_err(source_error)?;
+        tracing::debug!(set = name, kind, found = nodes.len(), "node set discovered");
         apply_policy(name, set, nodes)
     }
 
