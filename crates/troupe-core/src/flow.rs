@@ -368,6 +368,91 @@ pub struct Schedule {
     pub created_at: DateTime<Utc>,
 }
 
+/// A change of some execution, for live followers (the cross-run stream).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FlowChange {
+    /// An execution changed status.
+    ExecutionChanged {
+        /// The execution.
+        execution_id: i64,
+        /// Its flow.
+        flow: String,
+        /// Its new status.
+        status: ExecutionStatus,
+        /// Why it failed, when it did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A step's record changed.
+    StepChanged {
+        /// The execution.
+        execution_id: i64,
+        /// The step's key.
+        key: String,
+        /// Its kind.
+        kind: String,
+        /// Its status.
+        status: StepStatus,
+        /// Attempts so far.
+        attempts: i32,
+        /// Its runs.
+        run_ids: Vec<i64>,
+        /// Why it failed, when it did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A line of an execution's log.
+    ExecutionLog {
+        /// The execution.
+        execution_id: i64,
+        /// The line.
+        line: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
+}
+
+impl FlowChange {
+    /// The execution this change is about.
+    pub fn execution_id(&self) -> i64 {
+        match self {
+            FlowChange::ExecutionChanged { execution_id, .. }
+            | FlowChange::StepChanged { execution_id, .. }
+            | FlowChange::ExecutionLog { execution_id, .. } => *execution_id,
+        }
+    }
+
+    /// The change for an execution's new status.
+    pub fn of_execution(e: &Execution) -> FlowChange {
+        FlowChange::ExecutionChanged {
+            execution_id: e.id,
+            flow: e.flow.clone(),
+            status: e.status,
+            error: e.error.clone(),
+            at: Utc::now(),
+        }
+    }
+
+    /// The change for a step's new record.
+    pub fn of_step(r: &StepRecord) -> FlowChange {
+        FlowChange::StepChanged {
+            execution_id: r.execution_id,
+            key: r.key.clone(),
+            kind: r.kind.clone(),
+            status: r.status,
+            attempts: r.attempts,
+            run_ids: r.run_ids.clone(),
+            error: r.error.clone(),
+            at: Utc::now(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,6 @@
 pub mod discovery;
 pub mod doc;
 pub mod expr;
-pub mod discovery;
 pub mod engine;
 pub mod inputs;
 pub mod load;

@@ -173,6 +173,7 @@ impl RunChange {
 pub struct LiveHub {
     runs: Mutex<HashMap<i64, broadcast::Sender<RunMessage>>>,
     changes: broadcast::Sender<RunChange>,
+    flows: broadcast::Sender<troupe_core::flow::FlowChange>,
 }
 
 impl Default for LiveHub {
@@ -180,6 +181,7 @@ impl Default for LiveHub {
         Self {
             runs: Mutex::new(HashMap::new()),
             changes: broadcast::channel(CHANGE_CHANNEL_CAPACITY).0,
+            flows: broadcast::channel(CHANGE_CHANNEL_CAPACITY).0,
         }
     }
 }
@@ -244,6 +246,16 @@ impl LiveHub {
     /// Announces a change of some run.
     pub fn publish_change(&self, change: RunChange) {
         let _ = self.changes.send(change);
+    }
+
+    /// Listens to changes of every flow execution.
+    pub fn subscribe_flows(&self) -> broadcast::Receiver<troupe_core::flow::FlowChange> {
+        self.flows.subscribe()
+    }
+
+    /// Announces a change of some execution.
+    pub fn publish_flow(&self, change: troupe_core::flow::FlowChange) {
+        let _ = self.flows.send(change);
     }
 
     fn sender(&self, run_id: i64) -> Option<broadcast::Sender<RunMessage>> {

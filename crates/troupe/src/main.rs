@@ -8,6 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod cli;
 mod client;
 mod config;
+mod flows;
 mod serve;
 
 use anyhow::Context;

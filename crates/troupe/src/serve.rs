@@ -12,7 +12,11 @@ use troupe_api::run_json::RunJsonCache;
 use troupe_api::{ApiConfig, AppState, TokenSet, generate_token, hash_token};
 use troupe_core::project::{NewProject, ProjectSource};
 use troupe_store::Store;
+use troupe_flow::discovery::Discovery;
+use troupe_flow::engine::{Engine, EngineConfig, Parts};
 use troupe_worker::{LiveHub, WorkerConfig, WorkerPool};
+
+use crate::flows::{HubObserver, HubRuns, KeySeal};
 
 /// JSON of runs kept for the runs list (a few thousand runs; nothing until the list is read).
 const RUN_JSON_CACHE_BYTES: u64 = 4 * 1024 * 1024;
@@ -158,8 +162,10 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         projects_dir.clone(),
         ansible.bin_dir(),
     ));
+    let node = node_id(&cfg.data_dir)?;
+    let ansible_bin_dir = ansible.bin_dir().map(Path::to_path_buf);
     let worker_cfg = WorkerConfig {
-        node_id: node_id(&cfg.data_dir)?,
+        node_id: node.clone(),
         slots: cfg.max_concurrent_runs,
         lease: Duration::from_secs(cfg.lease_s),
         ansible,
@@ -208,7 +214,32 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         );
     }
 
+    let flow_work_dir = cfg.data_dir.join("flows");
+    std::fs::create_dir_all(&flow_work_dir)?;
+    let key = troupe_flow::keyfile::load_or_create_key(&cfg.data_dir.join("secret.key"))
+        .context("could not load the secret key")?;
+    let flows = Engine::new(
+        Parts {
+            store: Arc::clone(&store),
+            launch: Arc::clone(&launcher) as Arc<dyn troupe_launch::Launch>,
+            runs: Arc::new(HubRuns {
+                store: Arc::clone(&store),
+                hub: Arc::clone(&hub),
+            }),
+            nodes: Arc::new(Discovery::new(
+                Arc::clone(&store),
+                projects_dir.clone(),
+                ansible_bin_dir,
+            )),
+            seal: Arc::new(KeySeal(key)),
+            observe: Arc::new(HubObserver(Arc::clone(&hub))),
+        },
+        EngineConfig::new(node, flow_work_dir),
+    );
+    let flows_stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(Arc::clone(&flows).run(flows_stop.clone()));
     let state = AppState {
+        flows,
         store: Arc::clone(&store),
         pool: Arc::clone(&pool),
         launcher,
@@ -244,6 +275,8 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: no new runs are claimed");
+        // Executions stay running in the store; the next start takes them up again.
+        flows_stop.cancel();
         // Sources stop first: what they have not acknowledged goes back to the brokers.
         events.shutdown().await;
         // The API keeps answering while runs wind down, so followers see them end.

@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use troupe_wire::streams::{ChangesQuery, RunStreamMessage, RunStreamQuery};
+use troupe_core::flow::FlowChange;
 use troupe_worker::{RunChange, RunMessage, event_frame};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -310,6 +311,7 @@ async fn pump_ws(socket: WebSocket, mut rx: mpsc::Receiver<Frame>) {
 }
 
 struct ChangeFilter {
+    executions: Option<Vec<i64>>,
     runs: Option<Vec<i64>>,
     label: Option<(String, Option<String>)>,
     tag: Option<String>,
@@ -319,25 +321,9 @@ struct ChangeFilter {
 
 impl ChangeFilter {
     fn parse(q: ChangesQuery) -> ApiResult<Self> {
-        let runs = match q.runs {
-            None => None,
-            Some(list) => Some(
-                list.split(',')
-                    .filter(|s| !s.trim().is_empty())
-                    .map(|s| s.trim().parse::<i64>())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|_| {
-                        ApiError::new(
-                            axum::http::StatusCode::BAD_REQUEST,
-                            "invalid_query",
-                            "runs must be comma-separated run ids",
-                        )
-                        .field("runs")
-                    })?,
-            ),
-        };
         Ok(Self {
-            runs,
+            executions: ids(q.executions, "executions")?,
+            runs: ids(q.runs, "runs")?,
             label: q.label.map(|l| match l.split_once('=') {
                 Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
                 None => (l, None),
@@ -348,7 +334,26 @@ impl ChangeFilter {
         })
     }
 
+    /// Whether execution changes are wanted: asked for by id, or no run filter narrows the
+    /// stream to runs.
+    fn matches_flow(&self, change: &FlowChange) -> bool {
+        match &self.executions {
+            Some(ids) => ids.contains(&change.execution_id()),
+            None => {
+                self.runs.is_none()
+                    && self.label.is_none()
+                    && self.tag.is_none()
+                    && self.project.is_none()
+                    && (!self.status_only
+                        || matches!(change, FlowChange::ExecutionChanged { .. }))
+            }
+        }
+    }
+
     fn matches(&self, change: &RunChange) -> bool {
+        if self.executions.is_some() {
+            return false;
+        }
         if self.status_only && !matches!(change, RunChange::StatusChanged { .. }) {
             return false;
         }
@@ -374,12 +379,34 @@ impl ChangeFilter {
     }
 }
 
+/// Comma-separated ids in a query parameter.
+fn ids(list: Option<String>, field: &str) -> ApiResult<Option<Vec<i64>>> {
+    let Some(list) = list else {
+        return Ok(None);
+    };
+    list.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse::<i64>())
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+        .map_err(|_| {
+            ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("{field} must be comma-separated ids"),
+            )
+            .field(field)
+        })
+}
+
 /// One message of the changes stream.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub(crate) enum ChangeMessage {
     /// A change of a run (`run_created`, `status_changed`, `summary_updated`).
     Change(RunChange),
+    /// A change of a flow execution (`execution_changed`, `step_changed`, `execution_log`).
+    Flow(FlowChange),
     /// The client fell behind and missed changes; the stream closes.
     Lagged {
         /// Always `lagged`.
@@ -395,6 +422,9 @@ impl ChangeMessage {
             ChangeMessage::Change(RunChange::RunCreated { .. }) => "run_created",
             ChangeMessage::Change(RunChange::StatusChanged { .. }) => "status_changed",
             ChangeMessage::Change(RunChange::SummaryUpdated { .. }) => "summary_updated",
+            ChangeMessage::Flow(FlowChange::ExecutionChanged { .. }) => "execution_changed",
+            ChangeMessage::Flow(FlowChange::StepChanged { .. }) => "step_changed",
+            ChangeMessage::Flow(FlowChange::ExecutionLog { .. }) => "execution_log",
             ChangeMessage::Lagged { .. } => "lagged",
         };
         Frame {
@@ -410,42 +440,35 @@ impl ChangeMessage {
 fn start_changes(state: &AppState, filter: ChangeFilter) -> mpsc::Receiver<Frame> {
     let (tx, rx) = mpsc::channel(state.stream_buffer_events.max(1));
     let mut changes = state.hub.subscribe_changes();
+    let mut flows = state.hub.subscribe_flows();
     tokio::spawn(async move {
         loop {
             let msg = tokio::select! {
-                m = changes.recv() => m,
+                m = changes.recv() => m.map(|c| filter.matches(&c).then_some(ChangeMessage::Change(c))),
+                m = flows.recv() => m.map(|c| filter.matches_flow(&c).then_some(ChangeMessage::Flow(c))),
                 () = tx.closed() => return,
             };
-            match msg {
-                Ok(change) if filter.matches(&change) => {
-                    if tx.try_send(ChangeMessage::Change(change).frame()).is_err() {
-                        let _ = tx
-                            .send(
-                                ChangeMessage::Lagged {
-                                    r#type: "lagged",
-                                    missed: 1,
-                                }
-                                .frame(),
-                            )
-                            .await;
-                        return;
+            let missed = match msg {
+                Ok(Some(message)) => {
+                    if tx.try_send(message.frame()).is_ok() {
+                        continue;
                     }
+                    1
                 }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    let _ = tx
-                        .send(
-                            ChangeMessage::Lagged {
-                                r#type: "lagged",
-                                missed: n,
-                            }
-                            .frame(),
-                        )
-                        .await;
-                    return;
-                }
+                Ok(None) => continue,
+                Err(broadcast::error::RecvError::Lagged(n)) => n,
                 Err(broadcast::error::RecvError::Closed) => return,
-            }
+            };
+            let _ = tx
+                .send(
+                    ChangeMessage::Lagged {
+                        r#type: "lagged",
+                        missed,
+                    }
+                    .frame(),
+                )
+                .await;
+            return;
         }
     });
     rx

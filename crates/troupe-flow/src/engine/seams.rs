@@ -76,3 +76,14 @@ pub(crate) fn open_map(seal: &dyn Seal, sealed: Option<&str>) -> Result<Map<Stri
     let bytes = seal.open(sealed)?;
     serde_json::from_slice(&bytes).map_err(|e| format!("sealed inputs: {e}"))
 }
+
+#[async_trait]
+impl FindNodes for crate::discovery::Discovery {
+    async fn find(&self, name: &str, set: &NodeSet) -> Result<Nodes, String> {
+        match self.discover(name, set).await {
+            Ok(crate::discovery::Found::Nodes(nodes)) => Ok(Nodes::Found(nodes)),
+            Ok(crate::discovery::Found::Skip) => Ok(Nodes::Skip),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
