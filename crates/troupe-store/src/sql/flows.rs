@@ -4,11 +4,10 @@
 //! statements are the backend's, through [`Slots`], run inside its transaction.
 
 use crate::{SlotRequest, StoreError, StoreResult};
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use std::future::Future;
-use troupe_core::flow::{
-    Approval, Execution, ExecutionStatus, Phase, StepRecord, StepStatus,
-};
+use troupe_core::flow::{Approval, Execution, ExecutionStatus, Phase, StepRecord, StepStatus};
 
 /// The statuses an execution may be resumed from: it ran and did not succeed. (`skipped`
 /// never ran: there is nothing to resume.)
@@ -71,6 +70,11 @@ pub fn step_not_found(execution_id: i64, round: i32, key: &str) -> StoreError {
     )
 }
 
+/// The `NotFound` of a fire of schedule `id` at `fire_at` that was never claimed.
+pub fn fire_not_found(id: i64, fire_at: DateTime<Utc>) -> StoreError {
+    StoreError::not_found("fire", format!("{fire_at} of schedule {id}"))
+}
+
 /// The result of `record` once `approval` answers it: its result with `approval` set.
 /// `Conflict` when the step is not waiting, was answered already, or its result is not an
 /// object (not an approval step's).
@@ -94,7 +98,10 @@ pub fn answered(record: &StepRecord, approval: &Approval) -> StoreResult<Value> 
         }
     };
     if result.contains_key("approval") {
-        return Err(StoreError::Conflict(format!("{} was already answered", what())));
+        return Err(StoreError::Conflict(format!(
+            "{} was already answered",
+            what()
+        )));
     }
     let approval = serde_json::to_value(approval)
         .map_err(|e| super::invalid(format_args!("cannot encode an approval: {e}")))?;

@@ -213,7 +213,11 @@ pub fn execution_from<D: Dialect>(row: &D::Row) -> StoreResult<Execution> {
     let parent = match (parent_id, parent_step) {
         (Some(execution_id), Some(step)) => Some(ParentStep { execution_id, step }),
         (None, None) => None,
-        _ => return Err(invalid("an execution's parent without its step, or the reverse")),
+        _ => {
+            return Err(invalid(
+                "an execution's parent without its step, or the reverse",
+            ));
+        }
     };
     Ok(Execution {
         id: get(row, "id")?,
