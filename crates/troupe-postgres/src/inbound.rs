@@ -181,7 +181,7 @@ fn ingest_locks(new: &NewEventRecord) -> Vec<String> {
 
 /// Takes a transaction-scoped advisory lock per text in `locks`, in the order of their keys:
 /// every transaction locking in one order, none waits on another in a cycle.
-async fn lock_all(conn: &mut PgConnection, locks: &[String]) -> StoreResult<()> {
+pub(crate) async fn lock_all(conn: &mut PgConnection, locks: &[String]) -> StoreResult<()> {
     if locks.is_empty() {
         return Ok(());
     }

@@ -9,10 +9,10 @@
 //!
 //! This file holds the pool and what every aggregate uses; each aggregate's trait is
 //! implemented in a module of its own (`catalog`, `runs`, `claims`, `events`, `output`,
-//! `jobs`, `inbound`, `tokens`). Row mapping, column lists and the statements PostgreSQL
-//! sends as SQLite does are written once, in [`troupe_store::sql`]; what is PostgreSQL's own
-//! (`timestamptz`, `jsonb` casts, `SKIP LOCKED`, `KEY SHARE`, advisory locks, `UNNEST`
-//! batches, NOTIFY) stays here.
+//! `jobs`, `inbound`, `tokens`, `flows`, `executions`, `schedules`). Row mapping, column
+//! lists and the statements PostgreSQL sends as SQLite does are written once, in
+//! [`troupe_store::sql`]; what is PostgreSQL's own (`timestamptz`, `jsonb` casts, `SKIP
+//! LOCKED`, `KEY SHARE`, advisory locks, `UNNEST` batches, NOTIFY) stays here.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -47,10 +47,13 @@ pub struct PgStore {
 mod catalog;
 mod claims;
 mod events;
+mod executions;
+mod flows;
 mod inbound;
 mod jobs;
 mod output;
 mod runs;
+mod schedules;
 mod tokens;
 
 /// How PostgreSQL stores what the shared row mapping reads: times as `timestamptz`, JSON as
@@ -74,6 +77,15 @@ impl Dialect for PgDialect {
          labels::text AS labels, created_at";
     const EVENT_RECORD_COLS: &'static str = "id, received_at, source, routing_key, delivery_id, \
          payload_size, payload, payload_truncated, status, reason, rules::text AS rules, run_ids";
+    const EXECUTION_COLS: &'static str = "id, flow, version, status, inputs::text AS inputs, \
+         sealed_secrets, concurrency_key, parent_execution_id, parent_step, started_by, round, \
+         error, cancel_requested, owner, lease_until, created_at, started_at, finished_at";
+    const STEP_COLS: &'static str = "execution_id, round, key, phase, position, kind, status, \
+         attempts, started_at, finished_at, result::text AS result, \
+         published::text AS published, error, run_ids, execution_ids";
+    const SCHEDULE_COLS: &'static str = "id, name, cron, timezone, target::text AS target, \
+         missed, next_fire_at, last_fire_at, last_result, created_at";
+    const JSON_PARAM: &'static str = "::json";
 
     fn time(row: &PgRow, col: &str) -> StoreResult<DateTime<Utc>> {
         row.try_get(col).map_err(backend)

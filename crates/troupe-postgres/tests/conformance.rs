@@ -155,3 +155,46 @@ async fn appends_to_a_missing_run_leave_no_rows() {
     })
     .await;
 }
+
+/// A schedule keeps its latest 100 fires, however often it fires.
+#[tokio::test]
+async fn old_fires_are_pruned() {
+    with_database("fires", async |store, options| {
+        use chrono::{Duration, TimeZone, Utc};
+        use troupe_core::flow::{MissedFires, NewSchedule, ScheduleTarget};
+        use troupe_store::prelude::*;
+        let t0 = Utc.timestamp_opt(1_767_225_600, 0).single().expect("time");
+        let at = |n: i64| t0 + Duration::seconds(n);
+        let s = store
+            .create_schedule(&NewSchedule {
+                name: "every-second".into(),
+                cron: "* * * * * *".into(),
+                timezone: "UTC".into(),
+                target: ScheduleTarget::Flow {
+                    flow: "f".into(),
+                    inputs: Default::default(),
+                },
+                missed: MissedFires::Skip,
+                next_fire_at: at(0),
+            })
+            .await
+            .expect("schedule");
+        for n in 0..130 {
+            assert!(
+                store
+                    .claim_fire(s.id, at(n), at(n + 1))
+                    .await
+                    .expect("claim")
+            );
+        }
+        let mut conn = options.connect().await.expect("connect");
+        let (count, oldest): (i64, chrono::DateTime<Utc>) =
+            sqlx::query_as("SELECT count(*), min(fire_at) FROM schedule_fires")
+                .fetch_one(&mut conn)
+                .await
+                .expect("count fires");
+        assert_eq!((count, oldest), (100, at(30)));
+        conn.close().await.ok();
+    })
+    .await;
+}

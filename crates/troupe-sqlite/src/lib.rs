@@ -20,9 +20,10 @@
 //!
 //! This file holds the connections and what every aggregate uses; each aggregate's trait is
 //! implemented in a module of its own (`catalog`, `runs`, `claims`, `events`, `output`,
-//! `jobs`, `inbound`, `tokens`). Row mapping, column lists and the statements SQLite sends as
-//! PostgreSQL does are written once, in [`troupe_store::sql`]; what is SQLite's own (integer
-//! times, the one writer, one-statement inserts) stays here.
+//! `jobs`, `inbound`, `tokens`, `flows`, `executions`, `schedules`). Row mapping, column lists
+//! and the statements SQLite sends as PostgreSQL does are written once, in
+//! [`troupe_store::sql`]; what is SQLite's own (integer times, the one writer, one-statement
+//! inserts) stays here.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -50,9 +51,20 @@ const READERS: usize = 8;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// Tables whose rows never show in a runs list: written many times a second while runs are
-/// going, they would otherwise move [`RunChanges`] on every flush. Any other table counts.
-const NOT_RUNS: [&str; 3] = ["events", "run_output", "event_records"];
+/// Tables whose rows never show in a runs list: written many times a second while runs (or
+/// executions, renewing their leases and writing their steps) are going, they would otherwise
+/// move [`RunChanges`] on every flush. Any other table counts.
+const NOT_RUNS: [&str; 9] = [
+    "events",
+    "run_output",
+    "event_records",
+    "flow_versions",
+    "executions",
+    "execution_steps",
+    "execution_slots",
+    "schedules",
+    "schedule_fires",
+];
 
 /// A [`Store`](troupe_store::Store) in one SQLite database file.
 #[derive(Debug, Clone)]
@@ -199,10 +211,13 @@ fn lock_file(path: &Path) -> Result<std::fs::File, StoreError> {
 mod catalog;
 mod claims;
 mod events;
+mod executions;
+mod flows;
 mod inbound;
 mod jobs;
 mod output;
 mod runs;
+mod schedules;
 mod tokens;
 
 /// How SQLite stores what the shared row mapping reads: times as integer microseconds since
@@ -224,6 +239,14 @@ impl Dialect for SqliteDialect {
          allow_overrides, labels, created_at";
     const EVENT_RECORD_COLS: &'static str = "id, received_at, source, routing_key, delivery_id, \
          payload_size, payload, payload_truncated, status, reason, rules, run_ids";
+    const EXECUTION_COLS: &'static str = "id, flow, version, status, inputs, sealed_secrets, \
+         concurrency_key, parent_execution_id, parent_step, started_by, round, error, \
+         cancel_requested, owner, lease_until, created_at, started_at, finished_at";
+    const STEP_COLS: &'static str = "execution_id, round, key, phase, position, kind, status, \
+         attempts, started_at, finished_at, result, published, error, run_ids, execution_ids";
+    const SCHEDULE_COLS: &'static str = "id, name, cron, timezone, target, missed, \
+         next_fire_at, last_fire_at, last_result, created_at";
+    const JSON_PARAM: &'static str = "";
 
     fn time(row: &SqliteRow, col: &str) -> StoreResult<DateTime<Utc>> {
         from_ts(get(row, col)?)

@@ -38,9 +38,10 @@ pub struct SlotRequest {
 /// Executions and their steps.
 #[async_trait]
 pub trait ExecutionStore {
-    /// Creates an execution, `queued`, round 0. `NotFound` when the flow version is missing.
+    /// Creates an execution, `queued`, round 0. `NotFound` when the flow version (or the
+    /// parent execution) is missing.
     async fn create_execution(&self, new: &NewExecution) -> StoreResult<Execution>;
-    /// One execution.
+    /// One execution. `NotFound` when missing.
     async fn get_execution(&self, id: i64) -> StoreResult<Execution>;
     /// Executions, newest first.
     async fn list_executions(
@@ -51,7 +52,7 @@ pub trait ExecutionStore {
 
     /// Takes an unfinished execution for `owner` until `until`: succeeds (returning it) when it
     /// has no owner, is already `owner`'s, or its lease ended before `now`. `None` when another
-    /// owner holds it, or it is finished. The one way an engine starts or takes over an
+    /// owner holds it, or it is finished; `NotFound` when it does not exist. The one way an engine starts or takes over an
     /// execution, so two replicas never run the same one.
     async fn claim_execution(
         &self,
@@ -76,31 +77,35 @@ pub trait ExecutionStore {
         limit: i64,
     ) -> StoreResult<Vec<Execution>>;
 
-    /// Moves an execution to `status` (setting `started_at` on `running`, `finished_at` and
-    /// dropping the owner on a finished status, and `error`). Only from an unfinished status;
-    /// `Conflict` otherwise.
+    /// Moves an execution to `status` (setting `started_at` on its first `running`,
+    /// `finished_at` and dropping the owner and its slots on a finished status, and `error`).
+    /// Only from an unfinished status; `Conflict` otherwise.
     async fn set_execution_status(
         &self,
         id: i64,
         status: ExecutionStatus,
         error: Option<&str>,
     ) -> StoreResult<Execution>;
-    /// Asks an unfinished execution to stop; a `queued` one nobody holds is `canceled` at once.
-    /// `Conflict` when it is already finished.
+    /// Asks an unfinished execution to stop; a `queued` one nobody holds (no owner, or a lease
+    /// that has ended) is `canceled` at once, letting go of its slots. `Conflict` when it is
+    /// already finished. (Not `request_cancel`: a `dyn Store` has `ClaimStore`'s of that
+    /// name, for runs.)
     async fn cancel_execution(&self, id: i64) -> StoreResult<Execution>;
-    /// Makes a finished, unsuccessful execution `queued` again, one round later, with no owner,
-    /// no error and `cancel_requested` cleared. `Conflict` when it is unfinished or successful.
+    /// Makes a `failed`, `canceled` or `timeout` execution `queued` again, one round later,
+    /// with no owner, no error, no `finished_at` and `cancel_requested` cleared. `Conflict`
+    /// when it is unfinished, successful or skipped (it never ran).
     async fn resume_execution(&self, id: i64) -> StoreResult<Execution>;
 
     /// Writes a step's record: inserted, or replacing the record with the same execution,
-    /// round and key.
+    /// round and key. `NotFound` when the execution is missing.
     async fn put_step(&self, record: &StepRecord) -> StoreResult<()>;
     /// Every step record of an execution, in every round: by round, then phase order, then
     /// position.
     async fn list_steps(&self, execution_id: i64) -> StoreResult<Vec<StepRecord>>;
     /// Answers the approval step `key` of the execution's current round: stores `approval`
-    /// in the record's `result.approval`, only while the record is `waiting`. `Conflict` when
-    /// it is not waiting (already answered, or not an approval), `NotFound` when missing.
+    /// in the record's `result.approval`, only while the record is `waiting` and has no answer
+    /// yet (the status stays `waiting`: the engine moves it on). `Conflict` when it is not
+    /// waiting, already answered, or not an approval; `NotFound` when missing.
     async fn answer_approval(
         &self,
         execution_id: i64,
@@ -110,7 +115,7 @@ pub trait ExecutionStore {
 
     /// Takes every slot in `slots` for the execution, or none: true when each key had fewer
     /// than its limit holders (holding one already counts as having it). Atomic across
-    /// replicas.
+    /// replicas. `NotFound` when the execution is missing.
     async fn acquire_slots(&self, execution_id: i64, slots: &[SlotRequest]) -> StoreResult<bool>;
     /// The executions holding a slot of `key`, oldest first.
     async fn slot_holders(&self, key: &str) -> StoreResult<Vec<i64>>;
@@ -133,13 +138,15 @@ pub trait ScheduleStore {
     async fn due_schedules(&self, now: DateTime<Utc>) -> StoreResult<Vec<Schedule>>;
     /// Claims the fire of schedule `id` planned for `fire_at`, moving its `next_fire_at` to
     /// `next`: true for exactly one caller, however many replicas try (the fire is recorded
-    /// once, and only while `next_fire_at` is still `fire_at`).
+    /// once, and only while `next_fire_at` is still `fire_at`). False when the schedule is
+    /// gone.
     async fn claim_fire(
         &self,
         id: i64,
         fire_at: DateTime<Utc>,
         next: DateTime<Utc>,
     ) -> StoreResult<bool>;
-    /// Records what a claimed fire started, or why it could not.
+    /// Records what a claimed fire started, or why it could not (shown as the schedule's
+    /// `last_result` while it is its last fire). `NotFound` when no such fire was claimed.
     async fn record_fire(&self, id: i64, fire_at: DateTime<Utc>, result: &str) -> StoreResult<()>;
 }

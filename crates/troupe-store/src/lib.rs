@@ -4,7 +4,8 @@
 //! owning its migrations. `Store` is the sum of one trait per aggregate, each in a module of
 //! its own with its types: [`catalog`] (projects, inventories, templates), [`runs`],
 //! [`claims`], [`events`], [`output`], [`jobs`], [`inbound`] (event records and the rules
-//! document) and [`tokens`]. Callers hold an `Arc<dyn Store>` and call any of their methods on
+//! document), [`tokens`] and [`flows`] (flow versions, executions with their steps and slots,
+//! schedules: [`FlowStore`], [`ExecutionStore`], [`ScheduleStore`]). Callers hold an `Arc<dyn Store>` and call any of their methods on
 //! it.
 //!
 //! The `sql` feature adds [`sql`], what both SQL backends share: row mapping, column lists,
@@ -46,8 +47,9 @@ pub use tokens::{TokenRecord, TokenStore};
 /// of the aggregates' traits need their trait in scope there; on a `dyn Store` they do not).
 pub mod prelude {
     pub use crate::{
-        ClaimStore, EventStore, InboundStore, InventoryStore, JobStore, OutputStore, ProjectStore,
-        RunStore, Store, StoreBackend, TemplateStore, TokenStore,
+        ClaimStore, EventStore, ExecutionStore, FlowStore, InboundStore, InventoryStore, JobStore,
+        OutputStore, ProjectStore, RunStore, ScheduleStore, Store, StoreBackend, TemplateStore,
+        TokenStore,
     };
 }
 

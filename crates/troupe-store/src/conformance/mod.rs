@@ -40,19 +40,25 @@ use troupe_core::{Event, RunStatus};
 mod catalog;
 mod claims;
 mod events;
+mod executions;
+mod flows;
 mod inbound;
 mod jobs;
 mod output;
 mod runs;
+mod schedules;
 mod tokens;
 
 pub use catalog::*;
 pub use claims::*;
 pub use events::*;
+pub use executions::*;
+pub use flows::*;
 pub use inbound::*;
 pub use jobs::*;
 pub use output::*;
 pub use runs::*;
+pub use schedules::*;
 pub use tokens::*;
 
 /// One case: runs against the store it is given and panics on failure.
@@ -119,6 +125,24 @@ macro_rules! __conformance_case_names {
             inbound_prune,
             inbound_concurrent_ingests,
             rules_doc_revisions,
+            flow_versions_round_trip,
+            concurrent_flow_puts,
+            executions_round_trip,
+            list_executions_filters_and_paging,
+            claim_execution_rules,
+            renew_executions_returns_owned,
+            unclaimed_executions_listing,
+            execution_status_moves,
+            cancel_queued_and_running_executions,
+            resume_execution_rules,
+            steps_round_trip_and_order,
+            approvals_only_while_waiting,
+            slots_limits_and_atomicity,
+            racing_slot_acquires,
+            racing_execution_claims,
+            schedules_round_trip,
+            due_schedules_and_fires,
+            racing_fire_claims,
         );
     };
 }
@@ -346,6 +370,39 @@ async fn futures_join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Ve
         .into_iter()
         .map(|o| o.expect("every future finished"))
         .collect()
+}
+
+/// Runs `call(0)` .. `call(n - 1)` at once, each on a thread of its own, all let go together:
+/// they share the store as replicas share a database, so their races are real ones (the
+/// backend sees `n` callers at the same moment, not one after the other). On a runtime with
+/// one thread, the calls are polled together on this task instead.
+async fn race<T, Fut>(n: usize, call: impl Fn(usize) -> Fut + Sync) -> Vec<T>
+where
+    T: Send,
+    Fut: Future<Output = T> + Send,
+{
+    let handle = tokio::runtime::Handle::current();
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return futures_join_all((0..n).map(&call)).await;
+    }
+    let start = std::sync::Barrier::new(n);
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..n)
+                .map(|i| {
+                    let (call, start, handle) = (&call, &start, &handle);
+                    scope.spawn(move || {
+                        start.wait();
+                        handle.block_on(call(i))
+                    })
+                })
+                .collect();
+            racers
+                .into_iter()
+                .map(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    })
 }
 
 /// A time with nanoseconds, which every backend keeps to the microsecond.

@@ -4,6 +4,7 @@
 
 use crate::{EventRecordFilter, Page, RunFilter};
 use sqlx::{Database, Encode, QueryBuilder, Type};
+use troupe_core::flow::ExecutionFilter;
 
 /// Pushes `filter`'s conditions (each ` AND ...`) onto `q`, whose text ends in a `WHERE`
 /// clause over `runs`, then `page` as [`push_page`] does.
@@ -72,6 +73,29 @@ pub fn push_event_record_filter<'a, DB, T>(
     }
     if let Some(status) = filter.status {
         q.push(" AND status = ").push_bind(status.as_str());
+    }
+    push_page(q, page);
+}
+
+/// Pushes `filter`'s conditions (each ` AND ...`) onto `q`, whose text ends in a `WHERE`
+/// clause over `executions`, then `page` as [`push_page`] does.
+pub fn push_execution_filter<'a, DB>(
+    q: &mut QueryBuilder<DB>,
+    filter: &'a ExecutionFilter,
+    page: Page,
+) where
+    DB: Database,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    if let Some(flow) = &filter.flow {
+        q.push(" AND flow = ").push_bind(flow.as_str());
+    }
+    if let Some(status) = filter.status {
+        q.push(" AND status = ").push_bind(status.as_str());
+    }
+    if let Some(parent) = filter.parent {
+        q.push(" AND parent_execution_id = ").push_bind(parent);
     }
     push_page(q, page);
 }

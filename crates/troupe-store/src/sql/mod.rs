@@ -17,18 +17,20 @@ use troupe_core::inventory::InventoryFormat;
 use troupe_core::run::{CancelMode, Run};
 
 mod filters;
+pub mod flows;
 mod ingest;
 mod references;
 mod rows;
 pub mod statements;
 
-pub use filters::{push_event_record_filter, push_page, push_run_filter};
+pub use filters::{push_event_record_filter, push_execution_filter, push_page, push_run_filter};
 pub use ingest::{Proposals, Proposed, propose_all};
 pub use references::{References, check_references};
 pub use rows::{
-    event_from, event_record_from, fresh_units, host_failures_from, inventory_from, job_from,
-    joined_text, project_from, rules_doc_from, run_from, run_inventory_from, sorted_ids,
-    template_from, token_from, unit_from, version_from,
+    event_from, event_record_from, execution_from, flow_version_from, fresh_units,
+    host_failures_from, inventory_from, job_from, joined_text, project_from, rules_doc_from,
+    run_from, run_inventory_from, schedule_from, sorted_ids, step_from, template_from, token_from,
+    unit_from, version_from,
 };
 
 /// How one backend stores what the shared row mapping reads differently.
@@ -45,6 +47,15 @@ pub trait Dialect {
     const TEMPLATE_COLS: &'static str;
     /// The columns of `event_records` read by [`event_record_from`].
     const EVENT_RECORD_COLS: &'static str;
+    /// The columns of `executions` read by [`execution_from`].
+    const EXECUTION_COLS: &'static str;
+    /// The columns of `execution_steps` read by [`step_from`].
+    const STEP_COLS: &'static str;
+    /// The columns of `schedules` read by [`schedule_from`].
+    const SCHEDULE_COLS: &'static str;
+    /// What follows a parameter bound as JSON text so a JSON column takes it (`::json` on
+    /// PostgreSQL, whose driver says the text is `text`; nothing on SQLite).
+    const JSON_PARAM: &'static str;
     /// A timestamp column.
     fn time(row: &Self::Row, col: &str) -> StoreResult<DateTime<Utc>>;
     /// A timestamp column that may be NULL.
@@ -60,6 +71,8 @@ pub trait Readable {
     fn int(&self, col: &str) -> StoreResult<i64>;
     /// A nullable BIGINT/INTEGER column.
     fn opt_int(&self, col: &str) -> StoreResult<Option<i64>>;
+    /// An INTEGER column that fits 32 bits.
+    fn int32(&self, col: &str) -> StoreResult<i32>;
     /// A nullable INTEGER column that fits 32 bits.
     fn opt_int32(&self, col: &str) -> StoreResult<Option<i32>>;
     /// A text column.
@@ -83,6 +96,9 @@ where
         self.try_get(col).map_err(backend)
     }
     fn opt_int(&self, col: &str) -> StoreResult<Option<i64>> {
+        self.try_get(col).map_err(backend)
+    }
+    fn int32(&self, col: &str) -> StoreResult<i32> {
         self.try_get(col).map_err(backend)
     }
     fn opt_int32(&self, col: &str) -> StoreResult<Option<i32>> {
@@ -119,6 +135,7 @@ macro_rules! column {
 column!(
     i64 => int,
     Option<i64> => opt_int,
+    i32 => int32,
     Option<i32> => opt_int32,
     String => text,
     Option<String> => opt_text,

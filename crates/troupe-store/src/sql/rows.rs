@@ -3,6 +3,7 @@
 
 use super::{Dialect, cancel_mode, format_of, get, invalid, json};
 use crate::{RulesDoc, RunVersion, StoreResult, TokenRecord};
+use troupe_core::flow::{Execution, FlowVersion, ParentStep, Schedule, StepRecord};
 use troupe_core::inbound::{EventRecord, EventStatus};
 use troupe_core::inventory::{Inventory, InventoryContent};
 use troupe_core::job::{Job, Unit};
@@ -189,6 +190,92 @@ pub fn token_from<D: Dialect>(row: &D::Row) -> StoreResult<TokenRecord> {
         id: get(row, "id")?,
         name: get(row, "name")?,
         hash: get(row, "hash")?,
+        created_at: D::time(row, "created_at")?,
+    })
+}
+
+/// A flow version, from a row selected with
+/// [`FLOW_VERSION_COLS`](super::statements::FLOW_VERSION_COLS).
+pub fn flow_version_from<D: Dialect>(row: &D::Row) -> StoreResult<FlowVersion> {
+    Ok(FlowVersion {
+        name: get(row, "name")?,
+        version: get(row, "version")?,
+        document: get(row, "document")?,
+        created_at: D::time(row, "created_at")?,
+    })
+}
+
+/// An execution, from a row selected with [`Dialect::EXECUTION_COLS`].
+pub fn execution_from<D: Dialect>(row: &D::Row) -> StoreResult<Execution> {
+    let status: String = get(row, "status")?;
+    let parent_id: Option<i64> = get(row, "parent_execution_id")?;
+    let parent_step: Option<String> = get(row, "parent_step")?;
+    let parent = match (parent_id, parent_step) {
+        (Some(execution_id), Some(step)) => Some(ParentStep { execution_id, step }),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "an execution's parent without its step, or the reverse",
+            ));
+        }
+    };
+    Ok(Execution {
+        id: get(row, "id")?,
+        flow: get(row, "flow")?,
+        version: get(row, "version")?,
+        status: status.parse().map_err(invalid)?,
+        inputs: json(row, "inputs")?,
+        sealed_secrets: get(row, "sealed_secrets")?,
+        concurrency_key: get(row, "concurrency_key")?,
+        parent,
+        started_by: get(row, "started_by")?,
+        round: get(row, "round")?,
+        error: get(row, "error")?,
+        cancel_requested: get(row, "cancel_requested")?,
+        owner: get(row, "owner")?,
+        lease_until: D::opt_time(row, "lease_until")?,
+        created_at: D::time(row, "created_at")?,
+        started_at: D::opt_time(row, "started_at")?,
+        finished_at: D::opt_time(row, "finished_at")?,
+    })
+}
+
+/// A step record, from a row selected with [`Dialect::STEP_COLS`].
+pub fn step_from<D: Dialect>(row: &D::Row) -> StoreResult<StepRecord> {
+    let phase: String = get(row, "phase")?;
+    let status: String = get(row, "status")?;
+    Ok(StepRecord {
+        execution_id: get(row, "execution_id")?,
+        round: get(row, "round")?,
+        key: get(row, "key")?,
+        phase: phase.parse().map_err(invalid)?,
+        position: get(row, "position")?,
+        kind: get(row, "kind")?,
+        status: status.parse().map_err(invalid)?,
+        attempts: get(row, "attempts")?,
+        started_at: D::opt_time(row, "started_at")?,
+        finished_at: D::opt_time(row, "finished_at")?,
+        result: json(row, "result")?,
+        published: json(row, "published")?,
+        error: get(row, "error")?,
+        run_ids: D::ids(row, "run_ids")?,
+        execution_ids: D::ids(row, "execution_ids")?,
+    })
+}
+
+/// A schedule, from a row selected with [`Dialect::SCHEDULE_COLS`].
+pub fn schedule_from<D: Dialect>(row: &D::Row) -> StoreResult<Schedule> {
+    let missed: String = get(row, "missed")?;
+    Ok(Schedule {
+        id: get(row, "id")?,
+        name: get(row, "name")?,
+        cron: get(row, "cron")?,
+        timezone: get(row, "timezone")?,
+        target: json(row, "target")?,
+        missed: missed.parse().map_err(invalid)?,
+        next_fire_at: D::time(row, "next_fire_at")?,
+        last_fire_at: D::opt_time(row, "last_fire_at")?,
+        last_result: get(row, "last_result")?,
         created_at: D::time(row, "created_at")?,
     })
 }

@@ -349,3 +349,246 @@ pub fn put_rules(expected_revision: Option<i64>) -> (&'static str, Option<i64>) 
         Some(r) => (REPLACE_RULES, Some(r)),
     }
 }
+
+// Flows: versions, executions and their steps, slots, schedules and fires.
+
+macro_rules! flow_version_cols {
+    () => {
+        "name, version, document, created_at"
+    };
+}
+
+/// The columns of `flow_versions` read by [`flow_version_from`](super::flow_version_from).
+pub const FLOW_VERSION_COLS: &str = flow_version_cols!();
+/// The newest version of flow `$1`.
+pub const NEWEST_FLOW: &str = concat!(
+    "SELECT ",
+    flow_version_cols!(),
+    " FROM flow_versions WHERE name = $1 ORDER BY version DESC LIMIT 1"
+);
+/// Version `$2` of flow `$1`.
+pub const GET_FLOW_VERSION: &str = concat!(
+    "SELECT ",
+    flow_version_cols!(),
+    " FROM flow_versions WHERE name = $1 AND version = $2"
+);
+/// Stores a flow version (`$1` name, `$2` version, `$3` document, `$4` when).
+pub const INSERT_FLOW_VERSION: &str = concat!(
+    "INSERT INTO flow_versions (name, version, document, created_at) VALUES ($1, $2, $3, $4) \
+     RETURNING ",
+    flow_version_cols!()
+);
+/// The newest version of every flow, by name.
+pub const LIST_FLOWS: &str = concat!(
+    "SELECT ",
+    flow_version_cols!(),
+    " FROM flow_versions f WHERE version = \
+     (SELECT max(version) FROM flow_versions g WHERE g.name = f.name) ORDER BY name"
+);
+/// Every version of flow `$1`, newest first.
+pub const FLOW_VERSIONS: &str = concat!(
+    "SELECT ",
+    flow_version_cols!(),
+    " FROM flow_versions WHERE name = $1 ORDER BY version DESC"
+);
+
+/// Execution `$1`'s current round.
+pub const EXECUTION_ROUND: &str = "SELECT round FROM executions WHERE id = $1";
+/// The executions holding a slot of key `$1`, oldest first.
+pub const SLOT_HOLDERS: &str =
+    "SELECT execution_id FROM execution_slots WHERE key = $1 ORDER BY execution_id";
+/// Gives execution `$2` a slot of key `$1` (nothing if it holds one).
+pub const HOLD_SLOT: &str = "INSERT INTO execution_slots (key, execution_id) VALUES ($1, $2) \
+     ON CONFLICT (key, execution_id) DO NOTHING";
+/// Lets go of every slot of execution `$1`.
+pub const RELEASE_SLOTS: &str = "DELETE FROM execution_slots WHERE execution_id = $1";
+
+/// Deletes schedule `$1` (its fires go with it).
+pub const DELETE_SCHEDULE: &str = "DELETE FROM schedules WHERE id = $1 RETURNING id";
+/// Moves schedule `$1`'s next fire from `$2` to `$3`, if it is still `$2`.
+pub const ADVANCE_SCHEDULE: &str = "UPDATE schedules SET next_fire_at = $3, last_fire_at = $2, \
+     last_result = NULL WHERE id = $1 AND next_fire_at = $2 RETURNING id";
+/// Records the fire of schedule `$1` at `$2`, claimed at `$3`, unless it is recorded already.
+pub const INSERT_FIRE: &str = "INSERT INTO schedule_fires (schedule_id, fire_at, claimed_at) \
+     VALUES ($1, $2, $3) ON CONFLICT (schedule_id, fire_at) DO NOTHING RETURNING schedule_id";
+/// Deletes schedule `$1`'s fires but the latest 100: the fire log stays small however often a
+/// schedule fires (a claim needs none but the fire it claims).
+pub const PRUNE_FIRES: &str = "DELETE FROM schedule_fires WHERE schedule_id = $1 AND fire_at < \
+     (SELECT fire_at FROM schedule_fires WHERE schedule_id = $1 \
+     ORDER BY fire_at DESC LIMIT 1 OFFSET 99)";
+/// Stores result `$3` of schedule `$1`'s fire at `$2`.
+pub const RECORD_FIRE: &str = "UPDATE schedule_fires SET result = $3 \
+     WHERE schedule_id = $1 AND fire_at = $2 RETURNING schedule_id";
+/// Shows result `$3` as schedule `$1`'s last, if its last fire is the one at `$2`.
+pub const RECORD_LAST_RESULT: &str =
+    "UPDATE schedules SET last_result = $3 WHERE id = $1 AND last_fire_at = $2";
+
+/// An execution by id.
+pub fn get_execution<D: Dialect>() -> String {
+    format!("SELECT {} FROM executions WHERE id = $1", D::EXECUTION_COLS)
+}
+
+/// Creates an execution of flow `$1` version `$2`, `queued`: `$3` inputs, `$4` sealed
+/// secrets, `$5` concurrency key, `$6` parent execution, `$7` parent step, `$8` started by,
+/// `$9` when. No row when that version does not exist.
+pub fn insert_execution<D: Dialect>() -> String {
+    format!(
+        "INSERT INTO executions (flow, version, status, inputs, sealed_secrets, \
+         concurrency_key, parent_execution_id, parent_step, started_by, created_at) \
+         SELECT name, version, 'queued', $3{j}, $4, $5, $6, $7, $8, $9 FROM flow_versions \
+         WHERE name = $1 AND version = $2 RETURNING {cols}",
+        j = D::JSON_PARAM,
+        cols = D::EXECUTION_COLS
+    )
+}
+
+/// Gives execution `$1` to owner `$2` until `$4`, if it is unfinished and has no owner, is
+/// `$2`'s already, or its lease ended before `$3`.
+pub fn claim_execution<D: Dialect>() -> String {
+    format!(
+        "UPDATE executions SET owner = $2, lease_until = $4 WHERE id = $1 \
+         AND status IN ({unfinished}) AND (owner IS NULL OR owner = $2 OR lease_until < $3) \
+         RETURNING {cols}",
+        unfinished = super::flows::unfinished(),
+        cols = D::EXECUTION_COLS
+    )
+}
+
+/// Unfinished executions nobody holds at `$1` (no owner, or a lease ended before), oldest
+/// first, at most `$2`.
+pub fn unclaimed_executions<D: Dialect>() -> String {
+    format!(
+        "SELECT {cols} FROM executions WHERE status IN ({unfinished}) \
+         AND (owner IS NULL OR lease_until < $1) ORDER BY id LIMIT $2",
+        unfinished = super::flows::unfinished(),
+        cols = D::EXECUTION_COLS
+    )
+}
+
+/// Moves unfinished execution `$1` to finished status `$2` with error `$3` at `$4`, dropping
+/// its owner.
+pub fn finish_execution<D: Dialect>() -> String {
+    format!(
+        "UPDATE executions SET status = $2, error = $3, finished_at = $4, owner = NULL, \
+         lease_until = NULL WHERE id = $1 AND status IN ({unfinished}) RETURNING {cols}",
+        unfinished = super::flows::unfinished(),
+        cols = D::EXECUTION_COLS
+    )
+}
+
+/// Moves unfinished execution `$1` to unfinished status `$2` with error `$3`; the first move
+/// to `running` sets `started_at` to `$4`.
+pub fn move_execution<D: Dialect>() -> String {
+    format!(
+        "UPDATE executions SET status = $2, error = $3, started_at = CASE \
+         WHEN $2 = 'running' THEN coalesce(started_at, $4) ELSE started_at END \
+         WHERE id = $1 AND status IN ({unfinished}) RETURNING {cols}",
+        unfinished = super::flows::unfinished(),
+        cols = D::EXECUTION_COLS
+    )
+}
+
+/// Cancels execution `$1` at `$2` if it is queued and nobody holds it at `$2`.
+pub fn cancel_queued_execution<D: Dialect>() -> String {
+    format!(
+        "UPDATE executions SET status = 'canceled', cancel_requested = TRUE, finished_at = $2, \
+         owner = NULL, lease_until = NULL WHERE id = $1 AND status = 'queued' \
+         AND (owner IS NULL OR lease_until < $2) RETURNING {}",
+        D::EXECUTION_COLS
+    )
+}
+
+/// Asks unfinished execution `$1` to stop.
+pub fn flag_cancel_execution<D: Dialect>() -> String {
+    format!(
+        "UPDATE executions SET cancel_requested = TRUE WHERE id = $1 \
+         AND status IN ({unfinished}) RETURNING {cols}",
+        unfinished = super::flows::unfinished(),
+        cols = D::EXECUTION_COLS
+    )
+}
+
+/// Queues execution `$1` again, one round later, if it ended in a status it may be resumed
+/// from.
+pub fn resume_execution<D: Dialect>() -> String {
+    format!(
+        "UPDATE executions SET status = 'queued', round = round + 1, owner = NULL, \
+         lease_until = NULL, error = NULL, cancel_requested = FALSE, finished_at = NULL \
+         WHERE id = $1 AND status IN ({resumable}) RETURNING {cols}",
+        resumable = super::flows::resumable(),
+        cols = D::EXECUTION_COLS
+    )
+}
+
+/// Stores a step record (`$1`..`$15` in the order of [`Dialect::STEP_COLS`]), replacing the
+/// one of the same execution, round and key.
+pub fn put_step<D: Dialect>() -> String {
+    format!(
+        "INSERT INTO execution_steps (execution_id, round, key, phase, position, kind, status, \
+         attempts, started_at, finished_at, result, published, error, run_ids, execution_ids) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11{j}, $12{j}, $13, $14, $15) \
+         ON CONFLICT (execution_id, round, key) DO UPDATE SET phase = excluded.phase, \
+         position = excluded.position, kind = excluded.kind, status = excluded.status, \
+         attempts = excluded.attempts, started_at = excluded.started_at, \
+         finished_at = excluded.finished_at, result = excluded.result, \
+         published = excluded.published, error = excluded.error, run_ids = excluded.run_ids, \
+         execution_ids = excluded.execution_ids",
+        j = D::JSON_PARAM
+    )
+}
+
+/// Every step record of execution `$1` (put in order by
+/// [`steps_in_order`](super::flows::steps_in_order)).
+pub fn list_steps<D: Dialect>() -> String {
+    format!(
+        "SELECT {} FROM execution_steps WHERE execution_id = $1 ORDER BY round, position, key",
+        D::STEP_COLS
+    )
+}
+
+/// The record of step `$3` of execution `$1` in round `$2`.
+pub fn get_step<D: Dialect>() -> String {
+    format!(
+        "SELECT {} FROM execution_steps WHERE execution_id = $1 AND round = $2 AND key = $3",
+        D::STEP_COLS
+    )
+}
+
+/// Sets the result of step `$3` of execution `$1` in round `$2` to `$4` while it is waiting.
+pub fn set_waiting_step_result<D: Dialect>() -> String {
+    format!(
+        "UPDATE execution_steps SET result = $4{j} WHERE execution_id = $1 AND round = $2 \
+         AND key = $3 AND status = 'waiting' RETURNING {cols}",
+        j = D::JSON_PARAM,
+        cols = D::STEP_COLS
+    )
+}
+
+/// Creates a schedule (`$1` name, `$2` cron, `$3` time zone, `$4` target, `$5` missed fires,
+/// `$6` next fire, `$7` when).
+pub fn insert_schedule<D: Dialect>() -> String {
+    format!(
+        "INSERT INTO schedules (name, cron, timezone, target, missed, next_fire_at, created_at) \
+         VALUES ($1, $2, $3, $4{j}, $5, $6, $7) RETURNING {cols}",
+        j = D::JSON_PARAM,
+        cols = D::SCHEDULE_COLS
+    )
+}
+
+/// A schedule by id.
+pub fn get_schedule<D: Dialect>() -> String {
+    format!("SELECT {} FROM schedules WHERE id = $1", D::SCHEDULE_COLS)
+}
+
+/// Every schedule, by name.
+pub fn list_schedules<D: Dialect>() -> String {
+    format!("SELECT {} FROM schedules ORDER BY name", D::SCHEDULE_COLS)
+}
+
+/// The schedules due at `$1`, the earliest first.
+pub fn due_schedules<D: Dialect>() -> String {
+    format!(
+        "SELECT {} FROM schedules WHERE next_fire_at <= $1 ORDER BY next_fire_at, id",
+        D::SCHEDULE_COLS
+    )
+}
