@@ -1,10 +1,23 @@
 //! Flows: multi-step orchestration (Choria Playbooks, the Ansible driver's sequences).
 //!
 //! - [`doc`]: the flow document (inputs, node sets, steps, handlers) as types.
+//! - [`load`]: reading a document and the checks its types cannot make ([`load::load`]).
+//! - [`explain`]: a document in plain sentences, for `troupe flow validate`.
 //! - [`expr`]: Jinja expressions and templates over what an execution knows.
+//! - [`inputs`]: an execution's inputs checked against the flow's, secrets kept apart.
+//! - [`key`]: the server's key that seals secret inputs at rest.
 //!
 //! A flow document is YAML; stored versions and executions live in `troupe-store`
 //! (`FlowStore`, `ExecutionStore`, `ScheduleStore`).
 
 pub mod doc;
+pub mod explain;
 pub mod expr;
+pub mod inputs;
+pub mod key;
+pub mod load;
+
+pub use explain::explain;
+pub use inputs::{Inputs, Scrubber};
+pub use key::load_or_create_key;
+pub use load::{FlowError, Problem, load};
