@@ -30,7 +30,9 @@ pub enum SealError {
     #[error("the sealed text is malformed: {0}")]
     Malformed(String),
     /// The sealed text does not open with this key: another key sealed it, or it was changed.
-    #[error("the sealed text does not open with this key (another key sealed it, or it was changed)")]
+    #[error(
+        "the sealed text does not open with this key (another key sealed it, or it was changed)"
+    )]
     WrongKeyOrTampered,
     /// The plaintext is too long to seal.
     #[error("the text is too long to seal")]
@@ -158,8 +160,14 @@ mod tests {
             );
             bytes[i] ^= 1;
         }
-        assert!(matches!(k.open("not base64!"), Err(SealError::Malformed(_))));
-        assert!(matches!(k.open(&STANDARD.encode([1u8; 20])), Err(SealError::Malformed(_))));
+        assert!(matches!(
+            k.open("not base64!"),
+            Err(SealError::Malformed(_))
+        ));
+        assert!(matches!(
+            k.open(&STANDARD.encode([1u8; 20])),
+            Err(SealError::Malformed(_))
+        ));
         let truncated = &sealed[..sealed.len() - 8];
         assert!(k.open(truncated).is_err());
     }
@@ -178,7 +186,10 @@ mod tests {
             SecretKey::from_base64(&STANDARD.encode([0u8; 16])),
             Err(SealError::BadKey(_))
         ));
-        assert!(matches!(SecretKey::from_base64("%%%"), Err(SealError::BadKey(_))));
+        assert!(matches!(
+            SecretKey::from_base64("%%%"),
+            Err(SealError::BadKey(_))
+        ));
         assert_ne!(key(), key());
     }
 }

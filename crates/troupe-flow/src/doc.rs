@@ -860,17 +860,18 @@ locks: [lb]
 
     #[test]
     fn a_step_needs_exactly_one_kind() {
-        let none = parse("name: f\nsteps:\n  - id: x\n    when: 'true'\n").unwrap_err();
+        let none = parse("name: f\nsteps:\n  - id: x\n    when: 'true'\n").expect_err("an error");
         assert!(none.contains("step \"x\" needs one of playbook"), "{none}");
-        let two = parse("name: f\nsteps:\n  - log: a\n    sleep: 1\n").unwrap_err();
+        let two = parse("name: f\nsteps:\n  - log: a\n    sleep: 1\n").expect_err("an error");
         assert!(two.contains("has sleep and log"), "{two}");
     }
 
     #[test]
     fn unknown_keys_are_named() {
-        let e = parse("name: f\nsteps:\n  - log: a\n    retries: 3\n").unwrap_err();
+        let e = parse("name: f\nsteps:\n  - log: a\n    retries: 3\n").expect_err("an error");
         assert!(e.contains("retries"), "{e}");
-        let e = parse("name: f\nsteps: []\nnodes:\n  x: {static: [a], atleast: 1}\n").unwrap_err();
+        let e = parse("name: f\nsteps: []\nnodes:\n  x: {static: [a], atleast: 1}\n")
+            .expect_err("an error");
         assert!(e.contains("atleast"), "{e}");
     }
 

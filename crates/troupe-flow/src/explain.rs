@@ -41,7 +41,12 @@ pub fn explain(doc: &FlowDoc) -> String {
             lines.push(intro.to_owned());
         }
         for (i, s) in steps.iter().enumerate() {
-            lines.push(sentence(format!("{label} {}{}: {}", i + 1, who(s), step(s))));
+            lines.push(sentence(format!(
+                "{label} {}{}: {}",
+                i + 1,
+                who(s),
+                step(s)
+            )));
         }
     }
     if doc.steps.is_empty() {
@@ -283,11 +288,7 @@ fn action(a: &Action) -> String {
                 let codes: Vec<_> = h.expect.iter().map(u16::to_string).collect();
                 format!("status {}", codes.join(" or "))
             };
-            let mut s = format!(
-                "sends {} {}",
-                h.method.to_ascii_uppercase(),
-                h.url
-            );
+            let mut s = format!("sends {} {}", h.method.to_ascii_uppercase(), h.url);
             if h.body.is_some() {
                 s.push_str(" with a body");
             }
@@ -424,7 +425,10 @@ notify:
             "It may run for 1h at most",
             "It tells Slack when it fails or times out.",
         ] {
-            assert!(text.lines().any(|l| l.contains(want)), "missing {want:?} in\n{text}");
+            assert!(
+                text.lines().any(|l| l.contains(want)),
+                "missing {want:?} in\n{text}"
+            );
         }
         assert!(!text.contains("tok-very-secret"), "{text}");
         assert!(!text.contains("hooks.slack.example"), "{text}");

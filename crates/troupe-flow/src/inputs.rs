@@ -46,7 +46,11 @@ pub fn resolve(
         } else {
             format!(
                 "the flow's inputs are {}",
-                specs.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+                specs
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         };
         problems.push(Problem::new(
@@ -327,11 +331,7 @@ fn type_mismatch(spec: &InputSpec, v: &Value) -> String {
     if spec.secret {
         format!("must be {}, got {kind}", type_name(spec.kind))
     } else {
-        format!(
-            "must be {}, got {kind}: {}",
-            type_name(spec.kind),
-            quote(v)
-        )
+        format!("must be {}, got {kind}: {}", type_name(spec.kind), quote(v))
     }
 }
 
@@ -353,11 +353,11 @@ pub(crate) fn refusal(spec: &InputSpec, v: &Value) -> Option<String> {
     } else {
         quote(v)
     };
-    if let Some(allowed) = &spec.allowed {
-        if !allowed.iter().any(|a| same(a, v)) {
-            let list = allowed.iter().map(quote).collect::<Vec<_>>().join(", ");
-            return Some(format!("{shown} is not one of the allowed values: {list}"));
-        }
+    if let Some(allowed) = &spec.allowed
+        && !allowed.iter().any(|a| same(a, v))
+    {
+        let list = allowed.iter().map(quote).collect::<Vec<_>>().join(", ");
+        return Some(format!("{shown} is not one of the allowed values: {list}"));
     }
     let text = v.as_str()?;
     if let Some(pattern) = &spec.pattern {
@@ -367,18 +367,17 @@ pub(crate) fn refusal(spec: &InputSpec, v: &Value) -> Option<String> {
             Err(_) => return Some(format!("the pattern {pattern:?} does not compile")),
         }
     }
-    if spec.validate == Some(Validator::Shellsafe) {
-        if let Some(c) = text
+    if spec.validate == Some(Validator::Shellsafe)
+        && let Some(c) = text
             .chars()
             .find(|c| SHELL_SPECIAL.contains(*c) || matches!(c, '\n' | '\r'))
-        {
-            return Some(if spec.secret {
-                "the value holds a character a shell treats specially, which shellsafe refuses"
-                    .to_owned()
-            } else {
-                format!("{shown} holds {c:?}, which shellsafe refuses")
-            });
-        }
+    {
+        return Some(if spec.secret {
+            "the value holds a character a shell treats specially, which shellsafe refuses"
+                .to_owned()
+        } else {
+            format!("{shown} holds {c:?}, which shellsafe refuses")
+        });
     }
     None
 }
@@ -413,15 +412,23 @@ mod tests {
             "s: {type: string}\ni: {type: integer}\nn: {type: number}\nb: {type: boolean}\na: {type: array}\no: {type: object}\n",
         );
         let cases = [
-            (json!({"s": "x", "i": 3, "n": 1.5, "b": true, "a": [1], "o": {"k": 1}}),
-             json!({"s": "x", "i": 3, "n": 1.5, "b": true, "a": [1], "o": {"k": 1}})),
-            (json!({"s": "3", "i": "3", "n": "2.5", "b": "TRUE", "a": "[1, \"x\"]", "o": "{\"k\": [1]}"}),
-             json!({"s": "3", "i": 3, "n": 2.5, "b": true, "a": [1, "x"], "o": {"k": [1]}})),
-            (json!({"i": " -7 ", "n": "4", "b": "false"}), json!({"i": -7, "n": 4, "b": false})),
+            (
+                json!({"s": "x", "i": 3, "n": 1.5, "b": true, "a": [1], "o": {"k": 1}}),
+                json!({"s": "x", "i": 3, "n": 1.5, "b": true, "a": [1], "o": {"k": 1}}),
+            ),
+            (
+                json!({"s": "3", "i": "3", "n": "2.5", "b": "TRUE", "a": "[1, \"x\"]", "o": "{\"k\": [1]}"}),
+                json!({"s": "3", "i": 3, "n": 2.5, "b": true, "a": [1, "x"], "o": {"k": [1]}}),
+            ),
+            (
+                json!({"i": " -7 ", "n": "4", "b": "false"}),
+                json!({"i": -7, "n": 4, "b": false}),
+            ),
             (json!({"i": 3.0, "n": 7}), json!({"i": 3, "n": 7})),
         ];
         for (input, want) in cases {
-            let got = resolve(&s, &given(input.clone())).unwrap_or_else(|p| panic!("{input}: {p:?}"));
+            let got =
+                resolve(&s, &given(input.clone())).unwrap_or_else(|p| panic!("{input}: {p:?}"));
             assert_eq!(Value::Object(got.all().clone()), want, "{input}");
         }
     }
@@ -447,7 +454,10 @@ mod tests {
             let problems = resolve(&s, &given(json!({ name: v }))).expect_err(name);
             assert_eq!(problems.len(), 1, "{problems:?}");
             assert_eq!(problems[0].field, format!("inputs.{name}"));
-            assert!(problems[0].message.contains(word), "{name}={v}: {problems:?}");
+            assert!(
+                problems[0].message.contains(word),
+                "{name}={v}: {problems:?}"
+            );
         }
     }
 
@@ -457,7 +467,10 @@ mod tests {
             "region: {type: string, default: eu}\ncount: {type: integer, required: true}\nopt: {type: string}\n",
         );
         let got = resolve(&s, &given(json!({"count": 2}))).expect("valid");
-        assert_eq!(Value::Object(got.all().clone()), json!({"region": "eu", "count": 2}));
+        assert_eq!(
+            Value::Object(got.all().clone()),
+            json!({"region": "eu", "count": 2})
+        );
         let got = resolve(&s, &given(json!({"count": 2, "region": null}))).expect("null is absent");
         assert_eq!(got.all()["region"], "eu");
         let problems = resolve(&s, &given(json!({"region": "us"}))).expect_err("missing");
@@ -468,8 +481,7 @@ mod tests {
     #[test]
     fn unknown_inputs_are_named_and_every_problem_is_reported() {
         let s = specs("count: {type: integer, required: true}\nmode: {type: string}\n");
-        let problems =
-            resolve(&s, &given(json!({"cuont": 1, "mode": 3}))).expect_err("problems");
+        let problems = resolve(&s, &given(json!({"cuont": 1, "mode": 3}))).expect_err("problems");
         let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(fields, ["inputs.cuont", "inputs.count", "inputs.mode"]);
         assert!(problems[0].message.contains("count, mode"), "{problems:?}");
@@ -487,7 +499,11 @@ mod tests {
         .expect("valid");
         assert_eq!(ok.all()["n"], 2);
         for (name, v, word) in [
-            ("env", json!("staging"), "not one of the allowed values: \"dev\", \"prod\""),
+            (
+                "env",
+                json!("staging"),
+                "not one of the allowed values: \"dev\", \"prod\"",
+            ),
             ("n", json!(3), "not one of"),
             ("ver", json!("1.22-rc"), "does not match"),
             ("ver", json!("v1.2"), "does not match"),
@@ -497,7 +513,10 @@ mod tests {
         ] {
             let problems = resolve(&s, &given(json!({ name: v }))).expect_err(name);
             assert_eq!(problems[0].field, format!("inputs.{name}"));
-            assert!(problems[0].message.contains(word), "{name}={v}: {problems:?}");
+            assert!(
+                problems[0].message.contains(word),
+                "{name}={v}: {problems:?}"
+            );
         }
     }
 
@@ -525,8 +544,11 @@ mod tests {
         let s = specs(
             "user: {type: string}\npassword: {type: string, secret: true}\nport: {type: integer, secret: true}\n",
         );
-        let inputs = resolve(&s, &given(json!({"user": "ann", "password": "s3cr3t!", "port": "8443"})))
-            .expect("valid");
+        let inputs = resolve(
+            &s,
+            &given(json!({"user": "ann", "password": "s3cr3t!", "port": "8443"})),
+        )
+        .expect("valid");
         assert_eq!(
             Value::Object(inputs.redacted()),
             json!({"user": "ann", "password": "********", "port": "********"})
@@ -559,7 +581,10 @@ mod tests {
         );
         let mut v = json!({"out": ["got hunter22"], "hunter22": 1, "n": 48213, "ok": true});
         sc.scrub(&mut v);
-        assert_eq!(v, json!({"out": ["got ********"], "********": 1, "n": "********", "ok": true}));
+        assert_eq!(
+            v,
+            json!({"out": ["got ********"], "********": 1, "n": "********", "ok": true})
+        );
         assert!(!format!("{sc:?}").contains("hunter22"));
         let none = resolve(&s, &given(json!({}))).expect("valid").scrubber();
         assert!(none.is_empty());
