@@ -1,5 +1,6 @@
 //! troupe's domain: runs and their status machine, the events ansible emits, projects,
-//! inventories and the validation that turns untrusted input into these types.
+//! inventories, the validation that turns untrusted input into these types, and the sealing
+//! of secrets at rest.
 //!
 //! Nothing here performs I/O; storage, processes and transport live in other crates.
 
@@ -12,6 +13,7 @@ pub mod job;
 pub mod overrides;
 pub mod project;
 pub mod run;
+pub mod secret;
 pub mod slice;
 pub mod status;
 pub mod template;

@@ -77,8 +77,8 @@ impl Observe for HubObserver {
 pub struct KeySeal(pub SecretKey);
 
 impl Seal for KeySeal {
-    fn seal(&self, clear: &[u8]) -> String {
-        self.0.seal(clear)
+    fn seal(&self, clear: &[u8]) -> Result<String, String> {
+        self.0.seal(clear).map_err(|e| e.to_string())
     }
 
     fn open(&self, sealed: &str) -> Result<Vec<u8>, String> {

@@ -133,6 +133,13 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::events::RulesCmd,
     },
+    /// Flows: check them, and (with a server) run and follow them.
+    Flow {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        cmd: cli::flow::FlowCmd,
+    },
     /// Manage API tokens.
     Token {
         #[command(flatten)]
@@ -267,6 +274,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;
             cli::events::run_rules(&client(&cfg, remote)?, cmd).await
         }
+        // `remote` is for the subcommands that talk to a server; `validate` needs none.
+        Command::Flow { remote: _, cmd } => match cmd {
+            cli::flow::FlowCmd::Validate { file } => cli::flow::validate(&file),
+        },
         Command::Token { remote, cmd } => {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;
             let c = client(&cfg, remote)?;

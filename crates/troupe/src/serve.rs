@@ -216,7 +216,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
 
     let flow_work_dir = cfg.data_dir.join("flows");
     std::fs::create_dir_all(&flow_work_dir)?;
-    let key = troupe_flow::keyfile::load_or_create_key(&cfg.data_dir.join("secret.key"))
+    let key = troupe_flow::load_or_create_key(&cfg.data_dir.join("secret.key"))
         .context("could not load the secret key")?;
     let flows = Engine::new(
         Parts {

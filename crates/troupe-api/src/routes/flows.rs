@@ -112,6 +112,7 @@ impl From<StartError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_inputs", message)
                     .problems(wire(problems))
             }
+            StartError::Seal(why) => ApiError::internal("could not seal the secret inputs", &why),
             StartError::Store(e) => e.into(),
         }
     }

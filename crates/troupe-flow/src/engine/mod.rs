@@ -80,6 +80,9 @@ pub enum StartError {
     /// The inputs are wrong; each problem names its input.
     #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
     Inputs(Vec<load::Problem>),
+    /// The secret inputs could not be sealed.
+    #[error("the secret inputs could not be sealed: {0}")]
+    Seal(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -200,7 +203,8 @@ impl Engine {
             flow: version.name.clone(),
             version: version.version,
             inputs: inputs.redacted(),
-            sealed_secrets: seams::seal_map(self.parts.seal.as_ref(), &inputs.secrets()),
+            sealed_secrets: seams::seal_map(self.parts.seal.as_ref(), &inputs.secrets())
+                .map_err(StartError::Seal)?,
             concurrency_key,
             parent: req.parent,
             started_by: req.started_by,

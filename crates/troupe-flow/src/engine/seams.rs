@@ -35,7 +35,7 @@ pub trait WaitRun: Send + Sync {
 /// Seals secret inputs for storage, and opens them again.
 pub trait Seal: Send + Sync {
     /// The sealed text of `clear`.
-    fn seal(&self, clear: &[u8]) -> String;
+    fn seal(&self, clear: &[u8]) -> Result<String, String>;
     /// The clear bytes of a sealed text; an error when the key is wrong or the text tampered.
     fn open(&self, sealed: &str) -> Result<Vec<u8>, String>;
 }
@@ -60,12 +60,15 @@ impl Observe for Unobserved {
 }
 
 /// Secret inputs as a JSON object, sealed.
-pub(crate) fn seal_map(seal: &dyn Seal, secrets: &Map<String, Value>) -> Option<String> {
+pub(crate) fn seal_map(
+    seal: &dyn Seal,
+    secrets: &Map<String, Value>,
+) -> Result<Option<String>, String> {
     if secrets.is_empty() {
-        return None;
+        return Ok(None);
     }
-    let bytes = serde_json::to_vec(secrets).unwrap_or_default();
-    Some(seal.seal(&bytes))
+    let bytes = serde_json::to_vec(secrets).map_err(|e| e.to_string())?;
+    seal.seal(&bytes).map(Some)
 }
 
 /// The secret inputs a sealed text holds.

@@ -1,7 +1,9 @@
-//! Client-side commands: they talk to a troupe server over HTTP.
+//! Client-side commands: they talk to a troupe server over HTTP (those that check a file,
+//! like `rules check` and `flow validate`, need none).
 
 pub mod events;
 pub mod export;
+pub mod flow;
 pub mod inventory;
 pub mod jobs;
 pub mod run;
