@@ -12,9 +12,11 @@
 //! ```
 //!
 //! Cases panic (assert) on failure. They live in one module per aggregate, as the store's
-//! traits do (`catalog`, `runs`, `claims`, `events`, `output`, `jobs`, `inbound`, `tokens`);
-//! this file holds the one list of every case, the helpers several modules share, and the
-//! backend's own case ([`backend_basics`]).
+//! traits do (`catalog`, `runs`, `claims`, `events`, `output`, `jobs`, `inbound`, `tokens`,
+//! and `flows`, `executions`, `schedules` for the flow traits); this file holds the one list
+//! of every case, the helpers several modules share, and the backend's own case
+//! ([`backend_basics`]). Races (claims, slots, fires, approvals) run each caller on a thread of
+//! its own, so a backend meets them as it meets several replicas.
 
 use crate::{
     Concurrency, EventRecordFilter, Gate, Ingested, Lease, NewEventRecord, OutputChunk, Page,
