@@ -16,9 +16,9 @@
 
 pub mod discovery;
 pub mod doc;
+pub mod engine;
 pub mod explain;
 pub mod expr;
-pub mod engine;
 pub mod inputs;
 pub mod key;
 pub mod load;

@@ -274,10 +274,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;
             cli::events::run_rules(&client(&cfg, remote)?, cmd).await
         }
-        // `remote` is for the subcommands that talk to a server; `validate` needs none.
-        Command::Flow { remote: _, cmd } => match cmd {
-            cli::flow::FlowCmd::Validate { file } => cli::flow::validate(&file),
-        },
+        Command::Flow { remote, cmd } => {
+            if let cli::flow::FlowCmd::Validate { file } = &cmd {
+                // Needs no server.
+                return cli::flow::validate(file);
+            }
+            let cfg = Config::load(cli.config.as_deref(), &overrides)?;
+            cli::flow::remote(&client(&cfg, remote)?, cmd).await
+        }
         Command::Token { remote, cmd } => {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;
             let c = client(&cfg, remote)?;

@@ -11,9 +11,9 @@ use troupe_ansible::{Ansible, Grace, Limits};
 use troupe_api::run_json::RunJsonCache;
 use troupe_api::{ApiConfig, AppState, TokenSet, generate_token, hash_token};
 use troupe_core::project::{NewProject, ProjectSource};
-use troupe_store::Store;
 use troupe_flow::discovery::Discovery;
 use troupe_flow::engine::{Engine, EngineConfig, Parts};
+use troupe_store::Store;
 use troupe_worker::{LiveHub, WorkerConfig, WorkerPool};
 
 use crate::flows::{HubObserver, HubRuns, KeySeal};

@@ -65,9 +65,7 @@ fn wire(problems: Vec<Problem>) -> Vec<WireProblem> {
 
 fn document_error(e: FlowError) -> ApiError {
     match e {
-        FlowError::Yaml(message) => {
-            ApiError::invalid("invalid_flow", "document", message)
-        }
+        FlowError::Yaml(message) => ApiError::invalid("invalid_flow", "document", message),
         FlowError::Invalid(problems) => {
             let n = problems.len();
             let first = problems
@@ -140,7 +138,13 @@ async fn put_flow(
 /// The newest version of every flow.
 #[utoipa::path(get, path = "/api/v1/flows", responses((status = 200, body = FlowList)))]
 async fn list_flows(State(state): State<AppState>) -> ApiResult<Json<FlowList>> {
-    let flows = state.store.list_flows().await?.into_iter().map(view).collect();
+    let flows = state
+        .store
+        .list_flows()
+        .await?
+        .into_iter()
+        .map(view)
+        .collect();
     Ok(Json(FlowList { flows }))
 }
 

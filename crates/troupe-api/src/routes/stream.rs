@@ -23,8 +23,8 @@ use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use troupe_wire::streams::{ChangesQuery, RunStreamMessage, RunStreamQuery};
 use troupe_core::flow::FlowChange;
+use troupe_wire::streams::{ChangesQuery, RunStreamMessage, RunStreamQuery};
 use troupe_worker::{RunChange, RunMessage, event_frame};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -344,8 +344,7 @@ impl ChangeFilter {
                     && self.label.is_none()
                     && self.tag.is_none()
                     && self.project.is_none()
-                    && (!self.status_only
-                        || matches!(change, FlowChange::ExecutionChanged { .. }))
+                    && (!self.status_only || matches!(change, FlowChange::ExecutionChanged { .. }))
             }
         }
     }

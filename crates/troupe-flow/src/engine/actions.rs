@@ -78,7 +78,10 @@ pub(crate) async fn attempt(
             Ok(line) => {
                 ctx.log(&line);
                 record.result = json!({"line": ctx.scrubber.scrub_str(&line)});
-                Ok(Attempt::Ended { ok: true, error: None })
+                Ok(Attempt::Ended {
+                    ok: true,
+                    error: None,
+                })
             }
             Err(e) => Ok(Attempt::Ended {
                 ok: false,
@@ -150,7 +153,11 @@ fn playbook_request(ctx: &Ctx<'_>, p: &PlaybookStep, key: &str) -> Result<Launch
             .get("nodes")
             .and_then(|n| n.get(set))
             .and_then(Value::as_array)
-            .map(|list| list.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .map(|list| {
+                list.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         (set, names)
     });
@@ -246,7 +253,13 @@ async fn playbook(
         return Ok(Attempt::Stopped(Stop::Released));
     }
     // Stopped gracefully: the task in flight finishes on every host, then the run ends.
-    if let Err(e) = ctx.engine.parts.launch.cancel(run.id, CancelMode::Graceful).await {
+    if let Err(e) = ctx
+        .engine
+        .parts
+        .launch
+        .cancel(run.id, CancelMode::Graceful)
+        .await
+    {
         tracing::warn!(run = run.id, error = %e, "flow engine: could not cancel a step's run");
     }
     let ended = waiting.await?;
@@ -300,7 +313,9 @@ async fn subflow(
             Ok(v) => crate::load::load(&v.document)
                 .map(|d| d.inputs.keys().cloned().collect::<Vec<_>>())
                 .unwrap_or_default(),
-            Err(StoreError::NotFound { .. }) => return failed(format!("no flow named {:?}", f.name)),
+            Err(StoreError::NotFound { .. }) => {
+                return failed(format!("no flow named {:?}", f.name));
+            }
             Err(e) => return Err(e),
         };
         for (k, v) in ctx.inputs.all() {
@@ -386,8 +401,14 @@ async fn child_ended(
     Ok(Attempt::Ended {
         ok,
         error: (!ok).then(|| match &child.error {
-            Some(e) => format!("flow {} (execution {}) ended {}: {e}", child.flow, child.id, child.status),
-            None => format!("flow {} (execution {}) ended {}", child.flow, child.id, child.status),
+            Some(e) => format!(
+                "flow {} (execution {}) ended {}: {e}",
+                child.flow, child.id, child.status
+            ),
+            None => format!(
+                "flow {} (execution {}) ended {}",
+                child.flow, child.id, child.status
+            ),
         }),
     })
 }
@@ -432,10 +453,17 @@ async fn approval(
             .await?
             .into_iter()
             .find(|r| r.key == record.key && r.round == record.round);
-        if let Some(answer) = stored.as_ref().and_then(|r| r.result.get("approval")).cloned() {
+        if let Some(answer) = stored
+            .as_ref()
+            .and_then(|r| r.result.get("approval"))
+            .cloned()
+        {
             record.result = stored.map(|r| r.result).unwrap_or_default();
             let approved = answer.get("approved").and_then(Value::as_bool) == Some(true);
-            let by = answer.get("by").and_then(Value::as_str).unwrap_or("someone");
+            let by = answer
+                .get("by")
+                .and_then(Value::as_str)
+                .unwrap_or("someone");
             return Ok(Attempt::Ended {
                 ok: approved,
                 error: (!approved).then(|| format!("denied by {by}")),
@@ -478,15 +506,24 @@ async fn shell(ctx: &Ctx<'_>, s: &ShellStep) -> Done {
             Err(e) => return (false, Value::Null, Some(format!("env {k}: {e}"))),
         }
     }
+    // Each execution has a working directory of its own; a relative `cwd` is inside it.
+    let home = ctx.engine.cfg.work_dir.join(ctx.execution.id.to_string());
+    if let Err(e) = std::fs::create_dir_all(&home) {
+        return (
+            false,
+            Value::Null,
+            Some(format!("could not create {}: {e}", home.display())),
+        );
+    }
     match &s.cwd {
         Some(cwd) => match expr::render(cwd, &ctx.scope) {
             Ok(cwd) => {
-                cmd.current_dir(ctx.engine.cfg.work_dir.join(cwd));
+                cmd.current_dir(home.join(cwd));
             }
             Err(e) => return (false, Value::Null, Some(format!("cwd: {e}"))),
         },
         None => {
-            cmd.current_dir(&ctx.engine.cfg.work_dir);
+            cmd.current_dir(&home);
         }
     }
     let mut child = match cmd.spawn() {
@@ -503,7 +540,11 @@ async fn shell(ctx: &Ctx<'_>, s: &ShellStep) -> Done {
     let rc = status.ok().and_then(|s| s.code()).unwrap_or(-1);
     let result = json!({"rc": rc, "stdout": out, "stderr": err});
     let error = (rc != 0).then(|| {
-        let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
         if last.is_empty() {
             format!("exited with {rc}")
         } else {
@@ -558,7 +599,10 @@ async fn http(ctx: &Ctx<'_>, h: &HttpStep) -> Done {
         let url = expr::render(&h.url, &ctx.scope).map_err(|e| format!("url: {e}"))?;
         let mut headers = Vec::new();
         for (k, v) in &h.headers {
-            headers.push((k.clone(), expr::render(v, &ctx.scope).map_err(|e| format!("header {k}: {e}"))?));
+            headers.push((
+                k.clone(),
+                expr::render(v, &ctx.scope).map_err(|e| format!("header {k}: {e}"))?,
+            ));
         }
         let body = match &h.body {
             Some(b) => Some(expr::render_value(b, &ctx.scope).map_err(|e| format!("body: {e}"))?),
@@ -572,7 +616,13 @@ async fn http(ctx: &Ctx<'_>, h: &HttpStep) -> Done {
     };
     let method = match reqwest::Method::from_bytes(h.method.to_uppercase().as_bytes()) {
         Ok(m) => m,
-        Err(_) => return (false, Value::Null, Some(format!("method {:?} is not an HTTP method", h.method))),
+        Err(_) => {
+            return (
+                false,
+                Value::Null,
+                Some(format!("method {:?} is not an HTTP method", h.method)),
+            );
+        }
     };
     let mut req = ctx.engine.http.request(method, &url);
     for (k, v) in headers {
@@ -586,7 +636,13 @@ async fn http(ctx: &Ctx<'_>, h: &HttpStep) -> Done {
     let shown = troupe_core::url::redact_credentials(&url);
     let response = match req.send().await {
         Ok(r) => r,
-        Err(e) => return (false, Value::Null, Some(format!("{shown}: {}", e.without_url()))),
+        Err(e) => {
+            return (
+                false,
+                Value::Null,
+                Some(format!("{shown}: {}", e.without_url())),
+            );
+        }
     };
     let status = response.status().as_u16();
     let bytes = response.bytes().await.unwrap_or_default();
@@ -605,19 +661,38 @@ async fn http(ctx: &Ctx<'_>, h: &HttpStep) -> Done {
 async fn slack(ctx: &Ctx<'_>, webhook: &str, text: &str) -> Done {
     let rendered = expr::render(webhook, &ctx.scope)
         .map_err(|e| format!("webhook: {e}"))
-        .and_then(|w| Ok((w, expr::render(text, &ctx.scope).map_err(|e| format!("text: {e}"))?)));
+        .and_then(|w| {
+            Ok((
+                w,
+                expr::render(text, &ctx.scope).map_err(|e| format!("text: {e}"))?,
+            ))
+        });
     let (url, text) = match rendered {
         Ok(r) => r,
         Err(e) => return (false, Value::Null, Some(e)),
     };
     let shown = troupe_core::url::redact_credentials(&url);
-    match ctx.engine.http.post(&url).json(&json!({"text": text})).send().await {
+    match ctx
+        .engine
+        .http
+        .post(&url)
+        .json(&json!({"text": text}))
+        .send()
+        .await
+    {
         Ok(r) if r.status().is_success() => (true, json!({"status": r.status().as_u16()}), None),
         Ok(r) => {
             let status = r.status().as_u16();
-            (false, json!({"status": status}), Some(format!("Slack answered {status}")))
+            (
+                false,
+                json!({"status": status}),
+                Some(format!("Slack answered {status}")),
+            )
         }
-        Err(e) => (false, Value::Null, Some(format!("{shown}: {}", e.without_url()))),
+        Err(e) => (
+            false,
+            Value::Null,
+            Some(format!("{shown}: {}", e.without_url())),
+        ),
     }
 }
-

@@ -142,12 +142,17 @@ async fn drive_inner(
     let doc = match load::load(&version.document) {
         Ok(doc) => doc,
         Err(e) => {
-            let why = format!("version {} of the flow no longer loads: {e}", version.version);
+            let why = format!(
+                "version {} of the flow no longer loads: {e}",
+                version.version
+            );
             return finish_early(engine, &execution, ExecutionStatus::Failed, &why).await;
         }
     };
-    let secrets = match open_map(engine.parts.seal.as_ref(), execution.sealed_secrets.as_deref())
-    {
+    let secrets = match open_map(
+        engine.parts.seal.as_ref(),
+        execution.sealed_secrets.as_deref(),
+    ) {
         Ok(s) => s,
         Err(_) => {
             let why = "its secret inputs cannot be opened with this server's key";
@@ -215,7 +220,10 @@ async fn drive_inner(
     let mut failure: Option<Failure> = discover(&mut ctx).await?;
     let mut stop = None;
     if failure.is_none() {
-        for (phase, steps) in [(Phase::Pre, ctx.doc.pre.clone()), (Phase::Steps, ctx.doc.steps.clone())] {
+        for (phase, steps) in [
+            (Phase::Pre, ctx.doc.pre.clone()),
+            (Phase::Steps, ctx.doc.steps.clone()),
+        ] {
             match run_list(&mut ctx, phase, &steps).await? {
                 ListEnd::Done => {}
                 ListEnd::Failed(f) => {
@@ -340,13 +348,21 @@ async fn admit(ctx: &Ctx<'_>) -> Result<Admission, StoreError> {
             }
         }
     }
-    let behavior = ctx.doc.concurrency.as_ref().map(|c| c.behavior).unwrap_or_default();
+    let behavior = ctx
+        .doc
+        .concurrency
+        .as_ref()
+        .map(|c| c.behavior)
+        .unwrap_or_default();
     let mut said = false;
     loop {
         match ctx.stops.now() {
             Some(Stop::Released) => return Ok(Admission::Released),
             Some(Stop::Canceled) => {
-                return Ok(Admission::Out(ExecutionStatus::Canceled, Some("canceled while queued".into())));
+                return Ok(Admission::Out(
+                    ExecutionStatus::Canceled,
+                    Some("canceled while queued".into()),
+                ));
             }
             _ => {}
         }
@@ -354,7 +370,9 @@ async fn admit(ctx: &Ctx<'_>) -> Result<Admission, StoreError> {
             return Ok(Admission::In);
         }
         match behavior {
-            Behavior::Skip if ctx.doc.concurrency.is_some() && concurrency_full(ctx, &slots).await? => {
+            Behavior::Skip
+                if ctx.doc.concurrency.is_some() && concurrency_full(ctx, &slots).await? =>
+            {
                 let why = "its concurrency group was full".to_owned();
                 return Ok(Admission::Out(ExecutionStatus::Skipped, Some(why)));
             }
@@ -370,7 +388,10 @@ async fn admit(ctx: &Ctx<'_>) -> Result<Admission, StoreError> {
             _ => {}
         }
         if !said {
-            ctx.log(&format!("execution {} waits for its concurrency group or locks", ctx.execution.id));
+            ctx.log(&format!(
+                "execution {} waits for its concurrency group or locks",
+                ctx.execution.id
+            ));
             said = true;
         }
         tokio::select! {
@@ -403,7 +424,11 @@ async fn discover(ctx: &mut Ctx<'_>) -> Result<Option<Failure>, StoreError> {
             .iter()
             .find(|r| r.key == key && r.round == round && r.status == StepStatus::Successful)
         {
-            let nodes = r.result.get("nodes").cloned().unwrap_or(Value::Array(vec![]));
+            let nodes = r
+                .result
+                .get("nodes")
+                .cloned()
+                .unwrap_or(Value::Array(vec![]));
             if r.result.get("skip").and_then(Value::as_bool) == Some(true) {
                 ctx.skipped_sets.push(name.clone());
             }
@@ -446,7 +471,9 @@ async fn discover(ctx: &mut Ctx<'_>) -> Result<Option<Failure>, StoreError> {
                 set_node_scope(ctx, name, json!(nodes));
             }
             Ok(Nodes::Skip) => {
-                ctx.log(&format!("node set {name}: no node; steps using it are skipped"));
+                ctx.log(&format!(
+                    "node set {name}: no node; steps using it are skipped"
+                ));
                 record.status = StepStatus::Successful;
                 record.result = json!({"nodes": [], "skip": true});
                 ctx.put(&mut record).await?;
@@ -576,7 +603,11 @@ async fn send_notice(ctx: &Ctx<'_>, note: &Notify, ended: &Execution) {
         ended.flow,
         ended.id,
         ended.status,
-        ended.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+        ended
+            .error
+            .as_deref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default()
     );
     let targets = [
         note.webhook.as_deref().map(|u| (u, summary.clone())),

@@ -17,16 +17,14 @@ pub use seams::{FindNodes, Nodes, Observe, Seal, Unobserved, WaitRun};
 use chrono::Utc;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use troupe_core::flow::{
-    Approval, Execution, NewExecution, ParentStep, StepRecord,
-};
+use troupe_core::flow::{Approval, Execution, NewExecution, ParentStep, StepRecord};
 use troupe_launch::Launch;
 use troupe_store::{Store, StoreError};
 
@@ -46,7 +44,8 @@ pub struct EngineConfig {
     pub lease: Duration,
     /// How often the engine looks for executions to take, slots that freed, and cancels.
     pub poll: Duration,
-    /// The working directory of shell steps that name none.
+    /// Where each execution gets a working directory of its own (`<id>/`), where its shell
+    /// steps run.
     pub work_dir: PathBuf,
 }
 
@@ -168,7 +167,10 @@ impl Engine {
 
     /// Stores a flow document (a new version when it differs from the newest), after checking
     /// it.
-    pub async fn put_flow(&self, text: &str) -> Result<(FlowDoc, troupe_core::flow::FlowVersion), PutError> {
+    pub async fn put_flow(
+        &self,
+        text: &str,
+    ) -> Result<(FlowDoc, troupe_core::flow::FlowVersion), PutError> {
         let doc = load::load(text).map_err(PutError::Document)?;
         let version = self.parts.store.put_flow(&doc.name, text).await?;
         Ok((doc, version))
@@ -362,7 +364,10 @@ impl Engine {
         {
             Ok(kept) => {
                 for id in ids.iter().filter(|id| !kept.contains(id)) {
-                    tracing::warn!(execution = id, "flow engine: execution taken over elsewhere; letting go");
+                    tracing::warn!(
+                        execution = id,
+                        "flow engine: execution taken over elsewhere; letting go"
+                    );
                     if let Some(h) = self.handle(*id) {
                         h.release.cancel();
                     }

@@ -72,7 +72,10 @@ pub(crate) fn seal_map(
 }
 
 /// The secret inputs a sealed text holds.
-pub(crate) fn open_map(seal: &dyn Seal, sealed: Option<&str>) -> Result<Map<String, Value>, String> {
+pub(crate) fn open_map(
+    seal: &dyn Seal,
+    sealed: Option<&str>,
+) -> Result<Map<String, Value>, String> {
     let Some(sealed) = sealed else {
         return Ok(Map::new());
     };

@@ -63,7 +63,10 @@ pub(crate) async fn run_step(
     if let Some(record) = earlier {
         remember(ctx, step, &record);
         if record.round != round {
-            ctx.log(&format!("step {key}: succeeded in round {}, not run again", record.round));
+            ctx.log(&format!(
+                "step {key}: succeeded in round {}, not run again",
+                record.round
+            ));
         }
         return Ok(end_of(&record, step));
     }
@@ -132,7 +135,10 @@ pub(crate) async fn run_step(
             "step {key}: attempt {} was interrupted (troupe stopped); the retry policy decides",
             r.attempts
         ));
-        record.error = Some(format!("attempt {} was interrupted: troupe stopped", r.attempts));
+        record.error = Some(format!(
+            "attempt {} was interrupted: troupe stopped",
+            r.attempts
+        ));
         if r.attempts >= attempts {
             record.status = StepStatus::Failed;
             record.finished_at = Some(Utc::now());
@@ -140,7 +146,11 @@ pub(crate) async fn run_step(
             remember(ctx, step, &record);
             return Ok(end_of(&record, step));
         }
-        if let Err(stop) = ctx.stops.sleep(delay_before(step, r.attempts as u32 + 1)).await {
+        if let Err(stop) = ctx
+            .stops
+            .sleep(delay_before(step, r.attempts as u32 + 1))
+            .await
+        {
             return stopped(ctx, &mut record, stop).await;
         }
     }
@@ -151,7 +161,10 @@ pub(crate) async fn run_step(
             record.status = StepStatus::Running;
             ctx.put(&mut record).await?;
             if attempts > 1 {
-                ctx.log(&format!("step {key}: attempt {} of {attempts}", record.attempts));
+                ctx.log(&format!(
+                    "step {key}: attempt {} of {attempts}",
+                    record.attempts
+                ));
             } else {
                 ctx.log(&format!("step {key}: {}", step.action.kind()));
             }
@@ -211,7 +224,11 @@ pub(crate) async fn run_step(
     ctx.log(&format!(
         "step {key}: {}{}",
         record.status,
-        record.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+        record
+            .error
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
     ));
     remember(ctx, step, &record);
     Ok(end_of(&record, step))
@@ -278,7 +295,9 @@ fn with_result(ctx: &Ctx<'_>, result: &Value) -> expr::Scope {
 
 fn until_holds(ctx: &Ctx<'_>, step: &Step, result: &Value) -> Result<bool, String> {
     match step.retry.as_ref().and_then(|r| r.until.as_deref()) {
-        Some(until) => expr::is_true(until, &with_result(ctx, result)).map_err(|e| format!("until: {e}")),
+        Some(until) => {
+            expr::is_true(until, &with_result(ctx, result)).map_err(|e| format!("until: {e}"))
+        }
         None => Ok(true),
     }
 }

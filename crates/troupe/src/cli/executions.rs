@@ -71,7 +71,10 @@ pub async fn run(
     let execution: Execution = client
         .post(&format!("/api/v1/flows/{name}/executions"), &body)
         .await?;
-    println!("execution {} of flow {} {}", execution.id, name, execution.status);
+    println!(
+        "execution {} of flow {} {}",
+        execution.id, name, execution.status
+    );
     if !follow {
         return Ok(0);
     }
@@ -151,7 +154,11 @@ fn print_step(s: &StepRecord) {
     } else {
         format!(
             "  runs {}",
-            s.run_ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+            s.run_ids
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
         )
     };
     println!(
@@ -161,7 +168,10 @@ fn print_step(s: &StepRecord) {
         s.kind,
         s.status.as_str(),
         s.attempts,
-        s.error.as_deref().map(|e| format!("  {e}")).unwrap_or_default()
+        s.error
+            .as_deref()
+            .map(|e| format!("  {e}"))
+            .unwrap_or_default()
     );
 }
 
@@ -170,7 +180,10 @@ pub async fn list(client: &Client, executions: bool) -> anyhow::Result<i32> {
     if executions {
         let page: ExecutionList = client.get("/api/v1/executions").await?;
         for e in page.executions {
-            println!("{:>6}  {:<24} v{:<3} {:<10} {}", e.id, e.flow, e.version, e.status, e.created_at);
+            println!(
+                "{:>6}  {:<24} v{:<3} {:<10} {}",
+                e.id, e.flow, e.version, e.status, e.created_at
+            );
         }
     } else {
         let flows: FlowList = client.get("/api/v1/flows").await?;
@@ -190,7 +203,10 @@ pub async fn list(client: &Client, executions: bool) -> anyhow::Result<i32> {
 /// `troupe flow resume ID` / `cancel ID`.
 pub async fn act(client: &Client, id: i64, action: &str, follow: bool) -> anyhow::Result<i32> {
     let e: Execution = client
-        .post(&format!("/api/v1/executions/{id}/{action}"), &Value::Object(Map::new()))
+        .post(
+            &format!("/api/v1/executions/{id}/{action}"),
+            &Value::Object(Map::new()),
+        )
         .await?;
     println!("execution {} {}", e.id, e.status);
     if follow {

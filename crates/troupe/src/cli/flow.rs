@@ -15,6 +15,88 @@ pub enum FlowCmd {
         /// The flow file (YAML).
         file: PathBuf,
     },
+    /// Start an execution of a flow: a file (stored first, as a new version if it changed) or
+    /// the name of a stored flow. With --follow, prints its progress and exits with its status
+    /// (0 successful, 2 failed or timed out, 99 canceled).
+    Run {
+        /// A flow file, or a stored flow's name.
+        flow: String,
+        /// An input, `name=value` (repeatable); read as the input's declared type.
+        #[arg(short = 'i', long = "input")]
+        inputs: Vec<String>,
+        /// Follow the execution until it ends.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Show an execution and every step's status, attempts, time and runs.
+    Show {
+        /// The execution's id.
+        id: i64,
+        /// Print the JSON the API answers.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow a running execution until it ends; exits with its status.
+    Follow {
+        /// The execution's id.
+        id: i64,
+    },
+    /// List stored flows, or with --executions the latest executions.
+    List {
+        /// List executions instead of flows.
+        #[arg(long)]
+        executions: bool,
+    },
+    /// Resume a failed, canceled or timed-out execution: steps that succeeded are not run again.
+    Resume {
+        /// The execution's id.
+        id: i64,
+        /// Follow it until it ends.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Cancel an execution (the step in flight stops gracefully; `finally` still runs).
+    Cancel {
+        /// The execution's id.
+        id: i64,
+    },
+    /// Approve (or with --deny, deny) a waiting approval step.
+    Approve {
+        /// The execution's id.
+        id: i64,
+        /// The approval step's id.
+        step: String,
+        /// Deny instead of approving.
+        #[arg(long)]
+        deny: bool,
+        /// Why.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+}
+
+/// Runs the subcommands that talk to a server.
+pub async fn remote(client: &crate::client::Client, cmd: FlowCmd) -> anyhow::Result<i32> {
+    use super::executions as ex;
+    match cmd {
+        FlowCmd::Validate { file } => validate(&file),
+        FlowCmd::Run {
+            flow,
+            inputs,
+            follow,
+        } => ex::run(client, &flow, &inputs, follow).await,
+        FlowCmd::Show { id, json } => ex::show(client, id, json).await,
+        FlowCmd::Follow { id } => ex::follow_execution(client, id).await,
+        FlowCmd::List { executions } => ex::list(client, executions).await,
+        FlowCmd::Resume { id, follow } => ex::act(client, id, "resume", follow).await,
+        FlowCmd::Cancel { id } => ex::act(client, id, "cancel", false).await,
+        FlowCmd::Approve {
+            id,
+            step,
+            deny,
+            comment,
+        } => ex::approve(client, id, &step, !deny, comment).await,
+    }
 }
 
 /// The exit status of a flow with problems (1 is for a file that cannot be read).

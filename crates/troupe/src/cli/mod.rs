@@ -2,6 +2,7 @@
 //! like `rules check` and `flow validate`, need none).
 
 pub mod events;
+pub mod executions;
 pub mod export;
 pub mod flow;
 pub mod inventory;
