@@ -7,7 +7,7 @@
 //! `"true"` as a boolean, `"[1, 2]"` (JSON) as an array.
 
 use crate::doc::{InputSpec, InputType, Validator};
-use crate::load::Problem;
+use crate::load::{Problem, flow_has};
 use aho_corasick::{AhoCorasick, MatchKind};
 use indexmap::IndexMap;
 use serde_json::{Map, Number, Value};
@@ -41,18 +41,7 @@ pub fn resolve(
 ) -> Result<Inputs, Vec<Problem>> {
     let mut problems = Vec::new();
     for name in given.keys().filter(|n| !specs.contains_key(*n)) {
-        let known = if specs.is_empty() {
-            "the flow has no inputs".to_owned()
-        } else {
-            format!(
-                "the flow's inputs are {}",
-                specs
-                    .keys()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
+        let known = flow_has("input", specs.keys());
         problems.push(Problem::new(
             format!("inputs.{name}"),
             format!("no input is named {name:?}; {known}"),

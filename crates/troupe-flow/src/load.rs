@@ -351,6 +351,17 @@ impl FlowDoc {
     }
 }
 
+/// "the flow's node sets are a, b" or "the flow has no node sets", for a message about a
+/// name that is not among them.
+pub(crate) fn flow_has<'a>(what: &str, names: impl IntoIterator<Item = &'a String>) -> String {
+    let names: Vec<&str> = names.into_iter().map(String::as_str).collect();
+    if names.is_empty() {
+        format!("the flow has no {what}s")
+    } else {
+        format!("the flow's {what}s are {}", names.join(", "))
+    }
+}
+
 /// Whether `s` is an identifier: a letter or `_`, then letters, digits and `_` (so a
 /// template can write `inputs.s`, `steps.s`).
 pub fn is_identifier(s: &str) -> bool {
@@ -439,18 +450,7 @@ impl Checker {
                 _ => continue,
             };
             if !known.contains(key) {
-                let list = if known.is_empty() {
-                    format!("the flow has no {what}s")
-                } else {
-                    format!(
-                        "the flow's {what}s are {}",
-                        known
-                            .iter()
-                            .map(String::as_str)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                };
+                let list = flow_has(what, known);
                 let message = format!("{root}.{key}: there is no {what} {key:?}; {list}");
                 self.push(field, message);
             }
@@ -763,18 +763,7 @@ impl Checker {
         if let Some(nodes) = &p.nodes
             && !doc.nodes.contains_key(nodes)
         {
-            let known = if doc.nodes.is_empty() {
-                "the flow has no node sets".to_owned()
-            } else {
-                format!(
-                    "the flow's node sets are {}",
-                    doc.nodes
-                        .keys()
-                        .map(String::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
+            let known = flow_has("node set", doc.nodes.keys());
             self.push(
                 format!("{at}.nodes"),
                 format!("no node set is named {nodes:?}; {known}"),
