@@ -285,8 +285,17 @@ impl Engine {
             }
         }
         // Shutting down is not canceling: the executions stay running in the store and are
-        // taken back on the next start; only the tasks stop.
+        // taken back on the next start; only the tasks stop. Their leases end now, so the next
+        // start (of this replica or another) takes them up at once.
         self.shutdown.cancel();
+        let now = Utc::now();
+        for id in self.owned() {
+            let _ = self
+                .parts
+                .store
+                .claim_execution(id, &self.cfg.owner, now, now)
+                .await;
+        }
     }
 
     /// Claims an execution and drives it in a task of its own, unless this replica already
