@@ -372,3 +372,43 @@ async fn bad_flows_and_bad_inputs_are_refused_with_what_is_wrong() -> anyhow::Re
     );
     Ok(())
 }
+
+/// The example in `examples/flows/sequence.yml`, through the CLI as the README tour runs it:
+/// `flow run --follow` exits 2 at the failed check; once the marker exists, `flow resume
+/// --follow` exits 0 without running the playbook again.
+#[tokio::test]
+async fn the_example_sequence_runs_fails_and_resumes_from_the_cli() -> anyhow::Result<()> {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = std::fs::canonicalize(root)?;
+    let server = serve_with(with_project(&root.join("examples/hello")))?;
+    let marker_dir = tempfile::tempdir()?;
+    let marker = marker_dir.path().join("ready");
+    let troupe = |args: &[&str]| {
+        let mut c = std::process::Command::new(troupe_bin());
+        c.current_dir(&root)
+            .env("TROUPE_SERVER", &server.base)
+            .env("TROUPE_TOKEN", TOKEN)
+            .args(args);
+        c.output()
+    };
+    let input = format!("marker={}", marker.display());
+    let out = troupe(&["flow", "run", "examples/flows/sequence.yml", "-i", &input, "--follow"])?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("stopped at ready"), "{stdout}");
+    assert!(stdout.contains("execution 1 failed"), "{stdout}");
+
+    std::fs::write(&marker, "")?;
+    let out = troupe(&["flow", "resume", "1", "--follow"])?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", server.log());
+    assert!(stdout.contains("marker is ready"), "{stdout}");
+    assert!(stdout.contains("not run again"), "{stdout}");
+
+    let out = troupe(&["flow", "show", "1"])?;
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("steps/hello") && shown.contains("successful"), "{shown}");
+    let runs = server.get("/api/v1/runs").await?;
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(1), "one playbook run: {runs}");
+    Ok(())
+}
