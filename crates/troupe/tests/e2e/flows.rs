@@ -392,9 +392,21 @@ async fn the_example_sequence_runs_fails_and_resumes_from_the_cli() -> anyhow::R
         c.output()
     };
     let input = format!("marker={}", marker.display());
-    let out = troupe(&["flow", "run", "examples/flows/sequence.yml", "-i", &input, "--follow"])?;
+    let out = troupe(&[
+        "flow",
+        "run",
+        "examples/flows/sequence.yml",
+        "-i",
+        &input,
+        "--follow",
+    ])?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("stopped at ready"), "{stdout}");
     assert!(stdout.contains("execution 1 failed"), "{stdout}");
 
@@ -407,8 +419,15 @@ async fn the_example_sequence_runs_fails_and_resumes_from_the_cli() -> anyhow::R
 
     let out = troupe(&["flow", "show", "1"])?;
     let shown = String::from_utf8_lossy(&out.stdout);
-    assert!(shown.contains("steps/hello") && shown.contains("successful"), "{shown}");
+    assert!(
+        shown.contains("steps/hello") && shown.contains("successful"),
+        "{shown}"
+    );
     let runs = server.get("/api/v1/runs").await?;
-    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(1), "one playbook run: {runs}");
+    assert_eq!(
+        runs["runs"].as_array().map(Vec::len),
+        Some(1),
+        "one playbook run: {runs}"
+    );
     Ok(())
 }
