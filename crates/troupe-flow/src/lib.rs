@@ -22,6 +22,7 @@ pub mod expr;
 pub mod inputs;
 pub mod key;
 pub mod load;
+mod shell;
 
 pub use explain::explain;
 pub use inputs::{Inputs, Scrubber};

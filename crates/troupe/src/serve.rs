@@ -229,12 +229,15 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
             nodes: Arc::new(Discovery::new(
                 Arc::clone(&store),
                 projects_dir.clone(),
-                ansible_bin_dir,
+                ansible_bin_dir.clone(),
             )),
             seal: Arc::new(KeySeal(key)),
             observe: Arc::new(HubObserver(Arc::clone(&hub))),
         },
-        EngineConfig::new(node, flow_work_dir),
+        EngineConfig {
+            bin_dir: ansible_bin_dir,
+            ..EngineConfig::new(node, flow_work_dir)
+        },
     );
     let flows_stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(Arc::clone(&flows).run(flows_stop.clone()));

@@ -3,9 +3,7 @@
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 use std::future::Future;
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 use troupe_core::RunStatus;
 use troupe_core::flow::{ExecutionStatus, ParentStep, StepRecord, StepStatus};
 use troupe_core::inventory::{InventoryContent, InventoryFormat};
@@ -21,6 +19,7 @@ use crate::doc::{
     Action, ApprovalStep, FlowStep, HttpStep, NodeSource, PlaybookStep, ShellStep, Step,
 };
 use crate::expr;
+use crate::shell::{self, Shell};
 
 /// The most of a command's stdout or stderr, or of an HTTP body, kept in a result.
 pub(crate) const OUTPUT_LIMIT: usize = 64 * 1024;
@@ -486,26 +485,25 @@ async fn approval(
 }
 
 async fn shell(ctx: &Ctx<'_>, s: &ShellStep) -> Done {
-    let command = match expr::render(&s.command, &ctx.scope) {
-        Ok(c) => c,
-        Err(e) => return (false, Value::Null, Some(format!("command: {e}"))),
-    };
-    let mut cmd = tokio::process::Command::new("sh");
-    cmd.arg("-c")
-        .arg(&command)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .process_group(0);
-    for (k, v) in &s.env {
-        match expr::render(v, &ctx.scope) {
-            Ok(v) => {
-                cmd.env(k, v);
-            }
-            Err(e) => return (false, Value::Null, Some(format!("env {k}: {e}"))),
+    let rendered = (|| -> Result<_, String> {
+        let command = expr::render(&s.command, &ctx.scope).map_err(|e| format!("command: {e}"))?;
+        let mut env = Vec::new();
+        for (k, v) in &s.env {
+            env.push((
+                k.clone(),
+                expr::render(v, &ctx.scope).map_err(|e| format!("env {k}: {e}"))?,
+            ));
         }
-    }
+        let cwd = match &s.cwd {
+            Some(cwd) => Some(expr::render(cwd, &ctx.scope).map_err(|e| format!("cwd: {e}"))?),
+            None => None,
+        };
+        Ok((command, env, cwd))
+    })();
+    let (command, env, cwd) = match rendered {
+        Ok(r) => r,
+        Err(e) => return (false, Value::Null, Some(e)),
+    };
     // Each execution has a working directory of its own; a relative `cwd` is inside it.
     let home = ctx.engine.cfg.work_dir.join(ctx.execution.id.to_string());
     if let Err(e) = std::fs::create_dir_all(&home) {
@@ -515,83 +513,43 @@ async fn shell(ctx: &Ctx<'_>, s: &ShellStep) -> Done {
             Some(format!("could not create {}: {e}", home.display())),
         );
     }
-    match &s.cwd {
-        Some(cwd) => match expr::render(cwd, &ctx.scope) {
-            Ok(cwd) => {
-                cmd.current_dir(home.join(cwd));
-            }
-            Err(e) => return (false, Value::Null, Some(format!("cwd: {e}"))),
-        },
-        None => {
-            cmd.current_dir(&home);
-        }
-    }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return (false, Value::Null, Some(format!("could not start sh: {e}"))),
+    let cwd = match cwd {
+        Some(cwd) => home.join(cwd),
+        None => home,
     };
-    let group = child.id().map(|pid| GroupGuard(pid as i32));
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let (out, err, status) = tokio::join!(read_bounded(stdout), read_bounded(stderr), child.wait());
-    if let Some(mut g) = group {
-        g.0 = 0;
-    }
-    let rc = status.ok().and_then(|s| s.code()).unwrap_or(-1);
-    let result = json!({"rc": rc, "stdout": out, "stderr": err});
-    let error = (rc != 0).then(|| {
-        let last = err
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        if last.is_empty() {
-            format!("exited with {rc}")
-        } else {
-            format!("exited with {rc}: {last}")
-        }
+    let run = shell::run(Shell {
+        command: &command,
+        env,
+        cwd: &cwd,
+        bin_dir: ctx.engine.cfg.bin_dir.as_deref(),
+        stdout_max: OUTPUT_LIMIT,
+        stderr_max: OUTPUT_LIMIT,
     });
-    (rc == 0, result, error)
-}
-
-/// Terminates a shell step's whole process group if the step is dropped (stopped) before the
-/// command ended.
-struct GroupGuard(i32);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if self.0 > 0 {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(self.0),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-    }
-}
-
-/// Reads a stream to its end, keeping its first [`OUTPUT_LIMIT`] bytes as text.
-async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(stream: Option<R>) -> String {
-    let Some(mut stream) = stream else {
-        return String::new();
+    let out = match run.await {
+        Ok(out) => out,
+        Err(e) => return (false, Value::Null, Some(format!("could not run sh: {e}"))),
     };
-    let mut kept = Vec::new();
-    let mut buf = [0u8; 8192];
-    let mut cut = false;
-    loop {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let room = OUTPUT_LIMIT.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-                cut |= n > room;
-            }
+    let text = |bytes: &[u8], whole: bool| {
+        let mut t = String::from_utf8_lossy(bytes).into_owned();
+        if !whole {
+            t.push_str("\n[… cut at 64 KiB]");
         }
-    }
-    let mut text = String::from_utf8_lossy(&kept).into_owned();
-    if cut {
-        text.push_str("\n[… cut at 64 KiB]");
-    }
-    text
+        t
+    };
+    let stdout = text(&out.stdout, out.stdout_whole);
+    let stderr = text(&out.stderr, true);
+    let rc = out.status.code().unwrap_or(-1);
+    let error = (rc != 0).then(
+        || match stderr.lines().rev().find(|l| !l.trim().is_empty()) {
+            Some(last) => format!("exited with {rc}: {last}"),
+            None => format!("exited with {rc}"),
+        },
+    );
+    (
+        rc == 0,
+        json!({"rc": rc, "stdout": stdout, "stderr": stderr}),
+        error,
+    )
 }
 
 async fn http(ctx: &Ctx<'_>, h: &HttpStep) -> Done {

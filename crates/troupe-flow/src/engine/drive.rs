@@ -538,7 +538,6 @@ async fn finish_early(
     let ended = store
         .set_execution_status(execution.id, status, Some(why))
         .await?;
-    store.release_slots(execution.id).await?;
     engine.parts.observe.execution(&ended);
     engine.wake.notify_waiters();
     Ok(())
@@ -561,7 +560,6 @@ async fn finish(
         Err(StoreError::Conflict(_)) => store.get_execution(ctx.execution.id).await?,
         Err(e) => return Err(e),
     };
-    store.release_slots(ctx.execution.id).await?;
     ctx.log(&format!(
         "execution {} ended {}{}",
         ended.id,

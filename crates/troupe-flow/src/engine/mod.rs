@@ -47,6 +47,8 @@ pub struct EngineConfig {
     /// Where each execution gets a working directory of its own (`<id>/`), where its shell
     /// steps run.
     pub work_dir: PathBuf,
+    /// Put first on shell steps' `PATH` (where ansible is).
+    pub bin_dir: Option<PathBuf>,
 }
 
 impl EngineConfig {
@@ -57,6 +59,7 @@ impl EngineConfig {
             lease: Duration::from_secs(30),
             poll: Duration::from_millis(500),
             work_dir,
+            bin_dir: None,
         }
     }
 }
