@@ -11,6 +11,9 @@ use tokio::process::Command;
 
 /// The ansible-core version troupe installs when it bootstraps its own venv.
 pub const PINNED_ANSIBLE_CORE: &str = "2.19.14";
+/// The `cryptography` installed with it: ansible-core leaves it open, and 51 warns on the DSA
+/// import every ansible-core 2.19 makes, a line in every run's output.
+pub const CRYPTOGRAPHY_REQUIREMENT: &str = "cryptography<51";
 
 /// How long `ansible-playbook --version` may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -96,6 +99,7 @@ impl Ansible {
             "--disable-pip-version-check",
             "--no-input",
             &format!("ansible-core=={PINNED_ANSIBLE_CORE}"),
+            CRYPTOGRAPHY_REQUIREMENT,
         ]);
         run_reporting(cmd, progress).await?;
         let found = probe(&playbook).await?;

@@ -53,7 +53,7 @@ impl Server {
                 log_lines: Some(200),
                 ready_timeout: Duration::from_secs(120),
                 http: Some(
-                    reqwest::Client::builder()
+                    troupe_http::builder(None)?
                         .pool_max_idle_per_host(64)
                         .build()?,
                 ),

@@ -9,6 +9,7 @@
 //!   messages, and stops it (or kills it when dropped).
 //! - [`Api`] is the HTTP client with the token, and the requests tests share (projects, runs,
 //!   waiting for a run to end, events, rules).
+//! - [`tls::HttpsServer`] stands in for a service behind TLS with a private CA.
 //! - [`fixtures`] builds what runs need (local inventories, project directories); [`procs`]
 //!   looks at processes through `/proc`; [`wait`] polls for conditions.
 //!
@@ -20,6 +21,7 @@ pub mod fixtures;
 mod log;
 pub mod procs;
 mod server;
+pub mod tls;
 pub mod wait;
 
 pub use api::{Api, is_finished};

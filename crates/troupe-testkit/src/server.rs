@@ -165,7 +165,10 @@ impl Server {
                 bail!("{e:#}\n--- server log ---\n{}", log.text());
             }
         };
-        let http = opts.http.clone().unwrap_or_default();
+        let http = match opts.http.clone() {
+            Some(http) => http,
+            None => troupe_http::client()?,
+        };
         Ok(Server {
             child,
             api: Api::new(

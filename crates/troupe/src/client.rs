@@ -43,8 +43,14 @@ pub struct Client {
 
 impl Client {
     /// A client for `server` (e.g. `http://127.0.0.1:8080`) with `token`, or with the token
-    /// file a local server wrote into `data_dir`.
-    pub fn new(server: &str, token: Option<String>, data_dir: &Path) -> anyhow::Result<Client> {
+    /// file a local server wrote into `data_dir`; `https://` servers are verified against the
+    /// system's CAs and those of `ca_file`.
+    pub fn new(
+        server: &str,
+        token: Option<String>,
+        data_dir: &Path,
+        ca_file: Option<&Path>,
+    ) -> anyhow::Result<Client> {
         let token = match token {
             Some(t) => t,
             None => {
@@ -59,7 +65,7 @@ impl Client {
                     })?
             }
         };
-        let http = reqwest::Client::builder()
+        let http = troupe_http::builder(ca_file)?
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()
             .context("could not build the HTTP client")?;

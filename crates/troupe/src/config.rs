@@ -45,6 +45,9 @@ pub struct Config {
     pub stream_buffer_events: usize,
     /// Log filter (tracing's `EnvFilter` syntax).
     pub log: String,
+    /// CA certificates (PEM) trusted besides the system's for what troupe sends over HTTPS:
+    /// flow `http` and `slack` steps and handlers, and discovery.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -67,6 +70,7 @@ impl Default for Config {
             stream_buffer_events: 1024,
             event_flush_ms: 20,
             log: "info".to_owned(),
+            ca_file: None,
         }
     }
 }
@@ -90,6 +94,7 @@ const ENV_KEYS: &[&str] = &[
     "stream_buffer_events",
     "event_flush_ms",
     "log",
+    "ca_file",
 ];
 
 /// Flags that override configuration (only those given).

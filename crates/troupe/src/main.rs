@@ -42,6 +42,10 @@ struct Remote {
     /// API token (default: the local server's admin token file).
     #[arg(long, env = "TROUPE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// CA certificates (PEM) to trust besides the system's for an `https://` server
+    /// (default: the configuration's `ca_file`).
+    #[arg(long, env = "TROUPE_CA_FILE", value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -367,7 +371,8 @@ fn client(cfg: &Config, remote: Remote) -> anyhow::Result<client::Client> {
     let server = remote
         .server
         .unwrap_or_else(|| format!("http://{}", cfg.listen));
-    client::Client::new(&server, remote.token, &cfg.data_dir)
+    let ca_file = remote.ca_file.as_deref().or(cfg.ca_file.as_deref());
+    client::Client::new(&server, remote.token, &cfg.data_dir, ca_file)
 }
 
 /// Whether opening the store failed only because a running troupe has the SQLite file.

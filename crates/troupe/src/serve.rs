@@ -218,6 +218,14 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
     std::fs::create_dir_all(&flow_work_dir)?;
     let key = troupe_flow::load_or_create_key(&cfg.data_dir.join("secret.key"))
         .context("could not load the secret key")?;
+    let mut discovery = Discovery::new(
+        Arc::clone(&store),
+        projects_dir.clone(),
+        ansible_bin_dir.clone(),
+    );
+    if let Some(ca_file) = &cfg.ca_file {
+        discovery = discovery.trusting(ca_file);
+    }
     let flows = Engine::new(
         Parts {
             store: Arc::clone(&store),
@@ -226,13 +234,13 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
                 store: Arc::clone(&store),
                 hub: Arc::clone(&hub),
             }),
-            nodes: Arc::new(Discovery::new(
-                Arc::clone(&store),
-                projects_dir.clone(),
-                ansible_bin_dir.clone(),
-            )),
+            nodes: Arc::new(discovery),
             seal: Arc::new(KeySeal(key)),
             observe: Arc::new(HubObserver(Arc::clone(&hub))),
+            http: troupe_http::builder(cfg.ca_file.as_deref())?
+                .timeout(Duration::from_secs(60))
+                .build()
+                .context("could not build the HTTP client of flows")?,
         },
         EngineConfig {
             bin_dir: ansible_bin_dir,

@@ -21,17 +21,13 @@ const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
 /// How much of a failed answer's body an error shows.
 const BODY_EXCERPT_CHARS: usize = 300;
 
-/// The shared client, with a timeout on every request.
-///
-/// TLS is what the workspace's reqwest has: none yet, so an `https` URL fails with reqwest's
-/// "scheme is not http". Turning a rustls backend on for one crate would change every reqwest
-/// client linked beside it (with `rustls-no-provider`, building one without a process-wide
-/// crypto provider panics), so that is a workspace decision; this client then gets it as is.
-pub(super) fn client() -> Result<Client, String> {
-    Client::builder()
+/// The shared client, with a timeout on every request; `https` is verified against the
+/// system's CAs and those of `ca_file`.
+pub(super) fn client(ca_file: Option<&std::path::Path>) -> Result<Client, String> {
+    troupe_http::builder(ca_file)
+        .map_err(|e| e.to_string())?
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
-        .user_agent(concat!("troupe/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| error_chain(&e))
 }
@@ -152,25 +148,9 @@ pub(super) async fn json(
         .map_err(|e| SourceError::shape(&name, format!("the answer is not JSON: {e}")))
 }
 
-/// An error and its causes, `: `-joined, without the URL (which reqwest would print whole).
+/// An error and its causes, without the URL, credentials in any cause redacted.
 fn error_chain(e: &reqwest::Error) -> String {
-    let mut parts = Vec::new();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    parts.push(if e.is_timeout() {
-        "timed out".to_owned()
-    } else if e.is_connect() {
-        "could not connect".to_owned()
-    } else {
-        "request failed".to_owned()
-    });
-    while let Some(s) = source {
-        let text = s.to_string();
-        if parts.last() != Some(&text) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    redact_credentials(&parts.join(": "))
+    redact_credentials(&troupe_http::describe(e))
 }
 
 /// `http`: GET the URL, pick the list with the pointer, read names from it.

@@ -255,8 +255,15 @@ impl Discovery {
             store,
             projects_dir,
             ansible_bin_dir,
-            http: http::client(),
+            http: http::client(None),
         }
+    }
+
+    /// The same discovery, trusting the CAs of `ca_file` (PEM) besides the system's for the
+    /// HTTP kinds.
+    pub fn trusting(mut self, ca_file: &std::path::Path) -> Self {
+        self.http = http::client(Some(ca_file));
+        self
     }
 
     /// Finds one node set's nodes and applies its policy (`limit`, `when_empty`, `at_least`).

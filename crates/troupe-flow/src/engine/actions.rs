@@ -582,7 +582,7 @@ async fn http(ctx: &Ctx<'_>, h: &HttpStep) -> Done {
             );
         }
     };
-    let mut req = ctx.engine.http.request(method, &url);
+    let mut req = ctx.engine.parts.http.request(method, &url);
     for (k, v) in headers {
         req = req.header(k, v);
     }
@@ -598,7 +598,7 @@ async fn http(ctx: &Ctx<'_>, h: &HttpStep) -> Done {
             return (
                 false,
                 Value::Null,
-                Some(format!("{shown}: {}", e.without_url())),
+                Some(format!("{shown}: {}", troupe_http::describe(&e))),
             );
         }
     };
@@ -632,6 +632,7 @@ async fn slack(ctx: &Ctx<'_>, webhook: &str, text: &str) -> Done {
     let shown = troupe_core::url::redact_credentials(&url);
     match ctx
         .engine
+        .parts
         .http
         .post(&url)
         .json(&json!({"text": text}))
@@ -650,7 +651,7 @@ async fn slack(ctx: &Ctx<'_>, webhook: &str, text: &str) -> Done {
         Err(e) => (
             false,
             Value::Null,
-            Some(format!("{shown}: {}", e.without_url())),
+            Some(format!("{shown}: {}", troupe_http::describe(&e))),
         ),
     }
 }

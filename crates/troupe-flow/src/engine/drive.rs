@@ -619,7 +619,7 @@ async fn send_notice(ctx: &Ctx<'_>, note: &Notify, ended: &Execution) {
                 continue;
             }
         };
-        match ctx.engine.http.post(&url).json(&body).send().await {
+        match ctx.engine.parts.http.post(&url).json(&body).send().await {
             Ok(r) if r.status().is_success() => {}
             Ok(r) => ctx.log(&format!(
                 "notification to {} answered {}",
@@ -629,7 +629,7 @@ async fn send_notice(ctx: &Ctx<'_>, note: &Notify, ended: &Execution) {
             Err(e) => ctx.log(&format!(
                 "notification to {} failed: {}",
                 troupe_core::url::redact_credentials(&url),
-                e.without_url()
+                troupe_http::describe(&e)
             )),
         }
     }

@@ -127,13 +127,15 @@ pub struct Parts {
     pub seal: Arc<dyn Seal>,
     /// Hears what happens.
     pub observe: Arc<dyn Observe>,
+    /// Sends what `http` and `slack` steps and handlers send (from [`troupe_http::builder`],
+    /// with the CAs the server trusts and a timeout on every request).
+    pub http: reqwest::Client,
 }
 
 /// Runs executions of flows.
 pub struct Engine {
     parts: Parts,
     cfg: EngineConfig,
-    http: reqwest::Client,
     /// Executions this replica drives, with what stops each.
     running: Mutex<HashMap<i64, Handle>>,
     /// Rung when something may have become possible: an execution queued, a slot freed, an
@@ -148,14 +150,9 @@ pub struct Engine {
 impl Engine {
     /// An engine; call [`Engine::run`] to have it take and drive executions.
     pub fn new(parts: Parts, cfg: EngineConfig) -> Arc<Engine> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap_or_default();
         Arc::new_cyclic(|me| Engine {
             parts,
             cfg,
-            http,
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             shutdown: CancellationToken::new(),

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn every_route_but_health_needs_a_token() -> anyhow::Result<()> {
     let server = serve()?;
-    let http = reqwest::Client::new();
+    let http = troupe_http::client()?;
     for path in ["/healthz", "/readyz"] {
         let r = http.get(server.url(path)).send().await?;
         assert_eq!(r.status(), 200, "{path}");
@@ -345,7 +345,7 @@ async fn bad_input_gets_a_clear_error_and_nothing_is_lost() -> anyhow::Result<()
     .await?;
 
     // Malformed JSON, wrong content type, oversize body, bad path and query values.
-    let raw = reqwest::Client::new();
+    let raw = troupe_http::client()?;
     let resp = raw
         .post(server.url(r))
         .bearer_auth(TOKEN)

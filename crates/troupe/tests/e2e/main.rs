@@ -19,3 +19,4 @@ mod runner_compat;
 mod runs;
 mod slices;
 mod streams;
+mod tls;
