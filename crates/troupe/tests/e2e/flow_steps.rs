@@ -1026,3 +1026,71 @@ async fn the_web_cluster_example_upgrades_a_tier_and_handles_a_failed_one_from_t
     assert_eq!(e.execution.inputs["slack_hook"], "********");
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// A restart with steps in flight
+
+/// troupe stops while two steps are in flight: after the restart, the one with a retry left
+/// runs again (its lost attempt counted), the one without fails, saying why; neither is run
+/// more often than that.
+#[tokio::test]
+async fn steps_in_flight_at_a_restart_follow_their_retry_policy() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let dir = tempfile::tempdir()?;
+    let opts = || ServerOpts {
+        data_dir: Some(data.path().to_path_buf()),
+        ..Default::default()
+    };
+    let mut server = serve_with(opts())?;
+    // Each try adds a line to tries-<id>; only the first try waits (for the restart).
+    let step = |retry: &str| {
+        format!(
+            "  - id: slow\n    shell: {{command: \"echo on >> {d}/tries-{{{{ execution.id }}}}; test $(wc -l < {d}/tries-{{{{ execution.id }}}}) -gt 1 || sleep 60\"}}\n{retry}",
+            d = dir.path().display()
+        )
+    };
+    put_flow(
+        &server,
+        &format!(
+            "name: retried\nsteps:\n{}",
+            step("    retry: {attempts: 2}\n")
+        ),
+    )
+    .await?;
+    put_flow(&server, &format!("name: single\nsteps:\n{}", step(""))).await?;
+    let retried = start(&server, "retried", json!({})).await?;
+    let single = start(&server, "single", json!({})).await?;
+    for id in [retried, single] {
+        wait_file(
+            &dir.path().join(format!("tries-{id}")),
+            Duration::from_secs(30),
+        )
+        .await?;
+    }
+    server.terminate()?;
+    let server = serve_with(opts())?;
+
+    let e = ended(&server, retried, None).await?;
+    assert_eq!(
+        e.execution.status,
+        ExecutionStatus::Successful,
+        "{e:#?}\n{}",
+        server.log()
+    );
+    assert_eq!(rec(&e, "steps/slow")?.attempts, 2);
+    let e = ended(&server, single, None).await?;
+    assert_eq!(e.execution.status, ExecutionStatus::Failed, "{e:#?}");
+    let slow = rec(&e, "steps/slow")?;
+    assert_eq!((slow.status, slow.attempts), (StepStatus::Failed, 1));
+    assert_eq!(
+        slow.error.as_deref(),
+        Some("attempt 1 was interrupted: troupe stopped")
+    );
+    let tries = |id: i64| {
+        std::fs::read_to_string(dir.path().join(format!("tries-{id}")))
+            .map(|t| t.lines().count())
+            .unwrap_or_default()
+    };
+    assert_eq!((tries(retried), tries(single)), (2, 1));
+    Ok(())
+}
