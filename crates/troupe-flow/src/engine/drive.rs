@@ -12,7 +12,7 @@ use troupe_store::{SlotRequest, StoreError};
 use super::seams::{Nodes, open_map};
 use super::steps::{StepEnd, run_step};
 use super::{Engine, Handle};
-use crate::doc::{Behavior, FlowDoc, Notify, NotifyOn, Step};
+use crate::doc::{Behavior, FlowDoc, NodeSet, Notify, NotifyOn, Step};
 use crate::expr::{self, Scope};
 use crate::inputs::{Inputs, Scrubber};
 use crate::load;
@@ -453,10 +453,7 @@ async fn discover(ctx: &mut Ctx<'_>) -> Result<Option<Failure>, StoreError> {
             execution_ids: vec![],
         };
         ctx.put(&mut record).await?;
-        let rendered = serde_json::to_value(set)
-            .map_err(|e| e.to_string())
-            .and_then(|v| expr::render_value(&v, &ctx.scope).map_err(|e| e.to_string()))
-            .and_then(|v| serde_json::from_value(v).map_err(|e| e.to_string()));
+        let rendered = render_set(set, &ctx.scope);
         let found = match rendered {
             Ok(set) => ctx.engine.parts.nodes.find(name, &set).await,
             Err(e) => Err(format!("node set {name}: {e}")),
@@ -494,6 +491,21 @@ async fn discover(ctx: &mut Ctx<'_>) -> Result<Option<Failure>, StoreError> {
         }
     }
     Ok(None)
+}
+
+/// A node set with its source's strings rendered. Its `vars` are left as written: they are the
+/// inventory's host variables, Ansible's to template (`{{ ansible_playbook_python }}`), and
+/// the playbook step passes them on unrendered.
+fn render_set(set: &NodeSet, scope: &Scope) -> Result<NodeSet, String> {
+    let source_only = NodeSet {
+        vars: Map::new(),
+        ..set.clone()
+    };
+    let value = serde_json::to_value(&source_only).map_err(|e| e.to_string())?;
+    let value = expr::render_value(&value, scope).map_err(|e| e.to_string())?;
+    let mut rendered: NodeSet = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    rendered.vars = set.vars.clone();
+    Ok(rendered)
 }
 
 fn set_node_scope(ctx: &mut Ctx<'_>, name: &str, nodes: Value) {

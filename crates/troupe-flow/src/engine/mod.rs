@@ -286,10 +286,12 @@ impl Engine {
         }
         // Shutting down is not canceling: the executions stay running in the store and are
         // taken back on the next start; only the tasks stop. Their leases end now, so the next
-        // start (of this replica or another) takes them up at once.
+        // start (of this replica or another) takes them up at once. Which ones is read before
+        // the tasks are told to stop: a stopping task takes itself out of `running`.
+        let held = self.owned();
         self.shutdown.cancel();
         let now = Utc::now();
-        for id in self.owned() {
+        for id in held {
             let _ = self
                 .parts
                 .store

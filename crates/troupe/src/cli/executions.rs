@@ -1,4 +1,4 @@
-//! `troupe flow run|show|list|resume|cancel|approve`: flows and their executions through the
+//! `troupe flow put|run|show|list|resume|cancel|approve`: flows and their executions through the
 //! API, with live step progress.
 
 use crate::client::Client;
@@ -6,7 +6,7 @@ use anyhow::Context;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use troupe_core::flow::{ExecutionStatus, FlowChange};
 use troupe_wire::flows::{
@@ -47,6 +47,15 @@ pub async fn put_file(client: &Client, path: &Path) -> anyhow::Result<FlowView> 
     let document = std::fs::read_to_string(path)
         .with_context(|| format!("could not read {}", path.display()))?;
     client.post("/api/v1/flows", &PutFlow { document }).await
+}
+
+/// `troupe flow put FILE...`: stores each file; prints the name and version of each.
+pub async fn put_files(client: &Client, files: &[PathBuf]) -> anyhow::Result<i32> {
+    for file in files {
+        let stored = put_file(client, file).await?;
+        println!("flow {} version {}", stored.name, stored.version);
+    }
+    Ok(0)
 }
 
 /// `troupe flow run FILE|NAME`: starts an execution; with `follow`, prints its progress and

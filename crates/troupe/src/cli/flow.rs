@@ -15,6 +15,13 @@ pub enum FlowCmd {
         /// The flow file (YAML).
         file: PathBuf,
     },
+    /// Store flow files (each a new version if it changed) without running them: flows that
+    /// others start by name (a `flow` step, a handler).
+    Put {
+        /// The flow files (YAML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Start an execution of a flow: a file (stored first, as a new version if it changed) or
     /// the name of a stored flow. With --follow, prints its progress and exits with its status
     /// (0 successful, 2 failed or timed out, 99 canceled).
@@ -80,6 +87,7 @@ pub async fn remote(client: &crate::client::Client, cmd: FlowCmd) -> anyhow::Res
     use super::executions as ex;
     match cmd {
         FlowCmd::Validate { file } => validate(&file),
+        FlowCmd::Put { files } => ex::put_files(client, &files).await,
         FlowCmd::Run {
             flow,
             inputs,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use troupe_testkit::Api;
 
 /// Stores a flow document; its answer.
-async fn put_flow(api: &Api, yaml: &str) -> anyhow::Result<Value> {
+pub(crate) async fn put_flow(api: &Api, yaml: &str) -> anyhow::Result<Value> {
     let (status, body) = api
         .call(
             reqwest::Method::POST,
@@ -21,7 +21,7 @@ async fn put_flow(api: &Api, yaml: &str) -> anyhow::Result<Value> {
 }
 
 /// Starts an execution; its id.
-async fn start(api: &Api, flow: &str, inputs: Value) -> anyhow::Result<i64> {
+pub(crate) async fn start(api: &Api, flow: &str, inputs: Value) -> anyhow::Result<i64> {
     let (status, body) = api
         .call(
             reqwest::Method::POST,
@@ -36,7 +36,11 @@ async fn start(api: &Api, flow: &str, inputs: Value) -> anyhow::Result<i64> {
 }
 
 /// An execution once it has a final status (or `want`, when given), with its steps.
-async fn wait_execution(api: &Api, id: i64, want: Option<&str>) -> anyhow::Result<Value> {
+pub(crate) async fn wait_execution(
+    api: &Api,
+    id: i64,
+    want: Option<&str>,
+) -> anyhow::Result<Value> {
     let mut last = Value::Null;
     for _ in 0..600 {
         last = api.get(&format!("/api/v1/executions/{id}")).await?;
@@ -54,7 +58,7 @@ async fn wait_execution(api: &Api, id: i64, want: Option<&str>) -> anyhow::Resul
 }
 
 /// The latest record of step `key`.
-fn step<'v>(execution: &'v Value, key: &str) -> &'v Value {
+pub(crate) fn step<'v>(execution: &'v Value, key: &str) -> &'v Value {
     execution["steps"]
         .as_array()
         .and_then(|steps| steps.iter().rev().find(|s| s["key"] == key))

@@ -8,6 +8,7 @@ mod api;
 mod cli;
 mod events;
 mod events_brokers;
+mod flow_steps;
 mod flows;
 mod flows_validate;
 mod git_projects;
