@@ -17,5 +17,6 @@ mod jobs;
 mod postgres;
 mod runner_compat;
 mod runs;
+mod schedules;
 mod slices;
 mod streams;
