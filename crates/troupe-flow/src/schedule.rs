@@ -230,7 +230,8 @@ fn start_request(
         flow: flow.to_owned(),
         version: None,
         inputs: inputs.clone(),
-        started_by: schedule_id.map_or_else(|| "schedule".to_owned(), |id| format!("schedule:{id}")),
+        started_by: schedule_id
+            .map_or_else(|| "schedule".to_owned(), |id| format!("schedule:{id}")),
         parent: None,
     }
 }
@@ -352,7 +353,8 @@ impl Scheduler {
     pub async fn scan(&self, first: bool) -> Result<Vec<Fired>, troupe_store::StoreError> {
         let now = self.clock.now();
         let missed_before = first.then(|| {
-            now - chrono::Duration::from_std(self.cfg.grace).unwrap_or_else(|_| chrono::Duration::zero())
+            now - chrono::Duration::from_std(self.cfg.grace)
+                .unwrap_or_else(|_| chrono::Duration::zero())
         });
         let due = self.store.due_schedules(now).await.inspect_err(|e| {
             tracing::warn!(error = %e, "scheduler: listing due schedules failed");
@@ -554,8 +556,7 @@ mod tests {
     }
 
     #[test]
-    fn fires_missed_while_down_follow_the_policy_on_the_first_scan() -> Result<(), CadenceError>
-    {
+    fn fires_missed_while_down_follow_the_policy_on_the_first_scan() -> Result<(), CadenceError> {
         let c = Cadence::parse("0 2 * * *", "UTC")?;
         let now = at("2026-03-04T03:00:00Z");
         let missed_before = Some(now - chrono::Duration::seconds(2));

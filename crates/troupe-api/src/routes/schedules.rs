@@ -76,21 +76,22 @@ impl From<TargetError> for ApiError {
                     .map(|p| format!("target.{}: {}", p.field, p.message))
                     .collect::<Vec<_>>()
                     .join("; ");
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_inputs", message)
-                    .problems(
-                        problems
-                            .into_iter()
-                            .map(|p| Problem {
-                                field: format!("target.{}", p.field),
-                                message: p.message,
-                            })
-                            .collect(),
-                    )
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_inputs", message).problems(
+                    problems
+                        .into_iter()
+                        .map(|p| Problem {
+                            field: format!("target.{}", p.field),
+                            message: p.message,
+                        })
+                        .collect(),
+                )
             }
             TargetError::Flow(e) => e.into(),
-            TargetError::SecretInput(ref name) => {
-                ApiError::invalid("secret_input", &format!("target.inputs.{name}"), e.to_string())
-            }
+            TargetError::SecretInput(ref name) => ApiError::invalid(
+                "secret_input",
+                &format!("target.inputs.{name}"),
+                e.to_string(),
+            ),
             TargetError::Options(v) => in_target(ApiError::invalid(
                 v.code,
                 &format!("options.{}", v.field),

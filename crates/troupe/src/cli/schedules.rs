@@ -30,50 +30,54 @@ pub enum SchedulesCmd {
     },
     /// Create a schedule that starts a flow (`--flow NAME -i k=v`), a template (`--template
     /// NAME`) or a playbook (`--project P --playbook X --inventory I`).
-    Create {
-        /// Its name.
-        #[arg(long)]
-        name: String,
-        /// A cron expression: 5 fields, or 6 with seconds first; `@daily`...
-        #[arg(long)]
-        cron: String,
-        /// The IANA time zone the expression is read in.
-        #[arg(long, default_value = "UTC")]
-        timezone: String,
-        /// Fires missed while no troupe was running: skip them, or fire once on start.
-        #[arg(long, value_parser = ["skip", "once"], default_value = "skip")]
-        missed: String,
-        /// Start an execution of this flow.
-        #[arg(long, conflicts_with_all = ["template", "project", "playbook", "inventory"])]
-        flow: Option<String>,
-        /// A flow input, `name=value` (repeatable).
-        #[arg(short = 'i', long = "input", requires = "flow")]
-        inputs: Vec<String>,
-        /// Start a run of this template.
-        #[arg(long, conflicts_with_all = ["project", "playbook", "inventory"])]
-        template: Option<String>,
-        /// The project of the playbook to run.
-        #[arg(long, requires_all = ["playbook", "inventory"])]
-        project: Option<String>,
-        /// The playbook to run (with --project and --inventory).
-        #[arg(long, requires = "project")]
-        playbook: Option<String>,
-        /// The stored inventory to run the playbook against.
-        #[arg(long, requires = "project")]
-        inventory: Option<String>,
-        /// Extra variables for a template or playbook run: `key=value`, `@file` or JSON
-        /// (repeatable).
-        #[arg(short = 'e', long = "extra-vars", conflicts_with = "flow")]
-        extra_vars: Vec<String>,
-        /// Print the JSON the API answers.
-        #[arg(long)]
-        json: bool,
-    },
+    Create(Box<CreateArgs>),
     /// Delete a schedule (by id or name): it fires no more.
     Delete {
         /// The schedule's id or name.
         schedule: String,
     },
+}
+
+/// What `troupe schedules create` takes.
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// Its name.
+    #[arg(long)]
+    pub name: String,
+    /// A cron expression: 5 fields, or 6 with seconds first; `@daily`...
+    #[arg(long)]
+    pub cron: String,
+    /// The IANA time zone the expression is read in.
+    #[arg(long, default_value = "UTC")]
+    pub timezone: String,
+    /// Fires missed while no troupe was running: skip them, or fire once on start.
+    #[arg(long, value_parser = ["skip", "once"], default_value = "skip")]
+    pub missed: String,
+    /// Start an execution of this flow.
+    #[arg(long, conflicts_with_all = ["template", "project", "playbook", "inventory"])]
+    pub flow: Option<String>,
+    /// A flow input, `name=value` (repeatable).
+    #[arg(short = 'i', long = "input", requires = "flow")]
+    pub inputs: Vec<String>,
+    /// Start a run of this template.
+    #[arg(long, conflicts_with_all = ["project", "playbook", "inventory"])]
+    pub template: Option<String>,
+    /// The project of the playbook to run.
+    #[arg(long, requires_all = ["playbook", "inventory"])]
+    pub project: Option<String>,
+    /// The playbook to run (with --project and --inventory).
+    #[arg(long, requires = "project")]
+    pub playbook: Option<String>,
+    /// The stored inventory to run the playbook against.
+    #[arg(long, requires = "project")]
+    pub inventory: Option<String>,
+    /// Extra variables for a template or playbook run: `key=value`, `@file` or JSON
+    /// (repeatable).
+    #[arg(short = 'e', long = "extra-vars", conflicts_with = "flow")]
+    pub extra_vars: Vec<String>,
+    /// Print the JSON the API answers.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs a `troupe schedules` command.
@@ -113,20 +117,21 @@ pub async fn run(client: &Client, cmd: SchedulesCmd) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        SchedulesCmd::Create {
-            name,
-            cron,
-            timezone,
-            missed,
-            flow,
-            inputs,
-            template,
-            project,
-            playbook,
-            inventory,
-            extra_vars,
-            json,
-        } => {
+        SchedulesCmd::Create(args) => {
+            let CreateArgs {
+                name,
+                cron,
+                timezone,
+                missed,
+                flow,
+                inputs,
+                template,
+                project,
+                playbook,
+                inventory,
+                extra_vars,
+                json,
+            } = *args;
             let options = if extra_vars.is_empty() {
                 Map::new()
             } else {

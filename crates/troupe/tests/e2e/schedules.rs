@@ -86,8 +86,7 @@ steps:
 "#;
 
 #[tokio::test]
-async fn a_per_second_schedule_starts_the_flow_at_each_fire_until_deleted() -> anyhow::Result<()>
-{
+async fn a_per_second_schedule_starts_the_flow_at_each_fire_until_deleted() -> anyhow::Result<()> {
     let server = serve()?;
     put_flow(&server, TICKER).await?;
     let created = create(
@@ -101,7 +100,11 @@ async fn a_per_second_schedule_starts_the_flow_at_each_fire_until_deleted() -> a
     assert_eq!(created.next_fires.len(), 5, "{created:?}");
     assert_eq!(created.next_fires[0], created.schedule.next_fire_at);
     for pair in created.next_fires.windows(2) {
-        assert_eq!(pair[1] - pair[0], chrono::Duration::seconds(1), "{created:?}");
+        assert_eq!(
+            pair[1] - pair[0],
+            chrono::Duration::seconds(1),
+            "{created:?}"
+        );
     }
     assert_eq!(created.schedule.last_result, None);
 
@@ -120,7 +123,11 @@ async fn a_per_second_schedule_starts_the_flow_at_each_fire_until_deleted() -> a
 
     assert_eq!(delete(&server, id).await?, 204);
     let (status, _) = server
-        .call(reqwest::Method::GET, &format!("/api/v1/schedules/{id}"), None)
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/schedules/{id}"),
+            None,
+        )
         .await?;
     assert_eq!(status, 404);
     // A fire claimed just before the delete may still start; after that, nothing does.
@@ -130,7 +137,10 @@ async fn a_per_second_schedule_starts_the_flow_at_each_fire_until_deleted() -> a
     let later = executions(&server, "ticker").await?;
     assert_eq!(later.len(), after_delete.len(), "fires after the delete");
 
-    assert!(later.iter().any(|e| e.id == last_id), "{last_id} not in {later:?}");
+    assert!(
+        later.iter().any(|e| e.id == last_id),
+        "{last_id} not in {later:?}"
+    );
     let started_by = format!("schedule:{id}");
     for e in &later {
         assert_eq!(e.started_by, started_by, "{e:?}");
@@ -140,7 +150,12 @@ async fn a_per_second_schedule_starts_the_flow_at_each_fire_until_deleted() -> a
     let done = wait_execution(&server, last_id).await?;
     let ran: ExecutionView =
         serde_json::from_value(server.get(&format!("/api/v1/executions/{last_id}")).await?)?;
-    assert_eq!(done, ExecutionStatus::Successful, "{ran:?}\n{}", server.log());
+    assert_eq!(
+        done,
+        ExecutionStatus::Successful,
+        "{ran:?}\n{}",
+        server.log()
+    );
     assert_eq!(
         ran.steps.first().map(|s| &s.result["stdout"]),
         Some(&json!(format!("hello cron from {started_by}\n")))
@@ -150,15 +165,15 @@ async fn a_per_second_schedule_starts_the_flow_at_each_fire_until_deleted() -> a
 
 /// An execution's final status.
 async fn wait_execution(api: &Api, id: i64) -> anyhow::Result<ExecutionStatus> {
-    let mut status = ExecutionStatus::Queued;
-    wait_until("the execution ends", Duration::from_secs(60), || async {
+    for _ in 0..600 {
         let e: Execution =
             serde_json::from_value(api.get(&format!("/api/v1/executions/{id}")).await?)?;
-        status = e.status;
-        Ok(status.is_finished())
-    })
-    .await?;
-    Ok(status)
+        if e.status.is_finished() {
+            return Ok(e.status);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("execution {id} did not end")
 }
 
 const FIRE_PLAY: &str = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: \"fired {{ troupe_schedule.name }} at {{ troupe_schedule.fire_at }} {{ color }}\"\n";
@@ -216,13 +231,18 @@ async fn a_playbook_schedule_starts_one_run_per_fire() -> anyhow::Result<()> {
         .strip_prefix("run:")
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("last_result {last:?}"))?;
-    assert!(runs.iter().any(|r| r.id == last_run), "{last_run}: {runs:?}");
+    assert!(
+        runs.iter().any(|r| r.id == last_run),
+        "{last_run}: {runs:?}"
+    );
     // The run fired at the schedule's last fire is the one it links.
     let linked = runs.iter().find(|r| r.id == last_run);
     assert_eq!(linked.and_then(fire_at), shown.schedule.last_fire_at);
     let run = server.wait_finished(last_run).await?;
     assert_eq!(run["status"], "successful", "{run}");
-    let stdout = server.text(&format!("/api/v1/runs/{last_run}/stdout")).await?;
+    let stdout = server
+        .text(&format!("/api/v1/runs/{last_run}/stdout"))
+        .await?;
     assert!(stdout.contains("fired pb at"), "{stdout}");
     assert!(stdout.contains(" blue"), "{stdout}");
     Ok(())
@@ -297,11 +317,15 @@ async fn fires_missed_while_down_follow_each_schedules_policy() -> anyhow::Resul
     let wait = (at + chrono::Duration::seconds(3) - Utc::now()).to_std()?;
     tokio::time::sleep(wait).await;
     let server = serve_with(opts())?;
-    wait_until("the missed fires are handled", Duration::from_secs(30), || async {
-        let a = schedule(&server, once.schedule.id).await?;
-        let b = schedule(&server, skip.schedule.id).await?;
-        Ok(a.schedule.last_result.is_some() && b.schedule.last_result.is_some())
-    })
+    wait_until(
+        "the missed fires are handled",
+        Duration::from_secs(30),
+        || async {
+            let a = schedule(&server, once.schedule.id).await?;
+            let b = schedule(&server, skip.schedule.id).await?;
+            Ok(a.schedule.last_result.is_some() && b.schedule.last_result.is_some())
+        },
+    )
     .await?;
     let tomorrow = at + chrono::Duration::days(1);
     let a = schedule(&server, once.schedule.id).await?;
@@ -339,15 +363,16 @@ async fn bad_schedules_are_refused_naming_the_field() -> anyhow::Result<()> {
     .await?;
     let flow = |inputs: Value| json!({"kind": "flow", "flow": "ticker", "inputs": inputs});
     let ok_target = flow(json!({"who": "x"}));
-    let with = |cron: &str, tz: &str, target: Value| {
-        json!({"name": "s", "cron": cron, "timezone": tz, "target": target})
-    };
+    let with = |cron: &str, tz: &str, target: Value| json!({"name": "s", "cron": cron, "timezone": tz, "target": target});
     let cases = [
         (with("61 * * * *", "UTC", ok_target.clone()), "cron"),
         (with("every day", "UTC", ok_target.clone()), "cron"),
         (with("0 0 0 1 1 * 2030", "UTC", ok_target.clone()), "cron"),
         (with("0 0 31 2 *", "UTC", ok_target.clone()), "cron"),
-        (with("* * * * *", "Mars/Olympus", ok_target.clone()), "timezone"),
+        (
+            with("* * * * *", "Mars/Olympus", ok_target.clone()),
+            "timezone",
+        ),
         (
             with("* * * * *", "UTC", json!({"kind": "lambda", "fn": "x"})),
             "target",
@@ -356,7 +381,10 @@ async fn bad_schedules_are_refused_naming_the_field() -> anyhow::Result<()> {
             with("* * * * *", "UTC", json!({"kind": "flow", "flow": "nope"})),
             "target.flow",
         ),
-        (with("* * * * *", "UTC", flow(json!({}))), "target.inputs.who"),
+        (
+            with("* * * * *", "UTC", flow(json!({}))),
+            "target.inputs.who",
+        ),
         (
             with("* * * * *", "UTC", flow(json!({"who": "x", "extra": 1}))),
             "target.inputs.extra",
@@ -370,7 +398,11 @@ async fn bad_schedules_are_refused_naming_the_field() -> anyhow::Result<()> {
             "target.inputs.token",
         ),
         (
-            with("* * * * *", "UTC", json!({"kind": "template", "template": "nope"})),
+            with(
+                "* * * * *",
+                "UTC",
+                json!({"kind": "template", "template": "nope"}),
+            ),
             "target.template",
         ),
         (
@@ -424,8 +456,12 @@ async fn bad_schedules_are_refused_naming_the_field() -> anyhow::Result<()> {
         assert!(!message.contains("s3cr3t"), "{answer}");
     }
     // Nothing refused was stored; a good one is, once per name.
-    assert_eq!(server.get("/api/v1/schedules").await?["schedules"], json!([]));
-    let good = json!({"name": "s", "cron": "0 3 * * *", "timezone": "Europe/Paris", "target": ok_target});
+    assert_eq!(
+        server.get("/api/v1/schedules").await?["schedules"],
+        json!([])
+    );
+    let good =
+        json!({"name": "s", "cron": "0 3 * * *", "timezone": "Europe/Paris", "target": ok_target});
     create(&server, good.clone()).await?;
     let (status, answer) = server
         .call(reqwest::Method::POST, "/api/v1/schedules", Some(&good))
@@ -460,8 +496,20 @@ async fn schedules_from_the_cli() -> anyhow::Result<()> {
             .output()
     };
     let out = troupe(&[
-        "schedules", "create", "--name", "nightly", "--cron", "0 2 * * *", "--timezone",
-        "Europe/Paris", "--missed", "once", "--flow", "ticker", "-i", "who=cli",
+        "schedules",
+        "create",
+        "--name",
+        "nightly",
+        "--cron",
+        "0 2 * * *",
+        "--timezone",
+        "Europe/Paris",
+        "--missed",
+        "once",
+        "--flow",
+        "ticker",
+        "-i",
+        "who=cli",
     ])?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
@@ -470,30 +518,54 @@ async fn schedules_from_the_cli() -> anyhow::Result<()> {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("nightly: 0 2 * * * (Europe/Paris)"), "{stdout}");
+    assert!(
+        stdout.contains("nightly: 0 2 * * * (Europe/Paris)"),
+        "{stdout}"
+    );
     let list: Vec<ScheduleView> =
         serde_json::from_value(server.get("/api/v1/schedules").await?["schedules"].clone())?;
     assert_eq!(list.len(), 1);
     let view = &list[0];
     assert_eq!(view.schedule.missed.as_str(), "once");
     // 02:00 in Paris is 01:00 or 00:00 UTC.
-    assert!(matches!(view.schedule.next_fire_at.hour(), 0 | 1), "{view:?}");
+    assert!(
+        matches!(view.schedule.next_fire_at.hour(), 0 | 1),
+        "{view:?}"
+    );
     assert_eq!(view.next_fires.len(), 5);
 
     let out = troupe(&["schedules", "list"])?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0));
-    assert!(stdout.contains("nightly") && stdout.contains("flow ticker"), "{stdout}");
+    assert!(
+        stdout.contains("nightly") && stdout.contains("flow ticker"),
+        "{stdout}"
+    );
 
     // Refusals: the server's (a bad cron) and the command line's (no target).
     let out = troupe(&[
-        "schedules", "create", "--name", "bad", "--cron", "61 * * * *", "--flow", "ticker",
-        "-i", "who=x",
+        "schedules",
+        "create",
+        "--name",
+        "bad",
+        "--cron",
+        "61 * * * *",
+        "--flow",
+        "ticker",
+        "-i",
+        "who=x",
     ])?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0));
     assert!(stderr.contains("field cron"), "{stderr}");
-    let out = troupe(&["schedules", "create", "--name", "bad", "--cron", "* * * * *"])?;
+    let out = troupe(&[
+        "schedules",
+        "create",
+        "--name",
+        "bad",
+        "--cron",
+        "* * * * *",
+    ])?;
     assert_ne!(out.status.code(), Some(0));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("--flow NAME"),
@@ -508,7 +580,10 @@ async fn schedules_from_the_cli() -> anyhow::Result<()> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(server.get("/api/v1/schedules").await?["schedules"], json!([]));
+    assert_eq!(
+        server.get("/api/v1/schedules").await?["schedules"],
+        json!([])
+    );
     let out = troupe(&["schedules", "delete", "nightly"])?;
     assert_ne!(out.status.code(), Some(0));
     Ok(())
