@@ -104,6 +104,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::jobs::router())
         .merge(routes::events::router())
         .merge(routes::flows::router())
+        .merge(routes::schedules::router())
 }
 
 /// The whole HTTP application.

@@ -10,6 +10,8 @@
 //! - [`expr`]: Jinja expressions and templates over what an execution knows.
 //! - [`inputs`]: an execution's inputs checked against the flow's, secrets kept apart.
 //! - [`key`]: the server's key that seals secret inputs at rest.
+//! - [`schedule`]: cron schedules that start flows, templates or playbooks, fired once across
+//!   replicas, with a policy for fires missed while troupe was down.
 //!
 //! A flow document is YAML; stored versions and executions live in `troupe-store`
 //! (`FlowStore`, `ExecutionStore`, `ScheduleStore`).
@@ -22,6 +24,7 @@ pub mod expr;
 pub mod inputs;
 pub mod key;
 pub mod load;
+pub mod schedule;
 mod shell;
 
 pub use explain::explain;

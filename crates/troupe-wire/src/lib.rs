@@ -20,6 +20,7 @@ pub mod inventories;
 pub mod jobs;
 pub mod projects;
 pub mod runs;
+pub mod schedules;
 pub mod streams;
 pub mod templates;
 pub mod tokens;

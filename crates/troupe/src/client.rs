@@ -163,6 +163,12 @@ impl Client {
             .context("the server's answer was not the expected JSON")
     }
 
+    /// DELETE; the answer's body is not read.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        self.send(self.http.delete(self.url(path))).await?;
+        Ok(())
+    }
+
     /// Sends a raw body (`method` POST or PUT) with `content_type`, reads JSON.
     pub async fn send_body<T: DeserializeOwned>(
         &self,

@@ -144,6 +144,13 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::flow::FlowCmd,
     },
+    /// Schedules: cron expressions that start a flow, a template or a playbook.
+    Schedules {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        cmd: cli::schedules::SchedulesCmd,
+    },
     /// Manage API tokens.
     Token {
         #[command(flatten)]
@@ -285,6 +292,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             }
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;
             cli::flow::remote(&client(&cfg, remote)?, cmd).await
+        }
+        Command::Schedules { remote, cmd } => {
+            let cfg = Config::load(cli.config.as_deref(), &overrides)?;
+            cli::schedules::run(&client(&cfg, remote)?, cmd).await
         }
         Command::Token { remote, cmd } => {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;

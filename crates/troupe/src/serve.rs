@@ -249,6 +249,15 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
     );
     let flows_stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(Arc::clone(&flows).run(flows_stop.clone()));
+    // Schedules fire through the engine and the launcher; they stop with the engine.
+    let scheduler = troupe_flow::schedule::Scheduler::new(
+        Arc::clone(&store),
+        Arc::clone(&flows),
+        Arc::clone(&launcher) as Arc<dyn troupe_launch::Launch>,
+        Arc::new(troupe_flow::schedule::SystemClock),
+        troupe_flow::schedule::SchedulerConfig::default(),
+    );
+    tokio::spawn(scheduler.run(flows_stop.clone()));
     let state = AppState {
         flows,
         store: Arc::clone(&store),
@@ -286,7 +295,8 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: no new runs are claimed");
-        // Executions stay running in the store; the next start takes them up again.
+        // Executions stay running in the store; the next start takes them up again. Schedules
+        // stop firing.
         flows_stop.cancel();
         // Sources stop first: what they have not acknowledged goes back to the brokers.
         events.shutdown().await;

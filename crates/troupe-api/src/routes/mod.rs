@@ -18,6 +18,7 @@ pub(crate) mod inventories;
 pub(crate) mod jobs;
 pub(crate) mod projects;
 pub(crate) mod runs;
+pub(crate) mod schedules;
 pub(crate) mod stream;
 pub(crate) mod templates;
 pub(crate) mod tokens;

@@ -176,11 +176,16 @@ impl Engine {
         Ok((doc, version))
     }
 
-    /// Creates an execution, queued, and starts driving it.
-    pub async fn start(&self, req: StartRequest) -> Result<Execution, StartError> {
+    /// The flow version a start names, its document and the inputs checked against it.
+    async fn resolve(
+        &self,
+        req: &StartRequest,
+    ) -> Result<(troupe_core::flow::FlowVersion, FlowDoc, inputs::Inputs), StartError> {
         let version = match self.parts.store.get_flow(&req.flow, req.version).await {
             Ok(v) => v,
-            Err(StoreError::NotFound { .. }) => return Err(StartError::UnknownFlow(req.flow)),
+            Err(StoreError::NotFound { .. }) => {
+                return Err(StartError::UnknownFlow(req.flow.clone()));
+            }
             Err(e) => return Err(e.into()),
         };
         let doc = load::load(&version.document).map_err(|source| StartError::Document {
@@ -188,6 +193,18 @@ impl Engine {
             source,
         })?;
         let inputs = inputs::resolve(&doc.inputs, &req.inputs).map_err(StartError::Inputs)?;
+        Ok((version, doc, inputs))
+    }
+
+    /// Checks what [`Engine::start`] checks (the flow exists and loads, the inputs are right)
+    /// without starting anything; the inputs as checked.
+    pub async fn check(&self, req: &StartRequest) -> Result<inputs::Inputs, StartError> {
+        self.resolve(req).await.map(|(_, _, inputs)| inputs)
+    }
+
+    /// Creates an execution, queued, and starts driving it.
+    pub async fn start(&self, req: StartRequest) -> Result<Execution, StartError> {
+        let (version, doc, inputs) = self.resolve(&req).await?;
         let concurrency_key = match &doc.concurrency {
             Some(c) => {
                 let key = c.key.as_deref().unwrap_or(&doc.name);

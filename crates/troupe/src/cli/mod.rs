@@ -9,6 +9,7 @@ pub mod inventory;
 pub mod jobs;
 pub mod run;
 pub mod runs;
+pub mod schedules;
 
 /// Percent-encodes a path segment or query value (everything but RFC 3986's unreserved
 /// characters).

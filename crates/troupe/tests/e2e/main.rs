@@ -18,6 +18,7 @@ mod jobs;
 mod postgres;
 mod runner_compat;
 mod runs;
+mod schedules;
 mod slices;
 mod streams;
 mod tls;

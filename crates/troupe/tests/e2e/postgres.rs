@@ -4,7 +4,7 @@ use crate::helpers::*;
 use serde_json::json;
 
 /// A fresh database on the test server, or None when no server is configured.
-async fn fresh_database() -> anyhow::Result<Option<String>> {
+pub(crate) async fn fresh_database() -> anyhow::Result<Option<String>> {
     let Ok(url) = std::env::var("TROUPE_TEST_DATABASE_URL") else {
         eprintln!("TROUPE_TEST_DATABASE_URL is not set: PostgreSQL end-to-end test skipped");
         return Ok(None);
