@@ -134,8 +134,9 @@ pub struct ChangesQuery {
     /// Only status changes (no run_created or summary_updated).
     #[serde(default)]
     pub status_only: bool,
-    /// Only changes of these flow executions (comma-separated ids), and no run changes.
-    /// Without it, execution changes come with run changes when no run filter is given.
+    /// Only changes of these flow executions (comma-separated ids, or `*` for every execution),
+    /// and no run changes. Without it, execution changes come with run changes when no run
+    /// filter is given.
     pub executions: Option<String>,
     /// A short-lived stream token, for clients that cannot set headers.
     pub access_token: Option<String>,

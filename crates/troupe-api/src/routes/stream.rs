@@ -311,7 +311,8 @@ async fn pump_ws(socket: WebSocket, mut rx: mpsc::Receiver<Frame>) {
 }
 
 struct ChangeFilter {
-    executions: Option<Vec<i64>>,
+    /// `None`: as the run filters say; `Some(None)`: every execution (`*`); `Some(Some(ids))`.
+    executions: Option<Option<Vec<i64>>>,
     runs: Option<Vec<i64>>,
     label: Option<(String, Option<String>)>,
     tag: Option<String>,
@@ -322,7 +323,10 @@ struct ChangeFilter {
 impl ChangeFilter {
     fn parse(q: ChangesQuery) -> ApiResult<Self> {
         Ok(Self {
-            executions: ids(q.executions, "executions")?,
+            executions: match q.executions {
+                Some(all) if all.trim() == "*" => Some(None),
+                other => ids(other, "executions")?.map(Some),
+            },
             runs: ids(q.runs, "runs")?,
             label: q.label.map(|l| match l.split_once('=') {
                 Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
@@ -338,7 +342,8 @@ impl ChangeFilter {
     /// stream to runs.
     fn matches_flow(&self, change: &FlowChange) -> bool {
         match &self.executions {
-            Some(ids) => ids.contains(&change.execution_id()),
+            Some(None) => true,
+            Some(Some(ids)) => ids.contains(&change.execution_id()),
             None => {
                 self.runs.is_none()
                     && self.label.is_none()

@@ -77,6 +77,12 @@ pub async fn run(
         inputs: parse_inputs(inputs)?,
         version: None,
     };
+    // Following: subscribe before starting, so the first lines are not missed. The id is not
+    // known yet, so every execution's changes come; the follower keeps this one's.
+    let subscribed = match follow {
+        true => Some(client.stream("/api/v1/stream/sse?executions=*").await?),
+        false => None,
+    };
     let execution: Execution = client
         .post(&format!("/api/v1/flows/{name}/executions"), &body)
         .await?;
@@ -84,24 +90,37 @@ pub async fn run(
         "execution {} of flow {} {}",
         execution.id, name, execution.status
     );
-    if !follow {
-        return Ok(0);
+    match subscribed {
+        Some(resp) => follow_execution(client, execution.id, Some(resp)).await,
+        None => Ok(0),
     }
-    follow_execution(client, execution.id).await
 }
 
-/// Prints an execution's progress until it ends; returns its exit code.
-pub async fn follow_execution(client: &Client, id: i64) -> anyhow::Result<i32> {
+/// Prints an execution's progress until it ends; returns its exit code. `subscribed` is a
+/// stream opened before the execution was started or resumed (so nothing is missed); without
+/// it the follower subscribes itself.
+pub async fn follow_execution(
+    client: &Client,
+    id: i64,
+    mut subscribed: Option<reqwest::Response>,
+) -> anyhow::Result<i32> {
     loop {
-        // Subscribe first, then read: an end between the two is not missed.
-        let resp = client
-            .stream(&format!("/api/v1/stream/sse?executions={id}"))
-            .await?;
-        let view: ExecutionView = client.get(&format!("/api/v1/executions/{id}")).await?;
-        if view.execution.status.is_finished() {
-            print_end(&view.execution);
-            return Ok(exit_code(view.execution.status));
-        }
+        let resp = match subscribed.take() {
+            // Opened before the start: every message of this round comes, its end included.
+            Some(resp) => resp,
+            None => {
+                // Subscribe first, then read: an end between the two is not missed.
+                let resp = client
+                    .stream(&format!("/api/v1/stream/sse?executions={id}"))
+                    .await?;
+                let view: ExecutionView = client.get(&format!("/api/v1/executions/{id}")).await?;
+                if view.execution.status.is_finished() {
+                    print_end(&view.execution);
+                    return Ok(exit_code(view.execution.status));
+                }
+                resp
+            }
+        };
         let mut messages = resp.bytes_stream().eventsource();
         loop {
             let next = tokio::time::timeout(Duration::from_secs(45), messages.next()).await;
@@ -111,6 +130,9 @@ pub async fn follow_execution(client: &Client, id: i64) -> anyhow::Result<i32> {
             let Ok(change) = serde_json::from_str::<FlowChange>(&message.data) else {
                 continue;
             };
+            if change.execution_id() != id {
+                continue;
+            }
             match change {
                 FlowChange::ExecutionLog { line, .. } => println!("{line}"),
                 FlowChange::ExecutionChanged { status, .. } if status.is_finished() => {
@@ -211,6 +233,15 @@ pub async fn list(client: &Client, executions: bool) -> anyhow::Result<i32> {
 
 /// `troupe flow resume ID` / `cancel ID`.
 pub async fn act(client: &Client, id: i64, action: &str, follow: bool) -> anyhow::Result<i32> {
+    // Following: subscribe before acting, so the first lines of a resumed round are not missed.
+    let subscribed = match follow {
+        true => Some(
+            client
+                .stream(&format!("/api/v1/stream/sse?executions={id}"))
+                .await?,
+        ),
+        false => None,
+    };
     let e: Execution = client
         .post(
             &format!("/api/v1/executions/{id}/{action}"),
@@ -218,10 +249,10 @@ pub async fn act(client: &Client, id: i64, action: &str, follow: bool) -> anyhow
         )
         .await?;
     println!("execution {} {}", e.id, e.status);
-    if follow {
-        return follow_execution(client, id).await;
+    match subscribed {
+        Some(resp) => follow_execution(client, id, Some(resp)).await,
+        None => Ok(0),
     }
-    Ok(0)
 }
 
 /// `troupe flow approve ID STEP [--deny]`.

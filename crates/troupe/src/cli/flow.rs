@@ -94,7 +94,7 @@ pub async fn remote(client: &crate::client::Client, cmd: FlowCmd) -> anyhow::Res
             follow,
         } => ex::run(client, &flow, &inputs, follow).await,
         FlowCmd::Show { id, json } => ex::show(client, id, json).await,
-        FlowCmd::Follow { id } => ex::follow_execution(client, id).await,
+        FlowCmd::Follow { id } => ex::follow_execution(client, id, None).await,
         FlowCmd::List { executions } => ex::list(client, executions).await,
         FlowCmd::Resume { id, follow } => ex::act(client, id, "resume", follow).await,
         FlowCmd::Cancel { id } => ex::act(client, id, "cancel", false).await,
