@@ -1,41 +1,20 @@
 //! HTTPS out of troupe: a flow's `http` step reaches a server behind a private CA when the
 //! server is told to trust it (`TROUPE_CA_FILE`), and is refused on the certificate otherwise.
 
+use crate::flows::{put_flow, start, wait_execution};
 use crate::helpers::*;
 use serde_json::{Value, json};
-use std::time::Duration;
 use troupe_testkit::Api;
 use troupe_testkit::tls::HttpsServer;
 
 /// Stores a flow with one `http` step to `url`, starts it, and returns the ended execution.
 async fn call_once(api: &Api, url: &str) -> anyhow::Result<Value> {
-    let doc =
-        format!("name: ping\nsteps:\n  - id: ping\n    http: {{url: \"{url}\", expect: [200]}}\n");
-    let (status, body) = api
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/flows",
-            Some(&json!({"document": doc})),
-        )
-        .await?;
-    anyhow::ensure!(status == 201, "storing the flow answered {status}: {body}");
-    let (status, body) = api
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/flows/ping/executions",
-            Some(&json!({"inputs": {}})),
-        )
-        .await?;
-    anyhow::ensure!(status == 201, "starting answered {status}: {body}");
-    let id = body["id"].as_i64().unwrap_or_default();
-    for _ in 0..600 {
-        let e = api.get(&format!("/api/v1/executions/{id}")).await?;
-        if !matches!(e["status"].as_str(), Some("queued" | "running")) {
-            return Ok(e);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("execution {id} did not end")
+    let doc = format!(
+        "name: ping\nsteps:\n  - id: ping\n    http: {{url: \"{url}\", expect: [200]}}\n"
+    );
+    put_flow(api, &doc).await?;
+    let id = start(api, "ping", json!({})).await?;
+    wait_execution(api, id, None).await
 }
 
 #[tokio::test]
