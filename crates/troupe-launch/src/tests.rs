@@ -86,6 +86,7 @@ async fn fixture() -> Fixture {
             },
             allow_overrides: vec!["extra_vars".into(), "limit".into()],
             labels: [("team".to_owned(), "ops".to_owned())].into(),
+            notify: Vec::new(),
         })
         .await
         .expect("template");

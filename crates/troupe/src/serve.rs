@@ -11,6 +11,7 @@ use troupe_ansible::{Ansible, Grace, Limits};
 use troupe_api::run_json::RunJsonCache;
 use troupe_api::{ApiConfig, AppState, TokenSet, generate_token, hash_token};
 use troupe_core::project::{NewProject, ProjectSource};
+use troupe_core::secret::SecretKey;
 use troupe_flow::discovery::Discovery;
 use troupe_flow::engine::{Engine, EngineConfig, Parts};
 use troupe_store::Store;
@@ -184,11 +185,19 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
     };
     let hub = Arc::new(LiveHub::default());
     let pool = WorkerPool::start(Arc::clone(&store), Arc::clone(&hub), worker_cfg).await;
-    let launcher = Arc::new(troupe_launch::Launcher::new(
-        Arc::clone(&store),
-        projects_dir.clone(),
-        Arc::clone(&pool) as Arc<dyn troupe_launch::Queue>,
-    ));
+    // The secret key seals flows' secret inputs and every notification target.
+    let key = Arc::new(
+        troupe_flow::load_or_create_key(&cfg.data_dir.join("secret.key"))
+            .context("could not load the secret key")?,
+    );
+    let launcher = Arc::new(
+        troupe_launch::Launcher::new(
+            Arc::clone(&store),
+            projects_dir.clone(),
+            Arc::clone(&pool) as Arc<dyn troupe_launch::Queue>,
+        )
+        .with_key(Arc::clone(&key)),
+    );
     let events = match troupe_events::EventService::start(
         Arc::clone(&store),
         Arc::clone(&launcher) as Arc<dyn troupe_launch::Launch>,
@@ -216,8 +225,6 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
 
     let flow_work_dir = cfg.data_dir.join("flows");
     std::fs::create_dir_all(&flow_work_dir)?;
-    let key = troupe_flow::load_or_create_key(&cfg.data_dir.join("secret.key"))
-        .context("could not load the secret key")?;
     let flows = Engine::new(
         Parts {
             store: Arc::clone(&store),
@@ -231,16 +238,28 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
                 projects_dir.clone(),
                 ansible_bin_dir.clone(),
             )),
-            seal: Arc::new(KeySeal(key)),
+            seal: Arc::new(KeySeal(SecretKey::clone(&key))),
             observe: Arc::new(HubObserver(Arc::clone(&hub))),
         },
         EngineConfig {
             bin_dir: ansible_bin_dir,
-            ..EngineConfig::new(node, flow_work_dir)
+            ..EngineConfig::new(node.clone(), flow_work_dir)
         },
     );
     let flows_stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(Arc::clone(&flows).run(flows_stop.clone()));
+    let notifier = troupe_notify::Notifier::new(
+        Arc::clone(&store),
+        key,
+        troupe_notify::Sender::default(),
+        troupe_notify::NotifierConfig::new(node.clone()),
+    );
+    tokio::spawn(Arc::clone(&notifier).run(flows_stop.clone()));
+    tokio::spawn(crate::flows::wake_on_ends(
+        Arc::clone(&hub),
+        notifier,
+        flows_stop.clone(),
+    ));
     let state = AppState {
         flows,
         store: Arc::clone(&store),
