@@ -198,25 +198,25 @@ pub async fn notification_claims_and_outcomes(store: &dyn Store) {
         )
         .await
         .expect("finish");
+    let by_b = store
+        .claim_notifications("b", now, until, 10)
+        .await
+        .expect("claim");
+    assert_eq!(by_b.len(), 2, "{by_b:?}");
     assert!(
+        by_b.iter()
+            .all(|d| d.notification.run_id == Some(running.id) && d.status == "failed"),
+        "what a holds is not claimed again"
+    );
+    // An owner takes back what it holds (a restarted replica keeps its name).
+    assert_eq!(
         store
             .claim_notifications("b", now, until, 10)
             .await
             .expect("claim")
-            .iter()
-            .all(|d| d.notification.run_id == Some(running.id)),
-        "what a holds is not claimed again"
+            .len(),
+        2
     );
-    // b took both of the failed run; they come back once b's claim has ended.
-    let later = until + ChronoDuration::seconds(1);
-    let retaken = store
-        .claim_notifications("c", later, later + ChronoDuration::seconds(30), 1)
-        .await
-        .expect("claim");
-    assert_eq!(retaken.len(), 1, "limit");
-    assert_eq!(retaken[0].status, "failed");
-    let first = retaken[0].notification.id;
-
     let sent_one = due[0].notification.id;
     assert_conflict(
         store
@@ -242,6 +242,16 @@ pub async fn notification_claims_and_outcomes(store: &dyn Store) {
             .await,
         "notification",
     );
+
+    // b took both of the failed run; they come back once b's claim has ended.
+    let later = until + ChronoDuration::seconds(1);
+    let retaken = store
+        .claim_notifications("c", later, later + ChronoDuration::seconds(30), 1)
+        .await
+        .expect("claim");
+    assert_eq!(retaken.len(), 1, "limit");
+    assert_eq!(retaken[0].status, "failed");
+    let first = retaken[0].notification.id;
 
     let retry_at = later + ChronoDuration::seconds(60);
     let pending = store
