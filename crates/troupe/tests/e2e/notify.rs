@@ -201,7 +201,8 @@ async fn a_template_run_tells_each_target_once_on_the_ends_it_asks_for() -> anyh
     assert_eq!(body["run"]["id"], id);
     assert_eq!(body["run"]["rc"], 0);
     assert_eq!(body["run"]["playbook"], "ok.yml");
-    assert_eq!(body["run"]["project"], project_name(proj.path()).as_str());
+    let project = server.get(&format!("/api/v1/projects/{pid}")).await?;
+    assert_eq!(body["run"]["project"], project["name"]);
     assert_eq!(body["run"]["template"], "ok-t");
     assert_eq!(body["run"]["hosts"]["h1"]["ok"], 1, "{body}");
     assert_eq!(body["run"]["hosts"]["h1"]["failed"], 0, "{body}");
