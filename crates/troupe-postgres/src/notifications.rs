@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 use troupe_core::notify::{Notification, SealedNotify, Subject};
 use troupe_store::sql::notifications::{
-    NOTIFICATION_COLS, finished_executions, finished_runs, not_claimed, notification_from,
-    outcome_columns, subject_column,
+    self as statement, NOTIFICATION_COLS, not_claimed, notification_from, outcome_columns,
+    subject_column,
 };
 use troupe_store::sql::{backend, to_json};
 use troupe_store::{DueNotification, NotificationStore, NotifyOutcome, StoreError, StoreResult};
@@ -21,16 +21,13 @@ pub(crate) async fn insert(
     let (column, id) = subject_column(subject);
     let mut out = Vec::with_capacity(targets.len());
     for target in targets {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO notifications ({column}, target, created_at) VALUES ($1, $2, $3) \
-             RETURNING {NOTIFICATION_COLS}"
-        )))
-        .bind(id)
-        .bind(to_json(target)?)
-        .bind(now())
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(backend)?;
+        let row = sqlx::query(AssertSqlSafe(statement::insert(column)))
+            .bind(id)
+            .bind(to_json(target)?)
+            .bind(now())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(backend)?;
         out.push(notification_from::<PgDialect>(&row)?);
     }
     Ok(out)
@@ -38,14 +35,12 @@ pub(crate) async fn insert(
 
 impl PgStore {
     async fn notification(&self, id: i64) -> StoreResult<Notification> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {NOTIFICATION_COLS} FROM notifications WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?
-        .ok_or_else(|| StoreError::not_found("notification", id))?;
+        let row = sqlx::query(AssertSqlSafe(statement::get_one()))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::not_found("notification", id))?;
         notification_from::<PgDialect>(&row)
     }
 }
@@ -69,16 +64,14 @@ impl NotificationStore for PgStore {
 
     async fn list_notifications(&self, subject: Subject) -> StoreResult<Vec<Notification>> {
         let (column, id) = subject_column(subject);
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {NOTIFICATION_COLS} FROM notifications WHERE {column} = $1 ORDER BY id"
-        )))
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(notification_from::<PgDialect>)
-        .collect()
+        sqlx::query(AssertSqlSafe(statement::list(column)))
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(notification_from::<PgDialect>)
+            .collect()
     }
 
     async fn claim_notifications(
@@ -98,21 +91,10 @@ impl NotificationStore for PgStore {
             .join(", ");
         // SKIP LOCKED: replicas claiming at once each take other rows.
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "WITH due AS ( \
-               SELECT n.id AS due_id, COALESCE(r.status, e.status) AS subject_status \
-               FROM notifications n \
-               LEFT JOIN runs r ON r.id = n.run_id \
-               LEFT JOIN executions e ON e.id = n.execution_id \
-               WHERE n.state = 'pending' \
-                 AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= $1) \
-                 AND (n.lease_until IS NULL OR n.lease_until < $1 OR n.owner = $3) \
-                 AND (r.status IN ({}) OR e.status IN ({})) \
-               ORDER BY n.id LIMIT $2 \
-               FOR UPDATE OF n SKIP LOCKED) \
+            "WITH due AS ({}) \
              UPDATE notifications n SET owner = $3, lease_until = $4 FROM due \
              WHERE n.id = due.due_id RETURNING {returned}, due.subject_status",
-            finished_runs(),
-            finished_executions()
+            statement::due("FOR UPDATE OF n SKIP LOCKED")
         )))
         .bind(micros(now))
         .bind(limit)
@@ -145,22 +127,17 @@ impl NotificationStore for PgStore {
             NotifyOutcome::Retry { at, .. } => Some(micros(*at)),
             _ => None,
         };
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE notifications SET state = $1, attempts = attempts + $2, \
-             last_error = COALESCE($3, last_error), next_attempt_at = $4, owner = NULL, \
-             lease_until = NULL, finished_at = $5 \
-             WHERE id = $6 AND owner = $7 AND state = 'pending' RETURNING {NOTIFICATION_COLS}"
-        )))
-        .bind(state.as_str())
-        .bind(counted)
-        .bind(error)
-        .bind(next)
-        .bind(finished.then(now))
-        .bind(id)
-        .bind(owner)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
+        let row = sqlx::query(AssertSqlSafe(statement::record()))
+            .bind(state.as_str())
+            .bind(counted)
+            .bind(error)
+            .bind(next)
+            .bind(finished.then(now))
+            .bind(id)
+            .bind(owner)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
         match row {
             Some(row) => notification_from::<PgDialect>(&row),
             None => Err(not_claimed(id, owner, &self.notification(id).await?)),

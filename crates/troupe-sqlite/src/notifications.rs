@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 use troupe_core::notify::{Notification, SealedNotify, Subject};
 use troupe_store::sql::notifications::{
-    NOTIFICATION_COLS, finished_executions, finished_runs, not_claimed, notification_from,
-    outcome_columns, subject_column,
+    self as statement, NOTIFICATION_COLS, not_claimed, notification_from, outcome_columns,
+    subject_column,
 };
 use troupe_store::sql::{backend, to_json};
 use troupe_store::{DueNotification, NotificationStore, NotifyOutcome, StoreError, StoreResult};
@@ -21,16 +21,13 @@ pub(crate) async fn insert(
     let (column, id) = subject_column(subject);
     let mut out = Vec::with_capacity(targets.len());
     for target in targets {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO notifications ({column}, target, created_at) VALUES (?, ?, ?) \
-             RETURNING {NOTIFICATION_COLS}"
-        )))
-        .bind(id)
-        .bind(to_json(target)?)
-        .bind(now_us())
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(backend)?;
+        let row = sqlx::query(AssertSqlSafe(statement::insert(column)))
+            .bind(id)
+            .bind(to_json(target)?)
+            .bind(now_us())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(backend)?;
         out.push(notification_from::<SqliteDialect>(&row)?);
     }
     Ok(out)
@@ -38,14 +35,12 @@ pub(crate) async fn insert(
 
 impl SqliteStore {
     async fn notification(&self, id: i64) -> StoreResult<Notification> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {NOTIFICATION_COLS} FROM notifications WHERE id = ?"
-        )))
-        .bind(id)
-        .fetch_optional(&mut *self.read().await?)
-        .await
-        .map_err(backend)?
-        .ok_or_else(|| StoreError::not_found("notification", id))?;
+        let row = sqlx::query(AssertSqlSafe(statement::get_one()))
+            .bind(id)
+            .fetch_optional(&mut *self.read().await?)
+            .await
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::not_found("notification", id))?;
         notification_from::<SqliteDialect>(&row)
     }
 }
@@ -70,16 +65,14 @@ impl NotificationStore for SqliteStore {
 
     async fn list_notifications(&self, subject: Subject) -> StoreResult<Vec<Notification>> {
         let (column, id) = subject_column(subject);
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {NOTIFICATION_COLS} FROM notifications WHERE {column} = ? ORDER BY id"
-        )))
-        .bind(id)
-        .fetch_all(&mut *self.read().await?)
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(notification_from::<SqliteDialect>)
-        .collect()
+        sqlx::query(AssertSqlSafe(statement::list(column)))
+            .bind(id)
+            .fetch_all(&mut *self.read().await?)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(notification_from::<SqliteDialect>)
+            .collect()
     }
 
     async fn claim_notifications(
@@ -94,28 +87,16 @@ impl NotificationStore for SqliteStore {
         }
         // One writer: nobody claims between the look and the update.
         let mut w = self.write().await;
-        let due = sqlx::query(AssertSqlSafe(format!(
-            "SELECT n.id, COALESCE(r.status, e.status) AS subject_status \
-             FROM notifications n \
-             LEFT JOIN runs r ON r.id = n.run_id \
-             LEFT JOIN executions e ON e.id = n.execution_id \
-             WHERE n.state = 'pending' \
-               AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= ?1) \
-               AND (n.lease_until IS NULL OR n.lease_until < ?1 OR n.owner = ?3) \
-               AND (r.status IN ({}) OR e.status IN ({})) \
-             ORDER BY n.id LIMIT ?2",
-            finished_runs(),
-            finished_executions()
-        )))
-        .bind(ts(now))
-        .bind(limit)
-        .bind(owner)
-        .fetch_all(&mut *w)
-        .await
-        .map_err(backend)?;
+        let due = sqlx::query(AssertSqlSafe(statement::due("")))
+            .bind(ts(now))
+            .bind(limit)
+            .bind(owner)
+            .fetch_all(&mut *w)
+            .await
+            .map_err(backend)?;
         let mut out = Vec::with_capacity(due.len());
         for row in due {
-            let id: i64 = row.try_get("id").map_err(backend)?;
+            let id: i64 = row.try_get("due_id").map_err(backend)?;
             let status: String = row.try_get("subject_status").map_err(backend)?;
             let row = sqlx::query(AssertSqlSafe(format!(
                 "UPDATE notifications SET owner = ?, lease_until = ? WHERE id = ? \
@@ -146,22 +127,17 @@ impl NotificationStore for SqliteStore {
             NotifyOutcome::Retry { at, .. } => Some(ts(*at)),
             _ => None,
         };
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE notifications SET state = ?, attempts = attempts + ?, \
-             last_error = COALESCE(?, last_error), next_attempt_at = ?, owner = NULL, \
-             lease_until = NULL, finished_at = ? \
-             WHERE id = ? AND owner = ? AND state = 'pending' RETURNING {NOTIFICATION_COLS}"
-        )))
-        .bind(state.as_str())
-        .bind(counted)
-        .bind(error)
-        .bind(next)
-        .bind(finished.then(now_us))
-        .bind(id)
-        .bind(owner)
-        .fetch_optional(&mut *self.write().await)
-        .await
-        .map_err(backend)?;
+        let row = sqlx::query(AssertSqlSafe(statement::record()))
+            .bind(state.as_str())
+            .bind(counted)
+            .bind(error)
+            .bind(next)
+            .bind(finished.then(now_us))
+            .bind(id)
+            .bind(owner)
+            .fetch_optional(&mut *self.write().await)
+            .await
+            .map_err(backend)?;
         match row {
             Some(row) => notification_from::<SqliteDialect>(&row),
             None => Err(not_claimed(id, owner, &self.notification(id).await?)),

@@ -11,6 +11,56 @@ use troupe_core::notify::{Notification, NotificationState, Subject};
 pub const NOTIFICATION_COLS: &str = "id, run_id, execution_id, target, state, attempts, \
      last_error, next_attempt_at, created_at, finished_at";
 
+/// Inserts one pending notification: `$1` the subject's id (in `column`), `$2` the target's
+/// JSON, `$3` the time.
+pub fn insert(column: &str) -> String {
+    format!(
+        "INSERT INTO notifications ({column}, target, created_at) VALUES ($1, $2, $3) \
+         RETURNING {NOTIFICATION_COLS}"
+    )
+}
+
+/// The notifications of the subject `$1` (in `column`), oldest first.
+pub fn list(column: &str) -> String {
+    format!("SELECT {NOTIFICATION_COLS} FROM notifications WHERE {column} = $1 ORDER BY id")
+}
+
+/// One notification, `$1`.
+pub fn get_one() -> String {
+    format!("SELECT {NOTIFICATION_COLS} FROM notifications WHERE id = $1")
+}
+
+/// Records an attempt while `$7` holds notification `$6` and it is pending: `$1` the state,
+/// `$2` 1 when the attempt counts, `$3` the error (kept from before when NULL), `$4` the next
+/// attempt's time, `$5` the finishing time.
+pub fn record() -> String {
+    format!(
+        "UPDATE notifications SET state = $1, attempts = attempts + $2, \
+         last_error = COALESCE($3, last_error), next_attempt_at = $4, owner = NULL, \
+         lease_until = NULL, finished_at = $5 \
+         WHERE id = $6 AND owner = $7 AND state = 'pending' RETURNING {NOTIFICATION_COLS}"
+    )
+}
+
+/// The due notifications at `$1`, at most `$2`, that `$3` may claim, with their subject's
+/// status (`subject_status`), oldest first. `lock` ends the statement (`FOR UPDATE OF n SKIP
+/// LOCKED` on PostgreSQL).
+pub fn due(lock: &str) -> String {
+    format!(
+        "SELECT n.id AS due_id, COALESCE(r.status, e.status) AS subject_status \
+         FROM notifications n \
+         LEFT JOIN runs r ON r.id = n.run_id \
+         LEFT JOIN executions e ON e.id = n.execution_id \
+         WHERE n.state = 'pending' \
+           AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= $1) \
+           AND (n.lease_until IS NULL OR n.lease_until < $1 OR n.owner = $3) \
+           AND (r.status IN ({}) OR e.status IN ({})) \
+         ORDER BY n.id LIMIT $2 {lock}",
+        finished_runs(),
+        finished_executions()
+    )
+}
+
 /// A notification, from a row selected with [`NOTIFICATION_COLS`].
 pub fn notification_from<D: Dialect>(row: &D::Row) -> StoreResult<Notification> {
     let state: String = get(row, "state")?;
