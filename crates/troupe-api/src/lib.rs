@@ -63,7 +63,7 @@ impl Default for ApiConfig {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "troupe", description = "Ansible as a service: run ansible-playbook over HTTP, with every event captured."),
-    components(schemas(error::ErrorBody)),
+    components(schemas(error::ErrorBody, troupe_wire::notifications::Ended)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -105,6 +105,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::events::router())
         .merge(routes::flows::router())
         .merge(routes::schedules::router())
+        .merge(routes::notifications::router())
 }
 
 /// The whole HTTP application.

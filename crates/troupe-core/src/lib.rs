@@ -10,6 +10,7 @@ pub mod flow;
 pub mod inbound;
 pub mod inventory;
 pub mod job;
+pub mod notify;
 pub mod overrides;
 pub mod project;
 pub mod run;

@@ -256,6 +256,8 @@ pub struct NewRun {
     pub tag: Option<String>,
     /// What started the run.
     pub origin: Origin,
+    /// Where the run's end is told (sealed): stored with the run, in the same transaction.
+    pub notify: Vec<crate::notify::SealedNotify>,
 }
 
 /// What started a run: one value instead of a field per way of starting one.

@@ -1,6 +1,7 @@
 //! Templates: saved run definitions that users launch, with the options a launch may change.
 
 use crate::ValidationError;
+use crate::notify::SealedNotify;
 use crate::project::{PlaybookRef, validate_name};
 use crate::run::{Labels, RunOptions};
 use chrono::{DateTime, Utc};
@@ -41,6 +42,10 @@ pub struct Template {
     pub allow_overrides: Vec<String>,
     /// Labels every launched run carries.
     pub labels: Labels,
+    /// Where every launched run's end is told (URLs shown as scheme and host only).
+    #[serde(default, with = "crate::notify::shown_only")]
+    #[schema(value_type = Vec<crate::notify::NotifyShown>)]
+    pub notify: Vec<SealedNotify>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
 }
@@ -66,6 +71,10 @@ pub struct NewTemplate {
     /// Labels every launched run carries.
     #[serde(default)]
     pub labels: Labels,
+    /// Where every launched run's end is told, sealed by the caller (never taken from a
+    /// request body: [`crate::notify::Notify`] is what requests carry).
+    #[serde(skip)]
+    pub notify: Vec<SealedNotify>,
 }
 
 impl NewTemplate {

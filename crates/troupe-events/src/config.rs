@@ -41,6 +41,17 @@ impl RulesFile {
         for source in doc.sources.values_mut() {
             source.redact();
         }
+        // Notification URLs and header values may be secrets: scheme and host only.
+        for rule in &mut doc.rules {
+            for n in &mut rule.action.notify {
+                for url in [&mut n.webhook, &mut n.slack].into_iter().flatten() {
+                    *url = troupe_core::notify::mask_url(url);
+                }
+                for value in n.headers.values_mut() {
+                    *value = REDACTED.to_owned();
+                }
+            }
+        }
         doc
     }
 }
@@ -517,6 +528,9 @@ pub struct ActionConfig {
     /// Labels the runs carry.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Where to tell each run's end (a webhook or Slack), besides a template's own targets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<troupe_core::notify::Notify>,
 }
 
 /// `throttle`.

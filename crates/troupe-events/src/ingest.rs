@@ -229,6 +229,7 @@ impl Ingestor {
             options: LaunchOptions::Over(overrides),
             labels,
             tag: None,
+            notify: action.notify.clone(),
         };
         let origin = Origin::Rule {
             rule: rule.name().to_owned(),

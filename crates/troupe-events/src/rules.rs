@@ -503,6 +503,11 @@ fn compile_rule(
             ));
         }
     }
+    for (i, n) in cfg.action.notify.iter().enumerate() {
+        if let Err(e) = n.validate(&format!("{at}.action.notify[{i}]"), false) {
+            errors.push(e.to_string());
+        }
+    }
     match target {
         Some(target) if errors.is_empty() => Ok(Rule {
             overrides: Overrides::given_in(&cfg.action.options.clone().unwrap_or_default()),

@@ -743,33 +743,10 @@ fn one_u32() -> u32 {
     1
 }
 
-/// When a notification is sent.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NotifyOn {
-    /// On every end.
-    #[default]
-    Always,
-    /// On success.
-    Success,
-    /// On failure (failed, timeout).
-    Failure,
-}
-
-/// A notification at the end of an execution (or of a run, on templates and rules).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Notify {
-    /// A URL to POST a JSON summary to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook: Option<String>,
-    /// A Slack incoming webhook's URL.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slack: Option<String>,
-    /// When.
-    #[serde(default)]
-    pub on: NotifyOn,
-}
+/// A notification at the end of an execution: troupe's one notification target (shared
+/// with templates and rules). In a flow, its URLs and header values may be Jinja over
+/// `inputs` and `flow`, rendered when the execution starts.
+pub use troupe_core::notify::{Notify, NotifyOn};
 
 /// A duration, written `30s`, `5m`, `1h 30m` or as a number of seconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]

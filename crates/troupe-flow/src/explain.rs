@@ -3,8 +3,7 @@
 //! input's default and Slack webhook URLs (credentials themselves) are never shown.
 
 use crate::doc::{
-    Action, Behavior, FlowDoc, InputSpec, NodeSet, NodeSource, NotifyOn, Retry, Step, Validator,
-    WhenEmpty,
+    Action, Behavior, FlowDoc, InputSpec, NodeSet, NodeSource, Retry, Step, Validator, WhenEmpty,
 };
 use crate::inputs::{quote, type_name};
 use std::fmt::Write;
@@ -84,13 +83,21 @@ pub fn explain(doc: &FlowDoc) -> String {
         )));
     }
     for n in &doc.notify {
-        let when = match n.on {
-            NotifyOn::Always => "when it ends",
-            NotifyOn::Success => "when it succeeds",
-            NotifyOn::Failure => "when it fails or times out",
+        let when = match n.on.0.as_slice() {
+            [] => "when it ends".to_owned(),
+            [w] if w == "always" => "when it ends".to_owned(),
+            [w] if w == "success" => "when it succeeds".to_owned(),
+            [w] if w == "failure" => "when it fails or times out".to_owned(),
+            words => format!("when it ends {}", words.join(" or ")),
         };
         if let Some(w) = &n.webhook {
-            lines.push(sentence(format!("It posts a summary to {w} {when}")));
+            // The URL may hold a secret: its scheme and host only.
+            let shown = if w.contains("{{") {
+                "a templated URL".to_owned()
+            } else {
+                troupe_core::notify::mask_url(w)
+            };
+            lines.push(sentence(format!("It posts a summary to {shown} {when}")));
         }
         if n.slack.is_some() {
             lines.push(sentence(format!("It tells Slack {when}")));

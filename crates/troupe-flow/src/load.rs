@@ -786,14 +786,21 @@ impl Checker {
     }
 
     fn notify(&mut self, at: &str, n: &Notify) {
-        if n.webhook.is_none() && n.slack.is_none() {
-            self.push(at, "needs a webhook or a slack URL");
+        if let Err(e) = n.validate(at, true) {
+            self.push(&e.field, e.message);
         }
-        if let Some(w) = &n.webhook {
-            self.url(&format!("{at}.webhook"), w);
+        for (field, url) in [("webhook", &n.webhook), ("slack", &n.slack)] {
+            if let Some(url) = url
+                && (url.contains("{{") || url.contains("{%"))
+            {
+                self.template(&format!("{at}.{field}"), url);
+            }
         }
-        if let Some(s) = &n.slack {
-            self.url(&format!("{at}.slack"), s);
+        for (name, value) in &n.headers {
+            self.template(&format!("{at}.headers.{name}"), value);
+        }
+        if let Some(text) = &n.text {
+            self.template(&format!("{at}.text"), text);
         }
     }
 }

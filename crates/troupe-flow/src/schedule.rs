@@ -198,6 +198,8 @@ pub fn launch_request(target: &ScheduleTarget) -> Result<Option<LaunchRequest>, 
         options: LaunchOptions::Over(Overrides::from_map(options.clone())?),
         labels: Labels::new(),
         tag: None,
+        // A template's own targets apply; a schedule adds none.
+        notify: Vec::new(),
     }))
 }
 

@@ -54,6 +54,10 @@ pub enum LaunchError {
     /// A unit's data_dir is not usable.
     #[error("{0}")]
     InvalidDataDir(String),
+    /// Notification targets cannot be sealed: no secret key was given to the launcher, or
+    /// sealing failed (the message says nothing of the targets).
+    #[error("notification targets cannot be stored: {0}")]
+    Seal(String),
     /// The store failed or refused.
     #[error("store: {0}")]
     Store(#[from] StoreError),

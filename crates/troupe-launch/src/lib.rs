@@ -17,8 +17,10 @@ use async_trait::async_trait;
 use std::path::PathBuf;
 use std::sync::Arc;
 use troupe_core::inventory::InventoryContent;
+use troupe_core::notify::{Notify, SealedNotify};
 use troupe_core::project::{PlaybookRef, Project};
 use troupe_core::run::{CancelMode, Labels, NewRun, Origin, Run, RunOptions};
+use troupe_core::secret::SecretKey;
 use troupe_core::template::Template;
 use troupe_store::{Store, StoreError, StoreResult};
 
@@ -64,6 +66,8 @@ pub struct Launcher {
     store: Arc<dyn Store>,
     projects_dir: PathBuf,
     queue: Arc<dyn Queue>,
+    /// Seals notification targets; without it, a launch asking for notifications is refused.
+    key: Option<Arc<SecretKey>>,
 }
 
 /// A template and what the request's target resolved to.
@@ -81,7 +85,34 @@ impl Launcher {
             store,
             projects_dir,
             queue,
+            key: None,
         }
+    }
+
+    /// The launcher sealing notification targets with `key` (the server's secret key).
+    pub fn with_key(mut self, key: Arc<SecretKey>) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Checks notification targets (`field` names the list in errors) and seals them: the one
+    /// place targets given in clear (a template's, a rule's) are sealed.
+    pub fn seal_notify(&self, targets: &[Notify], field: &str) -> LaunchResult<Vec<SealedNotify>> {
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self
+            .key
+            .as_ref()
+            .ok_or_else(|| LaunchError::Seal("this server has no secret key".into()))?;
+        targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                t.validate(&format!("{field}[{i}]"), false)?;
+                t.seal(key).map_err(|e| LaunchError::Seal(e.to_string()))
+            })
+            .collect()
     }
 
     /// The store runs are kept in.
@@ -129,7 +160,9 @@ impl Launcher {
             options,
             labels,
             tag,
+            notify,
         } = request;
+        let mut sealed = self.seal_notify(&notify, "notify")?;
         // A template's options are checked before its inventory, as a launch body names them.
         let template = match &target {
             Target::Template(r) => Some(self.template(r).await?),
@@ -163,6 +196,10 @@ impl Launcher {
             Some(t) => {
                 let mut all: Labels = t.labels;
                 all.extend(labels);
+                // The template's targets first, then the request's own.
+                let mut targets = t.notify;
+                targets.append(&mut sealed);
+                sealed = targets;
                 (all, with_template(origin, t.id))
             }
             None => (labels, origin),
@@ -176,6 +213,7 @@ impl Launcher {
             labels,
             tag,
             origin,
+            notify: sealed,
         };
         new.validate()?;
         Ok(new)

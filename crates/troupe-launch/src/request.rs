@@ -2,6 +2,7 @@
 
 use std::fmt;
 use troupe_core::inventory::InventoryContent;
+use troupe_core::notify::Notify;
 use troupe_core::overrides::Overrides;
 use troupe_core::project::Project;
 use troupe_core::run::{Labels, RunOptions};
@@ -86,6 +87,9 @@ pub struct LaunchRequest {
     pub labels: Labels,
     /// A tag grouping related runs.
     pub tag: Option<String>,
+    /// Where to tell the run's end, besides the template's targets (checked and sealed by
+    /// the launcher).
+    pub notify: Vec<Notify>,
 }
 
 impl LaunchRequest {
@@ -105,6 +109,7 @@ impl LaunchRequest {
             options: LaunchOptions::Exact(options),
             labels: Labels::new(),
             tag: None,
+            notify: Vec::new(),
         }
     }
 
@@ -116,6 +121,7 @@ impl LaunchRequest {
             options: LaunchOptions::Over(overrides),
             labels: Labels::new(),
             tag: None,
+            notify: Vec::new(),
         }
     }
 
@@ -138,6 +144,7 @@ impl LaunchRequest {
             options: LaunchOptions::Exact(options),
             labels: run.labels.clone(),
             tag: run.tag.clone(),
+            notify: Vec::new(),
         }
     }
 }

@@ -86,6 +86,7 @@ async fn fixture() -> Fixture {
             },
             allow_overrides: vec!["extra_vars".into(), "limit".into()],
             labels: [("team".to_owned(), "ops".to_owned())].into(),
+            notify: Vec::new(),
         })
         .await
         .expect("template");
@@ -244,4 +245,59 @@ async fn refused_launches_say_why_and_store_nothing() {
         .expect("list");
     assert!(listed.is_empty(), "nothing stored: {listed:?}");
     assert!(f.queue.0.lock().map(|s| s.is_empty()).unwrap_or(false));
+}
+
+#[tokio::test]
+async fn notify_targets_are_checked_sealed_and_follow_the_template() {
+    let f = fixture().await;
+    let target = |url: &str| Notify {
+        webhook: Some(url.into()),
+        ..Notify::default()
+    };
+    let mut request = LaunchRequest::template(Ref::Id(f.template_id), Overrides::default());
+    request.notify = vec![target("http://rule.example/hook?token=s3cr3t")];
+    // Without a key, a launch asking for notifications is refused: never stored in clear.
+    let refused = f.launcher.prepare(request.clone(), Origin::Api).await;
+    assert!(matches!(refused, Err(LaunchError::Seal(_))), "{refused:?}");
+
+    let key = Arc::new(SecretKey::generate().expect("key"));
+    let launcher = f.launcher.clone().with_key(Arc::clone(&key));
+    let sealed = launcher
+        .seal_notify(&[target("http://template.example/x")], "notify")
+        .expect("sealed");
+    let store = launcher.store().clone();
+    let t = store.get_template(f.template_id).await.expect("template");
+    let with_notify = store
+        .create_template(&NewTemplate {
+            name: "notifying".into(),
+            project_id: t.project_id,
+            playbook: t.playbook.clone(),
+            inventory_id: t.inventory_id,
+            defaults: RunOptions::default(),
+            allow_overrides: Vec::new(),
+            labels: Labels::new(),
+            notify: sealed.clone(),
+        })
+        .await
+        .expect("template");
+    request.target = Target::Template(Ref::Id(with_notify.id));
+    let new = launcher
+        .prepare(request.clone(), Origin::Api)
+        .await
+        .expect("prepare");
+    assert_eq!(new.notify.len(), 2, "the template's, then the request's");
+    assert_eq!(new.notify[0], sealed[0]);
+    assert_eq!(
+        new.notify[1].open(&key).expect("opens"),
+        target("http://rule.example/hook?token=s3cr3t")
+    );
+    assert!(!new.notify[1].sealed.contains("s3cr3t"));
+    assert_eq!(new.notify[1].shown.url, "http://rule.example");
+
+    // A bad target names its place.
+    request.notify = vec![target("ftp://x/y")];
+    match launcher.prepare(request, Origin::Api).await {
+        Err(LaunchError::Invalid(v)) => assert_eq!(v.field, "notify[0].webhook"),
+        other => panic!("{other:?}"),
+    }
 }

@@ -163,14 +163,15 @@ impl TemplateStore for PgStore {
         let defaults = to_json(&new.defaults)?;
         let allow_overrides = to_json(&new.allow_overrides)?;
         let labels = to_json(&new.labels)?;
+        let notify = to_json(&new.notify)?;
         let mut tx = self.pool.begin().await.map_err(backend)?;
         require_row(&mut tx, "projects", "project", new.project_id).await?;
         // KEY SHARE, as in create_run: a concurrent delete_inventory then sees the template.
         share_row(&mut tx, "inventories", "inventory", new.inventory_id).await?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO templates (name, project_id, playbook, inventory_id, defaults, \
-             allow_overrides, labels, created_at) \
-             VALUES ($1, $2, $3, $4, $5::json, $6::jsonb, $7::jsonb, $8) \
+             allow_overrides, labels, notify, created_at) \
+             VALUES ($1, $2, $3, $4, $5::json, $6::jsonb, $7::jsonb, $8, $9) \
              RETURNING {}",
             PgDialect::TEMPLATE_COLS
         )))
@@ -181,6 +182,7 @@ impl TemplateStore for PgStore {
         .bind(defaults)
         .bind(allow_overrides)
         .bind(labels)
+        .bind(notify)
         .bind(now())
         .fetch_one(&mut *tx)
         .await

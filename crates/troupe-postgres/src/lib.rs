@@ -51,6 +51,7 @@ mod executions;
 mod flows;
 mod inbound;
 mod jobs;
+mod notifications;
 mod output;
 mod runs;
 mod schedules;
@@ -74,7 +75,7 @@ impl Dialect for PgDialect {
          start_line, end_line, event_data::text AS event_data";
     const TEMPLATE_COLS: &'static str = "id, name, project_id, playbook, inventory_id, \
          defaults::text AS defaults, allow_overrides::text AS allow_overrides, \
-         labels::text AS labels, created_at";
+         labels::text AS labels, notify, created_at";
     const EVENT_RECORD_COLS: &'static str = "id, received_at, source, routing_key, delivery_id, \
          payload_size, payload, payload_truncated, status, reason, rules::text AS rules, run_ids";
     const EXECUTION_COLS: &'static str = "id, flow, version, status, inputs::text AS inputs, \

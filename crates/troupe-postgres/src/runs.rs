@@ -162,6 +162,12 @@ pub(crate) async fn insert_run(
             .await
             .map_err(backend)?;
     }
+    crate::notifications::insert(
+        &mut *conn,
+        troupe_core::notify::Subject::Run(run.id),
+        &new.notify,
+    )
+    .await?;
     // Delivered on commit.
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(WORK_CHANNEL)

@@ -98,6 +98,7 @@ async fn new_runs_are_notified() {
                 labels: Default::default(),
                 tag: None,
                 origin: troupe_core::run::Origin::Api,
+                notify: Vec::new(),
             })
             .await
             .expect("run");

@@ -167,13 +167,14 @@ impl TemplateStore for SqliteStore {
         let defaults = to_json(&new.defaults)?;
         let allow_overrides = to_json(&new.allow_overrides)?;
         let labels = to_json(&new.labels)?;
+        let notify = to_json(&new.notify)?;
         let mut w = self.write().await;
         let mut tx = w.begin().await?;
         crate::require_row(&mut tx, "projects", "project", new.project_id).await?;
         crate::require_row(&mut tx, "inventories", "inventory", new.inventory_id).await?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO templates (name, project_id, playbook, inventory_id, defaults, \
-             allow_overrides, labels, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             allow_overrides, labels, notify, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
              RETURNING {}",
             SqliteDialect::TEMPLATE_COLS
         )))
@@ -184,6 +185,7 @@ impl TemplateStore for SqliteStore {
         .bind(defaults)
         .bind(allow_overrides)
         .bind(labels)
+        .bind(notify)
         .bind(now_us())
         .fetch_one(&mut *tx)
         .await

@@ -215,6 +215,7 @@ mod executions;
 mod flows;
 mod inbound;
 mod jobs;
+mod notifications;
 mod output;
 mod runs;
 mod schedules;
@@ -236,7 +237,7 @@ impl Dialect for SqliteDialect {
     const EVENT_COLS: &'static str =
         "counter, uuid, event, parent_uuid, created, stdout, start_line, end_line, event_data";
     const TEMPLATE_COLS: &'static str = "id, name, project_id, playbook, inventory_id, defaults, \
-         allow_overrides, labels, created_at";
+         allow_overrides, labels, notify, created_at";
     const EVENT_RECORD_COLS: &'static str = "id, received_at, source, routing_key, delivery_id, \
          payload_size, payload, payload_truncated, status, reason, rules, run_ids";
     const EXECUTION_COLS: &'static str = "id, flow, version, status, inputs, sealed_secrets, \

@@ -159,14 +159,20 @@ pub(crate) async fn insert_run(
             .await
             .map_err(backend)?;
     }
+    crate::notifications::insert(
+        &mut *conn,
+        troupe_core::notify::Subject::Run(run.id),
+        &new.notify,
+    )
+    .await?;
     Ok(run)
 }
 
 /// Whether a run can be stored with [`insert_run_row`] alone, outside a transaction: it has no
-/// labels (a second table) and no job unit (the one reference no foreign key checks), so the
-/// foreign keys check all it refers to.
+/// labels or notifications (other tables) and no job unit (the one reference no foreign key
+/// checks), so the foreign keys check all it refers to.
 fn one_statement_run(new: &NewRun) -> bool {
-    new.labels.is_empty() && new.origin.job_unit().is_none()
+    new.labels.is_empty() && new.notify.is_empty() && new.origin.job_unit().is_none()
 }
 
 /// The writer's transaction, as the shared reference checks use it.

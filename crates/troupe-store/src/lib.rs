@@ -5,7 +5,8 @@
 //! its own with its types: [`catalog`] (projects, inventories, templates), [`runs`],
 //! [`claims`], [`events`], [`output`], [`jobs`], [`inbound`] (event records and the rules
 //! document), [`tokens`] and [`flows`] (flow versions, executions with their steps and slots,
-//! schedules: [`FlowStore`], [`ExecutionStore`], [`ScheduleStore`]). Callers hold an `Arc<dyn Store>` and call any of their methods on
+//! schedules: [`FlowStore`], [`ExecutionStore`], [`ScheduleStore`]) and [`notifications`] of
+//! runs' and executions' ends. Callers hold an `Arc<dyn Store>` and call any of their methods on
 //! it.
 //!
 //! The `sql` feature adds [`sql`], what both SQL backends share: row mapping, column lists,
@@ -23,6 +24,7 @@ pub mod events;
 pub mod flows;
 pub mod inbound;
 pub mod jobs;
+pub mod notifications;
 pub mod output;
 pub mod runs;
 #[cfg(feature = "sql")]
@@ -39,6 +41,7 @@ pub use inbound::{
     RulesDoc,
 };
 pub use jobs::JobStore;
+pub use notifications::{DueNotification, NotificationStore, NotifyOutcome};
 pub use output::{OutputChunk, OutputStore, Stream};
 pub use runs::{RunFilter, RunStore, RunVersion};
 pub use tokens::{TokenRecord, TokenStore};
@@ -48,8 +51,8 @@ pub use tokens::{TokenRecord, TokenStore};
 pub mod prelude {
     pub use crate::{
         ClaimStore, EventStore, ExecutionStore, FlowStore, InboundStore, InventoryStore, JobStore,
-        OutputStore, ProjectStore, RunStore, ScheduleStore, Store, StoreBackend, TemplateStore,
-        TokenStore,
+        NotificationStore, OutputStore, ProjectStore, RunStore, ScheduleStore, Store, StoreBackend,
+        TemplateStore, TokenStore,
     };
 }
 
@@ -93,6 +96,7 @@ pub trait Store:
     + FlowStore
     + ExecutionStore
     + ScheduleStore
+    + NotificationStore
     + Send
     + Sync
     + 'static
@@ -114,6 +118,7 @@ impl<T> Store for T where
         + FlowStore
         + ExecutionStore
         + ScheduleStore
+        + NotificationStore
         + Send
         + Sync
         + 'static

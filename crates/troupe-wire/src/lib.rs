@@ -18,6 +18,7 @@ pub mod flows;
 pub mod health;
 pub mod inventories;
 pub mod jobs;
+pub mod notifications;
 pub mod projects;
 pub mod runs;
 pub mod schedules;

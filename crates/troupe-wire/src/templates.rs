@@ -33,6 +33,11 @@ pub struct CreateTemplate {
     #[allow(missing_docs)]
     #[serde(default)]
     pub labels: Labels,
+    /// Where every launched run's end is told: `{webhook: URL, headers?}` or
+    /// `{slack: URL, text?}`, with `on` (the ends; every end by default). Stored sealed; shown
+    /// with the URL's scheme and host only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<troupe_core::notify::Notify>,
 }
 
 // The answer to `GET /api/v1/templates`.

@@ -85,3 +85,35 @@ impl Seal for KeySeal {
         self.0.open(sealed).map_err(|e| e.to_string())
     }
 }
+
+/// Wakes the notifier whenever a run or an execution ends, so notifications go out at once
+/// rather than at its next look (which still catches what this misses: other replicas' ends,
+/// lagging subscriptions).
+pub async fn wake_on_ends(
+    hub: Arc<LiveHub>,
+    notifier: Arc<troupe_notify::Notifier>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut runs = hub.subscribe_changes();
+    let mut flows = hub.subscribe_flows();
+    loop {
+        let ended = tokio::select! {
+            _ = stop.cancelled() => return,
+            change = runs.recv() => match change {
+                Ok(RunChange::StatusChanged { status, .. }) => status.is_finished(),
+                Ok(_) => false,
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => return,
+            },
+            change = flows.recv() => match change {
+                Ok(FlowChange::ExecutionChanged { status, .. }) => status.is_finished(),
+                Ok(_) => false,
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => return,
+            },
+        };
+        if ended {
+            notifier.wake();
+        }
+    }
+}

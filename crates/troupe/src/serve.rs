@@ -11,6 +11,7 @@ use troupe_ansible::{Ansible, Grace, Limits};
 use troupe_api::run_json::RunJsonCache;
 use troupe_api::{ApiConfig, AppState, TokenSet, generate_token, hash_token};
 use troupe_core::project::{NewProject, ProjectSource};
+use troupe_core::secret::SecretKey;
 use troupe_flow::discovery::Discovery;
 use troupe_flow::engine::{Engine, EngineConfig, Parts};
 use troupe_store::Store;
@@ -184,11 +185,19 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
     };
     let hub = Arc::new(LiveHub::default());
     let pool = WorkerPool::start(Arc::clone(&store), Arc::clone(&hub), worker_cfg).await;
-    let launcher = Arc::new(troupe_launch::Launcher::new(
-        Arc::clone(&store),
-        projects_dir.clone(),
-        Arc::clone(&pool) as Arc<dyn troupe_launch::Queue>,
-    ));
+    // The secret key seals flows' secret inputs and every notification target.
+    let key = Arc::new(
+        troupe_flow::load_or_create_key(&cfg.data_dir.join("secret.key"))
+            .context("could not load the secret key")?,
+    );
+    let launcher = Arc::new(
+        troupe_launch::Launcher::new(
+            Arc::clone(&store),
+            projects_dir.clone(),
+            Arc::clone(&pool) as Arc<dyn troupe_launch::Queue>,
+        )
+        .with_key(Arc::clone(&key)),
+    );
     let events = match troupe_events::EventService::start(
         Arc::clone(&store),
         Arc::clone(&launcher) as Arc<dyn troupe_launch::Launch>,
@@ -216,8 +225,11 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
 
     let flow_work_dir = cfg.data_dir.join("flows");
     std::fs::create_dir_all(&flow_work_dir)?;
-    let key = troupe_flow::load_or_create_key(&cfg.data_dir.join("secret.key"))
-        .context("could not load the secret key")?;
+    // One client for what troupe sends: flow http and slack steps, notifications.
+    let http = troupe_http::builder(cfg.ca_file.as_deref())?
+        .timeout(Duration::from_secs(60))
+        .build()
+        .context("could not build the HTTP client")?;
     let mut discovery = Discovery::new(
         Arc::clone(&store),
         projects_dir.clone(),
@@ -235,16 +247,13 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
                 hub: Arc::clone(&hub),
             }),
             nodes: Arc::new(discovery),
-            seal: Arc::new(KeySeal(key)),
+            seal: Arc::new(KeySeal(SecretKey::clone(&key))),
             observe: Arc::new(HubObserver(Arc::clone(&hub))),
-            http: troupe_http::builder(cfg.ca_file.as_deref())?
-                .timeout(Duration::from_secs(60))
-                .build()
-                .context("could not build the HTTP client of flows")?,
+            http: http.clone(),
         },
         EngineConfig {
             bin_dir: ansible_bin_dir,
-            ..EngineConfig::new(node, flow_work_dir)
+            ..EngineConfig::new(node.clone(), flow_work_dir)
         },
     );
     let flows_stop = tokio_util::sync::CancellationToken::new();
@@ -258,6 +267,18 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         troupe_flow::schedule::SchedulerConfig::default(),
     );
     tokio::spawn(scheduler.run(flows_stop.clone()));
+    let notifier = troupe_notify::Notifier::new(
+        Arc::clone(&store),
+        key,
+        troupe_notify::Sender::new(http.clone()),
+        troupe_notify::NotifierConfig::new(node.clone()),
+    );
+    tokio::spawn(Arc::clone(&notifier).run(flows_stop.clone()));
+    tokio::spawn(crate::flows::wake_on_ends(
+        Arc::clone(&hub),
+        notifier,
+        flows_stop.clone(),
+    ));
     let state = AppState {
         flows,
         store: Arc::clone(&store),

@@ -16,6 +16,7 @@ pub(crate) mod git;
 pub(crate) mod health;
 pub(crate) mod inventories;
 pub(crate) mod jobs;
+pub(crate) mod notifications;
 pub(crate) mod projects;
 pub(crate) mod runs;
 pub(crate) mod schedules;
@@ -146,6 +147,11 @@ impl From<LaunchError> for ApiError {
             LaunchError::InvalidDataDir(why) => {
                 ApiError::invalid("invalid_data_dir", "data_dir", why)
             }
+            LaunchError::Seal(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "notify_unavailable",
+                e.to_string(),
+            ),
             LaunchError::Store(e) => e.into(),
         }
     }

@@ -33,6 +33,7 @@ async fn create_template(
     let project = find_project(&state, &req.project, "project").await?;
     let inventory = find_inventory(&state, &req.inventory, "inventory").await?;
     check_playbook(&state, &project, &req.playbook).await?;
+    let notify = state.launcher.seal_notify(&req.notify, "notify")?;
     let new = NewTemplate {
         name: req.name,
         project_id: project.id,
@@ -41,6 +42,7 @@ async fn create_template(
         defaults: req.defaults,
         allow_overrides: req.allow_overrides,
         labels: req.labels,
+        notify,
     };
     new.validate()?;
     let t = state.store.create_template(&new).await?;

@@ -210,6 +210,7 @@ fn playbook_request(ctx: &Ctx<'_>, p: &PlaybookStep, key: &str) -> Result<Launch
         options: LaunchOptions::Over(overrides),
         labels,
         tag: None,
+        notify: Vec::new(),
     })
 }
 
@@ -582,7 +583,7 @@ async fn http(ctx: &Ctx<'_>, h: &HttpStep) -> Done {
             );
         }
     };
-    let mut req = ctx.engine.parts.http.request(method, &url);
+    let mut req = ctx.engine.sender.client().request(method, &url);
     for (k, v) in headers {
         req = req.header(k, v);
     }
@@ -629,29 +630,12 @@ async fn slack(ctx: &Ctx<'_>, webhook: &str, text: &str) -> Done {
         Ok(r) => r,
         Err(e) => return (false, Value::Null, Some(e)),
     };
-    let shown = troupe_core::url::redact_credentials(&url);
-    match ctx
-        .engine
-        .parts
-        .http
-        .post(&url)
-        .json(&json!({"text": text}))
-        .send()
-        .await
-    {
-        Ok(r) if r.status().is_success() => (true, json!({"status": r.status().as_u16()}), None),
-        Ok(r) => {
-            let status = r.status().as_u16();
-            (
-                false,
-                json!({"status": status}),
-                Some(format!("Slack answered {status}")),
-            )
+    // The one sender: its errors name the webhook by scheme and host only.
+    match ctx.engine.sender.slack(&url, &text).await {
+        Ok(status) => (true, json!({"status": status}), None),
+        Err(e @ troupe_notify::SendError::Status { status, .. }) => {
+            (false, json!({"status": status}), Some(e.to_string()))
         }
-        Err(e) => (
-            false,
-            Value::Null,
-            Some(format!("{shown}: {}", troupe_http::describe(&e))),
-        ),
+        Err(e) => (false, Value::Null, Some(e.to_string())),
     }
 }

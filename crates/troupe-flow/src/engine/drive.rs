@@ -12,7 +12,7 @@ use troupe_store::{SlotRequest, StoreError};
 use super::seams::{Nodes, open_map};
 use super::steps::{StepEnd, run_step};
 use super::{Engine, Handle};
-use crate::doc::{Behavior, FlowDoc, NodeSet, Notify, NotifyOn, Step};
+use crate::doc::{Behavior, FlowDoc, NodeSet, Step};
 use crate::expr::{self, Scope};
 use crate::inputs::{Inputs, Scrubber};
 use crate::load;
@@ -555,7 +555,8 @@ async fn finish_early(
     Ok(())
 }
 
-/// Ends an execution: its status, its slots let go, its notifications sent.
+/// Ends an execution: its status, its slots let go (its notifications, stored when it
+/// started, are sent by the notifier once the store has its end).
 async fn finish(
     ctx: &mut Ctx<'_>,
     status: ExecutionStatus,
@@ -580,69 +581,6 @@ async fn finish(
     ));
     ctx.engine.parts.observe.execution(&ended);
     ctx.engine.wake.notify_waiters();
-    let notes = ctx.doc.notify.clone();
-    for note in notes.iter().filter(|n| wanted(n, ended.status)) {
-        send_notice(ctx, note, &ended).await;
-    }
     ctx.execution = ended;
     Ok(())
-}
-
-fn wanted(note: &Notify, status: ExecutionStatus) -> bool {
-    match note.on {
-        NotifyOn::Always => true,
-        NotifyOn::Success => status == ExecutionStatus::Successful,
-        NotifyOn::Failure => matches!(status, ExecutionStatus::Failed | ExecutionStatus::Timeout),
-    }
-}
-
-/// Posts an execution's end to a webhook or Slack. A failure to notify is logged, never fatal.
-async fn send_notice(ctx: &Ctx<'_>, note: &Notify, ended: &Execution) {
-    let summary = json!({
-        "kind": "execution",
-        "execution_id": ended.id,
-        "flow": ended.flow,
-        "version": ended.version,
-        "status": ended.status,
-        "error": ended.error,
-        "started_by": ended.started_by,
-        "finished_at": ended.finished_at,
-    });
-    let text = format!(
-        "troupe: flow {} execution {} {}{}",
-        ended.flow,
-        ended.id,
-        ended.status,
-        ended
-            .error
-            .as_deref()
-            .map(|e| format!(" ({e})"))
-            .unwrap_or_default()
-    );
-    let targets = [
-        note.webhook.as_deref().map(|u| (u, summary.clone())),
-        note.slack.as_deref().map(|u| (u, json!({"text": text}))),
-    ];
-    for (url, body) in targets.into_iter().flatten() {
-        let url = match expr::render(url, &ctx.scope) {
-            Ok(u) => u,
-            Err(e) => {
-                ctx.log(&format!("notification not sent: {e}"));
-                continue;
-            }
-        };
-        match ctx.engine.parts.http.post(&url).json(&body).send().await {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => ctx.log(&format!(
-                "notification to {} answered {}",
-                troupe_core::url::redact_credentials(&url),
-                r.status()
-            )),
-            Err(e) => ctx.log(&format!(
-                "notification to {} failed: {}",
-                troupe_core::url::redact_credentials(&url),
-                troupe_http::describe(&e)
-            )),
-        }
-    }
 }

@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use troupe_core::flow::{Approval, Execution, NewExecution, ParentStep, StepRecord};
+use troupe_core::notify::{SealedNotify, Subject};
 use troupe_launch::Launch;
 use troupe_store::{Store, StoreError};
 
@@ -136,6 +137,8 @@ pub struct Parts {
 pub struct Engine {
     parts: Parts,
     cfg: EngineConfig,
+    /// The one HTTP sender (shared with notifications): `http` and `slack` steps.
+    sender: troupe_notify::Sender,
     /// Executions this replica drives, with what stops each.
     running: Mutex<HashMap<i64, Handle>>,
     /// Rung when something may have become possible: an execution queued, a slot freed, an
@@ -150,9 +153,11 @@ pub struct Engine {
 impl Engine {
     /// An engine; call [`Engine::run`] to have it take and drive executions.
     pub fn new(parts: Parts, cfg: EngineConfig) -> Arc<Engine> {
+        let sender = troupe_notify::Sender::new(parts.http.clone());
         Arc::new_cyclic(|me| Engine {
             parts,
             cfg,
+            sender,
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             shutdown: CancellationToken::new(),
@@ -218,6 +223,7 @@ impl Engine {
             }
             None => None,
         };
+        let notify = self.notify_targets(&doc, &inputs)?;
         let new = NewExecution {
             flow: version.name.clone(),
             version: version.version,
@@ -229,9 +235,55 @@ impl Engine {
             started_by: req.started_by,
         };
         let execution = self.parts.store.create_execution(&new).await?;
+        if !notify.is_empty() {
+            self.parts
+                .store
+                .add_notifications(Subject::Execution(execution.id), &notify)
+                .await?;
+        }
         self.parts.observe.execution(&execution);
         self.take(execution.id).await;
         Ok(execution)
+    }
+
+    /// The flow's `notify` targets, their URLs and header values rendered over the inputs,
+    /// sealed (a rendered URL may hold a secret input).
+    fn notify_targets(
+        &self,
+        doc: &FlowDoc,
+        inputs: &inputs::Inputs,
+    ) -> Result<Vec<SealedNotify>, StartError> {
+        if doc.notify.is_empty() {
+            return Ok(Vec::new());
+        }
+        let scope = drive::input_scope(doc, inputs.all());
+        let problem = |field: String, e: &dyn std::fmt::Display| {
+            StartError::Inputs(vec![load::Problem {
+                field,
+                message: inputs.scrubber().scrub_str(&e.to_string()),
+            }])
+        };
+        let mut out = Vec::with_capacity(doc.notify.len());
+        for (i, n) in doc.notify.iter().enumerate() {
+            let mut n = n.clone();
+            for (field, url) in [("webhook", &mut n.webhook), ("slack", &mut n.slack)] {
+                if let Some(url) = url {
+                    *url = crate::expr::render(url, &scope)
+                        .map_err(|e| problem(format!("notify[{i}].{field}"), &e))?;
+                }
+            }
+            for (name, value) in &mut n.headers {
+                *value = crate::expr::render(value, &scope)
+                    .map_err(|e| problem(format!("notify[{i}].headers.{name}"), &e))?;
+            }
+            n.validate(&format!("notify[{i}]"), false)
+                .map_err(|e| problem(e.field.clone(), &inputs.scrubber().scrub_str(&e.message)))?;
+            out.push(
+                n.seal_with(|clear| self.parts.seal.seal(clear))
+                    .map_err(StartError::Seal)?,
+            );
+        }
+        Ok(out)
     }
 
     /// Asks an execution to stop: at once if queued, else at its next chance (the step in

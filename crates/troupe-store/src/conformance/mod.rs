@@ -46,6 +46,7 @@ mod executions;
 mod flows;
 mod inbound;
 mod jobs;
+mod notifications;
 mod output;
 mod runs;
 mod schedules;
@@ -58,6 +59,7 @@ pub use executions::*;
 pub use flows::*;
 pub use inbound::*;
 pub use jobs::*;
+pub use notifications::*;
 pub use output::*;
 pub use runs::*;
 pub use schedules::*;
@@ -145,6 +147,9 @@ macro_rules! __conformance_case_names {
             schedules_round_trip,
             due_schedules_and_fires,
             racing_fire_claims,
+            notifications_round_trip,
+            notification_claims_and_outcomes,
+            racing_notification_claims,
         );
     };
 }
@@ -254,6 +259,7 @@ fn new_run(project_id: i64) -> NewRun {
         labels: Labels::new(),
         tag: None,
         origin: Origin::Api,
+        notify: Vec::new(),
     }
 }
 
@@ -443,6 +449,7 @@ fn new_template(name: &str, project_id: i64, inventory_id: i64) -> NewTemplate {
         },
         allow_overrides: vec!["limit".into(), "extra_vars".into()],
         labels,
+        notify: Vec::new(),
     }
 }
 

@@ -39,6 +39,7 @@ pub async fn create_run_round_trip(store: &dyn Store) {
         labels: labels.clone(),
         tag: Some("nightly".into()),
         origin: Origin::Api,
+        notify: Vec::new(),
     };
     let run = store.create_run(&new).await.expect("create run");
     assert_eq!(run.project_id, p.id);

@@ -19,6 +19,7 @@ use troupe_core::run::{CancelMode, Run};
 mod filters;
 pub mod flows;
 mod ingest;
+pub mod notifications;
 mod references;
 mod rows;
 pub mod statements;

@@ -150,6 +150,7 @@ pub fn template_from<D: Dialect>(row: &D::Row) -> StoreResult<Template> {
         defaults: json(row, "defaults")?,
         allow_overrides: json(row, "allow_overrides")?,
         labels: json(row, "labels")?,
+        notify: json(row, "notify")?,
         created_at: D::time(row, "created_at")?,
     })
 }

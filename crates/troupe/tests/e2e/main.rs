@@ -15,6 +15,7 @@ mod git_projects;
 mod harness;
 mod inventories;
 mod jobs;
+mod notify;
 mod postgres;
 mod runner_compat;
 mod runs;

@@ -9,9 +9,8 @@ use troupe_testkit::tls::HttpsServer;
 
 /// Stores a flow with one `http` step to `url`, starts it, and returns the ended execution.
 async fn call_once(api: &Api, url: &str) -> anyhow::Result<Value> {
-    let doc = format!(
-        "name: ping\nsteps:\n  - id: ping\n    http: {{url: \"{url}\", expect: [200]}}\n"
-    );
+    let doc =
+        format!("name: ping\nsteps:\n  - id: ping\n    http: {{url: \"{url}\", expect: [200]}}\n");
     put_flow(api, &doc).await?;
     let id = start(api, "ping", json!({})).await?;
     wait_execution(api, id, None).await
