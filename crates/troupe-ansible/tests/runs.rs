@@ -469,10 +469,20 @@ async fn reap_orphans_kills_marked_groups_and_removes_dirs() {
         .unwrap();
     let pgid = child.id() as i32;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while group_alive(pgid).len() < 2 && Instant::now() < deadline {
+    // Both must be `sleep` already: until `env` has dropped the marker and exec'd, the forked
+    // shell still carries it and would be found too.
+    let both_sleeping = || {
+        let group = group_alive(pgid);
+        group.len() == 2
+            && group.iter().all(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.trim() == "sleep")
+            })
+    };
+    while !both_sleeping() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(group_alive(pgid).len(), 2, "both sleeps started");
+    assert!(both_sleeping(), "both sleeps started");
     // A directory that is not a run's is left alone.
     std::fs::create_dir_all(runs.join("other")).unwrap();
 
