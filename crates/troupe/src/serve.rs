@@ -189,31 +189,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         projects_dir.clone(),
         Arc::clone(&pool) as Arc<dyn troupe_launch::Queue>,
     ));
-    let events = match troupe_events::EventService::start(
-        Arc::clone(&store),
-        Arc::clone(&launcher) as Arc<dyn troupe_launch::Launch>,
-    )
-    .await
-    {
-        Ok(e) => e,
-        Err(troupe_events::ApplyError::Store(e)) => {
-            return Err(e).context("could not load the event rules");
-        }
-        Err(e) => anyhow::bail!("{e}"),
-    };
-    if let Some((origin, text)) = &startup.rules {
-        let doc = events
-            .apply(text, None)
-            .await
-            .with_context(|| format!("could not put the rules of {origin} in force"))?;
-        eprintln!(
-            "troupe: rules from {origin} in force (revision {}, {} sources, {} rules)",
-            doc.revision,
-            events.rules().file().sources.len(),
-            events.rules().rules().len()
-        );
-    }
-
+    // Before the event service: its rules can start flows.
     let flow_work_dir = cfg.data_dir.join("flows");
     std::fs::create_dir_all(&flow_work_dir)?;
     let key = troupe_flow::load_or_create_key(&cfg.data_dir.join("secret.key"))
@@ -239,6 +215,32 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
             ..EngineConfig::new(node, flow_work_dir)
         },
     );
+    let events = match troupe_events::EventService::start(
+        Arc::clone(&store),
+        Arc::clone(&launcher) as Arc<dyn troupe_launch::Launch>,
+        Arc::clone(&flows) as Arc<dyn troupe_launch::StartFlow>,
+    )
+    .await
+    {
+        Ok(e) => e,
+        Err(troupe_events::ApplyError::Store(e)) => {
+            return Err(e).context("could not load the event rules");
+        }
+        Err(e) => anyhow::bail!("{e}"),
+    };
+    if let Some((origin, text)) = &startup.rules {
+        let doc = events
+            .apply(text, None)
+            .await
+            .with_context(|| format!("could not put the rules of {origin} in force"))?;
+        eprintln!(
+            "troupe: rules from {origin} in force (revision {}, {} sources, {} rules)",
+            doc.revision,
+            events.rules().file().sources.len(),
+            events.rules().rules().len()
+        );
+    }
+
     let flows_stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(Arc::clone(&flows).run(flows_stop.clone()));
     let state = AppState {

@@ -181,6 +181,16 @@ impl Engine {
 
     /// Creates an execution, queued, and starts driving it.
     pub async fn start(&self, req: StartRequest) -> Result<Execution, StartError> {
+        let new = self.prepare(req).await?;
+        let execution = self.parts.store.create_execution(&new).await?;
+        self.admit(&execution).await;
+        Ok(execution)
+    }
+
+    /// Looks up the flow, checks the inputs and builds the execution to store (secret inputs
+    /// sealed and shown redacted), without storing it: for callers that store it in a
+    /// transaction of their own, then call [`Engine::admit`].
+    pub async fn prepare(&self, req: StartRequest) -> Result<NewExecution, StartError> {
         let version = match self.parts.store.get_flow(&req.flow, req.version).await {
             Ok(v) => v,
             Err(StoreError::NotFound { .. }) => return Err(StartError::UnknownFlow(req.flow)),
@@ -204,7 +214,7 @@ impl Engine {
             }
             None => None,
         };
-        let new = NewExecution {
+        Ok(NewExecution {
             flow: version.name.clone(),
             version: version.version,
             inputs: inputs.redacted(),
@@ -213,11 +223,13 @@ impl Engine {
             concurrency_key,
             parent: req.parent,
             started_by: req.started_by,
-        };
-        let execution = self.parts.store.create_execution(&new).await?;
-        self.parts.observe.execution(&execution);
+        })
+    }
+
+    /// Tells live followers about a stored execution and starts driving it.
+    pub async fn admit(&self, execution: &Execution) {
+        self.parts.observe.execution(execution);
         self.take(execution.id).await;
-        Ok(execution)
     }
 
     /// Asks an execution to stop: at once if queued, else at its next chance (the step in
@@ -419,4 +431,30 @@ pub enum PutError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+#[async_trait::async_trait]
+impl troupe_launch::StartFlow for Engine {
+    async fn prepare(
+        &self,
+        start: troupe_launch::FlowStart,
+    ) -> Result<NewExecution, troupe_launch::FlowStartError> {
+        use troupe_launch::FlowStartError as E;
+        let req = StartRequest {
+            flow: start.flow,
+            version: start.version,
+            inputs: start.inputs,
+            started_by: start.started_by,
+            parent: None,
+        };
+        Engine::prepare(self, req).await.map_err(|e| match e {
+            StartError::UnknownFlow(name) => E::UnknownFlow(name),
+            e @ (StartError::Document { .. } | StartError::Inputs(_)) => E::Invalid(e.to_string()),
+            e @ (StartError::Seal(_) | StartError::Store(_)) => E::Unavailable(e.to_string()),
+        })
+    }
+
+    async fn announce(&self, execution: &Execution) {
+        self.admit(execution).await;
+    }
 }
