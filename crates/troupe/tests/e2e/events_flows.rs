@@ -128,14 +128,25 @@ async fn a_webhook_event_starts_a_flow_with_inputs_from_its_payload() -> anyhow:
     );
     assert!(again.execution_ids.is_empty());
 
-    // A missing required input, and a value the input refuses: the event fails, saying why.
-    let missing = hook(&server, "greet.web", json!({"id": 2})).await?.event;
+    // A missing required input, a lookup into nothing, and a value the input refuses: the
+    // event fails, saying why.
+    let missing = hook(&server, "greet.web", json!({"id": 2, "user": {}}))
+        .await?
+        .event;
     assert_eq!(missing.status, EventStatus::Failed, "{missing:?}");
     let RuleResult::Failed { error } = &missing.rules[0].result else {
         anyhow::bail!("failed: {missing:?}");
     };
     assert!(
         error.contains("inputs.who") && error.contains("required"),
+        "{error}"
+    );
+    let no_user = hook(&server, "greet.web", json!({"id": 4})).await?.event;
+    let RuleResult::Failed { error } = &no_user.rules[0].result else {
+        anyhow::bail!("failed: {no_user:?}");
+    };
+    assert!(
+        error.starts_with("inputs.who: ") && error.contains("payload.user"),
         "{error}"
     );
     let refused = hook(
