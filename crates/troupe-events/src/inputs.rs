@@ -198,6 +198,15 @@ mod tests {
         let e = render(&env, &map(json!({"x": "{{ payload.a.b }}"})), &c)
             .expect_err("attribute of undefined");
         assert_eq!(e.input, "x");
+        // The way around it the docs give: `get` with a default, giving null.
+        assert_eq!(
+            render(
+                &env,
+                &map(json!({"x": "{{ payload.get('a', {}).get('b') }}"})),
+                &c
+            ),
+            Ok(map(json!({"x": null})))
+        );
     }
 
     #[test]
