@@ -179,7 +179,9 @@ impl Ingestor {
                     self.build_execution(rules, m, (name, version), event, payload)
                         .await
                 } else {
-                    self.build_run(m, event, payload).await.map(Start::Run)
+                    self.build_run(m, event, payload)
+                        .await
+                        .map(|run| Start::Run(Box::new(run)))
                 }
                 .map_err(|e| e.to_string()),
             ),

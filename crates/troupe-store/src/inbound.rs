@@ -33,8 +33,8 @@ pub struct Concurrency {
 /// What a rule starts for an event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Start {
-    /// A run, queued.
-    Run(NewRun),
+    /// A run, queued (boxed: it is much the larger).
+    Run(Box<NewRun>),
     /// An execution of a flow, queued (the flow's own `concurrency` applies to it, not the
     /// proposal's).
     Flow(NewExecution),

@@ -37,7 +37,7 @@ fn proposal(rule: &str, run: Result<NewRun, String>) -> Proposal {
         rule: rule.into(),
         gates: Vec::new(),
         concurrency: None,
-        start: run.map(Start::Run),
+        start: run.map(|r| Start::Run(Box::new(r))),
     }
 }
 
@@ -1007,7 +1007,7 @@ pub async fn inbound_flow_proposals_start_executions(store: &dyn Store) {
                 key: "deploy\u{1f}deploy.web".into(),
                 policy: ConcurrencyPolicy::Queue,
             }),
-            start: Ok(Start::Run(new_run(p.id))),
+            start: Ok(Start::Run(Box::new(new_run(p.id)))),
         }],
     );
     let (_, busy_runs) = recorded(store, &busy).await;

@@ -74,8 +74,8 @@ pub async fn propose_all<P: Proposals + Send>(
             result,
         });
         match started {
-            Some(Started::Run(run)) => runs.push(run),
-            Some(Started::Flow(execution)) => executions.push(execution),
+            Some(Started::Run(run)) => runs.push(*run),
+            Some(Started::Flow(execution)) => executions.push(*execution),
             None => {}
         }
     }
@@ -94,8 +94,8 @@ pub async fn propose_all<P: Proposals + Send>(
 
 /// What a proposal started.
 enum Started {
-    Run(Run),
-    Flow(Execution),
+    Run(Box<Run>),
+    Flow(Box<Execution>),
 }
 
 /// Carries out one proposal of event `event_id` (received at `received`): gates, concurrency
@@ -137,7 +137,7 @@ async fn propose<P: Proposals + Send>(
                 RuleResult::StartedFlow {
                     execution_id: execution.id,
                 },
-                Started::Flow(execution),
+                Started::Flow(Box::new(execution)),
             )),
             Err(e @ StoreError::NotFound { .. }) => Err(RuleResult::Failed {
                 error: e.to_string(),
@@ -185,7 +185,7 @@ async fn start_run<P: Proposals + Send>(
                 run_id: run.id,
                 canceled,
             },
-            Started::Run(run),
+            Started::Run(Box::new(run)),
         ))),
         // A missing project, inventory or template fails this rule only; nothing was written.
         Err(e @ StoreError::NotFound { .. }) => Ok(Err(RuleResult::Failed {
