@@ -391,7 +391,10 @@ const DEFINITIONS: &str = "
    harness (`/bin/sh -c true`, stdout and stderr piped, as a shell step runs them), the two
    taking turns on which goes first. The execution's wall time is its `created_at` ->
    `finished_at`, both recorded by troupe; troupe's overhead per step is (wall − bare) / 10,
-   the median over the 10. (2) 100 executions of a 2-step flow of the same command, POSTed
+   the median over the 10. The harness spawns the bare commands from its own (larger, busier)
+   process and troupe through its spawner, which costs no more, so single samples can come out
+   below zero: the figure is troupe's bookkeeping per step (two step records written, two log
+   lines, live updates) within the noise of a spawn. (2) 100 executions of a 2-step flow of the same command, POSTed
    together: the time from the first POST sent to the last `finished_at`, and the mean of the
    executions' `created_at` -> `finished_at`.
 ";
