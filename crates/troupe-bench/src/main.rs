@@ -71,6 +71,9 @@ enum Cmd {
     Slices(Common),
     /// 8: webhook events recorded per second, and delivery latency.
     Events(Common),
+    /// 9: a 10-step flow of shell steps (troupe's overhead per step), and 100 executions at
+    /// once.
+    Flows(Common),
     /// (internal) The synthetic ansible-playbook troupe runs in scenarios 3, 4 and 6.
     #[command(hide = true)]
     Produce {
@@ -125,6 +128,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Footprint(c) => (Some(scenarios::Scenario::Footprint), c),
         Cmd::Slices(c) => (Some(scenarios::Scenario::Slices), c),
         Cmd::Events(c) => (Some(scenarios::Scenario::Events), c),
+        Cmd::Flows(c) => (Some(scenarios::Scenario::Flows), c),
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(ctx::run(

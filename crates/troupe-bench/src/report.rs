@@ -288,7 +288,7 @@ impl Report {
              export PATH=\"$HOME/.cache/troupe-ci/venv/bin:$PATH\"\n\
              cargo run --release -p troupe-bench -- all            # writes BENCHMARKS.md + benchmarks.json here\n\
              cargo run --release -p troupe-bench -- all --quick    # CI-sized smoke (< 2 min), writes to target/troupe-bench/\n\
-             cargo run --release -p troupe-bench -- ingest         # one scenario: overhead launch ingest fanout api footprint slices\n",
+             cargo run --release -p troupe-bench -- ingest         # one scenario: overhead launch ingest fanout api footprint slices events flows\n",
         );
         md.push_str("```\n\n");
         md.push_str(&format!(
@@ -383,4 +383,18 @@ const DEFINITIONS: &str = "
 7. **slices**: a 200-host × 2-task playbook as 1, 2 and 4 slices (`\"slices\": N` on the POST),
    timed `created_at` -> `finished_at`; host-tasks/s = 400 / wall time. Skipped while the server
    rejects the field.
+8. **events**: 10,000 webhook POSTs, 32 in flight, each answered once its record is stored; the
+   events match a rule whose condition is false, so the whole event path runs (parse, rules,
+   condition, one store transaction) but no ansible-playbook does.
+9. **flows**: (1) a flow of 10 `shell: {command: \"true\"}` steps, executed 10 times one after
+   another (after one warm-up), each next to the same 10 commands run bare in sequence by the
+   harness (`/bin/sh -c true`, stdout and stderr piped, as a shell step runs them), the two
+   taking turns on which goes first. The execution's wall time is its `created_at` ->
+   `finished_at`, both recorded by troupe; troupe's overhead per step is (wall − bare) / 10,
+   the median over the 10. The harness spawns the bare commands from its own (larger, busier)
+   process and troupe through its spawner, which costs no more, so single samples can come out
+   below zero: the figure is troupe's bookkeeping per step (two step records written, two log
+   lines, live updates) within the noise of a spawn. (2) 100 executions of a 2-step flow of the same command, POSTed
+   together: the time from the first POST sent to the last `finished_at`, and the mean of the
+   executions' `created_at` -> `finished_at`.
 ";

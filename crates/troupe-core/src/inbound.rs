@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventStatus {
-    /// At least one rule started a run.
+    /// At least one rule started a run or a flow's execution.
     Accepted,
     /// No rule matched its source, routing key and conditions.
     Unmatched,
@@ -116,13 +116,18 @@ pub enum RuleResult {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         canceled: Vec<i64>,
     },
+    /// It started an execution of a flow (`action.flow`).
+    StartedFlow {
+        /// The execution.
+        execution_id: i64,
+    },
     /// A throttle or dedupe gate held it back.
     Gated {
         /// Which gate.
         gate: GateKind,
         /// The gate's key (the rendered group or id).
         key: String,
-        /// The event whose run closed the gate.
+        /// The event whose run (or execution) closed the gate.
         by_event: i64,
     },
     /// The `skip` concurrency policy held it back: this run is still active.

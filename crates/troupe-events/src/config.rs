@@ -492,11 +492,11 @@ pub enum Translator {
     Rkdirectory,
 }
 
-/// What a rule runs.
+/// What a rule runs: a playbook, the playbook the routing key names, a template, or a flow.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionConfig {
-    /// The project (by name); not needed with `template`.
+    /// The project (by name); not needed with `template` or `flow`.
     #[serde(default)]
     pub project: Option<String>,
     /// A fixed playbook, relative to the project.
@@ -531,6 +531,17 @@ pub struct ActionConfig {
     /// Where to tell each run's end (a webhook or Slack), besides a template's own targets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<troupe_core::notify::Notify>,
+    /// A flow (by name) to start an execution of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
+    /// The flow's version (default: the newest when the event arrives).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    /// The flow's inputs: each value a Jinja template over the event (as conditions see it);
+    /// a string that is one `{{ expression }}` keeps the expression's type, and an undefined
+    /// one leaves the input out (its default applies).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub inputs: Map<String, Value>,
 }
 
 /// `throttle`.

@@ -1,6 +1,6 @@
-//! The ingest path every source shares: read the payload, match the rules, build the runs,
-//! and record the event with its runs in one store transaction; only then is the event
-//! acknowledged.
+//! The ingest path every source shares: read the payload, match the rules, build the runs
+//! (or flow executions), and record the event with them in one store transaction; only then
+//! is the event acknowledged.
 
 use crate::routing::KeyError;
 use crate::rules::{Match, Rules, Target};
@@ -10,23 +10,27 @@ use chrono::Utc;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, RwLock};
+use troupe_core::flow::Execution;
 use troupe_core::inbound::{EventRecord, EventStatus, RuleResult};
 use troupe_core::inventory::{InventoryContent, InventoryFormat};
 use troupe_core::run::{CancelMode, NewRun, Origin};
 use troupe_launch::{
-    self as launch, InventorySource, Launch, LaunchError, LaunchOptions, LaunchRequest, ProjectRef,
-    Ref,
+    self as launch, FlowStart, FlowStartError, InventorySource, Launch, LaunchError, LaunchOptions,
+    LaunchRequest, ProjectRef, Ref, StartFlow,
 };
-use troupe_store::{Concurrency, Gate, Ingested, NewEventRecord, Proposal, Store, StoreError};
+use troupe_store::{
+    Concurrency, Gate, Ingested, NewEventRecord, Proposal, Start, Store, StoreError,
+};
 
 /// The inventory of rules that name none: this machine only, as Loopabull ran, with the
 /// Python that runs ansible (so modules find the same libraries).
 pub const LOCAL_INVENTORY: &str = "localhost ansible_connection=local ansible_python_interpreter=\"{{ ansible_playbook_python }}\"\n";
 
-/// Records events and starts the runs their rules ask for.
+/// Records events and starts the runs and flow executions their rules ask for.
 pub struct Ingestor {
     store: Arc<dyn Store>,
     launch: Arc<dyn Launch>,
+    flows: Arc<dyn StartFlow>,
     rules: RwLock<Arc<Rules>>,
 }
 
@@ -45,14 +49,27 @@ enum BuildError {
     /// The launch service refused the run.
     #[error(transparent)]
     Launch(#[from] LaunchError),
+    /// A flow's input could not be rendered from the event.
+    #[error(transparent)]
+    Input(#[from] crate::inputs::InputError),
+    /// The flow refused the execution (unknown flow, wrong inputs).
+    #[error(transparent)]
+    Flow(#[from] FlowStartError),
 }
 
 impl Ingestor {
-    /// An ingestor applying `rules`, starting runs through `launch`.
-    pub fn new(store: Arc<dyn Store>, launch: Arc<dyn Launch>, rules: Arc<Rules>) -> Ingestor {
+    /// An ingestor applying `rules`, starting runs through `launch` and flows' executions
+    /// through `flows`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        launch: Arc<dyn Launch>,
+        flows: Arc<dyn StartFlow>,
+        rules: Arc<Rules>,
+    ) -> Ingestor {
         Ingestor {
             store,
             launch,
+            flows,
             rules: RwLock::new(rules),
         }
     }
@@ -129,16 +146,27 @@ impl Ingestor {
                 for m in matches {
                     record
                         .proposals
-                        .push(self.propose(&m, event, &payload).await);
+                        .push(self.propose(rules, &m, event, &payload).await);
                 }
             }
         }
         record
     }
 
-    async fn propose(&self, m: &Match<'_>, event: &Inbound, payload: &Value) -> Proposal {
+    async fn propose(
+        &self,
+        rules: &Rules,
+        m: &Match<'_>,
+        event: &Inbound,
+        payload: &Value,
+    ) -> Proposal {
         let rule = m.rule;
-        let (gates, run) = match &m.gates {
+        let flow = match &rule.target {
+            Target::Flow { name, version } => Some((name.as_str(), *version)),
+            _ => None,
+        };
+        let is_flow = flow.is_some();
+        let (gates, start) = match &m.gates {
             Ok(g) => (
                 g.iter()
                     .map(|(kind, key, within)| Gate {
@@ -147,21 +175,52 @@ impl Ingestor {
                         within: *within,
                     })
                     .collect(),
-                self.build_run(m, event, payload)
-                    .await
-                    .map_err(|e| e.to_string()),
+                if let Some((name, version)) = flow {
+                    self.build_execution(rules, m, (name, version), event, payload)
+                        .await
+                } else {
+                    self.build_run(m, event, payload)
+                        .await
+                        .map(|run| Start::Run(Box::new(run)))
+                }
+                .map_err(|e| e.to_string()),
             ),
             Err(e) => (Vec::new(), Err(e.to_string())),
         };
         Proposal {
             rule: rule.name().to_owned(),
             gates,
-            concurrency: Some(Concurrency {
+            // A flow's executions follow the flow's own concurrency setting.
+            concurrency: (!is_flow).then(|| Concurrency {
                 key: m.concurrency.0.clone(),
                 policy: m.concurrency.1,
             }),
-            run,
+            start,
         }
+    }
+
+    /// The execution a `flow` rule starts for `event`: its inputs rendered from the event and
+    /// checked by the flow (secret ones sealed there).
+    async fn build_execution(
+        &self,
+        rules: &Rules,
+        m: &Match<'_>,
+        (name, version): (&str, Option<i64>),
+        event: &Inbound,
+        payload: &Value,
+    ) -> Result<Start, BuildError> {
+        let rule = m.rule;
+        let inputs = rules.flow_inputs(rule, event, payload)?;
+        let new = self
+            .flows
+            .prepare(FlowStart {
+                flow: name.to_owned(),
+                version,
+                inputs,
+                started_by: format!("rule:{}", rule.name()),
+            })
+            .await?;
+        Ok(Start::Flow(new))
     }
 
     async fn build_run(
@@ -239,10 +298,19 @@ impl Ingestor {
         Ok(self.launch.prepare(request, origin).await?)
     }
 
-    /// Tells the pool about new runs and cancels what a `cancel` policy displaced.
-    async fn announce(&self, record: &EventRecord, runs: &[troupe_core::run::Run]) {
+    /// Tells the pool about new runs and the engine about new executions, and cancels what a
+    /// `cancel` policy displaced.
+    async fn announce(
+        &self,
+        record: &EventRecord,
+        runs: &[troupe_core::run::Run],
+        executions: &[Execution],
+    ) {
         for run in runs {
             self.launch.announce(run);
+        }
+        for execution in executions {
+            self.flows.announce(execution).await;
         }
         for outcome in &record.rules {
             if let RuleResult::Started { canceled, .. } = &outcome.result {
@@ -259,11 +327,16 @@ impl Ingestor {
 
     async fn record(&self, new: &NewEventRecord) -> Result<Delivered, StoreError> {
         match self.store.ingest_event(new).await? {
-            Ingested::Recorded { record, runs } => {
-                self.announce(&record, &runs).await;
+            Ingested::Recorded {
+                record,
+                runs,
+                executions,
+            } => {
+                self.announce(&record, &runs, &executions).await;
+                let execution_ids: Vec<i64> = executions.iter().map(|e| e.id).collect();
                 tracing::info!(event = record.id, source = %record.source,
                     routing_key = %record.routing_key, status = %record.status,
-                    runs = ?record.run_ids, "event recorded");
+                    runs = ?record.run_ids, executions = ?execution_ids, "event recorded");
                 Ok(Delivered {
                     record,
                     duplicate: false,
@@ -353,5 +426,252 @@ mod tests {
         assert_eq!(read(&ev), Ok(serde_json::json!({"a": 1, "b": ["x"]})));
         ev.payload = Bytes::from_static(b"\xff\xfe");
         assert_eq!(read(&ev), Err("the payload is not UTF-8 text".to_owned()));
+    }
+
+    /// A stand-in for the flow engine: remembers what it was asked, checks the one input its
+    /// pretend flow requires, and builds executions of the flow stored in the test's store.
+    #[derive(Default)]
+    struct Flows {
+        asked: std::sync::Mutex<Vec<FlowStart>>,
+        announced: std::sync::Mutex<Vec<i64>>,
+    }
+
+    #[async_trait]
+    impl StartFlow for Flows {
+        async fn prepare(
+            &self,
+            start: FlowStart,
+        ) -> Result<troupe_core::flow::NewExecution, FlowStartError> {
+            if let Ok(mut asked) = self.asked.lock() {
+                asked.push(start.clone());
+            }
+            if start.flow != "deploy" {
+                return Err(FlowStartError::UnknownFlow(start.flow));
+            }
+            if !start.inputs.contains_key("host") {
+                return Err(FlowStartError::Invalid(
+                    "inputs.host: is required and was not given".to_owned(),
+                ));
+            }
+            Ok(troupe_core::flow::NewExecution {
+                flow: start.flow,
+                version: start.version.unwrap_or(1),
+                inputs: start.inputs,
+                sealed_secrets: None,
+                concurrency_key: None,
+                parent: None,
+                started_by: start.started_by,
+            })
+        }
+
+        async fn announce(&self, execution: &Execution) {
+            if let Ok(mut announced) = self.announced.lock() {
+                announced.push(execution.id);
+            }
+        }
+    }
+
+    /// A queue that starts nothing (no rule here runs a playbook).
+    struct NoQueue;
+
+    #[async_trait]
+    impl launch::Queue for NoQueue {
+        fn run_created(&self, _run: &troupe_core::run::Run) {}
+
+        async fn cancel_run(
+            &self,
+            run_id: i64,
+            _mode: CancelMode,
+        ) -> troupe_store::StoreResult<troupe_core::run::Run> {
+            Err(StoreError::not_found("run", run_id))
+        }
+    }
+
+    const RULES: &str = r#"
+sources:
+  hook: {type: webhook}
+rules:
+  - name: deploy
+    routing_keys: ["deploy.*"]
+    when: "payload.kind != 'ignored'"
+    action:
+      flow: deploy
+      inputs:
+        host: "{{ payload.host }}"
+        hosts: "{{ payload.hosts }}"
+        note: "from {{ event.routing_key }}"
+    dedupe: {key: payload.id, within: 1h}
+  - name: nowhere
+    routing_keys: ["other"]
+    action: {flow: missing}
+  - name: label
+    routing_keys: ["label"]
+    action: {flow: deploy, inputs: {host: "h-{{ payload.host }}"}}
+"#;
+
+    struct Fixture {
+        ingestor: Ingestor,
+        flows: Arc<Flows>,
+        store: Arc<dyn Store>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(
+            troupe_sqlite::SqliteStore::open(&dir.path().join("troupe.db"))
+                .await
+                .expect("store"),
+        );
+        store
+            .put_flow("deploy", "name: deploy\nsteps: []\n")
+            .await
+            .expect("flow");
+        let launch = Arc::new(launch::Launcher::new(
+            Arc::clone(&store),
+            dir.path().join("projects"),
+            Arc::new(NoQueue),
+        ));
+        let flows = Arc::new(Flows::default());
+        let rules = Arc::new(Rules::from_yaml(RULES).expect("rules"));
+        Fixture {
+            ingestor: Ingestor::new(
+                Arc::clone(&store),
+                launch,
+                Arc::clone(&flows) as Arc<dyn StartFlow>,
+                rules,
+            ),
+            flows,
+            store,
+            _dir: dir,
+        }
+    }
+
+    async fn deliver(f: &Fixture, key: &str, payload: &str) -> EventRecord {
+        f.ingestor
+            .deliver(Inbound::json("hook", key, payload.to_owned()))
+            .await
+            .expect("stored")
+            .record
+    }
+
+    #[tokio::test]
+    async fn a_flow_rule_starts_an_execution_with_inputs_from_the_event() {
+        let f = fixture().await;
+        let record = deliver(
+            &f,
+            "deploy.web",
+            r#"{"host": "web1", "hosts": ["a", "b"], "id": 7}"#,
+        )
+        .await;
+        assert_eq!(record.status, EventStatus::Accepted, "{record:?}");
+        let [outcome] = &record.rules[..] else {
+            panic!("one rule matched: {record:?}");
+        };
+        assert_eq!(outcome.rule, "deploy");
+        let RuleResult::StartedFlow { execution_id } = outcome.result else {
+            panic!("an execution was started: {outcome:?}");
+        };
+        assert!(record.run_ids.is_empty());
+
+        let asked = f.flows.asked.lock().map(|a| a.clone()).unwrap_or_default();
+        assert_eq!(
+            asked,
+            vec![FlowStart {
+                flow: "deploy".into(),
+                version: None,
+                inputs: serde_json::json!({
+                    "host": "web1",
+                    "hosts": ["a", "b"],
+                    "note": "from deploy.web",
+                })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+                started_by: "rule:deploy".into(),
+            }]
+        );
+        let stored = f.store.get_execution(execution_id).await.expect("stored");
+        assert_eq!(stored.flow, "deploy");
+        assert_eq!(stored.started_by, "rule:deploy");
+        assert_eq!(stored.inputs["host"], "web1");
+        let announced = f
+            .flows
+            .announced
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        assert_eq!(
+            announced,
+            vec![execution_id],
+            "handed to the engine once stored"
+        );
+
+        // The same dedupe id: held back by the gate the execution closed; nothing announced.
+        let again = deliver(&f, "deploy.db", r#"{"host": "db1", "id": 7}"#).await;
+        assert_eq!(again.status, EventStatus::Skipped, "{again:?}");
+        assert!(
+            matches!(again.rules[0].result, RuleResult::Gated { by_event, .. } if by_event == record.id),
+            "{again:?}"
+        );
+        let announced = f
+            .flows
+            .announced
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        assert_eq!(announced.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn input_problems_fail_the_rule_with_the_reason() {
+        let f = fixture().await;
+        // No `host`: the sole expression is undefined, so the input is left out and the flow
+        // says it is required.
+        let record = deliver(&f, "deploy.web", r#"{"id": 1}"#).await;
+        assert_eq!(record.status, EventStatus::Failed, "{record:?}");
+        assert_eq!(
+            record.rules[0].result,
+            RuleResult::Failed {
+                error: "inputs.host: is required and was not given".into()
+            }
+        );
+        // A template printing an undefined value fails before the flow is asked.
+        let before = f.flows.asked.lock().map(|a| a.len()).unwrap_or_default();
+        let record = deliver(&f, "label", "{}").await;
+        let RuleResult::Failed { error } = &record.rules[0].result else {
+            panic!("failed: {record:?}");
+        };
+        assert!(error.starts_with("inputs.host: "), "{error}");
+        assert!(error.contains("undefined"), "{error}");
+        let after = f.flows.asked.lock().map(|a| a.len()).unwrap_or_default();
+        assert_eq!(before, after, "the flow was not asked");
+        // An unknown flow.
+        let record = deliver(&f, "other", "{}").await;
+        assert_eq!(
+            record.rules[0].result,
+            RuleResult::Failed {
+                error: "no flow named \"missing\"".into()
+            }
+        );
+        let announced = f
+            .flows
+            .announced
+            .lock()
+            .map(|a| a.len())
+            .unwrap_or_default();
+        assert_eq!(announced, 0, "nothing started");
+        let executions = f
+            .store
+            .list_executions(
+                &troupe_core::flow::ExecutionFilter::default(),
+                troupe_store::Page {
+                    before: None,
+                    limit: 10,
+                },
+            )
+            .await
+            .expect("list");
+        assert!(executions.is_empty());
     }
 }

@@ -1,7 +1,7 @@
 //! Event-driven runs: sources that receive events (webhooks, AMQP, NATS, MQTT, dropped files,
 //! timers), rules that match them by routing key and payload, and the ingest path that
-//! records every event and the runs it starts in one transaction before a source acknowledges
-//! it.
+//! records every event and the runs (or flow executions) it starts in one transaction before
+//! a source acknowledges it.
 //!
 //! A source hands each event to a [`Sink`] and acknowledges it only once the sink reports it
 //! stored; when the store is down the sink keeps the event (retrying with backoff) and the
@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod ingest;
+pub mod inputs;
 pub mod loopabull;
 pub mod routing;
 pub mod rules;

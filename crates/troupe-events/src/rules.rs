@@ -2,7 +2,8 @@
 //!
 //! Conditions are Jinja expressions (minijinja, with Python-style string methods), evaluated
 //! over the payload's top-level fields plus `payload` (the whole payload) and `event`
-//! (`source`, `routing_key`, `headers`), as Ansible's `when` sees variables.
+//! (`source`, `routing_key`, `headers`), as Ansible's `when` sees variables. A `flow` action's
+//! inputs are templates over the same (see [`crate::inputs`]).
 
 use crate::config::{ActionConfig, RuleConfig, RulesFile, Settings, Translator};
 use crate::routing::{KeyError, KeyPattern, playbook_for_key};
@@ -22,6 +23,8 @@ pub struct Rules {
     file: RulesFile,
     rules: Vec<Rule>,
     env: Environment<'static>,
+    /// Where a `flow` action's inputs render (stricter about undefined values).
+    inputs_env: Environment<'static>,
 }
 
 /// One compiled rule.
@@ -38,7 +41,7 @@ pub struct Rule {
     overrides: Overrides,
 }
 
-/// Which playbook a rule runs.
+/// Which playbook a rule runs, or which flow it starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// Always this one.
@@ -52,6 +55,13 @@ pub enum Target {
     },
     /// A template's.
     Template(String),
+    /// An execution of a flow, with inputs from the event.
+    Flow {
+        /// The flow's name.
+        name: String,
+        /// Its version; the newest when the event arrives if `None`.
+        version: Option<i64>,
+    },
 }
 
 /// A rule an event matched, with what its gates and policy need.
@@ -113,11 +123,21 @@ enum ConditionError {
 enum TargetError {
     #[error(
         "give exactly one of playbook, playbooks_dir (run the playbook the routing key \
-         names) or template"
+         names), template or flow"
     )]
     NotExactlyOne,
-    #[error("a project is needed (by name) unless a template is launched")]
+    #[error("a project is needed (by name) unless a template is launched or a flow started")]
     NoProject,
+    #[error("{0} does not apply to a flow (a flow's steps say what they run); leave it out")]
+    NotForFlow(&'static str),
+    #[error("flow needs a flow's name")]
+    EmptyFlow,
+    #[error("inputs are a flow's; without flow use vars")]
+    InputsWithoutFlow,
+    #[error("version is a flow's; give it with flow")]
+    VersionWithoutFlow,
+    #[error("version must be 1 or more, got {0}")]
+    BadVersion(i64),
     #[error(transparent)]
     Playbook(#[from] ValidationError),
     #[error("playbooks_dir {dir:?} must be a relative path inside the project")]
@@ -159,7 +179,12 @@ impl Rules {
             }
         }
         if errors.is_empty() {
-            Ok(Rules { file, rules, env })
+            Ok(Rules {
+                file,
+                rules,
+                env,
+                inputs_env: crate::inputs::environment(),
+            })
         } else {
             Err(errors)
         }
@@ -294,6 +319,20 @@ impl Rules {
         Ok(gates)
     }
 
+    /// A `flow` rule's inputs rendered for `event` (empty for other rules).
+    pub fn flow_inputs(
+        &self,
+        rule: &Rule,
+        event: &Inbound,
+        payload: &Value,
+    ) -> Result<Map<String, Value>, crate::inputs::InputError> {
+        crate::inputs::render(
+            &self.inputs_env,
+            &rule.config.action.inputs,
+            &context(event, payload),
+        )
+    }
+
     fn render(
         &self,
         expr: &str,
@@ -329,7 +368,7 @@ impl Rule {
             Target::Named { dir, translator } => {
                 playbook_for_key(dir, routing_key, *translator).map(Some)
             }
-            Target::Template(_) => Ok(None),
+            Target::Template(_) | Target::Flow { .. } => Ok(None),
         }
     }
 
@@ -357,6 +396,7 @@ impl Rule {
             s.push_str(&format!(" where {}", when.join(" and ")));
         }
         let project = self.action().project.as_deref().unwrap_or("?");
+        let mut is_flow = false;
         match &self.target {
             Target::Playbook(p) => s.push_str(&format!(" run {project}:{p}")),
             Target::Named { dir, translator } => s.push_str(&format!(
@@ -367,10 +407,34 @@ impl Rule {
                 }
             )),
             Target::Template(t) => s.push_str(&format!(" launch template {t}")),
+            Target::Flow { name, version } => {
+                is_flow = true;
+                s.push_str(&format!(" start flow {name}"));
+                match version {
+                    Some(v) => s.push_str(&format!(" (version {v})")),
+                    None => s.push_str(" (its newest version)"),
+                }
+                let inputs = &self.action().inputs;
+                if inputs.is_empty() {
+                    s.push_str(" with no inputs given (defaults apply)");
+                } else {
+                    let given = inputs
+                        .iter()
+                        .map(|(k, v)| match v {
+                            Value::String(t) => format!("{k} = {t}"),
+                            other => format!("{k} = {other}"),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    s.push_str(&format!(" with inputs {given}"));
+                }
+            }
         }
-        match &self.action().vars_key {
-            Some(k) => s.push_str(&format!(", payload in extra var {k}")),
-            None => s.push_str(", payload as extra vars"),
+        if !is_flow {
+            match &self.action().vars_key {
+                Some(k) => s.push_str(&format!(", payload in extra var {k}")),
+                None => s.push_str(", payload as extra vars"),
+            }
         }
         if let Some(t) = &self.config.throttle {
             s.push_str(&format!(
@@ -390,10 +454,14 @@ impl Rule {
                 humantime::format_duration(d.within)
             ));
         }
-        s.push_str(&format!(
-            "; while a run for the same key is active: {}",
-            self.config.concurrency.as_str()
-        ));
+        if is_flow {
+            s.push_str("; the flow's own concurrency applies");
+        } else {
+            s.push_str(&format!(
+                "; while a run for the same key is active: {}",
+                self.config.concurrency.as_str()
+            ));
+        }
         s
     }
 }
@@ -484,6 +552,16 @@ fn compile_rule(
             None
         }
     };
+    for e in crate::inputs::check(&crate::inputs::environment(), &cfg.action.inputs) {
+        errors.push(format!("{at}.action.{e}"));
+    }
+    if matches!(target, Some(Target::Flow { .. })) && cfg.concurrency != ConcurrencyPolicy::Queue {
+        errors.push(format!(
+            "{at}.concurrency: {} applies to runs; a flow's own `concurrency` (in the flow \
+             document) decides for its executions",
+            cfg.concurrency.as_str()
+        ));
+    }
     if let Some(k) = &cfg.action.vars_key
         && (k.is_empty()
             || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -525,9 +603,19 @@ fn target(a: &ActionConfig) -> Result<Target, TargetError> {
         a.playbook.is_some(),
         a.playbooks_dir.is_some(),
         a.template.is_some(),
+        a.flow.is_some(),
     ];
     if given.iter().filter(|g| **g).count() != 1 {
         return Err(TargetError::NotExactlyOne);
+    }
+    if let Some(name) = &a.flow {
+        return flow_target(a, name);
+    }
+    if !a.inputs.is_empty() {
+        return Err(TargetError::InputsWithoutFlow);
+    }
+    if a.version.is_some() {
+        return Err(TargetError::VersionWithoutFlow);
     }
     if a.template.is_none() && a.project.is_none() {
         return Err(TargetError::NoProject);
@@ -552,6 +640,34 @@ fn target(a: &ActionConfig) -> Result<Target, TargetError> {
         });
     }
     Ok(Target::Template(a.template.clone().unwrap_or_default()))
+}
+
+/// A `flow` action: the run fields say nothing to it, so giving one is a mistake to report.
+fn flow_target(a: &ActionConfig, name: &str) -> Result<Target, TargetError> {
+    let run_fields = [
+        ("project", a.project.is_some()),
+        ("inventory", a.inventory.is_some()),
+        ("vars", !a.vars.is_empty()),
+        ("vars_key", a.vars_key.is_some()),
+        ("options", a.options.is_some()),
+        ("labels", !a.labels.is_empty()),
+        ("translator", a.translator != Translator::default()),
+    ];
+    if let Some((field, _)) = run_fields.iter().find(|(_, given)| *given) {
+        return Err(TargetError::NotForFlow(field));
+    }
+    if name.trim().is_empty() {
+        return Err(TargetError::EmptyFlow);
+    }
+    if let Some(v) = a.version
+        && v < 1
+    {
+        return Err(TargetError::BadVersion(v));
+    }
+    Ok(Target::Flow {
+        name: name.to_owned(),
+        version: a.version,
+    })
 }
 
 #[cfg(test)]
@@ -669,6 +785,99 @@ rules:
             "rules[0].action: give exactly one",
             "rules[1]: the rule name \"a\" is used twice",
             "rules[1].action: playbooks_dir",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn flow_actions_compile_and_explain_themselves() {
+        let r = rules(
+            r#"
+rules:
+  - name: upgrade
+    routing_keys: ["upgrade.*"]
+    action:
+      flow: web-upgrade
+      version: 3
+      inputs: {cluster: "{{ payload.cluster }}", batch: 2}
+    dedupe: {key: payload.id, within: 1h}
+  - name: plain
+    routing_keys: all
+    action: {flow: cleanup}
+"#,
+        );
+        assert_eq!(
+            r.rules()[0].target,
+            Target::Flow {
+                name: "web-upgrade".into(),
+                version: Some(3)
+            }
+        );
+        assert_eq!(r.rules()[0].playbook_for("upgrade.x"), Ok(None));
+        let explained = r.rules()[0].explain();
+        assert!(
+            explained.contains(
+                "start flow web-upgrade (version 3) with inputs batch = 2, cluster = {{ payload.cluster }}"
+            ),
+            "{explained}"
+        );
+        assert!(!explained.contains("extra vars"), "{explained}");
+        assert!(
+            explained.ends_with("; the flow's own concurrency applies"),
+            "{explained}"
+        );
+        let explained = r.rules()[1].explain();
+        assert!(
+            explained.contains("start flow cleanup (its newest version) with no inputs given"),
+            "{explained}"
+        );
+    }
+
+    #[test]
+    fn flow_action_mistakes_name_the_place() {
+        let e = Rules::from_yaml(
+            r#"
+rules:
+  - name: two
+    routing_keys: x
+    action: {flow: f, template: t}
+  - name: project
+    routing_keys: x
+    action: {flow: f, project: p}
+  - name: vars
+    routing_keys: x
+    action: {flow: f, vars: {a: 1}}
+  - name: inputs
+    routing_keys: x
+    action: {project: p, playbook: a.yml, inputs: {a: "{{ x }}"}}
+  - name: version
+    routing_keys: x
+    action: {template: t, version: 2}
+  - name: bad-version
+    routing_keys: x
+    action: {flow: f, version: 0}
+  - name: template
+    routing_keys: x
+    action: {flow: f, inputs: {a: "{{ payload. }}", b: "{% if %}"}}
+  - name: policy
+    routing_keys: x
+    action: {flow: f}
+    concurrency: skip
+"#,
+        )
+        .expect_err("errors");
+        let all = e.join("\n");
+        for want in [
+            "rules[0].action: give exactly one of playbook, playbooks_dir (run the playbook the routing key names), template or flow",
+            "rules[1].action: project does not apply to a flow",
+            "rules[2].action: vars does not apply to a flow",
+            "rules[3].action: inputs are a flow's",
+            "rules[4].action: version is a flow's",
+            "rules[5].action: version must be 1 or more, got 0",
+            "rules[6].action.inputs.a: syntax error",
+            "rules[6].action.inputs.b: syntax error",
+            "rules[7].concurrency: skip applies to runs",
         ] {
             assert!(all.contains(want), "missing {want:?} in:\n{all}");
         }

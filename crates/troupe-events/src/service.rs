@@ -56,13 +56,15 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 impl EventService {
     /// Starts with the stored rules (none stored: no sources, no rules), watching for changes.
+    /// Rules start runs through `launch` and flows' executions through `flows`.
     pub async fn start(
         store: Arc<dyn Store>,
         launch: Arc<dyn troupe_launch::Launch>,
+        flows: Arc<dyn troupe_launch::StartFlow>,
     ) -> Result<Arc<EventService>, ApplyError> {
         let empty = Arc::new(Rules::compile(RulesFile::default()).map_err(ApplyError::Invalid)?);
         let service = Arc::new(EventService {
-            ingestor: Arc::new(Ingestor::new(store, launch, empty)),
+            ingestor: Arc::new(Ingestor::new(store, launch, flows, empty)),
             running: Mutex::new(Running {
                 revision: 0,
                 stop: CancellationToken::new(),

@@ -25,11 +25,13 @@ use troupe_core::template::Template;
 use troupe_store::{Store, StoreError, StoreResult};
 
 mod error;
+pub mod flows;
 pub mod jobs;
 pub mod playbooks;
 mod request;
 
 pub use error::{LaunchError, LaunchResult};
+pub use flows::{FlowStart, FlowStartError, StartFlow};
 pub use request::{InventorySource, LaunchOptions, LaunchRequest, ProjectRef, Ref, Target};
 
 /// What executes runs, as the launcher sees it: told of every run stored `queued`, asked to

@@ -28,27 +28,8 @@ use troupe_store::{ExecutionStore, Page, SlotRequest, StoreError, StoreResult};
 #[async_trait]
 impl ExecutionStore for PgStore {
     async fn create_execution(&self, new: &NewExecution) -> StoreResult<Execution> {
-        let parent = new.parent.as_ref();
-        let row = sqlx::query(AssertSqlSafe(statements::insert_execution::<PgDialect>()))
-            .bind(&new.flow)
-            .bind(new.version)
-            .bind(to_json(&new.inputs)?)
-            .bind(&new.sealed_secrets)
-            .bind(&new.concurrency_key)
-            .bind(parent.map(|p| p.execution_id))
-            .bind(parent.map(|p| p.step.as_str()))
-            .bind(&new.started_by)
-            .bind(now())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| match parent {
-                Some(p) if foreign_key_violated(&e) => {
-                    StoreError::not_found("execution", p.execution_id)
-                }
-                _ => backend(e),
-            })?
-            .ok_or_else(|| flow_not_found(&new.flow, Some(new.version)))?;
-        execution_from::<PgDialect>(&row)
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        insert_execution(&mut conn, new).await
     }
 
     async fn get_execution(&self, id: i64) -> StoreResult<Execution> {
@@ -379,4 +360,32 @@ impl Slots for SlotTx<'_> {
             .map_err(backend)?;
         Ok(())
     }
+}
+
+/// Stores an execution, queued, on `conn` (a pooled connection, or the ingest transaction).
+pub(crate) async fn insert_execution(
+    conn: &mut PgConnection,
+    new: &NewExecution,
+) -> StoreResult<Execution> {
+    let parent = new.parent.as_ref();
+    let row = sqlx::query(AssertSqlSafe(statements::insert_execution::<PgDialect>()))
+        .bind(&new.flow)
+        .bind(new.version)
+        .bind(to_json(&new.inputs)?)
+        .bind(&new.sealed_secrets)
+        .bind(&new.concurrency_key)
+        .bind(parent.map(|p| p.execution_id))
+        .bind(parent.map(|p| p.step.as_str()))
+        .bind(&new.started_by)
+        .bind(now())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| match parent {
+            Some(p) if foreign_key_violated(&e) => {
+                StoreError::not_found("execution", p.execution_id)
+            }
+            _ => backend(e),
+        })?
+        .ok_or_else(|| flow_not_found(&new.flow, Some(new.version)))?;
+    execution_from::<PgDialect>(&row)
 }

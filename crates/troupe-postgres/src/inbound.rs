@@ -1,10 +1,12 @@
 //! Inbound event records and the rules document on PostgreSQL.
 
+use crate::executions::insert_execution;
 use crate::runs::insert_run;
 use crate::{PgDialect, PgStore, micros, minus, now, pg_text, plus};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgConnection, Postgres, QueryBuilder};
+use troupe_core::flow::{Execution, NewExecution};
 use troupe_core::inbound::EventRecord;
 use troupe_core::run::{NewRun, Run};
 use troupe_store::sql::{
@@ -45,6 +47,7 @@ impl InboundStore for PgStore {
         let Proposed {
             outcomes,
             runs,
+            executions,
             status,
         } = propose_all(&mut Ingest(&mut tx), new, event_id, received).await?;
         let run_ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
@@ -62,7 +65,11 @@ impl InboundStore for PgStore {
         .map_err(backend)?;
         let record = event_record_from::<PgDialect>(&row)?;
         tx.commit().await.map_err(backend)?;
-        Ok(Ingested::Recorded { record, runs })
+        Ok(Ingested::Recorded {
+            record,
+            runs,
+            executions,
+        })
     }
 
     async fn get_event_record(&self, id: i64) -> StoreResult<EventRecord> {
@@ -159,7 +166,7 @@ fn ingest_locks(new: &NewEventRecord) -> Vec<String> {
     if new.redelivery_window.is_some() {
         locks.push(format!("troupe:content:{source}:{}", new.content_hash));
     }
-    for p in new.proposals.iter().filter(|p| p.run.is_ok()) {
+    for p in new.proposals.iter().filter(|p| p.start.is_ok()) {
         for g in &p.gates {
             locks.push(format!(
                 "troupe:gate:{}:{}:{}:{}",
@@ -234,6 +241,10 @@ impl Proposals for Ingest<'_> {
 
     async fn insert_run(&mut self, new: &NewRun, origin: RunOrigin<'_>) -> StoreResult<Run> {
         insert_run(self.0, new, origin).await
+    }
+
+    async fn insert_execution(&mut self, new: &NewExecution) -> StoreResult<Execution> {
+        insert_execution(self.0, new).await
     }
 
     async fn close_gate(

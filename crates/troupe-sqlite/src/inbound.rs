@@ -1,10 +1,12 @@
 //! Inbound event records and the rules document on SQLite.
 
+use crate::executions::insert_execution;
 use crate::runs::insert_run;
 use crate::{SqliteDialect, SqliteStore, now_us, ts, ts_minus, ts_plus};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, SqliteConnection};
+use troupe_core::flow::{Execution, NewExecution};
 use troupe_core::inbound::EventRecord;
 use troupe_core::run::{NewRun, Run};
 use troupe_store::sql::Dialect;
@@ -44,6 +46,7 @@ impl InboundStore for SqliteStore {
         let Proposed {
             outcomes,
             runs,
+            executions,
             status,
         } = propose_all(&mut Ingest(&mut tx), new, event_id, received).await?;
         let run_ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
@@ -61,7 +64,11 @@ impl InboundStore for SqliteStore {
         .map_err(backend)?;
         let record = event_record_from::<SqliteDialect>(&row)?;
         tx.commit().await.map_err(backend)?;
-        Ok(Ingested::Recorded { record, runs })
+        Ok(Ingested::Recorded {
+            record,
+            runs,
+            executions,
+        })
     }
 
     async fn get_event_record(&self, id: i64) -> StoreResult<EventRecord> {
@@ -183,6 +190,10 @@ impl Proposals for Ingest<'_> {
 
     async fn insert_run(&mut self, new: &NewRun, origin: RunOrigin<'_>) -> StoreResult<Run> {
         insert_run(self.0, new, origin).await
+    }
+
+    async fn insert_execution(&mut self, new: &NewExecution) -> StoreResult<Execution> {
+        insert_execution(self.0, new).await
     }
 
     async fn close_gate(

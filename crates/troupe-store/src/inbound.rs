@@ -5,6 +5,7 @@ use crate::{Page, StoreResult};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
+use troupe_core::flow::{Execution, NewExecution};
 use troupe_core::inbound::{ConcurrencyPolicy, EventRecord, EventStatus, GateKind};
 use troupe_core::run::{NewRun, Run};
 
@@ -29,18 +30,28 @@ pub struct Concurrency {
     pub policy: ConcurrencyPolicy,
 }
 
+/// What a rule starts for an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Start {
+    /// A run, queued (boxed: it is much the larger).
+    Run(Box<NewRun>),
+    /// An execution of a flow, queued (the flow's own `concurrency` applies to it, not the
+    /// proposal's).
+    Flow(NewExecution),
+}
+
 /// What one matching rule wants done with an event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Proposal {
     /// The rule's name.
     pub rule: String,
-    /// Gates checked in order, inside the same transaction as the run's creation; the first
-    /// closed one holds the run back.
+    /// Gates checked in order, inside the same transaction as the run's (or execution's)
+    /// creation; the first closed one holds it back.
     pub gates: Vec<Gate>,
-    /// Concurrency policy, checked after the gates.
+    /// Concurrency policy over runs, checked after the gates (not for a [`Start::Flow`]).
     pub concurrency: Option<Concurrency>,
-    /// The run to start, or why none could be built (recorded as `failed`).
-    pub run: Result<NewRun, String>,
+    /// What to start, or why nothing could be built (recorded as `failed`).
+    pub start: Result<Start, String>,
 }
 
 /// An event to record, with the runs its matching rules propose.
@@ -80,12 +91,14 @@ pub struct NewEventRecord {
 /// What recording an event did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ingested {
-    /// Recorded now, with the runs it started (queued).
+    /// Recorded now, with the runs and executions it started (queued).
     Recorded {
         /// The record.
         record: EventRecord,
         /// The runs created, in proposal order.
         runs: Vec<Run>,
+        /// The executions created, in proposal order.
+        executions: Vec<Execution>,
     },
     /// Recorded before (same delivery): nothing was done now.
     Duplicate(EventRecord),
@@ -116,9 +129,9 @@ pub struct RulesDoc {
 /// Inbound event records and the rules document.
 #[async_trait]
 pub trait InboundStore {
-    /// Records an inbound event and, in the same transaction, creates the runs its proposals
-    /// pass (gates, then concurrency policy); each started run carries the event's id and the
-    /// proposal's concurrency key. With the `cancel` policy the earlier active runs of the key
+    /// Records an inbound event and, in the same transaction, creates the runs and executions
+    /// its proposals pass (gates, then, for runs, the concurrency policy); each started run
+    /// carries the event's id and the proposal's concurrency key. With the `cancel` policy the earlier active runs of the key
     /// are listed in the outcome for the caller to cancel.
     async fn ingest_event(&self, new: &NewEventRecord) -> StoreResult<Ingested>;
     /// An event record by id.

@@ -38,7 +38,7 @@ pub use events::EventStore;
 pub use flows::{ExecutionStore, FlowStore, ScheduleStore, SlotRequest};
 pub use inbound::{
     Concurrency, EventRecordFilter, Gate, InboundStore, Ingested, NewEventRecord, Proposal,
-    RulesDoc,
+    RulesDoc, Start,
 };
 pub use jobs::JobStore;
 pub use notifications::{DueNotification, NotificationStore, NotifyOutcome};

@@ -32,6 +32,9 @@ pub struct EventView {
     pub rules: Vec<RuleOutcome>,
     /// The runs it started.
     pub run_ids: Vec<i64>,
+    /// The flow executions it started (each named in its rule's `started_flow` outcome).
+    #[serde(default)]
+    pub execution_ids: Vec<i64>,
     #[allow(missing_docs)]
     pub payload_size: i64,
     /// The payload: JSON when it was JSON and kept whole, else the text kept.
@@ -50,6 +53,14 @@ impl From<EventRecord> for EventView {
             (Some(text), true) => Value::String(text.clone()),
             (None, _) => Value::Null,
         };
+        let execution_ids = r
+            .rules
+            .iter()
+            .filter_map(|o| match o.result {
+                RuleResult::StartedFlow { execution_id } => Some(execution_id),
+                _ => None,
+            })
+            .collect();
         EventView {
             id: r.id,
             received_at: r.received_at,
@@ -60,6 +71,7 @@ impl From<EventRecord> for EventView {
             reason: r.reason,
             rules: r.rules,
             run_ids: r.run_ids,
+            execution_ids,
             payload_size: r.payload_size,
             payload,
             payload_truncated: r.payload_truncated,

@@ -198,31 +198,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         )
         .with_key(Arc::clone(&key)),
     );
-    let events = match troupe_events::EventService::start(
-        Arc::clone(&store),
-        Arc::clone(&launcher) as Arc<dyn troupe_launch::Launch>,
-    )
-    .await
-    {
-        Ok(e) => e,
-        Err(troupe_events::ApplyError::Store(e)) => {
-            return Err(e).context("could not load the event rules");
-        }
-        Err(e) => anyhow::bail!("{e}"),
-    };
-    if let Some((origin, text)) = &startup.rules {
-        let doc = events
-            .apply(text, None)
-            .await
-            .with_context(|| format!("could not put the rules of {origin} in force"))?;
-        eprintln!(
-            "troupe: rules from {origin} in force (revision {}, {} sources, {} rules)",
-            doc.revision,
-            events.rules().file().sources.len(),
-            events.rules().rules().len()
-        );
-    }
-
+    // Before the event service: its rules can start flows.
     let flow_work_dir = cfg.data_dir.join("flows");
     std::fs::create_dir_all(&flow_work_dir)?;
     // One client for what troupe sends: flow http and slack steps, notifications.
@@ -256,6 +232,32 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
             ..EngineConfig::new(node.clone(), flow_work_dir)
         },
     );
+    let events = match troupe_events::EventService::start(
+        Arc::clone(&store),
+        Arc::clone(&launcher) as Arc<dyn troupe_launch::Launch>,
+        Arc::clone(&flows) as Arc<dyn troupe_launch::StartFlow>,
+    )
+    .await
+    {
+        Ok(e) => e,
+        Err(troupe_events::ApplyError::Store(e)) => {
+            return Err(e).context("could not load the event rules");
+        }
+        Err(e) => anyhow::bail!("{e}"),
+    };
+    if let Some((origin, text)) = &startup.rules {
+        let doc = events
+            .apply(text, None)
+            .await
+            .with_context(|| format!("could not put the rules of {origin} in force"))?;
+        eprintln!(
+            "troupe: rules from {origin} in force (revision {}, {} sources, {} rules)",
+            doc.revision,
+            events.rules().file().sources.len(),
+            events.rules().rules().len()
+        );
+    }
+
     let flows_stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(Arc::clone(&flows).run(flows_stop.clone()));
     // Schedules fire through the engine and the launcher; they stop with the engine.

@@ -1,8 +1,9 @@
-//! The seven scenarios of the benchmark issue, and the event path (8).
+//! The seven scenarios of the benchmark issue, the event path (8) and flows (9).
 
 mod api;
 mod events;
 mod fanout;
+mod flows;
 mod footprint;
 mod ingest;
 mod launch;
@@ -25,11 +26,12 @@ pub enum Scenario {
     Footprint,
     Slices,
     Events,
+    Flows,
 }
 
 impl Scenario {
     /// In the order they run.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Overhead,
         Scenario::Launch,
         Scenario::Ingest,
@@ -38,6 +40,7 @@ impl Scenario {
         Scenario::Footprint,
         Scenario::Slices,
         Scenario::Events,
+        Scenario::Flows,
     ];
 
     /// Its name in the table.
@@ -51,6 +54,7 @@ impl Scenario {
             Scenario::Footprint => "6 footprint",
             Scenario::Slices => "7 slices",
             Scenario::Events => "8 events",
+            Scenario::Flows => "9 flows",
         }
     }
 }
@@ -76,6 +80,7 @@ async fn once(s: Scenario, ctx: &mut Ctx) -> anyhow::Result<()> {
         Scenario::Footprint => footprint::run(ctx).await,
         Scenario::Events => events::run(ctx).await,
         Scenario::Slices => slices::run(ctx).await,
+        Scenario::Flows => flows::run(ctx).await,
     }
 }
 

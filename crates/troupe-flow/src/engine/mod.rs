@@ -209,6 +209,16 @@ impl Engine {
 
     /// Creates an execution, queued, and starts driving it.
     pub async fn start(&self, req: StartRequest) -> Result<Execution, StartError> {
+        let new = self.prepare(req).await?;
+        let execution = self.parts.store.create_execution(&new).await?;
+        self.admit(&execution).await;
+        Ok(execution)
+    }
+
+    /// Looks up the flow, checks the inputs and builds the execution to store (secret inputs
+    /// sealed and shown redacted), without storing it: for callers that store it in a
+    /// transaction of their own, then call [`Engine::admit`].
+    pub async fn prepare(&self, req: StartRequest) -> Result<NewExecution, StartError> {
         let (version, doc, inputs) = self.resolve(&req).await?;
         let concurrency_key = match &doc.concurrency {
             Some(c) => {
@@ -223,8 +233,10 @@ impl Engine {
             }
             None => None,
         };
-        let notify = self.notify_targets(&doc, &inputs)?;
-        let new = NewExecution {
+        // Checked here, so a start with a target that cannot be rendered is refused; the
+        // targets are added once the execution is stored (see `admit`).
+        self.notify_targets(&doc, &inputs)?;
+        Ok(NewExecution {
             flow: version.name.clone(),
             version: version.version,
             inputs: inputs.redacted(),
@@ -233,17 +245,45 @@ impl Engine {
             concurrency_key,
             parent: req.parent,
             started_by: req.started_by,
-        };
-        let execution = self.parts.store.create_execution(&new).await?;
-        if !notify.is_empty() {
-            self.parts
-                .store
-                .add_notifications(Subject::Execution(execution.id), &notify)
-                .await?;
+        })
+    }
+
+    /// Tells live followers about a stored execution, adds its flow's `notify` targets and
+    /// starts driving it.
+    pub async fn admit(&self, execution: &Execution) {
+        if let Err(e) = self.add_notifications(execution).await {
+            tracing::error!(execution = execution.id, error = %e, "the execution's notify targets were not added");
         }
-        self.parts.observe.execution(&execution);
+        self.parts.observe.execution(execution);
         self.take(execution.id).await;
-        Ok(execution)
+    }
+
+    /// Adds the `notify` targets of a stored execution's flow, rendered over its inputs.
+    async fn add_notifications(&self, execution: &Execution) -> Result<(), String> {
+        let version = self
+            .parts
+            .store
+            .get_flow(&execution.flow, Some(execution.version))
+            .await
+            .map_err(|e| e.to_string())?;
+        let doc = load::load(&version.document).map_err(|e| e.to_string())?;
+        if doc.notify.is_empty() {
+            return Ok(());
+        }
+        let secrets = seams::open_map(
+            self.parts.seal.as_ref(),
+            execution.sealed_secrets.as_deref(),
+        )?;
+        let inputs = inputs::Inputs::with_secrets(execution.inputs.clone(), secrets);
+        let notify = self
+            .notify_targets(&doc, &inputs)
+            .map_err(|e| e.to_string())?;
+        self.parts
+            .store
+            .add_notifications(Subject::Execution(execution.id), &notify)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// The flow's `notify` targets, their URLs and header values rendered over the inputs,
@@ -487,4 +527,30 @@ pub enum PutError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+#[async_trait::async_trait]
+impl troupe_launch::StartFlow for Engine {
+    async fn prepare(
+        &self,
+        start: troupe_launch::FlowStart,
+    ) -> Result<NewExecution, troupe_launch::FlowStartError> {
+        use troupe_launch::FlowStartError as E;
+        let req = StartRequest {
+            flow: start.flow,
+            version: start.version,
+            inputs: start.inputs,
+            started_by: start.started_by,
+            parent: None,
+        };
+        Engine::prepare(self, req).await.map_err(|e| match e {
+            StartError::UnknownFlow(name) => E::UnknownFlow(name),
+            e @ (StartError::Document { .. } | StartError::Inputs(_)) => E::Invalid(e.to_string()),
+            e @ (StartError::Seal(_) | StartError::Store(_)) => E::Unavailable(e.to_string()),
+        })
+    }
+
+    async fn announce(&self, execution: &Execution) {
+        self.admit(execution).await;
+    }
 }

@@ -1,6 +1,7 @@
 //! Conformance cases: Inbound event records (gates, concurrency, duplicates, pruning) and the rules document.
 
 use super::*;
+use troupe_core::flow::{ExecutionFilter, ExecutionStatus, NewExecution};
 
 const ALL: Page = Page {
     before: None,
@@ -36,7 +37,7 @@ fn proposal(rule: &str, run: Result<NewRun, String>) -> Proposal {
         rule: rule.into(),
         gates: Vec::new(),
         concurrency: None,
-        run,
+        start: run.map(|r| Start::Run(Box::new(r))),
     }
 }
 
@@ -51,7 +52,7 @@ fn gate(kind: GateKind, key: &str, secs: u64) -> Gate {
 /// Ingests `new`, which must be recorded (not a duplicate).
 async fn recorded(store: &dyn Store, new: &NewEventRecord) -> (EventRecord, Vec<Run>) {
     match store.ingest_event(new).await.expect("ingest") {
-        Ingested::Recorded { record, runs } => (record, runs),
+        Ingested::Recorded { record, runs, .. } => (record, runs),
         Ingested::Duplicate(earlier) => {
             panic!("expected a new record, got a duplicate of {earlier:?}")
         }
@@ -963,4 +964,135 @@ pub async fn rules_doc_revisions(store: &dyn Store) {
     let third = store.put_rules("", Some(2)).await.expect("third");
     assert_eq!((third.revision, third.text.as_str()), (3, ""));
     assert_eq!(store.get_rules().await.expect("get"), Some(third));
+}
+
+/// A proposal to start a flow's execution passes the same gates as a run, in the same
+/// transaction: the execution is stored queued and named in the rule's outcome, and closes the
+/// gate; a later event of the same gate key is held back; a flow version that is gone fails
+/// that rule only. The rule's concurrency policy (over runs) does not apply to it.
+pub async fn inbound_flow_proposals_start_executions(store: &dyn Store) {
+    let flow = store
+        .put_flow("deploy", "name: deploy\nsteps: []\n")
+        .await
+        .expect("put flow");
+    let new_execution = |started_by: &str| NewExecution {
+        flow: flow.name.clone(),
+        version: flow.version,
+        inputs: json!({"host": "web1"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        sealed_secrets: None,
+        concurrency_key: None,
+        parent: None,
+        started_by: started_by.into(),
+    };
+    let gated = |start: Result<Start, String>| Proposal {
+        rule: "deploy".into(),
+        gates: vec![gate(GateKind::Dedupe, "web1", 60)],
+        // Skip, with an active run of the key: would hold a run back, not an execution.
+        concurrency: Some(Concurrency {
+            key: "deploy\u{1f}deploy.web".into(),
+            policy: ConcurrencyPolicy::Skip,
+        }),
+        start,
+    };
+    let p = project(store, "p").await;
+    let busy = proposing(
+        inbound("hooks", "deploy.web", at(0)),
+        vec![Proposal {
+            rule: "deploy".into(),
+            gates: Vec::new(),
+            concurrency: Some(Concurrency {
+                key: "deploy\u{1f}deploy.web".into(),
+                policy: ConcurrencyPolicy::Queue,
+            }),
+            start: Ok(Start::Run(Box::new(new_run(p.id)))),
+        }],
+    );
+    let (_, busy_runs) = recorded(store, &busy).await;
+    assert_eq!(busy_runs.len(), 1, "an active run of the key");
+
+    let first = proposing(
+        inbound("hooks", "deploy.web", at(1)),
+        vec![gated(Ok(Start::Flow(new_execution("rule:deploy"))))],
+    );
+    let Ingested::Recorded {
+        record,
+        runs,
+        executions,
+    } = store.ingest_event(&first).await.expect("ingest")
+    else {
+        panic!("expected a new record");
+    };
+    assert!(runs.is_empty());
+    assert_eq!(executions.len(), 1);
+    let execution = &executions[0];
+    assert_eq!(execution.status, ExecutionStatus::Queued);
+    assert_eq!(execution.started_by, "rule:deploy");
+    assert_eq!(execution.inputs, new_execution("x").inputs);
+    assert_eq!(record.status, EventStatus::Accepted);
+    assert_eq!(
+        results(&record),
+        vec![RuleResult::StartedFlow {
+            execution_id: execution.id
+        }]
+    );
+    assert!(record.run_ids.is_empty(), "no run was started");
+    assert_eq!(
+        store.get_execution(execution.id).await.expect("stored"),
+        *execution
+    );
+    assert_eq!(
+        store.get_event_record(record.id).await.expect("get"),
+        record
+    );
+
+    // The same dedupe key within the window: held back, nothing stored.
+    let second = proposing(
+        inbound("hooks", "deploy.web", at(2)),
+        vec![gated(Ok(Start::Flow(new_execution("rule:deploy"))))],
+    );
+    let (again, _) = recorded(store, &second).await;
+    assert_eq!(again.status, EventStatus::Skipped);
+    assert_eq!(
+        results(&again),
+        vec![RuleResult::Gated {
+            gate: GateKind::Dedupe,
+            key: "web1".into(),
+            by_event: record.id,
+        }]
+    );
+
+    // A version that is not stored fails this rule only, and closes no gate.
+    let mut missing = new_execution("rule:deploy");
+    missing.version = flow.version + 7;
+    let mut other_key = gated(Ok(Start::Flow(missing)));
+    other_key.gates = vec![gate(GateKind::Dedupe, "web2", 60)];
+    let (failed, _) = recorded(
+        store,
+        &proposing(
+            inbound("hooks", "deploy.web", at(3)),
+            vec![other_key.clone()],
+        ),
+    )
+    .await;
+    assert_eq!(failed.status, EventStatus::Failed);
+    assert!(
+        matches!(&results(&failed)[..], [RuleResult::Failed { error }] if error.contains("deploy")),
+        "{failed:?}"
+    );
+    other_key.start = Ok(Start::Flow(new_execution("rule:deploy")));
+    let (started_now, _) = recorded(
+        store,
+        &proposing(inbound("hooks", "deploy.web", at(4)), vec![other_key]),
+    )
+    .await;
+    assert_eq!(started_now.status, EventStatus::Accepted, "{started_now:?}");
+
+    let all = store
+        .list_executions(&ExecutionFilter::default(), ALL)
+        .await
+        .expect("list executions");
+    assert_eq!(all.len(), 2, "one per started outcome");
 }

@@ -20,7 +20,7 @@
 
 use crate::{
     Concurrency, EventRecordFilter, Gate, Ingested, Lease, NewEventRecord, OutputChunk, Page,
-    Proposal, RunFilter, RunOutcome, RunVersion, Store, StoreError, Stream,
+    Proposal, RunFilter, RunOutcome, RunVersion, Start, Store, StoreError, Stream,
 };
 use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
 use serde_json::json;
@@ -121,6 +121,7 @@ macro_rules! __conformance_case_names {
             inbound_delivery_duplicates,
             inbound_redelivery_window,
             inbound_failed_proposals,
+            inbound_flow_proposals_start_executions,
             inbound_throttle_gate,
             inbound_dedupe_gate_and_gate_order,
             inbound_concurrency_skip,

@@ -1,10 +1,11 @@
 //! What an ingest decides for its event's proposals, the same on every backend: gates first,
-//! then the concurrency policy, then the run and its gate marks. The statements are the
+//! then the concurrency policy (runs only), then the run or execution and its gate marks. The statements are the
 //! backend's, through [`Proposals`], run inside its ingest transaction.
 
 use super::RunOrigin;
-use crate::{Gate, NewEventRecord, Proposal, StoreError, StoreResult};
+use crate::{Gate, NewEventRecord, Proposal, Start, StoreError, StoreResult};
 use std::future::Future;
+use troupe_core::flow::{Execution, NewExecution};
 use troupe_core::inbound::{ConcurrencyPolicy, EventStatus, RuleOutcome, RuleResult};
 use troupe_core::run::{NewRun, Run};
 
@@ -27,6 +28,12 @@ pub trait Proposals {
         new: &NewRun,
         origin: RunOrigin<'_>,
     ) -> impl Future<Output = StoreResult<Run>> + Send;
+    /// Stores an execution as `create_execution` does (`NotFound` when its flow version is
+    /// gone).
+    fn insert_execution(
+        &mut self,
+        new: &NewExecution,
+    ) -> impl Future<Output = StoreResult<Execution>> + Send;
     /// Closes `rule`'s `gate` from `received` for the gate's window, marked by `event_id`.
     fn close_gate(
         &mut self,
@@ -44,6 +51,8 @@ pub struct Proposed {
     pub outcomes: Vec<RuleOutcome>,
     /// The runs started, in proposal order.
     pub runs: Vec<Run>,
+    /// The executions started, in proposal order.
+    pub executions: Vec<Execution>,
     /// The event's status: `new.status` without proposals, else decided from the outcomes.
     pub status: EventStatus,
 }
@@ -57,13 +66,18 @@ pub async fn propose_all<P: Proposals + Send>(
 ) -> StoreResult<Proposed> {
     let mut outcomes = Vec::with_capacity(new.proposals.len());
     let mut runs = Vec::new();
+    let mut executions = Vec::new();
     for proposal in &new.proposals {
-        let (result, run) = propose(tx, proposal, event_id, received).await?;
+        let (result, started) = propose(tx, proposal, event_id, received).await?;
         outcomes.push(RuleOutcome {
             rule: proposal.rule.clone(),
             result,
         });
-        runs.extend(run);
+        match started {
+            Some(Started::Run(run)) => runs.push(*run),
+            Some(Started::Flow(execution)) => executions.push(*execution),
+            None => {}
+        }
     }
     let status = if new.proposals.is_empty() {
         new.status
@@ -73,21 +87,28 @@ pub async fn propose_all<P: Proposals + Send>(
     Ok(Proposed {
         outcomes,
         runs,
+        executions,
         status,
     })
 }
 
+/// What a proposal started.
+enum Started {
+    Run(Box<Run>),
+    Flow(Box<Execution>),
+}
+
 /// Carries out one proposal of event `event_id` (received at `received`): gates, concurrency
-/// policy, then the run and its gate marks. Returns what the rule did and the run it started,
-/// if any.
+/// policy (runs only), then the run or execution and its gate marks. Returns what the rule did
+/// and what it started, if anything.
 async fn propose<P: Proposals + Send>(
     tx: &mut P,
     proposal: &Proposal,
     event_id: i64,
     received: P::Time,
-) -> StoreResult<(RuleResult, Option<Run>)> {
-    let new = match &proposal.run {
-        Ok(new) => new,
+) -> StoreResult<(RuleResult, Option<Started>)> {
+    let start = match &proposal.start {
+        Ok(start) => start,
         Err(error) => {
             return Ok((
                 RuleResult::Failed {
@@ -109,12 +130,46 @@ async fn propose<P: Proposals + Send>(
             ));
         }
     }
+    let inserted = match start {
+        Start::Run(new) => start_run(tx, proposal, new, event_id).await?,
+        Start::Flow(new) => match tx.insert_execution(new).await {
+            Ok(execution) => Ok((
+                RuleResult::StartedFlow {
+                    execution_id: execution.id,
+                },
+                Started::Flow(Box::new(execution)),
+            )),
+            Err(e @ StoreError::NotFound { .. }) => Err(RuleResult::Failed {
+                error: e.to_string(),
+            }),
+            Err(e) => return Err(e),
+        },
+    };
+    let (result, started) = match inserted {
+        Ok(done) => done,
+        Err(held_back) => return Ok((held_back, None)),
+    };
+    for gate in &proposal.gates {
+        tx.close_gate(&proposal.rule, gate, event_id, received)
+            .await?;
+    }
+    Ok((result, Some(started)))
+}
+
+/// The concurrency policy, then the run: what the rule did and the run, or why it was held
+/// back or failed (nothing written then).
+async fn start_run<P: Proposals + Send>(
+    tx: &mut P,
+    proposal: &Proposal,
+    new: &NewRun,
+    event_id: i64,
+) -> StoreResult<Result<(RuleResult, Started), RuleResult>> {
     let mut canceled = Vec::new();
     if let Some(c) = &proposal.concurrency {
         let active = tx.active_runs(&c.key).await?;
         match (c.policy, active.first()) {
             (ConcurrencyPolicy::Skip, Some(&active_run)) => {
-                return Ok((RuleResult::Skipped { active_run }, None));
+                return Ok(Err(RuleResult::Skipped { active_run }));
             }
             (ConcurrencyPolicy::Cancel, _) => canceled = active,
             _ => {}
@@ -124,28 +179,18 @@ async fn propose<P: Proposals + Send>(
         event_id: Some(event_id),
         concurrency_key: proposal.concurrency.as_ref().map(|c| c.key.as_str()),
     };
-    let run = match tx.insert_run(new, origin).await {
-        Ok(run) => run,
+    match tx.insert_run(new, origin).await {
+        Ok(run) => Ok(Ok((
+            RuleResult::Started {
+                run_id: run.id,
+                canceled,
+            },
+            Started::Run(Box::new(run)),
+        ))),
         // A missing project, inventory or template fails this rule only; nothing was written.
-        Err(e @ StoreError::NotFound { .. }) => {
-            return Ok((
-                RuleResult::Failed {
-                    error: e.to_string(),
-                },
-                None,
-            ));
-        }
-        Err(e) => return Err(e),
-    };
-    for gate in &proposal.gates {
-        tx.close_gate(&proposal.rule, gate, event_id, received)
-            .await?;
+        Err(e @ StoreError::NotFound { .. }) => Ok(Err(RuleResult::Failed {
+            error: e.to_string(),
+        })),
+        Err(e) => Err(e),
     }
-    Ok((
-        RuleResult::Started {
-            run_id: run.id,
-            canceled,
-        },
-        Some(run),
-    ))
 }

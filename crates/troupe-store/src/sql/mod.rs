@@ -238,10 +238,12 @@ pub fn rules_changed(stored: Option<i64>, expected_revision: Option<i64>) -> Sto
 /// The status of an event with proposals, from what its rules did: `accepted` if one started
 /// a run, else `failed` if every one failed, else `skipped`.
 pub fn decided_status(outcomes: &[RuleOutcome]) -> EventStatus {
-    if outcomes
-        .iter()
-        .any(|o| matches!(o.result, RuleResult::Started { .. }))
-    {
+    if outcomes.iter().any(|o| {
+        matches!(
+            o.result,
+            RuleResult::Started { .. } | RuleResult::StartedFlow { .. }
+        )
+    }) {
         EventStatus::Accepted
     } else if outcomes
         .iter()

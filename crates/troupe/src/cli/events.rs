@@ -96,10 +96,12 @@ fn read_data(data: &str) -> anyhow::Result<Vec<u8>> {
 use crate::cli::encode as enc;
 
 fn print_event_line(e: &EventView) {
+    // Runs by id, flow executions as `exec:<id>`.
     let runs = e
         .run_ids
         .iter()
         .map(i64::to_string)
+        .chain(e.execution_ids.iter().map(|id| format!("exec:{id}")))
         .collect::<Vec<_>>()
         .join(",");
     println!(
@@ -202,6 +204,7 @@ fn describe(result: &RuleResult) -> String {
             }
             s
         }
+        RuleResult::StartedFlow { execution_id } => format!("started execution {execution_id}"),
         RuleResult::Gated {
             gate,
             key,

@@ -8,6 +8,7 @@ mod api;
 mod cli;
 mod events;
 mod events_brokers;
+mod events_flows;
 mod flow_steps;
 mod flows;
 mod flows_validate;
