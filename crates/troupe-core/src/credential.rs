@@ -291,9 +291,8 @@ impl CredentialSecret {
     /// The login user or the user to become, when given.
     pub fn username(&self) -> Option<&str> {
         match self {
-            CredentialSecret::SshKey { username, .. } | CredentialSecret::Become { username, .. } => {
-                username.as_deref()
-            }
+            CredentialSecret::SshKey { username, .. }
+            | CredentialSecret::Become { username, .. } => username.as_deref(),
             _ => None,
         }
     }
@@ -332,7 +331,8 @@ impl CredentialSecret {
                     check_secret(p, "passphrase")?;
                 }
             }
-            CredentialSecret::Become { password, .. } | CredentialSecret::Vault { password, .. } => {
+            CredentialSecret::Become { password, .. }
+            | CredentialSecret::Vault { password, .. } => {
                 check_secret(password, "password")?;
                 if password.contains('\n') {
                     // Ansible reads a password file up to its first line break.
@@ -382,7 +382,9 @@ fn check_word(value: &str, field: &str) -> Result<(), ValidationError> {
     } else {
         Err(invalid(
             field,
-            format!("{field} must be 1 to 256 characters, not starting with '-', no control characters"),
+            format!(
+                "{field} must be 1 to 256 characters, not starting with '-', no control characters"
+            ),
         ))
     }
 }
@@ -537,7 +539,10 @@ pub fn check_run_credentials(
             };
             return Err(invalid(
                 field,
-                format!("a run takes at most one of its {what} ({:?} is another)", c.name),
+                format!(
+                    "a run takes at most one of its {what} ({:?} is another)",
+                    c.name
+                ),
             ));
         }
         seen.push(slot);
@@ -639,10 +644,16 @@ mod tests {
             "vault_id"
         );
         assert_eq!(
-            vault(None, "two\nlines").validate().expect_err("lines").field,
+            vault(None, "two\nlines")
+                .validate()
+                .expect_err("lines")
+                .field,
             "password"
         );
-        assert_eq!(vault(None, "").validate().expect_err("empty").field, "password");
+        assert_eq!(
+            vault(None, "").validate().expect_err("empty").field,
+            "password"
+        );
         let env = |name: &str| CredentialSecret::Env {
             vars: [(name.to_owned(), "v".to_owned())].into(),
         };
@@ -710,17 +721,32 @@ mod tests {
         let prod = c("prod", CredentialKind::Vault, Some("prod"));
         let default = c("default", CredentialKind::Vault, None);
         check_run_credentials(
-            &[ssh.clone(), become_.clone(), dev.clone(), prod, default.clone()],
+            &[
+                ssh.clone(),
+                become_.clone(),
+                dev.clone(),
+                prod,
+                default.clone(),
+            ],
             "credentials",
         )
         .expect("one of each");
-        let e = check_run_credentials(&[ssh.clone(), c("key2", CredentialKind::SshKey, None)], "credentials")
-            .expect_err("two keys");
+        let e = check_run_credentials(
+            &[ssh.clone(), c("key2", CredentialKind::SshKey, None)],
+            "credentials",
+        )
+        .expect_err("two keys");
         assert!(e.message.contains("key2"), "{e}");
-        check_run_credentials(&[dev.clone(), c("dev2", CredentialKind::Vault, Some("dev"))], "credentials")
-            .expect_err("two dev vaults");
-        check_run_credentials(&[default, c("d2", CredentialKind::Vault, None)], "credentials")
-            .expect_err("two default vaults");
+        check_run_credentials(
+            &[dev.clone(), c("dev2", CredentialKind::Vault, Some("dev"))],
+            "credentials",
+        )
+        .expect_err("two dev vaults");
+        check_run_credentials(
+            &[default, c("d2", CredentialKind::Vault, None)],
+            "credentials",
+        )
+        .expect_err("two default vaults");
         check_run_credentials(&[c("g", CredentialKind::Git, None)], "credentials")
             .expect_err("git");
     }

@@ -670,7 +670,12 @@ mod tests {
         // `become` is its name on the wire, and false is left out.
         let shown = serde_json::to_value(&o).expect("json");
         assert_eq!(shown["become"], json!(true));
-        assert!(serde_json::to_value(RunOptions::default()).expect("json").get("become").is_none());
+        assert!(
+            serde_json::to_value(RunOptions::default())
+                .expect("json")
+                .get("become")
+                .is_none()
+        );
     }
 
     #[test]
