@@ -108,7 +108,7 @@ impl SecretKey {
 
 /// What seals and opens secrets, as a capability: code that stores or uses secrets depends on
 /// this rather than on the key.
-pub trait Sealer: Send + Sync {
+pub trait Sealer: Send + Sync + fmt::Debug {
     /// `plain` sealed (see [`SecretKey::seal`]).
     fn seal(&self, plain: &[u8]) -> Result<String, SealError>;
     /// The text a sealed text holds (see [`SecretKey::open`]).

@@ -151,6 +151,13 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::schedules::SchedulesCmd,
     },
+    /// Credentials runs use: SSH keys, become and vault passwords, environment variables.
+    Credentials {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        cmd: cli::credentials::CredentialsCmd,
+    },
     /// Manage API tokens.
     Token {
         #[command(flatten)]
@@ -296,6 +303,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Schedules { remote, cmd } => {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;
             cli::schedules::run(&client(&cfg, remote)?, cmd).await
+        }
+        Command::Credentials { remote, cmd } => {
+            let cfg = Config::load(cli.config.as_deref(), &overrides)?;
+            cli::credentials::run(&client(&cfg, remote)?, cmd).await
         }
         Command::Token { remote, cmd } => {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;
