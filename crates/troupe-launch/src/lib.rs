@@ -280,7 +280,7 @@ impl Launcher {
 /// A launch's options over the template's defaults (or the plain defaults).
 fn combine(defaults: Option<&RunOptions>, options: LaunchOptions) -> LaunchResult<RunOptions> {
     match options {
-        LaunchOptions::Exact(options) => Ok(options),
+        LaunchOptions::Exact(options) => Ok(*options),
         LaunchOptions::Over(overrides) => {
             let plain = RunOptions::default();
             Ok(overrides.apply(defaults.unwrap_or(&plain))?)

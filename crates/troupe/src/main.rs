@@ -99,7 +99,7 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
         #[command(flatten)]
-        args: cli::run::RunArgs,
+        args: Box<cli::run::RunArgs>,
     },
     /// Inspect and control runs.
     Runs {
@@ -266,7 +266,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Doctor => doctor(&Config::load(cli.config.as_deref(), &overrides)?).await,
         Command::Run { remote, args } => {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;
-            cli::run::run(&client(&cfg, remote)?, args).await
+            cli::run::run(&client(&cfg, remote)?, *args).await
         }
         Command::Runs { remote, cmd } => {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;
