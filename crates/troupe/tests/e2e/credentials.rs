@@ -22,6 +22,10 @@ use troupe_wire::credentials::{CreateCredential, Credential, CredentialKind, Cre
 const LOGIN_USER: &str = "troupe-ssh";
 const BECOME_USER: &str = "troupe-app";
 
+fn chmod(path: &Path, mode: u32) -> std::io::Result<()> {
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+}
+
 /// Runs `program args`, failing with its output when it fails.
 fn sh(program: &str, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(program)
@@ -75,7 +79,7 @@ fn users(password: &str) -> anyhow::Result<()> {
     sh_in("chpasswd", &[], &format!("{LOGIN_USER}:{password}\n"))?;
     let rule = "/etc/sudoers.d/troupe-e2e";
     std::fs::write(rule, format!("{LOGIN_USER} ALL=({BECOME_USER}) ALL\n"))?;
-    std::fs::set_permissions(rule, std::os::unix::fs::PermissionsExt::from_mode(0o440))?;
+    chmod(Path::new(rule), 0o440)?;
     Ok(())
 }
 
@@ -99,29 +103,11 @@ impl Sshd {
     async fn start(public_keys: &[String]) -> anyhow::Result<Sshd> {
         let dir = tempfile::tempdir()?;
         // sshd reads the authorized keys as the user logging in.
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )?;
-        let host_key = dir.path().join("host_key");
-        sh(
-            "ssh-keygen",
-            &[
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-f",
-                &host_key.display().to_string(),
-            ],
-        )?;
+        chmod(dir.path(), 0o755)?;
+        let (host_key, _, _) = keypair(dir.path(), "host_key", "")?;
         let authorized = dir.path().join("authorized_keys");
         std::fs::write(&authorized, public_keys.join(""))?;
-        std::fs::set_permissions(
-            &authorized,
-            std::os::unix::fs::PermissionsExt::from_mode(0o644),
-        )?;
+        chmod(&authorized, 0o644)?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
