@@ -470,8 +470,21 @@ async fn post(api: &Api, body: Value) -> anyhow::Result<(u16, Value)> {
 
 #[tokio::test]
 async fn bad_credentials_and_runs_are_refused_without_echoing_secrets() -> anyhow::Result<()> {
-    let server = serve()?;
+    // The sealing key where TROUPE_SECRET_KEY_FILE says, outside the data dir.
+    let keys = tempfile::tempdir()?;
+    let key_file = keys.path().join("troupe.key");
+    let server = serve_with(ServerOpts {
+        extra_env: vec![(
+            "TROUPE_SECRET_KEY_FILE".into(),
+            key_file.display().to_string(),
+        )],
+        ..Default::default()
+    })?;
     let api = server.api();
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key_file)?.permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(!server.data_dir.join("secret.key").exists());
     let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAAtopsecretbody\n-----END OPENSSH PRIVATE KEY-----\n";
 
     let bad: [(Value, &str); 7] = [
