@@ -24,7 +24,14 @@ pub async fn list_hosts(
     limit: Option<&str>,
     runs_dir: &Path,
 ) -> Result<Vec<String>, AnsibleError> {
-    let dir = rundir::prepare(runs_dir, "hosts", inventory, &Map::new())?;
+    let dir = rundir::prepare(
+        runs_dir,
+        "hosts",
+        inventory,
+        &Map::new(),
+        &[],
+        &Default::default(),
+    )?;
     let program = ansible
         .bin_dir()
         .map(|d| d.join("ansible-inventory"))

@@ -12,6 +12,7 @@
 //! - [`spawn_child`] is how any child process of troupe is started (see its docs: one spawner
 //!   thread, so that the event pipe reaches only its own `ansible-playbook`).
 
+mod access;
 mod error;
 mod hosts;
 mod locate;

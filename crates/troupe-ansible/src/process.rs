@@ -94,6 +94,9 @@ pub struct LaunchSpec {
     pub limits: Limits,
     /// Delays of a forced stop.
     pub grace: Grace,
+    /// The opened secrets of the run's credentials: written to 0600 files in the run
+    /// directory just before the start (removed with it), or given as environment variables.
+    pub credentials: Vec<troupe_core::credential::CredentialSecret>,
 }
 
 /// Which output stream.
@@ -184,6 +187,7 @@ impl Process {
             run_key,
             limits,
             grace,
+            credentials,
         } = spec;
         let extra_vars = options.extra_vars.clone();
         // The playbook is looked up again right before the start (the project or a symlink in
@@ -191,9 +195,17 @@ impl Process {
         // thread as the run directory.
         let checked_in = project_dir.clone();
         let checked = playbook.clone();
+        let checked_options = options.clone();
         let dir = tokio::task::spawn_blocking(move || {
             crate::resolve_playbook_blocking(&checked_in, &checked)?;
-            rundir::prepare(&runs_dir, &run_key, &inventory, &extra_vars)
+            rundir::prepare(
+                &runs_dir,
+                &run_key,
+                &inventory,
+                &extra_vars,
+                &credentials,
+                &checked_options,
+            )
         })
         .await
         .map_err(|e| AnsibleError::io("preparing the run directory", std::io::Error::other(e)))??;
@@ -354,11 +366,13 @@ async fn start(
     if let Some(extra_vars) = &dir.extra_vars {
         cmd.arg("-e").arg(format!("@{}", extra_vars.display()));
     }
-    cmd.args(options.to_args())
+    cmd.args(&dir.access.args)
+        .args(options.to_args())
         .arg(playbook)
         .current_dir(project_dir)
         .env_clear()
         .envs(env)
+        .envs(dir.access.env.iter().map(|(k, v)| (k, v)))
         .envs(ours)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

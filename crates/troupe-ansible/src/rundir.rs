@@ -8,6 +8,7 @@
 //!   group_vars/<group>.yml            (only when groups have vars; JSON, which YAML reads)
 //!   extra_vars.json                   0600 (only when there are extra vars)
 //!   tmp/                              ANSIBLE_LOCAL_TEMP (made by ansible, 0700, when used)
+//!   ssh-key, become-password, ...     0600, the run's credentials (see `access`)
 //! <runs_dir>/plugin-<digest>/troupe.py  the plugin, written once (read-only for runs)
 //! ```
 //! Directories cost more than files to create (and a burst of runs creates many), so a run
@@ -34,6 +35,8 @@ pub(crate) struct RunDir {
     pub extra_vars: Option<PathBuf>,
     pub plugins: PathBuf,
     pub tmp: PathBuf,
+    /// What the run's credentials add to the command.
+    pub access: crate::access::Access,
 }
 
 fn io(context: &str, path: &Path) -> impl FnOnce(std::io::Error) -> AnsibleError {
@@ -66,6 +69,8 @@ pub(crate) fn prepare(
     run_key: &str,
     inventory: &InventoryContent,
     extra_vars: &Map<String, Value>,
+    credentials: &[troupe_core::credential::CredentialSecret],
+    options: &troupe_core::run::RunOptions,
 ) -> Result<RunDir, AnsibleError> {
     let summary = inventory
         .validate()
@@ -95,7 +100,8 @@ pub(crate) fn prepare(
         }
     };
     let plugins = shared_plugin_dir(runs_dir)?;
-    let dir = RunDir {
+    let mut dir = RunDir {
+        access: crate::access::Access::default(),
         inventory: root.join(match inventory.format {
             InventoryFormat::Yaml => "hosts.yml",
             InventoryFormat::Ini => "hosts.ini",
@@ -105,7 +111,7 @@ pub(crate) fn prepare(
         tmp: root.join("tmp"),
         root,
     };
-    let fill = || -> Result<(), AnsibleError> {
+    let fill = |dir: &mut RunDir| -> Result<(), AnsibleError> {
         // `tmp/` is not made here: ansible makes its local temp dir (0700) when it first needs
         // it, and a directory is the dearest thing a run's start creates.
         write_file(&dir.inventory, inventory.hosts.as_bytes(), 0o600)?;
@@ -134,9 +140,10 @@ pub(crate) fn prepare(
                 .map_err(|e| AnsibleError::Inventory(format!("extra vars: {e}")))?;
             write_file(path, &extra, 0o600)?;
         }
+        dir.access = crate::access::write(&dir.root, credentials, options)?;
         Ok(())
     };
-    if let Err(e) = fill() {
+    if let Err(e) = fill(&mut dir) {
         let _ = std::fs::remove_dir_all(&dir.root);
         return Err(e);
     }
@@ -191,10 +198,10 @@ mod tests {
             hosts: "[web]\nw1\n".into(),
             vars: None,
         };
-        let a = prepare(tmp.path(), "1", &inv, &Map::new()).expect("a");
+        let a = prepare(tmp.path(), "1", &inv, &Map::new(), &[], &Default::default()).expect("a");
         let mut vars = Map::new();
         vars.insert("x".into(), Value::from(1));
-        let b = prepare(tmp.path(), "2", &inv, &vars).expect("b");
+        let b = prepare(tmp.path(), "2", &inv, &vars, &[], &Default::default()).expect("b");
         assert_eq!(a.plugins, b.plugins);
         let plugin = a.plugins.join(format!("{}.py", crate::PLUGIN_NAME));
         assert_eq!(
@@ -219,7 +226,15 @@ mod tests {
             vars: Some("web:\n  port: 80\n".into()),
             ..inv
         };
-        let c = prepare(tmp.path(), "3", &with_vars, &Map::new()).expect("c");
+        let c = prepare(
+            tmp.path(),
+            "3",
+            &with_vars,
+            &Map::new(),
+            &[],
+            &Default::default(),
+        )
+        .expect("c");
         let gv = std::fs::read_to_string(c.root.join("group_vars/web.yml")).expect("group vars");
         assert!(gv.contains("80"), "{gv}");
     }

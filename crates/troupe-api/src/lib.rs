@@ -43,6 +43,8 @@ pub struct AppState {
     pub flows: Arc<troupe_flow::engine::Engine>,
     /// The JSON of runs, by version, for the runs list.
     pub run_json: Arc<run_json::RunJsonCache>,
+    /// Seals credentials' secrets before they are stored.
+    pub sealer: Arc<dyn troupe_core::secret::Sealer>,
 }
 
 /// Limits of the HTTP layer.
@@ -106,6 +108,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::flows::router())
         .merge(routes::schedules::router())
         .merge(routes::notifications::router())
+        .merge(routes::credentials::router())
 }
 
 /// The whole HTTP application.

@@ -31,6 +31,14 @@ pub fn option_names() -> Vec<String> {
         start_at_task: Some(String::new()),
         slices: Some(1),
         slice_size: Some(1),
+        credentials: vec![String::new()],
+        connection: Some(String::new()),
+        remote_user: Some(String::new()),
+        become_: true,
+        become_method: Some(String::new()),
+        become_user: Some(String::new()),
+        ssh_common_args: Some(String::new()),
+        ssh_extra_args: Some(String::new()),
         ..RunOptions::default()
     }) {
         Ok(Value::Object(m)) => m.into_iter().map(|(k, _)| k).collect(),

@@ -50,6 +50,34 @@ pub struct RunOptions {
     /// Split the hosts into slices of at most this many hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slice_size: Option<u32>,
+    /// Stored credentials the run uses, by name: at most one of each kind, except vault (one
+    /// per vault id). Their secrets are written to 0600 files in the run's private directory
+    /// (removed when it ends) and passed as `--private-key`, `--become-password-file`,
+    /// `--vault-id`/`--vault-password-file`, or as environment variables (`env`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<String>,
+    /// `--connection` (`ssh`, `local`, `paramiko`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    /// `--user`: the user to connect as (an `ssh_key` credential's username is used when
+    /// this is not set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_user: Option<String>,
+    /// `--become`.
+    #[serde(default, rename = "become", skip_serializing_if = "std::ops::Not::not")]
+    pub become_: bool,
+    /// `--become-method` (`sudo`, `su`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub become_method: Option<String>,
+    /// `--become-user` (a `become` credential's username is used when this is not set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub become_user: Option<String>,
+    /// `--ssh-common-args`: extra arguments to sftp, scp and ssh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_common_args: Option<String>,
+    /// `--ssh-extra-args`: extra arguments to ssh only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_extra_args: Option<String>,
 }
 
 impl RunOptions {
@@ -124,6 +152,54 @@ impl RunOptions {
                 format!("verbosity must be between 0 and 4, got {}", self.verbosity),
             ));
         }
+        for (field, value) in [
+            ("connection", &self.connection),
+            ("remote_user", &self.remote_user),
+            ("become_method", &self.become_method),
+            ("become_user", &self.become_user),
+        ] {
+            if let Some(v) = value {
+                check_cli_word(v, field)?;
+                if v.contains([' ', ',']) {
+                    return Err(ValidationError::new(
+                        "invalid_field",
+                        field,
+                        format!("{field} must be one word"),
+                    ));
+                }
+            }
+        }
+        for (field, value) in [
+            ("ssh_common_args", &self.ssh_common_args),
+            ("ssh_extra_args", &self.ssh_extra_args),
+        ] {
+            if let Some(v) = value
+                && (v.len() > 4096 || v.contains(['\0', '\n']))
+            {
+                return Err(ValidationError::new(
+                    "invalid_field",
+                    field,
+                    format!("{field} must be one line of at most 4096 bytes"),
+                ));
+            }
+        }
+        if self.credentials.len() > 16 {
+            return Err(ValidationError::new(
+                "invalid_field",
+                "credentials",
+                "a run takes at most 16 credentials",
+            ));
+        }
+        for (i, name) in self.credentials.iter().enumerate() {
+            crate::project::validate_name(name, "credentials")?;
+            if self.credentials[..i].contains(name) {
+                return Err(ValidationError::new(
+                    "invalid_field",
+                    "credentials",
+                    format!("credential {name:?} is named twice"),
+                ));
+            }
+        }
         if self.timeout_s == Some(0) {
             return Err(ValidationError::new(
                 "invalid_field",
@@ -161,6 +237,28 @@ impl RunOptions {
         }
         if self.verbosity > 0 {
             args.push(format!("-{}", "v".repeat(self.verbosity.into())));
+        }
+        if let Some(c) = &self.connection {
+            args.push(format!("--connection={c}"));
+        }
+        if let Some(u) = &self.remote_user {
+            args.push(format!("--user={u}"));
+        }
+        if self.become_ {
+            args.push("--become".into());
+        }
+        if let Some(m) = &self.become_method {
+            args.push(format!("--become-method={m}"));
+        }
+        if let Some(u) = &self.become_user {
+            args.push(format!("--become-user={u}"));
+        }
+        // `=`: a value starting with `-` is the option's value, not another option.
+        if let Some(a) = &self.ssh_common_args {
+            args.push(format!("--ssh-common-args={a}"));
+        }
+        if let Some(a) = &self.ssh_extra_args {
+            args.push(format!("--ssh-extra-args={a}"));
         }
         args
     }
@@ -551,6 +649,35 @@ mod tests {
                 "--limit", "web", "--tags", "a,b", "--check", "--forks", "3", "-vv"
             ]
         );
+        let o: RunOptions = serde_json::from_value(json!({
+            "connection": "ssh", "remote_user": "deploy", "become": true,
+            "become_method": "sudo", "become_user": "app",
+            "ssh_common_args": "-o StrictHostKeyChecking=no", "ssh_extra_args": "-p 2222",
+            "credentials": ["key"]
+        }))
+        .expect("options");
+        o.validate().expect("valid");
+        assert_eq!(
+            o.to_args(),
+            vec![
+                "--connection=ssh",
+                "--user=deploy",
+                "--become",
+                "--become-method=sudo",
+                "--become-user=app",
+                "--ssh-common-args=-o StrictHostKeyChecking=no",
+                "--ssh-extra-args=-p 2222",
+            ]
+        );
+        // `become` is its name on the wire, and false is left out.
+        let shown = serde_json::to_value(&o).expect("json");
+        assert_eq!(shown["become"], json!(true));
+        assert!(
+            serde_json::to_value(RunOptions::default())
+                .expect("json")
+                .get("become")
+                .is_none()
+        );
     }
 
     #[test]
@@ -561,6 +688,12 @@ mod tests {
             (json!({"limit": "--become"}), "limit"),
             (json!({"tags": ["a,b"]}), "tags"),
             (json!({"timeout_s": 0}), "timeout_s"),
+            (json!({"remote_user": "-oProxyCommand=x"}), "remote_user"),
+            (json!({"become_user": "a b"}), "become_user"),
+            (json!({"connection": ""}), "connection"),
+            (json!({"ssh_extra_args": "-o A\n-o B"}), "ssh_extra_args"),
+            (json!({"credentials": ["key", "key"]}), "credentials"),
+            (json!({"credentials": ["no such name!"]}), "credentials"),
         ];
         for (v, field) in bad {
             let o: RunOptions = serde_json::from_value(v).expect("shape");

@@ -106,6 +106,25 @@ impl SecretKey {
     }
 }
 
+/// What seals and opens secrets, as a capability: code that stores or uses secrets depends on
+/// this rather than on the key.
+pub trait Sealer: Send + Sync + fmt::Debug {
+    /// `plain` sealed (see [`SecretKey::seal`]).
+    fn seal(&self, plain: &[u8]) -> Result<String, SealError>;
+    /// The text a sealed text holds (see [`SecretKey::open`]).
+    fn open(&self, sealed: &str) -> Result<Vec<u8>, SealError>;
+}
+
+impl Sealer for SecretKey {
+    fn seal(&self, plain: &[u8]) -> Result<String, SealError> {
+        SecretKey::seal(self, plain)
+    }
+
+    fn open(&self, sealed: &str) -> Result<Vec<u8>, SealError> {
+        SecretKey::open(self, sealed)
+    }
+}
+
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SecretKey(********)")

@@ -24,6 +24,9 @@ pub enum LaunchError {
     /// The template's own inventory has been deleted since it was saved.
     #[error("the inventory of template {0:?} no longer exists")]
     TemplateInventoryGone(String),
+    /// A credential named does not exist.
+    #[error("no credential named {0:?}")]
+    UnknownCredential(String),
     /// A playbook target without an inventory.
     #[error("give an inventory (id or name) or inline hosts")]
     MissingInventory,

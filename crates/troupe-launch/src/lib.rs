@@ -218,7 +218,23 @@ impl Launcher {
             notify: sealed,
         };
         new.validate()?;
+        self.check_credentials(&new.options.credentials).await?;
         Ok(new)
+    }
+
+    /// The credentials a run asks for exist, and there is at most one of each kind (vault: one
+    /// per vault id). They are looked up again when the run starts: one deleted meanwhile
+    /// fails the run then.
+    async fn check_credentials(&self, names: &[String]) -> LaunchResult<()> {
+        let mut found = Vec::with_capacity(names.len());
+        for name in names {
+            match self.store.find_credential(name).await? {
+                Some(c) => found.push(c),
+                None => return Err(LaunchError::UnknownCredential(name.clone())),
+            }
+        }
+        troupe_core::credential::check_run_credentials(&found, "credentials")?;
+        Ok(())
     }
 
     /// The project a request names.
@@ -304,7 +320,7 @@ impl Launcher {
 /// A launch's options over the template's defaults (or the plain defaults).
 fn combine(defaults: Option<&RunOptions>, options: LaunchOptions) -> LaunchResult<RunOptions> {
     match options {
-        LaunchOptions::Exact(options) => Ok(options),
+        LaunchOptions::Exact(options) => Ok(*options),
         LaunchOptions::Over(overrides) => {
             let plain = RunOptions::default();
             Ok(overrides.apply(defaults.unwrap_or(&plain))?)

@@ -68,7 +68,7 @@ pub enum InventorySource {
 #[derive(Debug, Clone, PartialEq)]
 pub enum LaunchOptions {
     /// Exactly these options (a template's defaults are not used).
-    Exact(RunOptions),
+    Exact(Box<RunOptions>),
     /// These overrides over the template's defaults, or over the plain defaults without one
     /// (see [`troupe_core::overrides`]).
     Over(Overrides),
@@ -106,7 +106,7 @@ impl LaunchRequest {
                 playbook: playbook.into(),
             },
             inventory: Some(inventory),
-            options: LaunchOptions::Exact(options),
+            options: LaunchOptions::Exact(Box::new(options)),
             labels: Labels::new(),
             tag: None,
             notify: Vec::new(),
@@ -141,7 +141,7 @@ impl LaunchRequest {
                 id: run.inventory_id,
                 content: inventory,
             }),
-            options: LaunchOptions::Exact(options),
+            options: LaunchOptions::Exact(Box::new(options)),
             labels: run.labels.clone(),
             tag: run.tag.clone(),
             notify: Vec::new(),

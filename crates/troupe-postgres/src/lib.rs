@@ -46,6 +46,7 @@ pub struct PgStore {
 
 mod catalog;
 mod claims;
+mod credentials;
 mod events;
 mod executions;
 mod flows;

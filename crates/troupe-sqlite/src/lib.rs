@@ -210,6 +210,7 @@ fn lock_file(path: &Path) -> Result<std::fs::File, StoreError> {
 
 mod catalog;
 mod claims;
+mod credentials;
 mod events;
 mod executions;
 mod flows;

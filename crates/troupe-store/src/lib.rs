@@ -4,7 +4,7 @@
 //! owning its migrations. `Store` is the sum of one trait per aggregate, each in a module of
 //! its own with its types: [`catalog`] (projects, inventories, templates), [`runs`],
 //! [`claims`], [`events`], [`output`], [`jobs`], [`inbound`] (event records and the rules
-//! document), [`tokens`] and [`flows`] (flow versions, executions with their steps and slots,
+//! document), [`tokens`], [`credentials`] and [`flows`] (flow versions, executions with their steps and slots,
 //! schedules: [`FlowStore`], [`ExecutionStore`], [`ScheduleStore`]) and [`notifications`] of
 //! runs' and executions' ends. Callers hold an `Arc<dyn Store>` and call any of their methods on
 //! it.
@@ -19,6 +19,7 @@ pub mod catalog;
 pub mod claims;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod credentials;
 mod error;
 pub mod events;
 pub mod flows;
@@ -33,6 +34,7 @@ pub mod tokens;
 
 pub use catalog::{InventoryStore, ProjectStore, TemplateStore};
 pub use claims::{ClaimStore, Lease, RunOutcome};
+pub use credentials::{CredentialStore, StoredCredential};
 pub use error::{StoreError, StoreResult};
 pub use events::EventStore;
 pub use flows::{ExecutionStore, FlowStore, ScheduleStore, SlotRequest};
@@ -50,9 +52,9 @@ pub use tokens::{TokenRecord, TokenStore};
 /// of the aggregates' traits need their trait in scope there; on a `dyn Store` they do not).
 pub mod prelude {
     pub use crate::{
-        ClaimStore, EventStore, ExecutionStore, FlowStore, InboundStore, InventoryStore, JobStore,
-        NotificationStore, OutputStore, ProjectStore, RunStore, ScheduleStore, Store, StoreBackend,
-        TemplateStore, TokenStore,
+        ClaimStore, CredentialStore, EventStore, ExecutionStore, FlowStore, InboundStore,
+        InventoryStore, JobStore, NotificationStore, OutputStore, ProjectStore, RunStore,
+        ScheduleStore, Store, StoreBackend, TemplateStore, TokenStore,
     };
 }
 
@@ -97,6 +99,7 @@ pub trait Store:
     + ExecutionStore
     + ScheduleStore
     + NotificationStore
+    + CredentialStore
     + Send
     + Sync
     + 'static
@@ -119,6 +122,7 @@ impl<T> Store for T where
         + ExecutionStore
         + ScheduleStore
         + NotificationStore
+        + CredentialStore
         + Send
         + Sync
         + 'static

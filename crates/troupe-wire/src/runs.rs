@@ -64,6 +64,30 @@ pub struct CreateRun {
     /// Split the hosts into slices of at most this many hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slice_size: Option<u32>,
+    /// Stored credentials to use, by name (at most one per kind; vault: one per vault id).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<String>,
+    /// `--connection`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    /// `--user`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_user: Option<String>,
+    /// `--become`.
+    #[serde(default, rename = "become", skip_serializing_if = "std::ops::Not::not")]
+    pub become_: bool,
+    /// `--become-method`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub become_method: Option<String>,
+    /// `--become-user`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub become_user: Option<String>,
+    /// `--ssh-common-args`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_common_args: Option<String>,
+    /// `--ssh-extra-args`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_extra_args: Option<String>,
     #[allow(missing_docs)]
     #[serde(default)]
     pub labels: Labels,
@@ -94,6 +118,14 @@ impl CreateRun {
             start_at_task: None,
             slices: None,
             slice_size: None,
+            credentials: Vec::new(),
+            connection: None,
+            remote_user: None,
+            become_: false,
+            become_method: None,
+            become_user: None,
+            ssh_common_args: None,
+            ssh_extra_args: None,
             labels: Labels::default(),
             tag: None,
         }

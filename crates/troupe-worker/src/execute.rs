@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use troupe_ansible::{AnsibleError, LaunchSpec, Process};
 use troupe_core::RunStatus;
+use troupe_core::credential::CredentialSecret;
 use troupe_core::project::ProjectSource;
 use troupe_core::run::{CancelMode, Run, RunSummary};
 use troupe_launch::playbooks::project_root;
@@ -208,6 +209,7 @@ impl WorkerPool {
             },
         };
         let project_dir = project_root(&project, &self.cfg.projects_dir);
+        let credentials = self.credentials(&run.options.credentials).await?;
         let spec = LaunchSpec {
             ansible: self.cfg.ansible.clone(),
             project_dir,
@@ -218,8 +220,31 @@ impl WorkerPool {
             run_key: run.id.to_string(),
             limits: self.cfg.limits,
             grace: self.cfg.grace,
+            credentials,
         };
         Ok((spec, commit))
+    }
+
+    /// The opened secrets of the credentials a run names, as they are now (one deleted or
+    /// changed since the launch is found out here). Messages name credentials, never values.
+    async fn credentials(&self, names: &[String]) -> Result<Vec<CredentialSecret>, String> {
+        let mut public = Vec::with_capacity(names.len());
+        let mut secrets = Vec::with_capacity(names.len());
+        for name in names {
+            let stored = self
+                .store
+                .sealed_credential(name)
+                .await
+                .map_err(|e| format!("could not load credential {name:?}: {e}"))?
+                .ok_or_else(|| format!("credential {name:?} no longer exists"))?;
+            let secret = troupe_core::credential::open(self.cfg.sealer.as_ref(), &stored.sealed)
+                .map_err(|e| format!("could not open credential {name:?}: {e}"))?;
+            public.push(stored.credential);
+            secrets.push(secret);
+        }
+        troupe_core::credential::check_run_credentials(&public, "credentials")
+            .map_err(|e| e.message)?;
+        Ok(secrets)
     }
 }
 

@@ -39,6 +39,8 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// Longest time an event waits in memory before it is written.
     pub flush_interval: Duration,
+    /// Opens the sealed secrets of the credentials runs use.
+    pub sealer: Arc<dyn troupe_core::secret::Sealer>,
 }
 
 /// Most runs claimed in one store transaction.

@@ -48,6 +48,9 @@ pub struct Config {
     /// CA certificates (PEM) trusted besides the system's for what troupe sends over HTTPS:
     /// flow `http` and `slack` steps and handlers, and discovery.
     pub ca_file: Option<PathBuf>,
+    /// The file of the key that seals secrets at rest (credentials, secret flow inputs):
+    /// `<data_dir>/secret.key` when absent, made (0600) on first start. Never in the database.
+    pub secret_key_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -71,6 +74,7 @@ impl Default for Config {
             event_flush_ms: 20,
             log: "info".to_owned(),
             ca_file: None,
+            secret_key_file: None,
         }
     }
 }
@@ -95,6 +99,7 @@ const ENV_KEYS: &[&str] = &[
     "event_flush_ms",
     "log",
     "ca_file",
+    "secret_key_file",
 ];
 
 /// Flags that override configuration (only those given).

@@ -99,7 +99,7 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
         #[command(flatten)]
-        args: cli::run::RunArgs,
+        args: Box<cli::run::RunArgs>,
     },
     /// Inspect and control runs.
     Runs {
@@ -150,6 +150,13 @@ enum Command {
         remote: Remote,
         #[command(subcommand)]
         cmd: cli::schedules::SchedulesCmd,
+    },
+    /// Credentials runs use: SSH keys, become and vault passwords, environment variables.
+    Credentials {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        cmd: cli::credentials::CredentialsCmd,
     },
     /// Manage API tokens.
     Token {
@@ -259,7 +266,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Doctor => doctor(&Config::load(cli.config.as_deref(), &overrides)?).await,
         Command::Run { remote, args } => {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;
-            cli::run::run(&client(&cfg, remote)?, args).await
+            cli::run::run(&client(&cfg, remote)?, *args).await
         }
         Command::Runs { remote, cmd } => {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;
@@ -296,6 +303,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Schedules { remote, cmd } => {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;
             cli::schedules::run(&client(&cfg, remote)?, cmd).await
+        }
+        Command::Credentials { remote, cmd } => {
+            let cfg = Config::load(cli.config.as_deref(), &overrides)?;
+            cli::credentials::run(&client(&cfg, remote)?, cmd).await
         }
         Command::Token { remote, cmd } => {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;

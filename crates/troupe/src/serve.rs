@@ -164,6 +164,13 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         ansible.bin_dir(),
     ));
     let node = node_id(&cfg.data_dir)?;
+    let key_file = cfg
+        .secret_key_file
+        .clone()
+        .unwrap_or_else(|| cfg.data_dir.join("secret.key"));
+    let key = troupe_flow::load_or_create_key(&key_file)
+        .with_context(|| format!("could not load the secret key {}", key_file.display()))?;
+    let sealer: Arc<dyn troupe_core::secret::Sealer> = Arc::new(key.clone());
     let ansible_bin_dir = ansible.bin_dir().map(Path::to_path_buf);
     let worker_cfg = WorkerConfig {
         node_id: node.clone(),
@@ -182,14 +189,12 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         },
         poll_interval: Duration::from_millis(cfg.poll_interval_ms),
         flush_interval: Duration::from_millis(cfg.event_flush_ms),
+        sealer: Arc::clone(&sealer),
     };
     let hub = Arc::new(LiveHub::default());
     let pool = WorkerPool::start(Arc::clone(&store), Arc::clone(&hub), worker_cfg).await;
-    // The secret key seals flows' secret inputs and every notification target.
-    let key = Arc::new(
-        troupe_flow::load_or_create_key(&cfg.data_dir.join("secret.key"))
-            .context("could not load the secret key")?,
-    );
+    // The same key seals flows' secret inputs and every notification target.
+    let key = Arc::new(key);
     let launcher = Arc::new(
         troupe_launch::Launcher::new(
             Arc::clone(&store),
@@ -293,6 +298,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         git,
         events: Arc::clone(&events),
         run_json: Arc::new(RunJsonCache::new(RUN_JSON_CACHE_BYTES)),
+        sealer,
     };
     let app = troupe_api::router(
         state,

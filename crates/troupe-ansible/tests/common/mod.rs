@@ -45,6 +45,7 @@ impl Project {
                 interrupt: Duration::from_secs(1),
                 terminate: Duration::from_secs(1),
             },
+            credentials: Vec::new(),
         }
     }
 }

@@ -10,6 +10,7 @@ use troupe_launch::{LaunchError, Ref};
 use troupe_store::StoreError;
 
 pub(crate) mod artifacts;
+pub(crate) mod credentials;
 pub(crate) mod events;
 pub(crate) mod flows;
 pub(crate) mod git;
@@ -134,6 +135,9 @@ impl From<LaunchError> for ApiError {
                 "template_inventory_missing",
                 e.to_string(),
             ),
+            LaunchError::UnknownCredential(_) => {
+                ApiError::invalid("unknown_credential", "credentials", e.to_string())
+            }
             LaunchError::MissingInventory => {
                 ApiError::invalid("missing_inventory", "inventory", e.to_string())
             }

@@ -75,6 +75,14 @@ async fn create_run(
         start_at_task: req.start_at_task,
         slices: req.slices,
         slice_size: req.slice_size,
+        credentials: req.credentials,
+        connection: req.connection,
+        remote_user: req.remote_user,
+        become_: req.become_,
+        become_method: req.become_method,
+        become_user: req.become_user,
+        ssh_common_args: req.ssh_common_args,
+        ssh_extra_args: req.ssh_extra_args,
     };
     let request = LaunchRequest {
         labels: req.labels,

@@ -41,6 +41,7 @@ use troupe_core::{Event, RunStatus};
 
 mod catalog;
 mod claims;
+mod credentials;
 mod events;
 mod executions;
 mod flows;
@@ -54,6 +55,7 @@ mod tokens;
 
 pub use catalog::*;
 pub use claims::*;
+pub use credentials::*;
 pub use events::*;
 pub use executions::*;
 pub use flows::*;
@@ -104,6 +106,7 @@ macro_rules! __conformance_case_names {
             output_streams,
             nul_characters_do_not_break_writes,
             tokens_round_trip,
+            credentials_round_trip,
             project_sync_round_trip,
             update_inventory_bumps_revision,
             delete_inventory_rules,

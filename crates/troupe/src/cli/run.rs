@@ -63,6 +63,30 @@ pub struct RunArgs {
     /// Queue the run and print its id without following it.
     #[arg(long)]
     pub detach: bool,
+    /// Use this stored credential (`troupe credentials create`), by name. Repeatable.
+    #[arg(long = "credential")]
+    pub credentials: Vec<String>,
+    /// Connection type (`ssh`, `local`...).
+    #[arg(short = 'c', long)]
+    pub connection: Option<String>,
+    /// Connect as this user.
+    #[arg(short = 'u', long = "user")]
+    pub remote_user: Option<String>,
+    /// Run operations with become.
+    #[arg(short = 'b', long = "become")]
+    pub become_: bool,
+    /// Privilege escalation method (`sudo`, `su`...).
+    #[arg(long)]
+    pub become_method: Option<String>,
+    /// Become this user.
+    #[arg(long)]
+    pub become_user: Option<String>,
+    /// Extra arguments to sftp, scp and ssh.
+    #[arg(long, allow_hyphen_values = true)]
+    pub ssh_common_args: Option<String>,
+    /// Extra arguments to ssh only.
+    #[arg(long, allow_hyphen_values = true)]
+    pub ssh_extra_args: Option<String>,
 }
 
 pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
@@ -124,6 +148,14 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
     body.forks = args.forks;
     body.verbosity = args.verbose;
     body.timeout_s = args.timeout;
+    body.credentials = args.credentials;
+    body.connection = args.connection;
+    body.remote_user = args.remote_user;
+    body.become_ = args.become_;
+    body.become_method = args.become_method;
+    body.become_user = args.become_user;
+    body.ssh_common_args = args.ssh_common_args;
+    body.ssh_extra_args = args.ssh_extra_args;
     for l in &args.labels {
         let (k, v) = l
             .split_once('=')

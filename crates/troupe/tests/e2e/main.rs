@@ -6,6 +6,7 @@ mod helpers;
 
 mod api;
 mod cli;
+mod credentials;
 mod events;
 mod events_brokers;
 mod events_flows;
