@@ -1094,3 +1094,39 @@ async fn steps_in_flight_at_a_restart_follow_their_retry_policy() -> anyhow::Res
     assert_eq!((tries(retried), tries(single)), (2, 1));
     Ok(())
 }
+
+/// A playbook whose first task is still running when the step's time is up.
+const SLOW_PLAYBOOK: &str = "- hosts: all
+  gather_facts: false
+  tasks:
+    - name: in flight
+      ansible.builtin.command: sleep 10
+    - name: never started
+      ansible.builtin.debug: {msg: late}
+";
+
+#[tokio::test]
+async fn a_playbook_step_past_its_timeout_stops_after_the_task_in_flight() -> anyhow::Result<()> {
+    let proj = named_project(&[("slow.yml", SLOW_PLAYBOOK)])?;
+    let server = serve_with(with_project(proj.path()))?;
+    let doc = format!(
+        "name: slow\nnodes:\n  local:\n    static: [alpha]\n    vars: {{ansible_connection: local, ansible_python_interpreter: \"{{{{ ansible_playbook_python }}}}\"}}\nsteps:\n  - id: upgrade\n    timeout: 6s\n    playbook: {{project: {}, playbook: slow.yml, nodes: local}}\n",
+        project_name(proj.path())
+    );
+    put_flow(&server, &doc).await?;
+    let id = start(&server, "slow", json!({})).await?;
+    let e = wait_execution(&server, id, None).await?;
+    let upgrade = crate::flows::step(&e, "steps/upgrade");
+    assert_eq!(upgrade["status"], "timeout", "{e}\n{}", server.log());
+    assert_ne!(e["status"], "successful", "{e}");
+    assert_eq!(upgrade["result"]["status"], "canceled", "{upgrade}");
+    // Stopped gracefully: the task in flight finished on its host; the next one never began.
+    let run_id = upgrade["run_ids"][0].as_i64().unwrap_or_default();
+    let out = server
+        .text(&format!("/api/v1/runs/{run_id}/stdout"))
+        .await?;
+    assert!(out.contains("TASK [in flight]"), "{out}");
+    assert!(out.contains("changed: [alpha]"), "{out}");
+    assert!(!out.contains("never started"), "{out}");
+    Ok(())
+}
