@@ -650,3 +650,68 @@ async fn bad_credentials_and_runs_are_refused_without_echoing_secrets() -> anyho
     assert!(!server.log().contains("topsecret"));
     Ok(())
 }
+
+/// A credential deleted while a run that names it waits in the queue: the run does not start
+/// without it, and says which credential is missing (nothing of its secret).
+#[tokio::test]
+async fn a_run_whose_credential_is_deleted_while_queued_fails_naming_it() -> anyhow::Result<()> {
+    let server = serve_with(troupe_testkit::ServerOpts {
+        max_concurrent_runs: 1,
+        ..Default::default()
+    })?;
+    let dir = troupe_testkit::fixtures::project_dir(&[
+        (
+            "hold.yml",
+            "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 4\n",
+        ),
+        (
+            "env.yml",
+            "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug: {msg: hi}\n",
+        ),
+    ])?;
+    let project = server.project(dir.path()).await?;
+    let hosts = troupe_testkit::fixtures::local_hosts(1);
+    let (status, created) = post(
+        &server,
+        json!({"name": "api-env", "kind": "env", "vars": {"API_KEY": "gone-s3cr3t"}}),
+    )
+    .await?;
+    assert_eq!(status, 201, "{created}");
+
+    // The only slot is taken, so the second run waits in the queue.
+    let holder = server
+        .launch(project, "hold.yml", &hosts, json!({}))
+        .await?;
+    server
+        .wait_run(holder, Duration::from_secs(60), |s| s == "running")
+        .await?;
+    let queued = server
+        .launch(
+            project,
+            "env.yml",
+            &hosts,
+            json!({"credentials": ["api-env"]}),
+        )
+        .await?;
+    let run = server.get(&format!("/api/v1/runs/{queued}")).await?;
+    assert_eq!(run["status"], "queued", "{run}");
+    let (status, body) = server
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/credentials/{}", created["id"]),
+            None,
+        )
+        .await?;
+    assert!(status == 204 || status == 200, "{status} {body}");
+
+    let ended = server.wait_finished(queued).await?;
+    assert_ne!(ended["status"], "successful", "{ended}");
+    let why = ended.to_string();
+    assert!(
+        why.contains("api-env"),
+        "the reason names the credential: {why}"
+    );
+    assert!(!why.contains("gone-s3cr3t"), "{why}");
+    assert_eq!(server.wait_finished(holder).await?["status"], "successful");
+    Ok(())
+}
