@@ -163,6 +163,9 @@ pub struct NewExecution {
     pub parent: Option<ParentStep>,
     /// Who or what started it: `api`, `cli`, `schedule:<id>`, `rule:<name>`, `flow:<id>`.
     pub started_by: String,
+    /// Where to tell its end (the flow's `notify`, rendered and sealed): stored with it, in the
+    /// same transaction.
+    pub notify: Vec<crate::notify::SealedNotify>,
 }
 
 /// One execution of one version of a flow.

@@ -461,6 +461,7 @@ mod tests {
                 concurrency_key: None,
                 parent: None,
                 started_by: start.started_by,
+                notify: Vec::new(),
             })
         }
 

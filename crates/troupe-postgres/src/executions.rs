@@ -28,8 +28,10 @@ use troupe_store::{ExecutionStore, Page, SlotRequest, StoreError, StoreResult};
 #[async_trait]
 impl ExecutionStore for PgStore {
     async fn create_execution(&self, new: &NewExecution) -> StoreResult<Execution> {
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
-        insert_execution(&mut conn, new).await
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let execution = insert_execution(&mut tx, new).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(execution)
     }
 
     async fn get_execution(&self, id: i64) -> StoreResult<Execution> {
@@ -387,5 +389,14 @@ pub(crate) async fn insert_execution(
             _ => backend(e),
         })?
         .ok_or_else(|| flow_not_found(&new.flow, Some(new.version)))?;
-    execution_from::<PgDialect>(&row)
+    let execution = execution_from::<PgDialect>(&row)?;
+    if !new.notify.is_empty() {
+        crate::notifications::insert(
+            conn,
+            troupe_core::notify::Subject::Execution(execution.id),
+            &new.notify,
+        )
+        .await?;
+    }
+    Ok(execution)
 }

@@ -23,7 +23,11 @@ use troupe_store::{ExecutionStore, Page, SlotRequest, StoreError, StoreResult};
 #[async_trait]
 impl ExecutionStore for SqliteStore {
     async fn create_execution(&self, new: &NewExecution) -> StoreResult<Execution> {
-        insert_execution(&mut *self.write().await, new).await
+        let mut w = self.write().await;
+        let mut tx = w.begin().await?;
+        let execution = insert_execution(&mut tx, new).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(execution)
     }
 
     async fn get_execution(&self, id: i64) -> StoreResult<Execution> {
@@ -384,5 +388,14 @@ pub(crate) async fn insert_execution(
         _ => backend(e),
     })?
     .ok_or_else(|| flow_not_found(&new.flow, Some(new.version)))?;
-    execution_from::<SqliteDialect>(&row)
+    let execution = execution_from::<SqliteDialect>(&row)?;
+    if !new.notify.is_empty() {
+        crate::notifications::insert(
+            conn,
+            troupe_core::notify::Subject::Execution(execution.id),
+            &new.notify,
+        )
+        .await?;
+    }
+    Ok(execution)
 }

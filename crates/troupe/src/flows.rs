@@ -7,8 +7,7 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use troupe_core::flow::{Execution, FlowChange, StepRecord};
 use troupe_core::run::Run;
-use troupe_core::secret::SecretKey;
-use troupe_flow::engine::{Observe, Seal, WaitRun};
+use troupe_flow::engine::{Observe, WaitRun};
 use troupe_store::{Store, StoreResult};
 use troupe_worker::{LiveHub, RunChange};
 
@@ -70,19 +69,6 @@ impl Observe for HubObserver {
             line: line.to_owned(),
             at: chrono::Utc::now(),
         });
-    }
-}
-
-/// Seals with the server's secret key.
-pub struct KeySeal(pub SecretKey);
-
-impl Seal for KeySeal {
-    fn seal(&self, clear: &[u8]) -> Result<String, String> {
-        self.0.seal(clear).map_err(|e| e.to_string())
-    }
-
-    fn open(&self, sealed: &str) -> Result<Vec<u8>, String> {
-        self.0.open(sealed).map_err(|e| e.to_string())
     }
 }
 

@@ -11,13 +11,12 @@ use troupe_ansible::{Ansible, Grace, Limits};
 use troupe_api::run_json::RunJsonCache;
 use troupe_api::{ApiConfig, AppState, TokenSet, generate_token, hash_token};
 use troupe_core::project::{NewProject, ProjectSource};
-use troupe_core::secret::SecretKey;
 use troupe_flow::discovery::Discovery;
 use troupe_flow::engine::{Engine, EngineConfig, Parts};
 use troupe_store::Store;
 use troupe_worker::{LiveHub, WorkerConfig, WorkerPool};
 
-use crate::flows::{HubObserver, HubRuns, KeySeal};
+use crate::flows::{HubObserver, HubRuns};
 
 /// JSON of runs kept for the runs list (a few thousand runs; nothing until the list is read).
 const RUN_JSON_CACHE_BYTES: u64 = 4 * 1024 * 1024;
@@ -228,7 +227,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
                 hub: Arc::clone(&hub),
             }),
             nodes: Arc::new(discovery),
-            seal: Arc::new(KeySeal(SecretKey::clone(&key))),
+            seal: Arc::clone(&sealer),
             observe: Arc::new(HubObserver(Arc::clone(&hub))),
             http: http.clone(),
         },

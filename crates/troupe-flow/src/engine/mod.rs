@@ -12,7 +12,7 @@ mod drive;
 mod seams;
 mod steps;
 
-pub use seams::{FindNodes, Nodes, Observe, Seal, Unobserved, WaitRun};
+pub use seams::{FindNodes, Nodes, Observe, Unobserved, WaitRun};
 
 use chrono::Utc;
 use serde_json::{Map, Value};
@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use troupe_core::flow::{Approval, Execution, NewExecution, ParentStep, StepRecord};
-use troupe_core::notify::{SealedNotify, Subject};
+use troupe_core::notify::SealedNotify;
 use troupe_launch::Launch;
 use troupe_store::{Store, StoreError};
 
@@ -125,7 +125,7 @@ pub struct Parts {
     /// Finds nodes.
     pub nodes: Arc<dyn FindNodes>,
     /// Seals secret inputs.
-    pub seal: Arc<dyn Seal>,
+    pub seal: Arc<dyn troupe_core::secret::Sealer>,
     /// Hears what happens.
     pub observe: Arc<dyn Observe>,
     /// Sends what `http` and `slack` steps and handlers send (from [`troupe_http::builder`],
@@ -233,9 +233,7 @@ impl Engine {
             }
             None => None,
         };
-        // Checked here, so a start with a target that cannot be rendered is refused; the
-        // targets are added once the execution is stored (see `admit`).
-        self.notify_targets(&doc, &inputs)?;
+        let notify = self.notify_targets(&doc, &inputs)?;
         Ok(NewExecution {
             flow: version.name.clone(),
             version: version.version,
@@ -245,45 +243,14 @@ impl Engine {
             concurrency_key,
             parent: req.parent,
             started_by: req.started_by,
+            notify,
         })
     }
 
-    /// Tells live followers about a stored execution, adds its flow's `notify` targets and
-    /// starts driving it.
+    /// Tells live followers about a stored execution and starts driving it.
     pub async fn admit(&self, execution: &Execution) {
-        if let Err(e) = self.add_notifications(execution).await {
-            tracing::error!(execution = execution.id, error = %e, "the execution's notify targets were not added");
-        }
         self.parts.observe.execution(execution);
         self.take(execution.id).await;
-    }
-
-    /// Adds the `notify` targets of a stored execution's flow, rendered over its inputs.
-    async fn add_notifications(&self, execution: &Execution) -> Result<(), String> {
-        let version = self
-            .parts
-            .store
-            .get_flow(&execution.flow, Some(execution.version))
-            .await
-            .map_err(|e| e.to_string())?;
-        let doc = load::load(&version.document).map_err(|e| e.to_string())?;
-        if doc.notify.is_empty() {
-            return Ok(());
-        }
-        let secrets = seams::open_map(
-            self.parts.seal.as_ref(),
-            execution.sealed_secrets.as_deref(),
-        )?;
-        let inputs = inputs::Inputs::with_secrets(execution.inputs.clone(), secrets);
-        let notify = self
-            .notify_targets(&doc, &inputs)
-            .map_err(|e| e.to_string())?;
-        self.parts
-            .store
-            .add_notifications(Subject::Execution(execution.id), &notify)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
     }
 
     /// The flow's `notify` targets, their URLs and header values rendered over the inputs,
@@ -320,7 +287,7 @@ impl Engine {
                 .map_err(|e| problem(e.field.clone(), &inputs.scrubber().scrub_str(&e.message)))?;
             out.push(
                 n.seal_with(|clear| self.parts.seal.seal(clear))
-                    .map_err(StartError::Seal)?,
+                    .map_err(|e| StartError::Seal(e.to_string()))?,
             );
         }
         Ok(out)

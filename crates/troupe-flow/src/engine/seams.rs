@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use troupe_core::flow::{Execution, StepRecord};
 use troupe_core::run::Run;
+use troupe_core::secret::Sealer;
 use troupe_store::StoreResult;
 
 use crate::doc::NodeSet;
@@ -32,14 +33,6 @@ pub trait WaitRun: Send + Sync {
     async fn finished(&self, run_id: i64) -> StoreResult<Run>;
 }
 
-/// Seals secret inputs for storage, and opens them again.
-pub trait Seal: Send + Sync {
-    /// The sealed text of `clear`.
-    fn seal(&self, clear: &[u8]) -> Result<String, String>;
-    /// The clear bytes of a sealed text; an error when the key is wrong or the text tampered.
-    fn open(&self, sealed: &str) -> Result<Vec<u8>, String>;
-}
-
 /// Hears what executions do, to stream it live.
 pub trait Observe: Send + Sync {
     /// An execution changed status.
@@ -61,25 +54,25 @@ impl Observe for Unobserved {
 
 /// Secret inputs as a JSON object, sealed.
 pub(crate) fn seal_map(
-    seal: &dyn Seal,
+    seal: &dyn Sealer,
     secrets: &Map<String, Value>,
 ) -> Result<Option<String>, String> {
     if secrets.is_empty() {
         return Ok(None);
     }
     let bytes = serde_json::to_vec(secrets).map_err(|e| e.to_string())?;
-    seal.seal(&bytes).map(Some)
+    seal.seal(&bytes).map(Some).map_err(|e| e.to_string())
 }
 
 /// The secret inputs a sealed text holds.
 pub(crate) fn open_map(
-    seal: &dyn Seal,
+    seal: &dyn Sealer,
     sealed: Option<&str>,
 ) -> Result<Map<String, Value>, String> {
     let Some(sealed) = sealed else {
         return Ok(Map::new());
     };
-    let bytes = seal.open(sealed)?;
+    let bytes = seal.open(sealed).map_err(|e| e.to_string())?;
     serde_json::from_slice(&bytes).map_err(|e| format!("sealed inputs: {e}"))
 }
 

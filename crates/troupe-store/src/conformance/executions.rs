@@ -26,6 +26,7 @@ fn new_execution(flow: &FlowVersion) -> NewExecution {
         concurrency_key: Some(format!("{}/prod", flow.name)),
         parent: None,
         started_by: "api".into(),
+        notify: Vec::new(),
     }
 }
 

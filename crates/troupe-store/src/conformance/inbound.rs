@@ -986,6 +986,7 @@ pub async fn inbound_flow_proposals_start_executions(store: &dyn Store) {
         concurrency_key: None,
         parent: None,
         started_by: started_by.into(),
+        notify: Vec::new(),
     };
     let gated = |start: Result<Start, String>| Proposal {
         rule: "deploy".into(),

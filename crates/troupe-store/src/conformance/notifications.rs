@@ -39,6 +39,7 @@ async fn ended_execution(store: &dyn Store, status: ExecutionStatus) -> i64 {
             concurrency_key: None,
             parent: None,
             started_by: "api".into(),
+            notify: Vec::new(),
         })
         .await
         .expect("create execution");
@@ -107,6 +108,36 @@ pub async fn notifications_round_trip(store: &dyn Store) {
         .await
         .expect("template");
     assert!(bare.notify.is_empty());
+
+    // An execution's targets are stored with it.
+    let flow = store
+        .put_flow("told", "name: told\nsteps: []\n")
+        .await
+        .expect("put flow");
+    let told = store
+        .create_execution(&NewExecution {
+            flow: flow.name.clone(),
+            version: flow.version,
+            started_by: "api".into(),
+            notify: targets.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("create execution");
+    let stored = store
+        .list_notifications(Subject::Execution(told.id))
+        .await
+        .expect("list");
+    assert_eq!(
+        stored
+            .iter()
+            .map(|n| (n.run_id, n.execution_id, n.target.clone()))
+            .collect::<Vec<_>>(),
+        targets
+            .iter()
+            .map(|t| (None, Some(told.id), t.clone()))
+            .collect::<Vec<_>>()
+    );
 
     let e = ended_execution(store, ExecutionStatus::Failed).await;
     let added = store
