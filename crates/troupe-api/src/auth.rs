@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
+use troupe_core::worker::TokenRole;
 use troupe_store::{Store, StoreResult};
 
 /// The prefix of every token troupe issues, so they are easy to spot in leaked text.
@@ -41,7 +42,7 @@ pub const STREAM_TOKEN_TTL: Duration = Duration::from_secs(300);
 /// The hashes of the tokens that may call the API, and of the short-lived stream tokens.
 #[derive(Default)]
 pub struct TokenSet {
-    hashes: RwLock<Vec<[u8; 32]>>,
+    hashes: RwLock<Vec<([u8; 32], TokenRole)>>,
     stream: Mutex<HashMap<[u8; 32], Instant>>,
 }
 
@@ -50,18 +51,18 @@ impl TokenSet {
     pub async fn load(store: &dyn Store) -> StoreResult<Self> {
         let set = TokenSet::default();
         for t in store.list_tokens().await? {
-            set.insert_hex(&t.hash);
+            set.insert_hex(&t.hash, t.role);
         }
         Ok(set)
     }
 
-    /// Adds a hash (hex) to the set; malformed hashes are ignored.
-    pub fn insert_hex(&self, hash: &str) {
+    /// Adds a hash (hex) with its role to the set; malformed hashes are ignored.
+    pub fn insert_hex(&self, hash: &str, role: TokenRole) {
         let mut raw = [0u8; 32];
         if hex::decode_to_slice(hash, &mut raw).is_ok()
             && let Ok(mut hashes) = self.hashes.write()
         {
-            hashes.push(raw);
+            hashes.push((raw, role));
         }
     }
 
@@ -94,16 +95,25 @@ impl TokenSet {
             .into()
     }
 
-    /// True when `token` is one of ours. Every stored hash is compared, in constant time.
+    /// True when `token` is one of ours with the admin role.
     pub fn verify(&self, token: &str) -> bool {
+        self.role_of(token) == Some(TokenRole::Admin)
+    }
+
+    /// The role of `token` when it is one of ours. Every stored hash is compared, in constant
+    /// time.
+    pub fn role_of(&self, token: &str) -> Option<TokenRole> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let Ok(hashes) = self.hashes.read() else {
-            return false;
+            return None;
         };
-        hashes
-            .iter()
-            .fold(subtle::Choice::from(0), |acc, h| acc | h.ct_eq(&digest))
-            .into()
+        let mut found = None;
+        for (h, role) in hashes.iter() {
+            if bool::from(h.ct_eq(&digest)) {
+                found = Some(*role);
+            }
+        }
+        found
     }
 }
 
@@ -130,20 +140,37 @@ pub(crate) async fn require_token(
             };
         }
     }
-    match presented {
-        None => Err(ApiError::new(
+    let Some(presented) = presented else {
+        return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "missing bearer token: send Authorization: Bearer <token>",
-        )),
-        Some(t) if state.tokens.verify(t) => Ok(next.run(req).await),
-        Some(_) => Err(ApiError::new(
+        ));
+    };
+    let worker_route = req.uri().path().starts_with(WORKER_ROUTES);
+    match state.tokens.role_of(presented) {
+        None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "invalid token",
         )),
+        Some(TokenRole::Admin) if !worker_route => Ok(next.run(req).await),
+        Some(TokenRole::Worker) if worker_route => Ok(next.run(req).await),
+        Some(TokenRole::Admin) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the worker protocol needs a worker token (POST /api/v1/tokens with role \"worker\")",
+        )),
+        Some(TokenRole::Worker) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a worker token may only claim runs and report on them (/api/v1/worker/...)",
+        )),
     }
 }
+
+/// Where the worker protocol lives: only worker tokens are taken there, and only there.
+pub(crate) const WORKER_ROUTES: &str = "/api/v1/worker/";
 
 /// The token of an `Authorization: Bearer <token>` header.
 pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
@@ -175,11 +202,16 @@ mod tests {
         let t = generate_token();
         assert!(t.starts_with(TOKEN_PREFIX) && t.len() > 40);
         assert!(!set.verify(&t));
-        set.insert_hex(&hash_token(&t));
+        set.insert_hex(&hash_token(&t), TokenRole::Admin);
         assert!(set.verify(&t));
         assert!(!set.verify(&generate_token()));
         assert!(!set.verify(""));
-        set.insert_hex("not hex");
+        set.insert_hex("not hex", TokenRole::Admin);
+        let w = generate_token();
+        set.insert_hex(&hash_token(&w), TokenRole::Worker);
+        assert_eq!(set.role_of(&w), Some(TokenRole::Worker));
+        assert!(!set.verify(&w), "a worker token is not an admin token");
+        assert_eq!(set.role_of(&t), Some(TokenRole::Admin));
         assert!(set.verify(&t));
     }
 

@@ -11,6 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 mod artifacts;
 pub mod auth;
+pub mod bundle;
 pub mod error;
 mod extract;
 mod routes;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub run_json: Arc<run_json::RunJsonCache>,
     /// Seals credentials' secrets before they are stored.
     pub sealer: Arc<dyn troupe_core::secret::Sealer>,
+    /// Project bundles remote workers fetch.
+    pub bundles: Arc<bundle::Bundles>,
 }
 
 /// Limits of the HTTP layer.
@@ -109,6 +112,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::schedules::router())
         .merge(routes::notifications::router())
         .merge(routes::credentials::router())
+        .merge(routes::workers::router())
 }
 
 /// The whole HTTP application.

@@ -21,6 +21,7 @@ pub mod status;
 pub mod template;
 pub mod text;
 pub mod url;
+pub mod worker;
 
 pub use error::ValidationError;
 pub use event::{Event, EventData};

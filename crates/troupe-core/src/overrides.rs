@@ -39,6 +39,7 @@ pub fn option_names() -> Vec<String> {
         become_user: Some(String::new()),
         ssh_common_args: Some(String::new()),
         ssh_extra_args: Some(String::new()),
+        worker_labels: vec![String::new()],
         ..RunOptions::default()
     }) {
         Ok(Value::Object(m)) => m.into_iter().map(|(k, _)| k).collect(),

@@ -78,6 +78,10 @@ pub struct RunOptions {
     /// `--ssh-extra-args`: extra arguments to ssh only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_extra_args: Option<String>,
+    /// Labels a worker must have to take this run (every one of them); a run no live worker
+    /// can take stays queued and says why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub worker_labels: Vec<String>,
 }
 
 impl RunOptions {
@@ -94,6 +98,9 @@ impl RunOptions {
 impl RunOptions {
     /// Checks every option; errors name the field.
     pub fn validate(&self) -> Result<(), ValidationError> {
+        for label in &self.worker_labels {
+            check_worker_label(label, "worker_labels")?;
+        }
         if let Some(limit) = &self.limit {
             check_cli_word(limit, "limit")?;
         }
@@ -733,5 +740,26 @@ mod tests {
         assert!(validate_labels(&l).is_ok());
         l.insert("bad key".into(), "x".into());
         assert!(validate_labels(&l).is_err());
+    }
+}
+
+/// Checks one worker label: 1 to 63 characters of letters, digits, `-`, `_`, `.`, `/` and `=`,
+/// so that `--labels a,b` and label lists read the same everywhere.
+pub fn check_worker_label(label: &str, field: &str) -> Result<(), ValidationError> {
+    let ok = !label.is_empty()
+        && label.len() <= 63
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '='));
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            "invalid_field",
+            field,
+            format!(
+                "worker label {label:?} must be 1 to 63 letters, digits or '-', '_', '.', '/', '='"
+            ),
+        ))
     }
 }

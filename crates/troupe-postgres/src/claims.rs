@@ -11,13 +11,13 @@ use troupe_store::sql::{
     already_finished, backend, cancel_mode, finishable, get, not_held, run_from, sorted_ids,
     statements, to_json,
 };
-use troupe_store::{ClaimStore, Lease, RunOutcome, StoreResult};
+use troupe_store::{ClaimStore, Claimant, Lease, RunOutcome, StoreResult};
 
 #[async_trait]
 impl ClaimStore for PgStore {
-    async fn claim_runs(
+    async fn claim_for(
         &self,
-        worker_id: &str,
+        claimant: &Claimant<'_>,
         lease: Duration,
         limit: usize,
     ) -> StoreResult<Vec<Run>> {
@@ -30,19 +30,29 @@ impl ClaimStore for PgStore {
         }
         // SKIP LOCKED: runs another claimer has locked are passed over, not waited for; the
         // outer `status = 'queued'` is re-checked on the locked rows.
+        // A run may be taken when every label it requires is among the claimant's; a split
+        // parent only by a claimant that coordinates splits.
+        let splits = if claimant.splits {
+            ""
+        } else {
+            " AND (parent_id IS NOT NULL OR (options->>'slices' IS NULL \
+               AND options->>'slice_size' IS NULL))"
+        };
         let now = now();
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "WITH picked AS (SELECT id AS pick FROM runs WHERE status = 'queued' ORDER BY id \
-                              LIMIT $4 FOR UPDATE SKIP LOCKED) \
+            "WITH picked AS (SELECT id AS pick FROM runs WHERE status = 'queued' \
+               AND COALESCE((options->'worker_labels')::jsonb, '[]'::jsonb) <@ $5::jsonb{splits} \
+               ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
              UPDATE runs SET status = 'running', started_at = $1, worker_id = $2, \
              lease_expires_at = $3, cancel_requested = NULL \
              FROM picked WHERE runs.id = picked.pick AND runs.status = 'queued' \
              RETURNING {RUN_COLS}"
         )))
         .bind(now)
-        .bind(worker_id)
+        .bind(claimant.worker_id)
         .bind(lease_end(now, lease))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(to_json(&claimant.labels)?)
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;

@@ -57,6 +57,7 @@ mod output;
 mod runs;
 mod schedules;
 mod tokens;
+mod workers;
 
 /// How PostgreSQL stores what the shared row mapping reads: times as `timestamptz`, JSON as
 /// `json`/`jsonb` (selected `::text`, so it arrives as written), lists of ids as `bigint[]`.

@@ -11,13 +11,13 @@ use troupe_store::sql::{
     already_finished, backend, cancel_mode, finishable, get, not_held, run_from, sorted_ids,
     statements, to_json,
 };
-use troupe_store::{ClaimStore, Lease, RunOutcome, StoreResult};
+use troupe_store::{ClaimStore, Claimant, Lease, RunOutcome, StoreResult};
 
 #[async_trait]
 impl ClaimStore for SqliteStore {
-    async fn claim_runs(
+    async fn claim_for(
         &self,
-        worker_id: &str,
+        claimant: &Claimant<'_>,
         lease: Duration,
         limit: usize,
     ) -> StoreResult<Vec<Run>> {
@@ -31,17 +31,29 @@ impl ClaimStore for SqliteStore {
         // One statement: SQLite runs it under the write lock, so the runs it picks cannot be
         // picked by anyone else. The clock is read once the writer is ours, so `started_at` is
         // when the claim happened, not when it started waiting behind other writes.
+        // A run may be taken when every label it requires is among the claimant's; a split
+        // parent only by a claimant that coordinates splits.
+        let splits = if claimant.splits {
+            ""
+        } else {
+            " AND (parent_id IS NOT NULL OR (json_extract(options, '$.slices') IS NULL \
+               AND json_extract(options, '$.slice_size') IS NULL))"
+        };
         let mut conn = self.write().await;
         let now = now_us();
         let rows = sqlx::query(AssertSqlSafe(format!(
             "UPDATE runs SET status = 'running', started_at = ?, worker_id = ?, \
              lease_expires_at = ?, cancel_requested = NULL \
-             WHERE id IN (SELECT id FROM runs WHERE status = 'queued' ORDER BY id LIMIT ?) \
+             WHERE id IN (SELECT id FROM runs WHERE status = 'queued' \
+               AND NOT EXISTS (SELECT 1 FROM json_each(runs.options, '$.worker_labels') AS l \
+                 WHERE l.value NOT IN (SELECT value FROM json_each(?))){splits} \
+               ORDER BY id LIMIT ?) \
              AND status = 'queued' RETURNING {RUN_COLS}"
         )))
         .bind(now)
-        .bind(worker_id)
+        .bind(claimant.worker_id)
         .bind(lease_end(now, lease))
+        .bind(to_json(&claimant.labels)?)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&mut *conn)
         .await

@@ -221,6 +221,7 @@ mod output;
 mod runs;
 mod schedules;
 mod tokens;
+mod workers;
 
 /// How SQLite stores what the shared row mapping reads: times as integer microseconds since
 /// the Unix epoch (UTC), JSON (and lists of ids) as text.

@@ -33,6 +33,29 @@ pub enum Lease {
     Lost,
 }
 
+/// Who claims, and so which queued runs it may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Claimant<'a> {
+    /// The id the runs are claimed under.
+    pub worker_id: &'a str,
+    /// The worker's labels: it takes only runs whose `worker_labels` are all among them.
+    pub labels: &'a [String],
+    /// Whether it may take split runs' parents, which queue their slices through the store
+    /// (a server's embedded pool; not a remote worker).
+    pub splits: bool,
+}
+
+impl<'a> Claimant<'a> {
+    /// A worker without labels that coordinates split runs: the embedded pool's default.
+    pub fn embedded(worker_id: &'a str) -> Self {
+        Claimant {
+            worker_id,
+            labels: &[],
+            splits: true,
+        }
+    }
+}
+
 /// The run queue as workers see it: claims, leases and the moves of a run's status.
 #[async_trait]
 pub trait ClaimStore {
@@ -51,6 +74,18 @@ pub trait ClaimStore {
     async fn claim_runs(
         &self,
         worker_id: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> StoreResult<Vec<Run>> {
+        self.claim_for(&Claimant::embedded(worker_id), lease, limit)
+            .await
+    }
+    /// Claims up to `limit` of the oldest queued runs `claimant` may take (its labels cover
+    /// the run's `worker_labels`; split parents only when it coordinates splits), as
+    /// [`ClaimStore::claim_runs`] does.
+    async fn claim_for(
+        &self,
+        claimant: &Claimant<'_>,
         lease: Duration,
         limit: usize,
     ) -> StoreResult<Vec<Run>>;

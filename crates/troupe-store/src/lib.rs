@@ -31,9 +31,10 @@ pub mod runs;
 #[cfg(feature = "sql")]
 pub mod sql;
 pub mod tokens;
+pub mod workers;
 
 pub use catalog::{InventoryStore, ProjectStore, TemplateStore};
-pub use claims::{ClaimStore, Lease, RunOutcome};
+pub use claims::{ClaimStore, Claimant, Lease, RunOutcome};
 pub use credentials::{CredentialStore, StoredCredential};
 pub use error::{StoreError, StoreResult};
 pub use events::EventStore;
@@ -47,6 +48,7 @@ pub use notifications::{DueNotification, NotificationStore, NotifyOutcome};
 pub use output::{OutputChunk, OutputStore, Stream};
 pub use runs::{RunFilter, RunStore, RunVersion};
 pub use tokens::{TokenRecord, TokenStore};
+pub use workers::WorkerStore;
 
 /// Every store trait, for code that calls store methods on a concrete backend type (methods
 /// of the aggregates' traits need their trait in scope there; on a `dyn Store` they do not).
@@ -54,7 +56,7 @@ pub mod prelude {
     pub use crate::{
         ClaimStore, CredentialStore, EventStore, ExecutionStore, FlowStore, InboundStore,
         InventoryStore, JobStore, NotificationStore, OutputStore, ProjectStore, RunStore,
-        ScheduleStore, Store, StoreBackend, TemplateStore, TokenStore,
+        ScheduleStore, Store, StoreBackend, TemplateStore, TokenStore, WorkerStore,
     };
 }
 
@@ -100,6 +102,7 @@ pub trait Store:
     + ScheduleStore
     + NotificationStore
     + CredentialStore
+    + WorkerStore
     + Send
     + Sync
     + 'static
@@ -123,6 +126,7 @@ impl<T> Store for T where
         + ScheduleStore
         + NotificationStore
         + CredentialStore
+        + WorkerStore
         + Send
         + Sync
         + 'static

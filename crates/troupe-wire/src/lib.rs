@@ -26,6 +26,7 @@ pub mod schedules;
 pub mod streams;
 pub mod templates;
 pub mod tokens;
+pub mod workers;
 
 use serde::{Deserialize, Serialize};
 

@@ -88,6 +88,9 @@ pub struct CreateRun {
     /// `--ssh-extra-args`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_extra_args: Option<String>,
+    /// Labels a worker must have to take the run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub worker_labels: Vec<String>,
     #[allow(missing_docs)]
     #[serde(default)]
     pub labels: Labels,
@@ -126,6 +129,7 @@ impl CreateRun {
             become_user: None,
             ssh_common_args: None,
             ssh_extra_args: None,
+            worker_labels: Vec::new(),
             labels: Labels::default(),
             tag: None,
         }

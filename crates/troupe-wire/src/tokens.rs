@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 pub struct NewToken {
     /// What the token is for ("ci", "alice"...).
     pub name: String,
+    /// What it may do: `admin` (the default) or `worker` (only the worker protocol).
+    #[serde(default)]
+    pub role: troupe_core::worker::TokenRole,
 }
 
 // The answer to `POST /api/v1/tokens`: the only time the secret is sent.
@@ -17,6 +20,8 @@ pub struct NewToken {
 pub struct IssuedToken {
     pub id: i64,
     pub name: String,
+    /// What it may do.
+    pub role: troupe_core::worker::TokenRole,
     /// The secret: shown once, only its hash is kept.
     pub token: String,
 }

@@ -9,7 +9,8 @@ use troupe_ansible::Output;
 use troupe_core::Event;
 use troupe_core::event::STATS_EVENT;
 use troupe_core::run::{HostStats, RunSummary};
-use troupe_store::{OutputChunk, Store, Stream};
+use crate::backend::Backend;
+use troupe_store::{OutputChunk, Stream};
 
 /// Events or chunks pending before a flush is due regardless of the timer.
 pub(crate) const BATCH_MAX: usize = 500;
@@ -114,7 +115,7 @@ impl Batcher {
 
     /// Writes what is pending, retrying with backoff until the store takes it: events are
     /// never dropped. The write is idempotent, so a retry after an unknown outcome is safe.
-    pub(crate) async fn flush(&mut self, store: &Arc<dyn Store>) {
+    pub(crate) async fn flush(&mut self, store: &dyn Backend) {
         let mut delay = Duration::from_millis(50);
         loop {
             match self.try_flush(store).await {
@@ -128,14 +129,14 @@ impl Batcher {
         }
     }
 
-    async fn try_flush(&mut self, store: &Arc<dyn Store>) -> Result<(), troupe_store::StoreError> {
+    async fn try_flush(&mut self, store: &dyn Backend) -> Result<(), troupe_store::StoreError> {
         if self.events.is_empty() && self.output.is_empty() {
             self.pending_since = None;
             return Ok(());
         }
         // One transaction, one commit, for both.
         store
-            .append_batch(self.run_id, &self.events, &self.output)
+            .store_batch(self.run_id, &self.events, &self.output)
             .await?;
         // Published only once stored: a subscriber that read the store first and listens here
         // afterwards can never miss an event.

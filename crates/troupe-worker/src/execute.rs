@@ -9,10 +9,8 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use troupe_ansible::{AnsibleError, LaunchSpec, Process};
 use troupe_core::RunStatus;
-use troupe_core::credential::CredentialSecret;
-use troupe_core::project::ProjectSource;
+use crate::backend::Finished;
 use troupe_core::run::{CancelMode, Run, RunSummary};
-use troupe_launch::playbooks::project_root;
 use troupe_store::{Lease, RunOutcome};
 
 impl WorkerPool {
@@ -25,7 +23,12 @@ impl WorkerPool {
             active.insert(run.id, tx);
         }
         let outcome = if run.slice.is_none() && run.options.slicing().is_some() {
-            self.run_sliced(&run, rx, slot).await
+            match self.store.clone() {
+                Some(store) => self.run_sliced(&store, &run, rx, slot).await,
+                None => Some(error_outcome(
+                    "a split run is coordinated by a troupe server, not by a remote worker".into(),
+                )),
+            }
         } else {
             let outcome = self.run_to_end(&run, rx).await;
             drop(slot);
@@ -45,17 +48,21 @@ impl WorkerPool {
         let mut delay = Duration::from_millis(100);
         for _ in 0..30 {
             match self
-                .store
-                .finish_run(run_id, &self.worker_id, &outcome)
+                .backend
+                .finish(run_id, &self.worker_id, &outcome)
                 .await
             {
-                Ok(run) => {
+                Ok(Finished::Recorded(Some(run))) => {
                     tracing::info!(run = run_id, status = %run.status, rc = ?run.rc, "run finished");
                     self.hub.publish_change(RunChange::status_of(&run));
                     self.hub.publish_finished(run_id, run.status);
                     return;
                 }
-                Err(troupe_store::StoreError::Conflict(msg)) => {
+                Ok(Finished::Recorded(None)) => {
+                    tracing::info!(run = run_id, status = %outcome.status, rc = ?outcome.rc, "run finished");
+                    return;
+                }
+                Ok(Finished::NotOurs(msg)) => {
                     tracing::warn!(run = run_id, %msg, "run was no longer ours to finish");
                     return;
                 }
@@ -93,7 +100,7 @@ impl WorkerPool {
             }
         };
         if let Err(e) = self
-            .store
+            .backend
             .mark_launched(
                 run.id,
                 &self.worker_id,
@@ -129,11 +136,11 @@ impl WorkerPool {
                                     Err(_) => break,
                                 }
                             }
-                            batcher.flush(&self.store).await;
+                            batcher.flush(self.backend.as_ref()).await;
                         }
                         if !summary_announced && let Some(summary) = batcher.summary().cloned() {
                             // Announced once the stats event is stored, not before.
-                            batcher.flush(&self.store).await;
+                            batcher.flush(self.backend.as_ref()).await;
                             summary_announced = true;
                             self.hub.publish_change(RunChange::SummaryUpdated {
                                 run_id: run.id,
@@ -148,12 +155,17 @@ impl WorkerPool {
                     None => break,
                 },
                 _ = flush_tick.tick() => {
-                    if batcher.due(UNWATCHED_FLUSH.max(self.cfg.flush_interval)) {
-                        batcher.flush(&self.store).await;
+                    let wait = if self.backend.eager() {
+                        self.cfg.flush_interval
+                    } else {
+                        UNWATCHED_FLUSH.max(self.cfg.flush_interval)
+                    };
+                    if batcher.due(wait) {
+                        batcher.flush(self.backend.as_ref()).await;
                     }
                 }
                 _ = renew_tick.tick() => {
-                    match self.store.renew_lease(run.id, &self.worker_id, self.cfg.lease).await {
+                    match self.backend.renew(run.id, &self.worker_id, self.cfg.lease).await {
                         Ok(Lease::Held { cancel_requested: Some(mode) }) => {
                             apply(CancelCause::Requested(mode), Some(&process), &mut cause);
                         }
@@ -166,7 +178,7 @@ impl WorkerPool {
             }
         }
         let exit = process.wait().await;
-        batcher.flush(&self.store).await;
+        batcher.flush(self.backend.as_ref()).await;
         if cause == Some(CancelCause::LeaseLost) {
             return None;
         }
@@ -184,67 +196,20 @@ impl WorkerPool {
     /// project's checkout is at. The playbook is checked again by [`Process::spawn`], which
     /// refuses one that is no longer a file inside the project.
     pub(crate) async fn prepare(&self, run: &Run) -> Result<(LaunchSpec, Option<String>), String> {
-        let (project, inventory) = self
-            .store
-            .get_run_launch(run.id)
-            .await
-            .map_err(|e| format!("could not load the run's project and inventory: {e}"))?;
-        let commit = match &project.source {
-            ProjectSource::Dir { .. } => None,
-            ProjectSource::Git { .. } => match &project.sync.commit {
-                Some(c) => Some(c.clone()),
-                None => {
-                    return Err(format!(
-                        "git project {:?} has never synced successfully{}; sync it with POST /api/v1/projects/{}/sync",
-                        project.name,
-                        project
-                            .sync
-                            .error
-                            .as_deref()
-                            .map(|e| format!(" (last error: {e})"))
-                            .unwrap_or_default(),
-                        project.id
-                    ));
-                }
-            },
-        };
-        let project_dir = project_root(&project, &self.cfg.projects_dir);
-        let credentials = self.credentials(&run.options.credentials).await?;
+        let prepared = self.backend.prepare(run).await?;
         let spec = LaunchSpec {
             ansible: self.cfg.ansible.clone(),
-            project_dir,
+            project_dir: prepared.project_dir,
             playbook: run.playbook.clone(),
-            inventory,
+            inventory: prepared.inventory,
             options: run.options.clone(),
             runs_dir: self.cfg.runs_dir.clone(),
             run_key: run.id.to_string(),
             limits: self.cfg.limits,
             grace: self.cfg.grace,
-            credentials,
+            credentials: prepared.credentials,
         };
-        Ok((spec, commit))
-    }
-
-    /// The opened secrets of the credentials a run names, as they are now (one deleted or
-    /// changed since the launch is found out here). Messages name credentials, never values.
-    async fn credentials(&self, names: &[String]) -> Result<Vec<CredentialSecret>, String> {
-        let mut public = Vec::with_capacity(names.len());
-        let mut secrets = Vec::with_capacity(names.len());
-        for name in names {
-            let stored = self
-                .store
-                .sealed_credential(name)
-                .await
-                .map_err(|e| format!("could not load credential {name:?}: {e}"))?
-                .ok_or_else(|| format!("credential {name:?} no longer exists"))?;
-            let secret = troupe_core::credential::open(self.cfg.sealer.as_ref(), &stored.sealed)
-                .map_err(|e| format!("could not open credential {name:?}: {e}"))?;
-            public.push(stored.credential);
-            secrets.push(secret);
-        }
-        troupe_core::credential::check_run_credentials(&public, "credentials")
-            .map_err(|e| e.message)?;
-        Ok(secrets)
+        Ok((spec, prepared.commit))
     }
 }
 

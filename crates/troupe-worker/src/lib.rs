@@ -4,6 +4,7 @@
 //! The embedded pool in `troupe serve` uses exactly the claim path a remote worker will: the
 //! store decides who runs what, so several processes can share one PostgreSQL store.
 
+pub mod backend;
 mod batch;
 mod execute;
 pub mod git;
@@ -13,5 +14,6 @@ mod slices;
 mod status;
 
 pub use live::{LiveEvent, LiveHub, RunChange, RunMessage, event_frame};
-pub use pool::{WorkerConfig, WorkerPool};
+pub use backend::{Backend, Finished, Prepared, StoreBackend};
+pub use pool::{WorkerConfig, WorkerPool, host_name};
 pub use status::{CancelCause, decide_status};

@@ -1,10 +1,12 @@
 //! The embedded worker pool: a dispatcher that claims runs while it has free slots, and one
 //! task per run in flight.
 
+use crate::backend::{Backend, StoreBackend};
 use crate::live::{LiveHub, RunChange};
 use crate::status::CancelCause;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, mpsc};
@@ -13,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use troupe_ansible::{Ansible, Grace, Limits};
 use troupe_core::RunStatus;
 use troupe_core::run::{CancelMode, Run};
+use troupe_core::worker::{NewWorker, WorkerKind};
 use troupe_store::{Store, StoreResult};
 
 /// How a pool runs.
@@ -41,6 +44,8 @@ pub struct WorkerConfig {
     pub flush_interval: Duration,
     /// Opens the sealed secrets of the credentials runs use.
     pub sealer: Arc<dyn troupe_core::secret::Sealer>,
+    /// Labels runs may require of this pool.
+    pub labels: Vec<String>,
 }
 
 /// Most runs claimed in one store transaction.
@@ -54,7 +59,11 @@ pub(crate) enum Control {
 
 /// Claims and executes runs. Cheap to share: wrap in `Arc`.
 pub struct WorkerPool {
-    pub(crate) store: Arc<dyn Store>,
+    /// Where runs come from and what they produce goes.
+    pub(crate) backend: Arc<dyn Backend>,
+    /// The store, for a pool inside a server: it coordinates split runs, sweeps expired leases
+    /// and cancels queued runs. `None` for a remote worker.
+    pub(crate) store: Option<Arc<dyn Store>>,
     pub(crate) hub: Arc<LiveHub>,
     pub(crate) cfg: WorkerConfig,
     pub(crate) worker_id: String,
@@ -62,6 +71,7 @@ pub struct WorkerPool {
     pub(crate) active: Mutex<HashMap<i64, mpsc::UnboundedSender<Control>>>,
     stop_claiming: CancellationToken,
     tracker: TaskTracker,
+    draining: AtomicBool,
 }
 
 impl WorkerPool {
@@ -70,13 +80,7 @@ impl WorkerPool {
     /// Runs still marked running under this node's id are marked `error`; process groups of
     /// runs whose private directories survived a crash are killed.
     pub async fn start(store: Arc<dyn Store>, hub: Arc<LiveHub>, cfg: WorkerConfig) -> Arc<Self> {
-        let orphans = troupe_ansible::reap_orphans(&cfg.runs_dir).await;
-        if !orphans.is_empty() {
-            tracing::warn!(
-                count = orphans.len(),
-                "killed processes left behind by a previous troupe"
-            );
-        }
+        reap(&cfg).await;
         let prefix = format!("{}/", cfg.node_id);
         match store
             .fail_runs_of_workers(&prefix, "troupe restarted while the run was in flight")
@@ -89,7 +93,62 @@ impl WorkerPool {
             Err(e) => tracing::error!(error = %e, "could not recover runs left running"),
         }
         let worker_id = format!("{}/{}", cfg.node_id, uuid::Uuid::new_v4().simple());
-        let pool = Arc::new(Self {
+        let registration = NewWorker {
+            id: worker_id.clone(),
+            name: host_name(),
+            kind: WorkerKind::Embedded,
+            labels: cfg.labels.clone(),
+            capacity: u32::try_from(cfg.slots).unwrap_or(u32::MAX),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        if let Err(e) = store.register_worker(&registration).await {
+            tracing::warn!(error = %e, "could not register the embedded worker");
+        }
+        let mut backend = StoreBackend::new(
+            Arc::clone(&store),
+            cfg.labels.clone(),
+            cfg.projects_dir.clone(),
+            Arc::clone(&cfg.sealer),
+        );
+        backend.registration = Some(registration);
+        let pool = Self::new(Arc::new(backend), Some(store), hub, cfg, Some(worker_id));
+        tokio::spawn(Arc::clone(&pool).dispatch());
+        tokio::spawn(Arc::clone(&pool).sweep_leases());
+        tokio::spawn(Arc::clone(&pool).heartbeat());
+        pool
+    }
+
+    /// Starts claiming from `backend` (a server, for a remote worker) under `worker_id`, after
+    /// killing processes a previous incarnation left behind. Split runs are not taken.
+    pub async fn start_remote(
+        backend: Arc<dyn Backend>,
+        cfg: WorkerConfig,
+        worker_id: String,
+    ) -> Arc<Self> {
+        reap(&cfg).await;
+        let pool = Self::new(
+            backend,
+            None,
+            Arc::new(LiveHub::default()),
+            cfg,
+            Some(worker_id),
+        );
+        tokio::spawn(Arc::clone(&pool).dispatch());
+        tokio::spawn(Arc::clone(&pool).heartbeat());
+        pool
+    }
+
+    fn new(
+        backend: Arc<dyn Backend>,
+        store: Option<Arc<dyn Store>>,
+        hub: Arc<LiveHub>,
+        cfg: WorkerConfig,
+        worker_id: Option<String>,
+    ) -> Arc<Self> {
+        let worker_id = worker_id
+            .unwrap_or_else(|| format!("{}/{}", cfg.node_id, uuid::Uuid::new_v4().simple()));
+        Arc::new(Self {
+            backend,
             store,
             hub,
             cfg,
@@ -98,10 +157,41 @@ impl WorkerPool {
             active: Mutex::new(HashMap::new()),
             stop_claiming: CancellationToken::new(),
             tracker: TaskTracker::new(),
-        });
-        tokio::spawn(Arc::clone(&pool).dispatch());
-        tokio::spawn(Arc::clone(&pool).sweep_leases());
-        pool
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// True once the pool was asked to drain: it finishes its runs and claims no more.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Heartbeats every third of a lease; a drain asked for stops claiming.
+    async fn heartbeat(self: Arc<Self>) {
+        let every = self.cfg.lease / 3;
+        loop {
+            match self
+                .backend
+                .heartbeat(&self.worker_id, self.active_runs())
+                .await
+            {
+                Ok(draining) => {
+                    if draining && !self.draining.swap(true, Ordering::Relaxed) {
+                        tracing::info!("asked to drain: finishing runs in flight, claiming no more");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = self.stop_claiming.cancelled() => return,
+            }
+        }
+    }
+
+    /// How long a claim holds without renewal (a worker silent this long counts as lost).
+    pub fn lease(&self) -> Duration {
+        self.cfg.lease
     }
 
     /// The id this pool claims runs under.
@@ -141,7 +231,12 @@ impl WorkerPool {
     /// Asks for a run to stop: a queued run is canceled on the spot (and followers are told),
     /// a running one is passed to the worker executing it. `Conflict` when it has finished.
     pub async fn cancel_run(&self, run_id: i64, mode: CancelMode) -> StoreResult<Run> {
-        let run = self.store.request_cancel(run_id, mode).await?;
+        let Some(store) = &self.store else {
+            return Err(troupe_store::StoreError::Conflict(
+                "a remote worker cannot cancel runs for others".into(),
+            ));
+        };
+        let run = store.request_cancel(run_id, mode).await?;
         if run.status == RunStatus::Running {
             self.cancel(run_id, mode);
         } else if run.status.is_finished() {
@@ -167,6 +262,7 @@ impl WorkerPool {
             .await
             .is_ok()
         {
+            self.say_goodbye().await;
             return;
         }
         let ids: Vec<i64> = self
@@ -179,6 +275,13 @@ impl WorkerPool {
             self.send(id, Control::Cancel(CancelCause::Shutdown));
         }
         self.tracker.wait().await;
+        self.say_goodbye().await;
+    }
+
+    async fn say_goodbye(&self) {
+        if let Err(e) = self.backend.goodbye(&self.worker_id).await {
+            tracing::warn!(error = %e, "could not say goodbye to the server");
+        }
     }
 
     async fn dispatch(self: Arc<Self>) {
@@ -195,6 +298,13 @@ impl WorkerPool {
             if self.stop_claiming.is_cancelled() {
                 return;
             }
+            if self.is_draining() {
+                drop(permit);
+                tokio::select! {
+                    () = tokio::time::sleep(self.cfg.poll_interval) => continue,
+                    () = self.stop_claiming.cancelled() => return,
+                }
+            }
             // Every free slot is claimed for in one transaction (a burst of queued runs starts
             // at the pace of process spawns, not of one store round trip per run).
             let mut permits = vec![permit];
@@ -205,8 +315,8 @@ impl WorkerPool {
                 }
             }
             match self
-                .store
-                .claim_runs(&self.worker_id, self.cfg.lease, permits.len())
+                .backend
+                .claim(&self.worker_id, self.cfg.lease, permits.len())
                 .await
             {
                 Ok(runs) if !runs.is_empty() => {
@@ -244,16 +354,18 @@ impl WorkerPool {
 
     /// Runs whose worker stopped renewing (another process died) are marked `error`.
     async fn sweep_leases(self: Arc<Self>) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
         loop {
             tokio::select! {
                 () = tokio::time::sleep(self.cfg.lease) => {}
                 () = self.stop_claiming.cancelled() => return,
             }
-            match self
-                .store
+            match store
                 .expire_leases(
                     chrono::Utc::now(),
-                    "the worker running it stopped renewing its lease",
+                    "worker lost: the worker running it stopped renewing its lease",
                 )
                 .await
             {
@@ -267,6 +379,17 @@ impl WorkerPool {
     }
 }
 
+/// Kills processes of runs whose private directories survived a crash.
+async fn reap(cfg: &WorkerConfig) {
+    let orphans = troupe_ansible::reap_orphans(&cfg.runs_dir).await;
+    if !orphans.is_empty() {
+        tracing::warn!(
+            count = orphans.len(),
+            "killed processes left behind by a previous troupe"
+        );
+    }
+}
+
 /// The launcher announces runs to the pool and passes cancels through it.
 #[async_trait::async_trait]
 impl troupe_launch::Queue for WorkerPool {
@@ -277,4 +400,13 @@ impl troupe_launch::Queue for WorkerPool {
     async fn cancel_run(&self, run_id: i64, mode: CancelMode) -> StoreResult<Run> {
         WorkerPool::cancel_run(self, run_id, mode).await
     }
+}
+
+/// This machine's host name, for people reading the workers list.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
 }

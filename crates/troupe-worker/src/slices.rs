@@ -15,7 +15,7 @@ use troupe_core::slice::partition;
 use troupe_core::{Event, RunStatus};
 use troupe_launch::playbooks::resolve_playbook;
 use troupe_launch::{LaunchRequest, Launcher};
-use troupe_store::{Lease, OutputChunk, RunOutcome, Stream};
+use troupe_store::{Lease, OutputChunk, RunOutcome, Store, Stream};
 
 /// How often the parent gathers its slices' new events.
 const GATHER_INTERVAL: Duration = Duration::from_millis(200);
@@ -34,6 +34,7 @@ impl WorkerPool {
     /// Executes a split run: queue one child run per slice, give the slot back, then gather.
     pub(crate) async fn run_sliced(
         self: &Arc<Self>,
+        store: &Arc<dyn Store>,
         run: &Run,
         mut control: mpsc::UnboundedReceiver<Control>,
         slot: OwnedSemaphorePermit,
@@ -77,7 +78,7 @@ impl WorkerPool {
         // Slices are launched like any run (announced to this pool, which claims them once
         // the parent has given its slot back).
         let launcher = Launcher::new(
-            Arc::clone(&self.store),
+            Arc::clone(store),
             self.cfg.projects_dir.clone(),
             Arc::clone(self) as Arc<dyn troupe_launch::Queue>,
         );
@@ -111,7 +112,7 @@ impl WorkerPool {
                 Err(e) => {
                     // Slices already queued are canceled so nothing runs half-split.
                     for s in &slices {
-                        let _ = self.store.request_cancel(s.run_id, CancelMode::Force).await;
+                        let _ = store.request_cancel(s.run_id, CancelMode::Force).await;
                     }
                     return Some(error_outcome(format!(
                         "could not queue slice {}: {e}",
@@ -120,8 +121,7 @@ impl WorkerPool {
                 }
             }
         }
-        if let Err(e) = self
-            .store
+        if let Err(e) = store
             .mark_launched(
                 run.id,
                 &self.worker_id,
@@ -141,12 +141,13 @@ impl WorkerPool {
         // The slices need the slots; the parent only gathers.
         drop(slot);
         self.wake();
-        self.gather(run, slices, &mut control).await
+        self.gather(store, run, slices, &mut control).await
     }
 
     /// Follows the slices to their end, copying their events into the parent.
     async fn gather(
         self: &Arc<Self>,
+        store: &Arc<dyn Store>,
         run: &Run,
         mut slices: Vec<SliceState>,
         control: &mut mpsc::UnboundedReceiver<Control>,
@@ -159,21 +160,21 @@ impl WorkerPool {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = renew.tick() => match self.store.renew_lease(run.id, &self.worker_id, self.cfg.lease).await {
+                _ = renew.tick() => match store.renew_lease(run.id, &self.worker_id, self.cfg.lease).await {
                     Ok(Lease::Held { cancel_requested: Some(mode) }) => {
-                        self.cancel_slices(&slices, CancelCause::Requested(mode), &mut cause).await;
+                        self.cancel_slices(store, &slices, CancelCause::Requested(mode), &mut cause).await;
                     }
                     Ok(Lease::Held { cancel_requested: None }) => {}
                     Ok(Lease::Lost) => return None,
                     Err(e) => tracing::warn!(run = run.id, error = %e, "could not renew lease"),
                 },
-                Some(Control::Cancel(c)) = control.recv() => self.cancel_slices(&slices, c, &mut cause).await,
+                Some(Control::Cancel(c)) = control.recv() => self.cancel_slices(store, &slices, c, &mut cause).await,
             }
             let mut all_done = true;
             for (i, s) in slices.iter_mut().enumerate() {
                 // Read the status first: once finished, every event of the slice is stored.
                 if s.finished.is_none() {
-                    match self.store.get_run(s.run_id).await {
+                    match store.get_run(s.run_id).await {
                         Ok(r) if r.status.is_finished() => s.finished = Some(r),
                         Ok(_) => {}
                         Err(e) => {
@@ -182,8 +183,7 @@ impl WorkerPool {
                     }
                 }
                 loop {
-                    let page = match self
-                        .store
+                    let page = match store
                         .list_events(s.run_id, s.cursor, GATHER_PAGE)
                         .await
                     {
@@ -211,7 +211,7 @@ impl WorkerPool {
                             e
                         })
                         .collect();
-                    self.store_events(run.id, renumbered).await;
+                    self.store_events(store, run.id, renumbered).await;
                     s.cursor = last;
                     if (n as i64) < GATHER_PAGE {
                         break;
@@ -223,12 +223,13 @@ impl WorkerPool {
                 break;
             }
         }
-        self.copy_output(run.id, &slices).await;
+        self.copy_output(store, run.id, &slices).await;
         Some(outcome(&slices, cause))
     }
 
     async fn cancel_slices(
         &self,
+        store: &Arc<dyn Store>,
         slices: &[SliceState],
         new: CancelCause,
         cause: &mut Option<CancelCause>,
@@ -244,7 +245,7 @@ impl WorkerPool {
             _ => CancelMode::Force,
         };
         for s in slices.iter().filter(|s| s.finished.is_none()) {
-            match self.store.request_cancel(s.run_id, mode).await {
+            match store.request_cancel(s.run_id, mode).await {
                 Ok(r) if r.status == RunStatus::Running => {
                     self.cancel(s.run_id, mode);
                 }
@@ -255,9 +256,9 @@ impl WorkerPool {
     }
 
     /// Stores (retrying) and publishes events of the parent.
-    async fn store_events(&self, run_id: i64, events: Vec<Event>) {
+    async fn store_events(&self, store: &Arc<dyn Store>, run_id: i64, events: Vec<Event>) {
         let mut delay = Duration::from_millis(50);
-        while let Err(e) = self.store.append_events(run_id, &events).await {
+        while let Err(e) = store.append_events(run_id, &events).await {
             tracing::warn!(run = run_id, error = %e, "could not store gathered events; retrying");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
@@ -266,13 +267,12 @@ impl WorkerPool {
     }
 
     /// The parent's stdout and stderr: each slice's, in slice order, under a header.
-    async fn copy_output(&self, run_id: i64, slices: &[SliceState]) {
+    async fn copy_output(&self, store: &Arc<dyn Store>, run_id: i64, slices: &[SliceState]) {
         let mut chunks = Vec::new();
         let total = slices.len();
         for (i, s) in slices.iter().enumerate() {
             for stream in [Stream::Stdout, Stream::Stderr] {
-                let text = self
-                    .store
+                let text = store
                     .read_output(s.run_id, stream)
                     .await
                     .unwrap_or_default();
@@ -296,7 +296,7 @@ impl WorkerPool {
                 });
             }
         }
-        if let Err(e) = self.store.append_output(run_id, &chunks).await {
+        if let Err(e) = store.append_output(run_id, &chunks).await {
             tracing::warn!(run = run_id, error = %e, "could not store the split run's output");
         }
     }

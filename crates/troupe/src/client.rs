@@ -163,6 +163,16 @@ impl Client {
             .context("the server's answer was not the expected JSON")
     }
 
+    /// POST JSON; the answer's body is not read.
+    pub async fn post_unread<B: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<()> {
+        self.send(self.http.post(self.url(path)).json(body)).await?;
+        Ok(())
+    }
+
     /// DELETE; the answer's body is not read.
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
         self.send(self.http.delete(self.url(path))).await?;

@@ -51,6 +51,8 @@ pub struct Config {
     /// The file of the key that seals secrets at rest (credentials, secret flow inputs):
     /// `<data_dir>/secret.key` when absent, made (0600) on first start. Never in the database.
     pub secret_key_file: Option<PathBuf>,
+    /// Labels runs may require of this server's embedded workers.
+    pub worker_labels: Vec<String>,
 }
 
 impl Default for Config {
@@ -75,6 +77,7 @@ impl Default for Config {
             log: "info".to_owned(),
             ca_file: None,
             secret_key_file: None,
+            worker_labels: Vec::new(),
         }
     }
 }
@@ -100,6 +103,7 @@ const ENV_KEYS: &[&str] = &[
     "log",
     "ca_file",
     "secret_key_file",
+    "worker_labels",
 ];
 
 /// Flags that override configuration (only those given).

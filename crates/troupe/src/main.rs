@@ -5,12 +5,14 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod agent;
 mod cli;
 mod client;
 mod config;
 mod flows;
 mod serve;
 
+use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use config::{Config, Overrides};
@@ -158,6 +160,40 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::credentials::CredentialsCmd,
     },
+    /// Run a remote worker: claim runs from a server and execute them here.
+    Worker {
+        /// The server's URL (`https://...` for a server across a network).
+        #[arg(long, env = "TROUPE_SERVER")]
+        server: String,
+        /// A worker token (`troupe token create NAME --role worker`).
+        #[arg(long, env = "TROUPE_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Labels runs may require of this worker (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+        /// Runs executed at once.
+        #[arg(long, default_value_t = 2)]
+        capacity: usize,
+        /// Where the worker keeps its node id, its outbox, project bundles and run directories.
+        #[arg(long, env = "TROUPE_WORKER_DATA_DIR", default_value = ".troupe-worker")]
+        data_dir: PathBuf,
+        /// CA certificates (PEM) to trust besides the system's for an `https://` server.
+        #[arg(long, env = "TROUPE_CA_FILE", value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+        /// The ansible-playbook to use.
+        #[arg(long, env = "TROUPE_ANSIBLE_PLAYBOOK")]
+        ansible_playbook: Option<PathBuf>,
+        /// Seconds runs in flight get to finish when the worker is stopped.
+        #[arg(long, default_value_t = 30)]
+        shutdown_grace_s: u64,
+    },
+    /// See and drain workers.
+    Workers {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        cmd: cli::workers::WorkersCmd,
+    },
     /// Manage API tokens.
     Token {
         #[command(flatten)]
@@ -173,6 +209,9 @@ enum TokenCmd {
     Create {
         /// What the token is for.
         name: String,
+        /// `admin` (everything) or `worker` (only the worker protocol, for `troupe worker`).
+        #[arg(long, default_value = "admin", value_parser = ["admin", "worker"])]
+        role: String,
     },
 }
 
@@ -308,12 +347,47 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;
             cli::credentials::run(&client(&cfg, remote)?, cmd).await
         }
+        Command::Worker {
+            server,
+            token,
+            labels,
+            capacity,
+            data_dir,
+            ca_file,
+            ansible_playbook,
+            shutdown_grace_s,
+        } => {
+            init_tracing("info");
+            let data_dir = if data_dir.is_relative() {
+                std::env::current_dir()?.join(data_dir)
+            } else {
+                data_dir
+            };
+            agent::run(agent::WorkerArgs {
+                server,
+                token,
+                labels,
+                capacity,
+                data_dir,
+                ca_file,
+                ansible_playbook,
+                shutdown_grace: Duration::from_secs(shutdown_grace_s),
+            })
+            .await?;
+            Ok(0)
+        }
+        Command::Workers { remote, cmd } => {
+            let cfg = Config::load(cli.config.as_deref(), &overrides)?;
+            cli::workers::run(&client(&cfg, remote)?, cmd).await
+        }
         Command::Token { remote, cmd } => {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;
             let c = client(&cfg, remote)?;
             match cmd {
-                TokenCmd::Create { name } => {
-                    let t: IssuedToken = c.post("/api/v1/tokens", &NewToken { name }).await?;
+                TokenCmd::Create { name, role } => {
+                    let role = troupe_core::worker::TokenRole::parse(&role).unwrap_or_default();
+                    let t: IssuedToken =
+                        c.post("/api/v1/tokens", &NewToken { name, role }).await?;
                     println!("{}", t.token);
                     Ok(0)
                 }

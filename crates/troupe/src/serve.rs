@@ -77,7 +77,7 @@ pub async fn ansible(cfg: &Config) -> anyhow::Result<Ansible> {
 }
 
 /// This node's stable id, kept in the data dir so a restart recognises its own runs.
-fn node_id(data_dir: &Path) -> anyhow::Result<String> {
+pub(crate) fn node_id(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join("node-id");
     if let Ok(id) = std::fs::read_to_string(&path) {
         let id = id.trim();
@@ -100,7 +100,9 @@ async fn ensure_admin_token(cfg: &Config, store: &dyn Store) -> anyhow::Result<(
         Ok(t) if !t.trim().is_empty() => (t.trim().to_owned(), false),
         _ => (generate_token(), true),
     };
-    store.create_token("admin", &hash_token(&token)).await?;
+    store
+        .create_token("admin", &hash_token(&token), troupe_core::worker::TokenRole::Admin)
+        .await?;
     write_secret(&cfg.token_file(), &token)?;
     if generated {
         eprintln!(
@@ -189,6 +191,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         poll_interval: Duration::from_millis(cfg.poll_interval_ms),
         flush_interval: Duration::from_millis(cfg.event_flush_ms),
         sealer: Arc::clone(&sealer),
+        labels: cfg.worker_labels.clone(),
     };
     let hub = Arc::new(LiveHub::default());
     let pool = WorkerPool::start(Arc::clone(&store), Arc::clone(&hub), worker_cfg).await;
@@ -298,6 +301,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         events: Arc::clone(&events),
         run_json: Arc::new(RunJsonCache::new(RUN_JSON_CACHE_BYTES)),
         sealer,
+        bundles: Arc::new(troupe_api::bundle::Bundles::default()),
     };
     let app = troupe_api::router(
         state,
@@ -353,7 +357,7 @@ fn write_addr_file(path: &Path, addr: std::net::SocketAddr) -> anyhow::Result<()
         .with_context(|| format!("could not write the address file {}", path.display()))
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

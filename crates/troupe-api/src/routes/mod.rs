@@ -23,6 +23,7 @@ pub(crate) mod runs;
 pub(crate) mod schedules;
 pub(crate) mod stream;
 pub(crate) mod templates;
+pub(crate) mod workers;
 pub(crate) mod tokens;
 
 /// Unknown paths under the API answer in the API's error shape.

@@ -83,6 +83,7 @@ async fn create_run(
         become_user: req.become_user,
         ssh_common_args: req.ssh_common_args,
         ssh_extra_args: req.ssh_extra_args,
+        worker_labels: req.worker_labels,
     };
     let request = LaunchRequest {
         labels: req.labels,

@@ -27,13 +27,14 @@ async fn create_token(
     troupe_core::project::validate_name(&req.name, "name")?;
     let token = generate_token();
     let hash = hash_token(&token);
-    let rec = state.store.create_token(&req.name, &hash).await?;
-    state.tokens.insert_hex(&hash);
+    let rec = state.store.create_token(&req.name, &hash, req.role).await?;
+    state.tokens.insert_hex(&hash, rec.role);
     Ok((
         StatusCode::CREATED,
         Json(IssuedToken {
             id: rec.id,
             name: rec.name,
+            role: rec.role,
             token,
         }),
     ))

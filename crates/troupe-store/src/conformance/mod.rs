@@ -38,6 +38,7 @@ use troupe_core::run::{
 };
 use troupe_core::template::NewTemplate;
 use troupe_core::{Event, RunStatus};
+use troupe_core::worker::TokenRole;
 
 mod catalog;
 mod claims;
@@ -52,6 +53,7 @@ mod output;
 mod runs;
 mod schedules;
 mod tokens;
+mod workers;
 
 pub use catalog::*;
 pub use claims::*;
@@ -66,6 +68,7 @@ pub use output::*;
 pub use runs::*;
 pub use schedules::*;
 pub use tokens::*;
+pub use workers::*;
 
 /// One case: runs against the store it is given and panics on failure.
 pub type CaseFn = for<'a> fn(&'a dyn Store) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
@@ -106,6 +109,9 @@ macro_rules! __conformance_case_names {
             output_streams,
             nul_characters_do_not_break_writes,
             tokens_round_trip,
+            token_roles_round_trip,
+            workers_register_heartbeat_drain,
+            claims_follow_worker_labels_and_splits,
             credentials_round_trip,
             project_sync_round_trip,
             update_inventory_bumps_revision,

@@ -32,7 +32,7 @@ pub use rows::{
     event_from, event_record_from, execution_from, flow_version_from, fresh_units,
     host_failures_from, inventory_from, job_from, joined_text, project_from, rules_doc_from,
     run_from, run_inventory_from, schedule_from, sorted_ids, step_from, template_from, token_from,
-    unit_from, version_from,
+    unit_from, version_from, worker_from,
 };
 
 /// How one backend stores what the shared row mapping reads differently.

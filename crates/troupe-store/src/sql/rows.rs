@@ -1,7 +1,7 @@
 //! Rows into troupe's types, the same for every backend: what differs (times, id lists) is
 //! read through the backend's [`Dialect`].
 
-use super::{Dialect, cancel_mode, format_of, get, invalid, json};
+use super::{Dialect, Readable, cancel_mode, format_of, get, invalid, json};
 use crate::{RulesDoc, RunVersion, StoreResult, TokenRecord};
 use troupe_core::flow::{Execution, FlowVersion, ParentStep, Schedule, StepRecord};
 use troupe_core::inbound::{EventRecord, EventStatus};
@@ -191,6 +191,11 @@ pub fn token_from<D: Dialect>(row: &D::Row) -> StoreResult<TokenRecord> {
         id: get(row, "id")?,
         name: get(row, "name")?,
         hash: get(row, "hash")?,
+        role: {
+            let role: String = get(row, "role")?;
+            troupe_core::worker::TokenRole::parse(&role)
+                .ok_or_else(|| invalid(format_args!("token role {role:?}")))?
+        },
         created_at: D::time(row, "created_at")?,
     })
 }
@@ -322,4 +327,25 @@ pub fn joined_text(rows: &[impl super::Readable]) -> StoreResult<String> {
         out.push_str(&get::<String>(row, "text")?);
     }
     Ok(out)
+}
+
+/// A worker, from a row selected with the worker columns of the statements.
+pub fn worker_from<D: Dialect>(row: &D::Row) -> StoreResult<troupe_core::worker::Worker> {
+    let kind: String = get(row, "kind")?;
+    let labels: String = get(row, "labels")?;
+    Ok(troupe_core::worker::Worker {
+        id: get(row, "id")?,
+        name: get(row, "name")?,
+        kind: troupe_core::worker::WorkerKind::parse(&kind)
+            .ok_or_else(|| invalid(format_args!("worker kind {kind:?}")))?,
+        labels: serde_json::from_str(&labels)
+            .map_err(|e| invalid(format_args!("worker labels: {e}")))?,
+        capacity: u32::try_from(row.int32("capacity")?).unwrap_or(0),
+        active_runs: u32::try_from(row.int32("active_runs")?).unwrap_or(0),
+        version: get(row, "version")?,
+        started_at: D::time(row, "started_at")?,
+        last_heartbeat: D::time(row, "last_heartbeat")?,
+        draining: row.flag("draining")?,
+        stopped_at: D::opt_time(row, "stopped_at")?,
+    })
 }

@@ -28,7 +28,7 @@ macro_rules! rules_doc_cols {
 }
 macro_rules! token_cols {
     () => {
-        "id, name, hash, created_at"
+        "id, name, hash, created_at, role"
     };
 }
 
@@ -104,7 +104,7 @@ pub const REPLACE_RULES: &str = concat!(
 );
 /// Stores a token.
 pub const INSERT_TOKEN: &str = concat!(
-    "INSERT INTO tokens (name, hash, created_at) VALUES ($1, $2, $3) \
+    "INSERT INTO tokens (name, hash, created_at, role) VALUES ($1, $2, $3, $4) \
      RETURNING ",
     token_cols!()
 );
@@ -592,3 +592,46 @@ pub fn due_schedules<D: Dialect>() -> String {
         D::SCHEDULE_COLS
     )
 }
+
+macro_rules! worker_cols {
+    () => {
+        "id, name, kind, labels, capacity, active_runs, version, started_at, last_heartbeat, \
+         draining, stopped_at"
+    };
+}
+/// Registers a worker, or registers it again (`$1`..`$7`: id, name, kind, labels JSON,
+/// capacity, version, now).
+pub const REGISTER_WORKER: &str = concat!(
+    "INSERT INTO workers (id, name, kind, labels, capacity, version, started_at, last_heartbeat) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+     ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind, \
+     labels = excluded.labels, capacity = excluded.capacity, version = excluded.version, \
+     last_heartbeat = excluded.last_heartbeat, stopped_at = NULL RETURNING ",
+    worker_cols!()
+);
+/// Marks the other incarnations of a node stopped (`$1` now, `$2` LIKE pattern of the node,
+/// `$3` the incarnation that stays).
+pub const STOP_OTHER_INCARNATIONS: &str = "UPDATE workers SET stopped_at = $1 \
+     WHERE id LIKE $2 AND id <> $3 AND stopped_at IS NULL";
+/// A heartbeat (`$1` now, `$2` active runs, `$3` id).
+pub const HEARTBEAT_WORKER: &str = concat!(
+    "UPDATE workers SET last_heartbeat = $1, active_runs = $2 \
+     WHERE id = $3 AND stopped_at IS NULL RETURNING ",
+    worker_cols!()
+);
+/// One worker.
+pub const GET_WORKER: &str = concat!("SELECT ", worker_cols!(), " FROM workers WHERE id = $1");
+/// Workers not stopped, or active after `$1`.
+pub const LIST_WORKERS: &str = concat!(
+    "SELECT ",
+    worker_cols!(),
+    " FROM workers WHERE stopped_at IS NULL OR last_heartbeat > $1 ORDER BY id"
+);
+/// Asks a worker to drain.
+pub const DRAIN_WORKER: &str = concat!(
+    "UPDATE workers SET draining = TRUE WHERE id = $1 RETURNING ",
+    worker_cols!()
+);
+/// A worker said goodbye (`$1` now, `$2` id).
+pub const STOP_WORKER: &str =
+    "UPDATE workers SET stopped_at = $1 WHERE id = $2 AND stopped_at IS NULL";

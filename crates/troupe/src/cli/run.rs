@@ -87,6 +87,9 @@ pub struct RunArgs {
     /// Extra arguments to ssh only.
     #[arg(long, allow_hyphen_values = true)]
     pub ssh_extra_args: Option<String>,
+    /// Only a worker with every one of these labels may take the run (comma-separated).
+    #[arg(long = "worker-labels", value_delimiter = ',')]
+    pub worker_labels: Vec<String>,
 }
 
 pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
@@ -156,6 +159,7 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
     body.become_user = args.become_user;
     body.ssh_common_args = args.ssh_common_args;
     body.ssh_extra_args = args.ssh_extra_args;
+    body.worker_labels = args.worker_labels;
     for l in &args.labels {
         let (k, v) = l
             .split_once('=')
