@@ -187,7 +187,13 @@ mod tests {
         }
         assert_eq!(
             names,
-            ["roles", "roles/web", "roles/web/tasks", "roles/web/tasks/main.yml", "site.yml"]
+            [
+                "roles",
+                "roles/web",
+                "roles/web/tasks",
+                "roles/web/tasks/main.yml",
+                "site.yml"
+            ]
         );
     }
 }

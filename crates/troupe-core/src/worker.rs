@@ -131,7 +131,8 @@ impl Worker {
     pub fn status(&self, now: DateTime<Utc>, silence: Duration) -> WorkerStatus {
         if self.stopped_at.is_some() {
             WorkerStatus::Stopped
-        } else if now - self.last_heartbeat > chrono::Duration::from_std(silence).unwrap_or_default()
+        } else if now - self.last_heartbeat
+            > chrono::Duration::from_std(silence).unwrap_or_default()
         {
             WorkerStatus::Lost
         } else if self.draining {
@@ -167,7 +168,9 @@ pub fn check_node(node: &str, field: &str) -> Result<(), crate::ValidationError>
 
 /// The node part of a worker id (`node/incarnation`).
 pub fn node_of(worker_id: &str) -> &str {
-    worker_id.split_once('/').map_or(worker_id, |(node, _)| node)
+    worker_id
+        .split_once('/')
+        .map_or(worker_id, |(node, _)| node)
 }
 
 #[cfg(test)]

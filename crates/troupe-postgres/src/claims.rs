@@ -30,18 +30,21 @@ impl ClaimStore for PgStore {
         }
         // SKIP LOCKED: runs another claimer has locked are passed over, not waited for; the
         // outer `status = 'queued'` is re-checked on the locked rows.
-        // A run may be taken when every label it requires is among the claimant's; a split
-        // parent only by a claimant that coordinates splits.
-        let splits = if claimant.splits {
-            ""
+        // A run may be taken when every label it requires is among the claimant's. A split
+        // parent only queues its slices (which carry its labels), so a claimant coordinating
+        // splits takes it whatever its labels; one that does not never does.
+        let labels_ok = "COALESCE((options->'worker_labels')::jsonb, '[]'::jsonb) <@ $5::jsonb";
+        let split_parent = "(parent_id IS NULL AND \
+             (COALESCE((options->>'slices')::bigint, 0) > 1 \
+              OR options->>'slice_size' IS NOT NULL))";
+        let takes = if claimant.splits {
+            format!("({labels_ok} OR {split_parent})")
         } else {
-            " AND (parent_id IS NOT NULL OR (options->>'slices' IS NULL \
-               AND options->>'slice_size' IS NULL))"
+            format!("{labels_ok} AND NOT {split_parent}")
         };
         let now = now();
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "WITH picked AS (SELECT id AS pick FROM runs WHERE status = 'queued' \
-               AND COALESCE((options->'worker_labels')::jsonb, '[]'::jsonb) <@ $5::jsonb{splits} \
+            "WITH picked AS (SELECT id AS pick FROM runs WHERE status = 'queued' AND {takes} \
                ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
              UPDATE runs SET status = 'running', started_at = $1, worker_id = $2, \
              lease_expires_at = $3, cancel_requested = NULL \

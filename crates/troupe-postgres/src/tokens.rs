@@ -2,8 +2,8 @@
 
 use crate::{PgDialect, PgStore, now, pg_text};
 use async_trait::async_trait;
-use troupe_store::sql::{backend, statements, token_from, unique_or_backend};
 use troupe_core::worker::TokenRole;
+use troupe_store::sql::{backend, statements, token_from, unique_or_backend};
 use troupe_store::{StoreResult, TokenRecord, TokenStore};
 
 #[async_trait]

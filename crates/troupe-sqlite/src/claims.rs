@@ -31,22 +31,25 @@ impl ClaimStore for SqliteStore {
         // One statement: SQLite runs it under the write lock, so the runs it picks cannot be
         // picked by anyone else. The clock is read once the writer is ours, so `started_at` is
         // when the claim happened, not when it started waiting behind other writes.
-        // A run may be taken when every label it requires is among the claimant's; a split
-        // parent only by a claimant that coordinates splits.
-        let splits = if claimant.splits {
-            ""
+        // A run may be taken when every label it requires is among the claimant's. A split
+        // parent only queues its slices (which carry its labels), so a claimant coordinating
+        // splits takes it whatever its labels; one that does not never does.
+        let labels_ok = "NOT EXISTS (SELECT 1 FROM json_each(runs.options, '$.worker_labels') AS l \
+             WHERE l.value NOT IN (SELECT value FROM json_each(?)))";
+        let split_parent = "(parent_id IS NULL AND \
+             (COALESCE(json_extract(options, '$.slices'), 0) > 1 \
+              OR json_extract(options, '$.slice_size') IS NOT NULL))";
+        let takes = if claimant.splits {
+            format!("({labels_ok} OR {split_parent})")
         } else {
-            " AND (parent_id IS NOT NULL OR (json_extract(options, '$.slices') IS NULL \
-               AND json_extract(options, '$.slice_size') IS NULL))"
+            format!("{labels_ok} AND NOT {split_parent}")
         };
         let mut conn = self.write().await;
         let now = now_us();
         let rows = sqlx::query(AssertSqlSafe(format!(
             "UPDATE runs SET status = 'running', started_at = ?, worker_id = ?, \
              lease_expires_at = ?, cancel_requested = NULL \
-             WHERE id IN (SELECT id FROM runs WHERE status = 'queued' \
-               AND NOT EXISTS (SELECT 1 FROM json_each(runs.options, '$.worker_labels') AS l \
-                 WHERE l.value NOT IN (SELECT value FROM json_each(?))){splits} \
+             WHERE id IN (SELECT id FROM runs WHERE status = 'queued' AND {takes} \
                ORDER BY id LIMIT ?) \
              AND status = 'queued' RETURNING {RUN_COLS}"
         )))

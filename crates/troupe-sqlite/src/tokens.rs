@@ -2,8 +2,8 @@
 
 use crate::{SqliteDialect, SqliteStore, now_us};
 use async_trait::async_trait;
-use troupe_store::sql::{backend, statements, token_from, unique_or_backend};
 use troupe_core::worker::TokenRole;
+use troupe_store::sql::{backend, statements, token_from, unique_or_backend};
 use troupe_store::{StoreResult, TokenRecord, TokenStore};
 
 #[async_trait]

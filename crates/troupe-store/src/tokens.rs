@@ -24,8 +24,12 @@ pub struct TokenRecord {
 #[async_trait]
 pub trait TokenStore {
     /// Stores a token hash under `name`, with its role.
-    async fn create_token(&self, name: &str, hash: &str, role: TokenRole)
-    -> StoreResult<TokenRecord>;
+    async fn create_token(
+        &self,
+        name: &str,
+        hash: &str,
+        role: TokenRole,
+    ) -> StoreResult<TokenRecord>;
     /// Every stored token.
     async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;
 }

@@ -23,10 +23,12 @@ pub mod procs;
 mod server;
 pub mod tls;
 pub mod wait;
+mod worker;
 
 pub use api::{Api, is_finished};
 pub use log::Log;
 pub use server::{Server, ServerOpts};
+pub use worker::{RemoteWorker, free_port};
 
 /// The admin token a server started by the harness gets unless [`ServerOpts::token`] says
 /// otherwise.

@@ -39,6 +39,9 @@ pub struct ServerOpts {
     pub ready_timeout: Duration,
     /// The HTTP client to talk to it with (e.g. with a larger connection pool).
     pub http: Option<reqwest::Client>,
+    /// The address to listen on; a free port of 127.0.0.1 when `None`. A fixed one lets a
+    /// restarted server keep its URL (for remote workers).
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for ServerOpts {
@@ -56,6 +59,7 @@ impl Default for ServerOpts {
             extra_args: Vec::new(),
             ready_timeout: Duration::from_secs(60),
             http: None,
+            listen: None,
         }
     }
 }
@@ -85,7 +89,10 @@ impl Server {
         };
         let addr_file = addr_file(&scratch);
         let mut cmd = Command::new(troupe);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        let listen = opts
+            .listen
+            .map_or_else(|| "127.0.0.1:0".to_owned(), |a| a.to_string());
+        cmd.args(["serve", "--listen", &listen, "--data-dir"])
             .arg(&data_dir)
             .arg("--max-concurrent-runs")
             .arg(opts.max_concurrent_runs.to_string())

@@ -3,10 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-pub use troupe_core::worker::{TokenRole, Worker, WorkerKind, WorkerStatus};
 use troupe_core::credential::CredentialSecret;
 use troupe_core::inventory::InventoryContent;
 use troupe_core::run::{CancelMode, Run, RunSummary};
+pub use troupe_core::worker::{TokenRole, Worker, WorkerKind, WorkerStatus};
 use troupe_core::{Event, RunStatus};
 
 /// A worker as `GET /api/v1/workers` shows it.
@@ -225,4 +225,20 @@ pub struct FinishRun {
 pub struct Goodbye {
     /// The worker's id.
     pub worker_id: String,
+}
+
+/// `GET /api/v1/runs/{id}/placement`: where a run can go, and why a queued one waits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Placement {
+    /// The run.
+    pub run_id: i64,
+    /// Its status now.
+    pub status: RunStatus,
+    /// Labels a worker must have to take it.
+    pub worker_labels: Vec<String>,
+    /// Live workers that may take it (active, not draining, with every label).
+    pub able_workers: Vec<String>,
+    /// Why a queued run is not running, when the reason is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }

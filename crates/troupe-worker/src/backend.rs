@@ -40,12 +40,7 @@ pub enum Finished {
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Claims up to `max` queued runs this worker may take.
-    async fn claim(
-        &self,
-        worker_id: &str,
-        lease: Duration,
-        max: usize,
-    ) -> StoreResult<Vec<Run>>;
+    async fn claim(&self, worker_id: &str, lease: Duration, max: usize) -> StoreResult<Vec<Run>>;
     /// Everything a launch needs. `Err` says why the run cannot start (the run ends `error`
     /// with that reason); messages name credentials, never their values.
     async fn prepare(&self, run: &Run) -> Result<Prepared, String>;
@@ -117,12 +112,7 @@ impl StoreBackend {
 
 #[async_trait]
 impl Backend for StoreBackend {
-    async fn claim(
-        &self,
-        worker_id: &str,
-        lease: Duration,
-        max: usize,
-    ) -> StoreResult<Vec<Run>> {
+    async fn claim(&self, worker_id: &str, lease: Duration, max: usize) -> StoreResult<Vec<Run>> {
         let claimant = Claimant {
             worker_id,
             labels: &self.claimant_labels,
@@ -139,9 +129,12 @@ impl Backend for StoreBackend {
             .map_err(|e| format!("could not load the run's project and inventory: {e}"))?;
         let commit = git_commit(&project)?;
         let project_dir = project_root(&project, &self.projects_dir);
-        let credentials =
-            open_credentials(self.store.as_ref(), self.sealer.as_ref(), &run.options.credentials)
-                .await?;
+        let credentials = open_credentials(
+            self.store.as_ref(),
+            self.sealer.as_ref(),
+            &run.options.credentials,
+        )
+        .await?;
         Ok(Prepared {
             project_dir,
             inventory,
@@ -157,7 +150,9 @@ impl Backend for StoreBackend {
         at: DateTime<Utc>,
         commit: Option<&str>,
     ) -> StoreResult<()> {
-        self.store.mark_launched(run_id, worker_id, at, commit).await
+        self.store
+            .mark_launched(run_id, worker_id, at, commit)
+            .await
     }
 
     async fn renew(&self, run_id: i64, worker_id: &str, lease: Duration) -> StoreResult<Lease> {

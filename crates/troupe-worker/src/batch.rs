@@ -1,6 +1,7 @@
 //! Batching a run's events and output into store transactions: one write per batch, never
 //! one per event, and nothing dropped when the store hiccups.
 
+use crate::backend::Backend;
 use crate::live::LiveHub;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,6 @@ use troupe_ansible::Output;
 use troupe_core::Event;
 use troupe_core::event::STATS_EVENT;
 use troupe_core::run::{HostStats, RunSummary};
-use crate::backend::Backend;
 use troupe_store::{OutputChunk, Stream};
 
 /// Events or chunks pending before a flush is due regardless of the timer.

@@ -1,5 +1,6 @@
 //! Executing one claimed run: launch, drain, renew, cancel, record.
 
+use crate::backend::Finished;
 use crate::batch::{BATCH_BACKLOG_MAX, Batcher, UNWATCHED_FLUSH};
 use crate::live::RunChange;
 use crate::pool::{Control, WorkerPool};
@@ -9,7 +10,6 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use troupe_ansible::{AnsibleError, LaunchSpec, Process};
 use troupe_core::RunStatus;
-use crate::backend::Finished;
 use troupe_core::run::{CancelMode, Run, RunSummary};
 use troupe_store::{Lease, RunOutcome};
 
@@ -47,11 +47,7 @@ impl WorkerPool {
         let run_id = claimed.id;
         let mut delay = Duration::from_millis(100);
         for _ in 0..30 {
-            match self
-                .backend
-                .finish(run_id, &self.worker_id, &outcome)
-                .await
-            {
+            match self.backend.finish(run_id, &self.worker_id, &outcome).await {
                 Ok(Finished::Recorded(Some(run))) => {
                     tracing::info!(run = run_id, status = %run.status, rc = ?run.rc, "run finished");
                     self.hub.publish_change(RunChange::status_of(&run));

@@ -13,7 +13,7 @@ mod pool;
 mod slices;
 mod status;
 
-pub use live::{LiveEvent, LiveHub, RunChange, RunMessage, event_frame};
 pub use backend::{Backend, Finished, Prepared, StoreBackend};
+pub use live::{LiveEvent, LiveHub, RunChange, RunMessage, event_frame};
 pub use pool::{WorkerConfig, WorkerPool, host_name};
 pub use status::{CancelCause, decide_status};

@@ -177,7 +177,9 @@ impl WorkerPool {
             {
                 Ok(draining) => {
                     if draining && !self.draining.swap(true, Ordering::Relaxed) {
-                        tracing::info!("asked to drain: finishing runs in flight, claiming no more");
+                        tracing::info!(
+                            "asked to drain: finishing runs in flight, claiming no more"
+                        );
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "heartbeat failed"),

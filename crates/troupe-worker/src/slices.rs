@@ -183,10 +183,7 @@ impl WorkerPool {
                     }
                 }
                 loop {
-                    let page = match store
-                        .list_events(s.run_id, s.cursor, GATHER_PAGE)
-                        .await
-                    {
+                    let page = match store.list_events(s.run_id, s.cursor, GATHER_PAGE).await {
                         Ok(p) => p,
                         Err(e) => {
                             tracing::warn!(run = run.id, error = %e, "could not read a slice's events");

@@ -12,13 +12,13 @@ mod config;
 mod flows;
 mod serve;
 
-use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use config::{Config, Overrides};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use troupe_wire::tokens::{IssuedToken, NewToken};
 
 /// Ansible as a service.
@@ -386,8 +386,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             match cmd {
                 TokenCmd::Create { name, role } => {
                     let role = troupe_core::worker::TokenRole::parse(&role).unwrap_or_default();
-                    let t: IssuedToken =
-                        c.post("/api/v1/tokens", &NewToken { name, role }).await?;
+                    let t: IssuedToken = c.post("/api/v1/tokens", &NewToken { name, role }).await?;
                     println!("{}", t.token);
                     Ok(0)
                 }

@@ -101,7 +101,11 @@ async fn ensure_admin_token(cfg: &Config, store: &dyn Store) -> anyhow::Result<(
         _ => (generate_token(), true),
     };
     store
-        .create_token("admin", &hash_token(&token), troupe_core::worker::TokenRole::Admin)
+        .create_token(
+            "admin",
+            &hash_token(&token),
+            troupe_core::worker::TokenRole::Admin,
+        )
         .await?;
     write_secret(&cfg.token_file(), &token)?;
     if generated {

@@ -23,8 +23,8 @@ pub(crate) mod runs;
 pub(crate) mod schedules;
 pub(crate) mod stream;
 pub(crate) mod templates;
-pub(crate) mod workers;
 pub(crate) mod tokens;
+pub(crate) mod workers;
 
 /// Unknown paths under the API answer in the API's error shape.
 pub(crate) async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -13,12 +13,12 @@ use axum::response::{IntoResponse, Response};
 use std::time::Duration;
 use troupe_core::RunStatus;
 use troupe_core::run::Run;
-use troupe_core::worker::{NewWorker, Worker, WorkerKind, check_node, node_of};
+use troupe_core::worker::{NewWorker, Worker, WorkerKind, WorkerStatus, check_node, node_of};
 use troupe_store::{Claimant, Lease, OutputChunk, RunFilter, RunOutcome, Stream};
 use troupe_wire::workers::{
     BatchAck, ClaimRuns, ClaimedRuns, FinishRun, Goodbye, Heartbeat, HeartbeatAnswer, LaunchPlan,
-    Launched, LeaseAnswer, OutputStream, RegisterWorker, Registered, RenewLease, RunBatch,
-    WorkerList, WorkerQuery, WorkerView,
+    Launched, LeaseAnswer, OutputStream, Placement, RegisterWorker, Registered, RenewLease,
+    RunBatch, WorkerList, WorkerQuery, WorkerView,
 };
 use troupe_worker::RunChange;
 use utoipa_axum::router::OpenApiRouter;
@@ -35,6 +35,7 @@ const LISTED_AFTER_GONE: chrono::Duration = chrono::Duration::hours(1);
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_workers))
+        .routes(routes!(placement))
         .routes(routes!(drain_worker))
         .routes(routes!(register))
         .routes(routes!(heartbeat))
@@ -85,6 +86,56 @@ async fn list_workers(State(state): State<AppState>) -> ApiResult<Json<WorkerLis
         })
         .collect();
     Ok(Json(WorkerList { workers }))
+}
+
+/// Where a run can go: the labels it requires, the live workers able to take it, and for a
+/// queued run the reason it waits (no live worker has its labels; every able worker is busy
+/// or draining).
+#[utoipa::path(get, path = "/api/v1/runs/{id}/placement",
+    params(("id" = i64, Path, description = "run id")),
+    responses((status = 200, body = Placement), (status = 404, body = troupe_wire::errors::ErrorBody)))]
+async fn placement(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Placement>> {
+    let run = state.store.get_run(id).await?;
+    let now = chrono::Utc::now();
+    let silence = state.pool.lease();
+    let workers = state.store.list_workers(now - LISTED_AFTER_GONE).await?;
+    let required = &run.options.worker_labels;
+    let splits = run.slice.is_none() && run.options.slicing().is_some();
+    let live: Vec<&Worker> = workers
+        .iter()
+        .filter(|w| w.status(now, silence) == WorkerStatus::Active)
+        .filter(|w| w.can_take(required))
+        .filter(|w| !splits || w.kind == WorkerKind::Embedded)
+        .collect();
+    let reason = (run.status == RunStatus::Queued).then(|| {
+        if live.is_empty() {
+            let draining = workers
+                .iter()
+                .any(|w| w.status(now, silence) == WorkerStatus::Draining && w.can_take(required));
+            if required.is_empty() {
+                "no live worker is claiming runs".to_owned()
+            } else if draining {
+                format!(
+                    "every live worker with the labels {} is draining",
+                    required.join(",")
+                )
+            } else {
+                format!("no live worker has the labels {}", required.join(","))
+            }
+        } else {
+            "waiting for a free slot on an able worker".to_owned()
+        }
+    });
+    Ok(Json(Placement {
+        run_id: run.id,
+        status: run.status,
+        worker_labels: required.clone(),
+        able_workers: live.iter().map(|w| w.id.clone()).collect(),
+        reason,
+    }))
 }
 
 /// Ask a worker to finish its runs and claim no more (it sees it at its next heartbeat). The
@@ -204,6 +255,10 @@ async fn claim(
         splits: false,
     };
     loop {
+        // A drain asked for while this claim waited holds from the next look on.
+        if state.store.get_worker(&worker.id).await?.draining {
+            return Ok(Json(ClaimedRuns { runs: Vec::new() }));
+        }
         let runs = state
             .store
             .claim_for(&claimant, state.pool.lease(), max)
@@ -249,9 +304,8 @@ async fn plan(
 ) -> ApiResult<Response> {
     let run = held_run(&state, id, &q.worker_id).await?;
     let (project, inventory) = state.store.get_run_launch(run.id).await?;
-    let unprepared = |reason: String| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_prepare", reason)
-    };
+    let unprepared =
+        |reason: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_prepare", reason);
     let commit = troupe_worker::backend::git_commit(&project).map_err(unprepared)?;
     let dir = troupe_launch::playbooks::project_root(&project, &state.projects_dir);
     let bundle = state
@@ -374,7 +428,10 @@ async fn batch(
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_held",
-            format!("run {id} was not claimed by worker node {}", node_of(&req.worker_id)),
+            format!(
+                "run {id} was not claimed by worker node {}",
+                node_of(&req.worker_id)
+            ),
         ));
     }
     let chunks: Vec<OutputChunk> = req
@@ -424,7 +481,9 @@ async fn live_worker(state: &AppState, id: &str) -> ApiResult<Worker> {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "worker_stopped",
-            format!("worker {id} stopped or was replaced by a newer start of its node; register again"),
+            format!(
+                "worker {id} stopped or was replaced by a newer start of its node; register again"
+            ),
         ));
     }
     Ok(worker)

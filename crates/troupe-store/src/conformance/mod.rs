@@ -37,8 +37,8 @@ use troupe_core::run::{
     CancelMode, HostStats, Labels, NewRun, Origin, Run, RunOptions, RunSummary,
 };
 use troupe_core::template::NewTemplate;
-use troupe_core::{Event, RunStatus};
 use troupe_core::worker::TokenRole;
+use troupe_core::{Event, RunStatus};
 
 mod catalog;
 mod claims;

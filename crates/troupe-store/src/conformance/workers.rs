@@ -49,7 +49,10 @@ pub async fn workers_register_heartbeat_drain(store: &dyn Store) {
         .expect("again");
     assert!(!b.draining, "a new incarnation starts fresh");
     let old = store.get_worker("node1/a").await.expect("old");
-    assert!(old.stopped_at.is_some(), "the old incarnation counts as stopped");
+    assert!(
+        old.stopped_at.is_some(),
+        "the old incarnation counts as stopped"
+    );
     assert_not_found(store.heartbeat_worker("node1/a", 0).await, "worker");
     let listed: Vec<String> = store
         .list_workers(since)
@@ -95,7 +98,10 @@ pub async fn claims_follow_worker_labels_and_splits(store: &dyn Store) {
         .create_run(&with(&["gpu", "eu"], None))
         .await
         .expect("run");
-    let split = store.create_run(&with(&[], Some(3))).await.expect("run");
+    let split = store
+        .create_run(&with(&["gpu"], Some(3)))
+        .await
+        .expect("run");
     let plain = store.create_run(&with(&[], None)).await.expect("run");
     let lease = Duration::from_secs(60);
 
@@ -105,8 +111,15 @@ pub async fn claims_follow_worker_labels_and_splits(store: &dyn Store) {
         labels: &none,
         splits: false,
     };
-    let got = store.claim_for(&remote_plain, lease, 10).await.expect("claim");
-    assert_eq!(ids(&got), vec![plain.id], "no labels, no splits: only the plain run");
+    let got = store
+        .claim_for(&remote_plain, lease, 10)
+        .await
+        .expect("claim");
+    assert_eq!(
+        ids(&got),
+        vec![plain.id],
+        "no labels, no splits: only the plain run"
+    );
 
     let gpu_only = vec!["gpu".to_owned(), "x".to_owned()];
     let got = store
@@ -127,7 +140,11 @@ pub async fn claims_follow_worker_labels_and_splits(store: &dyn Store) {
         .claim_runs("embedded/1", lease, 10)
         .await
         .expect("claim");
-    assert_eq!(ids(&got), vec![split.id], "the embedded pool takes the split parent");
+    assert_eq!(
+        ids(&got),
+        vec![split.id],
+        "the embedded pool takes the split parent, whose slices carry its labels"
+    );
 
     let both = vec!["eu".to_owned(), "gpu".to_owned()];
     let got = store

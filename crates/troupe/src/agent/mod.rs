@@ -40,7 +40,8 @@ pub struct WorkerArgs {
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     crate::serve::ensure_data_dir(&args.data_dir)?;
     for label in &args.labels {
-        troupe_core::run::check_worker_label(label, "--labels").map_err(|e| anyhow::anyhow!(e.message))?;
+        troupe_core::run::check_worker_label(label, "--labels")
+            .map_err(|e| anyhow::anyhow!(e.message))?;
     }
     let ansible_cfg = crate::config::Config {
         data_dir: args.data_dir.clone(),
@@ -60,7 +61,12 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         std::fs::set_permissions(&runs_dir, std::fs::Permissions::from_mode(0o700))?;
     }
     let node = crate::serve::node_id(&args.data_dir)?;
-    let client = Client::new(&args.server, Some(args.token.clone()), &args.data_dir, args.ca_file.as_deref())?;
+    let client = Client::new(
+        &args.server,
+        Some(args.token.clone()),
+        &args.data_dir,
+        args.ca_file.as_deref(),
+    )?;
     let outbox = outbox::Outbox::open(&args.data_dir.join("outbox"))?;
     tokio::spawn(Arc::clone(&outbox).send_forever(client.clone()));
 
@@ -70,7 +76,9 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     if left > 0 {
         tracing::info!(reports = left, "sending reports a previous start left");
         while !outbox.drained(Duration::from_secs(10)).await {
-            tracing::warn!("still waiting for the server to take the reports a previous start left");
+            tracing::warn!(
+                "still waiting for the server to take the reports a previous start left"
+            );
         }
     }
     let registered = register(&client, &node, &args).await;
@@ -111,7 +119,10 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     };
     let pool = WorkerPool::start_remote(backend, cfg, registered.worker_id).await;
     crate::serve::shutdown_signal().await;
-    tracing::info!("stopping: runs in flight get {:?} to finish", args.shutdown_grace);
+    tracing::info!(
+        "stopping: runs in flight get {:?} to finish",
+        args.shutdown_grace
+    );
     pool.shutdown(args.shutdown_grace).await;
     Ok(())
 }
@@ -128,7 +139,10 @@ async fn register(client: &Client, node: &str, args: &WorkerArgs) -> Registered 
     };
     let mut delay = Duration::from_millis(200);
     loop {
-        match client.post::<_, Registered>("/api/v1/worker/register", &body).await {
+        match client
+            .post::<_, Registered>("/api/v1/worker/register", &body)
+            .await
+        {
             Ok(r) => return r,
             Err(e) => {
                 if let Some(f) = e.downcast_ref::<crate::client::ApiFailure>()

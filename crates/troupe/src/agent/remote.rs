@@ -37,7 +37,9 @@ pub struct RemoteBackend {
 
 fn unavailable(e: anyhow::Error) -> StoreError {
     match e.downcast_ref::<ApiFailure>() {
-        Some(f) if f.status == reqwest::StatusCode::CONFLICT => StoreError::Conflict(f.message.clone()),
+        Some(f) if f.status == reqwest::StatusCode::CONFLICT => {
+            StoreError::Conflict(f.message.clone())
+        }
         Some(f) if f.status == reqwest::StatusCode::NOT_FOUND => StoreError::NotFound {
             what: "worker or run",
             id: f.message.clone(),
@@ -48,12 +50,7 @@ fn unavailable(e: anyhow::Error) -> StoreError {
 
 #[async_trait]
 impl Backend for RemoteBackend {
-    async fn claim(
-        &self,
-        worker_id: &str,
-        _lease: Duration,
-        max: usize,
-    ) -> StoreResult<Vec<Run>> {
+    async fn claim(&self, worker_id: &str, _lease: Duration, max: usize) -> StoreResult<Vec<Run>> {
         let claimed: ClaimedRuns = self
             .client
             .post(
@@ -184,7 +181,9 @@ impl Backend for RemoteBackend {
 
     async fn goodbye(&self, worker_id: &str) -> StoreResult<()> {
         if !self.outbox.drained(Duration::from_secs(30)).await {
-            tracing::warn!("reports are still waiting for the server; they are sent on the next start");
+            tracing::warn!(
+                "reports are still waiting for the server; they are sent on the next start"
+            );
         }
         self.client
             .post_unread(

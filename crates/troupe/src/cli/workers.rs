@@ -58,7 +58,10 @@ pub async fn run(client: &Client, cmd: WorkersCmd) -> anyhow::Result<i32> {
                     &serde_json::json!({}),
                 )
                 .await?;
-            println!("worker {} is draining: it finishes its runs and claims no more", w.id);
+            println!(
+                "worker {} is draining: it finishes its runs and claims no more",
+                w.id
+            );
             Ok(0)
         }
     }

@@ -25,3 +25,4 @@ mod schedules;
 mod slices;
 mod streams;
 mod tls;
+mod workers;
