@@ -1,6 +1,7 @@
 //! Executing one claimed run: launch, drain, renew, cancel, record.
 
 use crate::batch::{BATCH_BACKLOG_MAX, Batcher, UNWATCHED_FLUSH};
+use crate::git::CommitTree;
 use crate::live::RunChange;
 use crate::pool::{Control, WorkerPool};
 use crate::status::{CancelCause, decide_status};
@@ -10,9 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use troupe_ansible::{AnsibleError, LaunchSpec, Process};
 use troupe_core::RunStatus;
 use troupe_core::credential::CredentialSecret;
-use troupe_core::project::ProjectSource;
 use troupe_core::run::{CancelMode, Run, RunSummary};
-use troupe_launch::playbooks::project_root;
 use troupe_store::{Lease, RunOutcome};
 
 impl WorkerPool {
@@ -79,7 +78,8 @@ impl WorkerPool {
         run: &Run,
         mut control: mpsc::UnboundedReceiver<Control>,
     ) -> Option<RunOutcome> {
-        let (spec, commit) = match self.prepare(run).await {
+        // `tree` is held until the run ends: no sync prunes it meanwhile.
+        let (spec, tree) = match self.prepare(run).await {
             Ok(prepared) => prepared,
             Err(reason) => return Some(error_outcome(reason)),
         };
@@ -94,12 +94,7 @@ impl WorkerPool {
         };
         if let Err(e) = self
             .store
-            .mark_launched(
-                run.id,
-                &self.worker_id,
-                chrono::Utc::now(),
-                commit.as_deref(),
-            )
+            .mark_launched(run.id, &self.worker_id, chrono::Utc::now(), tree.commit())
             .await
         {
             // The run goes on: only its launch time and commit are missing from the record.
@@ -180,39 +175,21 @@ impl WorkerPool {
         })
     }
 
-    /// Everything a launch needs, as it is at execution time. Also returns the commit a git
-    /// project's checkout is at. The playbook is checked again by [`Process::spawn`], which
-    /// refuses one that is no longer a file inside the project.
-    pub(crate) async fn prepare(&self, run: &Run) -> Result<(LaunchSpec, Option<String>), String> {
+    /// Everything a launch needs, as it is at execution time. Also returns the tree the run
+    /// executes in (for a git project: its commit's, held until dropped, so keep it until the
+    /// run ends). The playbook is checked again by [`Process::spawn`], which refuses one that
+    /// is no longer a file inside the project.
+    pub(crate) async fn prepare(&self, run: &Run) -> Result<(LaunchSpec, CommitTree), String> {
         let (project, inventory) = self
             .store
             .get_run_launch(run.id)
             .await
             .map_err(|e| format!("could not load the run's project and inventory: {e}"))?;
-        let commit = match &project.source {
-            ProjectSource::Dir { .. } => None,
-            ProjectSource::Git { .. } => match &project.sync.commit {
-                Some(c) => Some(c.clone()),
-                None => {
-                    return Err(format!(
-                        "git project {:?} has never synced successfully{}; sync it with POST /api/v1/projects/{}/sync",
-                        project.name,
-                        project
-                            .sync
-                            .error
-                            .as_deref()
-                            .map(|e| format!(" (last error: {e})"))
-                            .unwrap_or_default(),
-                        project.id
-                    ));
-                }
-            },
-        };
-        let project_dir = project_root(&project, &self.cfg.projects_dir);
+        let tree = self.cfg.git.tree_for(&project).await.map_err(|e| e.0)?;
         let credentials = self.credentials(&run.options.credentials).await?;
         let spec = LaunchSpec {
             ansible: self.cfg.ansible.clone(),
-            project_dir,
+            project_dir: tree.path().to_path_buf(),
             playbook: run.playbook.clone(),
             inventory,
             options: run.options.clone(),
@@ -222,7 +199,7 @@ impl WorkerPool {
             grace: self.cfg.grace,
             credentials,
         };
-        Ok((spec, commit))
+        Ok((spec, tree))
     }
 
     /// The opened secrets of the credentials a run names, as they are now (one deleted or

@@ -41,7 +41,8 @@ impl WorkerPool {
         let Some(slicing) = run.options.slicing() else {
             return Some(error_outcome("not a split run".into()));
         };
-        let (spec, commit) = match self.prepare(run).await {
+        // The parent's tree is held while it follows its slices.
+        let (spec, tree) = match self.prepare(run).await {
             Ok(prepared) => prepared,
             Err(reason) => return Some(error_outcome(reason)),
         };
@@ -122,12 +123,7 @@ impl WorkerPool {
         }
         if let Err(e) = self
             .store
-            .mark_launched(
-                run.id,
-                &self.worker_id,
-                chrono::Utc::now(),
-                commit.as_deref(),
-            )
+            .mark_launched(run.id, &self.worker_id, chrono::Utc::now(), tree.commit())
             .await
         {
             tracing::warn!(run = run.id, error = %e, "could not record the split run's launch");
