@@ -4,13 +4,40 @@ use std::path::{Path, PathBuf};
 pub use troupe_ansible::PlaybookError;
 use troupe_core::project::{Project, ProjectSource};
 
-/// The directory a project's playbooks are in: its own for `dir` projects, its checkout
-/// under `projects_dir` for git projects.
+/// The directory a project's playbooks are in: its own for `dir` projects; for git projects
+/// the tree of the commit its last successful sync recorded ([`commit_tree`]), or the
+/// repository's directory when it has none yet (nothing is found there).
 pub fn project_root(project: &Project, projects_dir: &Path) -> PathBuf {
     match &project.source {
         ProjectSource::Dir { path } => PathBuf::from(path),
-        ProjectSource::Git { .. } => projects_dir.join(project.id.to_string()),
+        ProjectSource::Git { .. } => match project.sync.commit.as_deref() {
+            Some(sha) if is_commit_id(sha) => commit_tree(projects_dir, project.id, sha),
+            _ => repo_dir(projects_dir, project.id),
+        },
     }
+}
+
+/// Where a git project's clone lives (its `.git`; no files are checked out there).
+pub fn repo_dir(projects_dir: &Path, project_id: i64) -> PathBuf {
+    projects_dir.join(project_id.to_string())
+}
+
+/// The directory holding the files of one commit of a git project: created when a sync
+/// reaches the commit, never changed afterwards, removed once no run uses it and it is no
+/// longer the project's current commit. Callers pass a full commit id ([`is_commit_id`]).
+pub fn commit_tree(projects_dir: &Path, project_id: i64, sha: &str) -> PathBuf {
+    repo_dir(projects_dir, project_id)
+        .join(COMMITS_DIR)
+        .join(sha)
+}
+
+/// The directory under a git project's [`repo_dir`] that holds its [`commit_tree`]s.
+pub const COMMITS_DIR: &str = "commits";
+
+/// True for a full commit id as git prints it (40 or 64 lowercase hex digits): the only
+/// names a [`commit_tree`] may have, so a path can never leave the project.
+pub fn is_commit_id(sha: &str) -> bool {
+    matches!(sha.len(), 40 | 64) && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Resolves `playbook` inside `project_dir`, following symlinks, and refuses anything that
@@ -134,6 +161,32 @@ pub fn is_playbook_text(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn git_projects_run_from_their_commit_tree() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let mut project = Project {
+            id: 7,
+            name: "p".into(),
+            source: ProjectSource::Git {
+                url: "https://example.com/r.git".into(),
+                git_ref: None,
+            },
+            sync: Default::default(),
+            created_at: Default::default(),
+        };
+        let dir = Path::new("/data/projects");
+        assert_eq!(project_root(&project, dir), dir.join("7"));
+        project.sync.commit = Some(sha.into());
+        assert_eq!(
+            project_root(&project, dir),
+            dir.join("7").join("commits").join(sha)
+        );
+        project.sync.commit = Some("../../etc".into());
+        assert_eq!(project_root(&project, dir), dir.join("7"));
+        assert!(!is_commit_id("ABCDEF0123456789abcdef0123456789abcdef01"));
+        assert!(!is_commit_id("abc"));
+    }
 
     #[test]
     fn recognises_playbooks() {

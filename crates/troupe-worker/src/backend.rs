@@ -2,6 +2,7 @@
 //! `troupe serve`) or a server over HTTP (`troupe worker`). Executing a run is the same code
 //! either way; only these calls differ.
 
+use crate::git::{CommitTree, ProjectSyncer};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::path::PathBuf;
@@ -10,9 +11,7 @@ use std::time::Duration;
 use troupe_core::Event;
 use troupe_core::credential::CredentialSecret;
 use troupe_core::inventory::InventoryContent;
-use troupe_core::project::ProjectSource;
 use troupe_core::run::Run;
-use troupe_launch::playbooks::project_root;
 use troupe_store::{Claimant, Lease, OutputChunk, RunOutcome, Store, StoreResult};
 
 /// What executing a run needs besides the run itself, as it is at execution time.
@@ -25,6 +24,9 @@ pub struct Prepared {
     pub credentials: Vec<CredentialSecret>,
     /// For git projects, the commit the files are at.
     pub commit: Option<String>,
+    /// For a git project on a server, its commit's tree, held against pruning while this
+    /// lives.
+    pub tree: Option<CommitTree>,
 }
 
 /// How a finish report was taken.
@@ -85,25 +87,26 @@ pub trait Backend: Send + Sync + 'static {
 pub struct StoreBackend {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) claimant_labels: Vec<String>,
-    pub(crate) projects_dir: PathBuf,
+    pub(crate) git: Arc<ProjectSyncer>,
     pub(crate) sealer: Arc<dyn troupe_core::secret::Sealer>,
     /// How this pool registers as a worker.
     pub(crate) registration: Option<troupe_core::worker::NewWorker>,
 }
 
 impl StoreBackend {
-    /// A backend over `store`: projects live in `projects_dir`, credentials open with `sealer`;
-    /// it takes runs requiring at most `labels`.
+    /// A backend over `store`: runs get their files from `git` (commit trees of git projects,
+    /// directories of the others), credentials open with `sealer`; it takes runs requiring at
+    /// most `labels`.
     pub fn new(
         store: Arc<dyn Store>,
         labels: Vec<String>,
-        projects_dir: PathBuf,
+        git: Arc<ProjectSyncer>,
         sealer: Arc<dyn troupe_core::secret::Sealer>,
     ) -> Self {
         Self {
             store,
             claimant_labels: labels,
-            projects_dir,
+            git,
             sealer,
             registration: None,
         }
@@ -127,8 +130,7 @@ impl Backend for StoreBackend {
             .get_run_launch(run.id)
             .await
             .map_err(|e| format!("could not load the run's project and inventory: {e}"))?;
-        let commit = git_commit(&project)?;
-        let project_dir = project_root(&project, &self.projects_dir);
+        let tree = self.git.tree_for(&project).await.map_err(|e| e.0)?;
         let credentials = open_credentials(
             self.store.as_ref(),
             self.sealer.as_ref(),
@@ -136,10 +138,11 @@ impl Backend for StoreBackend {
         )
         .await?;
         Ok(Prepared {
-            project_dir,
+            project_dir: tree.path().to_path_buf(),
             inventory,
             credentials,
-            commit,
+            commit: tree.commit().map(str::to_owned),
+            tree: Some(tree),
         })
     }
 
@@ -199,27 +202,6 @@ impl Backend for StoreBackend {
 
     async fn goodbye(&self, worker_id: &str) -> StoreResult<()> {
         self.store.stop_worker(worker_id).await
-    }
-}
-
-/// The commit a git project's files are at; an error when it never synced.
-pub fn git_commit(project: &troupe_core::project::Project) -> Result<Option<String>, String> {
-    match &project.source {
-        ProjectSource::Dir { .. } => Ok(None),
-        ProjectSource::Git { .. } => match &project.sync.commit {
-            Some(c) => Ok(Some(c.clone())),
-            None => Err(format!(
-                "git project {:?} has never synced successfully{}; sync it with POST /api/v1/projects/{}/sync",
-                project.name,
-                project
-                    .sync
-                    .error
-                    .as_deref()
-                    .map(|e| format!(" (last error: {e})"))
-                    .unwrap_or_default(),
-                project.id
-            )),
-        },
     }
 }
 

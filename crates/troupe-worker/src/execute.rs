@@ -2,6 +2,7 @@
 
 use crate::backend::Finished;
 use crate::batch::{BATCH_BACKLOG_MAX, Batcher, UNWATCHED_FLUSH};
+use crate::git::CommitTree;
 use crate::live::RunChange;
 use crate::pool::{Control, WorkerPool};
 use crate::status::{CancelCause, decide_status};
@@ -82,7 +83,8 @@ impl WorkerPool {
         run: &Run,
         mut control: mpsc::UnboundedReceiver<Control>,
     ) -> Option<RunOutcome> {
-        let (spec, commit) = match self.prepare(run).await {
+        // `_tree` is held until the run ends: no sync prunes the files under it meanwhile.
+        let (spec, commit, _tree) = match self.prepare(run).await {
             Ok(prepared) => prepared,
             Err(reason) => return Some(error_outcome(reason)),
         };
@@ -189,9 +191,13 @@ impl WorkerPool {
     }
 
     /// Everything a launch needs, as it is at execution time. Also returns the commit a git
-    /// project's checkout is at. The playbook is checked again by [`Process::spawn`], which
-    /// refuses one that is no longer a file inside the project.
-    pub(crate) async fn prepare(&self, run: &Run) -> Result<(LaunchSpec, Option<String>), String> {
+    /// project's files are at, and the commit tree they are in (held against pruning until
+    /// dropped: keep it until the run ends). The playbook is checked again by
+    /// [`Process::spawn`], which refuses one that is no longer a file inside the project.
+    pub(crate) async fn prepare(
+        &self,
+        run: &Run,
+    ) -> Result<(LaunchSpec, Option<String>, Option<CommitTree>), String> {
         let prepared = self.backend.prepare(run).await?;
         let spec = LaunchSpec {
             ansible: self.cfg.ansible.clone(),
@@ -205,7 +211,7 @@ impl WorkerPool {
             grace: self.cfg.grace,
             credentials: prepared.credentials,
         };
-        Ok((spec, prepared.commit))
+        Ok((spec, prepared.commit, prepared.tree))
     }
 }
 

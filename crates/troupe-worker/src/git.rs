@@ -1,22 +1,36 @@
-//! Git projects: cloning, fetching and checking out a project's repository with the `git` CLI,
-//! and installing its `requirements.yml` with `ansible-galaxy`.
+//! Git projects: cloning and fetching a project's repository with the `git` CLI, writing out
+//! the files of the commit it is at, and installing its `requirements.yml` with
+//! `ansible-galaxy`.
 //!
-//! A git project's checkout lives at `<projects_dir>/<project id>` (see
-//! [`troupe_launch::playbooks::project_root`]). A new project is cloned into a staging directory first
-//! ([`ProjectSyncer::stage`]) and moved into place once it is stored, so a clone that fails
-//! leaves nothing behind. Syncs of one project are serialised by a per-project lock; a failed
-//! sync leaves the last good checkout in place.
+//! A git project's clone lives at `<projects_dir>/<project id>` (no files checked out there)
+//! and every commit a sync reaches gets its own tree, `<projects_dir>/<project
+//! id>/commits/<sha>` ([`commit_tree`]), written before the sync returns (so starting a run
+//! costs nothing) and never changed afterwards. A run executes in the tree of the commit the
+//! project was at when it started ([`ProjectSyncer::tree_for`]) and holds it until it ends: a
+//! sync during the run never changes a file under it.
+//!
+//! Pruning: after each successful sync, the trees of the project's other commits are removed
+//! unless a run in this process still holds them ([`CommitTree`] counts its holders); a tree
+//! held at that moment goes at the first sync after its last run ended. A run that starts on
+//! a tree pruned since it read the project writes the tree again.
+//!
+//! A new project is cloned into a staging directory first ([`ProjectSyncer::stage`]) and moved
+//! into place once it is stored, so a clone that fails leaves nothing behind. Syncs of one
+//! project are serialised by a per-project lock; a failed sync leaves the last good tree in
+//! place.
 
 use chrono::Utc;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::process::Command;
 use troupe_core::project::{Project, ProjectSource, ProjectSync};
 use troupe_core::url::redact_credentials;
+pub use troupe_launch::playbooks::commit_tree;
+use troupe_launch::playbooks::{COMMITS_DIR, is_commit_id, repo_dir};
 
 /// The longest any one git or ansible-galaxy command may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -46,6 +60,61 @@ pub struct ProjectSyncer {
     ansible_bin: Option<PathBuf>,
     timeout: Duration,
     locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    holders: Arc<Holders>,
+}
+
+/// How many [`CommitTree`]s of this process hold each (project, commit) tree.
+type Holders = Mutex<HashMap<(i64, String), usize>>;
+
+/// The files a run executes: a git project's tree of one commit (held against pruning until
+/// this is dropped), or a directory project's own directory.
+#[derive(Debug)]
+pub struct CommitTree {
+    path: PathBuf,
+    commit: Option<String>,
+    _hold: Option<Hold>,
+}
+
+impl CommitTree {
+    /// The directory to run in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The commit the tree holds (`None` for directory projects).
+    pub fn commit(&self) -> Option<&str> {
+        self.commit.as_deref()
+    }
+}
+
+/// One holder of a commit tree; released on drop.
+#[derive(Debug)]
+struct Hold {
+    holders: Arc<Holders>,
+    key: (i64, String),
+}
+
+impl Hold {
+    fn new(holders: &Arc<Holders>, key: (i64, String)) -> Self {
+        let mut map = holders.lock().unwrap_or_else(PoisonError::into_inner);
+        *map.entry(key.clone()).or_default() += 1;
+        Self {
+            holders: Arc::clone(holders),
+            key,
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut map = self.holders.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// A fresh clone waiting for its project id. Removed on drop unless [`ProjectSyncer::adopt`]ed.
@@ -83,6 +152,7 @@ impl ProjectSyncer {
             ansible_bin: ansible_bin_dir.map(Path::to_path_buf),
             timeout: DEFAULT_TIMEOUT,
             locks: Mutex::new(HashMap::new()),
+            holders: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -92,9 +162,69 @@ impl ProjectSyncer {
         self
     }
 
-    /// Where a project's checkout lives.
+    /// Where a project's clone lives (its commit trees are under it).
     pub fn checkout_dir(&self, project_id: i64) -> PathBuf {
-        self.projects_dir.join(project_id.to_string())
+        repo_dir(&self.projects_dir, project_id)
+    }
+
+    /// The files a run of `project` executes, as the project is now: for a git project the
+    /// tree of the commit its last successful sync recorded, held against pruning until the
+    /// returned value is dropped (keep it for the whole run), and written again if it is
+    /// missing; for a directory project its directory. Fails when a git project has never
+    /// synced or its tree cannot be written.
+    pub async fn tree_for(&self, project: &Project) -> Result<CommitTree, SyncError> {
+        let ProjectSource::Git { .. } = &project.source else {
+            return Ok(CommitTree {
+                path: troupe_launch::playbooks::project_root(project, &self.projects_dir),
+                commit: None,
+                _hold: None,
+            });
+        };
+        let Some(sha) = project.sync.commit.as_deref().filter(|c| is_commit_id(c)) else {
+            return Err(SyncError(format!(
+                "git project {:?} has never synced successfully{}; sync it with POST /api/v1/projects/{}/sync",
+                project.name,
+                project
+                    .sync
+                    .error
+                    .as_deref()
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default(),
+                project.id
+            )));
+        };
+        // Held before looking at the disk: a prune that has not removed it by now will not.
+        let hold = Hold::new(&self.holders, (project.id, sha.to_owned()));
+        let repo = self.checkout_dir(project.id);
+        let path = commit_tree(&self.projects_dir, project.id, sha);
+        if tokio::fs::metadata(&path).await.is_err() {
+            tracing::info!(
+                project = project.id,
+                commit = sha,
+                "writing a missing commit tree"
+            );
+            self.write_tree(&repo, sha).await?;
+        }
+        Ok(CommitTree {
+            path,
+            commit: Some(sha.to_owned()),
+            _hold: Some(hold),
+        })
+    }
+
+    /// Writes the missing trees of the commits `projects` are at (a data dir from before
+    /// per-commit trees, or trees removed by hand), so that their playbooks are found at
+    /// launch again. Failures are logged: a run writes its tree again before it starts.
+    pub async fn restore_trees(&self, projects: &[Project]) {
+        for project in projects {
+            if !matches!(project.source, ProjectSource::Git { .. }) || project.sync.commit.is_none()
+            {
+                continue;
+            }
+            if let Err(e) = self.tree_for(project).await {
+                tracing::warn!(project = project.id, error = %e, "could not restore the project's commit tree");
+            }
+        }
     }
 
     /// Clones `url` and checks out `git_ref` into a staging directory, before the project is
@@ -111,11 +241,12 @@ impl ProjectSyncer {
             sync: ProjectSync::default(),
         };
         let commit = self.checkout(&dir, url, git_ref).await?;
+        let requirements_error = self.write_tree(&dir, &commit).await?;
         staged.sync = ProjectSync {
             commit: Some(commit),
             synced_at: Some(Utc::now()),
             error: None,
-            requirements_error: self.install_requirements(&dir).await,
+            requirements_error,
         };
         Ok(staged)
     }
@@ -145,9 +276,10 @@ impl ProjectSyncer {
         Ok(staged.sync.clone())
     }
 
-    /// Fetches a git project and checks its ref out again, then installs its requirements.
-    /// Returns the project's new sync state: on failure `error` says why and the previous
-    /// checkout stays in place. Syncs of one project never overlap.
+    /// Fetches a git project and resolves its ref again; a commit reached for the first time
+    /// gets its tree (with its requirements installed). Then prunes the project's trees no run
+    /// holds. Returns the project's new sync state: on failure `error` says why and the
+    /// previous tree stays in place. Syncs of one project never overlap.
     pub async fn sync(&self, project: &Project) -> ProjectSync {
         let ProjectSource::Git { url, git_ref } = &project.source else {
             return ProjectSync {
@@ -158,23 +290,132 @@ impl ProjectSyncer {
         let lock = self.lock(project.id);
         let _held = lock.lock().await;
         let dir = self.checkout_dir(project.id);
-        match self.checkout(&dir, url, git_ref.as_deref()).await {
-            Ok(commit) => ProjectSync {
-                commit: Some(commit),
-                synced_at: Some(Utc::now()),
-                error: None,
-                requirements_error: self.install_requirements(&dir).await,
-            },
+        let synced = match self.checkout(&dir, url, git_ref.as_deref()).await {
+            Ok(commit) => self.tree_of_sync(project, &dir, commit).await,
+            Err(e) => Err(e),
+        };
+        match synced {
+            Ok(sync) => {
+                if let Some(current) = &sync.commit {
+                    self.prune(project.id, current).await;
+                }
+                sync
+            }
             Err(e) => ProjectSync {
-                // Whatever is checked out now is what runs will use.
-                commit: self
-                    .head(&dir)
-                    .await
-                    .or_else(|| project.sync.commit.clone()),
+                // Runs go on using the last good commit's tree.
+                commit: project.sync.commit.clone(),
                 synced_at: Some(Utc::now()),
                 error: Some(e.0),
                 requirements_error: project.sync.requirements_error.clone(),
             },
+        }
+    }
+
+    /// The sync state once `commit` has its tree: written now when it is new, kept as it is
+    /// (with what its requirements reported then) when an earlier sync wrote it.
+    async fn tree_of_sync(
+        &self,
+        project: &Project,
+        dir: &Path,
+        commit: String,
+    ) -> Result<ProjectSync, SyncError> {
+        let tree = commit_tree(&self.projects_dir, project.id, &commit);
+        let requirements_error = if tokio::fs::metadata(&tree).await.is_ok() {
+            // Trees are never changed: one a run may be using is not installed into again.
+            if project.sync.commit.as_deref() == Some(commit.as_str()) {
+                project.sync.requirements_error.clone()
+            } else {
+                None
+            }
+        } else {
+            self.write_tree(dir, &commit).await?
+        };
+        Ok(ProjectSync {
+            commit: Some(commit),
+            synced_at: Some(Utc::now()),
+            error: None,
+            requirements_error,
+        })
+    }
+
+    /// Writes the files of `sha` (a full commit id of the clone in `repo`) to its tree under
+    /// `repo`, with its requirements installed: into a hidden directory first, renamed into
+    /// place when complete, so a tree is whole or absent. Returns what installing the
+    /// requirements reported.
+    async fn write_tree(&self, repo: &Path, sha: &str) -> Result<Option<String>, SyncError> {
+        let commits = repo.join(COMMITS_DIR);
+        let tree = commits.join(sha);
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let staging = commits.join(format!(".new-{sha}-{token}"));
+        tokio::fs::create_dir_all(&staging)
+            .await
+            .map_err(|e| SyncError(format!("cannot create {}: {e}", staging.display())))?;
+        // A private index: the clone's own is never touched, so writes of two commits (a sync
+        // and a run's repair) can overlap.
+        let index = repo.join(".git").join(format!("troupe-index-{token}"));
+        let mut prefix = staging.clone().into_os_string();
+        prefix.push("/");
+        let written = async {
+            self.git_env(
+                Some(repo),
+                "read-tree",
+                &["read-tree", "--end-of-options", sha].map(OsStr::new),
+                &[("GIT_INDEX_FILE", index.as_os_str())],
+            )
+            .await?;
+            let mut prefix_arg = std::ffi::OsString::from("--prefix=");
+            prefix_arg.push(&prefix);
+            self.git_env(
+                Some(repo),
+                "checkout-index",
+                &[
+                    OsStr::new("checkout-index"),
+                    OsStr::new("--all"),
+                    OsStr::new("--force"),
+                    &prefix_arg,
+                ],
+                &[("GIT_INDEX_FILE", index.as_os_str())],
+            )
+            .await
+        }
+        .await;
+        let _ = tokio::fs::remove_file(&index).await;
+        if let Err(e) = written {
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            return Err(e);
+        }
+        let requirements_error = self.install_requirements(&staging).await;
+        if let Err(e) = tokio::fs::rename(&staging, &tree).await {
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            // Someone else wrote the same commit meanwhile: theirs is as good.
+            if tokio::fs::metadata(&tree).await.is_err() {
+                return Err(SyncError(format!(
+                    "cannot move the files of {sha} into {}: {e}",
+                    tree.display()
+                )));
+            }
+        }
+        Ok(requirements_error)
+    }
+
+    /// Removes the trees of `project_id` other than `current` that no run holds, and what
+    /// interrupted writes and removals left behind.
+    async fn prune(&self, project_id: i64, current: &str) {
+        let commits = self.checkout_dir(project_id).join(COMMITS_DIR);
+        let holders = Arc::clone(&self.holders);
+        let current = current.to_owned();
+        let pruned = tokio::task::spawn_blocking(move || {
+            prune_blocking(&commits, project_id, &current, &holders)
+        })
+        .await;
+        match pruned {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(project = project_id, commits = ?removed, "pruned commit trees");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(project = project_id, error = %e, "could not prune commit trees")
+            }
         }
     }
 
@@ -186,8 +427,8 @@ impl ProjectSyncer {
         }
     }
 
-    /// Brings `dir` to `git_ref` of `url` (cloning when it holds no repository yet) and
-    /// returns the commit checked out.
+    /// Brings the clone in `dir` up to date with `url` (cloning when it holds no repository
+    /// yet) and returns the commit `git_ref` names. No files are checked out in `dir`.
     async fn checkout(
         &self,
         dir: &Path,
@@ -243,26 +484,7 @@ impl ProjectSyncer {
                 .await?;
             }
         }
-        let commit = self.resolve(dir, git_ref).await?;
-        self.git(
-            Some(dir),
-            "checkout",
-            &[
-                "-c",
-                "advice.detachedHead=false",
-                "checkout",
-                "--quiet",
-                "--force",
-                "--detach",
-                &commit,
-            ]
-            .map(OsStr::new),
-        )
-        .await?;
-        // Files the previous commit left behind (not ignored ones: installed roles survive).
-        self.git(Some(dir), "clean", &["clean", "-ffdq"].map(OsStr::new))
-            .await?;
-        Ok(commit)
+        self.resolve(dir, git_ref).await
     }
 
     /// The commit `git_ref` names: a branch of the remote, a tag, or a commit id; the remote's
@@ -327,19 +549,23 @@ impl ProjectSyncer {
         .filter(|c| !c.is_empty())
     }
 
-    async fn head(&self, dir: &Path) -> Option<String> {
-        if tokio::fs::metadata(dir.join(".git")).await.is_err() {
-            return None;
-        }
-        self.rev_parse(dir, "HEAD").await
-    }
-
     /// Runs git with a clean environment, no prompts and a time limit; returns its stdout.
     async fn git(
         &self,
         cwd: Option<&Path>,
         what: &str,
         args: &[&OsStr],
+    ) -> Result<String, SyncError> {
+        self.git_env(cwd, what, args, &[]).await
+    }
+
+    /// [`Self::git`] with some variables added to its environment.
+    async fn git_env(
+        &self,
+        cwd: Option<&Path>,
+        what: &str,
+        args: &[&OsStr],
+        env: &[(&str, &OsStr)],
     ) -> Result<String, SyncError> {
         let mut cmd = Command::new(&self.git);
         // The `ext::` transport runs commands; never allow it, whatever git's defaults are.
@@ -351,7 +577,8 @@ impl ProjectSyncer {
             .envs(troupe_ansible::child_env(None))
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GCM_INTERACTIVE", "never")
-            .env("LC_ALL", "C");
+            .env("LC_ALL", "C")
+            .envs(env.iter().copied());
         if std::env::var_os("GIT_SSH_COMMAND").is_none() {
             cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
         }
@@ -407,6 +634,49 @@ impl ProjectSyncer {
         }
         (!problems.is_empty()).then(|| problems.join("; "))
     }
+}
+
+/// The blocking part of [`ProjectSyncer::prune`]; returns the commits whose trees it removed.
+/// Deciding and renaming a tree out of the way happen under the holders' lock, so a run
+/// either holds a tree before it is chosen (and it stays) or finds it gone (and writes it).
+fn prune_blocking(
+    commits: &Path,
+    project_id: i64,
+    current: &str,
+    holders: &Holders,
+) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(commits) else {
+        return Vec::new();
+    };
+    let mut doomed = Vec::new();
+    let mut removed = Vec::new();
+    {
+        let held = holders.lock().unwrap_or_else(PoisonError::into_inner);
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_held = |sha: &str| held.contains_key(&(project_id, sha.to_owned()));
+            if let Some(rest) = name.strip_prefix(".new-") {
+                // A write in progress belongs to a sync (under the project's lock, so not
+                // now) or to a run holding its commit; anything else was interrupted.
+                let sha = rest.split('-').next().unwrap_or_default();
+                if !is_held(sha) {
+                    doomed.push(entry.path());
+                }
+            } else if name.starts_with(".trash-") {
+                doomed.push(entry.path());
+            } else if name != current && is_commit_id(&name) && !is_held(&name) {
+                let trash = commits.join(format!(".trash-{}", uuid::Uuid::new_v4().simple()));
+                if std::fs::rename(entry.path(), &trash).is_ok() {
+                    doomed.push(trash);
+                    removed.push(name);
+                }
+            }
+        }
+    }
+    for dir in doomed {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    removed
 }
 
 /// Why a git or ansible-galaxy command did not run to its end; the message follows the
@@ -473,6 +743,141 @@ mod tests {
         let m = message_of(long.as_bytes(), b"");
         assert!(m.len() <= MAX_MESSAGE + 3);
         assert_eq!(message_of(b"  ", b"from stdout\n"), "from stdout");
+    }
+
+    /// Runs the test's own git (not the syncer's) in `dir`.
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(["-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().into(),
+            other => panic!("git {args:?}: {other:?}"),
+        }
+    }
+
+    fn commit(repo: &Path, text: &str) -> String {
+        std::fs::write(repo.join("site.yml"), text).unwrap_or_else(|e| panic!("{e}"));
+        git(repo, &["add", "-A"]);
+        git(repo, &["commit", "-q", "-m", text]);
+        git(repo, &["rev-parse", "HEAD"])
+    }
+
+    fn tree_names(syncer: &ProjectSyncer, id: i64) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(syncer.checkout_dir(id).join(COMMITS_DIR))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn a_tree_in_use_survives_syncs_and_is_pruned_once_released() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let repo = tmp.path().join("repo");
+        std::fs::create_dir_all(&repo).unwrap_or_else(|e| panic!("{e}"));
+        git(&repo, &["init", "-q"]);
+        let a = commit(&repo, "- hosts: all # a\n");
+        let syncer = ProjectSyncer::new(tmp.path().join("projects"), None);
+        let url = repo.display().to_string();
+        let staged = syncer
+            .stage(&url, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut project = Project {
+            id: 1,
+            name: "p".into(),
+            source: ProjectSource::Git { url, git_ref: None },
+            sync: ProjectSync::default(),
+            created_at: Utc::now(),
+        };
+        project.sync = syncer
+            .adopt(staged, 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(project.sync.commit.as_deref(), Some(a.as_str()));
+        assert_eq!(tree_names(&syncer, 1), vec![a.clone()]);
+
+        // A run holds a's tree; two syncs move the project on.
+        let held = syncer
+            .tree_for(&project)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(held.path(), commit_tree(&syncer.projects_dir, 1, &a));
+        assert_eq!(held.commit(), Some(a.as_str()));
+        let b = commit(&repo, "- hosts: all # b\n");
+        project.sync = syncer.sync(&project).await;
+        assert_eq!(project.sync.commit.as_deref(), Some(b.as_str()));
+        let c = commit(&repo, "- hosts: all # c\n");
+        project.sync = syncer.sync(&project).await;
+        assert_eq!(project.sync.commit.as_deref(), Some(c.as_str()));
+        // b was never held: pruned; a is held: kept, unchanged.
+        let mut expected = vec![a.clone(), c.clone()];
+        expected.sort();
+        assert_eq!(tree_names(&syncer, 1), expected);
+        let text =
+            std::fs::read_to_string(held.path().join("site.yml")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(text, "- hosts: all # a\n");
+
+        // Released: the next sync removes it, even with nothing new upstream.
+        drop(held);
+        project.sync = syncer.sync(&project).await;
+        assert_eq!(project.sync.error, None);
+        assert_eq!(tree_names(&syncer, 1), vec![c.clone()]);
+
+        // A run whose commit's tree was pruned since it read the project writes it again.
+        let mut stale = project.clone();
+        stale.sync.commit = Some(a.clone());
+        let again = syncer
+            .tree_for(&stale)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = std::fs::read_to_string(again.path().join("site.yml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(text, "- hosts: all # a\n");
+        // Two holders of one tree: it stays until both are gone.
+        let second = syncer
+            .tree_for(&stale)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(again);
+        project.sync = syncer.sync(&project).await;
+        assert!(tree_names(&syncer, 1).contains(&a));
+        drop(second);
+        project.sync = syncer.sync(&project).await;
+        assert_eq!(tree_names(&syncer, 1), vec![c]);
+    }
+
+    #[tokio::test]
+    async fn a_project_never_synced_has_no_tree() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let syncer = ProjectSyncer::new(tmp.path().to_path_buf(), None);
+        let project = Project {
+            id: 3,
+            name: "never".into(),
+            source: ProjectSource::Git {
+                url: "/nowhere".into(),
+                git_ref: None,
+            },
+            sync: ProjectSync {
+                error: Some("boom".into()),
+                ..ProjectSync::default()
+            },
+            created_at: Utc::now(),
+        };
+        let err = syncer.tree_for(&project).await.err().map(|e| e.0);
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("never synced") && e.contains("boom")),
+            "{err:?}"
+        );
     }
 
     #[test]

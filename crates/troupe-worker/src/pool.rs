@@ -33,6 +33,9 @@ pub struct WorkerConfig {
     pub runs_dir: PathBuf,
     /// Where git projects are checked out (one directory per project id).
     pub projects_dir: PathBuf,
+    /// Hands runs the commit trees of git projects: the same syncer the API syncs with, so
+    /// that pruning spares the trees runs hold.
+    pub git: Arc<crate::git::ProjectSyncer>,
     /// Size limits on results and output.
     pub limits: Limits,
     /// Delays between SIGINT, SIGTERM and SIGKILL on a forced cancel.
@@ -107,7 +110,7 @@ impl WorkerPool {
         let mut backend = StoreBackend::new(
             Arc::clone(&store),
             cfg.labels.clone(),
-            cfg.projects_dir.clone(),
+            Arc::clone(&cfg.git),
             Arc::clone(&cfg.sealer),
         );
         backend.registration = Some(registration);

@@ -42,7 +42,8 @@ impl WorkerPool {
         let Some(slicing) = run.options.slicing() else {
             return Some(error_outcome("not a split run".into()));
         };
-        let (spec, commit) = match self.prepare(run).await {
+        // The parent's tree is held while it follows its slices.
+        let (spec, commit, _tree) = match self.prepare(run).await {
             Ok(prepared) => prepared,
             Err(reason) => return Some(error_outcome(reason)),
         };

@@ -168,6 +168,13 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         projects_dir.clone(),
         ansible.bin_dir(),
     ));
+    match store.list_projects().await {
+        Ok(projects) => {
+            let git = Arc::clone(&git);
+            tokio::spawn(async move { git.restore_trees(&projects).await });
+        }
+        Err(e) => tracing::warn!(error = %e, "could not list projects to restore their trees"),
+    }
     let node = node_id(&cfg.data_dir)?;
     let key_file = cfg
         .secret_key_file
@@ -184,6 +191,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         ansible,
         runs_dir,
         projects_dir: projects_dir.clone(),
+        git: Arc::clone(&git),
         limits: Limits {
             max_result_bytes: cfg.max_result_bytes,
             max_output_bytes: cfg.max_output_bytes,

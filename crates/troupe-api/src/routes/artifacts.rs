@@ -47,12 +47,18 @@ async fn get_artifacts(
         ));
     }
     // The project may have been removed since; the command then has no working directory.
+    // A git project's run ran in the tree of the commit it recorded.
     let cwd = match state.store.get_project(run.project_id).await {
-        Ok(p) => Value::String(
-            troupe_launch::playbooks::project_root(&p, &state.projects_dir)
-                .display()
-                .to_string(),
-        ),
+        Ok(mut p) => {
+            if run.commit.is_some() {
+                p.sync.commit.clone_from(&run.commit);
+            }
+            Value::String(
+                troupe_launch::playbooks::project_root(&p, &state.projects_dir)
+                    .display()
+                    .to_string(),
+            )
+        }
         Err(StoreError::NotFound { .. }) => Value::Null,
         Err(e) => return Err(e.into()),
     };

@@ -306,11 +306,16 @@ async fn plan(
     let (project, inventory) = state.store.get_run_launch(run.id).await?;
     let unprepared =
         |reason: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_prepare", reason);
-    let commit = troupe_worker::backend::git_commit(&project).map_err(unprepared)?;
-    let dir = troupe_launch::playbooks::project_root(&project, &state.projects_dir);
+    // The commit tree is held while it is bundled: no sync prunes it meanwhile.
+    let tree = state
+        .git
+        .tree_for(&project)
+        .await
+        .map_err(|e| unprepared(e.0))?;
+    let commit = tree.commit().map(str::to_owned);
     let bundle = state
         .bundles
-        .of(&dir)
+        .of(tree.path())
         .await
         .map_err(|e| unprepared(e.to_string()))?;
     let credentials = troupe_worker::backend::open_credentials(
@@ -345,14 +350,18 @@ async fn bundle(
 ) -> ApiResult<Response> {
     let run = held_run(&state, id, &q.worker_id).await?;
     let (project, _) = state.store.get_run_launch(run.id).await?;
-    let dir = troupe_launch::playbooks::project_root(&project, &state.projects_dir);
-    let bundle = state.bundles.of(&dir).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "cannot_prepare",
-            e.to_string(),
-        )
-    })?;
+    let unprepared =
+        |reason: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_prepare", reason);
+    let tree = state
+        .git
+        .tree_for(&project)
+        .await
+        .map_err(|e| unprepared(e.0))?;
+    let bundle = state
+        .bundles
+        .of(tree.path())
+        .await
+        .map_err(|e| unprepared(e.to_string()))?;
     let mut response = bundle.bytes.clone().into_response();
     let headers = response.headers_mut();
     headers.insert(

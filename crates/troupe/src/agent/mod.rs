@@ -116,6 +116,11 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         // Credentials arrive opened in each run's plan; nothing is sealed here.
         sealer: Arc::new(NoSealer),
         labels: args.labels.clone(),
+        // Runs get their files from bundles; no git project is synced here.
+        git: Arc::new(troupe_worker::git::ProjectSyncer::new(
+            args.data_dir.join("bundles"),
+            None,
+        )),
     };
     let pool = WorkerPool::start_remote(backend, cfg, registered.worker_id).await;
     crate::serve::shutdown_signal().await;

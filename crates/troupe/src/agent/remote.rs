@@ -83,6 +83,7 @@ impl Backend for RemoteBackend {
             inventory: plan.inventory,
             credentials: plan.credentials,
             commit: plan.commit,
+            tree: None,
         })
     }
 

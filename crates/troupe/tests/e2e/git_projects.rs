@@ -7,6 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 const PLAY_V1: &str = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: version one\n";
 const PLAY_V2: &str = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: version two\n";
@@ -308,7 +309,7 @@ async fn sync_failures_are_clear_and_recorded() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn concurrent_syncs_leave_a_clean_checkout() -> anyhow::Result<()> {
+async fn concurrent_syncs_leave_one_whole_tree() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let repo = tmp.path().join("repo");
     new_repo(&repo)?;
@@ -335,10 +336,181 @@ async fn concurrent_syncs_leave_a_clean_checkout() -> anyhow::Result<()> {
             assert_eq!(body["sync"]["commit"], last);
         }
     }
-    let checkout = server.data_dir.join("projects").join(pid.to_string());
-    let status = git(&checkout, &["status", "--porcelain"])?;
-    assert_eq!(status, "", "clean checkout");
-    assert_eq!(git(&checkout, &["rev-parse", "HEAD"])?, last);
+    // One tree left, the last commit's, with exactly that commit's files.
+    let commits = server
+        .data_dir
+        .join("projects")
+        .join(pid.to_string())
+        .join("commits");
+    assert_eq!(dir_names(&commits)?, vec![last.clone()]);
+    assert_eq!(
+        dir_names(&commits.join(&last))?,
+        vec!["f0.yml", "f1.yml", "f2.yml", "site.yml"]
+    );
+    Ok(())
+}
+
+/// The names in a directory, sorted.
+fn dir_names(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut names = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    names.sort();
+    Ok(names)
+}
+
+/// Announces it started, waits for a release file, and only then reads the project's files:
+/// a variables file, a task file and a file lookup.
+const PAUSING_PLAY: &str = r#"- hosts: all
+  gather_facts: false
+  tasks:
+    - ansible.builtin.copy:
+        dest: "{{ started }}"
+        content: "up"
+    - ansible.builtin.wait_for:
+        path: "{{ release }}"
+        timeout: 120
+    - ansible.builtin.include_vars: vars.yml
+    - ansible.builtin.debug:
+        msg: "var says {{ message }}"
+    - ansible.builtin.include_tasks: more.yml
+    - ansible.builtin.debug:
+        msg: "file says {{ lookup('file', 'note.txt') }}"
+"#;
+
+/// Launches [`PAUSING_PLAY`]; the run's id.
+async fn launch_pausing(
+    server: &Server,
+    project: i64,
+    started: &Path,
+    release: &Path,
+) -> anyhow::Result<i64> {
+    server
+        .launch(
+            project,
+            "site.yml",
+            &local_hosts(1),
+            json!({"extra_vars": {"started": started, "release": release}}),
+        )
+        .await
+}
+
+/// Waits for a run of [`PAUSING_PLAY`] to succeed; checks it recorded `sha` and printed the
+/// `age` ("old" or "new") content of every file it read. Its stdout.
+async fn ran_commit(server: &Server, id: i64, sha: &str, age: &str) -> anyhow::Result<String> {
+    let run = server.wait_finished(id).await?;
+    assert_eq!(run["status"], "successful", "{run}");
+    assert_eq!(run["commit"], sha, "{run}");
+    let out = server.text(&format!("/api/v1/runs/{id}/stdout")).await?;
+    for said in [
+        format!("var says {age}-vars"),
+        format!("tasks say {age}-tasks"),
+        format!("file says {age}-note"),
+    ] {
+        assert!(out.contains(&said), "{said} missing from:\n{out}");
+    }
+    Ok(out)
+}
+
+fn more_tasks(word: &str) -> String {
+    format!("- ansible.builtin.debug:\n    msg: tasks say {word}\n")
+}
+
+#[tokio::test]
+async fn a_sync_during_a_run_never_changes_its_files() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let repo = tmp.path().join("repo");
+    new_repo(&repo)?;
+    let old_tasks = more_tasks("old-tasks");
+    let c1 = commit(
+        &repo,
+        &[
+            ("site.yml", PAUSING_PLAY),
+            ("vars.yml", "message: old-vars\n"),
+            ("more.yml", &old_tasks),
+            ("note.txt", "old-note\n"),
+        ],
+        "one",
+    )?;
+    // Served from a bare repository over file://, as a remote would be.
+    let bare = tmp.path().join("remote.git");
+    git(
+        tmp.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            &repo.display().to_string(),
+            "remote.git",
+        ],
+    )?;
+    git(
+        &repo,
+        &[
+            "remote",
+            "add",
+            "origin",
+            &format!("file://{}", bare.display()),
+        ],
+    )?;
+    let server = serve()?;
+    let p = server
+        .post(
+            "/api/v1/projects",
+            &json!({"name": "steady", "source": {"type": "git", "url": format!("file://{}", bare.display())}}),
+        )
+        .await?;
+    let pid = p["id"].as_i64().context("id")?;
+    assert_eq!(p["sync"]["commit"], c1, "{p}");
+    let commits = server
+        .data_dir
+        .join("projects")
+        .join(pid.to_string())
+        .join("commits");
+
+    // A run starts on c1 and pauses before it reads any of the files.
+    let (started, release) = (tmp.path().join("started"), tmp.path().join("release"));
+    let old_run = launch_pausing(&server, pid, &started, &release).await?;
+    wait_file(&started, Duration::from_secs(120)).await?;
+
+    // Every file it will read changes upstream, and the project syncs while it waits.
+    let new_tasks = more_tasks("new-tasks");
+    let c2 = commit(
+        &repo,
+        &[
+            ("vars.yml", "message: new-vars\n"),
+            ("more.yml", &new_tasks),
+            ("note.txt", "new-note\n"),
+        ],
+        "two",
+    )?;
+    git(&repo, &["push", "-q", "origin", "HEAD:refs/heads/main"])?;
+    let synced = server
+        .post(&format!("/api/v1/projects/{pid}/sync"), &json!({}))
+        .await?;
+    assert_eq!(synced["sync"]["commit"], c2, "{synced}");
+    // The run's tree is still there next to the new one.
+    let mut both = vec![c1.clone(), c2.clone()];
+    both.sort();
+    assert_eq!(dir_names(&commits)?, both);
+
+    // Released: the run read c1's files, and records c1.
+    std::fs::write(&release, "go")?;
+    let out = ran_commit(&server, old_run, &c1, "old").await?;
+    assert!(!out.contains("new-"), "{out}");
+
+    // A run started after the sync runs c2 (the release file is there: no pause).
+    std::fs::remove_file(&started)?;
+    let new_run = launch_pausing(&server, pid, &started, &release).await?;
+    ran_commit(&server, new_run, &c2, "new").await?;
+
+    // No run holds c1 any more: the next sync prunes its tree.
+    let synced = server
+        .post(&format!("/api/v1/projects/{pid}/sync"), &json!({}))
+        .await?;
+    assert_eq!(synced["sync"]["commit"], c2, "{synced}");
+    assert_eq!(dir_names(&commits)?, vec![c2]);
     Ok(())
 }
 
