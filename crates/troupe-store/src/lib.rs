@@ -15,6 +15,7 @@
 
 use async_trait::async_trait;
 
+pub mod bus;
 pub mod catalog;
 pub mod claims;
 #[cfg(feature = "conformance")]
@@ -25,6 +26,7 @@ pub mod events;
 pub mod flows;
 pub mod inbound;
 pub mod jobs;
+pub mod leases;
 pub mod notifications;
 pub mod output;
 pub mod runs;
@@ -32,6 +34,7 @@ pub mod runs;
 pub mod sql;
 pub mod tokens;
 
+pub use bus::{Heard, LiveBus, LocalBus, MAX_NOTICE_BYTES};
 pub use catalog::{InventoryStore, ProjectStore, TemplateStore};
 pub use claims::{ClaimStore, Lease, RunOutcome};
 pub use credentials::{CredentialStore, StoredCredential};
@@ -43,6 +46,7 @@ pub use inbound::{
     RulesDoc, Start,
 };
 pub use jobs::JobStore;
+pub use leases::{SourceLease, SourceLeaseStore};
 pub use notifications::{DueNotification, NotificationStore, NotifyOutcome};
 pub use output::{OutputChunk, OutputStore, Stream};
 pub use runs::{RunFilter, RunStore, RunVersion};
@@ -54,7 +58,7 @@ pub mod prelude {
     pub use crate::{
         ClaimStore, CredentialStore, EventStore, ExecutionStore, FlowStore, InboundStore,
         InventoryStore, JobStore, NotificationStore, OutputStore, ProjectStore, RunStore,
-        ScheduleStore, Store, StoreBackend, TemplateStore, TokenStore,
+        ScheduleStore, SourceLeaseStore, Store, StoreBackend, TemplateStore, TokenStore,
     };
 }
 
@@ -100,6 +104,7 @@ pub trait Store:
     + ScheduleStore
     + NotificationStore
     + CredentialStore
+    + SourceLeaseStore
     + Send
     + Sync
     + 'static
@@ -123,6 +128,7 @@ impl<T> Store for T where
         + ScheduleStore
         + NotificationStore
         + CredentialStore
+        + SourceLeaseStore
         + Send
         + Sync
         + 'static

@@ -47,6 +47,7 @@ mod executions;
 mod flows;
 mod inbound;
 mod jobs;
+mod leases;
 mod notifications;
 mod output;
 mod runs;
@@ -61,6 +62,7 @@ pub use executions::*;
 pub use flows::*;
 pub use inbound::*;
 pub use jobs::*;
+pub use leases::*;
 pub use notifications::*;
 pub use output::*;
 pub use runs::*;
@@ -154,6 +156,8 @@ macro_rules! __conformance_case_names {
             notifications_round_trip,
             notification_claims_and_outcomes,
             racing_notification_claims,
+            leases_round_trip,
+            racing_lease_acquires,
         );
     };
 }
