@@ -204,6 +204,7 @@ impl SourceStatus {
     pub fn standby(&self, holder: Option<String>) {
         self.update(|s| {
             s.state = "standby".to_owned();
+            s.last_error = None;
             s.holder = holder;
         });
     }

@@ -6,7 +6,7 @@ use chrono::{Duration as ChronoDuration, Utc};
 
 /// A free lease is taken; another holder cannot take it until it expires, then can; the old
 /// holder's renewal then fails; release lets anyone take it at once.
-pub async fn leases_round_trip(store: &dyn Store) {
+pub async fn source_leases_round_trip(store: &dyn Store) {
     assert!(store.list_source_leases().await.expect("list").is_empty());
     let now = Utc::now();
     let until = now + ChronoDuration::seconds(30);
@@ -93,7 +93,7 @@ pub async fn leases_round_trip(store: &dyn Store) {
 }
 
 /// Replicas racing for one free lease: exactly one gets it.
-pub async fn racing_lease_acquires(store: &dyn Store) {
+pub async fn racing_source_lease_acquires(store: &dyn Store) {
     let now = Utc::now();
     let until = now + ChronoDuration::seconds(30);
     let won = race(8, |i| async move {

@@ -156,8 +156,8 @@ macro_rules! __conformance_case_names {
             notifications_round_trip,
             notification_claims_and_outcomes,
             racing_notification_claims,
-            leases_round_trip,
-            racing_lease_acquires,
+            source_leases_round_trip,
+            racing_source_lease_acquires,
         );
     };
 }
