@@ -10,6 +10,7 @@
 pub mod config;
 pub mod ingest;
 pub mod inputs;
+pub mod leader;
 pub mod loopabull;
 pub mod routing;
 pub mod rules;
@@ -19,6 +20,7 @@ pub mod sources;
 
 pub use config::{RulesFile, SourceConfig};
 pub use ingest::Ingestor;
+pub use leader::LeaseConfig;
 pub use rules::Rules;
 pub use service::{ApplyError, EventService};
 pub use sink::{Backoff, Delivered, Inbound, NotStored, PayloadFormat, Sink};

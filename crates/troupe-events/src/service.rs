@@ -2,10 +2,12 @@
 //!
 //! The rules document lives in the store, so every replica sharing a PostgreSQL store applies
 //! the same one: each looks for a new revision every few seconds and restarts its sources
-//! when it changes.
+//! when it changes. Each active source runs on the one replica holding its lease
+//! ([`crate::leader`]); retention runs on the one holding the retention lease.
 
 use crate::config::{RulesFile, SourceConfig};
 use crate::ingest::Ingestor;
+use crate::leader::{self, LeaseConfig};
 use crate::rules::Rules;
 use crate::sink::Sink;
 use crate::sources::{self, SourceContext, SourceState, SourceStatus};
@@ -48,19 +50,36 @@ pub struct EventService {
     statuses: std::sync::RwLock<Arc<Statuses>>,
     revision_in_force: std::sync::atomic::AtomicI64,
     shutdown: CancellationToken,
+    /// This replica's name in leases, and their length.
+    lease: LeaseConfig,
 }
 
 /// How often a replica looks for rules changed elsewhere, and prunes old records.
 const RELOAD_EVERY: Duration = Duration::from_secs(5);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// The lease retention runs under, so it runs on one replica per period. No source can be
+/// named so: source names are letters, digits, '.', '_' and '-' only.
+pub const RETENTION_LEASE: &str = "~retention";
 
 impl EventService {
     /// Starts with the stored rules (none stored: no sources, no rules), watching for changes.
-    /// Rules start runs through `launch` and flows' executions through `flows`.
+    /// Rules start runs through `launch` and flows' executions through `flows`. Sources run
+    /// under leases held by an anonymous replica name; see [`EventService::start_with`].
     pub async fn start(
         store: Arc<dyn Store>,
         launch: Arc<dyn troupe_launch::Launch>,
         flows: Arc<dyn troupe_launch::StartFlow>,
+    ) -> Result<Arc<EventService>, ApplyError> {
+        Self::start_with(store, launch, flows, LeaseConfig::default()).await
+    }
+
+    /// As [`EventService::start`], with this replica's lease holder name and lease length: each
+    /// active source runs only on the replica holding its lease.
+    pub async fn start_with(
+        store: Arc<dyn Store>,
+        launch: Arc<dyn troupe_launch::Launch>,
+        flows: Arc<dyn troupe_launch::StartFlow>,
+        lease: LeaseConfig,
     ) -> Result<Arc<EventService>, ApplyError> {
         let empty = Arc::new(Rules::compile(RulesFile::default()).map_err(ApplyError::Invalid)?);
         let service = Arc::new(EventService {
@@ -73,7 +92,9 @@ impl EventService {
             statuses: std::sync::RwLock::new(Arc::new(Statuses::new())),
             revision_in_force: std::sync::atomic::AtomicI64::new(0),
             shutdown: CancellationToken::new(),
+            lease,
         });
+        leader::release_dead_self(service.store().as_ref(), &service.lease).await;
         service.reload().await?;
         tokio::spawn(Arc::clone(&service).watch());
         tokio::spawn(Arc::clone(&service).prune());
@@ -148,7 +169,8 @@ impl EventService {
                 Ok(None) => {
                     statuses.insert(name.clone(), (kind, Arc::new(SourceStatus::new("ready"))));
                 }
-                Ok(Some(source)) => {
+                Ok(Some(_)) => {
+                    // Built again by the replica that takes the lease, each time it does.
                     let status = Arc::new(SourceStatus::new("starting"));
                     statuses.insert(name.clone(), (kind, Arc::clone(&status)));
                     let ctx = SourceContext {
@@ -157,7 +179,12 @@ impl EventService {
                         stop: stop.clone(),
                         status,
                     };
-                    tracker.spawn(source.run(ctx));
+                    tracker.spawn(leader::lead(
+                        Arc::clone(self.store()),
+                        self.lease.clone(),
+                        cfg.clone(),
+                        ctx,
+                    ));
                 }
                 Err(e) => {
                     // Compile validated it; only a source that fails to build now lands here.
@@ -244,8 +271,36 @@ impl EventService {
         }
     }
 
+    /// This replica's name in leases.
+    pub fn lease_holder(&self) -> &str {
+        &self.lease.holder
+    }
+
     async fn prune(self: Arc<Self>) {
         loop {
+            // Whoever holds the retention lease prunes, and keeps it for the period (acquiring
+            // again renews it): one replica prunes per period, another once it has died.
+            let now = chrono::Utc::now();
+            let period =
+                chrono::Duration::from_std(PRUNE_EVERY).unwrap_or(chrono::Duration::hours(1));
+            match self
+                .store()
+                .acquire_source_lease(RETENTION_LEASE, &self.lease.holder, now, now + period)
+                .await
+            {
+                Ok(true) => self.prune_once().await,
+                Ok(false) => tracing::debug!("another replica holds the retention lease"),
+                Err(e) => tracing::warn!(error = %e, "could not take the retention lease"),
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            }
+        }
+    }
+
+    async fn prune_once(&self) {
+        {
             let retention = self.rules().settings().retention;
             let now = chrono::Utc::now();
             let before = chrono::Duration::from_std(retention)
@@ -256,10 +311,6 @@ impl EventService {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(records = n, "pruned event records past retention"),
                 Err(e) => tracing::warn!(error = %e, "could not prune event records"),
-            }
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(PRUNE_EVERY) => {}
             }
         }
     }

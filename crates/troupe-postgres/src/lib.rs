@@ -15,6 +15,7 @@
 //! LOCKED`, `KEY SHARE`, advisory locks, `UNNEST` batches, NOTIFY) stays here.
 
 use async_trait::async_trait;
+pub use bus::{LIVE_CHANNEL, PgBus};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, PgConnection, Row};
@@ -44,6 +45,7 @@ pub struct PgStore {
     pool: PgPool,
 }
 
+mod bus;
 mod catalog;
 mod claims;
 mod credentials;
@@ -52,6 +54,7 @@ mod executions;
 mod flows;
 mod inbound;
 mod jobs;
+mod leases;
 mod notifications;
 mod output;
 mod runs;

@@ -216,6 +216,7 @@ mod executions;
 mod flows;
 mod inbound;
 mod jobs;
+mod leases;
 mod notifications;
 mod output;
 mod runs;

@@ -15,6 +15,7 @@
 
 use async_trait::async_trait;
 
+pub mod bus;
 pub mod catalog;
 pub mod claims;
 #[cfg(feature = "conformance")]
@@ -25,6 +26,7 @@ pub mod events;
 pub mod flows;
 pub mod inbound;
 pub mod jobs;
+pub mod leases;
 pub mod notifications;
 pub mod output;
 pub mod runs;
@@ -33,6 +35,7 @@ pub mod sql;
 pub mod tokens;
 pub mod workers;
 
+pub use bus::{Heard, LiveBus, LocalBus, MAX_NOTICE_BYTES};
 pub use catalog::{InventoryStore, ProjectStore, TemplateStore};
 pub use claims::{ClaimStore, Claimant, Lease, RunOutcome};
 pub use credentials::{CredentialStore, StoredCredential};
@@ -44,6 +47,7 @@ pub use inbound::{
     RulesDoc, Start,
 };
 pub use jobs::JobStore;
+pub use leases::{SourceLease, SourceLeaseStore};
 pub use notifications::{DueNotification, NotificationStore, NotifyOutcome};
 pub use output::{OutputChunk, OutputStore, Stream};
 pub use runs::{RunFilter, RunStore, RunVersion};
@@ -56,7 +60,8 @@ pub mod prelude {
     pub use crate::{
         ClaimStore, CredentialStore, EventStore, ExecutionStore, FlowStore, InboundStore,
         InventoryStore, JobStore, NotificationStore, OutputStore, ProjectStore, RunStore,
-        ScheduleStore, Store, StoreBackend, TemplateStore, TokenStore, WorkerStore,
+        ScheduleStore, SourceLeaseStore, Store, StoreBackend, TemplateStore, TokenStore,
+        WorkerStore,
     };
 }
 
@@ -103,6 +108,7 @@ pub trait Store:
     + NotificationStore
     + CredentialStore
     + WorkerStore
+    + SourceLeaseStore
     + Send
     + Sync
     + 'static
@@ -127,6 +133,7 @@ impl<T> Store for T where
         + NotificationStore
         + CredentialStore
         + WorkerStore
+        + SourceLeaseStore
         + Send
         + Sync
         + 'static

@@ -149,13 +149,19 @@ pub struct SourceView {
 /// How a source is doing, as `GET /api/v1/sources` shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SourceState {
-    /// `starting`, `connected` or `disconnected` (passive sources: `ready`).
+    /// `starting`, `connected` or `disconnected` (passive sources: `ready`); `standby` on a
+    /// replica waiting to take over a source another replica runs.
     pub state: String,
     /// The last error, if the source is not connected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// Events delivered since the source started.
     pub delivered: u64,
+    /// The replica running the source (node id and incarnation) when replicas share a store:
+    /// a source runs on the one holding its lease. Absent for webhooks, which every replica
+    /// serves, and while nobody holds the lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
 }
 
 /// The query of `PUT /api/v1/rules`.

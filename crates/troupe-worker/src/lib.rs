@@ -10,6 +10,7 @@ mod execute;
 pub mod git;
 pub mod live;
 mod pool;
+pub mod relay;
 mod slices;
 mod status;
 

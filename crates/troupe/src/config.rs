@@ -23,6 +23,10 @@ pub struct Config {
     pub max_concurrent_runs: usize,
     /// Seconds a worker's claim on a run lasts without renewal.
     pub lease_s: u64,
+    /// Seconds an event source's lease lasts without renewal (replicas sharing a PostgreSQL
+    /// store run each source on the one holding its lease; when it dies, another takes the
+    /// source over within this time, plus a third of it).
+    pub source_lease_s: u64,
     /// Seconds runs in flight get to finish on shutdown before they are canceled.
     pub shutdown_grace_s: u64,
     /// Seconds between SIGINT and SIGTERM on a forced cancel.
@@ -65,6 +69,7 @@ impl Default for Config {
             ansible_playbook: None,
             max_concurrent_runs: (cores * 2).max(2),
             lease_s: 30,
+            source_lease_s: 15,
             shutdown_grace_s: 30,
             cancel_interrupt_s: 5,
             cancel_terminate_s: 5,
@@ -91,6 +96,7 @@ const ENV_KEYS: &[&str] = &[
     "ansible_playbook",
     "max_concurrent_runs",
     "lease_s",
+    "source_lease_s",
     "shutdown_grace_s",
     "cancel_interrupt_s",
     "cancel_terminate_s",
@@ -152,6 +158,9 @@ impl Config {
         }
         if cfg.lease_s < 3 {
             anyhow::bail!("invalid configuration: lease_s must be at least 3");
+        }
+        if cfg.source_lease_s < 3 {
+            anyhow::bail!("invalid configuration: source_lease_s must be at least 3");
         }
         Ok(cfg)
     }

@@ -24,18 +24,27 @@ const RUN_JSON_CACHE_BYTES: u64 = 4 * 1024 * 1024;
 /// Opens the store the configuration names: PostgreSQL for `postgres://` URLs, SQLite in the
 /// data dir otherwise.
 pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(open_backend(cfg).await?.0)
+}
+
+/// Opens the store, and for PostgreSQL the live bus replicas sharing it announce on (SQLite is
+/// one process: its hub needs no bus).
+async fn open_backend(
+    cfg: &Config,
+) -> anyhow::Result<(Arc<dyn Store>, Option<Arc<dyn troupe_store::LiveBus>>)> {
     match cfg.database_url.as_deref() {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             let store = troupe_postgres::PgStore::connect(url)
                 .await
                 .context("could not open the PostgreSQL store")?;
-            Ok(Arc::new(store))
+            let bus: Arc<dyn troupe_store::LiveBus> = Arc::new(store.live_bus());
+            Ok((Arc::new(store), Some(bus)))
         }
         Some(url) => {
             let path = url.strip_prefix("sqlite://").unwrap_or(url);
-            open_sqlite(Path::new(path)).await
+            Ok((open_sqlite(Path::new(path)).await?, None))
         }
-        None => open_sqlite(&cfg.data_dir.join("troupe.db")).await,
+        None => Ok((open_sqlite(&cfg.data_dir.join("troupe.db")).await?, None)),
     }
 }
 
@@ -152,7 +161,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
     ensure_data_dir(&cfg.data_dir)?;
     let ansible = ansible(&cfg).await?;
     tracing::info!(playbook = %ansible.playbook.display(), version = %ansible.version, "using ansible");
-    let store = open_store(&cfg).await?;
+    let (store, bus) = open_backend(&cfg).await?;
     ensure_admin_token(&cfg, store.as_ref()).await?;
     let tokens = Arc::new(TokenSet::load(store.as_ref()).await?);
     for dir in &startup.projects {
@@ -205,7 +214,22 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         sealer: Arc::clone(&sealer),
         labels: cfg.worker_labels.clone(),
     };
-    let hub = Arc::new(LiveHub::default());
+    // This process's name among replicas: in source leases and on the live bus.
+    let lease = troupe_events::LeaseConfig::new(&node, Duration::from_secs(cfg.source_lease_s));
+    let relay_stop = tokio_util::sync::CancellationToken::new();
+    let hub = match &bus {
+        Some(bus) => {
+            let hub = Arc::new(LiveHub::with_bus(Arc::clone(bus), lease.holder.clone()));
+            tokio::spawn(troupe_worker::relay::run(
+                Arc::clone(&hub),
+                Arc::clone(&store),
+                Arc::clone(bus),
+                relay_stop.clone(),
+            ));
+            hub
+        }
+        None => Arc::new(LiveHub::default()),
+    };
     let pool = WorkerPool::start(Arc::clone(&store), Arc::clone(&hub), worker_cfg).await;
     // The same key seals flows' secret inputs and every notification target.
     let key = Arc::new(key);
@@ -251,10 +275,11 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
             ..EngineConfig::new(node.clone(), flow_work_dir)
         },
     );
-    let events = match troupe_events::EventService::start(
+    let events = match troupe_events::EventService::start_with(
         Arc::clone(&store),
         Arc::clone(&launcher) as Arc<dyn troupe_launch::Launch>,
         Arc::clone(&flows) as Arc<dyn troupe_launch::StartFlow>,
+        lease,
     )
     .await
     {
@@ -346,6 +371,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         events.shutdown().await;
         // The API keeps answering while runs wind down, so followers see them end.
         shutdown_pool.shutdown(grace).await;
+        relay_stop.cancel();
         let _ = stopped_tx.send(());
     });
     axum::serve(listener, app)

@@ -237,6 +237,7 @@ fn sources_view(events: &EventService) -> BTreeMap<String, SourceView> {
                 state: s.state,
                 last_error: s.last_error,
                 delivered: s.delivered,
+                holder: s.holder,
             };
             (name, SourceView { kind, state })
         })

@@ -142,6 +142,11 @@ pub struct SourceState {
     pub last_error: Option<String>,
     /// Events delivered since the source started.
     pub delivered: u64,
+    /// The replica running the source (its node id and incarnation), as its lease in the
+    /// store says; `None` for passive sources (webhooks), which every replica serves, and
+    /// while nobody holds the lease.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
 }
 
 /// A source's shared status.
@@ -182,6 +187,35 @@ impl SourceStatus {
         self.update(|s| {
             s.state = "disconnected".to_owned();
             s.last_error = Some(error);
+        });
+    }
+
+    /// This replica holds the source's lease and runs it (`holder` is this replica).
+    pub fn leading(&self, holder: &str) {
+        let holder = holder.to_owned();
+        self.update(|s| {
+            s.state = "starting".to_owned();
+            s.last_error = None;
+            s.holder = Some(holder);
+        });
+    }
+
+    /// Another replica (`holder`, if known) runs the source; this one waits to take over.
+    pub fn standby(&self, holder: Option<String>) {
+        self.update(|s| {
+            s.state = "standby".to_owned();
+            s.last_error = None;
+            s.holder = holder;
+        });
+    }
+
+    /// The lease could not be read or kept: the source is not running here.
+    pub fn lease_failed(&self, error: impl std::fmt::Display) {
+        let error = error.to_string();
+        self.update(|s| {
+            s.state = "standby".to_owned();
+            s.last_error = Some(error);
+            s.holder = None;
         });
     }
 

@@ -48,6 +48,7 @@ mod executions;
 mod flows;
 mod inbound;
 mod jobs;
+mod leases;
 mod notifications;
 mod output;
 mod runs;
@@ -63,6 +64,7 @@ pub use executions::*;
 pub use flows::*;
 pub use inbound::*;
 pub use jobs::*;
+pub use leases::*;
 pub use notifications::*;
 pub use output::*;
 pub use runs::*;
@@ -160,6 +162,8 @@ macro_rules! __conformance_case_names {
             notifications_round_trip,
             notification_claims_and_outcomes,
             racing_notification_claims,
+            source_leases_round_trip,
+            racing_source_lease_acquires,
         );
     };
 }

@@ -20,6 +20,7 @@ pub mod credentials;
 mod filters;
 pub mod flows;
 mod ingest;
+pub mod leases;
 pub mod notifications;
 mod references;
 mod rows;

@@ -19,6 +19,7 @@ mod inventories;
 mod jobs;
 mod notify;
 mod postgres;
+mod replicas;
 mod runner_compat;
 mod runs;
 mod schedules;
