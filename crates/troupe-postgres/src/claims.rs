@@ -186,9 +186,17 @@ impl PgStore {
     /// `error` with `reason`; returns their ids in order.
     async fn fail_running<T>(&self, condition: &str, arg: T, reason: &str) -> StoreResult<Vec<i64>>
     where
-        T: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>,
+        T: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Clone,
     {
         debug_assert!(RunStatus::Running.can_become(RunStatus::Error));
+        // Runs whose ansible-playbook never started go back to the queue instead.
+        sqlx::query(AssertSqlSafe(statements::requeue_unlaunched(
+            &condition.replace("$3", "$1"),
+        )))
+        .bind(arg.clone())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
         let rows = sqlx::query(AssertSqlSafe(statements::fail_running(condition)))
             .bind(pg_text(reason).into_owned())
             .bind(now())

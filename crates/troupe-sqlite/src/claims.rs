@@ -189,9 +189,17 @@ impl SqliteStore {
     /// `error` with `reason`; returns their ids in order.
     async fn fail_running<T>(&self, condition: &str, arg: T, reason: &str) -> StoreResult<Vec<i64>>
     where
-        T: for<'q> sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>,
+        T: for<'q> sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite> + Clone,
     {
         debug_assert!(RunStatus::Running.can_become(RunStatus::Error));
+        // Runs whose ansible-playbook never started go back to the queue instead.
+        sqlx::query(AssertSqlSafe(statements::requeue_unlaunched(
+            &condition.replace("$3", "$1"),
+        )))
+        .bind(arg.clone())
+        .fetch_all(&mut *self.write().await)
+        .await
+        .map_err(backend)?;
         let rows = sqlx::query(AssertSqlSafe(statements::fail_running(condition)))
             .bind(reason)
             .bind(now_us())

@@ -116,12 +116,16 @@ pub trait ClaimStore {
     /// its worker. `Conflict` when the run has already finished.
     async fn request_cancel(&self, run_id: i64, mode: CancelMode) -> StoreResult<Run>;
     /// Marks `error` (with `reason`) every running run whose worker id starts with
-    /// `worker_prefix`: the runs a dead process left behind. Returns their ids.
+    /// `worker_prefix`: the runs a dead process left behind. Returns their ids. Those whose
+    /// ansible-playbook never started (not launched, no cancel asked, no slice queued) are
+    /// queued again instead.
     async fn fail_runs_of_workers(
         &self,
         worker_prefix: &str,
         reason: &str,
     ) -> StoreResult<Vec<i64>>;
-    /// Marks `error` (with `reason`) every running run whose lease expired before `now`.
+    /// Marks `error` (with `reason`) every running run whose lease expired before `now`; those
+    /// whose ansible-playbook never started are queued again instead, as
+    /// [`ClaimStore::fail_runs_of_workers`] does.
     async fn expire_leases(&self, now: DateTime<Utc>, reason: &str) -> StoreResult<Vec<i64>>;
 }

@@ -97,7 +97,8 @@ impl WorkerPool {
                 )));
             }
         };
-        if let Err(e) = self
+        let mut cause: Option<CancelCause> = None;
+        match self
             .backend
             .mark_launched(
                 run.id,
@@ -107,8 +108,15 @@ impl WorkerPool {
             )
             .await
         {
+            Ok(()) => {}
+            // No longer ours (the lease ran out while the run was prepared, and the run was
+            // queued again or failed): stop at once, someone else owns it now.
+            Err(troupe_store::StoreError::Conflict(msg)) => {
+                tracing::warn!(run = run.id, %msg, "the run was taken away before it started; stopping it");
+                apply(CancelCause::LeaseLost, Some(&process), &mut cause);
+            }
             // The run goes on: only its launch time and commit are missing from the record.
-            tracing::warn!(run = run.id, error = %e, "could not record the run's launch");
+            Err(e) => tracing::warn!(run = run.id, error = %e, "could not record the run's launch"),
         }
         tracing::info!(run = run.id, pid = process.pid(), playbook = %run.playbook, "run started");
 
@@ -117,7 +125,6 @@ impl WorkerPool {
         let mut flush_tick = tokio::time::interval(self.cfg.flush_interval);
         let mut renew_tick = tokio::time::interval(self.cfg.lease / 3);
         renew_tick.reset();
-        let mut cause: Option<CancelCause> = None;
 
         loop {
             tokio::select! {

@@ -47,6 +47,12 @@ pub async fn claim_oldest_first(store: &dyn Store) {
             .expect("claim")
             .is_none()
     );
+    for (run, worker) in [(&a, "w1"), (&b, "w2")] {
+        store
+            .mark_launched(run.id, worker, Utc::now(), None)
+            .await
+            .expect("launched");
+    }
     // The lease is about `lease` from the claim: expiring before it does nothing, after it fails the run.
     let none = store
         .expire_leases(before + ChronoDuration::seconds(20), "lease")
@@ -156,7 +162,7 @@ pub async fn batch_claims_take_the_oldest_in_order(store: &dyn Store) {
 /// A lease is held while running under the worker, shows cancels, and is lost otherwise.
 pub async fn renew_lease_held_and_lost(store: &dyn Store) {
     let p = project(store, "p").await;
-    let run = running_run(store, p.id, "w1").await;
+    let run = launched_run(store, p.id, "w1").await;
     let lease = Duration::from_secs(600);
     assert_eq!(
         store.renew_lease(run.id, "w1", lease).await.expect("renew"),
@@ -439,11 +445,11 @@ pub async fn cancel_finished_or_missing(store: &dyn Store) {
 /// matters) and only touches running runs.
 pub async fn fail_runs_of_workers_by_prefix(store: &dyn Store) {
     let p = project(store, "p").await;
-    let a1 = running_run(store, p.id, "host_a:1:w0").await;
-    let a2 = running_run(store, p.id, "host_a:1:w1").await;
-    let wild_ = running_run(store, p.id, "hostXa:1:w0").await;
-    let wild_pct = running_run(store, p.id, "host_a:10:w0").await;
-    let upper = running_run(store, p.id, "HOST_A:1:w0").await;
+    let a1 = launched_run(store, p.id, "host_a:1:w0").await;
+    let a2 = launched_run(store, p.id, "host_a:1:w1").await;
+    let wild_ = launched_run(store, p.id, "hostXa:1:w0").await;
+    let wild_pct = launched_run(store, p.id, "host_a:10:w0").await;
+    let upper = launched_run(store, p.id, "HOST_A:1:w0").await;
     let done = running_run(store, p.id, "host_a:1:w2").await;
     store
         .finish_run(done.id, "host_a:1:w2", &ok_outcome())
@@ -514,6 +520,10 @@ pub async fn expire_leases_by_time(store: &dyn Store) {
         .await
         .expect("claim")
         .expect("run");
+    store
+        .mark_launched(short.id, "w", Utc::now(), None)
+        .await
+        .expect("launched");
     store.create_run(&new_run(p.id)).await.expect("create");
     let long = store
         .claim_run("w", Duration::from_secs(3600))
@@ -621,5 +631,77 @@ pub async fn mark_launched_rules(store: &dyn Store) {
             .mark_launched(dir.id + 100, "w", Utc::now(), None)
             .await,
         "run",
+    );
+}
+
+/// A run whose worker died (lease expired, or the node restarted) before its ansible-playbook
+/// started goes back to the queue, unless a cancel was asked for or it queued slices; one that
+/// started ends `error`.
+pub async fn unlaunched_runs_of_dead_workers_are_requeued(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let lease = Duration::from_secs(1);
+    let mut claimed = Vec::new();
+    for _ in 0..4 {
+        store.create_run(&new_run(p.id)).await.expect("create");
+        claimed.push(
+            store
+                .claim_run("n1/a", lease)
+                .await
+                .expect("claim")
+                .expect("run"),
+        );
+    }
+    let (never, started, canceled, parent) = (&claimed[0], &claimed[1], &claimed[2], &claimed[3]);
+    store
+        .mark_launched(started.id, "n1/a", Utc::now(), None)
+        .await
+        .expect("launched");
+    store
+        .request_cancel(canceled.id, CancelMode::Graceful)
+        .await
+        .expect("cancel");
+    let mut slice = new_run(p.id);
+    slice.origin = Origin::Slice {
+        of: SliceOf {
+            parent_id: parent.id,
+            slice: 1,
+            count: 1,
+        },
+        original: Box::new(Origin::Api),
+    };
+    store.create_run(&slice).await.expect("slice");
+
+    let failed = store
+        .expire_leases(Utc::now() + ChronoDuration::seconds(30), "worker lost")
+        .await
+        .expect("expire");
+    assert_eq!(failed, vec![started.id, canceled.id, parent.id]);
+    let back = store.get_run(never.id).await.expect("get");
+    assert_eq!(back.status, RunStatus::Queued, "{back:?}");
+    assert_eq!((back.worker_id.as_deref(), back.started_at), (None, None));
+    assert_eq!(
+        store
+            .renew_lease(never.id, "n1/a", lease)
+            .await
+            .expect("renew"),
+        Lease::Lost,
+        "the dead worker no longer holds it"
+    );
+    let again = store
+        .claim_run("n2/b", lease)
+        .await
+        .expect("claim")
+        .expect("run");
+    assert_eq!(again.id, never.id, "another worker takes it");
+
+    // The same when the node restarts.
+    let failed = store
+        .fail_runs_of_workers("n2/", "restarted")
+        .await
+        .expect("fail");
+    assert!(failed.is_empty());
+    assert_eq!(
+        store.get_run(never.id).await.expect("get").status,
+        RunStatus::Queued
     );
 }

@@ -34,7 +34,7 @@ use troupe_core::inventory::{InventoryContent, InventoryFormat, NewInventory};
 use troupe_core::job::{Job, NewJob, Unit, UnitSource};
 use troupe_core::project::{NewProject, PlaybookRef, Project, ProjectSource, ProjectSync};
 use troupe_core::run::{
-    CancelMode, HostStats, Labels, NewRun, Origin, Run, RunOptions, RunSummary,
+    CancelMode, HostStats, Labels, NewRun, Origin, Run, RunOptions, RunSummary, SliceOf,
 };
 use troupe_core::template::NewTemplate;
 use troupe_core::worker::TokenRole;
@@ -102,6 +102,7 @@ macro_rules! __conformance_case_names {
             cancel_finished_or_missing,
             fail_runs_of_workers_by_prefix,
             expire_leases_by_time,
+            unlaunched_runs_of_dead_workers_are_requeued,
             events_round_trip_and_paging,
             events_batches_are_idempotent,
             events_large_batch,
@@ -288,6 +289,16 @@ async fn queued_runs(store: &dyn Store, project_id: i64, n: usize) -> Vec<Run> {
         );
     }
     runs
+}
+
+/// A run claimed by `worker`, with a long lease, whose ansible-playbook started.
+async fn launched_run(store: &dyn Store, project_id: i64, worker: &str) -> Run {
+    let run = running_run(store, project_id, worker).await;
+    store
+        .mark_launched(run.id, worker, Utc::now(), None)
+        .await
+        .expect("mark launched");
+    store.get_run(run.id).await.expect("get")
 }
 
 /// A run claimed by `worker`, with a long lease.

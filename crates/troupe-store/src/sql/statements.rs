@@ -190,6 +190,21 @@ pub fn cancel_running<D: Dialect>() -> String {
 }
 
 /// Moves every running run matching `condition` (on `$3`) to `error` with reason `$1` at `$2`.
+/// Puts back in the queue every running run matching `condition` (on placeholder `$1`) whose
+/// ansible-playbook never started, that nobody asked to cancel and that queued no slices: its
+/// worker died before anything ran, so another may take it. Returns their ids.
+pub fn requeue_unlaunched(condition: &str) -> String {
+    format!(
+        "UPDATE runs SET status = 'queued', worker_id = NULL, started_at = NULL, \
+         lease_expires_at = NULL WHERE status = 'running' AND launched_at IS NULL \
+         AND cancel_requested IS NULL \
+         AND NOT EXISTS (SELECT 1 FROM runs AS slice WHERE slice.parent_id = runs.id) \
+         AND ({condition}) RETURNING id"
+    )
+}
+
+/// Fails every running run matching `condition` (on placeholder `$3`), with reason `$1` at
+/// `$2`.
 pub fn fail_running(condition: &str) -> String {
     format!(
         "UPDATE runs SET status = 'error', status_reason = $1, finished_at = $2, \

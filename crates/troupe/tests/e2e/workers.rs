@@ -591,9 +591,10 @@ async fn a_worker_that_stops_heartbeating_loses_its_runs() -> anyhow::Result<()>
             "extra_vars": {"release": "/nonexistent/release"}}),
         )
         .await?;
-    server
-        .wait_run(id, Duration::from_secs(60), |s| s == "running")
-        .await?;
+    wait_until("ansible to start", Duration::from_secs(60), || async {
+        Ok(server.get(&format!("/api/v1/runs/{id}")).await?["launched_at"].is_string())
+    })
+    .await?;
     worker.kill9();
     let run = server.wait_finished(id).await?;
     assert_eq!(run["status"], "error", "{run}");
@@ -621,5 +622,60 @@ async fn a_worker_that_stops_heartbeating_loses_its_runs() -> anyhow::Result<()>
         || async { Ok(processes_of_runs_under(&runs_dir).is_empty()) },
     )
     .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_run_whose_worker_died_before_ansible_started_is_queued_again() -> anyhow::Result<()> {
+    let proj = named_project(&[("site.yml", PLAY)])?;
+    let server = serve_with(ServerOpts {
+        extra_env: vec![("TROUPE_LEASE_S".into(), "3".into())],
+        ..with_project(proj.path())
+    })?;
+    let token = worker_token(&server).await?;
+    let id = server
+        .create_run(
+            &json!({"project": project_name(proj.path()), "playbook": "site.yml",
+            "hosts": local_hosts(2), "worker_labels": ["x"]}),
+        )
+        .await?;
+    // A worker that claims the run through the protocol and dies before starting ansible.
+    let http = troupe_http::client()?;
+    let post = |path: &str, body: Value| {
+        let req = http.post(server.url(path)).bearer_auth(&token).json(&body);
+        async move {
+            anyhow::Ok(
+                req.send()
+                    .await?
+                    .error_for_status()?
+                    .json::<Value>()
+                    .await?,
+            )
+        }
+    };
+    let reg = post(
+        "/api/v1/worker/register",
+        json!({"node": "doomed", "name": "doomed", "labels": ["x"], "capacity": 1, "version": "0"}),
+    )
+    .await?;
+    let claimed = post(
+        "/api/v1/worker/claim",
+        json!({"worker_id": reg["worker_id"], "max": 1, "wait_ms": 5000}),
+    )
+    .await?;
+    assert_eq!(claimed["runs"][0]["id"].as_i64(), Some(id), "{claimed}");
+    assert_eq!(
+        server.get(&format!("/api/v1/runs/{id}")).await?["status"],
+        "running"
+    );
+    // Its lease runs out: the run is queued again, not failed, and the next worker runs it.
+    server
+        .wait_run(id, Duration::from_secs(60), |s| s == "queued")
+        .await?;
+    let wdir = tempfile::tempdir()?;
+    let worker = start_worker(&server, &token, &["x"], 1, wdir.path())?;
+    let run = server.wait_finished(id).await?;
+    assert_eq!(run["status"], "successful", "{run}\n{}", worker.log());
+    assert_ne!(run["worker_id"], reg["worker_id"]);
     Ok(())
 }
