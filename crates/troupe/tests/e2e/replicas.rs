@@ -34,14 +34,14 @@ const BLOCK: &str =
     "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 300\n";
 
 /// A fresh database; these tests need PostgreSQL (`TROUPE_TEST_DATABASE_URL`, always set in CI).
-async fn database() -> anyhow::Result<String> {
+pub(crate) async fn database() -> anyhow::Result<String> {
     crate::postgres::fresh_database()
         .await?
         .ok_or_else(|| anyhow::anyhow!("replicas need PostgreSQL: set TROUPE_TEST_DATABASE_URL"))
 }
 
 /// Options for a replica with its own data dir on the shared database.
-fn replica(dir: &Path, url: &str, project: &Path, extra: &[(&str, &str)]) -> ServerOpts {
+pub(crate) fn replica(dir: &Path, url: &str, project: &Path, extra: &[(&str, &str)]) -> ServerOpts {
     ServerOpts {
         data_dir: Some(dir.to_path_buf()),
         database_url: Some(url.to_owned()),
@@ -61,7 +61,7 @@ fn node_id(server: &Server) -> anyhow::Result<String> {
 }
 
 /// Follows a run over WebSocket: (counters in order, the end message).
-async fn follow_ws(server: &Server, run: i64) -> anyhow::Result<(Vec<i64>, Value)> {
+pub(crate) async fn follow_ws(server: &Server, run: i64) -> anyhow::Result<(Vec<i64>, Value)> {
     let url = format!(
         "{}/api/v1/runs/{run}/events/ws",
         server.base.replace("http://", "ws://")

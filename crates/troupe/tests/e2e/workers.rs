@@ -679,3 +679,127 @@ async fn a_run_whose_worker_died_before_ansible_started_is_queued_again() -> any
     assert_ne!(run["worker_id"], reg["worker_id"]);
     Ok(())
 }
+
+/// Two replicas on one PostgreSQL database and three remote workers, two talking to replica A
+/// and one to replica B: each worker takes a run, and a client on either replica follows live,
+/// every event once, the run a worker reports through the other replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_postgresql_share_remote_workers_and_their_streams() -> anyhow::Result<()> {
+    let play = r#"- hosts: all
+  gather_facts: false
+  tasks:
+    - ansible.builtin.wait_for:
+        path: "{{ release }}"
+        timeout: 120
+    - ansible.builtin.debug:
+        msg: "item {{ item }}"
+      loop: "{{ range(0, 30) | list }}"
+"#;
+    let url = crate::replicas::database().await?;
+    let proj = named_project(&[("site.yml", play)])?;
+    let tmp = tempfile::tempdir()?;
+    let a = serve_with(crate::replicas::replica(
+        &tmp.path().join("a"),
+        &url,
+        proj.path(),
+        &[],
+    ))?;
+    // Issued before replica B starts: a replica loads the tokens when it starts.
+    let token = worker_token(&a).await?;
+    let b = serve_with(crate::replicas::replica(
+        &tmp.path().join("b"),
+        &url,
+        proj.path(),
+        &[],
+    ))?;
+    let dirs = [
+        tmp.path().join("w1"),
+        tmp.path().join("w2"),
+        tmp.path().join("w3"),
+    ];
+    let servers = [&a, &a, &b];
+    let workers = dirs
+        .iter()
+        .zip(servers)
+        .map(|(d, s)| start_worker(s, &token, &["pg"], 1, d))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Err(e) = remote_workers(&b, 3).await {
+        let logs: Vec<String> = workers.iter().map(RemoteWorker::log).collect();
+        anyhow::bail!("{e}\n--- workers ---\n{}", logs.join("\n---\n"));
+    }
+    let release = tmp.path().join("release").display().to_string();
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        runs.push(
+            b.create_run(
+                &json!({"project": project_name(proj.path()), "playbook": "site.yml",
+                "hosts": local_hosts(1), "worker_labels": ["pg"],
+                "extra_vars": {"release": release}}),
+            )
+            .await?,
+        );
+    }
+    // Each worker holds one run: which replica each run's reports go through is known by the
+    // node id in its worker's data dir.
+    let node_of = |dir: &Path| -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(dir.join("node-id"))?
+            .trim()
+            .to_owned())
+    };
+    let via_b = node_of(&dirs[2])?;
+    let mut holders = Vec::new();
+    wait_until("every run claimed", Duration::from_secs(60), || async {
+        let mut held = Vec::new();
+        for id in &runs {
+            let run = a.get(&format!("/api/v1/runs/{id}")).await?;
+            if let Some(w) = run["worker_id"].as_str() {
+                held.push((*id, w.to_owned()));
+            }
+        }
+        let distinct: BTreeSet<&String> = held.iter().map(|(_, w)| w).collect();
+        Ok(held.len() == 3 && distinct.len() == 3)
+    })
+    .await?;
+    for id in &runs {
+        let run = a.get(&format!("/api/v1/runs/{id}")).await?;
+        holders.push((
+            *id,
+            run["worker_id"].as_str().unwrap_or_default().to_owned(),
+        ));
+    }
+    let (on_b, _) = holders
+        .iter()
+        .find(|(_, w)| w.starts_with(&format!("{via_b}/")))
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no run on the worker of replica B: {holders:?}"))?;
+    let (on_a, _) = holders
+        .iter()
+        .find(|(_, w)| !w.starts_with(&format!("{via_b}/")))
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no run on a worker of replica A: {holders:?}"))?;
+    // Followed on the other replica than the one its worker reports to.
+    let follow_a = crate::replicas::follow_ws(&a, on_b);
+    let follow_b = crate::replicas::follow_ws(&b, on_a);
+    let release_later = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        std::fs::write(&release, "go")
+    };
+    let (seen_a, seen_b, released) = tokio::join!(follow_a, follow_b, release_later);
+    released?;
+    for ((counters, end), id) in [(seen_a?, on_b), (seen_b?, on_a)] {
+        let run = a.wait_finished(id).await?;
+        assert_eq!(run["status"], "successful", "{run}");
+        let total = run["event_count"].as_i64().unwrap_or(0);
+        assert!(total > 30, "{run}");
+        assert_eq!(
+            counters,
+            (1..=total).collect::<Vec<_>>(),
+            "run {id}: every event once, in order"
+        );
+        assert_eq!(end["status"], "successful");
+    }
+    for id in &runs {
+        assert_eq!(a.wait_finished(*id).await?["status"], "successful");
+    }
+    Ok(())
+}
