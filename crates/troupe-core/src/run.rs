@@ -635,6 +635,27 @@ pub struct Run {
     pub event_id: Option<i64>,
 }
 
+/// Checks one worker label: 1 to 63 characters of letters, digits, `-`, `_`, `.`, `/` and `=`,
+/// so that `--labels a,b` and label lists read the same everywhere.
+pub fn check_worker_label(label: &str, field: &str) -> Result<(), ValidationError> {
+    let ok = !label.is_empty()
+        && label.len() <= 63
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '='));
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            "invalid_field",
+            field,
+            format!(
+                "worker label {label:?} must be 1 to 63 letters, digits or '-', '_', '.', '/', '='"
+            ),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -740,26 +761,5 @@ mod tests {
         assert!(validate_labels(&l).is_ok());
         l.insert("bad key".into(), "x".into());
         assert!(validate_labels(&l).is_err());
-    }
-}
-
-/// Checks one worker label: 1 to 63 characters of letters, digits, `-`, `_`, `.`, `/` and `=`,
-/// so that `--labels a,b` and label lists read the same everywhere.
-pub fn check_worker_label(label: &str, field: &str) -> Result<(), ValidationError> {
-    let ok = !label.is_empty()
-        && label.len() <= 63
-        && label
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '='));
-    if ok {
-        Ok(())
-    } else {
-        Err(ValidationError::new(
-            "invalid_field",
-            field,
-            format!(
-                "worker label {label:?} must be 1 to 63 letters, digits or '-', '_', '.', '/', '='"
-            ),
-        ))
     }
 }

@@ -33,7 +33,7 @@ pub struct Prepared {
 #[derive(Debug)]
 pub enum Finished {
     /// Recorded; the run as it now is, when the backend answers with it at once.
-    Recorded(Option<Run>),
+    Recorded(Option<Box<Run>>),
     /// The run was no longer this worker's to finish.
     NotOurs(String),
 }
@@ -178,7 +178,7 @@ impl Backend for StoreBackend {
         outcome: &RunOutcome,
     ) -> StoreResult<Finished> {
         match self.store.finish_run(run_id, worker_id, outcome).await {
-            Ok(run) => Ok(Finished::Recorded(Some(run))),
+            Ok(run) => Ok(Finished::Recorded(Some(Box::new(run)))),
             Err(troupe_store::StoreError::Conflict(msg)) => Ok(Finished::NotOurs(msg)),
             Err(e) => Err(e),
         }

@@ -260,7 +260,11 @@ mod tests {
                     .expect("report")
                 {
                     Report::Batch { run_id, body } => {
-                        assert_eq!(body.events, [event.clone()], "events read back whole");
+                        assert_eq!(
+                            body.events,
+                            std::slice::from_ref(&event),
+                            "events read back whole"
+                        );
                         run_id
                     }
                     other => panic!("unexpected {other:?}"),

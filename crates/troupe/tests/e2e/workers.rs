@@ -803,3 +803,72 @@ async fn replicas_on_postgresql_share_remote_workers_and_their_streams() -> anyh
     }
     Ok(())
 }
+
+/// A run's credentials reach the remote worker for that run only: the run sees them, and
+/// nothing of them is left in the worker's data dir afterwards.
+#[tokio::test]
+async fn a_remote_run_gets_its_credentials_and_the_worker_keeps_none() -> anyhow::Result<()> {
+    let play = r#"- hosts: all
+  gather_facts: false
+  tasks:
+    - ansible.builtin.assert:
+        that: lookup('env', 'API_KEY') | hash('sha256') == expected
+"#;
+    let proj = named_project(&[("site.yml", play)])?;
+    let server = serve_with(with_project(proj.path()))?;
+    let token = worker_token(&server).await?;
+    let secret = format!("s3cr3t-{}", uuid::Uuid::new_v4().simple());
+    server
+        .post(
+            "/api/v1/credentials",
+            &json!({"name": "api-env", "kind": "env", "vars": {"API_KEY": secret}}),
+        )
+        .await?;
+    let wdir = tempfile::tempdir()?;
+    let worker = start_worker(&server, &token, &["remote"], 1, wdir.path())?;
+    remote_workers(&server, 1).await?;
+    use sha2::Digest;
+    let expected = hex::encode(sha2::Sha256::digest(secret.as_bytes()));
+    let id = server
+        .create_run(
+            &json!({"project": project_name(proj.path()), "playbook": "site.yml",
+            "hosts": local_hosts(1), "worker_labels": ["remote"], "credentials": ["api-env"],
+            "extra_vars": {"expected": expected}}),
+        )
+        .await?;
+    let run = server.wait_finished(id).await?;
+    assert_eq!(run["status"], "successful", "{run}\n{}", worker.log());
+    worker.stop(Duration::from_secs(30))?;
+    let mut found = Vec::new();
+    for entry in walk(wdir.path())? {
+        if std::fs::read(&entry)?
+            .windows(secret.len())
+            .any(|w| w == secret.as_bytes())
+        {
+            found.push(entry);
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the secret is on the worker's disk: {found:?}"
+    );
+    Ok(())
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                todo.push(entry.path());
+            } else if kind.is_file() {
+                files.push(entry.path());
+            }
+        }
+    }
+    Ok(files)
+}
