@@ -302,33 +302,18 @@ async fn plan(
     ApiPath(id): ApiPath<i64>,
     ApiQuery(q): ApiQuery<WorkerQuery>,
 ) -> ApiResult<Response> {
-    let run = held_run(&state, id, &q.worker_id).await?;
-    let (project, inventory) = state.store.get_run_launch(run.id).await?;
-    let unprepared =
-        |reason: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_prepare", reason);
-    // The commit tree is held while it is bundled: no sync prunes it meanwhile.
-    let tree = state
-        .git
-        .tree_for(&project)
-        .await
-        .map_err(|e| unprepared(e.0))?;
-    let commit = tree.commit().map(str::to_owned);
-    let bundle = state
-        .bundles
-        .of(tree.path())
-        .await
-        .map_err(|e| unprepared(e.to_string()))?;
+    let held = bundled(&state, id, &q.worker_id).await?;
     let credentials = troupe_worker::backend::open_credentials(
         state.store.as_ref(),
         state.sealer.as_ref(),
-        &run.options.credentials,
+        &held.run.options.credentials,
     )
     .await
     .map_err(unprepared)?;
     let plan = LaunchPlan {
-        inventory,
-        bundle_sha256: bundle.sha256.clone(),
-        commit,
+        inventory: held.inventory,
+        bundle_sha256: held.bundle.sha256.clone(),
+        commit: held.commit,
         credentials,
     };
     let mut response = Json(plan).into_response();
@@ -348,20 +333,7 @@ async fn bundle(
     ApiPath(id): ApiPath<i64>,
     ApiQuery(q): ApiQuery<WorkerQuery>,
 ) -> ApiResult<Response> {
-    let run = held_run(&state, id, &q.worker_id).await?;
-    let (project, _) = state.store.get_run_launch(run.id).await?;
-    let unprepared =
-        |reason: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_prepare", reason);
-    let tree = state
-        .git
-        .tree_for(&project)
-        .await
-        .map_err(|e| unprepared(e.0))?;
-    let bundle = state
-        .bundles
-        .of(tree.path())
-        .await
-        .map_err(|e| unprepared(e.to_string()))?;
+    let bundle = bundled(&state, id, &q.worker_id).await?.bundle;
     let mut response = bundle.bytes.clone().into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -496,6 +468,41 @@ async fn live_worker(state: &AppState, id: &str) -> ApiResult<Worker> {
         ));
     }
     Ok(worker)
+}
+
+fn unprepared(reason: String) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_prepare", reason)
+}
+
+/// A claimed run with what it runs: its inventory, commit and project bundle.
+struct Bundled {
+    run: Run,
+    inventory: troupe_core::inventory::InventoryContent,
+    commit: Option<String>,
+    bundle: std::sync::Arc<crate::bundle::Bundle>,
+}
+
+/// The run `id` held by `worker_id`, and the bundle of the files it must run: for a git project
+/// its commit's tree, held while it is bundled so no sync prunes it meanwhile.
+async fn bundled(state: &AppState, id: i64, worker_id: &str) -> ApiResult<Bundled> {
+    let run = held_run(state, id, worker_id).await?;
+    let (project, inventory) = state.store.get_run_launch(run.id).await?;
+    let tree = state
+        .git
+        .tree_for(&project)
+        .await
+        .map_err(|e| unprepared(e.0))?;
+    let bundle = state
+        .bundles
+        .of(tree.path())
+        .await
+        .map_err(|e| unprepared(e.to_string()))?;
+    Ok(Bundled {
+        run,
+        inventory,
+        commit: tree.commit().map(str::to_owned),
+        bundle,
+    })
 }
 
 /// A run running under exactly this worker.
