@@ -21,7 +21,7 @@ pub fn is_finished(status: &str) -> bool {
 /// not JSON come back as a JSON string, so a test can show whatever the server answered.
 #[derive(Debug, Clone)]
 pub struct Api {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` for a server with TLS).
     pub base: String,
     /// The underlying client, for requests the helpers do not cover (streams, headers).
     pub http: reqwest::Client,

@@ -9,7 +9,8 @@
 //!   messages, and stops it (or kills it when dropped).
 //! - [`Api`] is the HTTP client with the token, and the requests tests share (projects, runs,
 //!   waiting for a run to end, events, rules).
-//! - [`tls::HttpsServer`] stands in for a service behind TLS with a private CA.
+//! - [`tls::HttpsServer`] stands in for a service behind TLS with a private CA;
+//!   [`tls::PrivateCa`] issues certificates for a server started with [`ServerOpts::tls`].
 //! - [`fixtures`] builds what runs need (local inventories, project directories); [`procs`]
 //!   looks at processes through `/proc`; [`wait`] polls for conditions.
 //!

@@ -42,6 +42,10 @@ pub struct ServerOpts {
     /// The address to listen on; a free port of 127.0.0.1 when `None`. A fixed one lets a
     /// restarted server keep its URL (for remote workers).
     pub listen: Option<SocketAddr>,
+    /// Serve HTTPS with this certificate and key (`TROUPE_TLS_CERT_FILE`,
+    /// `TROUPE_TLS_KEY_FILE`); the [`Api`] then talks `https://` and, unless `http` is given,
+    /// trusts the certificate's CA.
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl Default for ServerOpts {
@@ -60,6 +64,7 @@ impl Default for ServerOpts {
             ready_timeout: Duration::from_secs(60),
             http: None,
             listen: None,
+            tls: None,
         }
     }
 }
@@ -107,6 +112,10 @@ impl Server {
             cmd.arg("--ansible-playbook").arg(p);
         }
         cmd.args(&opts.extra_args);
+        if let Some(tls) = &opts.tls {
+            cmd.env("TROUPE_TLS_CERT_FILE", &tls.cert_file)
+                .env("TROUPE_TLS_KEY_FILE", &tls.key_file);
+        }
         for (k, v) in &opts.extra_env {
             cmd.env(k, v);
         }
@@ -172,14 +181,26 @@ impl Server {
                 bail!("{e:#}\n--- server log ---\n{}", log.text());
             }
         };
-        let http = match opts.http.clone() {
-            Some(http) => http,
-            None => troupe_http::client()?,
+        let http = match (opts.http.clone(), &opts.tls) {
+            (Some(http), _) => Ok(http),
+            (None, Some(tls)) => troupe_http::builder(Some(&tls.ca_file))
+                .map_err(anyhow::Error::from)
+                .and_then(|b| Ok(b.build()?)),
+            (None, None) => troupe_http::client().map_err(anyhow::Error::from),
         };
+        let http = match http {
+            Ok(http) => http,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
+        let scheme = if opts.tls.is_some() { "https" } else { "http" };
         Ok(Server {
             child,
             api: Api::new(
-                format!("http://{addr}"),
+                format!("{scheme}://{addr}"),
                 opts.token.clone(),
                 http,
                 log.clone(),

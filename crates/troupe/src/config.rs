@@ -55,6 +55,11 @@ pub struct Config {
     /// The file of the key that seals secrets at rest (credentials, secret flow inputs):
     /// `<data_dir>/secret.key` when absent, made (0600) on first start. Never in the database.
     pub secret_key_file: Option<PathBuf>,
+    /// The server's certificate chain (PEM, the server's own certificate first). With
+    /// `tls_key_file`, `serve` listens in HTTPS only; one without the other is an error.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert_file`'s certificate; readable by its owner only.
+    pub tls_key_file: Option<PathBuf>,
     /// Labels runs may require of this server's embedded workers.
     pub worker_labels: Vec<String>,
 }
@@ -82,6 +87,8 @@ impl Default for Config {
             log: "info".to_owned(),
             ca_file: None,
             secret_key_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             worker_labels: Vec::new(),
         }
     }
@@ -109,6 +116,8 @@ const ENV_KEYS: &[&str] = &[
     "log",
     "ca_file",
     "secret_key_file",
+    "tls_cert_file",
+    "tls_key_file",
     "worker_labels",
 ];
 
@@ -163,6 +172,15 @@ impl Config {
             anyhow::bail!("invalid configuration: source_lease_s must be at least 3");
         }
         Ok(cfg)
+    }
+
+    /// The scheme `serve` answers in: `https` when a TLS certificate is configured.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls_cert_file.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// The file the local admin token is written to.

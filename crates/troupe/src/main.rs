@@ -11,6 +11,7 @@ mod client;
 mod config;
 mod flows;
 mod serve;
+mod tls;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -35,18 +36,20 @@ struct Cli {
     command: Command,
 }
 
-/// How to reach a server.
+/// How to reach a server. Global, so they may also follow a subcommand
+/// (`troupe runs list --server URL`).
 #[derive(Debug, clap::Args)]
 struct Remote {
-    /// Server URL (default: the local server's listen address).
-    #[arg(long, env = "TROUPE_SERVER")]
+    /// Server URL (default: the local server's listen address, `https://` when it has a TLS
+    /// certificate).
+    #[arg(long, global = true, env = "TROUPE_SERVER")]
     server: Option<String>,
     /// API token (default: the local server's admin token file).
-    #[arg(long, env = "TROUPE_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "TROUPE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// CA certificates (PEM) to trust besides the system's for an `https://` server
     /// (default: the configuration's `ca_file`).
-    #[arg(long, env = "TROUPE_CA_FILE", value_name = "FILE")]
+    #[arg(long, global = true, env = "TROUPE_CA_FILE", value_name = "FILE")]
     ca_file: Option<std::path::PathBuf>,
 }
 
@@ -465,7 +468,7 @@ fn loop_cmd(
 fn client(cfg: &Config, remote: Remote) -> anyhow::Result<client::Client> {
     let server = remote
         .server
-        .unwrap_or_else(|| format!("http://{}", cfg.listen));
+        .unwrap_or_else(|| format!("{}://{}", cfg.scheme(), cfg.listen));
     let ca_file = remote.ca_file.as_deref().or(cfg.ca_file.as_deref());
     client::Client::new(&server, remote.token, &cfg.data_dir, ca_file)
 }
@@ -521,4 +524,42 @@ async fn doctor(cfg: &Config) -> anyhow::Result<i32> {
     println!("data dir          {}", cfg.data_dir.display());
     println!("listen            {}", cfg.listen);
     Ok(if ok { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        // Global arguments (`--server`, `--token`, `--ca-file`) must not clash with any
+        // subcommand's own: clap checks that here rather than on a user's command line.
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn remote_options_may_follow_the_subcommand() -> anyhow::Result<()> {
+        let cli = Cli::try_parse_from([
+            "troupe",
+            "runs",
+            "list",
+            "--server",
+            "https://troupe.example:8443",
+            "--ca-file",
+            "/etc/troupe/ca.pem",
+        ])?;
+        let Command::Runs { remote, .. } = cli.command else {
+            anyhow::bail!("not runs: {cli:?}");
+        };
+        assert_eq!(
+            remote.server.as_deref(),
+            Some("https://troupe.example:8443")
+        );
+        assert_eq!(
+            remote.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/troupe/ca.pem"))
+        );
+        Ok(())
+    }
 }

@@ -158,6 +158,8 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
     {
         anyhow::bail!("invalid rules in {origin}:\n  {}", errors.join("\n  "));
     }
+    // So is a TLS certificate or key that cannot serve.
+    let tls = crate::tls::server_config(cfg.tls_cert_file.as_deref(), cfg.tls_key_file.as_deref())?;
     ensure_data_dir(&cfg.data_dir)?;
     let ansible = ansible(&cfg).await?;
     tracing::info!(playbook = %ansible.playbook.display(), version = %ansible.version, "using ansible");
@@ -351,7 +353,8 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         .with_context(|| format!("could not listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     eprintln!(
-        "troupe: listening on http://{addr} (store: {})",
+        "troupe: listening on {}://{addr} (store: {})",
+        if tls.is_some() { "https" } else { "http" },
         store.backend()
     );
     if let Some(path) = &startup.addr_file {
@@ -374,12 +377,24 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         relay_stop.cancel();
         let _ = stopped_tx.send(());
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = stopped_rx.await;
-        })
-        .await
-        .context("HTTP server failed")?;
+    let stopped = async {
+        let _ = stopped_rx.await;
+    };
+    match tls {
+        // HTTPS only: a plain HTTP request fails its handshake.
+        Some(tls) => {
+            let listener = crate::tls::TlsListener::new(listener, tls)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+    }
+    .context("HTTP server failed")?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -15,6 +15,7 @@ mod flows;
 mod flows_validate;
 mod git_projects;
 mod harness;
+mod https;
 mod inventories;
 mod jobs;
 mod notify;
