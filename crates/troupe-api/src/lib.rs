@@ -9,6 +9,7 @@ use troupe_worker::{LiveHub, WorkerPool};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+pub mod access;
 mod artifacts;
 pub mod auth;
 pub mod bundle;
@@ -17,7 +18,7 @@ mod extract;
 mod routes;
 pub mod run_json;
 
-pub use auth::{TokenSet, generate_token, hash_token};
+pub use auth::{Caller, TokenSet, generate_token, hash_token};
 
 /// What every handler can reach.
 #[derive(Clone)]
