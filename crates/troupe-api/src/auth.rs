@@ -290,6 +290,13 @@ pub(crate) async fn require_token(
             .and_then(|q| q.0.get("access_token").cloned());
         if let Some(token) = token {
             return if state.tokens.verify_stream_token(&token) {
+                // Only unscoped tokens issue stream tokens (`access::RULES`), and streams
+                // only read.
+                req.extensions_mut().insert(Caller {
+                    token_id: 0,
+                    role: TokenRole::Viewer,
+                    projects: None,
+                });
                 Ok(next.run(req).await)
             } else {
                 Err(unauthorized("invalid or expired stream token"))

@@ -118,8 +118,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
 
 /// The whole HTTP application.
 pub fn router(state: AppState, cfg: &ApiConfig) -> Router {
-    let (api, doc) = api_routes().split_for_parts();
-    let doc = Arc::new(doc);
+    let (api, _) = api_routes().split_for_parts();
+    // The whole document, webhooks included.
+    let doc = Arc::new(openapi());
     let api = api
         .route(
             "/api/v1/openapi.json",
