@@ -9,6 +9,7 @@ use troupe_worker::{LiveHub, WorkerPool};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+pub mod access;
 mod artifacts;
 pub mod auth;
 pub mod bundle;
@@ -17,7 +18,7 @@ mod extract;
 mod routes;
 pub mod run_json;
 
-pub use auth::{TokenSet, generate_token, hash_token};
+pub use auth::{Caller, TokenSet, generate_token, hash_token};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -117,8 +118,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
 
 /// The whole HTTP application.
 pub fn router(state: AppState, cfg: &ApiConfig) -> Router {
-    let (api, doc) = api_routes().split_for_parts();
-    let doc = Arc::new(doc);
+    let (api, _) = api_routes().split_for_parts();
+    // The whole document, webhooks included.
+    let doc = Arc::new(openapi());
     let api = api
         .route(
             "/api/v1/openapi.json",

@@ -5,35 +5,60 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// What a token may do.
+/// What a token may do. Which routes each role may call is one table, in `troupe-api`'s
+/// `access` module (and docs/security.md).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum TokenRole {
-    /// Everything but the worker protocol.
+    /// Everything but the worker protocol: tokens, credentials, rules, definitions.
     #[default]
     Admin,
+    /// Read everything and act on it: launch and cancel runs, launch templates, run and
+    /// resume flows, job actions, project syncs, publish events. Changes no definition.
+    Operator,
+    /// Read only (and stream tokens, to follow runs live).
+    Viewer,
     /// Only the worker protocol (`/api/v1/worker/...`): register, claim runs, report on them.
     Worker,
+    /// Only event intake: the webhook routes (`/api/v1/hooks/...`).
+    Webhook,
 }
 
 impl TokenRole {
+    /// Every role, in the order the docs list them.
+    pub const ALL: [TokenRole; 5] = [
+        TokenRole::Admin,
+        TokenRole::Operator,
+        TokenRole::Viewer,
+        TokenRole::Worker,
+        TokenRole::Webhook,
+    ];
+
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {
             TokenRole::Admin => "admin",
+            TokenRole::Operator => "operator",
+            TokenRole::Viewer => "viewer",
             TokenRole::Worker => "worker",
+            TokenRole::Webhook => "webhook",
         }
     }
 
     /// The role a stored name means; `None` for a name this version does not know.
     pub fn parse(s: &str) -> Option<TokenRole> {
-        match s {
-            "admin" => Some(TokenRole::Admin),
-            "worker" => Some(TokenRole::Worker),
-            _ => None,
-        }
+        TokenRole::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// Whether a token of this role may be limited to some projects: the worker protocol and
+    /// event intake are not about one project.
+    pub fn scopable(self) -> bool {
+        matches!(
+            self,
+            TokenRole::Admin | TokenRole::Operator | TokenRole::Viewer
+        )
     }
 }
 

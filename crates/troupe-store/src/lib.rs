@@ -51,7 +51,7 @@ pub use leases::{SourceLease, SourceLeaseStore};
 pub use notifications::{DueNotification, NotificationStore, NotifyOutcome};
 pub use output::{OutputChunk, OutputStore, Stream};
 pub use runs::{RunFilter, RunStore, RunVersion};
-pub use tokens::{TokenRecord, TokenStore};
+pub use tokens::{NewTokenRecord, TokenRecord, TokenStore};
 pub use workers::WorkerStore;
 
 /// Every store trait, for code that calls store methods on a concrete backend type (methods

@@ -15,6 +15,8 @@ pub struct RunFilter {
     pub statuses: Vec<RunStatus>,
     /// Only runs of this project.
     pub project_id: Option<i64>,
+    /// Only runs of one of these projects (a project-scoped token's view); `None` for any.
+    pub projects: Option<Vec<i64>>,
     /// Only runs carrying this label key (and value, when given).
     pub label: Option<(String, Option<String>)>,
     /// Only runs with this tag.

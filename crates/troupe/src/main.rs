@@ -20,7 +20,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use troupe_wire::tokens::{IssuedToken, NewToken};
 
 /// Ansible as a service.
 #[derive(Debug, Parser)]
@@ -202,19 +201,7 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
         #[command(subcommand)]
-        cmd: TokenCmd,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum TokenCmd {
-    /// Issue a new API token and print it (once).
-    Create {
-        /// What the token is for.
-        name: String,
-        /// `admin` (everything) or `worker` (only the worker protocol, for `troupe worker`).
-        #[arg(long, default_value = "admin", value_parser = ["admin", "worker"])]
-        role: String,
+        cmd: cli::tokens::TokenCmd,
     },
 }
 
@@ -386,14 +373,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Token { remote, cmd } => {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;
             let c = client(&cfg, remote)?;
-            match cmd {
-                TokenCmd::Create { name, role } => {
-                    let role = troupe_core::worker::TokenRole::parse(&role).unwrap_or_default();
-                    let t: IssuedToken = c.post("/api/v1/tokens", &NewToken { name, role }).await?;
-                    println!("{}", t.token);
-                    Ok(0)
-                }
-            }
+            cli::tokens::run(&c, cmd).await
         }
     }
 }

@@ -1,11 +1,12 @@
 //! Inbound events: webhooks in, the record of every event received, and the rules document.
 
 use crate::AppState;
+use crate::auth::Lookup;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiPath, ApiQuery};
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -54,11 +55,13 @@ const DELIVERY_HEADERS: [&str; 3] = [
         (status = 503, body = crate::error::ErrorBody)))]
 async fn hook(
     State(state): State<AppState>,
+    uri: Uri,
     ApiPath(source): ApiPath<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    deliver_hook(&state, &source, None, &headers, body).await
+    let api_token = intake_token(&state, &uri, &headers).await?;
+    deliver_hook(&state, &source, None, &headers, body, api_token).await
 }
 
 /// Deliver an event to a webhook source with the routing key in the path.
@@ -71,11 +74,37 @@ async fn hook(
         (status = 503, body = crate::error::ErrorBody)))]
 async fn hook_with_key(
     State(state): State<AppState>,
+    uri: Uri,
     ApiPath((source, routing_key)): ApiPath<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    deliver_hook(&state, &source, Some(&routing_key), &headers, body).await
+    let api_token = intake_token(&state, &uri, &headers).await?;
+    deliver_hook(
+        &state,
+        &source,
+        Some(&routing_key),
+        &headers,
+        body,
+        api_token,
+    )
+    .await
+}
+
+/// Whether the request carries an API token that may deliver events (webhook, operator or
+/// admin; `access::RULES`). A token of ours that may not is refused (401 expired, 403 wrong
+/// role or project-scoped); a bearer that is not one of ours leaves the decision to the
+/// source's own signature or token.
+async fn intake_token(state: &AppState, uri: &Uri, headers: &HeaderMap) -> ApiResult<bool> {
+    let Some(presented) = crate::auth::bearer(headers) else {
+        return Ok(false);
+    };
+    if state.tokens.lookup_fresh(&*state.store, presented).await == Lookup::Unknown {
+        return Ok(false);
+    }
+    crate::auth::authorize(state, &Method::POST, uri.path(), presented)
+        .await
+        .map(|_| true)
 }
 
 async fn deliver_hook(
@@ -84,6 +113,7 @@ async fn deliver_hook(
     path_key: Option<&str>,
     headers: &HeaderMap,
     body: Bytes,
+    api_token: bool,
 ) -> ApiResult<Response> {
     let events = &state.events;
     let Some(cfg) = events.webhook(source) else {
@@ -110,8 +140,7 @@ async fn deliver_hook(
             ),
         ));
     }
-    // An API token is always enough; otherwise the source's own signature or token.
-    let api_token = crate::auth::bearer(headers).is_some_and(|t| state.tokens.verify(t));
+    // An intake API token is always enough; otherwise the source's own signature or token.
     if !api_token {
         webhook::authenticate(&cfg, header, &body).map_err(|why| {
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why.to_string())

@@ -1,11 +1,12 @@
 //! Projects: directories of playbooks, on the server or cloned from git.
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use troupe_core::project::{NewProject, Project, ProjectSource};
 use troupe_wire::projects::{PlaybookList, ProjectList, ProjectsQuery};
 use utoipa_axum::router::OpenApiRouter;
@@ -51,13 +52,18 @@ async fn create_project(
 #[utoipa::path(get, path = "/api/v1/projects", params(ProjectsQuery), responses((status = 200, body = ProjectList)))]
 async fn list_projects(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiQuery(q): ApiQuery<ProjectsQuery>,
 ) -> ApiResult<Json<ProjectList>> {
-    let projects = match q.name {
+    let projects: Vec<Project> = match q.name {
         Some(name) => state.store.find_project(&name).await?.into_iter().collect(),
         None => state.store.list_projects().await?,
     };
-    let projects = projects.into_iter().map(super::shown).collect();
+    let projects = projects
+        .into_iter()
+        .filter(|p| caller.sees(p.id))
+        .map(super::shown)
+        .collect();
     Ok(Json(ProjectList { projects }))
 }
 

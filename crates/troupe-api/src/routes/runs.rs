@@ -2,13 +2,14 @@
 
 use super::to_ref;
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
 use crate::run_json::TaggedJson;
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use troupe_core::inventory::{InventoryContent, InventoryFormat};
@@ -41,8 +42,20 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
     responses((status = 201, body = Run), (status = 422, body = crate::error::ErrorBody)))]
 async fn create_run(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(req): ApiJson<CreateRun>,
 ) -> ApiResult<(StatusCode, Json<Run>)> {
+    if caller.projects.is_some() {
+        // Another project's playbook is refused as if the project did not exist.
+        let project = super::find_project(&state, &req.project, "project").await?;
+        if !caller.sees(project.id) {
+            return Err(ApiError::invalid(
+                "unknown_project",
+                "project",
+                format!("no project {}", req.project),
+            ));
+        }
+    }
     let inventory = match (&req.inventory, req.hosts) {
         (Some(r), None) => InventorySource::Stored(to_ref(r)),
         (None, Some(hosts)) => InventorySource::Inline(InventoryContent {
@@ -122,6 +135,7 @@ pub(crate) use troupe_core::text::json_kind;
 #[utoipa::path(get, path = "/api/v1/runs", params(ListQuery), responses((status = 200, body = RunList), (status = 304, description = "The page named by `If-None-Match` is unchanged")))]
 async fn list_runs(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
@@ -144,6 +158,7 @@ async fn list_runs(
     let filter = RunFilter {
         statuses,
         project_id: q.project,
+        projects: caller.project_filter(),
         label,
         tag: q.tag,
         job_id: q.job,

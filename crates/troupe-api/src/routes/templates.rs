@@ -2,11 +2,12 @@
 
 use super::{IdOrName, check_playbook, find_inventory, find_project, to_ref};
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde_json::{Map, Value};
 use troupe_core::overrides::Overrides;
 use troupe_core::run::{Labels, Origin, Run};
@@ -51,10 +52,13 @@ async fn create_template(
 
 /// List templates.
 #[utoipa::path(get, path = "/api/v1/templates", responses((status = 200, body = TemplateList)))]
-async fn list_templates(State(state): State<AppState>) -> ApiResult<Json<TemplateList>> {
-    Ok(Json(TemplateList {
-        templates: state.store.list_templates().await?,
-    }))
+async fn list_templates(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<TemplateList>> {
+    let mut templates = state.store.list_templates().await?;
+    templates.retain(|t| caller.sees(t.project_id));
+    Ok(Json(TemplateList { templates }))
 }
 
 /// One template.

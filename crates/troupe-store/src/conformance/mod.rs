@@ -19,8 +19,9 @@
 //! its own, so a backend meets them as it meets several replicas.
 
 use crate::{
-    Concurrency, EventRecordFilter, Gate, Ingested, Lease, NewEventRecord, OutputChunk, Page,
-    Proposal, RunFilter, RunOutcome, RunVersion, Start, Store, StoreError, Stream,
+    Concurrency, EventRecordFilter, Gate, Ingested, Lease, NewEventRecord, NewTokenRecord,
+    OutputChunk, Page, Proposal, RunFilter, RunOutcome, RunVersion, Start, Store, StoreError,
+    Stream,
 };
 use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
 use serde_json::json;
@@ -113,6 +114,7 @@ macro_rules! __conformance_case_names {
             nul_characters_do_not_break_writes,
             tokens_round_trip,
             token_roles_round_trip,
+            token_scopes_expiry_and_revocation,
             workers_register_heartbeat_drain,
             claims_follow_worker_labels_and_splits,
             credentials_round_trip,

@@ -239,6 +239,23 @@ pub async fn list_runs_filters(store: &dyn Store) {
         ..Default::default()
     };
     assert_eq!(list(pf).await, vec![r4.id, r3.id]);
+    // A project-scoped token's view: any of its projects, none when it has none.
+    let scoped = |projects: Vec<i64>| RunFilter {
+        projects: Some(projects),
+        ..Default::default()
+    };
+    assert_eq!(list(scoped(vec![p2.id])).await, vec![r4.id, r3.id]);
+    assert_eq!(
+        list(scoped(vec![p1.id, p2.id])).await,
+        vec![r5.id, r4.id, r3.id, r2.id, r1.id]
+    );
+    assert_eq!(list(scoped(vec![])).await, Vec::<i64>::new());
+    let both = RunFilter {
+        project_id: Some(p1.id),
+        projects: Some(vec![p2.id]),
+        ..Default::default()
+    };
+    assert_eq!(list(both).await, Vec::<i64>::new());
     let tf = RunFilter {
         tag: Some("a".into()),
         ..Default::default()

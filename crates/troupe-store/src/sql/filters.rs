@@ -25,6 +25,16 @@ where
     if let Some(project_id) = filter.project_id {
         q.push(" AND project_id = ").push_bind(project_id);
     }
+    if let Some(projects) = &filter.projects {
+        // An empty scope matches nothing (`IN ()` is not SQL).
+        q.push(" AND project_id IN (");
+        let mut ids = q.separated(", ");
+        ids.push_bind(-1_i64);
+        for id in projects {
+            ids.push_bind(*id);
+        }
+        q.push(")");
+    }
     if let Some(tag) = &filter.tag {
         q.push(" AND tag = ").push_bind(tag.as_str());
     }

@@ -196,7 +196,16 @@ pub fn token_from<D: Dialect>(row: &D::Row) -> StoreResult<TokenRecord> {
             troupe_core::worker::TokenRole::parse(&role)
                 .ok_or_else(|| invalid(format_args!("token role {role:?}")))?
         },
+        projects: match get::<Option<String>>(row, "projects")? {
+            Some(text) => Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| invalid(format_args!("column projects: {e}")))?,
+            ),
+            None => None,
+        },
         created_at: D::time(row, "created_at")?,
+        expires_at: D::opt_time(row, "expires_at")?,
+        revoked_at: D::opt_time(row, "revoked_at")?,
     })
 }
 

@@ -28,7 +28,7 @@ macro_rules! rules_doc_cols {
 }
 macro_rules! token_cols {
     () => {
-        "id, name, hash, created_at, role"
+        "id, name, hash, created_at, role, projects, expires_at, revoked_at"
     };
 }
 
@@ -102,14 +102,25 @@ pub const REPLACE_RULES: &str = concat!(
      updated_at = $2 WHERE id = 1 AND revision = $3 RETURNING ",
     rules_doc_cols!()
 );
-/// Stores a token.
+/// Stores a token (`$1`..`$6`: name, hash, when, role, projects JSON or NULL, expiry or NULL).
 pub const INSERT_TOKEN: &str = concat!(
-    "INSERT INTO tokens (name, hash, created_at, role) VALUES ($1, $2, $3, $4) \
-     RETURNING ",
+    "INSERT INTO tokens (name, hash, created_at, role, projects, expires_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
     token_cols!()
 );
 /// Every token.
 pub const LIST_TOKENS: &str = concat!("SELECT ", token_cols!(), " FROM tokens ORDER BY id");
+/// One token.
+pub const GET_TOKEN: &str = concat!("SELECT ", token_cols!(), " FROM tokens WHERE id = $1");
+/// Revokes token `$2` at `$1`, unless it is revoked already or it is the last live unscoped
+/// admin token (then nothing is returned and the caller reads the token to tell which).
+pub const REVOKE_TOKEN: &str = concat!(
+    "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL \
+     AND (role <> 'admin' OR projects IS NOT NULL OR EXISTS (SELECT 1 FROM tokens o \
+     WHERE o.id <> $2 AND o.role = 'admin' AND o.projects IS NULL AND o.revoked_at IS NULL \
+     AND (o.expires_at IS NULL OR o.expires_at > $1))) RETURNING ",
+    token_cols!()
+);
 
 /// Stores an inventory (`$1`..`$8`: name, env, version, format, hosts, vars, host count, when).
 pub const INSERT_INVENTORY: &str = concat!(

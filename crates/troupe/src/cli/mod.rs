@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod run;
 pub mod runs;
 pub mod schedules;
+pub mod tokens;
 pub mod workers;
 
 /// Percent-encodes a path segment or query value (everything but RFC 3986's unreserved

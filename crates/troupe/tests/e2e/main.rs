@@ -21,6 +21,7 @@ mod jobs;
 mod notify;
 mod postgres;
 mod replicas;
+mod roles;
 mod runner_compat;
 mod runs;
 mod schedules;

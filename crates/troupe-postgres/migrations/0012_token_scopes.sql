@@ -1,0 +1,6 @@
+-- Token roles beyond admin/worker need nothing new; scopes, expiry and revocation do.
+-- projects: a JSON array of project ids the token is limited to, NULL for every project
+-- (text, as on SQLite: it is only ever read back whole).
+ALTER TABLE tokens ADD COLUMN projects TEXT;
+ALTER TABLE tokens ADD COLUMN expires_at TIMESTAMPTZ;
+ALTER TABLE tokens ADD COLUMN revoked_at TIMESTAMPTZ;
