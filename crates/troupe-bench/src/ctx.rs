@@ -144,7 +144,7 @@ pub async fn run(which: Option<Scenario>, opts: Options) -> anyhow::Result<()> {
     match &ansible_playbook {
         Some(p) => println!("ansible-playbook: {}", p.display()),
         None => println!(
-            "MISSING: ansible-playbook is not on PATH; scenarios 1 and 7 are skipped ({HINT})"
+            "MISSING: ansible-playbook is not on PATH; scenarios 1, 7 and 10's split are skipped ({HINT})"
         ),
     }
     match &ansible_runner {

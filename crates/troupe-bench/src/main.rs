@@ -74,6 +74,9 @@ enum Cmd {
     /// 9: a 10-step flow of shell steps (troupe's overhead per step), and 100 executions at
     /// once.
     Flows(Common),
+    /// 10: remote workers: a split run on 1 vs 2 workers pinned to a core each, events/s from
+    /// a remote worker, claim latency of an idle worker.
+    Scaleout(Common),
     /// (internal) The synthetic ansible-playbook troupe runs in scenarios 3, 4 and 6.
     #[command(hide = true)]
     Produce {
@@ -129,6 +132,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Slices(c) => (Some(scenarios::Scenario::Slices), c),
         Cmd::Events(c) => (Some(scenarios::Scenario::Events), c),
         Cmd::Flows(c) => (Some(scenarios::Scenario::Flows), c),
+        Cmd::Scaleout(c) => (Some(scenarios::Scenario::Scaleout), c),
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(ctx::run(

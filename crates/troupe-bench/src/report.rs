@@ -288,7 +288,7 @@ impl Report {
              export PATH=\"$HOME/.cache/troupe-ci/venv/bin:$PATH\"\n\
              cargo run --release -p troupe-bench -- all            # writes BENCHMARKS.md + benchmarks.json here\n\
              cargo run --release -p troupe-bench -- all --quick    # CI-sized smoke (< 2 min), writes to target/troupe-bench/\n\
-             cargo run --release -p troupe-bench -- ingest         # one scenario: overhead launch ingest fanout api footprint slices events flows\n",
+             cargo run --release -p troupe-bench -- ingest         # one scenario: overhead launch ingest fanout api footprint slices events flows scaleout\n",
         );
         md.push_str("```\n\n");
         md.push_str(&format!(
@@ -397,4 +397,22 @@ const DEFINITIONS: &str = "
    lines, live updates) within the noise of a spawn. (2) 100 executions of a 2-step flow of the same command, POSTed
    together: the time from the first POST sent to the last `finished_at`, and the mean of the
    executions' `created_at` -> `finished_at`.
+10. **scaleout**: remote workers (`troupe worker`, capacity 1 each) of one server (SQLite), all
+   on this machine. (1) Split: the same 100-host × 2-task playbook (`ping`, `debug`,
+   `ansible_connection=local`) as `\"slices\": 2`, run (a) by one worker started under
+   `taskset -c 0` (it and every ansible process it starts stay on CPU 0; the two slices one
+   after the other) and (b) by two workers, on CPU 0 and on CPU 1 (one slice each); the server
+   is not pinned. Wall time is the parent run's `created_at` -> `finished_at`; (a) and (b)
+   interleaved after a 4-host warm-up run of each (the workers fetch the project bundle), the
+   order alternating; the ratio is the median of the per-repetition (b) / (a). (2) Events: the
+   synthetic producer of scenario 3 as the worker's ansible-playbook, 100,000 events a run;
+   events/s = N / (`launched_at` -> `finished_at`) at the server, the worker reporting the
+   finish only after its last batch is stored; next to the same run on the server's embedded
+   pool (the store's own rate: the ceiling), interleaved. (3) Claims: 200 runs (3 synthetic
+   events each) created one after another, each once the previous one finished and the worker
+   is back in its long-poll claim (50 ms later): `created_at` -> `started_at` (the claim), both
+   recorded by the server; and `created_at` -> `launched_at` (plan fetched, bundle already
+   held, ansible exec'd). Runs are routed with `worker_labels`: the embedded pool has the label
+   `embedded`, so it takes none of the workers' runs (a split parent is coordinated by the
+   server whatever its labels) and they none of its.
 ";

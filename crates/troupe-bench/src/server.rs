@@ -39,6 +39,12 @@ pub struct Server {
 impl Server {
     /// Starts `troupe serve --listen 127.0.0.1:0` and waits until it listens.
     pub fn start(opts: &ServerOpts) -> anyhow::Result<Server> {
+        Server::start_with_env(opts, &[])
+    }
+
+    /// [`Server::start`] with more `TROUPE_*` settings in the server's environment (e.g.
+    /// `TROUPE_WORKER_LABELS`).
+    pub fn start_with_env(opts: &ServerOpts, env: &[(&str, &str)]) -> anyhow::Result<Server> {
         std::fs::create_dir_all(&opts.data_dir)?;
         let inner = troupe_testkit::Server::start(
             &opts.troupe,
@@ -57,6 +63,10 @@ impl Server {
                         .pool_max_idle_per_host(64)
                         .build()?,
                 ),
+                extra_env: env
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
                 ..Default::default()
             },
         )

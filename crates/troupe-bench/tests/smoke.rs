@@ -51,7 +51,8 @@ fn the_quick_run_reports_every_scenario() {
         skipped.is_empty(),
         "scenarios skipped or failed: {skipped:?}\n{stdout}"
     );
-    for n in 1..=8 {
+    // 9 (flows) is left out: its overhead per step may come out below zero.
+    for n in (1..=8).chain([10]) {
         let of_scenario: Vec<&Value> = metrics
             .iter()
             .filter(|m| {

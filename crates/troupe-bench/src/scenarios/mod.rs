@@ -1,4 +1,5 @@
-//! The seven scenarios of the benchmark issue, the event path (8) and flows (9).
+//! The seven scenarios of the benchmark issue, the event path (8), flows (9) and scale-out over
+//! remote workers (10).
 
 mod api;
 mod events;
@@ -8,6 +9,7 @@ mod footprint;
 mod ingest;
 mod launch;
 mod overhead;
+mod scaleout;
 mod slices;
 
 use crate::ctx::Ctx;
@@ -27,11 +29,12 @@ pub enum Scenario {
     Slices,
     Events,
     Flows,
+    Scaleout,
 }
 
 impl Scenario {
     /// In the order they run.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Overhead,
         Scenario::Launch,
         Scenario::Ingest,
@@ -41,6 +44,7 @@ impl Scenario {
         Scenario::Slices,
         Scenario::Events,
         Scenario::Flows,
+        Scenario::Scaleout,
     ];
 
     /// Its name in the table.
@@ -55,15 +59,19 @@ impl Scenario {
             Scenario::Slices => "7 slices",
             Scenario::Events => "8 events",
             Scenario::Flows => "9 flows",
+            Scenario::Scaleout => "10 scaleout",
         }
     }
 }
 
-/// Runs one scenario, adding its rows to `ctx`. Overhead and ingest repeat their runs
-/// themselves (interleaved, or on one server); every other scenario is run `ctx.reps` times,
+/// Runs one scenario, adding its rows to `ctx`. Overhead, ingest and scaleout repeat their
+/// runs themselves (interleaved, or on one server); every other scenario is run `ctx.reps` times,
 /// each time on a fresh server.
 pub async fn run(s: Scenario, ctx: &mut Ctx) -> anyhow::Result<()> {
-    if matches!(s, Scenario::Overhead | Scenario::Ingest) {
+    if matches!(
+        s,
+        Scenario::Overhead | Scenario::Ingest | Scenario::Scaleout
+    ) {
         once(s, ctx).await
     } else {
         repeated(s, ctx).await
@@ -81,6 +89,7 @@ async fn once(s: Scenario, ctx: &mut Ctx) -> anyhow::Result<()> {
         Scenario::Events => events::run(ctx).await,
         Scenario::Slices => slices::run(ctx).await,
         Scenario::Flows => flows::run(ctx).await,
+        Scenario::Scaleout => scaleout::run(ctx).await,
     }
 }
 
