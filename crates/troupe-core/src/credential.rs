@@ -145,12 +145,15 @@ impl CredentialSecret {
             } => std::iter::once(private_key.as_str())
                 .chain(passphrase.as_deref())
                 .collect(),
-            CredentialSecret::Become { password, .. } | CredentialSecret::Vault { password, .. } => {
+            CredentialSecret::Become { password, .. }
+            | CredentialSecret::Vault { password, .. } => {
                 vec![password.as_str()]
             }
-            CredentialSecret::Git { token, private_key } => {
-                token.iter().chain(private_key).map(String::as_str).collect()
-            }
+            CredentialSecret::Git { token, private_key } => token
+                .iter()
+                .chain(private_key)
+                .map(String::as_str)
+                .collect(),
             CredentialSecret::Env { vars } => vars.values().map(String::as_str).collect(),
         }
     }

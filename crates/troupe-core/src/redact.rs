@@ -299,7 +299,11 @@ impl SecretNames {
 
     /// Seals the values of secret keys, at any depth, as `troupe-sealed:v1:...` strings
     /// (values already sealed are kept): what a run's stored options hold instead.
-    pub fn seal(&self, vars: &mut Map<String, Value>, sealer: &dyn Sealer) -> Result<(), SealError> {
+    pub fn seal(
+        &self,
+        vars: &mut Map<String, Value>,
+        sealer: &dyn Sealer,
+    ) -> Result<(), SealError> {
         for (k, item) in vars.iter_mut() {
             if self.is_secret(k) {
                 if !item.is_null() && !is_sealed(item) {
@@ -316,7 +320,9 @@ impl SecretNames {
     fn seal_value(&self, v: &mut Value, sealer: &dyn Sealer) -> Result<(), SealError> {
         match v {
             Value::Object(map) => self.seal(map, sealer),
-            Value::Array(items) => items.iter_mut().try_for_each(|i| self.seal_value(i, sealer)),
+            Value::Array(items) => items
+                .iter_mut()
+                .try_for_each(|i| self.seal_value(i, sealer)),
             _ => Ok(()),
         }
     }
@@ -353,7 +359,11 @@ pub fn has_sealed(vars: &Map<String, Value>) -> bool {
     vars.values().any(any)
 }
 
-fn open_value(v: &mut Value, sealer: &dyn Sealer, texts: &mut Vec<String>) -> Result<(), SealError> {
+fn open_value(
+    v: &mut Value,
+    sealer: &dyn Sealer,
+    texts: &mut Vec<String>,
+) -> Result<(), SealError> {
     match v {
         Value::String(s) => {
             if let Some(sealed) = s.strip_prefix(SEALED_PREFIX) {
@@ -365,7 +375,9 @@ fn open_value(v: &mut Value, sealer: &dyn Sealer, texts: &mut Vec<String>) -> Re
             }
             Ok(())
         }
-        Value::Array(items) => items.iter_mut().try_for_each(|i| open_value(i, sealer, texts)),
+        Value::Array(items) => items
+            .iter_mut()
+            .try_for_each(|i| open_value(i, sealer, texts)),
         Value::Object(map) => map
             .values_mut()
             .try_for_each(|i| open_value(i, sealer, texts)),
@@ -384,9 +396,18 @@ mod tests {
         let r = Redactor::new(["s3cr\"et'pa\\ss\u{e9}", "abc"]);
         assert!(!r.is_empty());
         assert_eq!(r.redact_str("x s3cr\"et'pa\\ss\u{e9} y"), "x ******** y");
-        assert_eq!(r.redact_str(r#"{"a": "s3cr\"et'pa\\ss\u00e9"}"#), r#"{"a": "********"}"#);
-        assert_eq!(r.redact_str(r#"{"a": "s3cr\"et'pa\\ssé"}"#), r#"{"a": "********"}"#);
-        assert_eq!(r.redact_str(r#"msg: 's3cr"et\'pa\\ssé'"#), "msg: '********'");
+        assert_eq!(
+            r.redact_str(r#"{"a": "s3cr\"et'pa\\ss\u00e9"}"#),
+            r#"{"a": "********"}"#
+        );
+        assert_eq!(
+            r.redact_str(r#"{"a": "s3cr\"et'pa\\ssé"}"#),
+            r#"{"a": "********"}"#
+        );
+        assert_eq!(
+            r.redact_str(r#"msg: 's3cr"et\'pa\\ssé'"#),
+            "msg: '********'"
+        );
         // Too short to redact: left alone.
         assert_eq!(r.redact_str("abc abcd"), "abc abcd");
         assert!(matches!(r.redact_str("nothing here"), Cow::Borrowed(_)));
@@ -404,8 +425,12 @@ mod tests {
     #[test]
     fn longer_secrets_win_and_lines_of_keys_go_too() {
         let r = Redactor::new(["hunter2", "hunter2-longer"]);
-        assert_eq!(r.redact_str("a hunter2-longer b hunter2"), "a ******** b ********");
-        let key = "-----BEGIN KEY-----\nAAAABBBBCCCCDDDDEEEE\nFFFFGGGGHHHHIIIIJJJJ\n-----END KEY-----\n";
+        assert_eq!(
+            r.redact_str("a hunter2-longer b hunter2"),
+            "a ******** b ********"
+        );
+        let key =
+            "-----BEGIN KEY-----\nAAAABBBBCCCCDDDDEEEE\nFFFFGGGGHHHHIIIIJJJJ\n-----END KEY-----\n";
         let r = Redactor::new([key]);
         assert_eq!(r.redact_str("x FFFFGGGGHHHHIIIIJJJJ y"), "x ******** y");
     }

@@ -2,7 +2,6 @@
 //! (or flow executions), and record the event with them in one store transaction; only then
 //! is the event acknowledged.
 
-use troupe_core::redact::REDACTED;
 use crate::routing::KeyError;
 use crate::rules::{Match, Rules, Target};
 use crate::sink::{Delivered, Inbound, NotStored, PayloadFormat, Sink};
@@ -14,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use troupe_core::flow::Execution;
 use troupe_core::inbound::{EventRecord, EventStatus, RuleResult};
 use troupe_core::inventory::{InventoryContent, InventoryFormat};
+use troupe_core::redact::REDACTED;
 use troupe_core::run::{CancelMode, NewRun, Origin};
 use troupe_launch::{
     self as launch, FlowStart, FlowStartError, InventorySource, Launch, LaunchError, LaunchOptions,
@@ -141,7 +141,11 @@ impl Ingestor {
                 record.reason = Some(why.to_string());
                 // Unreadable, so its secret keys cannot be told apart: a copy that may hold
                 // one is not kept.
-                if record.payload.as_deref().is_some_and(|p| names.is_secret(p)) {
+                if record
+                    .payload
+                    .as_deref()
+                    .is_some_and(|p| names.is_secret(p))
+                {
                     record.payload = Some(REDACTED.to_owned());
                 }
                 return record;
@@ -150,7 +154,11 @@ impl Ingestor {
         // The record keeps the payload with the values of secret keys replaced; the runs
         // still get them (sealed in their extra vars by the launcher). The text is scanned
         // first: a payload naming nothing secret costs no walk.
-        if record.payload.as_deref().is_some_and(|p| names.is_secret(p)) {
+        if record
+            .payload
+            .as_deref()
+            .is_some_and(|p| names.is_secret(p))
+        {
             let mut masked = payload.clone();
             if names.mask(&mut masked) {
                 let text = serde_json::to_string(&masked).unwrap_or_default();

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use troupe_core::inventory::InventoryContent;
 use troupe_core::notify::{Notify, SealedNotify};
 use troupe_core::project::{PlaybookRef, Project};
-use troupe_core::run::{CancelMode, Labels, NewRun, Origin, Run, RunOptions};
 use troupe_core::redact::SecretNames;
+use troupe_core::run::{CancelMode, Labels, NewRun, Origin, Run, RunOptions};
 use troupe_core::secret::SecretKey;
 use troupe_core::template::Template;
 use troupe_store::{Store, StoreError, StoreResult};
@@ -250,7 +250,10 @@ impl Launcher {
     /// store never holds them in clear; the worker opens them just before the run starts.
     /// Without a key (a launcher of tests, or of a worker relaunching a slice whose options
     /// were sealed already) nothing is sealed.
-    fn seal_extra_vars(&self, vars: &mut serde_json::Map<String, serde_json::Value>) -> LaunchResult<()> {
+    fn seal_extra_vars(
+        &self,
+        vars: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> LaunchResult<()> {
         let Some(key) = &self.key else {
             return Ok(());
         };

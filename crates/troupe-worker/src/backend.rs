@@ -53,7 +53,13 @@ impl Prepared {
 pub fn open_extra_vars(
     sealer: &dyn troupe_core::secret::Sealer,
     run: &Run,
-) -> Result<(Option<serde_json::Map<String, serde_json::Value>>, Vec<String>), String> {
+) -> Result<
+    (
+        Option<serde_json::Map<String, serde_json::Value>>,
+        Vec<String>,
+    ),
+    String,
+> {
     if !troupe_core::redact::has_sealed(&run.options.extra_vars) {
         return Ok((None, Vec::new()));
     }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use troupe_ansible::Output;
 use troupe_core::Event;
-use troupe_core::redact::Redactor;
 use troupe_core::event::STATS_EVENT;
+use troupe_core::redact::Redactor;
 use troupe_core::run::{HostStats, RunSummary};
 use troupe_store::{OutputChunk, Stream};
 
@@ -191,5 +191,27 @@ mod tests {
         tokio::time::advance(Duration::from_millis(50)).await;
         assert!(batcher.due(wait), "the oldest item has waited 250 ms");
         assert!(!Batcher::new(8, hub).due(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_redacting_batcher_replaces_secrets_in_output_and_events() {
+        let hub = Arc::new(LiveHub::default());
+        let mut batcher = Batcher::new(7, hub).redacting(Redactor::new(["s3cr3t-value"]));
+        batcher.push(Output::Stdout("pw=s3cr3t-value\n".into()));
+        batcher.push(Output::Stderr("'s3cr3t-value'\n".into()));
+        let ev: Event = serde_json::from_value(serde_json::json!({
+            "counter": 1, "uuid": "u", "event": "runner_on_ok",
+            "created": "2026-01-01T00:00:00Z", "stdout": "ok: s3cr3t-value",
+            "event_data": {"host": "h", "res": {"msg": "s3cr3t-value"}}
+        }))
+        .expect("event");
+        batcher.push(Output::Event(ev));
+        assert_eq!(batcher.output[0].text, "pw=********\n");
+        assert_eq!(batcher.output[1].text, "'********'\n");
+        assert_eq!(batcher.events[0].stdout, "ok: ********");
+        assert_eq!(
+            batcher.events[0].event_data.to_value()["res"]["msg"],
+            "********"
+        );
     }
 }

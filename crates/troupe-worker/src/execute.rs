@@ -92,7 +92,9 @@ impl WorkerPool {
         let (process, mut outputs) = match Process::spawn(spec).await {
             Ok(p) => p,
             Err(AnsibleError::Playbook(e)) => {
-                return Some(error_outcome(redactor.redact_str(&e.to_string()).into_owned()));
+                return Some(error_outcome(
+                    redactor.redact_str(&e.to_string()).into_owned(),
+                ));
             }
             Err(e) => {
                 return Some(error_outcome(format!(

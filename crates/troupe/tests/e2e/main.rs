@@ -19,6 +19,7 @@ mod inventories;
 mod jobs;
 mod notify;
 mod postgres;
+mod redaction;
 mod replicas;
 mod runner_compat;
 mod runs;
