@@ -48,25 +48,30 @@ impl Prepared {
     }
 }
 
-/// Opens the sealed values of a run's extra vars: the opened extra vars (`None` when none was
-/// sealed) and the secret texts they held. Messages never quote a value.
+/// A run's extra vars with their sealed values opened, and the secret texts those held.
+#[derive(Default)]
+pub struct OpenedVars {
+    /// The extra vars opened; `None` when none was sealed (the run's own are used).
+    pub extra_vars: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The texts of the opened values, to redact.
+    pub secrets: Vec<String>,
+}
+
+/// Opens the sealed values of a run's extra vars. Messages never quote a value.
 pub fn open_extra_vars(
     sealer: &dyn troupe_core::secret::Sealer,
     run: &Run,
-) -> Result<
-    (
-        Option<serde_json::Map<String, serde_json::Value>>,
-        Vec<String>,
-    ),
-    String,
-> {
+) -> Result<OpenedVars, String> {
     if !troupe_core::redact::has_sealed(&run.options.extra_vars) {
-        return Ok((None, Vec::new()));
+        return Ok(OpenedVars::default());
     }
     let mut vars = run.options.extra_vars.clone();
-    let texts = troupe_core::redact::open_sealed(&mut vars, sealer)
+    let secrets = troupe_core::redact::open_sealed(&mut vars, sealer)
         .map_err(|e| format!("could not open the run's secret extra vars: {e}"))?;
-    Ok((Some(vars), texts))
+    Ok(OpenedVars {
+        extra_vars: Some(vars),
+        secrets,
+    })
 }
 
 /// How a finish report was taken.
@@ -177,7 +182,10 @@ impl Backend for StoreBackend {
             &run.options.credentials,
         )
         .await?;
-        let (extra_vars, secrets) = open_extra_vars(self.sealer.as_ref(), run)?;
+        let OpenedVars {
+            extra_vars,
+            secrets,
+        } = open_extra_vars(self.sealer.as_ref(), run)?;
         Ok(Prepared {
             project_dir: tree.path().to_path_buf(),
             inventory,

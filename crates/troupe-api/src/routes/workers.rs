@@ -310,8 +310,10 @@ async fn plan(
     )
     .await
     .map_err(unprepared)?;
-    let (extra_vars, secrets) =
-        troupe_worker::backend::open_extra_vars(state.sealer.as_ref(), &run).map_err(unprepared)?;
+    let troupe_worker::backend::OpenedVars {
+        extra_vars,
+        secrets,
+    } = troupe_worker::backend::open_extra_vars(state.sealer.as_ref(), &run).map_err(unprepared)?;
     let plan = LaunchPlan {
         inventory: held.inventory,
         bundle_sha256: held.bundle.sha256.clone(),
