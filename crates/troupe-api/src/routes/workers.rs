@@ -313,7 +313,8 @@ async fn plan(
     let troupe_worker::backend::OpenedVars {
         extra_vars,
         secrets,
-    } = troupe_worker::backend::open_extra_vars(state.sealer.as_ref(), &run).map_err(unprepared)?;
+    } = troupe_worker::backend::open_extra_vars(state.sealer.as_ref(), &held.run)
+        .map_err(unprepared)?;
     let plan = LaunchPlan {
         inventory: held.inventory,
         bundle_sha256: held.bundle.sha256.clone(),
