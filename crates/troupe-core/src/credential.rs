@@ -134,6 +134,31 @@ pub enum CredentialSecret {
     },
 }
 
+impl CredentialSecret {
+    /// Its secret values (not the usernames or vault ids), for redaction.
+    pub fn secret_values(&self) -> Vec<&str> {
+        match self {
+            CredentialSecret::SshKey {
+                private_key,
+                passphrase,
+                ..
+            } => std::iter::once(private_key.as_str())
+                .chain(passphrase.as_deref())
+                .collect(),
+            CredentialSecret::Become { password, .. }
+            | CredentialSecret::Vault { password, .. } => {
+                vec![password.as_str()]
+            }
+            CredentialSecret::Git { token, private_key } => token
+                .iter()
+                .chain(private_key)
+                .map(String::as_str)
+                .collect(),
+            CredentialSecret::Env { vars } => vars.values().map(String::as_str).collect(),
+        }
+    }
+}
+
 impl fmt::Debug for CredentialSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "CredentialSecret({}, ********)", self.kind())

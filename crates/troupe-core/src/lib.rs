@@ -14,6 +14,7 @@ pub mod job;
 pub mod notify;
 pub mod overrides;
 pub mod project;
+pub mod redact;
 pub mod run;
 pub mod secret;
 pub mod slice;

@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use troupe_core::flow::Execution;
 use troupe_core::inbound::{EventRecord, EventStatus, RuleResult};
 use troupe_core::inventory::{InventoryContent, InventoryFormat};
+use troupe_core::redact::REDACTED;
 use troupe_core::run::{CancelMode, NewRun, Origin};
 use troupe_launch::{
     self as launch, FlowStart, FlowStartError, InventorySource, Launch, LaunchError, LaunchOptions,
@@ -132,14 +133,40 @@ impl Ingestor {
             reason: None,
             proposals: Vec::new(),
         };
+        let names = self.launch.secret_names();
         let payload = match parse_payload(event) {
             Ok(p) => p,
             Err(why) => {
                 record.status = EventStatus::Rejected;
                 record.reason = Some(why.to_string());
+                // Unreadable, so its secret keys cannot be told apart: a copy that may hold
+                // one is not kept.
+                if record
+                    .payload
+                    .as_deref()
+                    .is_some_and(|p| names.is_secret(p))
+                {
+                    record.payload = Some(REDACTED.to_owned());
+                }
                 return record;
             }
         };
+        // The record keeps the payload with the values of secret keys replaced; the runs
+        // still get them (sealed in their extra vars by the launcher). The text is scanned
+        // first: a payload naming nothing secret costs no walk.
+        if record
+            .payload
+            .as_deref()
+            .is_some_and(|p| names.is_secret(p))
+        {
+            let mut masked = payload.clone();
+            if names.mask(&mut masked) {
+                let text = serde_json::to_string(&masked).unwrap_or_default();
+                let end = text.floor_char_boundary(settings.payload_keep_bytes);
+                record.payload_truncated = end < text.len();
+                record.payload = Some(text[..end].to_owned());
+            }
+        }
         match rules.evaluate(event, &payload) {
             Err(no) => record.reason = Some(no.0),
             Ok(matches) => {

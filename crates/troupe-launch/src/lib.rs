@@ -19,6 +19,7 @@ use std::sync::Arc;
 use troupe_core::inventory::InventoryContent;
 use troupe_core::notify::{Notify, SealedNotify};
 use troupe_core::project::{PlaybookRef, Project};
+use troupe_core::redact::SecretNames;
 use troupe_core::run::{CancelMode, Labels, NewRun, Origin, Run, RunOptions};
 use troupe_core::secret::SecretKey;
 use troupe_core::template::Template;
@@ -60,6 +61,17 @@ pub trait Launch: Send + Sync {
 
     /// Asks a run to stop.
     async fn cancel(&self, run_id: i64, mode: CancelMode) -> StoreResult<Run>;
+
+    /// The names of extra vars (and payload keys) whose values are secret (`redact_vars`).
+    fn secret_names(&self) -> &SecretNames {
+        default_secret_names()
+    }
+}
+
+/// The default `redact_vars`, built once.
+fn default_secret_names() -> &'static SecretNames {
+    static NAMES: std::sync::OnceLock<SecretNames> = std::sync::OnceLock::new();
+    NAMES.get_or_init(SecretNames::default)
 }
 
 /// The launch service over a store and a [`Queue`].
@@ -70,6 +82,8 @@ pub struct Launcher {
     queue: Arc<dyn Queue>,
     /// Seals notification targets; without it, a launch asking for notifications is refused.
     key: Option<Arc<SecretKey>>,
+    /// Extra vars named like these are sealed before a run is stored (with `key`).
+    secret_names: SecretNames,
 }
 
 /// A template and what the request's target resolved to.
@@ -88,7 +102,15 @@ impl Launcher {
             projects_dir,
             queue,
             key: None,
+            secret_names: default_secret_names().clone(),
         }
+    }
+
+    /// The launcher sealing the values of extra vars named like `names` (instead of the
+    /// default `redact_vars`).
+    pub fn with_secret_names(mut self, names: SecretNames) -> Self {
+        self.secret_names = names;
+        self
     }
 
     /// The launcher sealing notification targets with `key` (the server's secret key).
@@ -219,7 +241,28 @@ impl Launcher {
         };
         new.validate()?;
         self.check_credentials(&new.options.credentials).await?;
+        let mut new = new;
+        self.seal_extra_vars(&mut new.options.extra_vars)?;
         Ok(new)
+    }
+
+    /// Seals the values of extra vars whose names say they are secret (at any depth), so the
+    /// store never holds them in clear; the worker opens them just before the run starts.
+    /// Without a key (a launcher of tests, or of a worker relaunching a slice whose options
+    /// were sealed already) nothing is sealed.
+    fn seal_extra_vars(
+        &self,
+        vars: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> LaunchResult<()> {
+        let Some(key) = &self.key else {
+            return Ok(());
+        };
+        if vars.is_empty() {
+            return Ok(());
+        }
+        self.secret_names
+            .seal(vars, key.as_ref())
+            .map_err(|e| LaunchError::Seal(e.to_string()))
     }
 
     /// The credentials a run asks for exist, and there is at most one of each kind (vault: one
@@ -357,6 +400,10 @@ impl Launch for Launcher {
 
     async fn cancel(&self, run_id: i64, mode: CancelMode) -> StoreResult<Run> {
         Launcher::cancel(self, run_id, mode).await
+    }
+
+    fn secret_names(&self) -> &SecretNames {
+        &self.secret_names
     }
 }
 

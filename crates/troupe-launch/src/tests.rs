@@ -301,3 +301,35 @@ async fn notify_targets_are_checked_sealed_and_follow_the_template() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn secret_extra_vars_are_stored_sealed() {
+    let f = fixture().await;
+    let key = Arc::new(SecretKey::generate().expect("key"));
+    let launcher = f
+        .launcher
+        .clone()
+        .with_key(Arc::clone(&key))
+        .with_secret_names(troupe_core::redact::SecretNames::new("(?i)pass").expect("regex"));
+    let mut request = playbook("site.yml", Some(inline()));
+    let options = RunOptions {
+        extra_vars: map(serde_json::json!({
+            "user": "u", "db": {"PASSWORD": "hunter22", "port": 5432}, "api_token": "kept"
+        })),
+        ..RunOptions::default()
+    };
+    request.options = crate::LaunchOptions::Exact(Box::new(options));
+    let run = launcher.launch(request, Origin::Api).await.expect("launch");
+    let stored = f.launcher.store().get_run(run.id).await.expect("run");
+    let text = serde_json::to_string(&stored.options.extra_vars).expect("json");
+    assert!(!text.contains("hunter22"), "{text}");
+    assert!(
+        text.contains("\"api_token\":\"kept\""),
+        "only names matching the pattern: {text}"
+    );
+    let mut vars = stored.options.extra_vars.clone();
+    let secrets = troupe_core::redact::open_sealed(&mut vars, key.as_ref()).expect("opens");
+    assert_eq!(secrets, vec!["hunter22".to_owned()]);
+    assert_eq!(vars["db"]["PASSWORD"], "hunter22");
+    assert_eq!(vars["db"]["port"], 5432);
+}

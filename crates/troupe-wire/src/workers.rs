@@ -113,6 +113,14 @@ pub struct LaunchPlan {
     /// The opened secrets of the credentials the run names: for this run only, never stored
     /// by the worker outside the run's private directory.
     pub credentials: Vec<CredentialSecret>,
+    /// The run's extra vars with their sealed (secret) values opened, when it has sealed
+    /// ones: what ansible-playbook gets instead of the claimed run's options' extra vars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_vars: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The run's secret texts besides its credentials' values: the worker redacts them from
+    /// whatever the run produces before it is written anywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 impl std::fmt::Debug for LaunchPlan {
@@ -121,6 +129,7 @@ impl std::fmt::Debug for LaunchPlan {
             .field("bundle_sha256", &self.bundle_sha256)
             .field("commit", &self.commit)
             .field("credentials", &self.credentials.len())
+            .field("secrets", &self.secrets.len())
             .finish_non_exhaustive()
     }
 }

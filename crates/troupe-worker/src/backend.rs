@@ -27,6 +27,51 @@ pub struct Prepared {
     /// For a git project on a server, its commit's tree, held against pruning while this
     /// lives.
     pub tree: Option<CommitTree>,
+    /// The run's extra vars with their sealed values opened, when it has sealed ones (the
+    /// run's stored options hold them sealed).
+    pub extra_vars: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The secret texts of the run besides its credentials' values (its secret extra vars):
+    /// redacted from whatever the run produces.
+    pub secrets: Vec<String>,
+}
+
+impl Prepared {
+    /// Everything redacted from what the run produces: its credentials' values and its other
+    /// secrets.
+    pub fn redactor(&self) -> troupe_core::redact::Redactor {
+        troupe_core::redact::Redactor::new(
+            self.credentials
+                .iter()
+                .flat_map(CredentialSecret::secret_values)
+                .chain(self.secrets.iter().map(String::as_str)),
+        )
+    }
+}
+
+/// A run's extra vars with their sealed values opened, and the secret texts those held.
+#[derive(Default)]
+pub struct OpenedVars {
+    /// The extra vars opened; `None` when none was sealed (the run's own are used).
+    pub extra_vars: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The texts of the opened values, to redact.
+    pub secrets: Vec<String>,
+}
+
+/// Opens the sealed values of a run's extra vars. Messages never quote a value.
+pub fn open_extra_vars(
+    sealer: &dyn troupe_core::secret::Sealer,
+    run: &Run,
+) -> Result<OpenedVars, String> {
+    if !troupe_core::redact::has_sealed(&run.options.extra_vars) {
+        return Ok(OpenedVars::default());
+    }
+    let mut vars = run.options.extra_vars.clone();
+    let secrets = troupe_core::redact::open_sealed(&mut vars, sealer)
+        .map_err(|e| format!("could not open the run's secret extra vars: {e}"))?;
+    Ok(OpenedVars {
+        extra_vars: Some(vars),
+        secrets,
+    })
 }
 
 /// How a finish report was taken.
@@ -137,12 +182,18 @@ impl Backend for StoreBackend {
             &run.options.credentials,
         )
         .await?;
+        let OpenedVars {
+            extra_vars,
+            secrets,
+        } = open_extra_vars(self.sealer.as_ref(), run)?;
         Ok(Prepared {
             project_dir: tree.path().to_path_buf(),
             inventory,
             credentials,
             commit: tree.commit().map(str::to_owned),
             tree: Some(tree),
+            extra_vars,
+            secrets,
         })
     }
 

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use troupe_ansible::Output;
 use troupe_core::Event;
 use troupe_core::event::STATS_EVENT;
+use troupe_core::redact::Redactor;
 use troupe_core::run::{HostStats, RunSummary};
 use troupe_store::{OutputChunk, Stream};
 
@@ -32,6 +33,8 @@ pub(crate) struct Batcher {
     summary: Option<RunSummary>,
     /// When the oldest item still pending arrived.
     pending_since: Option<Instant>,
+    /// The run's secrets, replaced in everything before it is stored (empty: no work).
+    redactor: Redactor,
 }
 
 impl Batcher {
@@ -44,7 +47,14 @@ impl Batcher {
             next_seq: 1,
             summary: None,
             pending_since: None,
+            redactor: Redactor::default(),
         }
+    }
+
+    /// The batcher replacing the run's secrets in events and output as they come.
+    pub(crate) fn redacting(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
+        self
     }
 
     /// Whether a timer tick should flush: always when someone follows the run live, otherwise
@@ -65,7 +75,10 @@ impl Batcher {
     pub(crate) fn push(&mut self, out: Output) -> bool {
         self.pending_since.get_or_insert_with(Instant::now);
         match out {
-            Output::Event(ev) => {
+            Output::Event(mut ev) => {
+                if !self.redactor.is_empty() {
+                    self.redactor.redact_event(&mut ev);
+                }
                 if ev.event == STATS_EVENT {
                     self.summary = Some(HostStats::from_stats_event(&ev.event_data.to_value()));
                 }
@@ -88,9 +101,12 @@ impl Batcher {
         self.events.len() >= BATCH_MAX || self.output.len() >= BATCH_MAX
     }
 
-    fn push_text(&mut self, stream: Stream, text: String) {
+    fn push_text(&mut self, stream: Stream, mut text: String) {
         if text.is_empty() {
             return;
+        }
+        if !self.redactor.is_empty() {
+            self.redactor.redact_string(&mut text);
         }
         // Consecutive pieces of one stream are merged so that many small reads cost one row.
         if let Some(last) = self.output.last_mut()
@@ -175,5 +191,27 @@ mod tests {
         tokio::time::advance(Duration::from_millis(50)).await;
         assert!(batcher.due(wait), "the oldest item has waited 250 ms");
         assert!(!Batcher::new(8, hub).due(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_redacting_batcher_replaces_secrets_in_output_and_events() {
+        let hub = Arc::new(LiveHub::default());
+        let mut batcher = Batcher::new(7, hub).redacting(Redactor::new(["s3cr3t-value"]));
+        batcher.push(Output::Stdout("pw=s3cr3t-value\n".into()));
+        batcher.push(Output::Stderr("'s3cr3t-value'\n".into()));
+        let ev: Event = serde_json::from_value(serde_json::json!({
+            "counter": 1, "uuid": "u", "event": "runner_on_ok",
+            "created": "2026-01-01T00:00:00Z", "stdout": "ok: s3cr3t-value",
+            "event_data": {"host": "h", "res": {"msg": "s3cr3t-value"}}
+        }))
+        .expect("event");
+        batcher.push(Output::Event(ev));
+        assert_eq!(batcher.output[0].text, "pw=********\n");
+        assert_eq!(batcher.output[1].text, "'********'\n");
+        assert_eq!(batcher.events[0].stdout, "ok: ********");
+        assert_eq!(
+            batcher.events[0].event_data.to_value()["res"]["msg"],
+            "********"
+        );
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use troupe_ansible::{AnsibleError, LaunchSpec, Process};
 use troupe_core::RunStatus;
+use troupe_core::redact::Redactor;
 use troupe_core::run::{CancelMode, Run, RunSummary};
 use troupe_store::{Lease, RunOutcome};
 
@@ -84,16 +85,21 @@ impl WorkerPool {
         mut control: mpsc::UnboundedReceiver<Control>,
     ) -> Option<RunOutcome> {
         // `_tree` is held until the run ends: no sync prunes the files under it meanwhile.
-        let (spec, commit, _tree) = match self.prepare(run).await {
+        let (spec, commit, _tree, redactor) = match self.prepare(run).await {
             Ok(prepared) => prepared,
             Err(reason) => return Some(error_outcome(reason)),
         };
         let (process, mut outputs) = match Process::spawn(spec).await {
             Ok(p) => p,
-            Err(AnsibleError::Playbook(e)) => return Some(error_outcome(e.to_string())),
+            Err(AnsibleError::Playbook(e)) => {
+                return Some(error_outcome(
+                    redactor.redact_str(&e.to_string()).into_owned(),
+                ));
+            }
             Err(e) => {
                 return Some(error_outcome(format!(
-                    "could not start ansible-playbook: {e}"
+                    "could not start ansible-playbook: {}",
+                    redactor.redact_str(&e.to_string())
                 )));
             }
         };
@@ -120,7 +126,7 @@ impl WorkerPool {
         }
         tracing::info!(run = run.id, pid = process.pid(), playbook = %run.playbook, "run started");
 
-        let mut batcher = Batcher::new(run.id, Arc::clone(&self.hub));
+        let mut batcher = Batcher::new(run.id, Arc::clone(&self.hub)).redacting(redactor.clone());
         let mut summary_announced = false;
         let mut flush_tick = tokio::time::interval(self.cfg.flush_interval);
         let mut renew_tick = tokio::time::interval(self.cfg.lease / 3);
@@ -188,6 +194,7 @@ impl WorkerPool {
             return None;
         }
         let (status, reason) = decide_status(&exit, run.options.timeout_s, cause);
+        let reason = reason.map(|r| redactor.redact_str(&r).into_owned());
         let summary: RunSummary = batcher.summary().cloned().unwrap_or_default();
         Some(RunOutcome {
             status,
@@ -201,24 +208,31 @@ impl WorkerPool {
     /// project's files are at, and the commit tree they are in (held against pruning until
     /// dropped: keep it until the run ends). The playbook is checked again by
     /// [`Process::spawn`], which refuses one that is no longer a file inside the project.
+    /// The redactor holds the run's secrets (credentials' values, secret extra vars): what
+    /// the run produces goes through it before it is stored.
     pub(crate) async fn prepare(
         &self,
         run: &Run,
-    ) -> Result<(LaunchSpec, Option<String>, Option<CommitTree>), String> {
+    ) -> Result<(LaunchSpec, Option<String>, Option<CommitTree>, Redactor), String> {
         let prepared = self.backend.prepare(run).await?;
+        let redactor = prepared.redactor();
+        let mut options = run.options.clone();
+        if let Some(vars) = prepared.extra_vars {
+            options.extra_vars = vars;
+        }
         let spec = LaunchSpec {
             ansible: self.cfg.ansible.clone(),
             project_dir: prepared.project_dir,
             playbook: run.playbook.clone(),
             inventory: prepared.inventory,
-            options: run.options.clone(),
+            options,
             runs_dir: self.cfg.runs_dir.clone(),
             run_key: run.id.to_string(),
             limits: self.cfg.limits,
             grace: self.cfg.grace,
             credentials: prepared.credentials,
         };
-        Ok((spec, prepared.commit, prepared.tree))
+        Ok((spec, prepared.commit, prepared.tree, redactor))
     }
 }
 

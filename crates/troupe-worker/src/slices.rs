@@ -43,7 +43,7 @@ impl WorkerPool {
             return Some(error_outcome("not a split run".into()));
         };
         // The parent's tree is held while it follows its slices.
-        let (spec, commit, _tree) = match self.prepare(run).await {
+        let (spec, commit, _tree, redactor) = match self.prepare(run).await {
             Ok(prepared) => prepared,
             Err(reason) => return Some(error_outcome(reason)),
         };
@@ -63,7 +63,8 @@ impl WorkerPool {
             Ok(h) => h,
             Err(e) => {
                 return Some(error_outcome(format!(
-                    "could not list the run's hosts: {e}"
+                    "could not list the run's hosts: {}",
+                    redactor.redact_str(&e.to_string())
                 )));
             }
         };

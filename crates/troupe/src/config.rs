@@ -62,6 +62,9 @@ pub struct Config {
     pub tls_key_file: Option<PathBuf>,
     /// Labels runs may require of this server's embedded workers.
     pub worker_labels: Vec<String>,
+    /// A regular expression of extra-var names (at any depth) whose values are secret: sealed
+    /// in the store, redacted from what runs produce, masked in event records.
+    pub redact_vars: String,
 }
 
 impl Default for Config {
@@ -90,6 +93,7 @@ impl Default for Config {
             tls_cert_file: None,
             tls_key_file: None,
             worker_labels: Vec::new(),
+            redact_vars: troupe_core::redact::DEFAULT_SECRET_VARS.to_owned(),
         }
     }
 }
@@ -119,6 +123,7 @@ const ENV_KEYS: &[&str] = &[
     "tls_cert_file",
     "tls_key_file",
     "worker_labels",
+    "redact_vars",
 ];
 
 /// Flags that override configuration (only those given).
@@ -171,6 +176,7 @@ impl Config {
         if cfg.source_lease_s < 3 {
             anyhow::bail!("invalid configuration: source_lease_s must be at least 3");
         }
+        cfg.secret_names()?;
         Ok(cfg)
     }
 
@@ -181,6 +187,13 @@ impl Config {
         } else {
             "http"
         }
+    }
+
+    /// The names of secret extra vars (`redact_vars`), compiled.
+    pub fn secret_names(&self) -> anyhow::Result<troupe_core::redact::SecretNames> {
+        troupe_core::redact::SecretNames::new(&self.redact_vars).map_err(|e| {
+            anyhow::anyhow!("invalid configuration: redact_vars is not a regular expression: {e}")
+        })
     }
 
     /// The file the local admin token is written to.

@@ -241,7 +241,8 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
             projects_dir.clone(),
             Arc::clone(&pool) as Arc<dyn troupe_launch::Queue>,
         )
-        .with_key(Arc::clone(&key)),
+        .with_key(Arc::clone(&key))
+        .with_secret_names(cfg.secret_names()?),
     );
     // Before the event service: its rules can start flows.
     let flow_work_dir = cfg.data_dir.join("flows");

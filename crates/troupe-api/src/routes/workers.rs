@@ -310,11 +310,18 @@ async fn plan(
     )
     .await
     .map_err(unprepared)?;
+    let troupe_worker::backend::OpenedVars {
+        extra_vars,
+        secrets,
+    } = troupe_worker::backend::open_extra_vars(state.sealer.as_ref(), &held.run)
+        .map_err(unprepared)?;
     let plan = LaunchPlan {
         inventory: held.inventory,
         bundle_sha256: held.bundle.sha256.clone(),
         commit: held.commit,
         credentials,
+        extra_vars,
+        secrets,
     };
     let mut response = Json(plan).into_response();
     response

@@ -84,6 +84,8 @@ impl Backend for RemoteBackend {
             credentials: plan.credentials,
             commit: plan.commit,
             tree: None,
+            extra_vars: plan.extra_vars,
+            secrets: plan.secrets,
         })
     }
 

@@ -20,6 +20,7 @@ mod inventories;
 mod jobs;
 mod notify;
 mod postgres;
+mod redaction;
 mod replicas;
 mod roles;
 mod runner_compat;
