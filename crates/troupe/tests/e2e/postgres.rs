@@ -63,9 +63,15 @@ async fn runs_work_end_to_end_on_postgres() -> anyhow::Result<()> {
     let slow = server
         .launch(pid, "slow.yml", &local_hosts(1), json!({}))
         .await?;
-    server
-        .wait_run(slow, std::time::Duration::from_secs(60), |s| s == "running")
-        .await?;
+    // Once ansible runs: a run whose ansible never started would be queued again instead.
+    wait_until(
+        "ansible to start",
+        std::time::Duration::from_secs(60),
+        || async {
+            Ok(server.get(&format!("/api/v1/runs/{slow}")).await?["launched_at"].is_string())
+        },
+    )
+    .await?;
     server.kill9();
     let server = serve_with(opts())?;
     let run = server.get(&format!("/api/v1/runs/{slow}")).await?;
