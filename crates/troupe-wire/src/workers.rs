@@ -98,6 +98,10 @@ pub struct ClaimedRuns {
 pub struct WorkerQuery {
     /// The worker's id.
     pub worker_id: String,
+    /// For a bundle: the SHA-256 the plan named, so the server answers with the bundle it
+    /// built for the plan instead of building it again.
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 /// What a worker needs to execute a run it claimed, besides the run.

@@ -340,7 +340,16 @@ async fn bundle(
     ApiPath(id): ApiPath<i64>,
     ApiQuery(q): ApiQuery<WorkerQuery>,
 ) -> ApiResult<Response> {
-    let bundle = bundled(&state, id, &q.worker_id).await?.bundle;
+    // The bundle built for the plan a moment ago, when it is still cached; built again only
+    // when not (expired, or another replica made the plan).
+    let cached = q.sha256.as_deref().and_then(|sha| state.bundles.get(sha));
+    let bundle = match cached {
+        Some(bundle) => {
+            held_run(&state, id, &q.worker_id).await?;
+            bundle
+        }
+        None => bundled(&state, id, &q.worker_id).await?.bundle,
+    };
     let mut response = bundle.bytes.clone().into_response();
     let headers = response.headers_mut();
     headers.insert(

@@ -229,7 +229,9 @@ impl RemoteBackend {
         }
         let bytes = self
             .client
-            .get_bytes(&format!("/api/v1/worker/runs/{run_id}/bundle?{query}"))
+            .get_bytes(&format!(
+                "/api/v1/worker/runs/{run_id}/bundle?{query}&sha256={sha256}"
+            ))
             .await?;
         let got = hex::encode(Sha256::digest(&bytes));
         anyhow::ensure!(
