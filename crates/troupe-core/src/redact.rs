@@ -16,6 +16,8 @@ use crate::Event;
 use crate::EventData;
 use crate::secret::{SealError, Sealer};
 use aho_corasick::{AhoCorasick, MatchKind};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::fmt;
@@ -173,7 +175,21 @@ fn add_forms(secret: &str, out: &mut Vec<String>) {
     let json = json_escaped(secret, false);
     let ascii = json_escaped(secret, true);
     let repr = python_escaped(secret);
-    for form in [json, ascii, repr] {
+    // A shell command line holding the secret quoted (`| quote`, shlex.quote, and so `-vvv`'s
+    // command lines): every `'` becomes `'"'"'`; and that inside JSON.
+    let shell = secret.replace('\'', r#"'"'"'"#);
+    let shell_json = json_escaped(&shell, false);
+    // `| b64encode`, `base64`: the whole text's base64 and, as a text followed by anything
+    // (`echo`'s newline) encodes to the same characters up to its last whole 3-byte group,
+    // that aligned head too when it is long enough to mean something.
+    let b64 = BASE64.encode(secret);
+    let b64_line = BASE64.encode(format!("{secret}\n"));
+    let whole = secret.len() / 3 * 3;
+    let head = (whole >= 6).then(|| BASE64.encode(&secret.as_bytes()[..whole]));
+    for form in [json, ascii, repr, shell, shell_json, b64, b64_line]
+        .into_iter()
+        .chain(head)
+    {
         if form != secret {
             out.push(form);
         }
@@ -307,8 +323,7 @@ impl SecretNames {
         for (k, item) in vars.iter_mut() {
             if self.is_secret(k) {
                 if !item.is_null() && !is_sealed(item) {
-                    let plain = serde_json::to_vec(item).unwrap_or_default();
-                    *item = Value::String(format!("{SEALED_PREFIX}{}", sealer.seal(&plain)?));
+                    *item = sealed(item, sealer)?;
                 }
             } else {
                 self.seal_value(item, sealer)?;
@@ -326,6 +341,16 @@ impl SecretNames {
             _ => Ok(()),
         }
     }
+}
+
+/// `value` sealed whole, as the `troupe-sealed:v1:...` string a run's stored extra vars hold
+/// instead (opened by [`open_sealed`]).
+pub fn sealed(value: &Value, sealer: &dyn Sealer) -> Result<Value, SealError> {
+    let plain = serde_json::to_vec(value).unwrap_or_default();
+    Ok(Value::String(format!(
+        "{SEALED_PREFIX}{}",
+        sealer.seal(&plain)?
+    )))
 }
 
 /// Whether a value is a sealed extra var.
@@ -411,6 +436,23 @@ mod tests {
         // Too short to redact: left alone.
         assert_eq!(r.redact_str("abc abcd"), "abc abcd");
         assert!(matches!(r.redact_str("nothing here"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn shell_quoted_and_base64_forms_go_too() {
+        // Expected texts from Python: shlex.quote("it's-open-sesame"), base64.b64encode(...).
+        let r = Redactor::new(["it's-open-sesame", "open-sesame"]);
+        assert_eq!(
+            r.redact_str(r#"sh -c 'echo 'it'"'"'s-open-sesame''"#),
+            "sh -c 'echo '********''"
+        );
+        assert_eq!(r.redact_str("b64: b3Blbi1zZXNhbWU="), "b64: ********");
+        assert_eq!(
+            r.redact_str("echo|base64: b3Blbi1zZXNhbWUK"),
+            "echo|base64: ********"
+        );
+        // Followed by other bytes: the aligned head goes, at most two bytes' worth is left.
+        assert_eq!(r.redact_str("b3Blbi1zZXNhbWUgYW5k"), "********bWUgYW5k");
     }
 
     #[test]

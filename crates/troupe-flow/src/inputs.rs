@@ -8,21 +8,17 @@
 
 use crate::doc::{InputSpec, InputType, Validator};
 use crate::load::{Problem, flow_has};
-use aho_corasick::{AhoCorasick, MatchKind};
 use indexmap::IndexMap;
 use serde_json::{Map, Number, Value};
 use std::collections::BTreeSet;
 use std::fmt;
+use troupe_core::redact::{Redactor, secret_texts};
 
 /// What a secret's value is shown as.
-pub const REDACTED: &str = "********";
+pub use troupe_core::redact::REDACTED;
 
 /// The characters a `shellsafe` input may not hold (with newlines and carriage returns).
 pub const SHELL_SPECIAL: &str = ";&|<>`$(){}[]*?!~#'\"\\";
-
-/// Secrets shorter than this are not scrubbed from text: "on" or "1" would blank out
-/// every word that holds them while hiding little.
-const MIN_SCRUBBED: usize = 4;
 
 /// Every input's value, clear, and which of them are secret.
 #[derive(Clone, Default, PartialEq)]
@@ -147,100 +143,42 @@ impl fmt::Debug for Inputs {
     }
 }
 
-/// The texts a secret value shows up as: a string as it is, a number as written, and those
-/// inside a list or a mapping.
-fn secret_texts(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::String(s) => out.push(s.clone()),
-        Value::Number(n) => out.push(n.to_string()),
-        Value::Array(items) => items.iter().for_each(|i| secret_texts(i, out)),
-        Value::Object(map) => map.values().for_each(|i| secret_texts(i, out)),
-        Value::Null | Value::Bool(_) => {}
-    }
-}
-
-/// Replaces every occurrence of a secret's text with `"********"`.
+/// Replaces every occurrence of a secret's text with `"********"`: the flow engine's name
+/// for the runs' [`Redactor`], so a secret input is blanked in the same printed forms.
 #[derive(Clone, Default)]
-pub struct Scrubber {
-    /// The secret texts, longest first.
-    texts: Vec<String>,
-    /// A matcher for them all at once (`None` when building it failed; the texts are then
-    /// replaced one by one).
-    matcher: Option<AhoCorasick>,
-}
+pub struct Scrubber(Redactor);
 
 impl Scrubber {
     /// A scrubber for these texts (those shorter than 4 characters are left alone).
     pub fn new(texts: impl IntoIterator<Item = String>) -> Scrubber {
-        let mut texts: Vec<String> = texts
-            .into_iter()
-            .filter(|t| t.chars().count() >= MIN_SCRUBBED)
-            .collect();
-        texts.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        texts.dedup();
-        if texts.is_empty() {
-            return Scrubber::default();
-        }
-        // Leftmost-longest: of two secrets where one holds the other, the longer is blanked
-        // whole.
-        let matcher = AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostLongest)
-            .build(&texts)
-            .ok();
-        Scrubber { texts, matcher }
+        Scrubber(Redactor::new(texts))
     }
 
     /// Whether there is nothing to scrub.
     pub fn is_empty(&self) -> bool {
-        self.texts.is_empty()
+        self.0.is_empty()
+    }
+
+    /// Whether `s` holds a secret's text.
+    pub fn finds(&self, s: &str) -> bool {
+        self.0.finds(s)
     }
 
     /// `s` with every secret's text replaced by `"********"`.
     pub fn scrub_str(&self, s: &str) -> String {
-        match &self.matcher {
-            Some(ac) => ac.replace_all(s, &vec![REDACTED; self.texts.len()]),
-            None => self
-                .texts
-                .iter()
-                .fold(s.to_owned(), |out, t| out.replace(t.as_str(), REDACTED)),
-        }
+        self.0.redact_str(s).into_owned()
     }
 
     /// Scrubs every string in a value (mapping keys too); a number that is a secret's text
     /// becomes `"********"`.
     pub fn scrub(&self, v: &mut Value) {
-        if self.is_empty() {
-            return;
-        }
-        match v {
-            Value::String(s) => {
-                let scrubbed = self.scrub_str(s);
-                if scrubbed != *s {
-                    *s = scrubbed;
-                }
-            }
-            Value::Number(n) => {
-                let text = n.to_string();
-                if self.scrub_str(&text) != text {
-                    *v = Value::String(REDACTED.to_owned());
-                }
-            }
-            Value::Array(items) => items.iter_mut().for_each(|i| self.scrub(i)),
-            Value::Object(map) => {
-                let old = std::mem::take(map);
-                for (k, mut item) in old {
-                    self.scrub(&mut item);
-                    map.insert(self.scrub_str(&k), item);
-                }
-            }
-            Value::Null | Value::Bool(_) => {}
-        }
+        self.0.redact_value(v);
     }
 }
 
 impl fmt::Debug for Scrubber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Scrubber({} secret texts)", self.texts.len())
+        write!(f, "Scrubber({:?})", self.0)
     }
 }
 

@@ -249,8 +249,9 @@ impl Launcher {
     /// Seals the values of extra vars whose names say they are secret (at any depth), so the
     /// store never holds them in clear; the worker opens them just before the run starts.
     /// Without a key (a launcher of tests, or of a worker relaunching a slice whose options
-    /// were sealed already) nothing is sealed.
-    fn seal_extra_vars(
+    /// were sealed already) nothing is sealed. A template's defaults are sealed the same way
+    /// before they are stored.
+    pub fn seal_extra_vars(
         &self,
         vars: &mut serde_json::Map<String, serde_json::Value>,
     ) -> LaunchResult<()> {

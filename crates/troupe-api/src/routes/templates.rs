@@ -35,12 +35,14 @@ async fn create_template(
     let inventory = find_inventory(&state, &req.inventory, "inventory").await?;
     check_playbook(&state, &project, &req.playbook).await?;
     let notify = state.launcher.seal_notify(&req.notify, "notify")?;
+    let mut defaults = req.defaults;
+    state.launcher.seal_extra_vars(&mut defaults.extra_vars)?;
     let new = NewTemplate {
         name: req.name,
         project_id: project.id,
         playbook: req.playbook,
         inventory_id: inventory.id,
-        defaults: req.defaults,
+        defaults,
         allow_overrides: req.allow_overrides,
         labels: req.labels,
         notify,

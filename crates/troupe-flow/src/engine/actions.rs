@@ -132,12 +132,31 @@ fn failed(error: impl Into<String>) -> Result<Attempt, StoreError> {
     })
 }
 
+/// Extra vars with every value that holds a secret input's text sealed whole, whatever its
+/// name: the run is stored with them sealed and redacts them from what it prints, as it does
+/// extra vars `redact_vars` names.
+fn sealed_secrets(
+    ctx: &Ctx<'_>,
+    mut vars: Map<String, Value>,
+) -> Result<Map<String, Value>, String> {
+    if ctx.scrubber.is_empty() {
+        return Ok(vars);
+    }
+    for value in vars.values_mut() {
+        if !troupe_core::redact::is_sealed(value) && ctx.scrubber.finds(&value.to_string()) {
+            *value = troupe_core::redact::sealed(value, ctx.engine.parts.seal.as_ref())
+                .map_err(|e| format!("extra_vars: a secret input could not be sealed: {e}"))?;
+        }
+    }
+    Ok(vars)
+}
+
 /// The launch a playbook step asks for.
 fn playbook_request(ctx: &Ctx<'_>, p: &PlaybookStep, key: &str) -> Result<LaunchRequest, String> {
     let extra_vars = match expr::render_value(&Value::Object(p.extra_vars.clone()), &ctx.scope)
         .map_err(|e| format!("extra_vars: {e}"))?
     {
-        Value::Object(m) => m,
+        Value::Object(m) => sealed_secrets(ctx, m)?,
         _ => Map::new(),
     };
     let mut options = match expr::render_value(&Value::Object(p.options.clone()), &ctx.scope)

@@ -134,7 +134,7 @@ steps:
   - id: first
     playbook: {project: PROJECT, playbook: ok.yml, nodes: local}
   - id: second
-    playbook: {project: PROJECT, playbook: needs-marker.yml, nodes: local, extra_vars: {marker: "{{ inputs.marker }}"}}
+    playbook: {project: PROJECT, playbook: needs-marker.yml, nodes: local, extra_vars: {marker: "{{ inputs.marker }}", hook_value: "{{ inputs.hook }}"}}
 on_failure:
   - id: told
     log: "failed at {{ failure.step }} with {{ inputs.hook }}"
@@ -153,7 +153,7 @@ async fn a_failed_sequence_resumes_from_the_failed_playbook_and_secrets_stay_out
         ),
         (
             "needs-marker.yml",
-            "- hosts: all\n  gather_facts: false\n  vars: {ansible_python_interpreter: \"{{ ansible_playbook_python }}\"}\n  tasks:\n    - stat: {path: \"{{ marker }}\"}\n      register: m\n    - assert: {that: m.stat.exists}\n",
+            "- hosts: all\n  gather_facts: false\n  vars: {ansible_python_interpreter: \"{{ ansible_playbook_python }}\"}\n  tasks:\n    - debug: {msg: \"hook is {{ hook_value }}\"}\n    - stat: {path: \"{{ marker }}\"}\n      register: m\n    - assert: {that: m.stat.exists}\n",
         ),
     ])?;
     let server = serve_with(with_project(proj.path()))?;
@@ -190,6 +190,18 @@ async fn a_failed_sequence_resumes_from_the_failed_playbook_and_secrets_stay_out
     );
     assert_eq!(step(&e, "finally/always")["status"], "successful");
     assert_eq!(e["inputs"]["hook"], "********");
+    // A secret input given to a step's extra var under any name: the run stores it sealed,
+    // uses it, and prints it redacted.
+    let second_run = second["run_ids"][0].as_i64().unwrap_or_default();
+    let run = server.get(&format!("/api/v1/runs/{second_run}")).await?;
+    let stored = run["options"]["extra_vars"]["hook_value"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(stored.starts_with("troupe-sealed:v1:"), "{run}");
+    let out = server
+        .text(&format!("/api/v1/runs/{second_run}/stdout"))
+        .await?;
+    assert!(out.contains("hook is ********"), "{out}");
     let first_run = first["run_ids"][0].as_i64().unwrap_or_default();
     let run = server.get(&format!("/api/v1/runs/{first_run}")).await?;
     assert_eq!(run["labels"]["troupe.execution"], id.to_string(), "{run}");

@@ -34,8 +34,23 @@ const LEAK: &str = r#"- hosts: all
         argv: [sh, -c, 'echo "$0 $1" >&2; exit 3', "{{ db_password }}", "{{ lookup('env', 'E2E_TOKEN') }}"]
       no_log: false
       ignore_errors: true
+    - ansible.builtin.debug:
+        msg: "encoded {{ db_password | b64encode }} {{ lookup('env', 'E2E_TOKEN') | b64encode }}"
+    - ansible.builtin.shell: "printf '%s\\n' {{ db_password | quote }} | base64; printf '%s\\n' {{ lookup('env', 'E2E_TOKEN') | quote }} | base64"
+      changed_when: false
     - ansible.builtin.fail:
         msg: "failing with {{ db_password }} / {{ lookup('env', 'E2E_TOKEN') }}"
+"#;
+
+/// A template's secret default, printed.
+const DEFAULTED: &str = r#"- hosts: all
+  gather_facts: false
+  tasks:
+    - ansible.builtin.copy:
+        dest: "{{ out_dir }}/defaulted.json"
+        content: "{{ {'api_token': api_token} | to_json }}"
+    - ansible.builtin.debug:
+        msg: "the default token is {{ api_token }}"
 "#;
 
 const HOOKED: &str = r#"- hosts: localhost
@@ -69,13 +84,23 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The forms a secret must not be found in: as it is and JSON-escaped.
+/// The forms a secret must not be found in: as it is, JSON-escaped, base64 (alone and as
+/// `echo | base64` prints it) and shell-quoted.
 fn forms(secrets: &[&str]) -> Vec<String> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
     let mut out = Vec::new();
     for s in secrets {
         out.push((*s).to_owned());
         let json = serde_json::to_string(s).unwrap_or_default();
         out.push(json[1..json.len() - 1].to_owned());
+        out.push(b64.encode(s));
+        out.push(b64.encode(format!("{s}\n")));
+        // Shell-quoted (Python's shlex.quote), as a `| quote`d command line shows it.
+        let shell = s.replace('\'', r#"'"'"'"#);
+        let shell_json = serde_json::to_string(&shell).unwrap_or_default();
+        out.push(shell_json[1..shell_json.len() - 1].to_owned());
+        out.push(shell);
     }
     out.dedup();
     out
@@ -166,7 +191,11 @@ fn read_json(path: &Path) -> anyhow::Result<Value> {
 
 #[tokio::test]
 async fn planted_secrets_are_nowhere_in_the_data_dir_nor_the_log() -> anyhow::Result<()> {
-    let proj = named_project(&[("leak.yml", LEAK), ("playbooks/leak.hook.yml", HOOKED)])?;
+    let proj = named_project(&[
+        ("leak.yml", LEAK),
+        ("defaulted.yml", DEFAULTED),
+        ("playbooks/leak.hook.yml", HOOKED),
+    ])?;
     let server = serve_with(ServerOpts {
         log_filter: "debug".to_owned(),
         ..with_project(proj.path())
@@ -176,6 +205,7 @@ async fn planted_secrets_are_nowhere_in_the_data_dir_nor_the_log() -> anyhow::Re
     // Quotes and a backslash: JSON and Python print it escaped.
     let db_password = format!("pw-{}-\"q'\\b", uuid::Uuid::new_v4().simple());
     let hook_secret = format!("hook-{}", uuid::Uuid::new_v4().simple());
+    let default_token = format!("dflt-{}", uuid::Uuid::new_v4().simple());
     env_credential(&server, "leaky", &token).await?;
     let out = tempfile::tempdir()?;
 
@@ -193,6 +223,45 @@ async fn planted_secrets_are_nowhere_in_the_data_dir_nor_the_log() -> anyhow::Re
     let again = again["id"].as_i64().context("relaunched id")?;
     assert_eq!(server.wait_finished(again).await?["status"], "failed");
     assert_eq!(read_json(&out.path().join("h1.json"))?["var"], db_password);
+
+    // A template's default that is a secret: stored sealed, opened for its runs.
+    server
+        .post(
+            "/api/v1/inventories",
+            &json!({"name": "one", "format": "ini", "hosts": local_hosts(1)}),
+        )
+        .await?;
+    let t = server
+        .post(
+            "/api/v1/templates",
+            &json!({
+                "name": "defaulted", "project": project, "playbook": "defaulted.yml",
+                "inventory": "one",
+                "defaults": {"extra_vars": {
+                    "api_token": default_token, "out_dir": out.path().display().to_string()
+                }},
+            }),
+        )
+        .await?;
+    let shown = t["defaults"]["extra_vars"]["api_token"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(shown.starts_with("troupe-sealed:v1:"), "{t}");
+    let tid = t["id"].as_i64().context("template id")?;
+    let launched = server
+        .post(&format!("/api/v1/templates/{tid}/launch"), &json!({}))
+        .await?;
+    let launched = launched["id"].as_i64().context("run id")?;
+    let ended = server.wait_finished(launched).await?;
+    assert_eq!(ended["status"], "successful", "{ended}");
+    assert_eq!(
+        read_json(&out.path().join("defaulted.json"))?["api_token"],
+        default_token
+    );
+    let stdout = server
+        .text(&format!("/api/v1/runs/{launched}/stdout"))
+        .await?;
+    assert!(stdout.contains("the default token is ********"), "{stdout}");
 
     // An event whose payload has a `password` field: the run gets it, the record does not
     // keep it.
@@ -241,7 +310,7 @@ rules:
     let data_dir = server.data_dir.clone();
     let log = server.log();
     server.stop(Duration::from_secs(30))?;
-    let needles = forms(&[&db_password, &token, &hook_secret]);
+    let needles = forms(&[&db_password, &token, &hook_secret, &default_token]);
     for n in &needles {
         assert!(!log.contains(n.as_str()), "the log holds {n:?}");
     }
