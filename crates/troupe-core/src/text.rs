@@ -15,9 +15,10 @@ pub fn json_kind(v: &serde_json::Value) -> &'static str {
     }
 }
 
-/// `text` without ANSI escape sequences.
+/// `text` without ANSI escape sequences: colours and cursor moves go, while tabs, carriage
+/// returns, form feeds and newlines stay as ansible printed them.
 pub fn plain(text: &str) -> String {
-    strip_ansi_escapes::strip_str(text)
+    anstream::adapter::strip_str(text).to_string()
 }
 
 #[cfg(test)]
@@ -29,5 +30,15 @@ mod tests {
             "ok: [h1]\n"
         );
         assert_eq!(super::plain("plain"), "plain");
+    }
+
+    #[test]
+    fn keeps_tabs_and_carriage_returns() {
+        assert_eq!(
+            super::plain("a\tb\r\n\u{1b}[1;31mc\td\u{1b}[0m\r\n"),
+            "a\tb\r\nc\td\r\n"
+        );
+        // Other control characters are not text.
+        assert_eq!(super::plain("x\u{7}y\u{0}z"), "xyz");
     }
 }
