@@ -256,18 +256,31 @@ pub(crate) async fn limit_body(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit.bytes as u64) {
-        return limit.too_large(declared).into_response();
+        return closing(limit.too_large(declared).into_response());
     }
     req.extensions_mut().insert(limit);
     let req = req.map(|body| Body::new(http_body_util::Limited::new(body, limit.bytes)));
     let response = next.run(req).await;
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return response;
+    }
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
-        return limit.too_large(None).into_response();
-    }
+    closing(if is_json {
+        response
+    } else {
+        limit.too_large(None).into_response()
+    })
+}
+
+/// The rest of a refused body is not read, so the connection cannot carry another request:
+/// the client is told so, rather than finding out on its next request.
+fn closing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
     response
 }
 

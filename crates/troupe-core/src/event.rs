@@ -111,8 +111,15 @@ fn shrink_event_data(data: &EventData, budget: usize, original: usize) -> EventD
         // The plugin only writes objects; anything else is kept as a marker of its size.
         _ => serde_json::Map::from_iter([("value".to_owned(), marker(data.json().len()))]),
     };
+    // Cut before (by a remote worker, say): the size it had first is the one to tell.
+    let first = map
+        .get(ORIGINAL_BYTES_KEY)
+        .and_then(Value::as_u64)
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|_| map.get(TRUNCATED_KEY) == Some(&Value::Bool(true)))
+        .map_or(original, |n| n.max(original));
     map.insert(TRUNCATED_KEY.to_owned(), Value::Bool(true));
-    map.insert(ORIGINAL_BYTES_KEY.to_owned(), Value::from(original));
+    map.insert(ORIGINAL_BYTES_KEY.to_owned(), Value::from(first));
     let size = |v: &Value| serde_json::to_string(v).map_or(0, |s| s.len());
     let mut total = size(&Value::Object(map.clone()));
     let mut by_size: Vec<(usize, String)> = map
@@ -352,8 +359,14 @@ mod tests {
         assert!(e.stdout.contains("was cut to fit max_event_bytes"), "marked");
         assert!(e.stdout.len() > 30_000, "keeps what fits: {}", e.stdout.len());
         assert_eq!((e.start_line, e.end_line), (7, 10));
-        // Twice is a no-op.
+        // Twice is a no-op; cut again smaller, it still tells the first size.
         assert_eq!(e.truncate_to(max), None);
+        assert!(e.truncate_to(8192).is_some());
+        assert!(e.stored_bytes() <= 8192);
+        assert_eq!(
+            e.event_data.get(ORIGINAL_BYTES_KEY),
+            Some(Value::from(original))
+        );
     }
 
     #[test]
