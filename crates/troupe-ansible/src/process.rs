@@ -688,7 +688,12 @@ async fn read_events(
             }
         };
         if let Some(bytes) = event.truncate_to(max_event) {
-            tracing::debug!(counter = event.counter, bytes, max_event, "event cut to max_event_bytes");
+            tracing::debug!(
+                counter = event.counter,
+                bytes,
+                max_event,
+                "event cut to max_event_bytes"
+            );
         }
         if shared.events.fetch_add(1, Ordering::Relaxed) == 0 {
             let _ = first_event.send(true);

@@ -398,7 +398,11 @@ async fn oversized_events_are_cut_not_dropped() {
     assert!(data["_troupe_original_bytes"].as_u64().unwrap() > 50000);
     assert!(big.stdout.contains("cut to fit max_event_bytes"));
     let counters: Vec<i64> = got.events.iter().map(|e| e.counter).collect();
-    assert_eq!(counters, (1..=counters.len() as i64).collect::<Vec<_>>(), "no gap");
+    assert_eq!(
+        counters,
+        (1..=counters.len() as i64).collect::<Vec<_>>(),
+        "no gap"
+    );
     assert!(got.events.iter().any(|e| e.task() == Some("small")));
 }
 

@@ -278,9 +278,10 @@ pub(crate) async fn limit_body(
 /// The rest of a refused body is not read, so the connection cannot carry another request:
 /// the client is told so, rather than finding out on its next request.
 fn closing(mut response: Response) -> Response {
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
     response
 }
 

@@ -103,9 +103,8 @@ impl Event {
 /// `data` marked as cut (the whole event had `original` bytes), its largest values replaced by
 /// markers until its text takes at most `budget` bytes.
 fn shrink_event_data(data: &EventData, budget: usize, original: usize) -> EventData {
-    let marker = |bytes: usize| {
-        serde_json::json!({ TRUNCATED_KEY: true, ORIGINAL_BYTES_KEY: bytes })
-    };
+    let marker =
+        |bytes: usize| serde_json::json!({ TRUNCATED_KEY: true, ORIGINAL_BYTES_KEY: bytes });
     let mut map = match data.to_value() {
         Value::Object(map) => map,
         // The plugin only writes objects; anything else is kept as a marker of its size.
@@ -324,7 +323,10 @@ mod tests {
 
     #[test]
     fn small_events_are_not_cut() {
-        let mut e = ev("runner_on_ok", serde_json::json!({"host": "a", "res": {"x": 1}}));
+        let mut e = ev(
+            "runner_on_ok",
+            serde_json::json!({"host": "a", "res": {"x": 1}}),
+        );
         e.stdout = "ok: [a]\n".into();
         let before = e.clone();
         assert_eq!(e.truncate_to(e.stored_bytes()), None);
@@ -356,8 +358,15 @@ mod tests {
         assert_eq!(res[TRUNCATED_KEY], Value::Bool(true), "{res}");
         assert!(res[ORIGINAL_BYTES_KEY].as_u64() > Some(300_000));
         assert!(e.stdout.starts_with("ok: [web1]"));
-        assert!(e.stdout.contains("was cut to fit max_event_bytes"), "marked");
-        assert!(e.stdout.len() > 30_000, "keeps what fits: {}", e.stdout.len());
+        assert!(
+            e.stdout.contains("was cut to fit max_event_bytes"),
+            "marked"
+        );
+        assert!(
+            e.stdout.len() > 30_000,
+            "keeps what fits: {}",
+            e.stdout.len()
+        );
         assert_eq!((e.start_line, e.end_line), (7, 10));
         // Twice is a no-op; cut again smaller, it still tells the first size.
         assert_eq!(e.truncate_to(max), None);
@@ -371,8 +380,9 @@ mod tests {
 
     #[test]
     fn many_small_keys_leave_only_the_markers() {
-        let data: serde_json::Map<String, Value> =
-            (0..5000).map(|i| (format!("k{i}"), Value::from(i))).collect();
+        let data: serde_json::Map<String, Value> = (0..5000)
+            .map(|i| (format!("k{i}"), Value::from(i)))
+            .collect();
         let mut e = ev("verbose", Value::Object(data));
         assert!(e.truncate_to(4096).is_some());
         assert!(e.stored_bytes() <= 4096);

@@ -245,11 +245,17 @@ impl Config {
         };
         vec![
             ("max_body_bytes", self.max_body_bytes.to_string()),
-            ("max_worker_body_bytes", self.max_worker_body_bytes.to_string()),
+            (
+                "max_worker_body_bytes",
+                self.max_worker_body_bytes.to_string(),
+            ),
             ("max_event_bytes", self.max_event_bytes.to_string()),
             ("max_result_bytes", self.max_result_bytes.to_string()),
             ("max_output_bytes", self.max_output_bytes.to_string()),
-            ("max_streams_per_token", self.max_streams_per_token.to_string()),
+            (
+                "max_streams_per_token",
+                self.max_streams_per_token.to_string(),
+            ),
             ("webhook rate", rate),
         ]
     }

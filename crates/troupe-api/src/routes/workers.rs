@@ -449,7 +449,12 @@ async fn batch(
     let max_event = state.limits.config().max_event_bytes;
     for event in &mut events {
         if let Some(bytes) = event.truncate_to(max_event) {
-            tracing::debug!(run = id, counter = event.counter, bytes, "event cut to max_event_bytes");
+            tracing::debug!(
+                run = id,
+                counter = event.counter,
+                bytes,
+                "event cut to max_event_bytes"
+            );
         }
     }
     state.store.append_batch(id, &events, &chunks).await?;

@@ -163,8 +163,8 @@ impl Backend for RemoteBackend {
             .chain(output.iter().map(|c| c.text.len() + ITEM_OVERHEAD));
         for part in parts_by_size(sizes, MAX_REPORT_BYTES) {
             let in_events = part.start.min(events.len())..part.end.min(events.len());
-            let in_output = part.start.saturating_sub(events.len())
-                ..part.end.saturating_sub(events.len());
+            let in_output =
+                part.start.saturating_sub(events.len())..part.end.saturating_sub(events.len());
             let body = RunBatch {
                 worker_id: self.worker_id(),
                 events: events[in_events].to_vec(),
@@ -309,7 +309,13 @@ mod tests {
     fn batches_are_split_by_size_in_order() {
         assert_eq!(parts_by_size([].into_iter(), 10), vec![0..0]);
         assert_eq!(parts_by_size([3, 3, 3].into_iter(), 10), vec![0..3]);
-        assert_eq!(parts_by_size([6, 6, 6].into_iter(), 10), vec![0..1, 1..2, 2..3]);
-        assert_eq!(parts_by_size([2, 30, 2, 2].into_iter(), 10), vec![0..1, 1..2, 2..4]);
+        assert_eq!(
+            parts_by_size([6, 6, 6].into_iter(), 10),
+            vec![0..1, 1..2, 2..3]
+        );
+        assert_eq!(
+            parts_by_size([2, 30, 2, 2].into_iter(), 10),
+            vec![0..1, 1..2, 2..4]
+        );
     }
 }

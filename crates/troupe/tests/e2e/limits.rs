@@ -114,7 +114,10 @@ async fn every_route_answers_an_oversize_body_with_a_json_413() -> anyhow::Resul
                 .replace("{name}", "f")
                 .replace("{unit}", "u")
                 .replace("{step}", "s");
-            assert!(!path.contains('{'), "a parameter this test does not fill: {path}");
+            assert!(
+                !path.contains('{'),
+                "a parameter this test does not fill: {path}"
+            );
             let is_worker = pattern.starts_with("/api/v1/worker/");
             let tok = if is_worker { worker.as_str() } else { TOKEN };
             let (limit, setting) = if is_worker {
@@ -130,7 +133,10 @@ async fn every_route_answers_an_oversize_body_with_a_json_413() -> anyhow::Resul
             // Under the limit: whatever the route says, it is not 413 (and is JSON).
             let (s, ctype, v) = send(&server, method, &path, tok, body_of(1000), false).await?;
             assert_ne!(s, 413, "{what}: {v}");
-            assert!(ctype.starts_with("application/json") || s < 300, "{what}: {s} {v}");
+            assert!(
+                ctype.starts_with("application/json") || s < 300,
+                "{what}: {s} {v}"
+            );
             checked += 1;
         }
     }
@@ -140,11 +146,35 @@ async fn every_route_answers_an_oversize_body_with_a_json_413() -> anyhow::Resul
     // (a JSON body, an optional one, raw bytes; the worker protocol's own limit).
     for (method, path, tok, limit, setting) in [
         ("post", "/api/v1/runs", TOKEN, 4096, "max_body_bytes"),
-        ("post", "/api/v1/runs/1/cancel", TOKEN, 4096, "max_body_bytes"),
+        (
+            "post",
+            "/api/v1/runs/1/cancel",
+            TOKEN,
+            4096,
+            "max_body_bytes",
+        ),
         ("put", "/api/v1/rules", TOKEN, 4096, "max_body_bytes"),
-        ("post", "/api/v1/hooks/hook/a.b", TOKEN, 4096, "max_body_bytes"),
-        ("post", "/api/v1/hooks/hook/a.b", "not-a-token", 4096, "max_body_bytes"),
-        ("post", "/api/v1/worker/runs/1/batches", worker.as_str(), 262_144, "max_worker_body_bytes"),
+        (
+            "post",
+            "/api/v1/hooks/hook/a.b",
+            TOKEN,
+            4096,
+            "max_body_bytes",
+        ),
+        (
+            "post",
+            "/api/v1/hooks/hook/a.b",
+            "not-a-token",
+            4096,
+            "max_body_bytes",
+        ),
+        (
+            "post",
+            "/api/v1/worker/runs/1/batches",
+            worker.as_str(),
+            262_144,
+            "max_worker_body_bytes",
+        ),
     ] {
         let (s, ctype, v) = send(&server, method, path, tok, body_of(limit + 10), true).await?;
         assert_413(&format!("{method} {path} chunked"), s, &ctype, &v, setting);
@@ -240,7 +270,10 @@ sources:
     // Far more than the rate allows in the time the burst takes.
     let (accepted, refused) = burst(&server, "/api/v1/hooks/slow/k", 40).await?;
     assert!(accepted >= 3, "the burst is accepted: {accepted}");
-    assert!(refused > 0 && accepted + refused == 40, "{accepted} + {refused}");
+    assert!(
+        refused > 0 && accepted + refused == 40,
+        "{accepted} + {refused}"
+    );
     assert_eq!(server.event_records("source=slow").await?.len(), accepted);
 
     // The server's default applies to a source that sets none; per source.
@@ -262,13 +295,16 @@ sources:
     Ok(())
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens the changes stream over WebSocket with `token` (a bearer, or a stream token in the
 /// query); the refusal's status and JSON body when it is refused.
-async fn open_ws(server: &Server, token: &str, bearer: bool) -> anyhow::Result<Result<Ws, (u16, Value)>> {
+async fn open_ws(
+    server: &Server,
+    token: &str,
+    bearer: bool,
+) -> anyhow::Result<Result<Ws, (u16, Value)>> {
     let mut url = format!(
         "{}/api/v1/stream/ws",
         server.base.replace("http://", "ws://")
@@ -384,7 +420,10 @@ async fn assert_huge_event_cut(server: &Server, id: i64, max: usize) -> anyhow::
     let run = server.wait_finished(id).await?;
     assert_eq!(run["status"], "successful", "{run}");
     let events = server.events(id).await?;
-    let counters: Vec<i64> = events.iter().filter_map(|e| e["counter"].as_i64()).collect();
+    let counters: Vec<i64> = events
+        .iter()
+        .filter_map(|e| e["counter"].as_i64())
+        .collect();
     assert_eq!(
         counters,
         (1..=counters.len() as i64).collect::<Vec<_>>(),
@@ -396,7 +435,10 @@ async fn assert_huge_event_cut(server: &Server, id: i64, max: usize) -> anyhow::
         .context("the huge task's event")?;
     let data = &huge["event_data"];
     assert_eq!(data["_troupe_truncated"], true, "{data}");
-    assert!(data["_troupe_original_bytes"].as_u64() > Some(3_000_000), "{data}");
+    assert!(
+        data["_troupe_original_bytes"].as_u64() > Some(3_000_000),
+        "{data}"
+    );
     assert_eq!(data["res"]["_troupe_truncated"], true, "{data}");
     assert_eq!(data["host"], "h1");
     let stdout = huge["stdout"].as_str().unwrap_or_default();
@@ -420,8 +462,10 @@ async fn an_event_too_big_is_kept_cut_and_marked() -> anyhow::Result<()> {
     let proj = named_project(&[("huge.yml", HUGE)])?;
     let server = serve_with(with_project(proj.path()))?;
     let id = server
-        .create_run(&json!({"project": project_name(proj.path()), "playbook": "huge.yml",
-            "hosts": local_hosts(1)}))
+        .create_run(
+            &json!({"project": project_name(proj.path()), "playbook": "huge.yml",
+            "hosts": local_hosts(1)}),
+        )
         .await?;
     assert_huge_event_cut(&server, id, 1024 * 1024).await
 }
@@ -451,8 +495,10 @@ async fn a_remote_workers_big_event_and_batch_reach_the_server_bounded() -> anyh
         &[],
     )?;
     let id = server
-        .create_run(&json!({"project": project_name(proj.path()), "playbook": "huge.yml",
-            "hosts": local_hosts(1), "worker_labels": ["remote"]}))
+        .create_run(
+            &json!({"project": project_name(proj.path()), "playbook": "huge.yml",
+            "hosts": local_hosts(1), "worker_labels": ["remote"]}),
+        )
         .await?;
     let checked = assert_huge_event_cut(&server, id, 262_144).await;
     checked.with_context(|| format!("--- worker ---\n{}", worker.log()))
