@@ -29,6 +29,8 @@ pub use hosts::{hosts_of, list_hosts};
 pub use locate::{Ansible, PINNED_ANSIBLE_CORE, on_path};
 pub use playbook::{PlaybookError, resolve_playbook_blocking};
 pub use plugin::{EventLineError, PLUGIN_NAME, PLUGIN_SOURCE, parse_event_line};
-pub use process::{Exit, Grace, LaunchSpec, Limits, Output, Process, Stream, child_env};
+pub use process::{
+    DEFAULT_MAX_EVENT_BYTES, Exit, Grace, LaunchSpec, Limits, Output, Process, Stream, child_env,
+};
 pub use reap::{Orphan, reap_orphans};
 pub use spawner::spawn_child;

@@ -42,6 +42,9 @@ pub struct Limits {
     /// stdout + stderr bytes forwarded as [`Output::Stdout`]/[`Output::Stderr`]; after that one
     /// [`Output::Truncated`] is sent and the rest is read and dropped. Events are not counted.
     pub max_output_bytes: usize,
+    /// An event larger than this (its `stdout` plus its `event_data` text) is kept, cut to
+    /// this size with markers ([`Event::truncate_to`]).
+    pub max_event_bytes: usize,
 }
 
 impl Default for Limits {
@@ -49,9 +52,13 @@ impl Default for Limits {
         Limits {
             max_result_bytes: 256 * 1024,
             max_output_bytes: 64 * 1024 * 1024,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
         }
     }
 }
+
+/// The default of [`Limits::max_event_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
 
 /// Delays of a forced stop: SIGINT, `interrupt` later SIGTERM, `terminate` later SIGKILL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -428,13 +435,15 @@ async fn supervise(
             let max_line = limits
                 .max_output_bytes
                 .saturating_add(limits.max_result_bytes.saturating_mul(4))
-                .saturating_add(1 << 20);
+                .saturating_add(1 << 20)
+                .max(limits.max_event_bytes.saturating_mul(2));
             readers.push(tokio::spawn(read_events(
                 pipe,
                 tx.clone(),
                 shared.clone(),
                 first_tx,
                 max_line,
+                limits.max_event_bytes,
             )));
         }
         Err(e) => tracing::error!(%e, "cannot read the event pipe; the run will have no events"),
@@ -643,6 +652,7 @@ async fn read_events(
     shared: Arc<Shared>,
     first_event: watch::Sender<bool>,
     max_line: usize,
+    max_event: usize,
 ) {
     let mut reader = BufReader::with_capacity(256 * 1024, pipe);
     let mut buf = Vec::with_capacity(4096);
@@ -668,7 +678,7 @@ async fn read_events(
             skipping = true;
             continue;
         }
-        let event = match parse_event_line(&buf) {
+        let mut event = match parse_event_line(&buf) {
             Ok(ev) => ev,
             Err(e) => {
                 let shown = String::from_utf8_lossy(&buf[..buf.len().min(200)]).into_owned();
@@ -677,6 +687,14 @@ async fn read_events(
                 continue;
             }
         };
+        if let Some(bytes) = event.truncate_to(max_event) {
+            tracing::debug!(
+                counter = event.counter,
+                bytes,
+                max_event,
+                "event cut to max_event_bytes"
+            );
+        }
         if shared.events.fetch_add(1, Ordering::Relaxed) == 0 {
             let _ = first_event.send(true);
         }

@@ -378,6 +378,35 @@ async fn oversized_results_are_truncated() {
 }
 
 #[tokio::test]
+async fn oversized_events_are_cut_not_dropped() {
+    let project = Project::new(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: big\n      debug:\n        msg: \"{{ 'z' * 50000 }}\"\n    - name: small\n      debug: msg=tiny\n",
+    );
+    let mut spec = project.spec(&format!("h1\n{LOCAL_VARS}")).await;
+    spec.limits.max_event_bytes = 8192;
+    let (got, exit) = run(spec).await;
+    assert_eq!(exit.rc, Some(0));
+    assert_eq!(exit.malformed_event_lines, 0);
+    let big = got
+        .events
+        .iter()
+        .find(|e| e.event == "runner_on_ok" && e.task() == Some("big"))
+        .unwrap();
+    assert!(big.stored_bytes() <= 8192, "{}", big.stored_bytes());
+    let data = big.event_data.to_value();
+    assert_eq!(data["_troupe_truncated"], Value::Bool(true), "{data}");
+    assert!(data["_troupe_original_bytes"].as_u64().unwrap() > 50000);
+    assert!(big.stdout.contains("cut to fit max_event_bytes"));
+    let counters: Vec<i64> = got.events.iter().map(|e| e.counter).collect();
+    assert_eq!(
+        counters,
+        (1..=counters.len() as i64).collect::<Vec<_>>(),
+        "no gap"
+    );
+    assert!(got.events.iter().any(|e| e.task() == Some("small")));
+}
+
+#[tokio::test]
 async fn output_is_bounded() {
     let project = Project::new(
         "- hosts: all\n  gather_facts: false\n  tasks:\n    - debug:\n        msg: \"{{ 'y' * 5000 }}\"\n",

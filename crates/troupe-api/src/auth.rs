@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use subtle::ConstantTimeEq;
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 use troupe_core::worker::TokenRole;
 use troupe_store::{Store, StoreError, StoreResult, TokenRecord};
 
@@ -95,7 +95,9 @@ struct Entry {
 /// The hashes of the tokens that may call the API, and of the short-lived stream tokens.
 pub struct TokenSet {
     entries: RwLock<Vec<Entry>>,
-    stream: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Stream tokens: their expiry and the id of the token that issued them (whose streams
+    /// they count among).
+    stream: Mutex<HashMap<[u8; 32], (Instant, i64)>>,
     last_reload: Mutex<Instant>,
 }
 
@@ -176,31 +178,35 @@ impl TokenSet {
 
     /// Issues a stream token valid for [`STREAM_TOKEN_TTL`]. Stream tokens are only accepted
     /// in the `access_token` query parameter of stream routes, for clients that cannot set
-    /// headers; they live in this process's memory only.
-    pub fn issue_stream_token(&self) -> String {
+    /// headers; they live in this process's memory only. Streams opened with it count among
+    /// `issuer`'s (a token id).
+    pub fn issue_stream_token(&self, issuer: i64) -> String {
         let token = generate_token();
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = Instant::now();
         if let Ok(mut stream) = self.stream.lock() {
-            stream.retain(|_, expiry| *expiry > now);
-            stream.insert(digest, now + STREAM_TOKEN_TTL);
+            stream.retain(|_, (expiry, _)| *expiry > now);
+            stream.insert(digest, (now + STREAM_TOKEN_TTL, issuer));
         }
         token
     }
 
-    /// True when `token` is a stream token that has not expired.
-    pub fn verify_stream_token(&self, token: &str) -> bool {
+    /// The id of the token that issued `token`, when it is a stream token that has not
+    /// expired.
+    pub fn verify_stream_token(&self, token: &str) -> Option<i64> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let Ok(stream) = self.stream.lock() else {
-            return false;
-        };
+        let stream = self.stream.lock().ok()?;
         let now = Instant::now();
-        stream
-            .iter()
-            .fold(subtle::Choice::from(0), |acc, (h, expiry)| {
-                acc | (h.ct_eq(&digest) & subtle::Choice::from(u8::from(*expiry > now)))
-            })
-            .into()
+        // Every hash is compared, in constant time; the match is picked without branching on
+        // which one it was.
+        let mut found = subtle::Choice::from(0);
+        let mut issuer = 0i64;
+        for (h, (expiry, by)) in stream.iter() {
+            let hit = h.ct_eq(&digest) & subtle::Choice::from(u8::from(*expiry > now));
+            issuer = i64::conditional_select(&issuer, by, hit);
+            found |= hit;
+        }
+        bool::from(found).then_some(issuer)
     }
 
     /// True when `token` is one of ours, live, with the admin role.
@@ -289,11 +295,11 @@ pub(crate) async fn require_token(
             .ok()
             .and_then(|q| q.0.get("access_token").cloned());
         if let Some(token) = token {
-            return if state.tokens.verify_stream_token(&token) {
+            return if let Some(issuer) = state.tokens.verify_stream_token(&token) {
                 // Only unscoped tokens issue stream tokens (`access::RULES`), and streams
-                // only read.
+                // only read. Its streams count among its issuer's.
                 req.extensions_mut().insert(Caller {
-                    token_id: 0,
+                    token_id: issuer,
                     role: TokenRole::Viewer,
                     projects: None,
                 });
@@ -450,16 +456,16 @@ mod tests {
     #[test]
     fn stream_tokens_are_separate_and_expire() {
         let set = TokenSet::default();
-        let s = set.issue_stream_token();
-        assert!(set.verify_stream_token(&s));
+        let s = set.issue_stream_token(7);
+        assert_eq!(set.verify_stream_token(&s), Some(7), "remembers its issuer");
         assert!(!set.verify(&s), "a stream token is not an API token");
-        assert!(!set.verify_stream_token(&generate_token()));
+        assert_eq!(set.verify_stream_token(&generate_token()), None);
         if let Ok(mut stream) = set.stream.lock() {
-            for expiry in stream.values_mut() {
+            for (expiry, _) in stream.values_mut() {
                 *expiry = Instant::now();
             }
         }
-        assert!(!set.verify_stream_token(&s));
+        assert_eq!(set.verify_stream_token(&s), None);
         assert!(is_stream_route("/api/v1/runs/3/events/sse"));
         assert!(!is_stream_route("/api/v1/runs/3/events"));
     }

@@ -22,6 +22,8 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Every problem, when there are several (a flow document's).
     pub problems: Vec<troupe_wire::errors::Problem>,
+    /// Seconds to wait before trying again (a `Retry-After` header), for 429s.
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -33,7 +35,14 @@ impl ApiError {
             message: message.into(),
             field: None,
             problems: Vec::new(),
+            retry_after_s: None,
         }
+    }
+
+    /// Tells the client to try again in `seconds` (`Retry-After`).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_s = Some(seconds);
+        self
     }
 
     /// Names the field at fault.
@@ -109,7 +118,14 @@ impl IntoResponse for ApiError {
                 problems: self.problems,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after_s {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+        }
+        response
     }
 }
 

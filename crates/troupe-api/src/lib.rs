@@ -15,10 +15,12 @@ pub mod auth;
 pub mod bundle;
 pub mod error;
 mod extract;
+pub mod limits;
 mod routes;
 pub mod run_json;
 
 pub use auth::{Caller, TokenSet, generate_token, hash_token};
+pub use limits::ApiConfig;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -49,21 +51,8 @@ pub struct AppState {
     pub sealer: Arc<dyn troupe_core::secret::Sealer>,
     /// Project bundles remote workers fetch.
     pub bundles: Arc<bundle::Bundles>,
-}
-
-/// Limits of the HTTP layer.
-#[derive(Debug, Clone)]
-pub struct ApiConfig {
-    /// Largest accepted request body.
-    pub max_body_bytes: usize,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: 8 * 1024 * 1024,
-        }
-    }
+    /// Body sizes, webhook rates and streams per token.
+    pub limits: Arc<limits::Limits>,
 }
 
 #[derive(OpenApi)]
@@ -116,8 +105,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::workers::router())
 }
 
-/// The whole HTTP application.
-pub fn router(state: AppState, cfg: &ApiConfig) -> Router {
+/// The whole HTTP application. Every request's body is bounded by `state.limits`.
+pub fn router(state: AppState) -> Router {
     let (api, _) = api_routes().split_for_parts();
     // The whole document, webhooks included.
     let doc = Arc::new(openapi());
@@ -139,6 +128,11 @@ pub fn router(state: AppState, cfg: &ApiConfig) -> Router {
         .merge(routes::health::router())
         .merge(hooks)
         .merge(api)
-        .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
+        // `limit_body` bounds bodies per route, and answers in JSON.
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.limits),
+            limits::limit_body,
+        ))
         .with_state(state)
 }

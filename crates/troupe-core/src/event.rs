@@ -57,6 +57,94 @@ impl Event {
     }
 }
 
+/// The key of the marker that says something of an event was cut: in `event_data` itself when
+/// the event was cut to fit `max_event_bytes`, and in each value replaced (`res` over
+/// `max_result_bytes`, say) as `{"_troupe_truncated": true, "_troupe_original_bytes": N}`.
+pub const TRUNCATED_KEY: &str = "_troupe_truncated";
+/// Beside [`TRUNCATED_KEY`]: how many bytes the cut thing had.
+pub const ORIGINAL_BYTES_KEY: &str = "_troupe_original_bytes";
+
+impl Event {
+    /// What the event takes in the store: its `stdout` and its `event_data` JSON text.
+    pub fn stored_bytes(&self) -> usize {
+        self.stdout.len() + self.event_data.json().len()
+    }
+
+    /// Cuts the event to at most `max` [stored bytes](Self::stored_bytes), visibly: the largest
+    /// values of `event_data` give way to `{"_troupe_truncated": true, "_troupe_original_bytes":
+    /// N}` until it takes at most half of `max`, `event_data` gets the same two keys for the
+    /// whole event, and `stdout` is cut (at a character boundary) with a line saying so. The
+    /// line numbers stay those of the run's stdout. Returns the size it had when it was cut.
+    ///
+    /// With a `max` of less than a few hundred bytes the markers alone may take more.
+    pub fn truncate_to(&mut self, max: usize) -> Option<usize> {
+        let original = self.stored_bytes();
+        if original <= max {
+            return None;
+        }
+        self.event_data = shrink_event_data(&self.event_data, max / 2, original);
+        let marker = format!(
+            "\n[troupe: the output of this event was cut to fit max_event_bytes ({max}); \
+             the event had {original} bytes]\n"
+        );
+        let budget = max.saturating_sub(self.event_data.json().len() + marker.len());
+        if self.stdout.len() > budget {
+            let mut cut = budget;
+            while !self.stdout.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.stdout.truncate(cut);
+            self.stdout.push_str(&marker);
+        }
+        Some(original)
+    }
+}
+
+/// `data` marked as cut (the whole event had `original` bytes), its largest values replaced by
+/// markers until its text takes at most `budget` bytes.
+fn shrink_event_data(data: &EventData, budget: usize, original: usize) -> EventData {
+    let marker =
+        |bytes: usize| serde_json::json!({ TRUNCATED_KEY: true, ORIGINAL_BYTES_KEY: bytes });
+    let mut map = match data.to_value() {
+        Value::Object(map) => map,
+        // The plugin only writes objects; anything else is kept as a marker of its size.
+        _ => serde_json::Map::from_iter([("value".to_owned(), marker(data.json().len()))]),
+    };
+    // Cut before (by a remote worker, say): the size it had first is the one to tell.
+    let first = map
+        .get(ORIGINAL_BYTES_KEY)
+        .and_then(Value::as_u64)
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|_| map.get(TRUNCATED_KEY) == Some(&Value::Bool(true)))
+        .map_or(original, |n| n.max(original));
+    map.insert(TRUNCATED_KEY.to_owned(), Value::Bool(true));
+    map.insert(ORIGINAL_BYTES_KEY.to_owned(), Value::from(first));
+    let size = |v: &Value| serde_json::to_string(v).map_or(0, |s| s.len());
+    let mut total = size(&Value::Object(map.clone()));
+    let mut by_size: Vec<(usize, String)> = map
+        .iter()
+        .filter(|(k, _)| *k != TRUNCATED_KEY && *k != ORIGINAL_BYTES_KEY)
+        .map(|(k, v)| (size(v), k.clone()))
+        .collect();
+    by_size.sort_unstable_by(|a, b| b.cmp(a));
+    for (bytes, key) in by_size {
+        if total <= budget {
+            break;
+        }
+        let replacement = marker(bytes);
+        let smaller = size(&replacement);
+        if smaller < bytes {
+            map.insert(key, replacement);
+            total -= bytes - smaller;
+        }
+    }
+    if total > budget {
+        // Thousands of small keys: only the markers stay.
+        map.retain(|k, _| k == TRUNCATED_KEY || k == ORIGINAL_BYTES_KEY);
+    }
+    EventData::from(Value::Object(map))
+}
+
 /// An event's `event_data`, kept as the JSON text the plugin wrote.
 ///
 /// Events are stored and streamed far more often than they are looked into, so the text is
@@ -231,6 +319,75 @@ mod tests {
         let again = serde_json::to_string(&e).expect("serializes");
         assert!(again.contains(text), "{again}");
         assert!(EventData::from_json("{\"a\":".to_owned()).is_err());
+    }
+
+    #[test]
+    fn small_events_are_not_cut() {
+        let mut e = ev(
+            "runner_on_ok",
+            serde_json::json!({"host": "a", "res": {"x": 1}}),
+        );
+        e.stdout = "ok: [a]\n".into();
+        let before = e.clone();
+        assert_eq!(e.truncate_to(e.stored_bytes()), None);
+        assert_eq!(e, before);
+    }
+
+    #[test]
+    fn big_events_are_cut_visibly_within_the_limit() {
+        let big = "x".repeat(300_000);
+        let mut e = ev(
+            "runner_on_ok",
+            serde_json::json!({"host": "web1", "task": "t", "res": {"msg": big}, "duration": 1}),
+        );
+        e.stdout = format!("ok: [web1] => {{\"msg\": \"{}\"}}\n", "é".repeat(200_000));
+        e.start_line = 7;
+        e.end_line = 10;
+        let original = e.stored_bytes();
+        let max = 64 * 1024;
+        assert_eq!(e.truncate_to(max), Some(original));
+        assert!(e.stored_bytes() <= max, "{} > {max}", e.stored_bytes());
+        assert_eq!(e.host(), Some("web1"), "small values stay");
+        assert_eq!(e.task(), Some("t"));
+        assert_eq!(e.event_data.get(TRUNCATED_KEY), Some(Value::Bool(true)));
+        assert_eq!(
+            e.event_data.get(ORIGINAL_BYTES_KEY),
+            Some(Value::from(original))
+        );
+        let res = e.event_data.get("res").unwrap_or_default();
+        assert_eq!(res[TRUNCATED_KEY], Value::Bool(true), "{res}");
+        assert!(res[ORIGINAL_BYTES_KEY].as_u64() > Some(300_000));
+        assert!(e.stdout.starts_with("ok: [web1]"));
+        assert!(
+            e.stdout.contains("was cut to fit max_event_bytes"),
+            "marked"
+        );
+        assert!(
+            e.stdout.len() > 30_000,
+            "keeps what fits: {}",
+            e.stdout.len()
+        );
+        assert_eq!((e.start_line, e.end_line), (7, 10));
+        // Twice is a no-op; cut again smaller, it still tells the first size.
+        assert_eq!(e.truncate_to(max), None);
+        assert!(e.truncate_to(8192).is_some());
+        assert!(e.stored_bytes() <= 8192);
+        assert_eq!(
+            e.event_data.get(ORIGINAL_BYTES_KEY),
+            Some(Value::from(original))
+        );
+    }
+
+    #[test]
+    fn many_small_keys_leave_only_the_markers() {
+        let data: serde_json::Map<String, Value> = (0..5000)
+            .map(|i| (format!("k{i}"), Value::from(i)))
+            .collect();
+        let mut e = ev("verbose", Value::Object(data));
+        assert!(e.truncate_to(4096).is_some());
+        assert!(e.stored_bytes() <= 4096);
+        assert_eq!(e.event_data.get(TRUNCATED_KEY), Some(Value::Bool(true)));
+        assert_eq!(e.event_data.get("k1"), None);
     }
 
     #[test]

@@ -236,6 +236,38 @@ pub struct WebhookConfig {
     /// Largest accepted body; larger ones get 413.
     #[serde(default = "default_webhook_body")]
     pub max_body_bytes: usize,
+    /// How many events a second the source accepts (a token bucket); the server's
+    /// `webhook_rate_per_second` and `webhook_rate_burst` when absent. Over it: 429 with
+    /// `Retry-After`, and the event is not stored.
+    #[serde(default)]
+    pub rate: Option<RateLimit>,
+}
+
+/// A token bucket: `burst` events at once, then `per_second` on average. `per_second: 0`
+/// means no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Events a second, on average (fractions allowed: 0.5 is one every two seconds).
+    pub per_second: f64,
+    /// Events accepted at once after a quiet time; `per_second` rounded up (at least 1) when
+    /// absent.
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+impl RateLimit {
+    /// The bucket's size.
+    pub fn burst(&self) -> u32 {
+        self.burst
+            .unwrap_or_else(|| self.per_second.ceil().clamp(1.0, f64::from(u32::MAX)) as u32)
+            .max(1)
+    }
+
+    /// Whether it limits anything.
+    pub fn is_unlimited(&self) -> bool {
+        self.per_second == 0.0
+    }
 }
 
 fn default_webhook_body() -> usize {

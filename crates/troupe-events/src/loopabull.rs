@@ -115,6 +115,7 @@ impl LoopConfig {
                     token: None,
                     routing_key: Default::default(),
                     max_body_bytes: 1024 * 1024,
+                    rate: None,
                 }),
             );
         }

@@ -37,8 +37,21 @@ pub struct Config {
     pub max_result_bytes: usize,
     /// Largest stdout (and stderr) kept per run.
     pub max_output_bytes: usize,
-    /// Largest accepted HTTP request body.
+    /// Largest event kept whole (its stdout plus its `event_data` text); a bigger one is
+    /// stored cut to this size, with markers. See docs/security.md, "Limits".
+    pub max_event_bytes: usize,
+    /// Largest accepted HTTP request body (but the worker protocol's); 413 beyond.
     pub max_body_bytes: usize,
+    /// Largest accepted body on the worker protocol (`/api/v1/worker/...`): a remote worker's
+    /// batches of events and output. Must be at least twice `max_event_bytes`.
+    pub max_worker_body_bytes: usize,
+    /// Live streams (WebSocket or SSE) one token may have open at once; 429 beyond.
+    pub max_streams_per_token: usize,
+    /// Events a second each webhook source accepts, unless its rules say otherwise
+    /// (`rate: {per_second, burst}`); 0 for no limit. 429 beyond, the event not stored.
+    pub webhook_rate_per_second: f64,
+    /// Events a webhook source accepts at once after a quiet time (the token bucket's size).
+    pub webhook_rate_burst: u32,
     /// Milliseconds between looks for queued runs nobody announced (shared stores).
     pub poll_interval_ms: u64,
     /// Longest time (ms) a captured event waits in memory before it is stored and streamed;
@@ -83,7 +96,12 @@ impl Default for Config {
             cancel_terminate_s: 5,
             max_result_bytes: 256 * 1024,
             max_output_bytes: 64 * 1024 * 1024,
+            max_event_bytes: troupe_ansible::DEFAULT_MAX_EVENT_BYTES,
             max_body_bytes: 8 * 1024 * 1024,
+            max_worker_body_bytes: 64 * 1024 * 1024,
+            max_streams_per_token: 64,
+            webhook_rate_per_second: 100.0,
+            webhook_rate_burst: 200,
             poll_interval_ms: 1000,
             stream_buffer_events: 1024,
             event_flush_ms: 20,
@@ -113,7 +131,12 @@ const ENV_KEYS: &[&str] = &[
     "cancel_terminate_s",
     "max_result_bytes",
     "max_output_bytes",
+    "max_event_bytes",
     "max_body_bytes",
+    "max_worker_body_bytes",
+    "max_streams_per_token",
+    "webhook_rate_per_second",
+    "webhook_rate_burst",
     "poll_interval_ms",
     "stream_buffer_events",
     "event_flush_ms",
@@ -176,8 +199,65 @@ impl Config {
         if cfg.source_lease_s < 3 {
             anyhow::bail!("invalid configuration: source_lease_s must be at least 3");
         }
+        cfg.check_limits()?;
         cfg.secret_names()?;
         Ok(cfg)
+    }
+
+    fn check_limits(&self) -> anyhow::Result<()> {
+        if self.max_event_bytes < 4096 {
+            anyhow::bail!("invalid configuration: max_event_bytes must be at least 4096");
+        }
+        if self.max_body_bytes == 0 {
+            anyhow::bail!("invalid configuration: max_body_bytes must be more than 0");
+        }
+        if self.max_worker_body_bytes < self.max_event_bytes.saturating_mul(2) {
+            anyhow::bail!(
+                "invalid configuration: max_worker_body_bytes ({}) must be at least twice \
+                 max_event_bytes ({}), or a remote worker's batch could not be sent",
+                self.max_worker_body_bytes,
+                self.max_event_bytes
+            );
+        }
+        if self.max_streams_per_token == 0 {
+            anyhow::bail!("invalid configuration: max_streams_per_token must be at least 1");
+        }
+        if !self.webhook_rate_per_second.is_finite() || self.webhook_rate_per_second < 0.0 {
+            anyhow::bail!(
+                "invalid configuration: webhook_rate_per_second must be 0 (no limit) or more"
+            );
+        }
+        if self.webhook_rate_burst == 0 {
+            anyhow::bail!("invalid configuration: webhook_rate_burst must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The limits, one per line, as `troupe doctor` shows them.
+    pub fn limits_summary(&self) -> Vec<(&'static str, String)> {
+        let rate = if self.webhook_rate_per_second > 0.0 {
+            format!(
+                "{}/s, burst {} (per source; rules may set their own)",
+                self.webhook_rate_per_second, self.webhook_rate_burst
+            )
+        } else {
+            "no limit (rules may set one per source)".to_owned()
+        };
+        vec![
+            ("max_body_bytes", self.max_body_bytes.to_string()),
+            (
+                "max_worker_body_bytes",
+                self.max_worker_body_bytes.to_string(),
+            ),
+            ("max_event_bytes", self.max_event_bytes.to_string()),
+            ("max_result_bytes", self.max_result_bytes.to_string()),
+            ("max_output_bytes", self.max_output_bytes.to_string()),
+            (
+                "max_streams_per_token",
+                self.max_streams_per_token.to_string(),
+            ),
+            ("webhook rate", rate),
+        ]
     }
 
     /// The scheme `serve` answers in: `https` when a TLS certificate is configured.
@@ -243,6 +323,27 @@ mod tests {
         assert!(cfg.data_dir.is_absolute());
         assert!(cfg.data_dir.ends_with("rel/data"));
         Ok(())
+    }
+
+    #[test]
+    // figment's Jail closures return its own (large) error type.
+    #[allow(clippy::result_large_err)]
+    fn limits_are_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TROUPE_MAX_STREAMS_PER_TOKEN", "3");
+            jail.set_env("TROUPE_WEBHOOK_RATE_PER_SECOND", "0.5");
+            let cfg = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.max_streams_per_token, 3);
+            assert!((cfg.webhook_rate_per_second - 0.5).abs() < f64::EPSILON);
+            jail.set_env("TROUPE_MAX_WORKER_BODY_BYTES", "1000000");
+            let err = Config::load(None, &Overrides::default()).expect_err("too small");
+            assert!(err.to_string().contains("max_worker_body_bytes"), "{err}");
+            jail.set_env("TROUPE_MAX_WORKER_BODY_BYTES", "67108864");
+            jail.set_env("TROUPE_WEBHOOK_RATE_BURST", "0");
+            let err = Config::load(None, &Overrides::default()).expect_err("no burst");
+            assert!(err.to_string().contains("webhook_rate_burst"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

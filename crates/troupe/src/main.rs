@@ -503,6 +503,9 @@ async fn doctor(cfg: &Config) -> anyhow::Result<i32> {
     }
     println!("data dir          {}", cfg.data_dir.display());
     println!("listen            {}", cfg.listen);
+    for (name, value) in cfg.limits_summary() {
+        println!("limit             {name}: {value}");
+    }
     Ok(if ok { 0 } else { 1 })
 }
 

@@ -206,6 +206,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         limits: Limits {
             max_result_bytes: cfg.max_result_bytes,
             max_output_bytes: cfg.max_output_bytes,
+            max_event_bytes: cfg.max_event_bytes,
         },
         grace: Grace {
             interrupt: Duration::from_secs(cfg.cancel_interrupt_s),
@@ -342,13 +343,18 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         run_json: Arc::new(RunJsonCache::new(RUN_JSON_CACHE_BYTES)),
         sealer,
         bundles: Arc::new(troupe_api::bundle::Bundles::default()),
-    };
-    let app = troupe_api::router(
-        state,
-        &ApiConfig {
+        limits: Arc::new(troupe_api::limits::Limits::new(ApiConfig {
             max_body_bytes: cfg.max_body_bytes,
-        },
-    );
+            max_worker_body_bytes: cfg.max_worker_body_bytes,
+            max_event_bytes: cfg.max_event_bytes,
+            max_streams_per_token: cfg.max_streams_per_token,
+            webhook_rate: troupe_events::config::RateLimit {
+                per_second: cfg.webhook_rate_per_second,
+                burst: Some(cfg.webhook_rate_burst),
+            },
+        })),
+    };
+    let app = troupe_api::router(state);
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("could not listen on {}", cfg.listen))?;

@@ -52,7 +52,7 @@ const DELIVERY_HEADERS: [&str; 3] = [
     security(("bearer" = []), ()),
     responses((status = 202, body = HookResponse), (status = 401, body = crate::error::ErrorBody),
         (status = 404, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
-        (status = 503, body = crate::error::ErrorBody)))]
+        (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 async fn hook(
     State(state): State<AppState>,
     uri: Uri,
@@ -71,7 +71,7 @@ async fn hook(
     security(("bearer" = []), ()),
     responses((status = 202, body = HookResponse), (status = 401, body = crate::error::ErrorBody),
         (status = 404, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
-        (status = 503, body = crate::error::ErrorBody)))]
+        (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 async fn hook_with_key(
     State(state): State<AppState>,
     uri: Uri,
@@ -146,6 +146,8 @@ async fn deliver_hook(
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why.to_string())
         })?;
     }
+    // After authentication, so that nobody else can use up a sender's rate.
+    state.limits.admit_webhook(source, cfg.rate)?;
     let routing_key = webhook::routing_key(&cfg, path_key, header, &body)
         .map_err(|why| ApiError::invalid("missing_routing_key", "routing_key", why.to_string()))?;
     let mut inbound = Inbound::json(source, &routing_key, body);

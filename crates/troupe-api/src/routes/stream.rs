@@ -9,8 +9,11 @@
 //! with the counter to resume from, and the stream closes; memory per subscriber is bounded.
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiPath, ApiQuery};
+use crate::limits::StreamGuard;
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
@@ -80,26 +83,31 @@ impl Frame {
 /// Follows a run's events over WebSocket: JSON text messages `{"type": "event", "event": {...}}`,
 /// then `{"type": "end", ...}`, or `{"type": "lagged", "resume_after": N}`.
 #[utoipa::path(get, path = "/api/v1/runs/{id}/events/ws", params(RunStreamQuery),
-    responses((status = 101, description = "WebSocket of RunStreamMessage"), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 101, description = "WebSocket of RunStreamMessage"), (status = 404, body = crate::error::ErrorBody),
+        (status = 429, body = crate::error::ErrorBody)))]
 async fn run_events_ws(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<i64>,
     ApiQuery(q): ApiQuery<RunStreamQuery>,
     ws: WebSocketUpgrade,
 ) -> ApiResult<Response> {
     state.store.get_run(id).await?;
+    let guard = state.limits.open_stream(caller.token_id)?;
     let rx = start_run_stream(&state, id, q.after.unwrap_or(0));
     Ok(ws
-        .on_upgrade(move |socket| pump_ws(socket, rx))
+        .on_upgrade(move |socket| pump_ws(socket, rx, guard))
         .into_response())
 }
 
 /// Follows a run's events as Server-Sent Events: `event: event` with `id: <counter>` (so a
 /// browser's `Last-Event-ID` resumes), then `event: end`, or `event: lagged`.
 #[utoipa::path(get, path = "/api/v1/runs/{id}/events/sse", params(RunStreamQuery),
-    responses((status = 200, content_type = "text/event-stream", body = RunStreamMessage), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 200, content_type = "text/event-stream", body = RunStreamMessage), (status = 404, body = crate::error::ErrorBody),
+        (status = 429, body = crate::error::ErrorBody)))]
 async fn run_events_sse(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<i64>,
     ApiQuery(q): ApiQuery<RunStreamQuery>,
     headers: HeaderMap,
@@ -110,11 +118,21 @@ async fn run_events_sse(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok());
     let after = q.after.or(last_event_id).unwrap_or(0);
+    let guard = state.limits.open_stream(caller.token_id)?;
     let rx = start_run_stream(&state, id, after);
-    let stream = ReceiverStream::new(rx).map(|frame| Ok::<_, Infallible>(frame.sse()));
-    Ok(Sse::new(stream)
+    Ok(sse_response(rx, guard))
+}
+
+/// Frames as Server-Sent Events; the stream counts among its token's until the response is
+/// dropped (the client went, or the stream ended).
+fn sse_response(rx: mpsc::Receiver<Frame>, guard: StreamGuard) -> Response {
+    let stream = ReceiverStream::new(rx).map(move |frame| {
+        let _counted = &guard;
+        Ok::<_, Infallible>(frame.sse())
+    });
+    Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+        .into_response()
 }
 
 fn start_run_stream(state: &AppState, run_id: i64, after: i64) -> mpsc::Receiver<Frame> {
@@ -279,8 +297,9 @@ impl RunProducer {
 }
 
 /// Forwards frames to a WebSocket until the stream ends or the client goes. Frames already
-/// queued are written together and flushed once.
-async fn pump_ws(socket: WebSocket, mut rx: mpsc::Receiver<Frame>) {
+/// queued are written together and flushed once. The stream counts among its token's until
+/// this returns (`_counted` is dropped).
+async fn pump_ws(socket: WebSocket, mut rx: mpsc::Receiver<Frame>, _counted: StreamGuard) {
     let (mut sink, mut incoming) = socket.split();
     loop {
         tokio::select! {
@@ -480,28 +499,31 @@ fn start_changes(state: &AppState, filter: ChangeFilter) -> mpsc::Receiver<Frame
 
 /// Changes of many runs over WebSocket, for dashboards.
 #[utoipa::path(get, path = "/api/v1/stream/ws", params(ChangesQuery),
-    responses((status = 101, description = "WebSocket of ChangeMessage")))]
+    responses((status = 101, description = "WebSocket of ChangeMessage"), (status = 429, body = crate::error::ErrorBody)))]
 async fn changes_ws(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiQuery(q): ApiQuery<ChangesQuery>,
     ws: WebSocketUpgrade,
 ) -> ApiResult<Response> {
-    let rx = start_changes(&state, ChangeFilter::parse(q)?);
+    let filter = ChangeFilter::parse(q)?;
+    let guard = state.limits.open_stream(caller.token_id)?;
+    let rx = start_changes(&state, filter);
     Ok(ws
-        .on_upgrade(move |socket| pump_ws(socket, rx))
+        .on_upgrade(move |socket| pump_ws(socket, rx, guard))
         .into_response())
 }
 
 /// Changes of many runs as Server-Sent Events (`event: run_created|status_changed|summary_updated|lagged`).
 #[utoipa::path(get, path = "/api/v1/stream/sse", params(ChangesQuery),
-    responses((status = 200, content_type = "text/event-stream", body = ChangeMessage)))]
+    responses((status = 200, content_type = "text/event-stream", body = ChangeMessage), (status = 429, body = crate::error::ErrorBody)))]
 async fn changes_sse(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiQuery(q): ApiQuery<ChangesQuery>,
 ) -> ApiResult<Response> {
-    let rx = start_changes(&state, ChangeFilter::parse(q)?);
-    let stream = ReceiverStream::new(rx).map(|frame| Ok::<_, Infallible>(frame.sse()));
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+    let filter = ChangeFilter::parse(q)?;
+    let guard = state.limits.open_stream(caller.token_id)?;
+    let rx = start_changes(&state, filter);
+    Ok(sse_response(rx, guard))
 }

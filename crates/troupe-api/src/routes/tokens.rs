@@ -1,12 +1,12 @@
 //! API tokens: issue (with a role, a project scope, an expiry), list, revoke.
 
 use crate::AppState;
-use crate::auth::{generate_token, hash_token};
+use crate::auth::{Caller, generate_token, hash_token};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use troupe_store::{NewTokenRecord, TokenRecord};
 use troupe_wire::tokens::{IssuedToken, NewToken, StreamToken, TokenList, TokenView};
@@ -154,11 +154,14 @@ async fn revoke_token(
 /// Issue a short-lived token for the `access_token` query parameter of stream routes (for
 /// browsers' EventSource and WebSocket, which cannot send an Authorization header).
 #[utoipa::path(post, path = "/api/v1/stream-tokens", responses((status = 201, body = StreamToken)))]
-async fn create_stream_token(State(state): State<AppState>) -> (StatusCode, Json<StreamToken>) {
+async fn create_stream_token(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> (StatusCode, Json<StreamToken>) {
     (
         StatusCode::CREATED,
         Json(StreamToken {
-            token: state.tokens.issue_stream_token(),
+            token: state.tokens.issue_stream_token(caller.token_id),
             expires_in_s: crate::auth::STREAM_TOKEN_TTL.as_secs(),
         }),
     )

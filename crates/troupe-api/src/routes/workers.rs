@@ -443,10 +443,24 @@ async fn batch(
             text: p.text,
         })
         .collect();
-    state.store.append_batch(id, &req.events, &chunks).await?;
-    state.hub.publish_events(id, &req.events);
+    // A worker cuts its events to its own max_event_bytes; the server's bound is what the
+    // store keeps.
+    let mut events = req.events;
+    let max_event = state.limits.config().max_event_bytes;
+    for event in &mut events {
+        if let Some(bytes) = event.truncate_to(max_event) {
+            tracing::debug!(
+                run = id,
+                counter = event.counter,
+                bytes,
+                "event cut to max_event_bytes"
+            );
+        }
+    }
+    state.store.append_batch(id, &events, &chunks).await?;
+    state.hub.publish_events(id, &events);
     Ok(Json(BatchAck {
-        events: req.events.len(),
+        events: events.len(),
     }))
 }
 

@@ -16,7 +16,7 @@ use troupe_wire::events::SourceView;
 
 const RULES: &str = r#"
 sources:
-  bench: {type: webhook}
+  bench: {type: webhook, rate: {per_second: 0}}
 rules:
   - name: deploy
     routing_keys: ["deploy.*"]

@@ -30,6 +30,9 @@ pub enum WebhookConfigError {
     /// No body would be accepted.
     #[error("max_body_bytes must be more than 0")]
     ZeroBody,
+    /// The rate is negative or not a number, or the burst is 0.
+    #[error("rate.per_second must be 0 (no limit) or more, and rate.burst at least 1")]
+    Rate,
     /// The secret or the token has no value.
     #[error(transparent)]
     Secret(#[from] FieldSecretError),
@@ -94,6 +97,11 @@ pub fn validate(cfg: &WebhookConfig) -> Result<(), WebhookConfigError> {
     }
     if cfg.max_body_bytes == 0 {
         return Err(WebhookConfigError::ZeroBody);
+    }
+    if let Some(rate) = &cfg.rate
+        && (!rate.per_second.is_finite() || rate.per_second < 0.0 || rate.burst == Some(0))
+    {
+        return Err(WebhookConfigError::Rate);
     }
     for (field, secret) in [("secret", &cfg.secret), ("token", &cfg.token)] {
         if let Some(s) = secret {
@@ -216,6 +224,7 @@ mod tests {
             token: token.map(|s| Secret::Literal(s.to_owned())),
             routing_key: RoutingKeyFrom::Path,
             max_body_bytes: 1024,
+            rate: None,
         }
     }
 

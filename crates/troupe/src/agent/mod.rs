@@ -105,6 +105,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         limits: Limits {
             max_result_bytes: ansible_cfg.max_result_bytes,
             max_output_bytes: ansible_cfg.max_output_bytes,
+            max_event_bytes: ansible_cfg.max_event_bytes,
         },
         grace: Grace {
             interrupt: Duration::from_secs(ansible_cfg.cancel_interrupt_s),

@@ -20,6 +20,31 @@ use troupe_wire::workers::{
 };
 use troupe_worker::{Backend, Finished, Prepared};
 
+/// A batch of events and output goes to the server in reports of about this size at most
+/// (one item bigger than this goes alone), well under the server's `max_worker_body_bytes`
+/// (64 MiB by default, and at least twice `max_event_bytes`), even with the JSON escapes of
+/// ansible's colours. The server stores batches idempotently, so parts are as good as one.
+const MAX_REPORT_BYTES: usize = 4 * 1024 * 1024;
+/// What an event or output piece takes in a report beside its text.
+const ITEM_OVERHEAD: usize = 512;
+
+/// Consecutive ranges of items, each of at most `max` bytes in all (an item bigger than `max`
+/// alone), covering every item in order. No items, one empty range (a report is still sent).
+fn parts_by_size(sizes: impl Iterator<Item = usize>, max: usize) -> Vec<std::ops::Range<usize>> {
+    let mut parts = Vec::new();
+    let (mut start, mut bytes, mut n) = (0, 0usize, 0);
+    for size in sizes {
+        if n > start && bytes + size > max {
+            parts.push(start..n);
+            (start, bytes) = (n, 0);
+        }
+        bytes += size;
+        n += 1;
+    }
+    parts.push(start..n);
+    parts
+}
+
 /// How long one claim waits at the server for work.
 const CLAIM_WAIT: Duration = Duration::from_secs(20);
 
@@ -132,22 +157,32 @@ impl Backend for RemoteBackend {
     ) -> StoreResult<()> {
         // The worker id is the run's, which the pool holds; reports carry the node's current
         // incarnation, which is what the server checks (any incarnation of the node).
-        let body = RunBatch {
-            worker_id: self.worker_id(),
-            events: events.to_vec(),
-            output: output
-                .iter()
-                .map(|c| OutputPiece {
-                    stream: match c.stream {
-                        Stream::Stdout => OutputStream::Stdout,
-                        Stream::Stderr => OutputStream::Stderr,
-                    },
-                    seq: c.seq,
-                    text: c.text.clone(),
-                })
-                .collect(),
-        };
-        self.push(&Report::Batch { run_id, body }).await
+        let sizes = events
+            .iter()
+            .map(|e| e.stored_bytes() + ITEM_OVERHEAD)
+            .chain(output.iter().map(|c| c.text.len() + ITEM_OVERHEAD));
+        for part in parts_by_size(sizes, MAX_REPORT_BYTES) {
+            let in_events = part.start.min(events.len())..part.end.min(events.len());
+            let in_output =
+                part.start.saturating_sub(events.len())..part.end.saturating_sub(events.len());
+            let body = RunBatch {
+                worker_id: self.worker_id(),
+                events: events[in_events].to_vec(),
+                output: output[in_output]
+                    .iter()
+                    .map(|c| OutputPiece {
+                        stream: match c.stream {
+                            Stream::Stdout => OutputStream::Stdout,
+                            Stream::Stderr => OutputStream::Stderr,
+                        },
+                        seq: c.seq,
+                        text: c.text.clone(),
+                    })
+                    .collect(),
+            };
+            self.push(&Report::Batch { run_id, body }).await?;
+        }
+        Ok(())
     }
 
     async fn finish(
@@ -264,4 +299,23 @@ fn unpack(bytes: &[u8], tmp: &Path, target: &Path) -> anyhow::Result<()> {
 
 fn encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parts_by_size;
+
+    #[test]
+    fn batches_are_split_by_size_in_order() {
+        assert_eq!(parts_by_size([].into_iter(), 10), vec![0..0]);
+        assert_eq!(parts_by_size([3, 3, 3].into_iter(), 10), vec![0..3]);
+        assert_eq!(
+            parts_by_size([6, 6, 6].into_iter(), 10),
+            vec![0..1, 1..2, 2..3]
+        );
+        assert_eq!(
+            parts_by_size([2, 30, 2, 2].into_iter(), 10),
+            vec![0..1, 1..2, 2..4]
+        );
+    }
 }

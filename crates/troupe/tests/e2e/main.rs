@@ -18,6 +18,7 @@ mod harness;
 mod https;
 mod inventories;
 mod jobs;
+mod limits;
 mod notify;
 mod postgres;
 mod redaction;
