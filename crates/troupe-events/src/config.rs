@@ -158,6 +158,29 @@ pub enum Secret {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         var: Option<String>,
     },
+    /// A [`Secret::Credential`] opened when the rules were put in force: never read from a
+    /// document, shown as the credential it came from.
+    #[serde(skip_deserializing)]
+    Opened {
+        /// The credential's name.
+        credential: String,
+        /// The variable of an `env` credential.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        var: Option<String>,
+        /// Its value.
+        #[serde(skip)]
+        value: OpenedValue,
+    },
+}
+
+/// A secret value opened from a credential; its `Debug` shows no value.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct OpenedValue(pub String);
+
+impl std::fmt::Debug for OpenedValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("********")
+    }
 }
 
 const REDACTED: &str = "<redacted>";
@@ -182,6 +205,7 @@ impl Secret {
             Secret::Credential { credential, .. } => Err(SecretError::Credential {
                 credential: credential.clone(),
             }),
+            Secret::Opened { value, .. } => Ok(value.0.clone()),
         }
     }
 

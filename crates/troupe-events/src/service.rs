@@ -186,7 +186,13 @@ impl EventService {
                 continue;
             };
             match self.credential_value(credential, var.as_deref()).await? {
-                Ok(value) => *secret = Secret::Literal(value),
+                Ok(value) => {
+                    *secret = Secret::Opened {
+                        credential: credential.clone(),
+                        var: var.clone(),
+                        value: crate::config::OpenedValue(value),
+                    }
+                }
                 Err(why) => problems.push(format!("{field}: {why}")),
             }
         }

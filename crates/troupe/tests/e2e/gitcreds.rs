@@ -479,6 +479,12 @@ async fn rule_sources_take_their_secrets_from_credentials() -> anyhow::Result<()
         .apply_rules(&rules("{credential: hooks, var: GITHUB_HMAC}"))
         .await?;
     assert!(!shown.to_string().contains(&hmac_key), "{shown}");
+    // Shown as written: the credential's name, not a placeholder.
+    assert_eq!(
+        shown["document"]["sources"]["gh"]["secret"],
+        json!({"credential": "hooks", "var": "GITHUB_HMAC"}),
+        "{shown}"
+    );
     let body = br#"{"n": 1}"#;
     let (status, v) = hook(
         &server,
