@@ -93,6 +93,13 @@ impl SealedStore for SqliteStore {
             .await
             .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
+        // The old row's page is in the database file until a checkpoint writes the new one
+        // over it (secure_delete zeroes the old cell in the new page): write it now, and
+        // empty the WAL, so no copy of the secret stays on disk.
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut *w)
+            .await
+            .map_err(backend)?;
         Ok(Some(stored))
     }
 }
