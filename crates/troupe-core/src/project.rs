@@ -22,6 +22,10 @@ pub enum ProjectSource {
         /// Branch, tag or commit to check out (default: the remote's default branch).
         #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
         git_ref: Option<String>,
+        /// The name of the `git` credential clones and fetches authenticate with: its token
+        /// over HTTPS, its private key over SSH.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credential: Option<String>,
     },
 }
 
@@ -82,13 +86,32 @@ impl NewProject {
                     ));
                 }
             }
-            ProjectSource::Git { url, git_ref } => {
+            ProjectSource::Git {
+                url,
+                git_ref,
+                credential,
+            } => {
                 if url.is_empty() || url.starts_with('-') || url.contains(['\0', '\n']) {
                     return Err(ValidationError::new(
                         "invalid_source",
                         "source.url",
-                        format!("{url:?} is not a usable git URL"),
+                        format!(
+                            "{:?} is not a usable git URL",
+                            crate::url::redact_credentials(url)
+                        ),
                     ));
+                }
+                if crate::url::split_password(url).is_some() {
+                    return Err(ValidationError::new(
+                        "secret_in_url",
+                        "source.url",
+                        "the URL holds a password or token, which would be kept in clear: make a \
+                         git credential of it (troupe credentials create --name NAME --kind git \
+                         --token-stdin), name it in source.credential and give the URL without it",
+                    ));
+                }
+                if let Some(name) = credential {
+                    validate_name(name, "source.credential")?;
                 }
                 if let Some(r) = git_ref
                     && (r.is_empty()

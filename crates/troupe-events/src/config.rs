@@ -26,6 +26,32 @@ pub struct RulesFile {
 }
 
 impl RulesFile {
+    /// Every secret of the sources, with the field holding it (`sources.NAME.secret`).
+    pub fn secrets_mut(&mut self) -> Vec<(String, &mut Secret)> {
+        let mut out = Vec::new();
+        for (name, source) in &mut self.sources {
+            let fields: Vec<(&str, Option<&mut Secret>)> = match source {
+                SourceConfig::Webhook(w) => {
+                    vec![("secret", w.secret.as_mut()), ("token", w.token.as_mut())]
+                }
+                SourceConfig::Amqp(a) => vec![("url", Some(&mut a.url))],
+                SourceConfig::Nats(n) => {
+                    vec![("url", Some(&mut n.url)), ("token", n.token.as_mut())]
+                }
+                SourceConfig::Mqtt(m) => {
+                    vec![("url", Some(&mut m.url)), ("password", m.password.as_mut())]
+                }
+                SourceConfig::Directory(_) | SourceConfig::Timer(_) => Vec::new(),
+            };
+            for (field, secret) in fields {
+                if let Some(secret) = secret {
+                    out.push((format!("sources.{name}.{field}"), secret));
+                }
+            }
+        }
+        out
+    }
+
     /// Parses a YAML (or JSON) rules document.
     pub fn parse(text: &str) -> Result<RulesFile, ParseError> {
         if text.trim().is_empty() {
@@ -83,6 +109,14 @@ pub enum SecretError {
         #[source]
         source: std::io::Error,
     },
+    /// The credential it names could not be opened when the rules were put in force.
+    #[error(
+        "credential {credential} could not be opened when the rules were put in force (put them again once it exists)"
+    )]
+    Credential {
+        /// The credential's name.
+        credential: String,
+    },
 }
 
 /// A source's secret without a value, named by the field that holds it (`url: environment
@@ -97,8 +131,8 @@ pub struct FieldSecretError {
     pub source: SecretError,
 }
 
-/// Where a secret comes from. A literal is accepted, but `env` or `file` keep it out of the
-/// rules document (which the API shows redacted).
+/// Where a secret comes from. A literal is accepted, but `env`, `file` or `credential` keep it
+/// out of the rules document (which the API shows redacted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Secret {
@@ -114,6 +148,39 @@ pub enum Secret {
         /// Its path.
         file: String,
     },
+    /// A credential of the store, opened when the rules are put in force: a `git`
+    /// credential's token, a `become` or `vault` credential's password, or with `var` one
+    /// variable of an `env` credential.
+    Credential {
+        /// The credential's name.
+        credential: String,
+        /// The variable of an `env` credential.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        var: Option<String>,
+    },
+    /// A [`Secret::Credential`] opened when the rules were put in force: never read from a
+    /// document, shown as the credential it came from.
+    #[serde(skip_deserializing)]
+    Opened {
+        /// The credential's name.
+        credential: String,
+        /// The variable of an `env` credential.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        var: Option<String>,
+        /// Its value.
+        #[serde(skip)]
+        value: OpenedValue,
+    },
+}
+
+/// A secret value opened from a credential; its `Debug` shows no value.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct OpenedValue(pub String);
+
+impl std::fmt::Debug for OpenedValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("********")
+    }
 }
 
 const REDACTED: &str = "<redacted>";
@@ -133,6 +200,12 @@ impl Secret {
                     file: file.clone(),
                     source,
                 }),
+            // Replaced with its value when the rules are put in force; still here, it was not
+            // there to open.
+            Secret::Credential { credential, .. } => Err(SecretError::Credential {
+                credential: credential.clone(),
+            }),
+            Secret::Opened { value, .. } => Ok(value.0.clone()),
         }
     }
 

@@ -5,7 +5,7 @@
 //! when it changes. Each active source runs on the one replica holding its lease
 //! ([`crate::leader`]); retention runs on the one holding the retention lease.
 
-use crate::config::{RulesFile, SourceConfig};
+use crate::config::{RulesFile, Secret, SourceConfig};
 use crate::ingest::Ingestor;
 use crate::leader::{self, LeaseConfig};
 use crate::rules::Rules;
@@ -17,6 +17,8 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use troupe_core::credential::CredentialSecret;
+use troupe_core::secret::Sealer;
 use troupe_store::{RulesDoc, Store, StoreError};
 
 /// Why rules could not be put in force.
@@ -52,6 +54,8 @@ pub struct EventService {
     shutdown: CancellationToken,
     /// This replica's name in leases, and their length.
     lease: LeaseConfig,
+    /// Opens the credentials sources' secrets name (none: a `credential` secret is an error).
+    sealer: Option<Arc<dyn Sealer>>,
 }
 
 /// How often a replica looks for rules changed elsewhere, and prunes old records.
@@ -70,16 +74,18 @@ impl EventService {
         launch: Arc<dyn troupe_launch::Launch>,
         flows: Arc<dyn troupe_launch::StartFlow>,
     ) -> Result<Arc<EventService>, ApplyError> {
-        Self::start_with(store, launch, flows, LeaseConfig::default()).await
+        Self::start_with(store, launch, flows, LeaseConfig::default(), None).await
     }
 
     /// As [`EventService::start`], with this replica's lease holder name and lease length: each
-    /// active source runs only on the replica holding its lease.
+    /// active source runs only on the replica holding its lease. `sealer` opens the
+    /// credentials sources name as secrets (`{credential: NAME}`).
     pub async fn start_with(
         store: Arc<dyn Store>,
         launch: Arc<dyn troupe_launch::Launch>,
         flows: Arc<dyn troupe_launch::StartFlow>,
         lease: LeaseConfig,
+        sealer: Option<Arc<dyn Sealer>>,
     ) -> Result<Arc<EventService>, ApplyError> {
         let empty = Arc::new(Rules::compile(RulesFile::default()).map_err(ApplyError::Invalid)?);
         let service = Arc::new(EventService {
@@ -93,6 +99,7 @@ impl EventService {
             revision_in_force: std::sync::atomic::AtomicI64::new(0),
             shutdown: CancellationToken::new(),
             lease,
+            sealer,
         });
         leader::release_dead_self(service.store().as_ref(), &service.lease).await;
         service.reload().await?;
@@ -123,7 +130,13 @@ impl EventService {
         text: &str,
         expected_revision: Option<i64>,
     ) -> Result<RulesDoc, ApplyError> {
-        let rules = Rules::from_yaml(text).map_err(ApplyError::Invalid)?;
+        let mut file =
+            RulesFile::parse(text).map_err(|e| ApplyError::Invalid(vec![e.to_string()]))?;
+        let problems = self.open_credentials(&mut file).await?;
+        if !problems.is_empty() {
+            return Err(ApplyError::Invalid(problems));
+        }
+        let rules = Rules::compile(file).map_err(ApplyError::Invalid)?;
         // Held across the store write, so concurrent changes are put in force in order.
         let mut running = self.running.lock().await;
         let doc = self.store().put_rules(text, expected_revision).await?;
@@ -140,7 +153,18 @@ impl EventService {
         if doc.revision == running.revision {
             return Ok(());
         }
-        match Rules::from_yaml(&doc.text) {
+        let file = match RulesFile::parse(&doc.text) {
+            Ok(mut file) => {
+                // A credential deleted since: its sources fail with the field's message
+                // (`Secret::resolve`), the others run.
+                for problem in self.open_credentials(&mut file).await? {
+                    tracing::error!(%problem, "a source's secret names a credential that cannot be opened");
+                }
+                Ok(file)
+            }
+            Err(e) => Err(vec![e.to_string()]),
+        };
+        match file.and_then(Rules::compile) {
             Ok(rules) => {
                 self.switch(&mut running, doc.revision, rules).await;
                 Ok(())
@@ -151,6 +175,68 @@ impl EventService {
                 Err(ApplyError::Invalid(errors))
             }
         }
+    }
+
+    /// Replaces each `{credential: NAME}` secret of `file` with the credential's value; answers
+    /// the secrets it could not (naming the field), which stay as they are.
+    async fn open_credentials(&self, file: &mut RulesFile) -> Result<Vec<String>, StoreError> {
+        let mut problems = Vec::new();
+        for (field, secret) in file.secrets_mut() {
+            let Secret::Credential { credential, var } = &*secret else {
+                continue;
+            };
+            match self.credential_value(credential, var.as_deref()).await? {
+                Ok(value) => {
+                    *secret = Secret::Opened {
+                        credential: credential.clone(),
+                        var: var.clone(),
+                        value: crate::config::OpenedValue(value),
+                    }
+                }
+                Err(why) => problems.push(format!("{field}: {why}")),
+            }
+        }
+        Ok(problems)
+    }
+
+    /// The value a `{credential: name, var}` secret stands for, or why there is none (never
+    /// quoting a value).
+    async fn credential_value(
+        &self,
+        name: &str,
+        var: Option<&str>,
+    ) -> Result<Result<String, String>, StoreError> {
+        let Some(sealer) = &self.sealer else {
+            return Ok(Err("this server opens no credentials".to_owned()));
+        };
+        let Some(stored) = self.store().sealed_credential(name).await? else {
+            return Ok(Err(format!("there is no credential {name:?}")));
+        };
+        let secret = match troupe_core::credential::open(sealer.as_ref(), &stored.sealed) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(format!("credential {name:?} cannot be opened: {e}"))),
+        };
+        let kind = secret.kind();
+        Ok(match (secret, var) {
+            (CredentialSecret::Env { mut vars }, Some(var)) => vars
+                .remove(var)
+                .ok_or_else(|| format!("credential {name:?} has no variable {var:?}")),
+            (CredentialSecret::Env { .. }, None) => Err(format!(
+                "credential {name:?} is an env credential: name one of its variables with var"
+            )),
+            (_, Some(_)) => Err(format!(
+                "var is for env credentials; {name:?} is a {kind} credential"
+            )),
+            (CredentialSecret::Git { token: Some(t), .. }, None) => Ok(t),
+            (
+                CredentialSecret::Become { password, .. }
+                | CredentialSecret::Vault { password, .. },
+                None,
+            ) => Ok(password),
+            (_, None) => Err(format!(
+                "credential {name:?} is a {kind} credential without a single secret value (use a git token, a become or vault password, or an env variable)"
+            )),
+        })
     }
 
     async fn switch(&self, running: &mut Running, revision: i64, rules: Rules) {

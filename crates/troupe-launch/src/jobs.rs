@@ -48,7 +48,7 @@ impl Launcher {
         };
         let dir = playbooks::project_root(&project, self.projects_dir());
         let mut request = LaunchRequest::playbook(
-            ProjectRef::Found(project),
+            ProjectRef::Found(Box::new(project)),
             playbook.clone(),
             InventorySource::Inline(inventory),
             RunOptions {

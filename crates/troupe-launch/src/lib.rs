@@ -284,7 +284,7 @@ impl Launcher {
     /// The project a request names.
     async fn project(&self, project: ProjectRef) -> LaunchResult<Project> {
         let r = match project {
-            ProjectRef::Found(p) => return Ok(p),
+            ProjectRef::Found(p) => return Ok(*p),
             ProjectRef::Ref(r) => r,
         };
         let found = match &r {

@@ -171,6 +171,7 @@ mod tests {
             source: ProjectSource::Git {
                 url: "https://example.com/r.git".into(),
                 git_ref: None,
+                credential: None,
             },
             sync: Default::default(),
             created_at: Default::default(),

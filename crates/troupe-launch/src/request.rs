@@ -31,7 +31,7 @@ pub enum ProjectRef {
     /// A stored project to look up.
     Ref(Ref),
     /// A project the caller has already read.
-    Found(Project),
+    Found(Box<Project>),
 }
 
 /// What is run: a playbook of a project, or a saved template.

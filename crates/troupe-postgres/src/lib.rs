@@ -59,6 +59,7 @@ mod notifications;
 mod output;
 mod runs;
 mod schedules;
+mod sealed;
 mod tokens;
 mod workers;
 

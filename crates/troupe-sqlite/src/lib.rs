@@ -221,6 +221,7 @@ mod notifications;
 mod output;
 mod runs;
 mod schedules;
+mod sealed;
 mod tokens;
 mod workers;
 
@@ -313,7 +314,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            // Deleted and replaced values are overwritten, not left in free space: a secret
+            // moved out of a row (a git URL's token into a credential) leaves no copy.
+            .pragma("secure_delete", "ON");
         // The writer opens first: it creates the file and switches it to WAL, which readers
         // then share.
         let mut conn = options.connect().await.map_err(backend)?;

@@ -4,7 +4,7 @@
 //! owning its migrations. `Store` is the sum of one trait per aggregate, each in a module of
 //! its own with its types: [`catalog`] (projects, inventories, templates), [`runs`],
 //! [`claims`], [`events`], [`output`], [`jobs`], [`inbound`] (event records and the rules
-//! document), [`tokens`], [`credentials`] and [`flows`] (flow versions, executions with their steps and slots,
+//! document), [`tokens`], [`credentials`] (and what is [`sealed`]) and [`flows`] (flow versions, executions with their steps and slots,
 //! schedules: [`FlowStore`], [`ExecutionStore`], [`ScheduleStore`]) and [`notifications`] of
 //! runs' and executions' ends. Callers hold an `Arc<dyn Store>` and call any of their methods on
 //! it.
@@ -30,6 +30,7 @@ pub mod leases;
 pub mod notifications;
 pub mod output;
 pub mod runs;
+pub mod sealed;
 #[cfg(feature = "sql")]
 pub mod sql;
 pub mod tokens;
@@ -51,6 +52,7 @@ pub use leases::{SourceLease, SourceLeaseStore};
 pub use notifications::{DueNotification, NotificationStore, NotifyOutcome};
 pub use output::{OutputChunk, OutputStore, Stream};
 pub use runs::{RunFilter, RunStore, RunVersion};
+pub use sealed::{Resealed, SealedColumn, SealedStore, SealedText};
 pub use tokens::{NewTokenRecord, TokenRecord, TokenStore};
 pub use workers::WorkerStore;
 
@@ -60,8 +62,8 @@ pub mod prelude {
     pub use crate::{
         ClaimStore, CredentialStore, EventStore, ExecutionStore, FlowStore, InboundStore,
         InventoryStore, JobStore, NotificationStore, OutputStore, ProjectStore, RunStore,
-        ScheduleStore, SourceLeaseStore, Store, StoreBackend, TemplateStore, TokenStore,
-        WorkerStore,
+        ScheduleStore, SealedStore, SourceLeaseStore, Store, StoreBackend, TemplateStore,
+        TokenStore, WorkerStore,
     };
 }
 
@@ -107,6 +109,7 @@ pub trait Store:
     + ScheduleStore
     + NotificationStore
     + CredentialStore
+    + SealedStore
     + WorkerStore
     + SourceLeaseStore
     + Send
@@ -132,6 +135,7 @@ impl<T> Store for T where
         + ScheduleStore
         + NotificationStore
         + CredentialStore
+        + SealedStore
         + WorkerStore
         + SourceLeaseStore
         + Send

@@ -27,6 +27,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::process::Command;
+use troupe_core::credential::CredentialSecret;
 use troupe_core::project::{Project, ProjectSource, ProjectSync};
 use troupe_core::url::redact_credentials;
 pub use troupe_launch::playbooks::commit_tree;
@@ -50,6 +51,147 @@ const REQUIREMENTS: &[(&str, bool, bool)] = &[
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct SyncError(pub String);
+
+/// How clones and fetches of one project authenticate: the secret of its `git` credential,
+/// opened. Its `Debug` shows no value.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct GitAuth {
+    token: Option<String>,
+    private_key: Option<String>,
+}
+
+impl GitAuth {
+    /// No credential: the URL's own access (a public repository, a path, the server's
+    /// `~/.ssh` and `GIT_SSH_COMMAND`).
+    pub fn none() -> GitAuth {
+        GitAuth::default()
+    }
+
+    /// The token and key of a `git` credential; `None` for a credential of another kind.
+    pub fn from_secret(secret: &CredentialSecret) -> Option<GitAuth> {
+        match secret {
+            CredentialSecret::Git { token, private_key } => Some(GitAuth {
+                token: token.clone(),
+                private_key: private_key.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for GitAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "GitAuth(token: {}, private_key: {})",
+            self.token.is_some(),
+            self.private_key.is_some()
+        )
+    }
+}
+
+/// Name prefix of the private directories [`AuthFiles`] makes in the projects directory.
+const AUTH_DIR_PREFIX: &str = ".auth-";
+
+/// The files one checkout authenticates with, in a private directory (0700) of the projects
+/// directory, removed when the checkout is done (on drop too): the token in a 0600 file that
+/// a 0700 `GIT_ASKPASS` script prints, the key in a 0600 file `ssh -i` reads. git is given
+/// their paths only, never a secret in its arguments, URL or configuration.
+#[derive(Debug)]
+struct AuthFiles {
+    dir: Option<PathBuf>,
+    env: Vec<(&'static str, std::ffi::OsString)>,
+}
+
+impl AuthFiles {
+    /// Writes the files `auth` needs (none for no credential).
+    fn write(projects_dir: &Path, auth: &GitAuth) -> std::io::Result<AuthFiles> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        if auth.token.is_none() && auth.private_key.is_none() {
+            return Ok(AuthFiles {
+                dir: None,
+                env: Vec::new(),
+            });
+        }
+        let dir = projects_dir.join(format!(
+            "{AUTH_DIR_PREFIX}{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::DirBuilder::new()
+            .recursive(false)
+            .mode(0o700)
+            .create(&dir)?;
+        // From here on, drop removes the directory whatever fails.
+        let mut files = AuthFiles {
+            dir: Some(dir.clone()),
+            env: Vec::new(),
+        };
+        let write = |name: &str, mode: u32, text: &str| -> std::io::Result<PathBuf> {
+            let path = dir.join(name);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&path)?;
+            f.write_all(text.as_bytes())?;
+            Ok(path)
+        };
+        if let Some(token) = &auth.token {
+            let token_file = write("token", 0o600, token)?;
+            // git asks for a user name only when the URL has none; hosts taking tokens
+            // accept any (GitHub documents this one).
+            let script = format!(
+                "#!/bin/sh
+case \"$1\" in
+  [Uu]sername*) echo x-access-token ;;
+  *) cat {} ;;
+esac
+",
+                shell_quote(&token_file.to_string_lossy())
+            );
+            let askpass = write("askpass", 0o700, &script)?;
+            files.env.push(("GIT_ASKPASS", askpass.into_os_string()));
+        }
+        if let Some(key) = &auth.private_key {
+            let mut key = key.clone();
+            if !key.ends_with('\n') {
+                // ssh refuses a key file whose last line is not ended.
+                key.push('\n');
+            }
+            let key_file = write("ssh-key", 0o600, &key)?;
+            let base = std::env::var("GIT_SSH_COMMAND")
+                .ok()
+                .filter(|c| !c.trim().is_empty())
+                .unwrap_or_else(|| "ssh -o BatchMode=yes".to_owned());
+            let command = format!(
+                "{base} -o IdentitiesOnly=yes -o IdentityAgent=none -i {}",
+                shell_quote(&key_file.to_string_lossy())
+            );
+            files.env.push(("GIT_SSH_COMMAND", command.into()));
+        }
+        Ok(files)
+    }
+
+    /// The variables git runs with to use the files.
+    fn env(&self) -> Vec<(&str, &OsStr)> {
+        self.env.iter().map(|(k, v)| (*k, v.as_os_str())).collect()
+    }
+}
+
+impl Drop for AuthFiles {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            // Two or three small files; drop cannot await.
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// `text` as one single-quoted word of `sh`.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
 
 /// Clones and syncs git projects. Shared by the API (one per server).
 #[derive(Debug)]
@@ -216,6 +358,7 @@ impl ProjectSyncer {
     /// per-commit trees, or trees removed by hand), so that their playbooks are found at
     /// launch again. Failures are logged: a run writes its tree again before it starts.
     pub async fn restore_trees(&self, projects: &[Project]) {
+        self.remove_auth_leftovers().await;
         for project in projects {
             if !matches!(project.source, ProjectSource::Git { .. }) || project.sync.commit.is_none()
             {
@@ -227,9 +370,48 @@ impl ProjectSyncer {
         }
     }
 
+    /// Points the clone of `project_id` (when there is one) at `url`: a URL changed outside a
+    /// sync (a secret moved to a credential) leaves no copy of the old one in `.git/config`.
+    pub async fn set_remote(&self, project_id: i64, url: &str) -> Result<(), SyncError> {
+        let lock = self.lock(project_id);
+        let _held = lock.lock().await;
+        let dir = self.checkout_dir(project_id);
+        if tokio::fs::metadata(dir.join(".git")).await.is_err() {
+            return Ok(());
+        }
+        self.git(
+            Some(&dir),
+            "remote set-url",
+            &["remote", "set-url", "origin", "--", url].map(OsStr::new),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Removes what a crash left of [`AuthFiles`] directories.
+    async fn remove_auth_leftovers(&self) {
+        let Ok(mut entries) = tokio::fs::read_dir(&self.projects_dir).await else {
+            return;
+        };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(AUTH_DIR_PREFIX)
+            {
+                let _ = tokio::fs::remove_dir_all(entry.path()).await;
+            }
+        }
+    }
+
     /// Clones `url` and checks out `git_ref` into a staging directory, before the project is
-    /// stored. Fails (leaving nothing behind) when git cannot.
-    pub async fn stage(&self, url: &str, git_ref: Option<&str>) -> Result<Staged, SyncError> {
+    /// stored, authenticating with `auth`. Fails (leaving nothing behind) when git cannot.
+    pub async fn stage(
+        &self,
+        url: &str,
+        git_ref: Option<&str>,
+        auth: &GitAuth,
+    ) -> Result<Staged, SyncError> {
         tokio::fs::create_dir_all(&self.projects_dir)
             .await
             .map_err(|e| SyncError(format!("cannot create the projects directory: {e}")))?;
@@ -240,7 +422,7 @@ impl ProjectSyncer {
             dir: Some(dir.clone()),
             sync: ProjectSync::default(),
         };
-        let commit = self.checkout(&dir, url, git_ref).await?;
+        let commit = self.checkout(&dir, url, git_ref, auth).await?;
         let requirements_error = self.write_tree(&dir, &commit).await?;
         staged.sync = ProjectSync {
             commit: Some(commit),
@@ -279,9 +461,10 @@ impl ProjectSyncer {
     /// Fetches a git project and resolves its ref again; a commit reached for the first time
     /// gets its tree (with its requirements installed). Then prunes the project's trees no run
     /// holds. Returns the project's new sync state: on failure `error` says why and the
-    /// previous tree stays in place. Syncs of one project never overlap.
-    pub async fn sync(&self, project: &Project) -> ProjectSync {
-        let ProjectSource::Git { url, git_ref } = &project.source else {
+    /// previous tree stays in place. Syncs of one project never overlap. `auth` is what its
+    /// credential holds.
+    pub async fn sync(&self, project: &Project, auth: &GitAuth) -> ProjectSync {
+        let ProjectSource::Git { url, git_ref, .. } = &project.source else {
             return ProjectSync {
                 error: Some("only git projects can be synced".into()),
                 ..project.sync.clone()
@@ -290,7 +473,7 @@ impl ProjectSyncer {
         let lock = self.lock(project.id);
         let _held = lock.lock().await;
         let dir = self.checkout_dir(project.id);
-        let synced = match self.checkout(&dir, url, git_ref.as_deref()).await {
+        let synced = match self.checkout(&dir, url, git_ref.as_deref(), auth).await {
             Ok(commit) => self.tree_of_sync(project, &dir, commit).await,
             Err(e) => Err(e),
         };
@@ -428,20 +611,29 @@ impl ProjectSyncer {
     }
 
     /// Brings the clone in `dir` up to date with `url` (cloning when it holds no repository
-    /// yet) and returns the commit `git_ref` names. No files are checked out in `dir`.
+    /// yet), authenticating with `auth`, and returns the commit `git_ref` names. No files are
+    /// checked out in `dir`.
     async fn checkout(
         &self,
         dir: &Path,
         url: &str,
         git_ref: Option<&str>,
+        auth: &GitAuth,
     ) -> Result<String, SyncError> {
+        let projects_dir = self.projects_dir.clone();
+        let auth = auth.clone();
+        let files = tokio::task::spawn_blocking(move || AuthFiles::write(&projects_dir, &auth))
+            .await
+            .map_err(|e| SyncError(format!("cannot write the credential's files: {e}")))?
+            .map_err(|e| SyncError(format!("cannot write the credential's files: {e}")))?;
+        let env = files.env();
         let fresh = tokio::fs::metadata(dir.join(".git")).await.is_err();
         if fresh {
             if tokio::fs::metadata(dir).await.is_ok() {
                 let _ = tokio::fs::remove_dir_all(dir).await;
             }
             let cloned = self
-                .git(
+                .git_env(
                     None,
                     "clone",
                     &[
@@ -452,6 +644,7 @@ impl ProjectSyncer {
                         url.as_ref(),
                         dir.as_os_str(),
                     ],
+                    &env,
                 )
                 .await;
             if let Err(e) = cloned {
@@ -459,7 +652,14 @@ impl ProjectSyncer {
                 return Err(e);
             }
         } else {
+            // The URL may have changed since the clone (a secret moved to a credential).
             self.git(
+                Some(dir),
+                "remote set-url",
+                &["remote", "set-url", "origin", "--", url].map(OsStr::new),
+            )
+            .await?;
+            self.git_env(
                 Some(dir),
                 "fetch",
                 &[
@@ -472,24 +672,31 @@ impl ProjectSyncer {
                     "origin",
                 ]
                 .map(OsStr::new),
+                &env,
             )
             .await?;
             if git_ref.is_none() {
                 // Follow a change of the remote's default branch.
-                self.git(
+                self.git_env(
                     Some(dir),
                     "remote set-head",
                     &["remote", "set-head", "origin", "--auto"].map(OsStr::new),
+                    &env,
                 )
                 .await?;
             }
         }
-        self.resolve(dir, git_ref).await
+        self.resolve(dir, git_ref, &env).await
     }
 
     /// The commit `git_ref` names: a branch of the remote, a tag, or a commit id; the remote's
     /// default branch when `None`.
-    async fn resolve(&self, dir: &Path, git_ref: Option<&str>) -> Result<String, SyncError> {
+    async fn resolve(
+        &self,
+        dir: &Path,
+        git_ref: Option<&str>,
+        env: &[(&str, &OsStr)],
+    ) -> Result<String, SyncError> {
         let Some(r) = git_ref else {
             return self
                 .rev_parse(dir, "refs/remotes/origin/HEAD")
@@ -511,10 +718,11 @@ impl ProjectSyncer {
             }
             // A commit no branch or tag reaches: ask for it by id (servers may refuse).
             if self
-                .git(
+                .git_env(
                     Some(dir),
                     "fetch",
                     &["fetch", "--quiet", "origin", "--", r].map(OsStr::new),
+                    env,
                 )
                 .await
                 .is_ok()
@@ -569,7 +777,10 @@ impl ProjectSyncer {
     ) -> Result<String, SyncError> {
         let mut cmd = Command::new(&self.git);
         // The `ext::` transport runs commands; never allow it, whatever git's defaults are.
-        cmd.args(["-c", "protocol.ext.allow=never"]).args(args);
+        // No credential helper either: one configured for this user could store the token
+        // the askpass script gives (`credential.helper=store` writes it in clear).
+        cmd.args(["-c", "protocol.ext.allow=never", "-c", "credential.helper="])
+            .args(args);
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
@@ -579,7 +790,9 @@ impl ProjectSyncer {
             .env("GCM_INTERACTIVE", "never")
             .env("LC_ALL", "C")
             .envs(env.iter().copied());
-        if std::env::var_os("GIT_SSH_COMMAND").is_none() {
+        if std::env::var_os("GIT_SSH_COMMAND").is_none()
+            && !env.iter().any(|(k, _)| *k == "GIT_SSH_COMMAND")
+        {
             cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
         }
         let out = run(cmd, self.timeout)
@@ -788,13 +1001,17 @@ mod tests {
         let syncer = ProjectSyncer::new(tmp.path().join("projects"), None);
         let url = repo.display().to_string();
         let staged = syncer
-            .stage(&url, None)
+            .stage(&url, None, &GitAuth::none())
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let mut project = Project {
             id: 1,
             name: "p".into(),
-            source: ProjectSource::Git { url, git_ref: None },
+            source: ProjectSource::Git {
+                url,
+                git_ref: None,
+                credential: None,
+            },
             sync: ProjectSync::default(),
             created_at: Utc::now(),
         };
@@ -813,10 +1030,10 @@ mod tests {
         assert_eq!(held.path(), commit_tree(&syncer.projects_dir, 1, &a));
         assert_eq!(held.commit(), Some(a.as_str()));
         let b = commit(&repo, "- hosts: all # b\n");
-        project.sync = syncer.sync(&project).await;
+        project.sync = syncer.sync(&project, &GitAuth::none()).await;
         assert_eq!(project.sync.commit.as_deref(), Some(b.as_str()));
         let c = commit(&repo, "- hosts: all # c\n");
-        project.sync = syncer.sync(&project).await;
+        project.sync = syncer.sync(&project, &GitAuth::none()).await;
         assert_eq!(project.sync.commit.as_deref(), Some(c.as_str()));
         // b was never held: pruned; a is held: kept, unchanged.
         let mut expected = vec![a.clone(), c.clone()];
@@ -828,7 +1045,7 @@ mod tests {
 
         // Released: the next sync removes it, even with nothing new upstream.
         drop(held);
-        project.sync = syncer.sync(&project).await;
+        project.sync = syncer.sync(&project, &GitAuth::none()).await;
         assert_eq!(project.sync.error, None);
         assert_eq!(tree_names(&syncer, 1), vec![c.clone()]);
 
@@ -848,10 +1065,10 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         drop(again);
-        project.sync = syncer.sync(&project).await;
+        project.sync = syncer.sync(&project, &GitAuth::none()).await;
         assert!(tree_names(&syncer, 1).contains(&a));
         drop(second);
-        project.sync = syncer.sync(&project).await;
+        project.sync = syncer.sync(&project, &GitAuth::none()).await;
         assert_eq!(tree_names(&syncer, 1), vec![c]);
     }
 
@@ -865,6 +1082,7 @@ mod tests {
             source: ProjectSource::Git {
                 url: "/nowhere".into(),
                 git_ref: None,
+                credential: None,
             },
             sync: ProjectSync {
                 error: Some("boom".into()),

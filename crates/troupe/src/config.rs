@@ -280,6 +280,14 @@ impl Config {
     pub fn token_file(&self) -> PathBuf {
         self.data_dir.join("admin-token")
     }
+
+    /// The file of the key secrets are sealed with: `secret_key_file`, or `secret.key` in the
+    /// data dir.
+    pub fn key_file(&self) -> PathBuf {
+        self.secret_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("secret.key"))
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod config;
 mod flows;
+mod secrets;
 mod serve;
 mod tls;
 
@@ -162,6 +163,11 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::credentials::CredentialsCmd,
     },
+    /// The key secrets are sealed with (offline: stop the server first).
+    Secrets {
+        #[command(subcommand)]
+        cmd: SecretsCmd,
+    },
     /// Run a remote worker: claim runs from a server and execute them here.
     Worker {
         /// The server's URL (`https://...` for a server across a network).
@@ -202,6 +208,20 @@ enum Command {
         remote: Remote,
         #[command(subcommand)]
         cmd: cli::tokens::TokenCmd,
+    },
+}
+
+/// `troupe secrets ...`.
+#[derive(Debug, Subcommand)]
+enum SecretsCmd {
+    /// Make a new key and seal every stored secret again with it (credentials, flow
+    /// executions' secret inputs, notification targets, runs' secret extra vars); the old key
+    /// is kept as `<key file>.old-<timestamp>`. Run it with the server and every replica
+    /// stopped, then give the replicas the new key file.
+    RotateKey {
+        /// `postgres://...` when the store is PostgreSQL.
+        #[arg(long, hide_env_values = true)]
+        database_url: Option<String>,
     },
 }
 
@@ -291,6 +311,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let a = serve::ansible(&cfg).await?;
             println!("ansible-playbook {} at {}", a.version, a.playbook.display());
             Ok(0)
+        }
+        Command::Secrets {
+            cmd: SecretsCmd::RotateKey { database_url },
+        } => {
+            overrides.database_url = database_url;
+            let cfg = Config::load(cli.config.as_deref(), &overrides)?;
+            init_tracing(&cfg.log);
+            secrets::rotate_key(&cfg).await
         }
         Command::Doctor => doctor(&Config::load(cli.config.as_deref(), &overrides)?).await,
         Command::Run { remote, args } => {

@@ -187,13 +187,13 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "could not list projects to restore their trees"),
     }
     let node = node_id(&cfg.data_dir)?;
-    let key_file = cfg
-        .secret_key_file
-        .clone()
-        .unwrap_or_else(|| cfg.data_dir.join("secret.key"));
+    let key_file = cfg.key_file();
     let key = troupe_flow::load_or_create_key(&key_file)
         .with_context(|| format!("could not load the secret key {}", key_file.display()))?;
     let sealer: Arc<dyn troupe_core::secret::Sealer> = Arc::new(key.clone());
+    crate::secrets::move_git_secrets(store.as_ref(), sealer.as_ref(), &git)
+        .await
+        .context("could not move the passwords of git URLs into credentials")?;
     let ansible_bin_dir = ansible.bin_dir().map(Path::to_path_buf);
     let worker_cfg = WorkerConfig {
         node_id: node.clone(),
@@ -284,6 +284,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         Arc::clone(&launcher) as Arc<dyn troupe_launch::Launch>,
         Arc::clone(&flows) as Arc<dyn troupe_launch::StartFlow>,
         lease,
+        Some(Arc::clone(&sealer)),
     )
     .await
     {

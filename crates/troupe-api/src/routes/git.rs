@@ -12,7 +12,9 @@ use crate::extract::ApiPath;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use troupe_core::credential::CredentialKind;
 use troupe_core::project::{NewProject, Project, ProjectSource};
+use troupe_worker::git::GitAuth;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -24,10 +26,49 @@ fn sync_failed(message: String) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "sync_failed", message)
 }
 
+/// What a git project's credential gives git: its token or key, opened. A credential that
+/// does not exist or is not a `git` one is 422 naming `source.credential`.
+async fn git_auth(state: &AppState, credential: Option<&str>) -> ApiResult<GitAuth> {
+    let Some(name) = credential else {
+        return Ok(GitAuth::none());
+    };
+    let Some(stored) = state.store.sealed_credential(name).await? else {
+        return Err(ApiError::invalid(
+            "unknown_credential",
+            "source.credential",
+            format!("there is no credential {name:?} (troupe credentials list)"),
+        ));
+    };
+    if stored.credential.kind != CredentialKind::Git {
+        return Err(ApiError::invalid(
+            "wrong_credential_kind",
+            "source.credential",
+            format!(
+                "credential {name:?} is a {} credential; a git project needs a git credential",
+                stored.credential.kind
+            ),
+        ));
+    }
+    let secret = troupe_core::credential::open(state.sealer.as_ref(), &stored.sealed)
+        .map_err(|e| ApiError::internal("could not open the project's credential", &e))?;
+    GitAuth::from_secret(&secret).ok_or_else(|| {
+        ApiError::invalid(
+            "wrong_credential_kind",
+            "source.credential",
+            format!("credential {name:?} is not a git credential"),
+        )
+    })
+}
+
 /// Creates a git project: clones it first (so a bad URL or ref stores nothing), then stores
 /// it and moves the clone into its checkout directory.
 pub(crate) async fn create_git_project(state: &AppState, new: &NewProject) -> ApiResult<Project> {
-    let ProjectSource::Git { url, git_ref } = &new.source else {
+    let ProjectSource::Git {
+        url,
+        git_ref,
+        credential,
+    } = &new.source
+    else {
         return Err(ApiError::invalid(
             "invalid_source",
             "source.type",
@@ -41,9 +82,10 @@ pub(crate) async fn create_git_project(state: &AppState, new: &NewProject) -> Ap
             format!("project {:?} already exists", new.name),
         ));
     }
+    let auth = git_auth(state, credential.as_deref()).await?;
     let staged = state
         .git
-        .stage(url, git_ref.as_deref())
+        .stage(url, git_ref.as_deref(), &auth)
         .await
         .map_err(|e| sync_failed(format!("could not clone the project: {e}")).field("source"))?;
     // The staged clone is removed if storing fails.
@@ -81,7 +123,7 @@ async fn sync_project(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Project>> {
     let project = state.store.get_project(id).await?;
-    if !matches!(project.source, ProjectSource::Git { .. }) {
+    let ProjectSource::Git { credential, .. } = &project.source else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_a_git_project",
@@ -90,8 +132,9 @@ async fn sync_project(
                 project.name
             ),
         ));
-    }
-    let sync = state.git.sync(&project).await;
+    };
+    let auth = git_auth(&state, credential.as_deref()).await?;
+    let sync = state.git.sync(&project, &auth).await;
     let project = state.store.set_project_sync(id, &sync).await?;
     match &sync.error {
         Some(e) => Err(sync_failed(format!(

@@ -192,6 +192,7 @@ mod tests {
             source: ProjectSource::Git {
                 url: "https://deploy:s3cret@git.example.com/org/repo.git".into(),
                 git_ref: None,
+                credential: None,
             },
             sync: Default::default(),
             created_at: chrono::Utc::now(),

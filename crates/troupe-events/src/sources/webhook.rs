@@ -104,7 +104,10 @@ pub fn validate(cfg: &WebhookConfig) -> Result<(), WebhookConfigError> {
         return Err(WebhookConfigError::Rate);
     }
     for (field, secret) in [("secret", &cfg.secret), ("token", &cfg.token)] {
-        if let Some(s) = secret {
+        // A credential is opened when the rules are put in force, not here.
+        if let Some(s) = secret
+            && !matches!(s, crate::config::Secret::Credential { .. })
+        {
             s.resolve_field(field)?;
         }
     }

@@ -54,6 +54,7 @@ mod notifications;
 mod output;
 mod runs;
 mod schedules;
+mod sealed;
 mod tokens;
 mod workers;
 
@@ -70,6 +71,7 @@ pub use notifications::*;
 pub use output::*;
 pub use runs::*;
 pub use schedules::*;
+pub use sealed::*;
 pub use tokens::*;
 pub use workers::*;
 
@@ -118,6 +120,8 @@ macro_rules! __conformance_case_names {
             workers_register_heartbeat_drain,
             claims_follow_worker_labels_and_splits,
             credentials_round_trip,
+            sealed_texts_listed_and_replaced,
+            git_secrets_move_once,
             project_sync_round_trip,
             update_inventory_bumps_revision,
             delete_inventory_rules,

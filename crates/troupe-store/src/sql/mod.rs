@@ -24,6 +24,7 @@ pub mod leases;
 pub mod notifications;
 mod references;
 mod rows;
+pub mod sealed;
 pub mod statements;
 
 pub use filters::{push_event_record_filter, push_execution_filter, push_page, push_run_filter};

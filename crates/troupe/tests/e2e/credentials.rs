@@ -19,7 +19,7 @@ use std::time::Duration;
 use troupe_testkit::Api;
 use troupe_wire::credentials::{CreateCredential, Credential, CredentialKind, CredentialList};
 
-const LOGIN_USER: &str = "troupe-ssh";
+pub(crate) const LOGIN_USER: &str = "troupe-ssh";
 const BECOME_USER: &str = "troupe-app";
 
 fn chmod(path: &Path, mode: u32) -> std::io::Result<()> {
@@ -27,7 +27,7 @@ fn chmod(path: &Path, mode: u32) -> std::io::Result<()> {
 }
 
 /// Runs `program args`, failing with its output when it fails.
-fn sh(program: &str, args: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn sh(program: &str, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(program)
         .args(args)
         .output()
@@ -66,7 +66,7 @@ fn sh_in(program: &str, args: &[&str], input: &str) -> anyhow::Result<()> {
 
 /// The login user (password `password`, which sudo asks for) and the user it may become.
 /// Safe to run again: users are made once, the password and the sudo rule are rewritten.
-fn users(password: &str) -> anyhow::Result<()> {
+pub(crate) fn users(password: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
         sh("id", &["-u"])?.trim() == "0",
         "the SSH end-to-end test runs sshd and makes users: run it as root"
@@ -85,9 +85,9 @@ fn users(password: &str) -> anyhow::Result<()> {
 
 /// An sshd of the test's own on a loopback port: key-only, its host key and authorized keys
 /// in a temporary directory. Killed when dropped.
-struct Sshd {
+pub(crate) struct Sshd {
     child: std::process::Child,
-    port: u16,
+    pub(crate) port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -100,7 +100,7 @@ impl Drop for Sshd {
 
 impl Sshd {
     /// Starts sshd letting in the holders of `public_keys`.
-    async fn start(public_keys: &[String]) -> anyhow::Result<Sshd> {
+    pub(crate) async fn start(public_keys: &[String]) -> anyhow::Result<Sshd> {
         let dir = tempfile::tempdir()?;
         // sshd reads the authorized keys as the user logging in.
         chmod(dir.path(), 0o755)?;
@@ -150,7 +150,11 @@ impl Sshd {
 }
 
 /// A key pair made with ssh-keygen in `dir`: (private key path, its text, public key line).
-fn keypair(dir: &Path, name: &str, passphrase: &str) -> anyhow::Result<(PathBuf, String, String)> {
+pub(crate) fn keypair(
+    dir: &Path,
+    name: &str,
+    passphrase: &str,
+) -> anyhow::Result<(PathBuf, String, String)> {
     let path = dir.join(name);
     sh(
         "ssh-keygen",
@@ -210,7 +214,10 @@ const PLAYBOOK: &str = r#"- hosts: fleet
         that: (lookup('env', 'E2E_API_KEY') | hash('sha256')) == api_key_digest
 "#;
 
-async fn create_credential(api: &Api, body: &CreateCredential) -> anyhow::Result<Credential> {
+pub(crate) async fn create_credential(
+    api: &Api,
+    body: &CreateCredential,
+) -> anyhow::Result<Credential> {
     let (status, answer) = api
         .call(
             reqwest::Method::POST,
@@ -227,7 +234,7 @@ async fn create_credential(api: &Api, body: &CreateCredential) -> anyhow::Result
 }
 
 /// Every regular file under `dir`.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
@@ -246,7 +253,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Files under `dir` holding any of `needles`, with the needle found.
-fn holding(dir: &Path, needles: &[&str]) -> Vec<String> {
+pub(crate) fn holding(dir: &Path, needles: &[&str]) -> Vec<String> {
     let mut hits = Vec::new();
     for f in files_under(dir) {
         let Ok(bytes) = std::fs::read(&f) else {

@@ -30,7 +30,7 @@ fn event_project() -> anyhow::Result<Proj> {
 }
 
 /// POSTs a webhook body with extra headers (no API token); (status, body).
-async fn hook(
+pub(crate) async fn hook(
     server: &Server,
     path: &str,
     body: &[u8],
@@ -55,7 +55,7 @@ async fn hook(
 
 /// `sha256=<hex>` HMAC of `body` under `key`, computed here with openssl-free Python so the
 /// test does not share troupe's code.
-fn github_signature(key: &str, body: &[u8]) -> anyhow::Result<String> {
+pub(crate) fn github_signature(key: &str, body: &[u8]) -> anyhow::Result<String> {
     let out = std::process::Command::new("python3")
         .args([
             "-c",

@@ -223,7 +223,7 @@ async fn sync_failures_are_clear_and_recorded() -> anyhow::Result<()> {
     let listed = server.get("/api/v1/projects?name=bad").await?;
     assert_eq!(listed["projects"], json!([]));
 
-    // Credentials in a URL never come back in messages.
+    // A password in a URL is refused (it belongs in a git credential), and not quoted.
     let (status, body) = server
         .call(
             Method::POST,
@@ -232,8 +232,20 @@ async fn sync_failures_are_clear_and_recorded() -> anyhow::Result<()> {
         )
         .await?;
     assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "secret_in_url", "{body}");
+    assert_eq!(body["error"]["field"], "source.url", "{body}");
+    assert!(!body.to_string().contains("hunter2"), "{body}");
+    // A user name in a URL never comes back in messages.
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/api/v1/projects",
+            Some(&json!({"name": "creds", "source": {"type": "git", "url": "http://alice@127.0.0.1:9/r.git"}})),
+        )
+        .await?;
+    assert_eq!(status, 422, "{body}");
     let msg = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(!msg.contains("hunter2") && !msg.contains("alice"), "{msg}");
+    assert!(!msg.contains("alice"), "{msg}");
     assert!(msg.contains("127.0.0.1"), "{msg}");
 
     // A ref that does not exist: named in the error.

@@ -14,6 +14,7 @@ mod flow_steps;
 mod flows;
 mod flows_validate;
 mod git_projects;
+mod gitcreds;
 mod harness;
 mod https;
 mod inventories;
