@@ -20,16 +20,19 @@ pub enum SealedColumn {
     NotificationTargets,
     /// `runs.options`: JSON whose extra vars may hold `troupe-sealed:v1:` strings.
     RunOptions,
+    /// `templates.defaults`: run options as JSON, held like `runs.options`.
+    TemplateDefaults,
 }
 
 impl SealedColumn {
     /// Every column holding sealed texts.
-    pub const ALL: [SealedColumn; 5] = [
+    pub const ALL: [SealedColumn; 6] = [
         SealedColumn::Credentials,
         SealedColumn::ExecutionSecrets,
         SealedColumn::TemplateNotify,
         SealedColumn::NotificationTargets,
         SealedColumn::RunOptions,
+        SealedColumn::TemplateDefaults,
     ];
 
     /// Its table.
@@ -40,6 +43,7 @@ impl SealedColumn {
             SealedColumn::TemplateNotify => "templates",
             SealedColumn::NotificationTargets => "notifications",
             SealedColumn::RunOptions => "runs",
+            SealedColumn::TemplateDefaults => "templates",
         }
     }
 
@@ -51,6 +55,7 @@ impl SealedColumn {
             SealedColumn::TemplateNotify => "notify",
             SealedColumn::NotificationTargets => "target",
             SealedColumn::RunOptions => "options",
+            SealedColumn::TemplateDefaults => "defaults",
         }
     }
 }

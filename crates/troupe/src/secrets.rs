@@ -158,7 +158,7 @@ pub fn reseal(
             }
             serde_json::to_string(&value).map_err(|e| ResealError::Json(e.to_string()))?
         }
-        SealedColumn::RunOptions => {
+        SealedColumn::RunOptions | SealedColumn::TemplateDefaults => {
             let mut value: Value =
                 serde_json::from_str(text).map_err(|e| ResealError::Json(e.to_string()))?;
             reseal_prefixed(&mut value, old, new)?;

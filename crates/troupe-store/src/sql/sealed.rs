@@ -10,7 +10,7 @@ pub fn select<D: Dialect>(column: SealedColumn) -> String {
         SealedColumn::Credentials | SealedColumn::NotificationTargets => "1 = 1".to_owned(),
         SealedColumn::ExecutionSecrets => format!("{col} IS NOT NULL"),
         SealedColumn::TemplateNotify => format!("{col} <> '[]'"),
-        SealedColumn::RunOptions => format!(
+        SealedColumn::RunOptions | SealedColumn::TemplateDefaults => format!(
             "CAST({col} AS TEXT) LIKE '%{}%'",
             troupe_core::redact::SEALED_PREFIX
         ),
@@ -26,7 +26,7 @@ pub fn select<D: Dialect>(column: SealedColumn) -> String {
 pub fn replace<D: Dialect>(column: SealedColumn) -> String {
     let col = column.column();
     let param = match column {
-        SealedColumn::RunOptions => D::JSON_PARAM,
+        SealedColumn::RunOptions | SealedColumn::TemplateDefaults => D::JSON_PARAM,
         _ => "",
     };
     format!(

@@ -565,6 +565,22 @@ async fn the_key_rotates_offline_and_everything_opens_with_the_new_one() -> anyh
     let before = run_of(&server, pid, extra.clone()).await?;
     assert_eq!(before["status"], "successful", "{before}");
 
+    // A template whose defaults hold the secret extra var (sealed there) and the credential.
+    server
+        .post(
+            "/api/v1/inventories",
+            &json!({"name": "one", "format": "ini", "hosts": local_hosts(1)}),
+        )
+        .await?;
+    let template = server
+        .post(
+            "/api/v1/templates",
+            &json!({"name": "rotated", "project": pid, "playbook": "site.yml",
+                    "inventory": "one", "defaults": extra.clone()}),
+        )
+        .await?;
+    let tid = template["id"].as_i64().context("template id")?;
+
     // Refused while the server has the store open.
     let rotate = || {
         Command::new(troupe_bin())
@@ -596,6 +612,7 @@ async fn the_key_rotates_offline_and_everything_opens_with_the_new_one() -> anyh
         "{said}"
     );
     assert!(said.contains("runs.options: 1 sealed again"), "{said}");
+    assert!(said.contains("templates.defaults: 1 sealed again"), "{said}");
     let new_key =
         troupe_core::secret::SecretKey::from_base64(&std::fs::read_to_string(&key_file)?)?;
     assert_ne!(new_key, old_key);
@@ -649,5 +666,12 @@ async fn the_key_rotates_offline_and_everything_opens_with_the_new_one() -> anyh
         .wait_finished(relaunched["id"].as_i64().context("id")?)
         .await?;
     assert_eq!(relaunched["status"], "successful", "{relaunched}");
+    let launched = server
+        .post(&format!("/api/v1/templates/{tid}/launch"), &json!({}))
+        .await?;
+    let launched = server
+        .wait_finished(launched["id"].as_i64().context("id")?)
+        .await?;
+    assert_eq!(launched["status"], "successful", "{launched}");
     assert_nowhere(server, &[&db_password, &cloud_key])
 }
