@@ -54,6 +54,8 @@ const RELOAD_EVERY: Duration = Duration::from_secs(30);
 pub struct Caller {
     /// The token's id.
     pub token_id: i64,
+    /// The token's name.
+    pub name: Arc<str>,
     /// What it may do.
     pub role: TokenRole,
     /// The ids of the projects it is limited to; `None` for every project.
@@ -259,6 +261,7 @@ fn entry_of(record: &TokenRecord) -> Option<Entry> {
         hash,
         caller: Caller {
             token_id: record.id,
+            name: Arc::from(record.name.as_str()),
             role: record.role,
             projects: record.projects.as_deref().map(Arc::from),
         },
@@ -294,6 +297,7 @@ pub(crate) async fn require_token(
                 // only read.
                 req.extensions_mut().insert(Caller {
                     token_id: 0,
+                    name: Arc::from("stream"),
                     role: TokenRole::Viewer,
                     projects: None,
                 });

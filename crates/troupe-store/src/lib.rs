@@ -5,9 +5,9 @@
 //! its own with its types: [`catalog`] (projects, inventories, templates), [`runs`],
 //! [`claims`], [`events`], [`output`], [`jobs`], [`inbound`] (event records and the rules
 //! document), [`tokens`], [`credentials`] and [`flows`] (flow versions, executions with their steps and slots,
-//! schedules: [`FlowStore`], [`ExecutionStore`], [`ScheduleStore`]) and [`notifications`] of
-//! runs' and executions' ends. Callers hold an `Arc<dyn Store>` and call any of their methods on
-//! it.
+//! schedules: [`FlowStore`], [`ExecutionStore`], [`ScheduleStore`]), [`notifications`] of
+//! runs' and executions' ends and the [`audit`] log. Callers hold an `Arc<dyn Store>` and
+//! call any of their methods on it.
 //!
 //! The `sql` feature adds [`sql`], what both SQL backends share: row mapping, column lists,
 //! query builders and statement text written once. The `conformance` feature exposes the test
@@ -15,6 +15,7 @@
 
 use async_trait::async_trait;
 
+pub mod audit;
 pub mod bus;
 pub mod catalog;
 pub mod claims;
@@ -35,6 +36,7 @@ pub mod sql;
 pub mod tokens;
 pub mod workers;
 
+pub use audit::AuditStore;
 pub use bus::{Heard, LiveBus, LocalBus, MAX_NOTICE_BYTES};
 pub use catalog::{InventoryStore, ProjectStore, TemplateStore};
 pub use claims::{ClaimStore, Claimant, Lease, RunOutcome};
@@ -58,9 +60,9 @@ pub use workers::WorkerStore;
 /// of the aggregates' traits need their trait in scope there; on a `dyn Store` they do not).
 pub mod prelude {
     pub use crate::{
-        ClaimStore, CredentialStore, EventStore, ExecutionStore, FlowStore, InboundStore,
-        InventoryStore, JobStore, NotificationStore, OutputStore, ProjectStore, RunStore,
-        ScheduleStore, SourceLeaseStore, Store, StoreBackend, TemplateStore, TokenStore,
+        AuditStore, ClaimStore, CredentialStore, EventStore, ExecutionStore, FlowStore,
+        InboundStore, InventoryStore, JobStore, NotificationStore, OutputStore, ProjectStore,
+        RunStore, ScheduleStore, SourceLeaseStore, Store, StoreBackend, TemplateStore, TokenStore,
         WorkerStore,
     };
 }
@@ -92,6 +94,7 @@ pub trait StoreBackend {
 /// aggregates' traits are callable on a `dyn Store` without importing those traits.
 pub trait Store:
     StoreBackend
+    + AuditStore
     + ProjectStore
     + InventoryStore
     + TemplateStore
@@ -117,6 +120,7 @@ pub trait Store:
 
 impl<T> Store for T where
     T: StoreBackend
+        + AuditStore
         + ProjectStore
         + InventoryStore
         + TemplateStore

@@ -41,6 +41,7 @@ use troupe_core::template::NewTemplate;
 use troupe_core::worker::TokenRole;
 use troupe_core::{Event, RunStatus};
 
+mod audit;
 mod catalog;
 mod claims;
 mod credentials;
@@ -57,6 +58,7 @@ mod schedules;
 mod tokens;
 mod workers;
 
+pub use audit::*;
 pub use catalog::*;
 pub use claims::*;
 pub use credentials::*;
@@ -118,6 +120,8 @@ macro_rules! __conformance_case_names {
             workers_register_heartbeat_drain,
             claims_follow_worker_labels_and_splits,
             credentials_round_trip,
+            audit_round_trip_and_filters,
+            audit_paging_and_pruning,
             project_sync_round_trip,
             update_inventory_bumps_revision,
             delete_inventory_rules,
