@@ -32,6 +32,36 @@ async fn the_audit_log_records_who_did_what_on_sqlite() -> anyhow::Result<()> {
         );
     }
     assert!(!entries.contains(SECRET));
+
+    // The CLI: a table, and the API's JSON with --json; filters passed on.
+    let cli = |args: &[&str]| -> anyhow::Result<(bool, String, String)> {
+        let out = std::process::Command::new(troupe_bin())
+            .arg("audit")
+            .args(args)
+            .env("TROUPE_SERVER", &server.base)
+            .env("TROUPE_TOKEN", TOKEN)
+            .output()?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    let (ok, out, err) = cli(&["--action", "credential.", "--since", "1h", "--json"])?;
+    assert!(ok, "{err}");
+    let list: AuditList = serde_json::from_str(&out)?;
+    let actions: Vec<&str> = list.entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["credential.delete", "credential.create"], "{out}");
+    let (ok, out, err) = cli(&["--actor", "watcher"])?;
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "a header and one entry: {out}");
+    assert!(
+        lines[1].contains("token:") && lines[1].contains("(watcher)") && lines[1].contains("403"),
+        "{out}"
+    );
+    let (ok, _, err) = cli(&["--since", "yesterday"])?;
+    assert!(!ok && err.contains("RFC 3339"), "{err}");
     Ok(())
 }
 
@@ -422,7 +452,11 @@ async fn scenario(server: &Server) -> anyhow::Result<String> {
         None,
     )
     .await?;
-    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_query")), "{v}");
+    assert_eq!(
+        (s, v["error"]["code"].as_str(), v["error"]["field"].as_str()),
+        (400, Some("invalid_query"), Some("limit")),
+        "{v}"
+    );
     let (s, v) = call(
         server,
         Method::GET,
