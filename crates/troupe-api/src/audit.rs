@@ -100,17 +100,20 @@ pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Ne
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let presented = bearer(req.headers()).map(str::to_owned);
+    let live = |token: &str| match state.tokens.lookup(token) {
+        Lookup::Live(caller) => Some(caller),
+        Lookup::Unknown | Lookup::Expired => None,
+    };
+    // Before the handler (a token revoking itself is gone after it), and after it when the
+    // token set did not know the token yet (auth reads the store again for one it does not).
+    let known = presented.as_deref().and_then(live);
     let mut response = next.run(req).await;
     let status = response.status();
     let refused = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
     if route.as_deref().is_some_and(routine) && !refused {
         return response;
     }
-    // After the handler: the token set has read the store if it had to.
-    let caller = presented.and_then(|t| match state.tokens.lookup(&t) {
-        Lookup::Live(caller) => Some(caller),
-        Lookup::Unknown | Lookup::Expired => None,
-    });
+    let caller = known.or_else(|| presented.as_deref().and_then(live));
     let pattern = route.as_deref().unwrap_or(&path);
     let mut entry = NewAuditEntry {
         at: Utc::now(),
