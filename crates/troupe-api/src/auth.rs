@@ -54,6 +54,8 @@ const RELOAD_EVERY: Duration = Duration::from_secs(30);
 pub struct Caller {
     /// The token's id.
     pub token_id: i64,
+    /// The token's name.
+    pub name: Arc<str>,
     /// What it may do.
     pub role: TokenRole,
     /// The ids of the projects it is limited to; `None` for every project.
@@ -265,6 +267,7 @@ fn entry_of(record: &TokenRecord) -> Option<Entry> {
         hash,
         caller: Caller {
             token_id: record.id,
+            name: Arc::from(record.name.as_str()),
             role: record.role,
             projects: record.projects.as_deref().map(Arc::from),
         },
@@ -300,6 +303,7 @@ pub(crate) async fn require_token(
                 // only read. Its streams count among its issuer's.
                 req.extensions_mut().insert(Caller {
                     token_id: issuer,
+                    name: Arc::from("stream"),
                     role: TokenRole::Viewer,
                     projects: None,
                 });

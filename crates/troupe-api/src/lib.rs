@@ -11,6 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub mod access;
 mod artifacts;
+pub mod audit;
 pub mod auth;
 pub mod bundle;
 pub mod error;
@@ -103,6 +104,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::notifications::router())
         .merge(routes::credentials::router())
         .merge(routes::workers::router())
+        .merge(routes::audit::router())
 }
 
 /// The whole HTTP application. Every request's body is bounded by `state.limits`.
@@ -128,6 +130,12 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::health::router())
         .merge(hooks)
         .merge(api)
+        // Outside auth, so refused requests are recorded too; per route, so it sees the
+        // route's pattern.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::record,
+        ))
         // `limit_body` bounds bodies per route, and answers in JSON.
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(

@@ -4,6 +4,7 @@
 //!
 //! Nothing here performs I/O; storage, processes and transport live in other crates.
 
+pub mod audit;
 pub mod credential;
 pub mod error;
 pub mod event;

@@ -334,7 +334,11 @@ impl Ingestor {
         executions: &[Execution],
     ) {
         for run in runs {
-            self.launch.announce(run);
+            // The ingest labels every run it starts with its rule.
+            match run.labels.get("troupe/rule") {
+                Some(rule) => self.launch.announce_by(run, &format!("rule:{rule}")),
+                None => self.launch.announce(run),
+            }
         }
         for execution in executions {
             self.flows.announce(execution).await;

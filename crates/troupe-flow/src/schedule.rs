@@ -456,7 +456,8 @@ impl Scheduler {
                 }),
             )]));
         }
-        let run = self.launch.launch(request, Origin::Api).await?;
+        let actor = format!("schedule:{}", schedule.name);
+        let run = self.launch.launch_by(request, Origin::Api, &actor).await?;
         Ok(format!("run:{}", run.id))
     }
 }

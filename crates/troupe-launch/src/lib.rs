@@ -25,6 +25,7 @@ use troupe_core::secret::SecretKey;
 use troupe_core::template::Template;
 use troupe_store::{Store, StoreError, StoreResult};
 
+pub mod audit;
 mod error;
 pub mod flows;
 pub mod jobs;
@@ -62,6 +63,25 @@ pub trait Launch: Send + Sync {
     /// Asks a run to stop.
     async fn cancel(&self, run_id: i64, mode: CancelMode) -> StoreResult<Run>;
 
+    /// [`Launch::launch`] for a run that `actor` (`flow:<execution id>`, `schedule:<name>`...)
+    /// starts, not an API request: the run is recorded in the audit log as `actor`'s.
+    async fn launch_by(
+        &self,
+        request: LaunchRequest,
+        origin: Origin,
+        actor: &str,
+    ) -> LaunchResult<Run> {
+        let _ = actor;
+        self.launch(request, origin).await
+    }
+
+    /// [`Launch::announce`] for a run that `actor` (`rule:<name>`...) started: the run is
+    /// recorded in the audit log as `actor`'s.
+    fn announce_by(&self, run: &Run, actor: &str) {
+        let _ = actor;
+        self.announce(run);
+    }
+
     /// The names of extra vars (and payload keys) whose values are secret (`redact_vars`).
     fn secret_names(&self) -> &SecretNames {
         default_secret_names()
@@ -84,6 +104,8 @@ pub struct Launcher {
     key: Option<Arc<SecretKey>>,
     /// Extra vars named like these are sealed before a run is stored (with `key`).
     secret_names: SecretNames,
+    /// Where runs not started through the API are recorded (the API records its requests).
+    audit: Option<Arc<audit::AuditLog>>,
 }
 
 /// A template and what the request's target resolved to.
@@ -103,6 +125,25 @@ impl Launcher {
             queue,
             key: None,
             secret_names: default_secret_names().clone(),
+            audit: None,
+        }
+    }
+
+    /// The launcher recording the runs started by [`Launch::launch_by`] and
+    /// [`Launch::announce_by`] in `audit`.
+    pub fn with_audit(mut self, audit: Arc<audit::AuditLog>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// The audit log, when the launcher has one.
+    pub fn audit(&self) -> Option<&Arc<audit::AuditLog>> {
+        self.audit.as_ref()
+    }
+
+    fn audit_run(&self, run: &Run, actor: &str) {
+        if let Some(audit) = &self.audit {
+            audit.record_later(audit::run_launched(run, actor));
         }
     }
 
@@ -401,6 +442,22 @@ impl Launch for Launcher {
 
     async fn cancel(&self, run_id: i64, mode: CancelMode) -> StoreResult<Run> {
         Launcher::cancel(self, run_id, mode).await
+    }
+
+    async fn launch_by(
+        &self,
+        request: LaunchRequest,
+        origin: Origin,
+        actor: &str,
+    ) -> LaunchResult<Run> {
+        let run = Launcher::launch(self, request, origin).await?;
+        self.audit_run(&run, actor);
+        Ok(run)
+    }
+
+    fn announce_by(&self, run: &Run, actor: &str) {
+        Launcher::announce(self, run);
+        self.audit_run(run, actor);
     }
 
     fn secret_names(&self) -> &SecretNames {

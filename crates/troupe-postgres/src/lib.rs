@@ -45,6 +45,7 @@ pub struct PgStore {
     pool: PgPool,
 }
 
+mod audit;
 mod bus;
 mod catalog;
 mod claims;

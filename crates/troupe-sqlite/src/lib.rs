@@ -208,6 +208,7 @@ fn lock_file(path: &Path) -> Result<std::fs::File, StoreError> {
     }
 }
 
+mod audit;
 mod catalog;
 mod claims;
 mod credentials;

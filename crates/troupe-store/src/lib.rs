@@ -5,9 +5,9 @@
 //! its own with its types: [`catalog`] (projects, inventories, templates), [`runs`],
 //! [`claims`], [`events`], [`output`], [`jobs`], [`inbound`] (event records and the rules
 //! document), [`tokens`], [`credentials`] (and what is [`sealed`]) and [`flows`] (flow versions, executions with their steps and slots,
-//! schedules: [`FlowStore`], [`ExecutionStore`], [`ScheduleStore`]) and [`notifications`] of
-//! runs' and executions' ends. Callers hold an `Arc<dyn Store>` and call any of their methods on
-//! it.
+//! schedules: [`FlowStore`], [`ExecutionStore`], [`ScheduleStore`]), [`notifications`] of
+//! runs' and executions' ends and the [`audit`] log. Callers hold an `Arc<dyn Store>` and
+//! call any of their methods on it.
 //!
 //! The `sql` feature adds [`sql`], what both SQL backends share: row mapping, column lists,
 //! query builders and statement text written once. The `conformance` feature exposes the test
@@ -15,6 +15,7 @@
 
 use async_trait::async_trait;
 
+pub mod audit;
 pub mod bus;
 pub mod catalog;
 pub mod claims;
@@ -36,6 +37,7 @@ pub mod sql;
 pub mod tokens;
 pub mod workers;
 
+pub use audit::AuditStore;
 pub use bus::{Heard, LiveBus, LocalBus, MAX_NOTICE_BYTES};
 pub use catalog::{InventoryStore, ProjectStore, TemplateStore};
 pub use claims::{ClaimStore, Claimant, Lease, RunOutcome};
@@ -60,10 +62,10 @@ pub use workers::WorkerStore;
 /// of the aggregates' traits need their trait in scope there; on a `dyn Store` they do not).
 pub mod prelude {
     pub use crate::{
-        ClaimStore, CredentialStore, EventStore, ExecutionStore, FlowStore, InboundStore,
-        InventoryStore, JobStore, NotificationStore, OutputStore, ProjectStore, RunStore,
-        ScheduleStore, SealedStore, SourceLeaseStore, Store, StoreBackend, TemplateStore,
-        TokenStore, WorkerStore,
+        AuditStore, ClaimStore, CredentialStore, EventStore, ExecutionStore, FlowStore,
+        InboundStore, InventoryStore, JobStore, NotificationStore, OutputStore, ProjectStore,
+        RunStore, ScheduleStore, SealedStore, SourceLeaseStore, Store, StoreBackend,
+        TemplateStore, TokenStore, WorkerStore,
     };
 }
 
@@ -94,6 +96,7 @@ pub trait StoreBackend {
 /// aggregates' traits are callable on a `dyn Store` without importing those traits.
 pub trait Store:
     StoreBackend
+    + AuditStore
     + ProjectStore
     + InventoryStore
     + TemplateStore
@@ -120,6 +123,7 @@ pub trait Store:
 
 impl<T> Store for T where
     T: StoreBackend
+        + AuditStore
         + ProjectStore
         + InventoryStore
         + TemplateStore

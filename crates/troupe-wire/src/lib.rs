@@ -12,6 +12,7 @@
 //! own. Request types skip absent optional fields when they are serialized (by clients), which
 //! the server reads as it reads them missing.
 
+pub mod audit;
 pub mod credentials;
 pub mod errors;
 pub mod events;

@@ -78,6 +78,8 @@ pub struct Config {
     /// A regular expression of extra-var names (at any depth) whose values are secret: sealed
     /// in the store, redacted from what runs produce, masked in event records.
     pub redact_vars: String,
+    /// Days the audit log keeps its entries (pruned hourly); 0 keeps them for ever.
+    pub audit_retention_days: u64,
 }
 
 impl Default for Config {
@@ -112,6 +114,7 @@ impl Default for Config {
             tls_key_file: None,
             worker_labels: Vec::new(),
             redact_vars: troupe_core::redact::DEFAULT_SECRET_VARS.to_owned(),
+            audit_retention_days: 90,
         }
     }
 }
@@ -147,6 +150,7 @@ const ENV_KEYS: &[&str] = &[
     "tls_key_file",
     "worker_labels",
     "redact_vars",
+    "audit_retention_days",
 ];
 
 /// Flags that override configuration (only those given).
@@ -273,6 +277,13 @@ impl Config {
     pub fn secret_names(&self) -> anyhow::Result<troupe_core::redact::SecretNames> {
         troupe_core::redact::SecretNames::new(&self.redact_vars).map_err(|e| {
             anyhow::anyhow!("invalid configuration: redact_vars is not a regular expression: {e}")
+        })
+    }
+
+    /// How long the audit log keeps its entries; `None` for ever.
+    pub fn audit_retention(&self) -> Option<std::time::Duration> {
+        (self.audit_retention_days > 0).then(|| {
+            std::time::Duration::from_secs(self.audit_retention_days.saturating_mul(86_400))
         })
     }
 

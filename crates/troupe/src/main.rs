@@ -202,6 +202,13 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::workers::WorkersCmd,
     },
+    /// The audit log: who changed or launched what, when, from where (admin token).
+    Audit {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        args: cli::audit::AuditArgs,
+    },
     /// Manage API tokens.
     Token {
         #[command(flatten)]
@@ -397,6 +404,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Workers { remote, cmd } => {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;
             cli::workers::run(&client(&cfg, remote)?, cmd).await
+        }
+        Command::Audit { remote, args } => {
+            let cfg = Config::load(cli.config.as_deref(), &overrides)?;
+            cli::audit::run(&client(&cfg, remote)?, args).await
         }
         Command::Token { remote, cmd } => {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;

@@ -243,7 +243,11 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
             Arc::clone(&pool) as Arc<dyn troupe_launch::Queue>,
         )
         .with_key(Arc::clone(&key))
-        .with_secret_names(cfg.secret_names()?),
+        .with_secret_names(cfg.secret_names()?)
+        .with_audit(troupe_launch::audit::AuditLog::start(
+            Arc::clone(&store),
+            cfg.audit_retention(),
+        )),
     );
     // Before the event service: its rules can start flows.
     let flow_work_dir = cfg.data_dir.join("flows");
@@ -391,15 +395,24 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
     match tls {
         // HTTPS only: a plain HTTP request fails its handshake.
         Some(tls) => {
-            let listener = crate::tls::TlsListener::new(listener, tls)?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await
+            use axum::serve::ListenerExt;
+            // `tap_io` makes axum give handlers the peer's address (`ConnectInfo`), as it
+            // does for a plain TCP listener.
+            let listener = crate::tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(stopped)
+            .await
         }
         None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(stopped)
+            .await
         }
     }
     .context("HTTP server failed")?;

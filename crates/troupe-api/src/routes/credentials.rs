@@ -2,6 +2,7 @@
 //! the server's key before they are stored. No answer, log line or error holds a secret value.
 
 use crate::AppState;
+use crate::audit::AuditTarget;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
 use axum::Json;
@@ -63,7 +64,7 @@ fn parse_body(body: Value) -> ApiResult<CreateCredential> {
 async fn create_credential(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Value>,
-) -> ApiResult<(StatusCode, Json<Credential>)> {
+) -> ApiResult<(StatusCode, AuditTarget, Json<Credential>)> {
     let req = parse_body(body)?;
     let new = NewCredential::from_fields(
         req.name,
@@ -82,7 +83,10 @@ async fn create_credential(
         .map_err(|e| ApiError::internal("could not seal the credential", &e))?;
     let credential = state.store.create_credential(&sealed).await?;
     tracing::info!(id = credential.id, name = %credential.name, kind = %credential.kind, "credential created");
-    Ok((StatusCode::CREATED, Json(credential)))
+    let target = AuditTarget::new("credential", credential.id)
+        .named(credential.name.clone())
+        .detail(serde_json::json!({"kind": credential.kind}));
+    Ok((StatusCode::CREATED, target, Json(credential)))
 }
 
 /// Every credential, by name: names, kinds, usernames and vault ids, never a secret.

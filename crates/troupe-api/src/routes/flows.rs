@@ -2,6 +2,7 @@
 //! approve.
 
 use crate::AppState;
+use crate::audit::AuditTarget;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use axum::Json;
@@ -130,9 +131,11 @@ impl From<ActionError> for ApiError {
 async fn put_flow(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<PutFlow>,
-) -> ApiResult<(StatusCode, Json<FlowView>)> {
+) -> ApiResult<(StatusCode, AuditTarget, Json<FlowView>)> {
     let (_, version) = state.flows.put_flow(&req.document).await?;
-    Ok((StatusCode::CREATED, Json(view(version))))
+    let target = AuditTarget::new("flow", &version.name)
+        .detail(serde_json::json!({"version": version.version}));
+    Ok((StatusCode::CREATED, target, Json(view(version))))
 }
 
 /// The newest version of every flow.
@@ -192,7 +195,7 @@ async fn start_execution(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<StartExecution>,
-) -> ApiResult<(StatusCode, Json<Execution>)> {
+) -> ApiResult<(StatusCode, AuditTarget, Json<Execution>)> {
     let execution = state
         .flows
         .start(StartRequest {
@@ -203,7 +206,8 @@ async fn start_execution(
             parent: None,
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(execution)))
+    let target = AuditTarget::new("execution", execution.id).named(execution.flow.clone());
+    Ok((StatusCode::CREATED, target, Json(execution)))
 }
 
 /// Executions, newest first.

@@ -1,6 +1,7 @@
 //! Inventories: hosts and group variables (Pansible's shape).
 
 use crate::AppState;
+use crate::audit::AuditTarget;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use axum::Json;
@@ -33,10 +34,11 @@ fn check(new: &NewInventory) -> ApiResult<i64> {
 async fn create_inventory(
     State(state): State<AppState>,
     ApiJson(new): ApiJson<NewInventory>,
-) -> ApiResult<(StatusCode, Json<Inventory>)> {
+) -> ApiResult<(StatusCode, AuditTarget, Json<Inventory>)> {
     let count = check(&new)?;
     let inv = state.store.create_inventory(&new, count).await?;
-    Ok((StatusCode::CREATED, Json(inv)))
+    let target = AuditTarget::new("inventory", inv.id).named(inv.name.clone());
+    Ok((StatusCode::CREATED, target, Json(inv)))
 }
 
 /// List inventories.

@@ -4,6 +4,7 @@
 
 use super::find_project;
 use crate::AppState;
+use crate::audit::AuditTarget;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use axum::Json;
@@ -41,7 +42,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 async fn create_job(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateJob>,
-) -> ApiResult<(StatusCode, Json<Job>)> {
+) -> ApiResult<(StatusCode, AuditTarget, Json<Job>)> {
     let project_id = match &req.project {
         Some(r) => Some(find_project(&state, r, "project").await?.id),
         None => None,
@@ -52,9 +53,11 @@ async fn create_job(
         project_id,
     };
     new.validate()?;
+    let job = state.store.create_job(&new).await?;
     Ok((
         StatusCode::CREATED,
-        Json(state.store.create_job(&new).await?),
+        AuditTarget::new("job", job.id),
+        Json(job),
     ))
 }
 
@@ -175,7 +178,7 @@ async fn unit_action(
     State(state): State<AppState>,
     ApiPath((id, unit)): ApiPath<(i64, String)>,
     ApiJson(req): ApiJson<ActionRequest>,
-) -> ApiResult<(StatusCode, Json<Run>)> {
+) -> ApiResult<(StatusCode, AuditTarget, Json<Run>)> {
     let job = state.store.get_job(id).await?;
     let unit = job
         .units
@@ -183,7 +186,7 @@ async fn unit_action(
         .find(|u| u.name == unit)
         .ok_or_else(|| ApiError::not_found("unit", format!("{unit:?} of job {id}")))?;
     let run = launch_action(&state, &job, unit, &req).await?;
-    Ok((StatusCode::CREATED, Json(run)))
+    Ok((StatusCode::CREATED, super::runs::audited(&run), Json(run)))
 }
 
 /// Run `<action>-<unit>.yml` for every unit of the job, each in its own run, in parallel. A

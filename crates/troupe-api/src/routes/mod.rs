@@ -10,6 +10,7 @@ use troupe_launch::{LaunchError, Ref};
 use troupe_store::StoreError;
 
 pub(crate) mod artifacts;
+pub(crate) mod audit;
 pub(crate) mod credentials;
 pub(crate) mod events;
 pub(crate) mod flows;

@@ -1,6 +1,7 @@
 //! Projects: directories of playbooks, on the server or cloned from git.
 
 use crate::AppState;
+use crate::audit::AuditTarget;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
@@ -26,12 +27,16 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 async fn create_project(
     State(state): State<AppState>,
     ApiJson(new): ApiJson<NewProject>,
-) -> ApiResult<(StatusCode, Json<Project>)> {
+) -> ApiResult<(StatusCode, AuditTarget, Json<Project>)> {
     new.validate()?;
     match &new.source {
         ProjectSource::Git { .. } => {
             let project = super::git::create_git_project(&state, &new).await?;
-            return Ok((StatusCode::CREATED, Json(super::shown(project))));
+            return Ok((
+                StatusCode::CREATED,
+                AuditTarget::new("project", project.id).named(project.name.clone()),
+                Json(super::shown(project)),
+            ));
         }
         ProjectSource::Dir { path } => {
             let is_dir = tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir());
@@ -45,7 +50,11 @@ async fn create_project(
         }
     }
     let project = state.store.create_project(&new).await?;
-    Ok((StatusCode::CREATED, Json(super::shown(project))))
+    Ok((
+        StatusCode::CREATED,
+        AuditTarget::new("project", project.id).named(project.name.clone()),
+        Json(super::shown(project)),
+    ))
 }
 
 /// List projects.

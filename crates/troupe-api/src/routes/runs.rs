@@ -2,6 +2,7 @@
 
 use super::to_ref;
 use crate::AppState;
+use crate::audit::AuditTarget;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
@@ -44,7 +45,7 @@ async fn create_run(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiJson(req): ApiJson<CreateRun>,
-) -> ApiResult<(StatusCode, Json<Run>)> {
+) -> ApiResult<(StatusCode, AuditTarget, Json<Run>)> {
     if caller.projects.is_some() {
         // Another project's playbook is refused as if the project did not exist.
         let project = super::find_project(&state, &req.project, "project").await?;
@@ -109,7 +110,7 @@ async fn create_run(
         )
     };
     let run = state.launcher.launch(request, Origin::Api).await?;
-    Ok((StatusCode::CREATED, Json(run)))
+    Ok((StatusCode::CREATED, audited(&run), Json(run)))
 }
 
 /// Extra vars as a request gives them: a JSON object, or nothing.
@@ -383,7 +384,7 @@ async fn relaunch_run(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
     OptionalJson(req): OptionalJson<RelaunchRequest>,
-) -> ApiResult<(StatusCode, Json<Run>)> {
+) -> ApiResult<(StatusCode, AuditTarget, Json<Run>)> {
     let run = state.store.get_run(id).await?;
     if !run.status.is_finished() {
         return Err(ApiError::new(
@@ -441,7 +442,7 @@ async fn relaunch_run(
         .launcher
         .launch(LaunchRequest::again(&run, inventory, options), origin)
         .await?;
-    Ok((StatusCode::CREATED, Json(created)))
+    Ok((StatusCode::CREATED, audited(&created), Json(created)))
 }
 
 /// The task a resumed run starts at: the first failure's, else (canceled or timed out) where
@@ -490,4 +491,15 @@ async fn resume_task(state: &AppState, run: &Run, failures: &[&Event]) -> ApiRes
             run.id
         ),
     ))
+}
+
+/// A new run as the audit log names it: its id, its playbook, its project (and template).
+pub(crate) fn audited(run: &Run) -> AuditTarget {
+    let mut detail = serde_json::json!({"project": run.project_id});
+    if let Some(template) = run.template_id {
+        detail["template"] = template.into();
+    }
+    AuditTarget::new("run", run.id)
+        .named(run.playbook.clone())
+        .detail(detail)
 }

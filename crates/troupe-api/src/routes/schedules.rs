@@ -3,6 +3,7 @@
 //! names may change).
 
 use crate::AppState;
+use crate::audit::AuditTarget;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
 use axum::Json;
@@ -111,7 +112,7 @@ impl From<TargetError> for ApiError {
 async fn create_schedule(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateSchedule>,
-) -> ApiResult<(StatusCode, Json<ScheduleView>)> {
+) -> ApiResult<(StatusCode, AuditTarget, Json<ScheduleView>)> {
     troupe_core::project::validate_name(&req.name, "name")?;
     let cadence = Cadence::parse(&req.cron, &req.timezone)?;
     check_target(&req.target, &state.flows, state.launcher.as_ref()).await?;
@@ -129,7 +130,8 @@ async fn create_schedule(
             next_fire_at,
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(view(schedule))))
+    let target = AuditTarget::new("schedule", schedule.id).named(schedule.name.clone());
+    Ok((StatusCode::CREATED, target, Json(view(schedule))))
 }
 
 /// Every schedule, by name, with its next fire times and what its last fire started.

@@ -2,6 +2,7 @@
 
 use super::{IdOrName, check_playbook, find_inventory, find_project, to_ref};
 use crate::AppState;
+use crate::audit::AuditTarget;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
@@ -30,7 +31,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 async fn create_template(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateTemplate>,
-) -> ApiResult<(StatusCode, Json<Template>)> {
+) -> ApiResult<(StatusCode, AuditTarget, Json<Template>)> {
     let project = find_project(&state, &req.project, "project").await?;
     let inventory = find_inventory(&state, &req.inventory, "inventory").await?;
     check_playbook(&state, &project, &req.playbook).await?;
@@ -49,7 +50,8 @@ async fn create_template(
     };
     new.validate()?;
     let t = state.store.create_template(&new).await?;
-    Ok((StatusCode::CREATED, Json(t)))
+    let target = AuditTarget::new("template", t.id).named(t.name.clone());
+    Ok((StatusCode::CREATED, target, Json(t)))
 }
 
 /// List templates.
@@ -82,7 +84,7 @@ async fn launch_template(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
     body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<Run>)> {
+) -> ApiResult<(StatusCode, AuditTarget, Json<Run>)> {
     let template = state.store.get_template(id).await?;
     let overrides: Map<String, Value> = if body.iter().all(u8::is_ascii_whitespace) {
         Map::new()
@@ -156,5 +158,5 @@ async fn launch_template(
         ..LaunchRequest::template(Ref::Id(template.id), Overrides::from_map(overrides)?)
     };
     let run = state.launcher.launch(request, Origin::Api).await?;
-    Ok((StatusCode::CREATED, Json(run)))
+    Ok((StatusCode::CREATED, super::runs::audited(&run), Json(run)))
 }

@@ -1,6 +1,7 @@
 //! API tokens: issue (with a role, a project scope, an expiry), list, revoke.
 
 use crate::AppState;
+use crate::audit::AuditTarget;
 use crate::auth::{Caller, generate_token, hash_token};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
@@ -29,7 +30,7 @@ const MAX_EXPIRES_IN_S: u64 = 10 * 366 * 24 * 3600;
 async fn create_token(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<NewToken>,
-) -> ApiResult<(StatusCode, Json<IssuedToken>)> {
+) -> ApiResult<(StatusCode, AuditTarget, Json<IssuedToken>)> {
     troupe_core::project::validate_name(&req.name, "name")?;
     let expires_at = expiry(&req, Utc::now())?;
     let projects = match &req.projects {
@@ -70,6 +71,9 @@ async fn create_token(
     state.tokens.insert(&rec);
     Ok((
         StatusCode::CREATED,
+        AuditTarget::new("token", rec.id)
+            .named(rec.name.clone())
+            .detail(serde_json::json!({"role": rec.role.as_str()})),
         Json(IssuedToken {
             id: rec.id,
             name: rec.name,

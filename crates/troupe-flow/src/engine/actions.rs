@@ -254,7 +254,14 @@ async fn playbook(
         Ok(r) => r,
         Err(e) => return failed(e),
     };
-    let run = match ctx.engine.parts.launch.launch(request, Origin::Api).await {
+    let actor = format!("flow:{}", ctx.execution.id);
+    let run = match ctx
+        .engine
+        .parts
+        .launch
+        .launch_by(request, Origin::Api, &actor)
+        .await
+    {
         Ok(run) => run,
         Err(e) => return failed(format!("the run could not start: {e}")),
     };

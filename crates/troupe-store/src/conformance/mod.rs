@@ -41,6 +41,7 @@ use troupe_core::template::NewTemplate;
 use troupe_core::worker::TokenRole;
 use troupe_core::{Event, RunStatus};
 
+mod audit;
 mod catalog;
 mod claims;
 mod credentials;
@@ -58,6 +59,7 @@ mod sealed;
 mod tokens;
 mod workers;
 
+pub use audit::*;
 pub use catalog::*;
 pub use claims::*;
 pub use credentials::*;
@@ -122,6 +124,8 @@ macro_rules! __conformance_case_names {
             credentials_round_trip,
             sealed_texts_listed_and_replaced,
             git_secrets_move_once,
+            audit_round_trip_and_filters,
+            audit_paging_and_pruning,
             project_sync_round_trip,
             update_inventory_bumps_revision,
             delete_inventory_rules,

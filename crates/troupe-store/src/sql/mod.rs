@@ -16,6 +16,7 @@ use troupe_core::inbound::{EventStatus, RuleOutcome, RuleResult};
 use troupe_core::inventory::InventoryFormat;
 use troupe_core::run::{CancelMode, Run};
 
+pub mod audit;
 pub mod credentials;
 mod filters;
 pub mod flows;

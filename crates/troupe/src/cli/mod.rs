@@ -1,6 +1,7 @@
 //! Client-side commands: they talk to a troupe server over HTTP (those that check a file,
 //! like `rules check` and `flow validate`, need none).
 
+pub mod audit;
 pub mod credentials;
 pub mod events;
 pub mod executions;

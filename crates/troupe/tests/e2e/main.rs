@@ -5,6 +5,7 @@
 mod helpers;
 
 mod api;
+mod audit;
 mod cli;
 mod credentials;
 mod events;

@@ -45,7 +45,8 @@ fn allowed(method: &str, path: &str, role: &str) -> bool {
     if path.starts_with("/api/v1/hooks/") {
         return matches!(role, "admin" | "operator" | "webhook");
     }
-    let tokens = path.starts_with("/api/v1/tokens");
+    // Tokens and the audit log are the admin's alone.
+    let tokens = path.starts_with("/api/v1/tokens") || path == "/api/v1/audit";
     match role {
         "admin" => true,
         "operator" => (method == "GET" && !tokens) || OPERATOR_ACTIONS.contains(&(method, path)),

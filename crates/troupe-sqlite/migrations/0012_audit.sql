@@ -1,0 +1,22 @@
+-- The audit log: who changed or launched what, when, from where. Never a request body.
+-- at: microseconds since the epoch; detail: JSON text.
+CREATE TABLE audit (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    at           INTEGER NOT NULL,
+    actor        TEXT    NOT NULL,
+    token_id     INTEGER,
+    token_name   TEXT,
+    role         TEXT,
+    action       TEXT    NOT NULL,
+    method       TEXT,
+    route        TEXT,
+    target_kind  TEXT,
+    target_id    TEXT,
+    target_name  TEXT,
+    status       INTEGER,
+    client_addr  TEXT,
+    user_agent   TEXT,
+    detail       TEXT    NOT NULL
+);
+-- Pruning by age.
+CREATE INDEX audit_at ON audit (at);
