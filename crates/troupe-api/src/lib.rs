@@ -49,6 +49,8 @@ pub struct AppState {
     pub sealer: Arc<dyn troupe_core::secret::Sealer>,
     /// Project bundles remote workers fetch.
     pub bundles: Arc<bundle::Bundles>,
+    /// Runs pruned per batch by `POST /api/v1/runs/prune`.
+    pub retention_batch: u32,
 }
 
 /// Limits of the HTTP layer.

@@ -5,8 +5,8 @@
 //! its own with its types: [`catalog`] (projects, inventories, templates), [`runs`],
 //! [`claims`], [`events`], [`output`], [`jobs`], [`inbound`] (event records and the rules
 //! document), [`tokens`], [`credentials`] and [`flows`] (flow versions, executions with their steps and slots,
-//! schedules: [`FlowStore`], [`ExecutionStore`], [`ScheduleStore`]) and [`notifications`] of
-//! runs' and executions' ends. Callers hold an `Arc<dyn Store>` and call any of their methods on
+//! schedules: [`FlowStore`], [`ExecutionStore`], [`ScheduleStore`]), [`notifications`] of
+//! runs' and executions' ends and [`retention`] (pruning finished runs). Callers hold an `Arc<dyn Store>` and call any of their methods on
 //! it.
 //!
 //! The `sql` feature adds [`sql`], what both SQL backends share: row mapping, column lists,
@@ -29,6 +29,7 @@ pub mod jobs;
 pub mod leases;
 pub mod notifications;
 pub mod output;
+pub mod retention;
 pub mod runs;
 #[cfg(feature = "sql")]
 pub mod sql;
@@ -50,6 +51,7 @@ pub use jobs::JobStore;
 pub use leases::{SourceLease, SourceLeaseStore};
 pub use notifications::{DueNotification, NotificationStore, NotifyOutcome};
 pub use output::{OutputChunk, OutputStore, Stream};
+pub use retention::{Pruned, RetentionStore, RunRetention};
 pub use runs::{RunFilter, RunStore, RunVersion};
 pub use tokens::{NewTokenRecord, TokenRecord, TokenStore};
 pub use workers::WorkerStore;
@@ -59,7 +61,8 @@ pub use workers::WorkerStore;
 pub mod prelude {
     pub use crate::{
         ClaimStore, CredentialStore, EventStore, ExecutionStore, FlowStore, InboundStore,
-        InventoryStore, JobStore, NotificationStore, OutputStore, ProjectStore, RunStore,
+        InventoryStore, JobStore, NotificationStore, OutputStore, ProjectStore, RetentionStore,
+        RunStore,
         ScheduleStore, SourceLeaseStore, Store, StoreBackend, TemplateStore, TokenStore,
         WorkerStore,
     };
@@ -109,6 +112,7 @@ pub trait Store:
     + CredentialStore
     + WorkerStore
     + SourceLeaseStore
+    + RetentionStore
     + Send
     + Sync
     + 'static
@@ -134,6 +138,7 @@ impl<T> Store for T where
         + CredentialStore
         + WorkerStore
         + SourceLeaseStore
+        + RetentionStore
         + Send
         + Sync
         + 'static

@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod config;
 mod flows;
+mod retention;
 mod serve;
 mod tls;
 

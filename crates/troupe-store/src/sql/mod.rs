@@ -23,6 +23,7 @@ mod ingest;
 pub mod leases;
 pub mod notifications;
 mod references;
+pub mod retention;
 mod rows;
 pub mod statements;
 
