@@ -20,10 +20,7 @@ fn needed() -> String {
 }
 
 /// `sql` with `policy`'s parameters bound, in the order [`prunable_runs`] numbers them.
-fn bound(
-    sql: String,
-    policy: &RunRetention,
-) -> sqlx::query::Query<'static, Postgres, PgArguments> {
+fn bound(sql: String, policy: &RunRetention) -> sqlx::query::Query<'static, Postgres, PgArguments> {
     let mut q = sqlx::query(AssertSqlSafe(sql));
     if let Some(before) = policy.finished_before {
         q = q.bind(micros(before));

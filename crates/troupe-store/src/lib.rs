@@ -6,8 +6,8 @@
 //! [`claims`], [`events`], [`output`], [`jobs`], [`inbound`] (event records and the rules
 //! document), [`tokens`], [`credentials`] and [`flows`] (flow versions, executions with their steps and slots,
 //! schedules: [`FlowStore`], [`ExecutionStore`], [`ScheduleStore`]), [`notifications`] of
-//! runs' and executions' ends and [`retention`] (pruning finished runs). Callers hold an `Arc<dyn Store>` and call any of their methods on
-//! it.
+//! runs' and executions' ends and [`retention`] (pruning finished runs). Callers hold an
+//! `Arc<dyn Store>` and call any of their methods on it.
 //!
 //! The `sql` feature adds [`sql`], what both SQL backends share: row mapping, column lists,
 //! query builders and statement text written once. The `conformance` feature exposes the test
@@ -62,8 +62,7 @@ pub mod prelude {
     pub use crate::{
         ClaimStore, CredentialStore, EventStore, ExecutionStore, FlowStore, InboundStore,
         InventoryStore, JobStore, NotificationStore, OutputStore, ProjectStore, RetentionStore,
-        RunStore,
-        ScheduleStore, SourceLeaseStore, Store, StoreBackend, TemplateStore, TokenStore,
+        RunStore, ScheduleStore, SourceLeaseStore, Store, StoreBackend, TemplateStore, TokenStore,
         WorkerStore,
     };
 }

@@ -52,7 +52,12 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         )),
     );
     ctx.push(
-        Metric::value(title, &format!("MiB after keeping {KEEP}"), mib(pruned.file)).note(
+        Metric::value(
+            title,
+            &format!("MiB after keeping {KEEP}"),
+            mib(pruned.file),
+        )
+        .note(
             "the file keeps its size: freed pages go to SQLite's free list, reused before it grows",
         ),
     );
@@ -111,12 +116,10 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     );
     let (full, report, secs, pruned, vacuumed) = result?;
     ctx.push(
-        Metric::value(title, &format!("MiB after {runs} runs"), mib(full.database)).note(
-            format!(
-                "pg_database_size; runs + events + run_output {:.1} MiB (pg_total_relation_size)",
-                mib(full.tables)
-            ),
-        ),
+        Metric::value(title, &format!("MiB after {runs} runs"), mib(full.database)).note(format!(
+            "pg_database_size; runs + events + run_output {:.1} MiB (pg_total_relation_size)",
+            mib(full.tables)
+        )),
     );
     ctx.push(
         Metric::value(title, &format!("MiB after keeping {KEEP}"), mib(pruned.database)).note(

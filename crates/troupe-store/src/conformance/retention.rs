@@ -39,7 +39,11 @@ async fn finished(store: &dyn Store, project_id: i64) -> Run {
 async fn assert_pruned(store: &dyn Store, id: i64) {
     assert_not_found(store.get_run(id).await, "run");
     assert!(
-        store.list_events(id, 0, 100).await.unwrap_or_default().is_empty(),
+        store
+            .list_events(id, 0, 100)
+            .await
+            .unwrap_or_default()
+            .is_empty(),
         "run {id}'s events are gone"
     );
     for stream in [Stream::Stdout, Stream::Stderr] {
@@ -135,7 +139,10 @@ pub async fn retention_keeps_the_newest_per_project(store: &dyn Store) {
     for _ in 0..4 {
         a_runs.push(finished(store, a.id).await.id);
     }
-    let b_runs = [finished(store, b.id).await.id, finished(store, b.id).await.id];
+    let b_runs = [
+        finished(store, b.id).await.id,
+        finished(store, b.id).await.id,
+    ];
     let a_running = running_run(store, a.id, "w2").await.id;
     let policy = RunRetention {
         finished_before: None,

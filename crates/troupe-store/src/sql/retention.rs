@@ -15,7 +15,10 @@ pub fn prunable_runs(policy: &RunRetention, what: &str, needed: &str, limited: b
     };
     let mut which = Vec::new();
     if policy.finished_before.is_some() {
-        which.push(format!("COALESCE(r.finished_at, r.created_at) < {}", next()));
+        which.push(format!(
+            "COALESCE(r.finished_at, r.created_at) < {}",
+            next()
+        ));
     }
     if policy.keep_per_project.is_some() {
         which.push(format!(

@@ -52,11 +52,7 @@ async fn assert_gone(server: &Server, id: i64) -> anyhow::Result<()> {
 
 /// Rows of `table` belonging to the runs `ids`, counted in the SQLite file itself.
 fn sqlite_rows(db: &Path, table: &str, ids: &[i64]) -> anyhow::Result<i64> {
-    let list = ids
-        .iter()
-        .map(i64::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
     let column = if table == "runs" { "id" } else { "run_id" };
     let out = std::process::Command::new("sqlite3")
         .arg("-readonly")
@@ -91,21 +87,32 @@ async fn old_runs_are_pruned_in_the_background_and_running_ones_kept() -> anyhow
     let b = server.project(proj.path()).await?;
     // The oldest run of a, still running while newer ones push it past the count.
     let gated = server
-        .launch(a, "gated.yml", &local_hosts(1), json!({"extra_vars": {"gate": gate}}))
+        .launch(
+            a,
+            "gated.yml",
+            &local_hosts(1),
+            json!({"extra_vars": {"gate": gate}}),
+        )
         .await?;
-    server.wait_run(gated, Duration::from_secs(60), |s| s == "running").await?;
+    server
+        .wait_run(gated, Duration::from_secs(60), |s| s == "running")
+        .await?;
     let a_runs = quick_runs(&server, a, 4).await?;
     let b_runs = quick_runs(&server, b, 3).await?;
 
     let pruned: Vec<i64> = [&a_runs[..2], &b_runs[..1]].concat();
-    wait_until("runs beyond the count pruned", Duration::from_secs(60), || async {
-        for id in &pruned {
-            if status_of(&server, &format!("/api/v1/runs/{id}")).await? != 404 {
-                return Ok(false);
+    wait_until(
+        "runs beyond the count pruned",
+        Duration::from_secs(60),
+        || async {
+            for id in &pruned {
+                if status_of(&server, &format!("/api/v1/runs/{id}")).await? != 404 {
+                    return Ok(false);
+                }
             }
-        }
-        Ok(true)
-    })
+            Ok(true)
+        },
+    )
     .await?;
     for id in &pruned {
         assert_gone(&server, *id).await?;
@@ -115,21 +122,30 @@ async fn old_runs_are_pruned_in_the_background_and_running_ones_kept() -> anyhow
     }
     let db = server.data_dir.join("troupe.db");
     for table in ["runs", "events", "run_output"] {
-        assert_eq!(sqlite_rows(&db, table, &pruned)?, 0, "{table} of pruned runs");
+        assert_eq!(
+            sqlite_rows(&db, table, &pruned)?,
+            0,
+            "{table} of pruned runs"
+        );
     }
     assert!(sqlite_rows(&db, "events", &a_runs[2..])? > 0);
     // Passes went on meanwhile (batches of one); the running run stayed whole.
     let run = server.get(&format!("/api/v1/runs/{gated}")).await?;
     assert_eq!(run["status"], "running", "{run}");
     assert!(!server.events(gated).await?.is_empty());
-    assert!(server.log().contains("run retention pass"), "a line per pass");
+    assert!(
+        server.log().contains("run retention pass"),
+        "a line per pass"
+    );
 
     // Once it ends, it is an old finished run like the others (so soon pruned that its end
     // may not be seen).
     std::fs::write(&gate, "go")?;
-    wait_until("the released run pruned", Duration::from_secs(60), || async {
-        Ok(status_of(&server, &format!("/api/v1/runs/{gated}")).await? == 404)
-    })
+    wait_until(
+        "the released run pruned",
+        Duration::from_secs(60),
+        || async { Ok(status_of(&server, &format!("/api/v1/runs/{gated}")).await? == 404) },
+    )
     .await?;
     let list = server.get("/api/v1/runs?limit=50").await?;
     let listed: Vec<i64> = list["runs"]
@@ -218,10 +234,18 @@ async fn prune_on_demand(database_url: Option<String>) -> anyhow::Result<()> {
     };
     let out = cli(&["runs", "prune", "--older-than", "0s", "--dry-run"])?;
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("1 runs would be pruned"), "{text}");
     let out = cli(&["runs", "prune", "--older-than", "0s", "--json"])?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(report["runs"], 1, "{report}");
     assert_gone(&server, runs[2]).await?;
