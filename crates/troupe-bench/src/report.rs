@@ -415,7 +415,7 @@ const DEFINITIONS: &str = "
    held, ansible exec'd). Runs are routed with `worker_labels`: the embedded pool has the label
    `embedded`, so it takes none of the workers' runs (a split parent is coordinated by the
    server whatever its labels) and they none of its.
-11. **retention**: 10,000 synthetic runs (20 events of ≈ 1 KB and their output each; 16 POSTs
+11. **retention**: 10,000 synthetic runs (20 events of ≈ 1 KB each, no output; 16 POSTs
    in flight, `--max-concurrent-runs 32`, background retention off) in one project, then one
    `POST /api/v1/runs/prune {\"keep\": 1000}` (batches of 500 runs with a 20 ms pause between
    them), timed by the client. SQLite: `troupe.db` and its WAL after a clean shutdown, before
