@@ -128,6 +128,8 @@ pub const RULES: &[Rule] = &[
     // Runs.
     r("GET", "/api/v1/runs", Viewer, Filtered),
     r("POST", "/api/v1/runs", Operator, Filtered),
+    // Retention on demand: across every project.
+    r("POST", "/api/v1/runs/prune", Admin, Unscoped),
     r("GET", "/api/v1/runs/{id}", Viewer, Run),
     r("GET", "/api/v1/runs/{id}/artifacts", Viewer, Run),
     r("POST", "/api/v1/runs/{id}/cancel", Operator, Run),

@@ -54,6 +54,8 @@ pub struct AppState {
     pub bundles: Arc<bundle::Bundles>,
     /// Body sizes, webhook rates and streams per token.
     pub limits: Arc<limits::Limits>,
+    /// Runs pruned per batch by `POST /api/v1/runs/prune`.
+    pub retention_batch: u32,
 }
 
 #[derive(OpenApi)]

@@ -77,6 +77,8 @@ enum Cmd {
     /// 10: remote workers: a split run on 1 vs 2 workers pinned to a core each, events/s from
     /// a remote worker, claim latency of an idle worker.
     Scaleout(Common),
+    /// 11: the database's size after 10,000 runs and after a retention pass keeping 1,000.
+    Retention(Common),
     /// (internal) The synthetic ansible-playbook troupe runs in scenarios 3, 4 and 6.
     #[command(hide = true)]
     Produce {
@@ -133,6 +135,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Events(c) => (Some(scenarios::Scenario::Events), c),
         Cmd::Flows(c) => (Some(scenarios::Scenario::Flows), c),
         Cmd::Scaleout(c) => (Some(scenarios::Scenario::Scaleout), c),
+        Cmd::Retention(c) => (Some(scenarios::Scenario::Retention), c),
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(ctx::run(

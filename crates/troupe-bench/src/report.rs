@@ -288,7 +288,7 @@ impl Report {
              export PATH=\"$HOME/.cache/troupe-ci/venv/bin:$PATH\"\n\
              cargo run --release -p troupe-bench -- all            # writes BENCHMARKS.md + benchmarks.json here\n\
              cargo run --release -p troupe-bench -- all --quick    # CI-sized smoke (< 2 min), writes to target/troupe-bench/\n\
-             cargo run --release -p troupe-bench -- ingest         # one scenario: overhead launch ingest fanout api footprint slices events flows scaleout\n",
+             cargo run --release -p troupe-bench -- ingest         # one scenario: overhead launch ingest fanout api footprint slices events flows scaleout retention\n",
         );
         md.push_str("```\n\n");
         md.push_str(&format!(
@@ -415,4 +415,12 @@ const DEFINITIONS: &str = "
    held, ansible exec'd). Runs are routed with `worker_labels`: the embedded pool has the label
    `embedded`, so it takes none of the workers' runs (a split parent is coordinated by the
    server whatever its labels) and they none of its.
+11. **retention**: 10,000 synthetic runs (20 events of ≈ 1 KB each, no output; 16 POSTs
+   in flight, `--max-concurrent-runs 32`, background retention off) in one project, then one
+   `POST /api/v1/runs/prune {\"keep\": 1000}` (batches of 500 runs with a 20 ms pause between
+   them), timed by the client. SQLite: `troupe.db` and its WAL after a clean shutdown, before
+   and after the pass, and the bytes of its pages in use (page count minus free-list pages,
+   read from the file's header): SQLite keeps the freed pages for new rows, so the file does
+   not shrink. PostgreSQL: `pg_database_size` (and the three tables' `pg_total_relation_size`)
+   before, right after the pass and after a plain `VACUUM`.
 ";

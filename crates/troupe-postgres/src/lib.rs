@@ -58,6 +58,7 @@ mod jobs;
 mod leases;
 mod notifications;
 mod output;
+mod retention;
 mod runs;
 mod schedules;
 mod sealed;

@@ -220,6 +220,7 @@ mod jobs;
 mod leases;
 mod notifications;
 mod output;
+mod retention;
 mod runs;
 mod schedules;
 mod sealed;

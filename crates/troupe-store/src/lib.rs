@@ -6,8 +6,8 @@
 //! [`claims`], [`events`], [`output`], [`jobs`], [`inbound`] (event records and the rules
 //! document), [`tokens`], [`credentials`] (and what is [`sealed`]) and [`flows`] (flow versions, executions with their steps and slots,
 //! schedules: [`FlowStore`], [`ExecutionStore`], [`ScheduleStore`]), [`notifications`] of
-//! runs' and executions' ends and the [`audit`] log. Callers hold an `Arc<dyn Store>` and
-//! call any of their methods on it.
+//! runs' and executions' ends, the [`audit`] log and [`retention`] (pruning finished runs).
+//! Callers hold an `Arc<dyn Store>` and call any of their methods on it.
 //!
 //! The `sql` feature adds [`sql`], what both SQL backends share: row mapping, column lists,
 //! query builders and statement text written once. The `conformance` feature exposes the test
@@ -30,6 +30,7 @@ pub mod jobs;
 pub mod leases;
 pub mod notifications;
 pub mod output;
+pub mod retention;
 pub mod runs;
 pub mod sealed;
 #[cfg(feature = "sql")]
@@ -53,6 +54,7 @@ pub use jobs::JobStore;
 pub use leases::{SourceLease, SourceLeaseStore};
 pub use notifications::{DueNotification, NotificationStore, NotifyOutcome};
 pub use output::{OutputChunk, OutputStore, Stream};
+pub use retention::{Pruned, RetentionStore, RunRetention};
 pub use runs::{RunFilter, RunStore, RunVersion};
 pub use sealed::{Resealed, SealedColumn, SealedStore, SealedText};
 pub use tokens::{NewTokenRecord, TokenRecord, TokenStore};
@@ -64,8 +66,8 @@ pub mod prelude {
     pub use crate::{
         AuditStore, ClaimStore, CredentialStore, EventStore, ExecutionStore, FlowStore,
         InboundStore, InventoryStore, JobStore, NotificationStore, OutputStore, ProjectStore,
-        RunStore, ScheduleStore, SealedStore, SourceLeaseStore, Store, StoreBackend,
-        TemplateStore, TokenStore, WorkerStore,
+        RetentionStore, RunStore, ScheduleStore, SealedStore, SourceLeaseStore, Store,
+        StoreBackend, TemplateStore, TokenStore, WorkerStore,
     };
 }
 
@@ -115,6 +117,7 @@ pub trait Store:
     + SealedStore
     + WorkerStore
     + SourceLeaseStore
+    + RetentionStore
     + Send
     + Sync
     + 'static
@@ -142,6 +145,7 @@ impl<T> Store for T where
         + SealedStore
         + WorkerStore
         + SourceLeaseStore
+        + RetentionStore
         + Send
         + Sync
         + 'static

@@ -278,3 +278,32 @@ pub struct RelaunchRequest {
     #[serde(default)]
     pub from: RelaunchFrom,
 }
+
+/// The body of `POST /api/v1/runs/prune`: a retention pass now. Finished runs go when either
+/// limit says so; give at least one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PruneRuns {
+    /// Runs that finished longer ago than this go (`30d`, `12h`, `90m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub older_than: Option<String>,
+    /// Each project keeps its newest this many runs (at least 1); its older finished runs go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<u32>,
+    /// Only count what would go.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a prune removed (or, with `dry_run`, would remove).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PruneReport {
+    /// Runs, slices included.
+    pub runs: u64,
+    /// Their events (0 on a dry run: not counted).
+    pub events: u64,
+    /// Their stdout and stderr chunks (0 on a dry run: not counted).
+    pub output_chunks: u64,
+    /// Whether this was a dry run (nothing removed).
+    pub dry_run: bool,
+}

@@ -80,6 +80,16 @@ pub struct Config {
     pub redact_vars: String,
     /// Days the audit log keeps its entries (pruned hourly); 0 keeps them for ever.
     pub audit_retention_days: u64,
+    /// How long finished runs are kept (`90d`, `12h`...), with their events and output;
+    /// `off` keeps them forever.
+    pub run_retention: String,
+    /// Each project keeps at most its newest this many runs; older finished ones are pruned.
+    /// Unset: no limit.
+    pub keep_runs_per_project: Option<u32>,
+    /// Seconds between two retention passes.
+    pub retention_interval_s: u64,
+    /// Runs pruned per batch (each batch a few short writes, with a pause between batches).
+    pub retention_batch: u32,
 }
 
 impl Default for Config {
@@ -115,6 +125,10 @@ impl Default for Config {
             worker_labels: Vec::new(),
             redact_vars: troupe_core::redact::DEFAULT_SECRET_VARS.to_owned(),
             audit_retention_days: 90,
+            run_retention: "90d".to_owned(),
+            keep_runs_per_project: None,
+            retention_interval_s: 3600,
+            retention_batch: troupe_store::retention::DEFAULT_BATCH,
         }
     }
 }
@@ -151,6 +165,10 @@ const ENV_KEYS: &[&str] = &[
     "worker_labels",
     "redact_vars",
     "audit_retention_days",
+    "run_retention",
+    "keep_runs_per_project",
+    "retention_interval_s",
+    "retention_batch",
 ];
 
 /// Flags that override configuration (only those given).
@@ -205,6 +223,19 @@ impl Config {
         }
         cfg.check_limits()?;
         cfg.secret_names()?;
+        cfg.run_retention()?;
+        if cfg.keep_runs_per_project == Some(0) {
+            anyhow::bail!(
+                "invalid configuration: keep_runs_per_project must be at least 1 (leave it \
+                 unset for no limit)"
+            );
+        }
+        if cfg.retention_interval_s == 0 {
+            anyhow::bail!("invalid configuration: retention_interval_s must be at least 1");
+        }
+        if cfg.retention_batch == 0 {
+            anyhow::bail!("invalid configuration: retention_batch must be at least 1");
+        }
         Ok(cfg)
     }
 
@@ -285,6 +316,24 @@ impl Config {
         (self.audit_retention_days > 0).then(|| {
             std::time::Duration::from_secs(self.audit_retention_days.saturating_mul(86_400))
         })
+    }
+
+    /// How long finished runs are kept (`run_retention`); `None` when forever (`off`).
+    pub fn run_retention(&self) -> anyhow::Result<Option<std::time::Duration>> {
+        let text = self.run_retention.trim();
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        match humantime::parse_duration(text) {
+            Ok(age) if !age.is_zero() => Ok(Some(age)),
+            Ok(_) => anyhow::bail!(
+                "invalid configuration: run_retention must be longer than 0 (or \"off\")"
+            ),
+            Err(e) => anyhow::bail!(
+                "invalid configuration: run_retention {text:?} is not a duration like 90d or \
+                 12h, nor \"off\": {e}"
+            ),
+        }
     }
 
     /// The file the local admin token is written to.
@@ -373,5 +422,44 @@ mod tests {
         let err = Config::load(Some(&file), &Overrides::default()).expect_err("typo");
         assert!(err.to_string().contains("lisen"), "{err}");
         Ok(())
+    }
+
+    #[test]
+    fn run_retention_is_an_age_or_off() -> anyhow::Result<()> {
+        let with = |text: &str| Config {
+            run_retention: text.to_owned(),
+            ..Config::default()
+        };
+        assert_eq!(
+            Config::default().run_retention()?,
+            Some(std::time::Duration::from_secs(90 * 24 * 3600)),
+            "90 days by default"
+        );
+        assert_eq!(
+            with("12h").run_retention()?,
+            Some(std::time::Duration::from_secs(12 * 3600))
+        );
+        assert_eq!(with("off").run_retention()?, None);
+        for bad in ["0s", "soon", ""] {
+            let err = with(bad).run_retention().expect_err(bad);
+            assert!(err.to_string().contains("run_retention"), "{err}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn retention_keys_come_from_the_environment_and_are_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TROUPE_RUN_RETENTION", "30d");
+            jail.set_env("TROUPE_KEEP_RUNS_PER_PROJECT", "100");
+            let cfg = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.run_retention, "30d");
+            assert_eq!(cfg.keep_runs_per_project, Some(100));
+            jail.set_env("TROUPE_KEEP_RUNS_PER_PROJECT", "0");
+            let err = Config::load(None, &Overrides::default()).expect_err("keep 0");
+            assert!(err.to_string().contains("keep_runs_per_project"), "{err}");
+            Ok(())
+        });
     }
 }

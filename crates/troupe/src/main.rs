@@ -11,6 +11,7 @@ mod client;
 mod config;
 mod flows;
 mod secrets;
+mod retention;
 mod serve;
 mod tls;
 

@@ -283,6 +283,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
             ..EngineConfig::new(node.clone(), flow_work_dir)
         },
     );
+    let lease_holder = lease.holder.clone();
     let events = match troupe_events::EventService::start_with(
         Arc::clone(&store),
         Arc::clone(&launcher) as Arc<dyn troupe_launch::Launch>,
@@ -334,6 +335,18 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         notifier,
         flows_stop.clone(),
     ));
+    // Old runs are pruned on the replica holding the retention lease, like event records.
+    tokio::spawn(crate::retention::run(
+        Arc::clone(&store),
+        lease_holder,
+        crate::retention::RetentionConfig {
+            max_age: cfg.run_retention()?,
+            keep_per_project: cfg.keep_runs_per_project,
+            interval: Duration::from_secs(cfg.retention_interval_s),
+            batch: cfg.retention_batch,
+        },
+        flows_stop.clone(),
+    ));
     let state = AppState {
         flows,
         store: Arc::clone(&store),
@@ -348,6 +361,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         run_json: Arc::new(RunJsonCache::new(RUN_JSON_CACHE_BYTES)),
         sealer,
         bundles: Arc::new(troupe_api::bundle::Bundles::default()),
+        retention_batch: cfg.retention_batch,
         limits: Arc::new(troupe_api::limits::Limits::new(ApiConfig {
             max_body_bytes: cfg.max_body_bytes,
             max_worker_body_bytes: cfg.max_worker_body_bytes,

@@ -21,7 +21,7 @@ use troupe_store::{Page, RunFilter, Stream};
 use troupe_wire::runs::RunsQuery as ListQuery;
 use troupe_wire::runs::{
     CancelRequest, CreateRun, EventPage, EventsQuery, HostFailure, HostResult, OutputQuery,
-    RelaunchFrom, RelaunchHosts, RelaunchRequest, RunList,
+    PruneReport, PruneRuns, RelaunchFrom, RelaunchHosts, RelaunchRequest, RunList,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -36,6 +36,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_hosts))
         .routes(routes!(cancel_run))
         .routes(routes!(relaunch_run))
+        .routes(routes!(prune_runs))
 }
 
 /// Launch a run: it is queued at once and started as soon as a worker slot is free.
@@ -502,4 +503,89 @@ pub(crate) fn audited(run: &Run) -> AuditTarget {
     AuditTarget::new("run", run.id)
         .named(run.playbook.clone())
         .detail(detail)
+}
+
+/// Prune finished runs now, with their events and output: those that finished longer ago than
+/// `older_than`, and those older than their project's newest `keep`. What still needs a run
+/// keeps it (see docs/architecture.md, Retention). Pruned in batches, as the background
+/// retention does; `dry_run` only counts.
+#[utoipa::path(post, path = "/api/v1/runs/prune", request_body = PruneRuns,
+    responses((status = 200, body = PruneReport), (status = 422, body = crate::error::ErrorBody)))]
+async fn prune_runs(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<PruneRuns>,
+) -> ApiResult<Json<PruneReport>> {
+    let policy = prune_policy(&req, chrono::Utc::now())?;
+    if req.dry_run {
+        let runs = state.store.count_prunable_runs(&policy).await?;
+        return Ok(Json(PruneReport {
+            runs,
+            dry_run: true,
+            ..PruneReport::default()
+        }));
+    }
+    let pruned = troupe_store::retention::prune(
+        state.store.as_ref(),
+        &policy,
+        state.retention_batch,
+        troupe_store::retention::BATCH_PAUSE,
+    )
+    .await?;
+    tracing::info!(
+        runs = pruned.runs,
+        events = pruned.events,
+        output_chunks = pruned.output_chunks,
+        "pruned runs on request"
+    );
+    Ok(Json(PruneReport {
+        runs: pruned.runs,
+        events: pruned.events,
+        output_chunks: pruned.output_chunks,
+        dry_run: false,
+    }))
+}
+
+/// The retention a prune request asks for, at `now`.
+fn prune_policy(
+    req: &PruneRuns,
+    now: chrono::DateTime<chrono::Utc>,
+) -> ApiResult<troupe_store::RunRetention> {
+    let finished_before = match req.older_than.as_deref() {
+        None => None,
+        Some(text) => {
+            let age = humantime::parse_duration(text.trim()).map_err(|e| {
+                ApiError::invalid(
+                    "invalid_duration",
+                    "older_than",
+                    format!("older_than {text:?} is not a duration like 30d or 12h: {e}"),
+                )
+            })?;
+            // An age beyond chrono's range reaches back before any run.
+            Some(
+                chrono::Duration::from_std(age)
+                    .ok()
+                    .and_then(|age| now.checked_sub_signed(age))
+                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC),
+            )
+        }
+    };
+    if req.keep == Some(0) {
+        return Err(ApiError::invalid(
+            "invalid_keep",
+            "keep",
+            "keep must be at least 1 (to prune every finished run, give older_than)",
+        ));
+    }
+    let policy = troupe_store::RunRetention {
+        finished_before,
+        keep_per_project: req.keep,
+    };
+    if policy.is_off() {
+        return Err(ApiError::invalid(
+            "missing_limit",
+            "older_than",
+            "give older_than, keep, or both",
+        ));
+    }
+    Ok(policy)
 }

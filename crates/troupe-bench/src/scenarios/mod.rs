@@ -1,5 +1,5 @@
-//! The seven scenarios of the benchmark issue, the event path (8), flows (9) and scale-out over
-//! remote workers (10).
+//! The seven scenarios of the benchmark issue, the event path (8), flows (9), scale-out over
+//! remote workers (10) and retention (11).
 
 mod api;
 mod events;
@@ -9,6 +9,7 @@ mod footprint;
 mod ingest;
 mod launch;
 mod overhead;
+mod retention;
 mod scaleout;
 mod slices;
 
@@ -30,11 +31,12 @@ pub enum Scenario {
     Events,
     Flows,
     Scaleout,
+    Retention,
 }
 
 impl Scenario {
     /// In the order they run.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Overhead,
         Scenario::Launch,
         Scenario::Ingest,
@@ -45,6 +47,7 @@ impl Scenario {
         Scenario::Events,
         Scenario::Flows,
         Scenario::Scaleout,
+        Scenario::Retention,
     ];
 
     /// Its name in the table.
@@ -60,17 +63,18 @@ impl Scenario {
             Scenario::Events => "8 events",
             Scenario::Flows => "9 flows",
             Scenario::Scaleout => "10 scaleout",
+            Scenario::Retention => "11 retention",
         }
     }
 }
 
-/// Runs one scenario, adding its rows to `ctx`. Overhead, ingest and scaleout repeat their
-/// runs themselves (interleaved, or on one server); every other scenario is run `ctx.reps` times,
+/// Runs one scenario, adding its rows to `ctx`. Overhead, ingest, scaleout and retention run
+/// once (the first three repeat their runs themselves) (interleaved, or on one server); every other scenario is run `ctx.reps` times,
 /// each time on a fresh server.
 pub async fn run(s: Scenario, ctx: &mut Ctx) -> anyhow::Result<()> {
     if matches!(
         s,
-        Scenario::Overhead | Scenario::Ingest | Scenario::Scaleout
+        Scenario::Overhead | Scenario::Ingest | Scenario::Scaleout | Scenario::Retention
     ) {
         once(s, ctx).await
     } else {
@@ -90,6 +94,7 @@ async fn once(s: Scenario, ctx: &mut Ctx) -> anyhow::Result<()> {
         Scenario::Slices => slices::run(ctx).await,
         Scenario::Flows => flows::run(ctx).await,
         Scenario::Scaleout => scaleout::run(ctx).await,
+        Scenario::Retention => retention::run(ctx).await,
     }
 }
 

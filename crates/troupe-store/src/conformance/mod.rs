@@ -13,7 +13,7 @@
 //!
 //! Cases panic (assert) on failure. They live in one module per aggregate, as the store's
 //! traits do (`catalog`, `runs`, `claims`, `events`, `output`, `jobs`, `inbound`, `tokens`,
-//! and `flows`, `executions`, `schedules` for the flow traits); this file holds the one list
+//! and `flows`, `executions`, `schedules` for the flow traits, `retention`); this file holds the one list
 //! of every case, the helpers several modules share, and the backend's own case
 //! ([`backend_basics`]). Races (claims, slots, fires, approvals) run each caller on a thread of
 //! its own, so a backend meets them as it meets several replicas.
@@ -53,6 +53,7 @@ mod jobs;
 mod leases;
 mod notifications;
 mod output;
+mod retention;
 mod runs;
 mod schedules;
 mod sealed;
@@ -71,6 +72,7 @@ pub use jobs::*;
 pub use leases::*;
 pub use notifications::*;
 pub use output::*;
+pub use retention::*;
 pub use runs::*;
 pub use schedules::*;
 pub use sealed::*;
@@ -175,6 +177,10 @@ macro_rules! __conformance_case_names {
             racing_notification_claims,
             source_leases_round_trip,
             racing_source_lease_acquires,
+            retention_by_age_in_batches,
+            retention_keeps_the_newest_per_project,
+            retention_spares_what_is_still_needed,
+            retention_unlinks_relaunches,
         );
     };
 }

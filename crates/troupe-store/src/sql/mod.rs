@@ -24,6 +24,7 @@ mod ingest;
 pub mod leases;
 pub mod notifications;
 mod references;
+pub mod retention;
 mod rows;
 pub mod sealed;
 pub mod statements;

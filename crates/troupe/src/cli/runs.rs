@@ -1,10 +1,12 @@
-//! `troupe runs ...`: list, show, logs, cancel.
+//! `troupe runs ...`: list, show, logs, cancel, prune.
 
 use crate::cli::print_json;
 use crate::client::Client;
 use clap::Subcommand;
 use std::collections::BTreeMap;
-use troupe_wire::runs::{CancelMode, CancelRequest, HostResult, Run, RunList};
+use troupe_wire::runs::{
+    CancelMode, CancelRequest, HostResult, PruneReport, PruneRuns, Run, RunList,
+};
 
 /// Inspect and control runs.
 #[derive(Debug, Subcommand)]
@@ -65,6 +67,23 @@ pub enum RunsCmd {
         id: i64,
         /// Directory to write into (created when missing).
         dir: std::path::PathBuf,
+    },
+    /// Prune finished runs now, with their events and output (admin). Runs still needed (a
+    /// split run's slices going, a pending notification, a job unit's latest action, a step
+    /// of an unfinished flow execution) stay.
+    Prune {
+        /// Runs that finished longer ago than this go (30d, 12h, 90m).
+        #[arg(long, value_name = "AGE")]
+        older_than: Option<String>,
+        /// Each project keeps its newest N runs; its older finished runs go.
+        #[arg(long, value_name = "N")]
+        keep: Option<u32>,
+        /// Only count what would go.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -149,6 +168,33 @@ pub async fn run(client: &Client, cmd: RunsCmd) -> anyhow::Result<i32> {
             Ok(0)
         }
         RunsCmd::Export { id, dir } => crate::cli::export::run(client, id, dir).await,
+        RunsCmd::Prune {
+            older_than,
+            keep,
+            dry_run,
+            json,
+        } => {
+            if older_than.is_none() && keep.is_none() {
+                anyhow::bail!("give --older-than, --keep, or both");
+            }
+            let body = PruneRuns {
+                older_than,
+                keep,
+                dry_run,
+            };
+            let report: PruneReport = client.post("/api/v1/runs/prune", &body).await?;
+            if json {
+                print_json(&report)?;
+            } else if report.dry_run {
+                println!("{} runs would be pruned", report.runs);
+            } else {
+                println!(
+                    "pruned {} runs ({} events, {} output chunks)",
+                    report.runs, report.events, report.output_chunks
+                );
+            }
+            Ok(0)
+        }
     }
 }
 

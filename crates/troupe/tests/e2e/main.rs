@@ -25,6 +25,7 @@ mod notify;
 mod postgres;
 mod redaction;
 mod replicas;
+mod retention;
 mod roles;
 mod runner_compat;
 mod runs;
