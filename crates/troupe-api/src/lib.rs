@@ -128,8 +128,16 @@ fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
             &mut item.patch,
         ];
         for op in ops.into_iter().flatten() {
-            add(op, "401", "No token, or one that is unknown, revoked or expired");
-            add(op, "403", "The token's role or project scope does not allow this");
+            add(
+                op,
+                "401",
+                "No token, or one that is unknown, revoked or expired",
+            );
+            add(
+                op,
+                "403",
+                "The token's role or project scope does not allow this",
+            );
             let has_params = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
             if has_params || op.request_body.is_some() {
                 add(
@@ -143,8 +151,16 @@ fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
             }
             if op.request_body.is_some() {
                 add(op, "413", "The body is larger than `max_body_bytes`");
-                add(op, "415", "The body is not of the media type this route takes");
-                add(op, "422", "The body does not have the fields this route takes");
+                add(
+                    op,
+                    "415",
+                    "The body is not of the media type this route takes",
+                );
+                add(
+                    op,
+                    "422",
+                    "The body does not have the fields this route takes",
+                );
             }
         }
     }

@@ -466,9 +466,7 @@ pub fn expand_host_pattern(pattern: &str) -> Result<Vec<String>, String> {
             .iter()
             .map(|item| names.len().saturating_mul(head.len() + item.len()))
             .fold(0usize, usize::saturating_add);
-        bytes = bytes
-            .saturating_mul(items.len())
-            .saturating_add(added);
+        bytes = bytes.saturating_mul(items.len()).saturating_add(added);
         if bytes > MAX_EXPANSION_BYTES {
             return Err(format!(
                 "{pattern:?} expands to more than {} MiB of host names",

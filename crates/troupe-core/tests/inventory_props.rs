@@ -338,7 +338,7 @@ proptest! {
 
     #[test]
     fn host_pattern_expands_to_the_product_of_its_ranges((pattern, count) in host_pattern()) {
-        let hosts = expand_host_pattern(&pattern).map_err(|e| TestCaseError::fail(e))?;
+        let hosts = expand_host_pattern(&pattern).map_err(TestCaseError::fail)?;
         prop_assert_eq!(hosts.len(), count, "{}", pattern);
         let distinct: BTreeSet<&String> = hosts.iter().collect();
         prop_assert_eq!(distinct.len(), count, "names repeat in {:?}", hosts);
