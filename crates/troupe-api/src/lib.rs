@@ -82,7 +82,80 @@ impl utoipa::Modify for BearerAuth {
 
 /// The OpenAPI document of the whole API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes().merge(open_routes()).split_for_parts().1
+    let mut doc = api_routes().merge(open_routes()).split_for_parts().1;
+    document_common_errors(&mut doc);
+    doc
+}
+
+/// Adds to every operation the errors any route can answer before its handler runs (the
+/// token check, the extractors), unless the operation documents that status itself.
+fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::Operation;
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    let add = |op: &mut Operation, status: &str, description: &str| {
+        op.responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert_with(|| error(description).into());
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let has_path_params = path.contains('{');
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in ops.into_iter().flatten() {
+            add(
+                op,
+                "401",
+                "No token, or one that is unknown, revoked or expired",
+            );
+            add(
+                op,
+                "403",
+                "The token's role or project scope does not allow this",
+            );
+            let has_params = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            if has_params || op.request_body.is_some() {
+                add(
+                    op,
+                    "400",
+                    "A path or query parameter of the wrong type, or a body that is not JSON",
+                );
+            }
+            if has_path_params {
+                add(op, "404", "Nothing has that id or name");
+            }
+            if op.request_body.is_some() {
+                add(op, "413", "The body is larger than `max_body_bytes`");
+                add(
+                    op,
+                    "415",
+                    "The body is not of the media type this route takes",
+                );
+                add(
+                    op,
+                    "422",
+                    "The body does not have the fields this route takes",
+                );
+            }
+        }
+    }
 }
 
 /// Routes that authenticate requests themselves (webhooks: signatures or source tokens).

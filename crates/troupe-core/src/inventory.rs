@@ -427,27 +427,72 @@ fn split_ini_words(line: &str) -> Result<Vec<(String, usize)>, (usize, String)> 
 /// The most hosts one range pattern may expand to.
 const MAX_EXPANSION: usize = 100_000;
 
+/// The most bytes of host names one range pattern may expand to.
+const MAX_EXPANSION_BYTES: usize = 64 * 1024 * 1024;
+
 /// Expands Ansible host range patterns: `web[1:3]`, `db[01:10:2].example.com`, `[a:c]x`.
 pub fn expand_host_pattern(pattern: &str) -> Result<Vec<String>, String> {
     if pattern.is_empty() {
         return Err("empty host name".into());
     }
-    let Some(open) = pattern.find('[') else {
-        if pattern.contains(']') {
+    // Built left to right, one range at a time: a pattern of many ranges costs no stack, and
+    // the size of what it expands to is known before it is allocated.
+    let mut names = vec![String::new()];
+    let mut bytes = 0usize;
+    let mut rest = pattern;
+    loop {
+        let (head, items, after) = match rest.find('[') {
+            None => (rest, vec![String::new()], ""),
+            Some(open) => {
+                // An IPv6 address in brackets is not a range.
+                let Some(close_rel) = rest[open..].find(']') else {
+                    return Err(format!("unbalanced '[' in host pattern {pattern:?}"));
+                };
+                let close = open + close_rel;
+                let items = range_items(&rest[open + 1..close], pattern)?;
+                (&rest[..open], items, &rest[close + 1..])
+            }
+        };
+        if head.contains(']') {
             return Err(format!("unbalanced ']' in host pattern {pattern:?}"));
         }
-        return Ok(vec![pattern.to_owned()]);
-    };
-    // An IPv6 address in brackets is not a range.
-    let Some(close_rel) = pattern[open..].find(']') else {
-        return Err(format!("unbalanced '[' in host pattern {pattern:?}"));
-    };
-    let close = open + close_rel;
-    let (head, inner, tail) = (
-        &pattern[..open],
-        &pattern[open + 1..close],
-        &pattern[close + 1..],
-    );
+        let count = names.len().saturating_mul(items.len());
+        if count > MAX_EXPANSION {
+            return Err(format!(
+                "{pattern:?} expands to more than {MAX_EXPANSION} hosts"
+            ));
+        }
+        let added: usize = items
+            .iter()
+            .map(|item| names.len().saturating_mul(head.len() + item.len()))
+            .fold(0usize, usize::saturating_add);
+        bytes = bytes.saturating_mul(items.len()).saturating_add(added);
+        if bytes > MAX_EXPANSION_BYTES {
+            return Err(format!(
+                "{pattern:?} expands to more than {} MiB of host names",
+                MAX_EXPANSION_BYTES / (1024 * 1024)
+            ));
+        }
+        if let [item] = items.as_slice() {
+            for name in &mut names {
+                name.push_str(head);
+                name.push_str(item);
+            }
+        } else {
+            names = names
+                .iter()
+                .flat_map(|name| items.iter().map(move |item| format!("{name}{head}{item}")))
+                .collect();
+        }
+        if after.is_empty() {
+            return Ok(names);
+        }
+        rest = after;
+    }
+}
+
+/// What one `[start:end]` or `[start:end:step]` range of `pattern` stands for.
+fn range_items(inner: &str, pattern: &str) -> Result<Vec<String>, String> {
     let fields: Vec<&str> = inner.split(':').collect();
     let (start, end, step) = match fields.as_slice() {
         [s, e] => (*s, *e, 1usize),
@@ -465,7 +510,7 @@ pub fn expand_host_pattern(pattern: &str) -> Result<Vec<String>, String> {
             ));
         }
     };
-    let items: Vec<String> = if let (Ok(a), Ok(b)) = (start.parse::<u64>(), end.parse::<u64>()) {
+    if let (Ok(a), Ok(b)) = (start.parse::<u64>(), end.parse::<u64>()) {
         if a > b {
             return Err(format!("range start is after its end in {pattern:?}"));
         }
@@ -474,44 +519,24 @@ pub fn expand_host_pattern(pattern: &str) -> Result<Vec<String>, String> {
         } else {
             0
         };
-        (a..=b)
+        Ok((a..=b)
             .step_by(step)
             .take(MAX_EXPANSION + 1)
             .map(|n| format!("{n:0width$}"))
-            .collect()
+            .collect())
     } else if start.len() == 1 && end.len() == 1 {
         let (a, b) = (start.as_bytes()[0], end.as_bytes()[0]);
         if !(a.is_ascii_alphabetic() && b.is_ascii_alphabetic()) || a > b {
             return Err(format!("invalid alphabetic range [{inner}] in {pattern:?}"));
         }
-        (a..=b)
+        Ok((a..=b)
             .step_by(step)
             .map(|c| (c as char).to_string())
-            .collect()
+            .collect())
     } else {
-        return Err(format!(
+        Err(format!(
             "invalid range [{inner}] in host pattern {pattern:?}"
-        ));
-    };
-    let mut out = Vec::new();
-    for item in items {
-        for rest in expand_host_pattern_tail(tail)? {
-            out.push(format!("{head}{item}{rest}"));
-            if out.len() > MAX_EXPANSION {
-                return Err(format!(
-                    "{pattern:?} expands to more than {MAX_EXPANSION} hosts"
-                ));
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn expand_host_pattern_tail(tail: &str) -> Result<Vec<String>, String> {
-    if tail.is_empty() {
-        Ok(vec![String::new()])
-    } else {
-        expand_host_pattern(tail)
+        ))
     }
 }
 

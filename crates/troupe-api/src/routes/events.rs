@@ -233,7 +233,7 @@ async fn list_events(
 }
 
 /// One event's record.
-#[utoipa::path(get, path = "/api/v1/events/{id}",
+#[utoipa::path(get, path = "/api/v1/events/{id}", params(("id" = i64, Path)),
     responses((status = 200, body = EventView), (status = 404, body = crate::error::ErrorBody)))]
 async fn get_event(
     State(state): State<AppState>,

@@ -115,7 +115,7 @@ pub(crate) async fn create_git_project(state: &AppState, new: &NewProject) -> Ap
 /// Installs `requirements.yml` roles and collections; their failure is reported in
 /// `sync.requirements_error`, never fatal. A git failure is `422 sync_failed` and is recorded
 /// in `sync.error`; runs keep using the last good checkout.
-#[utoipa::path(post, path = "/api/v1/projects/{id}/sync",
+#[utoipa::path(post, path = "/api/v1/projects/{id}/sync", params(("id" = i64, Path)),
     responses((status = 200, body = Project), (status = 404, body = crate::error::ErrorBody),
         (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 async fn sync_project(

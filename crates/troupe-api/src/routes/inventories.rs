@@ -60,7 +60,7 @@ async fn list_inventories(
 }
 
 /// One inventory.
-#[utoipa::path(get, path = "/api/v1/inventories/{id}", responses((status = 200, body = Inventory), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/inventories/{id}", params(("id" = i64, Path)), responses((status = 200, body = Inventory), (status = 404, body = crate::error::ErrorBody)))]
 async fn get_inventory(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
@@ -70,7 +70,7 @@ async fn get_inventory(
 
 /// Replace an inventory (same body as creating one, checked the same way). Its `revision` is
 /// bumped; runs already queued keep the inventory they were created with.
-#[utoipa::path(put, path = "/api/v1/inventories/{id}", request_body = NewInventory,
+#[utoipa::path(put, path = "/api/v1/inventories/{id}", params(("id" = i64, Path)), request_body = NewInventory,
     responses((status = 200, body = Inventory), (status = 404, body = crate::error::ErrorBody),
         (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 async fn update_inventory(
@@ -84,7 +84,7 @@ async fn update_inventory(
 
 /// Delete an inventory. Refused (409) while a queued or running run or a template uses it;
 /// finished runs keep their own copy.
-#[utoipa::path(delete, path = "/api/v1/inventories/{id}",
+#[utoipa::path(delete, path = "/api/v1/inventories/{id}", params(("id" = i64, Path)),
     responses((status = 204), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 async fn delete_inventory(
     State(state): State<AppState>,
@@ -97,7 +97,7 @@ async fn delete_inventory(
 /// The inventory in Ansible's dynamic inventory JSON: exactly what `ansible-inventory --list`
 /// prints for it (groups with `hosts` and `children`, `_meta.hostvars` with every host's
 /// variables, group variables merged in), or with `?host=` one host's variables.
-#[utoipa::path(get, path = "/api/v1/inventories/{id}/ansible", params(AnsibleQuery),
+#[utoipa::path(get, path = "/api/v1/inventories/{id}/ansible", params(("id" = i64, Path), AnsibleQuery),
     responses((status = 200, body = Object), (status = 404, body = crate::error::ErrorBody)))]
 async fn ansible_inventory(
     State(state): State<AppState>,

@@ -100,7 +100,7 @@ async fn list_jobs(
 }
 
 /// One job, its units and their runs.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}", responses((status = 200, body = JobView), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", params(("id" = i64, Path)), responses((status = 200, body = JobView), (status = 404, body = crate::error::ErrorBody)))]
 async fn get_job(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
@@ -146,7 +146,7 @@ async fn get_job(
 
 /// Set where a unit's playbooks are: a project, or a data_dir with a `project/` (or the seed's
 /// `projects/`) subdirectory.
-#[utoipa::path(put, path = "/api/v1/jobs/{id}/units/{unit}", request_body = SetUnit,
+#[utoipa::path(put, path = "/api/v1/jobs/{id}/units/{unit}", params(("id" = i64, Path), ("unit" = String, Path)), request_body = SetUnit,
     responses((status = 200, body = Unit), (status = 404, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 async fn set_unit(
     State(state): State<AppState>,
@@ -172,7 +172,7 @@ async fn set_unit(
 }
 
 /// Run `<action>-<unit>.yml` for one unit.
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/units/{unit}/actions", request_body = ActionRequest,
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/units/{unit}/actions", params(("id" = i64, Path), ("unit" = String, Path)), request_body = ActionRequest,
     responses((status = 201, body = Run), (status = 404, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 async fn unit_action(
     State(state): State<AppState>,
@@ -189,10 +189,22 @@ async fn unit_action(
     Ok((StatusCode::CREATED, super::runs::audited(&run), Json(run)))
 }
 
+/// A job action's 422, as the OpenAPI document describes it: the request itself is wrong (an
+/// invalid action name, say), or it is right and no unit could start.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // only described, never built: the handler answers with either part
+enum JobActionRefused {
+    /// No unit could start; each says why.
+    Units(JobActionResult),
+    /// The request was refused before any unit was tried.
+    Error(crate::error::ErrorBody),
+}
+
 /// Run `<action>-<unit>.yml` for every unit of the job, each in its own run, in parallel. A
 /// unit that cannot start (its playbook is missing, say) is reported for that unit only.
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/actions", request_body = ActionRequest,
-    responses((status = 201, body = JobActionResult), (status = 422, body = JobActionResult)))]
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/actions", params(("id" = i64, Path)), request_body = ActionRequest,
+    responses((status = 201, body = JobActionResult), (status = 422, body = JobActionRefused)))]
 async fn job_action(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
@@ -239,7 +251,7 @@ async fn launch_action(
 
 /// The job's units as an Ansible dynamic inventory (`--list` shape): group `units` (and the
 /// tag), with each unit's job id, tag and name in `_meta.hostvars`.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/inventory", responses((status = 200, body = Object), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/inventory", params(("id" = i64, Path)), responses((status = 200, body = Object), (status = 404, body = crate::error::ErrorBody)))]
 async fn job_inventory(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,

@@ -18,7 +18,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 
 /// A run's notifications (from its template or rule), oldest first: target (URL shown as
 /// scheme and host), state (`pending`, `sent`, `failed`, `skipped`), attempts, last error.
-#[utoipa::path(get, path = "/api/v1/runs/{id}/notifications",
+#[utoipa::path(get, path = "/api/v1/runs/{id}/notifications", params(("id" = i64, Path)),
     responses((status = 200, body = NotificationList), (status = 404, body = crate::error::ErrorBody)))]
 async fn run_notifications(
     State(state): State<AppState>,
@@ -32,7 +32,7 @@ async fn run_notifications(
 }
 
 /// An execution's notifications (from its flow's `notify`), oldest first.
-#[utoipa::path(get, path = "/api/v1/executions/{id}/notifications",
+#[utoipa::path(get, path = "/api/v1/executions/{id}/notifications", params(("id" = i64, Path)),
     responses((status = 200, body = NotificationList), (status = 404, body = crate::error::ErrorBody)))]
 async fn execution_notifications(
     State(state): State<AppState>,

@@ -77,7 +77,7 @@ async fn list_projects(
 }
 
 /// One project.
-#[utoipa::path(get, path = "/api/v1/projects/{id}", responses((status = 200, body = Project), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/projects/{id}", params(("id" = i64, Path)), responses((status = 200, body = Project), (status = 404, body = crate::error::ErrorBody)))]
 async fn get_project(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
@@ -86,7 +86,7 @@ async fn get_project(
 }
 
 /// The playbooks a project holds.
-#[utoipa::path(get, path = "/api/v1/projects/{id}/playbooks", responses((status = 200, body = PlaybookList), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/projects/{id}/playbooks", params(("id" = i64, Path)), responses((status = 200, body = PlaybookList), (status = 404, body = crate::error::ErrorBody)))]
 async fn list_playbooks(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,

@@ -212,7 +212,7 @@ async fn list_page(state: &AppState, filter: &RunFilter, page: Page) -> ApiResul
 
 /// One run: status, times, rc and per-host summary. The answer carries an `ETag`; with
 /// `If-None-Match` naming it, an unchanged run is answered `304 Not Modified` with no body.
-#[utoipa::path(get, path = "/api/v1/runs/{id}", responses((status = 200, body = Run), (status = 304, description = "The run named by `If-None-Match` is unchanged"), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/runs/{id}", params(("id" = i64, Path)), responses((status = 200, body = Run), (status = 304, description = "The run named by `If-None-Match` is unchanged"), (status = 404, body = crate::error::ErrorBody)))]
 async fn get_run(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -235,7 +235,7 @@ async fn get_run(
 }
 
 /// A run's events in counter order (ansible-runner's fields).
-#[utoipa::path(get, path = "/api/v1/runs/{id}/events", params(EventsQuery), responses((status = 200, body = EventPage)))]
+#[utoipa::path(get, path = "/api/v1/runs/{id}/events", params(("id" = i64, Path), EventsQuery), responses((status = 200, body = EventPage)))]
 async fn list_events(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
@@ -265,7 +265,7 @@ async fn list_events(
 /// A run's standard output, as ansible printed it (plain text, or with ansible's colours with
 /// `ansi=true`). `X-Troupe-Run-Status` carries the run's status as it was before the output
 /// was read.
-#[utoipa::path(get, path = "/api/v1/runs/{id}/stdout", params(OutputQuery), responses((status = 200, content_type = "text/plain", body = String)))]
+#[utoipa::path(get, path = "/api/v1/runs/{id}/stdout", params(("id" = i64, Path), OutputQuery), responses((status = 200, content_type = "text/plain", body = String)))]
 async fn get_stdout(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
@@ -275,7 +275,7 @@ async fn get_stdout(
 }
 
 /// A run's standard error.
-#[utoipa::path(get, path = "/api/v1/runs/{id}/stderr", params(OutputQuery), responses((status = 200, content_type = "text/plain", body = String)))]
+#[utoipa::path(get, path = "/api/v1/runs/{id}/stderr", params(("id" = i64, Path), OutputQuery), responses((status = 200, content_type = "text/plain", body = String)))]
 async fn get_stderr(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
@@ -317,7 +317,7 @@ async fn output(state: &AppState, id: i64, stream: Stream, q: &OutputQuery) -> A
 }
 
 /// Per host: totals from the PLAY RECAP and the failures behind them.
-#[utoipa::path(get, path = "/api/v1/runs/{id}/hosts", responses((status = 200, body = BTreeMap<String, HostResult>)))]
+#[utoipa::path(get, path = "/api/v1/runs/{id}/hosts", params(("id" = i64, Path)), responses((status = 200, body = BTreeMap<String, HostResult>)))]
 async fn get_hosts(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
@@ -364,7 +364,7 @@ async fn get_hosts(
 }
 
 /// Stop a run. A queued run is canceled at once; a running one is stopped by its worker.
-#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", request_body = CancelRequest,
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", params(("id" = i64, Path)), request_body = CancelRequest,
     responses((status = 202, body = Run), (status = 409, body = crate::error::ErrorBody)))]
 async fn cancel_run(
     State(state): State<AppState>,
@@ -379,7 +379,7 @@ async fn cancel_run(
 /// Run a finished run again as a new run linked to it (`relaunch_of`): on all its hosts, or
 /// only those that failed or were unreachable; from the start, or resuming at the task that
 /// failed or where a cancel stopped it.
-#[utoipa::path(post, path = "/api/v1/runs/{id}/relaunch", request_body = RelaunchRequest,
+#[utoipa::path(post, path = "/api/v1/runs/{id}/relaunch", params(("id" = i64, Path)), request_body = RelaunchRequest,
     responses((status = 201, body = Run), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 async fn relaunch_run(
     State(state): State<AppState>,

@@ -82,7 +82,7 @@ impl Frame {
 
 /// Follows a run's events over WebSocket: JSON text messages `{"type": "event", "event": {...}}`,
 /// then `{"type": "end", ...}`, or `{"type": "lagged", "resume_after": N}`.
-#[utoipa::path(get, path = "/api/v1/runs/{id}/events/ws", params(RunStreamQuery),
+#[utoipa::path(get, path = "/api/v1/runs/{id}/events/ws", params(("id" = i64, Path), RunStreamQuery),
     responses((status = 101, description = "WebSocket of RunStreamMessage"), (status = 404, body = crate::error::ErrorBody),
         (status = 429, body = crate::error::ErrorBody)))]
 async fn run_events_ws(
@@ -102,7 +102,7 @@ async fn run_events_ws(
 
 /// Follows a run's events as Server-Sent Events: `event: event` with `id: <counter>` (so a
 /// browser's `Last-Event-ID` resumes), then `event: end`, or `event: lagged`.
-#[utoipa::path(get, path = "/api/v1/runs/{id}/events/sse", params(RunStreamQuery),
+#[utoipa::path(get, path = "/api/v1/runs/{id}/events/sse", params(("id" = i64, Path), RunStreamQuery),
     responses((status = 200, content_type = "text/event-stream", body = RunStreamMessage), (status = 404, body = crate::error::ErrorBody),
         (status = 429, body = crate::error::ErrorBody)))]
 async fn run_events_sse(

@@ -66,7 +66,7 @@ async fn list_templates(
 }
 
 /// One template.
-#[utoipa::path(get, path = "/api/v1/templates/{id}", responses((status = 200, body = Template), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/templates/{id}", params(("id" = i64, Path)), responses((status = 200, body = Template), (status = 404, body = crate::error::ErrorBody)))]
 async fn get_template(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
@@ -78,7 +78,7 @@ async fn get_template(
 /// `skip_tags`, `check`, `diff`, `forks`, `verbosity`, `timeout_s`, `start_at_task`,
 /// `inventory`, `labels`), each only if the template allows it; `extra_vars` and `labels`
 /// are merged over the template's, the others replace them.
-#[utoipa::path(post, path = "/api/v1/templates/{id}/launch", request_body = Object,
+#[utoipa::path(post, path = "/api/v1/templates/{id}/launch", params(("id" = i64, Path)), request_body = Object,
     responses((status = 201, body = Run), (status = 422, body = crate::error::ErrorBody)))]
 async fn launch_template(
     State(state): State<AppState>,

@@ -143,7 +143,7 @@ async fn list_tokens(State(state): State<AppState>) -> ApiResult<Json<TokenList>
 
 /// Revoke a token: it is refused from now on (by this process at once, by other replicas
 /// within 30 s). The last admin token that is limited to no project cannot be revoked (409).
-#[utoipa::path(delete, path = "/api/v1/tokens/{id}",
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", params(("id" = i64, Path)),
     responses((status = 204), (status = 404, body = crate::error::ErrorBody),
         (status = 409, body = crate::error::ErrorBody)))]
 async fn revoke_token(

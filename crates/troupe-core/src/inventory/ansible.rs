@@ -567,6 +567,7 @@ pub fn python_literal(text: &str) -> Value {
     let mut p = PyParser {
         s: text.trim_start_matches([' ', '\t']).as_bytes(),
         i: 0,
+        depth: 0,
     };
     match p.value() {
         Some(v) => {
@@ -581,9 +582,14 @@ pub fn python_literal(text: &str) -> Value {
     }
 }
 
+/// How deeply lists, tuples and dicts may nest in a literal; deeper is text. (Python's own
+/// parser stops at 200; each level here is a call, and an INI line may be 4 MiB of `[`.)
+const MAX_LITERAL_DEPTH: usize = 100;
+
 struct PyParser<'a> {
     s: &'a [u8],
     i: usize,
+    depth: usize,
 }
 
 impl PyParser<'_> {
@@ -608,6 +614,16 @@ impl PyParser<'_> {
     }
 
     fn value(&mut self) -> Option<Value> {
+        if self.depth >= MAX_LITERAL_DEPTH {
+            return None;
+        }
+        self.depth += 1;
+        let v = self.value_at_depth();
+        self.depth -= 1;
+        v
+    }
+
+    fn value_at_depth(&mut self) -> Option<Value> {
         self.ws();
         match self.peek()? {
             b'\'' | b'"' => self.string().map(Value::from),

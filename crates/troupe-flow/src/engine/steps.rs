@@ -260,7 +260,10 @@ fn delay_before(step: &Step, next: u32) -> Duration {
         return Duration::ZERO;
     };
     let factor = retry.backoff.max(1.0).powi(next.saturating_sub(2) as i32);
-    let wait = retry.delay.0.mul_f64(factor.min(1e6));
+    // Saturating: a delay the document allows (any u64 of seconds) times the backoff may not
+    // fit a Duration, where `mul_f64` would panic; such a wait is as good as forever.
+    let wait = Duration::try_from_secs_f64(retry.delay.0.as_secs_f64() * factor.min(1e6))
+        .unwrap_or(Duration::MAX);
     match retry.max_delay {
         Some(max) => wait.min(max.0),
         None => wait,
@@ -382,6 +385,25 @@ mod tests {
         let waits: Vec<u64> = (2..=5).map(|n| delay_before(&s, n).as_secs()).collect();
         assert_eq!(waits, [2, 6, 10, 10]);
         assert_eq!(delay_before(&step(None), 2), Duration::ZERO);
+    }
+
+    /// `retry: {attempts: 3, delay: 18446744073709551615, backoff: 2}` loads; its third
+    /// attempt's wait overflowed `Duration::mul_f64`, a panic in the engine.
+    #[test]
+    fn a_delay_too_long_for_a_duration_waits_forever_instead_of_panicking() {
+        let s = step(Some(Retry {
+            attempts: 3,
+            delay: Dur(Duration::from_secs(u64::MAX)),
+            backoff: 2.0,
+            max_delay: None,
+            until: None,
+        }));
+        assert_eq!(delay_before(&s, 3), Duration::MAX);
+        let doc = crate::load(
+            "name: f\nsteps:\n  - log: x\n    retry: {attempts: 3, delay: 18446744073709551615, backoff: 2}\n",
+        )
+        .expect("the document allows it");
+        assert_eq!(delay_before(&doc.steps[0], 3), Duration::MAX);
     }
 
     #[test]
