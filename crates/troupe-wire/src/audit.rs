@@ -24,9 +24,9 @@ pub struct AuditQuery {
     /// Only before this time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<DateTime<Utc>>,
-    /// Only entries with an id below this: the previous page's `next_before`.
+    /// The `next_cursor` of the previous page (entries older than it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub before: Option<i64>,
+    pub cursor: Option<i64>,
     /// Page size, 1 to 500 (default 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<i64>,
@@ -37,7 +37,7 @@ pub struct AuditQuery {
 pub struct AuditList {
     /// The entries.
     pub entries: Vec<AuditEntry>,
-    /// Pass as `before` for the next page; absent on the last page.
+    /// Pass as `cursor` for the next page; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_before: Option<i64>,
+    pub next_cursor: Option<i64>,
 }

@@ -78,8 +78,9 @@ pub struct Config {
     /// A regular expression of extra-var names (at any depth) whose values are secret: sealed
     /// in the store, redacted from what runs produce, masked in event records.
     pub redact_vars: String,
-    /// Days the audit log keeps its entries (pruned hourly); 0 keeps them for ever.
-    pub audit_retention_days: u64,
+    /// How long the audit log keeps its entries (`90d`, `12h`...; pruned hourly); `off` keeps
+    /// them forever.
+    pub audit_retention: String,
     /// How long finished runs are kept (`90d`, `12h`...), with their events and output;
     /// `off` keeps them forever.
     pub run_retention: String,
@@ -124,7 +125,7 @@ impl Default for Config {
             tls_key_file: None,
             worker_labels: Vec::new(),
             redact_vars: troupe_core::redact::DEFAULT_SECRET_VARS.to_owned(),
-            audit_retention_days: 90,
+            audit_retention: "90d".to_owned(),
             run_retention: "90d".to_owned(),
             keep_runs_per_project: None,
             retention_interval_s: 3600,
@@ -164,7 +165,7 @@ const ENV_KEYS: &[&str] = &[
     "tls_key_file",
     "worker_labels",
     "redact_vars",
-    "audit_retention_days",
+    "audit_retention",
     "run_retention",
     "keep_runs_per_project",
     "retention_interval_s",
@@ -224,6 +225,7 @@ impl Config {
         cfg.check_limits()?;
         cfg.secret_names()?;
         cfg.run_retention()?;
+        cfg.audit_retention()?;
         if cfg.keep_runs_per_project == Some(0) {
             anyhow::bail!(
                 "invalid configuration: keep_runs_per_project must be at least 1 (leave it \
@@ -311,29 +313,15 @@ impl Config {
         })
     }
 
-    /// How long the audit log keeps its entries; `None` for ever.
-    pub fn audit_retention(&self) -> Option<std::time::Duration> {
-        (self.audit_retention_days > 0).then(|| {
-            std::time::Duration::from_secs(self.audit_retention_days.saturating_mul(86_400))
-        })
+    /// How long the audit log keeps its entries (`audit_retention`); `None` when forever
+    /// (`off`).
+    pub fn audit_retention(&self) -> anyhow::Result<Option<std::time::Duration>> {
+        retention_period("audit_retention", &self.audit_retention)
     }
 
     /// How long finished runs are kept (`run_retention`); `None` when forever (`off`).
     pub fn run_retention(&self) -> anyhow::Result<Option<std::time::Duration>> {
-        let text = self.run_retention.trim();
-        if text.eq_ignore_ascii_case("off") {
-            return Ok(None);
-        }
-        match humantime::parse_duration(text) {
-            Ok(age) if !age.is_zero() => Ok(Some(age)),
-            Ok(_) => anyhow::bail!(
-                "invalid configuration: run_retention must be longer than 0 (or \"off\")"
-            ),
-            Err(e) => anyhow::bail!(
-                "invalid configuration: run_retention {text:?} is not a duration like 90d or \
-                 12h, nor \"off\": {e}"
-            ),
-        }
+        retention_period("run_retention", &self.run_retention)
     }
 
     /// The file the local admin token is written to.
@@ -347,6 +335,21 @@ impl Config {
         self.secret_key_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("secret.key"))
+    }
+}
+
+/// A retention setting: a duration like `90d` or `12h`, or `off` (`None`: kept forever).
+fn retention_period(setting: &str, text: &str) -> anyhow::Result<Option<std::time::Duration>> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    match humantime::parse_duration(text) {
+        Ok(age) if !age.is_zero() => Ok(Some(age)),
+        Ok(_) => anyhow::bail!("invalid configuration: {setting} must be longer than 0 (or \"off\")"),
+        Err(e) => anyhow::bail!(
+            "invalid configuration: {setting} {text:?} is not a duration like 90d or 12h, nor \"off\": {e}"
+        ),
     }
 }
 

@@ -246,7 +246,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         .with_secret_names(cfg.secret_names()?)
         .with_audit(troupe_launch::audit::AuditLog::start(
             Arc::clone(&store),
-            cfg.audit_retention(),
+            cfg.audit_retention()?,
         )),
     );
     // Before the event service: its rules can start flows.

@@ -48,16 +48,16 @@ async fn list_audit(
         .list_audit(
             &filter,
             Page {
-                before: q.before,
+                before: q.cursor,
                 limit,
             },
         )
         .await?;
-    let next_before = (entries.len() as i64 == limit)
+    let next_cursor = (entries.len() as i64 == limit)
         .then(|| entries.last().map(|e| e.id))
         .flatten();
     Ok(Json(AuditList {
         entries,
-        next_before,
+        next_cursor,
     }))
 }

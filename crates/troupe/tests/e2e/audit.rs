@@ -312,7 +312,7 @@ async fn scenario(server: &Server) -> anyhow::Result<String> {
 
     let log = audit(server, "limit=500").await?;
     let all = &log.entries;
-    assert!(log.next_before.is_none());
+    assert!(log.next_cursor.is_none());
     assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
     assert!(
         all.iter().all(|e| e.method.as_deref() != Some("GET")),
@@ -432,8 +432,8 @@ async fn scenario(server: &Server) -> anyhow::Result<String> {
     assert_eq!(until.entries.len() + from_newest.entries.len(), all.len());
     // Paging.
     let first = audit(server, "limit=2").await?;
-    let before = first.next_before.context("a next page")?;
-    let second = audit(server, &format!("limit=2&before={before}")).await?;
+    let cursor = first.next_cursor.context("a next page")?;
+    let second = audit(server, &format!("limit=2&cursor={cursor}")).await?;
     assert_eq!(
         first
             .entries
