@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use troupe_testkit::Api;
 use troupe_testkit::procs::processes_of_runs_under;
 use troupe_wire::events::EventList;
-use troupe_wire::runs::{Run, RunList, RunStatus};
 use troupe_wire::health::Health;
+use troupe_wire::runs::{Run, RunList, RunStatus};
 
 /// Every run whose status is in `statuses` (comma-separated; every run when empty).
 pub async fn runs(api: &Api, statuses: &str) -> anyhow::Result<Vec<Run>> {
@@ -23,7 +23,8 @@ pub async fn runs(api: &Api, statuses: &str) -> anyhow::Result<Vec<Run>> {
         if let Some(c) = cursor {
             path.push_str(&format!("&cursor={c}"));
         }
-        let page: RunList = serde_json::from_value(api.get(&path).await?).context("a page of runs")?;
+        let page: RunList =
+            serde_json::from_value(api.get(&path).await?).context("a page of runs")?;
         out.extend(page.runs);
         match page.next_cursor {
             Some(c) => cursor = Some(c),
@@ -121,8 +122,17 @@ pub async fn kept(api: &Api, ledger: &Ledger) -> anyhow::Result<Kept> {
             k.events_lost.push(id.clone());
         }
     }
-    let all: BTreeMap<i64, Run> = runs(api, "").await?.into_iter().map(|r| (r.id, r)).collect();
-    k.runs_lost = ledger.runs.iter().filter(|id| !all.contains_key(id)).copied().collect();
+    let all: BTreeMap<i64, Run> = runs(api, "")
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r))
+        .collect();
+    k.runs_lost = ledger
+        .runs
+        .iter()
+        .filter(|id| !all.contains_key(id))
+        .copied()
+        .collect();
     for run in all.values() {
         *k.by_status.entry(run.status.to_string()).or_default() += 1;
         match run.status {

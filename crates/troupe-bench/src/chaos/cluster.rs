@@ -40,7 +40,15 @@ impl Cluster {
         };
         cluster.tool(
             "initdb",
-            &["-D", &cluster.dir.to_string_lossy(), "--auth=trust", "-U", "postgres", "-E", "UTF8"],
+            &[
+                "-D",
+                &cluster.dir.to_string_lossy(),
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+            ],
         )?;
         Ok(cluster)
     }
@@ -61,17 +69,38 @@ impl Cluster {
         let log = self.root().join("pg.log");
         self.tool(
             "pg_ctl",
-            &["-D", &self.dir.to_string_lossy(), "-l", &log.to_string_lossy(), "-o", &opts, "-w", "start"],
+            &[
+                "-D",
+                &self.dir.to_string_lossy(),
+                "-l",
+                &log.to_string_lossy(),
+                "-o",
+                &opts,
+                "-w",
+                "start",
+            ],
         )
     }
 
     /// `pg_ctl stop -m fast`: every connection is cut, as a failover or a restart would.
     pub fn stop(&self) -> anyhow::Result<()> {
-        self.tool("pg_ctl", &["-D", &self.dir.to_string_lossy(), "-m", "fast", "-w", "stop"])
+        self.tool(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.dir.to_string_lossy(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+        )
     }
 
     fn root(&self) -> PathBuf {
-        self.dir.parent().map_or_else(|| self.dir.clone(), Path::to_owned)
+        self.dir
+            .parent()
+            .map_or_else(|| self.dir.clone(), Path::to_owned)
     }
 
     fn tool(&self, name: &str, args: &[&str]) -> anyhow::Result<()> {

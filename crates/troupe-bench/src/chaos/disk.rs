@@ -16,7 +16,12 @@ use std::time::{Duration, Instant};
 const SIZE: &str = "48m";
 
 /// Runs the phase in `tmp`; skipped (with the reason) where no file system can be mounted.
-pub async fn run(troupe: &Path, tmp: &Path, seed: u64, full_for: Duration) -> anyhow::Result<PhaseReport> {
+pub async fn run(
+    troupe: &Path,
+    tmp: &Path,
+    seed: u64,
+    full_for: Duration,
+) -> anyhow::Result<PhaseReport> {
     let t0 = Instant::now();
     let mut report = PhaseReport::new("disk full (tmpfs)");
     report.rounds = 1;
@@ -37,7 +42,14 @@ pub async fn run(troupe: &Path, tmp: &Path, seed: u64, full_for: Duration) -> an
     let mut server = target.start()?;
     let project = prepare(&server, &tmp.join("disk-project")).await?;
     let before = Arc::new(Mutex::new(Ledger::default()));
-    let load = Load::start(&server, project, "slow.yml", Duration::from_millis(700), seed, &before);
+    let load = Load::start(
+        &server,
+        project,
+        "slow.yml",
+        Duration::from_millis(700),
+        seed,
+        &before,
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     load.stop().await;
 
@@ -48,9 +60,19 @@ pub async fn run(troupe: &Path, tmp: &Path, seed: u64, full_for: Duration) -> an
         move || fill(&filler)
     })
     .await??;
-    report.note(format!("the file system is full ({} MiB of filler)", filled >> 20));
+    report.note(format!(
+        "the file system is full ({} MiB of filler)",
+        filled >> 20
+    ));
     let during = Arc::new(Mutex::new(Ledger::default()));
-    let load = Load::start(&server, project, "slow.yml", Duration::from_millis(700), seed ^ 1, &during);
+    let load = Load::start(
+        &server,
+        project,
+        "slow.yml",
+        Duration::from_millis(700),
+        seed ^ 1,
+        &during,
+    );
     let full = Instant::now();
     let mut exited = None;
     while full.elapsed() < full_for && exited.is_none() {
@@ -70,9 +92,15 @@ pub async fn run(troupe: &Path, tmp: &Path, seed: u64, full_for: Duration) -> an
         ));
     }
     report.expect(exited.is_none(), || {
-        format!("the server exited while the disk was full ({exited:?})\n{}", server.log())
+        format!(
+            "the server exited while the disk was full ({exited:?})\n{}",
+            server.log()
+        )
     });
-    let running = check::runs(&server, "running").await.map(|r| r.len()).unwrap_or(0);
+    let running = check::runs(&server, "running")
+        .await
+        .map(|r| r.len())
+        .unwrap_or(0);
     report.note(format!("{running} runs running as space came back"));
 
     std::fs::remove_file(&filler).context("freeing the file system")?;
@@ -86,7 +114,9 @@ pub async fn run(troupe: &Path, tmp: &Path, seed: u64, full_for: Duration) -> an
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     if let Err(e) = recovered {
-        report.expect(false, || format!("did not work again with space back: {e:#}"));
+        report.expect(false, || {
+            format!("did not work again with space back: {e:#}")
+        });
         report.note("one clean restart".to_owned());
         server.stop(Duration::from_secs(30))?;
         server = target.start()?;
@@ -100,12 +130,24 @@ pub async fn run(troupe: &Path, tmp: &Path, seed: u64, full_for: Duration) -> an
         ));
     }
     let after = Arc::new(Mutex::new(Ledger::default()));
-    let load = Load::start(&server, project, "slow.yml", Duration::from_millis(700), seed ^ 2, &after);
+    let load = Load::start(
+        &server,
+        project,
+        "slow.yml",
+        Duration::from_millis(700),
+        seed ^ 2,
+        &after,
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     load.stop().await;
 
     let stuck = check::drain(&server, Duration::from_secs(120), Duration::from_secs(900)).await?;
-    report.expect(stuck.is_empty(), || format!("the queue did not drain: {} runs still queued/running", stuck.len()));
+    report.expect(stuck.is_empty(), || {
+        format!(
+            "the queue did not drain: {} runs still queued/running",
+            stuck.len()
+        )
+    });
     let mut ledger = Ledger::default();
     for part in [&before, &during, &after] {
         ledger.absorb(std::mem::take(&mut *lock(part)));
@@ -114,10 +156,14 @@ pub async fn run(troupe: &Path, tmp: &Path, seed: u64, full_for: Duration) -> an
     report.absorb(&kept, &ledger);
     let left = check::processes_left(&target.data_dir, None, Duration::from_secs(10)).await;
     report.orphans = left.len();
-    report.expect(left.is_empty(), || format!("processes of runs left after every run ended: {left:?}"));
+    report.expect(left.is_empty(), || {
+        format!("processes of runs left after every run ended: {left:?}")
+    });
     server.stop(Duration::from_secs(30))?;
     let integrity = check::integrity(&target.data_dir.join("troupe.db"))?;
-    report.expect(integrity == "ok", || format!("integrity_check: {integrity}"));
+    report.expect(integrity == "ok", || {
+        format!("integrity_check: {integrity}")
+    });
     match target.start() {
         Ok(s) => s.stop(Duration::from_secs(30))?,
         Err(e) => report.expect(false, || format!("the server did not start again: {e:#}")),
@@ -136,7 +182,10 @@ fn mount(dir: &Path) -> anyhow::Result<()> {
         .output()
         .context("running mount")?;
     if !out.status.success() {
-        anyhow::bail!("mount -t tmpfs failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        anyhow::bail!(
+            "mount -t tmpfs failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }

@@ -60,8 +60,10 @@ impl Ledger {
         if status == 500 || !shaped {
             // Kept short: a few examples say enough.
             if self.bad.len() < 10 {
-                self.bad
-                    .push(format!("{what} -> {status}: {}", body.chars().take(300).collect::<String>()));
+                self.bad.push(format!(
+                    "{what} -> {status}: {}",
+                    body.chars().take(300).collect::<String>()
+                ));
             }
         }
     }
@@ -210,13 +212,16 @@ async fn deliver(api: &Api, delivery: &str, key: &str, n: u64, ledger: &Mutex<Le
         }
         Err(e) => {
             l.unacked_events += 1;
-            l.bad
-                .push(format!("POST /api/v1/hooks -> {status} with a body that is no HookResponse ({e}): {text}"));
+            l.bad.push(format!(
+                "POST /api/v1/hooks -> {status} with a body that is no HookResponse ({e}): {text}"
+            ));
         }
     }
 }
 
 /// The ledger, even if a task panicked holding it (the counts are still worth reporting).
 pub fn lock(ledger: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
-    ledger.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    ledger
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -66,7 +66,11 @@ fn main() -> anyhow::Result<()> {
     } else {
         cli.phase.clone()
     };
-    println!("troupe-chaos --seed {seed} --rounds {} ({})", cli.rounds, troupe.display());
+    println!(
+        "troupe-chaos --seed {seed} --rounds {} ({})",
+        cli.rounds,
+        troupe.display()
+    );
     // Canonical: the processes of runs are found by the data directory in their environment.
     let tmp = tempfile::Builder::new().prefix("troupe-chaos").tempdir()?;
     let root = std::fs::canonicalize(tmp.path())?;
@@ -78,10 +82,18 @@ fn main() -> anyhow::Result<()> {
             match phase {
                 Phase::Sqlite => sqlite::run(&troupe, &root, seed, cli.rounds).await,
                 Phase::Postgres => {
-                    postgres::run(&troupe, &root, seed, cli.pg_bin.clone(), Duration::from_secs(cli.outage_s))
-                        .await
+                    postgres::run(
+                        &troupe,
+                        &root,
+                        seed,
+                        cli.pg_bin.clone(),
+                        Duration::from_secs(cli.outage_s),
+                    )
+                    .await
                 }
-                Phase::Disk => disk::run(&troupe, &root, seed, Duration::from_secs(cli.full_s)).await,
+                Phase::Disk => {
+                    disk::run(&troupe, &root, seed, Duration::from_secs(cli.full_s)).await
+                }
             }
         });
         match report {
@@ -102,6 +114,9 @@ fn main() -> anyhow::Result<()> {
         for b in &broken {
             println!("BROKEN: {b}");
         }
-        anyhow::bail!("{} invariants broke (replay with --seed {seed})", broken.len())
+        anyhow::bail!(
+            "{} invariants broke (replay with --seed {seed})",
+            broken.len()
+        )
     }
 }

@@ -32,20 +32,32 @@ pub async fn run(
     let mut server = target.start()?;
     let project = prepare(&server, &tmp.join("pg-project")).await?;
     let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let load = Load::start(&server, project, "slow.yml", Duration::from_millis(700), seed, &ledger);
+    let load = Load::start(
+        &server,
+        project,
+        "slow.yml",
+        Duration::from_millis(700),
+        seed,
+        &ledger,
+    );
     // The outage must find ansible running.
     troupe_testkit::wait::wait_until("runs to be running", Duration::from_secs(120), || async {
-        Ok(check::runs(&server, "running").await?.iter().any(|r| r.launched_at.is_some()))
+        Ok(check::runs(&server, "running")
+            .await?
+            .iter()
+            .any(|r| r.launched_at.is_some()))
     })
     .await?;
     let running = check::runs(&server, "running").await?.len();
     cluster.stop()?;
     let down = Instant::now();
-    let mut unready = 0;
+    let (mut unready, mut slowest) = (0, Duration::ZERO);
     while down.elapsed() < outage {
+        let asked = Instant::now();
         if !check::ready(&server).await {
             unready += 1;
         }
+        slowest = slowest.max(asked.elapsed());
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     cluster.start()?;
@@ -54,26 +66,50 @@ pub async fn run(
         down.elapsed().as_secs_f64(),
         outage.as_secs()
     ));
-    report.expect(unready > 0, || "/readyz never said the store was gone".to_owned());
+    report.expect(unready > 0, || {
+        "/readyz never said the store was gone".to_owned()
+    });
+    // A probe that hangs is taken for a dead process (Kubernetes gives it 1 s by default).
+    report.expect(slowest < Duration::from_secs(5), || {
+        format!(
+            "/readyz took {:.1} s to answer while PostgreSQL was down",
+            slowest.as_secs_f64()
+        )
+    });
     let back = Instant::now();
     let ready = troupe_testkit::wait::wait_until("readiness", Duration::from_secs(60), || async {
         Ok(check::ready(&server).await)
     })
     .await;
-    report.expect(ready.is_ok(), || "the server was not ready 60 s after PostgreSQL came back".to_owned());
-    report.note(format!("ready again {:.1} s after PostgreSQL came back", back.elapsed().as_secs_f64()));
+    report.expect(ready.is_ok(), || {
+        "the server was not ready 60 s after PostgreSQL came back".to_owned()
+    });
+    report.note(format!(
+        "ready again {:.1} s after PostgreSQL came back",
+        back.elapsed().as_secs_f64()
+    ));
     // Traffic goes on a little after the outage, then stops.
     tokio::time::sleep(Duration::from_secs(5)).await;
     load.stop().await;
     match server.exited() {
         Some(status) => {
-            report.expect(false, || format!("the server exited during the outage ({status})\n{}", server.log()));
+            report.expect(false, || {
+                format!(
+                    "the server exited during the outage ({status})\n{}",
+                    server.log()
+                )
+            });
             server = target.start()?;
         }
         None => {}
     }
     let stuck = check::drain(&server, Duration::from_secs(120), Duration::from_secs(900)).await?;
-    report.expect(stuck.is_empty(), || format!("the queue did not drain: {} runs still queued/running", stuck.len()));
+    report.expect(stuck.is_empty(), || {
+        format!(
+            "the queue did not drain: {} runs still queued/running",
+            stuck.len()
+        )
+    });
     if let Err(e) = works(&server, project).await {
         report.expect(false, || format!("after the outage: {e:#}"));
     }
@@ -81,7 +117,9 @@ pub async fn run(
     report.absorb(&kept, &lock(&ledger));
     let left = check::processes_left(&target.data_dir, None, Duration::from_secs(10)).await;
     report.orphans = left.len();
-    report.expect(left.is_empty(), || format!("processes of runs left after every run ended: {left:?}"));
+    report.expect(left.is_empty(), || {
+        format!("processes of runs left after every run ended: {left:?}")
+    });
     server.stop(Duration::from_secs(30))?;
     // The server must start cleanly on the store it recovered.
     match target.start() {

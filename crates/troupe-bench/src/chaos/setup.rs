@@ -18,6 +18,11 @@ const PLAYBOOKS: &[(&str, &str)] = &[
         "slow.yml",
         "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 1.5\n    - ansible.builtin.ping:\n",
     ),
+    // Outlives any round: if a kill left its processes behind, nothing else would end them.
+    (
+        "long.yml",
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 120\n",
+    ),
     (
         "quick.yml",
         "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n",
@@ -85,11 +90,20 @@ pub async fn prepare(server: &Server, dir: &Path) -> anyhow::Result<i64> {
 /// Launches `quick.yml` and waits for it: the server works.
 pub async fn works(server: &Server, project: i64) -> anyhow::Result<()> {
     let id = server
-        .launch(project, "quick.yml", &troupe_testkit::fixtures::local_hosts(1), json!({}))
+        .launch(
+            project,
+            "quick.yml",
+            &troupe_testkit::fixtures::local_hosts(1),
+            json!({}),
+        )
         .await?;
     let run = server.wait_finished(id).await?;
     if run["status"] != "successful" {
-        bail!("run {id} of quick.yml ended {}: {}", run["status"], run["status_reason"]);
+        bail!(
+            "run {id} of quick.yml ended {}: {}",
+            run["status"],
+            run["status_reason"]
+        );
     }
     let (status, body) = server
         .call(

@@ -11,7 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Runs the phase in `tmp`.
-pub async fn run(troupe: &std::path::Path, tmp: &std::path::Path, seed: u64, rounds: usize) -> anyhow::Result<PhaseReport> {
+pub async fn run(
+    troupe: &std::path::Path,
+    tmp: &std::path::Path,
+    seed: u64,
+    rounds: usize,
+) -> anyhow::Result<PhaseReport> {
     let t0 = Instant::now();
     let mut report = PhaseReport::new("sqlite, kill -9");
     report.rounds = rounds;
@@ -27,6 +32,17 @@ pub async fn run(troupe: &std::path::Path, tmp: &std::path::Path, seed: u64, rou
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let (mut hit_running, mut survived_kill, mut left_after_restart) = (0, 0, 0);
     for round in 1..=rounds {
+        // One run per round that only a kill ends, so a process the kill left behind stays
+        // to be found rather than ending on its own.
+        let long = server
+            .launch(
+                project,
+                "long.yml",
+                &troupe_testkit::fixtures::local_hosts(1),
+                serde_json::json!({}),
+            )
+            .await?;
+        lock(&ledger).runs.insert(long);
         let load = Load::start(
             &server,
             project,
@@ -37,7 +53,10 @@ pub async fn run(troupe: &std::path::Path, tmp: &std::path::Path, seed: u64, rou
         );
         let delay = Duration::from_millis(rng.random_range(300..5000));
         tokio::time::sleep(delay).await;
-        let running = check::runs(&server, "running").await.map(|r| r.len()).unwrap_or(0);
+        let running = check::runs(&server, "running")
+            .await
+            .map(|r| r.len())
+            .unwrap_or(0);
         if running > 0 {
             hit_running += 1;
         }
@@ -52,12 +71,18 @@ pub async fn run(troupe: &std::path::Path, tmp: &std::path::Path, seed: u64, rou
         server = match target.start() {
             Ok(s) => s,
             Err(e) => {
-                report.expect(false, || format!("round {round}: the server did not start again: {e:#}"));
+                report.expect(false, || {
+                    format!("round {round}: the server did not start again: {e:#}")
+                });
                 return Ok(report);
             }
         };
-        report.expect(check::ready(&server).await, || format!("round {round}: not ready after the restart"));
-        let left = check::processes_left(&target.data_dir, Some(&survivors), Duration::from_secs(15)).await;
+        report.expect(check::ready(&server).await, || {
+            format!("round {round}: not ready after the restart")
+        });
+        let left =
+            check::processes_left(&target.data_dir, Some(&survivors), Duration::from_secs(15))
+                .await;
         left_after_restart += left.len();
         println!(
             "  round {round:>2}: killed after {:>4} ms with {running} runs running; {} run processes outlived troupe, {} outlived the restart",
@@ -72,8 +97,25 @@ pub async fn run(troupe: &std::path::Path, tmp: &std::path::Path, seed: u64, rou
     report.note(format!(
         "{hit_running} of {rounds} kills hit running runs; {survived_kill} run processes outlived a kill by 1 s, {left_after_restart} the restart after it"
     ));
+    // The long runs that are left (queued behind the kills, or started after the last one)
+    // would take minutes: a forced cancel ends them, and must leave nothing either.
+    for run in check::runs(&server, "queued,running").await? {
+        if run.playbook == "long.yml" {
+            server
+                .post(
+                    &format!("/api/v1/runs/{}/cancel", run.id),
+                    &serde_json::json!({"mode": "force"}),
+                )
+                .await?;
+        }
+    }
     let stuck = check::drain(&server, Duration::from_secs(120), Duration::from_secs(1200)).await?;
-    report.expect(stuck.is_empty(), || format!("the queue did not drain: {} runs still queued/running", stuck.len()));
+    report.expect(stuck.is_empty(), || {
+        format!(
+            "the queue did not drain: {} runs still queued/running",
+            stuck.len()
+        )
+    });
     if let Err(e) = works(&server, project).await {
         report.expect(false, || format!("after the last restart: {e:#}"));
     }
@@ -81,10 +123,14 @@ pub async fn run(troupe: &std::path::Path, tmp: &std::path::Path, seed: u64, rou
     report.absorb(&kept, &lock(&ledger));
     let left = check::processes_left(&target.data_dir, None, Duration::from_secs(10)).await;
     report.orphans = left.len();
-    report.expect(left.is_empty(), || format!("processes of runs left after every run ended: {left:?}"));
+    report.expect(left.is_empty(), || {
+        format!("processes of runs left after every run ended: {left:?}")
+    });
     server.stop(Duration::from_secs(30))?;
     let integrity = check::integrity(&target.data_dir.join("troupe.db"))?;
-    report.expect(integrity == "ok", || format!("integrity_check: {integrity}"));
+    report.expect(integrity == "ok", || {
+        format!("integrity_check: {integrity}")
+    });
     report.time = t0.elapsed();
     Ok(report)
 }
