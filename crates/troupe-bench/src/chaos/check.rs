@@ -16,7 +16,7 @@ pub async fn runs(api: &Api, statuses: &str) -> anyhow::Result<Vec<Run>> {
     let mut out = Vec::new();
     let mut cursor: Option<i64> = None;
     loop {
-        let mut path = format!("/api/v1/runs?limit=500");
+        let mut path = "/api/v1/runs?limit=500".to_owned();
         if !statuses.is_empty() {
             path.push_str(&format!("&status={statuses}"));
         }

@@ -164,7 +164,7 @@ async fn hook_loop(api: Api, seed: u64, stop: Arc<AtomicBool>, ledger: Arc<Mutex
                 return;
             }
             let n = DELIVERY.fetch_add(1, Ordering::Relaxed);
-            let key = if n % RUN_EVERY == 0 {
+            let key = if n.is_multiple_of(RUN_EVERY) {
                 RUN_KEY
             } else {
                 "chaos.note"

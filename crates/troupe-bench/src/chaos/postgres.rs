@@ -91,17 +91,14 @@ pub async fn run(
     // Traffic goes on a little after the outage, then stops.
     tokio::time::sleep(Duration::from_secs(5)).await;
     load.stop().await;
-    match server.exited() {
-        Some(status) => {
-            report.expect(false, || {
-                format!(
-                    "the server exited during the outage ({status})\n{}",
-                    server.log()
-                )
-            });
-            server = target.start()?;
-        }
-        None => {}
+    if let Some(status) = server.exited() {
+        report.expect(false, || {
+            format!(
+                "the server exited during the outage ({status})\n{}",
+                server.log()
+            )
+        });
+        server = target.start()?;
     }
     let stuck = check::drain(&server, Duration::from_secs(120), Duration::from_secs(900)).await?;
     report.expect(stuck.is_empty(), || {
@@ -113,8 +110,9 @@ pub async fn run(
     if let Err(e) = works(&server, project).await {
         report.expect(false, || format!("after the outage: {e:#}"));
     }
-    let kept = check::kept(&server, &lock(&ledger)).await?;
-    report.absorb(&kept, &lock(&ledger));
+    let ledger = std::mem::take(&mut *lock(&ledger));
+    let kept = check::kept(&server, &ledger).await?;
+    report.absorb(&kept, &ledger);
     let left = check::processes_left(&target.data_dir, None, Duration::from_secs(10)).await;
     report.orphans = left.len();
     report.expect(left.is_empty(), || {

@@ -119,8 +119,9 @@ pub async fn run(
     if let Err(e) = works(&server, project).await {
         report.expect(false, || format!("after the last restart: {e:#}"));
     }
-    let kept = check::kept(&server, &lock(&ledger)).await?;
-    report.absorb(&kept, &lock(&ledger));
+    let ledger = std::mem::take(&mut *lock(&ledger));
+    let kept = check::kept(&server, &ledger).await?;
+    report.absorb(&kept, &ledger);
     let left = check::processes_left(&target.data_dir, None, Duration::from_secs(10)).await;
     report.orphans = left.len();
     report.expect(left.is_empty(), || {
