@@ -34,6 +34,8 @@ const EVENTS_PER_STATEMENT: usize = 5_000;
 const OUTPUT_PARAMS: usize = 4;
 /// Connections in the pool.
 const MAX_CONNECTIONS: u32 = 16;
+/// How long a query waits for a connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The channel new runs are announced on; the payload is the run id.
 pub const WORK_CHANNEL: &str = "troupe_runs";
 
@@ -247,7 +249,9 @@ impl PgStore {
     pub async fn connect_with(options: PgConnectOptions) -> Result<PgStore, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(Duration::from_secs(30))
+            // While PostgreSQL is away a query waits this long before failing: short enough
+            // that a webhook sender (GitHub gives up after 10 s) gets its 503 and retries.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
             .map_err(backend)?;

@@ -117,6 +117,8 @@ impl RunChanges {
 struct Writer {
     conn: tokio::sync::Mutex<SqliteConnection>,
     changes: Arc<RunChanges>,
+    // To open the writer again when its connection is beyond repair.
+    options: SqliteConnectOptions,
 }
 
 impl Writer {
@@ -124,23 +126,62 @@ impl Writer {
         Write {
             conn: self.conn.lock().await,
             changes: &self.changes,
+            options: &self.options,
         }
     }
+}
+
+/// Opens the write connection, which tells `changes` about every row it writes.
+async fn connect_writer(
+    options: &SqliteConnectOptions,
+    changes: &Arc<RunChanges>,
+) -> StoreResult<SqliteConnection> {
+    let mut conn = options.connect().await.map_err(backend)?;
+    let changes = changes.clone();
+    conn.lock_handle()
+        .await
+        .map_err(backend)?
+        .set_update_hook(move |change| changes.touch(change.table));
+    Ok(conn)
 }
 
 /// The writer, held by one write; letting go of it tells [`RunChanges`] the write has ended.
 struct Write<'a> {
     conn: tokio::sync::MutexGuard<'a, SqliteConnection>,
-    changes: &'a RunChanges,
+    changes: &'a Arc<RunChanges>,
+    options: &'a SqliteConnectOptions,
 }
 
 impl Write<'_> {
     /// Starts a transaction that holds SQLite's write lock from its first statement.
     async fn begin(&mut self) -> StoreResult<sqlx::Transaction<'_, Sqlite>> {
+        if self.conn.is_in_transaction() {
+            self.repair().await?;
+        }
         self.conn
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(backend)
+    }
+
+    /// Nobody holds a transaction of the writer between writes, yet sqlx may count one: the
+    /// rollback of a transaction dropped by an error is queued and has not run yet (any
+    /// statement lets it run), or a COMMIT failed with `SQLITE_FULL` or `SQLITE_IOERR`, which
+    /// SQLite answers by rolling the transaction back itself, so sqlx's own ROLLBACK fails and
+    /// its count never comes down. Every later BEGIN would then be refused ("begin_with at
+    /// non-zero transaction depth") until a restart: a full disk, freed, would leave the
+    /// server unable to write. A fresh connection counts nothing.
+    async fn repair(&mut self) -> StoreResult<()> {
+        // Lets a queued rollback run; its error, if any, is the stale count's.
+        let _ = sqlx::query("SELECT 1").execute(&mut *self.conn).await;
+        if self.conn.is_in_transaction() {
+            tracing::warn!(
+                "the SQLite write connection lost track of its transaction; reopening it"
+            );
+            let fresh = connect_writer(self.options, self.changes).await?;
+            *self.conn = fresh;
+        }
+        Ok(())
     }
 }
 
@@ -322,19 +363,12 @@ impl SqliteStore {
             .pragma("secure_delete", "ON");
         // The writer opens first: it creates the file and switches it to WAL, which readers
         // then share.
-        let mut conn = options.connect().await.map_err(backend)?;
+        let mut conn = connect_writer(&options, &changes).await?;
         MIGRATOR
             .run(&mut conn)
             .await
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
-        {
-            let changes = changes.clone();
-            conn.lock_handle()
-                .await
-                .map_err(backend)?
-                .set_update_hook(move |change| changes.touch(change.table));
-        }
-        let reader = deadpool::managed::Pool::builder(Readers(options.read_only(true)))
+        let reader = deadpool::managed::Pool::builder(Readers(options.clone().read_only(true)))
             .max_size(READERS)
             .build()
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
@@ -342,6 +376,7 @@ impl SqliteStore {
             writer: Arc::new(Writer {
                 conn: tokio::sync::Mutex::new(conn),
                 changes,
+                options,
             }),
             reader,
             _lock: Arc::new(lock),
@@ -457,8 +492,54 @@ impl StoreBackend for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use super::SqliteStore;
     use troupe_core::run::Labels;
     use troupe_store::sql::to_json;
+
+    /// A write that fails because the database is full (`max_page_count` stands in for a
+    /// full disk: both are `SQLITE_FULL`, which SQLite may answer by rolling the whole
+    /// transaction back) must not leave the writer unable to begin again once there is room.
+    #[tokio::test]
+    async fn the_writer_begins_again_after_the_database_was_full()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStore::open(&dir.path().join("t.db")).await?;
+        let mut w = store.write().await;
+        sqlx::query("CREATE TABLE filler (x BLOB)")
+            .execute(&mut *w)
+            .await?;
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&mut *w)
+            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA max_page_count = {}",
+            pages + 2
+        )))
+        .execute(&mut *w)
+        .await?;
+        let mut failed = false;
+        for _ in 0..3 {
+            let mut tx = w.begin().await?;
+            let insert = sqlx::query("INSERT INTO filler VALUES (zeroblob(1000000))")
+                .execute(&mut *tx)
+                .await;
+            let commit = match insert {
+                Ok(_) => tx.commit().await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            failed |= commit.is_err();
+        }
+        assert!(failed, "the database never filled up");
+        sqlx::query("PRAGMA max_page_count = 1073741823")
+            .execute(&mut *w)
+            .await?;
+        let mut tx = w.begin().await?;
+        sqlx::query("INSERT INTO filler VALUES (x'00')")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
 
     #[test]
     fn labels_type_is_a_map() {

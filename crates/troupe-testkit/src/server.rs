@@ -248,6 +248,11 @@ impl Server {
         Ok(())
     }
 
+    /// The server's exit status if it has exited (a crash the caller did not cause).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// SIGKILL, as a crash would, and waits for it.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
