@@ -346,7 +346,9 @@ fn retention_period(setting: &str, text: &str) -> anyhow::Result<Option<std::tim
     }
     match humantime::parse_duration(text) {
         Ok(age) if !age.is_zero() => Ok(Some(age)),
-        Ok(_) => anyhow::bail!("invalid configuration: {setting} must be longer than 0 (or \"off\")"),
+        Ok(_) => {
+            anyhow::bail!("invalid configuration: {setting} must be longer than 0 (or \"off\")")
+        }
         Err(e) => anyhow::bail!(
             "invalid configuration: {setting} {text:?} is not a duration like 90d or 12h, nor \"off\": {e}"
         ),

@@ -10,8 +10,8 @@ mod cli;
 mod client;
 mod config;
 mod flows;
-mod secrets;
 mod retention;
+mod secrets;
 mod serve;
 mod tls;
 

@@ -612,7 +612,10 @@ async fn the_key_rotates_offline_and_everything_opens_with_the_new_one() -> anyh
         "{said}"
     );
     assert!(said.contains("runs.options: 1 sealed again"), "{said}");
-    assert!(said.contains("templates.defaults: 1 sealed again"), "{said}");
+    assert!(
+        said.contains("templates.defaults: 1 sealed again"),
+        "{said}"
+    );
     let new_key =
         troupe_core::secret::SecretKey::from_base64(&std::fs::read_to_string(&key_file)?)?;
     assert_ne!(new_key, old_key);
