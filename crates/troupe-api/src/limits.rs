@@ -255,8 +255,16 @@ pub(crate) async fn limit_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit.bytes as u64) {
-        return closing(limit.too_large(declared).into_response());
+    if let Some(n) = declared.filter(|n| *n > limit.bytes as u64) {
+        let response = limit.too_large(declared).into_response();
+        // Most clients send the whole body before they read the answer: closing under one
+        // mid-write gives it a broken pipe, not the 413. Read and drop what it sends (within
+        // bounds), then answer on a connection that stays usable.
+        return if drained(req.into_body(), n).await {
+            response
+        } else {
+            closing(response)
+        };
     }
     req.extensions_mut().insert(limit);
     let req = req.map(|body| Body::new(http_body_util::Limited::new(body, limit.bytes)));
@@ -273,6 +281,36 @@ pub(crate) async fn limit_body(
     } else {
         limit.too_large(None).into_response()
     })
+}
+
+/// The most of a refused body read (and dropped) so its sender gets the answer, and how long
+/// that may take; beyond either, the connection is closed instead.
+const DRAIN_MAX_BYTES: u64 = 64 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// Reads and drops a refused body of `declared` bytes; whether all of it was read within
+/// [`DRAIN_MAX_BYTES`] and [`DRAIN_TIME`].
+async fn drained(mut body: Body, declared: u64) -> bool {
+    use http_body_util::BodyExt;
+    if declared > DRAIN_MAX_BYTES {
+        return false;
+    }
+    let read = async {
+        let mut seen: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return false;
+            };
+            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if seen > DRAIN_MAX_BYTES {
+                return false;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DRAIN_TIME, read)
+        .await
+        .unwrap_or(false)
 }
 
 /// The rest of a refused body is not read, so the connection cannot carry another request:
