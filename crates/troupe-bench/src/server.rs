@@ -63,8 +63,11 @@ impl Server {
                         .pool_max_idle_per_host(64)
                         .build()?,
                 ),
-                extra_env: env
+                // The harness is one token opening every subscriber's stream (scenario 4
+                // opens 100): the per-token stream limit would refuse them.
+                extra_env: [("TROUPE_MAX_STREAMS_PER_TOKEN", "100000")]
                     .iter()
+                    .chain(env)
                     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                     .collect(),
                 ..Default::default()
