@@ -1,6 +1,7 @@
 //! The invariants, as the API and `/proc` show them.
 
 use crate::load::{Ledger, SOURCE};
+use crate::report::PhaseReport;
 use anyhow::Context;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -75,6 +76,37 @@ pub async fn processes_left(data_dir: &Path, pids: Option<&[i32]>, grace: Durati
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The end of a phase, first: the queue drains (no run stuck `queued` or `running` once
+/// nothing has moved for two minutes, within `limit`).
+pub async fn drained(api: &Api, limit: Duration, report: &mut PhaseReport) -> anyhow::Result<()> {
+    let stuck = drain(api, Duration::from_secs(120), limit).await?;
+    report.expect(stuck.is_empty(), || {
+        format!(
+            "the queue did not drain: {} runs still queued/running",
+            stuck.len()
+        )
+    });
+    Ok(())
+}
+
+/// The end of a phase, then: every acknowledged event and created run is kept, and no process
+/// of a run is left under `data_dir`.
+pub async fn accounted(
+    api: &Api,
+    data_dir: &Path,
+    ledger: &Ledger,
+    report: &mut PhaseReport,
+) -> anyhow::Result<()> {
+    let kept = kept(api, ledger).await?;
+    report.absorb(&kept, ledger);
+    let left = processes_left(data_dir, None, Duration::from_secs(10)).await;
+    report.orphans = left.len();
+    report.expect(left.is_empty(), || {
+        format!("processes of runs left after every run ended: {left:?}")
+    });
+    Ok(())
 }
 
 /// What the server kept of what it acknowledged.

@@ -141,24 +141,12 @@ pub async fn run(
     tokio::time::sleep(Duration::from_secs(3)).await;
     load.stop().await;
 
-    let stuck = check::drain(&server, Duration::from_secs(120), Duration::from_secs(900)).await?;
-    report.expect(stuck.is_empty(), || {
-        format!(
-            "the queue did not drain: {} runs still queued/running",
-            stuck.len()
-        )
-    });
+    check::drained(&server, Duration::from_secs(900), &mut report).await?;
     let mut ledger = Ledger::default();
     for part in [&before, &during, &after] {
         ledger.absorb(std::mem::take(&mut *lock(part)));
     }
-    let kept = check::kept(&server, &ledger).await?;
-    report.absorb(&kept, &ledger);
-    let left = check::processes_left(&target.data_dir, None, Duration::from_secs(10)).await;
-    report.orphans = left.len();
-    report.expect(left.is_empty(), || {
-        format!("processes of runs left after every run ended: {left:?}")
-    });
+    check::accounted(&server, &target.data_dir, &ledger, &mut report).await?;
     server.stop(Duration::from_secs(30))?;
     let integrity = check::integrity(&target.data_dir.join("troupe.db"))?;
     report.expect(integrity == "ok", || {

@@ -100,24 +100,12 @@ pub async fn run(
         });
         server = target.start()?;
     }
-    let stuck = check::drain(&server, Duration::from_secs(120), Duration::from_secs(900)).await?;
-    report.expect(stuck.is_empty(), || {
-        format!(
-            "the queue did not drain: {} runs still queued/running",
-            stuck.len()
-        )
-    });
+    check::drained(&server, Duration::from_secs(900), &mut report).await?;
     if let Err(e) = works(&server, project).await {
         report.expect(false, || format!("after the outage: {e:#}"));
     }
     let ledger = std::mem::take(&mut *lock(&ledger));
-    let kept = check::kept(&server, &ledger).await?;
-    report.absorb(&kept, &ledger);
-    let left = check::processes_left(&target.data_dir, None, Duration::from_secs(10)).await;
-    report.orphans = left.len();
-    report.expect(left.is_empty(), || {
-        format!("processes of runs left after every run ended: {left:?}")
-    });
+    check::accounted(&server, &target.data_dir, &ledger, &mut report).await?;
     server.stop(Duration::from_secs(30))?;
     // The server must start cleanly on the store it recovered.
     match target.start() {
