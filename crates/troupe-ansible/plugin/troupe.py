@@ -74,9 +74,9 @@ def _dumps(obj):
     return s
 
 
-def _env_int(name, default):
+def _int(text, default):
     try:
-        return int(os.environ.get(name, ''))
+        return int(text or '')
     except ValueError:
         return default
 
@@ -95,15 +95,7 @@ class _Frame(object):
 class _State(object):
     def __init__(self):
         self.fd = None
-        fd = _env_int('TROUPE_EVENT_FD', -1)
-        if fd >= 0:
-            try:
-                os.fstat(fd)
-                os.set_inheritable(fd, False)
-                self.fd = fd
-            except OSError:
-                self.fd = None
-        self.max_res = max(1024, _env_int('TROUPE_MAX_RESULT_BYTES', 256 * 1024))
+        self.max_res = 256 * 1024
         self.counter = 0
         self.line = 0
         self.frames = []
@@ -129,6 +121,18 @@ class _State(object):
         self.resume_task = None
 
     # -- writing ---------------------------------------------------------------------------
+
+    def configure(self, settings):
+        """Takes troupe's settings: the event pipe's fd and the largest result kept."""
+        fd = _int(settings.get('TROUPE_EVENT_FD'), -1)
+        if fd >= 0:
+            try:
+                os.fstat(fd)
+                os.set_inheritable(fd, False)
+                self.fd = fd
+            except OSError:
+                self.fd = None
+        self.max_res = max(1024, _int(settings.get('TROUPE_MAX_RESULT_BYTES'), 256 * 1024))
 
     def _write(self, data):
         fd = self.fd
@@ -352,6 +356,10 @@ def _peek_next_task(strategy, iterator):
     return None
 
 
+class _NotQueued(EOFError):
+    """Raised to StrategyBase._queue_task for a task a graceful cancel keeps from starting."""
+
+
 def _install_tqm_hooks():
     orig_send = TaskQueueManager.send_callback
     if getattr(orig_send, '_troupe_hooked', False):
@@ -367,6 +375,14 @@ def _install_tqm_hooks():
                 _S.resume_task = _task_name(args[0])
             _S.stop(self)
             return None
+        if (_S.cancel_requested and method_name == 'v2_runner_on_start' and len(args) > 1
+                and getattr(args[1], '_uuid', None) != _S.started_task):
+            # StrategyBase._queue_task announces a host's task right before it forks the
+            # worker; raising here makes it give up queuing that host (it takes EOFError for an
+            # abort), so a later task starts on no host. Nothing wraps _queue_task itself:
+            # workers fork from the same stack depth as in a bare run.
+            _S.stop(self)
+            raise _NotQueued()
         if _S.canceled and method_name == 'v2_playbook_on_play_start':
             # The remaining plays of a cancelled run would only print an empty banner.
             return None
@@ -384,16 +400,6 @@ def _install_tqm_hooks():
 
     send_callback._troupe_hooked = True
     TaskQueueManager.send_callback = send_callback
-
-    orig_queue = StrategyBase._queue_task
-
-    def _queue_task(self, host, task, task_vars, play_context):
-        if _S.cancel_requested and os.getpid() == _MAIN_PID and getattr(task, '_uuid', None) != _S.started_task:
-            _S.stop(self._tqm)
-            return None
-        return orig_queue(self, host, task, task_vars, play_context)
-
-    StrategyBase._queue_task = _queue_task
 
     orig_wait = StrategyBase._wait_on_pending_results
 
@@ -458,7 +464,7 @@ def _descends_from(pid):
     return True
 
 
-def _die_with_troupe():
+def _die_with_troupe(troupe):
     # troupe spawns ansible-playbook with posix_spawn, which runs no code of troupe's in the
     # child, so the child asks for PR_SET_PDEATHSIG itself, here. The signal follows the thread
     # that spawned the process: troupe's spawner thread, which lives as long as troupe.
@@ -468,7 +474,6 @@ def _die_with_troupe():
     # on a host yet, and the check below makes ansible-playbook kill itself if troupe died in
     # it. Whatever else is left (an inventory script still running, say) carries the run's
     # TROUPE_RUN_DIR marker, by which troupe's restart reaper kills it.
-    troupe = _env_int('TROUPE_PARENT_PID', 0)
     if troupe <= 0 or not sys.platform.startswith('linux'):
         return
     _set_pdeathsig()
@@ -502,12 +507,61 @@ def _install_process_hooks():
         os.register_at_fork(after_in_child=after_fork_in_child)
 
 
-if os.getpid() == _MAIN_PID and not getattr(TaskQueueManager.send_callback, '_troupe_hooked', False):
+def _force_colour():
+    # Ansible's colours are kept (as ansible-runner keeps them in event stdout); readers that
+    # want plain text strip them. ansible decided at import whether to colour (not on a pipe);
+    # this changes that decision in this process only, not ansible's configuration, so nothing
+    # a task runs sees it. The user's ANSIBLE_NOCOLOR/NO_COLOR/nocolor and ANSIBLE_FORCE_COLOR
+    # still win.
+    try:
+        from ansible.utils import color
+        if not C.ANSIBLE_NOCOLOR and 'ANSIBLE_FORCE_COLOR' not in os.environ:
+            color.ANSIBLE_COLOR = True
+    except Exception:
+        pass
+
+
+def _install_callback_registration():
+    """Adds troupe's callback to every TaskQueueManager's callbacks, after ansible's own: the
+    callback needs no entry in ANSIBLE_CALLBACK_PLUGINS or ANSIBLE_CALLBACKS_ENABLED."""
+    orig_load = TaskQueueManager.load_callbacks
+
+    def load_callbacks(self):
+        orig_load(self)
+        if not any(isinstance(c, CallbackModule) for c in self._callback_plugins):
+            callback = CallbackModule()
+            callback._init_callback_methods()
+            self._callback_plugins.append(callback)
+
+    TaskQueueManager.load_callbacks = load_callbacks
+
+
+_PLUMBING = ('TROUPE_EVENT_FD', 'TROUPE_PARENT_PID', 'TROUPE_MAX_RESULT_BYTES')
+
+
+def attach(settings, register=True):
+    """Starts streaming this ansible-playbook's events to troupe. `settings` holds troupe's
+    plumbing variables (see _PLUMBING), already taken out of the environment. With `register`,
+    the callback adds itself to ansible's callbacks (troupe_boot.py); without, ansible loaded it
+    as an enabled callback plugin."""
+    if os.getpid() != _MAIN_PID or getattr(TaskQueueManager.send_callback, '_troupe_hooked', False):
+        return
+    _S.configure(settings)
     _install_tees()
     _install_display_hooks()
     _install_tqm_hooks()
-    _die_with_troupe()
+    _die_with_troupe(_int(settings.get('TROUPE_PARENT_PID'), 0))
     _install_process_hooks()
+    _force_colour()
+    if register:
+        _install_callback_registration()
+
+
+if any(name in os.environ for name in _PLUMBING):
+    # Loaded by ansible as an enabled callback plugin (troupe runs an ansible-playbook that is
+    # not a Python script, such as a wrapper, this way): the plumbing leaves the environment
+    # before any task can inherit it.
+    attach({name: os.environ.pop(name, None) for name in _PLUMBING}, register=False)
 
 
 # -- the callback ----------------------------------------------------------------------------------
@@ -569,7 +623,9 @@ class CallbackModule(CallbackBase):
         task_uuid = str(getattr(task, '_uuid', ''))
         data['task_uuid'] = _S.task_event_uuid.get(task_uuid, task_uuid)
         data['task_action'] = getattr(task, 'action', None)
-        resolved = getattr(task, 'resolved_action', None)
+        # The private attribute: the property resolves the action (and warns when it cannot) if
+        # the task has not run yet, which would print a warning bare ansible does not.
+        resolved = getattr(task, '_resolved_action', None)
         if resolved:
             data['resolved_action'] = resolved
         try:

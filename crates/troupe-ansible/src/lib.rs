@@ -28,7 +28,9 @@ pub use error::AnsibleError;
 pub use hosts::{hosts_of, list_hosts};
 pub use locate::{Ansible, PINNED_ANSIBLE_CORE, on_path};
 pub use playbook::{PlaybookError, resolve_playbook_blocking};
-pub use plugin::{EventLineError, PLUGIN_NAME, PLUGIN_SOURCE, parse_event_line};
+pub use plugin::{
+    BOOT_FILE, BOOT_SOURCE, EventLineError, PLUGIN_NAME, PLUGIN_SOURCE, parse_event_line,
+};
 pub use process::{
     DEFAULT_MAX_EVENT_BYTES, Exit, Grace, LaunchSpec, Limits, Output, Process, Stream, child_env,
 };

@@ -27,6 +27,11 @@ pub struct Ansible {
     pub version: String,
     /// The Python interpreter ansible runs on, when `--version` tells.
     pub python: Option<PathBuf>,
+    /// Whether `playbook` is a Python script (ansible-core's console script), so that troupe
+    /// can start ansible's CLI itself on `python`, its callback attached in-process (see
+    /// `plugin/troupe_boot.py`). Otherwise (a wrapper such as `uv run`, a synthetic producer)
+    /// troupe executes `playbook` and enables its callback through ansible's configuration.
+    pub python_script: bool,
 }
 
 impl Ansible {
@@ -111,7 +116,14 @@ impl Ansible {
         Ok(found)
     }
 
+    /// The interpreter troupe starts ansible's CLI on in-process, when it can (see
+    /// [`Ansible::python_script`]).
+    pub fn boot_python(&self) -> Option<&Path> {
+        self.python.as_deref().filter(|_| self.python_script)
+    }
+
     /// The directory holding `ansible-playbook` (put first on the child's `PATH`).
+
     pub fn bin_dir(&self) -> Option<&Path> {
         self.playbook.parent()
     }
@@ -171,10 +183,25 @@ async fn probe(path: &Path) -> Result<Ansible, AnsibleError> {
     let (version, python) = parse_version_output(&text)
         .ok_or_else(|| not_ansible(format!("unexpected `--version` output: {text:?}")))?;
     Ok(Ansible {
+        python_script: is_python_script(path).await,
         playbook: path.to_path_buf(),
         version,
         python,
     })
+}
+
+/// Whether the file starts with a `#!` line naming a Python interpreter.
+async fn is_python_script(path: &Path) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::with_capacity(256);
+    let Ok(file) = tokio::fs::File::open(path).await else {
+        return false;
+    };
+    if file.take(256).read_to_end(&mut head).await.is_err() {
+        return false;
+    }
+    let first = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    first.starts_with(b"#!") && first.windows(6).any(|w| w == b"python")
 }
 
 /// Reads `ansible-playbook [core 2.19.14]` and `python version = ... (/path/python3)`.

@@ -5,11 +5,18 @@
 
 use troupe_core::Event;
 
-/// The plugin's name, as given to `ANSIBLE_CALLBACKS_ENABLED`.
+/// The plugin's name, as given to `ANSIBLE_CALLBACKS_ENABLED` (when ansible-playbook is not a
+/// Python script and is started directly).
 pub const PLUGIN_NAME: &str = "troupe";
 
 /// The plugin's Python source, written as `troupe.py` into each run's plugin directory.
 pub const PLUGIN_SOURCE: &str = include_str!("../plugin/troupe.py");
+
+/// The file troupe starts ansible-playbook's CLI with, the plugin attached in-process.
+pub const BOOT_FILE: &str = "troupe_boot.py";
+
+/// [`BOOT_FILE`]'s Python source.
+pub const BOOT_SOURCE: &str = include_str!("../plugin/troupe_boot.py");
 
 /// Why a line from the event pipe is not an event.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,7 @@
 //! Supervising one `ansible-playbook` process: spawn, stream its output and events, cancel it,
 //! and make sure nothing of it is left when it ends.
 
-use crate::plugin::{PLUGIN_NAME, parse_event_line};
+use crate::plugin::{BOOT_FILE, PLUGIN_NAME, parse_event_line};
 use crate::procfs::{self, RUN_MARKER_VAR, StartTime};
 use crate::rundir::{self, RunDir};
 use crate::spawner::{self, Spawned};
@@ -265,47 +265,38 @@ impl Process {
     }
 }
 
-/// The environment every child troupe starts gets (ansible, git, ansible-galaxy): an
-/// allow-list of the caller's environment (never any `TROUPE_*` variable: tokens, database
-/// URLs), with `bin_dir` first on `PATH`.
+/// The environment every child troupe starts gets (ansible, git, ansible-galaxy): the caller's
+/// environment as it is, as a bare `ansible-playbook` would inherit it, less troupe's own
+/// settings (every `TROUPE_*` variable: tokens, database URLs, keys), with `bin_dir` put first
+/// on `PATH` when `PATH` does not have it yet (so that `ansible-*` commands a task runs are the
+/// same ansible's).
 pub fn child_env(bin_dir: Option<&Path>) -> Vec<(OsString, OsString)> {
+    env_from(std::env::vars_os(), bin_dir)
+}
+
+fn env_from(
+    vars: impl Iterator<Item = (OsString, OsString)>,
+    bin_dir: Option<&Path>,
+) -> Vec<(OsString, OsString)> {
     let mut env = Vec::new();
     let mut path = None;
-    for (key, value) in std::env::vars_os() {
-        let Some(k) = key.to_str() else { continue };
-        // Proxies and CA settings too: modules (get_url, uri, git) and ansible-galaxy need them.
-        let allowed = matches!(
-            k,
-            "HOME"
-                | "USER"
-                | "LOGNAME"
-                | "LANG"
-                | "TZ"
-                | "TMPDIR"
-                | "SSH_AUTH_SOCK"
-                | "GIT_SSH_COMMAND"
-                | "GIT_SSL_CAINFO"
-                | "SSL_CERT_FILE"
-                | "SSL_CERT_DIR"
-                | "HTTP_PROXY"
-                | "HTTPS_PROXY"
-                | "NO_PROXY"
-                | "http_proxy"
-                | "https_proxy"
-                | "no_proxy"
-        ) || k.starts_with("LC_")
-            || k.starts_with("ANSIBLE_");
-        if k == "PATH" {
+    for (key, value) in vars {
+        if key == "PATH" {
             path = Some(value);
-        } else if allowed {
+        } else if !key.as_encoded_bytes().starts_with(b"TROUPE_") {
             env.push((key, value));
         }
     }
-    let mut dirs: Vec<PathBuf> = bin_dir.map(Path::to_path_buf).into_iter().collect();
     let inherited = path.unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
-    dirs.extend(std::env::split_paths(&inherited));
-    if let Ok(joined) = std::env::join_paths(dirs) {
-        env.push(("PATH".into(), joined));
+    let on_path = |dir: &Path| std::env::split_paths(&inherited).any(|p| p == dir);
+    match bin_dir.filter(|dir| !on_path(dir)) {
+        Some(dir) => {
+            let dirs = std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&inherited));
+            if let Ok(joined) = std::env::join_paths(dirs) {
+                env.push(("PATH".into(), joined));
+            }
+        }
+        None => env.push(("PATH".into(), inherited)),
     }
     env
 }
@@ -335,29 +326,10 @@ async fn start(
         .map_err(|e| AnsibleError::io("creating the event pipe", e.into()))?;
     let event_fd = write_end.as_raw_fd();
 
-    let mut env = child_env(ansible.bin_dir());
-    let plugin_dirs = prepend(
-        &env,
-        "ANSIBLE_CALLBACK_PLUGINS",
-        &dir.plugins.to_string_lossy(),
-        ":",
-    );
-    let enabled = prepend(&env, "ANSIBLE_CALLBACKS_ENABLED", PLUGIN_NAME, ",");
-    env.retain(|(k, _)| k != "ANSIBLE_CALLBACK_PLUGINS" && k != "ANSIBLE_CALLBACKS_ENABLED");
-    // Ansible's colours are kept (as ansible-runner keeps them in event stdout); readers that
-    // want plain text strip them. A user's ANSIBLE_NOCOLOR or ANSIBLE_FORCE_COLOR still wins.
-    if !env
-        .iter()
-        .any(|(k, _)| k == "ANSIBLE_NOCOLOR" || k == "ANSIBLE_FORCE_COLOR")
-    {
-        env.push(("ANSIBLE_FORCE_COLOR".into(), "1".into()));
-    }
-    let ours: [(&str, OsString); 9] = [
-        ("ANSIBLE_CALLBACK_PLUGINS", plugin_dirs),
-        ("ANSIBLE_CALLBACKS_ENABLED", enabled),
-        ("ANSIBLE_RETRY_FILES_ENABLED", "False".into()),
-        ("ANSIBLE_LOCAL_TEMP", dir.tmp.clone().into()),
-        ("PYTHONUNBUFFERED", "1".into()),
+    // troupe's plumbing: the boot file or the plugin takes the first three out of the
+    // environment before ansible starts anything; the run marker stays, on purpose (see
+    // docs/architecture.md, "What troupe changes in ansible-playbook's environment").
+    let plumbing: [(&str, OsString); 4] = [
         ("TROUPE_EVENT_FD", event_fd.to_string().into()),
         // The plugin sets PR_SET_PDEATHSIG and checks that troupe is still its ancestor.
         ("TROUPE_PARENT_PID", std::process::id().to_string().into()),
@@ -367,8 +339,31 @@ async fn start(
         ),
         (RUN_MARKER_VAR, dir.root.clone().into()),
     ];
-
-    let mut cmd = Command::new(&ansible.playbook);
+    let mut env = child_env(ansible.bin_dir());
+    let mut cmd = match ansible.boot_python() {
+        // ansible's CLI, started as its own script starts it, the callback attached in-process.
+        Some(python) => {
+            let mut cmd = Command::new(python);
+            cmd.arg(dir.plugins.join(BOOT_FILE)).arg(&ansible.playbook);
+            cmd
+        }
+        // Not a Python script (a wrapper): the callback is enabled through ansible's settings.
+        None => {
+            let plugin_dirs = prepend(
+                &env,
+                "ANSIBLE_CALLBACK_PLUGINS",
+                &dir.plugins.to_string_lossy(),
+                ":",
+            );
+            let enabled = prepend(&env, "ANSIBLE_CALLBACKS_ENABLED", PLUGIN_NAME, ",");
+            env.retain(|(k, _)| {
+                k != "ANSIBLE_CALLBACK_PLUGINS" && k != "ANSIBLE_CALLBACKS_ENABLED"
+            });
+            env.push(("ANSIBLE_CALLBACK_PLUGINS".into(), plugin_dirs));
+            env.push(("ANSIBLE_CALLBACKS_ENABLED".into(), enabled));
+            Command::new(&ansible.playbook)
+        }
+    };
     cmd.arg("-i").arg(&dir.inventory);
     if let Some(extra_vars) = &dir.extra_vars {
         cmd.arg("-e").arg(format!("@{}", extra_vars.display()));
@@ -380,7 +375,7 @@ async fn start(
         .env_clear()
         .envs(env)
         .envs(dir.access.env.iter().map(|(k, v)| (k, v)))
-        .envs(ours)
+        .envs(plumbing)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -731,19 +726,47 @@ mod tests {
         assert_eq!(got, vec!["ab\n", "cdef", "gh\n", "\n", "xyz"]);
     }
 
-    #[test]
-    fn child_env_never_passes_troupe_variables() {
-        let env = child_env(Some(Path::new("/opt/ansible/bin")));
-        assert!(
-            env.iter()
-                .all(|(k, _)| !k.to_string_lossy().starts_with("TROUPE_"))
-        );
-        let path = env
+    fn vars(pairs: &[(&str, &str)]) -> impl Iterator<Item = (OsString, OsString)> {
+        pairs
             .iter()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        assert!(path.starts_with("/opt/ansible/bin:"), "{path}");
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    fn get<'a>(env: &'a [(OsString, OsString)], key: &str) -> Option<&'a OsString> {
+        env.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    #[test]
+    fn children_inherit_everything_but_troupe_settings() {
+        let given = [
+            ("TROUPE_TOKEN", "secret"),
+            ("TROUPE_DATABASE_URL", "postgres://u:p@h/db"),
+            ("PYTHONDONTWRITEBYTECODE", "1"),
+            ("AWS_PROFILE", "ops"),
+            ("ANSIBLE_CONFIG", "/p/ansible.cfg"),
+            ("PATH", "/usr/bin:/bin"),
+        ];
+        let env = env_from(vars(&given), Some(Path::new("/opt/ansible/bin")));
+        assert!(get(&env, "TROUPE_TOKEN").is_none() && get(&env, "TROUPE_DATABASE_URL").is_none());
+        for (key, value) in &given[2..5] {
+            assert_eq!(get(&env, key), Some(&OsString::from(value)), "{key}");
+        }
+        assert_eq!(
+            get(&env, "PATH"),
+            Some(&OsString::from("/opt/ansible/bin:/usr/bin:/bin"))
+        );
+        assert_eq!(env.len(), 4);
+    }
+
+    #[test]
+    fn path_is_kept_as_it_is_when_it_has_ansibles_directory() {
+        let given = [("PATH", "/usr/local/bin:/opt/ansible/bin:/usr/bin")];
+        let env = env_from(vars(&given), Some(Path::new("/opt/ansible/bin")));
+        assert_eq!(get(&env, "PATH"), Some(&OsString::from(given[0].1)));
+        let none = env_from(vars(&given), None);
+        assert_eq!(get(&none, "PATH"), Some(&OsString::from(given[0].1)));
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! makes as few as it can. Everything here blocks; call it from `spawn_blocking`.
 
 use crate::AnsibleError;
-use crate::plugin::PLUGIN_SOURCE;
+use crate::plugin::{BOOT_FILE, BOOT_SOURCE, PLUGIN_SOURCE};
 use serde_json::{Map, Value};
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
@@ -155,11 +155,20 @@ pub(crate) fn prepare(
 /// then renamed into place, so concurrent runs never see half a file).
 fn shared_plugin_dir(runs_dir: &Path) -> Result<PathBuf, AnsibleError> {
     use sha2::{Digest, Sha256};
+    let files = [
+        (format!("{}.py", crate::PLUGIN_NAME), PLUGIN_SOURCE),
+        (BOOT_FILE.to_owned(), BOOT_SOURCE),
+    ];
     static DIGEST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let digest = DIGEST.get_or_init(|| hex::encode(&Sha256::digest(PLUGIN_SOURCE.as_bytes())[..8]));
+    let digest = DIGEST.get_or_init(|| {
+        let mut hash = Sha256::new();
+        hash.update(PLUGIN_SOURCE.as_bytes());
+        hash.update(BOOT_SOURCE.as_bytes());
+        hex::encode(&hash.finalize()[..8])
+    });
     let dir = runs_dir.join(format!("plugin-{digest}"));
-    let file = dir.join(format!("{}.py", crate::PLUGIN_NAME));
-    if file.is_file() {
+    // Each file is renamed into place whole, the boot file last: when it is there, both are.
+    if dir.join(BOOT_FILE).is_file() {
         return Ok(dir);
     }
     match DirBuilder::new().mode(0o700).create(&dir) {
@@ -167,15 +176,17 @@ fn shared_plugin_dir(runs_dir: &Path) -> Result<PathBuf, AnsibleError> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(io("creating", &dir)(e)),
     }
-    let tmp = dir.join(format!(
-        ".{}.{}.{:?}",
-        crate::PLUGIN_NAME,
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = std::fs::remove_file(&tmp);
-    write_file(&tmp, PLUGIN_SOURCE.as_bytes(), 0o600)?;
-    std::fs::rename(&tmp, &file).map_err(io("installing", &file))?;
+    for (name, source) in files {
+        let file = dir.join(&name);
+        let tmp = dir.join(format!(
+            ".{name}.{}.{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_file(&tmp);
+        write_file(&tmp, source.as_bytes(), 0o600)?;
+        std::fs::rename(&tmp, &file).map_err(io("installing", &file))?;
+    }
     Ok(dir)
 }
 
@@ -208,6 +219,8 @@ mod tests {
             std::fs::read_to_string(plugin).expect("plugin"),
             PLUGIN_SOURCE
         );
+        let boot = a.plugins.join(BOOT_FILE);
+        assert_eq!(std::fs::read_to_string(boot).expect("boot"), BOOT_SOURCE);
         assert_ne!(a.root, b.root);
         assert!(a.inventory.is_file() && a.extra_vars.is_none());
         let b_vars = b.extra_vars.as_ref().expect("b has extra vars");

@@ -636,6 +636,11 @@ async fn the_plugin_kills_ansible_when_troupe_is_gone() {
         troupe_ansible::PLUGIN_SOURCE,
     )
     .unwrap();
+    std::fs::write(
+        root.join("plugins").join(troupe_ansible::BOOT_FILE),
+        troupe_ansible::BOOT_SOURCE,
+    )
+    .unwrap();
     std::fs::write(root.join("hosts"), format!("h1\n{LOCAL_VARS}")).unwrap();
     let gone = {
         let mut c = std::process::Command::new("true").spawn().unwrap();
@@ -643,6 +648,10 @@ async fn the_plugin_kills_ansible_when_troupe_is_gone() {
         c.wait().unwrap();
         pid
     };
+    let python = ansible
+        .boot_python()
+        .expect("a Python ansible-playbook")
+        .to_owned();
     let run = |troupe_pid: u32, out: &str, wrapped: bool| {
         // `; exit` keeps sh from exec'ing ansible: it stays between the test and ansible.
         let mut cmd = if wrapped {
@@ -675,4 +684,24 @@ async fn the_plugin_kills_ansible_when_troupe_is_gone() {
     let out = run(std::process::id(), "wrapped", true).await.unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(root.join("wrapped").exists());
+
+    // Started as troupe starts it: ansible's CLI on its interpreter, the plugin attached.
+    let out = tokio::process::Command::new(&python)
+        .arg(root.join("plugins").join(troupe_ansible::BOOT_FILE))
+        .arg(&ansible.playbook)
+        .arg("-i")
+        .arg(root.join("hosts"))
+        .arg("-e")
+        .arg(format!("out={}", root.join("booted").display()))
+        .arg("site.yml")
+        .current_dir(root.join("project"))
+        .env("TROUPE_PARENT_PID", gone.to_string())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(9), "{out:?}");
+    assert!(
+        !root.join("booted").exists(),
+        "a task ran for a gone troupe"
+    );
 }

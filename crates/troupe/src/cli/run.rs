@@ -11,7 +11,6 @@ use sha2::{Digest, Sha256};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use troupe_core::text::plain;
 use troupe_wire::IdOrName;
 use troupe_wire::inventories::{Inventory, InventoryFormat, InventoryList, NewInventory};
 use troupe_wire::projects::{NewProject, Project, ProjectList, ProjectSource};
@@ -324,14 +323,17 @@ fn short_hash(bytes: &[u8]) -> String {
     hex::encode(&Sha256::digest(bytes)[..4])
 }
 
-/// Follows a run over its event stream, printing what ansible prints as it prints it, and
-/// returns the exit code ansible-playbook would have. Reconnects after a dropped connection and
-/// resumes after the last event printed, so nothing is printed twice or missed. Ctrl-C once
-/// asks for a graceful cancel; twice forces it.
+/// Follows a run, printing its stdout to stdout and its stderr to stderr exactly as the server
+/// keeps them (everything ansible-playbook printed, also what came before the first event), as
+/// they grow, and returns the exit code ansible-playbook would have. The event stream drives
+/// it (progress line, when to read more output, the end); it reconnects after a dropped
+/// connection and resumes after the last event seen. Ctrl-C once asks for a graceful cancel;
+/// twice forces it.
 pub async fn follow(client: &Client, run_id: i64) -> anyhow::Result<i32> {
-    let colour = std::io::stdout().is_terminal();
     let mut progress = Progress::new(std::io::stderr().is_terminal());
-    let mut out = std::io::stdout();
+    let mut output = OutputTail::new(run_id);
+    let mut poll = tokio::time::interval(OUTPUT_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut after = 0i64;
     let mut interrupts = 0u8;
     let mut failures = 0u32;
@@ -380,12 +382,7 @@ pub async fn follow(client: &Client, run_id: i64) -> anyhow::Result<i32> {
                                 continue;
                             }
                             after = ev.counter;
-                            if !ev.stdout.is_empty() {
-                                progress.clear();
-                                let text = if colour { ev.stdout.clone() } else { plain(&ev.stdout) };
-                                out.write_all(text.as_bytes())?;
-                                out.flush()?;
-                            }
+                            output.grew = true;
                             progress.update(&ev);
                         }
                         RunStreamMessage::Lagged { resume_after, .. } => {
@@ -396,6 +393,10 @@ pub async fn follow(client: &Client, run_id: i64) -> anyhow::Result<i32> {
                     }
                 }
                 _ = ticker.tick() => progress.draw(),
+                _ = poll.tick(), if output.grew => {
+                    // A failed read is retried on the next tick; the last one, at the end, reports.
+                    let _ = output.print_new(client, &mut progress).await;
+                }
                 _ = tokio::signal::ctrl_c() => {
                     interrupts += 1;
                     let mode = if interrupts == 1 { CancelMode::Graceful } else { CancelMode::Force };
@@ -415,6 +416,7 @@ pub async fn follow(client: &Client, run_id: i64) -> anyhow::Result<i32> {
             }
         }
     }
+    output.print_new(client, &mut progress).await?;
     progress.clear();
     let run: Run = client.get(&format!("/api/v1/runs/{run_id}")).await?;
     if run.status != RunStatus::Successful && run.status != RunStatus::Failed {
@@ -428,6 +430,80 @@ pub async fn follow(client: &Client, run_id: i64) -> anyhow::Result<i32> {
         );
     }
     Ok(exit_code(&run))
+}
+
+/// How often, at most, `troupe run` reads the output that grew while events arrived.
+const OUTPUT_POLL: Duration = Duration::from_millis(100);
+
+/// Where `follow` is in a run's stored stdout and stderr.
+struct OutputTail {
+    run_id: i64,
+    streams: [TailStream; 2],
+    /// Events came since the last read: there may be more output.
+    grew: bool,
+}
+
+struct TailStream {
+    name: &'static str,
+    /// Bytes of the stored text printed so far.
+    printed: usize,
+    /// Colours are kept on a terminal and stripped elsewhere; the stripper keeps its state
+    /// across reads, so an escape sequence cut between two reads is still removed whole.
+    strip: Option<anstream::adapter::StripStr>,
+}
+
+impl TailStream {
+    fn new(name: &'static str, terminal: bool) -> Self {
+        Self {
+            name,
+            printed: 0,
+            strip: (!terminal).then(anstream::adapter::StripStr::new),
+        }
+    }
+}
+
+impl OutputTail {
+    fn new(run_id: i64) -> Self {
+        Self {
+            run_id,
+            streams: [
+                TailStream::new("stdout", std::io::stdout().is_terminal()),
+                TailStream::new("stderr", std::io::stderr().is_terminal()),
+            ],
+            grew: true,
+        }
+    }
+
+    /// Prints what was stored on each stream since the last read.
+    async fn print_new(&mut self, client: &Client, progress: &mut Progress) -> anyhow::Result<()> {
+        self.grew = false;
+        for stream in &mut self.streams {
+            let path = format!(
+                "/api/v1/runs/{}/{}?ansi=true&offset={}",
+                self.run_id, stream.name, stream.printed
+            );
+            let (text, _) = client.get_text(&path).await?;
+            if text.is_empty() {
+                continue;
+            }
+            stream.printed += text.len();
+            progress.clear();
+            let shown = match &mut stream.strip {
+                Some(strip) => strip.strip_next(&text).collect::<String>(),
+                None => text,
+            };
+            if stream.name == "stdout" {
+                let mut out = std::io::stdout().lock();
+                out.write_all(shown.as_bytes())?;
+                out.flush()?;
+            } else {
+                let mut err = std::io::stderr().lock();
+                err.write_all(shown.as_bytes())?;
+                err.flush()?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Connection drops in a row after which following gives up.

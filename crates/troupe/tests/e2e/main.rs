@@ -11,6 +11,7 @@ mod credentials;
 mod events;
 mod events_brokers;
 mod events_flows;
+mod fidelity;
 mod flow_steps;
 mod flows;
 mod flows_validate;
