@@ -539,6 +539,21 @@ def _install_callback_registration():
 _PLUMBING = ('TROUPE_EVENT_FD', 'TROUPE_PARENT_PID', 'TROUPE_MAX_RESULT_BYTES')
 
 
+def _note_local_tmp():
+    # ansible made its local temp dir when it imported its constants, and removes it at exit; a
+    # SIGKILLed run cannot. Its name goes into the run's directory, where troupe looks for it
+    # when it removes the run's leftovers.
+    run_dir = os.environ.get('TROUPE_RUN_DIR')
+    path = getattr(C, 'DEFAULT_LOCAL_TMP', None)
+    if not run_dir or not path:
+        return
+    try:
+        with open(os.path.join(run_dir, 'local_tmp'), 'w') as f:
+            f.write(str(path))
+    except OSError:
+        pass
+
+
 def attach(settings, register=True):
     """Starts streaming this ansible-playbook's events to troupe. `settings` holds troupe's
     plumbing variables (see _PLUMBING), already taken out of the environment. With `register`,
@@ -553,6 +568,7 @@ def attach(settings, register=True):
     _die_with_troupe(_int(settings.get('TROUPE_PARENT_PID'), 0))
     _install_process_hooks()
     _force_colour()
+    _note_local_tmp()
     if register:
         _install_callback_registration()
 

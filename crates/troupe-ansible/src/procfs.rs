@@ -280,6 +280,7 @@ impl Sweep {
     /// Nothing of the run is left (or the sweeper gave up): its directory goes, and the caller
     /// is told.
     fn finish(self) {
+        remove_local_tmp(&self.dir);
         let removed = match std::fs::remove_dir_all(&self.dir) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             other => other,
@@ -288,6 +289,22 @@ impl Sweep {
             killed: self.signalled.into_iter().collect(),
             removed,
         });
+    }
+}
+
+/// Removes the local temp dir ansible made for the run (named in the run directory's
+/// `local_tmp` by the plugin) if the run's ansible-playbook was killed before it could. Only an
+/// absolute path to a directory named `ansible-local-*`, as ansible names it, is removed.
+fn remove_local_tmp(run_dir: &Path) {
+    let Ok(named) = std::fs::read_to_string(run_dir.join("local_tmp")) else {
+        return;
+    };
+    let path = Path::new(named.trim());
+    let ansibles = path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("ansible-local-"));
+    if path.is_absolute() && ansibles && path.is_dir() {
+        let _ = std::fs::remove_dir_all(path);
     }
 }
 

@@ -314,9 +314,17 @@ async fn check_force_kill(timeout: bool) {
     let project = Project::new(
         "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: long\n      shell: sleep 30\n",
     );
+    // ansible's local temp dir where the test can see it: a killed run's is removed too.
+    let local_tmp = project.tmp.path().join("local-tmp");
+    std::fs::write(
+        project.tmp.path().join("project/ansible.cfg"),
+        format!("[defaults]\nlocal_tmp = {}\n", local_tmp.display()),
+    )
+    .unwrap();
     let mut spec = project.spec(&format!("h1\nh2\n{LOCAL_VARS}")).await;
     if timeout {
-        spec.options.timeout_s = Some(3);
+        // Long enough for ansible to start its task on a loaded machine (the test needs it running).
+        spec.options.timeout_s = Some(8);
     }
     let started = Instant::now();
     let (got, exit, pgid, dir) = run_with(spec, |e, p| {
@@ -336,6 +344,10 @@ async fn check_force_kill(timeout: bool) {
     );
     assert!(marked_alive(&dir).is_empty(), "processes of the run remain");
     assert!(!dir.exists(), "run dir removed");
+    let left: Vec<_> = std::fs::read_dir(&local_tmp)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "ansible's local temp dirs left: {left:?}");
 }
 
 #[tokio::test]
@@ -346,6 +358,45 @@ async fn force_cancel_leaves_nothing_behind() {
 #[tokio::test]
 async fn timeout_leaves_nothing_behind() {
     check_force_kill(true).await;
+}
+
+/// ansible removes its local temp dir when it exits; when it is SIGKILLed, troupe does.
+#[tokio::test]
+async fn a_killed_ansible_playbooks_local_temp_dir_is_removed() {
+    let project =
+        Project::new("- hosts: all\n  gather_facts: false\n  tasks:\n    - shell: sleep 30\n");
+    let local_tmp = project.tmp.path().join("local-tmp");
+    std::fs::write(
+        project.tmp.path().join("project/ansible.cfg"),
+        format!("[defaults]\nlocal_tmp = {}\n", local_tmp.display()),
+    )
+    .unwrap();
+    let spec = project.spec(&format!("h1\n{LOCAL_VARS}")).await;
+    let seen = std::sync::Mutex::new(Vec::new());
+    let (_, exit, _, dir) = run_with(spec, |e, p| {
+        if e.event == "runner_on_start" {
+            // What ansible made is there while it runs.
+            *seen.lock().unwrap() = std::fs::read_dir(&local_tmp)
+                .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p.pid() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    })
+    .await;
+    assert_eq!(exit.rc, None, "killed: {exit:?}");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "ansible's local temp dir while it ran"
+    );
+    assert!(!dir.exists(), "run dir removed");
+    let left: Vec<_> = std::fs::read_dir(&local_tmp)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "ansible's local temp dirs left: {left:?}");
 }
 
 #[tokio::test]

@@ -785,7 +785,7 @@ impl ProjectSyncer {
             cmd.current_dir(dir);
         }
         cmd.env_clear()
-            .envs(troupe_ansible::child_env(None))
+            .envs(git_env())
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GCM_INTERACTIVE", "never")
             .env("LC_ALL", "C")
@@ -946,6 +946,22 @@ fn message_of(stderr: &[u8], stdout: &[u8]) -> String {
     }
 }
 
+/// The `GIT_*` variables of the server's environment git commands get: how to reach remotes.
+/// Others (`GIT_DIR`, `GIT_WORK_TREE`, `GIT_INDEX_FILE`, ...) would point git at another
+/// repository than the project's.
+const GIT_KEPT: [&str; 2] = ["GIT_SSH_COMMAND", "GIT_SSL_CAINFO"];
+
+/// The environment of troupe's git commands: ansible's children's, less the `GIT_*` variables
+/// not in [`GIT_KEPT`].
+fn git_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let mut env = troupe_ansible::child_env(None);
+    env.retain(|(k, _)| {
+        let k = k.to_string_lossy();
+        !k.starts_with("GIT_") || GIT_KEPT.contains(&&*k)
+    });
+    env
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1099,11 +1115,11 @@ mod tests {
     }
 
     #[test]
-    fn the_environment_has_no_troupe_secrets() {
-        let env = troupe_ansible::child_env(Some(Path::new("/opt/ansible/bin")));
-        assert!(
-            env.iter()
-                .all(|(k, _)| !k.to_string_lossy().starts_with("TROUPE_"))
-        );
+    fn the_environment_has_no_troupe_secrets_and_no_repository_of_the_caller() {
+        let env = git_env();
+        assert!(env.iter().all(|(k, _)| {
+            let k = k.to_string_lossy();
+            !k.starts_with("TROUPE_") && (!k.starts_with("GIT_") || GIT_KEPT.contains(&&*k))
+        }));
     }
 }
