@@ -7,9 +7,13 @@
 //!   hosts.yml | hosts.ini             the inventory
 //!   group_vars/<group>.yml            (only when groups have vars; JSON, which YAML reads)
 //!   extra_vars.json                   0600 (only when there are extra vars)
-//!   tmp/                              ANSIBLE_LOCAL_TEMP (made by ansible, 0700, when used)
+//!   tmp/                              ansible-inventory's ANSIBLE_LOCAL_TEMP when troupe lists
+//!                                     the hosts (made by ansible, 0700, when used)
+//!   local_tmp                         the path of ansible-playbook's own local temp dir
+//!                                     (written by the plugin; removed by troupe after a kill)
 //!   ssh-key, become-password, ...     0600, the run's credentials (see `access`)
-//! <runs_dir>/plugin-<digest>/troupe.py  the plugin, written once (read-only for runs)
+//! <runs_dir>/plugin-<digest>/         the plugin (troupe.py) and the file ansible's CLI is
+//!                                     started with (troupe_boot.py), written once
 //! ```
 //! Directories cost more than files to create (and a burst of runs creates many), so a run
 //! makes as few as it can. Everything here blocks; call it from `spawn_blocking`.

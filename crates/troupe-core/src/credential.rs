@@ -470,13 +470,7 @@ fn check_env_name(name: &str) -> Result<(), ValidationError> {
     let reserved = name.starts_with("TROUPE_")
         || matches!(
             name,
-            "PATH"
-                | "HOME"
-                | "PYTHONUNBUFFERED"
-                | "ANSIBLE_CALLBACK_PLUGINS"
-                | "ANSIBLE_CALLBACKS_ENABLED"
-                | "ANSIBLE_LOCAL_TEMP"
-                | "ANSIBLE_RETRY_FILES_ENABLED"
+            "PATH" | "HOME" | "ANSIBLE_CALLBACK_PLUGINS" | "ANSIBLE_CALLBACKS_ENABLED"
         );
     if reserved {
         return Err(invalid(
