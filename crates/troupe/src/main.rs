@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod config;
 mod flows;
+mod looper;
 mod retention;
 mod secrets;
 mod serve;
@@ -312,7 +313,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             overrides.listen = listen;
             overrides.database_url = database_url;
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;
-            loop_cmd(&cfg, cli.config.as_deref(), &config_file)
+            looper::run(&cfg, cli.config.as_deref(), &config_file).await
         }
         Command::Setup => {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;
@@ -416,103 +417,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let c = client(&cfg, remote)?;
             cli::tokens::run(&c, cmd).await
         }
-    }
-}
-
-/// `troupe loop`: turns the Loopabull config into a project and a rules file, then becomes
-/// `troupe serve` with them (exec, so signals reach the server directly), with
-/// `ANSIBLE_CONFIG` set to the config's `cfg_file_path` and the looper's URL in
-/// [`troupe_events::loopabull::LOOPER_URL_ENV`].
-fn loop_cmd(
-    cfg: &Config,
-    config: Option<&std::path::Path>,
-    file: &std::path::Path,
-) -> anyhow::Result<i32> {
-    use std::os::unix::process::CommandExt;
-    use troupe_events::loopabull::{LOOPER_URL_ENV, LoopConfig};
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("could not read {}", file.display()))?;
-    let lb = LoopConfig::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    let base = file.parent().unwrap_or(std::path::Path::new("."));
-    let playbooks = std::fs::canonicalize(loop_path(base, &lb.ansible.playbooks_dir))
-        .with_context(|| {
-            format!(
-                "playbooks_dir {} not found",
-                lb.ansible.playbooks_dir.display()
-            )
-        })?;
-    let project = playbooks
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "root".to_owned());
-    let rules = lb.rules(&project).map_err(|e| anyhow::anyhow!("{e}"))?;
-    troupe_events::Rules::compile(rules.clone())
-        .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.join("; ")))?;
-    let looper_url = lb.looper_url().map_err(|e| anyhow::anyhow!("{e}"))?;
-    serve::ensure_data_dir(&cfg.data_dir)?;
-    let rules_file = cfg.data_dir.join("loopabull-rules.json");
-    serve::write_secret(&rules_file, &serde_json::to_string_pretty(&rules)?)?;
-    let exe = std::env::current_exe().context("cannot find the troupe executable")?;
-    let mut cmd = std::process::Command::new(exe);
-    if let Some(c) = config {
-        cmd.arg("--config").arg(c);
-    }
-    cmd.arg("--data-dir")
-        .arg(&cfg.data_dir)
-        .arg("serve")
-        .arg("--listen")
-        .arg(cfg.listen.to_string())
-        .arg("--project")
-        .arg(&playbooks)
-        .arg("--rules")
-        .arg(&rules_file);
-    if let Some(url) = &cfg.database_url {
-        cmd.arg("--database-url").arg(url);
-    }
-    match &lb.ansible.playbook_cmd {
-        Some(pb) if pb.components().count() == 1 || pb.is_file() => {
-            cmd.arg("--ansible-playbook").arg(pb);
-        }
-        // Loopabull's examples name /usr/bin/ansible-playbook, which a venv install lacks.
-        Some(pb) => eprintln!(
-            "troupe loop: playbook_cmd {} does not exist; using the ansible-playbook troupe finds",
-            pb.display()
-        ),
-        None => {}
-    }
-    cmd.env_remove(LOOPER_URL_ENV);
-    if let Some(url) = looper_url {
-        cmd.env(LOOPER_URL_ENV, url);
-    }
-    if let Some(c) = &lb.ansible.cfg_file_path {
-        let path = loop_path(base, c);
-        let path = std::fs::canonicalize(&path).unwrap_or_else(|_| {
-            // As under Loopabull, ansible then reads its usual places instead.
-            eprintln!(
-                "troupe loop: cfg_file_path {} does not exist; ansible will use its default configuration",
-                c.display()
-            );
-            std::path::absolute(&path).unwrap_or(path)
-        });
-        cmd.env("ANSIBLE_CONFIG", path);
-    }
-    eprintln!(
-        "troupe loop: playbooks in {} (project {project:?}), {}, routing keys {}",
-        playbooks.display(),
-        lb.describe(),
-        lb.routing_keys.join(", ")
-    );
-    let err = cmd.exec();
-    Err(anyhow::anyhow!("could not start troupe serve: {err}"))
-}
-
-/// A path of a Loopabull config: as Loopabull reads it, from the current directory, when it
-/// exists there; else from the config file's directory.
-fn loop_path(base: &std::path::Path, path: &std::path::Path) -> PathBuf {
-    if path.is_absolute() || path.exists() {
-        path.to_owned()
-    } else {
-        base.join(path)
     }
 }
 

@@ -248,3 +248,57 @@ fn fedmsg_and_unknown_plugins_are_refused_with_the_way_out() -> anyhow::Result<(
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inventory_the_ansible_cfg_names_is_the_runs_inventory() -> anyhow::Result<()> {
+    // The package's inventory ([engine] localhost, connection local), named by an ansible.cfg
+    // relative to it; a playbook for group `engine` runs only if that inventory is used.
+    let dir = tempfile::tempdir()?;
+    std::fs::copy(
+        package().join("examples/inventory.txt"),
+        dir.path().join("inventory.txt"),
+    )?;
+    std::fs::write(
+        dir.path().join("ansible.cfg"),
+        "[defaults]\n# as ansible reads it: relative to this file\ninventory = inventory.txt\n",
+    )?;
+    // debug runs on the controller: no Python is looked for on the host (the package's
+    // inventory names no interpreter).
+    let playbooks = named_project(&[(
+        "org.example.engine.yml",
+        "- hosts: engine\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug: {msg: \"{{ group_names }}\"}\n",
+    )])?;
+    let config = dir.path().join("loop.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "routing_keys: [org.example.engine]\nplugins:\n  translator: {{name: rkname}}\nansible:\n  playbooks_dir: {}\n  cfg_file_path: ansible.cfg\n",
+            playbooks.path().display()
+        ),
+    )?;
+    let data = dir.path().join("data");
+    let mut server = Server::start_command(
+        troupe_loop(config.to_str().context("path")?, &data),
+        data.clone(),
+        &ServerOpts::default(),
+    )?;
+    let (s, v) = server
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/hooks/loopabull/org.example.engine",
+            Some(&json!({})),
+        )
+        .await?;
+    assert_eq!(s, 202, "{v}");
+    let (run, shown) = ran(&server, "org.example.engine").await?;
+    assert_eq!(run["status"], "successful", "{run}");
+    assert_eq!(shown.len(), 1, "the play ran on group engine: {shown:?}");
+    assert_eq!(shown[0]["msg"], json!(["engine"]));
+    let inventories = server.get("/api/v1/inventories?name=loopabull").await?;
+    assert_eq!(
+        inventories["inventories"][0]["hosts"],
+        std::fs::read_to_string(dir.path().join("inventory.txt"))?
+    );
+    server.terminate()?;
+    Ok(())
+}
