@@ -241,15 +241,9 @@ impl RedisSource {
             }
             Ok::<_, RedisError>(pubsub)
         };
-        let pubsub = tokio::select! {
-            _ = ctx.stop.cancelled() => return Ok(()),
-            r = tokio::time::timeout(SETUP_TIMEOUT, setup) => match r {
-                Ok(r) => r?,
-                Err(_) => return Err(RedisError::ConnectTimeout(shown.to_owned())),
-            },
+        let Some(pubsub) = set_up(ctx, backoff, shown, setup).await? else {
+            return Ok(());
         };
-        ctx.status.connected();
-        backoff.reset();
         tracing::info!(source = %ctx.name, url = %shown, channels = ?self.cfg.channels,
             "Redis pub/sub source subscribed");
         let format = self.cfg.payload.format();
@@ -335,15 +329,9 @@ impl RedisSource {
             }
             Ok::<_, RedisError>(conn)
         };
-        let mut conn = tokio::select! {
-            _ = ctx.stop.cancelled() => return Ok(()),
-            r = tokio::time::timeout(SETUP_TIMEOUT, setup) => match r {
-                Ok(r) => r?,
-                Err(_) => return Err(RedisError::ConnectTimeout(shown.to_owned())),
-            },
+        let Some(mut conn) = set_up(ctx, backoff, shown, setup).await? else {
+            return Ok(());
         };
-        ctx.status.connected();
-        backoff.reset();
         tracing::info!(source = %ctx.name, url = %shown, streams = ?cfg.streams,
             group = %cfg.group, consumer = %consumer, "Redis stream source reading");
 
@@ -438,6 +426,26 @@ impl RedisSource {
             }
         }
     }
+}
+
+/// Runs `setup` within [`SETUP_TIMEOUT`]; once it is done the source is connected. `None`
+/// when told to stop meanwhile.
+async fn set_up<T>(
+    ctx: &SourceContext,
+    backoff: &mut Backoff,
+    shown: &str,
+    setup: impl Future<Output = Result<T, RedisError>>,
+) -> Result<Option<T>, RedisError> {
+    let done = tokio::select! {
+        _ = ctx.stop.cancelled() => return Ok(None),
+        r = tokio::time::timeout(SETUP_TIMEOUT, setup) => match r {
+            Ok(r) => r?,
+            Err(_) => return Err(RedisError::ConnectTimeout(shown.to_owned())),
+        },
+    };
+    ctx.status.connected();
+    backoff.reset();
+    Ok(Some(done))
 }
 
 /// Makes a client error the failure of the command `what`.
