@@ -425,6 +425,56 @@ async fn amqp_unreachable_broker_reports_disconnected_without_password() {
     src.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_queue_options_and_unreadable_tls_files_are_honoured() {
+    let u = uniq();
+    let queue = format!("troupe-test-private-{u}");
+    // Loopabull's fedmsgrabbitmq queue: not durable, exclusive, auto-deleted.
+    let mut cfg = amqp_config(&queue, None, &[]);
+    cfg.durable = false;
+    cfg.exclusive = true;
+    cfg.auto_delete = true;
+    let sink = Arc::new(RecordingSink::default());
+    let src = Running::start(Box::new(AmqpSource::new(cfg.clone())), "p", sink.clone());
+    src.connected().await;
+    let (_conn, ch) = rabbit::channel().await;
+    rabbit::publish(&ch, "", &queue, json!({"p": 1}), None, None).await;
+    wait_until("the event", || sink.stored().len() == 1).await;
+    src.stop().await;
+    // Exclusive and auto-deleted: gone with troupe's connection.
+    let (_conn2, ch2) = rabbit::channel().await;
+    let gone = ch2
+        .queue_declare(
+            queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await;
+    assert!(gone.is_err(), "the queue outlived troupe's connection");
+
+    // A TLS file that cannot be read: said in the status, naming the field, nothing panics.
+    cfg.tls = Some(troupe_events::config::AmqpTls {
+        ca_file: Some(format!("/nonexistent/{u}/ca.pem")),
+        cert_file: None,
+        key_file: None,
+    });
+    let src = Running::start(Box::new(AmqpSource::new(cfg)), "t", sink);
+    let status = src.status.clone();
+    wait_until("disconnected", move || {
+        status.snapshot().state == "disconnected"
+    })
+    .await;
+    let error = src.status.snapshot().last_error.unwrap();
+    assert!(
+        error.contains("tls.ca_file") && error.contains("ca.pem"),
+        "{error}"
+    );
+    src.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // NATS
 // ---------------------------------------------------------------------------------------
