@@ -1,7 +1,10 @@
 //! AMQP 0-9-1 source (RabbitMQ), through `lapin`.
 //!
-//! On every (re)connect the source opens one channel, sets `basic.qos` to `prefetch`, declares
-//! its queue durable, declares the exchange (when one is named, unless it is a built-in
+//! On every (re)connect (over TLS with `amqps://`, trusting `tls.ca_file` besides the system's
+//! roots and presenting `tls.cert_file` when given) the source opens one channel, sets
+//! `basic.qos` to `prefetch`, declares its queue (durable, exclusive and auto-deleted as
+//! configured: durable by default; an exclusive or auto-deleted queue goes, with what it held,
+//! when troupe's connection does), declares the exchange (when one is named, unless it is a built-in
 //! `amq.*` exchange) and binds the queue with each binding key, then consumes with manual
 //! acknowledgements. Messages are handed to the sink one at a time, in order; each is
 //! acknowledged only once the sink reports it stored. When troupe stops meanwhile the
