@@ -41,6 +41,9 @@ impl RulesFile {
                 SourceConfig::Mqtt(m) => {
                     vec![("url", Some(&mut m.url)), ("password", m.password.as_mut())]
                 }
+                SourceConfig::Redis(r) => {
+                    vec![("url", Some(&mut r.url)), ("password", r.password.as_mut())]
+                }
                 SourceConfig::Directory(_) | SourceConfig::Timer(_) => Vec::new(),
             };
             for (field, secret) in fields {
@@ -240,6 +243,8 @@ pub enum SourceConfig {
     Nats(NatsConfig),
     /// MQTT 3.1.1 or 5 topic filters.
     Mqtt(MqttConfig),
+    /// Redis pub/sub channels, or streams through a consumer group.
+    Redis(RedisConfig),
     /// Files dropped into a directory.
     Directory(DirectoryConfig),
     /// A cron schedule.
@@ -254,6 +259,7 @@ impl SourceConfig {
             SourceConfig::Amqp(_) => "amqp",
             SourceConfig::Nats(_) => "nats",
             SourceConfig::Mqtt(_) => "mqtt",
+            SourceConfig::Redis(_) => "redis",
             SourceConfig::Directory(_) => "directory",
             SourceConfig::Timer(_) => "timer",
         }
@@ -273,6 +279,10 @@ impl SourceConfig {
             SourceConfig::Mqtt(m) => {
                 m.url.redact_url();
                 m.password.iter_mut().for_each(Secret::redact);
+            }
+            SourceConfig::Redis(r) => {
+                r.url.redact_url();
+                r.password.iter_mut().for_each(Secret::redact);
             }
             SourceConfig::Directory(_) | SourceConfig::Timer(_) => {}
         }
@@ -368,6 +378,74 @@ pub struct AmqpConfig {
     /// Unacknowledged messages the broker may hand troupe at once.
     #[serde(default = "default_prefetch")]
     pub prefetch: u16,
+    /// Declare the queue durable (it survives a broker restart).
+    #[serde(default = "yes")]
+    pub durable: bool,
+    /// Declare the queue exclusive to troupe's connection (it goes when the connection does).
+    #[serde(default)]
+    pub exclusive: bool,
+    /// Declare the queue auto-deleted once its last consumer goes.
+    #[serde(default)]
+    pub auto_delete: bool,
+    /// TLS settings beyond the system's roots (an `amqps://` URL uses TLS either way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<AmqpTls>,
+    /// How message bodies are read (default `json`).
+    #[serde(default, skip_serializing_if = "PayloadRead::is_json")]
+    pub payload: PayloadRead,
+}
+
+/// TLS files of an AMQP source: a CA to trust, and a client certificate (with
+/// `?auth_mechanism=external` in the URL, the broker takes the user from it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpTls {
+    /// PEM file of the CA certificates to trust, besides the system's.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// PEM file of the client certificate (chain).
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    /// PEM file of the client certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub key_file: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How a source reads a message body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadRead {
+    /// JSON (an event that is not is recorded as rejected).
+    #[default]
+    Json,
+    /// YAML (which JSON also is).
+    Yaml,
+    /// The body as one string (rules pass it on with `action.vars_key`).
+    Text,
+    /// As Loopabull's Redis looper: a YAML (or JSON) mapping is the payload as it is; any other
+    /// body becomes `{msg: <the body as text>}`.
+    Loopabull,
+}
+
+impl PayloadRead {
+    fn is_json(&self) -> bool {
+        *self == PayloadRead::Json
+    }
+
+    /// The format the ingest reads.
+    pub fn format(self) -> crate::sink::PayloadFormat {
+        use crate::sink::PayloadFormat;
+        match self {
+            PayloadRead::Json => PayloadFormat::Json,
+            PayloadRead::Yaml => PayloadFormat::Yaml,
+            PayloadRead::Text => PayloadFormat::Text,
+            PayloadRead::Loopabull => PayloadFormat::Loopabull,
+        }
+    }
 }
 
 fn default_exchange_type() -> String {
@@ -491,6 +569,41 @@ impl<'de> Deserialize<'de> for MqttProtocol {
 
         d.deserialize_any(Version)
     }
+}
+
+/// A Redis source: pub/sub channels (at most once), or streams read through a consumer group
+/// (acknowledged with `XACK` once stored). Exactly one of `channels` and `streams`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:6379[/db]`, or `rediss://` for TLS.
+    pub url: Secret,
+    /// The password (`AUTH`), when it is not in the URL.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Pub/sub: channel patterns (`PSUBSCRIBE` globs: `*`, `?`, `[abc]`); the channel a
+    /// message was published on is its routing key.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// Streams read with `XREADGROUP`; an entry's `routing_key` field is its routing key (the
+    /// stream's name without one), its `payload` field the payload (all its fields as a JSON
+    /// object without one).
+    #[serde(default)]
+    pub streams: Vec<String>,
+    /// The consumer group of `streams`; made (with the stream) at the stream's end when missing.
+    #[serde(default = "default_redis_group")]
+    pub group: String,
+    /// The consumer's name in the group (default `troupe-<source name>`). Keep it stable: on
+    /// restart the consumer first reads again the entries it had not acknowledged.
+    #[serde(default)]
+    pub consumer: Option<String>,
+    /// How message bodies (a stream entry's `payload` field) are read (default `json`).
+    #[serde(default)]
+    pub payload: PayloadRead,
+}
+
+fn default_redis_group() -> String {
+    "troupe".to_owned()
 }
 
 /// A directory source.

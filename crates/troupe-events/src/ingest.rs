@@ -426,15 +426,24 @@ enum PayloadError {
 }
 
 fn parse_payload(event: &Inbound) -> Result<Value, PayloadError> {
+    let text = || std::str::from_utf8(&event.payload).map_err(|_| PayloadError::NotText);
+    match event.format {
+        PayloadFormat::Text => return Ok(Value::String(text()?.to_owned())),
+        PayloadFormat::Loopabull => {
+            let text = text()?;
+            return Ok(match serde_saphyr::from_str::<Value>(text) {
+                Ok(Value::Object(fields)) => Value::Object(fields),
+                _ => serde_json::json!({ "msg": text }),
+            });
+        }
+        PayloadFormat::Json | PayloadFormat::Yaml => {}
+    }
     if event.payload.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Object(Map::new()));
     }
     match event.format {
-        PayloadFormat::Json => Ok(serde_json::from_slice(&event.payload)?),
-        PayloadFormat::Yaml => {
-            let text = std::str::from_utf8(&event.payload).map_err(|_| PayloadError::NotText)?;
-            Ok(serde_saphyr::from_str(text)?)
-        }
+        PayloadFormat::Yaml => Ok(serde_saphyr::from_str(text()?)?),
+        _ => Ok(serde_json::from_slice(&event.payload)?),
     }
 }
 
@@ -457,6 +466,18 @@ mod tests {
         assert_eq!(read(&ev), Ok(serde_json::json!({"a": 1, "b": ["x"]})));
         ev.payload = Bytes::from_static(b"\xff\xfe");
         assert_eq!(read(&ev), Err("the payload is not UTF-8 text".to_owned()));
+        ev.format = PayloadFormat::Text;
+        ev.payload = Bytes::from_static(b"a: 1");
+        assert_eq!(read(&ev), Ok(serde_json::json!("a: 1")));
+        // Loopabull's Redis looper: a mapping is the payload, anything else is `msg`.
+        ev.format = PayloadFormat::Loopabull;
+        assert_eq!(read(&ev), Ok(serde_json::json!({"a": 1})));
+        ev.payload = Bytes::from_static(b"{\"who\": \"you\"}");
+        assert_eq!(read(&ev), Ok(serde_json::json!({"who": "you"})));
+        for text in ["hello world", "[1, 2]", "{nope", ""] {
+            ev.payload = Bytes::from(text);
+            assert_eq!(read(&ev), Ok(serde_json::json!({"msg": text})), "{text}");
+        }
     }
 
     /// A stand-in for the flow engine: remembers what it was asked, checks the one input its

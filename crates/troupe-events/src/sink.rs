@@ -15,6 +15,11 @@ pub enum PayloadFormat {
     Json,
     /// YAML (which JSON also is): dropped `.yml`/`.yaml` files.
     Yaml,
+    /// UTF-8 text, kept as one string.
+    Text,
+    /// Loopabull's Redis looper's reading: a YAML mapping as it is, anything else as
+    /// `{msg: <text>}`.
+    Loopabull,
 }
 
 /// One event as a source received it.

@@ -1,9 +1,14 @@
 //! The broker sources against real brokers on this machine: RabbitMQ (127.0.0.1:5672,
-//! guest/guest), NATS with JetStream (127.0.0.1:4222) and Mosquitto (127.0.0.1:1883). Every
-//! test uses its own queue / exchange / subject / stream / client id, so tests run in
-//! parallel and repeatedly.
+//! guest/guest), NATS with JetStream (127.0.0.1:4222), Mosquitto (127.0.0.1:1883) and Redis
+//! (127.0.0.1:6379). Every test uses its own queue / exchange / subject / stream / client id /
+//! channel, so tests run in parallel and repeatedly.
 
-#![cfg(all(feature = "amqp", feature = "nats", feature = "mqtt"))]
+#![cfg(all(
+    feature = "amqp",
+    feature = "nats",
+    feature = "mqtt",
+    feature = "redis"
+))]
 #![allow(clippy::unwrap_used)]
 
 use async_trait::async_trait;
@@ -14,16 +19,18 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use troupe_core::inbound::{EventRecord, EventStatus};
-use troupe_events::config::{AmqpConfig, MqttConfig, NatsConfig};
+use troupe_events::config::{AmqpConfig, MqttConfig, NatsConfig, RedisConfig};
 use troupe_events::sources::amqp::{self, AmqpSource};
 use troupe_events::sources::mqtt::{self, MqttSource};
 use troupe_events::sources::nats::{self, NatsSource};
+use troupe_events::sources::redis::{self as redis_source, RedisSource};
 use troupe_events::sources::{Source, SourceContext, SourceStatus};
 use troupe_events::{Delivered, Inbound, NotStored, Sink};
 
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const NATS_URL: &str = "nats://127.0.0.1:4222";
 const MQTT_URL: &str = "mqtt://127.0.0.1:1883";
+const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 const WAIT: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------------------------------
@@ -415,6 +422,56 @@ async fn amqp_unreachable_broker_reports_disconnected_without_password() {
     let error = src.status.snapshot().last_error.unwrap();
     assert!(!error.contains("sup3rs3cret"), "{error}");
     assert!(error.contains("127.0.0.1:1"), "{error}");
+    src.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_queue_options_and_unreadable_tls_files_are_honoured() {
+    let u = uniq();
+    let queue = format!("troupe-test-private-{u}");
+    // Loopabull's fedmsgrabbitmq queue: not durable, exclusive, auto-deleted.
+    let mut cfg = amqp_config(&queue, None, &[]);
+    cfg.durable = false;
+    cfg.exclusive = true;
+    cfg.auto_delete = true;
+    let sink = Arc::new(RecordingSink::default());
+    let src = Running::start(Box::new(AmqpSource::new(cfg.clone())), "p", sink.clone());
+    src.connected().await;
+    let (_conn, ch) = rabbit::channel().await;
+    rabbit::publish(&ch, "", &queue, json!({"p": 1}), None, None).await;
+    wait_until("the event", || sink.stored().len() == 1).await;
+    src.stop().await;
+    // Exclusive and auto-deleted: gone with troupe's connection.
+    let (_conn2, ch2) = rabbit::channel().await;
+    let gone = ch2
+        .queue_declare(
+            queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await;
+    assert!(gone.is_err(), "the queue outlived troupe's connection");
+
+    // A TLS file that cannot be read: said in the status, naming the field, nothing panics.
+    cfg.tls = Some(troupe_events::config::AmqpTls {
+        ca_file: Some(format!("/nonexistent/{u}/ca.pem")),
+        cert_file: None,
+        key_file: None,
+    });
+    let src = Running::start(Box::new(AmqpSource::new(cfg)), "t", sink);
+    let status = src.status.clone();
+    wait_until("disconnected", move || {
+        status.snapshot().state == "disconnected"
+    })
+    .await;
+    let error = src.status.snapshot().last_error.unwrap();
+    assert!(
+        error.contains("tls.ca_file") && error.contains("ca.pem"),
+        "{error}"
+    );
     src.stop().await;
 }
 
@@ -1034,6 +1091,251 @@ async fn mqtt_resubscribes_after_a_broker_restart() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Redis
+// ---------------------------------------------------------------------------------------
+
+mod rds {
+    use super::*;
+
+    pub async fn conn() -> redis::aio::MultiplexedConnection {
+        redis::Client::open(REDIS_URL)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("Redis at 127.0.0.1:6379")
+    }
+
+    /// PUBLISHes; how many subscribers got it.
+    pub async fn publish(channel: &str, body: &str) -> i64 {
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(body)
+            .query_async(&mut conn().await)
+            .await
+            .unwrap()
+    }
+
+    /// XADDs `fields` to `stream`; the entry's id.
+    pub async fn xadd(stream: &str, fields: &[(&str, &str)]) -> String {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(stream).arg("*");
+        for (k, v) in fields {
+            cmd.arg(*k).arg(*v);
+        }
+        cmd.query_async(&mut conn().await).await.unwrap()
+    }
+
+    /// How many entries the group has delivered and not had acknowledged.
+    pub async fn pending(stream: &str, group: &str) -> i64 {
+        let summary: redis::Value = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(group)
+            .query_async(&mut conn().await)
+            .await
+            .unwrap();
+        match summary {
+            redis::Value::Array(parts) => match parts.first() {
+                Some(redis::Value::Int(n)) => *n,
+                other => panic!("XPENDING count: {other:?}"),
+            },
+            other => panic!("XPENDING: {other:?}"),
+        }
+    }
+
+    pub async fn delete(key: &str) {
+        let _: i64 = redis::cmd("DEL")
+            .arg(key)
+            .query_async(&mut conn().await)
+            .await
+            .unwrap();
+    }
+}
+
+fn redis_config(cfg: serde_json::Value) -> RedisConfig {
+    let mut full = json!({"url": REDIS_URL});
+    for (k, v) in cfg.as_object().unwrap() {
+        full[k] = v.clone();
+    }
+    serde_json::from_value(full).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_pubsub_pattern_matches_and_the_channel_is_the_routing_key() {
+    let u = uniq();
+    let cfg = redis_config(json!({"channels": [format!("t{u}.*")], "payload": "loopabull"}));
+    let sink = Arc::new(RecordingSink::default());
+    let src = Running::start(Box::new(RedisSource::new(cfg)), "r", sink.clone());
+    src.connected().await;
+    let key = format!("t{u}.deploy.web");
+    assert_eq!(rds::publish(&key, "who: you").await, 1, "one subscriber");
+    assert_eq!(rds::publish(&format!("other{u}"), "{}").await, 0);
+    assert_eq!(rds::publish(&key, "plain words").await, 1);
+    wait_until("two events", || sink.stored().len() == 2).await;
+    let stored = sink.stored();
+    assert_eq!(keys(&stored), [key.clone(), key]);
+    assert_eq!(&stored[0].payload[..], b"who: you");
+    assert_eq!(stored[0].format, troupe_events::PayloadFormat::Loopabull);
+    assert_eq!(stored[0].headers["pattern"], format!("t{u}.*"));
+    assert_eq!(stored[0].delivery_id, None);
+    assert_eq!(&stored[1].payload[..], b"plain words");
+    assert_eq!(src.status.snapshot().delivered, 2);
+    src.stop().await;
+    // Gone: nobody is subscribed any more (at most once: this one is lost).
+    assert_eq!(rds::publish(&format!("t{u}.x"), "{}").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stream_acks_after_store_and_reads_pending_and_missed_entries_on_restart() {
+    let u = uniq();
+    let stream = format!("troupe-test-stream-{u}");
+    let cfg = redis_config(json!({"streams": [stream], "group": "g", "consumer": "c1"}));
+
+    // 1. The store fails twice, then works: acknowledged only once stored.
+    let sink = RecordingSink::failing_next(2);
+    let src = Running::start(Box::new(RedisSource::new(cfg.clone())), "rs", sink.clone());
+    src.connected().await;
+    let id = rds::xadd(
+        &stream,
+        &[("routing_key", "a.b"), ("payload", r#"{"n": 1}"#)],
+    )
+    .await;
+    wait_until("the first entry stored", || sink.stored().len() == 1).await;
+    assert_eq!(sink.attempts().len(), 3, "2 failures, then stored");
+    let first = &sink.stored()[0];
+    assert_eq!(first.routing_key, "a.b");
+    assert_eq!(payload(first), json!({"n": 1}));
+    assert_eq!(first.delivery_id, Some(format!("{stream}/{id}")));
+    assert!(!first.redelivered);
+    let deadline = Instant::now() + WAIT;
+    while rds::pending(&stream, "g").await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the entry was never acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    src.stop().await;
+
+    // 2. The store is down: read, never acknowledged, so still pending when troupe stops.
+    let failing = RecordingSink::failing_always();
+    let src = Running::start(
+        Box::new(RedisSource::new(cfg.clone())),
+        "rs",
+        failing.clone(),
+    );
+    src.connected().await;
+    let id2 = rds::xadd(&stream, &[("who", "you")]).await;
+    wait_until("retries", || failing.attempts().len() >= 2).await;
+    assert_eq!(
+        rds::pending(&stream, "g").await,
+        1,
+        "read, not acknowledged"
+    );
+    src.stop().await;
+    assert!(failing.stored().is_empty());
+
+    // 3. Added while troupe is down.
+    let id3 = rds::xadd(&stream, &[("payload", r#"{"n": 3}"#)]).await;
+
+    // 4. Restarted: the pending entry first (flagged redelivered), then the missed one.
+    let sink = Arc::new(RecordingSink::default());
+    let src = Running::start(Box::new(RedisSource::new(cfg)), "rs", sink.clone());
+    wait_until("both entries", || sink.stored().len() == 2).await;
+    let stored = sink.stored();
+    assert_eq!(stored[0].delivery_id, Some(format!("{stream}/{id2}")));
+    assert!(stored[0].redelivered);
+    assert_eq!(
+        stored[0].routing_key, stream,
+        "no routing_key field: the stream"
+    );
+    assert_eq!(payload(&stored[0]), json!({"who": "you"}), "its fields");
+    assert_eq!(stored[1].delivery_id, Some(format!("{stream}/{id3}")));
+    assert!(!stored[1].redelivered);
+    assert_eq!(payload(&stored[1]), json!({"n": 3}));
+    let deadline = Instant::now() + WAIT;
+    while rds::pending(&stream, "g").await != 0 {
+        assert!(Instant::now() < deadline, "entries left pending");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    src.stop().await;
+    rds::delete(&stream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_unreachable_server_reports_disconnected_without_password() {
+    let cfg = redis_config(json!({
+        "url": "redis://:sup3rs3cret@127.0.0.1:1/0", "channels": ["*"],
+        "password": "an0ther-s3cret"
+    }));
+    let sink = Arc::new(RecordingSink::default());
+    let src = Running::start(Box::new(RedisSource::new(cfg)), "down", sink);
+    let status = src.status.clone();
+    wait_until("disconnected", move || {
+        status.snapshot().state == "disconnected"
+    })
+    .await;
+    let error = src.status.snapshot().last_error.unwrap();
+    assert!(!error.contains("sup3rs3cret"), "{error}");
+    assert!(!error.contains("an0ther-s3cret"), "{error}");
+    assert!(error.contains("127.0.0.1:1"), "{error}");
+    src.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_subscribes_again_after_a_server_restart() {
+    let port = free_port();
+    let args = [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    .map(str::to_owned);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let cfg = redis_config(json!({"url": url, "channels": ["a.*"]}));
+    let broker = Broker::spawn("redis-server", &args, port);
+    let sink = Arc::new(RecordingSink::default());
+    let src = Running::start(Box::new(RedisSource::new(cfg)), "rr", sink.clone());
+    src.connected().await;
+    let publish = |body: &'static str| {
+        let url = url.clone();
+        async move {
+            let mut conn = redis::Client::open(url.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            redis::cmd("PUBLISH")
+                .arg("a.b")
+                .arg(body)
+                .query_async::<i64>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(publish(r#"{"n": 1}"#).await, 1);
+    wait_until("the first event", || sink.stored().len() == 1).await;
+
+    drop(broker);
+    let status = src.status.clone();
+    wait_until("disconnected", move || {
+        status.snapshot().state == "disconnected"
+    })
+    .await;
+    let _broker = Broker::spawn("redis-server", &args, port);
+    src.connected().await;
+    assert_eq!(publish(r#"{"n": 2}"#).await, 1, "subscribed again");
+    wait_until("the second event", || sink.stored().len() == 2).await;
+    assert_eq!(payload(&sink.stored()[1]), json!({"n": 2}));
+    src.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
 // validate
 // ---------------------------------------------------------------------------------------
 
@@ -1118,6 +1420,7 @@ fn validate_rejects_bad_configs_naming_the_field() {
         with("jetstream", json!({"stream": "S", "durable": ""})),
         "jetstream.durable",
     );
+
     let mut js_group = with("jetstream", json!({"stream": "S", "durable": "d"}));
     js_group["queue_group"] = json!("g");
     rejects(nats::validate, js_group, "queue_group");
@@ -1151,4 +1454,47 @@ fn validate_rejects_bad_configs_naming_the_field() {
     .unwrap_err()
     .to_string();
     assert!(tls.contains("TLS") && !tls.contains("hunter22"), "{tls}");
+
+    let ok = json!({"url": REDIS_URL, "channels": ["*"]});
+    redis_source::validate(&serde_json::from_value(ok.clone()).unwrap()).expect("valid");
+    let with = |k: &str, v: serde_json::Value| {
+        let mut c = ok.clone();
+        c[k] = v;
+        c
+    };
+    rejects(
+        redis_source::validate,
+        with("url", json!("http://h/")),
+        "url",
+    );
+    rejects(
+        redis_source::validate,
+        with("url", json!("redis://h:port/0")),
+        "url",
+    );
+    rejects(
+        redis_source::validate,
+        with("channels", json!([])),
+        "channels or streams",
+    );
+    rejects(
+        redis_source::validate,
+        with("channels", json!([""])),
+        "channels",
+    );
+    rejects(
+        redis_source::validate,
+        with("streams", json!(["s"])),
+        "channels and streams",
+    );
+    let mut streams = with("streams", json!(["s"]));
+    streams["channels"] = json!([]);
+    redis_source::validate(&serde_json::from_value(streams.clone()).unwrap()).expect("streams");
+    streams["group"] = json!("");
+    rejects(redis_source::validate, streams, "group");
+    rejects(
+        amqp::validate,
+        json!({"url": AMQP_URL, "queue": "q", "tls": {"cert_file": "/c.pem"}}),
+        "tls",
+    );
 }

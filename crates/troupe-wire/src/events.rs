@@ -139,7 +139,7 @@ pub struct RulesView {
 #[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SourceView {
-    /// `webhook`, `amqp`, `nats`, `mqtt`, `directory` or `timer`.
+    /// `webhook`, `amqp`, `nats`, `mqtt`, `redis`, `directory` or `timer`.
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(flatten)]

@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod config;
 mod flows;
+mod looper;
 mod retention;
 mod secrets;
 mod serve;
@@ -85,7 +86,8 @@ enum Command {
         addr_file: Option<PathBuf>,
     },
     /// Loopabull on troupe: run the playbook each event's routing key names, with the payload
-    /// as extra vars, from a Loopabull config (`plugin`, `routing_keys`, `ansible`).
+    /// as extra vars, from a Loopabull config (`plugins` or `plugin`, `routing_keys`,
+    /// `ansible`).
     Loop {
         /// The Loopabull configuration file.
         config_file: PathBuf,
@@ -311,7 +313,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             overrides.listen = listen;
             overrides.database_url = database_url;
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;
-            loop_cmd(&cfg, cli.config.as_deref(), &config_file)
+            looper::run(&cfg, cli.config.as_deref(), &config_file).await
         }
         Command::Setup => {
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;
@@ -416,73 +418,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             cli::tokens::run(&c, cmd).await
         }
     }
-}
-
-/// `troupe loop`: turns the Loopabull config into a project and a rules file, then becomes
-/// `troupe serve` with them (exec, so signals reach the server directly), with
-/// `ANSIBLE_CONFIG` set to the config's `cfg_file_path`.
-fn loop_cmd(
-    cfg: &Config,
-    config: Option<&std::path::Path>,
-    file: &std::path::Path,
-) -> anyhow::Result<i32> {
-    use std::os::unix::process::CommandExt;
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("could not read {}", file.display()))?;
-    let lb = troupe_events::loopabull::LoopConfig::parse(&text)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    // Relative paths in the config are read from the config file's directory.
-    let base = file.parent().unwrap_or(std::path::Path::new("."));
-    let playbooks =
-        std::fs::canonicalize(base.join(&lb.ansible.playbooks_dir)).with_context(|| {
-            format!(
-                "playbooks_dir {} not found",
-                lb.ansible.playbooks_dir.display()
-            )
-        })?;
-    let project = playbooks
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "root".to_owned());
-    let rules = lb.rules(&project).map_err(|e| anyhow::anyhow!("{e}"))?;
-    troupe_events::Rules::compile(rules.clone())
-        .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.join("; ")))?;
-    serve::ensure_data_dir(&cfg.data_dir)?;
-    let rules_file = cfg.data_dir.join("loopabull-rules.json");
-    serve::write_secret(&rules_file, &serde_json::to_string_pretty(&rules)?)?;
-    let exe = std::env::current_exe().context("cannot find the troupe executable")?;
-    let mut cmd = std::process::Command::new(exe);
-    if let Some(c) = config {
-        cmd.arg("--config").arg(c);
-    }
-    cmd.arg("--data-dir")
-        .arg(&cfg.data_dir)
-        .arg("serve")
-        .arg("--listen")
-        .arg(cfg.listen.to_string())
-        .arg("--project")
-        .arg(&playbooks)
-        .arg("--rules")
-        .arg(&rules_file);
-    if let Some(url) = &cfg.database_url {
-        cmd.arg("--database-url").arg(url);
-    }
-    if let Some(pb) = &lb.ansible.playbook_cmd {
-        cmd.arg("--ansible-playbook").arg(pb);
-    }
-    if let Some(c) = &lb.ansible.cfg_file_path {
-        let c = std::fs::canonicalize(base.join(c))
-            .with_context(|| format!("cfg_file_path {} not found", c.display()))?;
-        cmd.env("ANSIBLE_CONFIG", c);
-    }
-    eprintln!(
-        "troupe loop: playbooks in {} (project {project:?}), plugin {}, routing keys {}",
-        playbooks.display(),
-        lb.plugin,
-        lb.routing_keys.join(", ")
-    );
-    let err = cmd.exec();
-    Err(anyhow::anyhow!("could not start troupe serve: {err}"))
 }
 
 fn client(cfg: &Config, remote: Remote) -> anyhow::Result<client::Client> {

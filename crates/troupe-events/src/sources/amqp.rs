@@ -1,7 +1,10 @@
 //! AMQP 0-9-1 source (RabbitMQ), through `lapin`.
 //!
-//! On every (re)connect the source opens one channel, sets `basic.qos` to `prefetch`, declares
-//! its queue durable, declares the exchange (when one is named, unless it is a built-in
+//! On every (re)connect (over TLS with `amqps://`, trusting `tls.ca_file` besides the system's
+//! roots and presenting `tls.cert_file` when given) the source opens one channel, sets
+//! `basic.qos` to `prefetch`, declares its queue (durable, exclusive and auto-deleted as
+//! configured: durable by default; an exclusive or auto-deleted queue goes, with what it held,
+//! when troupe's connection does), declares the exchange (when one is named, unless it is a built-in
 //! `amq.*` exchange) and binds the queue with each binding key, then consumes with manual
 //! acknowledgements. Messages are handed to the sink one at a time, in order; each is
 //! acknowledged only once the sink reports it stored. When troupe stops meanwhile the
@@ -13,7 +16,7 @@
 //! string-valued AMQP headers and a few string properties (`content-type`, `type`,
 //! `app-id`, `correlation-id`, `user-id`), with lowercase names.
 
-use crate::config::{AmqpConfig, FieldSecretError, Secret};
+use crate::config::{AmqpConfig, AmqpTls, FieldSecretError, Secret};
 use crate::sink::{Backoff, Inbound, PayloadFormat};
 use crate::sources::{Redacted, Sessions, Source, SourceContext, reconnecting, scrub};
 use bytes::Bytes;
@@ -22,6 +25,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions,
     QueueBindOptions, QueueDeclareOptions,
 };
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use std::collections::BTreeMap;
@@ -77,6 +81,9 @@ pub enum AmqpConfigError {
     /// A prefetch of 0 means no limit to RabbitMQ, not "none".
     #[error("prefetch: must be at least 1")]
     Prefetch,
+    /// A client certificate needs its key, and a key its certificate.
+    #[error("tls: cert_file and key_file go together")]
+    TlsPair,
 }
 
 /// Why an AMQP session ended (shown through [`Redacted`]: lapin's messages may quote the
@@ -115,6 +122,46 @@ pub(crate) enum AmqpError {
     /// A stored event could not be acknowledged (the broker redelivers it).
     #[error("acknowledging: {0}")]
     Ack(#[source] lapin::Error),
+    /// A TLS file could not be read.
+    #[error("tls.{field}: cannot read {file}: {source}")]
+    TlsFile {
+        field: &'static str,
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The TLS settings lapin connects with: the CA file's certificates added to the roots, and the
+/// client certificate and key (PEM).
+fn tls_config(tls: Option<&AmqpTls>) -> Result<OwnedTLSConfig, AmqpError> {
+    let Some(tls) = tls else {
+        return Ok(OwnedTLSConfig::default());
+    };
+    let read = |field: &'static str, file: &Option<String>| {
+        file.as_ref()
+            .map(|f| {
+                std::fs::read(f).map_err(|source| AmqpError::TlsFile {
+                    field,
+                    file: f.clone(),
+                    source,
+                })
+            })
+            .transpose()
+    };
+    let cert_chain =
+        read("ca_file", &tls.ca_file)?.map(|pem| String::from_utf8_lossy(&pem).into_owned());
+    let identity = match (
+        read("cert_file", &tls.cert_file)?,
+        read("key_file", &tls.key_file)?,
+    ) {
+        (Some(pem), Some(key)) => Some(OwnedIdentity::PKCS8 { pem, key }),
+        _ => None,
+    };
+    Ok(OwnedTLSConfig {
+        identity,
+        cert_chain,
+    })
 }
 
 /// Checks an AMQP source's configuration without connecting.
@@ -140,6 +187,11 @@ pub fn validate(cfg: &AmqpConfig) -> Result<(), AmqpConfigError> {
     }
     if cfg.prefetch == 0 {
         return Err(AmqpConfigError::Prefetch);
+    }
+    if let Some(tls) = &cfg.tls
+        && tls.cert_file.is_some() != tls.key_file.is_some()
+    {
+        return Err(AmqpConfigError::TlsPair);
     }
     Ok(())
 }
@@ -203,13 +255,18 @@ impl Sessions for AmqpSource {
         let setup = async {
             let props = ConnectionProperties::default()
                 .with_connection_name(format!("troupe:{}", ctx.name).into());
-            let conn =
-                Connection::connect(&url, props)
-                    .await
-                    .map_err(|source| AmqpError::Connect {
-                        url: redact_credentials(&url),
-                        source,
-                    })?;
+            let tls = tls_config(self.cfg.tls.as_ref())?;
+            let runtime =
+                lapin::runtime::default_runtime().map_err(|source| AmqpError::Connect {
+                    url: redact_credentials(&url),
+                    source,
+                })?;
+            let conn = Connection::connect_with_config(&url, props, tls, runtime)
+                .await
+                .map_err(|source| AmqpError::Connect {
+                    url: redact_credentials(&url),
+                    source,
+                })?;
             // From here on, dropping `conn` closes it.
             let consumer = self.setup(&conn, &ctx.name).await;
             Ok::<_, AmqpError>((conn, consumer))
@@ -244,7 +301,8 @@ impl Sessions for AmqpSource {
                 Some(Err(e)) => break Err(AmqpError::Consume(e)),
                 None => break Err(AmqpError::Cancelled),
             };
-            let event = inbound(&ctx.name, &delivery);
+            let mut event = inbound(&ctx.name, &delivery);
+            event.format = self.cfg.payload.format();
             match ctx.sink.deliver_until_stored(event, &ctx.stop).await {
                 Some(_) => {
                     if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
@@ -280,7 +338,12 @@ impl AmqpSource {
         channel
             .queue_declare(
                 queue.clone(),
-                QueueDeclareOptions::durable(),
+                QueueDeclareOptions {
+                    durable: cfg.durable,
+                    exclusive: cfg.exclusive,
+                    auto_delete: cfg.auto_delete,
+                    ..QueueDeclareOptions::default()
+                },
                 FieldTable::default(),
             )
             .await

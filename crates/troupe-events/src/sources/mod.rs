@@ -18,6 +18,8 @@ pub mod directory;
 pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "timer")]
 pub mod timer;
 #[cfg(feature = "webhook")]
@@ -253,6 +255,10 @@ pub enum SourceConfigError {
     #[cfg(feature = "mqtt")]
     #[error(transparent)]
     Mqtt(#[from] mqtt::MqttConfigError),
+    /// A Redis source's.
+    #[cfg(feature = "redis")]
+    #[error(transparent)]
+    Redis(#[from] redis::RedisConfigError),
     /// A directory source's.
     #[cfg(feature = "directory")]
     #[error(transparent)]
@@ -293,6 +299,12 @@ pub fn validate(cfg: &SourceConfig) -> Result<(), SourceConfigError> {
             #[cfg(not(feature = "mqtt"))]
             return Err(disabled("mqtt", c));
         }
+        SourceConfig::Redis(c) => {
+            #[cfg(feature = "redis")]
+            return Ok(redis::validate(c)?);
+            #[cfg(not(feature = "redis"))]
+            return Err(disabled("redis", c));
+        }
         SourceConfig::Directory(c) => {
             #[cfg(feature = "directory")]
             return Ok(directory::validate(c)?);
@@ -324,6 +336,8 @@ pub fn build(cfg: &SourceConfig) -> Result<Option<Box<dyn Source>>, SourceConfig
         SourceConfig::Nats(c) => Some(Box::new(nats::NatsSource::new(c.clone()))),
         #[cfg(feature = "mqtt")]
         SourceConfig::Mqtt(c) => Some(Box::new(mqtt::MqttSource::new(c.clone()))),
+        #[cfg(feature = "redis")]
+        SourceConfig::Redis(c) => Some(Box::new(redis::RedisSource::new(c.clone()))),
         #[cfg(feature = "directory")]
         SourceConfig::Directory(c) => Some(Box::new(directory::DirectorySource::new(c.clone()))),
         #[cfg(feature = "timer")]

@@ -1,7 +1,8 @@
 //! Event sources on the real brokers of this machine (RabbitMQ 5672, NATS 4222 with
-//! JetStream, Mosquitto 1883), through the real binary: every source runs the playbook its
-//! routing key names with the payload as vars; a burst survives a restart without loss or
-//! duplicates; a store outage holds messages unacknowledged until it is over.
+//! JetStream, Mosquitto 1883, Redis 6379), through the real binary: every source runs the
+//! playbook its routing key names with the payload as vars; a burst survives a restart without
+//! loss or duplicates; a store outage holds messages unacknowledged until it is over; a Redis
+//! stream entry added while troupe is down runs once it is back.
 
 use crate::helpers::*;
 use anyhow::Context;
@@ -447,5 +448,111 @@ async fn a_store_outage_holds_messages_unacknowledged_until_it_is_over() -> anyh
         &format!("DROP DATABASE IF EXISTS {role} WITH (FORCE)"),
     );
     let _ = psql(&admin, &format!("DROP ROLE IF EXISTS {role}"));
+    Ok(())
+}
+
+const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+
+async fn redis_conn() -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    redis::Client::open(REDIS_URL)?
+        .get_multiplexed_async_connection()
+        .await
+        .context("Redis at 127.0.0.1:6379")
+}
+
+/// XADDs an entry naming `key` with `payload` to `stream`.
+async fn redis_xadd(stream: &str, key: &str, payload: &Value) -> anyhow::Result<String> {
+    Ok(redis::cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg("routing_key")
+        .arg(key)
+        .arg("payload")
+        .arg(payload.to_string())
+        .query_async(&mut redis_conn().await?)
+        .await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sources_run_playbooks_and_a_stream_entry_added_while_down_runs_after_restart()
+-> anyhow::Result<()> {
+    let f = Fixture::new()?;
+    let data = f._tmp.path().join("data");
+    let opts = || ServerOpts {
+        data_dir: Some(data.clone()),
+        ..f.opts()
+    };
+    let mut server = serve_with(opts())?;
+    let p = &f.prefix;
+    let stream = format!("s{p}");
+    server
+        .apply_rules(&format!(
+            "sources:\n  rpub: {{type: redis, url: \"{REDIS_URL}\", channels: [\"{p}.*\"]}}\n  rstream: {{type: redis, url: \"{REDIS_URL}\", streams: [\"{stream}\"], group: \"g{p}\"}}\n{}",
+            f.rule()
+        ))
+        .await?;
+    wait_connected(&server, &["rpub", "rstream"]).await?;
+
+    // Pub/sub: the channel is the routing key.
+    let got: i64 = redis::cmd("PUBLISH")
+        .arg(f.key())
+        .arg(json!({"msg": "via redis", "tag": "redis"}).to_string())
+        .query_async(&mut redis_conn().await?)
+        .await?;
+    assert_eq!(got, 1, "troupe is subscribed");
+    let seen = f.seen("redis").await?;
+    assert_eq!(seen["msg"], "via redis");
+    assert_eq!(seen["source"], "rpub");
+
+    // A stream: the entry's routing_key and payload fields.
+    let id = redis_xadd(
+        &stream,
+        &f.key(),
+        &json!({"msg": "via stream", "tag": "stream"}),
+    )
+    .await?;
+    let seen = f.seen("stream").await?;
+    assert_eq!(seen["msg"], "via stream");
+    assert_eq!(seen["source"], "rstream");
+    let records = server.event_records("source=rstream").await?;
+    assert_eq!(records[0]["delivery_id"], format!("{stream}/{id}"));
+
+    // Added while troupe is down: the consumer group kept it, and it runs once troupe is back.
+    server.terminate()?;
+    redis_xadd(
+        &stream,
+        &f.key(),
+        &json!({"msg": "while down", "tag": "down"}),
+    )
+    .await?;
+    let server = serve_with(opts())?;
+    let seen = f.seen("down").await?;
+    assert_eq!(seen["msg"], "while down");
+    // Stored, so acknowledged: nothing left pending in the group.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pending: Value = redis::cmd("XPENDING")
+            .arg(&stream)
+            .arg(format!("g{p}"))
+            .query_async::<redis::Value>(&mut redis_conn().await?)
+            .await
+            .map(|v| match v {
+                redis::Value::Array(parts) => match parts.first() {
+                    Some(redis::Value::Int(n)) => json!(n),
+                    _ => Value::Null,
+                },
+                _ => Value::Null,
+            })?;
+        if pending == json!(0) {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "still pending: {pending}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(server.event_records("source=rstream").await?.len(), 2);
+    let _: i64 = redis::cmd("DEL")
+        .arg(&stream)
+        .query_async(&mut redis_conn().await?)
+        .await?;
     Ok(())
 }

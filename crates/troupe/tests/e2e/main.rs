@@ -22,6 +22,7 @@ mod https;
 mod inventories;
 mod jobs;
 mod limits;
+mod loopabull;
 mod notify;
 mod postgres;
 mod redaction;
