@@ -38,7 +38,10 @@ pub async fn list_hosts(
         .filter(|p| p.exists())
         .unwrap_or_else(|| "ansible-inventory".into());
     let mut cmd = tokio::process::Command::new(program);
-    cmd.arg("-i").arg(&dir.inventory).arg("--list");
+    if let Some(inventory) = &dir.inventory {
+        cmd.arg("-i").arg(inventory);
+    }
+    cmd.arg("--list");
     if let Some(l) = limit {
         cmd.arg("--limit").arg(l);
     }

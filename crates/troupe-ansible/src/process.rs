@@ -364,7 +364,9 @@ async fn start(
             Command::new(&ansible.playbook)
         }
     };
-    cmd.arg("-i").arg(&dir.inventory);
+    if let Some(inventory) = &dir.inventory {
+        cmd.arg("-i").arg(inventory);
+    }
     if let Some(extra_vars) = &dir.extra_vars {
         cmd.arg("-e").arg(format!("@{}", extra_vars.display()));
     }

@@ -34,7 +34,9 @@ pub(crate) const RUN_DIR_PREFIX: &str = "run-";
 #[derive(Debug, Clone)]
 pub(crate) struct RunDir {
     pub root: PathBuf,
-    pub inventory: PathBuf,
+    /// The inventory file (`-i`); `None` when ansible's configuration names the inventory
+    /// ([`InventoryContent::from_ansible_config`]).
+    pub inventory: Option<PathBuf>,
     /// The `-e @file` to pass; `None` when the run has no extra vars.
     pub extra_vars: Option<PathBuf>,
     pub plugins: PathBuf,
@@ -76,9 +78,13 @@ pub(crate) fn prepare(
     credentials: &[troupe_core::credential::CredentialSecret],
     options: &troupe_core::run::RunOptions,
 ) -> Result<RunDir, AnsibleError> {
-    let summary = inventory
-        .validate()
-        .map_err(|e| AnsibleError::Inventory(e.to_string()))?;
+    let summary = if inventory.is_from_ansible_config() {
+        Default::default()
+    } else {
+        inventory
+            .validate()
+            .map_err(|e| AnsibleError::Inventory(e.to_string()))?
+    };
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -106,9 +112,11 @@ pub(crate) fn prepare(
     let plugins = shared_plugin_dir(runs_dir)?;
     let mut dir = RunDir {
         access: crate::access::Access::default(),
-        inventory: root.join(match inventory.format {
-            InventoryFormat::Yaml => "hosts.yml",
-            InventoryFormat::Ini => "hosts.ini",
+        inventory: (!inventory.is_from_ansible_config()).then(|| {
+            root.join(match inventory.format {
+                InventoryFormat::Yaml => "hosts.yml",
+                InventoryFormat::Ini => "hosts.ini",
+            })
         }),
         extra_vars: (!extra_vars.is_empty()).then(|| root.join("extra_vars.json")),
         plugins,
@@ -118,7 +126,9 @@ pub(crate) fn prepare(
     let fill = |dir: &mut RunDir| -> Result<(), AnsibleError> {
         // `tmp/` is not made here: ansible makes its local temp dir (0700) when it first needs
         // it, and a directory is the dearest thing a run's start creates.
-        write_file(&dir.inventory, inventory.hosts.as_bytes(), 0o600)?;
+        if let Some(file) = &dir.inventory {
+            write_file(file, inventory.hosts.as_bytes(), 0o600)?;
+        }
         let group_vars = dir.root.join("group_vars");
         let mut made_group_vars = false;
         for (group, vars) in &summary.group_vars {
@@ -226,7 +236,7 @@ mod tests {
         let boot = a.plugins.join(BOOT_FILE);
         assert_eq!(std::fs::read_to_string(boot).expect("boot"), BOOT_SOURCE);
         assert_ne!(a.root, b.root);
-        assert!(a.inventory.is_file() && a.extra_vars.is_none());
+        assert!(a.inventory.as_ref().is_some_and(|f| f.is_file()) && a.extra_vars.is_none());
         let b_vars = b.extra_vars.as_ref().expect("b has extra vars");
         assert_eq!(std::fs::read_to_string(b_vars).expect("vars"), r#"{"x":1}"#);
         use std::os::unix::fs::PermissionsExt;

@@ -63,8 +63,37 @@ pub struct InventorySummary {
 }
 
 impl InventoryContent {
-    /// Parses and checks the content; errors name `hosts` or `vars` with line and column.
+    /// The inventory ansible's configuration names: troupe writes none and passes no `-i`, so
+    /// ansible-playbook reads the project's `ansible.cfg` `inventory` (or ansible's default), as
+    /// it does when started without `-i`. Kept as an empty text, which [`validate`] refuses
+    /// from anyone else.
+    ///
+    /// [`validate`]: InventoryContent::validate
+    pub fn from_ansible_config() -> Self {
+        InventoryContent {
+            format: InventoryFormat::Ini,
+            hosts: String::new(),
+            vars: None,
+        }
+    }
+
+    /// Whether this is [`InventoryContent::from_ansible_config`].
+    pub fn is_from_ansible_config(&self) -> bool {
+        self.hosts.trim().is_empty() && self.vars.is_none()
+    }
+
+    /// Parses and checks the content; errors name `hosts` or `vars` with line and column. An
+    /// empty text is refused: leaving the inventory out is how a run uses the one ansible's
+    /// configuration names.
     pub fn validate(&self) -> Result<InventorySummary, ValidationError> {
+        if self.is_from_ansible_config() {
+            return Err(ValidationError::new(
+                "invalid_inventory",
+                "hosts",
+                "the inventory is empty: give hosts, or leave the inventory out to use the one \
+                 ansible's configuration (the project's ansible.cfg) names",
+            ));
+        }
         if self.hosts.len() > MAX_INVENTORY_BYTES {
             return Err(ValidationError::new(
                 "invalid_inventory",
@@ -543,6 +572,27 @@ fn range_items(inner: &str, pattern: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_inventory_is_refused_and_means_ansibles_own() {
+        for hosts in ["", "  \n"] {
+            let content = InventoryContent {
+                format: InventoryFormat::Yaml,
+                hosts: hosts.into(),
+                vars: None,
+            };
+            assert!(content.is_from_ansible_config());
+            let err = content.validate().expect_err("empty");
+            assert_eq!(err.field, "hosts");
+        }
+        assert!(InventoryContent::from_ansible_config().is_from_ansible_config());
+        let with_vars = InventoryContent {
+            vars: Some("web: {port: 80}\n".into()),
+            ..InventoryContent::from_ansible_config()
+        };
+        assert!(!with_vars.is_from_ansible_config());
+        assert!(ini("localhost\n").is_ok());
+    }
 
     fn yaml(hosts: &str) -> Result<InventorySummary, ValidationError> {
         InventoryContent {

@@ -734,6 +734,11 @@ pub struct ActionConfig {
     /// `localhost` only.
     #[serde(default)]
     pub inventory: Option<String>,
+    /// Use the inventory ansible's configuration names (the project's `ansible.cfg`
+    /// `inventory`): troupe passes no `-i`, as ansible-playbook without one. Not with
+    /// `inventory`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ansible_inventory: bool,
     /// Pass the payload under this variable instead of at the top level of the extra vars.
     #[serde(default)]
     pub vars_key: Option<String>,

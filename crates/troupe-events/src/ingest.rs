@@ -258,10 +258,11 @@ impl Ingestor {
     ) -> Result<NewRun, BuildError> {
         let rule = m.rule;
         let action = rule.action();
-        let inventory = action
-            .inventory
-            .clone()
-            .map(|name| InventorySource::Stored(Ref::Name(name)));
+        let inventory = match (&action.inventory, action.ansible_inventory) {
+            (_, true) => Some(InventorySource::AnsibleConfig),
+            (Some(name), false) => Some(InventorySource::Stored(Ref::Name(name.clone()))),
+            (None, false) => None,
+        };
         let (target, inventory) = match &rule.target {
             Target::Template(name) => {
                 (launch::Target::Template(Ref::Name(name.clone())), inventory)

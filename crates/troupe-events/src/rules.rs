@@ -138,6 +138,8 @@ enum TargetError {
     VersionWithoutFlow,
     #[error("version must be 1 or more, got {0}")]
     BadVersion(i64),
+    #[error("give inventory (by name) or ansible_inventory: true (the ansible.cfg's), not both")]
+    TwoInventories,
     #[error(transparent)]
     Playbook(#[from] ValidationError),
     #[error("playbooks_dir {dir:?} must be a relative path inside the project")]
@@ -611,6 +613,9 @@ fn target(a: &ActionConfig) -> Result<Target, TargetError> {
     if let Some(name) = &a.flow {
         return flow_target(a, name);
     }
+    if a.ansible_inventory && a.inventory.is_some() {
+        return Err(TargetError::TwoInventories);
+    }
     if !a.inputs.is_empty() {
         return Err(TargetError::InputsWithoutFlow);
     }
@@ -647,6 +652,7 @@ fn flow_target(a: &ActionConfig, name: &str) -> Result<Target, TargetError> {
     let run_fields = [
         ("project", a.project.is_some()),
         ("inventory", a.inventory.is_some()),
+        ("ansible_inventory", a.ansible_inventory),
         ("vars", !a.vars.is_empty()),
         ("vars_key", a.vars_key.is_some()),
         ("options", a.options.is_some()),

@@ -389,6 +389,9 @@ impl Launcher {
                 content.validate()?;
                 Ok((None, content))
             }
+            (Some(InventorySource::AnsibleConfig), _) => {
+                Ok((None, InventoryContent::from_ansible_config()))
+            }
             (Some(InventorySource::Snapshot { id, content }), _) => Ok((id, content)),
             (None, Some(t)) => match self.store.get_inventory(t.inventory_id).await {
                 Ok(inv) => Ok((Some(inv.id), inv.content)),

@@ -55,6 +55,9 @@ pub enum InventorySource {
     Stored(Ref),
     /// Inline YAML or INI text, checked before the run is stored.
     Inline(InventoryContent),
+    /// None of troupe's: the inventory ansible's configuration names (the project's
+    /// `ansible.cfg` `inventory`, else ansible's default), as ansible-playbook without `-i`.
+    AnsibleConfig,
     /// The copy another run kept (a relaunch, a slice), with the stored inventory it came from.
     Snapshot {
         /// The stored inventory it was copied from, if any.

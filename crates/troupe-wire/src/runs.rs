@@ -17,11 +17,13 @@ pub struct CreateRun {
     pub project: IdOrName,
     /// Playbook path relative to the project.
     pub playbook: String,
-    /// A stored inventory, by id or name. Give this or `hosts`.
+    /// A stored inventory, by id or name. Give this or `hosts`, or neither: the run then uses
+    /// the inventory ansible's configuration names (the project's `ansible.cfg`), as
+    /// ansible-playbook without `-i` does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub inventory: Option<IdOrName>,
-    /// An inline inventory (YAML or INI text). Give this or `inventory`.
+    /// An inline inventory (YAML or INI text). Give this or `inventory` (or neither).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosts: Option<String>,
     /// Format of `hosts`; guessed when omitted.

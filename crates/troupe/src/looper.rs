@@ -1,17 +1,15 @@
-//! `troupe loop`: a Loopabull configuration turned into a project, an inventory and a rules
-//! file, then `troupe serve` with them.
+//! `troupe loop`: a Loopabull configuration turned into a project and a rules file, then
+//! `troupe serve` with them.
 
 use crate::config::Config;
 use crate::serve;
 use anyhow::Context;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use troupe_core::inventory::ansible::AnsibleInventory;
-use troupe_core::inventory::{InventoryFormat, NewInventory};
-use troupe_events::loopabull::{LOOP_NAME, LOOPER_URL_ENV, LoopConfig};
+use troupe_events::loopabull::{LOOPER_URL_ENV, LoopConfig};
 
-/// Turns the Loopabull config into a project and a rules file, stores the inventory its
-/// `ansible.cfg` names (as the inventory `loopabull`, which the rule uses), then becomes
+/// Turns the Loopabull config into a project and a rules file whose runs pass no `-i` (the
+/// inventory is the one the `ansible.cfg` names, as under Loopabull), then becomes
 /// `troupe serve` with them (exec, so signals reach the server directly), with
 /// `ANSIBLE_CONFIG` set to the config's `cfg_file_path` and the looper's URL in
 /// [`LOOPER_URL_ENV`].
@@ -44,25 +42,22 @@ pub async fn run(cfg: &Config, config: Option<&Path>, file: &Path) -> anyhow::Re
             std::path::absolute(&path).unwrap_or(path)
         })
     });
-    let inventory = match &ansible_cfg {
-        Some(Ok(ansible_cfg)) => cfg_inventory(ansible_cfg)?,
-        _ => None,
+    // When the ansible.cfg (ANSIBLE_CONFIG below) names an inventory, runs pass no -i, as
+    // Loopabull's `ansible-playbook <key>.yml -e @payload`: ansible reads that inventory itself
+    // (directories, scripts and group_vars beside it included). Otherwise troupe's local one.
+    let names_inventory = match &ansible_cfg {
+        Some(Ok(path)) => std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| ini_value(&text, "defaults", &["inventory", "hostfile"]))
+            .is_some_and(|v| !v.is_empty()),
+        _ => false,
     };
-    if inventory.is_some() {
-        for rule in &mut rules.rules {
-            rule.action.inventory = Some(LOOP_NAME.to_owned());
-        }
+    for rule in &mut rules.rules {
+        rule.action.ansible_inventory = names_inventory;
     }
     troupe_events::Rules::compile(rules.clone())
         .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.join("; ")))?;
     serve::ensure_data_dir(&cfg.data_dir)?;
-    if let Some(inventory) = &inventory {
-        store_inventory(cfg, inventory).await?;
-        eprintln!(
-            "troupe loop: runs use the inventory {} that the ansible.cfg names",
-            inventory.display()
-        );
-    }
     let rules_file = cfg.data_dir.join("loopabull-rules.json");
     serve::write_secret(&rules_file, &serde_json::to_string_pretty(&rules)?)?;
     let exe = std::env::current_exe().context("cannot find the troupe executable")?;
@@ -120,52 +115,6 @@ fn loop_path(base: &Path, path: &Path) -> PathBuf {
     }
 }
 
-/// The inventory file an `ansible.cfg` names (`[defaults] inventory`, or the older
-/// `hostfile`), read from the file's directory when relative, as ansible reads it; `None` when
-/// it names none, or one that does not exist (ansible then has only `localhost`, as troupe's
-/// local inventory). Several sources, a directory or a script are refused: troupe passes the
-/// inventory to its runs as one INI or YAML text.
-fn cfg_inventory(ansible_cfg: &Path) -> anyhow::Result<Option<PathBuf>> {
-    let text = std::fs::read_to_string(ansible_cfg)
-        .with_context(|| format!("could not read {}", ansible_cfg.display()))?;
-    let Some(value) = ini_value(&text, "defaults", &["inventory", "hostfile"]) else {
-        return Ok(None);
-    };
-    let sources: Vec<&str> = value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    let [source] = sources[..] else {
-        anyhow::bail!(
-            "{}: inventory {value:?} names several sources; troupe loop reads one inventory file",
-            ansible_cfg.display()
-        );
-    };
-    let expanded = match (source.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ => PathBuf::from(source),
-    };
-    let dir = ansible_cfg.parent().unwrap_or(Path::new("/"));
-    let path = dir.join(expanded);
-    let Ok(meta) = std::fs::metadata(&path) else {
-        eprintln!(
-            "troupe loop: the inventory {} that {} names does not exist; runs use the local inventory",
-            path.display(),
-            ansible_cfg.display()
-        );
-        return Ok(None);
-    };
-    use std::os::unix::fs::PermissionsExt;
-    anyhow::ensure!(
-        meta.is_file() && meta.permissions().mode() & 0o111 == 0,
-        "{}: inventory {} is a directory or a script; troupe loop reads one INI or YAML inventory file",
-        ansible_cfg.display(),
-        path.display()
-    );
-    Ok(Some(path))
-}
-
 /// The value of `key` (the first of `keys` present) in `[section]` of INI text, as Python's
 /// configparser reads it (`key = value` or `key: value`, `#` and `;` comment lines).
 fn ini_value(text: &str, section: &str, keys: &[&str]) -> Option<String> {
@@ -194,33 +143,6 @@ fn ini_value(text: &str, section: &str, keys: &[&str]) -> Option<String> {
     found.into_iter().next().map(|(_, v)| v)
 }
 
-/// Stores `file` as the inventory `loopabull` (made, or replaced), checked as the API checks
-/// an inventory.
-async fn store_inventory(cfg: &Config, file: &Path) -> anyhow::Result<()> {
-    let hosts = std::fs::read_to_string(file)
-        .with_context(|| format!("could not read the inventory {}", file.display()))?;
-    let new = NewInventory {
-        name: LOOP_NAME.to_owned(),
-        env: None,
-        version: None,
-        format: InventoryFormat::detect(&hosts),
-        hosts,
-        vars: None,
-    };
-    let summary = new
-        .validate()
-        .map_err(|e| anyhow::anyhow!("inventory {}: {e}", file.display()))?;
-    AnsibleInventory::load(&new.content())
-        .map_err(|e| anyhow::anyhow!("inventory {}: {e}", file.display()))?;
-    let count = i64::try_from(summary.hosts.len()).unwrap_or(i64::MAX);
-    let store = serve::open_store(cfg).await?;
-    match store.find_inventory(LOOP_NAME).await? {
-        Some(old) => store.update_inventory(old.id, &new, count).await?,
-        None => store.create_inventory(&new, count).await?,
-    };
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,29 +167,5 @@ mod tests {
             ini_value("[other]\ninventory = x\n", "defaults", &["inventory"]),
             None
         );
-    }
-
-    #[test]
-    fn several_sources_directories_and_scripts_are_refused() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let cfg = dir.path().join("ansible.cfg");
-        let write = |inventory: &str| {
-            std::fs::write(&cfg, format!("[defaults]\ninventory = {inventory}\n"))
-        };
-        std::fs::write(dir.path().join("hosts"), "localhost\n")?;
-        write("hosts")?;
-        assert_eq!(cfg_inventory(&cfg)?, Some(dir.path().join("hosts")));
-        write("missing")?;
-        assert_eq!(cfg_inventory(&cfg)?, None);
-        write("hosts,other")?;
-        let e = cfg_inventory(&cfg).expect_err("two").to_string();
-        assert!(e.contains("several sources"), "{e}");
-        std::fs::create_dir(dir.path().join("inv"))?;
-        write("inv")?;
-        let e = cfg_inventory(&cfg).expect_err("a directory").to_string();
-        assert!(e.contains("a directory or a script"), "{e}");
-        std::fs::write(&cfg, "[defaults]\nforks = 2\n")?;
-        assert_eq!(cfg_inventory(&cfg)?, None);
-        Ok(())
     }
 }

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use troupe_core::inventory::{InventoryContent, InventoryFormat};
 use troupe_core::run::{CancelMode, HostStats, Origin, Run, RunOptions};
 use troupe_core::{Event, RunStatus};
-use troupe_launch::{InventorySource, LaunchError, LaunchRequest, ProjectRef};
+use troupe_launch::{InventorySource, LaunchRequest, ProjectRef};
 use troupe_store::{Page, RunFilter, Stream};
 use troupe_wire::runs::RunsQuery as ListQuery;
 use troupe_wire::runs::{
@@ -74,7 +74,8 @@ async fn create_run(
                 "give either inventory or hosts, not both",
             ));
         }
-        (None, None) => return Err(LaunchError::MissingInventory.into()),
+        // As ansible-playbook without -i: the inventory ansible's configuration names.
+        (None, None) => InventorySource::AnsibleConfig,
     };
     let extra_vars = extra_vars_object(req.extra_vars)?;
     let options = RunOptions {

@@ -22,9 +22,10 @@ use troupe_wire::streams::RunStreamMessage;
 pub struct RunArgs {
     /// The playbook file.
     pub playbook: PathBuf,
-    /// Inventory file, or a comma-separated host list (`a,b,`).
+    /// Inventory file, or a comma-separated host list (`a,b,`). Without it, the inventory
+    /// ansible's configuration names (the project's ansible.cfg), as ansible-playbook does.
     #[arg(short = 'i', long = "inventory")]
-    pub inventory: String,
+    pub inventory: Option<String>,
     /// Extra variables: `key=value`, `@file.json`/`@file.yml`, or a JSON object. Repeatable.
     #[arg(short = 'e', long = "extra-vars")]
     pub extra_vars: Vec<String>,
@@ -123,15 +124,22 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
     let project_id = ensure_project(client, &project_dir).await?;
 
     let mut body = CreateRun::new(project_id, rel);
-    match inventory_source(&args.inventory)? {
-        InventorySource::File { name, format, text } => {
+    match args
+        .inventory
+        .as_deref()
+        .map(inventory_source)
+        .transpose()?
+    {
+        Some(InventorySource::File { name, format, text }) => {
             let id = ensure_inventory(client, &name, format, &text).await?;
             body.inventory = Some(IdOrName::Id(id));
         }
-        InventorySource::Inline(hosts) => {
+        Some(InventorySource::Inline(hosts)) => {
             body.hosts = Some(hosts);
             body.hosts_format = Some(InventoryFormat::Ini);
         }
+        // Neither: the server's ansible-playbook gets no -i.
+        None => {}
     }
     body.extra_vars = Some(Value::Object(parse_extra_vars(&args.extra_vars)?));
     body.limit = args.limit;

@@ -215,11 +215,13 @@ async fn bad_input_gets_a_clear_error_and_nothing_is_lost() -> anyhow::Result<()
                 run(json!({"hosts": null, "inventory": 9999})),
                 unprocessable("unknown_inventory"),
             ),
+            // Leaving the inventory out means ansible's own; an empty one is a mistake.
             Refused::post(
                 r,
-                run(json!({"hosts": null})),
-                unprocessable("missing_inventory"),
-            ),
+                run(json!({"hosts": "  \n"})),
+                unprocessable("invalid_inventory"),
+            )
+            .and(Also::Field("hosts")),
             Refused::post(
                 r,
                 run(json!({"playbook": "../x.yml"})),

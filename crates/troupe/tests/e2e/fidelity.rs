@@ -269,7 +269,9 @@ async fn a_playbook_cannot_tell_troupe_from_ansible_playbook() -> anyhow::Result
     let ansible_playbook = troupe_ansible::on_path(Path::new("ansible-playbook"))
         .context("ansible-playbook on PATH")?;
 
-    // Bare: the same user, environment and directory; the inventory the ansible.cfg names.
+    // Bare: the same user, environment and directory; the inventory the ansible.cfg names
+    // (runs through troupe without an inventory of their own use it too: the API's, the
+    // CLI's, the rule's; the others are given the same hosts).
     let out = tokio::process::Command::new(&ansible_playbook)
         .arg("observe.yml")
         .current_dir(project)
@@ -296,8 +298,16 @@ async fn a_playbook_cannot_tell_troupe_from_ansible_playbook() -> anyhow::Result
         )
         .await?;
     let inventory_id = inventory["id"].as_i64().context("inventory id")?;
-    let api_run = server
+    let stored_run = server
         .create_run(&json!({"project": name, "playbook": "observe.yml", "inventory": inventory_id}))
+        .await?;
+    ways.push((
+        "api, a stored inventory",
+        through_troupe(&server, project, "api-stored", stored_run).await?,
+    ));
+    // No inventory: as ansible-playbook without -i, the one the ansible.cfg names.
+    let api_run = server
+        .create_run(&json!({"project": name, "playbook": "observe.yml"}))
         .await?;
     ways.push((
         "api",
@@ -316,7 +326,7 @@ async fn a_playbook_cannot_tell_troupe_from_ansible_playbook() -> anyhow::Result
 
     // `troupe run`: it prints the run's stdout and stderr exactly, from the first byte.
     let cli = tokio::process::Command::new(troupe_bin())
-        .args(["run", "-i", "hosts", "observe.yml"])
+        .args(["run", "observe.yml"])
         .current_dir(project)
         .env("TROUPE_SERVER", &server.base)
         .env("TROUPE_TOKEN", TOKEN)
@@ -357,7 +367,7 @@ async fn a_playbook_cannot_tell_troupe_from_ansible_playbook() -> anyhow::Result
     server
         .apply_rules(&format!(
             "sources:\n  hook: {{type: webhook}}\nrules:\n  - name: observe\n    routing_keys: [observe]\n    \
-             action: {{project: {name}, playbook: observe.yml, inventory: local}}\n"
+             action: {{project: {name}, playbook: observe.yml, ansible_inventory: true}}\n"
         ))
         .await?;
     let accepted = server
