@@ -69,8 +69,8 @@ pub mod prelude {
     pub use crate::{
         AuditStore, ClaimStore, CredentialStore, EventStore, ExecutionStore, FlowStore,
         InboundStore, InventoryStore, JobStore, NotificationStore, OutputStore, PansibleStore,
-        ProjectStore, RetentionStore, RunStore, ScheduleStore, SealedStore, SourceLeaseStore, Store,
-        StoreBackend, TemplateStore, TokenStore, WorkerStore,
+        ProjectStore, RetentionStore, RunStore, ScheduleStore, SealedStore, SourceLeaseStore,
+        Store, StoreBackend, TemplateStore, TokenStore, WorkerStore,
     };
 }
 

@@ -22,6 +22,7 @@ mod inventories;
 mod jobs;
 mod limits;
 mod notify;
+mod pansible;
 mod postgres;
 mod redaction;
 mod replicas;
