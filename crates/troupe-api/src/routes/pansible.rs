@@ -164,7 +164,10 @@ async fn create_playbook(
         .to_owned();
     let staged = super::git::stage_git_project(&state, &new)
         .await
-        .map_err(|e| e.field("git_repo"))?;
+        .map_err(|e| match e.field.as_deref() {
+            Some(f) if f.starts_with("source") => e.field("git_repo"),
+            _ => e,
+        })?;
     let project = state.store.create_pansible_playbook(&new, &entry).await?;
     let project = super::git::place_git_project(&state, staged, project).await?;
     let target = AuditTarget::new("project", project.id).named(project.name.clone());
@@ -328,9 +331,11 @@ async fn create_job(
         .launch(request, Origin::Api)
         .await
         .map_err(|e| {
+            // Named as the job's body names them.
             let e = ApiError::from(e);
             match e.field.as_deref() {
-                Some("playbook") => e.field("playbook_id"),
+                Some("playbook" | "project") => e.field("playbook_id"),
+                Some("inventory") => e.field("inventory_id"),
                 _ => e,
             }
         })?;

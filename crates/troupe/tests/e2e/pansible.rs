@@ -460,6 +460,13 @@ async fn bad_requests_are_refused_with_the_field_at_fault() -> anyhow::Result<()
         &json!({"name": "site", "git_repo": git_repo.display().to_string(), "entry": "site.yml"}),
     )
     .await?;
+    // Its entry is not in the repository: a job of it is refused, not stored.
+    let ghost = created(
+        &server,
+        "/playbook",
+        &json!({"name": "ghost", "git_repo": git_repo.display().to_string(), "entry": "missing.yml"}),
+    )
+    .await?;
     let app = created(&server, "/app", &json!({"appid": "shop"})).await?;
     let (inv, pb, app) = (&inventory["id"], &playbook["id"], &app["id"]);
     let missing = tmp.path().join("nothing-here").display().to_string();
@@ -587,6 +594,13 @@ async fn bad_requests_are_refused_with_the_field_at_fault() -> anyhow::Result<()
             "invalid_body",
             "",
         ),
+        (
+            "/job",
+            json!({"env": "alpha", "playbook_id": ghost["id"], "inventory_id": inv}),
+            422,
+            "playbook_not_found",
+            "playbook_id",
+        ),
     ];
     for (path, body, status, code, field) in &cases {
         let (s, v) = coffee(&server, path, body).await?;
@@ -600,9 +614,11 @@ async fn bad_requests_are_refused_with_the_field_at_fault() -> anyhow::Result<()
     let projects = server.get("/api/v1/projects").await?;
     assert_eq!(
         projects["projects"].as_array().map(Vec::len),
-        Some(1),
+        Some(2),
         "{projects}"
     );
+    let runs = server.get("/api/v1/runs").await?;
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(0), "{runs}");
 
     // Unknown jobs, and ids that are no uuid.
     for path in [
@@ -665,6 +681,31 @@ async fn bad_requests_are_refused_with_the_field_at_fault() -> anyhow::Result<()
         .send()
         .await?;
     assert_eq!(run.status().as_u16(), 403);
+    // A token limited to another project sees neither this playbook nor its jobs.
+    let scoped = server
+        .post(
+            "/api/v1/tokens",
+            &json!({"name": "ghost-ops", "role": "operator", "projects": ["ghost"]}),
+        )
+        .await?;
+    let scoped = scoped["token"].as_str().context("scoped token")?;
+    let refused = server
+        .http
+        .post(server.url(&format!("{API}/job")))
+        .header("COFFEE_TOKEN", scoped)
+        .json(&json!({"env": "alpha", "playbook_id": pb, "inventory_id": inv}))
+        .send()
+        .await?;
+    assert_eq!(refused.status().as_u16(), 422);
+    let body: Value = refused.json().await?;
+    assert_eq!(body["error"]["code"], "unknown_playbook", "{body}");
+    let hidden = server
+        .http
+        .get(server.url(&format!("{API}/playbook/{pb}")))
+        .header("COFFEE_TOKEN", scoped)
+        .send()
+        .await?;
+    assert_eq!(hidden.status().as_u16(), 404);
     // The header only counts under the Pansible API.
     let own = server
         .http
