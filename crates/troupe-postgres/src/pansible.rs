@@ -1,16 +1,14 @@
 //! Pansible's playbook entries and apps on PostgreSQL.
 
-use crate::{PgDialect, PgStore, now};
+use crate::catalog::insert_project;
+use crate::{PgDialect, PgStore};
 use async_trait::async_trait;
-use sqlx::AssertSqlSafe;
 use troupe_core::project::{NewProject, Project};
 use troupe_store::pansible::{
     AppLink, PansibleApp, PansiblePlaybook, PansibleStore, missing_link_end,
 };
 use troupe_store::sql::pansible as sql;
-use troupe_store::sql::{
-    Dialect, backend, foreign_key_violated, project_from, to_json, unique_or_backend,
-};
+use troupe_store::sql::{backend, foreign_key_violated, unique_or_backend};
 use troupe_store::{StoreError, StoreResult};
 
 #[async_trait]
@@ -21,19 +19,7 @@ impl PansibleStore for PgStore {
         entry: &str,
     ) -> StoreResult<Project> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO projects (name, source, created_at) VALUES ($1, $2::jsonb, $3) RETURNING {}",
-            PgDialect::PROJECT_COLS
-        )))
-        .bind(&project.name)
-        .bind(to_json(&project.source)?)
-        .bind(now())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| {
-            unique_or_backend(e, || format!("project name {:?} is taken", project.name))
-        })?;
-        let stored = project_from::<PgDialect>(&row)?;
+        let stored = insert_project(&mut *tx, project).await?;
         sqlx::query(sql::INSERT_PLAYBOOK)
             .bind(stored.id)
             .bind(entry)
