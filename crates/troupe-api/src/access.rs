@@ -234,6 +234,31 @@ pub const RULES: &[Rule] = &[
     r("POST", "/api/v1/worker/runs/{id}/lease", Worker, Unscoped),
     r("POST", "/api/v1/worker/runs/{id}/batches", Worker, Unscoped),
     r("POST", "/api/v1/worker/runs/{id}/finish", Worker, Unscoped),
+    // Pansible's API (docs/pansible.md), as troupe's own resources underneath: inventories
+    // and playbooks (git projects) are defined by the admin, apps span projects, jobs are
+    // runs (handlers keep to a scoped token's projects).
+    r("POST", "/pansible/api/v1/inventory", Admin, Unscoped),
+    r("GET", "/pansible/api/v1/inventory/{id}", Viewer, Global),
+    r("POST", "/pansible/api/v1/playbook", Admin, Unscoped),
+    r("GET", "/pansible/api/v1/playbook/{id}", Viewer, Project),
+    r("POST", "/pansible/api/v1/app", Admin, Unscoped),
+    r("GET", "/pansible/api/v1/app/{id}", Viewer, Unscoped),
+    r("POST", "/pansible/api/v1/app/playbook", Admin, Unscoped),
+    r("POST", "/pansible/api/v1/app/inventory", Admin, Unscoped),
+    r("POST", "/pansible/api/v1/job", Operator, Filtered),
+    r("GET", "/pansible/api/v1/job/{uuid}", Viewer, Filtered),
+    r(
+        "GET",
+        "/pansible/api/v1/job/result/{uuid}",
+        Viewer,
+        Filtered,
+    ),
+    r(
+        "GET",
+        "/pansible/api/v1/job/progress/{uuid}",
+        Viewer,
+        Filtered,
+    ),
 ];
 
 /// The rule of a request: the matching row with the most literal segments, so a literal

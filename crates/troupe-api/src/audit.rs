@@ -10,7 +10,7 @@
 //! answer finds its entry.
 
 use crate::AppState;
-use crate::auth::{Lookup, bearer};
+use crate::auth::{Lookup, presented_token};
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
@@ -99,7 +99,7 @@ pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Ne
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let presented = bearer(req.headers()).map(str::to_owned);
+    let presented = presented_token(req.headers(), req.uri().path()).map(str::to_owned);
     let live = |token: &str| match state.tokens.lookup(token) {
         Lookup::Live(caller) => Some(caller),
         Lookup::Unknown | Lookup::Expired => None,

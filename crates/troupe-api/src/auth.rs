@@ -292,7 +292,7 @@ pub(crate) async fn require_token(
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let presented = bearer(req.headers());
+    let presented = presented_token(req.headers(), req.uri().path());
     if presented.is_none() && is_stream_route(req.uri().path()) {
         let token = axum::extract::Query::<HashMap<String, String>>::try_from_uri(req.uri())
             .ok()
@@ -314,9 +314,11 @@ pub(crate) async fn require_token(
         }
     }
     let Some(presented) = presented else {
-        return Err(unauthorized(
-            "missing bearer token: send Authorization: Bearer <token>",
-        ));
+        return Err(unauthorized(if is_pansible(req.uri().path()) {
+            "missing token: send COFFEE_TOKEN: <token> or Authorization: Bearer <token>"
+        } else {
+            "missing bearer token: send Authorization: Bearer <token>"
+        }));
     };
     let caller = authorize(&state, req.method(), req.uri().path(), presented).await?;
     req.extensions_mut().insert(caller);
@@ -426,12 +428,36 @@ pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// Whether `path` is under Pansible's API.
+fn is_pansible(path: &str) -> bool {
+    path.starts_with("/pansible/")
+}
+
+/// The token a request presents: `Authorization: Bearer <token>`, or under Pansible's API
+/// the `COFFEE_TOKEN` header Pansible's clients send it in (a troupe token all the same).
+pub(crate) fn presented_token<'a>(
+    headers: &'a axum::http::HeaderMap,
+    path: &str,
+) -> Option<&'a str> {
+    bearer(headers).or_else(|| {
+        if !is_pansible(path) {
+            return None;
+        }
+        headers
+            .get(troupe_wire::pansible::TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+    })
+}
+
 /// Routes that accept a stream token in the query (EventSource and WebSocket cannot set headers).
 fn is_stream_route(path: &str) -> bool {
     path.ends_with("/events/ws")
         || path.ends_with("/events/sse")
         || path == "/api/v1/stream/ws"
         || path == "/api/v1/stream/sse"
+        || path.starts_with("/pansible/api/v1/job/progress/")
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod run_json;
 
 pub use auth::{Caller, TokenSet, generate_token, hash_token};
 pub use limits::ApiConfig;
+pub use routes::pansible::PansibleSettings;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -56,6 +57,8 @@ pub struct AppState {
     pub limits: Arc<limits::Limits>,
     /// Runs pruned per batch by `POST /api/v1/runs/prune`.
     pub retention_batch: u32,
+    /// What Pansible's API (`/pansible/api/v1`) is configured with.
+    pub pansible: PansibleSettings,
 }
 
 #[derive(OpenApi)]
@@ -180,6 +183,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::credentials::router())
         .merge(routes::workers::router())
         .merge(routes::audit::router())
+        .merge(routes::pansible::router())
 }
 
 /// The whole HTTP application. Every request's body is bounded by `state.limits`.

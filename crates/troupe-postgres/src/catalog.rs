@@ -16,18 +16,7 @@ use troupe_store::{InventoryStore, ProjectStore, StoreError, StoreResult, Templa
 #[async_trait]
 impl ProjectStore for PgStore {
     async fn create_project(&self, new: &NewProject) -> StoreResult<Project> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO projects (name, source, created_at) VALUES ($1, $2::jsonb, $3) \
-             RETURNING {}",
-            PgDialect::PROJECT_COLS
-        )))
-        .bind(&new.name)
-        .bind(to_json(&new.source)?)
-        .bind(now())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| unique_or_backend(e, || format!("project name {:?} is taken", new.name)))?;
-        project_from::<PgDialect>(&row)
+        insert_project(&self.pool, new).await
     }
 
     async fn get_project(&self, id: i64) -> StoreResult<Project> {
@@ -56,6 +45,25 @@ impl ProjectStore for PgStore {
             .ok_or_else(|| StoreError::not_found("project", id))?;
         project_from::<PgDialect>(&row)
     }
+}
+
+/// Stores a project through `db` (the pool, or a transaction).
+pub(crate) async fn insert_project<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    new: &NewProject,
+) -> StoreResult<Project> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO projects (name, source, created_at) VALUES ($1, $2::jsonb, $3) \
+         RETURNING {}",
+        PgDialect::PROJECT_COLS
+    )))
+    .bind(&new.name)
+    .bind(to_json(&new.source)?)
+    .bind(now())
+    .fetch_one(db)
+    .await
+    .map_err(|e| unique_or_backend(e, || format!("project name {:?} is taken", new.name)))?;
+    project_from::<PgDialect>(&row)
 }
 
 #[async_trait]

@@ -60,6 +60,7 @@ mod jobs;
 mod leases;
 mod notifications;
 mod output;
+mod pansible;
 mod retention;
 mod runs;
 mod schedules;

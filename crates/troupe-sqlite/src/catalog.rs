@@ -2,7 +2,7 @@
 
 use crate::{SqliteDialect, SqliteStore, now_us, ts};
 use async_trait::async_trait;
-use sqlx::AssertSqlSafe;
+use sqlx::{AssertSqlSafe, SqliteConnection};
 use troupe_core::inventory::{Inventory, NewInventory};
 use troupe_core::project::{NewProject, Project, ProjectSync};
 use troupe_core::template::{NewTemplate, Template};
@@ -17,18 +17,7 @@ use troupe_store::{InventoryStore, ProjectStore, StoreError, StoreResult, Templa
 #[async_trait]
 impl ProjectStore for SqliteStore {
     async fn create_project(&self, new: &NewProject) -> StoreResult<Project> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO projects (name, source, created_at) VALUES (?, ?, ?) \
-             RETURNING {}",
-            SqliteDialect::PROJECT_COLS
-        )))
-        .bind(&new.name)
-        .bind(to_json(&new.source)?)
-        .bind(now_us())
-        .fetch_one(&mut *self.write().await)
-        .await
-        .map_err(|e| unique_or_backend(e, || format!("project name {:?} is taken", new.name)))?;
-        project_from::<SqliteDialect>(&row)
+        insert_project(&mut *self.write().await, new).await
     }
 
     async fn get_project(&self, id: i64) -> StoreResult<Project> {
@@ -58,6 +47,24 @@ impl ProjectStore for SqliteStore {
         .ok_or_else(|| StoreError::not_found("project", id))?;
         project_from::<SqliteDialect>(&row)
     }
+}
+
+/// Stores a project on `conn` (the writer, or a transaction of it).
+pub(crate) async fn insert_project(
+    conn: &mut SqliteConnection,
+    new: &NewProject,
+) -> StoreResult<Project> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO projects (name, source, created_at) VALUES (?, ?, ?) RETURNING {}",
+        SqliteDialect::PROJECT_COLS
+    )))
+    .bind(&new.name)
+    .bind(to_json(&new.source)?)
+    .bind(now_us())
+    .fetch_one(conn)
+    .await
+    .map_err(|e| unique_or_backend(e, || format!("project name {:?} is taken", new.name)))?;
+    project_from::<SqliteDialect>(&row)
 }
 
 #[async_trait]

@@ -6,7 +6,8 @@
 //! [`claims`], [`events`], [`output`], [`jobs`], [`inbound`] (event records and the rules
 //! document), [`tokens`], [`credentials`] (and what is [`sealed`]) and [`flows`] (flow versions, executions with their steps and slots,
 //! schedules: [`FlowStore`], [`ExecutionStore`], [`ScheduleStore`]), [`notifications`] of
-//! runs' and executions' ends, the [`audit`] log and [`retention`] (pruning finished runs).
+//! runs' and executions' ends, the [`audit`] log, [`retention`] (pruning finished runs) and
+//! what [`pansible`]'s API keeps (playbook entries, apps).
 //! Callers hold an `Arc<dyn Store>` and call any of their methods on it.
 //!
 //! The `sql` feature adds [`sql`], what both SQL backends share: row mapping, column lists,
@@ -30,6 +31,7 @@ pub mod jobs;
 pub mod leases;
 pub mod notifications;
 pub mod output;
+pub mod pansible;
 pub mod retention;
 pub mod runs;
 pub mod sealed;
@@ -54,6 +56,7 @@ pub use jobs::JobStore;
 pub use leases::{SourceLease, SourceLeaseStore};
 pub use notifications::{DueNotification, NotificationStore, NotifyOutcome};
 pub use output::{OutputChunk, OutputStore, Stream};
+pub use pansible::PansibleStore;
 pub use retention::{Pruned, RetentionStore, RunRetention};
 pub use runs::{RunFilter, RunStore, RunVersion};
 pub use sealed::{Resealed, SealedColumn, SealedStore, SealedText};
@@ -65,9 +68,9 @@ pub use workers::WorkerStore;
 pub mod prelude {
     pub use crate::{
         AuditStore, ClaimStore, CredentialStore, EventStore, ExecutionStore, FlowStore,
-        InboundStore, InventoryStore, JobStore, NotificationStore, OutputStore, ProjectStore,
-        RetentionStore, RunStore, ScheduleStore, SealedStore, SourceLeaseStore, Store,
-        StoreBackend, TemplateStore, TokenStore, WorkerStore,
+        InboundStore, InventoryStore, JobStore, NotificationStore, OutputStore, PansibleStore,
+        ProjectStore, RetentionStore, RunStore, ScheduleStore, SealedStore, SourceLeaseStore,
+        Store, StoreBackend, TemplateStore, TokenStore, WorkerStore,
     };
 }
 
@@ -118,6 +121,7 @@ pub trait Store:
     + WorkerStore
     + SourceLeaseStore
     + RetentionStore
+    + PansibleStore
     + Send
     + Sync
     + 'static
@@ -146,6 +150,7 @@ impl<T> Store for T where
         + WorkerStore
         + SourceLeaseStore
         + RetentionStore
+        + PansibleStore
         + Send
         + Sync
         + 'static

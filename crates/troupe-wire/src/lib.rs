@@ -21,6 +21,7 @@ pub mod health;
 pub mod inventories;
 pub mod jobs;
 pub mod notifications;
+pub mod pansible;
 pub mod projects;
 pub mod runs;
 pub mod schedules;

@@ -91,6 +91,17 @@ pub struct Config {
     pub retention_interval_s: u64,
     /// Runs pruned per batch (each batch a few short writes, with a pause between batches).
     pub retention_batch: u32,
+    /// A Pansible configuration file (`pansible.yml`), read as a layer between this file and
+    /// the `TROUPE_*` variables: its `port` sets `listen`, its `hosts_per_task` sets
+    /// `pansible_hosts_per_task` (`PANSIBLE_PORT` and `PANSIBLE_HOSTS_PER_TASK` over it). See
+    /// docs/pansible.md.
+    pub pansible_config: Option<PathBuf>,
+    /// Jobs started through Pansible's API are split into slices of at most this many hosts,
+    /// one ansible-playbook each, run in parallel. Unset: a job is one ansible-playbook.
+    pub pansible_hosts_per_task: Option<u32>,
+    /// What `pansible_config` holds that troupe has no use for (reported at start).
+    #[serde(skip)]
+    pub pansible_ignored: Vec<String>,
 }
 
 impl Default for Config {
@@ -130,6 +141,9 @@ impl Default for Config {
             keep_runs_per_project: None,
             retention_interval_s: 3600,
             retention_batch: troupe_store::retention::DEFAULT_BATCH,
+            pansible_config: None,
+            pansible_hosts_per_task: None,
+            pansible_ignored: Vec::new(),
         }
     }
 }
@@ -170,6 +184,8 @@ const ENV_KEYS: &[&str] = &[
     "keep_runs_per_project",
     "retention_interval_s",
     "retention_batch",
+    "pansible_config",
+    "pansible_hosts_per_task",
 ];
 
 /// Flags that override configuration (only those given).
@@ -185,6 +201,8 @@ pub struct Overrides {
     pub max_concurrent_runs: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ansible_playbook: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pansible_config: Option<PathBuf>,
 }
 
 impl Config {
@@ -197,12 +215,34 @@ impl Config {
             }
             fig = fig.merge(Toml::file_exact(file));
         }
-        let cfg: Config = fig
-            .merge(Env::prefixed("TROUPE_").only(ENV_KEYS))
+        let env = Env::prefixed("TROUPE_").only(ENV_KEYS);
+        // A pansible.yml, wherever it is named, is the layer after troupe's own file.
+        let pansible_file: Option<PathBuf> = fig
+            .clone()
+            .merge(env.clone())
+            .merge(Serialized::defaults(overrides))
+            .extract_inner("pansible_config")
+            .ok();
+        let mut ignored = Vec::new();
+        if let Some(path) = pansible_file {
+            let layer = crate::pansible::load(&path, |k| std::env::var(k).ok())?;
+            ignored.clone_from(&layer.ignored);
+            fig = fig.merge(Serialized::defaults(layer));
+        }
+        let mut cfg: Config = fig
+            .merge(env)
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-        let mut cfg = cfg;
+        cfg.pansible_ignored = ignored;
+        if cfg
+            .pansible_hosts_per_task
+            .is_some_and(|n| !(1..=1000).contains(&n))
+        {
+            anyhow::bail!(
+                "invalid configuration: pansible_hosts_per_task must be between 1 and 1000"
+            );
+        }
         // ansible-playbook runs in the project directory: every path troupe hands it (the run
         // directory under the data dir) must be absolute.
         if cfg.data_dir.is_relative() {

@@ -11,6 +11,7 @@ mod client;
 mod config;
 mod flows;
 mod looper;
+mod pansible;
 mod retention;
 mod secrets;
 mod serve;
@@ -84,6 +85,10 @@ enum Command {
         /// reading the log.
         #[arg(long, env = "TROUPE_ADDR_FILE", value_name = "FILE")]
         addr_file: Option<PathBuf>,
+        /// A Pansible configuration file (`pansible.yml`): its `port` and `hosts_per_task`
+        /// are read into troupe's configuration. See docs/pansible.md.
+        #[arg(long, value_name = "FILE")]
+        pansible_config: Option<PathBuf>,
     },
     /// Loopabull on troupe: run the playbook each event's routing key names, with the payload
     /// as extra vars, from a Loopabull config (`plugins` or `plugin`, `routing_keys`,
@@ -278,13 +283,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             projects,
             rules,
             addr_file,
+            pansible_config,
         } => {
             overrides.listen = listen;
             overrides.database_url = database_url;
             overrides.max_concurrent_runs = max_concurrent_runs;
             overrides.ansible_playbook = ansible_playbook;
+            overrides.pansible_config = pansible_config;
             let cfg = Config::load(cli.config.as_deref(), &overrides)?;
             init_tracing(&cfg.log);
+            if !cfg.pansible_ignored.is_empty() {
+                tracing::warn!(
+                    keys = %cfg.pansible_ignored.join(", "),
+                    "pansible.yml: these keys have no meaning in troupe and are ignored"
+                );
+            }
             let rules = match rules {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path).with_context(|| {

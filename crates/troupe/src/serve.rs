@@ -362,6 +362,9 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         sealer,
         bundles: Arc::new(troupe_api::bundle::Bundles::default()),
         retention_batch: cfg.retention_batch,
+        pansible: troupe_api::PansibleSettings {
+            hosts_per_task: cfg.pansible_hosts_per_task,
+        },
         limits: Arc::new(troupe_api::limits::Limits::new(ApiConfig {
             max_body_bytes: cfg.max_body_bytes,
             max_worker_body_bytes: cfg.max_worker_body_bytes,

@@ -63,6 +63,19 @@ async fn git_auth(state: &AppState, credential: Option<&str>) -> ApiResult<GitAu
 /// Creates a git project: clones it first (so a bad URL or ref stores nothing), then stores
 /// it and moves the clone into its checkout directory.
 pub(crate) async fn create_git_project(state: &AppState, new: &NewProject) -> ApiResult<Project> {
+    let staged = stage_git_project(state, new).await?;
+    // The staged clone is removed if storing fails.
+    let project = state.store.create_project(new).await?;
+    place_git_project(state, staged, project).await
+}
+
+/// The first half of creating a git project: checks that the name is free and clones the
+/// repository into a staging directory (removed when the result is dropped). 422
+/// `sync_failed` naming `source` when git cannot clone it.
+pub(crate) async fn stage_git_project(
+    state: &AppState,
+    new: &NewProject,
+) -> ApiResult<troupe_worker::git::Staged> {
     let ProjectSource::Git {
         url,
         git_ref,
@@ -83,13 +96,20 @@ pub(crate) async fn create_git_project(state: &AppState, new: &NewProject) -> Ap
         ));
     }
     let auth = git_auth(state, credential.as_deref()).await?;
-    let staged = state
+    state
         .git
         .stage(url, git_ref.as_deref(), &auth)
         .await
-        .map_err(|e| sync_failed(format!("could not clone the project: {e}")).field("source"))?;
-    // The staged clone is removed if storing fails.
-    let project = state.store.create_project(new).await?;
+        .map_err(|e| sync_failed(format!("could not clone the project: {e}")).field("source"))
+}
+
+/// The second half: moves the staged clone into the checkout of `project`, just stored, and
+/// records the sync.
+pub(crate) async fn place_git_project(
+    state: &AppState,
+    staged: troupe_worker::git::Staged,
+    project: Project,
+) -> ApiResult<Project> {
     let sync = match state.git.adopt(staged, project.id).await {
         Ok(sync) => sync,
         Err(e) => {

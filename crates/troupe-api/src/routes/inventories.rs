@@ -21,7 +21,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Checks an inventory as Ansible would read it; returns its host count.
-fn check(new: &NewInventory) -> ApiResult<i64> {
+pub(crate) fn check(new: &NewInventory) -> ApiResult<i64> {
     let summary = new.validate()?;
     AnsibleInventory::load(&new.content())?;
     Ok(i64::try_from(summary.hosts.len()).unwrap_or(i64::MAX))

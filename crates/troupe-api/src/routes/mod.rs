@@ -19,6 +19,7 @@ pub(crate) mod health;
 pub(crate) mod inventories;
 pub(crate) mod jobs;
 pub(crate) mod notifications;
+pub(crate) mod pansible;
 pub(crate) mod projects;
 pub(crate) mod runs;
 pub(crate) mod schedules;

@@ -48,10 +48,12 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// A stream message as sent: serialized once (live events are serialized by the hub for
 /// every subscriber at once), with its SSE event name and id.
-struct Frame {
-    name: &'static str,
+pub(crate) struct Frame {
+    /// `event`, `end`, `lagged`...: its SSE event name.
+    pub(crate) name: &'static str,
     id: Option<i64>,
-    json: Bytes,
+    /// The message, JSON.
+    pub(crate) json: Bytes,
 }
 
 impl Frame {
@@ -135,7 +137,7 @@ fn sse_response(rx: mpsc::Receiver<Frame>, guard: StreamGuard) -> Response {
         .into_response()
 }
 
-fn start_run_stream(state: &AppState, run_id: i64, after: i64) -> mpsc::Receiver<Frame> {
+pub(crate) fn start_run_stream(state: &AppState, run_id: i64, after: i64) -> mpsc::Receiver<Frame> {
     let (tx, rx) = mpsc::channel(state.stream_buffer_events.max(1));
     // Subscribed here, before the producer reads any history: nothing stored after this point
     // can be missed.
@@ -299,16 +301,29 @@ impl RunProducer {
 /// Forwards frames to a WebSocket until the stream ends or the client goes. Frames already
 /// queued are written together and flushed once. The stream counts among its token's until
 /// this returns (`_counted` is dropped).
-async fn pump_ws(socket: WebSocket, mut rx: mpsc::Receiver<Frame>, _counted: StreamGuard) {
+async fn pump_ws(socket: WebSocket, rx: mpsc::Receiver<Frame>, counted: StreamGuard) {
+    pump_ws_with(socket, rx, counted, |frame| Some(frame.json)).await;
+}
+
+/// [`pump_ws`], with each frame turned into the message sent by `message` (a frame it answers
+/// `None` for is not sent).
+pub(crate) async fn pump_ws_with(
+    socket: WebSocket,
+    mut rx: mpsc::Receiver<Frame>,
+    _counted: StreamGuard,
+    mut message: impl FnMut(Frame) -> Option<Bytes> + Send,
+) {
     let (mut sink, mut incoming) = socket.split();
     loop {
         tokio::select! {
             frame = rx.recv() => {
                 let Some(mut frame) = frame else { break };
                 loop {
-                    let Ok(text) = Utf8Bytes::try_from(frame.json) else { break };
-                    if sink.feed(Message::Text(text)).await.is_err() {
-                        return;
+                    if let Some(json) = message(frame) {
+                        let Ok(text) = Utf8Bytes::try_from(json) else { break };
+                        if sink.feed(Message::Text(text)).await.is_err() {
+                            return;
+                        }
                     }
                     match rx.try_recv() {
                         Ok(next) => frame = next,

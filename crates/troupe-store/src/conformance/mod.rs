@@ -53,6 +53,7 @@ mod jobs;
 mod leases;
 mod notifications;
 mod output;
+mod pansible;
 mod retention;
 mod runs;
 mod schedules;
@@ -72,6 +73,7 @@ pub use jobs::*;
 pub use leases::*;
 pub use notifications::*;
 pub use output::*;
+pub use pansible::*;
 pub use retention::*;
 pub use runs::*;
 pub use schedules::*;
@@ -181,6 +183,8 @@ macro_rules! __conformance_case_names {
             retention_keeps_the_newest_per_project,
             retention_spares_what_is_still_needed,
             retention_unlinks_relaunches,
+            pansible_playbooks_round_trip,
+            pansible_apps_and_links,
         );
     };
 }

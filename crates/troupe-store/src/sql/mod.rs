@@ -23,6 +23,7 @@ pub mod flows;
 mod ingest;
 pub mod leases;
 pub mod notifications;
+pub mod pansible;
 mod references;
 pub mod retention;
 mod rows;

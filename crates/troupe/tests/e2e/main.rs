@@ -24,6 +24,7 @@ mod jobs;
 mod limits;
 mod loopabull;
 mod notify;
+mod pansible;
 mod postgres;
 mod redaction;
 mod replicas;

@@ -34,6 +34,7 @@ const OPERATOR_ACTIONS: &[(&str, &str)] = &[
     ("PUT", "/api/v1/jobs/{id}/units/{unit}"),
     ("POST", "/api/v1/jobs/{id}/units/{unit}/actions"),
     ("POST", "/api/v1/stream-tokens"),
+    ("POST", "/pansible/api/v1/job"),
 ];
 
 /// Whether `role` may call `method path`, stated from the roles' definitions (not from the
@@ -199,7 +200,8 @@ async fn matrix() -> anyhow::Result<()> {
             .replace("{routing_key}", "some.key")
             .replace("{name}", "nosuchflow")
             .replace("{unit}", "u1")
-            .replace("{step}", "s1");
+            .replace("{step}", "s1")
+            .replace("{uuid}", "00000000-0000-4000-8000-000000000000");
         let m = Method::from_bytes(method.as_bytes())?;
         let body = json!({});
         let body = (m == Method::POST || m == Method::PUT).then_some(&body);
