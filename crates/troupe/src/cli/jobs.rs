@@ -35,17 +35,22 @@ pub enum JobsCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Set where a unit's playbooks are (`PUT /api/v1/jobs/{id}/units/{unit}`): a project,
-    /// or a data_dir holding a `project/` (or `projects/`) directory.
+    /// Set where a unit's playbooks are (`PUT /api/v1/jobs/{id}/units/{unit}`): a data_dir
+    /// holding a `project/` (or `projects/`) directory, or `--project`.
     #[command(name = "set-unit", visible_alias = "put-unit")]
     SetUnit {
         /// Job id.
         job: i64,
         /// The unit.
         unit: String,
-        /// A data_dir: absolute, or relative to the server's `unit_data_dir_base`.
-        #[arg(long, conflicts_with = "project", required_unless_present = "project")]
-        data_dir: Option<String>,
+        /// The unit's data_dir: absolute, or relative to the server's `unit_data_dir_base`.
+        /// (Not `--data-dir`: that is this troupe's own.)
+        #[arg(
+            value_name = "DATA_DIR",
+            conflicts_with = "project",
+            required_unless_present = "project"
+        )]
+        unit_data_dir: Option<String>,
         /// A project (id or name).
         #[arg(long)]
         project: Option<String>,
@@ -107,13 +112,13 @@ pub async fn run(client: &Client, cmd: JobsCmd) -> anyhow::Result<i32> {
         JobsCmd::SetUnit {
             job,
             unit,
-            data_dir,
+            unit_data_dir,
             project,
             json: as_json,
         } => {
             let body = SetUnit {
                 project: project.map(|p| p.parse::<IdOrName>()).transpose()?,
-                data_dir,
+                data_dir: unit_data_dir,
             };
             let set: Unit = client
                 .put(

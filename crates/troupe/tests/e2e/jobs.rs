@@ -619,16 +619,10 @@ async fn actions_with_dashes_posted_as_playbook_file_names_on_relative_data_dirs
         .await?;
     let jid = job["id"].as_i64().unwrap_or_default().to_string();
     // PUT of a unit from the CLI, with a data_dir relative to the base.
-    let (code, said, err) = jobs_cli(
-        &server,
-        &["set-unit", &jid, "front-end", "--data-dir", "front-end"],
-    )?;
+    let (code, said, err) = jobs_cli(&server, &["set-unit", &jid, "front-end", "front-end"])?;
     assert_eq!(code, 0, "{err}");
     assert!(said.contains("data_dir front-end"), "{said}");
-    let (code, said, err) = jobs_cli(
-        &server,
-        &["set-unit", &jid, "db", "--data-dir", "./db", "--json"],
-    )?;
+    let (code, said, err) = jobs_cli(&server, &["set-unit", &jid, "db", "./db", "--json"])?;
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         serde_json::from_str::<Value>(&said)?["source"]["data_dir"],
@@ -636,7 +630,7 @@ async fn actions_with_dashes_posted_as_playbook_file_names_on_relative_data_dirs
     );
     // Relative data_dirs stay inside the base.
     for escape in ["../outside", "sneaky", "front-end/../../outside"] {
-        let (code, _, err) = jobs_cli(&server, &["set-unit", &jid, "db", "--data-dir", escape])?;
+        let (code, _, err) = jobs_cli(&server, &["set-unit", &jid, "db", escape])?;
         assert_ne!(code, 0, "{escape} was accepted");
         assert!(err.contains("unit_data_dir_base"), "{escape}: {err}");
     }
