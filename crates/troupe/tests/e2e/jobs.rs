@@ -860,6 +860,22 @@ const OTHER: &str = r#"
       ansible.builtin.shell: "echo other >> {{ out }}/{{ inventory_hostname }}.log"
 "#;
 
+const INCLUDING: &str = r#"
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: step
+      ansible.builtin.shell: "echo first >> {{ out }}/{{ inventory_hostname }}.log"
+    - ansible.builtin.include_tasks: included.yml
+"#;
+
+const INCLUDED: &str = r#"
+- name: step
+  ansible.builtin.shell: "echo inc1 >> {{ out }}/{{ inventory_hostname }}.log"
+- name: step
+  ansible.builtin.shell: "echo inc2 >> {{ out }}/{{ inventory_hostname }}.log; test ! -e {{ out }}/broken-inc"
+"#;
+
 #[tokio::test]
 async fn a_relaunch_resumes_at_the_failed_task_when_others_share_its_name() -> anyhow::Result<()> {
     let server = serve()?;
@@ -867,6 +883,8 @@ async fn a_relaunch_resumes_at_the_failed_task_when_others_share_its_name() -> a
         ("repeated.yml", REPEATED),
         ("other.yml", OTHER),
         ("roles/r/tasks/main.yml", ROLE_STEP),
+        ("including.yml", INCLUDING),
+        ("included.yml", INCLUDED),
     ])?;
     let out = tempfile::tempdir()?;
     let pid = server.project(proj.path()).await?;
@@ -954,5 +972,29 @@ async fn a_relaunch_resumes_at_the_failed_task_when_others_share_its_name() -> a
         .post(&format!("/api/v1/runs/{id}/relaunch"), &json!({}))
         .await?;
     assert!(again["options"]["start_at_position"].is_null(), "{again}");
+    server
+        .wait_finished(again["id"].as_i64().unwrap_or_default())
+        .await?;
+
+    // A task a dynamic include brought in resumes at the include, which runs again whole;
+    // not at the first "step" of the play.
+    std::fs::write(out.path().join("broken-inc"), "")?;
+    let id = server
+        .launch(
+            pid,
+            "including.yml",
+            &local_hosts(1),
+            json!({"extra_vars": {"out": out.path()}}),
+        )
+        .await?;
+    assert_eq!(server.wait_finished(id).await?["status"], "failed");
+    std::fs::remove_file(out.path().join("h1.log"))?;
+    let (r, done) = relaunch(id).await?;
+    assert_eq!(
+        r["options"]["start_at_position"],
+        json!({"play": "including.yml:2", "play_n": 1, "task": "including.yml:7"})
+    );
+    assert_eq!(done["status"], "failed");
+    assert_eq!(log_of(out.path(), "h1"), "inc1 inc2");
     Ok(())
 }
