@@ -373,6 +373,7 @@ def _install_tqm_hooks():
             # Graceful cancel: the next task is neither announced nor queued.
             if _S.resume_task is None and args:
                 _S.resume_task = _task_name(args[0])
+                _POSITION['resume'] = _task_position(args[0])
             _S.stop(self)
             return None
         if (_S.cancel_requested and method_name == 'v2_runner_on_start' and len(args) > 1
@@ -580,6 +581,118 @@ if any(name in os.environ for name in _PLUMBING):
     attach({name: os.environ.pop(name, None) for name in _PLUMBING}, register=False)
 
 
+# -- task positions, and resuming at one --------------------------------------------------------
+#
+# --start-at-task matches names, so it starts at the first task of that name. Every task start
+# therefore records where the task is (`troupe_task_position`: its play's file:line and which
+# occurrence of that play it is, the task's file:line, paths relative to the project), and a run
+# started with TROUPE_RESUME_AT (a relaunch from a failed task) starts at the task at that
+# position instead. Nothing below is patched unless TROUPE_RESUME_AT is set: ordinary runs only
+# read the position. A task inside a dynamic include (include_tasks, include_role) is known
+# only once the include runs, so its position is the outermost dynamic include's.
+
+_POSITION = {'play': None, 'plays': {}}
+
+
+def _relative(path):
+    """`file:line` relative to the project (the working directory) when inside it."""
+    if not path:
+        return None
+    root = os.getcwd().rstrip('/') + '/'
+    return path[len(root):] if path.startswith(root) else path
+
+
+def _position_play_started(play):
+    """Counts the plays at each file:line (a play file imported twice is two plays; the batches
+    of a `serial` play are one)."""
+    try:
+        path = _relative(play.get_path())
+        uuids = _POSITION['plays'].setdefault(path, [])
+        if play._uuid not in uuids:
+            uuids.append(play._uuid)
+        _POSITION['play'] = (path, len(uuids))
+    except Exception:
+        _POSITION['play'] = None
+
+
+def _static_path(task):
+    """The task's file:line, or its outermost dynamic include's."""
+    path = task.get_path()
+    includes = getattr(C, '_ACTION_ALL_INCLUDES', ())
+    parent = getattr(task, '_parent', None)
+    while parent is not None:
+        if getattr(parent, 'action', None) in includes:
+            path = parent.get_path()
+        parent = getattr(parent, '_parent', None)
+    return _relative(path)
+
+
+def _task_position(task):
+    """Where a task of the current play is, or None when that cannot be told."""
+    try:
+        play, task_path = _POSITION['play'], _static_path(task)
+    except Exception:
+        return None
+    if play is None or play[0] is None or not task_path:
+        return None
+    return {'play': play[0], 'play_n': play[1], 'task': task_path}
+
+
+def _install_resume(spec):
+    try:
+        target = json.loads(spec)
+        want = (str(target['play']), int(target.get('play_n', 1)), str(target['task']))
+        from ansible.executor.play_iterator import HostState, IteratingStates, PlayIterator
+    except Exception:
+        return
+    orig_init = PlayIterator.__init__
+    started = []
+
+    def skip_to(iterator, inventory, found):
+        """Moves each host to the first task `found` accepts (as --start-at-task does), or past
+        the play's end. Whether any host got there."""
+        matched = False
+        for name in list(iterator._host_states):
+            host = inventory.get_host(name)
+            iterator.set_state_for_host(name, HostState(blocks=iterator._blocks))
+            while True:
+                state, task = iterator.get_next_task_for_host(host, peek=True)
+                if state.run_state == IteratingStates.COMPLETE:
+                    break
+                if found(task):
+                    iterator._host_states[name].did_start_at_task = True
+                    iterator._host_states[name].run_state = IteratingStates.SETUP
+                    matched = True
+                    break
+                iterator.set_state_for_host(name, state)
+        return matched
+
+    def __init__(self, inventory, play, play_context, variable_manager, all_vars, start_at_done=False):
+        name = play_context.start_at_task
+        if started or start_at_done or name is None:
+            return orig_init(self, inventory, play, play_context, variable_manager, all_vars,
+                             start_at_done=start_at_done)
+        orig_init(self, inventory, play, play_context, variable_manager, all_vars, start_at_done=True)
+        here = _POSITION['play'] == (want[0], want[1])
+        matched = here and skip_to(self, inventory, lambda t: _static_path(t) == want[2])
+        if here and not matched:
+            # The playbook changed since: the first task of that name in the play, as ansible.
+            matched = skip_to(self, inventory, lambda t: name in (t.name, t.get_name()))
+        if matched:
+            started.append(True)
+            # As ansible's own search does: the task is found, later plays run whole.
+            play_context.start_at_task = None
+        else:
+            skip_to(self, inventory, lambda t: False)
+
+    PlayIterator.__init__ = __init__
+
+
+_RESUME_AT = os.environ.pop('TROUPE_RESUME_AT', None) if os.getpid() == _MAIN_PID else None
+if _RESUME_AT:
+    _install_resume(_RESUME_AT)
+
+
 # -- the callback ----------------------------------------------------------------------------------
 
 def _args_string(task):
@@ -743,6 +856,7 @@ class CallbackModule(CallbackBase):
             play_uuid = '%s_%d' % (play_uuid, seen)
         _S.play, _S.play_uuid, _S.play_pattern = name, play_uuid, pattern
         _S.task_ctx = {}
+        _position_play_started(play)
         data = self._base()
         data.update(name=name, pattern=pattern)
         _S.record('playbook_on_play_start', data, ev_uuid=play_uuid, parent=_S.playbook_uuid)
@@ -775,6 +889,7 @@ class CallbackModule(CallbackBase):
         data.update(name=task.get_name(), is_conditional=bool(is_conditional))
         if handler:
             data['handler'] = True
+        data['troupe_task_position'] = _task_position(task)
         _S.record('playbook_on_task_start', data, ev_uuid=ev_uuid, parent=_S.play_uuid or _S.playbook_uuid)
 
     def v2_playbook_on_include(self, included_file):
@@ -867,5 +982,6 @@ class CallbackModule(CallbackBase):
             troupe_cancel_requested=_S.cancel_requested,
             troupe_canceled=_S.canceled,
             troupe_resume_task=_S.resume_task,
+            troupe_resume_position=_POSITION.get('resume'),
         )
         _S.record('playbook_on_stats', data, parent=_S.playbook_uuid)

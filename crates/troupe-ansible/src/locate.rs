@@ -123,7 +123,6 @@ impl Ansible {
     }
 
     /// The directory holding `ansible-playbook` (put first on the child's `PATH`).
-
     pub fn bin_dir(&self) -> Option<&Path> {
         self.playbook.parent()
     }

@@ -339,6 +339,12 @@ async fn start(
         ),
         (RUN_MARKER_VAR, dir.root.clone().into()),
     ];
+    // Only a run resuming at a task's position has it: the plugin changes nothing otherwise.
+    let resume_at = options
+        .start_at_position
+        .as_ref()
+        .and_then(|p| serde_json::to_string(p).ok())
+        .map(|json| ("TROUPE_RESUME_AT", OsString::from(json)));
     let mut env = child_env(ansible.bin_dir());
     let mut cmd = match ansible.boot_python() {
         // ansible's CLI, started as its own script starts it, the callback attached in-process.
@@ -378,6 +384,7 @@ async fn start(
         .envs(env)
         .envs(dir.access.env.iter().map(|(k, v)| (k, v)))
         .envs(plumbing)
+        .envs(resume_at)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

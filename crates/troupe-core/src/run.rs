@@ -43,6 +43,12 @@ pub struct RunOptions {
     /// `--start-at-task`: skip the tasks before the first one with this name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_at_task: Option<String>,
+    /// With `start_at_task`: start at the task at this position instead of the first task of
+    /// that name (a relaunch from a failed task sets it, from the task's
+    /// `troupe_task_position` event data). A play whose position no longer holds such a task
+    /// starts at the first task of the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at_position: Option<TaskPosition>,
     /// Split the hosts (after `limit`) into this many slices, one ansible-playbook each, run
     /// in parallel (fewer when there are fewer hosts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,6 +88,37 @@ pub struct RunOptions {
     /// can take stays queued and says why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub worker_labels: Vec<String>,
+}
+
+/// Where a task is in a playbook, the same in every run of it: which play (its `file:line` and,
+/// for a play file imported more than once, which occurrence) and the task's `file:line` (the
+/// outermost dynamic include's for a task an `include_tasks` or `include_role` brought in).
+/// Paths are relative to the project. The callback plugin records it in every
+/// `playbook_on_task_start` event as `troupe_task_position`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskPosition {
+    /// The play's `file:line`.
+    pub play: String,
+    /// Which play at that `file:line` (1 for the first).
+    pub play_n: u32,
+    /// The task's `file:line`.
+    pub task: String,
+}
+
+impl TaskPosition {
+    /// Checks its parts: short texts, one line each, and a play number from 1.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let bad = |t: &str| t.is_empty() || t.len() > 4096 || t.contains(['\0', '\n']);
+        if bad(&self.play) || bad(&self.task) || self.play_n == 0 {
+            return Err(ValidationError::new(
+                "invalid_field",
+                "start_at_position",
+                "start_at_position needs a play and a task (`file:line`) and a play_n from 1",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl RunOptions {
@@ -135,6 +172,16 @@ impl RunOptions {
                 "start_at_task",
                 "start_at_task must be a task name",
             ));
+        }
+        if let Some(position) = &self.start_at_position {
+            if self.start_at_task.is_none() {
+                return Err(ValidationError::new(
+                    "invalid_field",
+                    "start_at_position",
+                    "start_at_position needs start_at_task (the task's name)",
+                ));
+            }
+            position.validate()?;
         }
         if self.slices.is_some() && self.slice_size.is_some() {
             return Err(ValidationError::new(

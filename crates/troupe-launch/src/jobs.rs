@@ -6,7 +6,7 @@ use crate::{
 };
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use troupe_ansible::PlaybookError;
 use troupe_core::inventory::{InventoryContent, InventoryFormat};
 use troupe_core::job::{Job, Unit, UnitSource, validate_action};
@@ -80,7 +80,7 @@ impl Launcher {
         match &unit.source {
             Some(UnitSource::Project(id)) => Ok(self.store().get_project(*id).await?),
             Some(UnitSource::DataDir(dir)) => {
-                let pdir = playbook_dir_of(Path::new(dir)).await?;
+                let pdir = self.unit_playbook_dir(dir).await?;
                 let path = pdir.display().to_string();
                 let name = format!(
                     "datadir-{}",
@@ -112,7 +112,8 @@ impl Launcher {
     }
 }
 
-/// The playbooks directory of a data_dir: `project/`, else `projects/` (the seed's name).
+/// The playbooks directory of an absolute data_dir: `project/`, else `projects/` (the seed's
+/// name).
 pub async fn playbook_dir_of(data_dir: &Path) -> LaunchResult<PathBuf> {
     if !data_dir.is_absolute() {
         return Err(LaunchError::InvalidDataDir(format!(
@@ -130,4 +131,49 @@ pub async fn playbook_dir_of(data_dir: &Path) -> LaunchResult<PathBuf> {
         "{} has no project/ or projects/ directory of playbooks",
         data_dir.display()
     )))
+}
+
+impl Launcher {
+    /// The playbooks directory of a unit's data_dir (see [`playbook_dir_of`]). A relative
+    /// data_dir is relative to `unit_data_dir_base` and must stay inside it: no `..`, and no
+    /// symlink that leads out (the playbooks directory is resolved and checked).
+    pub async fn unit_playbook_dir(&self, data_dir: &str) -> LaunchResult<PathBuf> {
+        let given = Path::new(data_dir);
+        if data_dir.is_empty() || data_dir.contains('\0') {
+            return Err(LaunchError::InvalidDataDir(
+                "data_dir must be a directory path".into(),
+            ));
+        }
+        if given.is_absolute() {
+            return playbook_dir_of(given).await;
+        }
+        let Some(base) = &self.unit_data_dir_base else {
+            return Err(LaunchError::InvalidDataDir(format!(
+                "data_dir must be an absolute path (or relative to unit_data_dir_base, which \
+                 this server does not set), got {data_dir}"
+            )));
+        };
+        let lexically_inside = given
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        if !lexically_inside {
+            return Err(LaunchError::InvalidDataDir(format!(
+                "data_dir {data_dir} leaves unit_data_dir_base"
+            )));
+        }
+        let dir = playbook_dir_of(&base.join(given)).await?;
+        let (real_base, real_dir) = (
+            tokio::fs::canonicalize(base).await,
+            tokio::fs::canonicalize(&dir).await,
+        );
+        match (real_base, real_dir) {
+            (Ok(b), Ok(d)) if d.starts_with(&b) => Ok(d),
+            (Ok(_), Ok(_)) => Err(LaunchError::InvalidDataDir(format!(
+                "data_dir {data_dir} leads out of unit_data_dir_base"
+            ))),
+            _ => Err(LaunchError::InvalidDataDir(format!(
+                "data_dir {data_dir} cannot be resolved under unit_data_dir_base"
+            ))),
+        }
+    }
 }

@@ -106,6 +106,9 @@ pub struct Launcher {
     secret_names: SecretNames,
     /// Where runs not started through the API are recorded (the API records its requests).
     audit: Option<Arc<audit::AuditLog>>,
+    /// What a relative unit `data_dir` is relative to (`unit_data_dir_base`); without it,
+    /// a unit's data_dir must be absolute.
+    unit_data_dir_base: Option<PathBuf>,
 }
 
 /// A template and what the request's target resolved to.
@@ -126,7 +129,14 @@ impl Launcher {
             key: None,
             secret_names: default_secret_names().clone(),
             audit: None,
+            unit_data_dir_base: None,
         }
+    }
+
+    /// The launcher resolving relative unit data_dirs against `base` (never outside it).
+    pub fn with_unit_data_dir_base(mut self, base: Option<PathBuf>) -> Self {
+        self.unit_data_dir_base = base;
+        self
     }
 
     /// The launcher recording the runs started by [`Launch::launch_by`] and

@@ -42,6 +42,7 @@ impl ClaimStore for PgStore {
         } else {
             format!("{labels_ok} AND NOT {split_parent}")
         };
+        let takes = format!("{takes} AND {}", claimant.job_runs.condition());
         let now = now();
         let rows = sqlx::query(AssertSqlSafe(format!(
             "WITH picked AS (SELECT id AS pick FROM runs WHERE status = 'queued' AND {takes} \

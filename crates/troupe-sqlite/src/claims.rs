@@ -44,6 +44,7 @@ impl ClaimStore for SqliteStore {
         } else {
             format!("{labels_ok} AND NOT {split_parent}")
         };
+        let takes = format!("{takes} AND {}", claimant.job_runs.condition());
         let mut conn = self.write().await;
         let now = now_us();
         let rows = sqlx::query(AssertSqlSafe(format!(

@@ -43,6 +43,33 @@ pub struct Claimant<'a> {
     /// Whether it may take split runs' parents, which queue their slices through the store
     /// (a server's embedded pool; not a remote worker).
     pub splits: bool,
+    /// Which runs it takes by whether they are job unit actions.
+    pub job_runs: JobRuns,
+}
+
+/// Which queued runs a claim takes by whether they are actions of job units: the embedded
+/// pool claims those in a lane of their own, so a job's fan-out never waits for other runs'
+/// slots (nor for the slot of the run that triggered it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JobRuns {
+    /// Any run.
+    #[default]
+    Any,
+    /// Only job unit actions (`job_id` set).
+    Only,
+    /// Every run but job unit actions.
+    Exclude,
+}
+
+impl JobRuns {
+    /// The SQL condition on `runs` it stands for (both backends spell it the same).
+    pub fn condition(self) -> &'static str {
+        match self {
+            JobRuns::Any => "TRUE",
+            JobRuns::Only => "job_id IS NOT NULL",
+            JobRuns::Exclude => "job_id IS NULL",
+        }
+    }
 }
 
 impl<'a> Claimant<'a> {
@@ -52,6 +79,7 @@ impl<'a> Claimant<'a> {
             worker_id,
             labels: &[],
             splits: true,
+            job_runs: JobRuns::Any,
         }
     }
 }

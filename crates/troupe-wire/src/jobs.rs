@@ -87,7 +87,8 @@ pub struct SetUnit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub project: Option<IdOrName>,
-    /// A directory holding a `project/` (or `projects/`) directory of playbooks.
+    /// A directory holding a `project/` (or `projects/`) directory of playbooks: absolute, or
+    /// relative to the server's `unit_data_dir_base` (and inside it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<String>,
 }
@@ -97,7 +98,9 @@ pub struct SetUnit {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionRequest {
-    /// Runs `<action>-<unit>.yml`.
+    /// Runs `<action>-<unit>.yml`: the action's name (`restart`, `hot-restart`), or the
+    /// playbook's file name as the seed posts it: `<action>-<unit>.yml` to a unit,
+    /// `<action>-each.yml` to a unit or to the job.
     pub action: String,
     /// Extra variables for the playbook(s); troupe adds `troupe_job_id`, `troupe_job_tag`,
     /// `troupe_unit` and `troupe_action`.

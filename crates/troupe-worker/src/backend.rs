@@ -12,7 +12,7 @@ use troupe_core::Event;
 use troupe_core::credential::CredentialSecret;
 use troupe_core::inventory::InventoryContent;
 use troupe_core::run::Run;
-use troupe_store::{Claimant, Lease, OutputChunk, RunOutcome, Store, StoreResult};
+use troupe_store::{Claimant, JobRuns, Lease, OutputChunk, RunOutcome, Store, StoreResult};
 
 /// What executing a run needs besides the run itself, as it is at execution time.
 pub struct Prepared {
@@ -86,8 +86,15 @@ pub enum Finished {
 /// Where a pool's runs come from and where what they produce goes.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
-    /// Claims up to `max` queued runs this worker may take.
-    async fn claim(&self, worker_id: &str, lease: Duration, max: usize) -> StoreResult<Vec<Run>>;
+    /// Claims up to `max` queued runs this worker may take, of those `job_runs` names (a
+    /// backend that cannot tell them apart, a server for a remote worker, takes any).
+    async fn claim(
+        &self,
+        worker_id: &str,
+        lease: Duration,
+        max: usize,
+        job_runs: JobRuns,
+    ) -> StoreResult<Vec<Run>>;
     /// Everything a launch needs. `Err` says why the run cannot start (the run ends `error`
     /// with that reason); messages name credentials, never their values.
     async fn prepare(&self, run: &Run) -> Result<Prepared, String>;
@@ -160,11 +167,18 @@ impl StoreBackend {
 
 #[async_trait]
 impl Backend for StoreBackend {
-    async fn claim(&self, worker_id: &str, lease: Duration, max: usize) -> StoreResult<Vec<Run>> {
+    async fn claim(
+        &self,
+        worker_id: &str,
+        lease: Duration,
+        max: usize,
+        job_runs: JobRuns,
+    ) -> StoreResult<Vec<Run>> {
         let claimant = Claimant {
             worker_id,
             labels: &self.claimant_labels,
             splits: true,
+            job_runs,
         };
         self.store.claim_for(&claimant, lease, max).await
     }

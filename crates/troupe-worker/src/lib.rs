@@ -16,5 +16,5 @@ mod status;
 
 pub use backend::{Backend, Finished, Prepared, StoreBackend};
 pub use live::{LiveEvent, LiveHub, RunChange, RunMessage, event_frame};
-pub use pool::{WorkerConfig, WorkerPool, host_name};
+pub use pool::{JobSlots, WorkerConfig, WorkerPool, host_name};
 pub use status::{CancelCause, decide_status};

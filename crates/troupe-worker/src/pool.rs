@@ -16,7 +16,7 @@ use troupe_ansible::{Ansible, Grace, Limits};
 use troupe_core::RunStatus;
 use troupe_core::run::{CancelMode, Run};
 use troupe_core::worker::{NewWorker, WorkerKind};
-use troupe_store::{Store, StoreResult};
+use troupe_store::{JobRuns, Store, StoreResult};
 
 /// How a pool runs.
 #[derive(Debug, Clone)]
@@ -25,6 +25,8 @@ pub struct WorkerConfig {
     pub node_id: String,
     /// Runs executed at once; the rest wait `queued`, first in first out.
     pub slots: usize,
+    /// How job unit actions are given slots.
+    pub job_slots: JobSlots,
     /// How long a claim holds without renewal.
     pub lease: Duration,
     /// The ansible-playbook to run.
@@ -51,6 +53,17 @@ pub struct WorkerConfig {
     pub labels: Vec<String>,
 }
 
+/// How a pool gives job unit actions (the runs of a job's fan-out) their slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobSlots {
+    /// Like any other run, in `slots` (a remote worker: its server cannot tell them apart).
+    Shared,
+    /// In a lane of their own, at most this many at once (`None`: no limit), apart from
+    /// `slots`: a job's units all start at once, whatever else runs, and a run that triggers
+    /// a job action and waits for it cannot hold the slot its units need.
+    Own(Option<usize>),
+}
+
 /// Most runs claimed in one store transaction.
 const MAX_CLAIM_BATCH: usize = 64;
 
@@ -71,6 +84,8 @@ pub struct WorkerPool {
     pub(crate) cfg: WorkerConfig,
     pub(crate) worker_id: String,
     wake: Notify,
+    /// Wakes the job lane's dispatcher (see [`JobSlots::Own`]).
+    wake_jobs: Notify,
     pub(crate) active: Mutex<HashMap<i64, mpsc::UnboundedSender<Control>>>,
     stop_claiming: CancellationToken,
     tracker: TaskTracker,
@@ -115,7 +130,7 @@ impl WorkerPool {
         );
         backend.registration = Some(registration);
         let pool = Self::new(Arc::new(backend), Some(store), hub, cfg, Some(worker_id));
-        tokio::spawn(Arc::clone(&pool).dispatch());
+        pool.start_dispatch();
         tokio::spawn(Arc::clone(&pool).sweep_leases());
         tokio::spawn(Arc::clone(&pool).heartbeat());
         pool
@@ -136,7 +151,7 @@ impl WorkerPool {
             cfg,
             Some(worker_id),
         );
-        tokio::spawn(Arc::clone(&pool).dispatch());
+        pool.start_dispatch();
         tokio::spawn(Arc::clone(&pool).heartbeat());
         pool
     }
@@ -157,6 +172,7 @@ impl WorkerPool {
             cfg,
             worker_id,
             wake: Notify::new(),
+            wake_jobs: Notify::new(),
             active: Mutex::new(HashMap::new()),
             stop_claiming: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -207,6 +223,7 @@ impl WorkerPool {
     /// Tells the pool a run was queued, so it claims without waiting for its poll interval.
     pub fn wake(&self) {
         self.wake.notify_one();
+        self.wake_jobs.notify_one();
     }
 
     /// Number of runs executing now.
@@ -289,8 +306,28 @@ impl WorkerPool {
         }
     }
 
-    async fn dispatch(self: Arc<Self>) {
-        let slots = Arc::new(Semaphore::new(self.cfg.slots.max(1)));
+    /// One dispatcher per lane: every run in `slots`, or job unit actions in a lane of their
+    /// own and the other runs in `slots`.
+    fn start_dispatch(self: &Arc<Self>) {
+        match self.cfg.job_slots {
+            JobSlots::Shared => {
+                tokio::spawn(Arc::clone(self).dispatch(JobRuns::Any, self.cfg.slots));
+            }
+            JobSlots::Own(limit) => {
+                let job_slots = limit.unwrap_or(Semaphore::MAX_PERMITS);
+                tokio::spawn(Arc::clone(self).dispatch(JobRuns::Exclude, self.cfg.slots));
+                tokio::spawn(Arc::clone(self).dispatch(JobRuns::Only, job_slots));
+            }
+        }
+    }
+
+    async fn dispatch(self: Arc<Self>, job_runs: JobRuns, slots: usize) {
+        let slots = Arc::new(Semaphore::new(slots.clamp(1, Semaphore::MAX_PERMITS)));
+        let wake = if job_runs == JobRuns::Only {
+            &self.wake_jobs
+        } else {
+            &self.wake
+        };
         let mut backoff = Duration::from_millis(100);
         loop {
             let permit = tokio::select! {
@@ -321,7 +358,7 @@ impl WorkerPool {
             }
             match self
                 .backend
-                .claim(&self.worker_id, self.cfg.lease, permits.len())
+                .claim(&self.worker_id, self.cfg.lease, permits.len(), job_runs)
                 .await
             {
                 Ok(runs) if !runs.is_empty() => {
@@ -339,7 +376,7 @@ impl WorkerPool {
                 Ok(_) => {
                     drop(permits);
                     tokio::select! {
-                        () = self.wake.notified() => {}
+                        () = wake.notified() => {}
                         () = tokio::time::sleep(self.cfg.poll_interval) => {}
                         () = self.stop_claiming.cancelled() => return,
                     }

@@ -163,6 +163,18 @@ impl Client {
             .context("the server's answer was not the expected JSON")
     }
 
+    /// PUT JSON, read JSON.
+    pub async fn put<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let resp = self.send(self.http.put(self.url(path)).json(body)).await?;
+        resp.json()
+            .await
+            .context("the server's answer was not the expected JSON")
+    }
+
     /// POST JSON; the answer's body is not read.
     pub async fn post_unread<B: Serialize + ?Sized>(
         &self,

@@ -19,8 +19,16 @@ pub struct Config {
     pub database_url: Option<String>,
     /// A specific ansible-playbook to run.
     pub ansible_playbook: Option<PathBuf>,
-    /// Runs executed at once; the rest wait in FIFO order.
+    /// Runs executed at once; the rest wait in FIFO order. Job unit actions do not count
+    /// (see `max_concurrent_job_runs`).
     pub max_concurrent_runs: usize,
+    /// Job unit actions (the runs of `/jobs/.../actions`) executed at once, apart from
+    /// `max_concurrent_runs`: a job's fan-out is never held back by other runs, nor by the run
+    /// that triggered it. Unset: no limit.
+    pub max_concurrent_job_runs: Option<usize>,
+    /// What a unit's relative `data_dir` is relative to; relative data_dirs cannot leave it.
+    /// Unset: a unit's data_dir must be absolute.
+    pub unit_data_dir_base: Option<PathBuf>,
     /// Seconds a worker's claim on a run lasts without renewal.
     pub lease_s: u64,
     /// Seconds an event source's lease lasts without renewal (replicas sharing a PostgreSQL
@@ -113,6 +121,8 @@ impl Default for Config {
             database_url: None,
             ansible_playbook: None,
             max_concurrent_runs: (cores * 2).max(2),
+            max_concurrent_job_runs: None,
+            unit_data_dir_base: None,
             lease_s: 30,
             source_lease_s: 15,
             shutdown_grace_s: 30,
@@ -156,6 +166,8 @@ const ENV_KEYS: &[&str] = &[
     "database_url",
     "ansible_playbook",
     "max_concurrent_runs",
+    "max_concurrent_job_runs",
+    "unit_data_dir_base",
     "lease_s",
     "source_lease_s",
     "shutdown_grace_s",
@@ -252,6 +264,19 @@ impl Config {
         }
         if cfg.max_concurrent_runs == 0 {
             anyhow::bail!("invalid configuration: max_concurrent_runs must be at least 1");
+        }
+        if cfg.max_concurrent_job_runs == Some(0) {
+            anyhow::bail!(
+                "invalid configuration: max_concurrent_job_runs must be at least 1 (leave it \
+                 unset for no limit)"
+            );
+        }
+        if let Some(base) = &cfg.unit_data_dir_base
+            && base.is_relative()
+        {
+            let cwd = std::env::current_dir()
+                .map_err(|e| anyhow::anyhow!("cannot resolve unit_data_dir_base: {e}"))?;
+            cfg.unit_data_dir_base = Some(cwd.join(base));
         }
         if cfg.event_flush_ms == 0 || cfg.event_flush_ms > 10_000 {
             anyhow::bail!("invalid configuration: event_flush_ms must be between 1 and 10000");

@@ -198,6 +198,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
     let worker_cfg = WorkerConfig {
         node_id: node.clone(),
         slots: cfg.max_concurrent_runs,
+        job_slots: troupe_worker::JobSlots::Own(cfg.max_concurrent_job_runs),
         lease: Duration::from_secs(cfg.lease_s),
         ansible,
         runs_dir,
@@ -243,6 +244,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
             Arc::clone(&pool) as Arc<dyn troupe_launch::Queue>,
         )
         .with_key(Arc::clone(&key))
+        .with_unit_data_dir_base(cfg.unit_data_dir_base.clone())
         .with_secret_names(cfg.secret_names()?)
         .with_audit(troupe_launch::audit::AuditLog::start(
             Arc::clone(&store),

@@ -12,12 +12,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
-use std::path::Path;
 use troupe_core::job::{
-    Job, NewJob, Unit, UnitSource, aggregate_status, validate_action, validate_unit_name,
+    Job, NewJob, Unit, UnitSource, aggregate_status, resolve_job_action, resolve_unit_action,
+    validate_unit_name,
 };
 use troupe_core::run::Run;
-use troupe_launch::jobs::{Action, playbook_dir_of};
+use troupe_launch::jobs::Action;
 use troupe_store::{Page, RunFilter};
 use troupe_wire::jobs::JobsQuery as ListQuery;
 use troupe_wire::jobs::{
@@ -145,7 +145,7 @@ async fn get_job(
 }
 
 /// Set where a unit's playbooks are: a project, or a data_dir with a `project/` (or the seed's
-/// `projects/`) subdirectory.
+/// `projects/`) subdirectory, absolute or relative to the server's `unit_data_dir_base`.
 #[utoipa::path(put, path = "/api/v1/jobs/{id}/units/{unit}", params(("id" = i64, Path), ("unit" = String, Path)), request_body = SetUnit,
     responses((status = 200, body = Unit), (status = 404, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 async fn set_unit(
@@ -157,7 +157,7 @@ async fn set_unit(
     let source = match (req.project, req.data_dir) {
         (Some(r), None) => UnitSource::Project(find_project(&state, &r, "project").await?.id),
         (None, Some(dir)) => {
-            playbook_dir_of(Path::new(&dir)).await?;
+            state.launcher.unit_playbook_dir(&dir).await?;
             UnitSource::DataDir(dir)
         }
         _ => {
@@ -171,7 +171,8 @@ async fn set_unit(
     Ok(Json(state.store.set_unit_source(id, &unit, &source).await?))
 }
 
-/// Run `<action>-<unit>.yml` for one unit.
+/// Run `<action>-<unit>.yml` for one unit. `action` is an action name or the playbook's file
+/// name (`<action>-<unit>.yml`, or `<action>-each.yml`).
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/units/{unit}/actions", params(("id" = i64, Path), ("unit" = String, Path)), request_body = ActionRequest,
     responses((status = 201, body = Run), (status = 404, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 async fn unit_action(
@@ -185,7 +186,8 @@ async fn unit_action(
         .iter()
         .find(|u| u.name == unit)
         .ok_or_else(|| ApiError::not_found("unit", format!("{unit:?} of job {id}")))?;
-    let run = launch_action(&state, &job, unit, &req).await?;
+    let action = resolve_unit_action(&req.action, &unit.name)?;
+    let run = launch_action(&state, &job, unit, &action, &req).await?;
     Ok((StatusCode::CREATED, super::runs::audited(&run), Json(run)))
 }
 
@@ -203,6 +205,7 @@ enum JobActionRefused {
 
 /// Run `<action>-<unit>.yml` for every unit of the job, each in its own run, in parallel. A
 /// unit that cannot start (its playbook is missing, say) is reported for that unit only.
+/// `action` is an action name or `<action>-each.yml`.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/actions", params(("id" = i64, Path)), request_body = ActionRequest,
     responses((status = 201, body = JobActionResult), (status = 422, body = JobActionRefused)))]
 async fn job_action(
@@ -210,14 +213,14 @@ async fn job_action(
     ApiPath(id): ApiPath<i64>,
     ApiJson(req): ApiJson<ActionRequest>,
 ) -> ApiResult<(StatusCode, Json<JobActionResult>)> {
-    validate_action(&req.action)?;
+    let action = resolve_job_action(&req.action)?;
     let job = state.store.get_job(id).await?;
     let mut result = JobActionResult {
         runs: Vec::new(),
         errors: Vec::new(),
     };
     for unit in &job.units {
-        match launch_action(&state, &job, unit, &req).await {
+        match launch_action(&state, &job, unit, &action, &req).await {
             Ok(run) => result.runs.push(run),
             Err(e) if e.status.is_client_error() => result.errors.push(UnitError {
                 unit: unit.name.clone(),
@@ -239,10 +242,11 @@ async fn launch_action(
     state: &AppState,
     job: &Job,
     unit: &Unit,
+    action: &str,
     req: &ActionRequest,
 ) -> ApiResult<Run> {
     let action = Action {
-        action: req.action.clone(),
+        action: action.to_owned(),
         extra_vars: super::runs::extra_vars_object(req.extra_vars.clone())?,
         hosts: req.hosts.clone(),
     };

@@ -14,7 +14,7 @@ use axum::{Extension, Json};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use troupe_core::inventory::{InventoryContent, InventoryFormat};
-use troupe_core::run::{CancelMode, HostStats, Origin, Run, RunOptions};
+use troupe_core::run::{CancelMode, HostStats, Origin, Run, RunOptions, TaskPosition};
 use troupe_core::{Event, RunStatus};
 use troupe_launch::{InventorySource, LaunchRequest, ProjectRef};
 use troupe_store::{Page, RunFilter, Stream};
@@ -89,6 +89,8 @@ async fn create_run(
         verbosity: req.verbosity,
         timeout_s: req.timeout_s,
         start_at_task: req.start_at_task,
+        // Set by a relaunch from a failed task, from the events of the run it resumes.
+        start_at_position: None,
         slices: req.slices,
         slice_size: req.slice_size,
         credentials: req.credentials,
@@ -431,9 +433,12 @@ async fn relaunch_run(
         }
         options.limit = Some(hosts.into_iter().collect::<Vec<_>>().join(","));
     }
-    options.start_at_task = match req.from {
-        RelaunchFrom::Start => None,
-        RelaunchFrom::FailedTask => Some(resume_task(&state, &run, &relevant).await?),
+    (options.start_at_task, options.start_at_position) = match req.from {
+        RelaunchFrom::Start => (None, None),
+        RelaunchFrom::FailedTask => {
+            let (task, position) = resume_point(&state, &run, &relevant).await?;
+            (Some(task), position)
+        }
     };
     let inventory = state.store.get_run_inventory(id).await?;
     let origin = Origin::Relaunch {
@@ -447,11 +452,29 @@ async fn relaunch_run(
     Ok((StatusCode::CREATED, audited(&created), Json(created)))
 }
 
-/// The task a resumed run starts at: the first failure's, else (canceled or timed out) where
-/// the run stopped.
-async fn resume_task(state: &AppState, run: &Run, failures: &[&Event]) -> ApiResult<String> {
-    if let Some(task) = failures.iter().find_map(|e| e.task()) {
-        return Ok(task.to_owned());
+/// Where a resumed run starts: the first failure's task, else (canceled or timed out) where
+/// the run stopped. By name (`--start-at-task`), and by position when the run's events
+/// recorded it, so that a name several tasks share resumes at the right one.
+async fn resume_point(
+    state: &AppState,
+    run: &Run,
+    failures: &[&Event],
+) -> ApiResult<(String, Option<TaskPosition>)> {
+    if let Some(failure) = failures.iter().find(|e| e.task().is_some()) {
+        let name = failure.task().unwrap_or_default().to_owned();
+        let start = failure
+            .event_data
+            .get("task_uuid")
+            .and_then(|v| v.as_str().map(str::to_owned));
+        let position = match start {
+            Some(uuid) => task_starts(state, run.id)
+                .await?
+                .into_iter()
+                .find(|t| t.uuid == uuid)
+                .and_then(|t| t.position),
+            None => None,
+        };
+        return Ok((name, position));
     }
     if matches!(run.status, RunStatus::Canceled | RunStatus::Timeout) {
         // A graceful cancel names the task it kept from starting in the stats event.
@@ -459,30 +482,16 @@ async fn resume_task(state: &AppState, run: &Run, failures: &[&Event]) -> ApiRes
             .store
             .list_events(run.id, (run.event_count - 1).max(0), 1)
             .await?;
-        if let Some(Value::String(task)) = last
+        if let Some(stats) = last
             .first()
             .filter(|e| e.event == troupe_core::event::STATS_EVENT)
-            .and_then(|e| e.event_data.get("troupe_resume_task"))
+            && let Some(Value::String(task)) = stats.event_data.get("troupe_resume_task")
         {
-            return Ok(task);
+            return Ok((task, position_in(stats, "troupe_resume_position")));
         }
         // Otherwise the run stopped inside the last task it started.
-        let mut after = 0;
-        let mut started: Option<String> = None;
-        loop {
-            let page = state.store.list_events(run.id, after, 1000).await?;
-            let Some(last) = page.last() else { break };
-            after = last.counter;
-            for e in &page {
-                if e.event == "playbook_on_task_start"
-                    && let Some(t) = e.task()
-                {
-                    started = Some(t.to_owned());
-                }
-            }
-        }
-        if let Some(task) = started {
-            return Ok(task);
+        if let Some(started) = task_starts(state, run.id).await?.pop() {
+            return Ok((started.name, started.position));
         }
     }
     Err(ApiError::invalid(
@@ -493,6 +502,45 @@ async fn resume_task(state: &AppState, run: &Run, failures: &[&Event]) -> ApiRes
             run.id
         ),
     ))
+}
+
+/// A task a run started, from its `playbook_on_task_start` event.
+struct TaskStart {
+    uuid: String,
+    name: String,
+    position: Option<TaskPosition>,
+}
+
+/// The tasks a run started, in order.
+async fn task_starts(state: &AppState, run_id: i64) -> ApiResult<Vec<TaskStart>> {
+    let mut after = 0;
+    let mut started = Vec::new();
+    loop {
+        let page = state.store.list_events(run_id, after, 1000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.counter;
+        for e in &page {
+            if e.event == "playbook_on_task_start"
+                && let Some(name) = e.task()
+            {
+                started.push(TaskStart {
+                    uuid: e.uuid.clone(),
+                    name: name.to_owned(),
+                    position: position_in(e, "troupe_task_position"),
+                });
+            }
+        }
+    }
+    Ok(started)
+}
+
+/// The task position an event's data holds under `key`, when it holds a valid one.
+fn position_in(event: &Event, key: &str) -> Option<TaskPosition> {
+    event
+        .event_data
+        .get(key)
+        .and_then(|v| serde_json::from_value::<TaskPosition>(v).ok())
+        .filter(|p| p.validate().is_ok())
 }
 
 /// A new run as the audit log names it: its id, its playbook, its project (and template).

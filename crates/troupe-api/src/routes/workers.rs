@@ -253,6 +253,7 @@ async fn claim(
         worker_id: &worker.id,
         labels: &worker.labels,
         splits: false,
+        job_runs: troupe_store::JobRuns::Any,
     };
     loop {
         // A drain asked for while this claim waited holds from the next look on.

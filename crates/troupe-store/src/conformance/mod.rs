@@ -125,6 +125,7 @@ macro_rules! __conformance_case_names {
             token_scopes_expiry_and_revocation,
             workers_register_heartbeat_drain,
             claims_follow_worker_labels_and_splits,
+            claims_take_job_runs_apart,
             credentials_round_trip,
             sealed_texts_listed_and_replaced,
             git_secrets_move_once,

@@ -1,7 +1,7 @@
 //! Conformance cases: workers, and claims routed by worker labels.
 
 use super::*;
-use crate::Claimant;
+use crate::{Claimant, JobRuns};
 use troupe_core::worker::{NewWorker, WorkerKind};
 
 fn new_worker(id: &str, labels: &[&str]) -> NewWorker {
@@ -110,6 +110,7 @@ pub async fn claims_follow_worker_labels_and_splits(store: &dyn Store) {
         worker_id: "r/1",
         labels: &none,
         splits: false,
+        job_runs: JobRuns::Any,
     };
     let got = store
         .claim_for(&remote_plain, lease, 10)
@@ -128,6 +129,7 @@ pub async fn claims_follow_worker_labels_and_splits(store: &dyn Store) {
                 worker_id: "r/2",
                 labels: &gpu_only,
                 splits: false,
+                job_runs: JobRuns::Any,
             },
             lease,
             10,
@@ -153,6 +155,7 @@ pub async fn claims_follow_worker_labels_and_splits(store: &dyn Store) {
                 worker_id: "r/3",
                 labels: &both,
                 splits: false,
+                job_runs: JobRuns::Any,
             },
             lease,
             10,
@@ -172,4 +175,51 @@ pub async fn token_roles_round_trip(store: &dyn Store) {
     assert_eq!(w.role, TokenRole::Worker);
     let list = store.list_tokens().await.expect("list");
     assert!(list.contains(&w));
+}
+
+/// Job unit actions are claimed apart from other runs when the claimant says so: the
+/// embedded pool's job lane takes only them, its other lane everything else.
+pub async fn claims_take_job_runs_apart(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let job = store
+        .create_job(&new_job("t", &["web", "db"], None))
+        .await
+        .expect("job");
+    let unit_run = |unit: &str| {
+        let mut n = new_run(p.id);
+        n.origin = Origin::JobUnit {
+            job_id: job.id,
+            unit: unit.to_owned(),
+        };
+        n
+    };
+    let web = store.create_run(&unit_run("web")).await.expect("run");
+    let plain = store.create_run(&new_run(p.id)).await.expect("run");
+    let db = store.create_run(&unit_run("db")).await.expect("run");
+    let lease = Duration::from_secs(60);
+    let lane = |worker_id: &'static str, job_runs: JobRuns| Claimant {
+        worker_id,
+        labels: &[],
+        splits: true,
+        job_runs,
+    };
+    let got = store
+        .claim_for(&lane("e/1", JobRuns::Exclude), lease, 10)
+        .await
+        .expect("claim");
+    assert_eq!(ids(&got), vec![plain.id], "the other lane skips job runs");
+    let got = store
+        .claim_for(&lane("e/2", JobRuns::Only), lease, 10)
+        .await
+        .expect("claim");
+    assert_eq!(
+        ids(&got),
+        vec![web.id, db.id],
+        "the job lane takes them in order"
+    );
+    let got = store
+        .claim_for(&lane("e/3", JobRuns::Any), lease, 10)
+        .await
+        .expect("claim");
+    assert!(got.is_empty(), "nothing left: {got:?}");
 }

@@ -98,6 +98,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let cfg = WorkerConfig {
         node_id: node,
         slots: args.capacity.max(1),
+        job_slots: troupe_worker::JobSlots::Shared,
         lease: Duration::from_secs(registered.lease_s.max(3)),
         ansible,
         runs_dir,

@@ -75,7 +75,13 @@ fn unavailable(e: anyhow::Error) -> StoreError {
 
 #[async_trait]
 impl Backend for RemoteBackend {
-    async fn claim(&self, worker_id: &str, _lease: Duration, max: usize) -> StoreResult<Vec<Run>> {
+    async fn claim(
+        &self,
+        worker_id: &str,
+        _lease: Duration,
+        max: usize,
+        _job_runs: troupe_store::JobRuns,
+    ) -> StoreResult<Vec<Run>> {
         let claimed: ClaimedRuns = self
             .client
             .post(

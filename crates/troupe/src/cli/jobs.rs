@@ -1,11 +1,13 @@
 //! `troupe jobs ...`: RedRunner's tagged jobs of named units.
 
-use crate::cli::print_json;
+use crate::cli::{encode, print_json};
 use crate::client::Client;
 use clap::Subcommand;
 use serde_json::Value;
 use troupe_wire::IdOrName;
-use troupe_wire::jobs::{ActionRequest, CreateJob, Job, JobActionResult, JobView, Run};
+use troupe_wire::jobs::{
+    ActionRequest, CreateJob, Job, JobActionResult, JobView, Run, SetUnit, Unit, UnitSource,
+};
 
 /// Create jobs, find the latest by tag, trigger actions on units.
 #[derive(Debug, Subcommand)]
@@ -33,11 +35,35 @@ pub enum JobsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Set where a unit's playbooks are (`PUT /api/v1/jobs/{id}/units/{unit}`): a data_dir
+    /// holding a `project/` (or `projects/`) directory, or `--project`.
+    #[command(name = "set-unit", visible_alias = "put-unit")]
+    SetUnit {
+        /// Job id.
+        job: i64,
+        /// The unit.
+        unit: String,
+        /// The unit's data_dir: absolute, or relative to the server's `unit_data_dir_base`.
+        /// (Not `--data-dir`: that is this troupe's own.)
+        #[arg(
+            value_name = "DATA_DIR",
+            conflicts_with = "project",
+            required_unless_present = "project"
+        )]
+        unit_data_dir: Option<String>,
+        /// A project (id or name).
+        #[arg(long)]
+        project: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run `<action>-<unit>.yml` for one unit, or for every unit of the job in parallel.
     Action {
         /// Job id.
         job: i64,
-        /// The action.
+        /// The action: its name, or the playbook's file name (`<action>-<unit>.yml` with
+        /// `--unit`, or `<action>-each.yml`).
         action: String,
         /// Only this unit.
         #[arg(long)]
@@ -83,6 +109,35 @@ pub async fn run(client: &Client, cmd: JobsCmd) -> anyhow::Result<i32> {
             print_job_brief(&job, as_json)?;
             Ok(0)
         }
+        JobsCmd::SetUnit {
+            job,
+            unit,
+            unit_data_dir,
+            project,
+            json: as_json,
+        } => {
+            let body = SetUnit {
+                project: project.map(|p| p.parse::<IdOrName>()).transpose()?,
+                data_dir: unit_data_dir,
+            };
+            let set: Unit = client
+                .put(
+                    &format!("/api/v1/jobs/{job}/units/{}", encode(&unit)),
+                    &body,
+                )
+                .await?;
+            if as_json {
+                print_json(&set)?;
+            } else {
+                let source = match &set.source {
+                    Some(UnitSource::Project(id)) => format!("project {id}"),
+                    Some(UnitSource::DataDir(dir)) => format!("data_dir {dir}"),
+                    None => "the job's project".to_owned(),
+                };
+                println!("unit {} of job {job}: {source}", set.name);
+            }
+            Ok(0)
+        }
         JobsCmd::Action {
             job,
             action,
@@ -99,7 +154,10 @@ pub async fn run(client: &Client, cmd: JobsCmd) -> anyhow::Result<i32> {
             let result: JobActionResult = match &unit {
                 Some(u) => {
                     let run: Run = client
-                        .post(&format!("/api/v1/jobs/{job}/units/{u}/actions"), &body)
+                        .post(
+                            &format!("/api/v1/jobs/{job}/units/{}/actions", encode(u)),
+                            &body,
+                        )
                         .await?;
                     JobActionResult {
                         runs: vec![run],

@@ -565,3 +565,436 @@ async fn a_gracefully_canceled_run_resumes_at_the_task_it_stopped_before() -> an
     }
     Ok(())
 }
+
+/// The CLI's `troupe jobs ...` against `server`: its exit code, stdout and stderr.
+fn jobs_cli(server: &Server, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
+    let out = std::process::Command::new(troupe_bin())
+        .arg("jobs")
+        .args(args)
+        .env("TROUPE_SERVER", &server.base)
+        .env("TROUPE_TOKEN", TOKEN)
+        .output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout)?,
+        String::from_utf8(out.stderr)?,
+    ))
+}
+
+#[tokio::test]
+async fn actions_with_dashes_posted_as_playbook_file_names_on_relative_data_dirs()
+-> anyhow::Result<()> {
+    let play = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.copy:\n        dest: \"{{ out }}/{{ troupe_unit }}\"\n        content: \"{{ troupe_action }}\"\n";
+    // The base holds a data_dir per unit; a directory beside it is outside it.
+    let root = tempfile::tempdir()?;
+    let base = root.path().join("base");
+    for (dir, file) in [
+        ("front-end", "project/hot-restart-front-end.yml"),
+        ("db", "projects/hot-restart-db.yml"),
+        ("outside", "project/hot-restart-db.yml"),
+    ] {
+        let at = if dir == "outside" {
+            root.path().join(dir)
+        } else {
+            base.join(dir)
+        };
+        std::fs::create_dir_all(at.join(file).parent().unwrap_or(&at))?;
+        std::fs::write(at.join(file), play)?;
+    }
+    std::os::unix::fs::symlink(root.path().join("outside"), base.join("sneaky"))?;
+    let server = serve_with(ServerOpts {
+        extra_env: vec![(
+            "TROUPE_UNIT_DATA_DIR_BASE".to_owned(),
+            base.display().to_string(),
+        )],
+        ..Default::default()
+    })?;
+    let out = tempfile::tempdir()?;
+
+    let job = server
+        .post(
+            "/api/v1/jobs",
+            &json!({"tag": "ops", "units": ["front-end", "db"]}),
+        )
+        .await?;
+    let jid = job["id"].as_i64().unwrap_or_default().to_string();
+    // PUT of a unit from the CLI, with a data_dir relative to the base.
+    let (code, said, err) = jobs_cli(&server, &["set-unit", &jid, "front-end", "front-end"])?;
+    assert_eq!(code, 0, "{err}");
+    assert!(said.contains("data_dir front-end"), "{said}");
+    let (code, said, err) = jobs_cli(&server, &["set-unit", &jid, "db", "./db", "--json"])?;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&said)?["source"]["data_dir"],
+        "./db"
+    );
+    // Relative data_dirs stay inside the base.
+    for escape in ["../outside", "sneaky", "front-end/../../outside"] {
+        let (code, _, err) = jobs_cli(&server, &["set-unit", &jid, "db", escape])?;
+        assert_ne!(code, 0, "{escape} was accepted");
+        assert!(err.contains("unit_data_dir_base"), "{escape}: {err}");
+    }
+    let (code, body) = server
+        .call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/jobs/{jid}/units/db"),
+            Some(&json!({"data_dir": "../outside"})),
+        )
+        .await?;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (422, Some("invalid_data_dir")),
+        "{body}"
+    );
+
+    // The seed's form: the playbook's file name posted to the unit. The action ("hot-restart")
+    // and the unit ("front-end") both contain '-'.
+    let run = server
+        .post(
+            &format!("/api/v1/jobs/{jid}/units/front-end/actions"),
+            &json!({"action": "hot-restart-front-end.yml", "extra_vars": {"out": out.path()}}),
+        )
+        .await?;
+    assert_eq!(run["playbook"], "hot-restart-front-end.yml");
+    let done = server
+        .wait_finished(run["id"].as_i64().unwrap_or_default())
+        .await?;
+    assert_eq!(done["status"], "successful", "{done}");
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("front-end"))?,
+        "hot-restart"
+    );
+    // `<action>-each.yml` on the job: every unit's `<action>-<unit>.yml`.
+    let (code, result) = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/jobs/{jid}/actions"),
+            Some(&json!({"action": "hot-restart-each.yml", "extra_vars": {"out": out.path()}})),
+        )
+        .await?;
+    assert_eq!(code, 201, "{result}");
+    let mut played: Vec<String> = Vec::new();
+    for r in result["runs"].as_array().into_iter().flatten() {
+        played.push(r["playbook"].as_str().unwrap_or_default().to_owned());
+        let done = server
+            .wait_finished(r["id"].as_i64().unwrap_or_default())
+            .await?;
+        assert_eq!(done["status"], "successful", "{done}");
+    }
+    assert_eq!(played, ["hot-restart-front-end.yml", "hot-restart-db.yml"]);
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("db"))?,
+        "hot-restart"
+    );
+    // The same through the CLI, by action name.
+    let (code, said, err) = jobs_cli(&server, &["action", &jid, "hot-restart", "--unit", "db"])?;
+    assert_eq!(code, 0, "{err}");
+    assert!(said.contains("hot-restart-db.yml"), "{said}");
+
+    // Another unit's playbook, or a name that is no action, is refused.
+    for (path, action) in [
+        ("units/front-end/actions", "hot-restart-db.yml"),
+        ("units/front-end/actions", "-front-end.yml"),
+        ("actions", "hot-restart-front-end.yml"),
+        ("actions", "-x"),
+    ] {
+        let (code, body) = server
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/jobs/{jid}/{path}"),
+                Some(&json!({"action": action})),
+            )
+            .await?;
+        assert_eq!(
+            (code, body["error"]["code"].as_str()),
+            (422, Some("invalid_action")),
+            "{path} {action}: {body}"
+        );
+    }
+    // "each" names every unit, so no unit may be called that.
+    let (code, body) = server
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/jobs",
+            Some(&json!({"tag": "ops", "units": ["each"]})),
+        )
+        .await?;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (422, Some("invalid_unit"))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn relative_data_dirs_need_a_base() -> anyhow::Result<()> {
+    let server = serve()?;
+    let job = server
+        .post("/api/v1/jobs", &json!({"tag": "t", "units": ["web"]}))
+        .await?;
+    let (code, body) = server
+        .call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/jobs/{}/units/web", job["id"]),
+            Some(&json!({"data_dir": "web"})),
+        )
+        .await?;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (422, Some("invalid_data_dir"))
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unit_data_dir_base")),
+        "{body}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_jobs_fan_out_is_not_held_back_by_the_global_run_limit() -> anyhow::Result<()> {
+    // One slot for runs: the RedRunner example holds it while it waits for its units' runs,
+    // which must all start anyway, at once.
+    let server = serve_with(ServerOpts {
+        max_concurrent_runs: 1,
+        ..Default::default()
+    })?;
+    let example = std::fs::canonicalize(example_dir())?;
+    let pid = server.project(&example).await?;
+    let backups = tempfile::tempdir()?;
+    let id = server
+        .launch(
+            pid,
+            "backup-each.yml",
+            "localhost ansible_connection=local\n[all:vars]\nansible_python_interpreter={{ ansible_playbook_python }}\n",
+            json!({"extra_vars": {
+                "troupe_api": server.base, "troupe_api_token": TOKEN, "job_tag": "solo",
+                "backup_dir": backups.path()
+            }}),
+        )
+        .await?;
+    let outer = server.wait_finished(id).await?;
+    assert_eq!(outer["status"], "successful", "{outer}");
+    let job = server.get("/api/v1/jobs?tag=solo&latest=true").await?;
+    let view = server.get(&format!("/api/v1/jobs/{}", job["id"])).await?;
+    let mut spans = Vec::new();
+    for unit in view["units"].as_array().into_iter().flatten() {
+        spans.push(times(&unit["runs"][0])?);
+    }
+    assert_eq!(spans.len(), 3);
+    let all_overlap = spans
+        .iter()
+        .all(|a| spans.iter().all(|b| a.0 < b.1 && b.0 < a.1));
+    assert!(all_overlap, "the units did not all run at once: {spans:?}");
+
+    // A limit of its own for jobs, when set: one unit at a time, while other runs still get
+    // their slot.
+    let server = serve_with(ServerOpts {
+        max_concurrent_runs: 1,
+        extra_env: vec![("TROUPE_MAX_CONCURRENT_JOB_RUNS".into(), "1".into())],
+        ..Default::default()
+    })?;
+    let slow =
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 1\n";
+    let proj = project_dir(&[("go-a.yml", slow), ("go-b.yml", slow), ("plain.yml", slow)])?;
+    let pid = server.project(proj.path()).await?;
+    let job = server
+        .post(
+            "/api/v1/jobs",
+            &json!({"tag": "one", "units": ["a", "b"], "project": pid}),
+        )
+        .await?;
+    let result = server
+        .post(
+            &format!("/api/v1/jobs/{}/actions", job["id"]),
+            &json!({"action": "go"}),
+        )
+        .await?;
+    let plain = server
+        .launch(pid, "plain.yml", &local_hosts(1), json!({}))
+        .await?;
+    let mut spans = Vec::new();
+    for r in result["runs"].as_array().into_iter().flatten() {
+        let done = server
+            .wait_finished(r["id"].as_i64().unwrap_or_default())
+            .await?;
+        assert_eq!(done["status"], "successful", "{done}");
+        spans.push(times(&done)?);
+    }
+    let (a, b) = (spans[0], spans[1]);
+    assert!(a.1 <= b.0 || b.1 <= a.0, "two unit runs at once: {spans:?}");
+    let plain = times(&server.wait_finished(plain).await?)?;
+    assert!(
+        spans.iter().any(|s| s.0 < plain.1 && plain.0 < s.1),
+        "the plain run waited for the job's runs: {plain:?} {spans:?}"
+    );
+    Ok(())
+}
+
+const REPEATED: &str = r#"
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: step
+      ansible.builtin.shell: "echo first >> {{ out }}/{{ inventory_hostname }}.log"
+    - name: step
+      ansible.builtin.shell: "echo second >> {{ out }}/{{ inventory_hostname }}.log; test ! -e {{ out }}/broken-second"
+    - name: last
+      ansible.builtin.shell: "echo last >> {{ out }}/{{ inventory_hostname }}.log"
+    - ansible.builtin.import_role:
+        name: r
+- ansible.builtin.import_playbook: other.yml
+"#;
+
+const ROLE_STEP: &str = r#"
+- name: step
+  ansible.builtin.shell: "echo role >> {{ out }}/{{ inventory_hostname }}.log; test ! -e {{ out }}/broken-role"
+"#;
+
+const OTHER: &str = r#"
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: step
+      ansible.builtin.shell: "echo other >> {{ out }}/{{ inventory_hostname }}.log"
+"#;
+
+const INCLUDING: &str = r#"
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: step
+      ansible.builtin.shell: "echo first >> {{ out }}/{{ inventory_hostname }}.log"
+    - ansible.builtin.include_tasks: included.yml
+"#;
+
+const INCLUDED: &str = r#"
+- name: step
+  ansible.builtin.shell: "echo inc1 >> {{ out }}/{{ inventory_hostname }}.log"
+- name: step
+  ansible.builtin.shell: "echo inc2 >> {{ out }}/{{ inventory_hostname }}.log; test ! -e {{ out }}/broken-inc"
+"#;
+
+#[tokio::test]
+async fn a_relaunch_resumes_at_the_failed_task_when_others_share_its_name() -> anyhow::Result<()> {
+    let server = serve()?;
+    let proj = project_dir(&[
+        ("repeated.yml", REPEATED),
+        ("other.yml", OTHER),
+        ("roles/r/tasks/main.yml", ROLE_STEP),
+        ("including.yml", INCLUDING),
+        ("included.yml", INCLUDED),
+    ])?;
+    let out = tempfile::tempdir()?;
+    let pid = server.project(proj.path()).await?;
+    std::fs::write(out.path().join("broken-second"), "")?;
+    let id = server
+        .launch(
+            pid,
+            "repeated.yml",
+            &local_hosts(1),
+            json!({"extra_vars": {"out": out.path()}}),
+        )
+        .await?;
+    assert_eq!(server.wait_finished(id).await?["status"], "failed");
+    assert_eq!(log_of(out.path(), "h1"), "first second");
+    // Every task start says where the task is.
+    let positions: Vec<Value> = server
+        .events(id)
+        .await?
+        .into_iter()
+        .filter(|e| e["event"] == "playbook_on_task_start")
+        .map(|e| e["event_data"]["troupe_task_position"].clone())
+        .collect();
+    assert_eq!(
+        positions,
+        [
+            json!({"play": "repeated.yml:2", "play_n": 1, "task": "repeated.yml:5"}),
+            json!({"play": "repeated.yml:2", "play_n": 1, "task": "repeated.yml:7"}),
+        ]
+    );
+
+    // Resumed at the second "step", not the first: --start-at-task alone would run both.
+    let relaunch = |of: i64| {
+        let server = &server;
+        async move {
+            let r = server
+                .post(
+                    &format!("/api/v1/runs/{of}/relaunch"),
+                    &json!({"from": "failed_task"}),
+                )
+                .await?;
+            let done = server
+                .wait_finished(r["id"].as_i64().unwrap_or_default())
+                .await?;
+            anyhow::Ok((r, done))
+        }
+    };
+    let (r2, done) = relaunch(id).await?;
+    assert_eq!(r2["options"]["start_at_task"], "step");
+    assert_eq!(r2["options"]["start_at_position"]["task"], "repeated.yml:7");
+    assert_eq!(done["status"], "failed", "still broken");
+    assert_eq!(log_of(out.path(), "h1"), "first second second");
+
+    // Fixed, it goes on, and fails in the role, whose task is called "step" too.
+    std::fs::remove_file(out.path().join("broken-second"))?;
+    std::fs::write(out.path().join("broken-role"), "")?;
+    let r2 = r2["id"].as_i64().unwrap_or_default();
+    let (r3, done) = relaunch(r2).await?;
+    assert_eq!(done["status"], "failed");
+    assert_eq!(
+        log_of(out.path(), "h1"),
+        "first second second second last role"
+    );
+    let (r4, done) = relaunch(r3["id"].as_i64().unwrap_or_default()).await?;
+    assert_eq!(r4["options"]["start_at_task"], "step");
+    assert_eq!(
+        r4["options"]["start_at_position"]["task"],
+        "roles/r/tasks/main.yml:2"
+    );
+    assert_eq!(done["status"], "failed");
+    assert_eq!(
+        log_of(out.path(), "h1"),
+        "first second second second last role role",
+        "resumed at the role's task"
+    );
+    // Fixed again: the role's task, then the imported playbook's play, whole.
+    std::fs::remove_file(out.path().join("broken-role"))?;
+    let (_, done) = relaunch(r4["id"].as_i64().unwrap_or_default()).await?;
+    assert_eq!(done["status"], "successful", "{done}");
+    assert_eq!(
+        log_of(out.path(), "h1"),
+        "first second second second last role role role other"
+    );
+    // A run from the start has no position, and runs everything.
+    let again = server
+        .post(&format!("/api/v1/runs/{id}/relaunch"), &json!({}))
+        .await?;
+    assert!(again["options"]["start_at_position"].is_null(), "{again}");
+    server
+        .wait_finished(again["id"].as_i64().unwrap_or_default())
+        .await?;
+
+    // A task a dynamic include brought in resumes at the include, which runs again whole;
+    // not at the first "step" of the play.
+    std::fs::write(out.path().join("broken-inc"), "")?;
+    let id = server
+        .launch(
+            pid,
+            "including.yml",
+            &local_hosts(1),
+            json!({"extra_vars": {"out": out.path()}}),
+        )
+        .await?;
+    assert_eq!(server.wait_finished(id).await?["status"], "failed");
+    std::fs::remove_file(out.path().join("h1.log"))?;
+    let (r, done) = relaunch(id).await?;
+    assert_eq!(
+        r["options"]["start_at_position"],
+        json!({"play": "including.yml:2", "play_n": 1, "task": "including.yml:7"})
+    );
+    assert_eq!(done["status"], "failed");
+    assert_eq!(log_of(out.path(), "h1"), "inc1 inc2");
+    Ok(())
+}
