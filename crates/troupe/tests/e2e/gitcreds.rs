@@ -9,7 +9,7 @@
 use crate::credentials::{LOGIN_USER, Sshd, create_credential, holding, keypair, sh};
 use crate::events::{github_signature, hook};
 use crate::helpers::*;
-use anyhow::{Context, bail};
+use anyhow::Context;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -24,26 +24,6 @@ use troupe_store::prelude::*;
 use troupe_wire::credentials::CreateCredential;
 
 const PLAY: &str = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug:\n        msg: from the private repository\n";
-
-fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(["-c", "init.defaultBranch=main"])
-        // The SSH test gives the repositories to the login user.
-        .args(["-c", "safe.directory=*"])
-        .args(args)
-        .current_dir(dir)
-        .env_remove("GIT_DIR")
-        .output()
-        .context("running git")?;
-    if !out.status.success() {
-        bail!(
-            "git {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
 
 /// A working repository and the bare one it pushes to (what servers serve), with the
 /// files the dumb HTTP protocol reads kept up to date.

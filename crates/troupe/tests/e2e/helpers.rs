@@ -90,3 +90,25 @@ pub fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
     );
     Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
+
+/// Runs git in `dir` as a test's repository owner (name, email, `main` as the first branch,
+/// any directory trusted); its trimmed stdout.
+pub fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(["-c", "init.defaultBranch=main"])
+        // The SSH test gives the repositories to the login user.
+        .args(["-c", "safe.directory=*"])
+        .args(args)
+        .current_dir(dir)
+        .env_remove("GIT_DIR")
+        .output()
+        .context("running git")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}

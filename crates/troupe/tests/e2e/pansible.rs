@@ -3,13 +3,12 @@
 //! run by a real ansible-playbook, its per-host result and its progress over WebSocket.
 
 use crate::helpers::*;
-use anyhow::{Context, bail};
+use anyhow::Context;
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -61,27 +60,13 @@ webservers:
   wskey2: wsval2
 ";
 
-fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(["-c", "init.defaultBranch=main"])
-        .args(args)
-        .current_dir(dir)
-        .env_remove("GIT_DIR")
-        .output()
-        .context("running git")?;
-    if !out.status.success() {
-        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
 /// A git repository holding `files`, committed.
 fn repo(dir: &Path, files: &[(&str, &str)]) -> anyhow::Result<()> {
     write_files(dir, files)?;
     git(dir, &["init", "-q"])?;
     git(dir, &["add", "-A"])?;
-    git(dir, &["commit", "-q", "-m", "playbooks"])
+    git(dir, &["commit", "-q", "-m", "playbooks"])?;
+    Ok(())
 }
 
 /// POST under the Pansible API with the token in `COFFEE_TOKEN`, as Pansible clients send it.
