@@ -3,7 +3,7 @@
 
 use crate::helpers::*;
 use serde_json::{Value, json};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn example_dir() -> PathBuf {
@@ -20,6 +20,28 @@ fn times(
     Ok((t("started_at")?, t("finished_at")?))
 }
 
+/// Launches the RedRunner example's `backup-each.yml` on this machine for job tag `tag`; the
+/// units in `fail_units` fail their backup.
+async fn backup_each(
+    server: &Server,
+    project: i64,
+    tag: &str,
+    backup_dir: &Path,
+    fail_units: Value,
+) -> anyhow::Result<i64> {
+    server
+        .launch(
+            project,
+            "backup-each.yml",
+            "localhost ansible_connection=local\n[all:vars]\nansible_python_interpreter={{ ansible_playbook_python }}\n",
+            json!({"extra_vars": {
+                "troupe_api": server.base, "troupe_api_token": TOKEN, "job_tag": tag,
+                "backup_dir": backup_dir, "fail_units": fail_units
+            }}),
+        )
+        .await
+}
+
 #[tokio::test]
 async fn the_redrunner_example_backs_up_every_unit_in_parallel_through_troupe() -> anyhow::Result<()>
 {
@@ -30,17 +52,7 @@ async fn the_redrunner_example_backs_up_every_unit_in_parallel_through_troupe() 
     let example = std::fs::canonicalize(example_dir())?;
     let pid = server.project(&example).await?;
     let backups = tempfile::tempdir()?;
-    let id = server
-        .launch(
-            pid,
-            "backup-each.yml",
-            "localhost ansible_connection=local\n[all:vars]\nansible_python_interpreter={{ ansible_playbook_python }}\n",
-            json!({"extra_vars": {
-                "troupe_api": server.base, "troupe_api_token": TOKEN, "job_tag": "nightly",
-                "backup_dir": backups.path(), "fail_units": ["db"]
-            }}),
-        )
-        .await?;
+    let id = backup_each(&server, pid, "nightly", backups.path(), json!(["db"])).await?;
     let outer = server.wait_finished(id).await?;
     // db's unit failed, so its host failed in the second play: the playbook fails as a whole.
     assert_eq!(outer["status"], "failed", "{outer}");
@@ -74,10 +86,7 @@ async fn the_redrunner_example_backs_up_every_unit_in_parallel_through_troupe() 
     assert!(overlapping, "unit runs did not overlap: {spans:?}");
 
     // Running it again selects the same (latest) job; its units get a second run each.
-    let again = server
-        .launch(pid, "backup-each.yml", "localhost ansible_connection=local\n[all:vars]\nansible_python_interpreter={{ ansible_playbook_python }}\n",
-            json!({"extra_vars": {"troupe_api": server.base, "troupe_api_token": TOKEN, "job_tag": "nightly", "backup_dir": backups.path()}}))
-        .await?;
+    let again = backup_each(&server, pid, "nightly", backups.path(), json!([])).await?;
     assert_eq!(server.wait_finished(again).await?["status"], "successful");
     let latest = server.get("/api/v1/jobs?tag=nightly&latest=true").await?;
     assert_eq!(latest["id"], job["id"]);
@@ -763,17 +772,7 @@ async fn a_jobs_fan_out_is_not_held_back_by_the_global_run_limit() -> anyhow::Re
     let example = std::fs::canonicalize(example_dir())?;
     let pid = server.project(&example).await?;
     let backups = tempfile::tempdir()?;
-    let id = server
-        .launch(
-            pid,
-            "backup-each.yml",
-            "localhost ansible_connection=local\n[all:vars]\nansible_python_interpreter={{ ansible_playbook_python }}\n",
-            json!({"extra_vars": {
-                "troupe_api": server.base, "troupe_api_token": TOKEN, "job_tag": "solo",
-                "backup_dir": backups.path()
-            }}),
-        )
-        .await?;
+    let id = backup_each(&server, pid, "solo", backups.path(), json!([])).await?;
     let outer = server.wait_finished(id).await?;
     assert_eq!(outer["status"], "successful", "{outer}");
     let job = server.get("/api/v1/jobs?tag=solo&latest=true").await?;
