@@ -1,5 +1,6 @@
 //! troupe's HTTP API (v1): projects, inventories, runs and tokens over JSON, with bearer-token
-//! auth on everything but health checks, and an OpenAPI document generated from the handlers.
+//! auth on everything but health checks and the web UI's static files, and an OpenAPI document
+//! generated from the handlers.
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -19,6 +20,7 @@ mod extract;
 pub mod limits;
 mod routes;
 pub mod run_json;
+mod ui;
 
 pub use auth::{Caller, TokenSet, generate_token, hash_token};
 pub use limits::ApiConfig;
@@ -207,6 +209,7 @@ pub fn router(state: AppState) -> Router {
     let (hooks, _) = open_routes().split_for_parts();
     Router::new()
         .merge(routes::health::router())
+        .merge(ui::router())
         .merge(hooks)
         .merge(api)
         // Outside auth, so refused requests are recorded too; per route, so it sees the
