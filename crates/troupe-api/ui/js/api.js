@@ -65,11 +65,12 @@ export async function api(path, { method = "GET", body, tok, signal } = {}) {
   return res.json();
 }
 
-// Reads one SSE response, calling `onFrame({event, data, id})` per message. Resolves when the
-// server closes the stream; rejects when the connection fails or `signal` aborts.
-async function readSse(path, onFrame, signal, extraHeaders = {}) {
+// Reads one SSE response, calling `onFrame({event, data, id})` per message and `onRead()`
+// after each piece read from the network (so callers can hand on what they batched). Resolves
+// when the server closes the stream; rejects when the connection fails or `signal` aborts.
+async function readSse(path, onFrame, signal, onRead = () => {}) {
   const res = await fetch(`/api/v1${path}`, {
-    headers: headers({ Accept: "text/event-stream", ...extraHeaders }),
+    headers: headers({ Accept: "text/event-stream" }),
     signal,
   });
   if (!res.ok) throw await failure(res);
@@ -98,6 +99,7 @@ async function readSse(path, onFrame, signal, extraHeaders = {}) {
       frame.data = data.join("\n");
       onFrame(frame);
     }
+    onRead();
   }
 }
 
@@ -119,6 +121,10 @@ export async function followRun(id, after, { onEvents, onEnd, onState }, signal)
   while (!signal.aborted) {
     let ended = false;
     let batch = [];
+    const flush = () => {
+      if (batch.length) onEvents(batch);
+      batch = [];
+    };
     try {
       onState?.("live");
       await readSse(
@@ -129,18 +135,14 @@ export async function followRun(id, after, { onEvents, onEnd, onState }, signal)
             if (msg.event.counter <= last) return;
             last = msg.event.counter;
             batch.push(msg.event);
-            if (batch.length >= 200) {
-              onEvents(batch);
-              batch = [];
-            }
           } else if (msg.type === "end") {
             ended = true;
-            if (batch.length) onEvents(batch);
-            batch = [];
+            flush();
             onEnd(msg);
           }
         },
         signal,
+        flush,
       );
       wait = 250;
     } catch (e) {
@@ -150,7 +152,7 @@ export async function followRun(id, after, { onEvents, onEnd, onState }, signal)
         return;
       }
     } finally {
-      if (batch.length) onEvents(batch);
+      flush();
     }
     if (ended) return;
     onState?.("reconnecting");

@@ -167,4 +167,7 @@ function App() {
   }} />`;
 }
 
-render(html`<${App} />`, document.getElementById("app"));
+// The boot message is replaced, not kept beside the app (render appends to what is there).
+const root = document.getElementById("app");
+root.textContent = "";
+render(html`<${App} />`, root);

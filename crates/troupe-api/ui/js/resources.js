@@ -121,10 +121,10 @@ export function EventsPage() {
       <${Table} label="Sources" rows=${Object.entries(rules.data.sources).map(([name, s]) => ({ name, ...s }))}
         cols=${[
           ["Source", (s) => s.name],
-          ["Kind", (s) => s.kind],
-          ["State", (s) => s.state?.state ?? ""],
-          ["Delivered", (s) => s.state?.delivered ?? ""],
-          ["Last error", (s) => s.state?.last_error ?? ""],
+          ["Kind", (s) => s.type],
+          ["State", (s) => s.state],
+          ["Delivered", (s) => s.delivered],
+          ["Last error", (s) => s.last_error ?? ""],
         ]} empty="No sources." />
       <details><summary>Rules document</summary><${Json} value=${rules.data.document} /></details>`}`}<//>`;
 }
@@ -133,12 +133,12 @@ export function SchedulesPage() {
   return html`<${Resource} title="Schedules" path="/schedules">${(d) =>
     html`<${Table} label="Schedules" rows=${d.schedules}
       cols=${[
-        ["Name", (s) => s.schedule.name],
-        ["Cron", (s) => html`<code>${s.schedule.cron}</code> ${s.schedule.timezone}`],
-        ["Next", (s) => fmtTime(s.schedule.next_fire_at)],
-        ["Last", (s) => fmtTime(s.schedule.last_fire_at)],
-        ["Last result", (s) => s.schedule.last_result ?? ""],
-        ["Target", (s) => JSON.stringify(s.schedule.target)],
+        ["Name", (s) => s.name],
+        ["Cron", (s) => html`<code>${s.cron}</code> ${s.timezone}`],
+        ["Next", (s) => fmtTime(s.next_fire_at)],
+        ["Last", (s) => fmtTime(s.last_fire_at)],
+        ["Last result", (s) => s.last_result ?? ""],
+        ["Target", (s) => JSON.stringify(s.target)],
       ]} empty="No schedules." />`}<//>`;
 }
 
@@ -153,13 +153,13 @@ export function WorkersPage() {
   return html`<${Resource} title="Workers" path="/workers">${(d, reload) =>
     html`<${Table} label="Workers" rows=${d.workers}
       cols=${[
-        ["Name", (w) => w.worker.name],
+        ["Name", (w) => w.name],
         ["Status", (w) => html`<${Status} status=${w.status} />`],
-        ["Kind", (w) => w.worker.kind],
-        ["Runs", (w) => html`${w.worker.active_runs}/${w.worker.capacity} <${RunLinks} ids=${w.runs} />`],
-        ["Labels", (w) => w.worker.labels.join(", ")],
-        ["Heartbeat", (w) => fmtTime(w.worker.last_heartbeat)],
-        ["", (w) => (w.status === "active" ? html`<button type="button" onClick=${() => drain(w.worker.id, reload)}>Drain</button>` : "")],
+        ["Kind", (w) => w.kind],
+        ["Runs", (w) => html`${w.active_runs}/${w.capacity} <${RunLinks} ids=${w.runs} />`],
+        ["Labels", (w) => w.labels.join(", ")],
+        ["Heartbeat", (w) => fmtTime(w.last_heartbeat)],
+        ["", (w) => (w.status === "active" ? html`<button type="button" onClick=${() => drain(w.id, reload)}>Drain</button>` : "")],
       ]} empty="No workers." />`}<//>`;
 }
 

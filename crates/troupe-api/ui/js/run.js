@@ -264,7 +264,7 @@ function Failures({ failures }) {
   return html`<section class="failures" aria-labelledby="failures-title">
     <h2 id="failures-title">Failures (${failures.length})</h2>
     <ul>${failures.slice(0, 200).map(
-      (f) => html`<li key=${f.counter}><strong class=${`c-${f.state.split(" ")[0]}`}>${f.state}</strong>
+      (f) => html`<li key=${f.counter}><strong class=${`f-${f.state.split(" ")[0]}`}>${f.state}</strong>
         <span class="host">${f.host}</span> · <span class="task">${f.task}</span>
         <pre class="msg">${f.msg}</pre></li>`,
     )}</ul>
@@ -329,12 +329,13 @@ function Timeline({ model, run }) {
 }
 
 // One chunk of stdout HTML (ansi_up escapes the text); unchanged chunks are skipped.
+// Closed chunks may be skipped by the browser while off screen; the open one is always drawn.
 class Chunk extends Component {
   shouldComponentUpdate(next) {
-    return next.html !== this.props.html;
+    return next.html !== this.props.html || next.open !== this.props.open;
   }
-  render({ html: h }) {
-    return html`<div class="chunk" dangerouslySetInnerHTML=${{ __html: h }}></div>`;
+  render({ html: h, open }) {
+    return html`<div class=${open ? "chunk" : "chunk closed"} dangerouslySetInnerHTML=${{ __html: h }}></div>`;
   }
 }
 
@@ -353,6 +354,6 @@ function Stdout({ model, count }) {
       <label><input type="checkbox" checked=${follow} onChange=${(e) => setFollow(e.target.checked)} /> Follow output</label>
     </div>
     <div class="stdout" ref=${box} onScroll=${onScroll} tabindex="0" role="log" aria-label="Run output">
-      ${model.chunks.map((c, i) => html`<${Chunk} key=${i} html=${c.html} />`)}
+      ${model.chunks.map((c, i) => html`<${Chunk} key=${i} html=${c.html} open=${i === model.chunks.length - 1} />`)}
     </div>`;
 }
