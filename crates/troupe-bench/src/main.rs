@@ -79,6 +79,8 @@ enum Cmd {
     Scaleout(Common),
     /// 11: the database's size after 10,000 runs and after a retention pass keeping 1,000.
     Retention(Common),
+    /// 12: the web UI in headless Chromium on a 5,000-event run: first paint, last event shown.
+    Ui(Common),
     /// (internal) The synthetic ansible-playbook troupe runs in scenarios 3, 4 and 6.
     #[command(hide = true)]
     Produce {
@@ -136,6 +138,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Flows(c) => (Some(scenarios::Scenario::Flows), c),
         Cmd::Scaleout(c) => (Some(scenarios::Scenario::Scaleout), c),
         Cmd::Retention(c) => (Some(scenarios::Scenario::Retention), c),
+        Cmd::Ui(c) => (Some(scenarios::Scenario::Ui), c),
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(ctx::run(

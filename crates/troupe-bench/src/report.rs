@@ -288,7 +288,7 @@ impl Report {
              export PATH=\"$HOME/.cache/troupe-ci/venv/bin:$PATH\"\n\
              cargo run --release -p troupe-bench -- all            # writes BENCHMARKS.md + benchmarks.json here\n\
              cargo run --release -p troupe-bench -- all --quick    # CI-sized smoke (< 2 min), writes to target/troupe-bench/\n\
-             cargo run --release -p troupe-bench -- ingest         # one scenario: overhead launch ingest fanout api footprint slices events flows scaleout retention\n",
+             cargo run --release -p troupe-bench -- ingest         # one scenario: overhead launch ingest fanout api footprint slices events flows scaleout retention ui\n",
         );
         md.push_str("```\n\n");
         md.push_str(&format!(
@@ -423,4 +423,12 @@ const DEFINITIONS: &str = "
    read from the file's header): SQLite keeps the freed pages for new rows, so the file does
    not shrink. PostgreSQL: `pg_database_size` (and the three tables' `pg_total_relation_size`)
    before, right after the pass and after a plain `VACUUM`.
+12. **ui**: one synthetic run of 5,000 events (50 hosts × 98 tasks), finished, then its page
+   (`#/runs/ID`) opened in headless Chromium by `ui-tests/bench.mjs` (playwright-core; skipped
+   without Chromium or `npm ci` in ui-tests/): milliseconds from navigation to the frame after
+   the run page appears (first paint) and to the frame after the page counts the last event
+   (every event parsed, stdout, grid and timeline drawn), and the longest task that blocked the
+   main thread meanwhile (the longtask API: what a user would feel as a freeze). Reference: the
+   same SSE stream read to its end by node, so the last row is what the page adds over reading
+   the stream.
 ";

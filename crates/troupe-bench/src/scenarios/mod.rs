@@ -1,5 +1,5 @@
 //! The seven scenarios of the benchmark issue, the event path (8), flows (9), scale-out over
-//! remote workers (10) and retention (11).
+//! remote workers (10), retention (11) and the web UI (12).
 
 mod api;
 mod events;
@@ -12,6 +12,7 @@ mod overhead;
 mod retention;
 mod scaleout;
 mod slices;
+mod ui;
 
 use crate::ctx::Ctx;
 use crate::report::Metric;
@@ -32,11 +33,12 @@ pub enum Scenario {
     Flows,
     Scaleout,
     Retention,
+    Ui,
 }
 
 impl Scenario {
     /// In the order they run.
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Overhead,
         Scenario::Launch,
         Scenario::Ingest,
@@ -48,6 +50,7 @@ impl Scenario {
         Scenario::Flows,
         Scenario::Scaleout,
         Scenario::Retention,
+        Scenario::Ui,
     ];
 
     /// Its name in the table.
@@ -64,6 +67,7 @@ impl Scenario {
             Scenario::Flows => "9 flows",
             Scenario::Scaleout => "10 scaleout",
             Scenario::Retention => "11 retention",
+            Scenario::Ui => "12 ui",
         }
     }
 }
@@ -95,6 +99,7 @@ async fn once(s: Scenario, ctx: &mut Ctx) -> anyhow::Result<()> {
         Scenario::Flows => flows::run(ctx).await,
         Scenario::Scaleout => scaleout::run(ctx).await,
         Scenario::Retention => retention::run(ctx).await,
+        Scenario::Ui => ui::run(ctx).await,
     }
 }
 
