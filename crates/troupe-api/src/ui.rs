@@ -50,7 +50,11 @@ fn serve(path: &str, headers: &HeaderMap) -> Response {
     let mut response = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        ([(header::CONTENT_TYPE, content_type(path))], file.data.into_owned()).into_response()
+        (
+            [(header::CONTENT_TYPE, content_type(path))],
+            file.data.into_owned(),
+        )
+            .into_response()
     };
     let h = response.headers_mut();
     if let Ok(etag) = HeaderValue::from_str(&etag) {

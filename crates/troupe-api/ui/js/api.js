@@ -65,6 +65,9 @@ export async function api(path, { method = "GET", body, tok, signal } = {}) {
   return res.json();
 }
 
+// Messages handled between two yields to the browser.
+const FRAMES_PER_SLICE = 250;
+
 // Reads one SSE response, calling `onFrame({event, data, id})` per message and `onRead()`
 // after each piece read from the network (so callers can hand on what they batched). Resolves
 // when the server closes the stream; rejects when the connection fails or `signal` aborts.
@@ -81,7 +84,14 @@ async function readSse(path, onFrame, signal, onRead = () => {}) {
     if (done) return;
     buf += value;
     let cut;
+    let frames = 0;
     while ((cut = buf.indexOf("\n\n")) >= 0) {
+      // A read may hold thousands of messages (a run's history): hand them on in slices and
+      // let the page draw in between, rather than block it for the whole read.
+      if (++frames % FRAMES_PER_SLICE === 0) {
+        onRead();
+        await new Promise((resolve) => setTimeout(resolve, 0));
+      }
       const block = buf.slice(0, cut);
       buf = buf.slice(cut + 2);
       const frame = { event: "message", data: "", id: null };

@@ -4,7 +4,7 @@
 import { html, useState, useEffect, useRef } from "./html.js";
 import { api } from "./api.js";
 import { go, fmtTime, ErrorBox, Loading, Table, useApi } from "./common.js";
-import { parseVars } from "./launch.js";
+import { parseVars, useYaml } from "./launch.js";
 
 export function InventoriesPage() {
   const { data, error } = useApi("/inventories");
@@ -61,6 +61,7 @@ export function InventoryPage({ id }) {
   const [error, setError] = useState(null);
   const [saved, setSaved] = useState(null);
   const [busy, setBusy] = useState(false);
+  useYaml();
 
   useEffect(() => {
     if (isNew) return;

@@ -1,16 +1,30 @@
 // Launch a run: from a template, or a project + playbook + inventory; extra vars in YAML or
 // JSON checked as you type (errors with their line); then the live run page.
 import { html, useState, useEffect } from "./html.js";
-import { parse as parseYaml } from "../vendor/yaml/index.js";
 import { api } from "./api.js";
 import { go, ErrorBox, useApi } from "./common.js";
 
-// Extra vars text -> { value } or { error: {message, line} }. Empty text is no extra vars.
+// The YAML library (about 70 modules) is loaded when a page first needs it, not with the app.
+let yaml = null;
+let yamlLoading = null;
+export function useYaml() {
+  const [, setLoaded] = useState(Boolean(yaml));
+  useEffect(() => {
+    if (yaml) return;
+    yamlLoading ??= import("../vendor/yaml/index.js").then((m) => (yaml = m));
+    yamlLoading.then(() => setLoaded(true));
+  }, []);
+  return yaml;
+}
+
+// Extra vars text -> { value } or { error: {message, line} } ({ pending } until the YAML
+// library is loaded). Empty text is no extra vars.
 export function parseVars(text) {
   if (!text.trim()) return { value: null };
+  if (!yaml) return { pending: true };
   let value;
   try {
-    value = parseYaml(text, { prettyErrors: true });
+    value = yaml.parse(text, { prettyErrors: true });
   } catch (e) {
     const line = e.linePos?.[0]?.line;
     return { error: { message: e.message.split("\n")[0], line } };
@@ -63,6 +77,7 @@ export function LaunchPage({ query }) {
     forks: "",
     timeout_s: "",
   });
+  useYaml();
   const [vars, setVars] = useState("");
   const parsed = parseVars(vars);
   const [error, setError] = useState(null);
@@ -95,7 +110,7 @@ export function LaunchPage({ query }) {
 
   async function submit(e) {
     e.preventDefault();
-    if (parsed.error) return;
+    if (parsed.error || parsed.pending) return;
     setBusy(true);
     setError(null);
     try {
@@ -178,7 +193,7 @@ export function LaunchPage({ query }) {
         <div class="field"><label for="l-timeout">Timeout (s)</label><input id="l-timeout" type="number" min="1" value=${form.timeout_s} onInput=${set("timeout_s")} /></div>
       </details>
       ${error && !inline.includes(error.field) && html`<${ErrorBox} error=${error} />`}
-      <button type="submit" class="primary" disabled=${busy || Boolean(parsed.error)}>Launch</button>
+      <button type="submit" class="primary" disabled=${busy || Boolean(parsed.error || parsed.pending)}>Launch</button>
     </form>
   </section>`;
 }

@@ -136,6 +136,42 @@ function useFrameRender() {
   };
 }
 
+// The grid, timeline and failures are redrawn at most this often while events pour in (a
+// run's history arrives thousands at a time); stdout and the counts follow every frame.
+const SLOW_PARTS_MS = 250;
+
+// Children drawn again only when `version` changes.
+class Throttled extends Component {
+  shouldComponentUpdate(next) {
+    return next.version !== this.props.version;
+  }
+  render({ children }) {
+    return children;
+  }
+}
+
+// The version of the slow parts for this render: bumped when SLOW_PARTS_MS have passed since
+// the last bump, else a redraw is scheduled for when they will have.
+function useSlowVersion(count, schedule) {
+  const state = useRef({ version: 0, at: 0, count: -1, timer: null });
+  const s = state.current;
+  useEffect(() => () => clearTimeout(s.timer), []);
+  if (count !== s.count) {
+    const wait = s.at + SLOW_PARTS_MS - performance.now();
+    if (wait <= 0) {
+      s.version++;
+      s.at = performance.now();
+      s.count = count;
+    } else if (!s.timer) {
+      s.timer = setTimeout(() => {
+        s.timer = null;
+        schedule();
+      }, wait);
+    }
+  }
+  return s.version;
+}
+
 export function RunPage({ id }) {
   const model = useRef(new RunModel()).current;
   const [run, setRun] = useState(null);
@@ -182,6 +218,7 @@ export function RunPage({ id }) {
     return () => ctl.abort();
   }, [id]);
 
+  const slow = useSlowVersion(model.count, schedule);
   if (error && !run) return html`<section><h1>Run #${id}</h1><${ErrorBox} error=${error} /></section>`;
   if (!run) return html`<${Loading} what=${`run #${id}`} />`;
   const status = ended?.status && run.status !== ended.status && !isOver(run.status) ? ended.status : run.status;
@@ -194,11 +231,11 @@ export function RunPage({ id }) {
     <${RunFacts} run=${run} />
     <${ErrorBox} error=${error} />
     <${Actions} run=${{ ...run, status }} onChanged=${reloadRun} onError=${setError} />
-    <${Failures} failures=${model.failures} />
+    <${Throttled} version=${slow}><${Failures} failures=${model.failures} /><//>
     <h2>Hosts × tasks</h2>
-    <${Grid} model=${model} />
+    <${Throttled} version=${slow}><${Grid} model=${model} /><//>
     <h2>Timeline</h2>
-    <${Timeline} model=${model} run=${run} />
+    <${Throttled} version=${`${slow}/${run.finished_at}`}><${Timeline} model=${model} run=${run} /><//>
     <h2>Output</h2>
     <${Stdout} model=${model} count=${model.count} />
   </section>`;
@@ -272,20 +309,26 @@ function Failures({ failures }) {
   </section>`;
 }
 
-// One host's row; re-rendered only when one of its cells changed.
+const escapeHtml = (text) =>
+  String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+
+// One host's row, as HTML: thousands of cells are cheaper to build as one string per row than
+// as a component each. Re-rendered only when one of its cells changed.
 class GridRow extends Component {
   shouldComponentUpdate(next) {
     return next.version !== this.props.version || next.tasks !== this.props.tasks;
   }
   render({ row, tasks }) {
-    const cells = [];
+    const host = escapeHtml(row.name);
+    let cells = `<th scope="row" class="host">${host}</th>`;
     for (let i = 0; i < tasks.length; i++) {
-      const state = row.cells.get(i);
-      const t = tasks[i];
-      cells.push(html`<td class=${`cell c-${state || "none"}`} data-task=${t.name} data-state=${state || ""}
-        title=${`${row.name} · ${t.name}: ${state || "not run"}`}>${state ? html`<span class="sr">${state}</span>` : ""}</td>`);
+      const state = row.cells.get(i) || "";
+      const task = escapeHtml(tasks[i].name);
+      cells += `<td class="cell c-${state || "none"}" data-task="${task}" data-state="${state}" title="${host} · ${task}: ${
+        state || "not run"
+      }">${state ? `<span class="sr">${state}</span>` : ""}</td>`;
     }
-    return html`<tr data-host=${row.name}><th scope="row" class="host">${row.name}</th>${cells}</tr>`;
+    return html`<tr data-host=${row.name} dangerouslySetInnerHTML=${{ __html: cells }}></tr>`;
   }
 }
 

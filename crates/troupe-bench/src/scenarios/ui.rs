@@ -93,9 +93,11 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         Metric::value(title, "first paint ms", t.first_paint_ms)
             .note("navigation -> the run page's first frame (app loaded, run fetched)"),
     );
-    ctx.push(Metric::value(title, "last event shown ms", t.last_event_ms).note(format!(
-        "{events} events, {hosts} hosts × {tasks} tasks, replayed from the store over SSE"
-    )));
+    ctx.push(
+        Metric::value(title, "last event shown ms", t.last_event_ms).note(format!(
+            "{events} events, {hosts} hosts × {tasks} tasks, replayed from the store over SSE"
+        )),
+    );
     ctx.push(
         Metric::value(title, "longest blocked ms", t.longest_task_ms)
             .note("the longest task on the page's main thread meanwhile (longtask API)"),

@@ -120,11 +120,17 @@ async fn the_ui_is_served_without_a_token_with_its_policy_and_etags() -> anyhow:
     assert!(csp.contains("script-src 'self'"), "{csp}");
     assert!(!csp.contains("unsafe-inline"), "{csp}");
     let body = index.text().await?;
-    assert!(body.contains(r#"<script type="module" src="/ui/js/app.js">"#), "{body}");
+    assert!(
+        body.contains(r#"<script type="module" src="/ui/js/app.js">"#),
+        "{body}"
+    );
 
     let app = http.get(server.url("/ui/js/app.js")).send().await?;
     assert_eq!(app.status(), 200);
-    assert_eq!(app.headers()["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(
+        app.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
     let etag = app.headers()["etag"].clone();
     let again = http
         .get(server.url("/ui/js/app.js"))
@@ -137,6 +143,9 @@ async fn the_ui_is_served_without_a_token_with_its_policy_and_etags() -> anyhow:
         assert_eq!(http.get(server.url(missing)).send().await?.status(), 404);
     }
     // The data is not: the API still wants a token.
-    assert_eq!(http.get(server.url("/api/v1/runs")).send().await?.status(), 401);
+    assert_eq!(
+        http.get(server.url("/api/v1/runs")).send().await?.status(),
+        401
+    );
     Ok(())
 }
