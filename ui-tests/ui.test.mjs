@@ -236,18 +236,12 @@ test("themes, the phone layout, keyboard and the rest of the pages render", asyn
   await page.keyboard.press("Enter");
   assert.equal(await page.evaluate(() => document.activeElement.id), "main");
 
-  for (const [hash, heading] of [
-    ["projects", "Projects"],
-    ["templates", "Templates"],
-    ["jobs", "Jobs"],
-    ["events", "Events"],
-    ["flows", "Flows"],
-    ["executions", "Executions"],
-    ["schedules", "Schedules"],
-    ["workers", "Workers"],
-  ]) {
-    await page.goto(`${BASE}/#/${hash}`);
-    await page.locator("main h1", { hasText: heading }).waitFor();
+  // Every section of the navigation opens on its page without an error.
+  const sections = await page.locator("#nav a").evaluateAll((links) => links.map((a) => [a.hash, a.textContent]));
+  assert.ok(sections.length >= 10);
+  for (const [hash, heading] of sections) {
+    await page.goto(`${BASE}/${hash}`);
+    await page.locator("main h1", { hasText: heading === "Launch" ? "Launch a run" : heading }).waitFor();
     assert.equal(await page.locator("main .error").count(), 0, `${hash} shows an error`);
   }
 

@@ -301,7 +301,7 @@ function Failures({ failures }) {
   return html`<section class="failures" aria-labelledby="failures-title">
     <h2 id="failures-title">Failures (${failures.length})</h2>
     <ul>${failures.slice(0, 200).map(
-      (f) => html`<li key=${f.counter}><strong class=${`f-${f.state.split(" ")[0]}`}>${f.state}</strong>
+      (f) => html`<li key=${f.counter}><strong class=${`f-${f.state.split(" ")[0]}`}>${f.state}</strong>${" "}
         <span class="host">${f.host}</span> · <span class="task">${f.task}</span>
         <pre class="msg">${f.msg}</pre></li>`,
     )}</ul>
