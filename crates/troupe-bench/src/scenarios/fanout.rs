@@ -2,11 +2,11 @@
 //! sustained ingest rate of scenario 3, so the latency is fan-out, not an ingest backlog):
 //! delivered fraction and created -> receipt latency.
 
-use super::{SYNTHETIC_PLAYBOOK, write_files};
+use super::synthetic_server;
 use crate::ctx::Ctx;
 use crate::report::{Metric, Target};
 use crate::run_api;
-use crate::server::{Server, ServerOpts, TOKEN};
+use crate::server::TOKEN;
 use crate::stats::percentile;
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
@@ -32,17 +32,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     // Well under the ≈ 50–80k events/s SQLite ingest of scenario 3 on this machine, with 100
     // subscribers' clients sharing the same two cores.
     let rate: u64 = 10_000;
-    let project = ctx.dir("fanout-project")?;
-    write_files(&project, &[("bench.yml", SYNTHETIC_PLAYBOOK)])?;
-    let producer = crate::producer::write_wrapper(ctx.tmp.path(), &ctx.exe)?;
-    let server = Server::start(&ServerOpts {
-        troupe: ctx.troupe.clone(),
-        data_dir: ctx.dir("fanout-data")?,
-        database_url: None,
-        max_concurrent_runs: 4,
-        ansible_playbook: Some(producer),
-    })?;
-    let pid = server.project(&project).await?;
+    let (server, pid) = synthetic_server(ctx, "fanout", 4).await?;
     // In a directory of this repetition's: a gate left open by the last one would not hold.
     let gate = ctx.dir("fanout-gate")?.join("open");
     let mut body = run_api::on_localhost(pid, "bench.yml");

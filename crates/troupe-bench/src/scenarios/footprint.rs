@@ -1,10 +1,9 @@
 //! 6: RSS of the troupe process idle and with 50 runs in flight.
 
-use super::{SYNTHETIC_PLAYBOOK, write_files};
+use super::synthetic_server;
 use crate::ctx::Ctx;
 use crate::report::{Metric, Target};
 use crate::run_api;
-use crate::server::{Server, ServerOpts};
 use anyhow::bail;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -14,17 +13,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let title = "6 footprint";
     let runs = 50;
     let events_each = 1000u64;
-    let project = ctx.dir("footprint-project")?;
-    write_files(&project, &[("bench.yml", SYNTHETIC_PLAYBOOK)])?;
-    let producer = crate::producer::write_wrapper(ctx.tmp.path(), &ctx.exe)?;
-    let server = Server::start(&ServerOpts {
-        troupe: ctx.troupe.clone(),
-        data_dir: ctx.dir("footprint-data")?,
-        database_url: None,
-        max_concurrent_runs: 64,
-        ansible_playbook: Some(producer),
-    })?;
-    let pid = server.project(&project).await?;
+    let (server, pid) = synthetic_server(ctx, "footprint", 64).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (idle, _) = server.rss_kib()?;
     // In a directory of this repetition's: a release left by the last one would not hold.

@@ -195,6 +195,27 @@ pub fn write_files(dir: &Path, files: &[(&str, &str)]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A fresh server whose ansible-playbook is the synthetic producer, with one project
+/// (`NAME-project`, data in `NAME-data`) holding `bench.yml`; the server and the project's id.
+pub async fn synthetic_server(
+    ctx: &Ctx,
+    name: &str,
+    max_concurrent_runs: usize,
+) -> anyhow::Result<(crate::server::Server, i64)> {
+    let project = ctx.dir(&format!("{name}-project"))?;
+    write_files(&project, &[("bench.yml", SYNTHETIC_PLAYBOOK)])?;
+    let producer = crate::producer::write_wrapper(ctx.tmp.path(), &ctx.exe)?;
+    let server = crate::server::Server::start(&crate::server::ServerOpts {
+        troupe: ctx.troupe.clone(),
+        data_dir: ctx.dir(&format!("{name}-data"))?,
+        database_url: None,
+        max_concurrent_runs,
+        ansible_playbook: Some(producer),
+    })?;
+    let pid = server.project(&project).await?;
+    Ok((server, pid))
+}
+
 /// The playbook file every synthetic run names (the producer never reads it, troupe checks it
 /// exists inside the project).
 pub const SYNTHETIC_PLAYBOOK: &str = "- hosts: all\n  gather_facts: false\n  tasks: []\n";

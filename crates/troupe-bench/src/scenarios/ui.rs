@@ -3,11 +3,11 @@
 //! and to the frame that shows the last event, and the longest task that blocked the page.
 //! Reference, in the same run: the same SSE stream read to its end by node alone.
 
-use super::{SYNTHETIC_PLAYBOOK, write_files};
+use super::synthetic_server;
 use crate::ctx::Ctx;
 use crate::report::Metric;
 use crate::run_api;
-use crate::server::{Server, ServerOpts, TOKEN};
+use crate::server::TOKEN;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use serde_json::json;
@@ -40,17 +40,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     }
     let events: u64 = if ctx.quick { 1_000 } else { 5_000 };
     let hosts: u64 = 50;
-    let project = ctx.dir("ui-project")?;
-    write_files(&project, &[("bench.yml", SYNTHETIC_PLAYBOOK)])?;
-    let producer = crate::producer::write_wrapper(ctx.tmp.path(), &ctx.exe)?;
-    let server = Server::start(&ServerOpts {
-        troupe: ctx.troupe.clone(),
-        data_dir: ctx.dir("ui-data")?,
-        database_url: None,
-        max_concurrent_runs: 2,
-        ansible_playbook: Some(producer),
-    })?;
-    let pid = server.project(&project).await?;
+    let (server, pid) = synthetic_server(ctx, "ui", 2).await?;
     let mut body = run_api::on_localhost(pid, "bench.yml");
     body.extra_vars = Some(json!({"bench_events": events, "bench_hosts": hosts}));
     let id = run_api::launch(&server, &body).await?;
