@@ -70,15 +70,8 @@ impl ClaimStore for PgStore {
         // The new row is not visible to other claimers before the commit; older queued runs
         // other transactions hold locked are about to be claimed, so they count as waiting.
         let now = now();
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE runs SET status = 'running', started_at = $1, worker_id = $2, \
-             lease_expires_at = $3, cancel_requested = NULL \
-             WHERE id = $4 AND status = 'queued' AND {} \
-             AND NOT EXISTS (SELECT 1 FROM runs AS older \
-               WHERE older.status = 'queued' AND older.id < $4 AND {}) \
-             RETURNING {RUN_COLS}",
-            takes(claimant, "runs", "$5"),
-            takes(claimant, "older", "$5"),
+        let row = sqlx::query(AssertSqlSafe(statements::claim_created::<PgDialect>(
+            |table| takes(claimant, table, "$5"),
         )))
         .bind(now)
         .bind(claimant.worker_id)

@@ -70,15 +70,8 @@ impl ClaimStore for SqliteStore {
         let run = insert_run(&mut tx, new, RunOrigin::default()).await?;
         // The new run, if the claimant may take it and nothing older it may take is queued.
         let now = now_us();
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE runs SET status = 'running', started_at = ?1, worker_id = ?2, \
-             lease_expires_at = ?3, cancel_requested = NULL \
-             WHERE id = ?4 AND status = 'queued' AND {} \
-             AND NOT EXISTS (SELECT 1 FROM runs AS older \
-               WHERE older.status = 'queued' AND older.id < ?4 AND {}) \
-             RETURNING {RUN_COLS}",
-            takes(claimant, "runs", "?5"),
-            takes(claimant, "older", "?5"),
+        let row = sqlx::query(AssertSqlSafe(statements::claim_created::<SqliteDialect>(
+            |table| takes(claimant, table, "$5"),
         )))
         .bind(now)
         .bind(claimant.worker_id)

@@ -118,39 +118,10 @@ async fn troupe(
             &json!({"name": "eventdriven", "source": {"type": "dir", "path": project}}),
         )
         .await?;
-    let resp = server
-        .http
-        .put(format!("{}/api/v1/rules", server.base))
-        .bearer_auth(crate::server::TOKEN)
-        .body(RULES)
-        .send()
-        .await?;
-    if !resp.status().is_success() {
-        bail!("PUT /api/v1/rules -> {}", resp.status());
-    }
+    server.put_rules(RULES).await?;
     let t0 = Instant::now();
-    let sent: Vec<anyhow::Result<()>> = futures_util::stream::iter(0..events)
-        .map(|i| {
-            let server = &server;
-            let body = json!({"mark": marks.join(format!("event-{i}"))});
-            async move {
-                let (status, v) = server
-                    .call(
-                        reqwest::Method::POST,
-                        "/api/v1/hooks/bench/touch",
-                        Some(&body),
-                    )
-                    .await?;
-                if status != 202 {
-                    bail!("webhook -> {status}: {v}");
-                }
-                Ok(())
-            }
-        })
-        .buffer_unordered(IN_FLIGHT)
-        .collect()
-        .await;
-    sent.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    let hook = format!("{}/api/v1/hooks/bench/touch", server.base);
+    post_events(&server.http, &hook, marks, events).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let list = server
@@ -275,23 +246,7 @@ async fn drive_rulebook(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let t0 = Instant::now();
-    let sent: Vec<anyhow::Result<()>> = futures_util::stream::iter(0..events)
-        .map(|i| {
-            let http = &http;
-            let url = &url;
-            let body = json!({"mark": marks.join(format!("event-{i}"))});
-            async move {
-                let status = http.post(url).json(&body).send().await?.status();
-                if !status.is_success() {
-                    bail!("webhook -> {status}");
-                }
-                Ok(())
-            }
-        })
-        .buffer_unordered(IN_FLIGHT)
-        .collect()
-        .await;
-    sent.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    post_events(&http, &url, marks, events).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
     while std::fs::read_dir(marks)?.count() < events {
         if let Some(status) = child.try_wait()? {
@@ -303,4 +258,33 @@ async fn drive_rulebook(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(events as f64 / t0.elapsed().as_secs_f64())
+}
+
+/// POSTs `events` webhook deliveries to `url`, [`IN_FLIGHT`] at a time, each naming the file
+/// its run touches under `marks`; fails unless each is accepted.
+async fn post_events(
+    http: &reqwest::Client,
+    url: &str,
+    marks: &Path,
+    events: usize,
+) -> anyhow::Result<()> {
+    let sent: Vec<anyhow::Result<()>> = futures_util::stream::iter(0..events)
+        .map(|i| {
+            let body = json!({"mark": marks.join(format!("event-{i}"))});
+            async move {
+                let resp = http.post(url).json(&body).send().await?;
+                let status = resp.status();
+                if !status.is_success() {
+                    bail!(
+                        "webhook -> {status}: {}",
+                        resp.text().await.unwrap_or_default()
+                    );
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    sent.into_iter().collect()
 }
