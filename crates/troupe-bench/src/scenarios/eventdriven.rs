@@ -121,7 +121,14 @@ async fn troupe(
     server.put_rules(RULES).await?;
     let t0 = Instant::now();
     let hook = format!("{}/api/v1/hooks/bench/touch", server.base);
-    post_events(&server.http, &hook, marks, events).await?;
+    post_events(
+        &server.http,
+        &hook,
+        Some(crate::server::TOKEN),
+        marks,
+        events,
+    )
+    .await?;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let list = server
@@ -246,7 +253,7 @@ async fn drive_rulebook(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let t0 = Instant::now();
-    post_events(&http, &url, marks, events).await?;
+    post_events(&http, &url, None, marks, events).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
     while std::fs::read_dir(marks)?.count() < events {
         if let Some(status) = child.try_wait()? {
@@ -260,11 +267,12 @@ async fn drive_rulebook(
     Ok(events as f64 / t0.elapsed().as_secs_f64())
 }
 
-/// POSTs `events` webhook deliveries to `url`, [`IN_FLIGHT`] at a time, each naming the file
-/// its run touches under `marks`; fails unless each is accepted.
+/// POSTs `events` webhook deliveries to `url` (with `token` when given), [`IN_FLIGHT`] at a
+/// time, each naming the file its run touches under `marks`; fails unless each is accepted.
 async fn post_events(
     http: &reqwest::Client,
     url: &str,
+    token: Option<&str>,
     marks: &Path,
     events: usize,
 ) -> anyhow::Result<()> {
@@ -272,7 +280,11 @@ async fn post_events(
         .map(|i| {
             let body = json!({"mark": marks.join(format!("event-{i}"))});
             async move {
-                let resp = http.post(url).json(&body).send().await?;
+                let mut req = http.post(url).json(&body);
+                if let Some(token) = token {
+                    req = req.bearer_auth(token);
+                }
+                let resp = req.send().await?;
                 let status = resp.status();
                 if !status.is_success() {
                     bail!(
