@@ -1,23 +1,21 @@
 //! Supervising one `ansible-playbook` process: spawn, stream its output and events, cancel it,
 //! and make sure nothing of it is left when it ends.
 
+use crate::child::RunChild;
 use crate::plugin::{BOOT_FILE, PLUGIN_NAME, parse_event_line};
-use crate::procfs::{self, RUN_MARKER_VAR, StartTime};
+use crate::procfs::{self, RUN_MARKER_VAR};
 use crate::rundir::{self, RunDir};
-use crate::spawner::{self, Spawned};
+use crate::spawner::{self, EVENT_FD, RunCommand};
 use crate::{Ansible, AnsibleError};
 use nix::fcntl::OFlag;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use troupe_core::Event;
@@ -218,8 +216,8 @@ impl Process {
         .map_err(|e| AnsibleError::io("preparing the run directory", std::io::Error::other(e)))??;
 
         match start(&ansible, &project_dir, &playbook, &options, &dir, limits).await {
-            Ok((spawned, event_pipe)) => {
-                Ok(supervise(spawned, event_pipe, dir, &options, limits, grace).await)
+            Ok((child, event_pipe)) => {
+                Ok(supervise(child, event_pipe, dir, &options, limits, grace).await)
             }
             Err(e) => {
                 let _ = tokio::fs::remove_dir_all(&dir.root).await;
@@ -321,16 +319,15 @@ async fn start(
     options: &RunOptions,
     dir: &RunDir,
     limits: Limits,
-) -> Result<(Spawned, OwnedFd), AnsibleError> {
+) -> Result<(RunChild, OwnedFd), AnsibleError> {
     let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| AnsibleError::io("creating the event pipe", e.into()))?;
-    let event_fd = write_end.as_raw_fd();
 
     // troupe's plumbing: the boot file or the plugin takes the first three out of the
     // environment before ansible starts anything; the run marker stays, on purpose (see
     // docs/architecture.md, "What troupe changes in ansible-playbook's environment").
     let plumbing: [(&str, OsString); 4] = [
-        ("TROUPE_EVENT_FD", event_fd.to_string().into()),
+        ("TROUPE_EVENT_FD", EVENT_FD.to_string().into()),
         // The plugin sets PR_SET_PDEATHSIG and checks that troupe is still its ancestor.
         ("TROUPE_PARENT_PID", std::process::id().to_string().into()),
         (
@@ -349,7 +346,7 @@ async fn start(
     let mut cmd = match ansible.boot_python() {
         // ansible's CLI, started as its own script starts it, the callback attached in-process.
         Some(python) => {
-            let mut cmd = Command::new(python);
+            let mut cmd = RunCommand::new(python, project_dir);
             cmd.arg(dir.plugins.join(BOOT_FILE)).arg(&ansible.playbook);
             cmd
         }
@@ -367,7 +364,7 @@ async fn start(
             });
             env.push(("ANSIBLE_CALLBACK_PLUGINS".into(), plugin_dirs));
             env.push(("ANSIBLE_CALLBACKS_ENABLED".into(), enabled));
-            Command::new(&ansible.playbook)
+            RunCommand::new(&ansible.playbook, project_dir)
         }
     };
     if let Some(inventory) = &dir.inventory {
@@ -379,42 +376,32 @@ async fn start(
     cmd.args(&dir.access.args)
         .args(options.to_args())
         .arg(playbook)
-        .current_dir(project_dir)
-        .env_clear()
         .envs(env)
         .envs(dir.access.env.iter().map(|(k, v)| (k, v)))
         .envs(plumbing)
-        .envs(resume_at)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    // No pre_exec (it would make std fork instead of posix_spawn): PR_SET_PDEATHSIG is set by
-    // the plugin, and the spawner thread lets the event pipe's write end, and only it, through.
-    let spawned = spawner::spawn_inheriting(cmd, write_end)
+        .envs(resume_at);
+    // In its own process group, stdin on /dev/null, the event pipe's write end on EVENT_FD and
+    // no other descriptor of troupe's; PR_SET_PDEATHSIG is set by the plugin.
+    let child = spawner::spawn_run(cmd, write_end)
         .await
         .map_err(|e| AnsibleError::io(format!("starting {}", ansible.playbook.display()), e))?;
-    Ok((spawned, read_end))
+    Ok((child, read_end))
 }
 
 async fn supervise(
-    Spawned {
-        mut child,
-        start_time,
-    }: Spawned,
+    mut child: RunChild,
     event_pipe: OwnedFd,
     dir: RunDir,
     options: &RunOptions,
     limits: Limits,
     grace: Grace,
 ) -> (Process, mpsc::Receiver<Output>) {
-    let pid = child.id().unwrap_or(0);
+    let pid = child.pid();
     let (tx, rx) = mpsc::channel(OUTPUT_CHANNEL_CAPACITY);
     let shared = Arc::new(Shared::default());
     let (first_tx, first_rx) = watch::channel(false);
     let mut readers = Vec::new();
-    if let Some(out) = child.stdout.take() {
+    if let Some(out) = child.take_stdout() {
         readers.push(tokio::spawn(read_output(
             out,
             Stream::Stdout,
@@ -423,7 +410,7 @@ async fn supervise(
             limits.max_output_bytes,
         )));
     }
-    if let Some(err) = child.stderr.take() {
+    if let Some(err) = child.take_stderr() {
         readers.push(tokio::spawn(read_output(
             err,
             Stream::Stderr,
@@ -457,7 +444,7 @@ async fn supervise(
     let timeout = options.timeout_s.map(Duration::from_secs);
     let run_dir = dir.root.clone();
     let done = tokio::spawn(run_supervisor(
-        child, pid, start_time, dir, ctl_rx, first_rx, shared, readers, grace, timeout,
+        child, dir, ctl_rx, first_rx, shared, readers, grace, timeout,
     ));
     (
         Process {
@@ -472,9 +459,7 @@ async fn supervise(
 
 #[allow(clippy::too_many_arguments)]
 async fn run_supervisor(
-    mut child: Child,
-    pid: u32,
-    start_time: Option<StartTime>,
+    mut child: RunChild,
     dir: RunDir,
     mut ctl: mpsc::UnboundedReceiver<CancelMode>,
     mut first_event: watch::Receiver<bool>,
@@ -483,6 +468,7 @@ async fn run_supervisor(
     grace: Grace,
     timeout: Option<Duration>,
 ) -> Exit {
+    let pid = child.pid();
     let pgid = pid as i32;
     let mut exit = Exit::default();
     let mut graceful_pending = false;
@@ -499,7 +485,7 @@ async fn run_supervisor(
                 Some(CancelMode::Graceful) => {
                     exit.graceful_cancel_requested = true;
                     if *first_event.borrow() {
-                        send_usr1(pid);
+                        send_usr1(&child);
                     } else {
                         graceful_pending = true;
                     }
@@ -516,7 +502,7 @@ async fn run_supervisor(
                 if changed.is_err() || *first_event.borrow() {
                     graceful_pending = false;
                     if *first_event.borrow() {
-                        send_usr1(pid);
+                        send_usr1(&child);
                     }
                 }
             }
@@ -542,7 +528,7 @@ async fn run_supervisor(
     // Nothing of the run may outlive it: ansible-playbook's group, then everything carrying the
     // run's marker (ansible's workers call setsid, so their modules are in other groups).
     procfs::kill_group(pgid, Signal::SIGKILL);
-    let cleared = procfs::clear_run(&dir.root, start_time, Duration::from_secs(5)).await;
+    let cleared = procfs::clear_run(&dir.root, child.start_time(), Duration::from_secs(5)).await;
     if let Err(e) = cleared.removed {
         tracing::warn!(%e, dir = %dir.root.display(), "cannot remove the run directory");
     }
@@ -568,10 +554,9 @@ async fn run_supervisor(
     exit
 }
 
-fn send_usr1(pid: u32) {
-    if let Err(e) = kill(Pid::from_raw(pid as i32), Signal::SIGUSR1)
-        && e != nix::errno::Errno::ESRCH
-    {
+fn send_usr1(child: &RunChild) {
+    if let Err(e) = child.signal(Signal::SIGUSR1) {
+        let pid = child.pid();
         tracing::warn!(pid, %e, "cannot send SIGUSR1 for a graceful cancel");
     }
 }

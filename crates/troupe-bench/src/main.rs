@@ -49,6 +49,10 @@ struct Common {
     /// 50-host comparison at least 6 times and the 1-host one 30 times.
     #[arg(long, global = true)]
     reps: Option<usize>,
+    /// troupe's launchers scenario 12 measures, each on a server of its own (`exec`, the
+    /// default, or a launcher named to the server as `TROUPE_LAUNCHER`).
+    #[arg(long, global = true, value_delimiter = ',', default_value = "exec")]
+    launchers: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -81,6 +85,9 @@ enum Cmd {
     Retention(Common),
     /// 12: the web UI in headless Chromium on a 5,000-event run: first paint, last event shown.
     Ui(Common),
+    /// 13: webhook events turned into finished 1-task runs per second, troupe's launchers
+    /// against ansible-rulebook.
+    Eventdriven(Common),
     /// (internal) The synthetic ansible-playbook troupe runs in scenarios 3, 4 and 6.
     #[command(hide = true)]
     Produce {
@@ -139,6 +146,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Scaleout(c) => (Some(scenarios::Scenario::Scaleout), c),
         Cmd::Retention(c) => (Some(scenarios::Scenario::Retention), c),
         Cmd::Ui(c) => (Some(scenarios::Scenario::Ui), c),
+        Cmd::Eventdriven(c) => (Some(scenarios::Scenario::EventDriven), c),
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(ctx::run(
@@ -149,6 +157,7 @@ fn main() -> anyhow::Result<()> {
             out: common.out,
             pg: common.pg,
             reps: common.reps,
+            launchers: common.launchers,
         },
     ))
 }

@@ -1,7 +1,9 @@
 //! The seven scenarios of the benchmark issue, the event path (8), flows (9), scale-out over
-//! remote workers (10), retention (11) and the web UI (12).
+//! remote workers (10), retention (11), the web UI (12) and event-driven runs against
+//! ansible-rulebook (13).
 
 mod api;
+mod eventdriven;
 mod events;
 mod fanout;
 mod flows;
@@ -34,6 +36,7 @@ pub enum Scenario {
     Scaleout,
     Retention,
     Ui,
+    EventDriven,
 }
 
 impl Scenario {
@@ -51,6 +54,7 @@ impl Scenario {
         Scenario::Scaleout,
         Scenario::Retention,
         Scenario::Ui,
+        Scenario::EventDriven,
     ];
 
     /// Its name in the table.
@@ -68,6 +72,7 @@ impl Scenario {
             Scenario::Scaleout => "10 scaleout",
             Scenario::Retention => "11 retention",
             Scenario::Ui => "12 ui",
+            Scenario::EventDriven => "13 eventdriven",
         }
     }
 }
@@ -100,6 +105,7 @@ async fn once(s: Scenario, ctx: &mut Ctx) -> anyhow::Result<()> {
         Scenario::Scaleout => scaleout::run(ctx).await,
         Scenario::Retention => retention::run(ctx).await,
         Scenario::Ui => ui::run(ctx).await,
+        Scenario::EventDriven => eventdriven::run(ctx).await,
     }
 }
 
