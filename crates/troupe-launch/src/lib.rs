@@ -109,6 +109,8 @@ pub struct Launcher {
     /// What a relative unit `data_dir` is relative to (`unit_data_dir_base`); without it,
     /// a unit's data_dir must be absolute.
     unit_data_dir_base: Option<PathBuf>,
+    /// Where the store's `create_run` latency is measured.
+    telemetry: Option<Arc<troupe_telemetry::Telemetry>>,
 }
 
 /// A template and what the request's target resolved to.
@@ -130,7 +132,14 @@ impl Launcher {
             secret_names: default_secret_names().clone(),
             audit: None,
             unit_data_dir_base: None,
+            telemetry: None,
         }
+    }
+
+    /// The launcher measuring how long storing a run takes in `telemetry`.
+    pub fn with_telemetry(mut self, telemetry: Arc<troupe_telemetry::Telemetry>) -> Self {
+        self.telemetry = Some(telemetry);
+        self
     }
 
     /// The launcher resolving relative unit data_dirs against `base` (never outside it).
@@ -208,7 +217,12 @@ impl Launcher {
 
     /// Stores a prepared run and announces it.
     pub async fn submit(&self, new: &NewRun) -> LaunchResult<Run> {
+        let asked = std::time::Instant::now();
         let run = self.store.create_run(new).await?;
+        if let Some(t) = &self.telemetry {
+            t.metrics
+                .store_op(troupe_telemetry::StoreOp::create_run, asked.elapsed());
+        }
         self.queue.run_created(&run);
         Ok(run)
     }
