@@ -51,6 +51,14 @@ impl Telemetry {
     }
 }
 
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("traces", &self.traces.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for Telemetry {
     fn default() -> Self {
         Self::new()
