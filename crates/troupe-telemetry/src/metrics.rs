@@ -173,9 +173,13 @@ impl Metrics {
         );
         // Families show up once they have a member: these are known from the start.
         for status in RunStatus::ALL {
-            runs.get_or_create_owned(&StatusLabel {
+            let label = StatusLabel {
                 status: status.as_str(),
-            });
+            };
+            runs.get_or_create_owned(&label);
+            if status.is_finished() {
+                runs_finished.get_or_create_owned(&label);
+            }
         }
         processes.get_or_create_owned(&ANSIBLE);
         for op in [StoreOp::claim, StoreOp::event_batch, StoreOp::create_run] {
