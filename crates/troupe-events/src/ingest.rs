@@ -10,7 +10,6 @@ use chrono::Utc;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, RwLock};
-use troupe_telemetry::Telemetry;
 use troupe_core::flow::Execution;
 use troupe_core::inbound::{EventRecord, EventStatus, RuleResult};
 use troupe_core::inventory::{InventoryContent, InventoryFormat};
@@ -23,6 +22,7 @@ use troupe_launch::{
 use troupe_store::{
     Concurrency, Gate, Ingested, NewEventRecord, Proposal, Start, Store, StoreError,
 };
+use troupe_telemetry::Telemetry;
 
 /// The inventory of rules that name none: this machine only, as Loopabull ran, with the
 /// Python that runs ansible (so modules find the same libraries).

@@ -3,9 +3,9 @@
 use crate::{PgDialect, PgStore, RUN_COLS, WORK_CHANNEL, now, pg_text, require_row, share_row};
 use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, PgConnection, Postgres, QueryBuilder};
+use troupe_core::RunStatus;
 use troupe_core::inventory::InventoryContent;
 use troupe_core::project::Project;
-use troupe_core::RunStatus;
 use troupe_core::run::{NewRun, Run};
 use troupe_store::sql::{
     References, RunOrigin, backend, check_references, project_from, push_run_filter, run_from,

@@ -151,9 +151,8 @@ impl Metrics {
             "Events of an event source that could not be stored, or were recorded as rejected",
             source_errors.clone(),
         );
-        let store_ops = Family::<OpLabel, Histogram>::new_with_constructor(
-            store_buckets as fn() -> Histogram,
-        );
+        let store_ops =
+            Family::<OpLabel, Histogram>::new_with_constructor(store_buckets as fn() -> Histogram);
         registry.register_with_unit(
             "store_operation",
             "Latency of the store calls on the hot paths",
@@ -326,9 +325,7 @@ mod tests {
         let sample = scrape
             .samples
             .iter()
-            .find(|s| {
-                s.metric == metric && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v))
-            })
+            .find(|s| s.metric == metric && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
             .unwrap_or_else(|| panic!("{metric} {label:?} missing"));
         match &sample.value {
             prometheus_parse::Value::Counter(v)
@@ -362,21 +359,31 @@ mod tests {
         let s = parse(&text);
         assert_eq!(value(&s, "troupe_events_stored_total", None), 7.0);
         assert_eq!(
-            value(&s, "troupe_source_deliveries_total", Some(("source", "hooks"))),
+            value(
+                &s,
+                "troupe_source_deliveries_total",
+                Some(("source", "hooks"))
+            ),
             2.0
         );
         assert_eq!(
             value(&s, "troupe_source_errors_total", Some(("source", "amqp"))),
             1.0
         );
-        assert_eq!(value(&s, "troupe_stream_lagged_disconnects_total", None), 1.0);
+        assert_eq!(
+            value(&s, "troupe_stream_lagged_disconnects_total", None),
+            1.0
+        );
         assert_eq!(value(&s, "troupe_stream_subscribers", None), 1.0);
         assert_eq!(
             value(&s, "troupe_runs_finished_total", Some(("status", "failed"))),
             1.0
         );
         assert_eq!(value(&s, "troupe_runs", Some(("status", "queued"))), 2.0);
-        assert_eq!(value(&s, "troupe_runs", Some(("status", "successful"))), 5.0);
+        assert_eq!(
+            value(&s, "troupe_runs", Some(("status", "successful"))),
+            5.0
+        );
         assert_eq!(value(&s, "troupe_runs", Some(("status", "canceled"))), 0.0);
         assert_eq!(value(&s, "troupe_runs_queued", None), 2.0);
         assert_eq!(

@@ -458,8 +458,8 @@ fn telemetry(cfg: &Config, node: &str) -> anyhow::Result<troupe_telemetry::Telem
     let client = troupe_http::builder(cfg.ca_file.as_deref())?
         .build()
         .context("could not build the OTLP exporter's HTTP client")?;
-    let traces = troupe_telemetry::Traces::start(endpoint, client, node)
-        .context("invalid configuration")?;
+    let traces =
+        troupe_telemetry::Traces::start(endpoint, client, node).context("invalid configuration")?;
     tracing::info!("exporting run traces over OTLP");
     Ok(telemetry.with_traces(traces))
 }

@@ -56,10 +56,7 @@ impl Scrape {
     /// The value of the sample `metric` carrying `labels` (a counter, gauge or untyped).
     fn value(&self, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let sample = self.0.samples.iter().find(|s| {
-            s.metric == metric
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(k) == Some(*v))
+            s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
         })?;
         match &sample.value {
             prometheus_parse::Value::Counter(v)
@@ -72,10 +69,7 @@ impl Scrape {
     /// The number of observations of the histogram `metric` carrying `labels`.
     fn observations(&self, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let sample = self.0.samples.iter().find(|s| {
-            s.metric == metric
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(k) == Some(*v))
+            s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
         })?;
         match &sample.value {
             prometheus_parse::Value::Histogram(buckets) => buckets
@@ -160,7 +154,10 @@ async fn metrics_count_the_runs_events_and_streams_made() -> anyhow::Result<()> 
     let queued = server
         .launch(project, "ok.yml", &local_hosts(1), json!({}))
         .await?;
-    assert_eq!(server.get(&format!("/api/v1/runs/{queued}")).await?["status"], "queued");
+    assert_eq!(
+        server.get(&format!("/api/v1/runs/{queued}")).await?["status"],
+        "queued"
+    );
     let s = Scrape::of(&server).await?;
     assert_eq!(s.runs("running"), Some(1.0));
     assert_eq!(s.runs("queued"), Some(1.0));
@@ -208,7 +205,10 @@ async fn metrics_count_the_runs_events_and_streams_made() -> anyhow::Result<()> 
     assert!(stored > 0);
     // The stream's end is noticed when its connection closes.
     wait_until("the stream to close", Duration::from_secs(10), || async {
-        Ok(Scrape::of(&server).await?.value("troupe_stream_subscribers", &[]) == Some(0.0))
+        Ok(Scrape::of(&server)
+            .await?
+            .value("troupe_stream_subscribers", &[])
+            == Some(0.0))
     })
     .await?;
     let s = Scrape::of(&server).await?;
@@ -240,10 +240,7 @@ async fn metrics_count_the_runs_events_and_streams_made() -> anyhow::Result<()> 
         Some(4.0)
     );
     assert_eq!(
-        s.observations(
-            "troupe_store_operation_seconds",
-            &[("op", "create_run")]
-        ),
+        s.observations("troupe_store_operation_seconds", &[("op", "create_run")]),
         Some(4.0)
     );
     assert!(

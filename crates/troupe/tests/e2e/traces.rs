@@ -31,17 +31,15 @@ struct Received {
 
 type Collector = Arc<Mutex<Received>>;
 
-async fn export(
-    State(got): State<Collector>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
+async fn export(State(got): State<Collector>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let kind = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let mut got = got.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut got = got
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if kind != "application/x-protobuf" {
         got.bad_requests.push(format!("content type {kind}"));
         return StatusCode::UNSUPPORTED_MEDIA_TYPE;
@@ -51,7 +49,8 @@ async fn export(
             for rs in request.resource_spans {
                 for attr in rs.resource.iter().flat_map(|r| r.attributes.iter()) {
                     if attr.key == "service.name" {
-                        got.services.push(text(attr.value.as_ref().and_then(|v| v.value.as_ref())));
+                        got.services
+                            .push(text(attr.value.as_ref().and_then(|v| v.value.as_ref())));
                     }
                 }
                 for ss in rs.scope_spans {
@@ -131,14 +130,22 @@ async fn a_runs_life_is_one_trace_at_the_collector() -> anyhow::Result<()> {
     wait_until("the run's six spans", Duration::from_secs(30), || {
         let got = Arc::clone(&got);
         async move {
-            let got = got.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let got = got
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             Ok(of_run(&got).len() >= names.len())
         }
     })
     .await?;
-    let got = got.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let got = got
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     assert!(got.bad_requests.is_empty(), "{:?}", got.bad_requests);
-    assert!(got.services.iter().all(|s| s == "troupe"), "{:?}", got.services);
+    assert!(
+        got.services.iter().all(|s| s == "troupe"),
+        "{:?}",
+        got.services
+    );
     let spans = of_run(&got);
     let by_name: HashMap<&str, &Span> = spans.iter().map(|s| (s.name.as_str(), s)).collect();
     assert_eq!(spans.len(), names.len(), "one span each: {spans:?}");
@@ -151,9 +158,15 @@ async fn a_runs_life_is_one_trace_at_the_collector() -> anyhow::Result<()> {
             .get(name)
             .unwrap_or_else(|| panic!("no {name} span: {spans:?}"));
         assert_eq!(span.trace_id, root.trace_id, "{name} is in the run's trace");
-        assert_eq!(span.parent_span_id, root.span_id, "{name} hangs from the run");
+        assert_eq!(
+            span.parent_span_id, root.span_id,
+            "{name} hangs from the run"
+        );
         assert_ne!(span.span_id, root.span_id);
-        assert!(span.start_time_unix_nano <= span.end_time_unix_nano, "{name}");
+        assert!(
+            span.start_time_unix_nano <= span.end_time_unix_nano,
+            "{name}"
+        );
     }
     // The parts follow each other.
     let (claim, spawn, first, end) = (
@@ -201,26 +214,37 @@ async fn a_failed_run_is_an_error_at_a_full_endpoint_url() -> anyhow::Result<()>
         .launch(project, "fail.yml", &local_hosts(1), json!({}))
         .await?;
     assert_eq!(server.wait_finished(id).await?["status"], "failed");
-    wait_until("the failed run's root span", Duration::from_secs(30), || {
-        let got = Arc::clone(&got);
-        async move {
-            let got = got.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            Ok(got.spans.iter().any(|s| {
-                s.name == "run" && attrs(s).get("troupe.run.id") == Some(&id.to_string())
-            }))
-        }
-    })
+    wait_until(
+        "the failed run's root span",
+        Duration::from_secs(30),
+        || {
+            let got = Arc::clone(&got);
+            async move {
+                let got = got
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                Ok(got.spans.iter().any(|s| {
+                    s.name == "run" && attrs(s).get("troupe.run.id") == Some(&id.to_string())
+                }))
+            }
+        },
+    )
     .await?;
-    let got = got.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let got = got
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let root = got
-            .spans
-            .iter()
-            .find(|s| s.name == "run" && attrs(s).get("troupe.run.id") == Some(&id.to_string()))
-            .cloned()
-            .unwrap_or_default();
-        let a = attrs(&root);
-        assert_eq!(a["troupe.run.status"], "failed");
-        assert_eq!(a["troupe.run.rc"], "2");
-        assert_eq!(root.status.unwrap_or_default().code, SpanStatus::Error as i32);
+        .spans
+        .iter()
+        .find(|s| s.name == "run" && attrs(s).get("troupe.run.id") == Some(&id.to_string()))
+        .cloned()
+        .unwrap_or_default();
+    let a = attrs(&root);
+    assert_eq!(a["troupe.run.status"], "failed");
+    assert_eq!(a["troupe.run.rc"], "2");
+    assert_eq!(
+        root.status.unwrap_or_default().code,
+        SpanStatus::Error as i32
+    );
     Ok(())
 }
