@@ -55,7 +55,7 @@ struct KindLabel {
 pub struct Snapshot {
     /// Runs in the store, by status (a status left out counts 0).
     pub runs: Vec<(RunStatus, u64)>,
-    /// Live streams (run events and change streams, WebSocket and SSE) open on this process.
+    /// Live streams open on this process (every stream a token's stream limit counts).
     pub stream_subscribers: u64,
 }
 

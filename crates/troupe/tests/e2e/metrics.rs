@@ -7,13 +7,6 @@ use futures_util::StreamExt;
 use serde_json::json;
 use std::time::Duration;
 
-const OK: &str = r#"- hosts: all
-  gather_facts: false
-  tasks:
-    - ansible.builtin.debug:
-        msg: "hello from {{ inventory_hostname }}"
-"#;
-
 const FAIL: &str = r#"- hosts: all
   gather_facts: false
   tasks:
@@ -53,12 +46,18 @@ impl Scrape {
         Ok(Scrape(prometheus_parse::Scrape::parse(lines)?))
     }
 
-    /// The value of the sample `metric` carrying `labels` (a counter, gauge or untyped).
+    /// The sample `metric` carrying `labels`.
+    fn sample(&self, metric: &str, labels: &[(&str, &str)]) -> Option<&prometheus_parse::Value> {
+        self.0
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| &s.value)
+    }
+
+    /// The value of a counter, gauge or untyped sample.
     fn value(&self, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let sample = self.0.samples.iter().find(|s| {
-            s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
-        })?;
-        match &sample.value {
+        match self.sample(metric, labels)? {
             prometheus_parse::Value::Counter(v)
             | prometheus_parse::Value::Gauge(v)
             | prometheus_parse::Value::Untyped(v) => Some(*v),
@@ -66,12 +65,9 @@ impl Scrape {
         }
     }
 
-    /// The number of observations of the histogram `metric` carrying `labels`.
+    /// The number of observations of a histogram (its `+Inf` bucket).
     fn observations(&self, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let sample = self.0.samples.iter().find(|s| {
-            s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
-        })?;
-        match &sample.value {
+        match self.sample(metric, labels)? {
             prometheus_parse::Value::Histogram(buckets) => buckets
                 .iter()
                 .find(|b| b.less_than.is_infinite())
@@ -92,7 +88,7 @@ async fn metrics_count_the_runs_events_and_streams_made() -> anyhow::Result<()> 
         max_concurrent_runs: 1,
         ..Default::default()
     })?;
-    let proj = project_dir(&[("ok.yml", OK), ("fail.yml", FAIL), ("slow.yml", SLOW)])?;
+    let proj = project_dir(&[("ok.yml", HELLO), ("fail.yml", FAIL), ("slow.yml", SLOW)])?;
     let project = server.project(proj.path()).await?;
     server
         .apply_rules("sources:\n  hook: {type: webhook}\n")

@@ -14,13 +14,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const OK: &str = r#"- hosts: all
-  gather_facts: false
-  tasks:
-    - ansible.builtin.debug:
-        msg: "hello from {{ inventory_hostname }}"
-"#;
-
 /// Everything the collector received: spans, and the resources' `service.name`s.
 #[derive(Default)]
 struct Received {
@@ -106,7 +99,7 @@ async fn a_runs_life_is_one_trace_at_the_collector() -> anyhow::Result<()> {
         extra_env: vec![("OTEL_EXPORTER_OTLP_ENDPOINT".into(), base)],
         ..Default::default()
     })?;
-    let proj = project_dir(&[("ok.yml", OK)])?;
+    let proj = project_dir(&[("ok.yml", HELLO)])?;
     let project = server.project(proj.path()).await?;
     let secret = "do-not-trace-me-7f3a";
     let id = server
