@@ -219,11 +219,13 @@ impl Launcher {
     pub async fn submit(&self, new: &NewRun) -> LaunchResult<Run> {
         let asked = std::time::Instant::now();
         let run = self.store.create_run(new).await?;
+        let took = asked.elapsed();
+        // Announced first: nothing is added between the store and the announcement.
+        self.queue.run_created(&run);
         if let Some(t) = &self.telemetry {
             t.metrics
-                .store_op(troupe_telemetry::StoreOp::create_run, asked.elapsed());
+                .store_op(troupe_telemetry::StoreOp::create_run, took);
         }
-        self.queue.run_created(&run);
         Ok(run)
     }
 
