@@ -110,6 +110,8 @@ use Scope::{Filtered, Global, Job, Project, Run, Template, Unscoped};
 /// route of the OpenAPI document is listed).
 pub const RULES: &[Rule] = &[
     r("GET", "/api/v1/openapi.json", Viewer, Global),
+    // Counts across every project, and the names of event sources.
+    r("GET", "/metrics", Viewer, Unscoped),
     // The audit log: who did what, from where.
     r("GET", "/api/v1/audit", Admin, Unscoped),
     // Projects: definitions are the admin's; syncing is an operator's.

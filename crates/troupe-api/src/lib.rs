@@ -61,6 +61,8 @@ pub struct AppState {
     pub retention_batch: u32,
     /// What Pansible's API (`/pansible/api/v1`) is configured with.
     pub pansible: PansibleSettings,
+    /// troupe's metrics (`GET /metrics`) and traces.
+    pub telemetry: Arc<troupe_telemetry::Telemetry>,
 }
 
 #[derive(OpenApi)]
@@ -186,6 +188,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::workers::router())
         .merge(routes::audit::router())
         .merge(routes::pansible::router())
+        .merge(routes::metrics::router())
 }
 
 /// The whole HTTP application. Every request's body is bounded by `state.limits`.

@@ -115,6 +115,11 @@ impl Limits {
             .unwrap_or(0)
     }
 
+    /// Live streams open, all tokens together.
+    pub fn streams_open_total(&self) -> usize {
+        self.streams.lock().map(|c| c.values().sum()).unwrap_or(0)
+    }
+
     /// Takes one delivery from the webhook source `source`'s bucket (`rate`, or the server's
     /// default); 429 with `Retry-After` when it is empty.
     pub fn admit_webhook(&self, source: &str, rate: Option<RateLimit>) -> Result<(), ApiError> {

@@ -22,6 +22,7 @@ use troupe_launch::{
 use troupe_store::{
     Concurrency, Gate, Ingested, NewEventRecord, Proposal, Start, Store, StoreError,
 };
+use troupe_telemetry::Telemetry;
 
 /// The inventory of rules that name none: this machine only, as Loopabull ran, with the
 /// Python that runs ansible (so modules find the same libraries).
@@ -33,6 +34,8 @@ pub struct Ingestor {
     launch: Arc<dyn Launch>,
     flows: Arc<dyn StartFlow>,
     rules: RwLock<Arc<Rules>>,
+    /// Where deliveries and failures are counted per source.
+    telemetry: Arc<Telemetry>,
 }
 
 /// Why a rule's run could not be built; stored as the rule's result in the event record.
@@ -72,7 +75,14 @@ impl Ingestor {
             launch,
             flows,
             rules: RwLock::new(rules),
+            telemetry: Arc::default(),
         }
+    }
+
+    /// The ingestor counting deliveries and failures per source in `telemetry`.
+    pub fn counted(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// The rules in force.
@@ -389,6 +399,20 @@ impl Ingestor {
 #[async_trait]
 impl Sink for Ingestor {
     async fn deliver(&self, event: Inbound) -> Result<Delivered, NotStored> {
+        let source = event.source.clone();
+        let delivered = self.deliver_uncounted(event).await;
+        let metrics = &self.telemetry.metrics;
+        match &delivered {
+            Ok(d) if d.record.status == EventStatus::Rejected => metrics.source_failed(&source),
+            Ok(_) => metrics.source_delivered(&source),
+            Err(_) => metrics.source_failed(&source),
+        }
+        delivered
+    }
+}
+
+impl Ingestor {
+    async fn deliver_uncounted(&self, event: Inbound) -> Result<Delivered, NotStored> {
         let rules = self.rules();
         let new = self.prepare(&rules, &event).await;
         match self.record(&new).await {

@@ -74,7 +74,15 @@ impl EventService {
         launch: Arc<dyn troupe_launch::Launch>,
         flows: Arc<dyn troupe_launch::StartFlow>,
     ) -> Result<Arc<EventService>, ApplyError> {
-        Self::start_with(store, launch, flows, LeaseConfig::default(), None).await
+        Self::start_with(
+            store,
+            launch,
+            flows,
+            LeaseConfig::default(),
+            None,
+            Arc::default(),
+        )
+        .await
     }
 
     /// As [`EventService::start`], with this replica's lease holder name and lease length: each
@@ -86,10 +94,11 @@ impl EventService {
         flows: Arc<dyn troupe_launch::StartFlow>,
         lease: LeaseConfig,
         sealer: Option<Arc<dyn Sealer>>,
+        telemetry: Arc<troupe_telemetry::Telemetry>,
     ) -> Result<Arc<EventService>, ApplyError> {
         let empty = Arc::new(Rules::compile(RulesFile::default()).map_err(ApplyError::Invalid)?);
         let service = Arc::new(EventService {
-            ingestor: Arc::new(Ingestor::new(store, launch, flows, empty)),
+            ingestor: Arc::new(Ingestor::new(store, launch, flows, empty).counted(telemetry)),
             running: Mutex::new(Running {
                 revision: 0,
                 stop: CancellationToken::new(),

@@ -120,6 +120,8 @@ pub struct Launcher {
     /// What a relative unit `data_dir` is relative to (`unit_data_dir_base`); without it,
     /// a unit's data_dir must be absolute.
     unit_data_dir_base: Option<PathBuf>,
+    /// Where the store's `create_run` latency is measured.
+    telemetry: Option<Arc<troupe_telemetry::Telemetry>>,
 }
 
 /// A template and what the request's target resolved to.
@@ -141,7 +143,14 @@ impl Launcher {
             secret_names: default_secret_names().clone(),
             audit: None,
             unit_data_dir_base: None,
+            telemetry: None,
         }
+    }
+
+    /// The launcher measuring how long storing a run takes in `telemetry`.
+    pub fn with_telemetry(mut self, telemetry: Arc<troupe_telemetry::Telemetry>) -> Self {
+        self.telemetry = Some(telemetry);
+        self
     }
 
     /// The launcher resolving relative unit data_dirs against `base` (never outside it).
@@ -222,8 +231,15 @@ impl Launcher {
         if let Some(admitted) = self.queue.admit(new).await {
             return Ok(admitted?);
         }
+        let asked = std::time::Instant::now();
         let run = self.store.create_run(new).await?;
+        let took = asked.elapsed();
+        // Announced first: nothing is added between the store and the announcement.
         self.queue.run_created(&run);
+        if let Some(t) = &self.telemetry {
+            t.metrics
+                .store_op(troupe_telemetry::StoreOp::create_run, took);
+        }
         Ok(run)
     }
 

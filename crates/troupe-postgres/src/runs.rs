@@ -3,12 +3,13 @@
 use crate::{PgDialect, PgStore, RUN_COLS, WORK_CHANNEL, now, pg_text, require_row, share_row};
 use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, PgConnection, Postgres, QueryBuilder};
+use troupe_core::RunStatus;
 use troupe_core::inventory::InventoryContent;
 use troupe_core::project::Project;
 use troupe_core::run::{NewRun, Run};
 use troupe_store::sql::{
     References, RunOrigin, backend, check_references, project_from, push_run_filter, run_from,
-    run_inventory_from, statements, to_json, version_from,
+    run_inventory_from, statements, status_counts, to_json, version_from,
 };
 use troupe_store::{Page, RunFilter, RunStore, RunVersion, StoreError, StoreResult};
 
@@ -66,6 +67,14 @@ impl RunStore for PgStore {
             .iter()
             .map(run_from::<PgDialect>)
             .collect()
+    }
+
+    async fn count_runs_by_status(&self) -> StoreResult<Vec<(RunStatus, u64)>> {
+        let rows = sqlx::query_as(statements::COUNT_RUNS_BY_STATUS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        status_counts(rows)
     }
 
     async fn list_run_versions(

@@ -3,12 +3,14 @@
 use crate::{RUN_COLS, SqliteDialect, SqliteStore, now_us, require_row};
 use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqliteConnection};
+use troupe_core::RunStatus;
 use troupe_core::inventory::InventoryContent;
 use troupe_core::project::Project;
 use troupe_core::run::{NewRun, Run};
 use troupe_store::sql::{
     References, RunOrigin, backend, check_references, foreign_key_violated, invalid, project_from,
-    push_run_filter, run_from, run_inventory_from, statements, to_json, version_from,
+    push_run_filter, run_from, run_inventory_from, statements, status_counts, to_json,
+    version_from,
 };
 use troupe_store::{Page, RunFilter, RunStore, RunVersion, StoreError, StoreResult};
 
@@ -78,6 +80,14 @@ impl RunStore for SqliteStore {
             .iter()
             .map(run_from::<SqliteDialect>)
             .collect()
+    }
+
+    async fn count_runs_by_status(&self) -> StoreResult<Vec<(RunStatus, u64)>> {
+        let rows = sqlx::query_as(statements::COUNT_RUNS_BY_STATUS)
+            .fetch_all(&mut *self.read().await?)
+            .await
+            .map_err(backend)?;
+        status_counts(rows)
     }
 
     fn runs_generation(&self) -> Option<u64> {

@@ -55,6 +55,8 @@ pub trait RunStore {
     /// What starting a run reads, in one trip: its project as it is now, and the inventory
     /// the run was created with.
     async fn get_run_launch(&self, id: i64) -> StoreResult<(Project, InventoryContent)>;
+    /// How many runs there are in each status; statuses without runs are left out.
+    async fn count_runs_by_status(&self) -> StoreResult<Vec<(RunStatus, u64)>>;
     /// Runs matching `filter`, newest first.
     async fn list_runs(&self, filter: &RunFilter, page: Page) -> StoreResult<Vec<Run>>;
     /// A number that moves after every committed change to runs and their labels, whoever made

@@ -12,6 +12,7 @@ use troupe_core::event::STATS_EVENT;
 use troupe_core::redact::Redactor;
 use troupe_core::run::{HostStats, RunSummary};
 use troupe_store::{OutputChunk, Stream};
+use troupe_telemetry::{StoreOp, Telemetry};
 
 /// Events or chunks pending before a flush is due regardless of the timer.
 pub(crate) const BATCH_MAX: usize = 500;
@@ -35,6 +36,8 @@ pub(crate) struct Batcher {
     pending_since: Option<Instant>,
     /// The run's secrets, replaced in everything before it is stored (empty: no work).
     redactor: Redactor,
+    /// Where stored events and the writes' latency are counted.
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl Batcher {
@@ -48,7 +51,14 @@ impl Batcher {
             summary: None,
             pending_since: None,
             redactor: Redactor::default(),
+            telemetry: None,
         }
+    }
+
+    /// The batcher counting what it stores in `telemetry`.
+    pub(crate) fn counted(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = Some(telemetry);
+        self
     }
 
     /// The batcher replacing the run's secrets in events and output as they come.
@@ -151,9 +161,14 @@ impl Batcher {
             return Ok(());
         }
         // One transaction, one commit, for both.
+        let asked = std::time::Instant::now();
         store
             .store_batch(self.run_id, &self.events, &self.output)
             .await?;
+        if let Some(t) = &self.telemetry {
+            t.metrics.store_op(StoreOp::event_batch, asked.elapsed());
+            t.metrics.events_stored(self.events.len());
+        }
         // Published only once stored: a subscriber that read the store first and listens here
         // afterwards can never miss an event.
         if !self.events.is_empty() {

@@ -6,14 +6,16 @@ use crate::git::CommitTree;
 use crate::live::RunChange;
 use crate::pool::{Control, WorkerPool};
 use crate::status::{CancelCause, decide_status};
+use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
-use troupe_ansible::{AnsibleError, LaunchSpec, Process};
+use troupe_ansible::{AnsibleError, LaunchSpec, Output, Process};
 use troupe_core::RunStatus;
 use troupe_core::redact::Redactor;
 use troupe_core::run::{CancelMode, Run, RunSummary};
 use troupe_store::{Lease, RunOutcome};
+use troupe_telemetry::{RunSpan, Stage, Telemetry};
 
 impl WorkerPool {
     /// Executes a run this pool has claimed and records how it ended. `slot` is the run's
@@ -24,6 +26,12 @@ impl WorkerPool {
         if let Ok(mut active) = self.active.lock() {
             active.insert(run.id, tx);
         }
+        let claimed_at = run.started_at.unwrap_or_else(Utc::now);
+        self.cfg
+            .telemetry
+            .metrics
+            .run_claimed(since(run.created_at, claimed_at));
+        let mut timeline = Timeline::default();
         let outcome = if run.slice.is_none() && run.options.slicing().is_some() {
             match self.store.clone() {
                 Some(store) => self.run_sliced(&store, &run, rx, slot).await,
@@ -32,7 +40,7 @@ impl WorkerPool {
                 )),
             }
         } else {
-            let outcome = self.run_to_end(&run, rx).await;
+            let outcome = self.run_to_end(&run, rx, &mut timeline).await;
             drop(slot);
             outcome
         };
@@ -40,7 +48,11 @@ impl WorkerPool {
             active.remove(&run.id);
         }
         if let Some(outcome) = outcome {
+            let (status, rc) = (outcome.status, outcome.rc);
             self.record(&run, outcome).await;
+            if self.cfg.telemetry.tracing() {
+                timeline.trace(&self.cfg.telemetry, &run, claimed_at, status, rc);
+            }
         }
     }
 
@@ -52,12 +64,14 @@ impl WorkerPool {
             match self.backend.finish(run_id, &self.worker_id, &outcome).await {
                 Ok(Finished::Recorded(Some(run))) => {
                     tracing::info!(run = run_id, status = %run.status, rc = ?run.rc, "run finished");
+                    self.cfg.telemetry.metrics.run_finished(run.status);
                     self.hub.publish_change(RunChange::status_of(&run));
                     self.hub.publish_finished(run_id, run.status);
                     return;
                 }
                 Ok(Finished::Recorded(None)) => {
                     tracing::info!(run = run_id, status = %outcome.status, rc = ?outcome.rc, "run finished");
+                    self.cfg.telemetry.metrics.run_finished(outcome.status);
                     return;
                 }
                 Ok(Finished::NotOurs(msg)) => {
@@ -83,6 +97,7 @@ impl WorkerPool {
         self: &Arc<Self>,
         run: &Run,
         mut control: mpsc::UnboundedReceiver<Control>,
+        timeline: &mut Timeline,
     ) -> Option<RunOutcome> {
         // `_tree` is held until the run ends: no sync prunes the files under it meanwhile.
         let (spec, commit, _tree, redactor) = match self.prepare(run).await {
@@ -103,15 +118,18 @@ impl WorkerPool {
                 )));
             }
         };
+        // Counted alive until it has been waited for.
+        let alive = self.cfg.telemetry.metrics.ansible_process();
+        let launched_at = Utc::now();
+        timeline.launched = Some(launched_at);
+        self.cfg
+            .telemetry
+            .metrics
+            .run_launched(since(run.created_at, launched_at));
         let mut cause: Option<CancelCause> = None;
         match self
             .backend
-            .mark_launched(
-                run.id,
-                &self.worker_id,
-                chrono::Utc::now(),
-                commit.as_deref(),
-            )
+            .mark_launched(run.id, &self.worker_id, launched_at, commit.as_deref())
             .await
         {
             Ok(()) => {}
@@ -126,7 +144,9 @@ impl WorkerPool {
         }
         tracing::info!(run = run.id, pid = process.pid(), playbook = %run.playbook, "run started");
 
-        let mut batcher = Batcher::new(run.id, Arc::clone(&self.hub)).redacting(redactor.clone());
+        let mut batcher = Batcher::new(run.id, Arc::clone(&self.hub))
+            .redacting(redactor.clone())
+            .counted(Arc::clone(&self.cfg.telemetry));
         let mut summary_announced = false;
         let mut flush_tick = tokio::time::interval(self.cfg.flush_interval);
         let mut renew_tick = tokio::time::interval(self.cfg.lease / 3);
@@ -136,6 +156,9 @@ impl WorkerPool {
             tokio::select! {
                 out = outputs.recv() => match out {
                     Some(out) => {
+                        if timeline.first_event.is_none() && matches!(out, Output::Event(_)) {
+                            timeline.first_event = Some(Utc::now());
+                        }
                         if batcher.push(out) {
                             // Under a backlog, take what is already waiting into the same
                             // transaction: batches grow with the rate, commits do not.
@@ -189,6 +212,8 @@ impl WorkerPool {
             }
         }
         let exit = process.wait().await;
+        drop(alive);
+        timeline.exited = Some(Utc::now());
         batcher.flush(self.backend.as_ref()).await;
         if cause == Some(CancelCause::LeaseLost) {
             return None;
@@ -234,6 +259,61 @@ impl WorkerPool {
         };
         Ok((spec, prepared.commit, prepared.tree, redactor))
     }
+}
+
+/// When the parts of a run's life happened on this worker, for its trace.
+#[derive(Debug, Default)]
+pub(crate) struct Timeline {
+    /// ansible-playbook was exec'd.
+    launched: Option<DateTime<Utc>>,
+    /// Its first event arrived.
+    first_event: Option<DateTime<Utc>>,
+    /// It exited.
+    exited: Option<DateTime<Utc>>,
+}
+
+impl Timeline {
+    /// Records the run's spans: the root (creation to now, its end), and those of the parts
+    /// that happened.
+    fn trace(
+        &self,
+        telemetry: &Telemetry,
+        run: &Run,
+        claimed_at: DateTime<Utc>,
+        status: RunStatus,
+        rc: Option<i32>,
+    ) {
+        let now = Utc::now();
+        let ended = |span: RunSpan| {
+            let span = span.text("troupe.run.status", status.as_str());
+            let span = match rc {
+                Some(rc) => span.int("troupe.run.rc", i64::from(rc)),
+                None => span,
+            };
+            match status {
+                RunStatus::Successful | RunStatus::Canceled => span,
+                _ => span.failed(status.as_str()),
+            }
+        };
+        telemetry.span(ended(RunSpan::new(run, Stage::Run, run.created_at, now)));
+        telemetry.span(
+            RunSpan::new(run, Stage::Claim, run.created_at, claimed_at)
+                .text("troupe.worker.id", run.worker_id.as_deref().unwrap_or("")),
+        );
+        if let Some(launched) = self.launched {
+            telemetry.span(RunSpan::new(run, Stage::Spawn, claimed_at, launched));
+            if let Some(first) = self.first_event {
+                telemetry.span(RunSpan::new(run, Stage::FirstEvent, launched, first));
+            }
+        }
+        let exited = self.exited.or(self.launched).unwrap_or(claimed_at);
+        telemetry.span(ended(RunSpan::new(run, Stage::End, exited, now)));
+    }
+}
+
+/// How long after `from` `to` came (zero if before: clocks of different machines).
+fn since(from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
+    (to - from).to_std().unwrap_or_default()
 }
 
 pub(crate) fn error_outcome(reason: String) -> RunOutcome {

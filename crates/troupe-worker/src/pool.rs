@@ -17,6 +17,7 @@ use troupe_core::RunStatus;
 use troupe_core::run::{CancelMode, NewRun, Run};
 use troupe_core::worker::{NewWorker, WorkerKind};
 use troupe_store::{Claimant, JobRuns, Store, StoreResult};
+use troupe_telemetry::StoreOp;
 
 /// How a pool runs.
 #[derive(Debug, Clone)]
@@ -51,6 +52,8 @@ pub struct WorkerConfig {
     pub sealer: Arc<dyn troupe_core::secret::Sealer>,
     /// Labels runs may require of this pool.
     pub labels: Vec<String>,
+    /// Where claims, launches, stored events and ended runs are counted and traced.
+    pub telemetry: Arc<troupe_telemetry::Telemetry>,
 }
 
 /// How a pool gives job unit actions (the runs of a job's fan-out) their slots.
@@ -437,11 +440,16 @@ impl WorkerPool {
                     Err(_) => break,
                 }
             }
-            match self
+            let asked = std::time::Instant::now();
+            let claimed = self
                 .backend
                 .claim(&self.worker_id, self.cfg.lease, permits.len(), job_runs)
-                .await
-            {
+                .await;
+            self.cfg
+                .telemetry
+                .metrics
+                .store_op(StoreOp::claim, asked.elapsed());
+            match claimed {
                 Ok(runs) if !runs.is_empty() => {
                     backoff = Duration::from_millis(100);
                     // Slots left over (fewer runs were queued) go back to the semaphore.

@@ -107,6 +107,9 @@ pub struct Config {
     /// Jobs started through Pansible's API are split into slices of at most this many hosts,
     /// one ansible-playbook each, run in parallel. Unset: a job is one ansible-playbook.
     pub pansible_hosts_per_task: Option<u32>,
+    /// An OTLP/HTTP collector (`http://host:4318`) to export each run's life to as a trace;
+    /// no traces when unset. `--otlp-endpoint` and `OTEL_EXPORTER_OTLP_ENDPOINT` set it too.
+    pub otlp_endpoint: Option<String>,
     /// What `pansible_config` holds that troupe has no use for (reported at start).
     #[serde(skip)]
     pub pansible_ignored: Vec<String>,
@@ -153,6 +156,7 @@ impl Default for Config {
             retention_batch: troupe_store::retention::DEFAULT_BATCH,
             pansible_config: None,
             pansible_hosts_per_task: None,
+            otlp_endpoint: None,
             pansible_ignored: Vec::new(),
         }
     }
@@ -198,6 +202,7 @@ const ENV_KEYS: &[&str] = &[
     "retention_batch",
     "pansible_config",
     "pansible_hosts_per_task",
+    "otlp_endpoint",
 ];
 
 /// Flags that override configuration (only those given).
@@ -215,6 +220,8 @@ pub struct Overrides {
     pub ansible_playbook: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pansible_config: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Config {

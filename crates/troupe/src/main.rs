@@ -89,6 +89,10 @@ enum Command {
         /// are read into troupe's configuration. See docs/pansible.md.
         #[arg(long, value_name = "FILE")]
         pansible_config: Option<PathBuf>,
+        /// Export each run's life as a trace to this OTLP/HTTP collector
+        /// (`http://host:4318`). See docs/observability.md.
+        #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+        otlp_endpoint: Option<String>,
     },
     /// Loopabull on troupe: run the playbook each event's routing key names, with the payload
     /// as extra vars, from a Loopabull config (`plugins` or `plugin`, `routing_keys`,
@@ -284,7 +288,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             rules,
             addr_file,
             pansible_config,
+            otlp_endpoint,
         } => {
+            overrides.otlp_endpoint = otlp_endpoint;
             overrides.listen = listen;
             overrides.database_url = database_url;
             overrides.max_concurrent_runs = max_concurrent_runs;

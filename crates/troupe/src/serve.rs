@@ -195,6 +195,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         .await
         .context("could not move the passwords of git URLs into credentials")?;
     let ansible_bin_dir = ansible.bin_dir().map(Path::to_path_buf);
+    let telemetry = Arc::new(telemetry(&cfg, &node)?);
     let worker_cfg = WorkerConfig {
         node_id: node.clone(),
         slots: cfg.max_concurrent_runs,
@@ -217,6 +218,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         flush_interval: Duration::from_millis(cfg.event_flush_ms),
         sealer: Arc::clone(&sealer),
         labels: cfg.worker_labels.clone(),
+        telemetry: Arc::clone(&telemetry),
     };
     // This process's name among replicas: in source leases and on the live bus.
     let lease = troupe_events::LeaseConfig::new(&node, Duration::from_secs(cfg.source_lease_s));
@@ -246,6 +248,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         .with_key(Arc::clone(&key))
         .with_unit_data_dir_base(cfg.unit_data_dir_base.clone())
         .with_secret_names(cfg.secret_names()?)
+        .with_telemetry(Arc::clone(&telemetry))
         .with_audit(troupe_launch::audit::AuditLog::start(
             Arc::clone(&store),
             cfg.audit_retention()?,
@@ -292,6 +295,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         Arc::clone(&flows) as Arc<dyn troupe_launch::StartFlow>,
         lease,
         Some(Arc::clone(&sealer)),
+        Arc::clone(&telemetry),
     )
     .await
     {
@@ -367,6 +371,7 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         pansible: troupe_api::PansibleSettings {
             hosts_per_task: cfg.pansible_hosts_per_task,
         },
+        telemetry,
         limits: Arc::new(troupe_api::limits::Limits::new(ApiConfig {
             max_body_bytes: cfg.max_body_bytes,
             max_worker_body_bytes: cfg.max_worker_body_bytes,
@@ -437,6 +442,26 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
     .context("HTTP server failed")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The metrics, and the trace exporter when `otlp_endpoint` names a collector.
+fn telemetry(cfg: &Config, node: &str) -> anyhow::Result<troupe_telemetry::Telemetry> {
+    let telemetry = troupe_telemetry::Telemetry::new();
+    let Some(endpoint) = cfg
+        .otlp_endpoint
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    else {
+        return Ok(telemetry);
+    };
+    let client = troupe_http::builder(cfg.ca_file.as_deref())?
+        .build()
+        .context("could not build the OTLP exporter's HTTP client")?;
+    let traces =
+        troupe_telemetry::Traces::start(endpoint, client, node).context("invalid configuration")?;
+    tracing::info!("exporting run traces over OTLP");
+    Ok(telemetry.with_traces(traces))
 }
 
 /// Writes the bound address for programs that started troupe on port 0. A reader that polls

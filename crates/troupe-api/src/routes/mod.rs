@@ -18,6 +18,7 @@ pub(crate) mod git;
 pub(crate) mod health;
 pub(crate) mod inventories;
 pub(crate) mod jobs;
+pub(crate) mod metrics;
 pub(crate) mod notifications;
 pub(crate) mod pansible;
 pub(crate) mod projects;

@@ -18,6 +18,7 @@ use troupe_core::run::{CancelMode, HostStats, Origin, Run, RunOptions, TaskPosit
 use troupe_core::{Event, RunStatus};
 use troupe_launch::{InventorySource, LaunchRequest, ProjectRef};
 use troupe_store::{Page, RunFilter, Stream};
+use troupe_telemetry::{RunSpan, Stage};
 use troupe_wire::runs::RunsQuery as ListQuery;
 use troupe_wire::runs::{
     CancelRequest, CreateRun, EventPage, EventsQuery, HostFailure, HostResult, OutputQuery,
@@ -47,6 +48,7 @@ async fn create_run(
     Extension(caller): Extension<Caller>,
     ApiJson(req): ApiJson<CreateRun>,
 ) -> ApiResult<(StatusCode, AuditTarget, Json<Run>)> {
+    let received = chrono::Utc::now();
     if caller.projects.is_some() {
         // Another project's playbook is refused as if the project did not exist.
         let project = super::find_project(&state, &req.project, "project").await?;
@@ -114,6 +116,13 @@ async fn create_run(
         )
     };
     let run = state.launcher.launch(request, Origin::Api).await?;
+    if state.telemetry.tracing() {
+        state.telemetry.span(
+            RunSpan::new(&run, Stage::Request, received, chrono::Utc::now())
+                .text("http.request.method", "POST")
+                .text("http.route", "/api/v1/runs"),
+        );
+    }
     Ok((StatusCode::CREATED, audited(&run), Json(run)))
 }
 

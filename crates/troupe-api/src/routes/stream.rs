@@ -23,6 +23,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -267,6 +268,7 @@ impl RunProducer {
     }
 
     async fn cut_off(&mut self, why: &str) -> Result<(), Stop> {
+        self.state.telemetry.metrics.stream_lagged();
         let msg = RunStreamMessage::Lagged {
             resume_after: self.last,
             message: format!("{why}; reconnect with after={} to resume", self.last),
@@ -479,6 +481,7 @@ fn start_changes(state: &AppState, filter: ChangeFilter) -> mpsc::Receiver<Frame
     let (tx, rx) = mpsc::channel(state.stream_buffer_events.max(1));
     let mut changes = state.hub.subscribe_changes();
     let mut flows = state.hub.subscribe_flows();
+    let telemetry = Arc::clone(&state.telemetry);
     tokio::spawn(async move {
         loop {
             let msg = tokio::select! {
@@ -497,6 +500,7 @@ fn start_changes(state: &AppState, filter: ChangeFilter) -> mpsc::Receiver<Frame
                 Err(broadcast::error::RecvError::Lagged(n)) => n,
                 Err(broadcast::error::RecvError::Closed) => return,
             };
+            telemetry.metrics.stream_lagged();
             let _ = tx
                 .send(
                     ChangeMessage::Lagged {

@@ -458,7 +458,11 @@ async fn batch(
             );
         }
     }
+    let asked = std::time::Instant::now();
     state.store.append_batch(id, &events, &chunks).await?;
+    let metrics = &state.telemetry.metrics;
+    metrics.store_op(troupe_telemetry::StoreOp::event_batch, asked.elapsed());
+    metrics.events_stored(events.len());
     state.hub.publish_events(id, &events);
     Ok(Json(BatchAck {
         events: events.len(),

@@ -98,6 +98,7 @@ macro_rules! __conformance_case_names {
             create_run_round_trip,
             create_run_missing_references,
             run_ids_increase,
+            runs_counted_by_status,
             list_runs_filters,
             list_runs_pagination,
             run_versions_follow_every_change,

@@ -154,6 +154,28 @@ pub async fn run_ids_increase(store: &dyn Store) {
     }
 }
 
+/// Runs are counted by status; statuses without runs are left out.
+pub async fn runs_counted_by_status(store: &dyn Store) {
+    assert_eq!(store.count_runs_by_status().await.expect("count"), vec![]);
+    let p = project(store, "p").await;
+    for _ in 0..3 {
+        store.create_run(&new_run(p.id)).await.expect("create");
+    }
+    let claimed = store
+        .claim_run("w/1", Duration::from_secs(60))
+        .await
+        .expect("claim")
+        .expect("a queued run");
+    let mut counts = store.count_runs_by_status().await.expect("count");
+    counts.sort_by_key(|(status, _)| status.as_str());
+    assert_eq!(
+        counts,
+        vec![(RunStatus::Queued, 2), (RunStatus::Running, 1)],
+        "run {} is running",
+        claimed.id
+    );
+}
+
 /// Listing filters by status (any of), project, tag and label, newest first.
 pub async fn list_runs_filters(store: &dyn Store) {
     let p1 = project(store, "p1").await;

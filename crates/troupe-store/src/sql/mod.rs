@@ -175,6 +175,16 @@ pub fn backend(e: sqlx::Error) -> StoreError {
     StoreError::Backend(Box::new(e))
 }
 
+/// Rows of [`statements::COUNT_RUNS_BY_STATUS`] as statuses and counts.
+pub fn status_counts(rows: Vec<(String, i64)>) -> StoreResult<Vec<(RunStatus, u64)>> {
+    rows.into_iter()
+        .map(|(status, n)| {
+            let status: RunStatus = status.parse().map_err(invalid)?;
+            Ok((status, u64::try_from(n).unwrap_or(0)))
+        })
+        .collect()
+}
+
 /// Stored data that does not decode (`what` says which).
 pub fn invalid(what: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(Box::new(InvalidData(what.to_string())))

@@ -41,6 +41,8 @@ pub const RULES_DOC_COLS: &str = rules_doc_cols!();
 /// The columns of `tokens` read by [`token_from`](super::token_from).
 pub const TOKEN_COLS: &str = token_cols!();
 
+/// How many runs there are in each status (an index-only scan of `runs_by_status`).
+pub const COUNT_RUNS_BY_STATUS: &str = "SELECT status, COUNT(*) FROM runs GROUP BY status";
 /// Whether a run exists.
 pub const RUN_EXISTS: &str = "SELECT 1 FROM runs WHERE id = $1";
 /// Whether a job has a unit of this name.

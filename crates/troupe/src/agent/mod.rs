@@ -118,6 +118,8 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         // Credentials arrive opened in each run's plan; nothing is sealed here.
         sealer: Arc::new(NoSealer),
         labels: args.labels.clone(),
+        // Not scraped: a remote worker serves no API. Its server counts the events it stores.
+        telemetry: Arc::default(),
         // Runs get their files from bundles; no git project is synced here.
         git: Arc::new(troupe_worker::git::ProjectSyncer::new(
             args.data_dir.join("bundles"),

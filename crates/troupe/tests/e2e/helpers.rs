@@ -9,6 +9,14 @@ pub use troupe_testkit::{Server, ServerOpts, TOKEN};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
+/// A playbook that greets each host with one debug task.
+pub const HELLO: &str = r#"- hosts: all
+  gather_facts: false
+  tasks:
+    - ansible.builtin.debug:
+        msg: "hello from {{ inventory_hostname }}"
+"#;
+
 /// The `troupe` binary of this build.
 pub fn troupe_bin() -> &'static str {
     env!("CARGO_BIN_EXE_troupe")

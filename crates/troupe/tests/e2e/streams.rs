@@ -222,6 +222,18 @@ async fn a_slow_subscriber_is_cut_off_with_a_cursor_and_resumes_to_the_full_set(
     }
     let resume_after =
         resume_after.ok_or_else(|| anyhow::anyhow!("stream closed without a lagged message"))?;
+    // The cut-off is counted where Prometheus sees it.
+    let metrics = server.text("/metrics").await?;
+    let scrape = prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_owned())))?;
+    let lagged = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "troupe_stream_lagged_disconnects_total")
+        .map(|s| s.value.clone());
+    assert!(
+        matches!(lagged, Some(prometheus_parse::Value::Untyped(n) | prometheus_parse::Value::Counter(n)) if n >= 1.0),
+        "troupe_stream_lagged_disconnects_total: {lagged:?}"
+    );
     assert_eq!(
         counters.last().copied().unwrap_or(0),
         resume_after,
