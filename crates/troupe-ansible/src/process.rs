@@ -5,6 +5,7 @@ use crate::plugin::{BOOT_FILE, PLUGIN_NAME, parse_event_line};
 use crate::procfs::{self, RUN_MARKER_VAR, StartTime};
 use crate::rundir::{self, RunDir};
 use crate::spawner::{self, Spawned};
+use crate::warm::{Fallback, Launcher, WarmChild};
 use crate::{Ansible, AnsibleError};
 use nix::fcntl::OFlag;
 use nix::sys::signal::{Signal, kill};
@@ -104,6 +105,8 @@ pub struct LaunchSpec {
     /// The opened secrets of the run's credentials: written to 0600 files in the run
     /// directory just before the start (removed with it), or given as environment variables.
     pub credentials: Vec<troupe_core::credential::CredentialSecret>,
+    /// How the process is started: exec'd, or forked by a warm parent.
+    pub launcher: Launcher,
 }
 
 /// Which output stream.
@@ -195,6 +198,7 @@ impl Process {
             limits,
             grace,
             credentials,
+            launcher,
         } = spec;
         let extra_vars = options.extra_vars.clone();
         // The playbook is looked up again right before the start (the project or a symlink in
@@ -217,7 +221,17 @@ impl Process {
         .await
         .map_err(|e| AnsibleError::io("preparing the run directory", std::io::Error::other(e)))??;
 
-        match start(&ansible, &project_dir, &playbook, &options, &dir, limits).await {
+        match start(
+            &ansible,
+            &project_dir,
+            &playbook,
+            &options,
+            &dir,
+            limits,
+            &launcher,
+        )
+        .await
+        {
             Ok((spawned, event_pipe)) => {
                 Ok(supervise(spawned, event_pipe, dir, &options, limits, grace).await)
             }
@@ -321,7 +335,8 @@ async fn start(
     options: &RunOptions,
     dir: &RunDir,
     limits: Limits,
-) -> Result<(Spawned, OwnedFd), AnsibleError> {
+    launcher: &Launcher,
+) -> Result<(Started, OwnedFd), AnsibleError> {
     let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| AnsibleError::io("creating the event pipe", e.into()))?;
     let event_fd = write_end.as_raw_fd();
@@ -329,8 +344,7 @@ async fn start(
     // troupe's plumbing: the boot file or the plugin takes the first three out of the
     // environment before ansible starts anything; the run marker stays, on purpose (see
     // docs/architecture.md, "What troupe changes in ansible-playbook's environment").
-    let plumbing: [(&str, OsString); 4] = [
-        ("TROUPE_EVENT_FD", event_fd.to_string().into()),
+    let plumbing: [(&str, OsString); 3] = [
         // The plugin sets PR_SET_PDEATHSIG and checks that troupe is still its ancestor.
         ("TROUPE_PARENT_PID", std::process::id().to_string().into()),
         (
@@ -346,6 +360,94 @@ async fn start(
         .and_then(|p| serde_json::to_string(p).ok())
         .map(|json| ("TROUPE_RESUME_AT", OsString::from(json)));
     let mut env = child_env(ansible.bin_dir());
+    let mut args: Vec<OsString> = Vec::new();
+    if let Some(inventory) = &dir.inventory {
+        args.push("-i".into());
+        args.push(inventory.into());
+    }
+    if let Some(extra_vars) = &dir.extra_vars {
+        args.push("-e".into());
+        args.push(format!("@{}", extra_vars.display()).into());
+    }
+    args.extend(dir.access.args.iter().cloned());
+    args.extend(options.to_args().into_iter().map(OsString::from));
+    args.push(playbook.into());
+    let added: Vec<(OsString, OsString)> = dir
+        .access
+        .env
+        .iter()
+        .cloned()
+        .chain(plumbing.iter().map(|(k, v)| (OsString::from(k), v.clone())))
+        .chain(resume_at.map(|(k, v)| (OsString::from(k), v)))
+        .collect();
+
+    let mut write_end = Some(write_end);
+    if let (Launcher::Warm(pool), Some(python)) = (launcher, ansible.boot_python())
+        && let Some(event_pipe) = write_end.take()
+    {
+        let request = |event_pipe| crate::warm::WarmRequest {
+            python,
+            playbook: &ansible.playbook,
+            plugins: &dir.plugins,
+            cwd: project_dir,
+            inherited: &env,
+            added: &added,
+            args: &args,
+            event_pipe,
+        };
+        let key = {
+            let (python, playbook, plugins, cwd) = (
+                python.to_path_buf(),
+                ansible.playbook.clone(),
+                dir.plugins.clone(),
+                project_dir.to_path_buf(),
+            );
+            let (inherited, added) = (env.clone(), added.clone());
+            let probe = event_pipe.try_clone();
+            tokio::task::spawn_blocking(move || {
+                let probe = probe.map_err(|e| Fallback::Unfit(e.to_string()))?;
+                crate::warm::key_of(&crate::warm::WarmRequest {
+                    python: &python,
+                    playbook: &playbook,
+                    plugins: &plugins,
+                    cwd: &cwd,
+                    inherited: &inherited,
+                    added: &added,
+                    args: &[],
+                    event_pipe: probe,
+                })
+            })
+            .await
+            .unwrap_or_else(|e| Err(Fallback::Unfit(e.to_string())))
+        };
+        let launched = match key {
+            Ok(key) => pool.launch(request(event_pipe), key).await,
+            Err(why) => Err((why, event_pipe)),
+        };
+        match launched {
+            Ok(child) => {
+                return Ok((
+                    Started {
+                        pid: child.pid,
+                        start_time: child.start_time,
+                        running: Running::Warm(Box::new(child)),
+                    },
+                    read_end,
+                ));
+            }
+            Err((why, event_pipe)) => {
+                tracing::debug!(%why, "the run is started with exec");
+                write_end = Some(event_pipe);
+            }
+        }
+    }
+    let Some(write_end) = write_end else {
+        return Err(AnsibleError::io(
+            "starting ansible-playbook",
+            std::io::Error::other("the event pipe was lost"),
+        ));
+    };
+
     let mut cmd = match ansible.boot_python() {
         // ansible's CLI, started as its own script starts it, the callback attached in-process.
         Some(python) => {
@@ -370,21 +472,12 @@ async fn start(
             Command::new(&ansible.playbook)
         }
     };
-    if let Some(inventory) = &dir.inventory {
-        cmd.arg("-i").arg(inventory);
-    }
-    if let Some(extra_vars) = &dir.extra_vars {
-        cmd.arg("-e").arg(format!("@{}", extra_vars.display()));
-    }
-    cmd.args(&dir.access.args)
-        .args(options.to_args())
-        .arg(playbook)
+    cmd.args(&args)
         .current_dir(project_dir)
         .env_clear()
         .envs(env)
-        .envs(dir.access.env.iter().map(|(k, v)| (k, v)))
-        .envs(plumbing)
-        .envs(resume_at)
+        .envs(added)
+        .env("TROUPE_EVENT_FD", event_fd.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -392,41 +485,98 @@ async fn start(
         .kill_on_drop(true);
     // No pre_exec (it would make std fork instead of posix_spawn): PR_SET_PDEATHSIG is set by
     // the plugin, and the spawner thread lets the event pipe's write end, and only it, through.
-    let spawned = spawner::spawn_inheriting(cmd, write_end)
+    let Spawned {
+        mut child,
+        start_time,
+    } = spawner::spawn_inheriting(cmd, write_end)
         .await
         .map_err(|e| AnsibleError::io(format!("starting {}", ansible.playbook.display()), e))?;
-    Ok((spawned, read_end))
+    let pid = child.id().unwrap_or(0);
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    Ok((
+        Started {
+            pid,
+            start_time,
+            running: Running::Exec {
+                child,
+                stdout,
+                stderr,
+            },
+        },
+        read_end,
+    ))
+}
+
+/// A started `ansible-playbook`.
+struct Started {
+    pid: u32,
+    start_time: Option<StartTime>,
+    running: Running,
+}
+
+/// The process of a run, however it was started.
+enum Running {
+    Exec {
+        child: Child,
+        stdout: Option<tokio::process::ChildStdout>,
+        stderr: Option<tokio::process::ChildStderr>,
+    },
+    Warm(Box<WarmChild>),
+}
+
+impl Running {
+    /// Takes the readers of its stdout and stderr (once).
+    fn take_output(&mut self) -> Vec<(Stream, Box<dyn AsyncRead + Send + Unpin>)> {
+        let mut readers: Vec<(Stream, Box<dyn AsyncRead + Send + Unpin>)> = Vec::new();
+        match self {
+            Running::Exec { stdout, stderr, .. } => {
+                if let Some(out) = stdout.take() {
+                    readers.push((Stream::Stdout, Box::new(out)));
+                }
+                if let Some(err) = stderr.take() {
+                    readers.push((Stream::Stderr, Box::new(err)));
+                }
+            }
+            Running::Warm(child) => {
+                if let Some(out) = child.stdout.take() {
+                    readers.push((Stream::Stdout, Box::new(out)));
+                }
+                if let Some(err) = child.stderr.take() {
+                    readers.push((Stream::Stderr, Box::new(err)));
+                }
+            }
+        }
+        readers
+    }
+
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Running::Exec { child, .. } => child.wait().await,
+            Running::Warm(child) => child.wait().await,
+        }
+    }
 }
 
 async fn supervise(
-    Spawned {
-        mut child,
+    Started {
+        pid,
         start_time,
-    }: Spawned,
+        mut running,
+    }: Started,
     event_pipe: OwnedFd,
     dir: RunDir,
     options: &RunOptions,
     limits: Limits,
     grace: Grace,
 ) -> (Process, mpsc::Receiver<Output>) {
-    let pid = child.id().unwrap_or(0);
     let (tx, rx) = mpsc::channel(OUTPUT_CHANNEL_CAPACITY);
     let shared = Arc::new(Shared::default());
     let (first_tx, first_rx) = watch::channel(false);
     let mut readers = Vec::new();
-    if let Some(out) = child.stdout.take() {
+    for (stream, pipe) in running.take_output() {
         readers.push(tokio::spawn(read_output(
-            out,
-            Stream::Stdout,
-            tx.clone(),
-            shared.clone(),
-            limits.max_output_bytes,
-        )));
-    }
-    if let Some(err) = child.stderr.take() {
-        readers.push(tokio::spawn(read_output(
-            err,
-            Stream::Stderr,
+            pipe,
+            stream,
             tx.clone(),
             shared.clone(),
             limits.max_output_bytes,
@@ -457,7 +607,7 @@ async fn supervise(
     let timeout = options.timeout_s.map(Duration::from_secs);
     let run_dir = dir.root.clone();
     let done = tokio::spawn(run_supervisor(
-        child, pid, start_time, dir, ctl_rx, first_rx, shared, readers, grace, timeout,
+        running, pid, start_time, dir, ctl_rx, first_rx, shared, readers, grace, timeout,
     ));
     (
         Process {
@@ -472,7 +622,7 @@ async fn supervise(
 
 #[allow(clippy::too_many_arguments)]
 async fn run_supervisor(
-    mut child: Child,
+    mut child: Running,
     pid: u32,
     start_time: Option<StartTime>,
     dir: RunDir,

@@ -9,7 +9,8 @@ use crate::status::{CancelCause, decide_status};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
-use troupe_ansible::{AnsibleError, LaunchSpec, Process};
+use troupe_ansible::{AnsibleError, LaunchSpec, Launcher, Process};
+use troupe_core::run::LauncherKind;
 use troupe_core::RunStatus;
 use troupe_core::redact::Redactor;
 use troupe_core::run::{CancelMode, Run, RunSummary};
@@ -231,6 +232,10 @@ impl WorkerPool {
             limits: self.cfg.limits,
             grace: self.cfg.grace,
             credentials: prepared.credentials,
+            launcher: match run.options.launcher.unwrap_or(self.cfg.launcher) {
+                LauncherKind::Exec => Launcher::Exec,
+                LauncherKind::Warm => Launcher::Warm(Arc::clone(&self.cfg.warm)),
+            },
         };
         Ok((spec, prepared.commit, prepared.tree, redactor))
     }

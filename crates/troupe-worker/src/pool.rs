@@ -51,6 +51,10 @@ pub struct WorkerConfig {
     pub sealer: Arc<dyn troupe_core::secret::Sealer>,
     /// Labels runs may require of this pool.
     pub labels: Vec<String>,
+    /// How runs that do not choose (`options.launcher`) start ansible-playbook.
+    pub launcher: troupe_core::run::LauncherKind,
+    /// The warm parents of runs started with the warm launcher.
+    pub warm: Arc<troupe_ansible::WarmPool>,
 }
 
 /// How a pool gives job unit actions (the runs of a job's fan-out) their slots.

@@ -217,6 +217,11 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         flush_interval: Duration::from_millis(cfg.event_flush_ms),
         sealer: Arc::clone(&sealer),
         labels: cfg.worker_labels.clone(),
+        launcher: cfg.launcher,
+        warm: Arc::new(troupe_ansible::WarmPool::new(
+            cfg.warm_settings(),
+            cfg.data_dir.join("runs"),
+        )),
     };
     // This process's name among replicas: in source leases and on the live bus.
     let lease = troupe_events::LeaseConfig::new(&node, Duration::from_secs(cfg.source_lease_s));

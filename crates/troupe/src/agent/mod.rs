@@ -118,6 +118,11 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         // Credentials arrive opened in each run's plan; nothing is sealed here.
         sealer: Arc::new(NoSealer),
         labels: args.labels.clone(),
+        launcher: ansible_cfg.launcher,
+        warm: Arc::new(troupe_ansible::WarmPool::new(
+            ansible_cfg.warm_settings(),
+            args.data_dir.join("runs"),
+        )),
         // Runs get their files from bundles; no git project is synced here.
         git: Arc::new(troupe_worker::git::ProjectSyncer::new(
             args.data_dir.join("bundles"),

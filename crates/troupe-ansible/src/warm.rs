@@ -1,0 +1,674 @@
+//! The warm launcher: `ansible-playbook` parents that have imported ansible's CLI once, each
+//! forking one child per run (`plugin/troupe_warm.py`).
+//!
+//! ansible reads its configuration (the ansible.cfg in effect, `ANSIBLE_*` variables) when it
+//! is imported, so a parent only serves runs whose import would have read the same things: the
+//! [`WarmKey`] hashes the interpreter, the `ansible-playbook` script, the working directory, the
+//! whole inherited environment and every ansible.cfg ansible could pick (path and content). A run
+//! whose credentials add variables that the import reads, or that cannot be said in UTF-8, is
+//! started with exec instead ([`Fallback`]); so is a configuration whose import printed something
+//! (that output would belong to the run).
+//!
+//! A parent dies with troupe (PR_SET_PDEATHSIG from troupe's spawner thread), and its children
+//! die with it: a run whose parent crashed ends with [`Exit::wait_error`](crate::Exit) saying so,
+//! and the parent is replaced on the next run of its configuration.
+
+use crate::procfs::{self, StartTime};
+use crate::spawner;
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, recv, sendmsg, socketpair,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The file a warm parent runs, next to the boot file in the shared plugin directory.
+pub const WARM_FILE: &str = "troupe_warm.py";
+
+/// [`WARM_FILE`]'s Python source.
+pub const WARM_SOURCE: &str = include_str!("../plugin/troupe_warm.py");
+
+/// How long a new parent may take to import ansible.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Largest request (argv, cwd, environment) sent to a parent in one message; a bigger one is
+/// run with exec.
+const MAX_REQUEST_BYTES: usize = 512 * 1024;
+
+/// How `ansible-playbook` processes are started.
+#[derive(Debug, Clone, Default)]
+pub enum Launcher {
+    /// A new process per run (`posix_spawn` of the interpreter and the boot file).
+    #[default]
+    Exec,
+    /// A fork of a warm parent when the run's configuration allows it, exec otherwise.
+    Warm(Arc<WarmPool>),
+}
+
+/// Bounds of the pool of warm parents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WarmSettings {
+    /// Parents kept at most; the least recently used one is retired for a new configuration.
+    pub max_parents: usize,
+    /// A parent whose resident memory grows past this is retired (its runs go on).
+    pub max_parent_rss_bytes: u64,
+}
+
+impl Default for WarmSettings {
+    fn default() -> Self {
+        WarmSettings {
+            max_parents: 4,
+            max_parent_rss_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a run was started with exec rather than by a warm parent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Fallback {
+    /// `ansible-playbook` is not a Python script troupe can import.
+    #[error("ansible-playbook is not a Python script")]
+    NotPython,
+    /// A credential sets a variable that ansible or Python reads when ansible is imported.
+    #[error("a credential sets {0}, which ansible reads at import")]
+    ReadAtImport(String),
+    /// An argument, the directory or a variable is not UTF-8.
+    #[error("the command or its environment is not UTF-8")]
+    NotUtf8,
+    /// The request is larger than a parent takes in one message.
+    #[error("the command and environment are too large for one request")]
+    TooLarge,
+    /// This configuration's parent printed something at import, or could not start.
+    #[error("no warm parent for this configuration: {0}")]
+    Unfit(String),
+}
+
+/// What a warm parent would have read when it imported ansible, hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WarmKey([u8; 32]);
+
+impl WarmKey {
+    fn short(&self) -> String {
+        hex::encode(&self.0[..6])
+    }
+}
+
+/// One warm parent, as `troupe doctor` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentInfo {
+    /// The parent's pid.
+    pub pid: u32,
+    /// The first bytes of its [`WarmKey`], in hex.
+    pub key: String,
+    /// The directory its runs start in (part of the key).
+    pub cwd: PathBuf,
+    /// Runs it has forked.
+    pub runs: u64,
+    /// Resident memory, when it could be read.
+    pub rss_bytes: Option<u64>,
+}
+
+/// The name of the file, in the runs directory, where the pool lists its parents for
+/// `troupe doctor` (rewritten whenever a parent starts or is retired).
+pub const PARENTS_FILE: &str = "warm-parents.json";
+
+/// The warm parents of one troupe, at most [`WarmSettings::max_parents`].
+#[derive(Debug)]
+pub struct WarmPool {
+    settings: WarmSettings,
+    runs_dir: PathBuf,
+    /// Most recently used last.
+    parents: Mutex<Vec<Arc<Parent>>>,
+    unfit: Mutex<BTreeMap<WarmKey, String>>,
+    /// Parents are started one at a time: two runs of a new configuration share one parent.
+    starting: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug)]
+struct Parent {
+    key: WarmKey,
+    pid: u32,
+    cwd: PathBuf,
+    ctl: AsyncFd<OwnedFd>,
+    process: Mutex<Child>,
+    runs: AtomicU64,
+}
+
+impl Parent {
+    fn alive(&self) -> bool {
+        self.process
+            .lock()
+            .map(|mut p| matches!(p.try_wait(), Ok(None)))
+            .unwrap_or(false)
+    }
+
+    fn info(&self) -> ParentInfo {
+        ParentInfo {
+            pid: self.pid,
+            key: self.key.short(),
+            cwd: self.cwd.clone(),
+            runs: self.runs.load(Ordering::Relaxed),
+            rss_bytes: rss_bytes(self.pid),
+        }
+    }
+}
+
+/// A run's process, forked by a warm parent.
+#[derive(Debug)]
+pub(crate) struct WarmChild {
+    pub pid: u32,
+    pub start_time: Option<StartTime>,
+    pub stdout: Option<tokio::net::unix::pipe::Receiver>,
+    pub stderr: Option<tokio::net::unix::pipe::Receiver>,
+    parent_pid: u32,
+    replies: BufReader<tokio::net::UnixStream>,
+    ended: bool,
+}
+
+impl WarmChild {
+    /// Waits for the parent to report the child's end. A parent that dies first took the
+    /// child with it: that is an error naming the parent.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        let reply = read_reply(&mut self.replies).await;
+        self.ended = true;
+        match reply {
+            Ok(Reply {
+                status: Some(status),
+                ..
+            }) => Ok(ExitStatus::from_raw(status)),
+            Ok(_) | Err(_) => Err(io::Error::other(format!(
+                "the warm ansible parent (pid {}) ended before the run did; the run's \
+                 ansible-playbook ended with it",
+                self.parent_pid
+            ))),
+        }
+    }
+}
+
+impl Drop for WarmChild {
+    fn drop(&mut self) {
+        // As tokio's kill_on_drop for an exec'd run.
+        if !self.ended {
+            procfs::kill_group(self.pid as i32, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// One run, as troupe would exec it.
+pub(crate) struct WarmRequest<'a> {
+    pub python: &'a Path,
+    pub playbook: &'a Path,
+    pub plugins: &'a Path,
+    pub cwd: &'a Path,
+    /// The environment every child of troupe inherits (part of the key).
+    pub inherited: &'a [(OsString, OsString)],
+    /// What the run adds: the credentials' variables, troupe's plumbing.
+    pub added: &'a [(OsString, OsString)],
+    /// The arguments after the ansible-playbook script.
+    pub args: &'a [OsString],
+    pub event_pipe: OwnedFd,
+}
+
+#[derive(Serialize)]
+struct Request<'a> {
+    argv: Vec<&'a str>,
+    cwd: &'a str,
+    env: BTreeMap<&'a str, &'a str>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Reply {
+    ready: Option<u32>,
+    unfit: Option<String>,
+    pid: Option<u32>,
+    status: Option<i32>,
+    error: Option<String>,
+}
+
+/// Variables a credential may not set for a warm run: ansible's configuration, and what Python
+/// or ansible read when ansible is imported (locale, home, temp dir, colours, the interpreter).
+fn read_at_import(name: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "HOME", "USER", "LOGNAME", "PATH", "TMPDIR", "TMP", "TEMP", "LANG", "LANGUAGE", "NO_COLOR",
+        "EDITOR", "PAGER", "TERM", "COLUMNS", "LINES",
+    ];
+    const PREFIXES: &[&str] = &["ANSIBLE_", "_ANSIBLE_", "PYTHON", "LC_"];
+    NAMES.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// The key of a run's configuration, or why it cannot have one. Reads files: call it from a
+/// blocking thread.
+pub(crate) fn key_of(req: &WarmRequest<'_>) -> Result<WarmKey, Fallback> {
+    if let Some((name, _)) = req
+        .added
+        .iter()
+        .find(|(k, _)| read_at_import(&k.to_string_lossy()))
+    {
+        return Err(Fallback::ReadAtImport(name.to_string_lossy().into_owned()));
+    }
+    let mut hash = Sha256::new();
+    let mut put = |bytes: &[u8]| {
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(bytes);
+    };
+    for path in [req.python, req.playbook, req.cwd] {
+        put(path.as_os_str().as_encoded_bytes());
+    }
+    // A reinstalled ansible rewrites its script.
+    put(&modified(req.playbook));
+    let mut inherited: Vec<_> = req.inherited.iter().collect();
+    inherited.sort();
+    for (k, v) in inherited {
+        put(k.as_encoded_bytes());
+        put(v.as_encoded_bytes());
+    }
+    // Every file ansible's find_ini_config_file may choose, with the project directory's mode
+    // (a world-writable one's ansible.cfg is ignored).
+    let var = |name: &str| {
+        req.inherited
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| PathBuf::from(v))
+    };
+    let mut candidates = Vec::new();
+    if let Some(cfg) = var("ANSIBLE_CONFIG") {
+        candidates.push(req.cwd.join(&cfg).join("ansible.cfg"));
+        candidates.push(req.cwd.join(cfg));
+    }
+    candidates.push(req.cwd.join("ansible.cfg"));
+    if let Some(home) = var("HOME") {
+        candidates.push(home.join(".ansible.cfg"));
+    }
+    candidates.push(PathBuf::from("/etc/ansible/ansible.cfg"));
+    for file in candidates {
+        put(file.as_os_str().as_encoded_bytes());
+        match std::fs::read(&file) {
+            Ok(content) => put(&content),
+            Err(e) => put(e.kind().to_string().as_bytes()),
+        }
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(req.cwd).map_or(0, |m| m.permissions().mode());
+    put(&mode.to_le_bytes());
+    Ok(WarmKey(hash.finalize().into()))
+}
+
+fn modified(path: &Path) -> Vec<u8> {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or_else(Vec::new, |d| d.as_nanos().to_le_bytes().to_vec())
+}
+
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> io::Result<Reply> {
+    let mut line = String::new();
+    if r.read_line(&mut line).await? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    serde_json::from_str(&line).map_err(io::Error::other)
+}
+
+fn utf8(s: &std::ffi::OsStr) -> Result<&str, Fallback> {
+    s.to_str().ok_or(Fallback::NotUtf8)
+}
+
+impl WarmPool {
+    /// An empty pool; parents start with the first run of each configuration. `runs_dir` is
+    /// where the pool lists its parents ([`PARENTS_FILE`]).
+    pub fn new(settings: WarmSettings, runs_dir: PathBuf) -> Self {
+        WarmPool {
+            settings,
+            runs_dir,
+            parents: Mutex::new(Vec::new()),
+            unfit: Mutex::new(BTreeMap::new()),
+            starting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The parents alive now.
+    pub fn parents(&self) -> Vec<ParentInfo> {
+        self.parents
+            .lock()
+            .map(|p| p.iter().filter(|p| p.alive()).map(|p| p.info()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Forks the run from its configuration's parent (started first when there is none).
+    /// `Err(Fallback)` when the run must be started with exec; the event pipe is then given
+    /// back.
+    pub(crate) async fn launch(
+        &self,
+        req: WarmRequest<'_>,
+        key: WarmKey,
+    ) -> Result<WarmChild, (Fallback, OwnedFd)> {
+        if let Some(why) = self.unfit.lock().ok().and_then(|u| u.get(&key).cloned()) {
+            return Err((Fallback::Unfit(why), req.event_pipe));
+        }
+        let message = match request_bytes(&req) {
+            Ok(m) => m,
+            Err(f) => return Err((f, req.event_pipe)),
+        };
+        // A parent that died since its last run is replaced once.
+        for _ in 0..2 {
+            let parent = match self.parent_for(&req, key).await {
+                Ok(parent) => parent,
+                Err(why) => {
+                    tracing::warn!(%why, "no warm parent; the run is started with exec");
+                    if let Ok(mut unfit) = self.unfit.lock() {
+                        unfit.insert(key, why.clone());
+                    }
+                    return Err((Fallback::Unfit(why), req.event_pipe));
+                }
+            };
+            match fork_from(&parent, &message, &req.event_pipe).await {
+                Ok(child) => {
+                    parent.runs.fetch_add(1, Ordering::Relaxed);
+                    return Ok(child);
+                }
+                Err(e) => {
+                    tracing::warn!(pid = parent.pid, %e, "the warm parent failed; replacing it");
+                    self.retire(&parent);
+                }
+            }
+        }
+        Err((
+            Fallback::Unfit("the warm parent failed twice".into()),
+            req.event_pipe,
+        ))
+    }
+
+    fn retire(&self, parent: &Arc<Parent>) {
+        if let Ok(mut parents) = self.parents.lock() {
+            parents.retain(|p| !Arc::ptr_eq(p, parent));
+        }
+        self.write_list();
+    }
+
+    async fn parent_for(&self, req: &WarmRequest<'_>, key: WarmKey) -> Result<Arc<Parent>, String> {
+        if let Some(parent) = self.find(key) {
+            return Ok(parent);
+        }
+        let _one_at_a_time = self.starting.lock().await;
+        if let Some(parent) = self.find(key) {
+            return Ok(parent);
+        }
+        let parent = Arc::new(start_parent(req, key).await?);
+        let retired = {
+            let mut parents = self.parents.lock().map_err(|e| e.to_string())?;
+            parents.push(Arc::clone(&parent));
+            let excess = parents.len().saturating_sub(self.settings.max_parents.max(1));
+            parents.drain(..excess).collect::<Vec<_>>()
+        };
+        // Dropping the last reference closes the control socket: the parent stops taking runs
+        // and exits once its children have ended.
+        drop(retired);
+        self.write_list();
+        Ok(parent)
+    }
+
+    /// The live parent of `key`, made the most recently used; dead and oversized parents go.
+    fn find(&self, key: WarmKey) -> Option<Arc<Parent>> {
+        let mut parents = self.parents.lock().ok()?;
+        let before = parents.len();
+        let max_rss = self.settings.max_parent_rss_bytes;
+        parents.retain(|p| p.alive() && rss_bytes(p.pid).is_none_or(|rss| rss <= max_rss));
+        let changed = parents.len() != before;
+        let found = parents.iter().position(|p| p.key == key).map(|i| {
+            let parent = parents.remove(i);
+            parents.push(Arc::clone(&parent));
+            parent
+        });
+        drop(parents);
+        if changed {
+            self.write_list();
+        }
+        found
+    }
+
+    fn write_list(&self) {
+        let list = self.parents();
+        let path = self.runs_dir.join(PARENTS_FILE);
+        let tmp = self.runs_dir.join(format!(".{PARENTS_FILE}.{}", std::process::id()));
+        let written = serde_json::to_vec_pretty(&list)
+            .map_err(io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::debug!(%e, "cannot write the list of warm parents");
+        }
+    }
+}
+
+impl Drop for WarmPool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.runs_dir.join(PARENTS_FILE));
+    }
+}
+
+/// Reads the list a pool wrote in `runs_dir`, keeping the parents still alive (RSS read now).
+pub fn read_parents(runs_dir: &Path) -> Vec<ParentInfo> {
+    let Ok(text) = std::fs::read(runs_dir.join(PARENTS_FILE)) else {
+        return Vec::new();
+    };
+    let list: Vec<ParentInfo> = serde_json::from_slice(&text).unwrap_or_default();
+    list.into_iter()
+        .filter_map(|mut p| {
+            p.rss_bytes = Some(rss_bytes(p.pid)?);
+            Some(p)
+        })
+        .collect()
+}
+
+fn request_bytes(req: &WarmRequest<'_>) -> Result<Vec<u8>, Fallback> {
+    let mut argv = vec![utf8(req.playbook.as_os_str())?];
+    for arg in req.args {
+        argv.push(utf8(arg)?);
+    }
+    let mut env = BTreeMap::new();
+    for (k, v) in req.inherited.iter().chain(req.added) {
+        env.insert(utf8(k)?, utf8(v)?);
+    }
+    let request = Request {
+        argv,
+        cwd: utf8(req.cwd.as_os_str())?,
+        env,
+    };
+    let bytes = serde_json::to_vec(&request).map_err(|_| Fallback::NotUtf8)?;
+    if bytes.len() > MAX_REQUEST_BYTES {
+        return Err(Fallback::TooLarge);
+    }
+    Ok(bytes)
+}
+
+fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(io::Error::from)
+}
+
+async fn start_parent(req: &WarmRequest<'_>, key: WarmKey) -> Result<Parent, String> {
+    let (ours, theirs) = seqpacket_pair().map_err(|e| format!("socketpair: {e}"))?;
+    let mut cmd = Command::new(req.python);
+    cmd.arg(req.plugins.join(WARM_FILE))
+        .arg(req.playbook)
+        .current_dir(req.cwd)
+        .env_clear()
+        .envs(req.inherited.iter().map(|(k, v)| (k, v)))
+        .env("TROUPE_WARM_FD", theirs.as_raw_fd().to_string())
+        .env("TROUPE_PARENT_PID", std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    let spawned = spawner::spawn_inheriting(cmd, theirs)
+        .await
+        .map_err(|e| format!("starting {}: {e}", req.python.display()))?;
+    let process = spawned.child;
+    let pid = process.id().unwrap_or(0);
+    set_nonblocking(&ours).map_err(|e| e.to_string())?;
+    let ctl = AsyncFd::new(ours).map_err(|e| e.to_string())?;
+    let reply = tokio::time::timeout(READY_TIMEOUT, recv_reply(&ctl))
+        .await
+        .map_err(|_| format!("the warm parent (pid {pid}) did not import ansible in time"))?
+        .map_err(|e| format!("the warm parent (pid {pid}) ended at import: {e}"))?;
+    if let Some(why) = reply.unfit {
+        return Err(why);
+    }
+    if reply.ready.is_none() {
+        return Err(format!("the warm parent (pid {pid}) said {reply:?}"));
+    }
+    tracing::info!(pid, key = %key.short(), cwd = %req.cwd.display(), "warm ansible parent ready");
+    Ok(Parent {
+        key,
+        pid,
+        cwd: req.cwd.to_path_buf(),
+        ctl,
+        process: Mutex::new(process),
+        runs: AtomicU64::new(0),
+    })
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+async fn recv_reply(ctl: &AsyncFd<OwnedFd>) -> io::Result<Reply> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let mut guard = ctl.readable().await?;
+        match guard.try_io(|fd| {
+            recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(io::Error::from)
+        }) {
+            Ok(Ok(0)) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(Ok(n)) => return serde_json::from_slice(&buf[..n]).map_err(io::Error::other),
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+async fn fork_from(
+    parent: &Parent,
+    message: &[u8],
+    event_pipe: &OwnedFd,
+) -> io::Result<WarmChild> {
+    use nix::fcntl::OFlag;
+    let (replies, theirs) = std::os::unix::net::UnixStream::pair()?;
+    let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let stdin = OwnedFd::from(std::fs::File::open("/dev/null")?);
+    let fds = [
+        theirs.as_raw_fd(),
+        stdin.as_raw_fd(),
+        out_w.as_raw_fd(),
+        err_w.as_raw_fd(),
+        event_pipe.as_raw_fd(),
+    ];
+    let iov = [io::IoSlice::new(message)];
+    let rights = [ControlMessage::ScmRights(&fds)];
+    loop {
+        let mut guard = parent.ctl.writable().await?;
+        match guard.try_io(|fd| {
+            sendmsg::<()>(fd.as_raw_fd(), &iov, &rights, MsgFlags::MSG_NOSIGNAL, None)
+                .map_err(io::Error::from)
+        }) {
+            Ok(Ok(_)) => break,
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => continue,
+        }
+    }
+    // The child holds its own copies now; troupe's write ends must go for EOF to mean "ended".
+    drop((theirs, stdin, out_w, err_w));
+    replies.set_nonblocking(true)?;
+    let mut replies = BufReader::new(tokio::net::UnixStream::from_std(replies)?);
+    let reply = read_reply(&mut replies).await?;
+    let pid = match reply {
+        Reply { pid: Some(pid), .. } => pid,
+        Reply {
+            error: Some(e), ..
+        } => return Err(io::Error::other(format!("the warm parent could not fork: {e}"))),
+        other => return Err(io::Error::other(format!("unexpected reply {other:?}"))),
+    };
+    Ok(WarmChild {
+        pid,
+        start_time: procfs::start_time(pid),
+        stdout: Some(tokio::net::unix::pipe::Receiver::from_owned_fd(out_r)?),
+        stderr: Some(tokio::net::unix::pipe::Receiver::from_owned_fd(err_r)?),
+        parent_pid: parent.pid,
+        replies,
+        ended: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_import_reads_forces_exec() {
+        for name in ["ANSIBLE_BECOME_PASS", "PYTHONPATH", "LC_ALL", "HOME", "NO_COLOR"] {
+            assert!(read_at_import(name), "{name}");
+        }
+        for name in ["SSH_ASKPASS", "AWS_PROFILE", "VAULT_TOKEN"] {
+            assert!(!read_at_import(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_key_follows_the_project_config() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (r, _w) = nix::unistd::pipe()?;
+        let inherited = vec![(OsString::from("HOME"), dir.path().as_os_str().to_owned())];
+        let key = |added: &[(OsString, OsString)]| {
+            key_of(&WarmRequest {
+                python: Path::new("/usr/bin/python3"),
+                playbook: Path::new("/usr/bin/ansible-playbook"),
+                plugins: dir.path(),
+                cwd: dir.path(),
+                inherited: &inherited,
+                added,
+                args: &[],
+                event_pipe: r.try_clone().expect("dup"),
+            })
+        };
+        let before = key(&[])?;
+        assert_eq!(key(&[("SSH_ASKPASS".into(), "/x".into())])?, before);
+        std::fs::write(dir.path().join("ansible.cfg"), "[defaults]\nforks = 3\n")?;
+        let with_cfg = key(&[])?;
+        assert_ne!(with_cfg, before);
+        std::fs::write(dir.path().join("ansible.cfg"), "[defaults]\nforks = 4\n")?;
+        assert_ne!(key(&[])?, with_cfg);
+        assert_eq!(
+            key(&[("ANSIBLE_BECOME_PASS".into(), "x".into())]),
+            Err(Fallback::ReadAtImport("ANSIBLE_BECOME_PASS".into()))
+        );
+        Ok(())
+    }
+}
