@@ -30,7 +30,6 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -141,7 +140,8 @@ struct Parent {
     key: WarmKey,
     pid: u32,
     cwd: PathBuf,
-    ctl: AsyncFd<OwnedFd>,
+    /// Blocking; used from blocking threads only.
+    ctl: OwnedFd,
     process: Mutex<Child>,
     runs: AtomicU64,
 }
@@ -529,12 +529,13 @@ async fn start_parent(req: &WarmRequest<'_>, key: WarmKey) -> Result<Parent, Str
         .map_err(|e| format!("starting {}: {e}", req.python.display()))?;
     let process = spawned.child;
     let pid = process.id().unwrap_or(0);
-    set_nonblocking(&ours).map_err(|e| e.to_string())?;
-    let ctl = AsyncFd::new(ours).map_err(|e| e.to_string())?;
-    let reply = tokio::time::timeout(READY_TIMEOUT, recv_reply(&ctl))
-        .await
-        .map_err(|_| format!("the warm parent (pid {pid}) did not import ansible in time"))?
-        .map_err(|e| format!("the warm parent (pid {pid}) ended at import: {e}"))?;
+    let (ctl, reply) = tokio::task::spawn_blocking(move || {
+        let reply = recv_ready(&ours);
+        (ours, reply)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let reply = reply.map_err(|e| format!("the warm parent (pid {pid}) did not get ready: {e}"))?;
     if let Some(why) = reply.unfit {
         return Err(why);
     }
@@ -552,30 +553,35 @@ async fn start_parent(req: &WarmRequest<'_>, key: WarmKey) -> Result<Parent, Str
     })
 }
 
-fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
-    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+/// The parent's first message, waiting at most [`READY_TIMEOUT`] for its import.
+fn recv_ready(ctl: &OwnedFd) -> io::Result<Reply> {
+    use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
+    use nix::sys::time::{TimeVal, TimeValLike};
+    setsockopt(
+        ctl,
+        ReceiveTimeout,
+        &TimeVal::seconds(READY_TIMEOUT.as_secs() as i64),
+    )?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = recv(ctl.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+    setsockopt(ctl, ReceiveTimeout, &TimeVal::zero())?;
+    if n == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    serde_json::from_slice(&buf[..n]).map_err(io::Error::other)
+}
+
+/// Hands the request and the child's descriptors to the parent (blocking: the parent takes
+/// one request at a time, quickly).
+fn send_request(ctl: &OwnedFd, message: &[u8], fds: &[i32]) -> io::Result<()> {
+    let iov = [io::IoSlice::new(message)];
+    let rights = [ControlMessage::ScmRights(fds)];
+    sendmsg::<()>(ctl.as_raw_fd(), &iov, &rights, MsgFlags::MSG_NOSIGNAL, None)?;
     Ok(())
 }
 
-async fn recv_reply(ctl: &AsyncFd<OwnedFd>) -> io::Result<Reply> {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let mut guard = ctl.readable().await?;
-        match guard.try_io(|fd| {
-            recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).map_err(io::Error::from)
-        }) {
-            Ok(Ok(0)) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(Ok(n)) => return serde_json::from_slice(&buf[..n]).map_err(io::Error::other),
-            Ok(Err(e)) => return Err(e),
-            Err(_would_block) => continue,
-        }
-    }
-}
-
 async fn fork_from(
-    parent: &Parent,
+    parent: &Arc<Parent>,
     message: &[u8],
     event_pipe: &OwnedFd,
 ) -> io::Result<WarmChild> {
@@ -584,28 +590,23 @@ async fn fork_from(
     let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let stdin = OwnedFd::from(std::fs::File::open("/dev/null")?);
-    let fds = [
-        theirs.as_raw_fd(),
-        stdin.as_raw_fd(),
-        out_w.as_raw_fd(),
-        err_w.as_raw_fd(),
-        event_pipe.as_raw_fd(),
-    ];
-    let iov = [io::IoSlice::new(message)];
-    let rights = [ControlMessage::ScmRights(&fds)];
-    loop {
-        let mut guard = parent.ctl.writable().await?;
-        match guard.try_io(|fd| {
-            sendmsg::<()>(fd.as_raw_fd(), &iov, &rights, MsgFlags::MSG_NOSIGNAL, None)
-                .map_err(io::Error::from)
-        }) {
-            Ok(Ok(_)) => break,
-            Ok(Err(e)) => return Err(e),
-            Err(_would_block) => continue,
-        }
-    }
-    // The child holds its own copies now; troupe's write ends must go for EOF to mean "ended".
-    drop((theirs, stdin, out_w, err_w));
+    let event_pipe = event_pipe.try_clone()?;
+    let sender = Arc::clone(parent);
+    let message = message.to_vec();
+    // Every descriptor is closed on the way back: the child holds its own copies then, and
+    // troupe's write ends must go for EOF to mean "ended".
+    tokio::task::spawn_blocking(move || {
+        let fds = [
+            theirs.as_raw_fd(),
+            stdin.as_raw_fd(),
+            out_w.as_raw_fd(),
+            err_w.as_raw_fd(),
+            event_pipe.as_raw_fd(),
+        ];
+        send_request(&sender.ctl, &message, &fds)
+    })
+    .await
+    .map_err(io::Error::other)??;
     replies.set_nonblocking(true)?;
     let mut replies = BufReader::new(tokio::net::UnixStream::from_std(replies)?);
     let reply = read_reply(&mut replies).await?;
