@@ -16,6 +16,18 @@
 import os
 import sys
 
+def _python_added():
+    """What Python put into the environment at start (LC_CTYPE when it coerced a C locale):
+    an exec'd run's interpreter would add the same, so each child does."""
+    try:
+        with open('/proc/self/environ', 'rb') as f:
+            given = {kv.split(b'=', 1)[0] for kv in f.read().split(b'\0') if kv}
+    except OSError:
+        return {}
+    return {k: v for k, v in os.environ.items() if os.fsencode(k) not in given}
+
+
+_python_env = _python_added()
 _troupe_pid = int(os.environ.pop('TROUPE_PARENT_PID', '0') or 0)
 _ctl_fd = int(os.environ.pop('TROUPE_WARM_FD'))
 _here = os.path.dirname(os.path.abspath(__file__))
@@ -205,6 +217,8 @@ for _fd in _open_fds() - _imported_fds - {0, 1, 2, _event_fd}:
 os.chdir(_request['cwd'])
 os.environ.clear()
 os.environ.update(_request['env'])
+for _key, _value in _python_env.items():
+    os.environ.setdefault(_key, _value)
 sys.argv = list(_request['argv'])
 
 # What the import made once and a run must make its own: the local temp dir (named after the
@@ -243,7 +257,7 @@ def _attach():
 
 _attach()
 del _settings, _here, _stream, _attach, _request, _fds, _siblings, _fd, _target
-del _stdin, _stdout, _stderr, _event, _event_fd
+del _stdin, _stdout, _stderr, _event, _event_fd, _python_env
 
 if __name__ == '__main__':
     sys.argv[0] = re.sub(r'(-script\.pyw|\.exe)?$', '', sys.argv[0])

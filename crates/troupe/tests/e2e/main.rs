@@ -36,4 +36,5 @@ mod schedules;
 mod slices;
 mod streams;
 mod tls;
+mod warm;
 mod workers;
