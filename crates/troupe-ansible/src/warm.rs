@@ -115,7 +115,7 @@ pub struct ParentInfo {
     pub cwd: PathBuf,
     /// Runs it has forked.
     pub runs: u64,
-    /// Resident memory, when it could be read.
+    /// Resident memory, when it was read ([`WarmPool::parents`], [`read_parents`]).
     pub rss_bytes: Option<u64>,
 }
 
@@ -133,6 +133,8 @@ pub struct WarmPool {
     unfit: Mutex<BTreeMap<WarmKey, String>>,
     /// Parents are started one at a time: two runs of a new configuration share one parent.
     starting: tokio::sync::Mutex<()>,
+    /// [`PARENTS_FILE`] is written by one task at a time.
+    writing: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -160,7 +162,7 @@ impl Parent {
             key: self.key.short(),
             cwd: self.cwd.clone(),
             runs: self.runs.load(Ordering::Relaxed),
-            rss_bytes: rss_bytes(self.pid),
+            rss_bytes: None,
         }
     }
 }
@@ -341,15 +343,24 @@ impl WarmPool {
             parents: Mutex::new(Vec::new()),
             unfit: Mutex::new(BTreeMap::new()),
             starting: tokio::sync::Mutex::new(()),
+            writing: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// The parents alive now.
+    /// The parents alive now, with their resident memory.
     pub fn parents(&self) -> Vec<ParentInfo> {
-        self.parents
+        let alive: Vec<ParentInfo> = self
+            .parents
             .lock()
             .map(|p| p.iter().filter(|p| p.alive()).map(|p| p.info()).collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        alive
+            .into_iter()
+            .map(|info| ParentInfo {
+                rss_bytes: rss_bytes(info.pid),
+                ..info
+            })
+            .collect()
     }
 
     /// Forks the run from its configuration's parent (started first when there is none).
@@ -382,11 +393,12 @@ impl WarmPool {
             match fork_from(&parent, &message, &req.event_pipe).await {
                 Ok(child) => {
                     parent.runs.fetch_add(1, Ordering::Relaxed);
+                    self.write_list().await;
                     return Ok(child);
                 }
                 Err(e) => {
                     tracing::warn!(pid = parent.pid, %e, "the warm parent failed; replacing it");
-                    self.retire(&parent);
+                    self.retire(&parent).await;
                 }
             }
         }
@@ -396,19 +408,19 @@ impl WarmPool {
         ))
     }
 
-    fn retire(&self, parent: &Arc<Parent>) {
+    async fn retire(&self, parent: &Arc<Parent>) {
         if let Ok(mut parents) = self.parents.lock() {
             parents.retain(|p| !Arc::ptr_eq(p, parent));
         }
-        self.write_list();
+        self.write_list().await;
     }
 
     async fn parent_for(&self, req: &WarmRequest<'_>, key: WarmKey) -> Result<Arc<Parent>, String> {
-        if let Some(parent) = self.find(key) {
+        if let Some(parent) = self.find(key).await {
             return Ok(parent);
         }
         let _one_at_a_time = self.starting.lock().await;
-        if let Some(parent) = self.find(key) {
+        if let Some(parent) = self.find(key).await {
             return Ok(parent);
         }
         let parent = Arc::new(start_parent(req, key).await?);
@@ -421,37 +433,50 @@ impl WarmPool {
         // Dropping the last reference closes the control socket: the parent stops taking runs
         // and exits once its children have ended.
         drop(retired);
-        self.write_list();
+        self.write_list().await;
         Ok(parent)
     }
 
     /// The live parent of `key`, made the most recently used; dead and oversized parents go.
-    fn find(&self, key: WarmKey) -> Option<Arc<Parent>> {
-        let mut parents = self.parents.lock().ok()?;
-        let before = parents.len();
-        let max_rss = self.settings.max_parent_rss_bytes;
-        parents.retain(|p| p.alive() && rss_bytes(p.pid).is_none_or(|rss| rss <= max_rss));
-        let changed = parents.len() != before;
-        let found = parents.iter().position(|p| p.key == key).map(|i| {
-            let parent = parents.remove(i);
-            parents.push(Arc::clone(&parent));
-            parent
-        });
-        drop(parents);
+    async fn find(&self, key: WarmKey) -> Option<Arc<Parent>> {
+        let (found, changed) = {
+            let mut parents = self.parents.lock().ok()?;
+            let before = parents.len();
+            let max_rss = self.settings.max_parent_rss_bytes;
+            // statm is one small read of the kernel's counters: no disk behind it.
+            parents.retain(|p| p.alive() && rss_bytes(p.pid).is_none_or(|rss| rss <= max_rss));
+            let changed = parents.len() != before;
+            let found = parents.iter().position(|p| p.key == key).map(|i| {
+                let parent = parents.remove(i);
+                parents.push(Arc::clone(&parent));
+                parent
+            });
+            (found, changed)
+        };
         if changed {
-            self.write_list();
+            self.write_list().await;
         }
         found
     }
 
-    fn write_list(&self) {
-        let list = self.parents();
+    /// Rewrites [`PARENTS_FILE`] (on a blocking thread; one writer at a time).
+    async fn write_list(&self) {
+        let _one_at_a_time = self.writing.lock().await;
+        let list: Vec<ParentInfo> = self
+            .parents
+            .lock()
+            .map(|p| p.iter().map(|p| p.info()).collect())
+            .unwrap_or_default();
         let path = self.runs_dir.join(PARENTS_FILE);
         let tmp = self.runs_dir.join(format!(".{PARENTS_FILE}.{}", std::process::id()));
-        let written = serde_json::to_vec_pretty(&list)
-            .map_err(io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
-            .and_then(|()| std::fs::rename(&tmp, &path));
+        let written = tokio::task::spawn_blocking(move || {
+            let bytes = serde_json::to_vec_pretty(&list).map_err(io::Error::other)?;
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, &path)
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|written| written);
         if let Err(e) = written {
             tracing::debug!(%e, "cannot write the list of warm parents");
         }
