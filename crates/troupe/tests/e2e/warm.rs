@@ -414,25 +414,34 @@ async fn a_dead_parent_ends_its_runs_with_a_clear_error_and_is_replaced() -> any
 }
 
 #[tokio::test]
-async fn a_dead_troupe_leaves_no_warm_process() -> anyhow::Result<()> {
+async fn a_dead_troupe_takes_its_warm_parents_and_runs_along() -> anyhow::Result<()> {
     let proj = corpus()?;
-    let mut server = serve_with(ServerOpts {
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("data");
+    let warm = ServerOpts {
+        data_dir: Some(data.clone()),
         extra_args: vec!["--launcher".into(), "warm".into()],
         ..Default::default()
-    })?;
+    };
+    let mut server = serve_with(warm.clone())?;
     let project = server.project(proj.path()).await?;
     let marks = tempfile::tempdir()?;
-    let (_, pgid) = slow_task_running_with(&server, project, marks.path(), json!({})).await?;
+    let (id, pgid) = slow_task_running_with(&server, project, marks.path(), json!({})).await?;
     let parent = warm_parents(&server)
         .first()
         .map(|p| p.pid)
         .context("no warm parent")?;
     server.kill9();
-    let left = wait_group_empty(pgid, Duration::from_secs(10)).await;
-    assert!(left.is_empty(), "processes of the run remain: {left:?}");
+    // The parent and the run's ansible-playbook die with troupe (their parent-death signals).
     wait_until("the warm parent to end", Duration::from_secs(10), || async {
         Ok(!alive(parent))
     })
     .await?;
+    // What the run started (the task's shell) is reaped on the next start, as with exec.
+    let server = serve_with(warm)?;
+    let run = server.get(&format!("/api/v1/runs/{id}")).await?;
+    assert_eq!(run["status"], "error", "{run}");
+    let left = wait_group_empty(pgid, Duration::from_secs(10)).await;
+    assert!(left.is_empty(), "processes of the run remain: {left:?}");
     Ok(())
 }
