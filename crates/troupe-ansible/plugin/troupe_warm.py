@@ -9,8 +9,8 @@
 # thread: such a configuration cannot be shared, troupe runs it with exec). Each run is one
 # message: JSON {"argv": [...], "cwd": ..., "env": {...}} with five descriptors: the run's own
 # stream socket, stdin, stdout, stderr and the event pipe. On the run's socket the parent writes
-# {"pid": N} once the child leads its own process group, then {"status": wait status} once it
-# has reaped it. The parent ends when troupe closes the socket and its children have ended, and
+# {"pid": N} with the child's pidfd once the child leads its own process group, then
+# {"status": wait status} once it has reaped it. The parent ends when troupe closes the socket and its children have ended, and
 # dies with troupe (PR_SET_PDEATHSIG); its children die with it: a run whose parent crashed ends
 # (troupe reports it), none is left behind.
 import os
@@ -164,7 +164,14 @@ def _serve():
                 except OSError:
                     pass
                 runs[pid] = run
-                _send(run, {'pid': pid})
+                # With a pidfd opened before the child can have been reaped: troupe watches the
+                # process, not a pid that could be reused.
+                try:
+                    pidfd = os.pidfd_open(pid)
+                    socket.send_fds(run, [json.dumps({'pid': pid}).encode() + b'\n'], [pidfd])
+                    os.close(pidfd)
+                except OSError:
+                    pass
             else:
                 try:
                     while os.read(wake_r, 4096):

@@ -11,15 +11,19 @@
 //! - [`Launcher::Warm`] forks runs from warm parents that imported ansible once, one per
 //!   configuration ansible reads at import ([`WarmPool`]); exec otherwise.
 //! - [`reap_orphans`] cleans up after a troupe that crashed.
-//! - [`spawn_child`] is how any child process of troupe is started (see its docs: one spawner
-//!   thread, so that the event pipe reaches only its own `ansible-playbook`).
+//! - [`spawn_child`] is how any child process of troupe is started (see its docs: spawner
+//!   threads that never end, so that `PR_SET_PDEATHSIG` fires only when troupe dies).
+//! - [`RunChild`] is a run's process as the supervisor sees it: troupe's own child, or a
+//!   process another launcher started ([`RunChild::foreign`]).
 
 mod access;
+mod child;
 mod error;
 mod hosts;
 mod locate;
 mod playbook;
 pub mod plugin;
+mod posix_spawn;
 mod process;
 mod procfs;
 mod reap;
@@ -27,6 +31,7 @@ mod rundir;
 mod spawner;
 mod warm;
 
+pub use child::{ExitSource, ReportedStatus, RunChild};
 pub use error::AnsibleError;
 pub use hosts::{hosts_of, list_hosts};
 pub use locate::{Ansible, PINNED_ANSIBLE_CORE, on_path};

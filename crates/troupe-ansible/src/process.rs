@@ -1,24 +1,22 @@
 //! Supervising one `ansible-playbook` process: spawn, stream its output and events, cancel it,
 //! and make sure nothing of it is left when it ends.
 
+use crate::child::RunChild;
 use crate::plugin::{BOOT_FILE, PLUGIN_NAME, parse_event_line};
-use crate::procfs::{self, RUN_MARKER_VAR, StartTime};
+use crate::procfs::{self, RUN_MARKER_VAR};
 use crate::rundir::{self, RunDir};
-use crate::spawner::{self, Spawned};
-use crate::warm::{Fallback, Launcher, WarmChild};
+use crate::spawner::{self, EVENT_FD, RunCommand};
+use crate::warm::{Fallback, Launcher, WarmRequest};
 use crate::{Ansible, AnsibleError};
 use nix::fcntl::OFlag;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use troupe_core::Event;
@@ -232,8 +230,8 @@ impl Process {
         )
         .await
         {
-            Ok((spawned, event_pipe)) => {
-                Ok(supervise(spawned, event_pipe, dir, &options, limits, grace).await)
+            Ok((child, event_pipe)) => {
+                Ok(supervise(child, event_pipe, dir, &options, limits, grace).await)
             }
             Err(e) => {
                 let _ = tokio::fs::remove_dir_all(&dir.root).await;
@@ -336,13 +334,12 @@ async fn start(
     dir: &RunDir,
     limits: Limits,
     launcher: &Launcher,
-) -> Result<(Started, OwnedFd), AnsibleError> {
+) -> Result<(RunChild, OwnedFd), AnsibleError> {
     let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| AnsibleError::io("creating the event pipe", e.into()))?;
-    let event_fd = write_end.as_raw_fd();
 
-    // troupe's plumbing: the boot file or the plugin takes the first three out of the
-    // environment before ansible starts anything; the run marker stays, on purpose (see
+    // troupe's plumbing: the boot file or the plugin takes them (and TROUPE_EVENT_FD) out of
+    // the environment before ansible starts anything; the run marker stays, on purpose (see
     // docs/architecture.md, "What troupe changes in ansible-playbook's environment").
     let plumbing: [(&str, OsString); 3] = [
         // The plugin sets PR_SET_PDEATHSIG and checks that troupe is still its ancestor.
@@ -381,77 +378,32 @@ async fn start(
         .chain(resume_at.map(|(k, v)| (OsString::from(k), v)))
         .collect();
 
-    let mut write_end = Some(write_end);
-    if let (Launcher::Warm(pool), Some(python)) = (launcher, ansible.boot_python())
-        && let Some(event_pipe) = write_end.take()
-    {
-        let request = |event_pipe| crate::warm::WarmRequest {
-            python,
-            playbook: &ansible.playbook,
-            plugins: &dir.plugins,
-            cwd: project_dir,
-            inherited: &env,
-            added: &added,
-            args: &args,
-            event_pipe,
-        };
-        let key = {
-            let (python, playbook, plugins, cwd) = (
-                python.to_path_buf(),
-                ansible.playbook.clone(),
-                dir.plugins.clone(),
-                project_dir.to_path_buf(),
-            );
-            let (inherited, added) = (env.clone(), added.clone());
-            let probe = event_pipe.try_clone();
-            tokio::task::spawn_blocking(move || {
-                let probe = probe.map_err(|e| Fallback::Unfit(e.to_string()))?;
-                crate::warm::key_of(&crate::warm::WarmRequest {
-                    python: &python,
-                    playbook: &playbook,
-                    plugins: &plugins,
-                    cwd: &cwd,
-                    inherited: &inherited,
-                    added: &added,
-                    args: &[],
-                    event_pipe: probe,
-                })
-            })
-            .await
-            .unwrap_or_else(|e| Err(Fallback::Unfit(e.to_string())))
-        };
-        let launched = match key {
-            Ok(key) => pool.launch(request(event_pipe), key).await,
-            Err(why) => Err((why, event_pipe)),
-        };
-        match launched {
-            Ok(child) => {
-                return Ok((
-                    Started {
-                        pid: child.pid,
-                        start_time: child.start_time,
-                        running: Running::Warm(Box::new(child)),
-                    },
-                    read_end,
-                ));
-            }
-            Err((why, event_pipe)) => {
-                tracing::debug!(%why, "the run is started with exec");
-                write_end = Some(event_pipe);
+    let write_end = match (launcher, ansible.boot_python()) {
+        (Launcher::Warm(pool), Some(python)) => {
+            let request = WarmRequest {
+                python: python.to_path_buf(),
+                playbook: ansible.playbook.clone(),
+                plugins: dir.plugins.clone(),
+                cwd: project_dir.to_path_buf(),
+                inherited: env.clone(),
+                added: added.clone(),
+                args: args.clone(),
+            };
+            match pool.launch(request, write_end).await {
+                Ok(child) => return Ok((child, read_end)),
+                Err((why, write_end)) => {
+                    log_fallback(&why);
+                    write_end
+                }
             }
         }
-    }
-    let Some(write_end) = write_end else {
-        return Err(AnsibleError::io(
-            "starting ansible-playbook",
-            std::io::Error::other("the event pipe was lost"),
-        ));
+        _ => write_end,
     };
 
     let mut cmd = match ansible.boot_python() {
         // ansible's CLI, started as its own script starts it, the callback attached in-process.
         Some(python) => {
-            let mut cmd = Command::new(python);
+            let mut cmd = RunCommand::new(python, project_dir);
             cmd.arg(dir.plugins.join(BOOT_FILE)).arg(&ansible.playbook);
             cmd
         }
@@ -469,114 +421,56 @@ async fn start(
             });
             env.push(("ANSIBLE_CALLBACK_PLUGINS".into(), plugin_dirs));
             env.push(("ANSIBLE_CALLBACKS_ENABLED".into(), enabled));
-            Command::new(&ansible.playbook)
+            RunCommand::new(&ansible.playbook, project_dir)
         }
     };
     cmd.args(&args)
-        .current_dir(project_dir)
-        .env_clear()
         .envs(env)
         .envs(added)
-        .env("TROUPE_EVENT_FD", event_fd.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    // No pre_exec (it would make std fork instead of posix_spawn): PR_SET_PDEATHSIG is set by
-    // the plugin, and the spawner thread lets the event pipe's write end, and only it, through.
-    let Spawned {
-        mut child,
-        start_time,
-    } = spawner::spawn_inheriting(cmd, write_end)
+        .env("TROUPE_EVENT_FD", EVENT_FD.to_string());
+    // In its own process group, stdin on /dev/null, the event pipe's write end on EVENT_FD and
+    // no other descriptor of troupe's; PR_SET_PDEATHSIG is set by the plugin.
+    let child = spawner::spawn_run(cmd, write_end)
         .await
         .map_err(|e| AnsibleError::io(format!("starting {}", ansible.playbook.display()), e))?;
-    let pid = child.id().unwrap_or(0);
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    Ok((
-        Started {
-            pid,
-            start_time,
-            running: Running::Exec {
-                child,
-                stdout,
-                stderr,
-            },
-        },
-        read_end,
-    ))
+    Ok((child, read_end))
 }
 
-/// A started `ansible-playbook`.
-struct Started {
-    pid: u32,
-    start_time: Option<StartTime>,
-    running: Running,
-}
-
-/// The process of a run, however it was started.
-enum Running {
-    Exec {
-        child: Child,
-        stdout: Option<tokio::process::ChildStdout>,
-        stderr: Option<tokio::process::ChildStderr>,
-    },
-    Warm(Box<WarmChild>),
-}
-
-impl Running {
-    /// Takes the readers of its stdout and stderr (once).
-    fn take_output(&mut self) -> Vec<(Stream, Box<dyn AsyncRead + Send + Unpin>)> {
-        let mut readers: Vec<(Stream, Box<dyn AsyncRead + Send + Unpin>)> = Vec::new();
-        match self {
-            Running::Exec { stdout, stderr, .. } => {
-                if let Some(out) = stdout.take() {
-                    readers.push((Stream::Stdout, Box::new(out)));
-                }
-                if let Some(err) = stderr.take() {
-                    readers.push((Stream::Stderr, Box::new(err)));
-                }
-            }
-            Running::Warm(child) => {
-                if let Some(out) = child.stdout.take() {
-                    readers.push((Stream::Stdout, Box::new(out)));
-                }
-                if let Some(err) = child.stderr.take() {
-                    readers.push((Stream::Stderr, Box::new(err)));
-                }
-            }
-        }
-        readers
-    }
-
-    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
-        match self {
-            Running::Exec { child, .. } => child.wait().await,
-            Running::Warm(child) => child.wait().await,
-        }
+/// A warm run that is exec'd instead: expected for configurations that cannot be shared, a
+/// problem when the parent failed.
+fn log_fallback(why: &Fallback) {
+    match why {
+        Fallback::Unfit(_) => tracing::warn!(%why, "the run is started with exec"),
+        _ => tracing::debug!(%why, "the run is started with exec"),
     }
 }
 
 async fn supervise(
-    Started {
-        pid,
-        start_time,
-        mut running,
-    }: Started,
+    mut child: RunChild,
     event_pipe: OwnedFd,
     dir: RunDir,
     options: &RunOptions,
     limits: Limits,
     grace: Grace,
 ) -> (Process, mpsc::Receiver<Output>) {
+    let pid = child.pid();
     let (tx, rx) = mpsc::channel(OUTPUT_CHANNEL_CAPACITY);
     let shared = Arc::new(Shared::default());
     let (first_tx, first_rx) = watch::channel(false);
     let mut readers = Vec::new();
-    for (stream, pipe) in running.take_output() {
+    if let Some(out) = child.take_stdout() {
         readers.push(tokio::spawn(read_output(
-            pipe,
-            stream,
+            out,
+            Stream::Stdout,
+            tx.clone(),
+            shared.clone(),
+            limits.max_output_bytes,
+        )));
+    }
+    if let Some(err) = child.take_stderr() {
+        readers.push(tokio::spawn(read_output(
+            err,
+            Stream::Stderr,
             tx.clone(),
             shared.clone(),
             limits.max_output_bytes,
@@ -607,7 +501,7 @@ async fn supervise(
     let timeout = options.timeout_s.map(Duration::from_secs);
     let run_dir = dir.root.clone();
     let done = tokio::spawn(run_supervisor(
-        running, pid, start_time, dir, ctl_rx, first_rx, shared, readers, grace, timeout,
+        child, dir, ctl_rx, first_rx, shared, readers, grace, timeout,
     ));
     (
         Process {
@@ -622,9 +516,7 @@ async fn supervise(
 
 #[allow(clippy::too_many_arguments)]
 async fn run_supervisor(
-    mut child: Running,
-    pid: u32,
-    start_time: Option<StartTime>,
+    mut child: RunChild,
     dir: RunDir,
     mut ctl: mpsc::UnboundedReceiver<CancelMode>,
     mut first_event: watch::Receiver<bool>,
@@ -633,6 +525,7 @@ async fn run_supervisor(
     grace: Grace,
     timeout: Option<Duration>,
 ) -> Exit {
+    let pid = child.pid();
     let pgid = pid as i32;
     let mut exit = Exit::default();
     let mut graceful_pending = false;
@@ -649,7 +542,7 @@ async fn run_supervisor(
                 Some(CancelMode::Graceful) => {
                     exit.graceful_cancel_requested = true;
                     if *first_event.borrow() {
-                        send_usr1(pid);
+                        send_usr1(&child);
                     } else {
                         graceful_pending = true;
                     }
@@ -666,7 +559,7 @@ async fn run_supervisor(
                 if changed.is_err() || *first_event.borrow() {
                     graceful_pending = false;
                     if *first_event.borrow() {
-                        send_usr1(pid);
+                        send_usr1(&child);
                     }
                 }
             }
@@ -692,7 +585,7 @@ async fn run_supervisor(
     // Nothing of the run may outlive it: ansible-playbook's group, then everything carrying the
     // run's marker (ansible's workers call setsid, so their modules are in other groups).
     procfs::kill_group(pgid, Signal::SIGKILL);
-    let cleared = procfs::clear_run(&dir.root, start_time, Duration::from_secs(5)).await;
+    let cleared = procfs::clear_run(&dir.root, child.start_time(), Duration::from_secs(5)).await;
     if let Err(e) = cleared.removed {
         tracing::warn!(%e, dir = %dir.root.display(), "cannot remove the run directory");
     }
@@ -718,10 +611,9 @@ async fn run_supervisor(
     exit
 }
 
-fn send_usr1(pid: u32) {
-    if let Err(e) = kill(Pid::from_raw(pid as i32), Signal::SIGUSR1)
-        && e != nix::errno::Errno::ESRCH
-    {
+fn send_usr1(child: &RunChild) {
+    if let Err(e) = child.signal(Signal::SIGUSR1) {
+        let pid = child.pid();
         tracing::warn!(pid, %e, "cannot send SIGUSR1 for a graceful cancel");
     }
 }

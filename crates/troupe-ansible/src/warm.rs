@@ -13,8 +13,8 @@
 //! die with it: a run whose parent crashed ends with [`Exit::wait_error`](crate::Exit) saying so,
 //! and the parent is replaced on the next run of its configuration.
 
-use crate::procfs::{self, StartTime};
-use crate::spawner;
+use crate::child::{ReportedStatus, RunChild};
+use crate::spawner::{self, EVENT_FD, RunCommand};
 use nix::sys::socket::{
     AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, recv, sendmsg, socketpair,
 };
@@ -26,12 +26,11 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 /// The file a warm parent runs, next to the boot file in the shared plugin directory.
 pub const WARM_FILE: &str = "troupe_warm.py";
@@ -142,18 +141,17 @@ struct Parent {
     key: WarmKey,
     pid: u32,
     cwd: PathBuf,
-    /// Blocking; used from blocking threads only.
+    /// Blocking; used from blocking threads only. Dropping it (the parent retired) lets the
+    /// parent end once its runs have.
     ctl: OwnedFd,
-    process: Mutex<Child>,
+    /// Set by the task that waits for (and reaps) the parent.
+    ended: Arc<AtomicBool>,
     runs: AtomicU64,
 }
 
 impl Parent {
     fn alive(&self) -> bool {
-        self.process
-            .lock()
-            .map(|mut p| matches!(p.try_wait(), Ok(None)))
-            .unwrap_or(false)
+        !self.ended.load(Ordering::Relaxed)
     }
 
     fn info(&self) -> ParentInfo {
@@ -167,60 +165,19 @@ impl Parent {
     }
 }
 
-/// A run's process, forked by a warm parent.
-#[derive(Debug)]
-pub(crate) struct WarmChild {
-    pub pid: u32,
-    pub start_time: Option<StartTime>,
-    pub stdout: Option<tokio::net::unix::pipe::Receiver>,
-    pub stderr: Option<tokio::net::unix::pipe::Receiver>,
-    parent_pid: u32,
-    replies: BufReader<tokio::net::UnixStream>,
-    ended: bool,
-}
-
-impl WarmChild {
-    /// Waits for the parent to report the child's end. A parent that dies first took the
-    /// child with it: that is an error naming the parent.
-    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
-        let reply = read_reply(&mut self.replies).await;
-        self.ended = true;
-        match reply {
-            Ok(Reply {
-                status: Some(status),
-                ..
-            }) => Ok(ExitStatus::from_raw(status)),
-            Ok(_) | Err(_) => Err(io::Error::other(format!(
-                "the warm ansible parent (pid {}) ended before the run did; the run's \
-                 ansible-playbook ended with it",
-                self.parent_pid
-            ))),
-        }
-    }
-}
-
-impl Drop for WarmChild {
-    fn drop(&mut self) {
-        // As tokio's kill_on_drop for an exec'd run.
-        if !self.ended {
-            procfs::kill_group(self.pid as i32, nix::sys::signal::Signal::SIGKILL);
-        }
-    }
-}
-
 /// One run, as troupe would exec it.
-pub(crate) struct WarmRequest<'a> {
-    pub python: &'a Path,
-    pub playbook: &'a Path,
-    pub plugins: &'a Path,
-    pub cwd: &'a Path,
+#[derive(Debug, Clone)]
+pub(crate) struct WarmRequest {
+    pub python: PathBuf,
+    pub playbook: PathBuf,
+    pub plugins: PathBuf,
+    pub cwd: PathBuf,
     /// The environment every child of troupe inherits (part of the key).
-    pub inherited: &'a [(OsString, OsString)],
+    pub inherited: Vec<(OsString, OsString)>,
     /// What the run adds: the credentials' variables, troupe's plumbing.
-    pub added: &'a [(OsString, OsString)],
+    pub added: Vec<(OsString, OsString)>,
     /// The arguments after the ansible-playbook script.
-    pub args: &'a [OsString],
-    pub event_pipe: OwnedFd,
+    pub args: Vec<OsString>,
 }
 
 #[derive(Serialize)]
@@ -252,7 +209,7 @@ fn read_at_import(name: &str) -> bool {
 
 /// The key of a run's configuration, or why it cannot have one. Reads files: call it from a
 /// blocking thread.
-pub(crate) fn key_of(req: &WarmRequest<'_>) -> Result<WarmKey, Fallback> {
+pub(crate) fn key_of(req: &WarmRequest) -> Result<WarmKey, Fallback> {
     if let Some((name, _)) = req
         .added
         .iter()
@@ -265,11 +222,11 @@ pub(crate) fn key_of(req: &WarmRequest<'_>) -> Result<WarmKey, Fallback> {
         hash.update((bytes.len() as u64).to_le_bytes());
         hash.update(bytes);
     };
-    for path in [req.python, req.playbook, req.cwd] {
+    for path in [&req.python, &req.playbook, &req.cwd] {
         put(path.as_os_str().as_encoded_bytes());
     }
     // A reinstalled ansible rewrites its script.
-    put(&modified(req.playbook));
+    put(&modified(&req.playbook));
     let mut inherited: Vec<_> = req.inherited.iter().collect();
     inherited.sort();
     for (k, v) in inherited {
@@ -302,7 +259,7 @@ pub(crate) fn key_of(req: &WarmRequest<'_>) -> Result<WarmKey, Fallback> {
         }
     }
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(req.cwd).map_or(0, |m| m.permissions().mode());
+    let mode = std::fs::metadata(&req.cwd).map_or(0, |m| m.permissions().mode());
     put(&mode.to_le_bytes());
     Ok(WarmKey(hash.finalize().into()))
 }
@@ -364,33 +321,42 @@ impl WarmPool {
     }
 
     /// Forks the run from its configuration's parent (started first when there is none).
-    /// `Err(Fallback)` when the run must be started with exec; the event pipe is then given
-    /// back.
+    /// `Err` when the run must be started with exec: why, and the event pipe given back.
     pub(crate) async fn launch(
         &self,
-        req: WarmRequest<'_>,
-        key: WarmKey,
-    ) -> Result<WarmChild, (Fallback, OwnedFd)> {
+        req: WarmRequest,
+        event_pipe: OwnedFd,
+    ) -> Result<RunChild, (Fallback, OwnedFd)> {
+        // The key reads the ansible.cfg files: off the runtime's threads.
+        let (req, key) = match tokio::task::spawn_blocking(move || {
+            let key = key_of(&req);
+            (req, key)
+        })
+        .await
+        {
+            Ok((req, Ok(key))) => (req, key),
+            Ok((_, Err(why))) => return Err((why, event_pipe)),
+            Err(e) => return Err((Fallback::Unfit(e.to_string()), event_pipe)),
+        };
         if let Some(why) = self.unfit.lock().ok().and_then(|u| u.get(&key).cloned()) {
-            return Err((Fallback::Unfit(why), req.event_pipe));
+            return Err((Fallback::Unfit(why), event_pipe));
         }
         let message = match request_bytes(&req) {
             Ok(m) => m,
-            Err(f) => return Err((f, req.event_pipe)),
+            Err(f) => return Err((f, event_pipe)),
         };
         // A parent that died since its last run is replaced once.
         for _ in 0..2 {
             let parent = match self.parent_for(&req, key).await {
                 Ok(parent) => parent,
                 Err(why) => {
-                    tracing::warn!(%why, "no warm parent; the run is started with exec");
                     if let Ok(mut unfit) = self.unfit.lock() {
                         unfit.insert(key, why.clone());
                     }
-                    return Err((Fallback::Unfit(why), req.event_pipe));
+                    return Err((Fallback::Unfit(why), event_pipe));
                 }
             };
-            match fork_from(&parent, &message, &req.event_pipe).await {
+            match fork_from(&parent, &message, &event_pipe).await {
                 Ok(child) => {
                     parent.runs.fetch_add(1, Ordering::Relaxed);
                     self.write_list().await;
@@ -404,7 +370,7 @@ impl WarmPool {
         }
         Err((
             Fallback::Unfit("the warm parent failed twice".into()),
-            req.event_pipe,
+            event_pipe,
         ))
     }
 
@@ -415,7 +381,7 @@ impl WarmPool {
         self.write_list().await;
     }
 
-    async fn parent_for(&self, req: &WarmRequest<'_>, key: WarmKey) -> Result<Arc<Parent>, String> {
+    async fn parent_for(&self, req: &WarmRequest, key: WarmKey) -> Result<Arc<Parent>, String> {
         if let Some(parent) = self.find(key).await {
             return Ok(parent);
         }
@@ -503,13 +469,13 @@ pub fn read_parents(runs_dir: &Path) -> Vec<ParentInfo> {
         .collect()
 }
 
-fn request_bytes(req: &WarmRequest<'_>) -> Result<Vec<u8>, Fallback> {
+fn request_bytes(req: &WarmRequest) -> Result<Vec<u8>, Fallback> {
     let mut argv = vec![utf8(req.playbook.as_os_str())?];
-    for arg in req.args {
+    for arg in &req.args {
         argv.push(utf8(arg)?);
     }
     let mut env = BTreeMap::new();
-    for (k, v) in req.inherited.iter().chain(req.added) {
+    for (k, v) in req.inherited.iter().chain(&req.added) {
         env.insert(utf8(k)?, utf8(v)?);
     }
     let request = Request {
@@ -534,26 +500,29 @@ fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     .map_err(io::Error::from)
 }
 
-async fn start_parent(req: &WarmRequest<'_>, key: WarmKey) -> Result<Parent, String> {
+async fn start_parent(req: &WarmRequest, key: WarmKey) -> Result<Parent, String> {
     let (ours, theirs) = seqpacket_pair().map_err(|e| format!("socketpair: {e}"))?;
-    let mut cmd = Command::new(req.python);
+    let mut cmd = RunCommand::new(&req.python, &req.cwd);
     cmd.arg(req.plugins.join(WARM_FILE))
-        .arg(req.playbook)
-        .current_dir(req.cwd)
-        .env_clear()
+        .arg(&req.playbook)
         .envs(req.inherited.iter().map(|(k, v)| (k, v)))
-        .env("TROUPE_WARM_FD", theirs.as_raw_fd().to_string())
-        .env("TROUPE_PARENT_PID", std::process::id().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true);
-    let spawned = spawner::spawn_inheriting(cmd, theirs)
+        .env("TROUPE_WARM_FD", EVENT_FD.to_string())
+        .env("TROUPE_PARENT_PID", std::process::id().to_string());
+    // Spawned as a run is (its own group, stdin on /dev/null, nothing of troupe's but the one
+    // descriptor): the control socket takes the event pipe's place.
+    let mut process = spawner::spawn_run(cmd, theirs)
         .await
         .map_err(|e| format!("starting {}: {e}", req.python.display()))?;
-    let process = spawned.child;
-    let pid = process.id().unwrap_or(0);
+    let pid = process.pid();
+    // Nothing is printed after the import (its output goes to a file the parent checks).
+    drop((process.take_stdout(), process.take_stderr()));
+    let ended = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&ended);
+    tokio::spawn(async move {
+        let status = process.wait().await;
+        flag.store(true, Ordering::Relaxed);
+        tracing::info!(pid, ?status, "warm ansible parent ended");
+    });
     let (ctl, reply) = tokio::task::spawn_blocking(move || {
         let reply = recv_ready(&ours);
         (ours, reply)
@@ -571,9 +540,9 @@ async fn start_parent(req: &WarmRequest<'_>, key: WarmKey) -> Result<Parent, Str
     Ok(Parent {
         key,
         pid,
-        cwd: req.cwd.to_path_buf(),
+        cwd: req.cwd.clone(),
         ctl,
-        process: Mutex::new(process),
+        ended,
         runs: AtomicU64::new(0),
     })
 }
@@ -609,7 +578,7 @@ async fn fork_from(
     parent: &Arc<Parent>,
     message: &[u8],
     event_pipe: &OwnedFd,
-) -> io::Result<WarmChild> {
+) -> io::Result<RunChild> {
     use nix::fcntl::OFlag;
     let (replies, theirs) = std::os::unix::net::UnixStream::pair()?;
     let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
@@ -618,9 +587,11 @@ async fn fork_from(
     let event_pipe = event_pipe.try_clone()?;
     let sender = Arc::clone(parent);
     let message = message.to_vec();
-    // Every descriptor is closed on the way back: the child holds its own copies then, and
-    // troupe's write ends must go for EOF to mean "ended".
-    tokio::task::spawn_blocking(move || {
+    // The request goes, then the child's pid and pidfd come back (the parent opens the pidfd
+    // before it can have reaped the child: it is the child's, whatever happens to the pid).
+    // Every descriptor of the child's is closed on the way: troupe's write ends must go for
+    // EOF to mean "ended".
+    let (replies, pid, pidfd) = tokio::task::spawn_blocking(move || {
         let fds = [
             theirs.as_raw_fd(),
             stdin.as_raw_fd(),
@@ -628,28 +599,71 @@ async fn fork_from(
             err_w.as_raw_fd(),
             event_pipe.as_raw_fd(),
         ];
-        send_request(&sender.ctl, &message, &fds)
+        send_request(&sender.ctl, &message, &fds)?;
+        drop((theirs, stdin, out_w, err_w, event_pipe));
+        let (reply, pidfd) = recv_forked(&replies)?;
+        match (reply, pidfd) {
+            (Reply { pid: Some(pid), .. }, Some(pidfd)) => Ok((replies, pid, pidfd)),
+            (Reply { error: Some(e), .. }, _) => Err(io::Error::other(format!(
+                "the warm parent could not fork: {e}"
+            ))),
+            (other, _) => Err(io::Error::other(format!("unexpected reply {other:?}"))),
+        }
     })
     .await
     .map_err(io::Error::other)??;
     replies.set_nonblocking(true)?;
-    let mut replies = BufReader::new(tokio::net::UnixStream::from_std(replies)?);
-    let reply = read_reply(&mut replies).await?;
-    let pid = match reply {
-        Reply { pid: Some(pid), .. } => pid,
-        Reply {
-            error: Some(e), ..
-        } => return Err(io::Error::other(format!("the warm parent could not fork: {e}"))),
-        other => return Err(io::Error::other(format!("unexpected reply {other:?}"))),
-    };
-    Ok(WarmChild {
-        pid,
-        start_time: procfs::start_time(pid),
-        stdout: Some(tokio::net::unix::pipe::Receiver::from_owned_fd(out_r)?),
-        stderr: Some(tokio::net::unix::pipe::Receiver::from_owned_fd(err_r)?),
-        parent_pid: parent.pid,
-        replies,
-        ended: false,
+    let replies = BufReader::new(tokio::net::UnixStream::from_std(replies)?);
+    RunChild::foreign_pidfd(pid, pidfd, out_r, err_r, reported_status(replies, parent.pid))
+}
+
+/// The parent's first reply on a run's socket, with the pidfd it carries.
+fn recv_forked(sock: &std::os::unix::net::UnixStream) -> io::Result<(Reply, Option<OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, recvmsg};
+    use std::os::fd::FromRawFd;
+    let mut buf = [0u8; 4096];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut pidfd = None;
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            for fd in fds {
+                // SAFETY: the kernel just gave this process the descriptor; nothing else owns it.
+                #[allow(unsafe_code)]
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                pidfd.get_or_insert(owned);
+            }
+        }
+    }
+    let n = msg.bytes;
+    let line = buf[..n].split(|b| *b == b'\n').next().unwrap_or_default();
+    let reply = serde_json::from_slice(line).map_err(io::Error::other)?;
+    Ok((reply, pidfd))
+}
+
+/// The exit status the parent reports once it reaped the child; a parent that dies first took
+/// the child with it, which is an error naming the parent.
+fn reported_status(
+    mut replies: BufReader<tokio::net::UnixStream>,
+    parent_pid: u32,
+) -> ReportedStatus {
+    Box::pin(async move {
+        match read_reply(&mut replies).await {
+            Ok(Reply {
+                status: Some(status),
+                ..
+            }) => Ok(ExitStatus::from_raw(status)),
+            _ => Err(io::Error::other(format!(
+                "the warm ansible parent (pid {parent_pid}) ended before the run did; the \
+                 run's ansible-playbook ended with it"
+            ))),
+        }
     })
 }
 
@@ -670,18 +684,16 @@ mod tests {
     #[test]
     fn the_key_follows_the_project_config() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let (r, _w) = nix::unistd::pipe()?;
         let inherited = vec![(OsString::from("HOME"), dir.path().as_os_str().to_owned())];
         let key = |added: &[(OsString, OsString)]| {
             key_of(&WarmRequest {
-                python: Path::new("/usr/bin/python3"),
-                playbook: Path::new("/usr/bin/ansible-playbook"),
-                plugins: dir.path(),
-                cwd: dir.path(),
-                inherited: &inherited,
-                added,
-                args: &[],
-                event_pipe: r.try_clone().expect("dup"),
+                python: "/usr/bin/python3".into(),
+                playbook: "/usr/bin/ansible-playbook".into(),
+                plugins: dir.path().into(),
+                cwd: dir.path().into(),
+                inherited: inherited.clone(),
+                added: added.to_vec(),
+                args: Vec::new(),
             })
         };
         let before = key(&[])?;
