@@ -60,11 +60,32 @@ for _fd in (1, 2):
     os.dup2(_import_output.fileno(), _fd)
 
 from ansible.cli.playbook import main  # noqa: E402
-# What every run imports next; imported once here.
-import ansible.executor.playbook_executor  # noqa: E402,F401
-import ansible.executor.task_queue_manager  # noqa: E402,F401
-import ansible.plugins.strategy.linear  # noqa: E402,F401
-import ansible.plugins.callback.default  # noqa: E402,F401
+import importlib  # noqa: E402
+
+# What every run imports next (ansible's executor, and the builtin plugins its loader imports
+# under these same names for any play: it takes a module already in sys.modules as it is).
+for _module in '''
+        ansible.executor.playbook_executor ansible.executor.task_queue_manager
+        ansible.playbook.handler_task_include ansible.utils.hashing ansible.utils.shlex
+        ansible.plugins.strategy.linear ansible.plugins.cache.memory
+        ansible.plugins.callback.default ansible.plugins.callback.minimal
+        ansible.plugins.callback.oneline ansible.plugins.callback.tree
+        ansible.plugins.callback.junit
+        ansible.plugins.connection.local ansible.plugins.connection.ssh
+        ansible.plugins.connection.paramiko_ssh ansible.plugins.connection.winrm
+        ansible.plugins.connection.psrp
+        ansible.plugins.shell.sh ansible.plugins.shell.powershell ansible.plugins.shell.cmd
+        ansible.plugins.inventory.auto ansible.plugins.inventory.host_list
+        ansible.plugins.inventory.ini ansible.plugins.inventory.script
+        ansible.plugins.inventory.toml ansible.plugins.inventory.yaml
+        ansible.plugins.vars.host_group_vars ansible.plugins.become.su ansible.plugins.become.sudo
+        ansible.plugins.action.normal ansible.plugins.action.command ansible.plugins.action.debug
+        '''.split():
+    try:
+        importlib.import_module(_module)
+    except Exception:
+        # Not in this ansible: a run imports what it has, as it would have.
+        pass
 
 import atexit  # noqa: E402
 import json  # noqa: E402
