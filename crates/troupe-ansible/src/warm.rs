@@ -349,12 +349,15 @@ impl WarmPool {
         for _ in 0..2 {
             let parent = match self.parent_for(&req, key).await {
                 Ok(parent) => parent,
-                Err(why) => {
+                Err(NoParent::Unfit(why)) => {
+                    // Asking again would get the same answer: this configuration runs exec'd.
                     if let Ok(mut unfit) = self.unfit.lock() {
                         unfit.insert(key, why.clone());
                     }
                     return Err((Fallback::Unfit(why), event_pipe));
                 }
+                // Perhaps only now (a loaded machine): the next run tries again.
+                Err(NoParent::Failed(why)) => return Err((Fallback::Unfit(why), event_pipe)),
             };
             match fork_from(&parent, &message, &event_pipe).await {
                 Ok(child) => {
@@ -381,7 +384,7 @@ impl WarmPool {
         self.write_list().await;
     }
 
-    async fn parent_for(&self, req: &WarmRequest, key: WarmKey) -> Result<Arc<Parent>, String> {
+    async fn parent_for(&self, req: &WarmRequest, key: WarmKey) -> Result<Arc<Parent>, NoParent> {
         if let Some(parent) = self.find(key).await {
             return Ok(parent);
         }
@@ -391,9 +394,14 @@ impl WarmPool {
         }
         let parent = Arc::new(start_parent(req, key).await?);
         let retired = {
-            let mut parents = self.parents.lock().map_err(|e| e.to_string())?;
+            let mut parents = self
+                .parents
+                .lock()
+                .map_err(|e| NoParent::Failed(e.to_string()))?;
             parents.push(Arc::clone(&parent));
-            let excess = parents.len().saturating_sub(self.settings.max_parents.max(1));
+            let excess = parents
+                .len()
+                .saturating_sub(self.settings.max_parents.max(1));
             parents.drain(..excess).collect::<Vec<_>>()
         };
         // Dropping the last reference closes the control socket: the parent stops taking runs
@@ -434,7 +442,9 @@ impl WarmPool {
             .map(|p| p.iter().map(|p| p.info()).collect())
             .unwrap_or_default();
         let path = self.runs_dir.join(PARENTS_FILE);
-        let tmp = self.runs_dir.join(format!(".{PARENTS_FILE}.{}", std::process::id()));
+        let tmp = self
+            .runs_dir
+            .join(format!(".{PARENTS_FILE}.{}", std::process::id()));
         let written = tokio::task::spawn_blocking(move || {
             let bytes = serde_json::to_vec_pretty(&list).map_err(io::Error::other)?;
             std::fs::write(&tmp, bytes)?;
@@ -500,8 +510,18 @@ fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     .map_err(io::Error::from)
 }
 
-async fn start_parent(req: &WarmRequest, key: WarmKey) -> Result<Parent, String> {
-    let (ours, theirs) = seqpacket_pair().map_err(|e| format!("socketpair: {e}"))?;
+/// Why a configuration has no parent.
+#[derive(Debug)]
+enum NoParent {
+    /// Its import printed something or started a thread: it never will have one.
+    Unfit(String),
+    /// The parent could not be started or did not get ready.
+    Failed(String),
+}
+
+async fn start_parent(req: &WarmRequest, key: WarmKey) -> Result<Parent, NoParent> {
+    use NoParent::Failed;
+    let (ours, theirs) = seqpacket_pair().map_err(|e| Failed(format!("socketpair: {e}")))?;
     let mut cmd = RunCommand::new(&req.python, &req.cwd);
     cmd.arg(req.plugins.join(WARM_FILE))
         .arg(&req.playbook)
@@ -512,7 +532,7 @@ async fn start_parent(req: &WarmRequest, key: WarmKey) -> Result<Parent, String>
     // descriptor): the control socket takes the event pipe's place.
     let mut process = spawner::spawn_run(cmd, theirs)
         .await
-        .map_err(|e| format!("starting {}: {e}", req.python.display()))?;
+        .map_err(|e| Failed(format!("starting {}: {e}", req.python.display())))?;
     let pid = process.pid();
     // Nothing is printed after the import (its output goes to a file the parent checks).
     drop((process.take_stdout(), process.take_stderr()));
@@ -528,13 +548,19 @@ async fn start_parent(req: &WarmRequest, key: WarmKey) -> Result<Parent, String>
         (ours, reply)
     })
     .await
-    .map_err(|e| e.to_string())?;
-    let reply = reply.map_err(|e| format!("the warm parent (pid {pid}) did not get ready: {e}"))?;
+    .map_err(|e| Failed(e.to_string()))?;
+    let reply = reply.map_err(|e| {
+        Failed(format!(
+            "the warm parent (pid {pid}) did not get ready: {e}"
+        ))
+    })?;
     if let Some(why) = reply.unfit {
-        return Err(why);
+        return Err(NoParent::Unfit(why));
     }
     if reply.ready.is_none() {
-        return Err(format!("the warm parent (pid {pid}) said {reply:?}"));
+        return Err(Failed(format!(
+            "the warm parent (pid {pid}) said {reply:?}"
+        )));
     }
     tracing::info!(pid, key = %key.short(), cwd = %req.cwd.display(), "warm ansible parent ready");
     Ok(Parent {
@@ -614,7 +640,13 @@ async fn fork_from(
     .map_err(io::Error::other)??;
     replies.set_nonblocking(true)?;
     let replies = BufReader::new(tokio::net::UnixStream::from_std(replies)?);
-    RunChild::foreign_pidfd(pid, pidfd, out_r, err_r, reported_status(replies, parent.pid))
+    RunChild::foreign_pidfd(
+        pid,
+        pidfd,
+        out_r,
+        err_r,
+        reported_status(replies, parent.pid),
+    )
 }
 
 /// The parent's first reply on a run's socket, with the pidfd it carries.
@@ -673,7 +705,13 @@ mod tests {
 
     #[test]
     fn what_import_reads_forces_exec() {
-        for name in ["ANSIBLE_BECOME_PASS", "PYTHONPATH", "LC_ALL", "HOME", "NO_COLOR"] {
+        for name in [
+            "ANSIBLE_BECOME_PASS",
+            "PYTHONPATH",
+            "LC_ALL",
+            "HOME",
+            "NO_COLOR",
+        ] {
             assert!(read_at_import(name), "{name}");
         }
         for name in ["SSH_ASKPASS", "AWS_PROFILE", "VAULT_TOKEN"] {

@@ -97,9 +97,7 @@ pub struct RunOptions {
 
 /// How `ansible-playbook` processes are started (see docs/architecture.md, "The warm
 /// launcher").
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LauncherKind {
     /// A new process per run.

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use troupe_ansible::{AnsibleError, LaunchSpec, Launcher, Process};
-use troupe_core::run::LauncherKind;
 use troupe_core::RunStatus;
 use troupe_core::redact::Redactor;
+use troupe_core::run::LauncherKind;
 use troupe_core::run::{CancelMode, Run, RunSummary};
 use troupe_store::{Lease, RunOutcome};
 

@@ -65,9 +65,11 @@ fn from_exit(exit: &Exit) -> (RunStatus, Option<String>) {
         // A warm run whose parent died says so (its ansible-playbook died with the parent).
         (None, None) => (
             RunStatus::Error,
-            Some(exit.wait_error.clone().unwrap_or_else(|| {
-                "ansible-playbook ended without an exit status".to_owned()
-            })),
+            Some(
+                exit.wait_error
+                    .clone()
+                    .unwrap_or_else(|| "ansible-playbook ended without an exit status".to_owned()),
+            ),
         ),
     }
 }

@@ -8,12 +8,12 @@ use crate::report::{Metric, Target};
 use crate::run_api;
 use crate::server::{Server, ServerOpts, ms_between};
 use crate::stats::Summary;
+use LauncherKind::{Exec, Warm};
 use anyhow::{Context, bail};
 use serde_json::json;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use LauncherKind::{Exec, Warm};
 use troupe_wire::runs::{CreateRun, LauncherKind, RunStatus};
 
 /// The eight orders of bare (0), ansible-runner (1), troupe exec (2) and troupe warm (3), taken
@@ -124,9 +124,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                             b = Some(runner_run(r, ctx, &project, playbook, inventory).await?);
                         }
                     }
-                    2 => {
-                        c = troupe_run(&server, pid, playbook, &hosts_text, poll, Exec).await?
-                    }
+                    2 => c = troupe_run(&server, pid, playbook, &hosts_text, poll, Exec).await?,
                     _ => d = troupe_run(&server, pid, playbook, &hosts_text, poll, Warm).await?,
                 }
             }

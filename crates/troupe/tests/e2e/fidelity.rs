@@ -452,7 +452,11 @@ async fn compare_every_way(launcher: &str) -> anyhow::Result<()> {
     // Warm: one parent (one configuration) forked every run.
     let parents = troupe_ansible::read_parents(&server.data_dir.join("runs"));
     let forked: u64 = parents.iter().map(|p| p.runs).sum();
-    let expected = if launcher == "warm" { ways.len() as u64 } else { 0 };
+    let expected = if launcher == "warm" {
+        ways.len() as u64
+    } else {
+        0
+    };
     assert_eq!(forked, expected, "{parents:?}");
     Ok(())
 }

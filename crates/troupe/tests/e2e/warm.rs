@@ -17,7 +17,8 @@ use troupe_ansible::{ParentInfo, read_parents};
 
 /// The project's ansible.cfg: one fork (events in a fixed order) and skipped hosts not shown,
 /// which the output shows was honoured.
-const CFG: &str = "[defaults]\nforks = 1\ndisplay_skipped_hosts = false\nretry_files_enabled = false\n";
+const CFG: &str =
+    "[defaults]\nforks = 1\ndisplay_skipped_hosts = false\nretry_files_enabled = false\n";
 
 const HANDLERS: &str = r#"- hosts: all
   gather_facts: false
@@ -205,7 +206,10 @@ async fn vault_credential(server: &Server, project: &Path) -> anyhow::Result<()>
     std::fs::write(pw_file.path(), &password)?;
     let status = std::process::Command::new("ansible-vault")
         .arg("encrypt")
-        .arg(format!("--vault-password-file={}", pw_file.path().display()))
+        .arg(format!(
+            "--vault-password-file={}",
+            pw_file.path().display()
+        ))
         .arg(project.join("secret.yml"))
         .status()
         .context("ansible-vault (put the CI venv on PATH)")?;
@@ -249,7 +253,11 @@ async fn every_corpus_playbook_gives_the_same_results_warm_and_exec() -> anyhow:
             seen.push(outcome(&server, id).await?);
         }
         let (exec, warm) = (&seen[0], &seen[1]);
-        assert!(!exec.recap.is_empty(), "{playbook}: no recap\n{}", exec.stdout);
+        assert!(
+            !exec.recap.is_empty(),
+            "{playbook}: no recap\n{}",
+            exec.stdout
+        );
         assert_eq!(exec, warm, "{playbook} {options}: exec and warm differ");
     }
     // The check run wrote nothing (the_corpus_shows_what_it_exercises checks the rest).
@@ -281,8 +289,16 @@ async fn the_corpus_shows_what_it_exercises() -> anyhow::Result<()> {
         }
     };
     let handlers = run("handlers.yml", json!({})).await?;
-    assert!(handlers.stdout.contains("handler ran on h3"), "{}", handlers.stdout);
-    assert!(!handlers.stdout.contains("skipping:"), "{}", handlers.stdout);
+    assert!(
+        handlers.stdout.contains("handler ran on h3"),
+        "{}",
+        handlers.stdout
+    );
+    assert!(
+        !handlers.stdout.contains("skipping:"),
+        "{}",
+        handlers.stdout
+    );
     let blocks = run("blocks.yml", json!({})).await?;
     assert_eq!(blocks.status, "failed");
     assert_eq!(blocks.rc, 2);
@@ -324,7 +340,11 @@ async fn a_configuration_read_at_import_runs_with_exec_and_a_changed_one_gets_it
         .await?;
     let fallback = outcome(&server, id).await?;
     assert_eq!(fallback.status, "successful");
-    assert!(fallback.stdout.contains("skipping: [h1]"), "{}", fallback.stdout);
+    assert!(
+        fallback.stdout.contains("skipping: [h1]"),
+        "{}",
+        fallback.stdout
+    );
     assert_eq!(forked(&server), 0, "{:?}", warm_parents(&server));
 
     let id = server
@@ -338,13 +358,20 @@ async fn a_configuration_read_at_import_runs_with_exec_and_a_changed_one_gets_it
     // The project's ansible.cfg changes: the next run is not forked from the old import.
     std::fs::write(
         proj.path().join("ansible.cfg"),
-        CFG.replace("display_skipped_hosts = false", "display_skipped_hosts = true"),
+        CFG.replace(
+            "display_skipped_hosts = false",
+            "display_skipped_hosts = true",
+        ),
     )?;
     let id = server
         .launch(project, "handlers.yml", &local_hosts(1), json!({}))
         .await?;
     let changed = outcome(&server, id).await?;
-    assert!(changed.stdout.contains("skipping: [h1]"), "{}", changed.stdout);
+    assert!(
+        changed.stdout.contains("skipping: [h1]"),
+        "{}",
+        changed.stdout
+    );
     let parents = warm_parents(&server);
     assert_eq!(parents.len(), 2, "{parents:?}");
     assert_ne!(parents[0].key, parents[1].key);
@@ -358,8 +385,13 @@ async fn warm_runs_cancel_and_time_out_as_exec_runs_do() -> anyhow::Result<()> {
     let warm = json!({"launcher": "warm"});
     graceful_cancel(&server, warm.clone()).await?;
     leaves_no_process(&server, warm.clone(), true, "canceled").await?;
-    leaves_no_process(&server, json!({"launcher": "warm", "timeout_s": 3}), false, "timeout")
-        .await?;
+    leaves_no_process(
+        &server,
+        json!({"launcher": "warm", "timeout_s": 3}),
+        false,
+        "timeout",
+    )
+    .await?;
     // Each ran forked (the three projects share one configuration: no ansible.cfg).
     assert_eq!(forked(&server), 3, "{:?}", warm_parents(&server));
     Ok(())
@@ -433,9 +465,11 @@ async fn a_dead_troupe_takes_its_warm_parents_and_runs_along() -> anyhow::Result
         .context("no warm parent")?;
     server.kill9();
     // The parent and the run's ansible-playbook die with troupe (their parent-death signals).
-    wait_until("the warm parent to end", Duration::from_secs(10), || async {
-        Ok(!alive(parent))
-    })
+    wait_until(
+        "the warm parent to end",
+        Duration::from_secs(10),
+        || async { Ok(!alive(parent)) },
+    )
     .await?;
     // What the run started (the task's shell) is reaped on the next start, as with exec.
     let server = serve_with(warm)?;
@@ -443,5 +477,60 @@ async fn a_dead_troupe_takes_its_warm_parents_and_runs_along() -> anyhow::Result
     assert_eq!(run["status"], "error", "{run}");
     let left = wait_group_empty(pgid, Duration::from_secs(10)).await;
     assert!(left.is_empty(), "processes of the run remain: {left:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_template_chooses_its_launcher_and_an_unknown_one_is_refused() -> anyhow::Result<()> {
+    let proj = corpus()?;
+    let server = serve()?;
+    let project = server.project(proj.path()).await?;
+    server
+        .post(
+            "/api/v1/inventories",
+            &json!({"name": "three", "format": "ini", "hosts": local_hosts(3)}),
+        )
+        .await?;
+    let template = server
+        .post(
+            "/api/v1/templates",
+            &json!({"name": "warm-loops", "project": project, "playbook": "loops.yml",
+                    "inventory": "three", "defaults": {"launcher": "warm"}}),
+        )
+        .await?;
+    assert_eq!(template["defaults"]["launcher"], "warm", "{template}");
+    let tid = template["id"].as_i64().context("template id")?;
+    let run = server
+        .post(&format!("/api/v1/templates/{tid}/launch"), &json!({}))
+        .await?;
+    let id = run["id"].as_i64().context("run id")?;
+    assert_eq!(outcome(&server, id).await?.status, "successful");
+    assert_eq!(forked(&server), 1, "{:?}", warm_parents(&server));
+    // Launched with `launcher: exec` over the template's: not forked.
+    let run = server
+        .post(
+            &format!("/api/v1/templates/{tid}/launch"),
+            &json!({"launcher": "exec"}),
+        )
+        .await?;
+    let id = run["id"].as_i64().context("run id")?;
+    assert_eq!(outcome(&server, id).await?.status, "successful");
+    assert_eq!(forked(&server), 1, "{:?}", warm_parents(&server));
+
+    let (code, body) = server
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/runs",
+            Some(&json!({"project": project, "playbook": "loops.yml",
+                         "hosts": local_hosts(1), "launcher": "fast"})),
+        )
+        .await?;
+    assert!((400..500).contains(&code), "{code} {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("launcher") || m.contains("fast")),
+        "{body}"
+    );
     Ok(())
 }
