@@ -61,6 +61,7 @@ for _fd in (1, 2):
 
 from ansible.cli.playbook import main  # noqa: E402
 import importlib  # noqa: E402
+import importlib.util  # noqa: E402
 
 # What every run imports next (ansible's executor, and the builtin plugins its loader imports
 # under these same names for any play: it takes a module already in sys.modules as it is).
@@ -263,28 +264,13 @@ random.seed()
 _vars.random_int = ('%08x' % secrets.randbelow(_vars._MAXSIZE))[:8]
 ansible.cli.check_blocking_io()
 
-# From here on, troupe_boot.py's work.
-_settings = {name: os.environ.pop(name, None)
-             for name in ('TROUPE_EVENT_FD', 'TROUPE_PARENT_PID', 'TROUPE_MAX_RESULT_BYTES')}
-_settings['TROUPE_EVENT_FD'] = str(_event_fd)
-for _stream in (sys.stdout, sys.stderr):
-    try:
-        _stream.reconfigure(line_buffering=True, write_through=True)
-    except (AttributeError, ValueError):
-        pass
-
-
-def _attach():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('troupe_callback', os.path.join(_here, 'troupe.py'))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    module.attach(_settings)
-
-
-_attach()
-del _settings, _here, _stream, _attach, _request, _fds, _siblings, _fd, _target
+# From here on, troupe_boot.py's work, done by troupe_boot.py itself: loaded as a module (not
+# as __main__, so it does not run main()), with the argv and plumbing an exec'd run gives it.
+os.environ['TROUPE_EVENT_FD'] = str(_event_fd)
+sys.argv = [os.path.join(_here, 'troupe_boot.py')] + sys.argv
+_boot = importlib.util.spec_from_file_location('troupe_boot', sys.argv[0])
+_boot.loader.exec_module(importlib.util.module_from_spec(_boot))
+del _here, _boot, _request, _fds, _siblings, _fd, _target
 del _stdin, _stdout, _stderr, _event, _event_fd, _python_env
 
 if __name__ == '__main__':

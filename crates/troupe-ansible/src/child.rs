@@ -69,13 +69,23 @@ impl RunChild {
         stderr: OwnedFd,
         start_time: Option<StartTime>,
     ) -> io::Result<RunChild> {
+        RunChild::new(pid, pidfd, (stdout, stderr), start_time, ExitSource::Reap)
+    }
+
+    fn new(
+        pid: u32,
+        pidfd: OwnedFd,
+        (stdout, stderr): (OwnedFd, OwnedFd),
+        start_time: Option<StartTime>,
+        exit: ExitSource,
+    ) -> io::Result<RunChild> {
         Ok(RunChild {
             pid,
             pidfd: watch(pidfd)?,
             stdout: Some(pipe::Receiver::from_owned_fd(stdout)?),
             stderr: Some(pipe::Receiver::from_owned_fd(stderr)?),
             start_time,
-            exit: ExitSource::Reap,
+            exit,
             status: None,
         })
     }
@@ -102,15 +112,14 @@ impl RunChild {
         stderr: OwnedFd,
         status: ReportedStatus,
     ) -> io::Result<RunChild> {
-        Ok(RunChild {
+        let start_time = procfs::start_time(pid);
+        RunChild::new(
             pid,
-            pidfd: watch(pidfd)?,
-            stdout: Some(pipe::Receiver::from_owned_fd(stdout)?),
-            stderr: Some(pipe::Receiver::from_owned_fd(stderr)?),
-            start_time: procfs::start_time(pid),
-            exit: ExitSource::Reported(status),
-            status: None,
-        })
+            pidfd,
+            (stdout, stderr),
+            start_time,
+            ExitSource::Reported(status),
+        )
     }
 
     /// Its process id, which is also its process group id.

@@ -184,6 +184,21 @@ async fn outcome(server: &Server, id: i64) -> anyhow::Result<Outcome> {
     })
 }
 
+/// Options of a server started `--launcher warm`.
+fn warm_opts() -> ServerOpts {
+    ServerOpts {
+        extra_args: vec!["--launcher".into(), "warm".into()],
+        ..Default::default()
+    }
+}
+
+/// A `--launcher warm` server with `proj` registered; the project's id.
+async fn warm_server(proj: &Proj) -> anyhow::Result<(Server, i64)> {
+    let server = serve_with(warm_opts())?;
+    let project = server.project(proj.path()).await?;
+    Ok((server, project))
+}
+
 fn warm_parents(server: &Server) -> Vec<ParentInfo> {
     read_parents(&server.data_dir.join("runs"))
 }
@@ -271,11 +286,7 @@ async fn the_corpus_shows_what_it_exercises() -> anyhow::Result<()> {
     // One warm run of each playbook that fails or hides output, checked for the effect the
     // comparison above relies on (so that "identical" is not identical emptiness).
     let proj = corpus()?;
-    let server = serve_with(ServerOpts {
-        extra_args: vec!["--launcher".into(), "warm".into()],
-        ..Default::default()
-    })?;
-    let project = server.project(proj.path()).await?;
+    let (server, project) = warm_server(&proj).await?;
     let run = |playbook: &'static str, options: Value| {
         let server = &server;
         async move {
@@ -313,11 +324,7 @@ async fn the_corpus_shows_what_it_exercises() -> anyhow::Result<()> {
 async fn a_configuration_read_at_import_runs_with_exec_and_a_changed_one_gets_its_own_parent()
 -> anyhow::Result<()> {
     let proj = corpus()?;
-    let server = serve_with(ServerOpts {
-        extra_args: vec!["--launcher".into(), "warm".into()],
-        ..Default::default()
-    })?;
-    let project = server.project(proj.path()).await?;
+    let (server, project) = warm_server(&proj).await?;
     // An env credential setting ansible's configuration: ansible reads it at import, a parent
     // could not have; the run is exec'd, and the setting is honoured.
     server
@@ -404,11 +411,7 @@ fn alive(pid: u32) -> bool {
 #[tokio::test]
 async fn a_dead_parent_ends_its_runs_with_a_clear_error_and_is_replaced() -> anyhow::Result<()> {
     let proj = corpus()?;
-    let server = serve_with(ServerOpts {
-        extra_args: vec!["--launcher".into(), "warm".into()],
-        ..Default::default()
-    })?;
-    let project = server.project(proj.path()).await?;
+    let (server, project) = warm_server(&proj).await?;
     let marks = tempfile::tempdir()?;
     let (id, pgid) = slow_task_running_with(&server, project, marks.path(), json!({})).await?;
     let parents = warm_parents(&server);
@@ -449,8 +452,7 @@ async fn a_dead_troupe_takes_its_warm_parents_and_runs_along() -> anyhow::Result
     let data = tmp.path().join("data");
     let warm = ServerOpts {
         data_dir: Some(data.clone()),
-        extra_args: vec!["--launcher".into(), "warm".into()],
-        ..Default::default()
+        ..warm_opts()
     };
     let mut server = serve_with(warm.clone())?;
     let project = server.project(proj.path()).await?;
