@@ -14,6 +14,7 @@ pub struct Options {
     pub out: Option<PathBuf>,
     pub pg: String,
     pub reps: Option<usize>,
+    pub launchers: Vec<String>,
 }
 
 /// The shared state of one harness run.
@@ -32,6 +33,8 @@ pub struct Ctx {
     pub pg: String,
     /// Repetitions of each scenario (scenario 1 does more).
     pub reps: usize,
+    /// troupe's launchers scenario 12 compares.
+    pub launchers: Vec<String>,
     /// Scratch space, removed at the end.
     pub tmp: tempfile::TempDir,
     /// Table rows.
@@ -170,6 +173,7 @@ pub async fn run(which: Option<Scenario>, opts: Options) -> anyhow::Result<()> {
         ansible_runner,
         pg: opts.pg,
         reps: opts.reps.unwrap_or(if opts.quick { 1 } else { 3 }).max(1),
+        launchers: opts.launchers,
         tmp: tempfile::Builder::new().prefix("troupe-bench").tempdir()?,
         metrics: Vec::new(),
         details: serde_json::Map::new(),

@@ -49,6 +49,10 @@ struct Common {
     /// 50-host comparison at least 6 times and the 1-host one 30 times.
     #[arg(long, global = true)]
     reps: Option<usize>,
+    /// troupe's launchers scenario 12 measures, each on a server of its own (`exec`, the
+    /// default, or a launcher named to the server as `TROUPE_LAUNCHER`).
+    #[arg(long, global = true, value_delimiter = ',', default_value = "exec")]
+    launchers: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -79,6 +83,9 @@ enum Cmd {
     Scaleout(Common),
     /// 11: the database's size after 10,000 runs and after a retention pass keeping 1,000.
     Retention(Common),
+    /// 12: webhook events turned into finished 1-task runs per second, troupe's launchers
+    /// against ansible-rulebook.
+    Eventdriven(Common),
     /// (internal) The synthetic ansible-playbook troupe runs in scenarios 3, 4 and 6.
     #[command(hide = true)]
     Produce {
@@ -136,6 +143,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Flows(c) => (Some(scenarios::Scenario::Flows), c),
         Cmd::Scaleout(c) => (Some(scenarios::Scenario::Scaleout), c),
         Cmd::Retention(c) => (Some(scenarios::Scenario::Retention), c),
+        Cmd::Eventdriven(c) => (Some(scenarios::Scenario::EventDriven), c),
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(ctx::run(
@@ -146,6 +154,7 @@ fn main() -> anyhow::Result<()> {
             out: common.out,
             pg: common.pg,
             reps: common.reps,
+            launchers: common.launchers,
         },
     ))
 }

@@ -288,7 +288,7 @@ impl Report {
              export PATH=\"$HOME/.cache/troupe-ci/venv/bin:$PATH\"\n\
              cargo run --release -p troupe-bench -- all            # writes BENCHMARKS.md + benchmarks.json here\n\
              cargo run --release -p troupe-bench -- all --quick    # CI-sized smoke (< 2 min), writes to target/troupe-bench/\n\
-             cargo run --release -p troupe-bench -- ingest         # one scenario: overhead launch ingest fanout api footprint slices events flows scaleout retention\n",
+             cargo run --release -p troupe-bench -- ingest         # one scenario: overhead launch ingest fanout api footprint slices events flows scaleout retention eventdriven\n",
         );
         md.push_str("```\n\n");
         md.push_str(&format!(
@@ -425,4 +425,14 @@ const DEFINITIONS: &str = "
    read from the file's header): SQLite keeps the freed pages for new rows, so the file does
    not shrink. PostgreSQL: `pg_database_size` (and the three tables' `pg_total_relation_size`)
    before, right after the pass and after a plain `VACUUM`.
+12. **eventdriven**: 40 webhook events (8 with `--quick`; 8 POSTs in flight), each matched by a
+   rule that runs a 1-task local playbook (the real ansible-playbook, touching a file the event
+   names): events per second from the first POST to the last run finished, for troupe with each
+   launcher of `--launchers` (default `exec`; `--max-concurrent-runs 8`, a fresh server each),
+   and for ansible-rulebook (its own venv, `~/.cache/troupe-ci/rulebook-venv` or
+   `TROUPE_BENCH_RULEBOOK`) running the same playbook per event with `run_playbook` and
+   `execution_strategy: parallel` from a webhook source, until every event's task ran. The
+   `ansible.eda.webhook` source comes from a Galaxy collection this machine cannot fetch, so
+   the scenario gives ansible-rulebook a minimal aiohttp webhook source of its own. A row says
+   why when ansible-rulebook cannot run.
 ";

@@ -80,6 +80,21 @@ impl Server {
         Ok(Server { inner, addr })
     }
 
+    /// Replaces the server's rules with `yaml`.
+    pub async fn put_rules(&self, yaml: &str) -> anyhow::Result<()> {
+        let resp = self
+            .http
+            .put(format!("{}/api/v1/rules", self.base))
+            .bearer_auth(TOKEN)
+            .body(yaml.to_owned())
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            anyhow::bail!("PUT /api/v1/rules -> {}", resp.status());
+        }
+        Ok(())
+    }
+
     /// Launches a run; returns its id.
     pub async fn launch(&self, body: &Value) -> anyhow::Result<i64> {
         self.inner.create_run(body).await

@@ -6,7 +6,8 @@
 //! rest the same way for all of them: look up what the request names, check the playbook is a
 //! file inside its project, combine the template's defaults with the request's options (one
 //! definition: [`troupe_core::overrides`]), validate, store the run `queued`, and announce it
-//! to whatever executes runs ([`Queue`]).
+//! to whatever executes runs ([`Queue`]) — or, when that executor has a free slot and nothing
+//! waits, let it store the run already claimed and start it ([`Queue::admit`]).
 //!
 //! Paths that store runs in a transaction of their own (the event ingest stores an event and
 //! its runs together) call [`Launcher::prepare`] and, once stored, [`Launcher::announce`].
@@ -36,10 +37,20 @@ pub use error::{LaunchError, LaunchResult};
 pub use flows::{FlowStart, FlowStartError, StartFlow};
 pub use request::{InventorySource, LaunchOptions, LaunchRequest, ProjectRef, Ref, Target};
 
-/// What executes runs, as the launcher sees it: told of every run stored `queued`, asked to
-/// stop runs. The worker pool implements it.
+/// What executes runs, as the launcher sees it: offered each new run to start at once, told
+/// of every run stored `queued`, asked to stop runs. The worker pool implements it.
 #[async_trait]
 pub trait Queue: Send + Sync {
+    /// Admission at create: an executor with a free slot, and nothing it would take waiting,
+    /// stores `new` already claimed and starts it, without a trip through the queue. `Some`:
+    /// it stored the run (and announced it; it may have come back `queued` after all, when an
+    /// older run was waiting); `None`: it did not, the launcher stores it `queued` and calls
+    /// [`Queue::run_created`]. The default admits nothing.
+    async fn admit(&self, new: &NewRun) -> Option<StoreResult<Run>> {
+        let _ = new;
+        None
+    }
+
     /// A run was just stored `queued`: wake whoever claims runs and tell live subscribers.
     fn run_created(&self, run: &Run);
 
@@ -206,8 +217,11 @@ impl Launcher {
         self.submit(&new).await
     }
 
-    /// Stores a prepared run and announces it.
+    /// Stores a prepared run and announces it; an executor with a free slot starts it at once.
     pub async fn submit(&self, new: &NewRun) -> LaunchResult<Run> {
+        if let Some(admitted) = self.queue.admit(new).await {
+            return Ok(admitted?);
+        }
         let run = self.store.create_run(new).await?;
         self.queue.run_created(&run);
         Ok(run)

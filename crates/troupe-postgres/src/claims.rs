@@ -1,12 +1,14 @@
 //! Claims, leases and a run's moves to its end, on PostgreSQL.
 
+use crate::runs::insert_run;
 use crate::{PgDialect, PgStore, RUN_COLS, lease_end, like_prefix, micros, now, pg_text};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, Postgres};
 use std::time::Duration;
 use troupe_core::RunStatus;
-use troupe_core::run::{CancelMode, Run};
+use troupe_core::run::{CancelMode, NewRun, Run};
+use troupe_store::sql::RunOrigin;
 use troupe_store::sql::{
     already_finished, backend, cancel_mode, finishable, get, not_held, run_from, sorted_ids,
     statements, to_json,
@@ -30,19 +32,7 @@ impl ClaimStore for PgStore {
         }
         // SKIP LOCKED: runs another claimer has locked are passed over, not waited for; the
         // outer `status = 'queued'` is re-checked on the locked rows.
-        // A run may be taken when every label it requires is among the claimant's. A split
-        // parent only queues its slices (which carry its labels), so a claimant coordinating
-        // splits takes it whatever its labels; one that does not never does.
-        let labels_ok = "COALESCE((options->'worker_labels')::jsonb, '[]'::jsonb) <@ $5::jsonb";
-        let split_parent = "(parent_id IS NULL AND \
-             (COALESCE((options->>'slices')::bigint, 0) > 1 \
-              OR options->>'slice_size' IS NOT NULL))";
-        let takes = if claimant.splits {
-            format!("({labels_ok} OR {split_parent})")
-        } else {
-            format!("{labels_ok} AND NOT {split_parent}")
-        };
-        let takes = format!("{takes} AND {}", claimant.job_runs.condition());
+        let takes = takes(claimant, "runs", "$5");
         let now = now();
         let rows = sqlx::query(AssertSqlSafe(format!(
             "WITH picked AS (SELECT id AS pick FROM runs WHERE status = 'queued' AND {takes} \
@@ -66,6 +56,37 @@ impl ClaimStore for PgStore {
             .collect::<StoreResult<Vec<_>>>()?;
         runs.sort_by_key(|r| r.id);
         Ok(runs)
+    }
+
+    async fn create_run_claimed(
+        &self,
+        new: &NewRun,
+        claimant: &Claimant<'_>,
+        lease: Duration,
+    ) -> StoreResult<Run> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let run = insert_run(&mut tx, new, RunOrigin::default()).await?;
+        // The new run, if the claimant may take it and nothing older it may take is queued.
+        // The new row is not visible to other claimers before the commit; older queued runs
+        // other transactions hold locked are about to be claimed, so they count as waiting.
+        let now = now();
+        let row = sqlx::query(AssertSqlSafe(statements::claim_created::<PgDialect>(
+            |table| takes(claimant, table, "$5"),
+        )))
+        .bind(now)
+        .bind(claimant.worker_id)
+        .bind(lease_end(now, lease))
+        .bind(run.id)
+        .bind(to_json(&claimant.labels)?)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let run = match row {
+            Some(row) => run_from::<PgDialect>(&row)?,
+            None => run,
+        };
+        tx.commit().await.map_err(backend)?;
+        Ok(run)
     }
 
     async fn mark_launched(
@@ -207,4 +228,25 @@ impl PgStore {
             .map_err(backend)?;
         sorted_ids(&rows)
     }
+}
+
+/// The condition on `table`'s row for runs `claimant` may take; `labels` is the placeholder of
+/// its labels (JSON). A run may be taken when every label it requires is among the
+/// claimant's. A split parent only queues its slices (which carry its labels), so a claimant
+/// coordinating splits takes it whatever its labels; one that does not never does.
+fn takes(claimant: &Claimant<'_>, table: &str, labels: &str) -> String {
+    let labels_ok = format!(
+        "COALESCE(({table}.options->'worker_labels')::jsonb, '[]'::jsonb) <@ {labels}::jsonb"
+    );
+    let split_parent = format!(
+        "({table}.parent_id IS NULL AND \
+         (COALESCE(({table}.options->>'slices')::bigint, 0) > 1 \
+          OR {table}.options->>'slice_size' IS NOT NULL))"
+    );
+    let takes = if claimant.splits {
+        format!("({labels_ok} OR {split_parent})")
+    } else {
+        format!("{labels_ok} AND NOT {split_parent}")
+    };
+    format!("{takes} AND {}", claimant.job_runs.condition(table))
 }

@@ -1,12 +1,14 @@
 //! Claims, leases and a run's moves to its end, on SQLite.
 
+use crate::runs::insert_run;
 use crate::{RUN_COLS, SqliteDialect, SqliteStore, lease_end, now_us, ts};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, Sqlite};
 use std::time::Duration;
 use troupe_core::RunStatus;
-use troupe_core::run::{CancelMode, Run};
+use troupe_core::run::{CancelMode, NewRun, Run};
+use troupe_store::sql::RunOrigin;
 use troupe_store::sql::{
     already_finished, backend, cancel_mode, finishable, get, not_held, run_from, sorted_ids,
     statements, to_json,
@@ -31,20 +33,7 @@ impl ClaimStore for SqliteStore {
         // One statement: SQLite runs it under the write lock, so the runs it picks cannot be
         // picked by anyone else. The clock is read once the writer is ours, so `started_at` is
         // when the claim happened, not when it started waiting behind other writes.
-        // A run may be taken when every label it requires is among the claimant's. A split
-        // parent only queues its slices (which carry its labels), so a claimant coordinating
-        // splits takes it whatever its labels; one that does not never does.
-        let labels_ok = "NOT EXISTS (SELECT 1 FROM json_each(runs.options, '$.worker_labels') AS l \
-             WHERE l.value NOT IN (SELECT value FROM json_each(?)))";
-        let split_parent = "(parent_id IS NULL AND \
-             (COALESCE(json_extract(options, '$.slices'), 0) > 1 \
-              OR json_extract(options, '$.slice_size') IS NOT NULL))";
-        let takes = if claimant.splits {
-            format!("({labels_ok} OR {split_parent})")
-        } else {
-            format!("{labels_ok} AND NOT {split_parent}")
-        };
-        let takes = format!("{takes} AND {}", claimant.job_runs.condition());
+        let takes = takes(claimant, "runs", "?");
         let mut conn = self.write().await;
         let now = now_us();
         let rows = sqlx::query(AssertSqlSafe(format!(
@@ -68,6 +57,36 @@ impl ClaimStore for SqliteStore {
             .collect::<StoreResult<Vec<_>>>()?;
         runs.sort_by_key(|r| r.id);
         Ok(runs)
+    }
+
+    async fn create_run_claimed(
+        &self,
+        new: &NewRun,
+        claimant: &Claimant<'_>,
+        lease: Duration,
+    ) -> StoreResult<Run> {
+        let mut w = self.write().await;
+        let mut tx = w.begin().await?;
+        let run = insert_run(&mut tx, new, RunOrigin::default()).await?;
+        // The new run, if the claimant may take it and nothing older it may take is queued.
+        let now = now_us();
+        let row = sqlx::query(AssertSqlSafe(statements::claim_created::<SqliteDialect>(
+            |table| takes(claimant, table, "$5"),
+        )))
+        .bind(now)
+        .bind(claimant.worker_id)
+        .bind(lease_end(now, lease))
+        .bind(run.id)
+        .bind(to_json(&claimant.labels)?)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let run = match row {
+            Some(row) => run_from::<SqliteDialect>(&row)?,
+            None => run,
+        };
+        tx.commit().await.map_err(backend)?;
+        Ok(run)
     }
 
     async fn mark_launched(
@@ -210,4 +229,26 @@ impl SqliteStore {
             .map_err(backend)?;
         sorted_ids(&rows)
     }
+}
+
+/// The condition on `table`'s row for runs `claimant` may take; `labels` is the placeholder of
+/// its labels (JSON). A run may be taken when every label it requires is among the
+/// claimant's. A split parent only queues its slices (which carry its labels), so a claimant
+/// coordinating splits takes it whatever its labels; one that does not never does.
+fn takes(claimant: &Claimant<'_>, table: &str, labels: &str) -> String {
+    let labels_ok = format!(
+        "NOT EXISTS (SELECT 1 FROM json_each({table}.options, '$.worker_labels') AS l \
+         WHERE l.value NOT IN (SELECT value FROM json_each({labels})))"
+    );
+    let split_parent = format!(
+        "({table}.parent_id IS NULL AND \
+         (COALESCE(json_extract({table}.options, '$.slices'), 0) > 1 \
+          OR json_extract({table}.options, '$.slice_size') IS NOT NULL))"
+    );
+    let takes = if claimant.splits {
+        format!("({labels_ok} OR {split_parent})")
+    } else {
+        format!("{labels_ok} AND NOT {split_parent}")
+    };
+    format!("{takes} AND {}", claimant.job_runs.condition(table))
 }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 use troupe_core::RunStatus;
-use troupe_core::run::{CancelMode, Run, RunSummary};
+use troupe_core::run::{CancelMode, NewRun, Run, RunSummary};
 
 /// How a worker finished a run.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,12 +62,13 @@ pub enum JobRuns {
 }
 
 impl JobRuns {
-    /// The SQL condition on `runs` it stands for (both backends spell it the same).
-    pub fn condition(self) -> &'static str {
+    /// The SQL condition on a row of `runs` named `table` it stands for (both backends spell
+    /// it the same).
+    pub fn condition(self, table: &str) -> String {
         match self {
-            JobRuns::Any => "TRUE",
-            JobRuns::Only => "job_id IS NOT NULL",
-            JobRuns::Exclude => "job_id IS NULL",
+            JobRuns::Any => "TRUE".to_owned(),
+            JobRuns::Only => format!("{table}.job_id IS NOT NULL"),
+            JobRuns::Exclude => format!("{table}.job_id IS NULL"),
         }
     }
 }
@@ -117,6 +118,17 @@ pub trait ClaimStore {
         lease: Duration,
         limit: usize,
     ) -> StoreResult<Vec<Run>>;
+    /// Admission at create: stores `new` as [`crate::RunStore::create_run`] does and, in the
+    /// same transaction, claims it for `claimant` as [`ClaimStore::claim_for`] would (it comes
+    /// back `running` under a lease of `lease`) when `claimant` may take it and no older queued
+    /// run `claimant` may take is waiting (those go first). Otherwise it comes back `queued`.
+    /// Nobody sees the run queued and then claimed: it is stored one way or the other.
+    async fn create_run_claimed(
+        &self,
+        new: &NewRun,
+        claimant: &Claimant<'_>,
+        lease: Duration,
+    ) -> StoreResult<Run>;
     /// Records that ansible-playbook was started for a run `worker_id` holds, and for git
     /// projects the commit it runs. `Conflict` when it is not running under that worker.
     async fn mark_launched(

@@ -7,16 +7,16 @@ use crate::status::CancelCause;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use troupe_ansible::{Ansible, Grace, Limits};
 use troupe_core::RunStatus;
-use troupe_core::run::{CancelMode, Run};
+use troupe_core::run::{CancelMode, NewRun, Run};
 use troupe_core::worker::{NewWorker, WorkerKind};
-use troupe_store::{JobRuns, Store, StoreResult};
+use troupe_store::{Claimant, JobRuns, Store, StoreResult};
 
 /// How a pool runs.
 #[derive(Debug, Clone)]
@@ -77,8 +77,34 @@ pub(crate) enum Control {
     Cancel(CancelCause),
 }
 
+/// A lane of slots: the runs it takes, and a permit per run it may execute at once.
+struct Lane {
+    job_runs: JobRuns,
+    slots: Arc<Semaphore>,
+}
+
+impl Lane {
+    fn new(job_runs: JobRuns, slots: usize) -> Self {
+        Lane {
+            job_runs,
+            slots: Arc::new(Semaphore::new(slots.clamp(1, Semaphore::MAX_PERMITS))),
+        }
+    }
+
+    /// Whether a run that is (or is not) a job unit action goes in this lane.
+    fn takes(&self, job_run: bool) -> bool {
+        match self.job_runs {
+            JobRuns::Any => true,
+            JobRuns::Only => job_run,
+            JobRuns::Exclude => !job_run,
+        }
+    }
+}
+
 /// Claims and executes runs. Cheap to share: wrap in `Arc`.
 pub struct WorkerPool {
+    /// The pool itself, for runs admitted at create to be executed by an `Arc` of it.
+    this: Weak<WorkerPool>,
     /// Where runs come from and what they produce goes.
     pub(crate) backend: Arc<dyn Backend>,
     /// The store, for a pool inside a server: it coordinates split runs, sweeps expired leases
@@ -90,6 +116,8 @@ pub struct WorkerPool {
     wake: Notify,
     /// Wakes the job lane's dispatcher (see [`JobSlots::Own`]).
     wake_jobs: Notify,
+    /// One lane, or job unit actions in a lane of their own (see [`JobSlots`]).
+    lanes: Vec<Lane>,
     pub(crate) active: Mutex<HashMap<i64, mpsc::UnboundedSender<Control>>>,
     stop_claiming: CancellationToken,
     tracker: TaskTracker,
@@ -169,7 +197,15 @@ impl WorkerPool {
     ) -> Arc<Self> {
         let worker_id = worker_id
             .unwrap_or_else(|| format!("{}/{}", cfg.node_id, uuid::Uuid::new_v4().simple()));
-        Arc::new(Self {
+        let lanes = match cfg.job_slots {
+            JobSlots::Shared => vec![Lane::new(JobRuns::Any, cfg.slots)],
+            JobSlots::Own(limit) => vec![
+                Lane::new(JobRuns::Exclude, cfg.slots),
+                Lane::new(JobRuns::Only, limit.unwrap_or(Semaphore::MAX_PERMITS)),
+            ],
+        };
+        Arc::new_cyclic(|this| Self {
+            this: this.clone(),
             backend,
             store,
             hub,
@@ -177,6 +213,7 @@ impl WorkerPool {
             worker_id,
             wake: Notify::new(),
             wake_jobs: Notify::new(),
+            lanes,
             active: Mutex::new(HashMap::new()),
             stop_claiming: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -242,9 +279,13 @@ impl WorkerPool {
     }
 
     /// Announces a run just stored as `queued`: wakes the dispatcher and tells live
-    /// subscribers. Every way of creating a run ends here.
+    /// subscribers. Every way of creating a run ends here (or in [`WorkerPool::admit`]).
     pub fn run_created(&self, run: &Run) {
         self.wake();
+        self.publish_created(run);
+    }
+
+    fn publish_created(&self, run: &Run) {
         self.hub.publish_change(RunChange::RunCreated {
             run_id: run.id,
             project_id: run.project_id,
@@ -252,6 +293,50 @@ impl WorkerPool {
             labels: run.labels.clone(),
             at: run.created_at,
         });
+    }
+
+    /// Admission at create, for the pool inside a server: when the run's lane has a free slot,
+    /// stores `new` already claimed by this pool (unless an older run it would take is
+    /// waiting: then `new` is stored `queued` and announced) and starts it at once. `None`
+    /// when no slot is free (or the pool drains, stops, or is a remote worker's): the caller
+    /// stores the run `queued`.
+    ///
+    /// A run admitted here is held under this pool's lease like a claimed one: if troupe dies
+    /// before it starts, the lease sweep (or this node's restart) ends it as it would a claim.
+    pub async fn admit(&self, new: &NewRun) -> Option<StoreResult<Run>> {
+        let store = self.store.as_ref()?;
+        if self.stop_claiming.is_cancelled() || self.is_draining() {
+            return None;
+        }
+        let job_run = new.origin.job_unit().is_some();
+        let lane = self.lanes.iter().find(|lane| lane.takes(job_run))?;
+        let pool = self.this.upgrade()?;
+        let permit = Arc::clone(&lane.slots).try_acquire_owned().ok()?;
+        let claimant = Claimant {
+            worker_id: &self.worker_id,
+            labels: &self.cfg.labels,
+            splits: true,
+            job_runs: lane.job_runs,
+        };
+        let run = match store
+            .create_run_claimed(new, &claimant, self.cfg.lease)
+            .await
+        {
+            Ok(run) => run,
+            Err(e) => return Some(Err(e)),
+        };
+        if run.status != RunStatus::Running {
+            drop(permit);
+            self.run_created(&run);
+            return Some(Ok(run));
+        }
+        self.publish_created(&run);
+        self.hub.publish_change(RunChange::status_of(&run));
+        let admitted = run.clone();
+        self.tracker.spawn(async move {
+            pool.execute(admitted, permit).await;
+        });
+        Some(Ok(run))
     }
 
     /// Asks for a run to stop: a queued run is canceled on the spot (and followers are told),
@@ -313,20 +398,16 @@ impl WorkerPool {
     /// One dispatcher per lane: every run in `slots`, or job unit actions in a lane of their
     /// own and the other runs in `slots`.
     fn start_dispatch(self: &Arc<Self>) {
-        match self.cfg.job_slots {
-            JobSlots::Shared => {
-                tokio::spawn(Arc::clone(self).dispatch(JobRuns::Any, self.cfg.slots));
-            }
-            JobSlots::Own(limit) => {
-                let job_slots = limit.unwrap_or(Semaphore::MAX_PERMITS);
-                tokio::spawn(Arc::clone(self).dispatch(JobRuns::Exclude, self.cfg.slots));
-                tokio::spawn(Arc::clone(self).dispatch(JobRuns::Only, job_slots));
-            }
+        for lane in 0..self.lanes.len() {
+            tokio::spawn(Arc::clone(self).dispatch(lane));
         }
     }
 
-    async fn dispatch(self: Arc<Self>, job_runs: JobRuns, slots: usize) {
-        let slots = Arc::new(Semaphore::new(slots.clamp(1, Semaphore::MAX_PERMITS)));
+    async fn dispatch(self: Arc<Self>, lane: usize) {
+        let Some(Lane { job_runs, slots }) = self.lanes.get(lane) else {
+            return;
+        };
+        let (job_runs, slots) = (*job_runs, Arc::clone(slots));
         let wake = if job_runs == JobRuns::Only {
             &self.wake_jobs
         } else {
@@ -439,6 +520,10 @@ async fn reap(cfg: &WorkerConfig) {
 /// The launcher announces runs to the pool and passes cancels through it.
 #[async_trait::async_trait]
 impl troupe_launch::Queue for WorkerPool {
+    async fn admit(&self, new: &NewRun) -> Option<StoreResult<Run>> {
+        WorkerPool::admit(self, new).await
+    }
+
     fn run_created(&self, run: &Run) {
         WorkerPool::run_created(self, run);
     }

@@ -33,16 +33,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         max_concurrent_runs: 4,
         ansible_playbook: Some(crate::producer::write_noop(ctx.tmp.path())?),
     })?;
-    let resp = server
-        .http
-        .put(format!("{}/api/v1/rules", server.base))
-        .bearer_auth(crate::server::TOKEN)
-        .body(RULES)
-        .send()
-        .await?;
-    if !resp.status().is_success() {
-        bail!("PUT /api/v1/rules -> {}", resp.status());
-    }
+    server.put_rules(RULES).await?;
     let total = if ctx.quick { 1_000 } else { 10_000 };
     let in_flight = 32;
     let body = json!({"branch": "feature", "commit": "0123456789abcdef", "author": "bench"});

@@ -1,7 +1,8 @@
 //! The seven scenarios of the benchmark issue, the event path (8), flows (9), scale-out over
-//! remote workers (10) and retention (11).
+//! remote workers (10), retention (11) and event-driven runs against ansible-rulebook (12).
 
 mod api;
+mod eventdriven;
 mod events;
 mod fanout;
 mod flows;
@@ -32,11 +33,12 @@ pub enum Scenario {
     Flows,
     Scaleout,
     Retention,
+    EventDriven,
 }
 
 impl Scenario {
     /// In the order they run.
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Overhead,
         Scenario::Launch,
         Scenario::Ingest,
@@ -48,6 +50,7 @@ impl Scenario {
         Scenario::Flows,
         Scenario::Scaleout,
         Scenario::Retention,
+        Scenario::EventDriven,
     ];
 
     /// Its name in the table.
@@ -64,6 +67,7 @@ impl Scenario {
             Scenario::Flows => "9 flows",
             Scenario::Scaleout => "10 scaleout",
             Scenario::Retention => "11 retention",
+            Scenario::EventDriven => "12 eventdriven",
         }
     }
 }
@@ -95,6 +99,7 @@ async fn once(s: Scenario, ctx: &mut Ctx) -> anyhow::Result<()> {
         Scenario::Flows => flows::run(ctx).await,
         Scenario::Scaleout => scaleout::run(ctx).await,
         Scenario::Retention => retention::run(ctx).await,
+        Scenario::EventDriven => eventdriven::run(ctx).await,
     }
 }
 

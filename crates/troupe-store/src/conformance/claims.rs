@@ -705,3 +705,187 @@ pub async fn unlaunched_runs_of_dead_workers_are_requeued(store: &dyn Store) {
         RunStatus::Queued
     );
 }
+
+/// Admission at create: with nothing waiting that the claimant may take, a new run is stored
+/// already claimed (running, leased, its `started_at` set); otherwise it is stored queued and
+/// older runs keep their turn. Runs the claimant may not take (labels, the other lane,
+/// canceled ones) do not hold it back.
+pub async fn create_run_claimed_only_when_nothing_waits(store: &dyn Store) {
+    use crate::{Claimant, JobRuns};
+    let p = project(store, "p").await;
+    let lease = Duration::from_secs(60);
+    let embedded = Claimant::embedded("w1");
+
+    let admitted = store
+        .create_run_claimed(&new_run(p.id), &embedded, lease)
+        .await
+        .expect("create");
+    assert_eq!(admitted.status, RunStatus::Running);
+    assert_eq!(admitted.worker_id.as_deref(), Some("w1"));
+    assert_recent(admitted.started_at.expect("started_at"), "started_at");
+    assert_eq!(store.get_run(admitted.id).await.expect("get"), admitted);
+    assert!(
+        store.claim_run("w2", lease).await.expect("claim").is_none(),
+        "an admitted run is not in the queue"
+    );
+    store
+        .mark_launched(admitted.id, "w1", Utc::now(), None)
+        .await
+        .expect("the admitting worker holds it");
+    assert_eq!(
+        store
+            .renew_lease(admitted.id, "w1", lease)
+            .await
+            .expect("renew"),
+        Lease::Held {
+            cancel_requested: None
+        }
+    );
+
+    // Something older waits: the new run queues behind it.
+    let older = store.create_run(&new_run(p.id)).await.expect("create");
+    let behind = store
+        .create_run_claimed(&new_run(p.id), &embedded, lease)
+        .await
+        .expect("create");
+    assert_eq!(behind.status, RunStatus::Queued);
+    assert_eq!(
+        (behind.worker_id.as_deref(), behind.started_at),
+        (None, None)
+    );
+    let claimed = store.claim_runs("w2", lease, 10).await.expect("claim");
+    assert_eq!(ids(&claimed), vec![older.id, behind.id], "oldest first");
+
+    // A waiting run the claimant may not take (a label it lacks) does not hold it back; a new
+    // run needing that label is not taken by it.
+    let mut gpu = new_run(p.id);
+    gpu.options.worker_labels = vec!["gpu".to_owned()];
+    let remote = Claimant {
+        worker_id: "r/1",
+        labels: &[],
+        splits: false,
+        job_runs: JobRuns::Any,
+    };
+    let gpu_waiting = store.create_run(&gpu).await.expect("create");
+    let plain = store
+        .create_run_claimed(&new_run(p.id), &remote, lease)
+        .await
+        .expect("create");
+    assert_eq!(plain.status, RunStatus::Running);
+    let gpu_new = store
+        .create_run_claimed(&gpu, &remote, lease)
+        .await
+        .expect("create");
+    assert_eq!(gpu_new.status, RunStatus::Queued, "a label it lacks");
+    for id in [gpu_waiting.id, gpu_new.id] {
+        store
+            .request_cancel(id, CancelMode::Force)
+            .await
+            .expect("cancel");
+    }
+
+    // Lanes: a job unit action waiting holds back only the job lane; canceled runs nothing.
+    let job = store
+        .create_job(&new_job("t", &["web"], None))
+        .await
+        .expect("job");
+    let mut unit = new_run(p.id);
+    unit.origin = Origin::JobUnit {
+        job_id: job.id,
+        unit: "web".to_owned(),
+    };
+    let unit_waiting = store.create_run(&unit).await.expect("create");
+    let lane = |job_runs| Claimant {
+        worker_id: "e/1",
+        labels: &[],
+        splits: true,
+        job_runs,
+    };
+    let other_lane = store
+        .create_run_claimed(&new_run(p.id), &lane(JobRuns::Exclude), lease)
+        .await
+        .expect("create");
+    assert_eq!(other_lane.status, RunStatus::Running);
+    let unit_new = store
+        .create_run_claimed(&unit, &lane(JobRuns::Exclude), lease)
+        .await
+        .expect("create");
+    assert_eq!(unit_new.status, RunStatus::Queued, "not its lane");
+    let job_lane = store
+        .create_run_claimed(&unit, &lane(JobRuns::Only), lease)
+        .await
+        .expect("create");
+    assert_eq!(job_lane.status, RunStatus::Queued, "two job runs wait");
+    let claimed = store
+        .claim_for(&lane(JobRuns::Only), lease, 10)
+        .await
+        .expect("claim");
+    assert_eq!(
+        ids(&claimed),
+        vec![unit_waiting.id, unit_new.id, job_lane.id]
+    );
+    let admitted_unit = store
+        .create_run_claimed(&unit, &lane(JobRuns::Only), lease)
+        .await
+        .expect("create");
+    assert_eq!(admitted_unit.status, RunStatus::Running);
+}
+
+/// Creators admitting runs while claimers take queued ones, each on a thread of its own:
+/// every run ends up held by exactly one worker.
+pub async fn create_run_claimed_races_claims(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let lease = Duration::from_secs(60);
+    // Four creators, then two claimers: one kind of future, so they run side by side.
+    let callers = (0..6).map(|c| async move {
+        let mut held = Vec::new();
+        if c < 4 {
+            let worker = format!("creator-{c}");
+            let claimant = crate::Claimant::embedded(&worker);
+            for _ in 0..10 {
+                let run = store
+                    .create_run_claimed(&new_run(p.id), &claimant, lease)
+                    .await
+                    .expect("create");
+                match run.status {
+                    RunStatus::Running => {
+                        assert_eq!(run.worker_id.as_deref(), Some(worker.as_str()));
+                        held.push((run.id, worker.clone()));
+                    }
+                    RunStatus::Queued => {}
+                    other => panic!("a new run {other}"),
+                }
+            }
+        } else {
+            let worker = format!("claimer-{c}");
+            for _ in 0..20 {
+                for run in store.claim_runs(&worker, lease, 3).await.expect("claim") {
+                    held.push((run.id, worker.clone()));
+                }
+            }
+        }
+        held
+    });
+    let per_caller = futures_join_all(callers).await;
+    let mut held: Vec<(i64, String)> = per_caller.into_iter().flatten().collect();
+    // What is still queued is claimed now.
+    held.extend(
+        store
+            .claim_runs("last", lease, 100)
+            .await
+            .expect("claim")
+            .into_iter()
+            .map(|r| (r.id, "last".to_owned())),
+    );
+    held.sort();
+    let ids_held: Vec<i64> = held.iter().map(|(id, _)| *id).collect();
+    let mut unique = ids_held.clone();
+    unique.dedup();
+    assert_eq!(ids_held, unique, "a run was held twice: {held:?}");
+    assert_eq!(unique.len(), 40, "every run held once: {held:?}");
+    for (id, worker) in held {
+        let run = store.get_run(id).await.expect("get");
+        assert_eq!(run.status, RunStatus::Running);
+        assert_eq!(run.worker_id, Some(worker));
+    }
+}

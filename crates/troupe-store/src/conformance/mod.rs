@@ -104,6 +104,8 @@ macro_rules! __conformance_case_names {
             claim_oldest_first,
             concurrent_claims_never_share,
             batch_claims_take_the_oldest_in_order,
+            create_run_claimed_only_when_nothing_waits,
+            create_run_claimed_races_claims,
             renew_lease_held_and_lost,
             finish_run_rules,
             cancel_queued_run,

@@ -154,6 +154,24 @@ pub fn row_exists(table: &str) -> String {
     format!("SELECT 1 FROM {table} WHERE id = $1")
 }
 
+/// Admission at create: claims the run just stored (`$4`) for worker `$2` (`started_at` `$1`,
+/// lease until `$3`) if the claimant may take it and no older queued run it may take waits.
+/// `takes(table)` is the backend's condition on a row named `table` for the runs the claimant
+/// may take (its labels, as JSON, are `$5`).
+pub fn claim_created<D: Dialect>(takes: impl Fn(&str) -> String) -> String {
+    format!(
+        "UPDATE runs SET status = 'running', started_at = $1, worker_id = $2, \
+         lease_expires_at = $3, cancel_requested = NULL \
+         WHERE id = $4 AND status = 'queued' AND {} \
+         AND NOT EXISTS (SELECT 1 FROM runs AS older \
+           WHERE older.status = 'queued' AND older.id < $4 AND {}) \
+         RETURNING {}",
+        takes("runs"),
+        takes("older"),
+        D::RUN_COLS
+    )
+}
+
 /// A run by id.
 pub fn get_run<D: Dialect>() -> String {
     format!("SELECT {} FROM runs WHERE id = $1", D::RUN_COLS)

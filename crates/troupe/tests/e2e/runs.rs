@@ -720,3 +720,54 @@ async fn runs_answer_304_until_they_change() -> anyhow::Result<()> {
     assert_eq!(serde_json::from_str::<Value>(&body)?, done);
     Ok(())
 }
+
+/// Admission at create: with a free slot and nothing queued, a run is stored already running
+/// (the POST answers it so, `started_at` set: it never was queued); with the one slot taken,
+/// the next run queues as before and starts when the slot frees.
+#[tokio::test]
+async fn a_run_starts_at_create_when_a_slot_is_free_and_queues_when_none_is() -> anyhow::Result<()>
+{
+    let server = serve_with(ServerOpts {
+        max_concurrent_runs: 1,
+        ..Default::default()
+    })?;
+    let proj = project_dir(&[(
+        "hold.yml",
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.wait_for:\n        path: \"{{ gate }}\"\n",
+    )])?;
+    let gate = tempfile::tempdir()?;
+    let gate_file = gate.path().join("open");
+    let pid = server.project(proj.path()).await?;
+    let body = json!({
+        "project": pid,
+        "playbook": "hold.yml",
+        "hosts": local_hosts(1),
+        "extra_vars": {"gate": gate_file.display().to_string()},
+    });
+
+    let first = server.post("/api/v1/runs", &body).await?;
+    assert_eq!(first["status"], "running", "{first}");
+    assert!(first["started_at"].is_string(), "{first}");
+    let first_id = first["id"].as_i64().context("id")?;
+
+    let second = server.post("/api/v1/runs", &body).await?;
+    assert_eq!(
+        second["status"], "queued",
+        "the only slot is taken: {second}"
+    );
+    assert!(second["started_at"].is_null(), "{second}");
+    let second_id = second["id"].as_i64().context("id")?;
+
+    std::fs::write(&gate_file, "")?;
+    let a = server.wait_finished(first_id).await?;
+    let b = server.wait_finished(second_id).await?;
+    assert_eq!(
+        (&a["status"], &b["status"]),
+        (&json!("successful"), &json!("successful"))
+    );
+    let t = |run: &Value, k: &str| {
+        chrono::DateTime::parse_from_rfc3339(run[k].as_str().unwrap_or_default())
+    };
+    assert!(t(&a, "finished_at")? <= t(&b, "started_at")?, "{a}\n{b}");
+    Ok(())
+}
