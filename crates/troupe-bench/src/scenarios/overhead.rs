@@ -87,9 +87,10 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     ];
     let mut details = serde_json::Map::new();
     // The quick run (the smoke test) keeps to the 1-host and the long case.
+    let quick = ctx.quick;
     let cases = cases
         .into_iter()
-        .filter(|(case, ..)| !(ctx.quick && *case == "twenty"));
+        .filter(move |(case, ..)| !(quick && *case == "twenty"));
     for (case, playbook, inventory, hosts, reps) in cases {
         let label = match case {
             "big" => format!("{hosts} hosts × 4 tasks"),
