@@ -69,13 +69,23 @@ impl RunChild {
         stderr: OwnedFd,
         start_time: Option<StartTime>,
     ) -> io::Result<RunChild> {
+        RunChild::new(pid, pidfd, (stdout, stderr), start_time, ExitSource::Reap)
+    }
+
+    fn new(
+        pid: u32,
+        pidfd: OwnedFd,
+        (stdout, stderr): (OwnedFd, OwnedFd),
+        start_time: Option<StartTime>,
+        exit: ExitSource,
+    ) -> io::Result<RunChild> {
         Ok(RunChild {
             pid,
             pidfd: watch(pidfd)?,
             stdout: Some(pipe::Receiver::from_owned_fd(stdout)?),
             stderr: Some(pipe::Receiver::from_owned_fd(stderr)?),
             start_time,
-            exit: ExitSource::Reap,
+            exit,
             status: None,
         })
     }
@@ -90,16 +100,26 @@ impl RunChild {
         stderr: OwnedFd,
         status: ReportedStatus,
     ) -> io::Result<RunChild> {
-        let pidfd = pidfd_open(pid)?;
-        Ok(RunChild {
+        RunChild::foreign_pidfd(pid, pidfd_open(pid)?, stdout, stderr, status)
+    }
+
+    /// [`RunChild::foreign`] with a pidfd its parent opened (before it could reap the process:
+    /// no race with the pid's reuse).
+    pub fn foreign_pidfd(
+        pid: u32,
+        pidfd: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+        status: ReportedStatus,
+    ) -> io::Result<RunChild> {
+        let start_time = procfs::start_time(pid);
+        RunChild::new(
             pid,
-            pidfd: watch(pidfd)?,
-            stdout: Some(pipe::Receiver::from_owned_fd(stdout)?),
-            stderr: Some(pipe::Receiver::from_owned_fd(stderr)?),
-            start_time: procfs::start_time(pid),
-            exit: ExitSource::Reported(status),
-            status: None,
-        })
+            pidfd,
+            (stdout, stderr),
+            start_time,
+            ExitSource::Reported(status),
+        )
     }
 
     /// Its process id, which is also its process group id.

@@ -8,6 +8,8 @@
 //!   plugin's pipe, and the raw stdout/stderr lines.
 //! - [`Process::cancel`] stops it gracefully (SIGUSR1 to the plugin) or by force (SIGINT, SIGTERM,
 //!   SIGKILL to the group); [`Process::wait`] returns an [`Exit`] once nothing of the run is left.
+//! - [`Launcher::Warm`] forks runs from warm parents that imported ansible once, one per
+//!   configuration ansible reads at import ([`WarmPool`]); exec otherwise.
 //! - [`reap_orphans`] cleans up after a troupe that crashed.
 //! - [`spawn_child`] is how any child process of troupe is started (see its docs: spawner
 //!   threads that never end, so that `PR_SET_PDEATHSIG` fires only when troupe dies).
@@ -27,6 +29,7 @@ mod procfs;
 mod reap;
 mod rundir;
 mod spawner;
+mod warm;
 
 pub use child::{ExitSource, ReportedStatus, RunChild};
 pub use error::AnsibleError;
@@ -41,3 +44,7 @@ pub use process::{
 };
 pub use reap::{Orphan, reap_orphans};
 pub use spawner::spawn_child;
+pub use warm::{
+    Fallback, Launcher, PARENTS_FILE, ParentInfo, WARM_FILE, WARM_SOURCE, WarmKey, WarmPool,
+    WarmSettings, read_parents,
+};

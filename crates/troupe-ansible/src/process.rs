@@ -6,6 +6,7 @@ use crate::plugin::{BOOT_FILE, PLUGIN_NAME, parse_event_line};
 use crate::procfs::{self, RUN_MARKER_VAR};
 use crate::rundir::{self, RunDir};
 use crate::spawner::{self, EVENT_FD, RunCommand};
+use crate::warm::{Fallback, Launcher, WarmRequest};
 use crate::{Ansible, AnsibleError};
 use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
@@ -102,6 +103,8 @@ pub struct LaunchSpec {
     /// The opened secrets of the run's credentials: written to 0600 files in the run
     /// directory just before the start (removed with it), or given as environment variables.
     pub credentials: Vec<troupe_core::credential::CredentialSecret>,
+    /// How the process is started: exec'd, or forked by a warm parent.
+    pub launcher: Launcher,
 }
 
 /// Which output stream.
@@ -193,6 +196,7 @@ impl Process {
             limits,
             grace,
             credentials,
+            launcher,
         } = spec;
         let extra_vars = options.extra_vars.clone();
         // The playbook is looked up again right before the start (the project or a symlink in
@@ -215,7 +219,17 @@ impl Process {
         .await
         .map_err(|e| AnsibleError::io("preparing the run directory", std::io::Error::other(e)))??;
 
-        match start(&ansible, &project_dir, &playbook, &options, &dir, limits).await {
+        match start(
+            &ansible,
+            &project_dir,
+            &playbook,
+            &options,
+            &dir,
+            limits,
+            &launcher,
+        )
+        .await
+        {
             Ok((child, event_pipe)) => {
                 Ok(supervise(child, event_pipe, dir, &options, limits, grace).await)
             }
@@ -319,15 +333,15 @@ async fn start(
     options: &RunOptions,
     dir: &RunDir,
     limits: Limits,
+    launcher: &Launcher,
 ) -> Result<(RunChild, OwnedFd), AnsibleError> {
     let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| AnsibleError::io("creating the event pipe", e.into()))?;
 
-    // troupe's plumbing: the boot file or the plugin takes the first three out of the
-    // environment before ansible starts anything; the run marker stays, on purpose (see
+    // troupe's plumbing: the boot file or the plugin takes them (and TROUPE_EVENT_FD) out of
+    // the environment before ansible starts anything; the run marker stays, on purpose (see
     // docs/architecture.md, "What troupe changes in ansible-playbook's environment").
-    let plumbing: [(&str, OsString); 4] = [
-        ("TROUPE_EVENT_FD", EVENT_FD.to_string().into()),
+    let plumbing: [(&str, OsString); 3] = [
         // The plugin sets PR_SET_PDEATHSIG and checks that troupe is still its ancestor.
         ("TROUPE_PARENT_PID", std::process::id().to_string().into()),
         (
@@ -343,6 +357,49 @@ async fn start(
         .and_then(|p| serde_json::to_string(p).ok())
         .map(|json| ("TROUPE_RESUME_AT", OsString::from(json)));
     let mut env = child_env(ansible.bin_dir());
+    let mut args: Vec<OsString> = Vec::new();
+    if let Some(inventory) = &dir.inventory {
+        args.push("-i".into());
+        args.push(inventory.into());
+    }
+    if let Some(extra_vars) = &dir.extra_vars {
+        args.push("-e".into());
+        args.push(format!("@{}", extra_vars.display()).into());
+    }
+    args.extend(dir.access.args.iter().cloned());
+    args.extend(options.to_args().into_iter().map(OsString::from));
+    args.push(playbook.into());
+    let added: Vec<(OsString, OsString)> = dir
+        .access
+        .env
+        .iter()
+        .cloned()
+        .chain(plumbing.iter().map(|(k, v)| (OsString::from(k), v.clone())))
+        .chain(resume_at.map(|(k, v)| (OsString::from(k), v)))
+        .collect();
+
+    let write_end = match (launcher, ansible.boot_python()) {
+        (Launcher::Warm(pool), Some(python)) => {
+            let request = WarmRequest {
+                python: python.to_path_buf(),
+                playbook: ansible.playbook.clone(),
+                plugins: dir.plugins.clone(),
+                cwd: project_dir.to_path_buf(),
+                inherited: env.clone(),
+                added: added.clone(),
+                args: args.clone(),
+            };
+            match pool.launch(request, write_end).await {
+                Ok(child) => return Ok((child, read_end)),
+                Err((why, write_end)) => {
+                    log_fallback(&why);
+                    write_end
+                }
+            }
+        }
+        _ => write_end,
+    };
+
     let mut cmd = match ansible.boot_python() {
         // ansible's CLI, started as its own script starts it, the callback attached in-process.
         Some(python) => {
@@ -367,25 +424,25 @@ async fn start(
             RunCommand::new(&ansible.playbook, project_dir)
         }
     };
-    if let Some(inventory) = &dir.inventory {
-        cmd.arg("-i").arg(inventory);
-    }
-    if let Some(extra_vars) = &dir.extra_vars {
-        cmd.arg("-e").arg(format!("@{}", extra_vars.display()));
-    }
-    cmd.args(&dir.access.args)
-        .args(options.to_args())
-        .arg(playbook)
+    cmd.args(&args)
         .envs(env)
-        .envs(dir.access.env.iter().map(|(k, v)| (k, v)))
-        .envs(plumbing)
-        .envs(resume_at);
+        .envs(added)
+        .env("TROUPE_EVENT_FD", EVENT_FD.to_string());
     // In its own process group, stdin on /dev/null, the event pipe's write end on EVENT_FD and
     // no other descriptor of troupe's; PR_SET_PDEATHSIG is set by the plugin.
     let child = spawner::spawn_run(cmd, write_end)
         .await
         .map_err(|e| AnsibleError::io(format!("starting {}", ansible.playbook.display()), e))?;
     Ok((child, read_end))
+}
+
+/// A warm run that is exec'd instead: expected for configurations that cannot be shared, a
+/// problem when the parent failed.
+fn log_fallback(why: &Fallback) {
+    match why {
+        Fallback::Unfit(_) => tracing::warn!(%why, "the run is started with exec"),
+        _ => tracing::debug!(%why, "the run is started with exec"),
+    }
 }
 
 async fn supervise(

@@ -12,8 +12,10 @@
 //!   local_tmp                         the path of ansible-playbook's own local temp dir
 //!                                     (written by the plugin; removed by troupe after a kill)
 //!   ssh-key, become-password, ...     0600, the run's credentials (see `access`)
-//! <runs_dir>/plugin-<digest>/         the plugin (troupe.py) and the file ansible's CLI is
-//!                                     started with (troupe_boot.py), written once
+//! <runs_dir>/plugin-<digest>/         the plugin (troupe.py), the file ansible's CLI is
+//!                                     started with (troupe_boot.py) and the warm parent
+//!                                     (troupe_warm.py), written once
+//! <runs_dir>/warm-parents.json        the warm parents alive, for `troupe doctor`
 //! ```
 //! Directories cost more than files to create (and a burst of runs creates many), so a run
 //! makes as few as it can. Everything here blocks; call it from `spawn_blocking`.
@@ -171,6 +173,8 @@ fn shared_plugin_dir(runs_dir: &Path) -> Result<PathBuf, AnsibleError> {
     use sha2::{Digest, Sha256};
     let files = [
         (format!("{}.py", crate::PLUGIN_NAME), PLUGIN_SOURCE),
+        (crate::warm::WARM_FILE.to_owned(), crate::warm::WARM_SOURCE),
+        // Last: when it is there, all are.
         (BOOT_FILE.to_owned(), BOOT_SOURCE),
     ];
     static DIGEST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -178,6 +182,7 @@ fn shared_plugin_dir(runs_dir: &Path) -> Result<PathBuf, AnsibleError> {
         let mut hash = Sha256::new();
         hash.update(PLUGIN_SOURCE.as_bytes());
         hash.update(BOOT_SOURCE.as_bytes());
+        hash.update(crate::warm::WARM_SOURCE.as_bytes());
         hex::encode(&hash.finalize()[..8])
     });
     let dir = runs_dir.join(format!("plugin-{digest}"));

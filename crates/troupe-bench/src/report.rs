@@ -332,13 +332,15 @@ const DEFINITIONS: &str = "
 ## What each scenario measures
 
 1. **overhead**: the same playbook and inventory (50 `ansible_connection=local` hosts × 4 tasks,
-   and a 1-host, 1-task play) run by `ansible-playbook` directly (A), by `ansible-runner run` (B)
-   and through troupe (C: `POST /api/v1/runs`, timed from the run's `created_at` to its
-   `finished_at`, both recorded by troupe, so the harness's polling is not counted). Interleaved
-   after one warm-up of each, the repetitions taking the six orders in turn (A B C, B C A, C A B,
-   A C B, B A C, C B A: in a fixed order, or in rotations of one, whatever one run leaves behind
-   lands on the same next one; over the six, each follows each other equally often), with the
-   disks synced (`sync`) before every run; the ratios are medians of the per-repetition ratios.
+   a 1-task play on 20 hosts and on 1) run by `ansible-playbook` directly (A), by
+   `ansible-runner run` (B), through troupe exec'ing ansible-playbook (C: `POST /api/v1/runs`
+   with `launcher: exec`, timed from the run's `created_at` to its `finished_at`, both recorded
+   by troupe, so the harness's polling is not counted) and through troupe forking it from a warm
+   parent (D: `launcher: warm`; the warm-up starts the parent). Interleaved after one warm-up of
+   each, the repetitions taking eight orders in turn (the rotations of A B C D and of D C B A:
+   in a fixed order, or in rotations of one, whatever one run leaves behind lands on the same
+   next one; over the eight, each follows each other equally often), with the disks synced
+   (`sync`) before every run; the ratios are medians of the per-repetition ratios.
 2. **launch**: a playbook executable that exits at once (`--ansible-playbook` points to a shell
    script), `--max-concurrent-runs 1000`; latency is the client's time just before sending the
    POST to the run's `launched_at` (ansible exec'd, recorded by troupe; `started_at`, the claim,

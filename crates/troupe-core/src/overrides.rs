@@ -40,6 +40,7 @@ pub fn option_names() -> Vec<String> {
         ssh_common_args: Some(String::new()),
         ssh_extra_args: Some(String::new()),
         worker_labels: vec![String::new()],
+        launcher: Some(crate::run::LauncherKind::Exec),
         ..RunOptions::default()
     }) {
         Ok(Value::Object(m)) => m.into_iter().map(|(k, _)| k).collect(),

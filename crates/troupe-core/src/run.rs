@@ -88,6 +88,44 @@ pub struct RunOptions {
     /// can take stays queued and says why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub worker_labels: Vec<String>,
+    /// How ansible-playbook is started: `exec` (a new process) or `warm` (forked from a parent
+    /// that imported ansible once; exec when the configuration cannot be shared). Unset: the
+    /// server's `launcher` setting. Not passed to ansible-playbook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launcher: Option<LauncherKind>,
+}
+
+/// How `ansible-playbook` processes are started (see docs/architecture.md, "The warm
+/// launcher").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LauncherKind {
+    /// A new process per run.
+    #[default]
+    Exec,
+    /// A fork of a warm parent that imported ansible once; exec when the run's configuration
+    /// cannot be proven the same as the parent's.
+    Warm,
+}
+
+impl std::str::FromStr for LauncherKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "exec" => Ok(LauncherKind::Exec),
+            "warm" => Ok(LauncherKind::Warm),
+            other => Err(format!("unknown launcher {other:?} (exec or warm)")),
+        }
+    }
+}
+
+impl std::fmt::Display for LauncherKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LauncherKind::Exec => "exec",
+            LauncherKind::Warm => "warm",
+        })
+    }
 }
 
 /// Where a task is in a playbook, the same in every run of it: which play (its `file:line` and,

@@ -5,7 +5,7 @@ use crate::inventories::InventoryFormat;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use troupe_core::run::{CancelMode, HostStats, Labels, Run, RunOptions};
+pub use troupe_core::run::{CancelMode, HostStats, Labels, LauncherKind, Run, RunOptions};
 pub use troupe_core::{Event, RunStatus};
 
 /// A run to launch.
@@ -93,6 +93,9 @@ pub struct CreateRun {
     /// Labels a worker must have to take the run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub worker_labels: Vec<String>,
+    /// `exec` or `warm` (see [`RunOptions::launcher`]); unset: the server's setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launcher: Option<LauncherKind>,
     #[allow(missing_docs)]
     #[serde(default)]
     pub labels: Labels,
@@ -132,6 +135,7 @@ impl CreateRun {
             ssh_common_args: None,
             ssh_extra_args: None,
             worker_labels: Vec::new(),
+            launcher: None,
             labels: Labels::default(),
             tag: None,
         }

@@ -10,9 +10,10 @@ use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
-use troupe_ansible::{AnsibleError, LaunchSpec, Output, Process};
+use troupe_ansible::{AnsibleError, LaunchSpec, Launcher, Output, Process};
 use troupe_core::RunStatus;
 use troupe_core::redact::Redactor;
+use troupe_core::run::LauncherKind;
 use troupe_core::run::{CancelMode, Run, RunSummary};
 use troupe_store::{Lease, RunOutcome};
 use troupe_telemetry::{RunSpan, Stage, Telemetry};
@@ -256,6 +257,10 @@ impl WorkerPool {
             limits: self.cfg.limits,
             grace: self.cfg.grace,
             credentials: prepared.credentials,
+            launcher: match run.options.launcher.unwrap_or(self.cfg.launcher) {
+                LauncherKind::Exec => Launcher::Exec,
+                LauncherKind::Warm => Launcher::Warm(Arc::clone(&self.cfg.warm)),
+            },
         };
         Ok((spec, prepared.commit, prepared.tree, redactor))
     }

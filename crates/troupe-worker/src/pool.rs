@@ -54,6 +54,10 @@ pub struct WorkerConfig {
     pub labels: Vec<String>,
     /// Where claims, launches, stored events and ended runs are counted and traced.
     pub telemetry: Arc<troupe_telemetry::Telemetry>,
+    /// How runs that do not choose (`options.launcher`) start ansible-playbook.
+    pub launcher: troupe_core::run::LauncherKind,
+    /// The warm parents of runs started with the warm launcher.
+    pub warm: Arc<troupe_ansible::WarmPool>,
 }
 
 /// How a pool gives job unit actions (the runs of a job's fan-out) their slots.

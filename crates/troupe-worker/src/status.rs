@@ -62,9 +62,14 @@ fn from_exit(exit: &Exit) -> (RunStatus, Option<String>) {
             RunStatus::Error,
             Some(format!("ansible-playbook was killed by signal {sig}")),
         ),
+        // A warm run whose parent died says so (its ansible-playbook died with the parent).
         (None, None) => (
             RunStatus::Error,
-            Some("ansible-playbook ended without an exit status".to_owned()),
+            Some(
+                exit.wait_error
+                    .clone()
+                    .unwrap_or_else(|| "ansible-playbook ended without an exit status".to_owned()),
+            ),
         ),
     }
 }

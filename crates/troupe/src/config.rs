@@ -110,6 +110,14 @@ pub struct Config {
     /// An OTLP/HTTP collector (`http://host:4318`) to export each run's life to as a trace;
     /// no traces when unset. `--otlp-endpoint` and `OTEL_EXPORTER_OTLP_ENDPOINT` set it too.
     pub otlp_endpoint: Option<String>,
+    /// How runs that do not choose start ansible-playbook: `exec` (a new process each) or
+    /// `warm` (forked from a parent that imported ansible once per configuration; exec when a
+    /// configuration cannot be shared). See docs/architecture.md, "The warm launcher".
+    pub launcher: troupe_core::run::LauncherKind,
+    /// Warm parents kept at most (one per configuration); the least recently used is retired.
+    pub warm_parents_max: usize,
+    /// A warm parent whose resident memory grows past this many MiB is replaced.
+    pub warm_parent_max_rss_mib: u64,
     /// What `pansible_config` holds that troupe has no use for (reported at start).
     #[serde(skip)]
     pub pansible_ignored: Vec<String>,
@@ -157,6 +165,9 @@ impl Default for Config {
             pansible_config: None,
             pansible_hosts_per_task: None,
             otlp_endpoint: None,
+            launcher: troupe_core::run::LauncherKind::Exec,
+            warm_parents_max: 4,
+            warm_parent_max_rss_mib: 512,
             pansible_ignored: Vec::new(),
         }
     }
@@ -203,6 +214,9 @@ const ENV_KEYS: &[&str] = &[
     "pansible_config",
     "pansible_hosts_per_task",
     "otlp_endpoint",
+    "launcher",
+    "warm_parents_max",
+    "warm_parent_max_rss_mib",
 ];
 
 /// Flags that override configuration (only those given).
@@ -222,6 +236,7 @@ pub struct Overrides {
     pub pansible_config: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp_endpoint: Option<String>,
+    pub launcher: Option<troupe_core::run::LauncherKind>,
 }
 
 impl Config {
@@ -307,6 +322,9 @@ impl Config {
         if cfg.retention_interval_s == 0 {
             anyhow::bail!("invalid configuration: retention_interval_s must be at least 1");
         }
+        if cfg.warm_parents_max == 0 {
+            anyhow::bail!("invalid configuration: warm_parents_max must be at least 1");
+        }
         if cfg.retention_batch == 0 {
             anyhow::bail!("invalid configuration: retention_batch must be at least 1");
         }
@@ -340,6 +358,14 @@ impl Config {
             anyhow::bail!("invalid configuration: webhook_rate_burst must be at least 1");
         }
         Ok(())
+    }
+
+    /// The bounds of the warm launcher's parents.
+    pub fn warm_settings(&self) -> troupe_ansible::WarmSettings {
+        troupe_ansible::WarmSettings {
+            max_parents: self.warm_parents_max,
+            max_parent_rss_bytes: self.warm_parent_max_rss_mib.saturating_mul(1024 * 1024),
+        }
     }
 
     /// The limits, one per line, as `troupe doctor` shows them.

@@ -72,6 +72,10 @@ enum Command {
         /// The ansible-playbook to use.
         #[arg(long)]
         ansible_playbook: Option<PathBuf>,
+        /// How runs that do not choose start ansible-playbook: `exec` or `warm` (forked from
+        /// a parent that imported ansible once; see docs/architecture.md).
+        #[arg(long)]
+        launcher: Option<troupe_core::run::LauncherKind>,
         /// A directory of playbooks to register as a project on start (named after the
         /// directory). Repeatable.
         #[arg(long = "project")]
@@ -284,6 +288,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             database_url,
             max_concurrent_runs,
             ansible_playbook,
+            launcher,
             projects,
             rules,
             addr_file,
@@ -291,6 +296,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             otlp_endpoint,
         } => {
             overrides.otlp_endpoint = otlp_endpoint;
+            overrides.launcher = launcher;
             overrides.listen = listen;
             overrides.database_url = database_url;
             overrides.max_concurrent_runs = max_concurrent_runs;
@@ -499,6 +505,20 @@ async fn doctor(cfg: &Config) -> anyhow::Result<i32> {
     println!("listen            {}", cfg.listen);
     for (name, value) in cfg.limits_summary() {
         println!("limit             {name}: {value}");
+    }
+    println!(
+        "launcher          {} (warm parents: at most {}, {} MiB each)",
+        cfg.launcher, cfg.warm_parents_max, cfg.warm_parent_max_rss_mib
+    );
+    for parent in troupe_ansible::read_parents(&cfg.data_dir.join("runs")) {
+        println!(
+            "warm parent       pid {}, key {}, {} runs, {} MiB, in {}",
+            parent.pid,
+            parent.key,
+            parent.runs,
+            parent.rss_bytes.unwrap_or(0) / (1024 * 1024),
+            parent.cwd.display()
+        );
     }
     Ok(if ok { 0 } else { 1 })
 }

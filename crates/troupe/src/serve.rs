@@ -219,6 +219,11 @@ pub async fn run(cfg: Config, startup: Startup) -> anyhow::Result<()> {
         sealer: Arc::clone(&sealer),
         labels: cfg.worker_labels.clone(),
         telemetry: Arc::clone(&telemetry),
+        launcher: cfg.launcher,
+        warm: Arc::new(troupe_ansible::WarmPool::new(
+            cfg.warm_settings(),
+            cfg.data_dir.join("runs"),
+        )),
     };
     // This process's name among replicas: in source leases and on the live bus.
     let lease = troupe_events::LeaseConfig::new(&node, Duration::from_secs(cfg.source_lease_s));

@@ -46,6 +46,7 @@ impl Project {
                 terminate: Duration::from_secs(1),
             },
             credentials: Vec::new(),
+            launcher: Default::default(),
         }
     }
 }

@@ -104,6 +104,7 @@ async fn create_run(
         ssh_common_args: req.ssh_common_args,
         ssh_extra_args: req.ssh_extra_args,
         worker_labels: req.worker_labels,
+        launcher: req.launcher,
     };
     let request = LaunchRequest {
         labels: req.labels,

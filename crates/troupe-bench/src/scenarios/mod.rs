@@ -41,7 +41,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// In the order they run.
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::Overhead,
         Scenario::Launch,
         Scenario::Ingest,

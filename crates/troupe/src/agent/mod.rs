@@ -120,6 +120,11 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         labels: args.labels.clone(),
         // Not scraped: a remote worker serves no API. Its server counts the events it stores.
         telemetry: Arc::default(),
+        launcher: ansible_cfg.launcher,
+        warm: Arc::new(troupe_ansible::WarmPool::new(
+            ansible_cfg.warm_settings(),
+            args.data_dir.join("runs"),
+        )),
         // Runs get their files from bundles; no git project is synced here.
         git: Arc::new(troupe_worker::git::ProjectSyncer::new(
             args.data_dir.join("bundles"),

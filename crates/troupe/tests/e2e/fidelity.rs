@@ -148,7 +148,7 @@ fn environment_of(pid: u32) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 /// Values ansible makes up each run (temp names, times, pids) replaced by placeholders.
-fn normalized(text: &str) -> String {
+pub(crate) fn normalized(text: &str) -> String {
     let rules = [
         (r"ansible-tmp-[0-9.]+-[0-9]+-[0-9]+", "ansible-tmp-X"),
         (r"ansible-local-[0-9]+[a-z0-9_]+", "ansible-local-X"),
@@ -257,13 +257,28 @@ async fn through_troupe(
 
 #[tokio::test]
 async fn a_playbook_cannot_tell_troupe_from_ansible_playbook() -> anyhow::Result<()> {
+    compare_every_way("exec").await
+}
+
+/// The same with every run forked from a warm parent.
+#[tokio::test]
+async fn a_playbook_cannot_tell_the_warm_launcher_from_ansible_playbook() -> anyhow::Result<()> {
+    compare_every_way("warm").await
+}
+
+/// Runs the observing playbook bare and through every way troupe starts a run, with the server
+/// started `--launcher <launcher>`, and compares what each saw.
+async fn compare_every_way(launcher: &str) -> anyhow::Result<()> {
     let proj = fidelity_project()?;
     let project = proj.path();
     let name = project_name(project);
+    let mut opts = with_project(project);
+    opts.extra_args
+        .extend(["--launcher".to_owned(), launcher.to_owned()]);
     // The user's PYTHONDONTWRITEBYTECODE is passed on as it is: no __pycache__ in the project.
     let server = serve_with(ServerOpts {
         extra_env: vec![("PYTHONDONTWRITEBYTECODE".into(), "1".into())],
-        ..with_project(project)
+        ..opts
     })?;
     let env = environment_of(server.pid())?;
     let ansible_playbook = troupe_ansible::on_path(Path::new("ansible-playbook"))
@@ -434,6 +449,15 @@ async fn a_playbook_cannot_tell_troupe_from_ansible_playbook() -> anyhow::Result
         pycache.is_empty(),
         "byte code written despite PYTHONDONTWRITEBYTECODE: {pycache:?}"
     );
+    // Warm: one parent (one configuration) forked every run.
+    let parents = troupe_ansible::read_parents(&server.data_dir.join("runs"));
+    let forked: u64 = parents.iter().map(|p| p.runs).sum();
+    let expected = if launcher == "warm" {
+        ways.len() as u64
+    } else {
+        0
+    };
+    assert_eq!(forked, expected, "{parents:?}");
     Ok(())
 }
 

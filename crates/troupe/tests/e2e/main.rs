@@ -39,4 +39,5 @@ mod streams;
 mod tls;
 mod traces;
 mod ui;
+mod warm;
 mod workers;

@@ -157,7 +157,7 @@ async fn an_unreachable_host_is_reported_with_its_message() -> anyhow::Result<()
     Ok(())
 }
 
-const SLOW: &str = r#"
+pub(crate) const SLOW: &str = r#"
 - hosts: all
   gather_facts: false
   tasks:
@@ -176,13 +176,20 @@ async fn slow_task_running(
     pid: i64,
     marks: &std::path::Path,
 ) -> anyhow::Result<(i64, i32)> {
+    slow_task_running_with(server, pid, marks, json!({})).await
+}
+
+/// [`slow_task_running`] with more run options.
+pub(crate) async fn slow_task_running_with(
+    server: &Server,
+    pid: i64,
+    marks: &std::path::Path,
+    options: Value,
+) -> anyhow::Result<(i64, i32)> {
+    let mut body = options;
+    body["extra_vars"] = json!({"pid_dir": marks, "secs": 60});
     let id = server
-        .launch(
-            pid,
-            "slow.yml",
-            &local_hosts(1),
-            json!({"extra_vars": {"pid_dir": marks, "secs": 60}}),
-        )
+        .launch(pid, "slow.yml", &local_hosts(1), body)
         .await?;
     let shell_pid: i32 = wait_file(&marks.join("h1.pid"), Duration::from_secs(60))
         .await?
@@ -194,16 +201,19 @@ async fn slow_task_running(
 #[tokio::test]
 async fn graceful_cancel_finishes_the_task_in_flight_and_starts_no_other() -> anyhow::Result<()> {
     let server = serve()?;
+    graceful_cancel(&server, json!({})).await
+}
+
+/// Cancels a run (with `options`) gracefully while its first task runs on two hosts: the task
+/// finishes, no other starts, the stats are still emitted.
+pub(crate) async fn graceful_cancel(server: &Server, options: Value) -> anyhow::Result<()> {
     let proj = project_dir(&[("slow.yml", SLOW)])?;
     let marks = tempfile::tempdir()?;
     let pid = server.project(proj.path()).await?;
+    let mut body = options;
+    body["extra_vars"] = json!({"pid_dir": marks.path(), "secs": 3});
     let id = server
-        .launch(
-            pid,
-            "slow.yml",
-            &local_hosts(2),
-            json!({"extra_vars": {"pid_dir": marks.path(), "secs": 3}}),
-        )
+        .launch(pid, "slow.yml", &local_hosts(2), body)
         .await?;
     for h in ["h1", "h2"] {
         wait_file(
@@ -257,7 +267,9 @@ async fn graceful_cancel_finishes_the_task_in_flight_and_starts_no_other() -> an
     Ok(())
 }
 
-async fn leaves_no_process(
+/// Runs `slow.yml` with `body`'s options, force-cancels it (`cancel`) or lets its timeout
+/// stop it; the run ends `expected`, and nothing of it is left.
+pub(crate) async fn leaves_no_process(
     server: &Server,
     body: Value,
     cancel: bool,
