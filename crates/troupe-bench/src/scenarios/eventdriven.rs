@@ -236,7 +236,7 @@ async fn drive_rulebook(
     marks: &Path,
     events: usize,
 ) -> anyhow::Result<f64> {
-    let http = reqwest::Client::new();
+    let http = troupe_http::client()?;
     let url = format!("http://127.0.0.1:{port}/hook");
     // Started (the JVM, the rule engine, the source) before anything is timed.
     let ready = Instant::now() + Duration::from_secs(180);
