@@ -236,6 +236,7 @@ pub struct Overrides {
     pub pansible_config: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub launcher: Option<troupe_core::run::LauncherKind>,
 }
 
