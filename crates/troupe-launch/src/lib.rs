@@ -228,17 +228,20 @@ impl Launcher {
 
     /// Stores a prepared run and announces it; an executor with a free slot starts it at once.
     pub async fn submit(&self, new: &NewRun) -> LaunchResult<Run> {
-        if let Some(admitted) = self.queue.admit(new).await {
-            return Ok(admitted?);
-        }
         let asked = std::time::Instant::now();
-        let run = self.store.create_run(new).await?;
-        let took = asked.elapsed();
-        // Announced first: nothing is added between the store and the announcement.
-        self.queue.run_created(&run);
+        // Admitted: stored already claimed (one statement) and handed to a free slot.
+        let run = match self.queue.admit(new).await {
+            Some(admitted) => admitted?,
+            None => {
+                let run = self.store.create_run(new).await?;
+                // Announced first: nothing is added between the store and the announcement.
+                self.queue.run_created(&run);
+                run
+            }
+        };
         if let Some(t) = &self.telemetry {
             t.metrics
-                .store_op(troupe_telemetry::StoreOp::create_run, took);
+                .store_op(troupe_telemetry::StoreOp::create_run, asked.elapsed());
         }
         Ok(run)
     }
