@@ -323,7 +323,7 @@ impl WarmPool {
     /// Forks the run from its configuration's parent (started first when there is none).
     /// `Err` when the run must be started with exec: why, and the event pipe given back.
     pub(crate) async fn launch(
-        &self,
+        self: &Arc<Self>,
         req: WarmRequest,
         event_pipe: OwnedFd,
     ) -> Result<RunChild, (Fallback, OwnedFd)> {
@@ -362,7 +362,9 @@ impl WarmPool {
             match fork_from(&parent, &message, &event_pipe).await {
                 Ok(child) => {
                     parent.runs.fetch_add(1, Ordering::Relaxed);
-                    self.write_list().await;
+                    // The list (for `troupe doctor`) is rewritten beside the run, not before it.
+                    let pool = Arc::clone(self);
+                    tokio::spawn(async move { pool.write_list().await });
                     return Ok(child);
                 }
                 Err(e) => {
