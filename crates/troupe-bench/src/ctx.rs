@@ -33,7 +33,7 @@ pub struct Ctx {
     pub pg: String,
     /// Repetitions of each scenario (scenario 1 does more).
     pub reps: usize,
-    /// troupe's launchers scenario 12 compares.
+    /// troupe's launchers scenario 13 compares.
     pub launchers: Vec<String>,
     /// Scratch space, removed at the end.
     pub tmp: tempfile::TempDir,

@@ -49,9 +49,14 @@ struct Common {
     /// 50-host comparison at least 6 times and the 1-host one 30 times.
     #[arg(long, global = true)]
     reps: Option<usize>,
-    /// troupe's launchers scenario 12 measures, each on a server of its own (`exec`, the
-    /// default, or a launcher named to the server as `TROUPE_LAUNCHER`).
-    #[arg(long, global = true, value_delimiter = ',', default_value = "exec")]
+    /// troupe's launchers scenario 13 measures, each on a server of its own, named to it as
+    /// `TROUPE_LAUNCHER` (`exec`, `warm`).
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "exec,warm"
+    )]
     launchers: Vec<String>,
 }
 

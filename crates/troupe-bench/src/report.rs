@@ -436,7 +436,7 @@ const DEFINITIONS: &str = "
 13. **eventdriven**: 40 webhook events (8 with `--quick`; 8 POSTs in flight), each matched by a
    rule that runs a 1-task local playbook (the real ansible-playbook, touching a file the event
    names): events per second from the first POST to the last run finished, for troupe with each
-   launcher of `--launchers` (default `exec`; `--max-concurrent-runs 8`, a fresh server each),
+   launcher of `--launchers` (default `exec,warm`; `--max-concurrent-runs 8`, a fresh server each),
    and for ansible-rulebook (its own venv, `~/.cache/troupe-ci/rulebook-venv` or
    `TROUPE_BENCH_RULEBOOK`) running the same playbook per event with `run_playbook` and
    `execution_strategy: parallel` from a webhook source, until every event's task ran. The

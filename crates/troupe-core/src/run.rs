@@ -101,10 +101,10 @@ pub struct RunOptions {
 #[serde(rename_all = "lowercase")]
 pub enum LauncherKind {
     /// A new process per run.
-    #[default]
     Exec,
     /// A fork of a warm parent that imported ansible once; exec when the run's configuration
-    /// cannot be proven the same as the parent's.
+    /// cannot be proven the same as the parent's. The default.
+    #[default]
     Warm,
 }
 

@@ -10,6 +10,7 @@ use chrono::Utc;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, RwLock};
+use troupe_core::RunStatus;
 use troupe_core::flow::Execution;
 use troupe_core::inbound::{EventRecord, EventStatus, RuleResult};
 use troupe_core::inventory::{InventoryContent, InventoryFormat};
@@ -17,7 +18,7 @@ use troupe_core::redact::REDACTED;
 use troupe_core::run::{CancelMode, NewRun, Origin};
 use troupe_launch::{
     self as launch, FlowStart, FlowStartError, InventorySource, Launch, LaunchError, LaunchOptions,
-    LaunchRequest, ProjectRef, Ref, StartFlow,
+    LaunchRequest, ProjectRef, Ref, Reserved, StartFlow,
 };
 use troupe_store::{
     Concurrency, Gate, Ingested, NewEventRecord, Proposal, Start, Store, StoreError,
@@ -336,21 +337,32 @@ impl Ingestor {
         Ok(self.launch.prepare(request, origin).await?)
     }
 
-    /// Tells the pool about new runs and the engine about new executions, and cancels what a
-    /// `cancel` policy displaced.
+    /// Starts the runs stored claimed on the slots reserved for them and tells the pool about
+    /// the queued ones, tells the engine about new executions, and cancels what a `cancel`
+    /// policy displaced.
     async fn announce(
         &self,
         record: &EventRecord,
         runs: &[troupe_core::run::Run],
         executions: &[Execution],
+        mut slots: Option<Box<dyn Reserved>>,
     ) {
         for run in runs {
             // The ingest labels every run it starts with its rule.
-            match run.labels.get("troupe/rule") {
-                Some(rule) => self.launch.announce_by(run, &format!("rule:{rule}")),
-                None => self.launch.announce(run),
+            let actor = run
+                .labels
+                .get("troupe/rule")
+                .map(|rule| format!("rule:{rule}"));
+            match (slots.as_mut(), run.status) {
+                (Some(slots), RunStatus::Running) => slots.start(run),
+                _ => self.launch.announce(run),
+            }
+            if let Some(actor) = &actor {
+                self.launch.audit_by(run, actor);
             }
         }
+        // The slots no run took are given back.
+        drop(slots);
         for execution in executions {
             self.flows.announce(execution).await;
         }
@@ -368,13 +380,22 @@ impl Ingestor {
     }
 
     async fn record(&self, new: &NewEventRecord) -> Result<Delivered, StoreError> {
-        match self.store.ingest_event(new).await? {
+        // Admission at create: free slots for the runs this event may start, so that they are
+        // stored already claimed and started at once, without a trip through the queue.
+        let wanted = new
+            .proposals
+            .iter()
+            .filter(|p| matches!(p.start, Ok(Start::Run(_))))
+            .count();
+        let slots = (wanted > 0).then(|| self.launch.reserve(wanted)).flatten();
+        let admission = slots.as_ref().map(|s| s.admission());
+        match self.store.ingest_event(new, admission).await? {
             Ingested::Recorded {
                 record,
                 runs,
                 executions,
             } => {
-                self.announce(&record, &runs, &executions).await;
+                self.announce(&record, &runs, &executions, slots).await;
                 let execution_ids: Vec<i64> = executions.iter().map(|e| e.id).collect();
                 tracing::info!(event = record.id, source = %record.source,
                     routing_key = %record.routing_key, status = %record.status,
@@ -631,6 +652,158 @@ rules:
             .await
             .expect("stored")
             .record
+    }
+
+    /// A queue with `free` slots that records what it was told: the runs started on its
+    /// slots and the runs announced queued.
+    #[derive(Default)]
+    struct SlotQueue {
+        free: std::sync::atomic::AtomicUsize,
+        started: Arc<std::sync::Mutex<Vec<i64>>>,
+        announced: std::sync::Mutex<Vec<i64>>,
+    }
+
+    struct HeldSlots {
+        held: usize,
+        started: Arc<std::sync::Mutex<Vec<i64>>>,
+    }
+
+    impl Reserved for HeldSlots {
+        fn admission(&self) -> troupe_store::Admission<'_> {
+            troupe_store::Admission {
+                claimant: troupe_store::Claimant::embedded("test-pool"),
+                lease: std::time::Duration::from_secs(60),
+                slots: self.held,
+            }
+        }
+
+        fn start(&mut self, run: &troupe_core::run::Run) {
+            assert!(self.held > 0, "started on a slot not held: {run:?}");
+            self.held -= 1;
+            if let Ok(mut started) = self.started.lock() {
+                started.push(run.id);
+            }
+        }
+    }
+
+    #[async_trait]
+    impl launch::Queue for SlotQueue {
+        fn reserve(&self, slots: usize) -> Option<Box<dyn Reserved>> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let free = self.free.load(SeqCst);
+            let held = slots.min(free);
+            self.free.store(free - held, SeqCst);
+            (held > 0).then(|| {
+                Box::new(HeldSlots {
+                    held,
+                    started: Arc::clone(&self.started),
+                }) as Box<dyn Reserved>
+            })
+        }
+
+        fn run_created(&self, run: &troupe_core::run::Run) {
+            if let Ok(mut announced) = self.announced.lock() {
+                announced.push(run.id);
+            }
+        }
+
+        async fn cancel_run(
+            &self,
+            run_id: i64,
+            _mode: CancelMode,
+        ) -> troupe_store::StoreResult<troupe_core::run::Run> {
+            Err(StoreError::not_found("run", run_id))
+        }
+    }
+
+    #[tokio::test]
+    async fn runs_an_event_starts_are_stored_claimed_while_slots_are_free() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let project_dir = dir.path().join("ops");
+        std::fs::create_dir(&project_dir).expect("project dir");
+        std::fs::write(project_dir.join("a.yml"), "- hosts: all\n  tasks: []\n").expect("a");
+        let store: Arc<dyn Store> = Arc::new(
+            troupe_sqlite::SqliteStore::open(&dir.path().join("troupe.db"))
+                .await
+                .expect("store"),
+        );
+        store
+            .create_project(&troupe_core::project::NewProject {
+                name: "ops".into(),
+                source: troupe_core::project::ProjectSource::Dir {
+                    path: project_dir.display().to_string(),
+                },
+            })
+            .await
+            .expect("project");
+        let queue = Arc::new(SlotQueue::default());
+        queue.free.store(2, std::sync::atomic::Ordering::SeqCst);
+        let launch = Arc::new(launch::Launcher::new(
+            Arc::clone(&store),
+            dir.path().join("projects"),
+            Arc::clone(&queue) as Arc<dyn launch::Queue>,
+        ));
+        // Two rules match every event: two runs each.
+        let rules = r#"
+sources:
+  hook: {type: webhook}
+rules:
+  - name: one
+    routing_keys: ["go"]
+    action: {project: ops, playbook: a.yml}
+  - name: two
+    routing_keys: ["go"]
+    action: {project: ops, playbook: a.yml}
+"#;
+        let ingestor = Ingestor::new(
+            Arc::clone(&store),
+            launch,
+            Arc::new(Flows::default()) as Arc<dyn StartFlow>,
+            Arc::new(Rules::from_yaml(rules).expect("rules")),
+        );
+        let status = |id: i64| {
+            let store = Arc::clone(&store);
+            async move { store.get_run(id).await.expect("run") }
+        };
+        let deliver = || async {
+            ingestor
+                .deliver(Inbound::json("hook", "go", "{}".to_owned()))
+                .await
+                .expect("stored")
+                .record
+        };
+
+        // Two slots free: both runs stored running under the pool's claim and started.
+        let first = deliver().await;
+        assert_eq!(first.run_ids.len(), 2, "{first:?}");
+        for &id in &first.run_ids {
+            let run = status(id).await;
+            assert_eq!(run.status, troupe_core::RunStatus::Running, "{run:?}");
+            assert_eq!(run.worker_id.as_deref(), Some("test-pool"));
+        }
+        let started = queue.started.lock().map(|s| s.clone()).unwrap_or_default();
+        assert_eq!(started, first.run_ids);
+
+        // No slot left: both stored queued and announced.
+        let second = deliver().await;
+        for &id in &second.run_ids {
+            assert_eq!(status(id).await.status, troupe_core::RunStatus::Queued);
+        }
+        let announced = queue
+            .announced
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        assert_eq!(announced, second.run_ids);
+
+        // One slot free again, but older runs wait: it is not used, and given back.
+        queue.free.store(1, std::sync::atomic::Ordering::SeqCst);
+        let third = deliver().await;
+        for &id in &third.run_ids {
+            assert_eq!(status(id).await.status, troupe_core::RunStatus::Queued);
+        }
+        let started = queue.started.lock().map(|s| s.len()).unwrap_or_default();
+        assert_eq!(started, 2, "nothing more started");
     }
 
     #[tokio::test]

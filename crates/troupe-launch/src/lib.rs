@@ -10,7 +10,10 @@
 //! waits, let it store the run already claimed and start it ([`Queue::admit`]).
 //!
 //! Paths that store runs in a transaction of their own (the event ingest stores an event and
-//! its runs together) call [`Launcher::prepare`] and, once stored, [`Launcher::announce`].
+//! its runs together) call [`Launcher::prepare`] and, once stored, [`Launcher::announce`]; for
+//! admission at create they first [`Launch::reserve`] free slots, have their transaction
+//! store the runs claimed ([`troupe_store::Admission`]) and start those on the slots
+//! ([`Reserved::start`]).
 //! Crates that only need to start and stop runs depend on the [`Launch`] capability, not on
 //! the concrete launcher or on the worker pool.
 
@@ -24,7 +27,7 @@ use troupe_core::redact::SecretNames;
 use troupe_core::run::{CancelMode, Labels, NewRun, Origin, Run, RunOptions};
 use troupe_core::secret::SecretKey;
 use troupe_core::template::Template;
-use troupe_store::{Store, StoreError, StoreResult};
+use troupe_store::{Admission, Store, StoreError, StoreResult};
 
 pub mod audit;
 mod error;
@@ -51,12 +54,33 @@ pub trait Queue: Send + Sync {
         None
     }
 
+    /// Admission at create for runs a transaction of someone else's stores: holds up to
+    /// `slots` free slots (at least one, or `None`) for runs that are not job unit actions.
+    /// The default holds none.
+    fn reserve(&self, slots: usize) -> Option<Box<dyn Reserved>> {
+        let _ = slots;
+        None
+    }
+
     /// A run was just stored `queued`: wake whoever claims runs and tell live subscribers.
     fn run_created(&self, run: &Run);
 
     /// Asks a run to stop: a queued run is canceled on the spot, a running one is passed to
     /// the worker executing it. `Conflict` when it has already finished.
     async fn cancel_run(&self, run_id: i64, mode: CancelMode) -> StoreResult<Run>;
+}
+
+/// Free slots an executor holds for runs that a transaction of someone else's stores (the
+/// event ingest stores an event and its runs together), so that the transaction can store them
+/// already claimed ([`Queue::reserve`]). Dropping it gives back the slots no run took.
+pub trait Reserved: Send {
+    /// What the transaction claims runs with: the executor's claimant and lease, and as many
+    /// slots as are held.
+    fn admission(&self) -> Admission<'_>;
+
+    /// Starts `run`, which the transaction stored claimed under [`Reserved::admission`], on
+    /// one of the held slots (and tells live subscribers of it).
+    fn start(&mut self, run: &Run);
 }
 
 /// Starting and stopping runs: the capability crates such as the event sources depend on.
@@ -89,8 +113,21 @@ pub trait Launch: Send + Sync {
     /// [`Launch::announce`] for a run that `actor` (`rule:<name>`...) started: the run is
     /// recorded in the audit log as `actor`'s.
     fn announce_by(&self, run: &Run, actor: &str) {
-        let _ = actor;
         self.announce(run);
+        self.audit_by(run, actor);
+    }
+
+    /// Records in the audit log that `actor` started `run`, which the caller stored and
+    /// started itself (on slots of [`Launch::reserve`]). The default records nothing.
+    fn audit_by(&self, run: &Run, actor: &str) {
+        let _ = (run, actor);
+    }
+
+    /// Free slots for runs the caller's own transaction will store claimed
+    /// ([`Queue::reserve`]). The default holds none: the caller announces its runs.
+    fn reserve(&self, slots: usize) -> Option<Box<dyn Reserved>> {
+        let _ = slots;
+        None
     }
 
     /// The names of extra vars (and payload keys) whose values are secret (`redact_vars`).
@@ -501,9 +538,12 @@ impl Launch for Launcher {
         Ok(run)
     }
 
-    fn announce_by(&self, run: &Run, actor: &str) {
-        Launcher::announce(self, run);
+    fn audit_by(&self, run: &Run, actor: &str) {
         self.audit_run(run, actor);
+    }
+
+    fn reserve(&self, slots: usize) -> Option<Box<dyn Reserved>> {
+        self.queue.reserve(slots)
     }
 
     fn secret_names(&self) -> &SecretNames {

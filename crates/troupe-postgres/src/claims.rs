@@ -4,7 +4,7 @@ use crate::runs::insert_run;
 use crate::{PgDialect, PgStore, RUN_COLS, lease_end, like_prefix, micros, now, pg_text};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{AssertSqlSafe, Postgres};
+use sqlx::{AssertSqlSafe, PgConnection, Postgres};
 use std::time::Duration;
 use troupe_core::RunStatus;
 use troupe_core::run::{CancelMode, NewRun, Run};
@@ -66,23 +66,8 @@ impl ClaimStore for PgStore {
     ) -> StoreResult<Run> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let run = insert_run(&mut tx, new, RunOrigin::default()).await?;
-        // The new run, if the claimant may take it and nothing older it may take is queued.
-        // The new row is not visible to other claimers before the commit; older queued runs
-        // other transactions hold locked are about to be claimed, so they count as waiting.
-        let now = now();
-        let row = sqlx::query(AssertSqlSafe(statements::claim_created::<PgDialect>(
-            |table| takes(claimant, table, "$5"),
-        )))
-        .bind(now)
-        .bind(claimant.worker_id)
-        .bind(lease_end(now, lease))
-        .bind(run.id)
-        .bind(to_json(&claimant.labels)?)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let run = match row {
-            Some(row) => run_from::<PgDialect>(&row)?,
+        let run = match claim_created(&mut tx, run.id, claimant, lease).await? {
+            Some(claimed) => claimed,
             None => run,
         };
         tx.commit().await.map_err(backend)?;
@@ -234,6 +219,34 @@ impl PgStore {
 /// its labels (JSON). A run may be taken when every label it requires is among the
 /// claimant's. A split parent only queues its slices (which carry its labels), so a claimant
 /// coordinating splits takes it whatever its labels; one that does not never does.
+/// Claims the run `run_id` that `conn`'s transaction just stored, for `claimant`: `running`
+/// under a lease of `lease` when `claimant` may take it and nothing older it may take is
+/// queued; `None` (still `queued`) otherwise. Admission at create, for `create_run_claimed`
+/// and the event ingest.
+pub(crate) async fn claim_created(
+    conn: &mut PgConnection,
+    run_id: i64,
+    claimant: &Claimant<'_>,
+    lease: Duration,
+) -> StoreResult<Option<Run>> {
+    // The new run, if the claimant may take it and nothing older it may take is queued.
+    // The new row is not visible to other claimers before the commit; older queued runs
+    // other transactions hold locked are about to be claimed, so they count as waiting.
+    let now = now();
+    let row = sqlx::query(AssertSqlSafe(statements::claim_created::<PgDialect>(
+        |table| takes(claimant, table, "$5"),
+    )))
+    .bind(now)
+    .bind(claimant.worker_id)
+    .bind(lease_end(now, lease))
+    .bind(run_id)
+    .bind(to_json(&claimant.labels)?)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(backend)?;
+    row.as_ref().map(run_from::<PgDialect>).transpose()
+}
+
 fn takes(claimant: &Claimant<'_>, table: &str, labels: &str) -> String {
     let labels_ok = format!(
         "COALESCE(({table}.options->'worker_labels')::jsonb, '[]'::jsonb) <@ {labels}::jsonb"

@@ -4,7 +4,7 @@ use crate::runs::insert_run;
 use crate::{RUN_COLS, SqliteDialect, SqliteStore, lease_end, now_us, ts};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{AssertSqlSafe, Sqlite};
+use sqlx::{AssertSqlSafe, Sqlite, SqliteConnection};
 use std::time::Duration;
 use troupe_core::RunStatus;
 use troupe_core::run::{CancelMode, NewRun, Run};
@@ -68,21 +68,8 @@ impl ClaimStore for SqliteStore {
         let mut w = self.write().await;
         let mut tx = w.begin().await?;
         let run = insert_run(&mut tx, new, RunOrigin::default()).await?;
-        // The new run, if the claimant may take it and nothing older it may take is queued.
-        let now = now_us();
-        let row = sqlx::query(AssertSqlSafe(statements::claim_created::<SqliteDialect>(
-            |table| takes(claimant, table, "$5"),
-        )))
-        .bind(now)
-        .bind(claimant.worker_id)
-        .bind(lease_end(now, lease))
-        .bind(run.id)
-        .bind(to_json(&claimant.labels)?)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let run = match row {
-            Some(row) => run_from::<SqliteDialect>(&row)?,
+        let run = match claim_created(&mut tx, run.id, claimant, lease).await? {
+            Some(claimed) => claimed,
             None => run,
         };
         tx.commit().await.map_err(backend)?;
@@ -235,6 +222,32 @@ impl SqliteStore {
 /// its labels (JSON). A run may be taken when every label it requires is among the
 /// claimant's. A split parent only queues its slices (which carry its labels), so a claimant
 /// coordinating splits takes it whatever its labels; one that does not never does.
+/// Claims the run `run_id` that `conn`'s transaction just stored, for `claimant`: `running`
+/// under a lease of `lease` when `claimant` may take it and nothing older it may take is
+/// queued; `None` (still `queued`) otherwise. Admission at create, for `create_run_claimed`
+/// and the event ingest.
+pub(crate) async fn claim_created(
+    conn: &mut SqliteConnection,
+    run_id: i64,
+    claimant: &Claimant<'_>,
+    lease: Duration,
+) -> StoreResult<Option<Run>> {
+    // The new run, if the claimant may take it and nothing older it may take is queued.
+    let now = now_us();
+    let row = sqlx::query(AssertSqlSafe(statements::claim_created::<SqliteDialect>(
+        |table| takes(claimant, table, "$5"),
+    )))
+    .bind(now)
+    .bind(claimant.worker_id)
+    .bind(lease_end(now, lease))
+    .bind(run_id)
+    .bind(to_json(&claimant.labels)?)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(backend)?;
+    row.as_ref().map(run_from::<SqliteDialect>).transpose()
+}
+
 fn takes(claimant: &Claimant<'_>, table: &str, labels: &str) -> String {
     let labels_ok = format!(
         "NOT EXISTS (SELECT 1 FROM json_each({table}.options, '$.worker_labels') AS l \

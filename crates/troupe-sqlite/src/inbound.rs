@@ -1,11 +1,13 @@
 //! Inbound event records and the rules document on SQLite.
 
+use crate::claims::claim_created;
 use crate::executions::insert_execution;
 use crate::runs::insert_run;
 use crate::{SqliteDialect, SqliteStore, now_us, ts, ts_minus, ts_plus};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, SqliteConnection};
+use std::time::Duration;
 use troupe_core::flow::{Execution, NewExecution};
 use troupe_core::inbound::EventRecord;
 use troupe_core::run::{NewRun, Run};
@@ -15,13 +17,17 @@ use troupe_store::sql::{
     push_event_record_filter, rules_changed, rules_doc_from, statements, to_json,
 };
 use troupe_store::{
-    EventRecordFilter, Gate, InboundStore, Ingested, NewEventRecord, Page, RulesDoc, StoreError,
-    StoreResult,
+    Admission, Claimant, EventRecordFilter, Gate, InboundStore, Ingested, NewEventRecord, Page,
+    RulesDoc, StoreError, StoreResult,
 };
 
 #[async_trait]
 impl InboundStore for SqliteStore {
-    async fn ingest_event(&self, new: &NewEventRecord) -> StoreResult<Ingested> {
+    async fn ingest_event(
+        &self,
+        new: &NewEventRecord,
+        admission: Option<Admission<'_>>,
+    ) -> StoreResult<Ingested> {
         let received = ts(new.received_at);
         // One writer: nothing else is decided between the checks and the writes.
         let mut w = self.write().await;
@@ -48,7 +54,7 @@ impl InboundStore for SqliteStore {
             runs,
             executions,
             status,
-        } = propose_all(&mut Ingest(&mut tx), new, event_id, received).await?;
+        } = propose_all(&mut Ingest(&mut tx), new, event_id, received, admission).await?;
         let run_ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
         let row = sqlx::query(AssertSqlSafe(format!(
             "UPDATE event_records SET status = ?, rules = ?, run_ids = ? WHERE id = ? \
@@ -190,6 +196,15 @@ impl Proposals for Ingest<'_> {
 
     async fn insert_run(&mut self, new: &NewRun, origin: RunOrigin<'_>) -> StoreResult<Run> {
         insert_run(self.0, new, origin).await
+    }
+
+    async fn claim_created(
+        &mut self,
+        run_id: i64,
+        claimant: &Claimant<'_>,
+        lease: Duration,
+    ) -> StoreResult<Option<Run>> {
+        claim_created(self.0, run_id, claimant, lease).await
     }
 
     async fn insert_execution(&mut self, new: &NewExecution) -> StoreResult<Execution> {

@@ -73,6 +73,21 @@ impl JobRuns {
     }
 }
 
+/// Admission at create for the runs a transaction of someone else's stores (the event
+/// ingest's, [`crate::InboundStore::ingest_event`]): up to `slots` of them are stored already
+/// claimed by `claimant` under a lease of `lease`, each as
+/// [`ClaimStore::create_run_claimed`] would claim it (when `claimant` may take it and no
+/// older queued run it may take is waiting).
+#[derive(Debug, Clone, Copy)]
+pub struct Admission<'a> {
+    /// Who the runs are claimed for.
+    pub claimant: Claimant<'a>,
+    /// How long the claim's lease lasts.
+    pub lease: Duration,
+    /// How many runs may be claimed: the free slots held for them.
+    pub slots: usize,
+}
+
 impl<'a> Claimant<'a> {
     /// A worker without labels that coordinates split runs: the embedded pool's default.
     pub fn embedded(worker_id: &'a str) -> Self {

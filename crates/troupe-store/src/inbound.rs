@@ -1,7 +1,7 @@
 //! Inbound events (webhooks, broker messages...) as they are recorded, with the runs their
 //! matching rules start in the same transaction; and the rules document.
 
-use crate::{Page, StoreResult};
+use crate::{Admission, Page, StoreResult};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
@@ -133,7 +133,14 @@ pub trait InboundStore {
     /// its proposals pass (gates, then, for runs, the concurrency policy); each started run
     /// carries the event's id and the proposal's concurrency key. With the `cancel` policy the earlier active runs of the key
     /// are listed in the outcome for the caller to cancel.
-    async fn ingest_event(&self, new: &NewEventRecord) -> StoreResult<Ingested>;
+    ///
+    /// With `admission`, the runs it starts are stored already claimed as far as it allows
+    /// (admission at create: they come back `running`); the others come back `queued`.
+    async fn ingest_event(
+        &self,
+        new: &NewEventRecord,
+        admission: Option<Admission<'_>>,
+    ) -> StoreResult<Ingested>;
     /// An event record by id.
     async fn get_event_record(&self, id: i64) -> StoreResult<EventRecord>;
     /// Event records matching `filter`, newest first.

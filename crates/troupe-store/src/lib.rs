@@ -43,7 +43,7 @@ pub mod workers;
 pub use audit::AuditStore;
 pub use bus::{Heard, LiveBus, LocalBus, MAX_NOTICE_BYTES};
 pub use catalog::{InventoryStore, ProjectStore, TemplateStore};
-pub use claims::{ClaimStore, Claimant, JobRuns, Lease, RunOutcome};
+pub use claims::{Admission, ClaimStore, Claimant, JobRuns, Lease, RunOutcome};
 pub use credentials::{CredentialStore, StoredCredential};
 pub use error::{StoreError, StoreResult};
 pub use events::EventStore;

@@ -16,7 +16,8 @@ use troupe_ansible::{Ansible, Grace, Limits};
 use troupe_core::RunStatus;
 use troupe_core::run::{CancelMode, NewRun, Run};
 use troupe_core::worker::{NewWorker, WorkerKind};
-use troupe_store::{Claimant, JobRuns, Store, StoreResult};
+use troupe_launch::Reserved;
+use troupe_store::{Admission, Claimant, JobRuns, Store, StoreResult};
 use troupe_telemetry::StoreOp;
 
 /// How a pool runs.
@@ -308,38 +309,46 @@ impl WorkerPool {
     /// before it starts, the lease sweep (or this node's restart) ends it as it would a claim.
     pub async fn admit(&self, new: &NewRun) -> Option<StoreResult<Run>> {
         let store = self.store.as_ref()?;
-        if self.stop_claiming.is_cancelled() || self.is_draining() {
-            return None;
-        }
-        let job_run = new.origin.job_unit().is_some();
-        let lane = self.lanes.iter().find(|lane| lane.takes(job_run))?;
-        let pool = self.this.upgrade()?;
-        let permit = Arc::clone(&lane.slots).try_acquire_owned().ok()?;
-        let claimant = Claimant {
-            worker_id: &self.worker_id,
-            labels: &self.cfg.labels,
-            splits: true,
-            job_runs: lane.job_runs,
-        };
+        let mut slots = self.reserve_in(new.origin.job_unit().is_some(), 1)?;
+        let admission = slots.admission();
         let run = match store
-            .create_run_claimed(new, &claimant, self.cfg.lease)
+            .create_run_claimed(new, &admission.claimant, admission.lease)
             .await
         {
             Ok(run) => run,
             Err(e) => return Some(Err(e)),
         };
-        if run.status != RunStatus::Running {
-            drop(permit);
+        if run.status == RunStatus::Running {
+            slots.start(&run);
+        } else {
+            drop(slots);
             self.run_created(&run);
-            return Some(Ok(run));
         }
-        self.publish_created(&run);
-        self.hub.publish_change(RunChange::status_of(&run));
-        let admitted = run.clone();
-        self.tracker.spawn(async move {
-            pool.execute(admitted, permit).await;
-        });
         Some(Ok(run))
+    }
+
+    /// Up to `wanted` free slots of the lane of job unit actions (`job_run`) or of the other
+    /// runs, held for runs to be stored claimed by this pool; `None` when none is free (or the
+    /// pool drains, stops, or is a remote worker's).
+    fn reserve_in(&self, job_run: bool, wanted: usize) -> Option<Slots> {
+        self.store.as_ref()?;
+        if self.stop_claiming.is_cancelled() || self.is_draining() {
+            return None;
+        }
+        let lane = self.lanes.iter().find(|lane| lane.takes(job_run))?;
+        let pool = self.this.upgrade()?;
+        let permits: Vec<_> =
+            std::iter::from_fn(|| Arc::clone(&lane.slots).try_acquire_owned().ok())
+                .take(wanted)
+                .collect();
+        if permits.is_empty() {
+            return None;
+        }
+        Some(Slots {
+            pool,
+            job_runs: lane.job_runs,
+            permits,
+        })
     }
 
     /// Asks for a run to stop: a queued run is canceled on the spot (and followers are told),
@@ -525,11 +534,56 @@ async fn reap(cfg: &WorkerConfig) {
     }
 }
 
+/// Free slots of one lane held for runs stored claimed by this pool (admission at create);
+/// dropped, it gives back those no run took.
+struct Slots {
+    pool: Arc<WorkerPool>,
+    job_runs: JobRuns,
+    permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl troupe_launch::Reserved for Slots {
+    fn admission(&self) -> Admission<'_> {
+        Admission {
+            claimant: Claimant {
+                worker_id: &self.pool.worker_id,
+                labels: &self.pool.cfg.labels,
+                splits: true,
+                job_runs: self.job_runs,
+            },
+            lease: self.pool.cfg.lease,
+            slots: self.permits.len(),
+        }
+    }
+
+    fn start(&mut self, run: &Run) {
+        let Some(permit) = self.permits.pop() else {
+            // The store claims no more runs than there are slots: a caller's mistake. The
+            // run's lease is not renewed, so the lease sweep ends it.
+            tracing::error!(run = run.id, "a run was admitted without a free slot");
+            return;
+        };
+        let pool = &self.pool;
+        pool.publish_created(run);
+        pool.hub.publish_change(RunChange::status_of(run));
+        let admitted = run.clone();
+        let executor = Arc::clone(pool);
+        pool.tracker.spawn(async move {
+            executor.execute(admitted, permit).await;
+        });
+    }
+}
+
 /// The launcher announces runs to the pool and passes cancels through it.
 #[async_trait::async_trait]
 impl troupe_launch::Queue for WorkerPool {
     async fn admit(&self, new: &NewRun) -> Option<StoreResult<Run>> {
         WorkerPool::admit(self, new).await
+    }
+
+    fn reserve(&self, slots: usize) -> Option<Box<dyn troupe_launch::Reserved>> {
+        let slots = self.reserve_in(false, slots)?;
+        Some(Box::new(slots))
     }
 
     fn run_created(&self, run: &Run) {

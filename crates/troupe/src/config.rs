@@ -110,9 +110,10 @@ pub struct Config {
     /// An OTLP/HTTP collector (`http://host:4318`) to export each run's life to as a trace;
     /// no traces when unset. `--otlp-endpoint` and `OTEL_EXPORTER_OTLP_ENDPOINT` set it too.
     pub otlp_endpoint: Option<String>,
-    /// How runs that do not choose start ansible-playbook: `exec` (a new process each) or
-    /// `warm` (forked from a parent that imported ansible once per configuration; exec when a
-    /// configuration cannot be shared). See docs/architecture.md, "The warm launcher".
+    /// How runs that do not choose start ansible-playbook: `warm` (the default: forked from a
+    /// parent that imported ansible once per configuration; exec when a configuration cannot
+    /// be shared) or `exec` (a new process each). See docs/architecture.md, "The warm
+    /// launcher".
     pub launcher: troupe_core::run::LauncherKind,
     /// Warm parents kept at most (one per configuration); the least recently used is retired.
     pub warm_parents_max: usize,
@@ -165,7 +166,7 @@ impl Default for Config {
             pansible_config: None,
             pansible_hosts_per_task: None,
             otlp_endpoint: None,
-            launcher: troupe_core::run::LauncherKind::Exec,
+            launcher: troupe_core::run::LauncherKind::Warm,
             warm_parents_max: 4,
             warm_parent_max_rss_mib: 512,
             pansible_ignored: Vec::new(),

@@ -72,8 +72,8 @@ enum Command {
         /// The ansible-playbook to use.
         #[arg(long)]
         ansible_playbook: Option<PathBuf>,
-        /// How runs that do not choose start ansible-playbook: `exec` or `warm` (forked from
-        /// a parent that imported ansible once; see docs/architecture.md).
+        /// How runs that do not choose start ansible-playbook: `warm` (the default: forked
+        /// from a parent that imported ansible once) or `exec` (see docs/architecture.md).
         #[arg(long)]
         launcher: Option<troupe_core::run::LauncherKind>,
         /// A directory of playbooks to register as a project on start (named after the

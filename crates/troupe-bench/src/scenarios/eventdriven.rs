@@ -105,13 +105,7 @@ async fn troupe(
         max_concurrent_runs: SLOTS,
         ansible_playbook: ctx.ansible_playbook.clone(),
     };
-    // `exec` is troupe's default; another launcher is asked for by name.
-    let env: Vec<(&str, &str)> = if launcher == "exec" {
-        Vec::new()
-    } else {
-        vec![("TROUPE_LAUNCHER", launcher)]
-    };
-    let server = Server::start_with_env(&opts, &env)?;
+    let server = Server::start_with_env(&opts, &[("TROUPE_LAUNCHER", launcher)])?;
     server
         .post(
             "/api/v1/projects",

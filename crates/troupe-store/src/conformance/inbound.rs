@@ -51,7 +51,7 @@ fn gate(kind: GateKind, key: &str, secs: u64) -> Gate {
 
 /// Ingests `new`, which must be recorded (not a duplicate).
 async fn recorded(store: &dyn Store, new: &NewEventRecord) -> (EventRecord, Vec<Run>) {
-    match store.ingest_event(new).await.expect("ingest") {
+    match store.ingest_event(new, None).await.expect("ingest") {
         Ingested::Recorded { record, runs, .. } => (record, runs),
         Ingested::Duplicate(earlier) => {
             panic!("expected a new record, got a duplicate of {earlier:?}")
@@ -61,7 +61,7 @@ async fn recorded(store: &dyn Store, new: &NewEventRecord) -> (EventRecord, Vec<
 
 /// Ingests `new`, which must be a duplicate; returns the earlier record.
 async fn duplicate(store: &dyn Store, new: &NewEventRecord) -> EventRecord {
-    match store.ingest_event(new).await.expect("ingest") {
+    match store.ingest_event(new, None).await.expect("ingest") {
         Ingested::Duplicate(earlier) => earlier,
         Ingested::Recorded { record, .. } => panic!("expected a duplicate, got {record:?}"),
     }
@@ -868,7 +868,7 @@ pub async fn inbound_concurrent_ingests(store: &dyn Store) {
             vec![proposal("r", Ok(new_run(p.id)))],
         );
         new.delivery_id = Some("once".into());
-        async move { store.ingest_event(&new).await.expect("ingest") }
+        async move { store.ingest_event(&new, None).await.expect("ingest") }
     });
     let outcomes = futures_join_all(same_delivery).await;
     let recorded_ids: Vec<i64> = outcomes
@@ -1022,7 +1022,7 @@ pub async fn inbound_flow_proposals_start_executions(store: &dyn Store) {
         record,
         runs,
         executions,
-    } = store.ingest_event(&first).await.expect("ingest")
+    } = store.ingest_event(&first, None).await.expect("ingest")
     else {
         panic!("expected a new record");
     };
@@ -1096,4 +1096,71 @@ pub async fn inbound_flow_proposals_start_executions(store: &dyn Store) {
         .await
         .expect("list executions");
     assert_eq!(all.len(), 2, "one per started outcome");
+}
+
+/// Admission at create through an ingest: the runs an event starts are stored already claimed
+/// in proposal order while the admission's slots last (a failed proposal takes none), the
+/// rest queued; with an older run waiting that the claimant may take, none is claimed.
+pub async fn inbound_runs_are_admitted_while_slots_last(store: &dyn Store) {
+    use crate::{Admission, Claimant};
+    let p = project(store, "p").await;
+    let lease = Duration::from_secs(60);
+    let admission = |slots| Admission {
+        claimant: Claimant::embedded("w1"),
+        lease,
+        slots,
+    };
+    let new = proposing(
+        inbound("hooks", "deploy.web", at(0)),
+        vec![
+            proposal("a", Ok(new_run(p.id))),
+            proposal("broken", Err("no such playbook".into())),
+            proposal("b", Ok(new_run(p.id))),
+            proposal("c", Ok(new_run(p.id))),
+        ],
+    );
+    let (record, runs) = match store
+        .ingest_event(&new, Some(admission(2)))
+        .await
+        .expect("ingest")
+    {
+        Ingested::Recorded { record, runs, .. } => (record, runs),
+        Ingested::Duplicate(earlier) => panic!("a duplicate of {earlier:?}"),
+    };
+    let statuses: Vec<RunStatus> = runs.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        [RunStatus::Running, RunStatus::Running, RunStatus::Queued]
+    );
+    assert_eq!(record.run_ids, ids(&runs));
+    for run in &runs[..2] {
+        assert_eq!(run.worker_id.as_deref(), Some("w1"));
+        assert_eq!(run.event_id, Some(record.id));
+        assert_eq!(&store.get_run(run.id).await.expect("get"), run);
+        store
+            .mark_launched(run.id, "w1", Utc::now(), None)
+            .await
+            .expect("the admitting worker holds it");
+    }
+    // The third waits: a later event's run queues behind it, admission or not.
+    let later = proposing(
+        inbound("hooks", "deploy.web", at(1)),
+        vec![proposal("a", Ok(new_run(p.id)))],
+    );
+    let (_, behind) = match store
+        .ingest_event(&later, Some(admission(1)))
+        .await
+        .expect("ingest")
+    {
+        Ingested::Recorded { record, runs, .. } => (record, runs),
+        Ingested::Duplicate(earlier) => panic!("a duplicate of {earlier:?}"),
+    };
+    assert_eq!(behind.len(), 1);
+    assert_eq!(behind[0].status, RunStatus::Queued);
+    let claimed = store.claim_runs("w2", lease, 10).await.expect("claim");
+    assert_eq!(
+        ids(&claimed),
+        vec![runs[2].id, behind[0].id],
+        "oldest first"
+    );
 }

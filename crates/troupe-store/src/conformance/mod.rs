@@ -159,6 +159,7 @@ macro_rules! __conformance_case_names {
             inbound_list_filters_and_paging,
             inbound_prune,
             inbound_concurrent_ingests,
+            inbound_runs_are_admitted_while_slots_last,
             rules_doc_revisions,
             flow_versions_round_trip,
             concurrent_flow_puts,

@@ -3,8 +3,9 @@
 //! backend's, through [`Proposals`], run inside its ingest transaction.
 
 use super::RunOrigin;
-use crate::{Gate, NewEventRecord, Proposal, Start, StoreError, StoreResult};
+use crate::{Admission, Claimant, Gate, NewEventRecord, Proposal, Start, StoreError, StoreResult};
 use std::future::Future;
+use std::time::Duration;
 use troupe_core::flow::{Execution, NewExecution};
 use troupe_core::inbound::{ConcurrencyPolicy, EventStatus, RuleOutcome, RuleResult};
 use troupe_core::run::{NewRun, Run};
@@ -28,6 +29,15 @@ pub trait Proposals {
         new: &NewRun,
         origin: RunOrigin<'_>,
     ) -> impl Future<Output = StoreResult<Run>> + Send;
+    /// Claims the run `run_id` just stored, as `create_run_claimed` does: the run `running`
+    /// under `claimant`'s lease when it may take it and nothing older it may take is queued;
+    /// `None` (the run stays `queued`) otherwise.
+    fn claim_created(
+        &mut self,
+        run_id: i64,
+        claimant: &Claimant<'_>,
+        lease: Duration,
+    ) -> impl Future<Output = StoreResult<Option<Run>>> + Send;
     /// Stores an execution as `create_execution` does (`NotFound` when its flow version is
     /// gone).
     fn insert_execution(
@@ -57,18 +67,27 @@ pub struct Proposed {
     pub status: EventStatus,
 }
 
-/// Carries out every proposal of `new`, recorded as `event_id` at `received`.
+/// Carries out every proposal of `new`, recorded as `event_id` at `received`; with
+/// `admission`, the runs started are claimed in proposal order while its slots last.
 pub async fn propose_all<P: Proposals + Send>(
     tx: &mut P,
     new: &NewEventRecord,
     event_id: i64,
     received: P::Time,
+    admission: Option<Admission<'_>>,
 ) -> StoreResult<Proposed> {
     let mut outcomes = Vec::with_capacity(new.proposals.len());
     let mut runs = Vec::new();
     let mut executions = Vec::new();
+    let mut admission = admission;
     for proposal in &new.proposals {
         let (result, started) = propose(tx, proposal, event_id, received).await?;
+        let started = match started {
+            Some(Started::Run(run)) => Some(Started::Run(Box::new(
+                admit(tx, *run, admission.as_mut()).await?,
+            ))),
+            other => other,
+        };
         outcomes.push(RuleOutcome {
             rule: proposal.rule.clone(),
             result,
@@ -90,6 +109,28 @@ pub async fn propose_all<P: Proposals + Send>(
         executions,
         status,
     })
+}
+
+/// `run` claimed under `admission` if it has a slot left and the claim is allowed; `run` as
+/// stored otherwise.
+async fn admit<P: Proposals + Send>(
+    tx: &mut P,
+    run: Run,
+    admission: Option<&mut Admission<'_>>,
+) -> StoreResult<Run> {
+    let Some(admission) = admission.filter(|a| a.slots > 0) else {
+        return Ok(run);
+    };
+    match tx
+        .claim_created(run.id, &admission.claimant, admission.lease)
+        .await?
+    {
+        Some(claimed) => {
+            admission.slots -= 1;
+            Ok(claimed)
+        }
+        None => Ok(run),
+    }
 }
 
 /// What a proposal started.

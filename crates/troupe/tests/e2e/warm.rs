@@ -480,9 +480,53 @@ async fn a_dead_troupe_takes_its_warm_parents_and_runs_along() -> anyhow::Result
 }
 
 #[tokio::test]
+async fn runs_are_forked_warm_unless_the_server_or_the_run_says_exec() -> anyhow::Result<()> {
+    let proj = corpus()?;
+    // No launcher configured: warm.
+    let server = serve()?;
+    let project = server.project(proj.path()).await?;
+    let id = server
+        .launch(project, "loops.yml", &local_hosts(1), json!({}))
+        .await?;
+    assert_eq!(outcome(&server, id).await?.status, "successful");
+    assert_eq!(forked(&server), 1, "{:?}", warm_parents(&server));
+    // A run that asks for exec is not forked.
+    let id = server
+        .launch(
+            project,
+            "loops.yml",
+            &local_hosts(1),
+            json!({"launcher": "exec"}),
+        )
+        .await?;
+    assert_eq!(outcome(&server, id).await?.status, "successful");
+    assert_eq!(forked(&server), 1, "{:?}", warm_parents(&server));
+    drop(server);
+    // TROUPE_LAUNCHER=exec: nothing is forked, no parent is started.
+    let server = serve_with(ServerOpts {
+        extra_env: vec![("TROUPE_LAUNCHER".into(), "exec".into())],
+        ..Default::default()
+    })?;
+    let project = server.project(proj.path()).await?;
+    let id = server
+        .launch(project, "loops.yml", &local_hosts(1), json!({}))
+        .await?;
+    assert_eq!(outcome(&server, id).await?.status, "successful");
+    assert!(
+        warm_parents(&server).is_empty(),
+        "{:?}",
+        warm_parents(&server)
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_template_chooses_its_launcher_and_an_unknown_one_is_refused() -> anyhow::Result<()> {
     let proj = corpus()?;
-    let server = serve()?;
+    let server = serve_with(ServerOpts {
+        extra_args: vec!["--launcher".into(), "exec".into()],
+        ..Default::default()
+    })?;
     let project = server.project(proj.path()).await?;
     server
         .post(
@@ -505,7 +549,7 @@ async fn a_template_chooses_its_launcher_and_an_unknown_one_is_refused() -> anyh
     let id = run["id"].as_i64().context("run id")?;
     assert_eq!(outcome(&server, id).await?.status, "successful");
     assert_eq!(forked(&server), 1, "{:?}", warm_parents(&server));
-    // A template that does not choose: the server's launcher (exec), not forked.
+    // A template that does not choose: the server's launcher (`--launcher exec`), not forked.
     let plain = server
         .post(
             "/api/v1/templates",

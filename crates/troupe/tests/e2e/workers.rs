@@ -181,10 +181,14 @@ async fn a_remote_worker_runs_a_playbook_as_the_embedded_pool_does() -> anyhow::
         "the run directory to be removed",
         Duration::from_secs(10),
         || async {
-            // The callback plugin's own directory is shared by every run and stays.
+            // The callback plugin's own directory is shared by every run and stays, and so
+            // does the list of warm parents.
             Ok(std::fs::read_dir(&runs_dir)?
                 .filter_map(Result::ok)
-                .all(|e| e.file_name().to_string_lossy().starts_with("plugin-")))
+                .all(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.starts_with("plugin-") || name == troupe_ansible::PARENTS_FILE
+                }))
         },
     )
     .await?;
@@ -549,11 +553,16 @@ async fn a_worker_killed_mid_run_and_restarted_loses_nothing_it_buffered() -> an
         },
     )
     .await?;
+    // The run's processes carry its marker: the task waiting on every host (a forked
+    // ansible-playbook has its warm parent's environment in /proc, the tasks it starts the
+    // run's own), so the kill below interrupts a run in progress.
     let runs_dir = wdir.path().join("runs");
-    assert!(
-        !processes_of_runs_under(&runs_dir).is_empty(),
-        "ansible runs"
-    );
+    wait_until(
+        "ansible's processes for the run",
+        Duration::from_secs(30),
+        || async { Ok(!processes_of_runs_under(&runs_dir).is_empty()) },
+    )
+    .await?;
     worker.kill9();
     drop(worker);
     let _again = start_worker(&server, &token, &["remote"], 1, wdir.path())?;
