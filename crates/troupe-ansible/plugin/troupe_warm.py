@@ -268,11 +268,16 @@ ansible.cli.check_blocking_io()
 # as __main__, so it does not run main()), with the argv and plumbing an exec'd run gives it.
 os.environ['TROUPE_EVENT_FD'] = str(_event_fd)
 sys.argv = [os.path.join(_here, 'troupe_boot.py')] + sys.argv
-_boot = importlib.util.spec_from_file_location('troupe_boot', sys.argv[0])
-_boot.loader.exec_module(importlib.util.module_from_spec(_boot))
-del _here, _boot, _request, _fds, _siblings, _fd, _target
+_boot_spec = importlib.util.spec_from_file_location('troupe_boot', sys.argv[0])
+_boot = importlib.util.module_from_spec(_boot_spec)
+_boot_spec.loader.exec_module(_boot)
+del _here, _boot_spec, _request, _fds, _siblings, _fd, _target
 del _stdin, _stdout, _stderr, _event, _event_fd, _python_env
 
 if __name__ == '__main__':
     sys.argv[0] = re.sub(r'(-script\.pyw|\.exe)?$', '', sys.argv[0])
-    sys.exit(main())
+    try:
+        _code = main()
+    except SystemExit as _exit:
+        _code = _exit.code
+    _boot.exit_as_python(_code)

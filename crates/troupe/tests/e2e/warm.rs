@@ -582,3 +582,88 @@ async fn a_template_chooses_its_launcher_and_an_unknown_one_is_refused() -> anyh
     );
     Ok(())
 }
+
+/// A callback plugin that leaves work for the end of the process: a file left open with
+/// buffered text, a non-daemon thread that writes a file later, an atexit handler.
+const LEAKY_CALLBACK: &str = r#"import atexit
+import os
+import threading
+import time
+
+from ansible.plugins.callback import CallbackBase
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = 'aggregate'
+    CALLBACK_NAME = 'leaky'
+    CALLBACK_NEEDS_ENABLED = True
+
+    def v2_playbook_on_stats(self, stats):
+        here = os.getcwd()
+        # Left open: only the end of the interpreter flushes what it holds.
+        self._left_open = open(os.path.join(here, 'left-open.txt'), 'w')
+        self._left_open.write('flushed at exit\n')
+
+        def late():
+            time.sleep(0.5)
+            with open(os.path.join(here, 'thread.txt'), 'w') as f:
+                f.write('thread finished\n')
+
+        threading.Thread(target=late).start()
+
+        def at_exit():
+            with open(os.path.join(here, 'atexit.txt'), 'w') as f:
+                f.write('atexit ran\n')
+
+        atexit.register(at_exit)
+"#;
+
+#[tokio::test]
+async fn a_run_ends_as_a_bare_one_threads_atexit_handlers_and_open_files() -> anyhow::Result<()> {
+    // troupe ends ansible-playbook without the interpreter's teardown (troupe_boot.py's
+    // exit_as_python): what a plugin leaves for the end must still happen, as in a bare run.
+    let files = [
+        ("site.yml", LOOPS),
+        ("ansible.cfg", "[defaults]\ncallbacks_enabled = leaky\n"),
+        ("callback_plugins/leaky.py", LEAKY_CALLBACK),
+    ];
+    let left = |dir: &Path| -> Vec<String> {
+        ["left-open.txt", "thread.txt", "atexit.txt"]
+            .iter()
+            .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| format!("{f}: {e}")))
+            .collect()
+    };
+    let bare = project_dir(&files)?;
+    std::fs::write(bare.path().join("hosts.ini"), local_hosts(1))?;
+    let status = std::process::Command::new("ansible-playbook")
+        .args(["-i", "hosts.ini", "site.yml"])
+        .current_dir(bare.path())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("ansible-playbook (put the CI venv on PATH)")?;
+    assert!(status.success());
+    let expected = left(bare.path());
+    assert_eq!(
+        expected,
+        ["flushed at exit\n", "thread finished\n", "atexit ran\n"],
+        "the bare run"
+    );
+    let server = serve()?;
+    for launcher in ["exec", "warm"] {
+        let proj = project_dir(&files)?;
+        let project = server.project(proj.path()).await?;
+        let id = server
+            .launch(
+                project,
+                "site.yml",
+                &local_hosts(1),
+                json!({"launcher": launcher}),
+            )
+            .await?;
+        let run = outcome(&server, id).await?;
+        assert_eq!(run.status, "successful", "{launcher}: {}", run.stdout);
+        assert_eq!(left(proj.path()), expected, "{launcher}");
+    }
+    Ok(())
+}
