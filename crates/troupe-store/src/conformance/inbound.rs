@@ -51,7 +51,16 @@ fn gate(kind: GateKind, key: &str, secs: u64) -> Gate {
 
 /// Ingests `new`, which must be recorded (not a duplicate).
 async fn recorded(store: &dyn Store, new: &NewEventRecord) -> (EventRecord, Vec<Run>) {
-    match store.ingest_event(new, None).await.expect("ingest") {
+    admitted(store, new, None).await
+}
+
+/// Ingests `new` with `admission`, which must be recorded (not a duplicate).
+async fn admitted(
+    store: &dyn Store,
+    new: &NewEventRecord,
+    admission: Option<crate::Admission<'_>>,
+) -> (EventRecord, Vec<Run>) {
+    match store.ingest_event(new, admission).await.expect("ingest") {
         Ingested::Recorded { record, runs, .. } => (record, runs),
         Ingested::Duplicate(earlier) => {
             panic!("expected a new record, got a duplicate of {earlier:?}")
@@ -1119,14 +1128,7 @@ pub async fn inbound_runs_are_admitted_while_slots_last(store: &dyn Store) {
             proposal("c", Ok(new_run(p.id))),
         ],
     );
-    let (record, runs) = match store
-        .ingest_event(&new, Some(admission(2)))
-        .await
-        .expect("ingest")
-    {
-        Ingested::Recorded { record, runs, .. } => (record, runs),
-        Ingested::Duplicate(earlier) => panic!("a duplicate of {earlier:?}"),
-    };
+    let (record, runs) = admitted(store, &new, Some(admission(2))).await;
     let statuses: Vec<RunStatus> = runs.iter().map(|r| r.status).collect();
     assert_eq!(
         statuses,
@@ -1147,14 +1149,7 @@ pub async fn inbound_runs_are_admitted_while_slots_last(store: &dyn Store) {
         inbound("hooks", "deploy.web", at(1)),
         vec![proposal("a", Ok(new_run(p.id)))],
     );
-    let (_, behind) = match store
-        .ingest_event(&later, Some(admission(1)))
-        .await
-        .expect("ingest")
-    {
-        Ingested::Recorded { record, runs, .. } => (record, runs),
-        Ingested::Duplicate(earlier) => panic!("a duplicate of {earlier:?}"),
-    };
+    let (_, behind) = admitted(store, &later, Some(admission(1))).await;
     assert_eq!(behind.len(), 1);
     assert_eq!(behind[0].status, RunStatus::Queued);
     let claimed = store.claim_runs("w2", lease, 10).await.expect("claim");
