@@ -155,8 +155,15 @@ test("launch a run and watch the host grid fill live", async () => {
     h2: { greet: "ok", "wait a little": "changed", "break h2": "failed", "only h1": "" },
     h3: { greet: "ok", "wait a little": "changed", "break h2": "skipped", "only h1": "skipped" },
   };
+  // The last events may arrive with the final status or just after it: each cell is waited for.
   for (const [host, tasks] of Object.entries(expect)) {
     for (const [task, state] of Object.entries(tasks)) {
+      if (state) {
+        await cell(host, task)
+          .and(page.locator(`[data-state="${state}"]`))
+          .waitFor({ timeout: WAIT })
+          .catch(() => {});
+      }
       assert.equal(await cell(host, task).getAttribute("data-state"), state, `${host} × ${task}`);
     }
   }

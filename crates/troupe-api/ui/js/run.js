@@ -231,9 +231,9 @@ export function RunPage({ id }) {
     <${RunFacts} run=${run} />
     <${ErrorBox} error=${error} />
     <${Actions} run=${{ ...run, status }} onChanged=${reloadRun} onError=${setError} />
-    <${Throttled} version=${slow}><${Failures} failures=${model.failures} /><//>
+    <${Throttled} version=${`${slow}/${status}`}><${Failures} failures=${model.failures} /><//>
     <h2>Hosts × tasks</h2>
-    <${Throttled} version=${slow}><${Grid} model=${model} /><//>
+    <${Throttled} version=${`${slow}/${status}`}><${Grid} model=${model} /><//>
     <h2>Timeline</h2>
     <${Throttled} version=${`${slow}/${run.finished_at}`}><${Timeline} model=${model} run=${run} /><//>
     <h2>Output</h2>

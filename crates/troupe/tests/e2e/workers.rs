@@ -613,15 +613,23 @@ async fn a_worker_that_stops_heartbeating_loses_its_runs() -> anyhow::Result<()>
             .is_some_and(|r| r.starts_with("worker lost")),
         "{run}"
     );
-    let list = server.get("/api/v1/workers").await?;
-    let w = list["workers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|w| w["id"] == ids[0].as_str())
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(w["status"], "lost", "{list}");
+    // The worker is lost once its heartbeat is older than the lease: the run's own lease may
+    // have run out a little before.
+    let status = || async {
+        let list = server.get("/api/v1/workers").await?;
+        let w = list["workers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|w| w["id"] == ids[0].as_str())
+            .cloned()
+            .unwrap_or_default();
+        anyhow::Ok(w["status"].clone())
+    };
+    wait_until("the worker to be lost", Duration::from_secs(15), || async {
+        Ok(status().await? == "lost")
+    })
+    .await?;
     // Its ansible-playbook was left behind by the kill; a new start of the worker reaps it.
     let _again = start_worker(&server, &token, &["remote"], 1, wdir.path())?;
     let runs_dir = wdir.path().join("runs");
