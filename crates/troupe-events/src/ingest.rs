@@ -570,22 +570,6 @@ mod tests {
         }
     }
 
-    /// A queue that starts nothing (no rule here runs a playbook).
-    struct NoQueue;
-
-    #[async_trait]
-    impl launch::Queue for NoQueue {
-        fn run_created(&self, _run: &troupe_core::run::Run) {}
-
-        async fn cancel_run(
-            &self,
-            run_id: i64,
-            _mode: CancelMode,
-        ) -> troupe_store::StoreResult<troupe_core::run::Run> {
-            Err(StoreError::not_found("run", run_id))
-        }
-    }
-
     const RULES: &str = r#"
 sources:
   hook: {type: webhook}
@@ -629,7 +613,8 @@ rules:
         let launch = Arc::new(launch::Launcher::new(
             Arc::clone(&store),
             dir.path().join("projects"),
-            Arc::new(NoQueue),
+            // No free slot, and no rule here runs a playbook: it starts nothing.
+            Arc::new(SlotQueue::default()),
         ));
         let flows = Arc::new(Flows::default());
         let rules = Arc::new(Rules::from_yaml(RULES).expect("rules"));
@@ -654,8 +639,8 @@ rules:
             .record
     }
 
-    /// A queue with `free` slots that records what it was told: the runs started on its
-    /// slots and the runs announced queued.
+    /// A queue with `free` slots (none by default) that records what it was told: the runs
+    /// started on its slots and the runs announced queued.
     #[derive(Default)]
     struct SlotQueue {
         free: std::sync::atomic::AtomicUsize,
