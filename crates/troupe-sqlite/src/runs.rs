@@ -181,7 +181,7 @@ pub(crate) async fn insert_run(
 /// Whether a run can be stored with [`insert_run_row`] alone, outside a transaction: it has no
 /// labels or notifications (other tables) and no job unit (the one reference no foreign key
 /// checks), so the foreign keys check all it refers to.
-fn one_statement_run(new: &NewRun) -> bool {
+pub(crate) fn one_statement_run(new: &NewRun) -> bool {
     new.labels.is_empty() && new.notify.is_empty() && new.origin.job_unit().is_none()
 }
 
@@ -214,50 +214,99 @@ impl References for Refs<'_> {
     }
 }
 
+/// The columns [`insert_run_row`] fills from `$1`..`$19` (`status` aside).
+const INSERT_COLS: &str = "project_id, playbook, inventory_id, inventory_format, \
+     inventory_hosts, inventory_vars, options, labels, tag, created_at, job_id, unit, \
+     relaunch_of, template_id, parent_id, slice, slice_count, event_id, concurrency_key";
+
 /// The `runs` row of `new`, and nothing else.
 async fn insert_run_row(
     conn: &mut SqliteConnection,
     new: &NewRun,
     origin: RunOrigin<'_>,
 ) -> StoreResult<Run> {
-    let options = to_json(&new.options)?;
-    let labels = to_json(&new.labels)?;
+    let sql = format!(
+        "INSERT INTO runs ({INSERT_COLS}, status) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+         $18, $19, 'queued') RETURNING {RUN_COLS}"
+    );
+    let row = bind_run_row(sqlx::query(AssertSqlSafe(sql)), new, origin)?
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(backend)?;
+    run_from::<SqliteDialect>(&row)
+}
+
+/// The `runs` row of `new`, claimed by `claimant` in the same statement when it may take the
+/// run and no older queued run it may take waits (as [`crate::claims::claim_created`] claims
+/// a stored run), and left `queued` otherwise. `takes(table, labels)` is the claim's
+/// condition on a row named `table`, the claimant's labels being the parameter `labels`.
+pub(crate) async fn insert_run_row_claimed(
+    conn: &mut SqliteConnection,
+    new: &NewRun,
+    takes: impl Fn(&str, &str) -> String,
+    (worker_id, lease): (&str, std::time::Duration),
+    labels: String,
+) -> StoreResult<Run> {
+    // `new` is the row as a plain insert stores it; `admit` says whether it is claimed.
+    let sql = format!(
+        "INSERT INTO runs ({INSERT_COLS}, status, started_at, worker_id, lease_expires_at) \
+         SELECT {INSERT_COLS}, CASE WHEN admit THEN 'running' ELSE 'queued' END, \
+           CASE WHEN admit THEN $10 END, CASE WHEN admit THEN $20 END, \
+           CASE WHEN admit THEN $21 END \
+         FROM (SELECT *, ({new_takes} AND NOT EXISTS (SELECT 1 FROM runs AS older \
+             WHERE older.status = 'queued' AND {older_takes})) AS admit \
+           FROM (SELECT $1 AS project_id, $2 AS playbook, $3 AS inventory_id, \
+             $4 AS inventory_format, $5 AS inventory_hosts, $6 AS inventory_vars, \
+             $7 AS options, $8 AS labels, $9 AS tag, $10 AS created_at, $11 AS job_id, \
+             $12 AS unit, $13 AS relaunch_of, $14 AS template_id, $15 AS parent_id, \
+             $16 AS slice, $17 AS slice_count, $18 AS event_id, $19 AS concurrency_key) AS new) \
+         RETURNING {RUN_COLS}",
+        new_takes = takes("new", "$22"),
+        older_takes = takes("older", "$22"),
+    );
+    let now = now_us();
+    let row = bind_run_row(sqlx::query(AssertSqlSafe(sql)), new, RunOrigin::default())?
+        .bind(worker_id)
+        .bind(crate::lease_end(now, lease))
+        .bind(labels)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(backend)?;
+    run_from::<SqliteDialect>(&row)
+}
+
+/// `query` with `$1`..`$19` bound to `new`'s [`INSERT_COLS`] (`created_at` now).
+fn bind_run_row<'q>(
+    query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+    new: &'q NewRun,
+    origin: RunOrigin<'q>,
+) -> StoreResult<sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>> {
     let (job_id, unit) = new
         .origin
         .job_unit()
         .map(|(j, u)| (Some(j), Some(u)))
         .unwrap_or_default();
-    let row = sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO runs (project_id, playbook, inventory_id, inventory_format, \
-         inventory_hosts, inventory_vars, options, labels, tag, status, created_at, \
-         job_id, unit, relaunch_of, template_id, parent_id, slice, slice_count, event_id, \
-         concurrency_key) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         RETURNING {RUN_COLS}"
-    )))
-    .bind(new.project_id)
-    .bind(new.playbook.as_str())
-    .bind(new.inventory_id)
-    .bind(new.inventory.format.as_str())
-    .bind(&new.inventory.hosts)
-    .bind(&new.inventory.vars)
-    .bind(options)
-    .bind(labels)
-    .bind(&new.tag)
-    .bind(now_us())
-    .bind(job_id)
-    .bind(unit)
-    .bind(new.origin.relaunch_of())
-    .bind(new.origin.template_id())
-    .bind(new.origin.slice_of().map(|s| s.parent_id))
-    .bind(new.origin.slice_of().map(|s| s.slice))
-    .bind(new.origin.slice_of().map(|s| s.count))
-    .bind(origin.event_id)
-    .bind(origin.concurrency_key)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(backend)?;
-    run_from::<SqliteDialect>(&row)
+    Ok(query
+        .bind(new.project_id)
+        .bind(new.playbook.as_str())
+        .bind(new.inventory_id)
+        .bind(new.inventory.format.as_str())
+        .bind(&new.inventory.hosts)
+        .bind(&new.inventory.vars)
+        .bind(to_json(&new.options)?)
+        .bind(to_json(&new.labels)?)
+        .bind(&new.tag)
+        .bind(now_us())
+        .bind(job_id)
+        .bind(unit)
+        .bind(new.origin.relaunch_of())
+        .bind(new.origin.template_id())
+        .bind(new.origin.slice_of().map(|s| s.parent_id))
+        .bind(new.origin.slice_of().map(|s| s.slice))
+        .bind(new.origin.slice_of().map(|s| s.count))
+        .bind(origin.event_id)
+        .bind(origin.concurrency_key))
 }
 
 /// `select` (which ends in `FROM runs`) with `filter` and `page` applied, newest first.

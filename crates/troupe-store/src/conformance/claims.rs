@@ -831,6 +831,130 @@ pub async fn create_run_claimed_only_when_nothing_waits(store: &dyn Store) {
     assert_eq!(admitted_unit.status, RunStatus::Running);
 }
 
+/// A run stored claimed is the run `create_run` stores, only claimed: every field it was
+/// made with comes back (labels or not, a stored inventory, a template and a relaunch as its
+/// origin), and a missing reference is refused as `create_run` refuses it.
+pub async fn create_run_claimed_stores_what_create_run_stores(store: &dyn Store) {
+    let p = project(store, "p").await;
+    let lease = Duration::from_secs(60);
+    let embedded = crate::Claimant::embedded("w1");
+    let inv = store
+        .create_inventory(&new_inventory("inv"), 2)
+        .await
+        .expect("inv");
+    let template = store
+        .create_template(&new_template("t", p.id, inv.id))
+        .await
+        .expect("template");
+    let first = store.create_run(&new_run(p.id)).await.expect("create");
+    store
+        .request_cancel(first.id, CancelMode::Force)
+        .await
+        .expect("cancel");
+    let mut full = new_run(p.id);
+    full.inventory_id = Some(inv.id);
+    full.inventory = inv.content.clone();
+    full.options.extra_vars = json!({"a": [1, "two"], "s": "é"})
+        .as_object()
+        .expect("object")
+        .clone();
+    full.options.limit = Some("web".into());
+    full.options.forks = Some(3);
+    full.tag = Some("nightly".into());
+    full.origin = relaunch(
+        first.id,
+        Origin::Template {
+            template_id: template.id,
+        },
+    );
+    let mut labeled = full.clone();
+    labeled.labels.insert("team".into(), "ops".into());
+    // What a stored run says of how it was made, whoever stored it.
+    let made = |run: &Run| {
+        (
+            run.project_id,
+            run.playbook.clone(),
+            run.inventory_id,
+            run.options.clone(),
+            run.labels.clone(),
+            run.tag.clone(),
+            run.relaunch_of,
+            run.template_id,
+            run.job_id,
+        )
+    };
+    for new in [&full, &labeled] {
+        let claimed = store
+            .create_run_claimed(new, &embedded, lease)
+            .await
+            .expect("create claimed");
+        assert_eq!(claimed.status, RunStatus::Running, "{:?}", new.labels);
+        assert_eq!(store.get_run(claimed.id).await.expect("get"), claimed);
+        assert_eq!(
+            store
+                .get_run_inventory(claimed.id)
+                .await
+                .expect("inventory"),
+            inv.content
+        );
+        let queued = store.create_run(new).await.expect("create");
+        assert_eq!(made(&claimed), made(&queued));
+        assert_eq!(
+            (
+                claimed.finished_at,
+                claimed.launched_at,
+                claimed.event_count
+            ),
+            (None, None, 0)
+        );
+        store
+            .request_cancel(queued.id, CancelMode::Force)
+            .await
+            .expect("cancel");
+    }
+    // Missing references: the same refusal, nothing stored.
+    let before = store
+        .list_runs(
+            &RunFilter::default(),
+            Page {
+                before: None,
+                limit: 1000,
+            },
+        )
+        .await
+        .expect("list")
+        .len();
+    let mut no_project = new_run(p.id + 1000);
+    let mut no_inventory = new_run(p.id);
+    no_inventory.inventory_id = Some(inv.id + 1000);
+    for new in [&mut no_project, &mut no_inventory] {
+        let plain = store.create_run(new).await.expect_err("missing reference");
+        let claimed = store
+            .create_run_claimed(new, &embedded, lease)
+            .await
+            .expect_err("missing reference");
+        assert_eq!(claimed.to_string(), plain.to_string());
+        new.labels.insert("team".into(), "ops".into());
+        let claimed = store
+            .create_run_claimed(new, &embedded, lease)
+            .await
+            .expect_err("missing reference");
+        assert_eq!(claimed.to_string(), plain.to_string(), "with labels");
+    }
+    let after = store
+        .list_runs(
+            &RunFilter::default(),
+            Page {
+                before: None,
+                limit: 1000,
+            },
+        )
+        .await
+        .expect("list")
+        .len();
+    assert_eq!(after, before, "a refused run is not stored");
+}
+
 /// Creators admitting runs while claimers take queued ones, each on a thread of its own:
 /// every run ends up held by exactly one worker.
 pub async fn create_run_claimed_races_claims(store: &dyn Store) {

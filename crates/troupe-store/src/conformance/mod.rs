@@ -106,6 +106,7 @@ macro_rules! __conformance_case_names {
             concurrent_claims_never_share,
             batch_claims_take_the_oldest_in_order,
             create_run_claimed_only_when_nothing_waits,
+            create_run_claimed_stores_what_create_run_stores,
             create_run_claimed_races_claims,
             renew_lease_held_and_lost,
             finish_run_rules,
