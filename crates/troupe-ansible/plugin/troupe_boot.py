@@ -69,6 +69,8 @@ def exit_as_python(code):
     atexit._run_exitfuncs()
     # What the teardown would have flushed on freeing them: files a plugin left open.
     import gc
+    # A warm run's parent froze what its import made; files among it are flushed too.
+    gc.unfreeze()
     buffered = {io.BufferedWriter, io.BufferedRandom, io.TextIOWrapper}
     for f in gc.get_objects():
         if type(f) in buffered and f not in (sys.stdout, sys.stderr):

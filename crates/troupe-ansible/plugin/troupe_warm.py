@@ -218,6 +218,11 @@ _unfit = _unfit_reason()
 if _unfit:
     _send(_ctl, {'unfit': _unfit})
     sys.exit(0)
+# What the import made stays as it is for the parent's life: out of the collector's reach, a
+# child's collections do not touch (and copy) the pages it shares with the parent. The child
+# gives them back to the collector at its end (troupe_boot.exit_as_python).
+import gc  # noqa: E402
+gc.freeze()
 _send(_ctl, {'ready': os.getpid()})
 _parent = os.getpid()
 _request, _fds, _siblings = _serve()

@@ -584,8 +584,10 @@ async fn a_template_chooses_its_launcher_and_an_unknown_one_is_refused() -> anyh
 }
 
 /// A callback plugin that leaves work for the end of the process: a file left open with
-/// buffered text, a non-daemon thread that writes a file later, an atexit handler.
+/// buffered text, a non-daemon thread that writes a file later, an atexit handler. It also
+/// notes how many objects the collector was told to leave alone when the playbook started.
 const LEAKY_CALLBACK: &str = r#"import atexit
+import gc
 import os
 import threading
 import time
@@ -598,6 +600,10 @@ class CallbackModule(CallbackBase):
     CALLBACK_TYPE = 'aggregate'
     CALLBACK_NAME = 'leaky'
     CALLBACK_NEEDS_ENABLED = True
+
+    def v2_playbook_on_start(self, playbook):
+        with open(os.path.join(os.getcwd(), 'frozen.txt'), 'w') as f:
+            f.write(str(gc.get_freeze_count()))
 
     def v2_playbook_on_stats(self, stats):
         here = os.getcwd()
@@ -664,6 +670,12 @@ async fn a_run_ends_as_a_bare_one_threads_atexit_handlers_and_open_files() -> an
         let run = outcome(&server, id).await?;
         assert_eq!(run.status, "successful", "{launcher}: {}", run.stdout);
         assert_eq!(left(proj.path()), expected, "{launcher}");
+        // A warm parent froze what its import made (its children's collections leave those
+        // pages unshared); an exec'd run froze nothing, as a bare one.
+        let frozen: u64 = std::fs::read_to_string(proj.path().join("frozen.txt"))?
+            .trim()
+            .parse()?;
+        assert_eq!(frozen > 0, launcher == "warm", "{launcher}: {frozen} frozen");
     }
     Ok(())
 }
