@@ -8,7 +8,7 @@ use sqlx::{AssertSqlSafe, Sqlite, SqliteConnection};
 use std::time::Duration;
 use troupe_core::RunStatus;
 use troupe_core::run::{CancelMode, NewRun, Run};
-use troupe_store::sql::RunOrigin;
+use troupe_store::sql::{self, RunOrigin};
 use troupe_store::sql::{
     already_finished, backend, cancel_mode, finishable, foreign_key_violated, get, not_held,
     run_from, sorted_ids, statements, to_json,
@@ -40,8 +40,9 @@ impl ClaimStore for SqliteStore {
             "UPDATE runs SET status = 'running', started_at = ?, worker_id = ?, \
              lease_expires_at = ?, cancel_requested = NULL \
              WHERE id IN (SELECT id FROM runs WHERE status = 'queued' AND {takes} \
-               ORDER BY id LIMIT ?) \
-             AND status = 'queued' RETURNING {RUN_COLS}"
+               ORDER BY id {limit}) \
+             AND status = 'queued' RETURNING {RUN_COLS}",
+            limit = sql::limit("?")
         )))
         .bind(now)
         .bind(claimant.worker_id)

@@ -497,6 +497,37 @@ mod tests {
     use troupe_core::run::Labels;
     use troupe_store::sql::to_json;
 
+    /// Every bound `LIMIT` of the statements SQLite runs (this backend's and the shared ones)
+    /// is an expression (`troupe_store::sql::limit`): a bare `LIMIT ?` is planned again at
+    /// every run.
+    #[test]
+    fn no_statement_binds_a_bare_limit() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        for dir in [root.join("src"), root.join("../troupe-store/src/sql")] {
+            for entry in std::fs::read_dir(&dir).expect("source dir") {
+                let path = entry.expect("entry").path();
+                if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+        assert!(files.len() > 10, "{files:?}");
+        let mut bare = Vec::new();
+        for path in files {
+            let text = std::fs::read_to_string(&path).expect("source");
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                for after in ["$", "?", "{}", "\").push_bind"] {
+                    if code.contains(&format!("{} {after}", "LIMIT")) {
+                        bare.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                    }
+                }
+            }
+        }
+        assert!(bare.is_empty(), "bare LIMITs:\n{}", bare.join("\n"));
+    }
+
     /// A write that fails because the database is full (`max_page_count` stands in for a
     /// full disk: both are `SQLITE_FULL`, which SQLite may answer by rolling the whole
     /// transaction back) must not leave the writer unable to begin again once there is room.

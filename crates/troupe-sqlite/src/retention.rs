@@ -12,7 +12,7 @@ use sqlx::{AssertSqlSafe, SqliteConnection};
 use troupe_store::sql::retention::{
     ROWS_PER_DELETE, UNFINISHED, UNFINISHED_EXECUTION_STEPS, count_prunable_runs, prunable_runs,
 };
-use troupe_store::sql::{backend, get, to_json};
+use troupe_store::sql::{backend, get, limit, to_json};
 use troupe_store::{Pruned, RetentionStore, RunRetention, StoreResult};
 
 /// The runs the steps of unfinished executions started.
@@ -43,7 +43,8 @@ fn bound(
 async fn delete_rows_of(store: &SqliteStore, table: &str, ids: &str) -> StoreResult<u64> {
     let sql = format!(
         "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} \
-         WHERE run_id IN (SELECT value FROM json_each($1)) LIMIT $2)"
+         WHERE run_id IN (SELECT value FROM json_each($1)) {})",
+        limit("$2")
     );
     let mut total = 0;
     loop {

@@ -119,5 +119,8 @@ where
     if let Some(before) = page.before {
         q.push(" AND id < ").push_bind(before);
     }
-    q.push(" ORDER BY id DESC LIMIT ").push_bind(page.limit);
+    // `LIMIT CAST(? AS BIGINT)`, as [`super::limit`] says why.
+    q.push(" ORDER BY id DESC LIMIT CAST(")
+        .push_bind(page.limit)
+        .push(" AS BIGINT)");
 }

@@ -55,9 +55,10 @@ pub fn due(lock: &str) -> String {
            AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= $1) \
            AND (n.lease_until IS NULL OR n.lease_until < $1 OR n.owner = $3) \
            AND (r.status IN ({}) OR e.status IN ({})) \
-         ORDER BY n.id LIMIT $2 {lock}",
+         ORDER BY n.id {limit} {lock}",
         finished_runs(),
-        finished_executions()
+        finished_executions(),
+        limit = super::limit("$2"),
     )
 }
 

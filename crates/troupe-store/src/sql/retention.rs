@@ -32,7 +32,7 @@ pub fn prunable_runs(policy: &RunRetention, what: &str, needed: &str, limited: b
         which.push("1 = 0".to_owned());
     }
     let tail = if limited {
-        format!(" ORDER BY r.id LIMIT {}", next())
+        format!(" ORDER BY r.id {}", super::limit(&next()))
     } else {
         String::new()
     };
@@ -81,7 +81,11 @@ mod tests {
             keep_per_project: Some(3),
         };
         let sql = prunable_runs(&both, "r.id", "SELECT 0", true);
-        assert!(sql.contains("< $1") && sql.contains("newer > $2") && sql.ends_with("LIMIT $3"));
+        assert!(
+            sql.contains("< $1")
+                && sql.contains("newer > $2")
+                && sql.ends_with("LIMIT CAST($3 AS BIGINT)")
+        );
         let keep = RunRetention {
             keep_per_project: Some(3),
             ..RunRetention::default()
@@ -89,6 +93,6 @@ mod tests {
         let sql = prunable_runs(&keep, "COUNT(*)", "SELECT 0", false);
         assert!(sql.contains("newer > $1") && !sql.contains("$2") && !sql.contains("LIMIT"));
         let off = prunable_runs(&RunRetention::default(), "r.id", "SELECT 0", true);
-        assert!(off.contains("(1 = 0)") && off.ends_with("LIMIT $1"));
+        assert!(off.contains("(1 = 0)") && off.ends_with("LIMIT CAST($1 AS BIGINT)"));
     }
 }

@@ -17,8 +17,9 @@ pub fn select<D: Dialect>(column: SealedColumn) -> String {
     };
     format!(
         "SELECT id, CAST({col} AS TEXT) AS text FROM {} WHERE id > $1 AND {filter} \
-         ORDER BY id LIMIT $2",
-        column.table()
+         ORDER BY id {}",
+        column.table(),
+        super::limit("$2")
     )
 }
 

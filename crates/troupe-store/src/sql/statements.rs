@@ -246,8 +246,9 @@ pub fn fail_running(condition: &str) -> String {
 /// Run `$1`'s events after counter `$2`, at most `$3`.
 pub fn list_events<D: Dialect>() -> String {
     format!(
-        "SELECT {} FROM events WHERE run_id = $1 AND counter > $2 ORDER BY counter LIMIT $3",
-        D::EVENT_COLS
+        "SELECT {} FROM events WHERE run_id = $1 AND counter > $2 ORDER BY counter {}",
+        D::EVENT_COLS,
+        super::limit("$3")
     )
 }
 
@@ -505,7 +506,8 @@ pub fn claim_execution<D: Dialect>() -> String {
 pub fn unclaimed_executions<D: Dialect>() -> String {
     format!(
         "SELECT {cols} FROM executions WHERE status IN ({unfinished}) \
-         AND (owner IS NULL OR lease_until < $1) ORDER BY id LIMIT $2",
+         AND (owner IS NULL OR lease_until < $1) ORDER BY id {limit}",
+        limit = super::limit("$2"),
         unfinished = super::flows::unfinished(),
         cols = D::EXECUTION_COLS
     )

@@ -675,7 +675,11 @@ async fn a_run_ends_as_a_bare_one_threads_atexit_handlers_and_open_files() -> an
         let frozen: u64 = std::fs::read_to_string(proj.path().join("frozen.txt"))?
             .trim()
             .parse()?;
-        assert_eq!(frozen > 0, launcher == "warm", "{launcher}: {frozen} frozen");
+        assert_eq!(
+            frozen > 0,
+            launcher == "warm",
+            "{launcher}: {frozen} frozen"
+        );
     }
     Ok(())
 }
