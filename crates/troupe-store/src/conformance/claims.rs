@@ -913,17 +913,7 @@ pub async fn create_run_claimed_stores_what_create_run_stores(store: &dyn Store)
             .expect("cancel");
     }
     // Missing references: the same refusal, nothing stored.
-    let before = store
-        .list_runs(
-            &RunFilter::default(),
-            Page {
-                before: None,
-                limit: 1000,
-            },
-        )
-        .await
-        .expect("list")
-        .len();
+    let before = all_runs(store).await.len();
     let mut no_project = new_run(p.id + 1000);
     let mut no_inventory = new_run(p.id);
     no_inventory.inventory_id = Some(inv.id + 1000);
@@ -941,17 +931,7 @@ pub async fn create_run_claimed_stores_what_create_run_stores(store: &dyn Store)
             .expect_err("missing reference");
         assert_eq!(claimed.to_string(), plain.to_string(), "with labels");
     }
-    let after = store
-        .list_runs(
-            &RunFilter::default(),
-            Page {
-                before: None,
-                limit: 1000,
-            },
-        )
-        .await
-        .expect("list")
-        .len();
+    let after = all_runs(store).await.len();
     assert_eq!(after, before, "a refused run is not stored");
 }
 

@@ -85,19 +85,6 @@ fn started(run_id: i64, canceled: Vec<i64>) -> RuleResult {
     RuleResult::Started { run_id, canceled }
 }
 
-async fn all_runs(store: &dyn Store) -> Vec<Run> {
-    store
-        .list_runs(
-            &RunFilter::default(),
-            Page {
-                before: None,
-                limit: 1000,
-            },
-        )
-        .await
-        .expect("list runs")
-}
-
 async fn record_ids(store: &dyn Store, filter: EventRecordFilter, page: Page) -> Vec<i64> {
     store
         .list_event_records(&filter, page)

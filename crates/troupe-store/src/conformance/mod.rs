@@ -385,6 +385,20 @@ fn ok_outcome() -> RunOutcome {
     }
 }
 
+/// Every run stored (up to 1,000), newest first.
+async fn all_runs(store: &dyn Store) -> Vec<Run> {
+    store
+        .list_runs(
+            &RunFilter::default(),
+            Page {
+                before: None,
+                limit: 1000,
+            },
+        )
+        .await
+        .expect("list runs")
+}
+
 fn ids(runs: &[Run]) -> Vec<i64> {
     runs.iter().map(|r| r.id).collect()
 }
