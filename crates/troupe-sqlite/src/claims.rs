@@ -71,11 +71,7 @@ impl ClaimStore for SqliteStore {
         // violated foreign key sends the run the long way, whose checks name what is missing.
         if one_statement_run(new) {
             let mut conn = self.write().await;
-            let labels = to_json(&claimant.labels)?;
-            let takes = |table: &str, labels: &str| takes(claimant, table, labels);
-            match insert_run_row_claimed(&mut conn, new, takes, (claimant.worker_id, lease), labels)
-                .await
-            {
+            match insert_run_row_claimed(&mut conn, new, claimant, lease).await {
                 Err(StoreError::Backend(e))
                     if e.downcast_ref().is_some_and(foreign_key_violated) => {}
                 done => return done,
@@ -264,7 +260,7 @@ pub(crate) async fn claim_created(
     row.as_ref().map(run_from::<SqliteDialect>).transpose()
 }
 
-fn takes(claimant: &Claimant<'_>, table: &str, labels: &str) -> String {
+pub(crate) fn takes(claimant: &Claimant<'_>, table: &str, labels: &str) -> String {
     let labels_ok = format!(
         "NOT EXISTS (SELECT 1 FROM json_each({table}.options, '$.worker_labels') AS l \
          WHERE l.value NOT IN (SELECT value FROM json_each({labels})))"

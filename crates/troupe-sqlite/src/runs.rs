@@ -1,5 +1,6 @@
 //! Runs created and read on SQLite.
 
+use crate::claims::takes;
 use crate::{RUN_COLS, SqliteDialect, SqliteStore, now_us, require_row};
 use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqliteConnection};
@@ -12,7 +13,7 @@ use troupe_store::sql::{
     push_run_filter, run_from, run_inventory_from, statements, status_counts, to_json,
     version_from,
 };
-use troupe_store::{Page, RunFilter, RunStore, RunVersion, StoreError, StoreResult};
+use troupe_store::{Claimant, Page, RunFilter, RunStore, RunVersion, StoreError, StoreResult};
 
 #[async_trait]
 impl RunStore for SqliteStore {
@@ -239,14 +240,12 @@ async fn insert_run_row(
 
 /// The `runs` row of `new`, claimed by `claimant` in the same statement when it may take the
 /// run and no older queued run it may take waits (as [`crate::claims::claim_created`] claims
-/// a stored run), and left `queued` otherwise. `takes(table, labels)` is the claim's
-/// condition on a row named `table`, the claimant's labels being the parameter `labels`.
+/// a stored run, under a lease of `lease`), and left `queued` otherwise.
 pub(crate) async fn insert_run_row_claimed(
     conn: &mut SqliteConnection,
     new: &NewRun,
-    takes: impl Fn(&str, &str) -> String,
-    (worker_id, lease): (&str, std::time::Duration),
-    labels: String,
+    claimant: &Claimant<'_>,
+    lease: std::time::Duration,
 ) -> StoreResult<Run> {
     // `new` is the row as a plain insert stores it; `admit` says whether it is claimed.
     let sql = format!(
@@ -262,14 +261,13 @@ pub(crate) async fn insert_run_row_claimed(
              $12 AS unit, $13 AS relaunch_of, $14 AS template_id, $15 AS parent_id, \
              $16 AS slice, $17 AS slice_count, $18 AS event_id, $19 AS concurrency_key) AS new) \
          RETURNING {RUN_COLS}",
-        new_takes = takes("new", "$22"),
-        older_takes = takes("older", "$22"),
+        new_takes = takes(claimant, "new", "$22"),
+        older_takes = takes(claimant, "older", "$22"),
     );
-    let now = now_us();
     let row = bind_run_row(sqlx::query(AssertSqlSafe(sql)), new, RunOrigin::default())?
-        .bind(worker_id)
-        .bind(crate::lease_end(now, lease))
-        .bind(labels)
+        .bind(claimant.worker_id)
+        .bind(crate::lease_end(now_us(), lease))
+        .bind(to_json(&claimant.labels)?)
         .fetch_one(&mut *conn)
         .await
         .map_err(backend)?;

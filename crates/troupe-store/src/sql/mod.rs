@@ -9,21 +9,22 @@
 //! numbered parameters (`$1`), which sqlx's SQLite driver binds by number too.
 
 use crate::{StoreError, StoreResult};
-
-/// A `LIMIT` of bound parameter `param` (`$2`): `LIMIT CAST($2 AS BIGINT)`. A bare `LIMIT $2`
-/// makes SQLite (3.44 on) read the bound value while it plans, so the statement is parsed and
-/// planned again every time it is bound, which is every time it runs; an expression is not
-/// read, and the cached plan is used as it is. PostgreSQL takes either. Every bound `LIMIT`
-/// is written this way (a test below checks the statement sources).
-pub fn limit(param: &str) -> String {
-    format!("LIMIT CAST({param} AS BIGINT)")
-}
 use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use troupe_core::RunStatus;
 use troupe_core::inbound::{EventStatus, RuleOutcome, RuleResult};
 use troupe_core::inventory::InventoryFormat;
 use troupe_core::run::{CancelMode, Run};
+
+/// A `LIMIT` of bound parameter `param` (`$2`): `LIMIT CAST($2 AS BIGINT)`. A bare `LIMIT $2`
+/// makes SQLite (3.44 on) read the bound value while it plans, so the statement is parsed and
+/// planned again every time it is bound, which is every time it runs; an expression is not
+/// read, and the cached plan is used as it is. PostgreSQL takes either. Every bound `LIMIT`
+/// is written this way (troupe-sqlite's `no_statement_binds_a_bare_limit` checks the
+/// statement sources).
+pub fn limit(param: &str) -> String {
+    format!("LIMIT CAST({param} AS BIGINT)")
+}
 
 pub mod audit;
 pub mod credentials;
