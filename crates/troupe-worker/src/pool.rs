@@ -172,14 +172,15 @@ impl WorkerPool {
         pool
     }
 
-    /// Starts claiming from `backend` (a server, for a remote worker) under `worker_id`, after
-    /// killing processes a previous incarnation left behind. Split runs are not taken.
+    /// Starts claiming from `backend` (a server, for a remote worker) under `worker_id`. The
+    /// caller kills what a previous incarnation left running before it registers
+    /// (`troupe_ansible::reap_orphans`), since registering ends those runs. Split runs are not
+    /// taken.
     pub async fn start_remote(
         backend: Arc<dyn Backend>,
         cfg: WorkerConfig,
         worker_id: String,
     ) -> Arc<Self> {
-        reap(&cfg).await;
         let pool = Self::new(
             backend,
             None,

@@ -70,6 +70,15 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let outbox = outbox::Outbox::open(&args.data_dir.join("outbox"))?;
     tokio::spawn(Arc::clone(&outbox).send_forever(client.clone()));
 
+    // What a previous start left running is killed first, before the server is told (below)
+    // and ends those runs: once a run reads `error`, nothing of it is left.
+    let orphans = troupe_ansible::reap_orphans(&runs_dir).await;
+    if !orphans.is_empty() {
+        tracing::warn!(
+            count = orphans.len(),
+            "killed processes left behind by a previous start"
+        );
+    }
     // What a previous start left unsent goes first: the server then ends those runs
     // (`error`, the worker restarted) with every event they produced stored.
     let left = outbox.pending()?.len();
